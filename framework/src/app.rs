@@ -1,0 +1,329 @@
+//! The process: services, their listeners, the shared producer, and the broker they use.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{client_config, create_topics, set_default, EmbeddedBroker};
+use crate::config::Config;
+use crate::consumer::{self, ListenerThread};
+use crate::context::Client;
+use crate::error::{Error, Result};
+use crate::event::EventKind;
+use crate::producer::Producer;
+use crate::service::{is_own_commands, owned_topics, Handlers, TopicSpec};
+use crate::topic::ServiceId;
+use crate::worker::{ListenerEnv, Routes};
+
+/// What the runtime needs to start a service's listeners.
+struct StartEnv<'a> {
+    client: &'a ClientConfig,
+    producer: &'a Producer,
+    process: &'a str,
+    config: &'a Config,
+    stop: &'a CancellationToken,
+    runtime: &'a tokio::runtime::Handle,
+}
+
+trait ErasedService: Send {
+    fn id(&self) -> ServiceId;
+    fn topics(&self) -> Vec<TopicSpec>;
+    fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>>;
+}
+
+struct Registered<S>(Arc<S>);
+
+impl<S: Handlers> ErasedService for Registered<S> {
+    fn id(&self) -> ServiceId {
+        S::ID
+    }
+
+    fn topics(&self) -> Vec<TopicSpec> {
+        let mut topics = owned_topics::<S>();
+        for l in S::listeners() {
+            let spec = TopicSpec {
+                name: l.topic().clone(),
+                partitions: l.partitions(),
+                config: vec![],
+            };
+            if !topics.iter().any(|t| t.name == spec.name) {
+                topics.push(spec);
+            }
+        }
+        topics
+    }
+
+    fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>> {
+        let listeners = S::listeners();
+        let mut routes = Routes::default();
+        for (i, l) in listeners.iter().enumerate() {
+            if listeners[..i].iter().any(|o| o.name() == l.name()) {
+                return Err(Error::Declaration(format!(
+                    "service `{}` declares listener `{}` twice",
+                    S::ID,
+                    l.name()
+                )));
+            }
+            l.group_id()?;
+            if is_own_commands::<S>(l.topic()) && l.kind() == EventKind::Command {
+                routes.own_commands.insert(l.ce_type());
+                routes.designated.get_or_insert(l.name());
+            }
+        }
+        let routes = Arc::new(routes);
+        let source: Arc<str> = format!("{}/{}", S::ID, env.process).into();
+        let mut threads = Vec::new();
+        for listener in listeners {
+            let lenv = Arc::new(ListenerEnv {
+                svc: self.0.clone(),
+                listener,
+                routes: routes.clone(),
+                producer: env.producer.clone(),
+                source: source.clone(),
+                config: env.config.listener.clone(),
+                stop: env.stop.clone(),
+            });
+            let mut client = env.client.clone();
+            client.set("client.id", format!("{}-{}", S::ID, env.process));
+            if let Some(name) = &env.config.service.process_name {
+                client.set("group.instance.id", name);
+            }
+            threads.push(consumer::spawn(lenv, client, env.runtime.clone())?);
+        }
+        Ok(threads)
+    }
+}
+
+/// An atoll process: register services, then [`run`](App::run) or [`start`](App::start).
+///
+/// ```no_run
+/// # use atoll::{event_service, handlers, App};
+/// # #[event_service(company = "acme", namespace = "shop", name = "orders")]
+/// # struct Orders;
+/// # #[handlers] impl Orders {}
+/// # async fn f() -> atoll::Result<()> {
+/// App::from_env()?.service(Orders).run().await
+/// # }
+/// ```
+#[must_use]
+pub struct App {
+    config: Config,
+    services: Vec<Box<dyn ErasedService>>,
+    extra_topics: Vec<TopicSpec>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<ServiceId> = self.services.iter().map(|s| s.id()).collect();
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("services", &ids)
+            .finish()
+    }
+}
+
+impl App {
+    /// An app with this configuration.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            services: Vec::new(),
+            extra_topics: Vec::new(),
+        }
+    }
+
+    /// An app configured from `atoll.toml` and `ATOLL_*` (see [`Config::load`]).
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::new(Config::load()?))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Registers a service.
+    pub fn service<S: Handlers>(mut self, service: S) -> Self {
+        self.services.push(Box::new(Registered(Arc::new(service))));
+        self
+    }
+
+    /// Also creates these topics at start (e.g. every topic of a system, for a driver).
+    pub fn topics(mut self, topics: impl IntoIterator<Item = TopicSpec>) -> Self {
+        self.extra_topics.extend(topics);
+        self
+    }
+
+    /// Every topic the registered services own or consume, and the extra ones, by name.
+    pub fn declared_topics(&self) -> Vec<TopicSpec> {
+        let mut by_name = BTreeMap::new();
+        let all = self
+            .services
+            .iter()
+            .flat_map(|s| s.topics())
+            .chain(self.extra_topics.clone());
+        for t in all {
+            by_name.entry(t.name.clone()).or_insert(t);
+        }
+        by_name.into_values().collect()
+    }
+
+    /// Connects (or starts the embedded broker), creates missing topics and starts every
+    /// listener. Must be called within a multi-threaded Tokio runtime.
+    pub async fn start(self) -> Result<Running> {
+        let mut ids: Vec<ServiceId> = self.services.iter().map(|s| s.id()).collect();
+        ids.sort();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Declaration(format!(
+                "service `{}` is registered twice",
+                w[0]
+            )));
+        }
+        let topics = self.declared_topics();
+        let (embedded, bootstrap) = match &self.config.kafka.bootstrap_servers {
+            Some(b) => (None, b.clone()),
+            None => {
+                let broker = EmbeddedBroker::start()?;
+                let b = broker.bootstrap_servers().to_owned();
+                tracing::info!(
+                    bootstrap = b,
+                    "no kafka.bootstrap_servers: started the embedded broker"
+                );
+                (Some(broker), b)
+            }
+        };
+        match &embedded {
+            Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t))?,
+            None => create_topics(&client_config(&self.config, &bootstrap), &topics).await?,
+        }
+        let process = self
+            .config
+            .service
+            .process_name
+            .clone()
+            .unwrap_or_else(random_name);
+        let client = client_config(&self.config, &bootstrap);
+        let mut pconf = client.clone();
+        set_default(&mut pconf, "linger.ms", "5");
+        pconf.set("client.id", format!("atoll-{process}"));
+        let producer: FutureProducer = pconf
+            .create()
+            .map_err(|e| Error::kafka("creating the producer", e))?;
+        let producer = Producer::new(producer);
+        let stop = CancellationToken::new();
+        let runtime = tokio::runtime::Handle::current();
+        let env = StartEnv {
+            client: &client,
+            producer: &producer,
+            process: &process,
+            config: &self.config,
+            stop: &stop,
+            runtime: &runtime,
+        };
+        let mut threads = Vec::new();
+        for s in &self.services {
+            match s.start(&env) {
+                Ok(t) => threads.extend(t),
+                Err(e) => {
+                    stop.cancel();
+                    join_all(threads).await;
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(process, services = ?ids, "atoll started");
+        Ok(Running {
+            stop,
+            threads,
+            producer,
+            process,
+            bootstrap,
+            _embedded: embedded,
+        })
+    }
+
+    /// Starts, then runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run(self) -> Result<()> {
+        self.run_until(crate::shutdown::signal()).await
+    }
+
+    /// Starts, then runs until `shutdown` completes, then shuts down gracefully.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let running = self.start().await?;
+        shutdown.await;
+        running.shutdown().await;
+        Ok(())
+    }
+}
+
+fn random_name() -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..4)
+        .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+async fn join_all(threads: Vec<ListenerThread>) {
+    let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(ListenerThread::join))
+        .await;
+}
+
+/// A started app. Dropping it without [`shutdown`](Running::shutdown) stops the listeners
+/// without waiting for them.
+pub struct Running {
+    stop: CancellationToken,
+    threads: Vec<ListenerThread>,
+    producer: Producer,
+    process: String,
+    bootstrap: String,
+    _embedded: Option<EmbeddedBroker>,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("process", &self.process)
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The broker's `bootstrap.servers` (the embedded one's when none was configured).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The process name (configured, or the random one).
+    pub fn process_name(&self) -> &str {
+        &self.process
+    }
+
+    /// A client that sends commands with `ce_source` `<name>/<process>`.
+    pub fn client(&self, name: &str) -> Client {
+        Client::new(
+            self.producer.clone(),
+            format!("{name}/{}", self.process).into(),
+        )
+    }
+
+    /// Stops fetching, lets in-flight records finish, commits, and leaves the groups.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        join_all(std::mem::take(&mut self.threads)).await;
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        tracing::info!("atoll stopped");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

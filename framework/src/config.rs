@@ -1,0 +1,324 @@
+//! Configuration (design §6): defaults ← `atoll.toml` (path from `ATOLL_CONFIG`) ←
+//! environment `ATOLL_*`, nested with `__`.
+//!
+//! ```text
+//! ATOLL_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092      # unset: embedded broker
+//! ATOLL_KAFKA__PROPERTIES__SECURITY_PROTOCOL=sasl_ssl  # any librdkafka property; `_` → `.`
+//! ATOLL_SERVICE__PROCESS_NAME=orders-0               # static group membership
+//! ATOLL_LISTENER__HANDLER_TIMEOUT_MS=30000
+//! ```
+//!
+//! librdkafka property names contain dots, which environment variable names cannot; in the
+//! environment write them with `_` (`SESSION_TIMEOUT_MS` → `session.timeout.ms`). In
+//! `atoll.toml` write them as they are, quoted: `"session.timeout.ms" = 6000`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The environment variable naming the config file.
+pub const CONFIG_PATH_VAR: &str = "ATOLL_CONFIG";
+
+/// The whole configuration of an atoll process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Broker connection.
+    pub kafka: KafkaConfig,
+    /// Process identity.
+    pub service: ServiceConfig,
+    /// Listener defaults.
+    pub listener: ListenerConfig,
+    /// Schema Registry (Avro).
+    pub schema_registry: SchemaRegistryConfig,
+    /// HTTP endpoints (health, metrics).
+    pub http: HttpConfig,
+}
+
+/// `kafka.*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KafkaConfig {
+    /// `host:port,…`; unset starts the embedded broker.
+    pub bootstrap_servers: Option<String>,
+    /// librdkafka properties passed through to every client (SASL, TLS, timeouts, …).
+    #[serde(deserialize_with = "properties")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `service.*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// The process name: static group membership when set; a random 4-character name and
+    /// dynamic membership when not.
+    pub process_name: Option<String>,
+}
+
+/// `listener.*`: defaults for every listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// A handler's time budget in ms; exceeding it is a transient failure.
+    pub handler_timeout_ms: u64,
+    /// How often finished offsets are committed, in ms.
+    pub commit_interval_ms: u64,
+    /// Records buffered per partition before the partition is paused.
+    pub max_buffered: usize,
+    /// How long shutdown and revocation wait for in-flight records, in ms.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            handler_timeout_ms: 30_000,
+            commit_interval_ms: 500,
+            max_buffered: 1_000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// The handler time budget.
+    pub fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms)
+    }
+
+    /// The commit interval.
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// The drain deadline.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// `schema_registry.*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SchemaRegistryConfig {
+    /// The registry's base URL.
+    pub url: Option<String>,
+}
+
+/// `http.*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Address of the health and metrics endpoints; off when unset.
+    pub addr: Option<SocketAddr>,
+}
+
+/// Accepts strings, numbers and booleans as property values; maps `_` in keys to `.`.
+fn properties<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            };
+            (k.replace('_', "."), v)
+        })
+        .collect())
+}
+
+/// One figment error as "key `a.b`: what is wrong (from where)".
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".").to_lowercase();
+    let from = e
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{}{from}", e.kind)
+    } else {
+        format!("key `{key}`: {}{from}", e.kind)
+    }
+}
+
+impl Config {
+    /// Loads defaults ← `atoll.toml` (or the file named by `ATOLL_CONFIG`) ← `ATOLL_*`.
+    pub fn load() -> Result<Self> {
+        let path = std::env::var_os(CONFIG_PATH_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("atoll.toml"));
+        if std::env::var_os(CONFIG_PATH_VAR).is_some() && !path.exists() {
+            return Err(Error::Config(format!(
+                "{CONFIG_PATH_VAR} names `{}`, which does not exist",
+                path.display()
+            )));
+        }
+        Self::from_figment(Self::figment(&path))
+    }
+
+    /// The layered providers, for callers that add their own.
+    pub fn figment(path: &std::path::Path) -> Figment {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("ATOLL_").split("__").ignore(&["config"]))
+    }
+
+    /// Extracts and checks a configuration.
+    pub fn from_figment(figment: Figment) -> Result<Self> {
+        let config: Config = figment.extract().map_err(|e| {
+            let e = e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>();
+            Error::Config(e.join("; "))
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        if let Some(name) = &self.service.process_name {
+            let ok = !name.is_empty()
+                && name.len() <= 200
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                return Err(Error::Config(format!(
+                    "service.process_name `{name}` must be 1 to 200 characters of letters, digits, `.`, `_` or `-`"
+                )));
+            }
+        }
+        if let Some(servers) = &self.kafka.bootstrap_servers {
+            if servers.trim().is_empty() || servers.split(',').any(|s| !s.contains(':')) {
+                return Err(Error::Config(format!(
+                    "kafka.bootstrap_servers `{servers}` must be a comma-separated list of host:port"
+                )));
+            }
+        }
+        let l = &self.listener;
+        for (key, v) in [
+            ("listener.handler_timeout_ms", l.handler_timeout_ms),
+            ("listener.commit_interval_ms", l.commit_interval_ms),
+            ("listener.max_buffered", l.max_buffered as u64),
+        ] {
+            if v == 0 {
+                return Err(Error::Config(format!("{key} must be greater than 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(jail: &Jail) -> Result<Config> {
+        Config::from_figment(Config::figment(&jail.directory().join("atoll.toml")))
+    }
+
+    #[test]
+    fn defaults_mean_embedded_broker() {
+        Jail::expect_with(|jail| {
+            let c = load_in(jail).unwrap();
+            assert_eq!(c, Config::default());
+            assert!(c.kafka.bootstrap_servers.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file_and_maps_properties() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "atoll.toml",
+                r#"
+                [kafka]
+                bootstrap_servers = "file:9092"
+                [kafka.properties]
+                "security.protocol" = "ssl"
+                [listener]
+                handler_timeout_ms = 5000
+                "#,
+            )?;
+            jail.set_env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+            jail.set_env("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000");
+            jail.set_env("ATOLL_SERVICE__PROCESS_NAME", "orders-0");
+            let c = load_in(jail).unwrap();
+            assert_eq!(c.kafka.bootstrap_servers.as_deref(), Some("127.0.0.1:9092"));
+            assert_eq!(c.kafka.properties["session.timeout.ms"], "6000");
+            assert_eq!(c.kafka.properties["security.protocol"], "ssl");
+            assert_eq!(c.service.process_name.as_deref(), Some("orders-0"));
+            assert_eq!(c.listener.handler_timeout(), Duration::from_secs(5));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_HTTP__ADDR", "not-an-address");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("http.addr"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_KAFKA__BOOTSTRAP_SERVER", "typo:9092");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("bootstrap_server"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_SERVICE__PROCESS_NAME", "has space");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("service.process_name"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", "nohostport");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("kafka.bootstrap_servers"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENER__MAX_BUFFERED", "0");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("listener.max_buffered"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_named_by_env_is_an_error() {
+        Jail::expect_with(|jail| {
+            jail.set_env(CONFIG_PATH_VAR, "nope.toml");
+            let e = Config::load().unwrap_err().to_string();
+            assert!(e.contains("nope.toml"), "{e}");
+            Ok(())
+        });
+    }
+}

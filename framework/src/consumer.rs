@@ -1,0 +1,292 @@
+//! A listener's consumer: one consumer group, one poll thread, one worker task per assigned
+//! partition.
+//!
+//! The poll thread never runs handlers, so a slow handler cannot make the consumer exceed
+//! `max.poll.interval.ms`: records are handed to per-partition workers, a partition whose
+//! buffer is full is paused (and resumed when it drained to half), and finished offsets are
+//! committed from the per-partition [`Watermark`](crate::watermark::Watermark) every
+//! `listener.commit_interval_ms`. On revocation and on shutdown the poll thread stops
+//! dispatching, lets in-flight records finish (up to `listener.drain_timeout_ms`) and commits
+//! synchronously.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::OwnedMessage;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::broker::set_default;
+use crate::error::{Error, Result};
+use crate::service::Service;
+use crate::worker::{run_partition, ListenerEnv, PartitionShared};
+
+struct Slot {
+    shared: Arc<PartitionShared>,
+    tx: mpsc::UnboundedSender<OwnedMessage>,
+    paused: bool,
+}
+
+type Slots = Mutex<HashMap<i32, Slot>>;
+
+/// The consumer's callbacks: commit and drain on revocation.
+struct ListenerContext<S> {
+    env: Arc<ListenerEnv<S>>,
+    slots: Arc<Slots>,
+}
+
+impl<S: Service> ClientContext for ListenerContext<S> {}
+
+impl<S: Service> ConsumerContext for ListenerContext<S> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(
+                    listener = self.env.listener.name(),
+                    ?revoked,
+                    "partitions revoked"
+                );
+                let taken = {
+                    let mut slots = self.slots.lock().expect("poisoned");
+                    revoked
+                        .iter()
+                        .filter_map(|p| slots.remove(p).map(|s| (*p, s)))
+                        .collect()
+                };
+                release(consumer, &self.env, taken);
+            }
+            Rebalance::Assign(tpl) => {
+                let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(
+                    listener = self.env.listener.name(),
+                    ?assigned,
+                    "partitions assigned"
+                );
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, ?offsets, "offset commit failed");
+        }
+    }
+}
+
+/// Stops the given partitions' workers, waits for their in-flight record, commits.
+fn release<S: Service, C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    env: &ListenerEnv<S>,
+    taken: Vec<(i32, Slot)>,
+) {
+    for (_, slot) in &taken {
+        slot.shared.cancel.cancel();
+    }
+    let deadline = Instant::now() + env.config.drain_timeout();
+    while taken
+        .iter()
+        .any(|(_, s)| s.shared.busy.load(Ordering::SeqCst))
+    {
+        if Instant::now() >= deadline {
+            tracing::warn!("in-flight records did not finish before the drain deadline");
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, slot) in &taken {
+        // The current watermark, even if an earlier asynchronous commit already sent it: that
+        // one may have failed.
+        if let Some(o) = slot
+            .shared
+            .watermark
+            .lock()
+            .expect("poisoned")
+            .committable()
+        {
+            let _ = tpl.add_partition_offset(env.listener.topic().as_str(), *p, Offset::Offset(o));
+        }
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(error = %e, "final offset commit failed");
+        }
+    }
+}
+
+/// A running listener: its poll thread.
+#[derive(Debug)]
+pub(crate) struct ListenerThread {
+    handle: thread::JoinHandle<()>,
+}
+
+impl ListenerThread {
+    /// Waits for the thread to end (after the stop token was cancelled).
+    pub(crate) fn join(self) {
+        if self.handle.join().is_err() {
+            tracing::error!("a listener thread panicked");
+        }
+    }
+}
+
+/// Creates the listener's consumer, subscribes, and starts its poll thread.
+pub(crate) fn spawn<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    mut config: ClientConfig,
+    runtime: tokio::runtime::Handle,
+) -> Result<ListenerThread> {
+    let group = env.listener.group_id()?;
+    set_default(&mut config, "auto.offset.reset", "earliest");
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    let slots = Arc::new(Slots::default());
+    let context = ListenerContext {
+        env: env.clone(),
+        slots: slots.clone(),
+    };
+    let consumer: BaseConsumer<ListenerContext<S>> = config
+        .create_with_context(context)
+        .map_err(|e| Error::kafka(format!("creating the consumer of group `{group}`"), e))?;
+    consumer
+        .subscribe(&[env.listener.topic().as_str()])
+        .map_err(|e| Error::kafka(format!("subscribing `{group}`"), e))?;
+    let handle = thread::Builder::new()
+        .name(format!("atoll-{}", env.listener.name()))
+        .spawn(move || {
+            PollLoop {
+                consumer,
+                env,
+                slots,
+                runtime,
+            }
+            .run()
+        })
+        .map_err(|e| Error::Declaration(format!("cannot start a listener thread: {e}")))?;
+    Ok(ListenerThread { handle })
+}
+
+struct PollLoop<S: Service> {
+    consumer: BaseConsumer<ListenerContext<S>>,
+    env: Arc<ListenerEnv<S>>,
+    slots: Arc<Slots>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<S: Service> PollLoop<S> {
+    fn run(self) {
+        let interval = self.env.config.commit_interval();
+        let mut last_commit = Instant::now();
+        let mut any_paused = false;
+        while !self.env.stop.is_cancelled() {
+            let timeout = if any_paused {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(msg)) => self.dispatch(msg.detach()),
+                Some(Err(e)) => {
+                    tracing::warn!(listener = self.env.listener.name(), error = %e, "consumer error")
+                }
+                None => {}
+            }
+            any_paused = self.resume_drained();
+            if last_commit.elapsed() >= interval {
+                self.commit(CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+        let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
+        release(&self.consumer, &self.env, taken);
+        tracing::info!(listener = self.env.listener.name(), "listener stopped");
+        // Dropping the consumer closes it: it leaves the group unless membership is static.
+    }
+
+    fn dispatch(&self, msg: OwnedMessage) {
+        let p = msg.partition();
+        let mut slots = self.slots.lock().expect("poisoned");
+        let slot = slots.entry(p).or_insert_with(|| {
+            let shared = Arc::new(PartitionShared::new(self.env.stop.child_token()));
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.runtime
+                .spawn(run_partition(self.env.clone(), shared.clone(), rx));
+            Slot {
+                shared,
+                tx,
+                paused: false,
+            }
+        });
+        slot.shared
+            .watermark
+            .lock()
+            .expect("poisoned")
+            .start(msg.offset());
+        let queued = slot.shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        if slot.tx.send(msg).is_err() {
+            tracing::error!(partition = p, "partition worker is gone");
+        }
+        if queued >= self.env.config.max_buffered && !slot.paused {
+            match self.consumer.pause(&self.partition(p)) {
+                Ok(()) => slot.paused = true,
+                Err(e) => tracing::warn!(partition = p, error = %e, "cannot pause partition"),
+            }
+        }
+    }
+
+    /// Resumes paused partitions that drained to half their buffer; whether any stays paused.
+    fn resume_drained(&self) -> bool {
+        let low = self.env.config.max_buffered / 2;
+        let mut any = false;
+        for (p, slot) in self.slots.lock().expect("poisoned").iter_mut() {
+            if slot.paused && slot.shared.queued.load(Ordering::SeqCst) <= low {
+                match self.consumer.resume(&self.partition(*p)) {
+                    Ok(()) => slot.paused = false,
+                    Err(e) => tracing::warn!(partition = p, error = %e, "cannot resume partition"),
+                }
+            }
+            any |= slot.paused;
+        }
+        any
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, slot) in self.slots.lock().expect("poisoned").iter() {
+            if let Some(o) = slot
+                .shared
+                .watermark
+                .lock()
+                .expect("poisoned")
+                .take_commit()
+            {
+                let _ = tpl.add_partition_offset(
+                    self.env.listener.topic().as_str(),
+                    *p,
+                    Offset::Offset(o),
+                );
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, mode) {
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+    }
+
+    fn partition(&self, p: i32) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(self.env.listener.topic().as_str(), p);
+        tpl
+    }
+}

@@ -1,0 +1,222 @@
+//! What a handler gets besides its event: typed producing and the record's metadata.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use crate::envelope::Outgoing;
+use crate::error::{Error, Result};
+use crate::event::{Command, Event, FactOf};
+use crate::producer::{Pending, Producer};
+use crate::service::Service;
+
+/// Where the handled record came from and which flow it belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Meta {
+    /// The listener handling the record.
+    pub listener: &'static str,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The record key (the aggregate id), if any and UTF-8.
+    pub key: Option<String>,
+    /// `ce_id`.
+    pub id: String,
+    /// `ce_type`.
+    pub ce_type: String,
+    /// `ce_correlationid` (the record's own id when it had none).
+    pub correlation_id: String,
+    /// `ce_replyto`, on commands that expect a reply.
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug)]
+struct Scope {
+    producer: Producer,
+    source: Arc<str>,
+    meta: Meta,
+    produced: Mutex<Vec<Pending>>,
+}
+
+/// The handler's context for service `S`: emit its facts, send commands, read the metadata.
+///
+/// Cheap to clone. Every record produced through it is acknowledged by the broker before the
+/// handled record's offset is committed.
+pub struct Context<S> {
+    scope: Arc<Scope>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Context<S> {
+    fn clone(&self) -> Self {
+        Self {
+            scope: self.scope.clone(),
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Context<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("meta", &self.scope.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service> Context<S> {
+    pub(crate) fn new(producer: Producer, source: Arc<str>, meta: Meta) -> Self {
+        let scope = Scope {
+            producer,
+            source,
+            meta,
+            produced: Mutex::new(Vec::new()),
+        };
+        Self {
+            scope: Arc::new(scope),
+            _service: PhantomData,
+        }
+    }
+
+    /// The handled record's metadata.
+    pub fn meta(&self) -> &Meta {
+        &self.scope.meta
+    }
+
+    /// Publishes a fact of this service on its `events` topic.
+    ///
+    /// The key is the fact's `#[event(key)]` field, or else the handled record's key. Only
+    /// facts of `S` compile here.
+    pub async fn emit<F: FactOf<S>>(&self, fact: F) -> Result<()> {
+        self.produce(&fact).await
+    }
+
+    /// Sends a command to the service that owns it, on that service's `commands` topic.
+    pub async fn send<C: Command>(&self, command: C) -> Result<()> {
+        self.produce(&command).await
+    }
+
+    async fn produce<E: Event>(&self, event: &E) -> Result<()> {
+        let meta = &self.scope.meta;
+        let payload = serde_json::to_vec(event).map_err(|source| Error::Encode {
+            ce_type: E::ce_type(),
+            source,
+        })?;
+        let key = event.key().or_else(|| meta.key.clone());
+        let (headers, _) = Outgoing {
+            ce_type: E::ce_type(),
+            source: &self.scope.source,
+            correlation_id: Some(&meta.correlation_id),
+            causation_id: Some(&meta.id),
+            reply_to: None,
+        }
+        .headers();
+        let topic = E::topic();
+        let pending = self
+            .scope
+            .producer
+            .send(
+                topic.as_str(),
+                key.as_deref().map(str::as_bytes),
+                &payload,
+                headers,
+            )
+            .await?;
+        self.scope.produced.lock().expect("poisoned").push(pending);
+        Ok(())
+    }
+
+    /// Waits for the broker to acknowledge everything produced so far.
+    pub(crate) async fn acked(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.scope.produced.lock().expect("poisoned"));
+        let mut first_err = None;
+        for p in pending {
+            if let Err(e) = p.acked().await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// A handler argument extracted from the context, like axum's extractors.
+///
+/// Handler arguments after `&self` are extractors; the last one is the event.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler argument of service `{S}`",
+    label = "not an extractor",
+    note = "handler arguments are `&self`, then extractors (`Context<Self>`, `Meta`), then the event as the last argument"
+)]
+pub trait FromContext<S>: Sized {
+    /// Extracts the value.
+    fn from_context(ctx: &Context<S>) -> Self;
+}
+
+impl<S> FromContext<S> for Context<S> {
+    fn from_context(ctx: &Context<S>) -> Self {
+        ctx.clone()
+    }
+}
+
+impl<S> FromContext<S> for Meta {
+    fn from_context(ctx: &Context<S>) -> Self {
+        ctx.scope.meta.clone()
+    }
+}
+
+/// Sends commands from outside any service: a driver, a BFF, a test.
+#[derive(Debug, Clone)]
+pub struct Client {
+    producer: Producer,
+    source: Arc<str>,
+}
+
+impl Client {
+    pub(crate) fn new(producer: Producer, source: Arc<str>) -> Self {
+        Self { producer, source }
+    }
+
+    /// Sends a command to its owner, starting a new flow; returns once the broker
+    /// acknowledged it.
+    pub async fn send<C: Command>(&self, command: &C) -> Result<()> {
+        let payload = serde_json::to_vec(command).map_err(|source| Error::Encode {
+            ce_type: C::ce_type(),
+            source,
+        })?;
+        let (headers, _) = Outgoing {
+            ce_type: C::ce_type(),
+            source: &self.source,
+            correlation_id: None,
+            causation_id: None,
+            reply_to: None,
+        }
+        .headers();
+        let key = command.key();
+        self.send_raw(
+            C::topic().as_str(),
+            key.as_deref().map(str::as_bytes),
+            &payload,
+            headers,
+        )
+        .await
+    }
+
+    /// Produces raw bytes with the given headers: for tools and tests that must write what a
+    /// service would not (replays, bad input).
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: rdkafka::message::OwnedHeaders,
+    ) -> Result<()> {
+        self.producer
+            .send(topic, key, payload, headers)
+            .await?
+            .acked()
+            .await
+    }
+}

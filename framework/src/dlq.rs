@@ -1,0 +1,152 @@
+//! Dead-lettering (design §5): the record goes to `<svc>.private.dlq` with its key, value and
+//! headers preserved, plus headers that say where it came from and why it failed.
+
+use std::fmt;
+
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::Message;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// `atoll_dlq_original_topic`.
+pub const ORIGINAL_TOPIC: &str = "atoll_dlq_original_topic";
+/// `atoll_dlq_original_partition`.
+pub const ORIGINAL_PARTITION: &str = "atoll_dlq_original_partition";
+/// `atoll_dlq_original_offset`.
+pub const ORIGINAL_OFFSET: &str = "atoll_dlq_original_offset";
+/// `atoll_dlq_listener`.
+pub const LISTENER: &str = "atoll_dlq_listener";
+/// `atoll_dlq_attempts`.
+pub const ATTEMPTS: &str = "atoll_dlq_attempts";
+/// `atoll_dlq_error_kind`.
+pub const ERROR_KIND: &str = "atoll_dlq_error_kind";
+/// `atoll_dlq_error`.
+pub const ERROR: &str = "atoll_dlq_error";
+/// `atoll_dlq_failed_at`.
+pub const FAILED_AT: &str = "atoll_dlq_failed_at";
+
+/// Why a record was dead-lettered: the value of `atoll_dlq_error_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadLetterKind {
+    /// The payload did not decode into the event type.
+    Decode,
+    /// `ce_type` is missing, or no type this listener knows.
+    UnknownType,
+    /// The handler failed.
+    Handler,
+    /// The handler panicked.
+    Panic,
+    /// The handler exceeded its time budget.
+    Timeout,
+}
+
+impl DeadLetterKind {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::UnknownType => "unknown_type",
+            Self::Handler => "handler",
+            Self::Panic => "panic",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a record is dead-lettered, and after how many attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) kind: DeadLetterKind,
+    pub(crate) error: String,
+    pub(crate) attempts: u32,
+}
+
+/// The DLQ headers: the original ones first, then the `atoll_dlq_*` ones.
+pub(crate) fn headers(msg: &OwnedMessage, listener: &str, failure: &Failure) -> OwnedHeaders {
+    let original = msg.headers();
+    let n = original.map_or(0, |h| h.count());
+    let mut out = OwnedHeaders::new_with_capacity(n + 8);
+    if let Some(h) = original {
+        for header in h.iter() {
+            out = out.insert(header);
+        }
+    }
+    let now = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let fields: [(&str, String); 8] = [
+        (ORIGINAL_TOPIC, msg.topic().to_owned()),
+        (ORIGINAL_PARTITION, msg.partition().to_string()),
+        (ORIGINAL_OFFSET, msg.offset().to_string()),
+        (LISTENER, listener.to_owned()),
+        (ATTEMPTS, failure.attempts.to_string()),
+        (ERROR_KIND, failure.kind.as_str().to_owned()),
+        (ERROR, failure.error.clone()),
+        (FAILED_AT, now),
+    ];
+    for (key, value) in &fields {
+        out = out.insert(Header {
+            key,
+            value: Some(value.as_str()),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    #[test]
+    fn preserves_original_headers_and_adds_the_contract() {
+        let original = OwnedHeaders::new()
+            .insert(Header {
+                key: "ce_type",
+                value: Some("x.y.z.w.v1"),
+            })
+            .insert(Header {
+                key: "binary",
+                value: Some(&[0u8, 159][..]),
+            });
+        let msg = OwnedMessage::new(
+            Some(b"payload".to_vec()),
+            Some(b"key".to_vec()),
+            "acme.shop.orders.commands".into(),
+            Timestamp::NotAvailable,
+            3,
+            42,
+            Some(original),
+        );
+        let failure = Failure {
+            kind: DeadLetterKind::Decode,
+            error: "bad json".into(),
+            attempts: 1,
+        };
+        let h = headers(&msg, "place-order", &failure);
+        let get = |k: &str| {
+            h.iter()
+                .find(|x| x.key == k)
+                .and_then(|x| x.value)
+                .map(|v| v.to_vec())
+        };
+        assert_eq!(get("ce_type").unwrap(), b"x.y.z.w.v1");
+        assert_eq!(get("binary").unwrap(), vec![0u8, 159]);
+        assert_eq!(get(ORIGINAL_TOPIC).unwrap(), b"acme.shop.orders.commands");
+        assert_eq!(get(ORIGINAL_PARTITION).unwrap(), b"3");
+        assert_eq!(get(ORIGINAL_OFFSET).unwrap(), b"42");
+        assert_eq!(get(LISTENER).unwrap(), b"place-order");
+        assert_eq!(get(ATTEMPTS).unwrap(), b"1");
+        assert_eq!(get(ERROR_KIND).unwrap(), b"decode");
+        assert_eq!(get(ERROR).unwrap(), b"bad json");
+        let at = String::from_utf8(get(FAILED_AT).unwrap()).unwrap();
+        assert!(OffsetDateTime::parse(&at, &Rfc3339).is_ok());
+    }
+}

@@ -1,0 +1,219 @@
+//! Errors of the library, and the error handlers return.
+
+use std::fmt;
+
+use rdkafka::error::KafkaError;
+
+use crate::topic::TopicNameError;
+
+/// A boxed error, as handlers may return any error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with atoll's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the atoll runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid; the message names the key.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A topic, service or listener name breaks the naming convention.
+    #[error(transparent)]
+    TopicName(#[from] TopicNameError),
+    /// An event could not be encoded.
+    #[error("cannot encode `{ce_type}`: {source}")]
+    Encode {
+        /// The event's CloudEvents type.
+        ce_type: &'static str,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The broker rejected or failed a produce.
+    #[error("producing to `{topic}` failed: {source}")]
+    Produce {
+        /// The target topic.
+        topic: String,
+        /// Why.
+        source: KafkaError,
+    },
+    /// A Kafka client operation failed.
+    #[error("{what}: {source}")]
+    Kafka {
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: KafkaError,
+    },
+    /// Creating a topic failed.
+    #[error("cannot create topic `{topic}`: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+    /// The embedded broker could not be started.
+    #[error("embedded broker: {0}")]
+    Embedded(String),
+    /// A service was registered twice, or two listeners share a name.
+    #[error("{0}")]
+    Declaration(String),
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Produce { .. } | Self::Kafka { .. })
+    }
+
+    pub(crate) fn kafka(what: impl Into<String>, source: KafkaError) -> Self {
+        Self::Kafka {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Whether a handler failure may heal by retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// Retry: the failure may heal (a timeout, an unavailable dependency).
+    Transient,
+    /// Dead-letter now: retrying cannot help (invalid business input).
+    Permanent,
+}
+
+/// The error a handler returns: a cause and whether it is [transient](FailureKind::Transient).
+///
+/// `?` converts any error into a **transient** failure (atoll's own errors keep their
+/// classification); mark a permanent one with [`HandlerError::permanent`] or
+/// [`ResultExt::permanent`].
+///
+/// ```
+/// use atoll::{HandlerError, HandlerResult, ResultExt};
+/// fn parse(qty: &str) -> HandlerResult<u32> {
+///     let n: u32 = qty.parse().permanent()?;
+///     if n == 0 {
+///         return Err(HandlerError::permanent("quantity must be positive"));
+///     }
+///     Ok(n)
+/// }
+/// assert!(parse("x").unwrap_err().is_permanent());
+/// assert!(parse("0").unwrap_err().is_permanent());
+/// ```
+pub struct HandlerError {
+    kind: FailureKind,
+    source: BoxError,
+}
+
+impl HandlerError {
+    /// A failure that retrying may heal.
+    pub fn transient(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: FailureKind::Transient,
+            source: source.into(),
+        }
+    }
+
+    /// A failure that retrying cannot heal: the record is dead-lettered.
+    pub fn permanent(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: FailureKind::Permanent,
+            source: source.into(),
+        }
+    }
+
+    /// Transient or permanent.
+    pub fn kind(&self) -> FailureKind {
+        self.kind
+    }
+
+    /// Whether this failure is permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == FailureKind::Permanent
+    }
+
+    /// The cause.
+    pub fn source(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(e: E) -> Self {
+        let source: BoxError = Box::new(e);
+        let kind = match source.downcast_ref::<Error>() {
+            Some(e) if !e.is_transient() => FailureKind::Permanent,
+            _ => FailureKind::Transient,
+        };
+        Self { kind, source }
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+/// Marks the error of a `Result` as transient or permanent.
+pub trait ResultExt<T> {
+    /// The error, if any, is transient.
+    fn transient(self) -> Result<T, HandlerError>;
+    /// The error, if any, is permanent.
+    fn permanent(self) -> Result<T, HandlerError>;
+}
+
+impl<T, E: Into<BoxError>> ResultExt<T> for Result<T, E> {
+    fn transient(self) -> Result<T, HandlerError> {
+        self.map_err(HandlerError::transient)
+    }
+
+    fn permanent(self) -> Result<T, HandlerError> {
+        self.map_err(HandlerError::permanent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io() -> std::io::Error {
+        std::io::Error::other("disk on fire")
+    }
+
+    #[test]
+    fn question_mark_is_transient() {
+        let f = || -> Result<(), HandlerError> { Err(io())? };
+        let e = f().unwrap_err();
+        assert_eq!(e.kind(), FailureKind::Transient);
+        assert_eq!(e.to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn atoll_errors_keep_their_class() {
+        let e: HandlerError = Error::Config("x".into()).into();
+        assert!(e.is_permanent());
+        let e: HandlerError = Error::kafka("commit", KafkaError::Canceled).into();
+        assert!(!e.is_permanent());
+    }
+
+    #[test]
+    fn ext_marks_either_way() {
+        let r: Result<(), std::io::Error> = Err(io());
+        assert!(r.permanent().unwrap_err().is_permanent());
+        let r: Result<(), &str> = Err("nope");
+        assert!(!r.transient().unwrap_err().is_permanent());
+    }
+}

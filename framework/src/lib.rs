@@ -1,0 +1,79 @@
+//! # atoll
+//!
+//! Kafka-backed, event-driven services: "autonomous islands" that own their topics, publish
+//! **facts** on `<company>.<namespace>.<service>.events` (sole publisher), accept **commands**
+//! on their `.commands` topic (sole subscriber), and keep `.private.*` topics (DLQ, …).
+//!
+//! ```no_run
+//! use atoll::{event_service, handlers, App, Context, Event, HandlerResult};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[event_service(company = "acme", namespace = "shop", name = "orders")]
+//! pub struct Orders;
+//!
+//! #[derive(Debug, Serialize, Deserialize, Event)]
+//! #[event(command, name = "place_order", version = 1, service = Orders)]
+//! pub struct PlaceOrder {
+//!     #[event(key)]
+//!     pub order_id: String,
+//! }
+//!
+//! #[derive(Debug, Serialize, Deserialize, Event)]
+//! #[event(fact, name = "order_placed", version = 1, service = Orders)]
+//! pub struct OrderPlaced {
+//!     #[event(key)]
+//!     pub order_id: String,
+//! }
+//!
+//! #[handlers]
+//! impl Orders {
+//!     #[listener(name = "place-order")]
+//!     async fn place(&self, ctx: Context<Self>, cmd: PlaceOrder) -> HandlerResult {
+//!         ctx.emit(OrderPlaced { order_id: cmd.order_id }).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> atoll::Result<()> {
+//!     App::from_env()?.service(Orders).run().await
+//! }
+//! ```
+//!
+//! Delivery is **at-least-once**: an offset is committed only after its handler finished and
+//! everything it produced was acknowledged. Handlers must be idempotent.
+
+pub mod broker;
+pub mod config;
+pub mod dlq;
+pub mod envelope;
+pub mod shutdown;
+pub mod topic;
+pub mod watermark;
+
+mod app;
+mod consumer;
+mod context;
+mod error;
+mod event;
+mod producer;
+mod service;
+mod worker;
+
+pub use app::{App, Running};
+pub use atoll_macros::{event_service, handlers, Event};
+pub use config::Config;
+pub use context::{Client, Context, FromContext, Meta};
+pub use dlq::DeadLetterKind;
+pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
+pub use event::{Command, Event, EventKind, FactOf, ListenableBy};
+pub use service::{owned_topics, HandlerResult, Handlers, Listener, Service, TopicSpec};
+pub use topic::{ServiceId, TopicKind, TopicName, TopicNameError};
+
+/// Used by the code the macros generate; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::service::ce_type_of;
+    pub use futures::future::BoxFuture;
+    pub use std::sync::{Arc, OnceLock};
+}

@@ -1,0 +1,175 @@
+//! Services: the islands that own topics, and the listeners they declare.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::context::Context;
+use crate::error::HandlerError;
+use crate::event::{Event, EventKind, ListenableBy};
+use crate::topic::{ServiceId, TopicKind, TopicName, TopicNameError};
+
+/// A service: implemented by `#[event_service]` on the service struct.
+pub trait Service: Send + Sync + Sized + 'static {
+    /// The service's identity.
+    const ID: ServiceId;
+    /// How many partitions the service's topics get when atoll creates them.
+    const PARTITIONS: i32;
+}
+
+/// The listeners of a service: implemented by `#[handlers]` on an `impl` block.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no handlers",
+    label = "no `#[atoll::handlers]` impl block for `{Self}`",
+    note = "add `#[atoll::handlers]` on an `impl {Self} {{ … }}` block whose methods carry `#[listener(name = \"…\")]`"
+)]
+pub trait Handlers: Service {
+    /// The declared listeners, in declaration order.
+    fn listeners() -> Vec<Listener<Self>>;
+}
+
+/// What a handler returns.
+pub type HandlerResult<T = ()> = Result<T, HandlerError>;
+
+type HandlerFn<S> = dyn Fn(Arc<S>, Context<S>, &[u8]) -> Result<BoxFuture<'static, HandlerResult>, serde_json::Error>
+    + Send
+    + Sync;
+
+/// One listener: a name, the event type it handles and its handler.
+///
+/// Built by `#[handlers]`; each listener is its own consumer group.
+pub struct Listener<S> {
+    name: &'static str,
+    ce_type: &'static str,
+    kind: EventKind,
+    topic: TopicName,
+    partitions: i32,
+    handler: Arc<HandlerFn<S>>,
+}
+
+impl<S> Clone for Listener<S> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            ce_type: self.ce_type,
+            kind: self.kind,
+            topic: self.topic.clone(),
+            partitions: self.partitions,
+            handler: self.handler.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Listener<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("name", &self.name)
+            .field("ce_type", &self.ce_type)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service> Listener<S> {
+    /// A listener for event `E` that calls `handler`.
+    pub fn new<E, H>(name: &'static str, handler: H) -> Self
+    where
+        E: ListenableBy<S>,
+        H: Fn(Arc<S>, Context<S>, E) -> BoxFuture<'static, HandlerResult> + Send + Sync + 'static,
+    {
+        Self {
+            name,
+            ce_type: E::ce_type(),
+            kind: E::KIND,
+            topic: E::topic(),
+            partitions: <E::Service as Service>::PARTITIONS,
+            handler: Arc::new(move |svc, ctx, payload| {
+                let event: E = serde_json::from_slice(payload)?;
+                Ok(handler(svc, ctx, event))
+            }),
+        }
+    }
+
+    /// The listener's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The CloudEvents type it handles.
+    pub fn ce_type(&self) -> &'static str {
+        self.ce_type
+    }
+
+    /// Whether it handles a fact or a command.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The topic it consumes.
+    pub fn topic(&self) -> &TopicName {
+        &self.topic
+    }
+
+    /// The partition count the topic's owner declares.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// The consumer group, `<company>.<namespace>.<service>-<listener>`.
+    pub fn group_id(&self) -> Result<String, TopicNameError> {
+        S::ID.group_id(self.name)
+    }
+
+    /// Decodes `payload` and starts the handler.
+    pub(crate) fn call(
+        &self,
+        svc: Arc<S>,
+        ctx: Context<S>,
+        payload: &[u8],
+    ) -> Result<BoxFuture<'static, HandlerResult>, serde_json::Error> {
+        (self.handler)(svc, ctx, payload)
+    }
+}
+
+/// A topic a service declares, with what atoll creates it with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopicSpec {
+    /// The topic.
+    #[serde(serialize_with = "ser_topic")]
+    pub name: TopicName,
+    /// Partition count.
+    pub partitions: i32,
+    /// Topic configuration (`cleanup.policy`, …).
+    pub config: Vec<(String, String)>,
+}
+
+fn ser_topic<Ser: serde::Serializer>(t: &TopicName, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+    s.serialize_str(t.as_str())
+}
+
+/// The topics service `S` owns: `events`, `commands` and `private.dlq`.
+pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
+    let spec = |name| TopicSpec {
+        name,
+        partitions: S::PARTITIONS,
+        config: Vec::new(),
+    };
+    vec![
+        spec(S::ID.events()),
+        spec(S::ID.commands()),
+        spec(S::ID.dlq()),
+    ]
+}
+
+/// The CloudEvents type of `E`, computed once per type by the derive.
+#[doc(hidden)]
+pub fn ce_type_of<E: Event>() -> String {
+    let id = <E::Service as Service>::ID;
+    format!("{id}.{}.v{}", E::NAME, E::VERSION)
+}
+
+/// Whether `topic` is one the service owns and must therefore understand fully.
+pub(crate) fn is_own_commands<S: Service>(topic: &TopicName) -> bool {
+    topic.kind() == &TopicKind::Commands && topic.service_prefix() == S::ID.to_string()
+}

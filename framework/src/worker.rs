@@ -1,0 +1,414 @@
+//! One partition's worker: routes each record, runs the handler within its time budget,
+//! retries transient failures in place, and dead-letters bad input and permanent failures.
+//!
+//! A record is *finished* (its offset may be committed) once its handler succeeded and all it
+//! produced was acknowledged, or once it was skipped, or once its dead-letter write was
+//! acknowledged. A record abandoned because its partition was revoked or the process is
+//! stopping is not finished: it will be delivered again.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::ListenerConfig;
+use crate::context::{Context, Meta};
+use crate::dlq::{self, DeadLetterKind, Failure};
+use crate::envelope::Incoming;
+use crate::producer::Producer;
+use crate::service::{is_own_commands, Listener, Service};
+use crate::topic::TopicName;
+use crate::watermark::Watermark;
+
+/// What every worker of one listener shares.
+pub(crate) struct ListenerEnv<S> {
+    pub(crate) svc: Arc<S>,
+    pub(crate) listener: Listener<S>,
+    pub(crate) routes: Arc<Routes>,
+    pub(crate) producer: Producer,
+    pub(crate) source: Arc<str>,
+    pub(crate) config: ListenerConfig,
+    pub(crate) stop: CancellationToken,
+}
+
+/// What a service knows about its own commands topic, shared by its listeners.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    /// `ce_type`s of the service's commands that some listener handles.
+    pub(crate) own_commands: HashSet<&'static str>,
+    /// The listener that dead-letters bad input on the commands topic (the first declared
+    /// one on it), so that a bad record is dead-lettered once, not once per listener.
+    pub(crate) designated: Option<&'static str>,
+}
+
+/// What to do with a record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Handle,
+    Skip,
+    Reject(String),
+}
+
+/// Routes a record of type `ce_type` for a listener of `ce_type` `mine` on `topic`.
+///
+/// On the service's own commands topic every type must be one of its commands; the designated
+/// listener rejects anything else. On a facts topic, other facts of the topic's owner are
+/// skipped (the owner may add facts without breaking its consumers), while a record without
+/// `ce_type` or with a type the owner cannot have published is rejected.
+pub(crate) fn route(
+    own_commands: bool,
+    topic: &TopicName,
+    mine: &str,
+    designated: bool,
+    routes: &Routes,
+    ce_type: Option<&str>,
+) -> Route {
+    let of_owner = |t: &str| {
+        t.strip_prefix(topic.service_prefix())
+            .is_some_and(|rest| rest.starts_with('.'))
+    };
+    match ce_type {
+        Some(t) if t == mine => Route::Handle,
+        Some(t) if own_commands && routes.own_commands.contains(t) => Route::Skip,
+        Some(t) if !own_commands && of_owner(t) => Route::Skip,
+        _ if own_commands && !designated => Route::Skip,
+        None => Route::Reject("record has no ce_type header".into()),
+        Some(t) if own_commands => Route::Reject(format!(
+            "`{t}` is not a command of `{}` that any listener handles",
+            topic.service_prefix()
+        )),
+        Some(t) => Route::Reject(format!(
+            "`{t}` is not a type of `{}`, the sole publisher of `{topic}`",
+            topic.service_prefix()
+        )),
+    }
+}
+
+/// A partition's state, shared by the poll thread and the worker.
+#[derive(Debug)]
+pub(crate) struct PartitionShared {
+    pub(crate) watermark: Mutex<Watermark>,
+    /// Records dispatched and not yet done with.
+    pub(crate) queued: AtomicUsize,
+    /// Whether the worker is processing a record right now.
+    pub(crate) busy: AtomicBool,
+    /// Cancelled on revocation and on shutdown.
+    pub(crate) cancel: CancellationToken,
+}
+
+impl PartitionShared {
+    pub(crate) fn new(cancel: CancellationToken) -> Self {
+        Self {
+            watermark: Mutex::new(Watermark::new()),
+            queued: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
+            cancel,
+        }
+    }
+}
+
+/// Processes a partition's records in order until its channel closes.
+pub(crate) async fn run_partition<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    part: Arc<PartitionShared>,
+    mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+) {
+    while let Some(msg) = rx.recv().await {
+        part.busy.store(true, Ordering::SeqCst);
+        if !part.cancel.is_cancelled() {
+            let span = tracing::info_span!(
+                "atoll.record",
+                listener = env.listener.name(),
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                ce_type = tracing::field::Empty,
+            );
+            let finished = env.process(&msg, &part.cancel).instrument(span).await;
+            if finished {
+                part.watermark
+                    .lock()
+                    .expect("poisoned")
+                    .finish(msg.offset());
+            }
+        }
+        part.queued.fetch_sub(1, Ordering::SeqCst);
+        part.busy.store(false, Ordering::SeqCst);
+    }
+}
+
+impl<S: Service> ListenerEnv<S> {
+    /// Processes one record; `true` when it is finished.
+    async fn process(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
+        let incoming = Incoming::read(msg.headers());
+        if let Some(t) = &incoming.ce_type {
+            tracing::Span::current().record("ce_type", t.as_str());
+        }
+        let topic = self.listener.topic();
+        let route = route(
+            is_own_commands::<S>(topic),
+            topic,
+            self.listener.ce_type(),
+            self.routes.designated == Some(self.listener.name()),
+            &self.routes,
+            incoming.ce_type.as_deref(),
+        );
+        match route {
+            Route::Skip => true,
+            Route::Reject(error) => {
+                let failure = Failure {
+                    kind: DeadLetterKind::UnknownType,
+                    error,
+                    attempts: 1,
+                };
+                self.dead_letter(msg, failure, cancel).await
+            }
+            Route::Handle => self.handle(msg, incoming, cancel).await,
+        }
+    }
+
+    async fn handle(&self, msg: &OwnedMessage, inc: Incoming, cancel: &CancellationToken) -> bool {
+        let id = inc.id.unwrap_or_default();
+        let meta = Meta {
+            listener: self.listener.name(),
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            correlation_id: inc.correlation_id.unwrap_or_else(|| id.clone()),
+            id,
+            ce_type: inc.ce_type.unwrap_or_default(),
+            reply_to: inc.reply_to,
+        };
+        let Some(payload) = msg.payload() else {
+            let error = "record has no value".to_owned();
+            let failure = Failure {
+                kind: DeadLetterKind::Decode,
+                error,
+                attempts: 1,
+            };
+            return self.dead_letter(msg, failure, cancel).await;
+        };
+        let budget = self.config.handler_timeout();
+        let mut backoff = Backoff::default();
+        for attempt in 1.. {
+            let ctx = Context::<S>::new(self.producer.clone(), self.source.clone(), meta.clone());
+            let fut = match self.listener.call(self.svc.clone(), ctx.clone(), payload) {
+                Ok(fut) => fut,
+                Err(e) => {
+                    let error = format!("payload does not decode as `{}`: {e}", meta.ce_type);
+                    let failure = Failure {
+                        kind: DeadLetterKind::Decode,
+                        error,
+                        attempts: attempt,
+                    };
+                    return self.dead_letter(msg, failure, cancel).await;
+                }
+            };
+            let (kind, error, permanent) =
+                match tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await {
+                    Ok(Ok(Ok(()))) => match ctx.acked().await {
+                        Ok(()) => return true,
+                        Err(e) => (
+                            DeadLetterKind::Handler,
+                            format!("produced record not acknowledged: {e}"),
+                            false,
+                        ),
+                    },
+                    Ok(Ok(Err(e))) => (DeadLetterKind::Handler, e.to_string(), e.is_permanent()),
+                    Ok(Err(panic)) => (DeadLetterKind::Panic, panic_message(&*panic), true),
+                    Err(_) => (
+                        DeadLetterKind::Timeout,
+                        format!("handler exceeded its time budget of {budget:?}"),
+                        false,
+                    ),
+                };
+            if permanent {
+                tracing::warn!(kind = %kind, error, attempt, "handler failed permanently");
+                let failure = Failure {
+                    kind,
+                    error,
+                    attempts: attempt,
+                };
+                return self.dead_letter(msg, failure, cancel).await;
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(kind = %kind, error, attempt, ?delay, "handler failed; retrying");
+            if !sleep_unless(cancel, delay).await {
+                return false;
+            }
+        }
+        unreachable!("the attempt loop only ends by returning")
+    }
+
+    /// Writes the record to the service's DLQ and waits for the ack; `false` if abandoned.
+    async fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        failure: Failure,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let topic = S::ID.dlq();
+        let mut backoff = Backoff::default();
+        loop {
+            let headers = dlq::headers(msg, self.listener.name(), &failure);
+            let sent = self
+                .producer
+                .send(
+                    topic.as_str(),
+                    msg.key(),
+                    msg.payload().unwrap_or_default(),
+                    headers,
+                )
+                .await;
+            let result = match sent {
+                Ok(pending) => pending.acked().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::warn!(
+                        kind = %failure.kind,
+                        error = failure.error,
+                        dlq = topic.as_str(),
+                        "record dead-lettered"
+                    );
+                    return true;
+                }
+                Err(e) => tracing::error!(error = %e, "dead-letter write failed; retrying"),
+            }
+            if !sleep_unless(cancel, backoff.next_delay()).await {
+                return false;
+            }
+        }
+    }
+}
+
+/// Sleeps; `false` when cancelled first.
+async fn sleep_unless(cancel: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = cancel.cancelled() => false,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    format!("handler panicked: {text}")
+}
+
+/// Exponential backoff with ±20% jitter, from 100 ms up to 30 s.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Backoff {
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        base.mul_f64(rand::random_range(0.8..1.2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes() -> Routes {
+        Routes {
+            own_commands: [
+                "acme.shop.orders.place_order.v1",
+                "acme.shop.orders.cancel_order.v1",
+            ]
+            .into_iter()
+            .collect(),
+            designated: Some("place-order"),
+        }
+    }
+
+    #[test]
+    fn own_commands_topic() {
+        let topic: TopicName = "acme.shop.orders.commands".parse().unwrap();
+        let mine = "acme.shop.orders.place_order.v1";
+        let r = routes();
+        let go = |designated, t| route(true, &topic, mine, designated, &r, t);
+        assert_eq!(go(true, Some(mine)), Route::Handle);
+        assert_eq!(
+            go(true, Some("acme.shop.orders.cancel_order.v1")),
+            Route::Skip
+        );
+        assert!(matches!(go(true, None), Route::Reject(e) if e.contains("no ce_type")));
+        assert!(matches!(
+            go(true, Some("acme.shop.orders.refund.v1")),
+            Route::Reject(e) if e.contains("not a command of `acme.shop.orders`")
+        ));
+        assert!(matches!(go(true, Some("garbage")), Route::Reject(_)));
+        // Only the designated listener dead-letters bad input.
+        assert_eq!(go(false, None), Route::Skip);
+        assert_eq!(go(false, Some("garbage")), Route::Skip);
+        assert_eq!(go(false, Some(mine)), Route::Handle);
+    }
+
+    #[test]
+    fn facts_topic_of_another_service() {
+        let topic: TopicName = "acme.shop.orders.events".parse().unwrap();
+        let mine = "acme.shop.orders.order_placed.v1";
+        let r = Routes::default();
+        let go = |t| route(false, &topic, mine, false, &r, t);
+        assert_eq!(go(Some(mine)), Route::Handle);
+        assert_eq!(go(Some("acme.shop.orders.order_completed.v1")), Route::Skip);
+        assert_eq!(go(Some("acme.shop.orders.order_placed.v2")), Route::Skip);
+        assert!(matches!(go(None), Route::Reject(_)));
+        assert!(matches!(
+            go(Some("acme.shop.payments.payment_charged.v1")),
+            Route::Reject(e) if e.contains("sole publisher")
+        ));
+        assert!(matches!(
+            go(Some("acme.shop.ordersx.order_placed.v1")),
+            Route::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
+        let second = b.next_delay();
+        assert!(second >= Duration::from_millis(160) && second <= Duration::from_millis(240));
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Backoff::MAX.mul_f64(1.2));
+        }
+    }
+
+    #[test]
+    fn panic_messages_are_readable() {
+        let p = std::panic::catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
+        assert_eq!(panic_message(&*p), "handler panicked: boom 1");
+        let p = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_message(&*p), "handler panicked: static");
+    }
+}

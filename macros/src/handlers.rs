@@ -1,0 +1,210 @@
+//! `#[handlers]` on an `impl` block; `#[listener(name = "…")]` on each handler method.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{
+    Expr, ExprLit, FnArg, ImplItem, ImplItemFn, ItemImpl, Lit, Meta, ReturnType, Token, Type,
+};
+
+use crate::errors::Errors;
+use crate::segment;
+
+const SIGNATURE: &str =
+    "a handler is `async fn name(&self, ctx: Context<Self>, event: SomeEvent) -> HandlerResult`";
+
+struct Handler {
+    name: String,
+    method: syn::Ident,
+    extractors: Vec<Type>,
+    event: Type,
+}
+
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    if !attr.is_empty() {
+        errors.at(&attr, "#[handlers] takes no arguments; configure each method with `#[listener(name = \"…\")]`");
+    }
+    let mut block: ItemImpl = match syn::parse2(item.clone()) {
+        Ok(b) => b,
+        Err(_) => {
+            let e = syn::Error::new(Span::call_site(), "#[handlers] goes on an `impl` block of an event service: `#[handlers] impl Orders { … }`");
+            let e = e.to_compile_error();
+            return quote!(#item #e);
+        }
+    };
+    if let Some((_, path, _)) = &block.trait_ {
+        errors.at(
+            path,
+            "#[handlers] goes on an inherent `impl Service { … }` block, not a trait impl",
+        );
+    }
+    if !block.generics.params.is_empty() {
+        errors.at(
+            &block.generics,
+            "an event service cannot be generic; remove the type parameters",
+        );
+    }
+    let mut handlers: Vec<Handler> = Vec::new();
+    let mut names: Vec<(String, Span)> = Vec::new();
+    for item in &mut block.items {
+        let ImplItem::Fn(f) = item else { continue };
+        let attrs: Vec<syn::Attribute> = f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("listener"))
+            .cloned()
+            .collect();
+        f.attrs.retain(|a| !a.path().is_ident("listener"));
+        if attrs.is_empty() {
+            continue;
+        }
+        if attrs.len() > 1 {
+            errors.at(
+                &attrs[1],
+                "a method is one listener; remove the second `#[listener]`, or add another method",
+            );
+        }
+        let Some((name, span)) = listener_name(&attrs[0], &mut errors) else {
+            continue;
+        };
+        if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
+            let mut e = syn::Error::new(span, format!("listener name `{name}` is used twice; each listener is its own consumer group, so give each a distinct name"));
+            e.combine(syn::Error::new(
+                *first,
+                format!("`{name}` is first used here"),
+            ));
+            errors.push(e);
+        }
+        names.push((name.clone(), span));
+        if let Some(h) = signature(f, name, &mut errors) {
+            handlers.push(h);
+        }
+    }
+    let self_ty = &block.self_ty;
+    if !errors.is_empty() {
+        let errors = errors.into_tokens();
+        return quote!(#block #errors);
+    }
+    let listeners = handlers.iter().map(|h| {
+        let Handler { name, method, extractors, event } = h;
+        let extract = extractors.iter().map(|ty| {
+            quote_spanned! {ty.span()=>
+                <#ty as ::atoll::FromContext<#self_ty>>::from_context(&ctx)
+            }
+        });
+        let new = quote_spanned! {event.span()=> ::atoll::Listener::<#self_ty>::new::<#event, _> };
+        quote! {
+            #new(#name, |svc: ::atoll::__private::Arc<#self_ty>, ctx: ::atoll::Context<#self_ty>, event: #event| {
+                ::std::boxed::Box::pin(async move { svc.#method(#(#extract,)* event).await })
+                    as ::atoll::__private::BoxFuture<'static, ::atoll::HandlerResult>
+            })
+        }
+    });
+    quote! {
+        #block
+
+        impl ::atoll::Handlers for #self_ty {
+            fn listeners() -> ::std::vec::Vec<::atoll::Listener<Self>> {
+                ::std::vec![#(#listeners),*]
+            }
+        }
+    }
+}
+
+fn listener_name(attr: &syn::Attribute, errors: &mut Errors) -> Option<(String, Span)> {
+    const USAGE: &str = r#"write `#[listener(name = "place-order")]`"#;
+    let args = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
+        Ok(a) => a,
+        Err(e) => {
+            errors.push(syn::Error::new(e.span(), format!("{e}; {USAGE}")));
+            return None;
+        }
+    };
+    let mut name = None;
+    for arg in args {
+        match &arg {
+            Meta::NameValue(nv) if nv.path.is_ident("name") => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) => {
+                    if let Err(msg) = segment::check("listener name", &s.value()) {
+                        errors.at(s, msg);
+                    }
+                    name = Some((s.value(), s.span()));
+                }
+                other => errors.at(other, format!("`name` takes a string; {USAGE}")),
+            },
+            other => errors.at(other, format!("unknown listener option; {USAGE}")),
+        }
+    }
+    if name.is_none() {
+        errors.at(
+            attr,
+            format!("a listener needs a name, which names its consumer group; {USAGE}"),
+        );
+    }
+    name
+}
+
+fn signature(f: &ImplItemFn, name: String, errors: &mut Errors) -> Option<Handler> {
+    let sig = &f.sig;
+    let mut errors_here = Errors::default();
+    if sig.asyncness.is_none() {
+        errors_here.at(
+            sig.fn_token,
+            format!("handlers are async: write `async fn`; {SIGNATURE}"),
+        );
+    }
+    if !sig.generics.params.is_empty() {
+        errors_here.at(
+            &sig.generics,
+            format!("a handler cannot be generic; {SIGNATURE}"),
+        );
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+        Some(FnArg::Receiver(r)) => errors_here.at(r, format!("take the service by shared reference, `&self`: listeners run concurrently; {SIGNATURE}")),
+        _ => errors_here.at(&sig.ident, format!("a handler takes `&self` first; {SIGNATURE}")),
+    }
+    let mut typed: Vec<Type> = Vec::new();
+    for arg in inputs {
+        match arg {
+            FnArg::Typed(t) => typed.push((*t.ty).clone()),
+            FnArg::Receiver(r) => errors_here.at(r, "unexpected receiver"),
+        }
+    }
+    let event = typed.pop();
+    if event.is_none() {
+        errors_here.at(
+            &sig.ident,
+            format!("the last argument is the event the listener handles; {SIGNATURE}"),
+        );
+    }
+    if let ReturnType::Default = sig.output {
+        errors_here.at(&sig.ident, "a handler returns `HandlerResult` (`Result<(), HandlerError>`): add `-> HandlerResult`");
+    }
+    for ty in &typed {
+        if let Type::Reference(r) = ty {
+            errors_here.at(
+                r,
+                "extractors are taken by value, e.g. `ctx: Context<Self>`",
+            );
+        }
+    }
+    if let Some(Type::Reference(r)) = &event {
+        errors_here.at(r, "take the event by value: `event: PlaceOrder`");
+    }
+    if !errors_here.is_empty() {
+        errors.extend(errors_here);
+        return None;
+    }
+    Some(Handler {
+        name,
+        method: sig.ident.clone(),
+        extractors: typed,
+        event: event?,
+    })
+}

@@ -1,0 +1,139 @@
+//! `#[event_service(company = "…", namespace = "…", name = "…", partitions = N)]`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, ToTokens};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, Lit, Meta, Token};
+
+use crate::errors::Errors;
+use crate::segment;
+
+const USAGE: &str =
+    r#"write `#[event_service(company = "acme", namespace = "shop", name = "orders")]`"#;
+
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let item: syn::ItemStruct = match syn::parse2(item.clone()) {
+        Ok(s) => s,
+        Err(_) => {
+            let e = syn::Error::new(
+                Span::call_site(),
+                "#[event_service] goes on a struct: `pub struct Orders { … }`",
+            );
+            let err = e.to_compile_error();
+            return quote!(#item #err);
+        }
+    };
+    if !item.generics.params.is_empty() {
+        errors.at(
+            &item.generics,
+            "an event service cannot be generic; remove the type parameters",
+        );
+    }
+    let mut company = None;
+    let mut namespace = None;
+    let mut name = None;
+    let mut partitions: Option<i32> = None;
+    match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr) {
+        Err(e) => errors.push(syn::Error::new(e.span(), format!("{e}; {USAGE}"))),
+        Ok(args) => {
+            for arg in args {
+                let Meta::NameValue(nv) = &arg else {
+                    errors.at(&arg, format!("expected `key = value`; {USAGE}"));
+                    continue;
+                };
+                let key = nv
+                    .path
+                    .get_ident()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
+                let slot = match key.as_str() {
+                    "company" => &mut company,
+                    "namespace" => &mut namespace,
+                    "name" => &mut name,
+                    "partitions" => {
+                        match &nv.value {
+                            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => match i.base10_parse::<i32>() {
+                                Ok(n) if n > 0 && partitions.is_none() => partitions = Some(n),
+                                Ok(n) if n > 0 => errors.at(&nv.path, "`partitions` is given twice; keep one"),
+                                _ => errors.at(i, "`partitions` must be a positive integer, e.g. `partitions = 6`"),
+                            },
+                            other => errors.at(other, "`partitions` must be a positive integer, e.g. `partitions = 6`"),
+                        }
+                        continue;
+                    }
+                    _ => {
+                        errors.at(
+                            &nv.path,
+                            format!(
+                                "unknown key `{}`; the keys are `company`, `namespace`, `name` and `partitions`",
+                                nv.path.to_token_stream().to_string().replace(' ', "")
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                let Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) = &nv.value
+                else {
+                    errors.at(
+                        &nv.value,
+                        format!("`{key}` takes a string: `{key} = \"…\"`"),
+                    );
+                    continue;
+                };
+                if slot.is_some() {
+                    errors.at(&nv.path, format!("`{key}` is given twice; keep one"));
+                    continue;
+                }
+                let what = if key == "name" {
+                    "service name".to_owned()
+                } else {
+                    key.clone()
+                };
+                if let Err(msg) = segment::check(&what, &s.value()) {
+                    errors.at(s, msg);
+                }
+                *slot = Some(s.value());
+            }
+        }
+    }
+    for (key, value) in [
+        ("company", &company),
+        ("namespace", &namespace),
+        ("name", &name),
+    ] {
+        if value.is_none() {
+            errors.span(
+                Span::call_site(),
+                format!("missing `{key} = \"…\"`; {USAGE}"),
+            );
+        }
+    }
+    let full_len = [&company, &namespace, &name]
+        .iter()
+        .map(|v| v.as_ref().map_or(0, String::len) + 1)
+        .sum::<usize>()
+        + "private.retry".len();
+    if full_len > 249 {
+        errors.span(Span::call_site(), "the service's topic names would exceed Kafka's 249 characters; shorten company, namespace or name");
+    }
+    if !errors.is_empty() {
+        let errors = errors.into_tokens();
+        return quote!(#item #errors);
+    }
+    let ident = &item.ident;
+    let (company, namespace, name) = (company.unwrap(), namespace.unwrap(), name.unwrap());
+    let partitions = partitions.unwrap_or(6);
+    quote! {
+        #item
+
+        impl ::atoll::Service for #ident {
+            const ID: ::atoll::ServiceId =
+                ::atoll::ServiceId::new_unchecked(#company, #namespace, #name);
+            const PARTITIONS: i32 = #partitions;
+        }
+    }
+}
