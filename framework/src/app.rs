@@ -89,8 +89,11 @@ impl<S: Handlers> ErasedService for Registered<S> {
                 stop: env.stop.clone(),
             });
             let mut client = env.client.clone();
-            client.set("client.id", format!("{}-{}", S::ID, env.process));
-            if let Some(name) = &env.config.service.process_name {
+            // The process name leads the client id, and so the member id the range assignor
+            // orders members by: a restarted process gets the same partitions back.
+            client.set("client.id", format!("{}-{}", env.process, S::ID));
+            let service = &env.config.service;
+            if let (Some(name), true) = (&service.process_name, service.static_membership) {
                 client.set("group.instance.id", name);
             }
             threads.push(consumer::spawn(lenv, client, env.runtime.clone())?);

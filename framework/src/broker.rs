@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -159,4 +159,17 @@ pub async fn create_topics(client: &ClientConfig, topics: &[TopicSpec]) -> Resul
         }
     }
     Ok(())
+}
+
+/// Forwards a librdkafka log line to `tracing`, target `librdkafka`.
+pub(crate) fn log(client: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => {
+            tracing::error!(target: "librdkafka", client, facility, "{message}")
+        }
+        Warning => tracing::warn!(target: "librdkafka", client, facility, "{message}"),
+        Notice | Info => tracing::info!(target: "librdkafka", client, facility, "{message}"),
+        Debug => tracing::debug!(target: "librdkafka", client, facility, "{message}"),
+    }
 }

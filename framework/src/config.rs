@@ -10,7 +10,8 @@
 //!
 //! librdkafka property names contain dots, which environment variable names cannot; in the
 //! environment write them with `_` (`SESSION_TIMEOUT_MS` → `session.timeout.ms`). In
-//! `atoll.toml` write them as they are, quoted: `"session.timeout.ms" = 6000`.
+//! `atoll.toml` write them as they are, quoted: `"session.timeout.ms" = 6000`. The one
+//! librdkafka property with an underscore in its name, `log_level`, is kept as it is.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -56,13 +57,31 @@ pub struct KafkaConfig {
 }
 
 /// `service.*`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ServiceConfig {
     /// The process name: static group membership when set; a random 4-character name and
     /// dynamic membership when not.
     pub process_name: Option<String>,
+    /// Whether a configured process name becomes `group.instance.id` (static membership:
+    /// a restart within `session.timeout.ms` causes no rebalance). Default `true`.
+    ///
+    /// Turn it off for brokers without working static membership (tansu 0.6 answers the
+    /// heartbeats of static members with `UNKNOWN_MEMBER_ID`). The process name still makes
+    /// the assignment stable then: it prefixes the client id, and with it the member id that
+    /// the range assignor orders members by, so a restarted process gets the same partitions
+    /// back after one rebalance.
+    pub static_membership: bool,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            process_name: None,
+            static_membership: true,
+        }
+    }
 }
 
 /// `listener.*`: defaults for every listener.
@@ -146,7 +165,7 @@ fn properties<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
                 Scalar::F(f) => f.to_string(),
                 Scalar::B(b) => b.to_string(),
             };
-            (k.replace('_', "."), v)
+            (property_name(&k), v)
         })
         .collect())
 }
@@ -163,6 +182,19 @@ fn describe(e: &figment::Error) -> String {
         format!("{}{from}", e.kind)
     } else {
         format!("key `{key}`: {}{from}", e.kind)
+    }
+}
+
+/// librdkafka properties whose names hold an underscore (kept as they are).
+const UNDERSCORED: &[&str] = &["log_level"];
+
+/// `session_timeout_ms` → `session.timeout.ms`; names in [`UNDERSCORED`] stay as they are.
+fn property_name(key: &str) -> String {
+    let key = key.to_lowercase();
+    if UNDERSCORED.contains(&key.as_str()) {
+        key
+    } else {
+        key.replace('_', ".")
     }
 }
 
@@ -268,10 +300,12 @@ mod tests {
             jail.set_env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092");
             jail.set_env("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000");
             jail.set_env("ATOLL_SERVICE__PROCESS_NAME", "orders-0");
+            jail.set_env("ATOLL_KAFKA__PROPERTIES__LOG_LEVEL", "7");
             let c = load_in(jail).unwrap();
             assert_eq!(c.kafka.bootstrap_servers.as_deref(), Some("127.0.0.1:9092"));
             assert_eq!(c.kafka.properties["session.timeout.ms"], "6000");
             assert_eq!(c.kafka.properties["security.protocol"], "ssl");
+            assert_eq!(c.kafka.properties["log_level"], "7");
             assert_eq!(c.service.process_name.as_deref(), Some("orders-0"));
             assert_eq!(c.listener.handler_timeout(), Duration::from_secs(5));
             Ok(())

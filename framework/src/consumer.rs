@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::OwnedMessage;
@@ -41,7 +42,15 @@ struct ListenerContext<S> {
     slots: Arc<Slots>,
 }
 
-impl<S: Service> ClientContext for ListenerContext<S> {}
+impl<S: Service> ClientContext for ListenerContext<S> {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::broker::log(self.env.listener.name(), level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(listener = self.env.listener.name(), %error, reason, "kafka client error");
+    }
+}
 
 impl<S: Service> ConsumerContext for ListenerContext<S> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -1,0 +1,199 @@
+//! The runtime end to end on the embedded broker (librdkafka's mock cluster).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll::{
+    event_service, handlers, App, Config, Context, Event, HandlerError, HandlerResult, Meta,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "test", name = "greeter", partitions = 2)]
+struct Greeter {
+    seen: Arc<Mutex<Vec<(String, Meta)>>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "greet", version = 1, service = Greeter)]
+struct Greet {
+    #[event(key)]
+    who: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "greeted", version = 1, service = Greeter)]
+struct Greeted {
+    who: String,
+}
+
+#[handlers]
+impl Greeter {
+    #[listener(name = "greet")]
+    async fn greet(&self, ctx: Context<Self>, meta: Meta, cmd: Greet) -> HandlerResult {
+        if cmd.who == "nobody" {
+            return Err(HandlerError::permanent("cannot greet nobody"));
+        }
+        self.seen.lock().unwrap().push((cmd.who.clone(), meta));
+        ctx.emit(Greeted { who: cmd.who }).await?;
+        Ok(())
+    }
+}
+
+/// Reads every record of `topic` (all partitions) until `n` were read or 30 s passed.
+fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < n && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+fn header<'a>(m: &'a rdkafka::message::OwnedMessage, key: &str) -> Option<&'a str> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| std::str::from_utf8(v).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_handled_facts_emitted_and_bad_input_dead_lettered() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let running = App::new(Config::default())
+        .service(Greeter { seen: seen.clone() })
+        .start()
+        .await
+        .unwrap();
+    let client = running.client("test-driver");
+    client.send(&Greet { who: "ada".into() }).await.unwrap();
+    // Garbage, an unknown type, then a permanent failure, then a valid one.
+    let topic = "acme.test.greeter.commands";
+    let typed = |t: &'static str| {
+        OwnedHeaders::new().insert(Header {
+            key: "ce_type",
+            value: Some(t),
+        })
+    };
+    client
+        .send_raw(
+            topic,
+            Some(b"ada"),
+            b"\x00\xffnot json",
+            typed("acme.test.greeter.greet.v1"),
+        )
+        .await
+        .unwrap();
+    client
+        .send_raw(
+            topic,
+            Some(b"ada"),
+            b"{}",
+            typed("acme.test.greeter.shout.v1"),
+        )
+        .await
+        .unwrap();
+    client
+        .send_raw(topic, Some(b"ada"), b"{}", OwnedHeaders::new())
+        .await
+        .unwrap();
+    client
+        .send(&Greet {
+            who: "nobody".into(),
+        })
+        .await
+        .unwrap();
+    client.send(&Greet { who: "bob".into() }).await.unwrap();
+
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let facts = tokio::task::spawn_blocking({
+        let b = bootstrap.clone();
+        move || read_all(&b, "acme.test.greeter.events", 2, 2)
+    })
+    .await
+    .unwrap();
+    let dlq = tokio::task::spawn_blocking(move || {
+        read_all(&bootstrap, "acme.test.greeter.private.dlq", 2, 4)
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+
+    let mut names: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(w, _)| w.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ada", "bob"]);
+    assert_eq!(facts.len(), 2);
+    let (_, meta) = &seen.lock().unwrap()[0];
+    let fact = facts
+        .iter()
+        .find(|f| f.key() == meta.key.as_deref().map(str::as_bytes))
+        .unwrap();
+    assert_eq!(
+        header(fact, "ce_type"),
+        Some("acme.test.greeter.greeted.v1")
+    );
+    assert_eq!(
+        header(fact, "ce_correlationid"),
+        Some(meta.correlation_id.as_str())
+    );
+    assert_eq!(header(fact, "ce_causationid"), Some(meta.id.as_str()));
+    assert!(header(fact, "ce_source")
+        .unwrap()
+        .starts_with("acme.test.greeter/"));
+
+    let mut kinds: Vec<&str> = dlq
+        .iter()
+        .map(|m| header(m, "atoll_dlq_error_kind").unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["decode", "handler", "unknown_type", "unknown_type"]);
+    for m in &dlq {
+        assert_eq!(header(m, "atoll_dlq_original_topic"), Some(topic));
+        assert_eq!(header(m, "atoll_dlq_listener"), Some("greet"));
+        assert!(header(m, "atoll_dlq_original_offset")
+            .unwrap()
+            .parse::<i64>()
+            .is_ok());
+    }
+    let decode = dlq
+        .iter()
+        .find(|m| header(m, "atoll_dlq_error_kind") == Some("decode"))
+        .unwrap();
+    assert_eq!(
+        decode.payload(),
+        Some(&b"\x00\xffnot json"[..]),
+        "payload preserved"
+    );
+    assert_eq!(decode.key(), Some(&b"ada"[..]), "key preserved");
+    assert_eq!(
+        header(decode, "ce_type"),
+        Some("acme.test.greeter.greet.v1"),
+        "headers preserved"
+    );
+}

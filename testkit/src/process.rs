@@ -1,0 +1,185 @@
+//! Service processes under test: start, watch their output, kill, restart.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One `handled <listener> <id> <partition> <offset>` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// Listener name.
+    pub listener: String,
+    /// Work id.
+    pub id: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct Output {
+    handled: Vec<Handled>,
+    /// The latest assignment per listener, from the runtime's log.
+    assigned: Vec<(String, Vec<i32>)>,
+    log: Vec<String>,
+}
+
+/// A running service process whose output is collected.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    out: Arc<Mutex<Output>>,
+}
+
+impl Proc {
+    /// Starts `bin` with `env` (plus `RUST_LOG=atoll=info`).
+    pub fn start(bin: impl Into<PathBuf>, args: &[&str], env: &[(String, String)]) -> Self {
+        let mut child = Command::new(bin.into())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "atoll=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start process");
+        let out = Arc::new(Mutex::new(Output::default()));
+        let stdout = child.stdout.take().unwrap();
+        let o = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                if let ["handled", listener, id, partition, offset] = parts.as_slice() {
+                    o.lock().unwrap().handled.push(Handled {
+                        listener: (*listener).to_owned(),
+                        id: (*id).to_owned(),
+                        partition: partition.parse().unwrap_or(-1),
+                        offset: offset.parse().unwrap_or(-1),
+                    });
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let o = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut o = o.lock().unwrap();
+                if let Some(a) = parse_assigned(&line) {
+                    o.assigned.retain(|(l, _)| *l != a.0);
+                    o.assigned.push(a);
+                } else if let Some(l) = parse_revoked(&line) {
+                    o.assigned.retain(|(x, _)| *x != l);
+                }
+                o.log.push(line);
+            }
+        });
+        Self { child, out }
+    }
+
+    /// Everything handled so far.
+    pub fn handled(&self) -> Vec<Handled> {
+        self.out.lock().unwrap().handled.clone()
+    }
+
+    /// Ids handled by `listener`.
+    pub fn ids(&self, listener: &str) -> BTreeSet<String> {
+        self.handled()
+            .into_iter()
+            .filter(|h| h.listener == listener)
+            .map(|h| h.id)
+            .collect()
+    }
+
+    /// The partitions currently assigned to `listener`, per the log.
+    pub fn assigned(&self, listener: &str) -> Vec<i32> {
+        let o = self.out.lock().unwrap();
+        o.assigned
+            .iter()
+            .find(|(l, _)| l == listener)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    }
+
+    /// The log so far (standard error), for failure messages.
+    pub fn log(&self) -> String {
+        self.out.lock().unwrap().log.join("\n")
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn parse_assigned(line: &str) -> Option<(String, Vec<i32>)> {
+    if !line.contains("partitions assigned") {
+        return None;
+    }
+    let listener = field(line, "listener=\"")?.split('"').next()?.to_owned();
+    let list = field(line, "assigned=[")?.split(']').next()?;
+    let parts = list
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    Some((listener, parts))
+}
+
+fn parse_revoked(line: &str) -> Option<String> {
+    if !line.contains("partitions revoked") {
+        return None;
+    }
+    Some(field(line, "listener=\"")?.split('"').next()?.to_owned())
+}
+
+fn field<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    line.find(prefix).map(|i| &line[i + prefix.len()..])
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_assignment_logs() {
+        let line = r#"2026-11-22T16:00:00Z  INFO atoll::consumer: partitions assigned listener="work" assigned=[0, 1, 5]"#;
+        assert_eq!(parse_assigned(line), Some(("work".into(), vec![0, 1, 5])));
+        let line = r#"INFO atoll::consumer: partitions revoked listener="audit" revoked=[2]"#;
+        assert_eq!(parse_revoked(line), Some("audit".into()));
+        assert_eq!(parse_assigned("something else"), None);
+    }
+}
