@@ -67,7 +67,10 @@ pub use context::{Client, Context, FromContext, Meta};
 pub use dlq::DeadLetterKind;
 pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
 pub use event::{Command, Event, EventKind, FactOf, ListenableBy};
-pub use service::{owned_topics, HandlerResult, Handlers, Listener, Service, TopicSpec};
+pub use service::{
+    describe, owned_topics, HandlerResult, Handlers, Listener, ListenerDescription, Service,
+    ServiceDescription, TopicSpec,
+};
 pub use topic::{ServiceId, TopicKind, TopicName, TopicNameError};
 
 /// Used by the code the macros generate; not a public API.

@@ -173,3 +173,47 @@ pub fn ce_type_of<E: Event>() -> String {
 pub(crate) fn is_own_commands<S: Service>(topic: &TopicName) -> bool {
     topic.kind() == &TopicKind::Commands && topic.service_prefix() == S::ID.to_string()
 }
+
+/// What a service declares, for generated topic listings and tooling.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceDescription {
+    /// `<company>.<namespace>.<service>`.
+    pub service: String,
+    /// The topics it owns.
+    pub topics: Vec<TopicSpec>,
+    /// Its listeners.
+    pub listeners: Vec<ListenerDescription>,
+}
+
+/// One listener of a [`ServiceDescription`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListenerDescription {
+    /// Listener name.
+    pub name: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// The topic it consumes.
+    pub topic: String,
+    /// The CloudEvents type it handles.
+    pub ce_type: String,
+}
+
+/// Describes service `S`: its topics and listeners.
+pub fn describe<S: Handlers>() -> Result<ServiceDescription, TopicNameError> {
+    let listeners = S::listeners()
+        .iter()
+        .map(|l| {
+            Ok(ListenerDescription {
+                name: l.name().to_owned(),
+                group_id: l.group_id()?,
+                topic: l.topic().to_string(),
+                ce_type: l.ce_type().to_owned(),
+            })
+        })
+        .collect::<Result<_, TopicNameError>>()?;
+    Ok(ServiceDescription {
+        service: S::ID.to_string(),
+        topics: owned_topics::<S>(),
+        listeners,
+    })
+}

@@ -1,0 +1,220 @@
+//! The driver: places orders and watches them reach a terminal fact.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atoll::{Config, Event, Running, Service, TopicKind};
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::inventory::SKUS;
+use crate::orders::{Item, OrderCancelled, OrderCompleted, PlaceOrder};
+
+/// The outcome of a run: the line `summary: placed=… completed=… cancelled=… dead_lettered=…`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Orders placed.
+    pub placed: usize,
+    /// Orders that reached `order_completed`.
+    pub completed: usize,
+    /// Orders that reached `order_cancelled`.
+    pub cancelled: usize,
+    /// Records of this run's orders in any service's DLQ.
+    pub dead_lettered: usize,
+}
+
+impl Summary {
+    /// Whether every placed order reached a terminal fact.
+    pub fn all_terminal(&self) -> bool {
+        self.completed + self.cancelled == self.placed
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "summary: placed={} completed={} cancelled={} dead_lettered={}",
+            self.placed, self.completed, self.cancelled, self.dead_lettered
+        )
+    }
+}
+
+/// `n` random orders with ids `<run>-<i>`; amounts from 5 to 600 units, so that about 18%
+/// exceed the payment limit.
+pub fn orders(run: &str, n: usize) -> Vec<PlaceOrder> {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|i| {
+            let items = (0..rng.random_range(1..=3))
+                .map(|_| Item {
+                    sku: SKUS[rng.random_range(0..SKUS.len())].to_owned(),
+                    qty: rng.random_range(1..=3),
+                })
+                .collect();
+            PlaceOrder {
+                order_id: format!("{run}-{i}"),
+                customer_id: format!("c-{}", rng.random_range(0..10)),
+                items,
+                amount_cents: rng.random_range(500..=60_000),
+            }
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Seen {
+    terminal: HashMap<String, bool>,
+    dead_lettered: usize,
+}
+
+/// Places `n` orders through `running`'s broker and waits up to `timeout` for each to be
+/// terminal on `acme.shop.orders.events`.
+pub async fn drive(
+    running: &Running,
+    config: &Config,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Summary> {
+    let run: String = (0..6)
+        .map(|_| rand::rng().random_range(b'a'..=b'z') as char)
+        .collect();
+    let placed = orders(&run, n);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let client = atoll::broker::client_config(config, running.bootstrap_servers());
+        let (seen, stop, prefix) = (seen.clone(), stop.clone(), format!("{run}-"));
+        std::thread::spawn(move || watch(client, &prefix, &seen, &stop))
+    };
+    let client = running.client("acme.shop.driver");
+    for order in &placed {
+        client.send(order).await?;
+    }
+    let deadline = Instant::now() + timeout;
+    while seen.lock().expect("poisoned").terminal.len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let late dead letters arrive before counting them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    tokio::task::spawn_blocking(move || watcher.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+    let seen = seen.lock().expect("poisoned");
+    let completed = seen.terminal.values().filter(|c| **c).count();
+    Ok(Summary {
+        placed: n,
+        completed,
+        cancelled: seen.terminal.len() - completed,
+        dead_lettered: seen.dead_lettered,
+    })
+}
+
+/// Reads `orders.events` and every DLQ from the beginning, recording this run's outcomes.
+fn watch(
+    mut client: rdkafka::ClientConfig,
+    prefix: &str,
+    seen: &Mutex<Seen>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    client
+        .set("group.id", "acme.shop.driver")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = client.create()?;
+    let events = <crate::orders::Orders as Service>::ID.events().to_string();
+    let mut topics = vec![events.clone()];
+    let dlqs = crate::all_topics().into_iter().map(|t| t.name);
+    topics.extend(
+        dlqs.filter(|t| t.kind() == &TopicKind::Private("dlq".into()))
+            .map(|t| t.to_string()),
+    );
+    let mut tpl = TopicPartitionList::new();
+    for topic in &topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let (completed, cancelled) = (OrderCompleted::ce_type(), OrderCancelled::ce_type());
+    let mut counted_dlq: HashSet<(String, i32, i64)> = HashSet::new();
+    while !stop.load(Ordering::SeqCst) {
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let msg = msg?;
+        let key = msg
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .unwrap_or("");
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let mut seen = seen.lock().expect("poisoned");
+        if msg.topic() == events {
+            let ce_type = msg.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "ce_type")
+                    .and_then(|h| h.value)
+                    .map(|v| v.to_vec())
+            });
+            match ce_type.as_deref() {
+                Some(t) if t == completed.as_bytes() => {
+                    seen.terminal.entry(key.to_owned()).or_insert(true);
+                }
+                Some(t) if t == cancelled.as_bytes() => {
+                    seen.terminal.entry(key.to_owned()).or_insert(false);
+                }
+                _ => {}
+            }
+        } else if counted_dlq.insert((msg.topic().to_owned(), msg.partition(), msg.offset())) {
+            seen.dead_lettered += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line_matches_the_contract() {
+        let s = Summary {
+            placed: 3,
+            completed: 2,
+            cancelled: 1,
+            dead_lettered: 0,
+        };
+        assert_eq!(
+            s.to_string(),
+            "summary: placed=3 completed=2 cancelled=1 dead_lettered=0"
+        );
+        assert!(s.all_terminal());
+        assert!(!Summary {
+            placed: 3,
+            completed: 1,
+            ..s
+        }
+        .all_terminal());
+    }
+
+    #[test]
+    fn generated_orders_are_valid_and_some_exceed_the_limit() {
+        let orders = orders("run", 500);
+        assert!(orders.iter().all(|o| o.invalid().is_none()));
+        let over = orders
+            .iter()
+            .filter(|o| o.amount_cents > crate::payments::Payments::LIMIT_CENTS)
+            .count();
+        assert!((30..170).contains(&over), "{over} of 500 over the limit");
+    }
+}

@@ -1,0 +1,134 @@
+//! `shop`: the reference system of atoll.
+//!
+//! Run with:
+//! - `cargo run -p example-shop -- demo` — every service plus a driver in one process, on the
+//!   embedded broker unless `ATOLL_KAFKA__BOOTSTRAP_SERVERS` is set;
+//! - `cargo run -p example-shop -- serve orders` — one service until SIGTERM;
+//! - `cargo run -p example-shop -- place --orders 500` — send orders to running services;
+//! - `cargo run -p example-shop -- topics --write topics` — regenerate `topics/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use atoll::{App, Config};
+use clap::{Parser, Subcommand};
+use example_shop::{all_topics, driver, topics, with_all, with_service};
+
+#[derive(Parser)]
+#[command(
+    name = "shop",
+    about = "The reference system of atoll: orders, inventory, payments, shipping"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every service and a driver in one process; exit non-zero unless every order ends.
+    Demo {
+        /// How many orders to place.
+        #[arg(long, default_value_t = 100)]
+        orders: usize,
+        /// How long to wait for every order to end.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
+    /// Run one service until SIGTERM or Ctrl-C.
+    Serve {
+        /// orders, inventory, payments or shipping.
+        service: String,
+    },
+    /// Place orders with services running elsewhere; exit non-zero unless every order ends.
+    Place {
+        /// How many orders to place.
+        #[arg(long, default_value_t = 10)]
+        orders: usize,
+        /// How long to wait for every order to end.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
+    /// Write or check the topic listing under `topics/`.
+    Topics {
+        /// Write the listing into this directory.
+        #[arg(long, conflicts_with = "check")]
+        write: Option<PathBuf>,
+        /// Fail when the listing in this directory is out of date.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Demo {
+            orders,
+            timeout_secs,
+        } => {
+            init_tracing("warn");
+            let config = Config::load()?;
+            let running = with_all(App::new(config.clone())).start().await?;
+            let summary =
+                driver::drive(&running, &config, orders, Duration::from_secs(timeout_secs)).await;
+            running.shutdown().await;
+            finish(summary?)
+        }
+        Cmd::Serve { service } => {
+            init_tracing("info");
+            let app = with_service(App::from_env()?, &service)?.topics(all_topics());
+            app.run().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Place {
+            orders,
+            timeout_secs,
+        } => {
+            init_tracing("warn");
+            let config = Config::load()?;
+            if config.kafka.bootstrap_servers.is_none() {
+                anyhow::bail!(
+                    "`shop place` sends to services running elsewhere: set ATOLL_KAFKA__BOOTSTRAP_SERVERS (or run `shop demo`)"
+                );
+            }
+            let running = App::new(config.clone())
+                .topics(all_topics())
+                .start()
+                .await?;
+            let summary =
+                driver::drive(&running, &config, orders, Duration::from_secs(timeout_secs)).await;
+            running.shutdown().await;
+            finish(summary?)
+        }
+        Cmd::Topics { write, check } => {
+            match (write, check) {
+                (Some(dir), _) => topics::write(&dir)?,
+                (None, Some(dir)) => topics::check(&dir)?,
+                (None, None) => print!("{}", topics::render()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn finish(summary: driver::Summary) -> anyhow::Result<ExitCode> {
+    println!("{summary}");
+    if summary.all_terminal() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("not every order reached order_completed or order_cancelled");
+        Ok(ExitCode::FAILURE)
+    }
+}
