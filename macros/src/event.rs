@@ -32,9 +32,9 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
     let mut name: Option<String> = None;
     let mut version: Option<u32> = None;
     let mut service: Option<syn::Path> = None;
-    let mut seen_attr = false;
+    let mut seen_attr: Option<&syn::Attribute> = None;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
-        seen_attr = true;
+        seen_attr.get_or_insert(attr);
         let args = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
             Ok(a) => a,
             Err(e) => {
@@ -89,27 +89,24 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
             }
         }
     }
-    if !seen_attr {
+    if let Some(at) = seen_attr {
+        if kind.is_none() {
+            errors.at(at, "say whether the event is a `fact` (something that happened) or a `command` (a request): `#[event(fact, …)]`");
+        }
+        if name.is_none() {
+            errors.at(at, r#"missing `name = "…"`: the event's snake_case name, e.g. `name = "order_placed"`"#);
+        }
+        if version.is_none() {
+            errors.at(at, "missing `version = N`: the contract version, from 1");
+        }
+        if service.is_none() {
+            errors.at(at, "missing `service = Type`: the service that owns the event, e.g. `service = Orders`");
+        }
+    } else {
         errors.span(
             Span::call_site(),
             format!("#[derive(Event)] needs an `#[event(…)]` attribute; {USAGE}"),
         );
-    } else {
-        if kind.is_none() {
-            errors.span(Span::call_site(), "say whether the event is a `fact` (something that happened) or a `command` (a request): `#[event(fact, …)]`");
-        }
-        if name.is_none() {
-            errors.span(Span::call_site(), r#"missing `name = "…"`: the event's snake_case name, e.g. `name = "order_placed"`"#);
-        }
-        if version.is_none() {
-            errors.span(
-                Span::call_site(),
-                "missing `version = N`: the contract version, from 1",
-            );
-        }
-        if service.is_none() {
-            errors.span(Span::call_site(), "missing `service = Type`: the service that owns the event, e.g. `service = Orders`");
-        }
     }
     let key = key_field(&input, &mut errors);
     if !errors.is_empty() {

@@ -163,11 +163,18 @@ fn signature(f: &ImplItemFn, name: String, errors: &mut Errors) -> Option<Handle
             format!("a handler cannot be generic; {SIGNATURE}"),
         );
     }
-    let mut inputs = sig.inputs.iter();
-    match inputs.next() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
-        Some(FnArg::Receiver(r)) => errors_here.at(r, format!("take the service by shared reference, `&self`: listeners run concurrently; {SIGNATURE}")),
-        _ => errors_here.at(&sig.ident, format!("a handler takes `&self` first; {SIGNATURE}")),
+    let mut inputs = sig.inputs.iter().peekable();
+    match inputs.peek() {
+        Some(FnArg::Receiver(r)) => {
+            if r.reference.is_none() || r.mutability.is_some() {
+                errors_here.at(r, format!("take the service by shared reference, `&self`: listeners run concurrently; {SIGNATURE}"));
+            }
+            inputs.next();
+        }
+        _ => errors_here.at(
+            &sig.ident,
+            format!("a handler takes `&self` first; {SIGNATURE}"),
+        ),
     }
     let mut typed: Vec<Type> = Vec::new();
     for arg in inputs {

@@ -1,0 +1,27 @@
+use atoll::{event_service, handlers, Context, Event, HandlerResult};
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "shop", name = "orders")]
+pub struct Orders;
+
+#[event_service(company = "acme", namespace = "shop", name = "payments")]
+pub struct Payments;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(command, name = "place_order", version = 1, service = Orders)]
+pub struct PlaceOrder {}
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(fact, name = "payment_charged", version = 1, service = Payments)]
+pub struct PaymentCharged {}
+
+#[handlers]
+impl Orders {
+    #[listener(name = "place-order")]
+    async fn place(&self, ctx: Context<Self>, _cmd: PlaceOrder) -> HandlerResult {
+        ctx.emit(PaymentCharged {}).await?;
+        Ok(())
+    }
+}
+
+fn main() {}

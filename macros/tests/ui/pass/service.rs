@@ -1,0 +1,64 @@
+use atoll::{event_service, handlers, Context, Event, HandlerResult, Meta, Service};
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "shop", name = "orders", partitions = 3)]
+pub struct Orders;
+
+#[event_service(company = "acme", namespace = "shop", name = "payments")]
+pub struct Payments;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(command, name = "place_order", version = 1, service = Orders)]
+pub struct PlaceOrder {
+    #[event(key)]
+    pub order_id: String,
+}
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(fact, name = "order_placed", version = 2, service = Orders)]
+pub struct OrderPlaced(#[event(key)] pub u64);
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(fact, name = "payment_charged", version = 1, service = Payments)]
+pub enum PaymentCharged {
+    Full,
+    Partial(u32),
+}
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(command, name = "charge", version = 1, service = Payments)]
+pub struct Charge {
+    pub amount: u64,
+}
+
+#[handlers]
+impl Orders {
+    #[listener(name = "place-order")]
+    async fn place(&self, ctx: Context<Self>, cmd: PlaceOrder) -> HandlerResult {
+        ctx.emit(OrderPlaced(cmd.order_id.len() as u64)).await?;
+        ctx.send(Charge { amount: 1 }).await?;
+        Ok(())
+    }
+
+    #[listener(name = "payments")]
+    async fn charged(&self, _meta: Meta, _ctx: Context<Self>, _fact: PaymentCharged) -> HandlerResult {
+        Ok(())
+    }
+
+    fn not_a_handler(&self) {}
+}
+
+fn main() {
+    assert_eq!(<Orders as Service>::ID.to_string(), "acme.shop.orders");
+    assert_eq!(<Orders as Service>::PARTITIONS, 3);
+    assert_eq!(<Payments as Service>::PARTITIONS, 6);
+    assert_eq!(OrderPlaced::ce_type(), "acme.shop.orders.order_placed.v2");
+    assert_eq!(OrderPlaced(7).key().as_deref(), Some("7"));
+    assert_eq!(PaymentCharged::Full.key(), None);
+    assert_eq!(PlaceOrder::topic().as_str(), "acme.shop.orders.commands");
+    let listeners = <Orders as atoll::Handlers>::listeners();
+    assert_eq!(listeners.len(), 2);
+    assert_eq!(listeners[0].group_id().unwrap(), "acme.shop.orders-place-order");
+    assert_eq!(listeners[1].topic().as_str(), "acme.shop.payments.events");
+    Orders.not_a_handler();
+}
