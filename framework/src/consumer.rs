@@ -96,8 +96,14 @@ fn release<S: Service, C: ConsumerContext>(
     env: &ListenerEnv<S>,
     taken: Vec<(i32, Slot)>,
 ) {
-    for (_, slot) in &taken {
+    for (p, slot) in &taken {
         slot.shared.cancel.cancel();
+        if slot.paused {
+            // Do not leave a partition paused for whoever owns it next in this process.
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(env.listener.topic().as_str(), *p);
+            let _ = consumer.resume(&tpl);
+        }
     }
     let deadline = Instant::now() + env.config.drain_timeout();
     while taken

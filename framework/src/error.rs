@@ -65,7 +65,20 @@ pub enum Error {
 impl Error {
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Produce { .. } | Self::Kafka { .. })
+        use rdkafka::types::RDKafkaErrorCode::{
+            InvalidMessage, InvalidMessageSize, MessageSizeTooLarge,
+        };
+        match self {
+            Self::Produce {
+                source: KafkaError::MessageProduction(code),
+                ..
+            } => !matches!(
+                code,
+                MessageSizeTooLarge | InvalidMessageSize | InvalidMessage
+            ),
+            Self::Produce { .. } | Self::Kafka { .. } => true,
+            _ => false,
+        }
     }
 
     pub(crate) fn kafka(what: impl Into<String>, source: KafkaError) -> Self {

@@ -197,3 +197,19 @@ async fn commands_are_handled_facts_emitted_and_bad_input_dead_lettered() {
         "headers preserved"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_a_service_twice_is_an_error() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let err = App::new(Config::default())
+        .service(Greeter { seen: seen.clone() })
+        .service(Greeter { seen })
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("acme.test.greeter` is registered twice"),
+        "{err}"
+    );
+}

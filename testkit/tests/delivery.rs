@@ -252,3 +252,54 @@ async fn a_named_process_gets_its_partitions_back() {
         .iter()
         .any(|i| i.starts_with("after"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_so_a_restart_handles_nothing_twice() {
+    let broker = Tansu::start();
+    let all = ids("t", 1_000);
+    send(&broker, all.clone()).await;
+    let env = env_with(
+        &broker,
+        &[
+            ("PROBE_DELAY_MS", "20"),
+            ("ATOLL_LISTENER__COMMIT_INTERVAL_MS", "60000"),
+        ],
+    );
+    let mut first = Proc::start(PROBE, &[], &env);
+    assert!(
+        wait_until(Duration::from_secs(60), || first.ids("work").len() >= 200),
+        "{}",
+        first.log()
+    );
+    // The commit interval is a minute: only the shutdown flush can have committed.
+    let status = first.terminate();
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status}\n{}",
+        first.log()
+    );
+    assert!(
+        first.ids("work").len() < 1_000,
+        "the stop must land mid-stream"
+    );
+    let second = Proc::start(PROBE, &[], &env);
+    let want: BTreeSet<String> = all.into_iter().collect();
+    assert!(
+        wait_until(Duration::from_secs(120), || first
+            .ids("work")
+            .union(&second.ids("work"))
+            .count()
+            == want.len()),
+        "{}",
+        second.log()
+    );
+    let twice: Vec<String> = first
+        .ids("work")
+        .intersection(&second.ids("work"))
+        .cloned()
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "handled again after a clean restart: {twice:?}"
+    );
+}
