@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{client_config, create_topics, set_default, EmbeddedBroker};
 use crate::config::Config;
-use crate::consumer::{self, ListenerThread};
+use crate::consumer::{self, Assignment, ListenerThread};
 use crate::context::Client;
 use crate::error::{Error, Result};
 use crate::event::EventKind;
@@ -202,7 +202,10 @@ impl App {
         };
         match &embedded {
             Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t))?,
-            None => create_topics(&client_config(&self.config, &bootstrap), &topics).await?,
+            None if self.config.kafka.create_topics => {
+                create_topics(&client_config(&self.config, &bootstrap), &topics).await?
+            }
+            None => {}
         }
         let process = self
             .config
@@ -305,6 +308,14 @@ impl Running {
     /// The process name (configured, or the random one).
     pub fn process_name(&self) -> &str {
         &self.process
+    }
+
+    /// Every listener's current assignment.
+    pub fn assignments(&self) -> Vec<Assignment> {
+        self.threads
+            .iter()
+            .map(ListenerThread::assignment)
+            .collect()
     }
 
     /// A client that sends commands with `ce_source` `<name>/<process>`.

@@ -45,7 +45,7 @@ pub struct Config {
 }
 
 /// `kafka.*`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KafkaConfig {
@@ -54,6 +54,19 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through to every client (SASL, TLS, timeouts, …).
     #[serde(deserialize_with = "properties")]
     pub properties: BTreeMap<String, String>,
+    /// Whether to create missing declared topics at start (needs the broker's permission to
+    /// create topics). Default `true`; turn off where topics are provisioned by operators.
+    pub create_topics: bool,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: None,
+            properties: BTreeMap::new(),
+            create_topics: true,
+        }
+    }
 }
 
 /// `service.*`.

@@ -40,6 +40,21 @@ type Slots = Mutex<HashMap<i32, Slot>>;
 struct ListenerContext<S> {
     env: Arc<ListenerEnv<S>>,
     slots: Arc<Slots>,
+    state: Arc<Mutex<Assignment>>,
+}
+
+/// A listener's current assignment, as seen by its rebalance callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Assignment {
+    /// The service.
+    pub service: crate::ServiceId,
+    /// The listener.
+    pub listener: &'static str,
+    /// The partitions assigned now.
+    pub partitions: Vec<i32>,
+    /// How many times partitions were revoked from it.
+    pub revocations: u64,
 }
 
 impl<S: Service> ClientContext for ListenerContext<S> {
@@ -62,6 +77,11 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     ?revoked,
                     "partitions revoked"
                 );
+                {
+                    let mut st = self.state.lock().expect("poisoned");
+                    st.partitions.retain(|p| !revoked.contains(p));
+                    st.revocations += 1;
+                }
                 let taken = {
                     let mut slots = self.slots.lock().expect("poisoned");
                     revoked
@@ -78,6 +98,10 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     ?assigned,
                     "partitions assigned"
                 );
+                let mut st = self.state.lock().expect("poisoned");
+                st.partitions.extend(assigned);
+                st.partitions.sort_unstable();
+                st.partitions.dedup();
             }
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
         }
@@ -141,9 +165,15 @@ fn release<S: Service, C: ConsumerContext>(
 #[derive(Debug)]
 pub(crate) struct ListenerThread {
     handle: thread::JoinHandle<()>,
+    state: Arc<Mutex<Assignment>>,
 }
 
 impl ListenerThread {
+    /// The listener's assignment now.
+    pub(crate) fn assignment(&self) -> Assignment {
+        self.state.lock().expect("poisoned").clone()
+    }
+
     /// Waits for the thread to end (after the stop token was cancelled).
     pub(crate) fn join(self) {
         if self.handle.join().is_err() {
@@ -166,9 +196,16 @@ pub(crate) fn spawn<S: Service>(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
     let slots = Arc::new(Slots::default());
+    let state = Arc::new(Mutex::new(Assignment {
+        service: S::ID,
+        listener: env.listener.name(),
+        partitions: Vec::new(),
+        revocations: 0,
+    }));
     let context = ListenerContext {
         env: env.clone(),
         slots: slots.clone(),
+        state: state.clone(),
     };
     let consumer: BaseConsumer<ListenerContext<S>> = config
         .create_with_context(context)
@@ -188,7 +225,7 @@ pub(crate) fn spawn<S: Service>(
             .run()
         })
         .map_err(|e| Error::Declaration(format!("cannot start a listener thread: {e}")))?;
-    Ok(ListenerThread { handle })
+    Ok(ListenerThread { handle, state })
 }
 
 struct PollLoop<S: Service> {

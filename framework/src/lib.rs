@@ -63,6 +63,7 @@ mod worker;
 pub use app::{App, Running};
 pub use atoll_macros::{event_service, handlers, Event};
 pub use config::Config;
+pub use consumer::Assignment;
 pub use context::{Client, Context, FromContext, Meta};
 pub use dlq::DeadLetterKind;
 pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};

@@ -84,8 +84,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let self_ty = &block.self_ty;
     if !errors.is_empty() {
+        // Still implement `Handlers` (with no listeners) so that the errors above are the
+        // only ones the user sees.
+        let fallback = (block.trait_.is_none() && block.generics.params.is_empty()).then(|| {
+            quote! {
+                impl ::atoll::Handlers for #self_ty {
+                    fn listeners() -> ::std::vec::Vec<::atoll::Listener<Self>> {
+                        ::std::vec::Vec::new()
+                    }
+                }
+            }
+        });
         let errors = errors.into_tokens();
-        return quote!(#block #errors);
+        return quote!(#block #fallback #errors);
     }
     let listeners = handlers.iter().map(|h| {
         let Handler { name, method, extractors, event } = h;
