@@ -1,14 +1,15 @@
 //! The runtime end to end on the embedded broker (librdkafka's mock cluster).
 
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use atoll::{
     event_service, handlers, App, Config, Context, Event, HandlerError, HandlerResult, Meta,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use common::header;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "test", name = "greeter", partitions = 2)]
@@ -40,42 +41,6 @@ impl Greeter {
         ctx.emit(Greeted { who: cmd.who }).await?;
         Ok(())
     }
-}
-
-/// Reads every record of `topic` (all partitions) until `n` were read or 30 s passed.
-fn read_all(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    n: usize,
-) -> Vec<rdkafka::message::OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "test-reader")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while out.len() < n && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            out.push(m.detach());
-        }
-    }
-    out
-}
-
-fn header<'a>(m: &'a rdkafka::message::OwnedMessage, key: &str) -> Option<&'a str> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .map(|v| std::str::from_utf8(v).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,12 +94,12 @@ async fn commands_are_handled_facts_emitted_and_bad_input_dead_lettered() {
     let bootstrap = running.bootstrap_servers().to_owned();
     let facts = tokio::task::spawn_blocking({
         let b = bootstrap.clone();
-        move || read_all(&b, "acme.test.greeter.events", 2, 2)
+        move || common::read_topic(&b, "acme.test.greeter.events", 2, 2)
     })
     .await
     .unwrap();
     let dlq = tokio::task::spawn_blocking(move || {
-        read_all(&bootstrap, "acme.test.greeter.private.dlq", 2, 4)
+        common::read_topic(&bootstrap, "acme.test.greeter.private.dlq", 2, 4)
     })
     .await
     .unwrap();

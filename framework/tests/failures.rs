@@ -2,14 +2,15 @@
 //! are transient, panics and permanent failures are dead-lettered, and a fact the broker can
 //! never take fails permanently.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atoll::{event_service, handlers, App, Config, Context, Event, HandlerError, HandlerResult};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "test", name = "flaky", partitions = 1)]
@@ -79,31 +80,6 @@ impl Flaky {
     }
 }
 
-fn read(bootstrap: &str, topic: &str, n: usize) -> Vec<OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "reader")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while out.len() < n && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            out.push(m.detach());
-        }
-    }
-    out
-}
-
-fn header(m: &OwnedMessage, key: &str) -> String {
-    let h = m.headers().unwrap().iter().find(|h| h.key == key).unwrap();
-    String::from_utf8(h.value.unwrap().to_vec()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_retried_or_dead_lettered_by_kind() {
     let mut config = Config::default();
@@ -152,10 +128,11 @@ async fn failures_are_retried_or_dead_lettered_by_kind() {
         client.send(t).await.unwrap();
     }
     let bootstrap = running.bootstrap_servers().to_owned();
-    let dlq =
-        tokio::task::spawn_blocking(move || read(&bootstrap, "acme.test.flaky.private.dlq", 3))
-            .await
-            .unwrap();
+    let dlq = tokio::task::spawn_blocking(move || {
+        common::read_topic(&bootstrap, "acme.test.flaky.private.dlq", 1, 3)
+    })
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !svc.handled.lock().unwrap().contains(&"last".to_owned()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -182,16 +159,20 @@ async fn failures_are_retried_or_dead_lettered_by_kind() {
         .map(|m| (String::from_utf8(m.key().unwrap().to_vec()).unwrap(), m))
         .collect();
     assert_eq!(by_key.len(), 3, "{:?}", by_key.keys());
-    assert_eq!(header(by_key["boom"], "atoll_dlq_error_kind"), "panic");
-    assert!(header(by_key["boom"], "atoll_dlq_error").contains("task boom exploded"));
-    assert_eq!(header(by_key["invalid"], "atoll_dlq_error_kind"), "handler");
+    assert_eq!(hdr(by_key["boom"], "atoll_dlq_error_kind"), "panic");
+    assert!(hdr(by_key["boom"], "atoll_dlq_error").contains("task boom exploded"));
+    assert_eq!(hdr(by_key["invalid"], "atoll_dlq_error_kind"), "handler");
     assert_eq!(
-        header(by_key["invalid"], "atoll_dlq_error"),
+        hdr(by_key["invalid"], "atoll_dlq_error"),
         "task invalid is invalid"
     );
-    assert_eq!(header(by_key["huge"], "atoll_dlq_error_kind"), "handler");
-    assert!(header(by_key["huge"], "atoll_dlq_error").contains("acme.test.flaky.events"));
+    assert_eq!(hdr(by_key["huge"], "atoll_dlq_error_kind"), "handler");
+    assert!(hdr(by_key["huge"], "atoll_dlq_error").contains("acme.test.flaky.events"));
     for m in by_key.values() {
-        assert_eq!(header(m, "atoll_dlq_attempts"), "1");
+        assert_eq!(hdr(m, "atoll_dlq_attempts"), "1");
     }
+}
+
+fn hdr(m: &OwnedMessage, key: &str) -> String {
+    common::header(m, key).unwrap().to_owned()
 }

@@ -114,6 +114,16 @@ impl Tansu {
         c
     }
 
+    /// An app with no services on this broker, after creating the probe's topics: for
+    /// sending commands and raw records.
+    pub async fn driver(&self) -> atoll::Running {
+        atoll::App::new(self.config())
+            .topics(atoll::owned_topics::<probe::Probe>())
+            .start()
+            .await
+            .expect("driver app")
+    }
+
     /// Environment variables that point an atoll process at this broker.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![

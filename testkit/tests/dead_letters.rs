@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use atoll::{owned_topics, App, Event};
-use atoll_testkit::probe::{Probe, Work};
+use atoll::Event;
+use atoll_testkit::probe::Work;
 use atoll_testkit::process::{wait_until, Proc};
 use atoll_testkit::{committed, header, read_topic, Tansu};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -15,11 +15,7 @@ const PROBE: &str = env!("CARGO_BIN_EXE_probe");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_unknown_types_are_dead_lettered_and_the_partition_moves_on() {
     let broker = Tansu::start();
-    let running = App::new(broker.config())
-        .topics(owned_topics::<Probe>())
-        .start()
-        .await
-        .unwrap();
+    let running = broker.driver().await;
     let client = running.client("test-driver");
     let topic = "acme.test.probe.commands";
     let typed = |t: &'static str| {

@@ -3,19 +3,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use atoll::{owned_topics, App};
-use atoll_testkit::probe::{Probe, Work};
+use atoll_testkit::probe::Work;
 use atoll_testkit::process::{wait_until, Proc};
 use atoll_testkit::{committed, Tansu};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe");
 
 async fn send(broker: &Tansu, ids: impl IntoIterator<Item = String>) {
-    let running = App::new(broker.config())
-        .topics(owned_topics::<Probe>())
-        .start()
-        .await
-        .unwrap();
+    let running = broker.driver().await;
     let client = running.client("test-driver");
     for id in ids {
         client.send(&Work { id }).await.unwrap();

@@ -1,0 +1,45 @@
+//! Helpers shared by the embedded-broker tests.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// Reads partitions `0..partitions` of `topic` from the beginning until `n` records were read
+/// or 30 s passed. Blocking: call it from `spawn_blocking`.
+pub(crate) fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> Vec<OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+/// A header as UTF-8.
+pub(crate) fn header<'a>(m: &'a OwnedMessage, key: &str) -> Option<&'a str> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| std::str::from_utf8(v).unwrap())
+}
