@@ -87,6 +87,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                 source: source.clone(),
                 config: env.config.listener.clone(),
                 stop: env.stop.clone(),
+                finished: Default::default(),
             });
             let mut client = env.client.clone();
             // The process name leads the client id, and so the member id the range assignor

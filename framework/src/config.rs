@@ -106,6 +106,8 @@ pub struct ListenerConfig {
     pub handler_timeout_ms: u64,
     /// How often finished offsets are committed, in ms.
     pub commit_interval_ms: u64,
+    /// Commit sooner, once this many records finished since the last commit.
+    pub commit_batch: u64,
     /// Records buffered per partition before the partition is paused.
     pub max_buffered: usize,
     /// How long shutdown and revocation wait for in-flight records, in ms.
@@ -117,6 +119,7 @@ impl Default for ListenerConfig {
         Self {
             handler_timeout_ms: 30_000,
             commit_interval_ms: 500,
+            commit_batch: 1_000,
             max_buffered: 1_000,
             drain_timeout_ms: 10_000,
         }
@@ -267,6 +270,7 @@ impl Config {
         for (key, v) in [
             ("listener.handler_timeout_ms", l.handler_timeout_ms),
             ("listener.commit_interval_ms", l.commit_interval_ms),
+            ("listener.commit_batch", l.commit_batch),
             ("listener.max_buffered", l.max_buffered as u64),
         ] {
             if v == 0 {

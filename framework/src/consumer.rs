@@ -5,7 +5,8 @@
 //! `max.poll.interval.ms`: records are handed to per-partition workers, a partition whose
 //! buffer is full is paused (and resumed when it drained to half), and finished offsets are
 //! committed from the per-partition [`Watermark`](crate::watermark::Watermark) every
-//! `listener.commit_interval_ms`. On revocation and on shutdown the poll thread stops
+//! `listener.commit_interval_ms` or every `listener.commit_batch` finished records, whichever
+//! comes first. On revocation and on shutdown the poll thread stops
 //! dispatching, lets in-flight records finish (up to `listener.drain_timeout_ms`) and commits
 //! synchronously.
 
@@ -238,6 +239,7 @@ struct PollLoop<S: Service> {
 impl<S: Service> PollLoop<S> {
     fn run(self) {
         let interval = self.env.config.commit_interval();
+        let batch = self.env.config.commit_batch;
         let mut last_commit = Instant::now();
         let mut any_paused = false;
         while !self.env.stop.is_cancelled() {
@@ -254,7 +256,11 @@ impl<S: Service> PollLoop<S> {
                 None => {}
             }
             any_paused = self.resume_drained();
-            if last_commit.elapsed() >= interval {
+            if self.env.finished.load(Ordering::Relaxed) >= batch
+                || last_commit.elapsed() >= interval
+            {
+                // Records finishing from here on count towards the next batch.
+                self.env.finished.swap(0, Ordering::Relaxed);
                 self.commit(CommitMode::Async);
                 last_commit = Instant::now();
             }

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) source: Arc<str>,
     pub(crate) config: ListenerConfig,
     pub(crate) stop: CancellationToken,
+    /// Records finished since the last commit, across partitions.
+    pub(crate) finished: AtomicU64,
 }
 
 /// What a service knows about its own commands topic, shared by its listeners.
@@ -138,6 +140,7 @@ pub(crate) async fn run_partition<S: Service>(
                     .lock()
                     .expect("poisoned")
                     .finish(msg.offset());
+                env.finished.fetch_add(1, Ordering::Relaxed);
             }
         }
         part.queued.fetch_sub(1, Ordering::SeqCst);
