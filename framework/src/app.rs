@@ -10,15 +10,17 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{client_config, create_topics, set_default, EmbeddedBroker};
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig, ListenerSettings, RetryMode};
 use crate::consumer::{self, Assignment, ListenerThread};
 use crate::context::Client;
 use crate::error::{Error, Result};
 use crate::event::EventKind;
+use crate::policy::names_listener;
 use crate::producer::Producer;
-use crate::service::{is_own_commands, owned_topics, Handlers, TopicSpec};
+use crate::service::{is_own_commands, owned_topics, Handlers, Listener, TopicSpec};
+use crate::stats::{Counters, ListenerStats};
 use crate::topic::ServiceId;
-use crate::worker::{ListenerEnv, Routes};
+use crate::worker::{ListenerEnv, Mode, Routes};
 
 /// What the runtime needs to start a service's listeners.
 struct StartEnv<'a> {
@@ -34,6 +36,7 @@ trait ErasedService: Send {
     fn id(&self) -> ServiceId;
     fn topics(&self) -> Vec<TopicSpec>;
     fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>>;
+    fn listener_names(&self) -> Vec<&'static str>;
 }
 
 struct Registered<S>(Arc<S>);
@@ -61,6 +64,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
     fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>> {
         let listeners = S::listeners();
         let mut routes = Routes::default();
+        let mut configs = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter().enumerate() {
             if listeners[..i].iter().any(|o| o.name() == l.name()) {
                 return Err(Error::Declaration(format!(
@@ -74,33 +78,66 @@ impl<S: Handlers> ErasedService for Registered<S> {
                 routes.own_commands.insert(l.ce_type());
                 routes.designated.get_or_insert(l.name());
             }
+            let config = listener_config(env.config, l.name(), l.settings())?;
+            if config.retry == RetryMode::NonBlocking {
+                routes.retry_designated.get_or_insert(l.name());
+            }
+            configs.push(config);
         }
         let routes = Arc::new(routes);
         let source: Arc<str> = format!("{}/{}", S::ID, env.process).into();
+        let mut client = env.client.clone();
+        // The process name leads the client id, and so the member id the range assignor
+        // orders members by: a restarted process gets the same partitions back.
+        client.set("client.id", format!("{}-{}", env.process, S::ID));
+        let service = &env.config.service;
+        if let (Some(name), true) = (&service.process_name, service.static_membership) {
+            client.set("group.instance.id", name);
+        }
         let mut threads = Vec::new();
-        for listener in listeners {
-            let lenv = Arc::new(ListenerEnv {
-                svc: self.0.clone(),
-                listener,
-                routes: routes.clone(),
-                producer: env.producer.clone(),
-                source: source.clone(),
-                config: env.config.listener.clone(),
-                stop: env.stop.clone(),
-                finished: Default::default(),
-            });
-            let mut client = env.client.clone();
-            // The process name leads the client id, and so the member id the range assignor
-            // orders members by: a restarted process gets the same partitions back.
-            client.set("client.id", format!("{}-{}", env.process, S::ID));
-            let service = &env.config.service;
-            if let (Some(name), true) = (&service.process_name, service.static_membership) {
-                client.set("group.instance.id", name);
+        for (listener, config) in listeners.into_iter().zip(configs) {
+            let stats = Arc::new(Counters::default());
+            let mut modes = vec![(Mode::Main, listener.topic().clone())];
+            if config.retry == RetryMode::NonBlocking {
+                modes.push((Mode::Retry, S::ID.retry()));
             }
-            threads.push(consumer::spawn(lenv, client, env.runtime.clone())?);
+            for (mode, topic) in modes {
+                let lenv = Arc::new(ListenerEnv {
+                    svc: self.0.clone(),
+                    listener: listener.clone(),
+                    routes: routes.clone(),
+                    producer: env.producer.clone(),
+                    source: source.clone(),
+                    config: config.clone(),
+                    stop: env.stop.clone(),
+                    finished: Default::default(),
+                    topic,
+                    mode,
+                    stats: stats.clone(),
+                });
+                threads.push(consumer::spawn(lenv, client.clone(), env.runtime.clone())?);
+            }
         }
         Ok(threads)
     }
+
+    fn listener_names(&self) -> Vec<&'static str> {
+        S::listeners().iter().map(Listener::name).collect()
+    }
+}
+
+/// A listener's settings: `listener.*` ← its code ← `listeners.<name>`.
+fn listener_config(config: &Config, name: &str, code: &ListenerSettings) -> Result<ListenerConfig> {
+    let mut resolved = config.listener.merged(code);
+    for (key, over) in &config.listeners {
+        if names_listener(key, name) {
+            resolved = resolved.merged(over);
+        }
+    }
+    resolved
+        .check(&format!("listener `{name}`"))
+        .map_err(Error::Config)?;
+    Ok(resolved)
 }
 
 /// An atoll process: register services, then [`run`](App::run) or [`start`](App::start).
@@ -186,6 +223,22 @@ impl App {
             return Err(Error::Declaration(format!(
                 "service `{}` is registered twice",
                 w[0]
+            )));
+        }
+        let names: Vec<&str> = self
+            .services
+            .iter()
+            .flat_map(|s| s.listener_names())
+            .collect();
+        if let Some(key) = self
+            .config
+            .listeners
+            .keys()
+            .find(|k| !names.iter().any(|n| names_listener(k, n)))
+        {
+            return Err(Error::Config(format!(
+                "listeners.{key} names no listener of this process; its listeners are: {}",
+                names.join(", ")
             )));
         }
         let topics = self.declared_topics();
@@ -311,11 +364,21 @@ impl Running {
         &self.process
     }
 
-    /// Every listener's current assignment.
+    /// Every listener's current assignment (of its own topic, not the retry topic).
     pub fn assignments(&self) -> Vec<Assignment> {
         self.threads
             .iter()
+            .filter(|t| t.is_main())
             .map(ListenerThread::assignment)
+            .collect()
+    }
+
+    /// Every listener's counters.
+    pub fn stats(&self) -> Vec<ListenerStats> {
+        self.threads
+            .iter()
+            .filter(|t| t.is_main())
+            .map(ListenerThread::stats)
             .collect()
     }
 

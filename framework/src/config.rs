@@ -16,13 +16,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::policy::{ListenerConfig, ListenerSettings, RetryMode};
 
 /// The environment variable naming the config file.
 pub const CONFIG_PATH_VAR: &str = "ATOLL_CONFIG";
@@ -36,8 +36,10 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Process identity.
     pub service: ServiceConfig,
-    /// Listener defaults.
+    /// Defaults for every listener.
     pub listener: ListenerConfig,
+    /// Per-listener overrides, by listener name (`_` also matches `-`).
+    pub listeners: BTreeMap<String, ListenerSettings>,
     /// Schema Registry (Avro).
     pub schema_registry: SchemaRegistryConfig,
     /// HTTP endpoints (health, metrics).
@@ -94,52 +96,6 @@ impl Default for ServiceConfig {
             process_name: None,
             static_membership: true,
         }
-    }
-}
-
-/// `listener.*`: defaults for every listener.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ListenerConfig {
-    /// A handler's time budget in ms; exceeding it is a transient failure.
-    pub handler_timeout_ms: u64,
-    /// How often finished offsets are committed, in ms.
-    pub commit_interval_ms: u64,
-    /// Commit sooner, once this many records finished since the last commit.
-    pub commit_batch: u64,
-    /// Records buffered per partition before the partition is paused.
-    pub max_buffered: usize,
-    /// How long shutdown and revocation wait for in-flight records, in ms.
-    pub drain_timeout_ms: u64,
-}
-
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        Self {
-            handler_timeout_ms: 30_000,
-            commit_interval_ms: 500,
-            commit_batch: 1_000,
-            max_buffered: 1_000,
-            drain_timeout_ms: 10_000,
-        }
-    }
-}
-
-impl ListenerConfig {
-    /// The handler time budget.
-    pub fn handler_timeout(&self) -> Duration {
-        Duration::from_millis(self.handler_timeout_ms)
-    }
-
-    /// The commit interval.
-    pub fn commit_interval(&self) -> Duration {
-        Duration::from_millis(self.commit_interval_ms)
-    }
-
-    /// The drain deadline.
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
     }
 }
 
@@ -266,16 +222,12 @@ impl Config {
                 )));
             }
         }
-        let l = &self.listener;
-        for (key, v) in [
-            ("listener.handler_timeout_ms", l.handler_timeout_ms),
-            ("listener.commit_interval_ms", l.commit_interval_ms),
-            ("listener.commit_batch", l.commit_batch),
-            ("listener.max_buffered", l.max_buffered as u64),
-        ] {
-            if v == 0 {
-                return Err(Error::Config(format!("{key} must be greater than 0")));
-            }
+        self.listener.check("listener").map_err(Error::Config)?;
+        for (name, over) in &self.listeners {
+            self.listener
+                .merged(over)
+                .check(&format!("listeners.{name}"))
+                .map_err(Error::Config)?;
         }
         Ok(())
     }
@@ -287,6 +239,7 @@ impl Config {
 mod tests {
     use super::*;
     use figment::Jail;
+    use std::time::Duration;
 
     fn load_in(jail: &Jail) -> Result<Config> {
         Config::from_figment(Config::figment(&jail.directory().join("atoll.toml")))
@@ -361,6 +314,31 @@ mod tests {
             jail.set_env("ATOLL_LISTENER__MAX_BUFFERED", "0");
             let e = load_in(jail).unwrap_err().to_string();
             assert!(e.contains("listener.max_buffered"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn per_listener_overrides() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENERS__PLACE_ORDER__MAX_ATTEMPTS", "9");
+            jail.set_env("ATOLL_LISTENERS__PLACE_ORDER__RETRY", "non_blocking");
+            let c = load_in(jail).unwrap();
+            let over = &c.listeners["place_order"];
+            assert_eq!(over.max_attempts, Some(9));
+            assert_eq!(over.retry, Some(RetryMode::NonBlocking));
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENERS__CHARGE__BACKOFF_MS", "0");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("listeners.charge.backoff_ms"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENERS__CHARGE__RETRY", "sometimes");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("listeners.charge.retry"), "{e}");
             Ok(())
         });
     }

@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 use crate::broker::set_default;
 use crate::error::{Error, Result};
 use crate::service::Service;
-use crate::worker::{run_partition, ListenerEnv, PartitionShared};
+use crate::stats::{Counters, ListenerStats};
+use crate::worker::{run_partition, ListenerEnv, Mode, PartitionShared};
 
 struct Slot {
     shared: Arc<PartitionShared>,
@@ -126,7 +127,7 @@ fn release<S: Service, C: ConsumerContext>(
         if slot.paused {
             // Do not leave a partition paused for whoever owns it next in this process.
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(env.listener.topic().as_str(), *p);
+            tpl.add_partition(env.topic.as_str(), *p);
             let _ = consumer.resume(&tpl);
         }
     }
@@ -152,7 +153,7 @@ fn release<S: Service, C: ConsumerContext>(
             .expect("poisoned")
             .committable()
         {
-            let _ = tpl.add_partition_offset(env.listener.topic().as_str(), *p, Offset::Offset(o));
+            let _ = tpl.add_partition_offset(env.topic.as_str(), *p, Offset::Offset(o));
         }
     }
     if tpl.count() > 0 {
@@ -167,9 +168,22 @@ fn release<S: Service, C: ConsumerContext>(
 pub(crate) struct ListenerThread {
     handle: thread::JoinHandle<()>,
     state: Arc<Mutex<Assignment>>,
+    stats: Arc<Counters>,
+    mode: Mode,
 }
 
 impl ListenerThread {
+    /// Whether it consumes the listener's own topic (not the retry topic).
+    pub(crate) fn is_main(&self) -> bool {
+        self.mode == Mode::Main
+    }
+
+    /// The listener's counters.
+    pub(crate) fn stats(&self) -> ListenerStats {
+        let a = self.state.lock().expect("poisoned");
+        self.stats.snapshot(a.service, a.listener)
+    }
+
     /// The listener's assignment now.
     pub(crate) fn assignment(&self) -> Assignment {
         self.state.lock().expect("poisoned").clone()
@@ -189,7 +203,11 @@ pub(crate) fn spawn<S: Service>(
     mut config: ClientConfig,
     runtime: tokio::runtime::Handle,
 ) -> Result<ListenerThread> {
-    let group = env.listener.group_id()?;
+    let (env_stats, mode) = (env.stats.clone(), env.mode);
+    let group = match env.mode {
+        Mode::Main => env.listener.group_id()?,
+        Mode::Retry => format!("{}.retry", env.listener.group_id()?),
+    };
     set_default(&mut config, "auto.offset.reset", "earliest");
     config
         .set("group.id", &group)
@@ -212,7 +230,7 @@ pub(crate) fn spawn<S: Service>(
         .create_with_context(context)
         .map_err(|e| Error::kafka(format!("creating the consumer of group `{group}`"), e))?;
     consumer
-        .subscribe(&[env.listener.topic().as_str()])
+        .subscribe(&[env.topic.as_str()])
         .map_err(|e| Error::kafka(format!("subscribing `{group}`"), e))?;
     let handle = thread::Builder::new()
         .name(format!("atoll-{}", env.listener.name()))
@@ -226,7 +244,12 @@ pub(crate) fn spawn<S: Service>(
             .run()
         })
         .map_err(|e| Error::Declaration(format!("cannot start a listener thread: {e}")))?;
-    Ok(ListenerThread { handle, state })
+    Ok(ListenerThread {
+        handle,
+        state,
+        stats: env_stats,
+        mode,
+    })
 }
 
 struct PollLoop<S: Service> {
@@ -328,11 +351,7 @@ impl<S: Service> PollLoop<S> {
                 .expect("poisoned")
                 .take_commit()
             {
-                let _ = tpl.add_partition_offset(
-                    self.env.listener.topic().as_str(),
-                    *p,
-                    Offset::Offset(o),
-                );
+                let _ = tpl.add_partition_offset(self.env.topic.as_str(), *p, Offset::Offset(o));
             }
         }
         if tpl.count() > 0 {
@@ -344,7 +363,7 @@ impl<S: Service> PollLoop<S> {
 
     fn partition(&self, p: i32) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(self.env.listener.topic().as_str(), p);
+        tpl.add_partition(self.env.topic.as_str(), p);
         tpl
     }
 }

@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::Message;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
+use crate::retry::{original_headers, Origin};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -70,21 +71,16 @@ pub(crate) struct Failure {
 
 /// The DLQ headers: the original ones first, then the `atoll_dlq_*` ones.
 pub(crate) fn headers(msg: &OwnedMessage, listener: &str, failure: &Failure) -> OwnedHeaders {
-    let original = msg.headers();
-    let n = original.map_or(0, |h| h.count());
-    let mut out = OwnedHeaders::new_with_capacity(n + 8);
-    if let Some(h) = original {
-        for header in h.iter() {
-            out = out.insert(header);
-        }
-    }
+    // A record from the retry topic is dead-lettered as the record it started as.
+    let origin = Origin::of(msg);
+    let mut out = original_headers(msg, 8);
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
     let fields: [(&str, String); 8] = [
-        (ORIGINAL_TOPIC, msg.topic().to_owned()),
-        (ORIGINAL_PARTITION, msg.partition().to_string()),
-        (ORIGINAL_OFFSET, msg.offset().to_string()),
+        (ORIGINAL_TOPIC, origin.topic),
+        (ORIGINAL_PARTITION, origin.partition.to_string()),
+        (ORIGINAL_OFFSET, origin.offset.to_string()),
         (LISTENER, listener.to_owned()),
         (ATTEMPTS, failure.attempts.to_string()),
         (ERROR_KIND, failure.kind.as_str().to_owned()),
@@ -103,6 +99,7 @@ pub(crate) fn headers(msg: &OwnedMessage, listener: &str, failure: &Failure) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Headers;
     use rdkafka::Timestamp;
 
     #[test]

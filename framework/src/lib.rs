@@ -47,6 +47,7 @@ pub mod broker;
 pub mod config;
 pub mod dlq;
 pub mod envelope;
+pub mod retry;
 pub mod shutdown;
 pub mod topic;
 pub mod watermark;
@@ -56,13 +57,16 @@ mod consumer;
 mod context;
 mod error;
 mod event;
+mod policy;
 mod producer;
+
 mod service;
+mod stats;
 mod worker;
 
 pub use app::{App, Running};
 pub use atoll_macros::{event_service, handlers, Event};
-pub use config::Config;
+pub use config::{Config, ListenerConfig, ListenerSettings, RetryMode};
 pub use consumer::Assignment;
 pub use context::{Client, Context, FromContext, Meta};
 pub use dlq::DeadLetterKind;
@@ -72,6 +76,7 @@ pub use service::{
     describe, owned_topics, HandlerResult, Handlers, Listener, ListenerDescription, Service,
     ServiceDescription, TopicSpec,
 };
+pub use stats::ListenerStats;
 pub use topic::{ServiceId, TopicKind, TopicName, TopicNameError};
 
 /// Used by the code the macros generate; not a public API.

@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::event::{Event, EventKind, ListenableBy};
+use crate::policy::ListenerSettings;
 use crate::topic::{ServiceId, TopicKind, TopicName, TopicNameError};
 
 /// A service: implemented by `#[event_service]` on the service struct.
@@ -45,6 +46,7 @@ pub struct Listener<S> {
     kind: EventKind,
     topic: TopicName,
     partitions: i32,
+    settings: ListenerSettings,
     handler: Arc<HandlerFn<S>>,
 }
 
@@ -56,6 +58,7 @@ impl<S> Clone for Listener<S> {
             kind: self.kind,
             topic: self.topic.clone(),
             partitions: self.partitions,
+            settings: self.settings.clone(),
             handler: self.handler.clone(),
         }
     }
@@ -84,11 +87,25 @@ impl<S: Service> Listener<S> {
             kind: E::KIND,
             topic: E::topic(),
             partitions: <E::Service as Service>::PARTITIONS,
+            settings: ListenerSettings::default(),
             handler: Arc::new(move |svc, ctx, payload| {
                 let event: E = serde_json::from_slice(payload)?;
                 Ok(handler(svc, ctx, event))
             }),
         }
+    }
+
+    /// These settings replace the `listener.*` defaults for this listener (configuration
+    /// under `listeners.<name>` still overrides them).
+    #[must_use]
+    pub fn with_settings(mut self, settings: ListenerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// What the listener sets in code.
+    pub fn settings(&self) -> &ListenerSettings {
+        &self.settings
     }
 
     /// The listener's name.
@@ -148,7 +165,7 @@ fn ser_topic<Ser: serde::Serializer>(t: &TopicName, s: Ser) -> Result<Ser::Ok, S
     s.serialize_str(t.as_str())
 }
 
-/// The topics service `S` owns: `events`, `commands` and `private.dlq`.
+/// The topics service `S` owns: `events`, `commands`, `private.dlq` and `private.retry`.
 pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
     let spec = |name| TopicSpec {
         name,

@@ -181,6 +181,11 @@ impl ServiceId {
         TopicName::build(*self, TopicKind::Private("dlq".to_owned()))
     }
 
+    /// The non-blocking retry topic, `<id>.private.retry`.
+    pub fn retry(&self) -> TopicName {
+        TopicName::build(*self, TopicKind::Private("retry".to_owned()))
+    }
+
     /// The consumer group of one of the service's listeners, `<id>-<listener>` (design §4).
     pub fn group_id(&self, listener: &str) -> Result<String, TopicNameError> {
         segment("listener name", listener)?;

@@ -1,5 +1,6 @@
 //! One partition's worker: routes each record, runs the handler within its time budget,
-//! retries transient failures in place, and dead-letters bad input and permanent failures.
+//! retries transient failures in place or through the retry topic, and dead-letters bad input,
+//! permanent failures and records whose retry budget is spent (see [`crate::policy`]).
 //!
 //! A record is *finished* (its offset may be committed) once its handler succeeded and all it
 //! produced was acknowledged, or once it was skipped, or once its dead-letter write was
@@ -10,21 +11,23 @@ use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{OwnedHeaders, OwnedMessage};
 use rdkafka::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, RetryMode};
 use crate::context::{Context, Meta};
 use crate::dlq::{self, DeadLetterKind, Failure};
 use crate::envelope::Incoming;
 use crate::producer::Producer;
+use crate::retry::{Origin, RetryState};
 use crate::service::{is_own_commands, Listener, Service};
+use crate::stats::Counters;
 use crate::topic::TopicName;
 use crate::watermark::Watermark;
 
@@ -39,6 +42,19 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) stop: CancellationToken,
     /// Records finished since the last commit, across partitions.
     pub(crate) finished: AtomicU64,
+    /// The topic consumed: the listener's, or the service's retry topic.
+    pub(crate) topic: TopicName,
+    /// Which of the two.
+    pub(crate) mode: Mode,
+    /// Shared by the listener's main and retry consumers.
+    pub(crate) stats: Arc<Counters>,
+}
+
+/// Whether a consumer reads the listener's own topic or the retry topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Main,
+    Retry,
 }
 
 /// What a service knows about its own commands topic, shared by its listeners.
@@ -49,6 +65,8 @@ pub(crate) struct Routes {
     /// The listener that dead-letters bad input on the commands topic (the first declared
     /// one on it), so that a bad record is dead-lettered once, not once per listener.
     pub(crate) designated: Option<&'static str>,
+    /// The listener that dead-letters malformed records on the retry topic.
+    pub(crate) retry_designated: Option<&'static str>,
 }
 
 /// What to do with a record.
@@ -148,6 +166,18 @@ pub(crate) async fn run_partition<S: Service>(
     }
 }
 
+/// How a failed record ended its attempts.
+enum Attempts {
+    Done,
+    Abandoned,
+    Failed {
+        kind: DeadLetterKind,
+        error: String,
+        attempts: u32,
+        permanent: bool,
+    },
+}
+
 impl<S: Service> ListenerEnv<S> {
     /// Processes one record; `true` when it is finished.
     async fn process(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
@@ -155,15 +185,25 @@ impl<S: Service> ListenerEnv<S> {
         if let Some(t) = &incoming.ce_type {
             tracing::Span::current().record("ce_type", t.as_str());
         }
-        let topic = self.listener.topic();
-        let route = route(
-            is_own_commands::<S>(topic),
-            topic,
-            self.listener.ce_type(),
-            self.routes.designated == Some(self.listener.name()),
-            &self.routes,
-            incoming.ce_type.as_deref(),
-        );
+        let name = self.listener.name();
+        let route = match self.mode {
+            Mode::Main => route(
+                is_own_commands::<S>(&self.topic),
+                &self.topic,
+                self.listener.ce_type(),
+                self.routes.designated == Some(name),
+                &self.routes,
+                incoming.ce_type.as_deref(),
+            ),
+            Mode::Retry => match RetryState::read(msg) {
+                Some(st) if st.listener == name => Route::Handle,
+                Some(_) => Route::Skip,
+                None if self.routes.retry_designated == Some(name) => Route::Reject(
+                    "record on the retry topic has no valid atoll_retry_* headers".into(),
+                ),
+                None => Route::Skip,
+            },
+        };
         match route {
             Route::Skip => true,
             Route::Reject(error) => {
@@ -179,6 +219,86 @@ impl<S: Service> ListenerEnv<S> {
     }
 
     async fn handle(&self, msg: &OwnedMessage, inc: Incoming, cancel: &CancellationToken) -> bool {
+        let state = match self.mode {
+            Mode::Main => None,
+            Mode::Retry => RetryState::read(msg),
+        };
+        if let Some(st) = &state {
+            let wait = st
+                .not_before
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            if !sleep_unless(cancel, wait).await {
+                return false;
+            }
+        }
+        let Some(payload) = msg.payload() else {
+            let error = "record has no value".to_owned();
+            let failure = Failure {
+                kind: DeadLetterKind::Decode,
+                error,
+                attempts: 1,
+            };
+            return self.dead_letter(msg, failure, cancel).await;
+        };
+        // Through the retry topic, each delivery is one attempt.
+        let (first, in_place) = match &state {
+            Some(st) => (st.attempts + 1, 1),
+            None => (1, self.config.max_attempts),
+        };
+        match self
+            .attempts(msg, inc, payload, first, in_place, cancel)
+            .await
+        {
+            Attempts::Done => {
+                Counters::bump(&self.stats.handled);
+                true
+            }
+            Attempts::Abandoned => false,
+            Attempts::Failed {
+                kind,
+                error,
+                attempts,
+                permanent,
+            } => {
+                let delivery = state.map_or(1, |st| st.delivery + 1);
+                let retry = self.config.retry == RetryMode::NonBlocking
+                    && delivery <= self.config.retry_topic_attempts;
+                if permanent || !retry {
+                    let failure = Failure {
+                        kind,
+                        error,
+                        attempts,
+                    };
+                    return self.dead_letter(msg, failure, cancel).await;
+                }
+                let st = RetryState {
+                    listener: self.listener.name().to_owned(),
+                    attempts,
+                    delivery,
+                    not_before: SystemTime::now() + self.config.retry_topic_delay(delivery),
+                    origin: Origin::of(msg),
+                };
+                let topic = S::ID.retry();
+                tracing::warn!(kind = %kind, error, attempts, delivery, "handler failed; sent to the retry topic");
+                Counters::bump(&self.stats.retries);
+                self.write(&topic, msg, || st.headers(msg, &error), cancel)
+                    .await
+            }
+        }
+    }
+
+    /// Runs the handler from attempt `first`, retrying transient failures in place until
+    /// `in_place` attempts were made (0: no limit).
+    async fn attempts(
+        &self,
+        msg: &OwnedMessage,
+        inc: Incoming,
+        payload: &[u8],
+        first: u32,
+        in_place: u32,
+        cancel: &CancellationToken,
+    ) -> Attempts {
         let id = inc.id.unwrap_or_default();
         let meta = Meta {
             listener: self.listener.name(),
@@ -191,35 +311,26 @@ impl<S: Service> ListenerEnv<S> {
             ce_type: inc.ce_type.unwrap_or_default(),
             reply_to: inc.reply_to,
         };
-        let Some(payload) = msg.payload() else {
-            let error = "record has no value".to_owned();
-            let failure = Failure {
-                kind: DeadLetterKind::Decode,
-                error,
-                attempts: 1,
-            };
-            return self.dead_letter(msg, failure, cancel).await;
-        };
         let budget = self.config.handler_timeout();
-        let mut backoff = Backoff::default();
-        for attempt in 1.. {
+        let mut backoff = Backoff::new(&self.config);
+        for attempt in first.. {
             let ctx = Context::<S>::new(self.producer.clone(), self.source.clone(), meta.clone());
             let fut = match self.listener.call(self.svc.clone(), ctx.clone(), payload) {
                 Ok(fut) => fut,
                 Err(e) => {
                     let error = format!("payload does not decode as `{}`: {e}", meta.ce_type);
-                    let failure = Failure {
+                    return Attempts::Failed {
                         kind: DeadLetterKind::Decode,
                         error,
                         attempts: attempt,
+                        permanent: true,
                     };
-                    return self.dead_letter(msg, failure, cancel).await;
                 }
             };
             let (kind, error, permanent) =
                 match tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await {
                     Ok(Ok(Ok(()))) => match ctx.acked().await {
-                        Ok(()) => return true,
+                        Ok(()) => return Attempts::Done,
                         Err(e) => (
                             DeadLetterKind::Handler,
                             format!("produced record not acknowledged: {e}"),
@@ -234,19 +345,20 @@ impl<S: Service> ListenerEnv<S> {
                         false,
                     ),
                 };
-            if permanent {
-                tracing::warn!(kind = %kind, error, attempt, "handler failed permanently");
-                let failure = Failure {
+            let spent = in_place != 0 && attempt - first + 1 >= in_place;
+            if permanent || spent {
+                return Attempts::Failed {
                     kind,
                     error,
                     attempts: attempt,
+                    permanent,
                 };
-                return self.dead_letter(msg, failure, cancel).await;
             }
             let delay = backoff.next_delay();
-            tracing::warn!(kind = %kind, error, attempt, ?delay, "handler failed; retrying");
+            tracing::warn!(kind = %kind, error, attempt, ?delay, "handler failed; retrying in place");
+            Counters::bump(&self.stats.retries);
             if !sleep_unless(cancel, delay).await {
-                return false;
+                return Attempts::Abandoned;
             }
         }
         unreachable!("the attempt loop only ends by returning")
@@ -260,33 +372,46 @@ impl<S: Service> ListenerEnv<S> {
         cancel: &CancellationToken,
     ) -> bool {
         let topic = S::ID.dlq();
-        let mut backoff = Backoff::default();
+        let written = self
+            .write(
+                &topic,
+                msg,
+                || dlq::headers(msg, self.listener.name(), &failure),
+                cancel,
+            )
+            .await;
+        if written {
+            Counters::bump(&self.stats.dead_lettered);
+            tracing::warn!(kind = %failure.kind, error = failure.error, attempts = failure.attempts, dlq = topic.as_str(), "record dead-lettered");
+        }
+        written
+    }
+
+    /// Writes the record's key and value to `topic` with `headers()` until the broker
+    /// acknowledged it; `false` if abandoned first.
+    async fn write(
+        &self,
+        topic: &TopicName,
+        msg: &OwnedMessage,
+        headers: impl Fn() -> OwnedHeaders,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let mut backoff = Backoff::new(&self.config);
         loop {
-            let headers = dlq::headers(msg, self.listener.name(), &failure);
-            let sent = self
+            let payload = msg.payload().unwrap_or_default();
+            let result = match self
                 .producer
-                .send(
-                    topic.as_str(),
-                    msg.key(),
-                    msg.payload().unwrap_or_default(),
-                    headers,
-                )
-                .await;
-            let result = match sent {
+                .send(topic.as_str(), msg.key(), payload, headers())
+                .await
+            {
                 Ok(pending) => pending.acked().await,
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => {
-                    tracing::warn!(
-                        kind = %failure.kind,
-                        error = failure.error,
-                        dlq = topic.as_str(),
-                        "record dead-lettered"
-                    );
-                    return true;
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::error!(error = %e, topic = topic.as_str(), "write failed; retrying")
                 }
-                Err(e) => tracing::error!(error = %e, "dead-letter write failed; retrying"),
             }
             if !sleep_unless(cancel, backoff.next_delay()).await {
                 return false;
@@ -312,26 +437,24 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("handler panicked: {text}")
 }
 
-/// Exponential backoff with ±20% jitter, from 100 ms up to 30 s.
+/// Exponential backoff with ±20% jitter, from `backoff_ms` doubling up to `max_backoff_ms`.
 #[derive(Debug)]
 struct Backoff {
     next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next: Duration::from_millis(100),
-        }
-    }
+    max: Duration,
 }
 
 impl Backoff {
-    const MAX: Duration = Duration::from_secs(30);
+    fn new(config: &ListenerConfig) -> Self {
+        Self {
+            next: Duration::from_millis(config.backoff_ms),
+            max: Duration::from_millis(config.max_backoff_ms),
+        }
+    }
 
     fn next_delay(&mut self) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
+        self.next = (self.next * 2).min(self.max);
         base.mul_f64(rand::random_range(0.8..1.2))
     }
 }
@@ -349,6 +472,7 @@ mod tests {
             .into_iter()
             .collect(),
             designated: Some("place-order"),
+            retry_designated: None,
         }
     }
 
@@ -397,13 +521,13 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let mut b = Backoff::default();
+        let mut b = Backoff::new(&ListenerConfig::default());
         let first = b.next_delay();
         assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
         let second = b.next_delay();
         assert!(second >= Duration::from_millis(160) && second <= Duration::from_millis(240));
         for _ in 0..20 {
-            assert!(b.next_delay() <= Backoff::MAX.mul_f64(1.2));
+            assert!(b.next_delay() <= Duration::from_secs(12));
         }
     }
 

@@ -16,6 +16,7 @@ const SIGNATURE: &str =
 
 struct Handler {
     name: String,
+    settings: Vec<TokenStream>,
     method: syn::Ident,
     extractors: Vec<Type>,
     event: Type,
@@ -66,7 +67,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 "a method is one listener; remove the second `#[listener]`, or add another method",
             );
         }
-        let Some((name, span)) = listener_name(&attrs[0], &mut errors) else {
+        let Some((name, span, settings)) = listener_attr(&attrs[0], &mut errors) else {
             continue;
         };
         if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
@@ -78,7 +79,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             errors.push(e);
         }
         names.push((name.clone(), span));
-        if let Some(h) = signature(f, name, &mut errors) {
+        if let Some(h) = signature(f, name, settings, &mut errors) {
             handlers.push(h);
         }
     }
@@ -99,7 +100,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         return quote!(#block #fallback #errors);
     }
     let listeners = handlers.iter().map(|h| {
-        let Handler { name, method, extractors, event } = h;
+        let Handler { name, settings, method, extractors, event } = h;
         let extract = extractors.iter().map(|ty| {
             quote_spanned! {ty.span()=>
                 <#ty as ::atoll::FromContext<#self_ty>>::from_context(&ctx)
@@ -110,6 +111,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             #new(#name, |svc: ::atoll::__private::Arc<#self_ty>, ctx: ::atoll::Context<#self_ty>, event: #event| {
                 ::std::boxed::Box::pin(async move { svc.#method(#(#extract,)* event).await })
                     as ::atoll::__private::BoxFuture<'static, ::atoll::HandlerResult>
+            })
+            .with_settings({
+                #[allow(unused_mut)]
+                let mut settings = ::atoll::ListenerSettings::default();
+                #(#settings)*
+                settings
             })
         }
     });
@@ -124,8 +131,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn listener_name(attr: &syn::Attribute, errors: &mut Errors) -> Option<(String, Span)> {
-    const USAGE: &str = r#"write `#[listener(name = "place-order")]`"#;
+/// `name = "…"`, then settings as `key = value`: integers, or `retry = "strict" |
+/// "non_blocking"`. The compiler checks each key against `atoll::ListenerSettings`.
+fn listener_attr(
+    attr: &syn::Attribute,
+    errors: &mut Errors,
+) -> Option<(String, Span, Vec<TokenStream>)> {
+    const USAGE: &str = r#"write `#[listener(name = "place-order")]`, optionally with settings such as `max_attempts = 5` or `retry = "non_blocking"`"#;
     let args = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
         Ok(a) => a,
         Err(e) => {
@@ -134,20 +146,56 @@ fn listener_name(attr: &syn::Attribute, errors: &mut Errors) -> Option<(String, 
         }
     };
     let mut name = None;
+    let mut settings = Vec::new();
     for arg in args {
-        match &arg {
-            Meta::NameValue(nv) if nv.path.is_ident("name") => match &nv.value {
+        let Meta::NameValue(nv) = &arg else {
+            errors.at(&arg, format!("expected `key = value`; {USAGE}"));
+            continue;
+        };
+        let Some(key) = nv.path.get_ident() else {
+            errors.at(&nv.path, format!("expected a setting name; {USAGE}"));
+            continue;
+        };
+        match (key.to_string().as_str(), &nv.value) {
+            (
+                "name",
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
-                }) => {
-                    if let Err(msg) = segment::check("listener name", &s.value()) {
-                        errors.at(s, msg);
-                    }
-                    name = Some((s.value(), s.span()));
+                }),
+            ) => {
+                if let Err(msg) = segment::check("listener name", &s.value()) {
+                    errors.at(s, msg);
                 }
-                other => errors.at(other, format!("`name` takes a string; {USAGE}")),
-            },
-            other => errors.at(other, format!("unknown listener option; {USAGE}")),
+                name = Some((s.value(), s.span()));
+            }
+            ("name", other) => errors.at(other, format!("`name` takes a string; {USAGE}")),
+            (
+                "retry",
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }),
+            ) => {
+                let mode = match s.value().as_str() {
+                    "strict" => quote!(::atoll::RetryMode::Strict),
+                    "non_blocking" => quote!(::atoll::RetryMode::NonBlocking),
+                    _ => {
+                        errors.at(s, r#"`retry` is `"strict"` (the partition waits) or `"non_blocking"` (through the retry topic)"#);
+                        continue;
+                    }
+                };
+                settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(#mode);));
+            }
+            (
+                _,
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(i), ..
+                }),
+            ) => {
+                settings.push(
+                    quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(#i);),
+                );
+            }
+            (k, other) => errors.at(other, format!("`{k}` takes an integer, e.g. `{k} = 5`")),
         }
     }
     if name.is_none() {
@@ -156,10 +204,15 @@ fn listener_name(attr: &syn::Attribute, errors: &mut Errors) -> Option<(String, 
             format!("a listener needs a name, which names its consumer group; {USAGE}"),
         );
     }
-    name
+    name.map(|(n, span)| (n, span, settings))
 }
 
-fn signature(f: &ImplItemFn, name: String, errors: &mut Errors) -> Option<Handler> {
+fn signature(
+    f: &ImplItemFn,
+    name: String,
+    settings: Vec<TokenStream>,
+    errors: &mut Errors,
+) -> Option<Handler> {
     let sig = &f.sig;
     let mut errors_here = Errors::default();
     if sig.asyncness.is_none() {
@@ -221,6 +274,7 @@ fn signature(f: &ImplItemFn, name: String, errors: &mut Errors) -> Option<Handle
     }
     Some(Handler {
         name,
+        settings,
         method: sig.ident.clone(),
         extractors: typed,
         event: event?,

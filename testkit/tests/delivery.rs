@@ -148,7 +148,11 @@ async fn failing_handler_leaves_its_offset_uncommitted() {
     let broker = Tansu::start();
     let all = ids("f", 60);
     send(&broker, all.clone()).await;
-    let env = env_with(&broker, &[("PROBE_FAIL", "f-7")]);
+    // Unlimited in-place attempts: the record is never dead-lettered.
+    let env = env_with(
+        &broker,
+        &[("PROBE_FAIL", "f-7"), ("ATOLL_LISTENER__MAX_ATTEMPTS", "0")],
+    );
     let mut first = Proc::start(PROBE, &[], &env);
     // f-7 is retried in place: its partition waits, the others are handled. Wait until the
     // handled set stops growing, then give the commit interval time to pass.

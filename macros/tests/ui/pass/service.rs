@@ -61,4 +61,28 @@ fn main() {
     assert_eq!(listeners[0].group_id().unwrap(), "acme.shop.orders-place-order");
     assert_eq!(listeners[1].topic().as_str(), "acme.shop.payments.events");
     Orders.not_a_handler();
+    with_settings::check();
+}
+
+mod with_settings {
+    use super::*;
+
+    #[event_service(company = "acme", namespace = "shop", name = "billing")]
+    pub struct Billing;
+
+    #[handlers]
+    impl Billing {
+        #[listener(name = "charged", max_attempts = 5, retry = "non_blocking", retry_topic_delay_ms = 250)]
+        async fn charged(&self, _fact: PaymentCharged) -> HandlerResult {
+            Ok(())
+        }
+    }
+
+    pub fn check() {
+        let l = &<Billing as atoll::Handlers>::listeners()[0];
+        assert_eq!(l.settings().max_attempts, Some(5));
+        assert_eq!(l.settings().retry, Some(atoll::RetryMode::NonBlocking));
+        assert_eq!(l.settings().retry_topic_delay_ms, Some(250));
+        assert_eq!(l.settings().backoff_ms, None);
+    }
 }

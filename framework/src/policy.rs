@@ -1,0 +1,227 @@
+//! Per-listener settings: time budget, commits, buffering and the retry policy.
+//!
+//! [`ListenerConfig`] holds resolved values; [`ListenerSettings`] the same fields as options,
+//! for what a listener sets in code (`#[listener(name = "…", max_attempts = 5)]`) and what
+//! configuration overrides per listener (`[listeners.charge]` / `ATOLL_LISTENERS__CHARGE__…`).
+//! A listener's settings are, from weakest to strongest: `listener.*` defaults, its code, its
+//! `listeners.<name>` configuration.
+//!
+//! # Retries and ordering
+//!
+//! A transient failure is retried **in place** up to `max_attempts` attempts in all (0: no
+//! limit), with exponential backoff from `backoff_ms` to `max_backoff_ms` and ±20% jitter.
+//! Meanwhile the partition waits: records behind the failing one are not handled, so per-key
+//! (and per-partition) order holds. This is [`RetryMode::Strict`], the default.
+//!
+//! With [`RetryMode::NonBlocking`], once the in-place attempts are spent the record is
+//! re-published to the service's `private.retry` topic with a not-before time and its attempt
+//! count, and the partition moves on. The listener's retry consumer (group
+//! `<service>-<listener>.retry`) delivers it to the same listener, and only to it, once its time
+//! has come, up to `retry_topic_attempts` more times, `retry_topic_delay_ms` apart (doubling).
+//! Order is given up: records behind the failing one, including those of the same key, are
+//! handled before its retry. Records on the retry topic wait in publish order, so a long delay
+//! at its head delays the ones behind it.
+//!
+//! Either way, when the budget is spent the record is dead-lettered.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a listener retries once its in-place attempts are spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryMode {
+    /// In-place retries only: the partition waits, order holds, then the DLQ.
+    #[default]
+    Strict,
+    /// Then the retry topic: the partition moves on, order is given up, then the DLQ.
+    NonBlocking,
+}
+
+macro_rules! listener_settings {
+    ($($(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr,)+) => {
+        /// `listener.*`: the resolved settings of a listener (defaults for every listener in
+        /// configuration).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        #[non_exhaustive]
+        pub struct ListenerConfig {
+            $($(#[doc = $doc])+ pub $field: $ty,)+
+        }
+
+        impl Default for ListenerConfig {
+            fn default() -> Self {
+                Self { $($field: $default,)+ }
+            }
+        }
+
+        /// Settings a listener overrides, in code or in `listeners.<name>`; unset fields
+        /// inherit.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        #[non_exhaustive]
+        pub struct ListenerSettings {
+            $($(#[doc = $doc])+ pub $field: Option<$ty>,)+
+        }
+
+        impl ListenerConfig {
+            /// These settings with `over`'s set fields replacing them.
+            pub fn merged(&self, over: &ListenerSettings) -> Self {
+                Self { $($field: over.$field.clone().unwrap_or_else(|| self.$field.clone()),)+ }
+            }
+        }
+    };
+}
+
+listener_settings! {
+    /// A handler's time budget in ms; exceeding it is a transient failure.
+    handler_timeout_ms: u64 = 30_000,
+    /// How often finished offsets are committed, in ms.
+    commit_interval_ms: u64 = 500,
+    /// Commit sooner, once this many records finished since the last commit.
+    commit_batch: u64 = 1_000,
+    /// Records buffered per partition before the partition is paused.
+    max_buffered: usize = 1_000,
+    /// How long shutdown and revocation wait for in-flight records, in ms.
+    drain_timeout_ms: u64 = 10_000,
+    /// Attempts in place, the first included; 0 retries without limit.
+    max_attempts: u32 = 3,
+    /// The first in-place backoff, in ms; it doubles up to `max_backoff_ms`.
+    backoff_ms: u64 = 100,
+    /// The longest in-place backoff, in ms.
+    max_backoff_ms: u64 = 10_000,
+    /// What happens once the in-place attempts are spent.
+    retry: RetryMode = RetryMode::Strict,
+    /// Deliveries through the retry topic ([`RetryMode::NonBlocking`]).
+    retry_topic_attempts: u32 = 3,
+    /// The delay before the first delivery through the retry topic, in ms; it doubles.
+    retry_topic_delay_ms: u64 = 1_000,
+}
+
+impl ListenerConfig {
+    /// The handler time budget.
+    pub fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms)
+    }
+
+    /// The commit interval.
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// The drain deadline.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The delay before delivery number `n` (from 1) through the retry topic.
+    pub fn retry_topic_delay(&self, n: u32) -> Duration {
+        let factor = 1u64 << n.saturating_sub(1).min(20);
+        Duration::from_millis(self.retry_topic_delay_ms.saturating_mul(factor))
+    }
+
+    /// The total attempt budget: in place, plus through the retry topic when non-blocking.
+    /// `None` when unlimited.
+    pub fn budget(&self) -> Option<u32> {
+        if self.max_attempts == 0 {
+            return None;
+        }
+        Some(match self.retry {
+            RetryMode::Strict => self.max_attempts,
+            RetryMode::NonBlocking => self.max_attempts + self.retry_topic_attempts,
+        })
+    }
+
+    /// `Err` naming the key when a value cannot work; `prefix` is where it was set.
+    pub(crate) fn check(&self, prefix: &str) -> Result<(), String> {
+        for (key, v) in [
+            ("handler_timeout_ms", self.handler_timeout_ms),
+            ("commit_interval_ms", self.commit_interval_ms),
+            ("commit_batch", self.commit_batch),
+            ("max_buffered", self.max_buffered as u64),
+            ("backoff_ms", self.backoff_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("{prefix}.{key} must be greater than 0"));
+            }
+        }
+        if self.max_backoff_ms < self.backoff_ms {
+            return Err(format!(
+                "{prefix}.max_backoff_ms must be at least {prefix}.backoff_ms"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the `listeners.<key>` override applies to listener `name` (environment variable
+/// names cannot hold `-`, so `place_order` also names `place-order`).
+pub(crate) fn names_listener(key: &str, name: &str) -> bool {
+    key.replace('_', "-") == name.replace('_', "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_only_what_they_set() {
+        let base = ListenerConfig::default();
+        let over = ListenerSettings {
+            max_attempts: Some(7),
+            retry: Some(RetryMode::NonBlocking),
+            ..Default::default()
+        };
+        let m = base.merged(&over);
+        assert_eq!(m.max_attempts, 7);
+        assert_eq!(m.retry, RetryMode::NonBlocking);
+        assert_eq!(m.backoff_ms, base.backoff_ms);
+        assert_eq!(m.budget(), Some(7 + 3));
+        assert_eq!(base.budget(), Some(3));
+        assert_eq!(
+            base.merged(&ListenerSettings {
+                max_attempts: Some(0),
+                ..Default::default()
+            })
+            .budget(),
+            None
+        );
+    }
+
+    #[test]
+    fn retry_topic_delays_double() {
+        let c = ListenerConfig::default();
+        assert_eq!(c.retry_topic_delay(1), Duration::from_secs(1));
+        assert_eq!(c.retry_topic_delay(2), Duration::from_secs(2));
+        assert_eq!(c.retry_topic_delay(3), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn checks_name_the_key() {
+        let bad = ListenerConfig {
+            backoff_ms: 500,
+            max_backoff_ms: 100,
+            ..Default::default()
+        };
+        assert!(bad
+            .check("listeners.charge")
+            .unwrap_err()
+            .contains("listeners.charge.max_backoff_ms"));
+        let bad = ListenerConfig {
+            commit_batch: 0,
+            ..Default::default()
+        };
+        assert!(bad
+            .check("listener")
+            .unwrap_err()
+            .contains("listener.commit_batch"));
+    }
+
+    #[test]
+    fn env_names_match_dashed_listeners() {
+        assert!(names_listener("place_order", "place-order"));
+        assert!(names_listener("charge", "charge"));
+        assert!(!names_listener("charge", "charges"));
+    }
+}

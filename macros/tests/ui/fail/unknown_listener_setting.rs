@@ -1,0 +1,19 @@
+use atoll::{event_service, handlers, Event, HandlerResult};
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "shop", name = "orders")]
+pub struct Orders;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(command, name = "place_order", version = 1, service = Orders)]
+pub struct PlaceOrder {}
+
+#[handlers]
+impl Orders {
+    #[listener(name = "place-order", max_atempts = 5)]
+    async fn place(&self, _cmd: PlaceOrder) -> HandlerResult {
+        Ok(())
+    }
+}
+
+fn main() {}
