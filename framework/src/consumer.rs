@@ -319,20 +319,27 @@ impl<S: Service> PollLoop<S> {
         }
         if queued >= self.env.config.max_buffered && !slot.paused {
             match self.consumer.pause(&self.partition(p)) {
-                Ok(()) => slot.paused = true,
+                Ok(()) => {
+                    tracing::debug!(partition = p, queued, "partition paused");
+                    slot.paused = true
+                }
                 Err(e) => tracing::warn!(partition = p, error = %e, "cannot pause partition"),
             }
         }
     }
 
     /// Resumes paused partitions that drained to half their buffer; whether any stays paused.
+    /// librdkafka fetches a resumed partition again from the last record it delivered.
     fn resume_drained(&self) -> bool {
         let low = self.env.config.max_buffered / 2;
         let mut any = false;
         for (p, slot) in self.slots.lock().expect("poisoned").iter_mut() {
             if slot.paused && slot.shared.queued.load(Ordering::SeqCst) <= low {
                 match self.consumer.resume(&self.partition(*p)) {
-                    Ok(()) => slot.paused = false,
+                    Ok(()) => {
+                        tracing::debug!(partition = p, "partition resumed");
+                        slot.paused = false;
+                    }
                     Err(e) => tracing::warn!(partition = p, error = %e, "cannot resume partition"),
                 }
             }

@@ -57,10 +57,9 @@ macro_rules! listener_settings {
         }
 
         /// Settings a listener overrides, in code or in `listeners.<name>`; unset fields
-        /// inherit.
+        /// inherit. Build it with `..Default::default()`: fields will be added.
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
         #[serde(default, deny_unknown_fields)]
-        #[non_exhaustive]
         pub struct ListenerSettings {
             $($(#[doc = $doc])+ pub $field: Option<$ty>,)+
         }

@@ -176,6 +176,7 @@ pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
         spec(S::ID.events()),
         spec(S::ID.commands()),
         spec(S::ID.dlq()),
+        spec(S::ID.retry()),
     ]
 }
 

@@ -20,10 +20,13 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 /// processes under test use dynamic membership (see `ServiceConfig::static_membership`).
 pub const STATIC_MEMBERSHIP: bool = false;
 
-/// Client properties that make group joins fast on tansu (design §7).
-pub const FAST_GROUP_PROPERTIES: &[(&str, &str)] = &[
+/// Client properties for tansu: fast group joins (design §7), and one record per batch,
+/// because tansu 0.6 cannot fetch from an offset inside a record batch (see
+/// `tests/tansu_limitations.rs`): a consumer resuming mid-batch would skip records.
+pub const TANSU_PROPERTIES: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "500"),
+    ("batch.num.messages", "1"),
 ];
 
 /// A tansu broker process on a free loopback port.
@@ -107,7 +110,7 @@ impl Tansu {
     pub fn config(&self) -> atoll::Config {
         let mut c = atoll::Config::default();
         c.kafka.bootstrap_servers = Some(self.bootstrap());
-        for (k, v) in FAST_GROUP_PROPERTIES {
+        for (k, v) in TANSU_PROPERTIES {
             c.kafka.properties.insert((*k).into(), (*v).into());
         }
         c.service.static_membership = STATIC_MEMBERSHIP;
@@ -136,7 +139,7 @@ impl Tansu {
                 STATIC_MEMBERSHIP.to_string(),
             ),
         ];
-        for (k, v) in FAST_GROUP_PROPERTIES {
+        for (k, v) in TANSU_PROPERTIES {
             env.push((
                 format!(
                     "ATOLL_KAFKA__PROPERTIES__{}",

@@ -1,0 +1,359 @@
+//! Retries, budgets and dead-lettering of handler failures, on a real broker (tansu).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atoll::{
+    event_service, handlers, App, Config, Event, HandlerError, HandlerResult, ListenerSettings,
+    Meta, RetryMode, Running,
+};
+use atoll_testkit::{committed, header, read_topic, Tansu};
+use rdkafka::{Message, Offset};
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "test", name = "retrier", partitions = 3)]
+#[derive(Clone, Default)]
+struct Retrier {
+    attempts: Arc<Mutex<HashMap<String, u32>>>,
+    /// Handled ids with when they were handled.
+    handled: Arc<Mutex<Vec<(String, Instant)>>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "job", version = 1, service = Retrier)]
+struct Job {
+    id: String,
+    /// `ok`, `fail_twice`, `permanent`, `forever` or `panic`.
+    behaviour: String,
+}
+
+#[handlers]
+impl Retrier {
+    #[listener(name = "jobs")]
+    async fn job(&self, _meta: Meta, job: Job) -> HandlerResult {
+        let attempt = {
+            let mut a = self.attempts.lock().unwrap();
+            let n = a.entry(job.id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        match job.behaviour.as_str() {
+            "fail_twice" if attempt <= 2 => return Err(HandlerError::transient("not yet")),
+            "permanent" => return Err(HandlerError::permanent("never valid")),
+            "forever" => return Err(HandlerError::transient("still down")),
+            "panic" => panic!("job {} panicked", job.id),
+            _ => {}
+        }
+        self.handled.lock().unwrap().push((job.id, Instant::now()));
+        Ok(())
+    }
+}
+
+impl Retrier {
+    fn handled_ids(&self) -> BTreeSet<String> {
+        self.handled
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn attempts(&self, id: &str) -> u32 {
+        self.attempts.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+}
+
+const TOPIC: &str = "acme.test.retrier.commands";
+const GROUP: &str = "acme.test.retrier-jobs";
+
+async fn start(broker: &Tansu, svc: &Retrier, settings: ListenerSettings) -> Running {
+    let mut config: Config = broker.config();
+    config.listener.backoff_ms = 20;
+    config.listeners.insert("jobs".into(), settings);
+    App::new(config).service(svc.clone()).start().await.unwrap()
+}
+
+/// Sends jobs keyed `key` (so they share a partition), in order.
+async fn send(running: &Running, key: &str, jobs: &[(&str, &str)]) {
+    let client = running.client("test");
+    for (id, behaviour) in jobs {
+        let (headers, _) = atoll::envelope::Outgoing {
+            ce_type: Job::ce_type(),
+            source: "test",
+            correlation_id: None,
+            causation_id: None,
+            reply_to: None,
+        }
+        .headers();
+        let job = Job {
+            id: (*id).into(),
+            behaviour: (*behaviour).into(),
+        };
+        client
+            .send_raw(
+                TOPIC,
+                Some(key.as_bytes()),
+                &serde_json::to_vec(&job).unwrap(),
+                headers,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn wait(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// Reads up to `n` dead letters, waiting at most `timeout`.
+async fn dead_letters(
+    broker: &Tansu,
+    n: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || read_topic(&b, "acme.test.retrier.private.dlq", n, timeout))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_twice_then_success_is_handled_once_and_committed() {
+    let broker = Tansu::start();
+    let svc = Retrier::default();
+    let running = start(&broker, &svc, ListenerSettings::default()).await;
+    send(&running, "k", &[("a", "fail_twice"), ("b", "ok")]).await;
+    assert!(wait(Duration::from_secs(30), || svc.handled_ids().len() == 2).await);
+    let stats = running.stats();
+    running.shutdown().await;
+    assert_eq!(svc.attempts("a"), 3);
+    assert_eq!(
+        svc.handled
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| id == "a")
+            .count(),
+        1
+    );
+    assert_eq!(
+        (stats[0].handled, stats[0].retries, stats[0].dead_lettered),
+        (2, 2, 0)
+    );
+    let b = broker.bootstrap();
+    let offsets = tokio::task::spawn_blocking(move || committed(&b, GROUP, TOPIC, 3))
+        .await
+        .unwrap();
+    assert!(
+        offsets.contains(&Offset::Offset(2)),
+        "both records committed: {offsets:?}"
+    );
+    assert!(
+        dead_letters(&broker, 1, Duration::from_secs(3))
+            .await
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_and_spent_budgets_are_dead_lettered_with_their_attempts() {
+    let broker = Tansu::start();
+    let svc = Retrier::default();
+    let settings = ListenerSettings {
+        max_attempts: Some(4),
+        ..Default::default()
+    };
+    let running = start(&broker, &svc, settings).await;
+    send(
+        &running,
+        "k1",
+        &[
+            ("perm", "permanent"),
+            ("down", "forever"),
+            ("boom", "panic"),
+            ("after", "ok"),
+        ],
+    )
+    .await;
+    let dead = dead_letters(&broker, 3, Duration::from_secs(30)).await;
+    assert!(
+        wait(Duration::from_secs(10), || svc
+            .handled_ids()
+            .contains("after"))
+        .await,
+        "the service is still up"
+    );
+    let stats = running.stats();
+    running.shutdown().await;
+    let by_id: HashMap<String, &rdkafka::message::OwnedMessage> = dead
+        .iter()
+        .map(|m| {
+            (
+                serde_json::from_slice::<Job>(m.payload().unwrap())
+                    .unwrap()
+                    .id,
+                m,
+            )
+        })
+        .collect();
+    assert_eq!(by_id.len(), 3);
+    let h = |id: &str, key: &str| header(by_id[id], key).unwrap().to_owned();
+    assert_eq!(
+        (
+            h("perm", "atoll_dlq_error_kind"),
+            h("perm", "atoll_dlq_attempts")
+        ),
+        ("handler".into(), "1".into())
+    );
+    assert_eq!(svc.attempts("perm"), 1);
+    assert_eq!(
+        (
+            h("down", "atoll_dlq_error_kind"),
+            h("down", "atoll_dlq_attempts")
+        ),
+        ("handler".into(), "4".into())
+    );
+    assert_eq!(svc.attempts("down"), 4, "the configured budget, no more");
+    assert_eq!(h("down", "atoll_dlq_error"), "still down");
+    assert_eq!(
+        (
+            h("boom", "atoll_dlq_error_kind"),
+            h("boom", "atoll_dlq_attempts")
+        ),
+        ("panic".into(), "1".into())
+    );
+    assert!(h("boom", "atoll_dlq_error").contains("job boom panicked"));
+    assert_eq!(stats[0].dead_lettered, 3);
+    assert_eq!(stats[0].retries, 3, "three in-place retries of `down`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_blocking_retries_let_the_partition_move_on_then_dead_letter() {
+    let broker = Tansu::start();
+    let svc = Retrier::default();
+    let settings = ListenerSettings {
+        max_attempts: Some(2),
+        retry: Some(RetryMode::NonBlocking),
+        retry_topic_attempts: Some(2),
+        retry_topic_delay_ms: Some(1_500),
+        ..Default::default()
+    };
+    let running = start(&broker, &svc, settings).await;
+    // A poison record, then 50 records behind it in the same partition.
+    let started = Instant::now();
+    let behind: Vec<(String, &str)> = (0..50).map(|i| (format!("behind-{i}"), "ok")).collect();
+    let mut jobs: Vec<(&str, &str)> = vec![("poison", "forever")];
+    jobs.extend(behind.iter().map(|(id, b)| (id.as_str(), *b)));
+    send(&running, "same-key", &jobs).await;
+    assert!(wait(Duration::from_secs(30), || svc.handled_ids().len() == 50).await);
+    let behind_done = started.elapsed();
+    let poison_attempts_then = svc.attempts("poison");
+    let dead = dead_letters(&broker, 1, Duration::from_secs(30)).await;
+    let poison_done = started.elapsed();
+    running.shutdown().await;
+    println!(
+        "records behind the poison handled after {behind_done:?} (poison at attempt {poison_attempts_then}); \
+         poison dead-lettered after {poison_done:?}"
+    );
+    assert!(
+        poison_attempts_then < 4,
+        "the 50 were handled while the poison was still retrying"
+    );
+    assert!(
+        behind_done + Duration::from_millis(1_000) < poison_done,
+        "{behind_done:?} vs {poison_done:?}"
+    );
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(
+        header(d, "atoll_dlq_attempts"),
+        Some("4"),
+        "2 in place + 2 through the retry topic"
+    );
+    assert_eq!(
+        header(d, "atoll_dlq_original_topic"),
+        Some(TOPIC),
+        "named as the record it started as"
+    );
+    assert_eq!(header(d, "atoll_dlq_original_offset"), Some("0"));
+    assert_eq!(
+        header(d, "atoll_retry_listener"),
+        None,
+        "retry headers are not part of the dead letter"
+    );
+    assert_eq!(d.key(), Some(&b"same-key"[..]));
+    assert_eq!(svc.attempts("poison"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_mixed_into_valid_records_loses_nothing() {
+    let broker = Tansu::start();
+    let svc = Retrier::default();
+    let running = start(&broker, &svc, ListenerSettings::default()).await;
+    let client = running.client("test");
+    let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let (mut valid, mut garbage) = (0, 0);
+    let mut records: Vec<(String, Vec<u8>)> = Vec::with_capacity(11_000);
+    while valid + garbage < 11_000 {
+        let is_garbage = garbage < 1_000 && (next() % 11 == 0 || valid == 10_000);
+        let key = format!("k{}", next() % 97);
+        if is_garbage {
+            records.push((key, (0..(next() % 64)).map(|_| next() as u8).collect()));
+            garbage += 1;
+        } else {
+            let job = Job {
+                id: format!("v{valid}"),
+                behaviour: "ok".into(),
+            };
+            records.push((key, serde_json::to_vec(&job).unwrap()));
+            valid += 1;
+        }
+    }
+    for chunk in records.chunks(500) {
+        let sends = chunk.iter().map(|(key, bytes)| {
+            let (headers, _) = atoll::envelope::Outgoing {
+                ce_type: Job::ce_type(),
+                source: "test",
+                correlation_id: None,
+                causation_id: None,
+                reply_to: None,
+            }
+            .headers();
+            client.send_raw(TOPIC, Some(key.as_bytes()), bytes, headers)
+        });
+        for r in futures::future::join_all(sends).await {
+            r.unwrap();
+        }
+    }
+    assert!(
+        wait(Duration::from_secs(120), || svc.handled_ids().len()
+            == 10_000)
+        .await,
+        "handled {}",
+        svc.handled_ids().len()
+    );
+    let dead = dead_letters(&broker, 1_000, Duration::from_secs(60)).await;
+    let stats = running.stats();
+    running.shutdown().await;
+    assert_eq!(dead.len(), 1_000);
+    assert!(dead
+        .iter()
+        .all(|m| header(m, "atoll_dlq_error_kind") == Some("decode")));
+    assert_eq!((stats[0].handled, stats[0].dead_lettered), (10_000, 1_000));
+}
