@@ -113,6 +113,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     finished: Default::default(),
                     topic,
                     mode,
+                    group: listener.group_id()?,
                     stats: stats.clone(),
                 });
                 threads.push(consumer::spawn(lenv, client.clone(), env.runtime.clone())?);

@@ -205,8 +205,8 @@ pub(crate) fn spawn<S: Service>(
 ) -> Result<ListenerThread> {
     let (env_stats, mode) = (env.stats.clone(), env.mode);
     let group = match env.mode {
-        Mode::Main => env.listener.group_id()?,
-        Mode::Retry => format!("{}.retry", env.listener.group_id()?),
+        Mode::Main => env.group.clone(),
+        Mode::Retry => format!("{}.retry", env.group),
     };
     set_default(&mut config, "auto.offset.reset", "earliest");
     config

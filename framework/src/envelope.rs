@@ -27,6 +27,11 @@ pub const CAUSATION_ID: &str = "ce_causationid";
 pub const REPLY_TO: &str = "ce_replyto";
 /// `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";
+/// `atoll_replayed_from`: `<dlq-topic>/<partition>/<offset>` of a replayed dead letter.
+pub const REPLAYED_FROM: &str = "atoll_replayed_from";
+/// `atoll_replay_group`: the only consumer group that handles a replayed dead letter (the one
+/// whose listener dead-lettered it); every other group skips it.
+pub const REPLAY_GROUP: &str = "atoll_replay_group";
 /// The content type of the JSON codec.
 pub const JSON: &str = "application/json";
 
@@ -92,6 +97,8 @@ pub struct Incoming {
     pub correlation_id: Option<String>,
     /// `ce_replyto`.
     pub reply_to: Option<String>,
+    /// `atoll_replay_group`, on replayed dead letters.
+    pub replay_group: Option<String>,
 }
 
 impl Incoming {
@@ -106,6 +113,7 @@ impl Incoming {
                 SOURCE => &mut env.source,
                 CORRELATION_ID => &mut env.correlation_id,
                 REPLY_TO => &mut env.reply_to,
+                REPLAY_GROUP => &mut env.replay_group,
                 _ => continue,
             };
             *slot = h

@@ -46,6 +46,8 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) topic: TopicName,
     /// Which of the two.
     pub(crate) mode: Mode,
+    /// The listener's consumer group (without the retry suffix).
+    pub(crate) group: String,
     /// Shared by the listener's main and retry consumers.
     pub(crate) stats: Arc<Counters>,
 }
@@ -186,7 +188,13 @@ impl<S: Service> ListenerEnv<S> {
             tracing::Span::current().record("ce_type", t.as_str());
         }
         let name = self.listener.name();
+        let replayed_for_another = match &incoming.replay_group {
+            Some(group) => *group != self.group,
+            None => false,
+        };
         let route = match self.mode {
+            // A replayed dead letter is for the listener that dead-lettered it.
+            _ if replayed_for_another => Route::Skip,
             Mode::Main => route(
                 is_own_commands::<S>(&self.topic),
                 &self.topic,

@@ -1,0 +1,136 @@
+//! The connection to the broker, configured like the services (`ATOLL_*`, `atoll.toml`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use atoll::broker::client_config;
+use atoll::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A reachable broker.
+pub(crate) struct Broker {
+    client: ClientConfig,
+    bootstrap: String,
+    producer: FutureProducer,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Broker {
+    /// Loads the configuration and checks that the broker answers.
+    pub(crate) fn connect(runtime: tokio::runtime::Handle) -> anyhow::Result<Self> {
+        let config = Config::load()?;
+        let Some(bootstrap) = config.kafka.bootstrap_servers.clone() else {
+            bail!("no broker configured: set ATOLL_KAFKA__BOOTSTRAP_SERVERS (or kafka.bootstrap_servers in atoll.toml)");
+        };
+        let mut client = client_config(&config, &bootstrap);
+        client.set("socket.timeout.ms", "10000");
+        let producer = client.create()?;
+        let broker = Self {
+            client,
+            bootstrap,
+            producer,
+            runtime,
+        };
+        broker
+            .consumer()?
+            .fetch_metadata(None, TIMEOUT)
+            .with_context(|| {
+                format!(
+                    "cannot reach the broker at {} (ATOLL_KAFKA__BOOTSTRAP_SERVERS)",
+                    broker.bootstrap
+                )
+            })?;
+        Ok(broker)
+    }
+
+    fn consumer(&self) -> anyhow::Result<BaseConsumer> {
+        let mut c = self.client.clone();
+        c.set("group.id", "atoll-cli")
+            .set("enable.auto.commit", "false");
+        Ok(c.create()?)
+    }
+
+    /// The partitions of `topic`; an error naming it when it does not exist.
+    pub(crate) fn partitions(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
+        let md = self.consumer()?.fetch_metadata(Some(topic), TIMEOUT)?;
+        let parts: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if parts.is_empty() {
+            bail!("topic `{topic}` does not exist on {}", self.bootstrap);
+        }
+        Ok(parts)
+    }
+
+    /// Every record of `topic` now: each partition from its start to its end.
+    pub(crate) fn read_all(&self, topic: &str) -> anyhow::Result<Vec<OwnedMessage>> {
+        let consumer = self.consumer()?;
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = 0usize;
+        let mut ends = Vec::new();
+        for p in self.partitions(topic)? {
+            let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+            if high > low {
+                tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+                remaining += 1;
+                ends.push((p, high));
+            }
+        }
+        let mut out = Vec::new();
+        if remaining == 0 {
+            return Ok(out);
+        }
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut done = std::collections::HashSet::new();
+        while done.len() < remaining {
+            if Instant::now() > deadline {
+                bail!("reading `{topic}` timed out");
+            }
+            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let msg = msg?.detach();
+            let (p, o) = (msg.partition(), msg.offset());
+            if ends.iter().any(|&(q, high)| q == p && o + 1 >= high) {
+                done.insert(p);
+            }
+            out.push(msg);
+        }
+        out.sort_by_key(|m| (m.partition(), m.offset()));
+        Ok(out)
+    }
+
+    /// Sends one record and waits until the broker acknowledged it.
+    pub(crate) fn send(&self, record: FutureRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
+        let topic = record.topic.to_owned();
+        self.runtime
+            .block_on(self.producer.send(record, TIMEOUT))
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("producing to `{topic}`"))?;
+        Ok(())
+    }
+
+    /// Creates `topic` as a compacted topic unless it exists.
+    pub(crate) fn ensure_compacted(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        if self.partitions(topic).is_ok() {
+            return Ok(());
+        }
+        let spec = atoll::TopicSpec {
+            name: topic.parse()?,
+            partitions,
+            config: vec![("cleanup.policy".into(), "compact".into())],
+        };
+        self.runtime
+            .block_on(atoll::broker::create_topics(&self.client, &[spec]))?;
+        Ok(())
+    }
+}

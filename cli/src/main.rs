@@ -1,0 +1,129 @@
+//! `atoll`: the operator tool.
+//!
+//! Run with: `ATOLL_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo run -p atoll-cli -- dlq list acme.shop.payments.private.dlq`
+//!
+//! It reads the broker address and client properties like the services do (`atoll.toml`,
+//! `ATOLL_*`).
+
+mod broker;
+mod dlq;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "atoll",
+    about = "Operate atoll services: inspect and replay dead letters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Dead-letter topics (`<service>.private.dlq`).
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// A table of the dead letters: offset, time, type, key, error kind, error, attempts.
+    List {
+        /// The DLQ topic.
+        topic: String,
+    },
+    /// One dead letter with all its headers and its payload.
+    Show {
+        /// The DLQ topic.
+        topic: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Re-publish dead letters to their original topic, for the listener that failed them.
+    Replay {
+        /// The DLQ topic.
+        topic: String,
+        #[command(flatten)]
+        select: Select,
+        /// With `--offset`: the record's partition.
+        #[arg(long, requires = "offset")]
+        partition: Option<i32>,
+        /// Print what would be replayed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replay records that were replayed before.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// One record: `--offset N`, with `--partition P` when the offset is in several partitions.
+#[derive(Args, Clone, Copy)]
+struct At {
+    /// The record's offset.
+    #[arg(long)]
+    offset: i64,
+    /// The record's partition.
+    #[arg(long)]
+    partition: Option<i32>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Select {
+    /// One record.
+    #[arg(long)]
+    offset: Option<i64>,
+    /// Every record of this `ce_type`.
+    #[arg(long = "type")]
+    ce_type: Option<String>,
+    /// Every record.
+    #[arg(long)]
+    all: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || run(cli, runtime)).await;
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
+    let Cmd::Dlq(cmd) = cli.command;
+    let broker = broker::Broker::connect(runtime)?;
+    let out = &mut std::io::stdout().lock();
+    match cmd {
+        DlqCmd::List { topic } => dlq::list(&broker, &topic, out),
+        DlqCmd::Show { topic, at } => dlq::show(&broker, &topic, at.partition, at.offset, out),
+        DlqCmd::Replay {
+            topic,
+            select,
+            partition,
+            dry_run,
+            force,
+        } => {
+            let selection = match (select.offset, select.ce_type) {
+                (Some(offset), _) => dlq::Selection::At(partition, offset),
+                (None, Some(t)) => dlq::Selection::Type(t),
+                (None, None) => dlq::Selection::All,
+            };
+            dlq::replay(&broker, &topic, &selection, dry_run, force, out)
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `atoll dlq list | show | replay` against a real broker (tansu) and the probe service.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use atoll_testkit::probe::Work;
+use atoll_testkit::process::{wait_until, Proc};
+use atoll_testkit::Tansu;
+
+const ATOLL: &str = env!("CARGO_BIN_EXE_atoll");
+const DLQ: &str = "acme.test.probe.private.dlq";
+
+fn atoll(env: &[(String, String)], args: &[&str]) -> Output {
+    Command::new(ATOLL)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run atoll")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn probe_bin() -> std::path::PathBuf {
+    // The probe binary is built next to this crate's binaries.
+    let mut p = std::path::PathBuf::from(ATOLL);
+    p.set_file_name("probe");
+    assert!(
+        p.exists(),
+        "{} is missing: run the workspace tests, or `cargo build -p atoll-testkit --bin probe`",
+        p.display()
+    );
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_replayed_once() {
+    let broker = Tansu::start();
+    let running = broker.driver().await;
+    let client = running.client("test");
+    for id in ["good-1", "bad", "good-2"] {
+        client.send(&Work { id: id.into() }).await.unwrap();
+    }
+    running.shutdown().await;
+    let env = broker.env();
+    let mut failing_env = env.clone();
+    failing_env.push(("PROBE_FAIL".into(), "bad".into()));
+    let mut failing = Proc::start(probe_bin(), &[], &failing_env);
+    // Both listeners give up on `bad` after the default budget of 3 attempts.
+    let dead = wait_until(Duration::from_secs(60), || {
+        failing.log().matches("record dead-lettered").count() == 2
+    });
+    assert!(dead, "{}", failing.log());
+    failing.terminate();
+
+    let list = atoll(&env, &["dlq", "list", DLQ]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let table = stdout(&list);
+    assert!(table.contains("acme.test.probe.work.v1"), "{table}");
+    assert!(table.contains("configured to fail on bad"), "{table}");
+    assert!(table.contains("2 dead letter(s)"), "{table}");
+    let row = table.lines().find(|l| l.contains("bad")).unwrap();
+    let (partition, offset) = row
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .split_once(':')
+        .unwrap();
+
+    let show = atoll(
+        &env,
+        &[
+            "dlq",
+            "show",
+            DLQ,
+            "--offset",
+            offset,
+            "--partition",
+            partition,
+        ],
+    );
+    let shown = stdout(&show);
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    for expected in [
+        "atoll_dlq_error_kind: handler",
+        "atoll_dlq_attempts: 3",
+        "ce_type: acme.test.probe.work.v1",
+        "\"id\": \"bad\"",
+    ] {
+        assert!(shown.contains(expected), "missing {expected:?} in\n{shown}");
+    }
+
+    let dry = atoll(&env, &["dlq", "replay", DLQ, "--all", "--dry-run"]);
+    assert!(stdout(&dry).contains("would replay 2"), "{}", stdout(&dry));
+
+    // The handler is fixed: replay, and each listener handles `bad` once more.
+    let fixed = Proc::start(probe_bin(), &[], &env);
+    let replay = atoll(&env, &["dlq", "replay", DLQ, "--all"]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(
+        stdout(&replay).contains("replayed 2, skipped 0"),
+        "{}",
+        stdout(&replay)
+    );
+    let handled = |p: &Proc, l: &str| {
+        p.handled()
+            .iter()
+            .filter(|h| h.listener == l && h.id == "bad")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || handled(&fixed, "work") == 1
+            && handled(&fixed, "audit") == 1),
+        "{}",
+        fixed.log()
+    );
+    // A second replay does nothing.
+    let again = atoll(&env, &["dlq", "replay", DLQ, "--all"]);
+    assert!(
+        stdout(&again).contains("replayed 0, skipped 2"),
+        "{}",
+        stdout(&again)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        (handled(&fixed, "work"), handled(&fixed, "audit")),
+        (1, 1),
+        "no duplicates"
+    );
+    // Unless forced, and only for the chosen record.
+    let forced = atoll(
+        &env,
+        &[
+            "dlq",
+            "replay",
+            DLQ,
+            "--offset",
+            offset,
+            "--partition",
+            partition,
+            "--force",
+        ],
+    );
+    assert!(
+        stdout(&forced).contains("replayed 1, skipped 0"),
+        "{}",
+        stdout(&forced)
+    );
+}
+
+#[test]
+fn unreachable_broker_and_wrong_topics_are_clear_errors() {
+    let env = vec![(
+        "ATOLL_KAFKA__BOOTSTRAP_SERVERS".to_owned(),
+        "127.0.0.1:1".to_owned(),
+    )];
+    let out = atoll(&env, &["dlq", "list", DLQ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the broker at 127.0.0.1:1"),
+        "{err}"
+    );
+
+    let out = Command::new(ATOLL)
+        .args(["dlq", "list", DLQ])
+        .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set ATOLL_KAFKA__BOOTSTRAP_SERVERS"));
+
+    let broker = Tansu::start();
+    let out = atoll(&broker.env(), &["dlq", "list", "acme.test.probe.events"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a dead-letter topic"));
+    let out = atoll(
+        &broker.env(),
+        &["dlq", "list", "acme.test.nobody.private.dlq"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
