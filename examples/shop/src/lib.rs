@@ -20,12 +20,34 @@ use atoll::{describe, owned_topics, App, ServiceDescription, TopicSpec};
 /// The services of the shop, by name.
 pub const SERVICES: &[&str] = &["orders", "inventory", "payments", "shipping"];
 
+/// How the shop's services behave.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Options {
+    /// The probability that a charge fails transiently, from 0 (never) to below 1.
+    pub flaky_payments: f64,
+}
+
+impl Options {
+    /// `Err` when a value is out of range.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !(0.0..1.0).contains(&self.flaky_payments) {
+            anyhow::bail!(
+                "--flaky-payments must be at least 0 and below 1, not {}",
+                self.flaky_payments
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Registers one service by name.
-pub fn with_service(app: App, name: &str) -> anyhow::Result<App> {
+pub fn with_service(app: App, name: &str, options: &Options) -> anyhow::Result<App> {
     Ok(match name {
         "orders" => app.service(orders::Orders),
         "inventory" => app.service(inventory::Inventory::default()),
-        "payments" => app.service(payments::Payments),
+        "payments" => app.service(payments::Payments {
+            flaky: options.flaky_payments,
+        }),
         "shipping" => app.service(shipping::Shipping),
         other => anyhow::bail!(
             "unknown service `{other}`; the shop's services are {}",
@@ -35,10 +57,10 @@ pub fn with_service(app: App, name: &str) -> anyhow::Result<App> {
 }
 
 /// Registers every service.
-pub fn with_all(app: App) -> App {
-    SERVICES
-        .iter()
-        .fold(app, |app, s| with_service(app, s).expect("known service"))
+pub fn with_all(app: App, options: &Options) -> App {
+    SERVICES.iter().fold(app, |app, s| {
+        with_service(app, s, options).expect("known service")
+    })
 }
 
 /// Every topic the shop declares.
@@ -68,9 +90,32 @@ pub fn descriptions() -> Vec<ServiceDescription> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn flakiness_must_be_a_probability() {
+        assert!(super::Options {
+            flaky_payments: 0.3
+        }
+        .check()
+        .is_ok());
+        assert!(super::Options {
+            flaky_payments: 1.0
+        }
+        .check()
+        .is_err());
+        assert!(super::Options {
+            flaky_payments: -0.1
+        }
+        .check()
+        .is_err());
+    }
+
+    #[test]
     fn unknown_service_is_a_clear_error() {
-        let e =
-            super::with_service(atoll::App::new(atoll::Config::default()), "billing").unwrap_err();
+        let e = super::with_service(
+            atoll::App::new(atoll::Config::default()),
+            "billing",
+            &super::Options::default(),
+        )
+        .unwrap_err();
         assert!(
             e.to_string()
                 .contains("orders, inventory, payments, shipping"),

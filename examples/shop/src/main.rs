@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use atoll::{App, Config};
 use clap::{Parser, Subcommand};
-use example_shop::{all_topics, driver, topics, with_all, with_service};
+use example_shop::{all_topics, driver, topics, with_all, with_service, Options};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,8 @@ struct Cli {
 enum Cmd {
     /// Run every service and a driver in one process; exit non-zero unless every order ends.
     Demo {
+        #[command(flatten)]
+        options: ShopOptions,
         /// How many orders to place.
         #[arg(long, default_value_t = 100)]
         orders: usize,
@@ -40,6 +42,8 @@ enum Cmd {
     Serve {
         /// orders, inventory, payments or shipping.
         service: String,
+        #[command(flatten)]
+        options: ShopOptions,
     },
     /// Place orders with services running elsewhere; exit non-zero unless every order ends.
     Place {
@@ -61,6 +65,24 @@ enum Cmd {
     },
 }
 
+/// How the services behave.
+#[derive(clap::Args)]
+struct ShopOptions {
+    /// Probability (0 to below 1) that a charge fails transiently; retries heal it.
+    #[arg(long, default_value_t = 0.0)]
+    flaky_payments: f64,
+}
+
+impl ShopOptions {
+    fn checked(&self) -> anyhow::Result<Options> {
+        let o = Options {
+            flaky_payments: self.flaky_payments,
+        };
+        o.check()?;
+        Ok(o)
+    }
+}
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -75,20 +97,23 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Demo {
+            options,
             orders,
             timeout_secs,
         } => {
             init_tracing("warn");
+            let options = options.checked()?;
             let config = Config::load()?;
-            let running = with_all(App::new(config.clone())).start().await?;
+            let running = with_all(App::new(config.clone()), &options).start().await?;
             let summary =
                 driver::drive(&running, &config, orders, Duration::from_secs(timeout_secs)).await;
             running.shutdown().await;
             finish(summary?)
         }
-        Cmd::Serve { service } => {
+        Cmd::Serve { service, options } => {
             init_tracing("info");
-            let app = with_service(App::from_env()?, &service)?.topics(all_topics());
+            let app =
+                with_service(App::from_env()?, &service, &options.checked()?)?.topics(all_topics());
             app.run().await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,6 +1,6 @@
 //! `acme.shop.payments`: charges reserved orders; declines amounts above the limit.
 
-use atoll::{event_service, handlers, Context, Event, HandlerResult};
+use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult};
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::StockReserved;
@@ -8,7 +8,10 @@ use crate::inventory::StockReserved;
 /// The payments service.
 #[event_service(company = "acme", namespace = "shop", name = "payments")]
 #[derive(Debug, Default)]
-pub struct Payments;
+pub struct Payments {
+    /// The probability that a charge fails transiently (a flaky gateway), from 0 to 1.
+    pub flaky: f64,
+}
 
 impl Payments {
     /// Charges above this many cents are declined.
@@ -39,9 +42,20 @@ pub struct PaymentDeclined {
 
 #[handlers]
 impl Payments {
-    /// Charges the order, deterministically declining amounts above the limit.
-    #[listener(name = "charge")]
+    /// Charges the order, deterministically declining amounts above the limit. The gateway
+    /// may be flaky: up to 10 attempts, 20 ms apart at first.
+    #[listener(
+        name = "charge",
+        max_attempts = 10,
+        backoff_ms = 20,
+        max_backoff_ms = 500
+    )]
     async fn charge(&self, ctx: Context<Self>, reserved: StockReserved) -> HandlerResult {
+        if self.flaky > 0.0 && rand::random::<f64>() < self.flaky {
+            return Err(HandlerError::transient(
+                "payment gateway timed out (simulated)",
+            ));
+        }
         let StockReserved {
             order_id,
             amount_cents,

@@ -1,0 +1,49 @@
+//! `shop demo` on the embedded broker.
+
+use std::process::Command;
+
+const SHOP: &str = env!("CARGO_BIN_EXE_shop");
+
+fn field(summary: &str, name: &str) -> usize {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {summary:?}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_flaky_payment_gateway_heals_by_retrying() {
+    let out = Command::new(SHOP)
+        .args(["demo", "--orders", "60", "--flaky-payments", "0.3"])
+        .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
+        .env("RUST_LOG", "atoll=warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(out.status.success(), "{summary}\n{stderr}");
+    assert_eq!(field(summary, "placed"), 60);
+    assert_eq!(
+        field(summary, "completed") + field(summary, "cancelled"),
+        60,
+        "{summary}"
+    );
+    assert_eq!(field(summary, "dead_lettered"), 0, "{summary}");
+    assert!(
+        stderr.contains("payment gateway timed out"),
+        "the gateway did fail, and was retried"
+    );
+}
+
+#[test]
+fn flakiness_out_of_range_is_refused() {
+    let out = Command::new(SHOP)
+        .args(["demo", "--flaky-payments", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--flaky-payments must be"));
+}
