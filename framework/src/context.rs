@@ -186,14 +186,7 @@ impl Client {
             ce_type: C::ce_type(),
             source,
         })?;
-        let (headers, _) = Outgoing {
-            ce_type: C::ce_type(),
-            source: &self.source,
-            correlation_id: None,
-            causation_id: None,
-            reply_to: None,
-        }
-        .headers();
+        let (headers, _) = Outgoing::new(C::ce_type(), &self.source).headers();
         let key = command.key();
         self.send_raw(
             C::topic().as_str(),

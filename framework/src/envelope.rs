@@ -50,7 +50,18 @@ pub struct Outgoing<'a> {
     pub reply_to: Option<&'a str>,
 }
 
-impl Outgoing<'_> {
+impl<'a> Outgoing<'a> {
+    /// A record that starts a new flow: no correlation, causation or reply topic.
+    pub fn new(ce_type: &'a str, source: &'a str) -> Self {
+        Self {
+            ce_type,
+            source,
+            correlation_id: None,
+            causation_id: None,
+            reply_to: None,
+        }
+    }
+
     /// The headers, with a fresh UUID v7 `ce_id` and the current time. Returns the headers
     /// and the new id.
     pub fn headers(&self) -> (OwnedHeaders, String) {

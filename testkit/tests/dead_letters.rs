@@ -45,14 +45,7 @@ async fn garbage_and_unknown_types_are_dead_lettered_and_the_partition_moves_on(
         .unwrap();
     client
         .send_raw(topic, key, br#"{"id":"after-bad"}"#, {
-            let (h, _) = atoll::envelope::Outgoing {
-                ce_type: Work::ce_type(),
-                source: "test",
-                correlation_id: None,
-                causation_id: None,
-                reply_to: None,
-            }
-            .headers();
+            let (h, _) = atoll::envelope::Outgoing::new(Work::ce_type(), "test").headers();
             h
         })
         .await

@@ -79,14 +79,7 @@ async fn start(broker: &Tansu, svc: &Retrier, settings: ListenerSettings) -> Run
 async fn send(running: &Running, key: &str, jobs: &[(&str, &str)]) {
     let client = running.client("test");
     for (id, behaviour) in jobs {
-        let (headers, _) = atoll::envelope::Outgoing {
-            ce_type: Job::ce_type(),
-            source: "test",
-            correlation_id: None,
-            causation_id: None,
-            reply_to: None,
-        }
-        .headers();
+        let (headers, _) = atoll::envelope::Outgoing::new(Job::ce_type(), "test").headers();
         let job = Job {
             id: (*id).into(),
             behaviour: (*behaviour).into(),
@@ -327,14 +320,7 @@ async fn garbage_mixed_into_valid_records_loses_nothing() {
     }
     for chunk in records.chunks(500) {
         let sends = chunk.iter().map(|(key, bytes)| {
-            let (headers, _) = atoll::envelope::Outgoing {
-                ce_type: Job::ce_type(),
-                source: "test",
-                correlation_id: None,
-                causation_id: None,
-                reply_to: None,
-            }
-            .headers();
+            let (headers, _) = atoll::envelope::Outgoing::new(Job::ce_type(), "test").headers();
             client.send_raw(TOPIC, Some(key.as_bytes()), bytes, headers)
         });
         for r in futures::future::join_all(sends).await {
