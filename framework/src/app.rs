@@ -1,6 +1,6 @@
 //! The process: services, their listeners, the shared producer, and the broker they use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +14,12 @@ use crate::config::{Config, ListenerConfig, ListenerSettings, RetryMode};
 use crate::consumer::{self, Assignment, ListenerThread};
 use crate::context::Client;
 use crate::error::{Error, Result};
-use crate::event::EventKind;
 use crate::policy::names_listener;
 use crate::producer::Producer;
-use crate::service::{is_own_commands, owned_topics, Handlers, Listener, TopicSpec};
+use crate::service::{is_inbox, owned_topics, Handlers, Listener, TopicSpec};
 use crate::stats::{Counters, ListenerStats};
 use crate::topic::ServiceId;
-use crate::worker::{ListenerEnv, Mode, Routes};
+use crate::worker::{Inbox, ListenerEnv, Mode, Routes};
 
 /// What the runtime needs to start a service's listeners.
 struct StartEnv<'a> {
@@ -74,9 +73,15 @@ impl<S: Handlers> ErasedService for Registered<S> {
                 )));
             }
             l.group_id()?;
-            if is_own_commands::<S>(l.topic()) && l.kind() == EventKind::Command {
-                routes.own_commands.insert(l.ce_type());
-                routes.designated.get_or_insert(l.name());
+            if is_inbox::<S>(l.topic()) {
+                let inbox = routes
+                    .inboxes
+                    .entry(l.topic().clone())
+                    .or_insert_with(|| Inbox {
+                        types: HashSet::new(),
+                        designated: l.name(),
+                    });
+                inbox.types.insert(l.ce_type());
             }
             let config = listener_config(env.config, l.name(), l.settings())?;
             if config.retry == RetryMode::NonBlocking {

@@ -8,6 +8,14 @@ use crate::error::{Error, Result};
 use crate::event::{Command, Event, FactOf};
 use crate::producer::{Pending, Producer};
 use crate::service::Service;
+use crate::topic::TopicName;
+
+/// An encoded payload, or why it could not be encoded.
+pub(crate) type Encoded = Result<Vec<u8>, serde_json::Error>;
+
+fn encode<E: Event>(event: &E) -> Encoded {
+    serde_json::to_vec(event)
+}
 
 /// Where the handled record came from and which flow it belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +39,9 @@ pub struct Meta {
     pub correlation_id: String,
     /// `ce_replyto`, on commands that expect a reply.
     pub reply_to: Option<String>,
+    /// `ce_causationid`: the `ce_id` of the record that caused this one (on a reply, the
+    /// command's).
+    pub causation_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -91,42 +102,79 @@ impl<S: Service> Context<S> {
     /// The key is the fact's `#[event(key)]` field, or else the handled record's key. Only
     /// facts of `S` compile here.
     pub async fn emit<F: FactOf<S>>(&self, fact: F) -> Result<()> {
-        self.produce(&fact).await
+        self.emit_event(&fact).await
     }
 
     /// Sends a command to the service that owns it, on that service's `commands` topic.
     pub async fn send<C: Command>(&self, command: C) -> Result<()> {
-        self.produce(&command).await
+        let key = command.key();
+        self.produce(&C::topic(), key, C::ce_type(), encode(&command), None)
+            .await?;
+        Ok(())
     }
 
-    async fn produce<E: Event>(&self, event: &E) -> Result<()> {
+    /// Sends a command whose handler replies to this service's `private.reply` topic, and
+    /// returns the command's `ce_id`: the reply's `ce_causationid`. Handle the reply with a
+    /// listener of the reply type; whatever continues the flow must be persisted, since any
+    /// process of this service may receive the reply.
+    pub async fn request<C: Command>(&self, command: C) -> Result<String> {
+        let (key, reply_to) = (command.key(), S::ID.reply());
+        self.produce(
+            &C::topic(),
+            key,
+            C::ce_type(),
+            encode(&command),
+            Some(reply_to.as_str()),
+        )
+        .await
+    }
+
+    /// Sends a handler's reply to the handled command's `ce_replyto`, if it has one.
+    pub(crate) async fn reply(&self, ce_type: &'static str, payload: Encoded) -> Result<()> {
+        let Some(to) = self.scope.meta.reply_to.clone() else {
+            tracing::debug!(ce_type, "the command asked for no reply; none sent");
+            return Ok(());
+        };
+        let to: TopicName = to.parse()?;
+        self.produce(&to, None, ce_type, payload, None).await?;
+        Ok(())
+    }
+
+    async fn emit_event<E: Event>(&self, event: &E) -> Result<()> {
+        self.produce(&E::topic(), event.key(), E::ce_type(), encode(event), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Produces within the handled record's flow (same correlation id, caused by it); the key
+    /// defaults to the handled record's. Returns the new record's `ce_id`.
+    async fn produce(
+        &self,
+        topic: &TopicName,
+        key: Option<String>,
+        ce_type: &'static str,
+        payload: Encoded,
+        reply_to: Option<&str>,
+    ) -> Result<String> {
         let meta = &self.scope.meta;
-        let payload = serde_json::to_vec(event).map_err(|source| Error::Encode {
-            ce_type: E::ce_type(),
-            source,
-        })?;
-        let key = event.key().or_else(|| meta.key.clone());
-        let (headers, _) = Outgoing {
-            ce_type: E::ce_type(),
+        let payload = payload.map_err(|source| Error::Encode { ce_type, source })?;
+        let key = key.or_else(|| meta.key.clone());
+        let (headers, id) = Outgoing {
+            ce_type,
             source: &self.scope.source,
             correlation_id: Some(&meta.correlation_id),
             causation_id: Some(&meta.id),
-            reply_to: None,
+            reply_to,
         }
         .headers();
-        let topic = E::topic();
+        let bytes = key.as_deref().map(str::as_bytes);
         let pending = self
             .scope
             .producer
-            .send(
-                topic.as_str(),
-                key.as_deref().map(str::as_bytes),
-                &payload,
-                headers,
-            )
+            .send(topic.as_str(), bytes, &payload, headers)
             .await?;
         self.scope.produced.lock().expect("poisoned").push(pending);
-        Ok(())
+        Ok(id)
     }
 
     /// Waits for the broker to acknowledge everything produced so far.

@@ -108,6 +108,8 @@ pub struct Incoming {
     pub correlation_id: Option<String>,
     /// `ce_replyto`.
     pub reply_to: Option<String>,
+    /// `ce_causationid`.
+    pub causation_id: Option<String>,
     /// `atoll_replay_group`, on replayed dead letters.
     pub replay_group: Option<String>,
 }
@@ -124,6 +126,7 @@ impl Incoming {
                 SOURCE => &mut env.source,
                 CORRELATION_ID => &mut env.correlation_id,
                 REPLY_TO => &mut env.reply_to,
+                CAUSATION_ID => &mut env.causation_id,
                 REPLAY_GROUP => &mut env.replay_group,
                 _ => continue,
             };

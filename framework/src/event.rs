@@ -17,6 +17,9 @@ pub enum EventKind {
     Fact,
     /// A request addressed to its owner (`place_order`); sent to the owner's `commands` topic.
     Command,
+    /// The result of a command (`charge_result`), defined by the command's owner and sent to
+    /// the requester's `private.reply` topic.
+    Reply,
 }
 
 /// An event type: its name, version, kind and owning service.
@@ -58,12 +61,14 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The CloudEvents type, `<company>.<namespace>.<service>.<name>.v<version>`.
     fn ce_type() -> &'static str;
 
-    /// The topic the event travels on: the owner's `events` or `commands`.
+    /// The topic the event travels on: the owner's `events` or `commands`. A reply travels on
+    /// whichever reply topic the command named; this is the owner's own.
     fn topic() -> TopicName {
         let id = <Self::Service as Service>::ID;
         match Self::KIND {
             EventKind::Fact => id.events(),
             EventKind::Command => id.commands(),
+            EventKind::Reply => id.reply(),
         }
     }
 }
@@ -91,3 +96,34 @@ pub trait Command: Event {}
     note = "a service is the sole subscriber of its own commands: listen to the owner's facts instead, or move this handler to the service that owns `{Self}`"
 )]
 pub trait ListenableBy<S: Service>: Event {}
+
+/// Implemented by replies: a command handler that returns one sends it to the command's
+/// `ce_replyto`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a reply",
+    note = "a command handler returns `HandlerResult` (no reply) or `HandlerResult<R>` where `R` is declared with `#[event(reply, …)]`"
+)]
+pub trait Reply: Event {}
+
+/// What a handler's `Ok` value becomes: nothing for `()`, the reply for a [`Reply`].
+#[diagnostic::on_unimplemented(
+    message = "a handler cannot return `{Self}`",
+    note = "a handler returns `HandlerResult` (no reply) or `HandlerResult<R>` where `R` is declared with `#[event(reply, …)]`"
+)]
+pub trait Output: Send + 'static {
+    /// The reply's `ce_type` and payload, if this is a reply.
+    #[doc(hidden)]
+    fn into_reply(self) -> Option<(&'static str, Result<Vec<u8>, serde_json::Error>)>;
+}
+
+impl Output for () {
+    fn into_reply(self) -> Option<(&'static str, Result<Vec<u8>, serde_json::Error>)> {
+        None
+    }
+}
+
+impl<R: Reply> Output for R {
+    fn into_reply(self) -> Option<(&'static str, Result<Vec<u8>, serde_json::Error>)> {
+        Some((R::ce_type(), serde_json::to_vec(&self)))
+    }
+}

@@ -71,7 +71,7 @@ pub use consumer::Assignment;
 pub use context::{Client, Context, FromContext, Meta};
 pub use dlq::DeadLetterKind;
 pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
-pub use event::{Command, Event, EventKind, FactOf, ListenableBy};
+pub use event::{Command, Event, EventKind, FactOf, ListenableBy, Output, Reply};
 pub use service::{
     describe, owned_topics, HandlerResult, Handlers, Listener, ListenerDescription, Service,
     ServiceDescription, TopicSpec,

@@ -1,13 +1,14 @@
 //! Services: the islands that own topics, and the listeners they declare.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 use crate::context::Context;
 use crate::error::HandlerError;
-use crate::event::{Event, EventKind, ListenableBy};
+use crate::event::{Event, EventKind, ListenableBy, Output};
 use crate::policy::ListenerSettings;
 use crate::topic::{ServiceId, TopicKind, TopicName, TopicNameError};
 
@@ -76,21 +77,37 @@ impl<S> fmt::Debug for Listener<S> {
 
 impl<S: Service> Listener<S> {
     /// A listener for event `E` that calls `handler`.
-    pub fn new<E, H>(name: &'static str, handler: H) -> Self
+    ///
+    /// A reply listener consumes this service's own `private.reply` topic; any other listener
+    /// consumes the event owner's topic.
+    pub fn new<E, H, F, O>(name: &'static str, handler: H) -> Self
     where
         E: ListenableBy<S>,
-        H: Fn(Arc<S>, Context<S>, E) -> BoxFuture<'static, HandlerResult> + Send + Sync + 'static,
+        H: Fn(Arc<S>, Context<S>, E) -> F + Send + Sync + 'static,
+        F: Future<Output = HandlerResult<O>> + Send + 'static,
+        O: Output,
     {
+        let topic = match E::KIND {
+            EventKind::Reply => S::ID.reply(),
+            _ => E::topic(),
+        };
+        let handler = Arc::new(handler);
         Self {
             name,
             ce_type: E::ce_type(),
             kind: E::KIND,
-            topic: E::topic(),
+            topic,
             partitions: <E::Service as Service>::PARTITIONS,
             settings: ListenerSettings::default(),
-            handler: Arc::new(move |svc, ctx, payload| {
+            handler: Arc::new(move |svc, ctx: Context<S>, payload| {
                 let event: E = serde_json::from_slice(payload)?;
-                Ok(handler(svc, ctx, event))
+                let fut = handler(svc, ctx.clone(), event);
+                Ok(Box::pin(async move {
+                    if let Some((ce_type, payload)) = fut.await?.into_reply() {
+                        ctx.reply(ce_type, payload).await?;
+                    }
+                    Ok(())
+                }))
             }),
         }
     }
@@ -165,7 +182,8 @@ fn ser_topic<Ser: serde::Serializer>(t: &TopicName, s: Ser) -> Result<Ser::Ok, S
     s.serialize_str(t.as_str())
 }
 
-/// The topics service `S` owns: `events`, `commands`, `private.dlq` and `private.retry`.
+/// The topics service `S` owns: `events`, `commands`, `private.dlq`, `private.retry` and
+/// `private.reply`.
 pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
     let spec = |name| TopicSpec {
         name,
@@ -177,6 +195,7 @@ pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
         spec(S::ID.commands()),
         spec(S::ID.dlq()),
         spec(S::ID.retry()),
+        spec(S::ID.reply()),
     ]
 }
 
@@ -187,9 +206,15 @@ pub fn ce_type_of<E: Event>() -> String {
     format!("{id}.{}.v{}", E::NAME, E::VERSION)
 }
 
-/// Whether `topic` is one the service owns and must therefore understand fully.
-pub(crate) fn is_own_commands<S: Service>(topic: &TopicName) -> bool {
-    topic.kind() == &TopicKind::Commands && topic.service_prefix() == S::ID.to_string()
+/// Whether `topic` is an inbox of service `S`: its `commands` or its `private.reply`, topics
+/// only it reads and whose every type it must understand.
+pub(crate) fn is_inbox<S: Service>(topic: &TopicName) -> bool {
+    let inbox = match topic.kind() {
+        TopicKind::Commands => true,
+        TopicKind::Private(name) => name == "reply",
+        _ => false,
+    };
+    inbox && topic.service_prefix() == S::ID.to_string()
 }
 
 /// What a service declares, for generated topic listings and tooling.

@@ -181,6 +181,11 @@ impl ServiceId {
         TopicName::build(*self, TopicKind::Private("dlq".to_owned()))
     }
 
+    /// The reply topic, `<id>.private.reply`: replies to the commands it sends arrive here.
+    pub fn reply(&self) -> TopicName {
+        TopicName::build(*self, TopicKind::Private("reply".to_owned()))
+    }
+
     /// The non-blocking retry topic, `<id>.private.retry`.
     pub fn retry(&self) -> TopicName {
         TopicName::build(*self, TopicKind::Private("retry".to_owned()))

@@ -7,7 +7,7 @@
 //! acknowledged. A record abandoned because its partition was revoked or the process is
 //! stopping is not finished: it will be delivered again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use crate::dlq::{self, DeadLetterKind, Failure};
 use crate::envelope::Incoming;
 use crate::producer::Producer;
 use crate::retry::{Origin, RetryState};
-use crate::service::{is_own_commands, Listener, Service};
+use crate::service::{Listener, Service};
 use crate::stats::Counters;
 use crate::topic::TopicName;
 use crate::watermark::Watermark;
@@ -59,14 +59,22 @@ pub(crate) enum Mode {
     Retry,
 }
 
-/// What a service knows about its own commands topic, shared by its listeners.
+/// A topic of the service that only it reads and whose every type it must know: its
+/// `commands` and its `private.reply`.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    /// The `ce_type`s some listener of the service handles on it.
+    pub(crate) types: HashSet<&'static str>,
+    /// The listener that dead-letters bad input on it (the first declared one), so that a bad
+    /// record is dead-lettered once, not once per listener.
+    pub(crate) designated: &'static str,
+}
+
+/// What a service's listeners know about each other.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
-    /// `ce_type`s of the service's commands that some listener handles.
-    pub(crate) own_commands: HashSet<&'static str>,
-    /// The listener that dead-letters bad input on the commands topic (the first declared
-    /// one on it), so that a bad record is dead-lettered once, not once per listener.
-    pub(crate) designated: Option<&'static str>,
+    /// The service's inboxes, by topic.
+    pub(crate) inboxes: HashMap<TopicName, Inbox>,
     /// The listener that dead-letters malformed records on the retry topic.
     pub(crate) retry_designated: Option<&'static str>,
 }
@@ -79,37 +87,34 @@ pub(crate) enum Route {
     Reject(String),
 }
 
-/// Routes a record of type `ce_type` for a listener of `ce_type` `mine` on `topic`.
+/// Routes a record of type `ce_type` for listener `name` of type `mine` on `topic`.
 ///
-/// On the service's own commands topic every type must be one of its commands; the designated
-/// listener rejects anything else. On a facts topic, other facts of the topic's owner are
-/// skipped (the owner may add facts without breaking its consumers), while a record without
-/// `ce_type` or with a type the owner cannot have published is rejected.
+/// On an inbox every type must be one the service handles; its designated listener rejects
+/// anything else. On a facts topic, other facts of the topic's owner are skipped (the owner may
+/// add facts without breaking its consumers), while a record without `ce_type` or with a type
+/// the owner cannot have published is rejected.
 pub(crate) fn route(
-    own_commands: bool,
+    inbox: Option<&Inbox>,
     topic: &TopicName,
-    mine: &str,
-    designated: bool,
-    routes: &Routes,
+    (name, mine): (&str, &str),
     ce_type: Option<&str>,
 ) -> Route {
+    let owner = topic.service_prefix();
     let of_owner = |t: &str| {
-        t.strip_prefix(topic.service_prefix())
+        t.strip_prefix(owner)
             .is_some_and(|rest| rest.starts_with('.'))
     };
-    match ce_type {
-        Some(t) if t == mine => Route::Handle,
-        Some(t) if own_commands && routes.own_commands.contains(t) => Route::Skip,
-        Some(t) if !own_commands && of_owner(t) => Route::Skip,
-        _ if own_commands && !designated => Route::Skip,
-        None => Route::Reject("record has no ce_type header".into()),
-        Some(t) if own_commands => Route::Reject(format!(
-            "`{t}` is not a command of `{}` that any listener handles",
-            topic.service_prefix()
+    match (inbox, ce_type) {
+        (_, Some(t)) if t == mine => Route::Handle,
+        (Some(inbox), Some(t)) if inbox.types.contains(t) => Route::Skip,
+        (Some(inbox), _) if inbox.designated != name => Route::Skip,
+        (_, None) => Route::Reject("record has no ce_type header".into()),
+        (Some(_), Some(t)) => Route::Reject(format!(
+            "`{t}` is not a type that `{owner}` handles on `{topic}`"
         )),
-        Some(t) => Route::Reject(format!(
-            "`{t}` is not a type of `{}`, the sole publisher of `{topic}`",
-            topic.service_prefix()
+        (None, Some(t)) if of_owner(t) => Route::Skip,
+        (None, Some(t)) => Route::Reject(format!(
+            "`{t}` is not a type of `{owner}`, the sole publisher of `{topic}`"
         )),
     }
 }
@@ -196,11 +201,9 @@ impl<S: Service> ListenerEnv<S> {
             // A replayed dead letter is for the listener that dead-lettered it.
             _ if replayed_for_another => Route::Skip,
             Mode::Main => route(
-                is_own_commands::<S>(&self.topic),
+                self.routes.inboxes.get(&self.topic),
                 &self.topic,
-                self.listener.ce_type(),
-                self.routes.designated == Some(name),
-                &self.routes,
+                (name, self.listener.ce_type()),
                 incoming.ce_type.as_deref(),
             ),
             Mode::Retry => match RetryState::read(msg) {
@@ -239,6 +242,17 @@ impl<S: Service> ListenerEnv<S> {
             if !sleep_unless(cancel, wait).await {
                 return false;
             }
+        }
+        if let Some(to) = inc.reply_to.as_deref().filter(|to| !is_reply_topic(to)) {
+            let error = format!(
+                "ce_replyto `{to}` is not a reply topic; replies go only to `<company>.<namespace>.<service>.private.reply`"
+            );
+            let failure = Failure {
+                kind: DeadLetterKind::Decode,
+                error,
+                attempts: 1,
+            };
+            return self.dead_letter(msg, failure, cancel).await;
         }
         let Some(payload) = msg.payload() else {
             let error = "record has no value".to_owned();
@@ -318,6 +332,7 @@ impl<S: Service> ListenerEnv<S> {
             id,
             ce_type: inc.ce_type.unwrap_or_default(),
             reply_to: inc.reply_to,
+            causation_id: inc.causation_id,
         };
         let budget = self.config.handler_timeout();
         let mut backoff = Backoff::new(&self.config);
@@ -428,6 +443,13 @@ impl<S: Service> ListenerEnv<S> {
     }
 }
 
+/// Whether `topic` names some service's `private.reply` topic.
+fn is_reply_topic(topic: &str) -> bool {
+    topic
+        .parse::<TopicName>()
+        .is_ok_and(|t| t.kind() == &crate::topic::TopicKind::Private("reply".into()))
+}
+
 /// Sleeps; `false` when cancelled first.
 async fn sleep_unless(cancel: &CancellationToken, delay: Duration) -> bool {
     tokio::select! {
@@ -471,48 +493,69 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    fn routes() -> Routes {
-        Routes {
-            own_commands: [
+    fn inbox() -> Inbox {
+        Inbox {
+            types: [
                 "acme.shop.orders.place_order.v1",
                 "acme.shop.orders.cancel_order.v1",
             ]
             .into_iter()
             .collect(),
-            designated: Some("place-order"),
-            retry_designated: None,
+            designated: "place-order",
         }
     }
 
     #[test]
-    fn own_commands_topic() {
+    fn inbox_topic() {
         let topic: TopicName = "acme.shop.orders.commands".parse().unwrap();
         let mine = "acme.shop.orders.place_order.v1";
-        let r = routes();
-        let go = |designated, t| route(true, &topic, mine, designated, &r, t);
-        assert_eq!(go(true, Some(mine)), Route::Handle);
+        let inbox = inbox();
+        let go = |name, t| route(Some(&inbox), &topic, (name, mine), t);
+        assert_eq!(go("place-order", Some(mine)), Route::Handle);
         assert_eq!(
-            go(true, Some("acme.shop.orders.cancel_order.v1")),
+            go("place-order", Some("acme.shop.orders.cancel_order.v1")),
             Route::Skip
         );
-        assert!(matches!(go(true, None), Route::Reject(e) if e.contains("no ce_type")));
+        assert!(matches!(go("place-order", None), Route::Reject(e) if e.contains("no ce_type")));
         assert!(matches!(
-            go(true, Some("acme.shop.orders.refund.v1")),
-            Route::Reject(e) if e.contains("not a command of `acme.shop.orders`")
+            go("place-order", Some("acme.shop.orders.refund.v1")),
+            Route::Reject(e) if e.contains("not a type that `acme.shop.orders` handles")
         ));
-        assert!(matches!(go(true, Some("garbage")), Route::Reject(_)));
+        assert!(matches!(
+            go("place-order", Some("garbage")),
+            Route::Reject(_)
+        ));
         // Only the designated listener dead-letters bad input.
-        assert_eq!(go(false, None), Route::Skip);
-        assert_eq!(go(false, Some("garbage")), Route::Skip);
-        assert_eq!(go(false, Some(mine)), Route::Handle);
+        assert_eq!(go("audit", None), Route::Skip);
+        assert_eq!(go("audit", Some("garbage")), Route::Skip);
+        assert_eq!(go("audit", Some(mine)), Route::Handle);
+        // A reply topic is an inbox too: replies come from other services.
+        let replies: TopicName = "acme.shop.orders.private.reply".parse().unwrap();
+        let reply = "acme.shop.payments.charge_result.v1";
+        let inbox = Inbox {
+            types: [reply].into_iter().collect(),
+            designated: "charged",
+        };
+        assert_eq!(
+            route(Some(&inbox), &replies, ("charged", reply), Some(reply)),
+            Route::Handle
+        );
+        assert!(matches!(
+            route(
+                Some(&inbox),
+                &replies,
+                ("charged", reply),
+                Some("acme.shop.x.y.v1")
+            ),
+            Route::Reject(_)
+        ));
     }
 
     #[test]
     fn facts_topic_of_another_service() {
         let topic: TopicName = "acme.shop.orders.events".parse().unwrap();
         let mine = "acme.shop.orders.order_placed.v1";
-        let r = Routes::default();
-        let go = |t| route(false, &topic, mine, false, &r, t);
+        let go = |t| route(None, &topic, ("reserve", mine), t);
         assert_eq!(go(Some(mine)), Route::Handle);
         assert_eq!(go(Some("acme.shop.orders.order_completed.v1")), Route::Skip);
         assert_eq!(go(Some("acme.shop.orders.order_placed.v2")), Route::Skip);
@@ -537,6 +580,14 @@ mod tests {
         for _ in 0..20 {
             assert!(b.next_delay() <= Duration::from_secs(12));
         }
+    }
+
+    #[test]
+    fn only_private_reply_topics_take_replies() {
+        assert!(is_reply_topic("acme.shop.orders.private.reply"));
+        assert!(!is_reply_topic("acme.shop.orders.events"));
+        assert!(!is_reply_topic("acme.shop.orders.private.dlq"));
+        assert!(!is_reply_topic("somewhere-else"));
     }
 
     #[test]

@@ -9,11 +9,12 @@ use syn::{Data, DeriveInput, Expr, ExprLit, Fields, Lit, Member, Meta, Token};
 
 use crate::errors::Errors;
 
-const USAGE: &str = r#"write `#[event(fact, name = "order_placed", version = 1, service = Orders)]` (or `command`)"#;
+const USAGE: &str = r#"write `#[event(fact, name = "order_placed", version = 1, service = Orders)]` (or `command`, `reply`)"#;
 
 enum Kind {
     Fact,
     Command,
+    Reply,
 }
 
 pub(crate) fn expand(item: TokenStream) -> TokenStream {
@@ -44,10 +45,16 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
         };
         for arg in args {
             match &arg {
-                Meta::Path(p) if p.is_ident("fact") || p.is_ident("command") => {
-                    let k = if p.is_ident("fact") { Kind::Fact } else { Kind::Command };
+                Meta::Path(p) if p.is_ident("fact") || p.is_ident("command") || p.is_ident("reply") => {
+                    let k = if p.is_ident("fact") {
+                        Kind::Fact
+                    } else if p.is_ident("command") {
+                        Kind::Command
+                    } else {
+                        Kind::Reply
+                    };
                     if kind.is_some() {
-                        errors.at(p, "an event is either a `fact` or a `command`, not both; keep one");
+                        errors.at(p, "an event is one of `fact`, `command` or `reply`; keep one");
                     } else {
                         kind = Some((k, p.span()));
                     }
@@ -82,7 +89,7 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
                 other => errors.at(
                     other,
                     format!(
-                        "unknown `{}`; the event attribute takes `fact` or `command`, `name`, `version` and `service`",
+                        "unknown `{}`; the event attribute takes `fact`, `command` or `reply`, `name`, `version` and `service`",
                         other.path().to_token_stream().to_string().replace(' ', "")
                     ),
                 ),
@@ -91,7 +98,7 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
     }
     if let Some(at) = seen_attr {
         if kind.is_none() {
-            errors.at(at, "say whether the event is a `fact` (something that happened) or a `command` (a request): `#[event(fact, …)]`");
+            errors.at(at, "say whether the event is a `fact` (something that happened), a `command` (a request) or a `reply` (a command's result): `#[event(fact, …)]`");
         }
         if name.is_none() {
             errors.at(at, r#"missing `name = "…"`: the event's snake_case name, e.g. `name = "order_placed"`"#);
@@ -131,10 +138,16 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
             impl ::atoll::Command for #ident {}
             impl ::atoll::ListenableBy<#service> for #ident {}
         },
+        // Any service may request the command and so receive its reply, on its own reply topic.
+        Kind::Reply => quote::quote_spanned! {kind_span=>
+            impl ::atoll::Reply for #ident {}
+            impl<S: ::atoll::Service> ::atoll::ListenableBy<S> for #ident {}
+        },
     };
     let kind_value = match kind {
         Kind::Fact => quote!(::atoll::EventKind::Fact),
         Kind::Command => quote!(::atoll::EventKind::Command),
+        Kind::Reply => quote!(::atoll::EventKind::Reply),
     };
     quote! {
         impl ::atoll::Event for #ident {

@@ -106,11 +106,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 <#ty as ::atoll::FromContext<#self_ty>>::from_context(&ctx)
             }
         });
-        let new = quote_spanned! {event.span()=> ::atoll::Listener::<#self_ty>::new::<#event, _> };
+        let new = quote_spanned! {event.span()=> ::atoll::Listener::<#self_ty>::new::<#event, _, _, _> };
         quote! {
             #new(#name, |svc: ::atoll::__private::Arc<#self_ty>, ctx: ::atoll::Context<#self_ty>, event: #event| {
-                ::std::boxed::Box::pin(async move { svc.#method(#(#extract,)* event).await })
-                    as ::atoll::__private::BoxFuture<'static, ::atoll::HandlerResult>
+                async move { svc.#method(#(#extract,)* event).await }
             })
             .with_settings({
                 #[allow(unused_mut)]
@@ -255,7 +254,7 @@ fn signature(
         );
     }
     if let ReturnType::Default = sig.output {
-        errors_here.at(&sig.ident, "a handler returns `HandlerResult` (`Result<(), HandlerError>`): add `-> HandlerResult`");
+        errors_here.at(&sig.ident, "a handler returns `HandlerResult` (`Result<(), HandlerError>`), or `HandlerResult<R>` with a reply `R`: add `-> HandlerResult`");
     }
     for ty in &typed {
         if let Type::Reference(r) = ty {

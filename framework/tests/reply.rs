@@ -1,0 +1,151 @@
+//! Request/reply: a command handler's typed reply goes to the command's `ce_replyto` (only a
+//! `private.reply` topic), in the same flow, and the requester handles it with a reply listener.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atoll::{event_service, handlers, App, Config, Context, Event, HandlerResult, Meta};
+use common::header;
+
+use rdkafka::Message;
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "test", name = "asker", partitions = 1)]
+#[derive(Clone, Default)]
+struct Asker {
+    /// (request id, reply meta, reply)
+    replies: Arc<Mutex<Vec<(String, Meta, Quote)>>>,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[event_service(company = "acme", namespace = "test", name = "pricer", partitions = 1)]
+#[derive(Clone, Default)]
+struct Pricer;
+
+/// Starts a flow in the asker.
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "ask", version = 1, service = Asker)]
+struct Ask {
+    #[event(key)]
+    sku: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "price", version = 1, service = Pricer)]
+struct Price {
+    #[event(key)]
+    sku: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(reply, name = "quote", version = 1, service = Pricer)]
+struct Quote {
+    sku: String,
+    cents: u64,
+}
+
+#[handlers]
+impl Asker {
+    #[listener(name = "ask")]
+    async fn ask(&self, ctx: Context<Self>, ask: Ask) -> HandlerResult {
+        let id = ctx.request(Price { sku: ask.sku }).await?;
+        self.requests
+            .lock()
+            .unwrap()
+            .push((id, ctx.meta().correlation_id.clone()));
+        Ok(())
+    }
+
+    #[listener(name = "quotes")]
+    async fn quote(&self, meta: Meta, quote: Quote) -> HandlerResult {
+        let request = meta.causation_id.clone().unwrap_or_default();
+        self.replies.lock().unwrap().push((request, meta, quote));
+        Ok(())
+    }
+}
+
+#[handlers]
+impl Pricer {
+    #[listener(name = "price")]
+    async fn price(&self, price: Price) -> HandlerResult<Quote> {
+        Ok(Quote {
+            cents: 100 * price.sku.len() as u64,
+            sku: price.sku,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_reaches_the_requester_in_the_same_flow() {
+    let asker = Asker::default();
+    let running = App::new(Config::default())
+        .service(asker.clone())
+        .service(Pricer)
+        .start()
+        .await
+        .unwrap();
+    let client = running.client("test");
+    client
+        .send(&Ask {
+            sku: "apple".into(),
+        })
+        .await
+        .unwrap();
+    // A command naming a topic that is not a reply topic is bad input.
+    let (headers, _) = atoll::envelope::Outgoing {
+        reply_to: Some("acme.test.asker.events"),
+        ..atoll::envelope::Outgoing::new(Price::ce_type(), "test")
+    }
+    .headers();
+    client
+        .send_raw(
+            "acme.test.pricer.commands",
+            Some(b"pear"),
+            br#"{"sku":"pear"}"#,
+            headers,
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while asker.replies.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let dlq = tokio::task::spawn_blocking(move || {
+        common::read_topic(&bootstrap, "acme.test.pricer.private.dlq", 1, 1)
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+
+    let replies = asker.replies.lock().unwrap().clone();
+    assert_eq!(replies.len(), 1);
+    let (request, meta, quote) = &replies[0];
+    assert_eq!(
+        quote,
+        &Quote {
+            sku: "apple".into(),
+            cents: 500
+        }
+    );
+    assert_eq!(
+        meta.topic, "acme.test.asker.private.reply",
+        "on the requester's reply topic"
+    );
+    let (sent, flow) = asker.requests.lock().unwrap()[0].clone();
+    assert_eq!(request, &sent, "the reply is caused by the request");
+    assert_eq!(
+        meta.correlation_id, flow,
+        "the reply belongs to the requester's flow"
+    );
+    assert_eq!(meta.key.as_deref(), Some("apple"));
+
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(header(&dlq[0], "atoll_dlq_error_kind"), Some("decode"));
+    assert!(header(&dlq[0], "atoll_dlq_error")
+        .unwrap()
+        .contains("not a reply topic"));
+    assert_eq!(dlq[0].key(), Some(&b"pear"[..]));
+}
