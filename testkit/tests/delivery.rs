@@ -222,7 +222,9 @@ async fn a_named_process_gets_its_partitions_back() {
         b.log()
     );
     let (before_a, before_b) = (a.assigned("work"), b.assigned("work"));
-    a.kill();
+    // A clean stop: with dynamic membership (see `STATIC_MEMBERSHIP`) a killed member would
+    // linger in the group until tansu expires it.
+    assert!(a.terminate().success());
     let a2 = Proc::start(PROBE, &[], &env_a);
     assert!(
         wait_until(Duration::from_secs(30), || !a2.assigned("work").is_empty()),
