@@ -218,12 +218,8 @@ impl<S: Service> ListenerEnv<S> {
         match route {
             Route::Skip => true,
             Route::Reject(error) => {
-                let failure = Failure {
-                    kind: DeadLetterKind::UnknownType,
-                    error,
-                    attempts: 1,
-                };
-                self.dead_letter(msg, failure, cancel).await
+                self.bad_input(msg, DeadLetterKind::UnknownType, error, cancel)
+                    .await
             }
             Route::Handle => self.handle(msg, incoming, cancel).await,
         }
@@ -247,21 +243,15 @@ impl<S: Service> ListenerEnv<S> {
             let error = format!(
                 "ce_replyto `{to}` is not a reply topic; replies go only to `<company>.<namespace>.<service>.private.reply`"
             );
-            let failure = Failure {
-                kind: DeadLetterKind::Decode,
-                error,
-                attempts: 1,
-            };
-            return self.dead_letter(msg, failure, cancel).await;
+            return self
+                .bad_input(msg, DeadLetterKind::Decode, error, cancel)
+                .await;
         }
         let Some(payload) = msg.payload() else {
             let error = "record has no value".to_owned();
-            let failure = Failure {
-                kind: DeadLetterKind::Decode,
-                error,
-                attempts: 1,
-            };
-            return self.dead_letter(msg, failure, cancel).await;
+            return self
+                .bad_input(msg, DeadLetterKind::Decode, error, cancel)
+                .await;
         };
         // Through the retry topic, each delivery is one attempt.
         let (first, in_place) = match &state {
@@ -385,6 +375,26 @@ impl<S: Service> ListenerEnv<S> {
             }
         }
         unreachable!("the attempt loop only ends by returning")
+    }
+
+    /// Dead-letters bad input after its one and only attempt.
+    async fn bad_input(
+        &self,
+        msg: &OwnedMessage,
+        kind: DeadLetterKind,
+        error: String,
+        cancel: &CancellationToken,
+    ) -> bool {
+        self.dead_letter(
+            msg,
+            Failure {
+                kind,
+                error,
+                attempts: 1,
+            },
+            cancel,
+        )
+        .await
     }
 
     /// Writes the record to the service's DLQ and waits for the ack; `false` if abandoned.
