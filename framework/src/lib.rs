@@ -47,6 +47,7 @@ pub mod broker;
 pub mod config;
 pub mod dlq;
 pub mod envelope;
+pub mod policy;
 pub mod retry;
 pub mod shutdown;
 pub mod topic;
@@ -57,7 +58,7 @@ mod consumer;
 mod context;
 mod error;
 mod event;
-mod policy;
+
 mod producer;
 
 mod service;
