@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atoll::{Config, Event, Running, Service, TopicKind};
+use rand::seq::SliceRandom;
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -14,6 +15,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::inventory::SKUS;
 use crate::orders::{Item, OrderCancelled, OrderCompleted, PlaceOrder};
+use crate::payments::Payments;
 
 /// The outcome of a run: the line `summary: placed=… completed=… cancelled=… dead_lettered=…`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,10 +47,15 @@ impl fmt::Display for Summary {
     }
 }
 
-/// `n` random orders with ids `<run>-<i>`; amounts from 5 to 600 units, so that about 18%
-/// exceed the payment limit.
-pub fn orders(run: &str, n: usize) -> Vec<PlaceOrder> {
+/// `n` random orders with ids `<run>-<i>`, of which `round(n × decline_rate)`, chosen at random,
+/// exceed the payment limit (and so are declined); the others are within it.
+pub fn orders(run: &str, n: usize, decline_rate: f64) -> Vec<PlaceOrder> {
     let mut rng = rand::rng();
+    let mut declined = vec![false; n];
+    let over = ((n as f64) * decline_rate).round() as usize;
+    declined[..over.min(n)].iter_mut().for_each(|d| *d = true);
+    declined.shuffle(&mut rng);
+    let limit = Payments::LIMIT_CENTS;
     (0..n)
         .map(|i| {
             let items = (0..rng.random_range(1..=3))
@@ -57,11 +64,16 @@ pub fn orders(run: &str, n: usize) -> Vec<PlaceOrder> {
                     qty: rng.random_range(1..=3),
                 })
                 .collect();
+            let amount_cents = if declined[i] {
+                rng.random_range(limit + 1..=2 * limit)
+            } else {
+                rng.random_range(500..=limit)
+            };
             PlaceOrder {
                 order_id: format!("{run}-{i}"),
                 customer_id: format!("c-{}", rng.random_range(0..10)),
                 items,
-                amount_cents: rng.random_range(500..=60_000),
+                amount_cents,
             }
         })
         .collect()
@@ -79,12 +91,13 @@ pub async fn drive(
     running: &Running,
     config: &Config,
     n: usize,
+    decline_rate: f64,
     timeout: Duration,
 ) -> anyhow::Result<Summary> {
     let run: String = (0..6)
         .map(|_| rand::rng().random_range(b'a'..=b'z') as char)
         .collect();
-    let placed = orders(&run, n);
+    let placed = orders(&run, n, decline_rate);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
@@ -208,13 +221,19 @@ mod tests {
     }
 
     #[test]
-    fn generated_orders_are_valid_and_some_exceed_the_limit() {
-        let orders = orders("run", 500);
+    fn generated_orders_are_valid_and_the_decline_rate_holds() {
+        let orders = orders("run", 500, 0.2);
         assert!(orders.iter().all(|o| o.invalid().is_none()));
         let over = orders
             .iter()
             .filter(|o| o.amount_cents > crate::payments::Payments::LIMIT_CENTS)
             .count();
-        assert!((30..170).contains(&over), "{over} of 500 over the limit");
+        assert_eq!(over, 100, "a fifth of 500 over the limit");
+        assert!(super::orders("r", 10, 0.0)
+            .iter()
+            .all(|o| o.amount_cents <= crate::payments::Payments::LIMIT_CENTS));
+        assert!(super::orders("r", 10, 1.0)
+            .iter()
+            .all(|o| o.amount_cents > crate::payments::Payments::LIMIT_CENTS));
     }
 }

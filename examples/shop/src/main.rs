@@ -34,6 +34,9 @@ enum Cmd {
         /// How many orders to place.
         #[arg(long, default_value_t = 100)]
         orders: usize,
+        /// Fraction of orders (0 to 1) whose amount exceeds the payment limit, so is declined.
+        #[arg(long, default_value_t = 0.2, value_parser = fraction)]
+        decline_rate: f64,
         /// How long to wait for every order to end.
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
@@ -50,6 +53,9 @@ enum Cmd {
         /// How many orders to place.
         #[arg(long, default_value_t = 10)]
         orders: usize,
+        /// Fraction of orders (0 to 1) whose amount exceeds the payment limit, so is declined.
+        #[arg(long, default_value_t = 0.2, value_parser = fraction)]
+        decline_rate: f64,
         /// How long to wait for every order to end.
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
@@ -83,6 +89,16 @@ impl ShopOptions {
     }
 }
 
+/// A number from 0 to 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("{f} is not between 0 and 1"))
+    }
+}
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -99,14 +115,21 @@ async fn main() -> anyhow::Result<ExitCode> {
         Cmd::Demo {
             options,
             orders,
+            decline_rate,
             timeout_secs,
         } => {
             init_tracing("warn");
             let options = options.checked()?;
             let config = Config::load()?;
             let running = with_all(App::new(config.clone()), &options).start().await?;
-            let summary =
-                driver::drive(&running, &config, orders, Duration::from_secs(timeout_secs)).await;
+            let summary = driver::drive(
+                &running,
+                &config,
+                orders,
+                decline_rate,
+                Duration::from_secs(timeout_secs),
+            )
+            .await;
             running.shutdown().await;
             finish(summary?)
         }
@@ -119,6 +142,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Cmd::Place {
             orders,
+            decline_rate,
             timeout_secs,
         } => {
             init_tracing("warn");
@@ -132,8 +156,14 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .topics(all_topics())
                 .start()
                 .await?;
-            let summary =
-                driver::drive(&running, &config, orders, Duration::from_secs(timeout_secs)).await;
+            let summary = driver::drive(
+                &running,
+                &config,
+                orders,
+                decline_rate,
+                Duration::from_secs(timeout_secs),
+            )
+            .await;
             running.shutdown().await;
             finish(summary?)
         }

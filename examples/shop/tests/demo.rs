@@ -47,3 +47,27 @@ fn flakiness_out_of_range_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--flaky-payments must be"));
 }
+
+#[test]
+fn the_decline_rate_decides_the_cancellations() {
+    let out = Command::new(SHOP)
+        .args(["demo", "--orders", "50", "--decline-rate", "0.2"])
+        .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(out.status.success(), "{summary}");
+    // Stock never runs out at this size, so every cancellation is a declined payment.
+    assert_eq!(
+        (field(summary, "completed"), field(summary, "cancelled")),
+        (40, 10),
+        "{summary}"
+    );
+    let out = Command::new(SHOP)
+        .args(["demo", "--decline-rate", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not between 0 and 1"));
+}
