@@ -16,10 +16,11 @@ use crate::context::Client;
 use crate::error::{Error, Result};
 use crate::policy::names_listener;
 use crate::producer::Producer;
+use crate::routing::{Inbox, Routes};
 use crate::service::{is_inbox, owned_topics, Handlers, Listener, TopicSpec};
 use crate::stats::{Counters, ListenerStats};
 use crate::topic::ServiceId;
-use crate::worker::{Inbox, ListenerEnv, Mode, Routes};
+use crate::worker::{ListenerEnv, Mode};
 
 /// What the runtime needs to start a service's listeners.
 struct StartEnv<'a> {

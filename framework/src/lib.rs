@@ -61,6 +61,7 @@ mod event;
 
 mod producer;
 
+mod routing;
 mod service;
 mod stats;
 mod worker;
