@@ -1,6 +1,6 @@
 //! The driver: places orders and watches them reach a terminal fact.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,12 +13,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::inventory::SKUS;
+use crate::inventory::{ReportStock, StockReported, SKUS};
 use crate::orders::{Item, OrderCancelled, OrderCompleted, PlaceOrder};
 use crate::payments::Payments;
 
 /// The outcome of a run: the line `summary: placed=… completed=… cancelled=… dead_lettered=…`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     /// Orders placed.
     pub placed: usize,
@@ -28,6 +28,8 @@ pub struct Summary {
     pub cancelled: usize,
     /// Records of this run's orders in any service's DLQ.
     pub dead_lettered: usize,
+    /// The stock invariant (not part of the summary line).
+    pub stock: StockCheck,
 }
 
 impl Summary {
@@ -83,6 +85,39 @@ pub fn orders(run: &str, n: usize, decline_rate: f64) -> Vec<PlaceOrder> {
 struct Seen {
     terminal: HashMap<String, bool>,
     dead_lettered: usize,
+    /// Stock reports by request id.
+    reports: HashMap<String, BTreeMap<String, i64>>,
+}
+
+/// Whether stock was conserved: final = baseline − what completed orders took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StockCheck {
+    /// It was.
+    Conserved,
+    /// It was not (or not within the wait).
+    NotConserved {
+        /// What it should be.
+        expected: BTreeMap<String, i64>,
+        /// What inventory reported last.
+        got: BTreeMap<String, i64>,
+    },
+    /// Inventory did not report its stock (not running?).
+    Unchecked,
+}
+
+impl fmt::Display for StockCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Conserved => f.write_str("stock: conserved"),
+            Self::NotConserved { expected, got } => {
+                write!(
+                    f,
+                    "stock: NOT conserved: expected {expected:?}, inventory reports {got:?}"
+                )
+            }
+            Self::Unchecked => f.write_str("stock: not checked (inventory sent no stock report)"),
+        }
+    }
 }
 
 /// Places `n` orders through `running`'s broker and waits up to `timeout` for each to be
@@ -106,6 +141,11 @@ pub async fn drive(
         std::thread::spawn(move || watch(client, &prefix, &seen, &stop))
     };
     let client = running.client("acme.shop.driver");
+    let report = |i: usize| ReportStock {
+        request_id: format!("{run}-stock-{i}"),
+    };
+    client.send(&report(0)).await?;
+    let baseline = wait_report(&seen, &report(0).request_id, Duration::from_secs(10)).await;
     for order in &placed {
         client.send(order).await?;
     }
@@ -113,6 +153,30 @@ pub async fn drive(
     while seen.lock().expect("poisoned").terminal.len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let stock = match baseline {
+        None => StockCheck::Unchecked,
+        Some(baseline) => {
+            let terminal = seen.lock().expect("poisoned").terminal.clone();
+            let expected = expected_stock(baseline, &placed, &terminal);
+            // Releases of cancelled orders may still be on their way: poll for a while.
+            let mut got = BTreeMap::new();
+            for i in 1..=20 {
+                client.send(&report(i)).await?;
+                got = wait_report(&seen, &report(i).request_id, Duration::from_secs(5))
+                    .await
+                    .unwrap_or_default();
+                if got == expected {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            if got == expected {
+                StockCheck::Conserved
+            } else {
+                StockCheck::NotConserved { expected, got }
+            }
+        }
+    };
     // Let late dead letters arrive before counting them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
@@ -126,7 +190,44 @@ pub async fn drive(
         completed,
         cancelled: seen.terminal.len() - completed,
         dead_lettered: seen.dead_lettered,
+        stock,
     })
+}
+
+/// The stock once every order ended: the baseline less what the completed orders took
+/// (cancelled orders release what they reserved).
+fn expected_stock(
+    mut stock: BTreeMap<String, i64>,
+    placed: &[PlaceOrder],
+    completed: &HashMap<String, bool>,
+) -> BTreeMap<String, i64> {
+    for order in placed
+        .iter()
+        .filter(|o| completed.get(&o.order_id) == Some(&true))
+    {
+        for item in &order.items {
+            *stock.entry(item.sku.clone()).or_default() -= item.qty;
+        }
+    }
+    stock
+}
+
+/// Waits up to `timeout` for inventory's stock report answering `request_id`.
+async fn wait_report(
+    seen: &Mutex<Seen>,
+    request_id: &str,
+    timeout: Duration,
+) -> Option<BTreeMap<String, i64>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(r) = seen.lock().expect("poisoned").reports.get(request_id) {
+            return Some(r.clone());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Reads `orders.events` and every DLQ from the beginning, recording this run's outcomes.
@@ -141,7 +242,10 @@ fn watch(
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = client.create()?;
     let events = <crate::orders::Orders as Service>::ID.events().to_string();
-    let mut topics = vec![events.clone()];
+    let stock_events = <crate::inventory::Inventory as Service>::ID
+        .events()
+        .to_string();
+    let mut topics = vec![events.clone(), stock_events.clone()];
     let dlqs = crate::all_topics().into_iter().map(|t| t.name);
     topics.extend(
         dlqs.filter(|t| t.kind() == &TopicKind::Private("dlq".into()))
@@ -172,7 +276,13 @@ fn watch(
             continue;
         }
         let mut seen = seen.lock().expect("poisoned");
-        if msg.topic() == events {
+        if msg.topic() == stock_events {
+            if let Ok(r) =
+                serde_json::from_slice::<StockReported>(msg.payload().unwrap_or_default())
+            {
+                seen.reports.insert(r.request_id, r.levels);
+            }
+        } else if msg.topic() == events {
             let ce_type = msg.headers().and_then(|h| {
                 h.iter()
                     .find(|h| h.key == "ce_type")
@@ -200,12 +310,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_completed_orders_keep_their_stock() {
+        let order = |id: &str, qty| PlaceOrder {
+            order_id: id.into(),
+            customer_id: "c".into(),
+            items: vec![Item {
+                sku: "apple".into(),
+                qty,
+            }],
+            amount_cents: 1,
+        };
+        let placed = [order("a", 2), order("b", 3), order("c", 5)];
+        let ended: HashMap<String, bool> = [("a".into(), true), ("b".into(), false)].into();
+        let base: BTreeMap<String, i64> = [("apple".into(), 100)].into();
+        let expected = expected_stock(base, &placed, &ended);
+        assert_eq!(
+            expected["apple"], 98,
+            "only the completed order's 2 units are gone"
+        );
+        let check = StockCheck::NotConserved {
+            expected,
+            got: [("apple".into(), 95)].into(),
+        };
+        assert!(
+            check.to_string().starts_with("stock: NOT conserved"),
+            "{check}"
+        );
+    }
+
+    #[test]
     fn summary_line_matches_the_contract() {
         let s = Summary {
             placed: 3,
             completed: 2,
             cancelled: 1,
             dead_lettered: 0,
+            stock: StockCheck::Conserved,
         };
         assert_eq!(
             s.to_string(),

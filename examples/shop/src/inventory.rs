@@ -2,7 +2,7 @@
 //!
 //! Stock lives in memory: each process starts from [`Inventory::INITIAL_STOCK`] per SKU.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use atoll::{event_service, handlers, Context, Event, HandlerResult};
@@ -51,6 +51,26 @@ pub struct StockUnavailable {
     pub sku: String,
 }
 
+/// Command: report the current stock levels (for operators and tests).
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "report_stock", version = 1, service = Inventory)]
+pub struct ReportStock {
+    /// Echoed in the report, to match it with the request.
+    #[event(key)]
+    pub request_id: String,
+}
+
+/// Fact: the stock levels at the time of a `report_stock` command.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(fact, name = "stock_reported", version = 1, service = Inventory)]
+pub struct StockReported {
+    /// The request this answers.
+    #[event(key)]
+    pub request_id: String,
+    /// Units per SKU.
+    pub levels: BTreeMap<String, i64>,
+}
+
 /// Fact: a cancelled order's stock was put back.
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
 #[event(fact, name = "stock_released", version = 1, service = Inventory)]
@@ -78,6 +98,12 @@ impl Default for Inventory {
 impl Inventory {
     /// Units of each SKU a process starts with.
     pub const INITIAL_STOCK: i64 = 10_000;
+
+    /// Current stock of every SKU.
+    pub fn levels(&self) -> BTreeMap<String, i64> {
+        let st = self.state.lock().expect("poisoned");
+        st.stock.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
 
     /// Current stock of `sku`.
     pub fn stock(&self, sku: &str) -> i64 {
@@ -123,6 +149,17 @@ impl Inventory {
 
 #[handlers]
 impl Inventory {
+    /// Reports the stock levels as a fact.
+    #[listener(name = "report-stock")]
+    async fn report_stock(&self, ctx: Context<Self>, cmd: ReportStock) -> HandlerResult {
+        ctx.emit(StockReported {
+            request_id: cmd.request_id,
+            levels: self.levels(),
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Reserves the stock of a placed order.
     #[listener(name = "reserve-stock")]
     async fn reserve_stock(&self, ctx: Context<Self>, order: OrderPlaced) -> HandlerResult {

@@ -178,12 +178,23 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints the stock check, then the summary as the last line; fails unless every order ended
+/// and stock was not found leaking.
 fn finish(summary: driver::Summary) -> anyhow::Result<ExitCode> {
+    println!("{}", summary.stock);
     println!("{summary}");
-    if summary.all_terminal() {
-        Ok(ExitCode::SUCCESS)
-    } else {
+    let mut ok = true;
+    if !summary.all_terminal() {
         eprintln!("not every order reached order_completed or order_cancelled");
-        Ok(ExitCode::FAILURE)
+        ok = false;
     }
+    if matches!(summary.stock, driver::StockCheck::NotConserved { .. }) {
+        eprintln!("stock leaked: some reservation was not released, or was taken twice");
+        ok = false;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -32,6 +32,7 @@ fn a_flaky_payment_gateway_heals_by_retrying() {
         "{summary}"
     );
     assert_eq!(field(summary, "dead_lettered"), 0, "{summary}");
+    assert!(stdout.contains("stock: conserved"), "{stdout}");
     assert!(
         stderr.contains("payment gateway timed out"),
         "the gateway did fail, and was retried"

@@ -58,6 +58,7 @@ fn four_processes_complete_500_orders() {
         field("completed") > 0 && field("cancelled") > 0,
         "{summary}"
     );
+    assert!(stdout.contains("stock: conserved"), "{stdout}");
 }
 
 #[test]
