@@ -121,17 +121,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             init_tracing("warn");
             let options = options.checked()?;
             let config = Config::load()?;
-            let running = with_all(App::new(config.clone()), &options).start().await?;
-            let summary = driver::drive(
-                &running,
-                &config,
-                orders,
-                decline_rate,
-                Duration::from_secs(timeout_secs),
-            )
-            .await;
-            running.shutdown().await;
-            finish(summary?)
+            let app = with_all(App::new(config.clone()), &options);
+            drive(app, &config, orders, decline_rate, timeout_secs).await
         }
         Cmd::Serve { service, options } => {
             init_tracing("info");
@@ -152,20 +143,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                     "`shop place` sends to services running elsewhere: set ATOLL_KAFKA__BOOTSTRAP_SERVERS (or run `shop demo`)"
                 );
             }
-            let running = App::new(config.clone())
-                .topics(all_topics())
-                .start()
-                .await?;
-            let summary = driver::drive(
-                &running,
-                &config,
-                orders,
-                decline_rate,
-                Duration::from_secs(timeout_secs),
-            )
-            .await;
-            running.shutdown().await;
-            finish(summary?)
+            let app = App::new(config.clone()).topics(all_topics());
+            drive(app, &config, orders, decline_rate, timeout_secs).await
         }
         Cmd::Topics { write, check } => {
             match (write, check) {
@@ -176,6 +155,21 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Starts `app`, places the orders, shuts down, and reports.
+async fn drive(
+    app: App,
+    config: &Config,
+    orders: usize,
+    decline_rate: f64,
+    timeout_secs: u64,
+) -> anyhow::Result<ExitCode> {
+    let running = app.start().await?;
+    let timeout = Duration::from_secs(timeout_secs);
+    let summary = driver::drive(&running, config, orders, decline_rate, timeout).await;
+    running.shutdown().await;
+    finish(summary?)
 }
 
 /// Prints the stock check, then the summary as the last line; fails unless every order ended
