@@ -126,9 +126,7 @@ fn release<S: Service, C: ConsumerContext>(
         slot.shared.cancel.cancel();
         if slot.paused {
             // Do not leave a partition paused for whoever owns it next in this process.
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(env.topic.as_str(), *p);
-            let _ = consumer.resume(&tpl);
+            let _ = consumer.resume(&partition_list(env.topic.as_str(), *p));
         }
     }
     let deadline = Instant::now() + env.config.drain_timeout();
@@ -142,23 +140,42 @@ fn release<S: Service, C: ConsumerContext>(
         }
         thread::sleep(Duration::from_millis(5));
     }
-    let mut tpl = TopicPartitionList::new();
-    for (p, slot) in &taken {
-        // The current watermark, even if an earlier asynchronous commit already sent it: that
-        // one may have failed.
-        if let Some(o) = slot
+    // The current watermark, even if an earlier asynchronous commit already sent it: that one
+    // may have failed.
+    let offsets = taken.iter().filter_map(|(p, slot)| {
+        let committable = slot
             .shared
             .watermark
             .lock()
             .expect("poisoned")
-            .committable()
-        {
-            let _ = tpl.add_partition_offset(env.topic.as_str(), *p, Offset::Offset(o));
-        }
+            .committable();
+        committable.map(|o| (*p, o))
+    });
+    commit_offsets(consumer, env.topic.as_str(), offsets, CommitMode::Sync);
+}
+
+/// One partition of `topic`.
+fn partition_list(topic: &str, p: i32) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    tpl
+}
+
+/// Commits `(partition, offset)` pairs of `topic`, if any; a failure is logged (the offsets
+/// stay uncommitted, so the records come again: at least once).
+fn commit_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    offsets: impl IntoIterator<Item = (i32, i64)>,
+    mode: CommitMode,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(o));
     }
     if tpl.count() > 0 {
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-            tracing::warn!(error = %e, "final offset commit failed");
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            tracing::warn!(error = %e, ?mode, "offset commit failed");
         }
     }
 }
@@ -284,7 +301,7 @@ impl<S: Service> PollLoop<S> {
             {
                 // Records finishing from here on count towards the next batch.
                 self.env.finished.swap(0, Ordering::Relaxed);
-                self.commit(CommitMode::Async);
+                self.commit();
                 last_commit = Instant::now();
             }
         }
@@ -348,29 +365,27 @@ impl<S: Service> PollLoop<S> {
         any
     }
 
-    fn commit(&self, mode: CommitMode) {
-        let mut tpl = TopicPartitionList::new();
-        for (p, slot) in self.slots.lock().expect("poisoned").iter() {
-            if let Some(o) = slot
+    /// Commits every watermark that moved since the last commit, asynchronously.
+    fn commit(&self) {
+        let slots = self.slots.lock().expect("poisoned");
+        let offsets = slots.iter().filter_map(|(p, slot)| {
+            let moved = slot
                 .shared
                 .watermark
                 .lock()
                 .expect("poisoned")
-                .take_commit()
-            {
-                let _ = tpl.add_partition_offset(self.env.topic.as_str(), *p, Offset::Offset(o));
-            }
-        }
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.commit(&tpl, mode) {
-                tracing::warn!(error = %e, "offset commit failed");
-            }
-        }
+                .take_commit();
+            moved.map(|o| (*p, o))
+        });
+        commit_offsets(
+            &self.consumer,
+            self.env.topic.as_str(),
+            offsets,
+            CommitMode::Async,
+        );
     }
 
     fn partition(&self, p: i32) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(self.env.topic.as_str(), p);
-        tpl
+        partition_list(self.env.topic.as_str(), p)
     }
 }

@@ -133,27 +133,30 @@ impl<S: Service> ListenerEnv<S> {
             tracing::Span::current().record("ce_type", t.as_str());
         }
         let name = self.listener.name();
-        let replayed_for_another = match &incoming.replay_group {
-            Some(group) => *group != self.group,
-            None => false,
+        let replayed_for_another = incoming
+            .replay_group
+            .as_ref()
+            .is_some_and(|g| *g != self.group);
+        // Records on the retry topic carry their retry state; read it once.
+        let state = match self.mode {
+            Mode::Main => None,
+            Mode::Retry => RetryState::read(msg),
         };
-        let route = match self.mode {
+        let route = match (self.mode, &state) {
             // A replayed dead letter is for the listener that dead-lettered it.
             _ if replayed_for_another => Route::Skip,
-            Mode::Main => route(
+            (Mode::Main, _) => route(
                 self.routes.inboxes.get(&self.topic),
                 &self.topic,
                 (name, self.listener.ce_type()),
                 incoming.ce_type.as_deref(),
             ),
-            Mode::Retry => match RetryState::read(msg) {
-                Some(st) if st.listener == name => Route::Handle,
-                Some(_) => Route::Skip,
-                None if self.routes.retry_designated == Some(name) => Route::Reject(
-                    "record on the retry topic has no valid atoll_retry_* headers".into(),
-                ),
-                None => Route::Skip,
-            },
+            (Mode::Retry, Some(st)) if st.listener == name => Route::Handle,
+            (Mode::Retry, Some(_)) => Route::Skip,
+            (Mode::Retry, None) if self.routes.retry_designated == Some(name) => {
+                Route::Reject("record on the retry topic has no valid atoll_retry_* headers".into())
+            }
+            (Mode::Retry, None) => Route::Skip,
         };
         match route {
             Route::Skip => true,
@@ -161,15 +164,18 @@ impl<S: Service> ListenerEnv<S> {
                 self.bad_input(msg, DeadLetterKind::UnknownType, error, cancel)
                     .await
             }
-            Route::Handle => self.handle(msg, incoming, cancel).await,
+            Route::Handle => self.handle(msg, incoming, state, cancel).await,
         }
     }
 
-    async fn handle(&self, msg: &OwnedMessage, inc: Incoming, cancel: &CancellationToken) -> bool {
-        let state = match self.mode {
-            Mode::Main => None,
-            Mode::Retry => RetryState::read(msg),
-        };
+    /// Handles a record routed to this listener; `state` is its retry state on the retry topic.
+    async fn handle(
+        &self,
+        msg: &OwnedMessage,
+        inc: Incoming,
+        state: Option<RetryState>,
+        cancel: &CancellationToken,
+    ) -> bool {
         if let Some(st) = &state {
             let wait = st
                 .not_before

@@ -178,3 +178,53 @@ async fn registering_a_service_twice_is_an_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_for_an_unknown_listener_fails_at_start() {
+    let mut config = Config::default();
+    config.listeners.insert("greeet".into(), Default::default());
+    let err = App::new(config)
+        .service(Greeter {
+            seen: Default::default(),
+        })
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("listeners.greeet names no listener"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("greet"), "{err}");
+}
+
+/// Written by hand (the macro refuses duplicate names): two listeners named alike.
+struct Twice;
+
+impl atoll::Service for Twice {
+    const ID: atoll::ServiceId = atoll::ServiceId::new_unchecked("acme", "test", "twice");
+    const PARTITIONS: i32 = 1;
+}
+
+impl atoll::Handlers for Twice {
+    fn listeners() -> Vec<atoll::Listener<Self>> {
+        let noop = |_: Arc<Twice>, _: Context<Twice>, _: Greeted| async { HandlerResult::Ok(()) };
+        vec![
+            atoll::Listener::new("same", noop),
+            atoll::Listener::new("same", noop),
+        ]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_listener_names_fail_at_start() {
+    let err = App::new(Config::default())
+        .service(Twice)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("declares listener `same` twice"),
+        "{err}"
+    );
+}

@@ -88,19 +88,19 @@ impl PlaceOrder {
     }
 }
 
+/// Ends an order with `order_cancelled`.
+async fn cancel(ctx: &Context<Orders>, order_id: String, reason: String) -> HandlerResult {
+    ctx.emit(OrderCancelled { order_id, reason }).await?;
+    Ok(())
+}
+
 #[handlers]
 impl Orders {
     /// Accepts an order, or cancels it when it is invalid: every placed order ends terminal.
     #[listener(name = "place-order")]
     async fn place_order(&self, ctx: Context<Self>, cmd: PlaceOrder) -> HandlerResult {
         if let Some(reason) = cmd.invalid() {
-            let reason = format!("invalid order: {reason}");
-            ctx.emit(OrderCancelled {
-                order_id: cmd.order_id,
-                reason,
-            })
-            .await?;
-            return Ok(());
+            return cancel(&ctx, cmd.order_id, format!("invalid order: {reason}")).await;
         }
         let PlaceOrder {
             order_id,
@@ -121,25 +121,18 @@ impl Orders {
     /// No stock: the order is cancelled.
     #[listener(name = "stock-unavailable")]
     async fn stock_unavailable(&self, ctx: Context<Self>, fact: StockUnavailable) -> HandlerResult {
-        let reason = format!("out of stock: {}", fact.sku);
-        ctx.emit(OrderCancelled {
-            order_id: fact.order_id,
-            reason,
-        })
-        .await?;
-        Ok(())
+        cancel(&ctx, fact.order_id, format!("out of stock: {}", fact.sku)).await
     }
 
     /// Payment declined: the order is cancelled (inventory releases the stock).
     #[listener(name = "payment-declined")]
     async fn payment_declined(&self, ctx: Context<Self>, fact: PaymentDeclined) -> HandlerResult {
-        let reason = format!("payment declined: {}", fact.reason);
-        ctx.emit(OrderCancelled {
-            order_id: fact.order_id,
-            reason,
-        })
-        .await?;
-        Ok(())
+        cancel(
+            &ctx,
+            fact.order_id,
+            format!("payment declined: {}", fact.reason),
+        )
+        .await
     }
 
     /// Shipped: the order is complete.
@@ -154,5 +147,56 @@ impl Orders {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> PlaceOrder {
+        PlaceOrder {
+            order_id: "o1".into(),
+            customer_id: "c1".into(),
+            items: vec![Item {
+                sku: "apple".into(),
+                qty: 1,
+            }],
+            amount_cents: 100,
+        }
+    }
+
+    #[test]
+    fn invalid_orders_say_why() {
+        assert_eq!(order().invalid(), None);
+        let no_id = PlaceOrder {
+            order_id: String::new(),
+            ..order()
+        };
+        assert_eq!(no_id.invalid().as_deref(), Some("order_id is empty"));
+        let empty = PlaceOrder {
+            items: vec![],
+            ..order()
+        };
+        assert_eq!(empty.invalid().as_deref(), Some("the order has no items"));
+        let zero = PlaceOrder {
+            items: vec![Item {
+                sku: "kiwi".into(),
+                qty: 0,
+            }],
+            ..order()
+        };
+        assert_eq!(
+            zero.invalid().as_deref(),
+            Some("quantity of kiwi must be at least 1")
+        );
+        let negative = PlaceOrder {
+            amount_cents: -1,
+            ..order()
+        };
+        assert_eq!(
+            negative.invalid().as_deref(),
+            Some("amount_cents is negative")
+        );
     }
 }
