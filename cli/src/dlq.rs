@@ -13,7 +13,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context as _};
 use atoll::dlq as h;
-use atoll::envelope::{REPLAYED_FROM, REPLAY_GROUP};
+use atoll::envelope::{header_str as header, REPLAYED_FROM, REPLAY_GROUP};
 use atoll::{TopicKind, TopicName};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
@@ -30,14 +30,6 @@ pub(crate) enum Selection {
     Type(String),
     /// Every record.
     All,
-}
-
-fn header<'a>(m: &'a OwnedMessage, key: &str) -> Option<&'a str> {
-    m.headers()?
-        .iter()
-        .find(|x| x.key == key)
-        .and_then(|x| x.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 fn dlq_topic(topic: &str) -> anyhow::Result<TopicName> {
@@ -181,7 +173,7 @@ pub(crate) fn replay(
         Selection::At(p, o) => vec![&records[find(&records, topic, *p, *o)?]],
         Selection::Type(t) => records
             .iter()
-            .filter(|m| header(m, "ce_type") == Some(t.as_str()))
+            .filter(|m| header(*m, "ce_type") == Some(t.as_str()))
             .collect(),
         Selection::All => records.iter().collect(),
     };

@@ -261,11 +261,10 @@ impl App {
                 (Some(broker), b)
             }
         };
+        let client = client_config(&self.config, &bootstrap);
         match &embedded {
             Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t))?,
-            None if self.config.kafka.create_topics => {
-                create_topics(&client_config(&self.config, &bootstrap), &topics).await?
-            }
+            None if self.config.kafka.create_topics => create_topics(&client, &topics).await?,
             None => {}
         }
         let process = self
@@ -274,7 +273,6 @@ impl App {
             .process_name
             .clone()
             .unwrap_or_else(random_name);
-        let client = client_config(&self.config, &bootstrap);
         let mut pconf = client.clone();
         set_default(&mut pconf, "linger.ms", "5");
         pconf.set("client.id", format!("atoll-{process}"));

@@ -4,6 +4,7 @@
 //! through [`Incoming`].
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::Message;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -85,6 +86,24 @@ impl<'a> Outgoing<'a> {
         }
         (h, id)
     }
+}
+
+/// The value of header `key` of `msg` as UTF-8; `None` when missing, null or not UTF-8.
+///
+/// ```
+/// use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+/// use rdkafka::Timestamp;
+/// let h = OwnedHeaders::new().insert(Header { key: "ce_type", value: Some("a.b.c.d.v1") });
+/// let msg = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, Some(h));
+/// assert_eq!(atoll::envelope::header_str(&msg, "ce_type"), Some("a.b.c.d.v1"));
+/// assert_eq!(atoll::envelope::header_str(&msg, "ce_id"), None);
+/// ```
+pub fn header_str<'a, M: Message>(msg: &'a M, key: &str) -> Option<&'a str> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::Message;
 
+use crate::envelope::header_str;
+
 /// `atoll_retry_listener`: the only listener the record is for.
 pub const LISTENER: &str = "atoll_retry_listener";
 /// `atoll_retry_attempts`: attempts made so far, in place and through the topic.
@@ -59,28 +61,20 @@ impl Origin {
     }
 }
 
-fn get<'a>(msg: &'a OwnedMessage, key: &str) -> Option<&'a str> {
-    msg.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
-
 impl RetryState {
     /// The retry state of a record from the retry topic; `None` when it has none or it is
     /// malformed.
     pub(crate) fn read(msg: &OwnedMessage) -> Option<Self> {
-        let millis: u64 = get(msg, NOT_BEFORE)?.parse().ok()?;
+        let millis: u64 = header_str(msg, NOT_BEFORE)?.parse().ok()?;
         Some(Self {
-            listener: get(msg, LISTENER)?.to_owned(),
-            attempts: get(msg, ATTEMPTS)?.parse().ok()?,
-            delivery: get(msg, DELIVERY)?.parse().ok()?,
+            listener: header_str(msg, LISTENER)?.to_owned(),
+            attempts: header_str(msg, ATTEMPTS)?.parse().ok()?,
+            delivery: header_str(msg, DELIVERY)?.parse().ok()?,
             not_before: UNIX_EPOCH + Duration::from_millis(millis),
             origin: Origin {
-                topic: get(msg, ORIGINAL_TOPIC)?.to_owned(),
-                partition: get(msg, ORIGINAL_PARTITION)?.parse().ok()?,
-                offset: get(msg, ORIGINAL_OFFSET)?.parse().ok()?,
+                topic: header_str(msg, ORIGINAL_TOPIC)?.to_owned(),
+                partition: header_str(msg, ORIGINAL_PARTITION)?.parse().ok()?,
+                offset: header_str(msg, ORIGINAL_OFFSET)?.parse().ok()?,
             },
         })
     }
@@ -174,8 +168,8 @@ mod tests {
         let retried = record("acme.shop.payments.private.retry", h);
         assert_eq!(RetryState::read(&retried), Some(state.clone()));
         assert_eq!(Origin::of(&retried), state.origin);
-        assert_eq!(get(&retried, ERROR), Some("timeout"));
-        assert_eq!(get(&retried, "ce_type"), Some("a.b.c.d.v1"));
+        assert_eq!(header_str(&retried, ERROR), Some("timeout"));
+        assert_eq!(header_str(&retried, "ce_type"), Some("a.b.c.d.v1"));
         // Re-publishing again replaces the retry headers instead of piling them up.
         let again = RetryState {
             attempts: 4,

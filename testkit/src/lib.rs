@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// tansu 0.6 answers the heartbeats of static group members with `UNKNOWN_MEMBER_ID`, so
@@ -189,14 +189,7 @@ pub fn read_topic(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> 
     out
 }
 
-/// A header of a record as UTF-8.
-pub fn header<'a>(m: &'a OwnedMessage, key: &str) -> Option<&'a str> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
+pub use atoll::envelope::header_str as header;
 
 /// The committed offsets of `group` on `topic`'s partitions `0..partitions`.
 pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Offset> {

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use atoll::envelope::header_str;
 use atoll::{Config, Event, Running, Service, TopicKind};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::inventory::{ReportStock, StockReported, SKUS};
@@ -283,13 +283,8 @@ fn watch(
                 seen.reports.insert(r.request_id, r.levels);
             }
         } else if msg.topic() == events {
-            let ce_type = msg.headers().and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == "ce_type")
-                    .and_then(|h| h.value)
-                    .map(|v| v.to_vec())
-            });
-            match ce_type.as_deref() {
+            let ce_type = header_str(&msg, "ce_type").map(str::as_bytes);
+            match ce_type {
                 Some(t) if t == completed.as_bytes() => {
                     seen.terminal.entry(key.to_owned()).or_insert(true);
                 }

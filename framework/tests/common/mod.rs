@@ -35,11 +35,4 @@ pub(crate) fn read_topic(
     out
 }
 
-/// A header as UTF-8.
-pub(crate) fn header<'a>(m: &'a OwnedMessage, key: &str) -> Option<&'a str> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .map(|v| std::str::from_utf8(v).unwrap())
-}
+pub(crate) use atoll::envelope::header_str as header;
