@@ -148,7 +148,7 @@ async fn commands_are_handled_facts_emitted_and_bad_input_dead_lettered() {
     }
     let decode = dlq
         .iter()
-        .find(|m| header(m, "atoll_dlq_error_kind") == Some("decode"))
+        .find(|m| header(*m, "atoll_dlq_error_kind") == Some("decode"))
         .unwrap();
     assert_eq!(
         decode.payload(),

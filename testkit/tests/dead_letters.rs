@@ -108,7 +108,7 @@ async fn garbage_and_unknown_types_are_dead_lettered_and_the_partition_moves_on(
     }
     let garbage = dlq
         .iter()
-        .find(|m| header(m, "atoll_dlq_error_kind") == Some("decode"))
+        .find(|m| header(*m, "atoll_dlq_error_kind") == Some("decode"))
         .unwrap();
     assert_eq!(
         garbage.payload(),
@@ -122,7 +122,7 @@ async fn garbage_and_unknown_types_are_dead_lettered_and_the_partition_moves_on(
     );
     let unknown = dlq
         .iter()
-        .find(|m| header(m, "ce_type") == Some("acme.test.probe.explode.v1"))
+        .find(|m| header(*m, "ce_type") == Some("acme.test.probe.explode.v1"))
         .unwrap();
     assert!(header(unknown, "atoll_dlq_error")
         .unwrap()

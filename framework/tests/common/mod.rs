@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Reads partitions `0..partitions` of `topic` from the beginning until `n` records were read
 /// or 30 s passed. Blocking: call it from `spawn_blocking`.
