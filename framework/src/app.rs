@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::policy::names_listener;
 use crate::producer::Producer;
 use crate::routing::{Inbox, Routes};
-use crate::service::{is_inbox, owned_topics, Handlers, Listener, TopicSpec};
+use crate::saga::HookRuntime;
+use crate::service::{all_listeners, is_inbox, owned_topics, Handlers, Listener, TopicSpec};
 use crate::stats::{Counters, ListenerStats};
 use crate::topic::ServiceId;
 use crate::worker::{ListenerEnv, Mode};
@@ -48,21 +49,23 @@ impl<S: Handlers> ErasedService for Registered<S> {
 
     fn topics(&self) -> Vec<TopicSpec> {
         let mut topics = owned_topics::<S>();
-        for l in S::listeners() {
+        for l in all_listeners::<S>() {
             let spec = TopicSpec {
                 name: l.topic().clone(),
                 partitions: l.partitions(),
                 config: vec![],
             };
-            if !topics.iter().any(|t| t.name == spec.name) {
-                topics.push(spec);
+            for spec in std::iter::once(spec).chain(l.extra_topics().iter().cloned()) {
+                if !topics.iter().any(|t| t.name == spec.name) {
+                    topics.push(spec);
+                }
             }
         }
         topics
     }
 
     fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>> {
-        let listeners = S::listeners();
+        let listeners = all_listeners::<S>();
         let mut routes = Routes::default();
         let mut configs = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter().enumerate() {
@@ -82,9 +85,15 @@ impl<S: Handlers> ErasedService for Registered<S> {
                         types: HashSet::new(),
                         designated: l.name(),
                     });
-                inbox.types.insert(l.ce_type());
+                inbox.types.extend(l.ce_types());
             }
             let config = listener_config(env.config, l.name(), l.settings())?;
+            if l.hooks().is_some() && config.retry == RetryMode::NonBlocking {
+                return Err(Error::Config(format!(
+                    "listener `{}` runs a saga, whose inputs are handled in order: its retry mode must be `strict`",
+                    l.name()
+                )));
+            }
             if config.retry == RetryMode::NonBlocking {
                 routes.retry_designated.get_or_insert(l.name());
             }
@@ -102,6 +111,15 @@ impl<S: Handlers> ErasedService for Registered<S> {
         }
         let mut threads = Vec::new();
         for (listener, config) in listeners.into_iter().zip(configs) {
+            if let Some(hooks) = listener.hooks() {
+                hooks.started(HookRuntime {
+                    producer: env.producer.clone(),
+                    client: env.client.clone(),
+                    source: source.clone(),
+                    runtime: env.runtime.clone(),
+                    stop: env.stop.clone(),
+                });
+            }
             let stats = Arc::new(Counters::default());
             let mut modes = vec![(Mode::Main, listener.topic().clone())];
             if config.retry == RetryMode::NonBlocking {
@@ -129,7 +147,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
     }
 
     fn listener_names(&self) -> Vec<&'static str> {
-        S::listeners().iter().map(Listener::name).collect()
+        all_listeners::<S>().iter().map(Listener::name).collect()
     }
 }
 

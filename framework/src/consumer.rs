@@ -92,6 +92,9 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                         .collect()
                 };
                 release(consumer, &self.env, taken);
+                if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+                    hooks.revoked(&revoked);
+                }
             }
             Rebalance::Assign(tpl) => {
                 let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -100,6 +103,9 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     ?assigned,
                     "partitions assigned"
                 );
+                if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+                    hooks.assigned(&assigned);
+                }
                 let mut st = self.state.lock().expect("poisoned");
                 st.partitions.extend(assigned);
                 st.partitions.sort_unstable();
@@ -306,7 +312,11 @@ impl<S: Service> PollLoop<S> {
             }
         }
         let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
+        let partitions: Vec<i32> = taken.iter().map(|(p, _)| *p).collect();
         release(&self.consumer, &self.env, taken);
+        if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+            hooks.revoked(&partitions);
+        }
         tracing::info!(listener = self.env.listener.name(), "listener stopped");
         // Dropping the consumer closes it: it leaves the group unless membership is static.
     }

@@ -7,14 +7,58 @@ use crate::envelope::Outgoing;
 use crate::error::{Error, Result};
 use crate::event::{Command, Event, FactOf};
 use crate::producer::{Pending, Producer};
+use crate::saga::Saga;
 use crate::service::Service;
 use crate::topic::TopicName;
 
 /// An encoded payload, or why it could not be encoded.
 pub(crate) type Encoded = Result<Vec<u8>, serde_json::Error>;
 
-fn encode<E: Event>(event: &E) -> Encoded {
-    serde_json::to_vec(event)
+fn encode_value<T: serde::Serialize>(value: &T) -> Encoded {
+    serde_json::to_vec(value)
+}
+
+/// A record a handler produces.
+pub(crate) struct Record<'a> {
+    pub(crate) topic: TopicName,
+    /// Explicit partition; `None` lets the partitioner decide from the key.
+    pub(crate) partition: Option<i32>,
+    /// `None`: the handled record's key.
+    pub(crate) key: Option<String>,
+    pub(crate) ce_type: &'static str,
+    pub(crate) payload: Encoded,
+    pub(crate) reply_to: Option<&'a str>,
+    pub(crate) reply_partition: Option<i32>,
+    /// `None`: a fresh id.
+    pub(crate) id: Option<&'a str>,
+}
+
+impl<'a> Record<'a> {
+    /// An empty record for `topic` (no type, no payload): for struct update syntax.
+    pub(crate) fn default_for(topic: TopicName) -> Self {
+        Self {
+            topic,
+            partition: None,
+            key: None,
+            ce_type: "",
+            payload: Ok(Vec::new()),
+            reply_to: None,
+            reply_partition: None,
+            id: None,
+        }
+    }
+}
+
+impl Record<'_> {
+    /// Event `E` to its topic, keyed by its key field.
+    fn event<E: Event>(event: &E) -> Self {
+        Self {
+            key: event.key(),
+            ce_type: E::ce_type(),
+            payload: encode_value(event),
+            ..Self::default_for(E::topic())
+        }
+    }
 }
 
 /// Where the handled record came from and which flow it belongs to.
@@ -42,6 +86,8 @@ pub struct Meta {
     /// `ce_causationid`: the `ce_id` of the record that caused this one (on a reply, the
     /// command's).
     pub causation_id: Option<String>,
+    /// `atoll_reply_partition`: the partition of `reply_to` the reply goes to, if named.
+    pub reply_partition: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -107,74 +153,108 @@ impl<S: Service> Context<S> {
 
     /// Sends a command to the service that owns it, on that service's `commands` topic.
     pub async fn send<C: Command>(&self, command: C) -> Result<()> {
-        let key = command.key();
-        self.produce(&C::topic(), key, C::ce_type(), encode(&command), None)
-            .await?;
+        self.produce(Record::event(&command)).await?;
         Ok(())
     }
 
     /// Sends a command whose handler replies to this service's `private.reply` topic, and
     /// returns the command's `ce_id`: the reply's `ce_causationid`. Handle the reply with a
     /// listener of the reply type; whatever continues the flow must be persisted, since any
-    /// process of this service may receive the reply.
+    /// process of this service may receive the reply. For multi-step flows with
+    /// compensations, use a [`Saga`](crate::Saga).
     pub async fn request<C: Command>(&self, command: C) -> Result<String> {
-        let (key, reply_to) = (command.key(), S::ID.reply());
-        self.produce(
-            &C::topic(),
-            key,
-            C::ce_type(),
-            encode(&command),
-            Some(reply_to.as_str()),
-        )
+        let reply_to = S::ID.reply();
+        self.produce(Record {
+            reply_to: Some(reply_to.as_str()),
+            ..Record::event(&command)
+        })
         .await
     }
 
-    /// Sends a handler's reply to the handled command's `ce_replyto`, if it has one.
+    /// Starts saga `D` (see [`Saga`](crate::Saga)) for `saga.id()`: the saga's listener takes
+    /// it from there. Starting a saga whose id already exists does nothing (it is logged), so
+    /// a redelivered handler starts nothing twice.
+    pub async fn start_saga<D: Saga<Service = S>>(&self, saga: D) -> Result<()> {
+        self.produce(Record {
+            key: Some(saga.id()),
+            ce_type: crate::saga::start_type::<D>(),
+            payload: encode_value(&saga),
+            ..Record::default_for(S::ID.reply())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Sends a handler's reply to the handled command's `ce_replyto`, if it has one, and to
+    /// its `atoll_reply_partition` when it names one.
     pub(crate) async fn reply(&self, ce_type: &'static str, payload: Encoded) -> Result<()> {
-        let Some(to) = self.scope.meta.reply_to.clone() else {
+        let meta = &self.scope.meta;
+        let Some(to) = meta.reply_to.clone() else {
             tracing::debug!(ce_type, "the command asked for no reply; none sent");
             return Ok(());
         };
         let to: TopicName = to.parse()?;
-        self.produce(&to, None, ce_type, payload, None).await?;
+        self.produce(Record {
+            partition: meta.reply_partition,
+            ce_type,
+            payload,
+            ..Record::default_for(to)
+        })
+        .await?;
         Ok(())
     }
 
     async fn emit_event<E: Event>(&self, event: &E) -> Result<()> {
-        self.produce(&E::topic(), event.key(), E::ce_type(), encode(event), None)
-            .await?;
+        self.produce(Record::event(event)).await?;
         Ok(())
     }
 
     /// Produces within the handled record's flow (same correlation id, caused by it); the key
-    /// defaults to the handled record's. Returns the new record's `ce_id`.
-    async fn produce(
-        &self,
-        topic: &TopicName,
-        key: Option<String>,
-        ce_type: &'static str,
-        payload: Encoded,
-        reply_to: Option<&str>,
-    ) -> Result<String> {
+    /// defaults to the handled record's. Returns the new record's `ce_id`. The record is
+    /// acknowledged before the handled record's offset is committed.
+    pub(crate) async fn produce(&self, record: Record<'_>) -> Result<String> {
+        let (id, pending) = self.start_produce(record).await?;
+        self.scope.produced.lock().expect("poisoned").push(pending);
+        Ok(id)
+    }
+
+    /// Like [`produce`](Self::produce), and waits for the acknowledgement now.
+    pub(crate) async fn produce_acked(&self, record: Record<'_>) -> Result<String> {
+        let (id, pending) = self.start_produce(record).await?;
+        pending.acked().await?;
+        Ok(id)
+    }
+
+    async fn start_produce(&self, record: Record<'_>) -> Result<(String, Pending)> {
         let meta = &self.scope.meta;
-        let payload = payload.map_err(|source| Error::Encode { ce_type, source })?;
-        let key = key.or_else(|| meta.key.clone());
+        let ce_type = record.ce_type;
+        let payload = record
+            .payload
+            .map_err(|source| Error::Encode { ce_type, source })?;
+        let key = record.key.or_else(|| meta.key.clone());
         let (headers, id) = Outgoing {
             ce_type,
             source: &self.scope.source,
             correlation_id: Some(&meta.correlation_id),
             causation_id: Some(&meta.id),
-            reply_to,
+            reply_to: record.reply_to,
+            reply_partition: record.reply_partition,
+            id: record.id,
         }
         .headers();
         let bytes = key.as_deref().map(str::as_bytes);
         let pending = self
             .scope
             .producer
-            .send(topic.as_str(), bytes, &payload, headers)
+            .send_to(
+                record.topic.as_str(),
+                record.partition,
+                bytes,
+                &payload,
+                headers,
+            )
             .await?;
-        self.scope.produced.lock().expect("poisoned").push(pending);
-        Ok(id)
+        Ok((id, pending))
     }
 
     /// Waits for the broker to acknowledge everything produced so far.

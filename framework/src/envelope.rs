@@ -33,6 +33,9 @@ pub const REPLAYED_FROM: &str = "atoll_replayed_from";
 /// `atoll_replay_group`: the only consumer group that handles a replayed dead letter (the one
 /// whose listener dead-lettered it); every other group skips it.
 pub const REPLAY_GROUP: &str = "atoll_replay_group";
+/// `atoll_reply_partition`: on a command that expects a reply, the partition of the reply topic
+/// the reply must go to (a saga's partition); atoll repliers honour it.
+pub const REPLY_PARTITION: &str = "atoll_reply_partition";
 /// The content type of the JSON codec.
 pub const JSON: &str = "application/json";
 
@@ -49,6 +52,11 @@ pub struct Outgoing<'a> {
     pub causation_id: Option<&'a str>,
     /// `ce_replyto`.
     pub reply_to: Option<&'a str>,
+    /// `atoll_reply_partition`, with `reply_to`.
+    pub reply_partition: Option<i32>,
+    /// `ce_id`; `None` draws a fresh UUID v7. A record sent again (a saga's request after a
+    /// crash) keeps its id.
+    pub id: Option<&'a str>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -60,13 +68,17 @@ impl<'a> Outgoing<'a> {
             correlation_id: None,
             causation_id: None,
             reply_to: None,
+            reply_partition: None,
+            id: None,
         }
     }
 
-    /// The headers, with a fresh UUID v7 `ce_id` and the current time. Returns the headers
-    /// and the new id.
+    /// The headers, with the current time and `id` or else a fresh UUID v7 `ce_id`. Returns
+    /// the headers and the id.
     pub fn headers(&self) -> (OwnedHeaders, String) {
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = self
+            .id
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
         let now = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
@@ -83,6 +95,9 @@ impl<'a> Outgoing<'a> {
         }
         if let Some(r) = self.reply_to {
             h = h.insert(header(REPLY_TO, r));
+        }
+        if let Some(p) = self.reply_partition {
+            h = h.insert(header(REPLY_PARTITION, &p.to_string()));
         }
         (h, id)
     }
@@ -131,6 +146,8 @@ pub struct Incoming {
     pub causation_id: Option<String>,
     /// `atoll_replay_group`, on replayed dead letters.
     pub replay_group: Option<String>,
+    /// `atoll_reply_partition`, on commands whose reply must go to one partition.
+    pub reply_partition: Option<String>,
 }
 
 impl Incoming {
@@ -147,6 +164,7 @@ impl Incoming {
                 REPLY_TO => &mut env.reply_to,
                 CAUSATION_ID => &mut env.causation_id,
                 REPLAY_GROUP => &mut env.replay_group,
+                REPLY_PARTITION => &mut env.reply_partition,
                 _ => continue,
             };
             *slot = h
@@ -177,6 +195,8 @@ mod tests {
             correlation_id: None,
             causation_id: None,
             reply_to: None,
+            reply_partition: None,
+            id: None,
         };
         let (h, id) = out.headers();
         assert_eq!(get(&h, SPECVERSION), Some("1.0"));
@@ -200,6 +220,8 @@ mod tests {
             correlation_id: Some("flow-1"),
             causation_id: Some("cause-1"),
             reply_to: Some("acme.shop.orders.private.reply"),
+            reply_partition: Some(2),
+            id: Some("saga-1@3"),
         };
         let (h, _) = out.headers();
         let inc = Incoming::read(Some(&h));
@@ -213,6 +235,8 @@ mod tests {
             Some("acme.shop.orders.private.reply")
         );
         assert_eq!(get(&h, CAUSATION_ID), Some("cause-1"));
+        assert_eq!(inc.id.as_deref(), Some("saga-1@3"));
+        assert_eq!(inc.reply_partition.as_deref(), Some("2"));
     }
 
     #[test]

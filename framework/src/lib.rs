@@ -62,6 +62,7 @@ mod event;
 mod producer;
 
 mod routing;
+mod saga;
 mod service;
 mod stats;
 mod worker;
@@ -74,6 +75,7 @@ pub use context::{Client, Context, FromContext, Meta};
 pub use dlq::DeadLetterKind;
 pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
 pub use event::{Command, Event, EventKind, FactOf, ListenableBy, Output, Reply};
+pub use saga::{Saga, Step};
 pub use service::{
     describe, owned_topics, HandlerResult, Handlers, Listener, ListenerDescription, Service,
     ServiceDescription, TopicSpec,
@@ -84,6 +86,7 @@ pub use topic::{ServiceId, TopicKind, TopicName, TopicNameError};
 /// Used by the code the macros generate; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::saga::saga_listener;
     pub use crate::service::ce_type_of;
     pub use futures::future::BoxFuture;
     pub use std::sync::{Arc, OnceLock};

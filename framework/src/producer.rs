@@ -68,11 +68,26 @@ impl Producer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<Pending> {
+        self.send_to(topic, None, key, payload, headers).await
+    }
+
+    /// Like [`send`](Self::send), to `partition` when given (else the partitioner decides).
+    pub(crate) async fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Pending> {
         let mut headers = Some(headers);
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
             if let Some(k) = key {
                 record = record.key(k);
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
             }
             if let Some(h) = headers.take() {
                 record = record.headers(h);

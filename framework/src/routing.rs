@@ -33,7 +33,7 @@ pub(crate) enum Route {
     Reject(String),
 }
 
-/// Routes a record of type `ce_type` for listener `name` of type `mine` on `topic`.
+/// Routes a record of type `ce_type` for listener `name` of types `mine` on `topic`.
 ///
 /// On an inbox every type must be one the service handles; its designated listener rejects
 /// anything else. On a facts topic, other facts of the topic's owner are skipped (the owner may
@@ -42,7 +42,7 @@ pub(crate) enum Route {
 pub(crate) fn route(
     inbox: Option<&Inbox>,
     topic: &TopicName,
-    (name, mine): (&str, &str),
+    (name, mine): (&str, &[&str]),
     ce_type: Option<&str>,
 ) -> Route {
     let owner = topic.service_prefix();
@@ -51,7 +51,7 @@ pub(crate) fn route(
             .is_some_and(|rest| rest.starts_with('.'))
     };
     match (inbox, ce_type) {
-        (_, Some(t)) if t == mine => Route::Handle,
+        (_, Some(t)) if mine.contains(&t) => Route::Handle,
         (Some(inbox), Some(t)) if inbox.types.contains(t) => Route::Skip,
         (Some(inbox), _) if inbox.designated != name => Route::Skip,
         (_, None) => Route::Reject("record has no ce_type header".into()),
@@ -86,7 +86,7 @@ mod tests {
         let topic: TopicName = "acme.shop.orders.commands".parse().unwrap();
         let mine = "acme.shop.orders.place_order.v1";
         let inbox = inbox();
-        let go = |name, t| route(Some(&inbox), &topic, (name, mine), t);
+        let go = |name, t| route(Some(&inbox), &topic, (name, &[mine]), t);
         assert_eq!(go("place-order", Some(mine)), Route::Handle);
         assert_eq!(
             go("place-order", Some("acme.shop.orders.cancel_order.v1")),
@@ -113,14 +113,14 @@ mod tests {
             designated: "charged",
         };
         assert_eq!(
-            route(Some(&inbox), &replies, ("charged", reply), Some(reply)),
+            route(Some(&inbox), &replies, ("charged", &[reply]), Some(reply)),
             Route::Handle
         );
         assert!(matches!(
             route(
                 Some(&inbox),
                 &replies,
-                ("charged", reply),
+                ("charged", &[reply]),
                 Some("acme.shop.x.y.v1")
             ),
             Route::Reject(_)
@@ -131,7 +131,7 @@ mod tests {
     fn facts_topic_of_another_service() {
         let topic: TopicName = "acme.shop.orders.events".parse().unwrap();
         let mine = "acme.shop.orders.order_placed.v1";
-        let go = |t| route(None, &topic, ("reserve", mine), t);
+        let go = |t| route(None, &topic, ("reserve", &[mine]), t);
         assert_eq!(go(Some(mine)), Route::Handle);
         assert_eq!(go(Some("acme.shop.orders.order_completed.v1")), Route::Skip);
         assert_eq!(go(Some("acme.shop.orders.order_placed.v2")), Route::Skip);

@@ -10,6 +10,7 @@ use crate::context::Context;
 use crate::error::HandlerError;
 use crate::event::{Event, EventKind, ListenableBy, Output};
 use crate::policy::ListenerSettings;
+use crate::saga::PartitionHooks;
 use crate::topic::{ServiceId, TopicKind, TopicName, TopicNameError};
 
 /// A service: implemented by `#[event_service]` on the service struct.
@@ -18,6 +19,11 @@ pub trait Service: Send + Sync + Sized + 'static {
     const ID: ServiceId;
     /// How many partitions the service's topics get when atoll creates them.
     const PARTITIONS: i32;
+
+    /// The listeners of the service's sagas (`#[event_service(…, sagas = […])]`).
+    fn sagas() -> Vec<Listener<Self>> {
+        Vec::new()
+    }
 }
 
 /// The listeners of a service: implemented by `#[handlers]` on an `impl` block.
@@ -34,7 +40,7 @@ pub trait Handlers: Service {
 /// What a handler returns.
 pub type HandlerResult<T = ()> = Result<T, HandlerError>;
 
-type HandlerFn<S> = dyn Fn(Arc<S>, Context<S>, &[u8]) -> Result<BoxFuture<'static, HandlerResult>, serde_json::Error>
+pub(crate) type HandlerFn<S> = dyn Fn(Arc<S>, Context<S>, &[u8]) -> Result<BoxFuture<'static, HandlerResult>, serde_json::Error>
     + Send
     + Sync;
 
@@ -43,24 +49,29 @@ type HandlerFn<S> = dyn Fn(Arc<S>, Context<S>, &[u8]) -> Result<BoxFuture<'stati
 /// Built by `#[handlers]`; each listener is its own consumer group.
 pub struct Listener<S> {
     name: &'static str,
-    ce_type: &'static str,
+    /// The types it handles; the first is its own.
+    types: Vec<&'static str>,
     kind: EventKind,
     topic: TopicName,
     partitions: i32,
     settings: ListenerSettings,
     handler: Arc<HandlerFn<S>>,
+    hooks: Option<Arc<dyn PartitionHooks>>,
+    extra_topics: Vec<TopicSpec>,
 }
 
 impl<S> Clone for Listener<S> {
     fn clone(&self) -> Self {
         Self {
             name: self.name,
-            ce_type: self.ce_type,
+            types: self.types.clone(),
             kind: self.kind,
             topic: self.topic.clone(),
             partitions: self.partitions,
             settings: self.settings.clone(),
             handler: self.handler.clone(),
+            hooks: self.hooks.clone(),
+            extra_topics: self.extra_topics.clone(),
         }
     }
 }
@@ -69,7 +80,7 @@ impl<S> fmt::Debug for Listener<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Listener")
             .field("name", &self.name)
-            .field("ce_type", &self.ce_type)
+            .field("types", &self.types)
             .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
@@ -94,7 +105,7 @@ impl<S: Service> Listener<S> {
         let handler = Arc::new(handler);
         Self {
             name,
-            ce_type: E::ce_type(),
+            types: vec![E::ce_type()],
             kind: E::KIND,
             topic,
             partitions: <E::Service as Service>::PARTITIONS,
@@ -109,6 +120,30 @@ impl<S: Service> Listener<S> {
                     Ok(())
                 }))
             }),
+            hooks: None,
+            extra_topics: Vec::new(),
+        }
+    }
+
+    /// A listener on the service's `private.reply` topic handling `types` with its own handler
+    /// and partition hooks (a saga), which owns `topic` besides.
+    pub(crate) fn custom(
+        name: &'static str,
+        types: Vec<&'static str>,
+        handler: Arc<HandlerFn<S>>,
+        hooks: Arc<dyn PartitionHooks>,
+        topic: TopicSpec,
+    ) -> Self {
+        Self {
+            name,
+            types,
+            kind: EventKind::Reply,
+            topic: S::ID.reply(),
+            partitions: S::PARTITIONS,
+            settings: ListenerSettings::default(),
+            handler,
+            hooks: Some(hooks),
+            extra_topics: vec![topic],
         }
     }
 
@@ -130,9 +165,25 @@ impl<S: Service> Listener<S> {
         self.name
     }
 
-    /// The CloudEvents type it handles.
+    /// The CloudEvents type it handles (a saga's listener handles several: this is its
+    /// start type).
     pub fn ce_type(&self) -> &'static str {
-        self.ce_type
+        self.types[0]
+    }
+
+    /// Every CloudEvents type it handles.
+    pub fn ce_types(&self) -> &[&'static str] {
+        &self.types
+    }
+
+    /// Its partition hooks, for listeners with partition-bound state (sagas).
+    pub(crate) fn hooks(&self) -> Option<&Arc<dyn PartitionHooks>> {
+        self.hooks.as_ref()
+    }
+
+    /// Topics it owns besides those of every service (a saga's state topic).
+    pub fn extra_topics(&self) -> &[TopicSpec] {
+        &self.extra_topics
     }
 
     /// Whether it handles a fact or a command.
@@ -182,21 +233,34 @@ fn ser_topic<Ser: serde::Serializer>(t: &TopicName, s: Ser) -> Result<Ser::Ok, S
     s.serialize_str(t.as_str())
 }
 
-/// The topics service `S` owns: `events`, `commands`, `private.dlq`, `private.retry` and
-/// `private.reply`.
+/// The topics service `S` owns: `events`, `commands`, `private.dlq`, `private.retry`,
+/// `private.reply`, and `private.saga` (compacted) when it runs sagas.
 pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
     let spec = |name| TopicSpec {
         name,
         partitions: S::PARTITIONS,
         config: Vec::new(),
     };
-    vec![
+    let mut topics = vec![
         spec(S::ID.events()),
         spec(S::ID.commands()),
         spec(S::ID.dlq()),
         spec(S::ID.retry()),
         spec(S::ID.reply()),
-    ]
+    ];
+    for t in S::sagas().iter().flat_map(|l| l.extra_topics().to_vec()) {
+        if !topics.contains(&t) {
+            topics.push(t);
+        }
+    }
+    topics
+}
+
+/// Every listener of `S`: its handlers, then its sagas.
+pub(crate) fn all_listeners<S: Handlers>() -> Vec<Listener<S>> {
+    let mut all = S::listeners();
+    all.extend(S::sagas());
+    all
 }
 
 /// The CloudEvents type of `E`, computed once per type by the derive.
@@ -243,7 +307,7 @@ pub struct ListenerDescription {
 
 /// Describes service `S`: its topics and listeners.
 pub fn describe<S: Handlers>() -> Result<ServiceDescription, TopicNameError> {
-    let listeners = S::listeners()
+    let listeners = all_listeners::<S>()
         .iter()
         .map(|l| {
             Ok(ListenerDescription {

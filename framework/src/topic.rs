@@ -186,6 +186,11 @@ impl ServiceId {
         TopicName::build(*self, TopicKind::Private("reply".to_owned()))
     }
 
+    /// The saga state topic, `<id>.private.saga` (compacted, keyed by saga).
+    pub fn saga(&self) -> TopicName {
+        TopicName::build(*self, TopicKind::Private("saga".to_owned()))
+    }
+
     /// The non-blocking retry topic, `<id>.private.retry`.
     pub fn retry(&self) -> TopicName {
         TopicName::build(*self, TopicKind::Private("retry".to_owned()))

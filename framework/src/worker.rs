@@ -148,7 +148,7 @@ impl<S: Service> ListenerEnv<S> {
             (Mode::Main, _) => route(
                 self.routes.inboxes.get(&self.topic),
                 &self.topic,
-                (name, self.listener.ce_type()),
+                (name, self.listener.ce_types()),
                 incoming.ce_type.as_deref(),
             ),
             (Mode::Retry, Some(st)) if st.listener == name => Route::Handle,
@@ -269,6 +269,7 @@ impl<S: Service> ListenerEnv<S> {
             ce_type: inc.ce_type.unwrap_or_default(),
             reply_to: inc.reply_to,
             causation_id: inc.causation_id,
+            reply_partition: inc.reply_partition.and_then(|p| p.parse().ok()),
         };
         let budget = self.config.handler_timeout();
         let mut backoff = Backoff::new(&self.config);

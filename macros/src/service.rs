@@ -35,6 +35,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut namespace = None;
     let mut name = None;
     let mut partitions: Option<i32> = None;
+    let mut sagas: Option<Vec<syn::Type>> = None;
     match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr) {
         Err(e) => errors.push(syn::Error::new(e.span(), format!("{e}; {USAGE}"))),
         Ok(args) => {
@@ -49,6 +50,31 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                     .map(|i| i.to_string())
                     .unwrap_or_default();
                 let slot = match key.as_str() {
+                    "sagas" => {
+                        match &nv.value {
+                            Expr::Array(a) if sagas.is_none() => {
+                                let mut types = Vec::new();
+                                for e in &a.elems {
+                                    match syn::parse2::<syn::Type>(e.to_token_stream()) {
+                                        Ok(t) => types.push(t),
+                                        Err(_) => errors.at(
+                                            e,
+                                            "expected a saga type, e.g. `sagas = [Checkout]`",
+                                        ),
+                                    }
+                                }
+                                sagas = Some(types);
+                            }
+                            Expr::Array(_) => {
+                                errors.at(&nv.path, "`sagas` is given twice; keep one")
+                            }
+                            other => errors.at(
+                                other,
+                                "`sagas` takes a list of saga types: `sagas = [Checkout]`",
+                            ),
+                        }
+                        continue;
+                    }
                     "company" => &mut company,
                     "namespace" => &mut namespace,
                     "name" => &mut name,
@@ -67,7 +93,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                         errors.at(
                             &nv.path,
                             format!(
-                                "unknown key `{}`; the keys are `company`, `namespace`, `name` and `partitions`",
+                                "unknown key `{}`; the keys are `company`, `namespace`, `name`, `partitions` and `sagas`",
                                 nv.path.to_token_stream().to_string().replace(' ', "")
                             ),
                         );
@@ -127,6 +153,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let ident = &item.ident;
     let (company, namespace, name) = (company.unwrap(), namespace.unwrap(), name.unwrap());
     let partitions = partitions.unwrap_or(6);
+    let sagas_fn = sagas.map(|sagas| {
+        let listeners = sagas.iter().map(|t| {
+            quote::quote_spanned! {syn::spanned::Spanned::span(t)=>
+                ::atoll::__private::saga_listener::<Self, #t>()
+            }
+        });
+        quote! {
+            fn sagas() -> ::std::vec::Vec<::atoll::Listener<Self>> {
+                ::std::vec![#(#listeners),*]
+            }
+        }
+    });
     quote! {
         #item
 
@@ -134,6 +172,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             const ID: ::atoll::ServiceId =
                 ::atoll::ServiceId::new_unchecked(#company, #namespace, #name);
             const PARTITIONS: i32 = #partitions;
+            #sagas_fn
         }
     }
 }

@@ -2,13 +2,13 @@
 //!
 //! Stock lives in memory: each process starts from [`Inventory::INITIAL_STOCK`] per SKU.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use atoll::{event_service, handlers, Context, Event, HandlerResult};
 use serde::{Deserialize, Serialize};
 
-use crate::orders::{Item, OrderCancelled, OrderPlaced};
+use crate::orders::Item;
 
 /// The SKUs the shop sells.
 pub const SKUS: &[&str] = &["apple", "banana", "cherry", "date", "elderberry"];
@@ -25,6 +25,51 @@ struct State {
     stock: HashMap<String, i64>,
     /// Reservations by order id, so that a redelivered record reserves nothing twice.
     reserved: HashMap<String, Vec<Item>>,
+    /// Orders released: a reservation that arrives after its release (a timed-out step whose
+    /// command was late) is refused, so no stock leaks.
+    released: HashSet<String>,
+}
+
+/// Command: reserve every item of an order, or nothing (a step of the orders saga).
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "reserve_stock", version = 1, service = Inventory)]
+pub struct ReserveStock {
+    /// The order.
+    #[event(key)]
+    pub order_id: String,
+    /// What to reserve.
+    pub items: Vec<Item>,
+}
+
+/// Reply to [`ReserveStock`].
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(reply, name = "stock_reservation", version = 1, service = Inventory)]
+pub struct StockReservation {
+    /// The order.
+    pub order_id: String,
+    /// Whether every item is reserved.
+    pub reserved: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+}
+
+/// Command: put an order's reservation back (the compensation of [`ReserveStock`]).
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "release_stock", version = 1, service = Inventory)]
+pub struct ReleaseStock {
+    /// The order.
+    #[event(key)]
+    pub order_id: String,
+}
+
+/// Reply to [`ReleaseStock`].
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(reply, name = "stock_release", version = 1, service = Inventory)]
+pub struct StockRelease {
+    /// The order.
+    pub order_id: String,
+    /// Whether a reservation was put back (`false`: there was none).
+    pub released: bool,
 }
 
 /// Fact: stock was reserved for an order.
@@ -34,21 +79,8 @@ pub struct StockReserved {
     /// The order.
     #[event(key)]
     pub order_id: String,
-    /// Who ordered.
-    pub customer_id: String,
-    /// Total to charge, in cents.
-    pub amount_cents: i64,
-}
-
-/// Fact: an order could not be reserved.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[event(fact, name = "stock_unavailable", version = 1, service = Inventory)]
-pub struct StockUnavailable {
-    /// The order.
-    #[event(key)]
-    pub order_id: String,
-    /// The first SKU short of stock (or unknown).
-    pub sku: String,
+    /// What was reserved.
+    pub items: Vec<Item>,
 }
 
 /// Command: report the current stock levels (for operators and tests).
@@ -71,7 +103,7 @@ pub struct StockReported {
     pub levels: BTreeMap<String, i64>,
 }
 
-/// Fact: a cancelled order's stock was put back.
+/// Fact: an order's reserved stock was put back.
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
 #[event(fact, name = "stock_released", version = 1, service = Inventory)]
 pub struct StockReleased {
@@ -89,7 +121,7 @@ impl Default for Inventory {
         Self {
             state: Mutex::new(State {
                 stock,
-                reserved: HashMap::new(),
+                ..State::default()
             }),
         }
     }
@@ -116,27 +148,33 @@ impl Inventory {
             .unwrap_or(0)
     }
 
-    /// Reserves every item, or nothing; `Err(sku)` names the first one short.
-    fn reserve(&self, order_id: &str, items: &[Item]) -> Result<(), String> {
+    /// Reserves every item, or nothing; `Err` says why not. `Ok(true)` when this call
+    /// reserved, `Ok(false)` when the order was reserved already.
+    fn reserve(&self, order_id: &str, items: &[Item]) -> Result<bool, String> {
         let mut st = self.state.lock().expect("poisoned");
         if st.reserved.contains_key(order_id) {
-            return Ok(());
+            return Ok(false);
+        }
+        if st.released.contains(order_id) {
+            return Err("the order was released already".into());
         }
         for item in items {
             if st.stock.get(&item.sku).copied().unwrap_or(0) < item.qty {
-                return Err(item.sku.clone());
+                return Err(format!("out of stock: {}", item.sku));
             }
         }
         for item in items {
             *st.stock.get_mut(&item.sku).expect("checked") -= item.qty;
         }
         st.reserved.insert(order_id.to_owned(), items.to_vec());
-        Ok(())
+        Ok(true)
     }
 
-    /// Puts an order's reservation back; whether there was one.
+    /// Puts an order's reservation back; whether there was one. Later reservations of the
+    /// order are refused.
     fn release(&self, order_id: &str) -> bool {
         let mut st = self.state.lock().expect("poisoned");
+        st.released.insert(order_id.to_owned());
         let Some(items) = st.reserved.remove(order_id) else {
             return false;
         };
@@ -160,45 +198,47 @@ impl Inventory {
         Ok(())
     }
 
-    /// Reserves the stock of a placed order.
+    /// Reserves an order's stock, all or nothing, and replies with the outcome.
     #[listener(name = "reserve-stock")]
-    async fn reserve_stock(&self, ctx: Context<Self>, order: OrderPlaced) -> HandlerResult {
-        match self.reserve(&order.order_id, &order.items) {
-            Ok(()) => {
-                let OrderPlaced {
-                    order_id,
-                    customer_id,
-                    amount_cents,
-                    ..
-                } = order;
-                ctx.emit(StockReserved {
-                    order_id,
-                    customer_id,
-                    amount_cents,
-                })
-                .await?;
-            }
-            Err(sku) => {
-                ctx.emit(StockUnavailable {
-                    order_id: order.order_id,
-                    sku,
-                })
-                .await?
-            }
-        }
-        Ok(())
-    }
-
-    /// Releases the stock of a cancelled order.
-    #[listener(name = "release-stock")]
-    async fn release_stock(&self, ctx: Context<Self>, order: OrderCancelled) -> HandlerResult {
-        if self.release(&order.order_id) {
-            ctx.emit(StockReleased {
-                order_id: order.order_id,
+    async fn reserve_stock(
+        &self,
+        ctx: Context<Self>,
+        cmd: ReserveStock,
+    ) -> HandlerResult<StockReservation> {
+        let ReserveStock { order_id, items } = cmd;
+        let outcome = self.reserve(&order_id, &items);
+        if outcome == Ok(true) {
+            ctx.emit(StockReserved {
+                order_id: order_id.clone(),
+                items,
             })
             .await?;
         }
-        Ok(())
+        Ok(StockReservation {
+            order_id,
+            reserved: outcome.is_ok(),
+            reason: outcome.err(),
+        })
+    }
+
+    /// Releases an order's reservation, if it has one, and replies.
+    #[listener(name = "release-stock")]
+    async fn release_stock(
+        &self,
+        ctx: Context<Self>,
+        cmd: ReleaseStock,
+    ) -> HandlerResult<StockRelease> {
+        let released = self.release(&cmd.order_id);
+        if released {
+            ctx.emit(StockReleased {
+                order_id: cmd.order_id.clone(),
+            })
+            .await?;
+        }
+        Ok(StockRelease {
+            order_id: cmd.order_id,
+            released,
+        })
     }
 }
 
@@ -222,8 +262,8 @@ mod tests {
     #[test]
     fn reserves_once_and_releases_once() {
         let inv = Inventory::default();
-        inv.reserve("o1", &items(3)).unwrap();
-        inv.reserve("o1", &items(3)).unwrap();
+        assert_eq!(inv.reserve("o1", &items(3)), Ok(true));
+        assert_eq!(inv.reserve("o1", &items(3)), Ok(false));
         assert_eq!(inv.stock("apple"), Inventory::INITIAL_STOCK - 3);
         assert!(inv.release("o1"));
         assert!(!inv.release("o1"));
@@ -243,7 +283,21 @@ mod tests {
                 qty: 1,
             },
         ];
-        assert_eq!(inv.reserve("o2", &too_many), Err("kiwi".into()));
+        assert_eq!(
+            inv.reserve("o2", &too_many),
+            Err("out of stock: kiwi".into())
+        );
+        assert_eq!(inv.stock("apple"), Inventory::INITIAL_STOCK);
+    }
+
+    #[test]
+    fn a_reservation_after_its_release_is_refused() {
+        let inv = Inventory::default();
+        assert!(!inv.release("late"));
+        assert_eq!(
+            inv.reserve("late", &items(1)),
+            Err("the order was released already".into())
+        );
         assert_eq!(inv.stock("apple"), Inventory::INITIAL_STOCK);
     }
 }

@@ -1,11 +1,13 @@
 //! The reference system of atoll (design §8): `orders`, `inventory`, `payments` and
-//! `shipping` under `acme.shop`, as a choreography of facts:
+//! `shipping` under `acme.shop`. Each order is a saga orchestrated by `orders` over its reply
+//! topic:
 //!
 //! ```text
-//! place_order → orders: order_placed → inventory: stock_reserved | stock_unavailable
-//!   stock_reserved → payments: payment_charged | payment_declined
-//!   payment_charged → shipping: shipment_scheduled → orders: order_completed
-//!   stock_unavailable | payment_declined → orders: order_cancelled → inventory: stock_released
+//! place_order → orders: order_placed, saga:
+//!   reserve_stock (inventory) → charge_payment (payments) → arrange_shipment (shipping)
+//!     → order_completed
+//!   declined charge   → release_stock                  → order_cancelled
+//!   failed shipment   → refund_payment → release_stock → order_cancelled
 //! ```
 
 pub mod driver;
@@ -45,9 +47,7 @@ pub fn with_service(app: App, name: &str, options: &Options) -> anyhow::Result<A
     Ok(match name {
         "orders" => app.service(orders::Orders),
         "inventory" => app.service(inventory::Inventory::default()),
-        "payments" => app.service(payments::Payments {
-            flaky: options.flaky_payments,
-        }),
+        "payments" => app.service(payments::Payments::new(options.flaky_payments)),
         "shipping" => app.service(shipping::Shipping),
         other => anyhow::bail!(
             "unknown service `{other}`; the shop's services are {}",

@@ -1,17 +1,28 @@
-//! `acme.shop.orders`: accepts `place_order`, and decides each order's outcome from the
-//! other services' facts.
+//! `acme.shop.orders`: accepts `place_order` and runs each order as an orchestrated saga:
+//! reserve stock (inventory) → charge payment (payments) → arrange shipment (shipping).
+//!
+//! A declined payment releases the stock; a failed shipment refunds the payment and releases
+//! the stock; a step that times out is compensated with the steps before it. The outcome is a
+//! fact: `order_completed`, or `order_cancelled` with the reason.
 
-use atoll::{event_service, handlers, Context, Event, HandlerResult};
+use std::time::Duration;
+
+use atoll::{event_service, handlers, Context, Event, HandlerResult, Saga, Step};
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::StockUnavailable;
-use crate::payments::PaymentDeclined;
-use crate::shipping::ShipmentScheduled;
+use crate::inventory::{ReleaseStock, ReserveStock, StockRelease, StockReservation};
+use crate::payments::{ChargePayment, ChargeResult, RefundPayment, RefundResult};
+use crate::shipping::{ArrangeShipment, ShipmentResult};
 
 /// The orders service.
-#[event_service(company = "acme", namespace = "shop", name = "orders")]
+#[event_service(company = "acme", namespace = "shop", name = "orders", sagas = [OrderSaga])]
 #[derive(Debug, Default)]
 pub struct Orders;
+
+impl Orders {
+    /// How long each step of an order waits for its reply.
+    pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+}
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,19 +99,110 @@ impl PlaceOrder {
     }
 }
 
-/// Ends an order with `order_cancelled`.
-async fn cancel(ctx: &Context<Orders>, order_id: String, reason: String) -> HandlerResult {
-    ctx.emit(OrderCancelled { order_id, reason }).await?;
-    Ok(())
+/// One order's saga: its data is the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSaga {
+    /// The order id: the saga id.
+    pub order_id: String,
+    /// Who ordered.
+    pub customer_id: String,
+    /// What.
+    pub items: Vec<Item>,
+    /// Total, in cents.
+    pub amount_cents: i64,
+}
+
+/// `Ok` when the reply says yes, else the reason.
+fn judged(ok: bool, reason: Option<String>, what: &str) -> Result<(), String> {
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "{what}: {}",
+        reason.unwrap_or_else(|| "no reason given".into())
+    ))
+}
+
+impl Saga for OrderSaga {
+    type Service = Orders;
+    const NAME: &'static str = "order";
+
+    fn id(&self) -> String {
+        self.order_id.clone()
+    }
+
+    fn steps() -> Vec<Step<Self>> {
+        vec![
+            Step::new(
+                "reserve-stock",
+                |o: &Self| ReserveStock {
+                    order_id: o.order_id.clone(),
+                    items: o.items.clone(),
+                },
+                |_: &mut Self, r: StockReservation| {
+                    judged(r.reserved, r.reason, "stock not reserved")
+                },
+            )
+            .compensate::<StockRelease, _>(|o: &Self| ReleaseStock {
+                order_id: o.order_id.clone(),
+            })
+            .timeout(Orders::STEP_TIMEOUT),
+            Step::new(
+                "charge-payment",
+                |o: &Self| ChargePayment {
+                    order_id: o.order_id.clone(),
+                    customer_id: o.customer_id.clone(),
+                    amount_cents: o.amount_cents,
+                },
+                |_: &mut Self, r: ChargeResult| judged(r.charged, r.reason, "payment declined"),
+            )
+            .compensate::<RefundResult, _>(|o: &Self| RefundPayment {
+                order_id: o.order_id.clone(),
+            })
+            .timeout(Orders::STEP_TIMEOUT),
+            Step::new(
+                "arrange-shipment",
+                |o: &Self| ArrangeShipment {
+                    order_id: o.order_id.clone(),
+                    customer_id: o.customer_id.clone(),
+                },
+                |_: &mut Self, r: ShipmentResult| judged(r.scheduled, r.reason, "shipping failed"),
+            )
+            .timeout(Orders::STEP_TIMEOUT),
+        ]
+    }
+
+    async fn completed(self, ctx: Context<Orders>) -> HandlerResult {
+        ctx.emit(OrderCompleted {
+            order_id: self.order_id,
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn failed(self, ctx: Context<Orders>, reason: String) -> HandlerResult {
+        ctx.emit(OrderCancelled {
+            order_id: self.order_id,
+            reason,
+        })
+        .await?;
+        Ok(())
+    }
 }
 
 #[handlers]
 impl Orders {
-    /// Accepts an order, or cancels it when it is invalid: every placed order ends terminal.
+    /// Accepts an order and starts its saga, or cancels it when it is invalid: every placed
+    /// order ends terminal.
     #[listener(name = "place-order")]
     async fn place_order(&self, ctx: Context<Self>, cmd: PlaceOrder) -> HandlerResult {
         if let Some(reason) = cmd.invalid() {
-            return cancel(&ctx, cmd.order_id, format!("invalid order: {reason}")).await;
+            ctx.emit(OrderCancelled {
+                order_id: cmd.order_id,
+                reason: format!("invalid order: {reason}"),
+            })
+            .await?;
+            return Ok(());
         }
         let PlaceOrder {
             order_id,
@@ -109,41 +211,17 @@ impl Orders {
             amount_cents,
         } = cmd;
         ctx.emit(OrderPlaced {
+            order_id: order_id.clone(),
+            customer_id: customer_id.clone(),
+            items: items.clone(),
+            amount_cents,
+        })
+        .await?;
+        ctx.start_saga(OrderSaga {
             order_id,
             customer_id,
             items,
             amount_cents,
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// No stock: the order is cancelled.
-    #[listener(name = "stock-unavailable")]
-    async fn stock_unavailable(&self, ctx: Context<Self>, fact: StockUnavailable) -> HandlerResult {
-        cancel(&ctx, fact.order_id, format!("out of stock: {}", fact.sku)).await
-    }
-
-    /// Payment declined: the order is cancelled (inventory releases the stock).
-    #[listener(name = "payment-declined")]
-    async fn payment_declined(&self, ctx: Context<Self>, fact: PaymentDeclined) -> HandlerResult {
-        cancel(
-            &ctx,
-            fact.order_id,
-            format!("payment declined: {}", fact.reason),
-        )
-        .await
-    }
-
-    /// Shipped: the order is complete.
-    #[listener(name = "shipment-scheduled")]
-    async fn shipment_scheduled(
-        &self,
-        ctx: Context<Self>,
-        fact: ShipmentScheduled,
-    ) -> HandlerResult {
-        ctx.emit(OrderCompleted {
-            order_id: fact.order_id,
         })
         .await?;
         Ok(())

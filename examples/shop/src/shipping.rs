@@ -1,14 +1,41 @@
-//! `acme.shop.shipping`: schedules a shipment for every charged order.
+//! `acme.shop.shipping`: arranges shipments; no carrier delivers to "remote" customers.
 
 use atoll::{event_service, handlers, Context, Event, HandlerResult};
 use serde::{Deserialize, Serialize};
-
-use crate::payments::PaymentCharged;
 
 /// The shipping service.
 #[event_service(company = "acme", namespace = "shop", name = "shipping")]
 #[derive(Debug, Default)]
 pub struct Shipping;
+
+impl Shipping {
+    /// Customers whose id starts with this cannot be delivered to: their orders' shipment
+    /// fails (deterministically, for the saga's shipping-failure path).
+    pub const UNREACHABLE_PREFIX: &'static str = "remote-";
+}
+
+/// Command: arrange the shipment of a charged order (the last step of the orders saga).
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "arrange_shipment", version = 1, service = Shipping)]
+pub struct ArrangeShipment {
+    /// The order.
+    #[event(key)]
+    pub order_id: String,
+    /// Who receives it.
+    pub customer_id: String,
+}
+
+/// Reply to [`ArrangeShipment`].
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(reply, name = "shipment_result", version = 1, service = Shipping)]
+pub struct ShipmentResult {
+    /// The order.
+    pub order_id: String,
+    /// Whether a shipment is scheduled.
+    pub scheduled: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+}
 
 /// Fact: a shipment was scheduled.
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
@@ -21,13 +48,32 @@ pub struct ShipmentScheduled {
 
 #[handlers]
 impl Shipping {
-    /// Schedules the shipment of a charged order.
+    /// Schedules the shipment, unless no carrier reaches the customer.
     #[listener(name = "ship")]
-    async fn ship(&self, ctx: Context<Self>, charged: PaymentCharged) -> HandlerResult {
+    async fn ship(
+        &self,
+        ctx: Context<Self>,
+        cmd: ArrangeShipment,
+    ) -> HandlerResult<ShipmentResult> {
+        let ArrangeShipment {
+            order_id,
+            customer_id,
+        } = cmd;
+        if customer_id.starts_with(Self::UNREACHABLE_PREFIX) {
+            return Ok(ShipmentResult {
+                order_id,
+                scheduled: false,
+                reason: Some(format!("no carrier delivers to customer {customer_id}")),
+            });
+        }
         ctx.emit(ShipmentScheduled {
-            order_id: charged.order_id,
+            order_id: order_id.clone(),
         })
         .await?;
-        Ok(())
+        Ok(ShipmentResult {
+            order_id,
+            scheduled: true,
+            reason: None,
+        })
     }
 }

@@ -1,0 +1,534 @@
+//! Runs a saga: its listener on `private.reply`, the per-partition state restored from
+//! `private.saga`, and the timers that turn deadlines into timeout records.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::state::{parse_request_id, Match, Phase, SagaState, Status, StepInfo};
+use super::{start_type, state_type, timeout_type, types, Saga, Step};
+use crate::context::{Context, Record};
+use crate::envelope::Outgoing;
+use crate::error::{Error, HandlerError};
+use crate::producer::Producer;
+use crate::service::{HandlerResult, Listener, Service, TopicSpec};
+
+/// What a listener with partition-bound state needs from the runtime, and hears about its
+/// partitions.
+pub(crate) trait PartitionHooks: Send + Sync {
+    /// The runtime's resources, once at start.
+    fn started(&self, rt: HookRuntime);
+    /// Partitions of the listener's topic were assigned to this process.
+    fn assigned(&self, partitions: &[i32]);
+    /// Partitions were revoked (after their in-flight records finished).
+    fn revoked(&self, partitions: &[i32]);
+}
+
+/// The runtime's resources for [`PartitionHooks`].
+#[derive(Clone)]
+pub(crate) struct HookRuntime {
+    pub(crate) producer: Producer,
+    /// The base client configuration (bootstrap servers and pass-through properties).
+    pub(crate) client: ClientConfig,
+    pub(crate) source: Arc<str>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) stop: CancellationToken,
+}
+
+/// The listener that runs saga `D`.
+pub(crate) fn listener<D: Saga>(name: &'static str) -> Listener<D::Service> {
+    let engine = Arc::new(Engine::<D>::new());
+    let handler_engine = engine.clone();
+    let saga_topic = TopicSpec {
+        name: <D::Service as Service>::ID.saga(),
+        partitions: <D::Service as Service>::PARTITIONS,
+        config: vec![("cleanup.policy".to_owned(), "compact".to_owned())],
+    };
+    Listener::custom(
+        name,
+        types(&engine.steps),
+        Arc::new(move |_svc, ctx, payload: &[u8]| {
+            let engine = handler_engine.clone();
+            let payload = payload.to_vec();
+            Ok(Box::pin(async move { engine.handle(ctx, &payload).await }))
+        }),
+        engine,
+        saga_topic,
+    )
+    .with_settings(D::settings())
+}
+
+struct Engine<D: Saga> {
+    steps: Vec<Step<D>>,
+    infos: Vec<StepInfo>,
+    rt: OnceLock<HookRuntime>,
+    parts: Mutex<HashMap<i32, Arc<Part>>>,
+}
+
+/// One assigned partition: its sagas and their timers.
+struct Part {
+    partition: i32,
+    restored: tokio::sync::OnceCell<()>,
+    states: tokio::sync::Mutex<HashMap<String, SagaState>>,
+    timers: Mutex<HashMap<String, CancellationToken>>,
+    cancel: CancellationToken,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<D: Saga> PartitionHooks for Engine<D> {
+    fn started(&self, rt: HookRuntime) {
+        let _ = self.rt.set(rt);
+    }
+
+    fn assigned(&self, partitions: &[i32]) {
+        let Some(rt) = self.rt.get() else { return };
+        for &p in partitions {
+            let restore = self.restore_task(self.part(p));
+            rt.runtime.spawn(async move {
+                if let Err(e) = restore.await {
+                    tracing::warn!(saga = D::NAME, partition = p, error = %e, "restoring saga state failed; retried with the partition's next record");
+                }
+            });
+        }
+    }
+
+    fn revoked(&self, partitions: &[i32]) {
+        let mut parts = self.parts.lock().expect("poisoned");
+        for p in partitions {
+            if let Some(part) = parts.remove(p) {
+                part.cancel.cancel();
+            }
+        }
+    }
+}
+
+impl<D: Saga> Engine<D> {
+    fn new() -> Self {
+        let steps = D::steps();
+        let infos = steps
+            .iter()
+            .map(|s| StepInfo {
+                name: s.name,
+                compensated: s.compensation.is_some(),
+                timeout: s.timeout,
+            })
+            .collect();
+        Self {
+            steps,
+            infos,
+            rt: OnceLock::new(),
+            parts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn rt(&self) -> Result<&HookRuntime, Error> {
+        self.rt
+            .get()
+            .ok_or_else(|| Error::Declaration(format!("saga `{}` is not started", D::NAME)))
+    }
+
+    fn part(&self, p: i32) -> Arc<Part> {
+        let stop = self.rt.get().map(|rt| rt.stop.child_token());
+        self.parts
+            .lock()
+            .expect("poisoned")
+            .entry(p)
+            .or_insert_with(|| {
+                Arc::new(Part {
+                    partition: p,
+                    restored: tokio::sync::OnceCell::new(),
+                    states: Default::default(),
+                    timers: Default::default(),
+                    cancel: stop.unwrap_or_default(),
+                })
+            })
+            .clone()
+    }
+
+    fn key(id: &str) -> String {
+        format!("{}/{id}", D::NAME)
+    }
+
+    /// Restores `part` once (concurrent callers wait for the same restore).
+    fn restore_task(
+        &self,
+        part: Arc<Part>,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+        let rt = self.rt().cloned();
+        async move {
+            let rt = rt?;
+            part.restored
+                .get_or_try_init(|| restore::<D>(rt, part.clone()))
+                .await
+                .map(|_| ())
+        }
+    }
+
+    /// Handles one input of the saga: a start, a reply or a timeout.
+    async fn handle(self: Arc<Self>, ctx: Context<D::Service>, payload: &[u8]) -> HandlerResult {
+        let meta = ctx.meta().clone();
+        let part = self.part(meta.partition);
+        self.restore_task(part.clone())
+            .await
+            .map_err(HandlerError::transient)?;
+        let now = now_ms();
+        let mut states = part.states.lock().await;
+        let next = if meta.ce_type == start_type::<D>() {
+            let data: D = serde_json::from_slice(payload).map_err(|e| {
+                HandlerError::permanent(format!("saga start does not decode as `{}`: {e}", D::NAME))
+            })?;
+            let key = Self::key(&data.id());
+            match states.get(&key) {
+                Some(st) if st.input == meta.id => {
+                    let st = st.clone();
+                    return self.effects(&ctx, &part, &st).await;
+                }
+                Some(_) => {
+                    tracing::info!(saga = D::NAME, key, "saga already started; start ignored");
+                    return Ok(());
+                }
+                None => {
+                    let data = serde_json::to_value(&data).map_err(HandlerError::permanent)?;
+                    SagaState::start(
+                        key,
+                        data,
+                        meta.id.clone(),
+                        meta.correlation_id.clone(),
+                        now,
+                        &self.infos,
+                    )
+                }
+            }
+        } else {
+            let timeout = meta.ce_type == timeout_type::<D>();
+            let Some(causation) = meta.causation_id.as_deref() else {
+                tracing::warn!(
+                    saga = D::NAME,
+                    ce_type = meta.ce_type,
+                    "reply without ce_causationid ignored: it answers no request"
+                );
+                return Ok(());
+            };
+            let prefix = format!("{}/", D::NAME);
+            let Some((key, _)) =
+                parse_request_id(causation).filter(|(k, _)| k.starts_with(&prefix))
+            else {
+                tracing::debug!(saga = D::NAME, causation, "not a reply to this saga");
+                return Ok(());
+            };
+            let Some(st) = states.get(key) else {
+                tracing::warn!(saga = D::NAME, key, causation, partition = meta.partition, "reply for an unknown saga ignored (did the replier drop atoll_reply_partition?)");
+                return Ok(());
+            };
+            if st.input == meta.id {
+                let st = st.clone();
+                return self.effects(&ctx, &part, &st).await;
+            }
+            match st.classify(causation) {
+                Match::Pending(_, _) if timeout => {
+                    tracing::warn!(saga = D::NAME, key, causation, "saga step timed out");
+                    st.timed_out(meta.id.clone(), now, &self.infos)
+                }
+                Match::Pending(Phase::Action, i) => {
+                    let step = &self.steps[i];
+                    self.expect_type(step.reply_type, &meta.ce_type, step.name)?;
+                    let mut data: D =
+                        serde_json::from_value(st.data.clone()).map_err(HandlerError::permanent)?;
+                    let outcome = (step.judge)(&mut data, payload).map_err(|e| {
+                        HandlerError::permanent(format!(
+                            "reply does not decode as `{}`: {e}",
+                            step.reply_type
+                        ))
+                    })?;
+                    if let Err(reason) = &outcome {
+                        tracing::info!(
+                            saga = D::NAME,
+                            key,
+                            step = step.name,
+                            reason,
+                            "saga step failed"
+                        );
+                    }
+                    let data = serde_json::to_value(&data).map_err(HandlerError::permanent)?;
+                    st.action_replied(outcome, data, meta.id.clone(), now, &self.infos)
+                }
+                Match::Pending(Phase::Compensation, i) => {
+                    let step = &self.steps[i];
+                    let expected = step.compensation.as_ref().map_or("", |c| c.1);
+                    self.expect_type(expected, &meta.ce_type, step.name)?;
+                    st.compensation_replied(meta.id.clone(), now, &self.infos)
+                }
+                Match::Replied | Match::TimedOut | Match::Unknown if timeout => {
+                    tracing::debug!(saga = D::NAME, key, causation, "stale timeout ignored");
+                    return Ok(());
+                }
+                Match::Replied => {
+                    tracing::warn!(
+                        saga = D::NAME,
+                        key,
+                        causation,
+                        "duplicate reply ignored: its request was already answered"
+                    );
+                    return Ok(());
+                }
+                Match::TimedOut => {
+                    tracing::warn!(
+                        saga = D::NAME,
+                        key,
+                        causation,
+                        "late reply ignored: its step had timed out"
+                    );
+                    return Ok(());
+                }
+                Match::Unknown => {
+                    tracing::warn!(
+                        saga = D::NAME,
+                        key,
+                        causation,
+                        "reply to an unknown request ignored"
+                    );
+                    return Ok(());
+                }
+            }
+        };
+        let payload = serde_json::to_vec(&next);
+        ctx.produce_acked(Record {
+            partition: Some(meta.partition),
+            key: Some(next.key.clone()),
+            ce_type: state_type::<D>(),
+            payload,
+            ..Record::default_for(<D::Service as Service>::ID.saga())
+        })
+        .await?;
+        states.insert(next.key.clone(), next.clone());
+        drop(states);
+        self.effects(&ctx, &part, &next).await
+    }
+
+    fn expect_type(&self, expected: &str, got: &str, step: &str) -> HandlerResult {
+        if expected == got {
+            return Ok(());
+        }
+        Err(HandlerError::permanent(format!(
+            "`{got}` does not answer step `{step}` of saga `{}`, which expects `{expected}`",
+            D::NAME
+        )))
+    }
+
+    /// Sends the state's pending request and arms its timeout, or runs the end hook.
+    async fn effects(
+        &self,
+        ctx: &Context<D::Service>,
+        part: &Arc<Part>,
+        st: &SagaState,
+    ) -> HandlerResult {
+        let data: D = serde_json::from_value(st.data.clone()).map_err(HandlerError::permanent)?;
+        if let Some(p) = &st.pending {
+            let step = &self.steps[p.step];
+            let out = match (p.phase, &step.compensation) {
+                (Phase::Action, _) => (step.action)(&data),
+                (Phase::Compensation, Some((make, _))) => make(&data),
+                (Phase::Compensation, None) => {
+                    unreachable!("only compensated steps are compensated")
+                }
+            };
+            let reply_to = <D::Service as Service>::ID.reply();
+            ctx.produce(Record {
+                topic: out.topic,
+                partition: None,
+                key: out.key,
+                ce_type: out.ce_type,
+                payload: out.payload,
+                reply_to: Some(reply_to.as_str()),
+                reply_partition: Some(part.partition),
+                id: Some(&p.request_id),
+            })
+            .await?;
+            self.arm(part, st, &p.request_id, p.deadline_ms);
+            return Ok(());
+        }
+        if let Some(t) = part.timers.lock().expect("poisoned").remove(&st.key) {
+            t.cancel();
+        }
+        match st.status {
+            Status::Completed => {
+                tracing::info!(saga = D::NAME, key = st.key, "saga completed");
+                data.completed(ctx.clone()).await
+            }
+            Status::Failed => {
+                let reason = st.reason.clone().unwrap_or_default();
+                tracing::info!(
+                    saga = D::NAME,
+                    key = st.key,
+                    reason,
+                    "saga failed; compensations done"
+                );
+                data.failed(ctx.clone(), reason).await
+            }
+            Status::Running | Status::Compensating => Ok(()),
+        }
+    }
+
+    /// Arms the timeout of `request_id`, replacing the saga's previous timer.
+    fn arm(&self, part: &Arc<Part>, st: &SagaState, request_id: &str, deadline_ms: u64) {
+        if let Ok(rt) = self.rt() {
+            arm::<D>(rt, part, st, request_id, deadline_ms);
+        }
+    }
+}
+
+/// Arms a timer that, at `deadline_ms`, writes a timeout record for `request_id` to the saga's
+/// partition of `private.reply`, where it is handled in order with the replies.
+fn arm<D: Saga>(
+    rt: &HookRuntime,
+    part: &Arc<Part>,
+    st: &SagaState,
+    request_id: &str,
+    deadline_ms: u64,
+) {
+    let token = part.cancel.child_token();
+    if let Some(old) = part
+        .timers
+        .lock()
+        .expect("poisoned")
+        .insert(st.key.clone(), token.clone())
+    {
+        old.cancel();
+    }
+    let (rt, p) = (rt.clone(), part.partition);
+    let (key, request_id, correlation) = (
+        st.key.clone(),
+        request_id.to_owned(),
+        st.correlation_id.clone(),
+    );
+    rt.runtime.clone().spawn(async move {
+        let wait = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = token.cancelled() => return,
+        }
+        let topic = <D::Service as Service>::ID.reply();
+        loop {
+            let (headers, _) = Outgoing {
+                correlation_id: Some(&correlation),
+                causation_id: Some(&request_id),
+                ..Outgoing::new(timeout_type::<D>(), &rt.source)
+            }
+            .headers();
+            let sent = match rt.producer.send_to(topic.as_str(), Some(p), Some(key.as_bytes()), b"{}", headers).await {
+                Ok(pending) => pending.acked().await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(saga = D::NAME, key, error = %e, "cannot write a saga timeout; retrying"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = token.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Loads partition `part` of `private.saga` (every saga of type `D` in it) and re-arms the
+/// timeouts of those still waiting.
+async fn restore<D: Saga>(rt: HookRuntime, part: Arc<Part>) -> Result<(), Error> {
+    let topic = <D::Service as Service>::ID.saga();
+    let (client, p, name) = (rt.client.clone(), part.partition, topic.to_string());
+    let records = tokio::task::spawn_blocking(move || read_partition(&client, &name, p))
+        .await
+        .map_err(|e| Error::Declaration(format!("saga restore task failed: {e}")))??;
+    let prefix = format!("{}/", D::NAME);
+    let mut states = part.states.lock().await;
+    for (key, value) in records {
+        if !key.starts_with(&prefix) {
+            continue;
+        }
+        match value.map(|v| serde_json::from_slice::<SagaState>(&v)) {
+            None => {
+                states.remove(&key);
+            }
+            Some(Ok(st)) => {
+                if states.get(&key).is_none_or(|old| old.version <= st.version) {
+                    states.insert(key, st);
+                }
+            }
+            Some(Err(e)) => {
+                tracing::error!(saga = D::NAME, key, error = %e, "unreadable saga state skipped")
+            }
+        }
+    }
+    let mut waiting = 0;
+    for st in states.values() {
+        if let Some(pending) = &st.pending {
+            waiting += 1;
+            arm::<D>(&rt, &part, st, &pending.request_id, pending.deadline_ms);
+        }
+    }
+    tracing::info!(
+        saga = D::NAME,
+        partition = p,
+        sagas = states.len(),
+        waiting,
+        "saga state restored"
+    );
+    Ok(())
+}
+
+/// Every `(key, value)` of one partition, from the start to the high watermark.
+fn read_partition(
+    client: &ClientConfig,
+    topic: &str,
+    p: i32,
+) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
+    let what = || format!("reading saga state `{topic}` partition {p}");
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| Error::kafka(what(), e))?;
+    let timeout = Duration::from_secs(10);
+    let (low, high) = consumer
+        .fetch_watermarks(topic, p, timeout)
+        .map_err(|e| Error::kafka(what(), e))?;
+    let mut out = Vec::new();
+    if high <= low {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Beginning)
+        .map_err(|e| Error::kafka(what(), e))?;
+    consumer.assign(&tpl).map_err(|e| Error::kafka(what(), e))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Declaration(format!(
+                "{}: did not reach offset {high} within 60 s",
+                what()
+            )));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                out.push((key, m.payload().map(<[u8]>::to_vec)));
+                if m.offset() + 1 >= high {
+                    return Ok(out);
+                }
+            }
+            Some(Err(e)) => return Err(Error::kafka(what(), e)),
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Orchestrated sagas over reply topics.
+//!
+//! A saga is a typed value (its data) and a list of [`Step`]s. Each step sends an action
+//! command whose handler replies to the service's `private.reply` topic; the reply decides
+//! whether the saga goes on or fails. When a step fails or times out, the compensations of the
+//! steps already done run in reverse order (a timed-out step is compensated too: it may have
+//! acted even though its reply is late). Compensations must be idempotent.
+//!
+//! ```text
+//! start → step 1 action → reply ok → step 2 action → reply failed
+//!                                  → step 1 compensation → reply → failed(reason)
+//! ```
+//!
+//! Durability: every transition is written to the service's compacted `private.saga` topic,
+//! keyed by `<saga>/<id>`, before its command is sent, and the input that caused it is committed
+//! only after both were acknowledged. All inputs of one saga (its start, its replies and its
+//! timeouts) arrive on one partition of `private.reply`, so the process that owns that partition
+//! is the saga's only writer; on assignment it restores the partition's saga states and re-arms
+//! their timeouts. A killed process therefore resumes its sagas wherever they were.
+//!
+//! Requests carry a deterministic `ce_id` (`<saga>/<id>@<version>`) and ask for the reply on
+//! the saga's partition (`atoll_reply_partition`). A reply is matched against the pending
+//! request by its `ce_causationid`: a late reply (its step timed out) or a duplicate reply is
+//! ignored and logged, so nothing advances a saga twice.
+//!
+//! ```
+//! use atoll::{event_service, handlers, Context, Event, HandlerResult, Saga, Step};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[event_service(company = "acme", namespace = "shop", name = "stock")]
+//! pub struct Stock;
+//! #[handlers] impl Stock {}
+//!
+//! #[derive(Debug, Serialize, Deserialize, Event)]
+//! #[event(command, name = "reserve", version = 1, service = Stock)]
+//! pub struct Reserve { #[event(key)] pub order_id: String }
+//!
+//! #[derive(Debug, Serialize, Deserialize, Event)]
+//! #[event(reply, name = "reserved", version = 1, service = Stock)]
+//! pub struct Reserved { pub ok: bool }
+//!
+//! #[derive(Debug, Serialize, Deserialize, Event)]
+//! #[event(command, name = "release", version = 1, service = Stock)]
+//! pub struct Release { #[event(key)] pub order_id: String }
+//!
+//! #[derive(Debug, Serialize, Deserialize, Event)]
+//! #[event(reply, name = "released", version = 1, service = Stock)]
+//! pub struct Released {}
+//!
+//! #[event_service(company = "acme", namespace = "shop", name = "orders", sagas = [Checkout])]
+//! pub struct Orders;
+//! #[handlers] impl Orders {}
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! pub struct Checkout { pub order_id: String }
+//!
+//! impl Saga for Checkout {
+//!     type Service = Orders;
+//!     const NAME: &'static str = "checkout";
+//!
+//!     fn id(&self) -> String {
+//!         self.order_id.clone()
+//!     }
+//!
+//!     fn steps() -> Vec<Step<Self>> {
+//!         vec![Step::new(
+//!             "reserve",
+//!             |c: &Checkout| Reserve { order_id: c.order_id.clone() },
+//!             |_: &mut Checkout, r: Reserved| if r.ok { Ok(()) } else { Err("no stock".into()) },
+//!         )
+//!         .compensate::<Released, _>(|c: &Checkout| Release { order_id: c.order_id.clone() })]
+//!     }
+//!
+//!     async fn completed(self, _ctx: Context<Orders>) -> HandlerResult {
+//!         Ok(())
+//!     }
+//!
+//!     async fn failed(self, _ctx: Context<Orders>, _reason: String) -> HandlerResult {
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+mod engine;
+mod state;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::context::{Context, Encoded};
+use crate::event::{Command, Reply};
+use crate::policy::ListenerSettings;
+use crate::service::{HandlerResult, Listener, Service};
+use crate::topic::TopicName;
+
+pub(crate) use engine::{HookRuntime, PartitionHooks};
+
+/// A saga: its data, its steps and what happens at its end.
+///
+/// List it in its service's declaration, `#[event_service(…, sagas = [Checkout])]`; start one
+/// from a handler with [`Context::start_saga`]. The saga runs as listener `<NAME>-saga` on the
+/// service's `private.reply` topic (consumer group `<service>-<NAME>-saga`; its settings can be
+/// overridden under `listeners.<NAME>-saga`, but its retry mode must stay `strict`: a saga's
+/// inputs are handled in order).
+pub trait Saga: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The orchestrating service.
+    type Service: Service;
+    /// The saga's name, a topic-name segment (`[a-z0-9_-]`).
+    const NAME: &'static str;
+
+    /// The saga id, unique among sagas of this name (e.g. the order id).
+    fn id(&self) -> String;
+
+    /// The steps, in order.
+    fn steps() -> Vec<Step<Self>>;
+
+    /// Runs once when every step succeeded: emit the outcome as a fact.
+    fn completed(self, ctx: Context<Self::Service>) -> impl Future<Output = HandlerResult> + Send;
+
+    /// Runs once when the saga failed and its compensations ran: emit the outcome as a fact.
+    fn failed(
+        self,
+        ctx: Context<Self::Service>,
+        reason: String,
+    ) -> impl Future<Output = HandlerResult> + Send;
+
+    /// The saga listener's settings (configuration under `listeners.<NAME>-saga` still
+    /// overrides them).
+    fn settings() -> ListenerSettings {
+        ListenerSettings::default()
+    }
+}
+
+type Make<D> = Arc<dyn Fn(&D) -> Outbound + Send + Sync>;
+type Judge<D> =
+    Arc<dyn Fn(&mut D, &[u8]) -> Result<Result<(), String>, serde_json::Error> + Send + Sync>;
+
+/// A command a step sends, encoded.
+pub(crate) struct Outbound {
+    pub(crate) topic: TopicName,
+    pub(crate) key: Option<String>,
+    pub(crate) ce_type: &'static str,
+    pub(crate) payload: Encoded,
+}
+
+impl Outbound {
+    fn of<C: Command>(command: &C) -> Self {
+        Self {
+            topic: C::topic(),
+            key: command.key(),
+            ce_type: C::ce_type(),
+            payload: serde_json::to_vec(command),
+        }
+    }
+}
+
+/// One step of a saga: an action command, the reply that judges it, an optional compensation
+/// and a timeout.
+pub struct Step<D> {
+    name: &'static str,
+    action: Make<D>,
+    reply_type: &'static str,
+    judge: Judge<D>,
+    compensation: Option<(Make<D>, &'static str)>,
+    timeout: Duration,
+}
+
+impl<D> std::fmt::Debug for Step<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Step")
+            .field("name", &self.name)
+            .field("reply_type", &self.reply_type)
+            .field("compensated", &self.compensation.is_some())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: 'static> Step<D> {
+    /// The default time a step waits for its reply.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A step named `name` that sends `action(&data)` and judges its reply with
+    /// `on_reply(&mut data, reply)`: `Ok(())` goes on, `Err(reason)` fails the saga (and runs
+    /// the compensations of the steps before this one). `on_reply` may update the data.
+    pub fn new<C, R>(
+        name: &'static str,
+        action: impl Fn(&D) -> C + Send + Sync + 'static,
+        on_reply: impl Fn(&mut D, R) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self
+    where
+        C: Command,
+        R: Reply,
+    {
+        Self {
+            name,
+            action: Arc::new(move |d| Outbound::of(&action(d))),
+            reply_type: R::ce_type(),
+            judge: Arc::new(move |d, payload| {
+                let reply: R = serde_json::from_slice(payload)?;
+                Ok(on_reply(d, reply))
+            }),
+            compensation: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Undoes the step by sending `compensation(&data)`; a reply of type `R` (whatever its
+    /// content) means it is done. A compensation that times out is sent again.
+    #[must_use]
+    pub fn compensate<R: Reply, C: Command>(
+        mut self,
+        compensation: impl Fn(&D) -> C + Send + Sync + 'static,
+    ) -> Self {
+        let make: Make<D> = Arc::new(move |d| Outbound::of(&compensation(d)));
+        self.compensation = Some((make, R::ce_type()));
+        self
+    }
+
+    /// How long the step (and its compensation) waits for a reply; 30 s by default.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// Leaks each distinct string once: the few per-saga names and types that must be `'static`.
+fn interned(s: String) -> &'static str {
+    static SEEN: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().expect("poisoned");
+    if let Some(s) = seen.get(s.as_str()) {
+        return s;
+    }
+    let s: &'static str = Box::leak(s.into_boxed_str());
+    seen.insert(s);
+    s
+}
+
+fn internal_type<D: Saga>(what: &str) -> &'static str {
+    let id = <D::Service as Service>::ID;
+    interned(format!("{id}.{}_saga_{what}.v1", D::NAME.replace('-', "_")))
+}
+
+/// The `ce_type` of saga `D`'s start records.
+pub(crate) fn start_type<D: Saga>() -> &'static str {
+    internal_type::<D>("started")
+}
+
+/// The `ce_type` of saga `D`'s timeout records.
+pub(crate) fn timeout_type<D: Saga>() -> &'static str {
+    internal_type::<D>("timed_out")
+}
+
+/// The `ce_type` of saga `D`'s state records.
+pub(crate) fn state_type<D: Saga>() -> &'static str {
+    internal_type::<D>("state")
+}
+
+/// The listener that runs saga `D` (used by the code `#[event_service(sagas = […])]`
+/// generates).
+pub fn saga_listener<S: Service, D: Saga<Service = S>>() -> Listener<S> {
+    let name = interned(format!("{}-saga", D::NAME));
+    engine::listener::<D>(name)
+}
+
+impl<D> Step<D> {
+    pub(crate) fn types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        std::iter::once(self.reply_type).chain(self.compensation.as_ref().map(|c| c.1))
+    }
+}
+
+/// The event types the saga's listener handles.
+pub(crate) fn types<D: Saga>(steps: &[Step<D>]) -> Vec<&'static str> {
+    let mut types = vec![start_type::<D>(), timeout_type::<D>()];
+    for t in steps.iter().flat_map(Step::types) {
+        if !types.contains(&t) {
+            types.push(t);
+        }
+    }
+    types
+}

@@ -1,0 +1,393 @@
+//! A saga's persisted state and its transitions, free of I/O.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a saga is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Status {
+    /// Waiting for the reply to a step's action.
+    Running,
+    /// Waiting for the reply to a step's compensation.
+    Compensating,
+    /// Every step succeeded.
+    Completed,
+    /// A step failed or timed out, and the compensations ran.
+    Failed,
+}
+
+/// Action or compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Phase {
+    Action,
+    Compensation,
+}
+
+/// The request a saga waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    /// The command's `ce_id`; its reply's `ce_causationid`.
+    pub(crate) request_id: String,
+    pub(crate) phase: Phase,
+    pub(crate) step: usize,
+    /// Unix milliseconds after which the request times out.
+    pub(crate) deadline_ms: u64,
+}
+
+/// How a past request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Ended {
+    Replied,
+    TimedOut,
+}
+
+/// A request that no longer waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Past {
+    pub(crate) request_id: String,
+    pub(crate) ended: Ended,
+}
+
+/// What the transitions need to know about a step.
+#[derive(Debug, Clone)]
+pub(crate) struct StepInfo {
+    pub(crate) name: &'static str,
+    pub(crate) compensated: bool,
+    pub(crate) timeout: Duration,
+}
+
+/// One saga's state: the value of its record on `private.saga`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SagaState {
+    /// `<saga>/<id>`: the record key.
+    pub(crate) key: String,
+    /// Grows by one per transition.
+    pub(crate) version: u64,
+    pub(crate) status: Status,
+    /// The user's saga data.
+    pub(crate) data: serde_json::Value,
+    /// Why the saga failed, once it fails.
+    pub(crate) reason: Option<String>,
+    pub(crate) pending: Option<Pending>,
+    pub(crate) history: Vec<Past>,
+    /// `ce_id` of the input that made this version: a redelivered input redoes its effects.
+    pub(crate) input: String,
+    /// The flow's correlation id.
+    pub(crate) correlation_id: String,
+}
+
+/// How an input's `ce_causationid` relates to a saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Match {
+    /// It answers the pending request.
+    Pending(Phase, usize),
+    /// It answers a request that was already answered: a duplicate.
+    Replied,
+    /// It answers a request that timed out: late.
+    TimedOut,
+    /// It answers no request of this saga.
+    Unknown,
+}
+
+/// The saga key and version a request id names.
+pub(crate) fn parse_request_id(request_id: &str) -> Option<(&str, u64)> {
+    let (key, version) = request_id.rsplit_once('@')?;
+    Some((key, version.parse().ok()?))
+}
+
+impl SagaState {
+    /// A saga started by input `input`: waiting for its first step (or completed, without
+    /// steps).
+    pub(crate) fn start(
+        key: String,
+        data: serde_json::Value,
+        input: String,
+        correlation_id: String,
+        now_ms: u64,
+        steps: &[StepInfo],
+    ) -> Self {
+        let blank = Self {
+            key,
+            version: 0,
+            status: Status::Running,
+            data,
+            reason: None,
+            pending: None,
+            history: Vec::new(),
+            input,
+            correlation_id,
+        };
+        blank.next(now_ms, steps, |st| st.action(0, steps))
+    }
+
+    /// How `causation` relates to this saga.
+    pub(crate) fn classify(&self, causation: &str) -> Match {
+        if let Some(p) = self.pending.as_ref().filter(|p| p.request_id == causation) {
+            return Match::Pending(p.phase, p.step);
+        }
+        match self.history.iter().find(|p| p.request_id == causation) {
+            Some(Past {
+                ended: Ended::Replied,
+                ..
+            }) => Match::Replied,
+            Some(Past {
+                ended: Ended::TimedOut,
+                ..
+            }) => Match::TimedOut,
+            None => Match::Unknown,
+        }
+    }
+
+    /// The pending action was answered: `outcome` says whether it succeeded; `data` is the
+    /// data as the reply left it.
+    pub(crate) fn action_replied(
+        &self,
+        outcome: Result<(), String>,
+        data: serde_json::Value,
+        input: String,
+        now_ms: u64,
+        steps: &[StepInfo],
+    ) -> Self {
+        let step = self.pending_step();
+        let mut st = self.resolved(Ended::Replied, input);
+        st.data = data;
+        st.next(now_ms, steps, |st| match outcome {
+            Ok(()) => st.action(step + 1, steps),
+            // The failed step did nothing: undo the ones before it.
+            Err(reason) => st.compensate_from(step.checked_sub(1), reason, steps),
+        })
+    }
+
+    /// The pending compensation was answered: compensate the step before it.
+    pub(crate) fn compensation_replied(
+        &self,
+        input: String,
+        now_ms: u64,
+        steps: &[StepInfo],
+    ) -> Self {
+        let step = self.pending_step();
+        let st = self.resolved(Ended::Replied, input);
+        let reason = st.reason.clone().unwrap_or_default();
+        st.next(now_ms, steps, |st| {
+            st.compensate_from(step.checked_sub(1), reason, steps)
+        })
+    }
+
+    /// The pending request timed out: a timed-out action is compensated with every step
+    /// before it (it may have acted); a timed-out compensation is sent again.
+    pub(crate) fn timed_out(&self, input: String, now_ms: u64, steps: &[StepInfo]) -> Self {
+        let pending = self
+            .pending
+            .clone()
+            .expect("a timeout answers a pending request");
+        let st = self.resolved(Ended::TimedOut, input);
+        st.next(now_ms, steps, |st| match pending.phase {
+            Phase::Action => {
+                let step = &steps[pending.step];
+                let reason = format!("step `{}` timed out after {:?}", step.name, step.timeout);
+                st.compensate_from(Some(pending.step), reason, steps)
+            }
+            Phase::Compensation => {
+                st.status = Status::Compensating;
+                Some((Phase::Compensation, pending.step))
+            }
+        })
+    }
+
+    fn pending_step(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.step)
+    }
+
+    /// This state with its pending request moved to the history.
+    fn resolved(&self, ended: Ended, input: String) -> Self {
+        let mut st = self.clone();
+        if let Some(p) = st.pending.take() {
+            st.history.push(Past {
+                request_id: p.request_id,
+                ended,
+            });
+        }
+        st.input = input;
+        st
+    }
+
+    /// The next version: `decide` sets the status and names the request to wait for, if any.
+    fn next(
+        mut self,
+        now_ms: u64,
+        steps: &[StepInfo],
+        decide: impl FnOnce(&mut Self) -> Option<(Phase, usize)>,
+    ) -> Self {
+        self.version += 1;
+        self.pending = decide(&mut self).map(|(phase, step)| Pending {
+            request_id: format!("{}@{}", self.key, self.version),
+            phase,
+            step,
+            deadline_ms: now_ms + steps[step].timeout.as_millis() as u64,
+        });
+        self
+    }
+
+    /// Waits for step `step`'s action, or completes past the last step.
+    fn action(&mut self, step: usize, steps: &[StepInfo]) -> Option<(Phase, usize)> {
+        if step < steps.len() {
+            self.status = Status::Running;
+            Some((Phase::Action, step))
+        } else {
+            self.status = Status::Completed;
+            None
+        }
+    }
+
+    /// Compensates the last compensated step at or before `from`, or fails when none is left.
+    fn compensate_from(
+        &mut self,
+        from: Option<usize>,
+        reason: String,
+        steps: &[StepInfo],
+    ) -> Option<(Phase, usize)> {
+        self.reason.get_or_insert(reason);
+        let next = from.and_then(|from| (0..=from).rev().find(|&i| steps[i].compensated));
+        match next {
+            Some(i) => {
+                self.status = Status::Compensating;
+                Some((Phase::Compensation, i))
+            }
+            None => {
+                self.status = Status::Failed;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps() -> Vec<StepInfo> {
+        let step = |name, compensated| StepInfo {
+            name,
+            compensated,
+            timeout: Duration::from_secs(10),
+        };
+        vec![
+            step("reserve", true),
+            step("charge", true),
+            step("ship", false),
+        ]
+    }
+
+    fn started() -> SagaState {
+        SagaState::start(
+            "order/o1".into(),
+            serde_json::json!({"n": 0}),
+            "in-0".into(),
+            "flow".into(),
+            1_000,
+            &steps(),
+        )
+    }
+
+    fn pending(st: &SagaState) -> (Phase, usize, &str) {
+        let p = st.pending.as_ref().expect("pending");
+        (p.phase, p.step, &p.request_id)
+    }
+
+    #[test]
+    fn happy_path_runs_every_step_then_completes() {
+        let steps = steps();
+        let mut st = started();
+        assert_eq!(pending(&st), (Phase::Action, 0, "order/o1@1"));
+        assert_eq!(st.pending.as_ref().unwrap().deadline_ms, 11_000);
+        for (i, input) in ["in-1", "in-2", "in-3"].into_iter().enumerate() {
+            let req = st.pending.as_ref().unwrap().request_id.clone();
+            assert_eq!(st.classify(&req), Match::Pending(Phase::Action, i));
+            st = st.action_replied(
+                Ok(()),
+                serde_json::json!({"n": i + 1}),
+                input.into(),
+                2_000,
+                &steps,
+            );
+        }
+        assert_eq!(st.status, Status::Completed);
+        assert!(st.pending.is_none());
+        assert_eq!(st.version, 4);
+        assert_eq!(st.data, serde_json::json!({"n": 3}));
+        assert_eq!(st.classify("order/o1@1"), Match::Replied);
+        assert_eq!(st.classify("order/o1@9"), Match::Unknown);
+    }
+
+    #[test]
+    fn a_failed_step_compensates_the_steps_before_it_in_reverse() {
+        let steps = steps();
+        let st = started().action_replied(Ok(()), serde_json::json!({}), "a".into(), 0, &steps);
+        let st = st.action_replied(Ok(()), serde_json::json!({}), "b".into(), 0, &steps);
+        // Shipping fails: refund (step 1), then release (step 0).
+        let st = st.action_replied(
+            Err("no carrier".into()),
+            serde_json::json!({}),
+            "c".into(),
+            0,
+            &steps,
+        );
+        assert_eq!(st.status, Status::Compensating);
+        assert_eq!(pending(&st).0, Phase::Compensation);
+        assert_eq!(pending(&st).1, 1);
+        let st = st.compensation_replied("d".into(), 0, &steps);
+        assert_eq!(pending(&st).1, 0);
+        let st = st.compensation_replied("e".into(), 0, &steps);
+        assert_eq!(st.status, Status::Failed);
+        assert_eq!(st.reason.as_deref(), Some("no carrier"));
+        assert!(st.pending.is_none());
+    }
+
+    #[test]
+    fn failing_the_first_step_needs_no_compensation() {
+        let st = started().action_replied(
+            Err("no stock".into()),
+            serde_json::json!({}),
+            "a".into(),
+            0,
+            &steps(),
+        );
+        assert_eq!(st.status, Status::Failed);
+        assert_eq!(st.reason.as_deref(), Some("no stock"));
+    }
+
+    #[test]
+    fn a_timed_out_step_is_compensated_too_and_its_late_reply_is_recognised() {
+        let steps = steps();
+        let st = started().action_replied(Ok(()), serde_json::json!({}), "a".into(), 0, &steps);
+        let charge = pending(&st).2.to_owned();
+        let st = st.timed_out("t".into(), 0, &steps);
+        assert_eq!(st.status, Status::Compensating);
+        assert_eq!(pending(&st).1, 1, "the timed-out charge is refunded");
+        assert_eq!(
+            st.reason.as_deref(),
+            Some("step `charge` timed out after 10s")
+        );
+        assert_eq!(st.classify(&charge), Match::TimedOut);
+        // A timed-out compensation is sent again, with a new request id.
+        let refund = pending(&st).2.to_owned();
+        let again = st.timed_out("t2".into(), 0, &steps);
+        assert_eq!(pending(&again).0, Phase::Compensation);
+        assert_eq!(pending(&again).1, 1);
+        assert_ne!(pending(&again).2, refund);
+    }
+
+    #[test]
+    fn the_state_round_trips_and_request_ids_name_their_saga() {
+        let st = started();
+        let json = serde_json::to_string(&st).unwrap();
+        assert_eq!(serde_json::from_str::<SagaState>(&json).unwrap(), st);
+        assert_eq!(parse_request_id("order/a@b@7"), Some(("order/a@b", 7)));
+        assert_eq!(parse_request_id("no-version"), None);
+        assert_eq!(parse_request_id("x@y"), None);
+    }
+}
