@@ -81,6 +81,19 @@ pub fn orders(run: &str, n: usize, decline_rate: f64) -> Vec<PlaceOrder> {
         .collect()
 }
 
+/// What to place, how fast, and how long to wait for the outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    /// How many orders.
+    pub orders: usize,
+    /// The fraction of orders whose amount is above the payment limit.
+    pub decline_rate: f64,
+    /// Orders per second; 0 places them as fast as the broker takes them.
+    pub rate: u32,
+    /// How long to wait for every order to end.
+    pub timeout: Duration,
+}
+
 #[derive(Default)]
 struct Seen {
     terminal: HashMap<String, bool>,
@@ -120,15 +133,15 @@ impl fmt::Display for StockCheck {
     }
 }
 
-/// Places `n` orders through `running`'s broker and waits up to `timeout` for each to be
+/// Places the plan's orders through `running`'s broker and waits up to its timeout for each to be
 /// terminal on `acme.shop.orders.events`.
-pub async fn drive(
-    running: &Running,
-    config: &Config,
-    n: usize,
-    decline_rate: f64,
-    timeout: Duration,
-) -> anyhow::Result<Summary> {
+pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::Result<Summary> {
+    let Plan {
+        orders: n,
+        decline_rate,
+        rate,
+        timeout,
+    } = *plan;
     let run: String = (0..6)
         .map(|_| rand::rng().random_range(b'a'..=b'z') as char)
         .collect();
@@ -146,7 +159,12 @@ pub async fn drive(
     };
     client.send(&report(0)).await?;
     let baseline = wait_report(&seen, &report(0).request_id, Duration::from_secs(10)).await;
-    for order in &placed {
+    let started = Instant::now();
+    for (i, order) in placed.iter().enumerate() {
+        if rate > 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate));
+            tokio::time::sleep_until(due.into()).await;
+        }
         client.send(order).await?;
     }
     let deadline = Instant::now() + timeout;

@@ -59,6 +59,9 @@ enum Cmd {
         /// How long to wait for every order to end.
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
+        /// Orders per second (0: as fast as the broker takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// Write or check the topic listing under `topics/`.
     Topics {
@@ -122,7 +125,13 @@ async fn main() -> anyhow::Result<ExitCode> {
             let options = options.checked()?;
             let config = Config::load()?;
             let app = with_all(App::new(config.clone()), &options);
-            drive(app, &config, orders, decline_rate, timeout_secs).await
+            let plan = driver::Plan {
+                orders,
+                decline_rate,
+                rate: 0,
+                timeout: Duration::from_secs(timeout_secs),
+            };
+            drive(app, &config, &plan).await
         }
         Cmd::Serve { service, options } => {
             init_tracing("info");
@@ -135,6 +144,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             orders,
             decline_rate,
             timeout_secs,
+            rate,
         } => {
             init_tracing("warn");
             let config = Config::load()?;
@@ -144,7 +154,13 @@ async fn main() -> anyhow::Result<ExitCode> {
                 );
             }
             let app = App::new(config.clone()).topics(all_topics());
-            drive(app, &config, orders, decline_rate, timeout_secs).await
+            let plan = driver::Plan {
+                orders,
+                decline_rate,
+                rate,
+                timeout: Duration::from_secs(timeout_secs),
+            };
+            drive(app, &config, &plan).await
         }
         Cmd::Topics { write, check } => {
             match (write, check) {
@@ -158,16 +174,9 @@ async fn main() -> anyhow::Result<ExitCode> {
 }
 
 /// Starts `app`, places the orders, shuts down, and reports.
-async fn drive(
-    app: App,
-    config: &Config,
-    orders: usize,
-    decline_rate: f64,
-    timeout_secs: u64,
-) -> anyhow::Result<ExitCode> {
+async fn drive(app: App, config: &Config, plan: &driver::Plan) -> anyhow::Result<ExitCode> {
     let running = app.start().await?;
-    let timeout = Duration::from_secs(timeout_secs);
-    let summary = driver::drive(&running, config, orders, decline_rate, timeout).await;
+    let summary = driver::drive(&running, config, plan).await;
     running.shutdown().await;
     finish(summary?)
 }
