@@ -43,14 +43,7 @@ fn four_processes_complete_500_orders() {
         "{summary}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let field = |name: &str| -> usize {
-        summary
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| field(&summary, name);
     assert_eq!(field("placed"), 500, "{summary}");
     assert_eq!(field("completed") + field("cancelled"), 500, "{summary}");
     assert_eq!(field("dead_lettered"), 0, "{summary}");
@@ -59,6 +52,100 @@ fn four_processes_complete_500_orders() {
         "{summary}"
     );
     assert!(stdout.contains("stock: conserved"), "{stdout}");
+}
+
+/// The `name=value` fields of a summary line.
+fn field(summary: &str, name: &str) -> usize {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+        .parse()
+        .unwrap()
+}
+
+/// How many sagas restored processes found waiting, summed over their log.
+fn waiting_on_restore(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("saga state restored"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("waiting="))
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn orders_killed_five_times_mid_saga_still_ends_every_order_and_conserves_stock() {
+    let broker = Tansu::start();
+    let env = broker.env();
+    let others: Vec<Proc> = ["inventory", "payments", "shipping"]
+        .iter()
+        .map(|s| Proc::start(SHOP, &["serve", s], &env))
+        .collect();
+    let mut orders = Proc::start(SHOP, &["serve", "orders"], &env);
+    let joined = wait_until(Duration::from_secs(60), || {
+        others
+            .iter()
+            .chain([&orders])
+            .all(|p| p.log().contains("partitions assigned"))
+    });
+    assert!(joined, "services did not join:\n{}", orders.log());
+    let place = Command::new(SHOP)
+        .args([
+            "place",
+            "--orders",
+            "1000",
+            "--rate",
+            "25",
+            "--timeout-secs",
+            "300",
+        ])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run shop place");
+    let mut waiting = 0;
+    for _ in 0..5 {
+        // Kill it once it took over some partitions of the saga and worked on them a while.
+        let working = wait_until(Duration::from_secs(90), || {
+            orders.log().contains("saga state restored")
+        });
+        assert!(
+            working,
+            "orders did not restore its sagas:\n{}",
+            orders.log()
+        );
+        std::thread::sleep(Duration::from_millis(2500));
+        orders.kill();
+        waiting += waiting_on_restore(&orders.log());
+        orders = Proc::start(SHOP, &["serve", "orders"], &env);
+    }
+    let out = place.wait_with_output().expect("shop place");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n--- orders:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        orders.log()
+    );
+    assert_eq!(field(&summary, "placed"), 1000, "{summary}");
+    assert_eq!(
+        field(&summary, "completed") + field(&summary, "cancelled"),
+        1000,
+        "{summary}"
+    );
+    assert_eq!(field(&summary, "dead_lettered"), 0, "{summary}");
+    assert!(stdout.contains("stock: conserved"), "{stdout}");
+    waiting += waiting_on_restore(&orders.log());
+    eprintln!("{summary}; sagas found in flight by restarted processes: {waiting}");
+    assert!(
+        waiting > 0,
+        "no restarted process found a saga in flight: the kills missed the sagas"
+    );
 }
 
 #[test]

@@ -493,8 +493,10 @@ fn read_partition(
     p: i32,
 ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
     let what = || format!("reading saga state `{topic}` partition {p}");
+    // Assigned, not subscribed: the group is never joined and nothing is committed.
     let consumer: BaseConsumer = client
         .clone()
+        .set("group.id", format!("{topic}.restore"))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()
@@ -527,7 +529,8 @@ fn read_partition(
                     return Ok(out);
                 }
             }
-            Some(Err(e)) => return Err(Error::kafka(what(), e)),
+            // Errors here are reported by the client and retried by it until the deadline.
+            Some(Err(e)) => tracing::debug!(error = %e, "{}", what()),
             None => {}
         }
     }

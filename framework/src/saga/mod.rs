@@ -130,9 +130,14 @@ pub trait Saga: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     ) -> impl Future<Output = HandlerResult> + Send;
 
     /// The saga listener's settings (configuration under `listeners.<NAME>-saga` still
-    /// overrides them).
+    /// overrides them). By default a transient failure (the broker unreachable while restoring
+    /// or writing state) is retried without limit: dead-lettering a saga's input would strand
+    /// the saga. Bad input (a reply that does not decode) is still dead-lettered at once.
     fn settings() -> ListenerSettings {
-        ListenerSettings::default()
+        ListenerSettings {
+            max_attempts: Some(0),
+            ..ListenerSettings::default()
+        }
     }
 }
 
