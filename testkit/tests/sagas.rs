@@ -1,0 +1,387 @@
+//! Saga replies that come too late or twice, on a real broker (tansu): both are ignored and
+//! logged, and neither advances the saga.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use atoll::envelope::{header_str, CAUSATION_ID, ID};
+use atoll::{event_service, handlers, App, Context, Event, HandlerResult, Saga, Service, Step};
+use atoll_testkit::{read_topic, text, Tansu};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+use serde::{Deserialize, Serialize};
+
+/// Reply delays by trip id, in milliseconds.
+fn delays() -> &'static Mutex<HashMap<String, u64>> {
+    static DELAYS: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
+    DELAYS.get_or_init(Default::default)
+}
+
+async fn delay(trip_id: &str) {
+    let ms = delays().lock().unwrap().get(trip_id).copied().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[event_service(company = "acme", namespace = "test", name = "hotel")]
+struct Hotel;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "book_room", version = 1, service = Hotel)]
+struct BookRoom {
+    #[event(key)]
+    trip_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(reply, name = "room_booked", version = 1, service = Hotel)]
+struct RoomBooked {
+    ok: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "cancel_room", version = 1, service = Hotel)]
+struct CancelRoom {
+    #[event(key)]
+    trip_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(reply, name = "room_cancelled", version = 1, service = Hotel)]
+struct RoomCancelled {}
+
+#[handlers]
+impl Hotel {
+    #[listener(name = "book")]
+    async fn book(&self, cmd: BookRoom) -> HandlerResult<RoomBooked> {
+        delay(&format!("hotel-{}", cmd.trip_id)).await;
+        Ok(RoomBooked { ok: true })
+    }
+
+    #[listener(name = "cancel")]
+    async fn cancel(&self, _cmd: CancelRoom) -> HandlerResult<RoomCancelled> {
+        Ok(RoomCancelled {})
+    }
+}
+
+#[event_service(company = "acme", namespace = "test", name = "flight")]
+struct Flight;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "book_seat", version = 1, service = Flight)]
+struct BookSeat {
+    #[event(key)]
+    trip_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(reply, name = "seat_booked", version = 1, service = Flight)]
+struct SeatBooked {
+    ok: bool,
+}
+
+#[handlers]
+impl Flight {
+    #[listener(name = "book")]
+    async fn book(&self, cmd: BookSeat) -> HandlerResult<SeatBooked> {
+        delay(&format!("flight-{}", cmd.trip_id)).await;
+        Ok(SeatBooked { ok: true })
+    }
+}
+
+#[event_service(company = "acme", namespace = "test", name = "trips", sagas = [Trip])]
+struct Trips;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "plan_trip", version = 1, service = Trips)]
+struct PlanTrip {
+    #[event(key)]
+    trip_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "trip_booked", version = 1, service = Trips)]
+struct TripBooked {
+    #[event(key)]
+    trip_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "trip_failed", version = 1, service = Trips)]
+struct TripFailed {
+    #[event(key)]
+    trip_id: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Trip {
+    trip_id: String,
+}
+
+impl Saga for Trip {
+    type Service = Trips;
+    const NAME: &'static str = "trip";
+
+    fn id(&self) -> String {
+        self.trip_id.clone()
+    }
+
+    fn steps() -> Vec<Step<Self>> {
+        let ok = |ok: bool| if ok { Ok(()) } else { Err("refused".into()) };
+        vec![
+            Step::new(
+                "book-room",
+                |t: &Trip| BookRoom {
+                    trip_id: t.trip_id.clone(),
+                },
+                move |_: &mut Trip, r: RoomBooked| ok(r.ok),
+            )
+            .compensate::<RoomCancelled, _>(|t: &Trip| CancelRoom {
+                trip_id: t.trip_id.clone(),
+            })
+            .timeout(Duration::from_secs(2)),
+            Step::new(
+                "book-seat",
+                |t: &Trip| BookSeat {
+                    trip_id: t.trip_id.clone(),
+                },
+                move |_: &mut Trip, r: SeatBooked| ok(r.ok),
+            )
+            .timeout(Duration::from_secs(20)),
+        ]
+    }
+
+    async fn completed(self, ctx: Context<Trips>) -> HandlerResult {
+        ctx.emit(TripBooked {
+            trip_id: self.trip_id,
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn failed(self, ctx: Context<Trips>, reason: String) -> HandlerResult {
+        ctx.emit(TripFailed {
+            trip_id: self.trip_id,
+            reason,
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[handlers]
+impl Trips {
+    #[listener(name = "plan")]
+    async fn plan(&self, ctx: Context<Self>, cmd: PlanTrip) -> HandlerResult {
+        ctx.start_saga(Trip {
+            trip_id: cmd.trip_id,
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Everything logged at info and above, from every test of this binary.
+fn log() -> &'static Mutex<Vec<u8>> {
+    static LOG: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        struct Capture;
+        impl Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                log().lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("atoll=info")
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+        Mutex::new(Vec::new())
+    })
+}
+
+fn logged(needle: &str, key: &str) -> bool {
+    String::from_utf8_lossy(&log().lock().unwrap())
+        .lines()
+        .any(|l| l.contains(needle) && l.contains(key))
+}
+
+async fn start(broker: &Tansu) -> atoll::Running {
+    log();
+    App::new(broker.config())
+        .service(Hotel)
+        .service(Flight)
+        .service(Trips)
+        .start()
+        .await
+        .expect("app")
+}
+
+/// The records of `topic` with key `key`, once there are at least `n` (or after 60 s).
+fn keyed(broker: &Tansu, topic: &str, key: &str, n: usize) -> Vec<OwnedMessage> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: Vec<OwnedMessage> = read_topic(
+            &broker.bootstrap(),
+            topic,
+            usize::MAX,
+            Duration::from_secs(2),
+        )
+        .into_iter()
+        .filter(|m| m.key() == Some(key.as_bytes()))
+        .collect();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+    }
+}
+
+/// The versions of saga `key` written to the state topic, in order.
+fn versions(broker: &Tansu, key: &str, n: usize) -> Vec<u64> {
+    keyed(broker, &Trips::ID.saga().to_string(), key, n)
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(text(m)).unwrap()["version"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_after_its_step_timed_out_is_ignored_and_logged() {
+    let broker = Tansu::start();
+    let running = start(&broker).await;
+    delays().lock().unwrap().insert("hotel-late".into(), 4_000);
+    running
+        .client("test")
+        .send(&PlanTrip {
+            trip_id: "late".into(),
+        })
+        .await
+        .unwrap();
+    // The room step times out after 2 s: the room is cancelled (it may have been booked) and
+    // the trip fails.
+    let facts = keyed(&broker, &Trips::ID.events().to_string(), "late", 1);
+    assert_eq!(
+        facts.len(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&log().lock().unwrap())
+    );
+    assert_eq!(
+        header_str(&facts[0], "ce_type"),
+        Some(TripFailed::ce_type())
+    );
+    let failed: TripFailed = serde_json::from_str(text(&facts[0])).unwrap();
+    assert_eq!(failed.reason, "step `book-room` timed out after 2s");
+    let cancels = keyed(&broker, &Hotel::ID.commands().to_string(), "late", 2);
+    assert_eq!(
+        cancels
+            .iter()
+            .map(|m| header_str(m, "ce_type").unwrap())
+            .collect::<Vec<_>>(),
+        [BookRoom::ce_type(), CancelRoom::ce_type()]
+    );
+    // Then the booking's reply arrives, 4 s after its command: ignored, and logged.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !logged("late reply ignored", "trip/late") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged("late reply ignored", "trip/late"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Started (1), timed out into the cancellation (2), cancelled (3): the late reply wrote
+    // nothing, sent nothing and emitted nothing.
+    assert_eq!(versions(&broker, "trip/late", 3), [1, 2, 3]);
+    assert_eq!(
+        keyed(&broker, &Trips::ID.events().to_string(), "late", 1).len(),
+        1
+    );
+    assert!(keyed(&broker, &Flight::ID.commands().to_string(), "late", 0).is_empty());
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
+    let broker = Tansu::start();
+    let running = start(&broker).await;
+    // The seat's reply waits, so the saga sits at its second step while the duplicate of the
+    // first step's reply arrives.
+    delays().lock().unwrap().insert("flight-dup".into(), 3_000);
+    running
+        .client("test")
+        .send(&PlanTrip {
+            trip_id: "dup".into(),
+        })
+        .await
+        .unwrap();
+    let seat = keyed(&broker, &Flight::ID.commands().to_string(), "dup", 1);
+    assert_eq!(seat.len(), 1, "the saga reached its second step");
+    // Duplicate the room's reply: same payload, key, partition and causation, a new ce_id
+    // (as when the hotel handled its command twice).
+    let replies = read_topic(
+        &broker.bootstrap(),
+        &Trips::ID.reply().to_string(),
+        usize::MAX,
+        Duration::from_secs(1),
+    );
+    let original = replies
+        .iter()
+        .find(|m| header_str(*m, "ce_type") == Some(RoomBooked::ce_type()))
+        .expect("the room's reply");
+    assert_eq!(header_str(original, CAUSATION_ID), Some("trip/dup@1"));
+    let mut headers = OwnedHeaders::new();
+    for h in original.headers().unwrap().iter() {
+        let value = if h.key == ID {
+            Some(&b"duplicate-1"[..])
+        } else {
+            h.value
+        };
+        headers = headers.insert(Header { key: h.key, value });
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::to(original.topic())
+                .partition(original.partition())
+                .key(original.key().unwrap())
+                .payload(original.payload().unwrap())
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let facts = keyed(&broker, &Trips::ID.events().to_string(), "dup", 1);
+    assert_eq!(
+        header_str(&facts[0], "ce_type"),
+        Some(TripBooked::ce_type())
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !logged("duplicate reply ignored", "trip/dup") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged("duplicate reply ignored", "trip/dup"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Started (1), room booked (2), seat booked and completed (3): nothing more.
+    assert_eq!(versions(&broker, "trip/dup", 3), [1, 2, 3]);
+    assert_eq!(
+        keyed(&broker, &Flight::ID.commands().to_string(), "dup", 1).len(),
+        1
+    );
+    assert_eq!(
+        keyed(&broker, &Trips::ID.events().to_string(), "dup", 1).len(),
+        1
+    );
+    running.shutdown().await;
+}
