@@ -245,7 +245,7 @@ fn keyed(broker: &Tansu, topic: &str, key: &str, n: usize) -> Vec<OwnedMessage> 
 
 /// The versions of saga `key` written to the state topic, in order.
 fn versions(broker: &Tansu, key: &str, n: usize) -> Vec<u64> {
-    keyed(broker, &Trips::ID.saga().to_string(), key, n)
+    keyed(broker, Trips::ID.saga().as_ref(), key, n)
         .iter()
         .map(|m| {
             serde_json::from_str::<serde_json::Value>(text(m)).unwrap()["version"]
@@ -269,7 +269,7 @@ async fn a_reply_after_its_step_timed_out_is_ignored_and_logged() {
         .unwrap();
     // The room step times out after 2 s: the room is cancelled (it may have been booked) and
     // the trip fails.
-    let facts = keyed(&broker, &Trips::ID.events().to_string(), "late", 1);
+    let facts = keyed(&broker, Trips::ID.events().as_ref(), "late", 1);
     assert_eq!(
         facts.len(),
         1,
@@ -282,7 +282,7 @@ async fn a_reply_after_its_step_timed_out_is_ignored_and_logged() {
     );
     let failed: TripFailed = serde_json::from_str(text(&facts[0])).unwrap();
     assert_eq!(failed.reason, "step `book-room` timed out after 2s");
-    let cancels = keyed(&broker, &Hotel::ID.commands().to_string(), "late", 2);
+    let cancels = keyed(&broker, Hotel::ID.commands().as_ref(), "late", 2);
     assert_eq!(
         cancels
             .iter()
@@ -301,10 +301,10 @@ async fn a_reply_after_its_step_timed_out_is_ignored_and_logged() {
     // nothing, sent nothing and emitted nothing.
     assert_eq!(versions(&broker, "trip/late", 3), [1, 2, 3]);
     assert_eq!(
-        keyed(&broker, &Trips::ID.events().to_string(), "late", 1).len(),
+        keyed(&broker, Trips::ID.events().as_ref(), "late", 1).len(),
         1
     );
-    assert!(keyed(&broker, &Flight::ID.commands().to_string(), "late", 0).is_empty());
+    assert!(keyed(&broker, Flight::ID.commands().as_ref(), "late", 0).is_empty());
     running.shutdown().await;
 }
 
@@ -322,13 +322,13 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
         })
         .await
         .unwrap();
-    let seat = keyed(&broker, &Flight::ID.commands().to_string(), "dup", 1);
+    let seat = keyed(&broker, Flight::ID.commands().as_ref(), "dup", 1);
     assert_eq!(seat.len(), 1, "the saga reached its second step");
     // Duplicate the room's reply: same payload, key, partition and causation, a new ce_id
     // (as when the hotel handled its command twice).
     let replies = read_topic(
         &broker.bootstrap(),
-        &Trips::ID.reply().to_string(),
+        Trips::ID.reply().as_ref(),
         usize::MAX,
         Duration::from_secs(1),
     );
@@ -362,7 +362,7 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
         .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let facts = keyed(&broker, &Trips::ID.events().to_string(), "dup", 1);
+    let facts = keyed(&broker, Trips::ID.events().as_ref(), "dup", 1);
     assert_eq!(
         header_str(&facts[0], "ce_type"),
         Some(TripBooked::ce_type())
@@ -376,11 +376,11 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
     // Started (1), room booked (2), seat booked and completed (3): nothing more.
     assert_eq!(versions(&broker, "trip/dup", 3), [1, 2, 3]);
     assert_eq!(
-        keyed(&broker, &Flight::ID.commands().to_string(), "dup", 1).len(),
+        keyed(&broker, Flight::ID.commands().as_ref(), "dup", 1).len(),
         1
     );
     assert_eq!(
-        keyed(&broker, &Trips::ID.events().to_string(), "dup", 1).len(),
+        keyed(&broker, Trips::ID.events().as_ref(), "dup", 1).len(),
         1
     );
     running.shutdown().await;

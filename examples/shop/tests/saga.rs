@@ -105,12 +105,12 @@ async fn each_path_publishes_its_facts_and_runs_its_compensations() {
 
     // Compensations: a declined charge releases the stock; a failed shipment refunds the
     // charge, then releases the stock.
-    let stock = records_when(&broker, &Inventory::ID.events().to_string(), |r| {
+    let stock = records_when(&broker, Inventory::ID.events().as_ref(), |r| {
         of(r, "declined", StockReleased::ce_type()).len()
             + of(r, "unshippable", StockReleased::ce_type()).len()
             >= 2
     });
-    let payments = records_when(&broker, &Payments::ID.events().to_string(), |r| {
+    let payments = records_when(&broker, Payments::ID.events().as_ref(), |r| {
         !of(r, "unshippable", PaymentRefunded::ce_type()).is_empty()
     });
     for key in ["happy", "declined", "unshippable"] {
@@ -135,7 +135,7 @@ async fn each_path_publishes_its_facts_and_runs_its_compensations() {
         at(refunded[0]) <= at(released[0]),
         "the refund (step 2's compensation) runs before the release (step 1's)"
     );
-    let shipped = records_when(&broker, &Shipping::ID.events().to_string(), |r| {
+    let shipped = records_when(&broker, Shipping::ID.events().as_ref(), |r| {
         !of(r, "happy", ShipmentScheduled::ce_type()).is_empty()
     });
     assert_eq!(of(&shipped, "happy", ShipmentScheduled::ce_type()).len(), 1);
@@ -148,7 +148,7 @@ async fn each_path_publishes_its_facts_and_runs_its_compensations() {
         })
         .await
         .unwrap();
-    let reports = records_when(&broker, &Inventory::ID.events().to_string(), |r| {
+    let reports = records_when(&broker, Inventory::ID.events().as_ref(), |r| {
         !of(r, "levels", StockReported::ce_type()).is_empty()
     });
     let report: StockReported =

@@ -486,12 +486,11 @@ async fn restore<D: Saga>(rt: HookRuntime, part: Arc<Part>) -> Result<(), Error>
     Ok(())
 }
 
+/// A record's key and value (`None`: a tombstone).
+type KeyValue = (String, Option<Vec<u8>>);
+
 /// Every `(key, value)` of one partition, from the start to the high watermark.
-fn read_partition(
-    client: &ClientConfig,
-    topic: &str,
-    p: i32,
-) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
+fn read_partition(client: &ClientConfig, topic: &str, p: i32) -> Result<Vec<KeyValue>, Error> {
     let what = || format!("reading saga state `{topic}` partition {p}");
     // Assigned, not subscribed: the group is never joined and nothing is committed.
     let consumer: BaseConsumer = client
