@@ -206,8 +206,10 @@ async fn bad_replies_are_dead_lettered_or_ignored_and_the_saga_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saga_listener_must_retry_strictly() {
     let mut config = Config::default();
-    let mut settings = atoll::ListenerSettings::default();
-    settings.retry = Some(RetryMode::NonBlocking);
+    let settings = atoll::ListenerSettings {
+        retry: Some(RetryMode::NonBlocking),
+        ..Default::default()
+    };
     config.listeners.insert("lock-saga".into(), settings);
     let err = App::new(config)
         .service(Vault)
