@@ -33,6 +33,14 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Field `name` of a printed summary line (`placed`, `completed`, …).
+    pub fn field(line: &str, name: &str) -> Option<usize> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    }
+
     /// Whether every placed order reached a terminal fact.
     pub fn all_terminal(&self) -> bool {
         self.completed + self.cancelled == self.placed

@@ -5,12 +5,8 @@ use std::process::Command;
 const SHOP: &str = env!("CARGO_BIN_EXE_shop");
 
 fn field(summary: &str, name: &str) -> usize {
-    summary
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+    example_shop::driver::Summary::field(summary, name)
         .unwrap_or_else(|| panic!("no {name} in {summary:?}"))
-        .parse()
-        .unwrap()
 }
 
 #[test]

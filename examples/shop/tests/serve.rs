@@ -54,14 +54,9 @@ fn four_processes_complete_500_orders() {
     assert!(stdout.contains("stock: conserved"), "{stdout}");
 }
 
-/// The `name=value` fields of a summary line.
 fn field(summary: &str, name: &str) -> usize {
-    summary
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {summary}"))
-        .parse()
-        .unwrap()
+    example_shop::driver::Summary::field(summary, name)
+        .unwrap_or_else(|| panic!("no {name} in {summary:?}"))
 }
 
 /// How many sagas restored processes found waiting, summed over their log.

@@ -272,31 +272,15 @@ impl<D: Saga> Engine<D> {
                     tracing::debug!(saga = D::NAME, key, causation, "stale timeout ignored");
                     return Ok(());
                 }
-                Match::Replied => {
-                    tracing::warn!(
-                        saga = D::NAME,
-                        key,
-                        causation,
-                        "duplicate reply ignored: its request was already answered"
-                    );
-                    return Ok(());
-                }
-                Match::TimedOut => {
-                    tracing::warn!(
-                        saga = D::NAME,
-                        key,
-                        causation,
-                        "late reply ignored: its step had timed out"
-                    );
-                    return Ok(());
-                }
-                Match::Unknown => {
-                    tracing::warn!(
-                        saga = D::NAME,
-                        key,
-                        causation,
-                        "reply to an unknown request ignored"
-                    );
+                ignored => {
+                    let why = match ignored {
+                        Match::Replied => {
+                            "duplicate reply ignored: its request was already answered"
+                        }
+                        Match::TimedOut => "late reply ignored: its step had timed out",
+                        _ => "reply to an unknown request ignored",
+                    };
+                    tracing::warn!(saga = D::NAME, key, causation, "{why}");
                     return Ok(());
                 }
             }
