@@ -19,6 +19,12 @@ pub enum Error {
     /// The configuration is invalid; the message names the key.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The schema registry failed or is unreachable (transient: retried).
+    #[error("schema registry: {0}")]
+    Registry(String),
+    /// A schema is invalid, missing from the registry, or incompatible (permanent).
+    #[error("schema: {0}")]
+    Schema(String),
     /// A topic, service or listener name breaks the naming convention.
     #[error(transparent)]
     TopicName(#[from] TopicNameError),
@@ -76,7 +82,7 @@ impl Error {
                 code,
                 MessageSizeTooLarge | InvalidMessageSize | InvalidMessage
             ),
-            Self::Produce { .. } | Self::Kafka { .. } => true,
+            Self::Produce { .. } | Self::Kafka { .. } | Self::Registry(_) => true,
             _ => false,
         }
     }

@@ -48,6 +48,7 @@ pub mod config;
 pub mod dlq;
 pub mod envelope;
 pub mod policy;
+pub mod registry;
 pub mod retry;
 pub mod shutdown;
 pub mod topic;
