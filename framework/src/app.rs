@@ -10,12 +10,14 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{client_config, create_topics, set_default, EmbeddedBroker};
+use crate::codec::{Codec, CodecKind};
 use crate::config::{Config, ListenerConfig, ListenerSettings, RetryMode};
 use crate::consumer::{self, Assignment, ListenerThread};
 use crate::context::Client;
 use crate::error::{Error, Result};
 use crate::policy::names_listener;
 use crate::producer::Producer;
+use crate::registry::DevRegistry;
 use crate::routing::{Inbox, Routes};
 use crate::saga::HookRuntime;
 use crate::service::{all_listeners, is_inbox, owned_topics, Handlers, Listener, TopicSpec};
@@ -27,6 +29,7 @@ use crate::worker::{ListenerEnv, Mode};
 struct StartEnv<'a> {
     client: &'a ClientConfig,
     producer: &'a Producer,
+    codec: &'a Arc<Codec>,
     process: &'a str,
     config: &'a Config,
     stop: &'a CancellationToken,
@@ -131,6 +134,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     listener: listener.clone(),
                     routes: routes.clone(),
                     producer: env.producer.clone(),
+                    codec: env.codec.clone(),
                     source: source.clone(),
                     config: config.clone(),
                     stop: env.stop.clone(),
@@ -298,11 +302,27 @@ impl App {
             .create()
             .map_err(|e| Error::kafka("creating the producer", e))?;
         let producer = Producer::new(producer);
+        let registry = &self.config.schema_registry;
+        let dev_registry = match (&registry.url, self.config.service.codec, &embedded) {
+            (None, CodecKind::Avro, Some(_)) => Some(DevRegistry::start().await?),
+            _ => None,
+        };
+        let url = dev_registry
+            .as_ref()
+            .map(|r| r.url().to_owned())
+            .or(registry.url.clone());
+        let codec = Arc::new(Codec::new(
+            self.config.service.codec,
+            url.as_deref(),
+            registry.auto_register,
+            registry.subject_strategy,
+        )?);
         let stop = CancellationToken::new();
         let runtime = tokio::runtime::Handle::current();
         let env = StartEnv {
             client: &client,
             producer: &producer,
+            codec: &codec,
             process: &process,
             config: &self.config,
             stop: &stop,
@@ -324,6 +344,9 @@ impl App {
             stop,
             threads,
             producer,
+            codec,
+            registry_url: url,
+            _dev_registry: dev_registry,
             process,
             bootstrap,
             _embedded: embedded,
@@ -362,6 +385,9 @@ pub struct Running {
     stop: CancellationToken,
     threads: Vec<ListenerThread>,
     producer: Producer,
+    codec: Arc<Codec>,
+    registry_url: Option<String>,
+    _dev_registry: Option<DevRegistry>,
     process: String,
     bootstrap: String,
     _embedded: Option<EmbeddedBroker>,
@@ -380,6 +406,11 @@ impl Running {
     /// The broker's `bootstrap.servers` (the embedded one's when none was configured).
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// The schema registry in use (configured, or the development one), if any.
+    pub fn schema_registry_url(&self) -> Option<&str> {
+        self.registry_url.as_deref()
     }
 
     /// The process name (configured, or the random one).
@@ -409,6 +440,7 @@ impl Running {
     pub fn client(&self, name: &str) -> Client {
         Client::new(
             self.producer.clone(),
+            self.codec.clone(),
             format!("{name}/{}", self.process).into(),
         )
     }

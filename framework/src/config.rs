@@ -88,6 +88,9 @@ pub struct ServiceConfig {
     /// the range assignor orders members by, so a restarted process gets the same partitions
     /// back after one rebalance.
     pub static_membership: bool,
+    /// The codec the process's services produce with: `json` (default) or `avro`. Records
+    /// are decoded by their `content-type`, whatever this says.
+    pub codec: crate::codec::CodecKind,
 }
 
 impl Default for ServiceConfig {
@@ -95,17 +98,34 @@ impl Default for ServiceConfig {
         Self {
             process_name: None,
             static_membership: true,
+            codec: crate::codec::CodecKind::default(),
         }
     }
 }
 
 /// `schema_registry.*`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SchemaRegistryConfig {
-    /// The registry's base URL.
+    /// The registry's base URL. Unset with `service.codec = avro` and the embedded broker: an
+    /// in-process development registry is started.
     pub url: Option<String>,
+    /// Whether producers register their schemas (default `true`, for development). With
+    /// `false`, producing an event whose subject is missing fails with a permanent error.
+    pub auto_register: bool,
+    /// How subjects are named (default `topic_record_name`).
+    pub subject_strategy: crate::codec::SubjectStrategy,
+}
+
+impl Default for SchemaRegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            auto_register: true,
+            subject_strategy: crate::codec::SubjectStrategy::default(),
+        }
+    }
 }
 
 /// `http.*`.

@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
+use crate::codec::Codec;
 use crate::envelope::Outgoing;
 use crate::error::{Error, Result};
 use crate::event::{Command, Event, FactOf};
@@ -11,11 +12,14 @@ use crate::saga::Saga;
 use crate::service::Service;
 use crate::topic::TopicName;
 
-/// An encoded payload, or why it could not be encoded.
-pub(crate) type Encoded = Result<Vec<u8>, serde_json::Error>;
+/// An encoded payload and its content type, or why it could not be encoded.
+pub(crate) type Encoded = Result<(Vec<u8>, &'static str)>;
 
-fn encode_value<T: serde::Serialize>(value: &T) -> Encoded {
+/// `value` as JSON (atoll's own records: saga starts and states).
+pub(crate) fn json<T: serde::Serialize>(ce_type: &'static str, value: &T) -> Encoded {
     serde_json::to_vec(value)
+        .map(|p| (p, crate::envelope::JSON))
+        .map_err(|source| Error::Encode { ce_type, source })
 }
 
 /// A record a handler produces.
@@ -41,22 +45,10 @@ impl<'a> Record<'a> {
             partition: None,
             key: None,
             ce_type: "",
-            payload: Ok(Vec::new()),
+            payload: Ok((Vec::new(), crate::envelope::JSON)),
             reply_to: None,
             reply_partition: None,
             id: None,
-        }
-    }
-}
-
-impl Record<'_> {
-    /// Event `E` to its topic, keyed by its key field.
-    fn event<E: Event>(event: &E) -> Self {
-        Self {
-            key: event.key(),
-            ce_type: E::ce_type(),
-            payload: encode_value(event),
-            ..Self::default_for(E::topic())
         }
     }
 }
@@ -88,11 +80,14 @@ pub struct Meta {
     pub causation_id: Option<String>,
     /// `atoll_reply_partition`: the partition of `reply_to` the reply goes to, if named.
     pub reply_partition: Option<i32>,
+    /// `content-type`: how the payload is encoded (JSON when absent).
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug)]
 struct Scope {
     producer: Producer,
+    codec: Arc<Codec>,
     source: Arc<str>,
     meta: Meta,
     produced: Mutex<Vec<Pending>>,
@@ -125,9 +120,10 @@ impl<S> std::fmt::Debug for Context<S> {
 }
 
 impl<S: Service> Context<S> {
-    pub(crate) fn new(producer: Producer, source: Arc<str>, meta: Meta) -> Self {
+    pub(crate) fn new(producer: Producer, codec: Arc<Codec>, source: Arc<str>, meta: Meta) -> Self {
         let scope = Scope {
             producer,
+            codec,
             source,
             meta,
             produced: Mutex::new(Vec::new()),
@@ -153,8 +149,29 @@ impl<S: Service> Context<S> {
 
     /// Sends a command to the service that owns it, on that service's `commands` topic.
     pub async fn send<C: Command>(&self, command: C) -> Result<()> {
-        self.produce(Record::event(&command)).await?;
+        let record = self.event_record(C::topic(), &command).await;
+        self.produce(record).await?;
         Ok(())
+    }
+
+    /// The codec this service produces with.
+    pub(crate) fn codec(&self) -> &Codec {
+        &self.scope.codec
+    }
+
+    /// Event `E` encoded for `topic`, keyed by its key field.
+    pub(crate) async fn event_record<E: Event>(
+        &self,
+        topic: TopicName,
+        event: &E,
+    ) -> Record<'static> {
+        let payload = self.scope.codec.encode(&topic, event).await;
+        Record {
+            key: event.key(),
+            ce_type: E::ce_type(),
+            payload,
+            ..Record::default_for(topic)
+        }
     }
 
     /// Sends a command whose handler replies to this service's `private.reply` topic, and
@@ -164,9 +181,10 @@ impl<S: Service> Context<S> {
     /// compensations, use a [`Saga`](crate::Saga).
     pub async fn request<C: Command>(&self, command: C) -> Result<String> {
         let reply_to = S::ID.reply();
+        let record = self.event_record(C::topic(), &command).await;
         self.produce(Record {
             reply_to: Some(reply_to.as_str()),
-            ..Record::event(&command)
+            ..record
         })
         .await
     }
@@ -178,7 +196,7 @@ impl<S: Service> Context<S> {
         self.produce(Record {
             key: Some(saga.id()),
             ce_type: crate::saga::start_type::<D>(),
-            payload: encode_value(&saga),
+            payload: json(crate::saga::start_type::<D>(), &saga),
             ..Record::default_for(S::ID.reply())
         })
         .await?;
@@ -186,26 +204,30 @@ impl<S: Service> Context<S> {
     }
 
     /// Sends a handler's reply to the handled command's `ce_replyto`, if it has one, and to
-    /// its `atoll_reply_partition` when it names one.
-    pub(crate) async fn reply(&self, ce_type: &'static str, payload: Encoded) -> Result<()> {
+    /// its `atoll_reply_partition` when it names one. The reply keeps the command's key.
+    pub(crate) async fn reply<R: Event>(&self, reply: &R) -> Result<()> {
         let meta = &self.scope.meta;
         let Some(to) = meta.reply_to.clone() else {
-            tracing::debug!(ce_type, "the command asked for no reply; none sent");
+            tracing::debug!(
+                ce_type = R::ce_type(),
+                "the command asked for no reply; none sent"
+            );
             return Ok(());
         };
         let to: TopicName = to.parse()?;
+        let record = self.event_record(to, reply).await;
         self.produce(Record {
             partition: meta.reply_partition,
-            ce_type,
-            payload,
-            ..Record::default_for(to)
+            key: None,
+            ..record
         })
         .await?;
         Ok(())
     }
 
     async fn emit_event<E: Event>(&self, event: &E) -> Result<()> {
-        self.produce(Record::event(event)).await?;
+        let record = self.event_record(E::topic(), event).await;
+        self.produce(record).await?;
         Ok(())
     }
 
@@ -227,19 +249,17 @@ impl<S: Service> Context<S> {
 
     async fn start_produce(&self, record: Record<'_>) -> Result<(String, Pending)> {
         let meta = &self.scope.meta;
-        let ce_type = record.ce_type;
-        let payload = record
-            .payload
-            .map_err(|source| Error::Encode { ce_type, source })?;
+        let (payload, content_type) = record.payload?;
         let key = record.key.or_else(|| meta.key.clone());
         let (headers, id) = Outgoing {
-            ce_type,
+            ce_type: record.ce_type,
             source: &self.scope.source,
             correlation_id: Some(&meta.correlation_id),
             causation_id: Some(&meta.id),
             reply_to: record.reply_to,
             reply_partition: record.reply_partition,
             id: record.id,
+            content_type: Some(content_type),
         }
         .headers();
         let bytes = key.as_deref().map(str::as_bytes);
@@ -299,22 +319,28 @@ impl<S> FromContext<S> for Meta {
 #[derive(Debug, Clone)]
 pub struct Client {
     producer: Producer,
+    codec: Arc<Codec>,
     source: Arc<str>,
 }
 
 impl Client {
-    pub(crate) fn new(producer: Producer, source: Arc<str>) -> Self {
-        Self { producer, source }
+    pub(crate) fn new(producer: Producer, codec: Arc<Codec>, source: Arc<str>) -> Self {
+        Self {
+            producer,
+            codec,
+            source,
+        }
     }
 
     /// Sends a command to its owner, starting a new flow; returns once the broker
     /// acknowledged it.
     pub async fn send<C: Command>(&self, command: &C) -> Result<()> {
-        let payload = serde_json::to_vec(command).map_err(|source| Error::Encode {
-            ce_type: C::ce_type(),
-            source,
-        })?;
-        let (headers, _) = Outgoing::new(C::ce_type(), &self.source).headers();
+        let (payload, content_type) = self.codec.encode(&C::topic(), command).await?;
+        let (headers, _) = Outgoing {
+            content_type: Some(content_type),
+            ..Outgoing::new(C::ce_type(), &self.source)
+        }
+        .headers();
         let key = command.key();
         self.send_raw(
             C::topic().as_str(),

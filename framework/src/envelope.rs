@@ -57,6 +57,8 @@ pub struct Outgoing<'a> {
     /// `ce_id`; `None` draws a fresh UUID v7. A record sent again (a saga's request after a
     /// crash) keeps its id.
     pub id: Option<&'a str>,
+    /// `content-type`; `None` is JSON.
+    pub content_type: Option<&'a str>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -70,6 +72,7 @@ impl<'a> Outgoing<'a> {
             reply_to: None,
             reply_partition: None,
             id: None,
+            content_type: None,
         }
     }
 
@@ -88,7 +91,7 @@ impl<'a> Outgoing<'a> {
             .insert(header(TYPE, self.ce_type))
             .insert(header(SOURCE, self.source))
             .insert(header(TIME, &now))
-            .insert(header(CONTENT_TYPE, JSON))
+            .insert(header(CONTENT_TYPE, self.content_type.unwrap_or(JSON)))
             .insert(header(CORRELATION_ID, self.correlation_id.unwrap_or(&id)));
         if let Some(c) = self.causation_id {
             h = h.insert(header(CAUSATION_ID, c));
@@ -148,6 +151,8 @@ pub struct Incoming {
     pub replay_group: Option<String>,
     /// `atoll_reply_partition`, on commands whose reply must go to one partition.
     pub reply_partition: Option<String>,
+    /// `content-type`.
+    pub content_type: Option<String>,
 }
 
 impl Incoming {
@@ -165,6 +170,7 @@ impl Incoming {
                 CAUSATION_ID => &mut env.causation_id,
                 REPLAY_GROUP => &mut env.replay_group,
                 REPLY_PARTITION => &mut env.reply_partition,
+                CONTENT_TYPE => &mut env.content_type,
                 _ => continue,
             };
             *slot = h
@@ -197,6 +203,7 @@ mod tests {
             reply_to: None,
             reply_partition: None,
             id: None,
+            content_type: None,
         };
         let (h, id) = out.headers();
         assert_eq!(get(&h, SPECVERSION), Some("1.0"));
@@ -222,6 +229,7 @@ mod tests {
             reply_to: Some("acme.shop.orders.private.reply"),
             reply_partition: Some(2),
             id: Some("saga-1@3"),
+            content_type: Some("application/avro"),
         };
         let (h, _) = out.headers();
         let inc = Incoming::read(Some(&h));
@@ -237,6 +245,7 @@ mod tests {
         assert_eq!(get(&h, CAUSATION_ID), Some("cause-1"));
         assert_eq!(inc.id.as_deref(), Some("saga-1@3"));
         assert_eq!(inc.reply_partition.as_deref(), Some("2"));
+        assert_eq!(inc.content_type.as_deref(), Some("application/avro"));
     }
 
     #[test]

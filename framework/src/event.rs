@@ -6,6 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::context::Context;
 use crate::service::Service;
 use crate::topic::TopicName;
 
@@ -61,6 +62,11 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The CloudEvents type, `<company>.<namespace>.<service>.<name>.v<version>`.
     fn ce_type() -> &'static str;
 
+    /// The event's Avro schema, when the type derives `AvroSchema` (the derive fills this in).
+    fn avro_schema() -> Option<apache_avro::Schema> {
+        None
+    }
+
     /// The topic the event travels on: the owner's `events` or `commands`. A reply travels on
     /// whichever reply topic the command named; this is the owner's own.
     fn topic() -> TopicName {
@@ -111,19 +117,22 @@ pub trait Reply: Event {}
     note = "a handler returns `HandlerResult` (no reply) or `HandlerResult<R>` where `R` is declared with `#[event(reply, …)]`"
 )]
 pub trait Output: Send + 'static {
-    /// The reply's `ce_type` and payload, if this is a reply.
+    /// Sends the reply, if this is one.
     #[doc(hidden)]
-    fn into_reply(self) -> Option<(&'static str, Result<Vec<u8>, serde_json::Error>)>;
+    fn send<S: Service>(
+        self,
+        ctx: &Context<S>,
+    ) -> impl std::future::Future<Output = crate::Result<()>> + Send;
 }
 
 impl Output for () {
-    fn into_reply(self) -> Option<(&'static str, Result<Vec<u8>, serde_json::Error>)> {
-        None
+    async fn send<S: Service>(self, _ctx: &Context<S>) -> crate::Result<()> {
+        Ok(())
     }
 }
 
 impl<R: Reply> Output for R {
-    fn into_reply(self) -> Option<(&'static str, Result<Vec<u8>, serde_json::Error>)> {
-        Some((R::ce_type(), serde_json::to_vec(&self)))
+    async fn send<S: Service>(self, ctx: &Context<S>) -> crate::Result<()> {
+        ctx.reply(&self).await
     }
 }

@@ -44,6 +44,7 @@
 //! everything it produced was acknowledged. Handlers must be idempotent.
 
 pub mod broker;
+pub mod codec;
 pub mod config;
 pub mod dlq;
 pub mod envelope;
@@ -68,6 +69,7 @@ mod service;
 mod stats;
 mod worker;
 
+pub use apache_avro::{self, AvroSchema};
 pub use app::{App, Running};
 pub use atoll_macros::{event_service, handlers, Event};
 pub use config::{Config, ListenerConfig, ListenerSettings, RetryMode};
@@ -87,8 +89,10 @@ pub use topic::{ServiceId, TopicKind, TopicName, TopicNameError};
 /// Used by the code the macros generate; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::codec::{AvroProbe, AvroProbeDerived, AvroProbeNone};
     pub use crate::saga::saga_listener;
     pub use crate::service::ce_type_of;
+    pub use apache_avro::Schema as AvroSchemaValue;
     pub use futures::future::BoxFuture;
     pub use std::sync::{Arc, OnceLock};
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crate::codec::DecodeError;
 use crate::context::Context;
+use crate::error::Error;
 use crate::error::HandlerError;
 use crate::event::{Event, EventKind, ListenableBy, Output};
 use crate::policy::ListenerSettings;
@@ -40,9 +42,35 @@ pub trait Handlers: Service {
 /// What a handler returns.
 pub type HandlerResult<T = ()> = Result<T, HandlerError>;
 
-pub(crate) type HandlerFn<S> = dyn Fn(Arc<S>, Context<S>, &[u8]) -> Result<BoxFuture<'static, HandlerResult>, serde_json::Error>
+pub(crate) type HandlerFn<S> = dyn for<'a> Fn(Arc<S>, Context<S>, &'a [u8]) -> BoxFuture<'a, Result<(), CallError>>
     + Send
     + Sync;
+
+/// Why a handler call failed: its input did not decode, or the handler failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// Bad input (dead-lettered as `decode`).
+    Decode(String),
+    /// The handler (or what it produced) failed.
+    Handler(HandlerError),
+}
+
+impl From<HandlerError> for CallError {
+    fn from(e: HandlerError) -> Self {
+        Self::Handler(e)
+    }
+}
+
+/// Fixes a handler closure's signature (higher-ranked over the payload's lifetime).
+pub(crate) fn handler_fn<S, F>(f: F) -> Arc<HandlerFn<S>>
+where
+    F: for<'a> Fn(Arc<S>, Context<S>, &'a [u8]) -> BoxFuture<'a, Result<(), CallError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
 
 /// One listener: a name, the event type it handles and its handler.
 ///
@@ -110,15 +138,22 @@ impl<S: Service> Listener<S> {
             topic,
             partitions: <E::Service as Service>::PARTITIONS,
             settings: ListenerSettings::default(),
-            handler: Arc::new(move |svc, ctx: Context<S>, payload| {
-                let event: E = serde_json::from_slice(payload)?;
-                let fut = handler(svc, ctx.clone(), event);
-                Ok(Box::pin(async move {
-                    if let Some((ce_type, payload)) = fut.await?.into_reply() {
-                        ctx.reply(ce_type, payload).await?;
-                    }
+            handler: handler_fn(move |svc, ctx: Context<S>, payload: &[u8]| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let content_type = ctx.meta().content_type.clone();
+                    let event: E = match ctx.codec().decode(content_type.as_deref(), payload).await
+                    {
+                        Ok(event) => event,
+                        Err(DecodeError::Bad(why)) => return Err(CallError::Decode(why)),
+                        Err(DecodeError::Unavailable(why)) => {
+                            return Err(HandlerError::transient(Error::Registry(why)).into())
+                        }
+                    };
+                    let out = handler(svc, ctx.clone(), event).await?;
+                    out.send(&ctx).await.map_err(HandlerError::from)?;
                     Ok(())
-                }))
+                })
             }),
             hooks: None,
             extra_topics: Vec::new(),
@@ -206,13 +241,13 @@ impl<S: Service> Listener<S> {
         S::ID.group_id(self.name)
     }
 
-    /// Decodes `payload` and starts the handler.
-    pub(crate) fn call(
+    /// Decodes `payload` and runs the handler.
+    pub(crate) fn call<'a>(
         &self,
         svc: Arc<S>,
         ctx: Context<S>,
-        payload: &[u8],
-    ) -> Result<BoxFuture<'static, HandlerResult>, serde_json::Error> {
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), CallError>> {
         (self.handler)(svc, ctx, payload)
     }
 }

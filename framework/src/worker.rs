@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::codec::Codec;
 use crate::config::{ListenerConfig, RetryMode};
 use crate::context::{Context, Meta};
 use crate::dlq::{self, DeadLetterKind, Failure};
@@ -26,7 +27,7 @@ use crate::envelope::Incoming;
 use crate::producer::Producer;
 use crate::retry::{Origin, RetryState};
 use crate::routing::{route, Route, Routes};
-use crate::service::{Listener, Service};
+use crate::service::{CallError, Listener, Service};
 use crate::stats::Counters;
 use crate::topic::TopicName;
 use crate::watermark::Watermark;
@@ -37,6 +38,7 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) listener: Listener<S>,
     pub(crate) routes: Arc<Routes>,
     pub(crate) producer: Producer,
+    pub(crate) codec: Arc<Codec>,
     pub(crate) source: Arc<str>,
     pub(crate) config: ListenerConfig,
     pub(crate) stop: CancellationToken,
@@ -270,23 +272,18 @@ impl<S: Service> ListenerEnv<S> {
             reply_to: inc.reply_to,
             causation_id: inc.causation_id,
             reply_partition: inc.reply_partition.and_then(|p| p.parse().ok()),
+            content_type: inc.content_type,
         };
         let budget = self.config.handler_timeout();
         let mut backoff = Backoff::new(&self.config);
         for attempt in first.. {
-            let ctx = Context::<S>::new(self.producer.clone(), self.source.clone(), meta.clone());
-            let fut = match self.listener.call(self.svc.clone(), ctx.clone(), payload) {
-                Ok(fut) => fut,
-                Err(e) => {
-                    let error = format!("payload does not decode as `{}`: {e}", meta.ce_type);
-                    return Attempts::Failed {
-                        kind: DeadLetterKind::Decode,
-                        error,
-                        attempts: attempt,
-                        permanent: true,
-                    };
-                }
-            };
+            let ctx = Context::<S>::new(
+                self.producer.clone(),
+                self.codec.clone(),
+                self.source.clone(),
+                meta.clone(),
+            );
+            let fut = self.listener.call(self.svc.clone(), ctx.clone(), payload);
             let (kind, error, permanent) =
                 match tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await {
                     Ok(Ok(Ok(()))) => match ctx.acked().await {
@@ -297,7 +294,17 @@ impl<S: Service> ListenerEnv<S> {
                             false,
                         ),
                     },
-                    Ok(Ok(Err(e))) => (DeadLetterKind::Handler, e.to_string(), e.is_permanent()),
+                    Ok(Ok(Err(CallError::Decode(error)))) => {
+                        return Attempts::Failed {
+                            kind: DeadLetterKind::Decode,
+                            error,
+                            attempts: attempt,
+                            permanent: true,
+                        }
+                    }
+                    Ok(Ok(Err(CallError::Handler(e)))) => {
+                        (DeadLetterKind::Handler, e.to_string(), e.is_permanent())
+                    }
                     Ok(Err(panic)) => (DeadLetterKind::Panic, panic_message(&*panic), true),
                     Err(_) => (
                         DeadLetterKind::Timeout,

@@ -161,6 +161,11 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
                     ::atoll::__private::OnceLock::new();
                 CE_TYPE.get_or_init(::atoll::__private::ce_type_of::<Self>)
             }
+            fn avro_schema() -> ::std::option::Option<::atoll::__private::AvroSchemaValue> {
+                #[allow(unused_imports)]
+                use ::atoll::__private::{AvroProbeDerived as _, AvroProbeNone as _};
+                (&::atoll::__private::AvroProbe::<Self>::new()).avro_schema()
+            }
         }
         #kind_impls
     }

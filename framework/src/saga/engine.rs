@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{parse_request_id, Match, Phase, SagaState, Status, StepInfo};
 use super::{start_type, state_type, timeout_type, types, Saga, Step};
-use crate::context::{Context, Record};
+use crate::context::{json, Context, Record};
 use crate::envelope::Outgoing;
 use crate::error::{Error, HandlerError};
 use crate::producer::Producer;
-use crate::service::{HandlerResult, Listener, Service, TopicSpec};
+use crate::service::{handler_fn, CallError, HandlerResult, Listener, Service, TopicSpec};
 
 /// What a listener with partition-bound state needs from the runtime, and hears about its
 /// partitions.
@@ -52,10 +52,9 @@ pub(crate) fn listener<D: Saga>(name: &'static str) -> Listener<D::Service> {
     Listener::custom(
         name,
         types(&engine.steps),
-        Arc::new(move |_svc, ctx, payload: &[u8]| {
+        handler_fn(move |_svc, ctx, payload: &[u8]| {
             let engine = handler_engine.clone();
-            let payload = payload.to_vec();
-            Ok(Box::pin(async move { engine.handle(ctx, &payload).await }))
+            Box::pin(async move { engine.handle(ctx, payload).await.map_err(CallError::from) })
         }),
         engine,
         saga_topic,
@@ -285,7 +284,7 @@ impl<D: Saga> Engine<D> {
                 }
             }
         };
-        let payload = serde_json::to_vec(&next);
+        let payload = json(state_type::<D>(), &next);
         ctx.produce_acked(Record {
             partition: Some(meta.partition),
             key: Some(next.key.clone()),
@@ -327,12 +326,13 @@ impl<D: Saga> Engine<D> {
                 }
             };
             let reply_to = <D::Service as Service>::ID.reply();
+            let (topic, key, ce_type, payload) = out.record(ctx.codec()).await;
             ctx.produce(Record {
-                topic: out.topic,
+                topic,
                 partition: None,
-                key: out.key,
-                ce_type: out.ce_type,
-                payload: out.payload,
+                key,
+                ce_type,
+                payload,
                 reply_to: Some(reply_to.as_str()),
                 reply_partition: Some(part.partition),
                 id: Some(&p.request_id),

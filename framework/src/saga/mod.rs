@@ -92,11 +92,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec::Codec;
 use crate::context::{Context, Encoded};
 use crate::event::{Command, Reply};
 use crate::policy::ListenerSettings;
 use crate::service::{HandlerResult, Listener, Service};
 use crate::topic::TopicName;
+use futures::future::BoxFuture;
 
 pub(crate) use engine::{HookRuntime, PartitionHooks};
 
@@ -145,23 +147,33 @@ type Make<D> = Arc<dyn Fn(&D) -> Outbound + Send + Sync>;
 type Judge<D> =
     Arc<dyn Fn(&mut D, &[u8]) -> Result<Result<(), String>, serde_json::Error> + Send + Sync>;
 
-/// A command a step sends, encoded.
-pub(crate) struct Outbound {
-    pub(crate) topic: TopicName,
-    pub(crate) key: Option<String>,
-    pub(crate) ce_type: &'static str,
-    pub(crate) payload: Encoded,
+/// A command a step sends.
+pub(crate) type Outbound = Box<dyn OutboundCommand>;
+
+/// A command of any type, encoded when sent.
+pub(crate) trait OutboundCommand: Send + Sync {
+    /// The command as a record for `ctx`'s service.
+    fn record<'a>(
+        &'a self,
+        codec: &'a Codec,
+    ) -> BoxFuture<'a, (TopicName, Option<String>, &'static str, Encoded)>;
 }
 
-impl Outbound {
-    fn of<C: Command>(command: &C) -> Self {
-        Self {
-            topic: C::topic(),
-            key: command.key(),
-            ce_type: C::ce_type(),
-            payload: serde_json::to_vec(command),
-        }
+impl<C: Command> OutboundCommand for C {
+    fn record<'a>(
+        &'a self,
+        codec: &'a Codec,
+    ) -> BoxFuture<'a, (TopicName, Option<String>, &'static str, Encoded)> {
+        Box::pin(async move {
+            let topic = C::topic();
+            let payload = codec.encode(&topic, self).await;
+            (topic, self.key(), C::ce_type(), payload)
+        })
     }
+}
+
+fn outbound<C: Command>(command: C) -> Outbound {
+    Box::new(command)
 }
 
 /// One step of a saga: an action command, the reply that judges it, an optional compensation
@@ -204,7 +216,7 @@ impl<D: 'static> Step<D> {
     {
         Self {
             name,
-            action: Arc::new(move |d| Outbound::of(&action(d))),
+            action: Arc::new(move |d| outbound(action(d))),
             reply_type: R::ce_type(),
             judge: Arc::new(move |d, payload| {
                 let reply: R = serde_json::from_slice(payload)?;
@@ -222,7 +234,7 @@ impl<D: 'static> Step<D> {
         mut self,
         compensation: impl Fn(&D) -> C + Send + Sync + 'static,
     ) -> Self {
-        let make: Make<D> = Arc::new(move |d| Outbound::of(&compensation(d)));
+        let make: Make<D> = Arc::new(move |d| outbound(compensation(d)));
         self.compensation = Some((make, R::ce_type()));
         self
     }

@@ -1,0 +1,328 @@
+//! Payload codecs: JSON, and Avro in the Confluent wire format with a schema registry.
+//!
+//! A service *encodes* with the codec it is configured with (`service.codec`); it *decodes*
+//! by the record's `content-type`, so consumers read both while producers migrate.
+//!
+//! Avro records are `0x00`, the 4-byte big-endian schema id, then the Avro datum. The schema
+//! of an event is derived from its Rust type (`#[derive(AvroSchema)]` next to
+//! `#[derive(Event)]`) and named `<company>.<namespace>.<service>.<event>_v<version>`; its
+//! subject follows [`SubjectStrategy`] (by default `<topic>-<record name>`, since one facts
+//! topic carries several types). Readers resolve the writer's schema (found by id) against
+//! their own, so older and newer compatible versions read each other; resolved schemas and
+//! registry answers are cached.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use apache_avro::schema::{Name, RecordSchema};
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::avro_common::get_supplied_schema;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::JSON;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::service::Service;
+use crate::topic::TopicName;
+
+/// The content type of Avro records in the Confluent wire format.
+pub const AVRO: &str = "application/avro";
+
+/// Which codec a service produces with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodecKind {
+    /// `application/json`.
+    #[default]
+    Json,
+    /// `application/avro`: Confluent wire format, schemas in the registry.
+    Avro,
+}
+
+/// How a schema's registry subject is named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectStrategy {
+    /// `<topic>-<record name>`: several types per topic (the default).
+    #[default]
+    TopicRecordName,
+    /// `<topic>-value`: one type per topic.
+    TopicName,
+    /// `<record name>`: one schema per type across topics.
+    RecordName,
+}
+
+/// Why a payload did not decode.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    /// Bad input: wrong magic byte, unknown schema id, incompatible or malformed payload.
+    Bad(String),
+    /// The registry could not be asked: try again later.
+    Unavailable(String),
+}
+
+/// The codecs of a process.
+#[derive(Debug)]
+pub(crate) struct Codec {
+    produce: CodecKind,
+    avro: Option<Avro>,
+}
+
+struct Avro {
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    auto_register: bool,
+    strategy: SubjectStrategy,
+}
+
+impl std::fmt::Debug for Avro {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Avro")
+            .field("auto_register", &self.auto_register)
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn registry_error(e: SRCError) -> Error {
+    if e.retriable {
+        Error::Registry(e.to_string())
+    } else {
+        Error::Schema(e.to_string())
+    }
+}
+
+impl Codec {
+    /// Produces with `produce`; reads Avro through the registry at `url`, if any.
+    pub(crate) fn new(
+        produce: CodecKind,
+        url: Option<&str>,
+        auto_register: bool,
+        strategy: SubjectStrategy,
+    ) -> Result<Self> {
+        let avro =
+            match url {
+                None if produce == CodecKind::Avro => return Err(Error::Config(
+                    "service.codec = avro needs schema_registry.url (ATOLL_SCHEMA_REGISTRY__URL)"
+                        .into(),
+                )),
+                None => None,
+                Some(url) => {
+                    let settings = || {
+                        SrSettings::new_builder(url.to_owned())
+                            .set_timeout(std::time::Duration::from_secs(5))
+                            .build()
+                            .map_err(|e| Error::Config(format!("schema_registry.url `{url}`: {e}")))
+                    };
+                    Some(Avro {
+                        encoder: AvroEncoder::new(settings()?),
+                        decoder: AvroDecoder::new(settings()?),
+                        auto_register,
+                        strategy,
+                    })
+                }
+            };
+        Ok(Self { produce, avro })
+    }
+
+    /// Encodes `event` for `topic`; returns the payload and its content type.
+    pub(crate) async fn encode<E: Event>(
+        &self,
+        topic: &TopicName,
+        event: &E,
+    ) -> Result<(Vec<u8>, &'static str)> {
+        let ce_type = E::ce_type();
+        match (self.produce, &self.avro) {
+            (CodecKind::Json, _) => serde_json::to_vec(event)
+                .map(|p| (p, JSON))
+                .map_err(|source| Error::Encode { ce_type, source }),
+            (CodecKind::Avro, None) => unreachable!("checked at construction"),
+            (CodecKind::Avro, Some(avro)) => {
+                let schema = schema_of::<E>()?;
+                let strategy = avro.strategy(topic, &schema);
+                let bytes = avro
+                    .encoder
+                    .encode_struct(event, &strategy)
+                    .await
+                    .map_err(registry_error)?;
+                Ok((bytes, AVRO))
+            }
+        }
+    }
+
+    /// Decodes a payload of `content_type` (JSON when absent).
+    pub(crate) async fn decode<E: Event>(
+        &self,
+        content_type: Option<&str>,
+        payload: &[u8],
+    ) -> std::result::Result<E, DecodeError> {
+        if content_type != Some(AVRO) {
+            return serde_json::from_slice(payload).map_err(|e| {
+                DecodeError::Bad(format!(
+                    "payload does not decode as `{}`: {e}",
+                    E::ce_type()
+                ))
+            });
+        }
+        let Some(avro) = &self.avro else {
+            return Err(DecodeError::Bad(
+                "an Avro record, but no schema_registry.url is configured to read it".into(),
+            ));
+        };
+        let decoded = avro.decoder.decode(Some(payload)).await.map_err(|e| {
+            if e.retriable {
+                DecodeError::Unavailable(e.to_string())
+            } else {
+                DecodeError::Bad(format!("Avro payload does not decode: {e}"))
+            }
+        })?;
+        let reader = schema_of::<E>().map_err(|e| DecodeError::Bad(e.to_string()))?;
+        let value = decoded.value.resolve(&reader).map_err(|e| {
+            DecodeError::Bad(format!(
+                "the writer's schema does not resolve to `{}`'s: {e}",
+                E::ce_type()
+            ))
+        })?;
+        apache_avro::from_value(&value).map_err(|e| {
+            DecodeError::Bad(format!(
+                "Avro value does not decode as `{}`: {e}",
+                E::ce_type()
+            ))
+        })
+    }
+}
+
+impl Avro {
+    fn strategy(&self, topic: &TopicName, schema: &Schema) -> SubjectNameStrategy {
+        let topic = topic.to_string();
+        let name = record_name(schema);
+        match (self.auto_register, self.strategy) {
+            (true, SubjectStrategy::TopicRecordName) => {
+                SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
+                    topic,
+                    get_supplied_schema(schema),
+                )
+            }
+            (true, SubjectStrategy::TopicName) => SubjectNameStrategy::TopicNameStrategyWithSchema(
+                topic,
+                false,
+                get_supplied_schema(schema),
+            ),
+            (true, SubjectStrategy::RecordName) => {
+                SubjectNameStrategy::RecordNameStrategyWithSchema(get_supplied_schema(schema))
+            }
+            (false, SubjectStrategy::TopicRecordName) => {
+                SubjectNameStrategy::TopicRecordNameStrategy(topic, name)
+            }
+            (false, SubjectStrategy::TopicName) => {
+                SubjectNameStrategy::TopicNameStrategy(topic, false)
+            }
+            (false, SubjectStrategy::RecordName) => SubjectNameStrategy::RecordNameStrategy(name),
+        }
+    }
+}
+
+fn record_name(schema: &Schema) -> String {
+    match schema {
+        Schema::Record(r) => r.name.fullname(None),
+        _ => String::new(),
+    }
+}
+
+/// The registry subject of `E`'s schema on `topic` under `strategy`.
+pub fn subject<E: Event>(topic: &TopicName, strategy: SubjectStrategy) -> Result<String> {
+    let name = record_name(&*schema_of::<E>()?);
+    Ok(match strategy {
+        SubjectStrategy::TopicRecordName => format!("{topic}-{name}"),
+        SubjectStrategy::TopicName => format!("{topic}-value"),
+        SubjectStrategy::RecordName => name,
+    })
+}
+
+/// `E`'s Avro schema, named `<company>.<namespace>.<service>.<event>_v<version>`; computed once
+/// per type.
+pub fn schema_of<E: Event>() -> Result<Arc<Schema>> {
+    static SCHEMAS: OnceLock<Mutex<HashMap<TypeId, Arc<Schema>>>> = OnceLock::new();
+    let cache = SCHEMAS.get_or_init(Default::default);
+    if let Some(s) = cache.lock().expect("poisoned").get(&TypeId::of::<E>()) {
+        return Ok(s.clone());
+    }
+    let Some(Schema::Record(record)) = E::avro_schema() else {
+        return Err(Error::Schema(format!(
+            "`{}` has no Avro record schema: derive `AvroSchema` (re-exported as `atoll::AvroSchema`) on the event",
+            E::ce_type()
+        )));
+    };
+    let schema = Arc::new(Schema::Record(RecordSchema {
+        name: canonical_name::<E>()?,
+        ..record
+    }));
+    cache
+        .lock()
+        .expect("poisoned")
+        .insert(TypeId::of::<E>(), schema.clone());
+    Ok(schema)
+}
+
+fn canonical_name<E: Event>() -> Result<Name> {
+    let id = <E::Service as Service>::ID;
+    let avro = |s: &str| s.replace('-', "_");
+    let full = format!(
+        "{}.{}.{}.{}_v{}",
+        avro(id.company()),
+        avro(id.namespace()),
+        avro(id.name()),
+        E::NAME,
+        E::VERSION
+    );
+    Name::new(full.as_str())
+        .map_err(|e| Error::Schema(format!("`{full}` is not an Avro name: {e}")))
+}
+
+/// Finds a type's derived Avro schema, if it has one (autoref specialisation, used by the code
+/// `#[derive(Event)]` generates).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct AvroProbe<T>(std::marker::PhantomData<T>);
+
+impl<T> AvroProbe<T> {
+    #[doc(hidden)]
+    pub fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T> Default for AvroProbe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Chosen when the type derives `AvroSchema`.
+#[doc(hidden)]
+pub trait AvroProbeDerived {
+    fn avro_schema(&self) -> Option<Schema>;
+}
+
+impl<T: apache_avro::AvroSchema> AvroProbeDerived for &AvroProbe<T> {
+    fn avro_schema(&self) -> Option<Schema> {
+        Some(T::get_schema())
+    }
+}
+
+/// Chosen otherwise.
+#[doc(hidden)]
+pub trait AvroProbeNone {
+    fn avro_schema(&self) -> Option<Schema>;
+}
+
+impl<T> AvroProbeNone for AvroProbe<T> {
+    fn avro_schema(&self) -> Option<Schema> {
+        None
+    }
+}
