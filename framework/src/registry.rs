@@ -183,13 +183,16 @@ struct SchemaBody {
     schema_type: Option<String>,
 }
 
-fn parse(body: &SchemaBody) -> std::result::Result<Schema, Response> {
+/// A rejected request's response (boxed: responses are large).
+type Rejected = Box<Response>;
+
+fn parse(body: &SchemaBody) -> std::result::Result<Schema, Rejected> {
     if body.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNPROCESSABLE_ENTITY,
             42201,
             "only AVRO schemas are supported by the development registry",
-        ));
+        )));
     }
     Schema::parse_str(&body.schema).map_err(|e| {
         error(
@@ -284,7 +287,7 @@ async fn version(
     let store = store.lock().expect("poisoned");
     match store.find(&subject, &version) {
         Ok((v, id)) => store.registered(&subject, v, id),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
@@ -295,7 +298,7 @@ async fn register(
 ) -> Response {
     let schema = match parse(&body) {
         Ok(s) => s,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let mut store = store.lock().expect("poisoned");
     let existing = store.id_of(&schema);
@@ -329,7 +332,7 @@ async fn lookup(
 ) -> Response {
     let schema = match parse(&body) {
         Ok(s) => s,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let store = store.lock().expect("poisoned");
     let Some(ids) = store.versions(&subject) else {
@@ -359,12 +362,12 @@ async fn compatibility(
 ) -> Response {
     let schema = match parse(&body) {
         Ok(s) => s,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let store = store.lock().expect("poisoned");
     let (v, _) = match store.find(&subject, &version) {
         Ok(found) => found,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let earlier = &store.earlier(&subject)[..v];
     match store.level(&subject).check(&schema, earlier) {
