@@ -186,6 +186,10 @@ struct SchemaBody {
 /// A rejected request's response (boxed: responses are large).
 type Rejected = Box<Response>;
 
+fn reject(status: StatusCode, code: u32, message: impl Into<String>) -> Rejected {
+    Box::new(error(status, code, message))
+}
+
 fn parse(body: &SchemaBody) -> std::result::Result<Schema, Rejected> {
     if body.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
         return Err(Box::new(error(
@@ -195,7 +199,7 @@ fn parse(body: &SchemaBody) -> std::result::Result<Schema, Rejected> {
         )));
     }
     Schema::parse_str(&body.schema).map_err(|e| {
-        error(
+        reject(
             StatusCode::UNPROCESSABLE_ENTITY,
             42201,
             format!("Invalid schema: {e}"),
@@ -221,14 +225,14 @@ impl Store {
     }
 
     /// `(version, id)` of `version` (`latest` or a number) of `subject`.
-    fn find(&self, subject: &str, version: &str) -> std::result::Result<(usize, u32), Response> {
+    fn find(&self, subject: &str, version: &str) -> std::result::Result<(usize, u32), Rejected> {
         let ids = self
             .versions(subject)
-            .ok_or_else(|| subject_not_found(subject))?;
+            .ok_or_else(|| Box::new(subject_not_found(subject)))?;
         let v = match version {
             "latest" | "-1" => ids.len(),
             n => n.parse().map_err(|_| {
-                error(
+                reject(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     42202,
                     format!("invalid version `{n}`"),
@@ -236,7 +240,7 @@ impl Store {
             })?,
         };
         let id = ids.get(v.wrapping_sub(1)).ok_or_else(|| {
-            error(
+            reject(
                 StatusCode::NOT_FOUND,
                 40402,
                 format!("Version {v} not found."),
@@ -456,7 +460,7 @@ mod tests {
         assert!(why.contains("order_id"), "{why}");
         // Removing a field without default: new reads old fine, old cannot read new.
         assert_eq!(
-            Compatibility::Backward.check(&v1, &[added_without.clone()]),
+            Compatibility::Backward.check(&v1, std::slice::from_ref(&added_without)),
             None
         );
         let why = Compatibility::Full.check(&v1, &[added_without]).unwrap();
