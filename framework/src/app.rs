@@ -408,6 +408,22 @@ impl Running {
         &self.bootstrap
     }
 
+    /// Decodes a payload of `content_type` as `E`, with this process's codecs (for drivers
+    /// and tools that read topics themselves).
+    pub async fn decode<E: crate::Event>(
+        &self,
+        content_type: Option<&str>,
+        payload: &[u8],
+    ) -> Result<E> {
+        self.codec
+            .decode(content_type, payload)
+            .await
+            .map_err(|e| match e {
+                crate::codec::DecodeError::Bad(why) => Error::Schema(why),
+                crate::codec::DecodeError::Unavailable(why) => Error::Registry(why),
+            })
+    }
+
     /// The schema registry in use (configured, or the development one), if any.
     pub fn schema_registry_url(&self) -> Option<&str> {
         self.registry_url.as_deref()

@@ -59,7 +59,7 @@ pub enum SubjectStrategy {
 
 /// Why a payload did not decode.
 #[derive(Debug)]
-pub(crate) enum DecodeError {
+pub enum DecodeError {
     /// Bad input: wrong magic byte, unknown schema id, incompatible or malformed payload.
     Bad(String),
     /// The registry could not be asked: try again later.
@@ -254,7 +254,7 @@ pub fn schema_of<E: Event>() -> Result<Arc<Schema>> {
     }
     let Some(Schema::Record(record)) = E::avro_schema() else {
         return Err(Error::Schema(format!(
-            "`{}` has no Avro record schema: derive `AvroSchema` (re-exported as `atoll::AvroSchema`) on the event",
+            "`{}` has no Avro record schema: add `#[derive(apache_avro::AvroSchema)]` to the event (and depend on `apache-avro`)",
             E::ce_type()
         )));
     };
@@ -288,7 +288,15 @@ fn canonical_name<E: Event>() -> Result<Name> {
 /// `#[derive(Event)]` generates).
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct AvroProbe<T>(std::marker::PhantomData<T>);
+pub struct AvroProbe<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Clone for AvroProbe<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for AvroProbe<T> {}
 
 impl<T> AvroProbe<T> {
     #[doc(hidden)]
@@ -306,11 +314,11 @@ impl<T> Default for AvroProbe<T> {
 /// Chosen when the type derives `AvroSchema`.
 #[doc(hidden)]
 pub trait AvroProbeDerived {
-    fn avro_schema(&self) -> Option<Schema>;
+    fn avro_schema(self) -> Option<Schema>;
 }
 
 impl<T: apache_avro::AvroSchema> AvroProbeDerived for &AvroProbe<T> {
-    fn avro_schema(&self) -> Option<Schema> {
+    fn avro_schema(self) -> Option<Schema> {
         Some(T::get_schema())
     }
 }
@@ -318,11 +326,11 @@ impl<T: apache_avro::AvroSchema> AvroProbeDerived for &AvroProbe<T> {
 /// Chosen otherwise.
 #[doc(hidden)]
 pub trait AvroProbeNone {
-    fn avro_schema(&self) -> Option<Schema>;
+    fn avro_schema(self) -> Option<Schema>;
 }
 
 impl<T> AvroProbeNone for AvroProbe<T> {
-    fn avro_schema(&self) -> Option<Schema> {
+    fn avro_schema(self) -> Option<Schema> {
         None
     }
 }

@@ -8,7 +8,6 @@ use futures::future::BoxFuture;
 
 use crate::codec::DecodeError;
 use crate::context::Context;
-use crate::error::Error;
 use crate::error::HandlerError;
 use crate::event::{Event, EventKind, ListenableBy, Output};
 use crate::policy::ListenerSettings;
@@ -53,6 +52,9 @@ pub(crate) enum CallError {
     Decode(String),
     /// The handler (or what it produced) failed.
     Handler(HandlerError),
+    /// The input could not be decoded yet (the schema registry is unreachable): retried
+    /// without limit, never dead-lettered, since the record itself is fine.
+    Unavailable(String),
 }
 
 impl From<HandlerError> for CallError {
@@ -147,7 +149,7 @@ impl<S: Service> Listener<S> {
                         Ok(event) => event,
                         Err(DecodeError::Bad(why)) => return Err(CallError::Decode(why)),
                         Err(DecodeError::Unavailable(why)) => {
-                            return Err(HandlerError::transient(Error::Registry(why)).into())
+                            return Err(CallError::Unavailable(why))
                         }
                     };
                     let out = handler(svc, ctx.clone(), event).await?;

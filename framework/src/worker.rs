@@ -284,6 +284,7 @@ impl<S: Service> ListenerEnv<S> {
                 meta.clone(),
             );
             let fut = self.listener.call(self.svc.clone(), ctx.clone(), payload);
+            let mut unavailable = false;
             let (kind, error, permanent) =
                 match tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await {
                     Ok(Ok(Ok(()))) => match ctx.acked().await {
@@ -305,6 +306,10 @@ impl<S: Service> ListenerEnv<S> {
                     Ok(Ok(Err(CallError::Handler(e)))) => {
                         (DeadLetterKind::Handler, e.to_string(), e.is_permanent())
                     }
+                    Ok(Ok(Err(CallError::Unavailable(e)))) => {
+                        unavailable = true;
+                        (DeadLetterKind::Decode, e, false)
+                    }
                     Ok(Err(panic)) => (DeadLetterKind::Panic, panic_message(&*panic), true),
                     Err(_) => (
                         DeadLetterKind::Timeout,
@@ -312,7 +317,8 @@ impl<S: Service> ListenerEnv<S> {
                         false,
                     ),
                 };
-            let spent = in_place != 0 && attempt - first + 1 >= in_place;
+            // An unreachable registry is no fault of the record: it does not spend the budget.
+            let spent = !unavailable && in_place != 0 && attempt - first + 1 >= in_place;
             if permanent || spent {
                 return Attempts::Failed {
                     kind,

@@ -106,8 +106,8 @@ pub struct Plan {
 struct Seen {
     terminal: HashMap<String, bool>,
     dead_lettered: usize,
-    /// Stock reports by request id.
-    reports: HashMap<String, BTreeMap<String, i64>>,
+    /// Stock reports by request id: content type and payload, decoded by the waiter.
+    reports: HashMap<String, (Option<String>, Vec<u8>)>,
 }
 
 /// Whether stock was conserved: final = baseline − what completed orders took.
@@ -166,7 +166,13 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
         request_id: format!("{run}-stock-{i}"),
     };
     client.send(&report(0)).await?;
-    let baseline = wait_report(&seen, &report(0).request_id, Duration::from_secs(10)).await;
+    let baseline = wait_report(
+        running,
+        &seen,
+        &report(0).request_id,
+        Duration::from_secs(10),
+    )
+    .await;
     let started = Instant::now();
     for (i, order) in placed.iter().enumerate() {
         if rate > 0 {
@@ -188,9 +194,14 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
             let mut got = BTreeMap::new();
             for i in 1..=20 {
                 client.send(&report(i)).await?;
-                got = wait_report(&seen, &report(i).request_id, Duration::from_secs(5))
-                    .await
-                    .unwrap_or_default();
+                got = wait_report(
+                    running,
+                    &seen,
+                    &report(i).request_id,
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap_or_default();
                 if got == expected {
                     break;
                 }
@@ -240,14 +251,30 @@ fn expected_stock(
 
 /// Waits up to `timeout` for inventory's stock report answering `request_id`.
 async fn wait_report(
+    running: &Running,
     seen: &Mutex<Seen>,
     request_id: &str,
     timeout: Duration,
 ) -> Option<BTreeMap<String, i64>> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(r) = seen.lock().expect("poisoned").reports.get(request_id) {
-            return Some(r.clone());
+        let raw = seen
+            .lock()
+            .expect("poisoned")
+            .reports
+            .get(request_id)
+            .cloned();
+        if let Some((content_type, payload)) = raw {
+            return match running
+                .decode::<StockReported>(content_type.as_deref(), &payload)
+                .await
+            {
+                Ok(r) => Some(r.levels.into_iter().collect()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable stock report");
+                    None
+                }
+            };
         }
         if Instant::now() >= deadline {
             return None;
@@ -303,11 +330,9 @@ fn watch(
         }
         let mut seen = seen.lock().expect("poisoned");
         if msg.topic() == stock_events {
-            if let Ok(r) =
-                serde_json::from_slice::<StockReported>(msg.payload().unwrap_or_default())
-            {
-                seen.reports.insert(r.request_id, r.levels);
-            }
+            let content_type = header_str(&msg, "content-type").map(str::to_owned);
+            let payload = msg.payload().unwrap_or_default().to_vec();
+            seen.reports.insert(key.to_owned(), (content_type, payload));
         } else if msg.topic() == events {
             let ce_type = header_str(&msg, "ce_type").map(str::as_bytes);
             match ce_type {

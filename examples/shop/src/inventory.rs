@@ -2,9 +2,10 @@
 //!
 //! Stock lives in memory: each process starts from [`Inventory::INITIAL_STOCK`] per SKU.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use apache_avro::AvroSchema;
 use atoll::{event_service, handlers, Context, Event, HandlerResult};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,7 @@ struct State {
 }
 
 /// Command: reserve every item of an order, or nothing (a step of the orders saga).
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(command, name = "reserve_stock", version = 1, service = Inventory)]
 pub struct ReserveStock {
     /// The order.
@@ -42,7 +43,7 @@ pub struct ReserveStock {
 }
 
 /// Reply to [`ReserveStock`].
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(reply, name = "stock_reservation", version = 1, service = Inventory)]
 pub struct StockReservation {
     /// The order.
@@ -54,7 +55,7 @@ pub struct StockReservation {
 }
 
 /// Command: put an order's reservation back (the compensation of [`ReserveStock`]).
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(command, name = "release_stock", version = 1, service = Inventory)]
 pub struct ReleaseStock {
     /// The order.
@@ -63,7 +64,7 @@ pub struct ReleaseStock {
 }
 
 /// Reply to [`ReleaseStock`].
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(reply, name = "stock_release", version = 1, service = Inventory)]
 pub struct StockRelease {
     /// The order.
@@ -73,7 +74,7 @@ pub struct StockRelease {
 }
 
 /// Fact: stock was reserved for an order.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "stock_reserved", version = 1, service = Inventory)]
 pub struct StockReserved {
     /// The order.
@@ -84,7 +85,7 @@ pub struct StockReserved {
 }
 
 /// Command: report the current stock levels (for operators and tests).
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(command, name = "report_stock", version = 1, service = Inventory)]
 pub struct ReportStock {
     /// Echoed in the report, to match it with the request.
@@ -93,18 +94,18 @@ pub struct ReportStock {
 }
 
 /// Fact: the stock levels at the time of a `report_stock` command.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "stock_reported", version = 1, service = Inventory)]
 pub struct StockReported {
     /// The request this answers.
     #[event(key)]
     pub request_id: String,
     /// Units per SKU.
-    pub levels: BTreeMap<String, i64>,
+    pub levels: HashMap<String, i64>,
 }
 
 /// Fact: an order's reserved stock was put back.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "stock_released", version = 1, service = Inventory)]
 pub struct StockReleased {
     /// The order.
@@ -132,7 +133,7 @@ impl Inventory {
     pub const INITIAL_STOCK: i64 = 10_000;
 
     /// Current stock of every SKU.
-    pub fn levels(&self) -> BTreeMap<String, i64> {
+    pub fn levels(&self) -> HashMap<String, i64> {
         let st = self.state.lock().expect("poisoned");
         st.stock.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }

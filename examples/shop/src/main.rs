@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use atoll::codec::CodecKind;
 use atoll::{App, Config};
 use clap::{Parser, Subcommand};
 use example_shop::{all_topics, driver, topics, with_all, with_service, Options};
@@ -40,6 +41,10 @@ enum Cmd {
         /// How long to wait for every order to end.
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
+        /// The codec the services produce with (`avro` starts a development schema registry
+        /// unless ATOLL_SCHEMA_REGISTRY__URL names one).
+        #[arg(long, value_enum, default_value_t = Codec::Json)]
+        codec: Codec,
     },
     /// Run one service until SIGTERM or Ctrl-C.
     Serve {
@@ -72,6 +77,15 @@ enum Cmd {
         #[arg(long)]
         check: Option<PathBuf>,
     },
+}
+
+/// A payload codec.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Codec {
+    /// application/json.
+    Json,
+    /// application/avro with a schema registry.
+    Avro,
 }
 
 /// How the services behave.
@@ -121,10 +135,15 @@ async fn main() -> anyhow::Result<ExitCode> {
             orders,
             decline_rate,
             timeout_secs,
+            codec,
         } => {
             init_tracing("warn");
             let options = options.checked()?;
-            let config = Config::load()?;
+            let mut config = Config::load()?;
+            config.service.codec = match codec {
+                Codec::Json => CodecKind::Json,
+                Codec::Avro => CodecKind::Avro,
+            };
             let app = with_all(App::new(config.clone()), &options);
             let plan = driver::Plan {
                 orders,

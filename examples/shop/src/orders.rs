@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use apache_avro::AvroSchema;
 use atoll::{event_service, handlers, Context, Event, HandlerResult, Saga, Step};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,7 @@ impl Orders {
 }
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 pub struct Item {
     /// Stock keeping unit.
     pub sku: String,
@@ -34,7 +35,7 @@ pub struct Item {
 }
 
 /// Command: place an order (design §8 fixes this payload).
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(command, name = "place_order", version = 1, service = Orders)]
 pub struct PlaceOrder {
     /// The order id; the key of every record of the order.
@@ -49,7 +50,7 @@ pub struct PlaceOrder {
 }
 
 /// Fact: an order was placed.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "order_placed", version = 1, service = Orders)]
 pub struct OrderPlaced {
     /// The order id.
@@ -64,7 +65,7 @@ pub struct OrderPlaced {
 }
 
 /// Fact: an order completed (charged and shipped).
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "order_completed", version = 1, service = Orders)]
 pub struct OrderCompleted {
     /// The order id.
@@ -73,7 +74,7 @@ pub struct OrderCompleted {
 }
 
 /// Fact: an order was cancelled.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "order_cancelled", version = 1, service = Orders)]
 pub struct OrderCancelled {
     /// The order id.

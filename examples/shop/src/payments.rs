@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use apache_avro::AvroSchema;
 use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult};
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +69,7 @@ impl Payments {
 }
 
 /// Command: charge an order (a step of the orders saga).
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(command, name = "charge_payment", version = 1, service = Payments)]
 pub struct ChargePayment {
     /// The order.
@@ -81,7 +82,7 @@ pub struct ChargePayment {
 }
 
 /// Reply to [`ChargePayment`].
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(reply, name = "charge_result", version = 1, service = Payments)]
 pub struct ChargeResult {
     /// The order.
@@ -93,7 +94,7 @@ pub struct ChargeResult {
 }
 
 /// Command: refund an order's charge (the compensation of [`ChargePayment`]).
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(command, name = "refund_payment", version = 1, service = Payments)]
 pub struct RefundPayment {
     /// The order.
@@ -102,7 +103,7 @@ pub struct RefundPayment {
 }
 
 /// Reply to [`RefundPayment`].
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(reply, name = "refund_result", version = 1, service = Payments)]
 pub struct RefundResult {
     /// The order.
@@ -112,7 +113,7 @@ pub struct RefundResult {
 }
 
 /// Fact: an order was charged.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "payment_charged", version = 1, service = Payments)]
 pub struct PaymentCharged {
     /// The order.
@@ -123,7 +124,7 @@ pub struct PaymentCharged {
 }
 
 /// Fact: a charge was declined.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "payment_declined", version = 1, service = Payments)]
 pub struct PaymentDeclined {
     /// The order.
@@ -134,7 +135,7 @@ pub struct PaymentDeclined {
 }
 
 /// Fact: an order's charge was refunded.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "payment_refunded", version = 1, service = Payments)]
 pub struct PaymentRefunded {
     /// The order.

@@ -1,5 +1,6 @@
 //! `acme.shop.shipping`: arranges shipments; no carrier delivers to "remote" customers.
 
+use apache_avro::AvroSchema;
 use atoll::{event_service, handlers, Context, Event, HandlerResult};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,7 @@ impl Shipping {
 }
 
 /// Command: arrange the shipment of a charged order (the last step of the orders saga).
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(command, name = "arrange_shipment", version = 1, service = Shipping)]
 pub struct ArrangeShipment {
     /// The order.
@@ -26,7 +27,7 @@ pub struct ArrangeShipment {
 }
 
 /// Reply to [`ArrangeShipment`].
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(reply, name = "shipment_result", version = 1, service = Shipping)]
 pub struct ShipmentResult {
     /// The order.
@@ -38,7 +39,7 @@ pub struct ShipmentResult {
 }
 
 /// Fact: a shipment was scheduled.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(fact, name = "shipment_scheduled", version = 1, service = Shipping)]
 pub struct ShipmentScheduled {
     /// The order.

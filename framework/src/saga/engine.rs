@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{parse_request_id, Match, Phase, SagaState, Status, StepInfo};
 use super::{start_type, state_type, timeout_type, types, Saga, Step};
+use crate::codec::DecodeError;
 use crate::context::{json, Context, Record};
 use crate::envelope::Outgoing;
 use crate::error::{Error, HandlerError};
@@ -243,12 +244,20 @@ impl<D: Saga> Engine<D> {
                     self.expect_type(step.reply_type, &meta.ce_type, step.name)?;
                     let mut data: D =
                         serde_json::from_value(st.data.clone()).map_err(HandlerError::permanent)?;
-                    let outcome = (step.judge)(&mut data, payload).map_err(|e| {
-                        HandlerError::permanent(format!(
-                            "reply does not decode as `{}`: {e}",
-                            step.reply_type
-                        ))
-                    })?;
+                    let content_type = meta.content_type.as_deref();
+                    let verdict = match (step.judge)(ctx.codec(), content_type, payload).await {
+                        Ok(verdict) => verdict,
+                        Err(DecodeError::Bad(why)) => {
+                            return Err(HandlerError::permanent(format!(
+                                "reply does not decode as `{}`: {why}",
+                                step.reply_type
+                            )))
+                        }
+                        Err(DecodeError::Unavailable(why)) => {
+                            return Err(HandlerError::transient(Error::Registry(why)))
+                        }
+                    };
+                    let outcome = verdict(&mut data);
                     if let Err(reason) = &outcome {
                         tracing::info!(
                             saga = D::NAME,

@@ -92,7 +92,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, DecodeError};
 use crate::context::{Context, Encoded};
 use crate::event::{Command, Reply};
 use crate::policy::ListenerSettings;
@@ -144,8 +144,32 @@ pub trait Saga: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
 }
 
 type Make<D> = Arc<dyn Fn(&D) -> Outbound + Send + Sync>;
-type Judge<D> =
-    Arc<dyn Fn(&mut D, &[u8]) -> Result<Result<(), String>, serde_json::Error> + Send + Sync>;
+/// What a decoded reply does to the saga's data: `Ok` goes on, `Err(reason)` fails the saga.
+pub(crate) type Verdict<D> = Box<dyn FnOnce(&mut D) -> Result<(), String> + Send>;
+/// Decodes a step's reply (content type, payload) into its verdict.
+type Judge<D> = Arc<
+    dyn for<'a> Fn(
+            &'a Codec,
+            Option<&'a str>,
+            &'a [u8],
+        ) -> BoxFuture<'a, Result<Verdict<D>, DecodeError>>
+        + Send
+        + Sync,
+>;
+
+fn judge<D, F>(f: F) -> Judge<D>
+where
+    F: for<'a> Fn(
+            &'a Codec,
+            Option<&'a str>,
+            &'a [u8],
+        ) -> BoxFuture<'a, Result<Verdict<D>, DecodeError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
 
 /// A command a step sends.
 pub(crate) type Outbound = Box<dyn OutboundCommand>;
@@ -214,14 +238,21 @@ impl<D: 'static> Step<D> {
         C: Command,
         R: Reply,
     {
+        let on_reply = Arc::new(on_reply);
         Self {
             name,
             action: Arc::new(move |d| outbound(action(d))),
             reply_type: R::ce_type(),
-            judge: Arc::new(move |d, payload| {
-                let reply: R = serde_json::from_slice(payload)?;
-                Ok(on_reply(d, reply))
-            }),
+            judge: judge(
+                move |codec: &Codec, content_type: Option<&str>, payload: &[u8]| {
+                    let on_reply = on_reply.clone();
+                    Box::pin(async move {
+                        let reply: R = codec.decode(content_type, payload).await?;
+                        let verdict: Verdict<D> = Box::new(move |d: &mut D| on_reply(d, reply));
+                        Ok(verdict)
+                    })
+                },
+            ),
             compensation: None,
             timeout: Self::DEFAULT_TIMEOUT,
         }
