@@ -16,10 +16,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use apache_avro::schema::{Name, RecordSchema};
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use schema_registry_converter::avro_common::get_supplied_schema;
+use schema_registry_converter::avro_common::{get_supplied_schema, AvroSchema as RegisteredAvro};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,7 @@ pub(crate) struct Codec {
 struct Avro {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    writers: Mutex<HashMap<u32, Arc<GenericDatumWriter<'static>>>>,
     auto_register: bool,
     strategy: SubjectStrategy,
 }
@@ -122,6 +124,7 @@ impl Codec {
                     Some(Avro {
                         encoder: AvroEncoder::new(settings()?),
                         decoder: AvroDecoder::new(settings()?),
+                        writers: Mutex::default(),
                         auto_register,
                         strategy,
                     })
@@ -145,11 +148,28 @@ impl Codec {
             (CodecKind::Avro, Some(avro)) => {
                 let schema = schema_of::<E>()?;
                 let strategy = avro.strategy(topic, &schema);
-                let bytes = avro
+                // Cached per subject *and* type: two versions of one event in one process
+                // (during a migration, in tests) keep their own schemas.
+                let key = format!(
+                    "{}#{}",
+                    strategy.get_subject().map_err(registry_error)?,
+                    std::any::type_name::<E>()
+                );
+                let registered = avro
                     .encoder
-                    .encode_struct(event, &strategy)
+                    .get_schema_and_id(&key, strategy)
                     .await
                     .map_err(registry_error)?;
+                let writer = avro.writer(&registered)?;
+                let mut bytes = Vec::with_capacity(64);
+                bytes.push(0);
+                bytes.extend_from_slice(&registered.id.to_be_bytes());
+                writer.write_ser(&mut bytes, event).map_err(|e| {
+                    Error::Schema(format!(
+                        "`{ce_type}` does not encode with schema {}: {e}",
+                        registered.id
+                    ))
+                })?;
                 Ok((bytes, AVRO))
             }
         }
@@ -198,6 +218,22 @@ impl Codec {
 }
 
 impl Avro {
+    /// The datum writer of a registered schema, resolved once per schema id.
+    fn writer(&self, registered: &RegisteredAvro) -> Result<Arc<GenericDatumWriter<'static>>> {
+        let mut writers = self.writers.lock().expect("poisoned");
+        if let Some(w) = writers.get(&registered.id) {
+            return Ok(w.clone());
+        }
+        // Leaked once per schema id: writers borrow their schema, and there are few schemas.
+        let schema: &'static Schema = Box::leak(Box::new(registered.parsed.clone()));
+        let writer = GenericDatumWriter::builder(schema).build().map_err(|e| {
+            Error::Schema(format!("schema {} does not resolve: {e}", registered.id))
+        })?;
+        let writer = Arc::new(writer);
+        writers.insert(registered.id, writer.clone());
+        Ok(writer)
+    }
+
     fn strategy(&self, topic: &TopicName, schema: &Schema) -> SubjectNameStrategy {
         let topic = topic.to_string();
         let name = record_name(schema);

@@ -68,3 +68,23 @@ fn the_decline_rate_decides_the_cancellations() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not between 0 and 1"));
 }
+
+#[test]
+fn the_demo_runs_with_avro() {
+    let out = Command::new(SHOP)
+        .args(["demo", "--orders", "30", "--codec", "avro"])
+        .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(out.status.success(), "{summary}");
+    assert_eq!(field(summary, "placed"), 30, "{summary}");
+    assert_eq!(
+        field(summary, "completed") + field(summary, "cancelled"),
+        30,
+        "{summary}"
+    );
+    assert_eq!(field(summary, "dead_lettered"), 0, "{summary}");
+    assert!(stdout.contains("stock: conserved"), "{stdout}");
+}

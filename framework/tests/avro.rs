@@ -1,0 +1,336 @@
+//! Avro with a schema registry (the development one) on the embedded broker: the wire format,
+//! schema evolution both ways, bad input, and an unreachable registry.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apache_avro::AvroSchema;
+use atoll::codec::CodecKind;
+use atoll::envelope::Outgoing;
+use atoll::registry::DevRegistry;
+use atoll::{event_service, handlers, App, Config, Context, Event, HandlerResult, Service};
+use common::header;
+use rdkafka::Message;
+use serde::{Deserialize, Serialize};
+
+/// The producer, with version 1 of `item_added`.
+#[allow(unreachable_pub)]
+mod v1 {
+    use super::*;
+
+    #[event_service(company = "acme", namespace = "test", name = "cart", partitions = 1)]
+    #[derive(Debug, Default)]
+    pub struct Cart;
+
+    #[derive(Debug, Serialize, Deserialize, Event, AvroSchema)]
+    #[event(command, name = "add_item", version = 1, service = Cart)]
+    pub struct AddItem {
+        #[event(key)]
+        pub cart_id: String,
+        pub sku: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event, AvroSchema)]
+    #[event(fact, name = "item_added", version = 1, service = Cart)]
+    pub struct ItemAdded {
+        #[event(key)]
+        pub cart_id: String,
+        pub sku: String,
+    }
+
+    #[derive(Debug, Serialize, Deserialize, Event, AvroSchema)]
+    #[event(command, name = "add_item_v2", version = 1, service = Cart)]
+    pub struct AddItemV2 {
+        #[event(key)]
+        pub cart_id: String,
+    }
+
+    #[handlers]
+    impl Cart {
+        #[listener(name = "add-v2")]
+        async fn add_v2(&self, ctx: Context<Self>, cmd: AddItemV2) -> HandlerResult {
+            ctx.emit(super::ItemAddedV2 {
+                cart_id: cmd.cart_id,
+                sku: "pear".into(),
+                qty: 3,
+            })
+            .await?;
+            Ok(())
+        }
+
+        #[listener(name = "add")]
+        async fn add(&self, ctx: Context<Self>, cmd: AddItem) -> HandlerResult {
+            ctx.emit(ItemAdded {
+                cart_id: cmd.cart_id,
+                sku: cmd.sku,
+            })
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Version 1 of `item_added` plus a field with a default: a compatible evolution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event, AvroSchema)]
+#[event(fact, name = "item_added", version = 1, service = v1::Cart)]
+struct ItemAddedV2 {
+    #[event(key)]
+    cart_id: String,
+    sku: String,
+    #[avro(default = "1")]
+    #[serde(default = "one")]
+    qty: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// A consumer that reads `item_added` as version 2 (the type with `qty`) and as version 1.
+#[event_service(company = "acme", namespace = "test", name = "stats", partitions = 1)]
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    seen: Arc<Mutex<Vec<ItemAddedV2>>>,
+    older: Arc<Mutex<Vec<v1::ItemAdded>>>,
+}
+
+#[handlers]
+impl Stats {
+    #[listener(name = "count")]
+    async fn count(&self, fact: ItemAddedV2) -> HandlerResult {
+        self.seen.lock().unwrap().push(fact);
+        Ok(())
+    }
+
+    #[listener(name = "count-old")]
+    async fn count_old(&self, fact: v1::ItemAdded) -> HandlerResult {
+        self.older.lock().unwrap().push(fact);
+        Ok(())
+    }
+}
+
+fn avro_config(registry: &str) -> Config {
+    let mut config = Config::default();
+    config.service.codec = CodecKind::Avro;
+    config.schema_registry.url = Some(registry.to_owned());
+    config
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_producer_and_a_newer_consumer_read_each_other() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("atoll=warn")
+        .try_init();
+    let registry = DevRegistry::start().await.unwrap();
+    let stats = Stats::default();
+    let running = App::new(avro_config(registry.url()))
+        .service(v1::Cart)
+        .service(stats.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = running.client("test");
+    client
+        .send(&v1::AddItem {
+            cart_id: "c1".into(),
+            sku: "apple".into(),
+        })
+        .await
+        .unwrap();
+    assert!(wait_for(|| !stats.seen.lock().unwrap().is_empty()).await);
+    // Written with v1 (no qty): read as v2 with the default.
+    assert_eq!(
+        stats.seen.lock().unwrap()[0],
+        ItemAddedV2 {
+            cart_id: "c1".into(),
+            sku: "apple".into(),
+            qty: 1
+        }
+    );
+    // The wire format: magic byte 0, a 4-byte schema id, then the datum; content-type says so.
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let topic = v1::Cart::ID.events().to_string();
+    let records = tokio::task::spawn_blocking(move || common::read_topic(&bootstrap, &topic, 1, 1))
+        .await
+        .unwrap();
+    let payload = records[0].payload().unwrap();
+    assert_eq!(payload[0], 0);
+    let id = u32::from_be_bytes(payload[1..5].try_into().unwrap());
+    assert!(id >= 1);
+    assert_eq!(
+        header(&records[0], "content-type"),
+        Some(atoll::codec::AVRO)
+    );
+    let subject = atoll::codec::subject::<v1::ItemAdded>(
+        &v1::Cart::ID.events(),
+        atoll::codec::SubjectStrategy::TopicRecordName,
+    )
+    .unwrap();
+    assert_eq!(
+        subject,
+        "acme.test.cart.events-acme.test.cart.item_added_v1"
+    );
+
+    // A newer producer (v2, a compatible second version of the subject) and an older
+    // consumer: v2's extra field is dropped; the newer consumer gets it.
+    client
+        .send(&v1::AddItemV2 {
+            cart_id: "c2".into(),
+        })
+        .await
+        .unwrap();
+    assert!(wait_for(|| stats.older.lock().unwrap().len() == 2).await);
+    assert_eq!(
+        stats.older.lock().unwrap()[1],
+        v1::ItemAdded {
+            cart_id: "c2".into(),
+            sku: "pear".into()
+        }
+    );
+    assert!(wait_for(|| stats.seen.lock().unwrap().len() == 2).await);
+    assert_eq!(stats.seen.lock().unwrap()[1].qty, 3);
+    running.shutdown().await;
+}
+
+/// Raw records on the cart's facts topic, as another (broken) producer would write them.
+async fn inject(running: &atoll::Running, payloads: &[Vec<u8>]) {
+    let client = running.client("test");
+    for p in payloads {
+        let (headers, _) = Outgoing {
+            content_type: Some(atoll::codec::AVRO),
+            ..Outgoing::new(v1::ItemAdded::ce_type(), "test")
+        }
+        .headers();
+        client
+            .send_raw(v1::Cart::ID.events().as_str(), Some(b"c9"), p, headers)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_avro_is_dead_lettered_as_decode() {
+    let registry = DevRegistry::start().await.unwrap();
+    // A schema that is registered but is not `item_added`.
+    let other = reqwest_free_register(
+        registry.url(),
+        "other-value",
+        r#"{"type":"record","name":"other","fields":[{"name":"x","type":"int"}]}"#,
+    )
+    .await;
+    let stats = Stats::default();
+    let running = App::new(avro_config(registry.url()))
+        .service(stats.clone())
+        .topics(atoll::owned_topics::<v1::Cart>())
+        .start()
+        .await
+        .unwrap();
+    let mut unknown = vec![0, 0, 0, 3, 231];
+    unknown.extend_from_slice(&[2, b'a']);
+    let mut wrong = vec![0];
+    wrong.extend_from_slice(&other.to_be_bytes());
+    wrong.push(4);
+    inject(
+        &running,
+        &[vec![1, 0, 0, 0, 1, 2, b'a'], unknown, wrong, vec![0, 0]],
+    )
+    .await;
+    let bootstrap = running.bootstrap_servers().to_owned();
+    // Both listeners of the facts topic dead-letter each record; look at one.
+    let dlq: Vec<_> = tokio::task::spawn_blocking(move || {
+        common::read_topic(&bootstrap, "acme.test.stats.private.dlq", 1, 8)
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .filter(|m| header(m, "atoll_dlq_listener") == Some("count"))
+    .collect();
+    assert_eq!(dlq.len(), 4);
+    for m in &dlq {
+        assert_eq!(
+            header(m, "atoll_dlq_error_kind"),
+            Some("decode"),
+            "{:?}",
+            header(m, "atoll_dlq_error")
+        );
+        assert_eq!(header(m, "atoll_dlq_attempts"), Some("1"));
+    }
+    let errors: Vec<&str> = dlq
+        .iter()
+        .map(|m| header(m, "atoll_dlq_error").unwrap())
+        .collect();
+    assert!(
+        errors[1].contains("999") || errors[1].to_lowercase().contains("not found"),
+        "{}",
+        errors[1]
+    );
+    assert!(errors[2].contains("does not resolve"), "{}", errors[2]);
+    assert!(stats.seen.lock().unwrap().is_empty());
+    running.shutdown().await;
+}
+
+/// Registers `schema` under `subject` with a bare HTTP/1.1 request; returns its id.
+async fn reqwest_free_register(url: &str, subject: &str, schema: &str) -> u32 {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").to_owned();
+    let body = serde_json::json!({ "schema": schema }).to_string();
+    let subject = subject.to_owned();
+    tokio::task::spawn_blocking(move || {
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let req = format!(
+        "POST /subjects/{subject}/versions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let json = out.split("\r\n\r\n").nth(1).unwrap().to_owned();
+    serde_json::from_str::<serde_json::Value>(&json).unwrap()["id"].as_u64().unwrap() as u32
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_is_retried_not_dead_lettered() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let stats = Stats::default();
+    let mut config = avro_config(&url);
+    config.listener.backoff_ms = 50;
+    config.listener.max_backoff_ms = 200;
+    let running = App::new(config)
+        .service(stats.clone())
+        .topics(atoll::owned_topics::<v1::Cart>())
+        .start()
+        .await
+        .unwrap();
+    inject(&running, &[vec![0, 0, 0, 0, 1, 2, b'a', 2, b'b']]).await;
+    // Far more attempts than the budget of 3, and still nothing dead-lettered.
+    let retried = wait_for(|| {
+        running
+            .stats()
+            .iter()
+            .any(|s| s.listener == "count" && s.retries >= 6)
+    })
+    .await;
+    assert!(retried, "{:?}", running.stats());
+    let counted = running.stats();
+    assert!(counted.iter().all(|s| s.dead_lettered == 0), "{counted:?}");
+    assert!(stats.seen.lock().unwrap().is_empty());
+    running.shutdown().await;
+}
