@@ -46,6 +46,7 @@
 pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod contracts;
 pub mod dlq;
 pub mod envelope;
 pub mod policy;

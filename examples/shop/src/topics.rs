@@ -1,8 +1,58 @@
-//! The shop's declared topics and consumer groups, as checked into `topics/`.
+//! The shop's declared topics and consumer groups, and the Avro schema of every event (its
+//! contracts), as checked into `topics/`.
 //!
-//! `shop topics --write topics` regenerates the file; a test fails when it drifts.
+//! `shop topics --write topics` regenerates them; `shop topics --check topics` (run by the
+//! tests, so by CI) fails when the listing drifts or when an event's schema changed
+//! incompatibly with the checked-in one, naming the field and the rule broken.
 
 use std::path::Path;
+
+use atoll::contracts::{self, Contract};
+
+use crate::inventory::{
+    ReleaseStock, ReportStock, ReserveStock, StockRelease, StockReleased, StockReported,
+    StockReservation, StockReserved,
+};
+use crate::orders::{OrderCancelled, OrderCompleted, OrderPlaced, PlaceOrder};
+use crate::payments::{
+    ChargePayment, ChargeResult, PaymentCharged, PaymentDeclined, PaymentRefunded, RefundPayment,
+    RefundResult,
+};
+use crate::shipping::{ArrangeShipment, ShipmentResult, ShipmentScheduled};
+
+/// The directory of the schemas, under `topics/`.
+pub const SCHEMAS: &str = "avro";
+
+/// The contract of every event of the shop.
+pub fn contracts() -> Vec<Contract> {
+    let all = [
+        Contract::of::<PlaceOrder>(),
+        Contract::of::<OrderPlaced>(),
+        Contract::of::<OrderCompleted>(),
+        Contract::of::<OrderCancelled>(),
+        Contract::of::<ReserveStock>(),
+        Contract::of::<StockReservation>(),
+        Contract::of::<ReleaseStock>(),
+        Contract::of::<StockRelease>(),
+        Contract::of::<StockReserved>(),
+        Contract::of::<StockReleased>(),
+        Contract::of::<ReportStock>(),
+        Contract::of::<StockReported>(),
+        Contract::of::<ChargePayment>(),
+        Contract::of::<ChargeResult>(),
+        Contract::of::<RefundPayment>(),
+        Contract::of::<RefundResult>(),
+        Contract::of::<PaymentCharged>(),
+        Contract::of::<PaymentDeclined>(),
+        Contract::of::<PaymentRefunded>(),
+        Contract::of::<ArrangeShipment>(),
+        Contract::of::<ShipmentResult>(),
+        Contract::of::<ShipmentScheduled>(),
+    ];
+    all.into_iter()
+        .map(|c| c.expect("every shop event derives AvroSchema"))
+        .collect()
+}
 
 /// The file name under `topics/`.
 pub const FILE: &str = "acme.shop.json";
@@ -14,10 +64,11 @@ pub fn render() -> String {
     s
 }
 
-/// Writes the listing into `dir`.
+/// Writes the listing and the schemas into `dir`.
 pub fn write(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(FILE), render())?;
+    contracts::write(&dir.join(SCHEMAS), &contracts())?;
     Ok(())
 }
 
@@ -26,11 +77,21 @@ pub fn check(dir: &Path) -> anyhow::Result<()> {
     let path = dir.join(FILE);
     let on_disk = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let fix = "run `cargo run -p example-shop -- topics --write topics`";
     if on_disk != render() {
         anyhow::bail!(
-            "{} is out of date with the service declarations; run `cargo run -p example-shop -- topics --write topics`",
+            "{} is out of date with the service declarations; {fix}",
             path.display()
         );
+    }
+    if let Err(problems) = contracts::check(&dir.join(SCHEMAS), &contracts()) {
+        let incompatible = problems.iter().any(|p| p.contains("breaks"));
+        let advice = if incompatible {
+            "an incompatible change needs a new event version (`version = 2`) instead"
+        } else {
+            fix
+        };
+        anyhow::bail!("event contracts:\n  {}\n{advice}", problems.join("\n  "));
     }
     Ok(())
 }
