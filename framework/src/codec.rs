@@ -15,12 +15,13 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, RecordSchema};
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use schema_registry_converter::avro_common::{get_supplied_schema, AvroSchema as RegisteredAvro};
+use schema_registry_converter::avro_common::get_supplied_schema;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,7 @@ pub enum SubjectStrategy {
 
 /// Why a payload did not decode.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Bad input: wrong magic byte, unknown schema id, incompatible or malformed payload.
     Bad(String),
@@ -67,17 +69,25 @@ pub enum DecodeError {
     Unavailable(String),
 }
 
-/// The codecs of a process.
+/// The codecs of a process: what services produce with, and what reads Avro records.
+///
+/// The runtime builds one from the configuration; tools and benchmarks may build their own.
 #[derive(Debug)]
-pub(crate) struct Codec {
+pub struct Codec {
     produce: CodecKind,
     avro: Option<Avro>,
+}
+
+/// A datum reader from one writer schema to one type (resolving only when they differ).
+struct Reader {
+    datum: GenericDatumReader<'static>,
 }
 
 struct Avro {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    writers: Mutex<HashMap<u32, Arc<GenericDatumWriter<'static>>>>,
+    writers: Mutex<HashMap<(String, TypeId), (u32, Arc<GenericDatumWriter<'static>>)>>,
+    readers: Mutex<HashMap<(u32, TypeId), Arc<Reader>>>,
     auto_register: bool,
     strategy: SubjectStrategy,
 }
@@ -101,7 +111,7 @@ fn registry_error(e: SRCError) -> Error {
 
 impl Codec {
     /// Produces with `produce`; reads Avro through the registry at `url`, if any.
-    pub(crate) fn new(
+    pub fn new(
         produce: CodecKind,
         url: Option<&str>,
         auto_register: bool,
@@ -125,6 +135,7 @@ impl Codec {
                         encoder: AvroEncoder::new(settings()?),
                         decoder: AvroDecoder::new(settings()?),
                         writers: Mutex::default(),
+                        readers: Mutex::default(),
                         auto_register,
                         strategy,
                     })
@@ -134,7 +145,7 @@ impl Codec {
     }
 
     /// Encodes `event` for `topic`; returns the payload and its content type.
-    pub(crate) async fn encode<E: Event>(
+    pub async fn encode<E: Event>(
         &self,
         topic: &TopicName,
         event: &E,
@@ -146,28 +157,13 @@ impl Codec {
                 .map_err(|source| Error::Encode { ce_type, source }),
             (CodecKind::Avro, None) => unreachable!("checked at construction"),
             (CodecKind::Avro, Some(avro)) => {
-                let schema = schema_of::<E>()?;
-                let strategy = avro.strategy(topic, &schema);
-                // Cached per subject *and* type: two versions of one event in one process
-                // (during a migration, in tests) keep their own schemas.
-                let key = format!(
-                    "{}#{}",
-                    strategy.get_subject().map_err(registry_error)?,
-                    std::any::type_name::<E>()
-                );
-                let registered = avro
-                    .encoder
-                    .get_schema_and_id(&key, strategy)
-                    .await
-                    .map_err(registry_error)?;
-                let writer = avro.writer(&registered)?;
-                let mut bytes = Vec::with_capacity(64);
+                let (registered, writer) = avro.writer::<E>(topic).await?;
+                let mut bytes = Vec::with_capacity(128);
                 bytes.push(0);
-                bytes.extend_from_slice(&registered.id.to_be_bytes());
+                bytes.extend_from_slice(&registered.to_be_bytes());
                 writer.write_ser(&mut bytes, event).map_err(|e| {
                     Error::Schema(format!(
-                        "`{ce_type}` does not encode with schema {}: {e}",
-                        registered.id
+                        "`{ce_type}` does not encode with schema {registered}: {e}"
                     ))
                 })?;
                 Ok((bytes, AVRO))
@@ -176,7 +172,7 @@ impl Codec {
     }
 
     /// Decodes a payload of `content_type` (JSON when absent).
-    pub(crate) async fn decode<E: Event>(
+    pub async fn decode<E: Event>(
         &self,
         content_type: Option<&str>,
         payload: &[u8],
@@ -194,17 +190,26 @@ impl Codec {
                 "an Avro record, but no schema_registry.url is configured to read it".into(),
             ));
         };
-        let decoded = avro.decoder.decode(Some(payload)).await.map_err(|e| {
-            if e.retriable {
-                DecodeError::Unavailable(e.to_string())
-            } else {
-                DecodeError::Bad(format!("Avro payload does not decode: {e}"))
+        let (magic, id, datum) = match payload {
+            [magic, a, b, c, d, datum @ ..] => {
+                (*magic, u32::from_be_bytes([*a, *b, *c, *d]), datum)
             }
-        })?;
-        let reader = schema_of::<E>().map_err(|e| DecodeError::Bad(e.to_string()))?;
-        let value = decoded.value.resolve(&reader).map_err(|e| {
+            _ => {
+                return Err(DecodeError::Bad(format!(
+                    "Avro payload of {} bytes is shorter than the wire format's 5-byte header",
+                    payload.len()
+                )))
+            }
+        };
+        if magic != 0 {
+            return Err(DecodeError::Bad(format!(
+                "not the Confluent wire format: magic byte {magic:#04x}, expected 0x00"
+            )));
+        }
+        let reader = avro.reader::<E>(id).await?;
+        let value = reader.datum.read_value(&mut &datum[..]).map_err(|e| {
             DecodeError::Bad(format!(
-                "the writer's schema does not resolve to `{}`'s: {e}",
+                "the writer's schema {id} does not resolve to `{}`'s: {e}",
                 E::ce_type()
             ))
         })?;
@@ -218,20 +223,77 @@ impl Codec {
 }
 
 impl Avro {
-    /// The datum writer of a registered schema, resolved once per schema id.
-    fn writer(&self, registered: &RegisteredAvro) -> Result<Arc<GenericDatumWriter<'static>>> {
-        let mut writers = self.writers.lock().expect("poisoned");
-        if let Some(w) = writers.get(&registered.id) {
+    /// The datum reader from schema `id` to `E`'s schema, resolved once per pair.
+    async fn reader<E: Event>(&self, id: u32) -> std::result::Result<Arc<Reader>, DecodeError> {
+        let key = (id, TypeId::of::<E>());
+        if let Some(r) = self.readers.lock().expect("poisoned").get(&key) {
+            return Ok(r.clone());
+        }
+        let writer = self.decoder.get_schema(id).await.map_err(|e| {
+            if e.retriable {
+                DecodeError::Unavailable(e.to_string())
+            } else {
+                DecodeError::Bad(format!("schema id {id}: {e}"))
+            }
+        })?;
+        let reader = schema_of::<E>().map_err(|e| DecodeError::Bad(e.to_string()))?;
+        // Leaked once per (schema id, type): readers borrow their schemata.
+        let direct = writer.parsed.canonical_form() == reader.canonical_form();
+        let writer: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
+        let resolve = |e| DecodeError::Bad(format!("schema id {id} does not resolve: {e}"));
+        let datum = if direct {
+            GenericDatumReader::builder(writer)
+                .build()
+                .map_err(resolve)?
+        } else {
+            let reader: &'static Schema = Box::leak(Box::new((*reader).clone()));
+            GenericDatumReader::builder(writer)
+                .reader_schema(reader)
+                .build()
+                .map_err(resolve)?
+        };
+        let built = Arc::new(Reader { datum });
+        self.readers
+            .lock()
+            .expect("poisoned")
+            .insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// The registered schema of `E` on `topic` and its datum writer: registered (or looked up)
+    /// and resolved once per topic and type, so that two versions of one event in a process
+    /// (during a migration, in tests) keep their own schemas.
+    async fn writer<E: Event>(
+        &self,
+        topic: &TopicName,
+    ) -> Result<(u32, Arc<GenericDatumWriter<'static>>)> {
+        let key = (topic.to_string(), TypeId::of::<E>());
+        if let Some(w) = self.writers.lock().expect("poisoned").get(&key) {
             return Ok(w.clone());
         }
-        // Leaked once per schema id: writers borrow their schema, and there are few schemas.
+        let schema = schema_of::<E>()?;
+        let strategy = self.strategy(topic, &schema);
+        let cache_key = format!(
+            "{}#{}",
+            strategy.get_subject().map_err(registry_error)?,
+            std::any::type_name::<E>()
+        );
+        let registered = self
+            .encoder
+            .get_schema_and_id(&cache_key, strategy)
+            .await
+            .map_err(registry_error)?;
+        // Leaked once per topic and type: writers borrow their schema, and there are few.
         let schema: &'static Schema = Box::leak(Box::new(registered.parsed.clone()));
         let writer = GenericDatumWriter::builder(schema).build().map_err(|e| {
             Error::Schema(format!("schema {} does not resolve: {e}", registered.id))
         })?;
-        let writer = Arc::new(writer);
-        writers.insert(registered.id, writer.clone());
-        Ok(writer)
+        let entry = (registered.id, Arc::new(writer));
+        self.writers
+            .lock()
+            .expect("poisoned")
+            .insert(key, entry.clone());
+        Ok(entry)
     }
 
     fn strategy(&self, topic: &TopicName, schema: &Schema) -> SubjectNameStrategy {
