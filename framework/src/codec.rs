@@ -78,6 +78,9 @@ pub struct Codec {
     avro: Option<Avro>,
 }
 
+/// A registered schema's id and its datum writer.
+type Writer = (u32, Arc<GenericDatumWriter<'static>>);
+
 /// A datum reader from one writer schema to one type (resolving only when they differ).
 struct Reader {
     datum: GenericDatumReader<'static>,
@@ -86,7 +89,7 @@ struct Reader {
 struct Avro {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    writers: Mutex<HashMap<(String, TypeId), (u32, Arc<GenericDatumWriter<'static>>)>>,
+    writers: Mutex<HashMap<(String, TypeId), Writer>>,
     readers: Mutex<HashMap<(u32, TypeId), Arc<Reader>>>,
     auto_register: bool,
     strategy: SubjectStrategy,
