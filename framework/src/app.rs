@@ -38,6 +38,7 @@ struct StartEnv<'a> {
 
 trait ErasedService: Send {
     fn id(&self) -> ServiceId;
+    fn codec(&self) -> CodecKind;
     fn topics(&self) -> Vec<TopicSpec>;
     fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>>;
     fn listener_names(&self) -> Vec<&'static str>;
@@ -48,6 +49,10 @@ struct Registered<S>(Arc<S>);
 impl<S: Handlers> ErasedService for Registered<S> {
     fn id(&self) -> ServiceId {
         S::ID
+    }
+
+    fn codec(&self) -> CodecKind {
+        S::CODEC
     }
 
     fn topics(&self) -> Vec<TopicSpec> {
@@ -104,6 +109,10 @@ impl<S: Handlers> ErasedService for Registered<S> {
         }
         let routes = Arc::new(routes);
         let source: Arc<str> = format!("{}/{}", S::ID, env.process).into();
+        let codec = Arc::new(
+            env.codec
+                .producing(env.config.service.codec.unwrap_or(S::CODEC))?,
+        );
         let mut client = env.client.clone();
         // The process name leads the client id, and so the member id the range assignor
         // orders members by: a restarted process gets the same partitions back.
@@ -134,7 +143,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     listener: listener.clone(),
                     routes: routes.clone(),
                     producer: env.producer.clone(),
-                    codec: env.codec.clone(),
+                    codec: codec.clone(),
                     source: source.clone(),
                     config: config.clone(),
                     stop: env.stop.clone(),
@@ -303,16 +312,22 @@ impl App {
             .map_err(|e| Error::kafka("creating the producer", e))?;
         let producer = Producer::new(producer);
         let registry = &self.config.schema_registry;
-        let dev_registry = match (&registry.url, self.config.service.codec, &embedded) {
-            (None, CodecKind::Avro, Some(_)) => Some(DevRegistry::start().await?),
+        let avro = |kind: CodecKind| kind == CodecKind::Avro;
+        let wants_avro = match self.config.service.codec {
+            Some(kind) => avro(kind),
+            None => self.services.iter().any(|s| avro(s.codec())),
+        };
+        let dev_registry = match (&registry.url, wants_avro, &embedded) {
+            (None, true, Some(_)) => Some(DevRegistry::start().await?),
             _ => None,
         };
         let url = dev_registry
             .as_ref()
             .map(|r| r.url().to_owned())
             .or(registry.url.clone());
+        // The process's codec: clients produce with it; each service with its own choice.
         let codec = Arc::new(Codec::new(
-            self.config.service.codec,
+            self.config.service.codec.unwrap_or_default(),
             url.as_deref(),
             registry.auto_register,
             registry.subject_strategy,

@@ -75,7 +75,7 @@ pub enum DecodeError {
 #[derive(Debug)]
 pub struct Codec {
     produce: CodecKind,
-    avro: Option<Avro>,
+    avro: Option<Arc<Avro>>,
 }
 
 /// A registered schema's id and its datum writer.
@@ -134,17 +134,30 @@ impl Codec {
                             .build()
                             .map_err(|e| Error::Config(format!("schema_registry.url `{url}`: {e}")))
                     };
-                    Some(Avro {
+                    Some(Arc::new(Avro {
                         encoder: AvroEncoder::new(settings()?),
                         decoder: AvroDecoder::new(settings()?),
                         writers: Mutex::default(),
                         readers: Mutex::default(),
                         auto_register,
                         strategy,
-                    })
+                    }))
                 }
             };
         Ok(Self { produce, avro })
+    }
+
+    /// The same codecs, producing with `produce` (sharing the registry client and its caches).
+    pub fn producing(&self, produce: CodecKind) -> Result<Self> {
+        if produce == CodecKind::Avro && self.avro.is_none() {
+            return Err(Error::Config(
+                "the Avro codec needs schema_registry.url (ATOLL_SCHEMA_REGISTRY__URL)".into(),
+            ));
+        }
+        Ok(Self {
+            produce,
+            avro: self.avro.clone(),
+        })
     }
 
     /// Encodes `event` for `topic`; returns the payload and its content type.

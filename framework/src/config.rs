@@ -88,9 +88,10 @@ pub struct ServiceConfig {
     /// the range assignor orders members by, so a restarted process gets the same partitions
     /// back after one rebalance.
     pub static_membership: bool,
-    /// The codec the process's services produce with: `json` (default) or `avro`. Records
-    /// are decoded by their `content-type`, whatever this says.
-    pub codec: crate::codec::CodecKind,
+    /// The codec every service of the process produces with, overriding their declarations
+    /// (`#[event_service(codec = "avro")]`; JSON when neither says). Records are decoded by
+    /// their `content-type`, whatever this says.
+    pub codec: Option<crate::codec::CodecKind>,
 }
 
 impl Default for ServiceConfig {
@@ -98,7 +99,7 @@ impl Default for ServiceConfig {
         Self {
             process_name: None,
             static_membership: true,
-            codec: crate::codec::CodecKind::default(),
+            codec: None,
         }
     }
 }

@@ -20,6 +20,9 @@ pub trait Service: Send + Sync + Sized + 'static {
     const ID: ServiceId;
     /// How many partitions the service's topics get when atoll creates them.
     const PARTITIONS: i32;
+    /// The codec the service produces with (`#[event_service(codec = "avro")]`); configuration
+    /// (`service.codec`) overrides it.
+    const CODEC: crate::codec::CodecKind = crate::codec::CodecKind::Json;
 
     /// The listeners of the service's sagas (`#[event_service(…, sagas = […])]`).
     fn sagas() -> Vec<Listener<Self>> {

@@ -113,7 +113,7 @@ impl Stats {
 
 fn avro_config(registry: &str) -> Config {
     let mut config = Config::default();
-    config.service.codec = CodecKind::Avro;
+    config.service.codec = Some(CodecKind::Avro);
     config.schema_registry.url = Some(registry.to_owned());
     config
 }
@@ -332,5 +332,74 @@ async fn an_unreachable_registry_is_retried_not_dead_lettered() {
     let counted = running.stats();
     assert!(counted.iter().all(|s| s.dead_lettered == 0), "{counted:?}");
     assert!(stats.seen.lock().unwrap().is_empty());
+    running.shutdown().await;
+}
+
+/// A service that declares its codec; the process configures none.
+#[event_service(
+    company = "acme",
+    namespace = "test",
+    name = "ledger",
+    partitions = 1,
+    codec = "avro"
+)]
+#[derive(Debug, Default)]
+struct Ledger;
+
+#[derive(Debug, Serialize, Deserialize, Event, AvroSchema)]
+#[event(command, name = "book", version = 1, service = Ledger)]
+struct Book {
+    #[event(key)]
+    id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event, AvroSchema)]
+#[event(fact, name = "booked", version = 1, service = Ledger)]
+struct Booked {
+    #[event(key)]
+    id: String,
+}
+
+#[handlers]
+impl Ledger {
+    #[listener(name = "book")]
+    async fn book(&self, ctx: Context<Self>, cmd: Book) -> HandlerResult {
+        ctx.emit(Booked { id: cmd.id }).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_declares_its_codec() {
+    assert_eq!(<Ledger as Service>::CODEC, CodecKind::Avro);
+    // No codec and no registry configured: the embedded mode starts the development registry
+    // because a registered service declares Avro.
+    let running = App::new(Config::default())
+        .service(Ledger)
+        .start()
+        .await
+        .unwrap();
+    assert!(running.schema_registry_url().is_some());
+    // The client produces with the process's codec (JSON); the service answers in Avro.
+    running
+        .client("test")
+        .send(&Book { id: "b1".into() })
+        .await
+        .unwrap();
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let (commands, facts) = tokio::task::spawn_blocking(move || {
+        (
+            common::read_topic(&bootstrap, "acme.test.ledger.commands", 1, 1),
+            common::read_topic(&bootstrap, "acme.test.ledger.events", 1, 1),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        header(&commands[0], "content-type"),
+        Some("application/json")
+    );
+    assert_eq!(header(&facts[0], "content-type"), Some(atoll::codec::AVRO));
+    assert_eq!(facts[0].payload().unwrap()[0], 0);
     running.shutdown().await;
 }

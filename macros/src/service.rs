@@ -36,6 +36,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut name = None;
     let mut partitions: Option<i32> = None;
     let mut sagas: Option<Vec<syn::Type>> = None;
+    let mut codec: Option<proc_macro2::TokenStream> = None;
     match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr) {
         Err(e) => errors.push(syn::Error::new(e.span(), format!("{e}; {USAGE}"))),
         Ok(args) => {
@@ -75,6 +76,20 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                         }
                         continue;
                     }
+                    "codec" => {
+                        match &nv.value {
+                            Expr::Lit(ExprLit { lit: Lit::Str(c), .. }) if codec.is_none() => {
+                                match c.value().as_str() {
+                                    "json" => codec = Some(quote!(::atoll::codec::CodecKind::Json)),
+                                    "avro" => codec = Some(quote!(::atoll::codec::CodecKind::Avro)),
+                                    other => errors.at(c, format!("unknown codec `{other}`; write `codec = \"json\"` or `codec = \"avro\"`")),
+                                }
+                            }
+                            Expr::Lit(_) if codec.is_some() => errors.at(&nv.path, "`codec` is given twice; keep one"),
+                            other => errors.at(other, "`codec` takes a string: `codec = \"avro\"`"),
+                        }
+                        continue;
+                    }
                     "company" => &mut company,
                     "namespace" => &mut namespace,
                     "name" => &mut name,
@@ -93,7 +108,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                         errors.at(
                             &nv.path,
                             format!(
-                                "unknown key `{}`; the keys are `company`, `namespace`, `name`, `partitions` and `sagas`",
+                                "unknown key `{}`; the keys are `company`, `namespace`, `name`, `partitions`, `codec` and `sagas`",
                                 nv.path.to_token_stream().to_string().replace(' ', "")
                             ),
                         );
@@ -165,6 +180,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             }
         }
     });
+    let codec_const = codec.map(|c| quote!(const CODEC: ::atoll::codec::CodecKind = #c;));
     quote! {
         #item
 
@@ -172,6 +188,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             const ID: ::atoll::ServiceId =
                 ::atoll::ServiceId::new_unchecked(#company, #namespace, #name);
             const PARTITIONS: i32 = #partitions;
+            #codec_const
             #sagas_fn
         }
     }

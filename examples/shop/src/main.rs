@@ -140,10 +140,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             init_tracing("warn");
             let options = options.checked()?;
             let mut config = Config::load()?;
-            config.service.codec = match codec {
+            config.service.codec = Some(match codec {
                 Codec::Json => CodecKind::Json,
                 Codec::Avro => CodecKind::Avro,
-            };
+            });
             let app = with_all(App::new(config.clone()), &options);
             let plan = driver::Plan {
                 orders,

@@ -16,7 +16,7 @@ async fn orders_complete_with_avro_facts_in_the_wire_format() {
     let broker = Tansu::start();
     let registry = DevRegistry::start().await.unwrap();
     let mut config = broker.config();
-    config.service.codec = CodecKind::Avro;
+    config.service.codec = Some(CodecKind::Avro);
     config.schema_registry.url = Some(registry.url().to_owned());
     let running = with_all(App::new(config), &Options::default())
         .start()
