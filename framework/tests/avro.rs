@@ -403,3 +403,30 @@ async fn a_service_declares_its_codec() {
     assert_eq!(facts[0].payload().unwrap()[0], 0);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auto_registration_a_missing_subject_fails_fast() {
+    let registry = DevRegistry::start().await.unwrap();
+    let mut config = avro_config(registry.url());
+    config.schema_registry.auto_register = false;
+    let running = App::new(config)
+        .topics(atoll::owned_topics::<v1::Cart>())
+        .start()
+        .await
+        .unwrap();
+    let err = running
+        .client("test")
+        .send(&v1::AddItem {
+            cart_id: "c1".into(),
+            sku: "apple".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        !err.is_transient(),
+        "a missing subject is not retried: {err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.starts_with("schema:") && msg.contains("404"), "{msg}");
+    running.shutdown().await;
+}
