@@ -131,9 +131,6 @@ async fn wait_for(mut done: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_producer_and_a_newer_consumer_read_each_other() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("atoll=warn")
-        .try_init();
     let registry = DevRegistry::start().await.unwrap();
     let stats = Stats::default();
     let running = App::new(avro_config(registry.url()))
