@@ -133,6 +133,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                 });
             }
             let stats = Arc::new(Counters::default());
+            let permits = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
             let mut modes = vec![(Mode::Main, listener.topic().clone())];
             if config.retry == RetryMode::NonBlocking {
                 modes.push((Mode::Retry, S::ID.retry()));
@@ -152,6 +153,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     mode,
                     group: listener.group_id()?,
                     stats: stats.clone(),
+                    permits: permits.clone(),
                 });
                 threads.push(consumer::spawn(lenv, client.clone(), env.runtime.clone())?);
             }

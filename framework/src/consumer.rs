@@ -138,7 +138,7 @@ fn release<S: Service, C: ConsumerContext>(
     let deadline = Instant::now() + env.config.drain_timeout();
     while taken
         .iter()
-        .any(|(_, s)| s.shared.busy.load(Ordering::SeqCst))
+        .any(|(_, s)| s.shared.in_flight.load(Ordering::SeqCst) > 0)
     {
         if Instant::now() >= deadline {
             tracing::warn!("in-flight records did not finish before the drain deadline");

@@ -79,6 +79,7 @@ pub use context::{Client, Context, FromContext, Meta};
 pub use dlq::DeadLetterKind;
 pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
 pub use event::{Command, Event, EventKind, FactOf, ListenableBy, Output, Reply};
+pub use policy::OrderingMode;
 pub use saga::{Saga, Step};
 pub use service::{
     describe, owned_topics, HandlerResult, Handlers, Listener, ListenerDescription, Service,

@@ -39,6 +39,19 @@ pub enum RetryMode {
     NonBlocking,
 }
 
+/// In which order a listener handles the records of a partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderingMode {
+    /// One record at a time per partition (Kafka's own order).
+    #[default]
+    Partition,
+    /// Records of different keys concurrently, records of one key in order.
+    Key,
+    /// Any record concurrently: no order at all.
+    Unordered,
+}
+
 macro_rules! listener_settings {
     ($($(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr,)+) => {
         /// `listener.*`: the resolved settings of a listener (defaults for every listener in
@@ -96,6 +109,12 @@ listener_settings! {
     retry_topic_attempts: u32 = 3,
     /// The delay before the first delivery through the retry topic, in ms; it doubles.
     retry_topic_delay_ms: u64 = 1_000,
+    /// Order within a partition: `partition` (sequential), `key` (concurrent across keys,
+    /// sequential per key) or `unordered`.
+    ordering: OrderingMode = OrderingMode::Partition,
+    /// Records a listener handles at once, across its partitions (`key` and `unordered`
+    /// ordering); more wait, and their partitions pause once `max_buffered` are waiting.
+    max_in_flight: usize = 256,
 }
 
 impl ListenerConfig {
@@ -139,6 +158,7 @@ impl ListenerConfig {
             ("commit_interval_ms", self.commit_interval_ms),
             ("commit_batch", self.commit_batch),
             ("max_buffered", self.max_buffered as u64),
+            ("max_in_flight", self.max_in_flight as u64),
             ("backoff_ms", self.backoff_ms),
         ] {
             if v == 0 {

@@ -7,8 +7,9 @@
 //! acknowledged. A record abandoned because its partition was revoked or the process is
 //! stopping is not finished: it will be delivered again.
 
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +25,7 @@ use crate::config::{ListenerConfig, RetryMode};
 use crate::context::{Context, Meta};
 use crate::dlq::{self, DeadLetterKind, Failure};
 use crate::envelope::Incoming;
+use crate::policy::OrderingMode;
 use crate::producer::Producer;
 use crate::retry::{Origin, RetryState};
 use crate::routing::{route, Route, Routes};
@@ -52,6 +54,8 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) group: String,
     /// Shared by the listener's main and retry consumers.
     pub(crate) stats: Arc<Counters>,
+    /// The listener's in-flight bound (`max_in_flight`), for concurrent ordering modes.
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Whether a consumer reads the listener's own topic or the retry topic.
@@ -67,8 +71,9 @@ pub(crate) struct PartitionShared {
     pub(crate) watermark: Mutex<Watermark>,
     /// Records dispatched and not yet done with.
     pub(crate) queued: AtomicUsize,
-    /// Whether the worker is processing a record right now.
-    pub(crate) busy: AtomicBool,
+    /// Records taken from the queue and not yet done with (being handled, or waiting for their
+    /// key's turn).
+    pub(crate) in_flight: AtomicUsize,
     /// Cancelled on revocation and on shutdown.
     pub(crate) cancel: CancellationToken,
 }
@@ -78,41 +83,119 @@ impl PartitionShared {
         Self {
             watermark: Mutex::new(Watermark::new()),
             queued: AtomicUsize::new(0),
-            busy: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             cancel,
         }
     }
 }
 
-/// Processes a partition's records in order until its channel closes.
+/// Processes a partition's records until its channel closes, in the listener's
+/// [`OrderingMode`].
 pub(crate) async fn run_partition<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    part: Arc<PartitionShared>,
+    rx: mpsc::UnboundedReceiver<OwnedMessage>,
+) {
+    match env.config.ordering {
+        OrderingMode::Partition => sequential(env, part, rx).await,
+        mode => concurrent(env, part, rx, mode).await,
+    }
+}
+
+/// One record at a time.
+async fn sequential<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
     mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
 ) {
     while let Some(msg) = rx.recv().await {
-        part.busy.store(true, Ordering::SeqCst);
-        if !part.cancel.is_cancelled() {
-            let span = tracing::info_span!(
-                "atoll.record",
-                listener = env.listener.name(),
-                topic = msg.topic(),
-                partition = msg.partition(),
-                offset = msg.offset(),
-                ce_type = tracing::field::Empty,
-            );
-            let finished = env.process(&msg, &part.cancel).instrument(span).await;
-            if finished {
-                part.watermark
-                    .lock()
-                    .expect("poisoned")
-                    .finish(msg.offset());
-                env.finished.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        part.queued.fetch_sub(1, Ordering::SeqCst);
-        part.busy.store(false, Ordering::SeqCst);
+        part.in_flight.fetch_add(1, Ordering::SeqCst);
+        handle_one(&env, &part, msg).await;
     }
+}
+
+/// Records of a key in order, keys concurrently (`Key`), or all concurrently (`Unordered`),
+/// at most `max_in_flight` per listener. A record without a key has no order to keep.
+async fn concurrent<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    part: Arc<PartitionShared>,
+    mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+    mode: OrderingMode,
+) {
+    let lanes: Arc<Mutex<HashMap<Vec<u8>, VecDeque<Admitted>>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(msg) = rx.recv().await {
+        let permit = tokio::select! {
+            permit = env.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = part.cancel.cancelled() => {
+                // Revoked or stopping: the record comes again; do not wait for a permit.
+                part.queued.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+        };
+        part.in_flight.fetch_add(1, Ordering::SeqCst);
+        let key = match (mode, msg.key()) {
+            (OrderingMode::Key, Some(key)) => key.to_vec(),
+            _ => {
+                let (env, part) = (env.clone(), part.clone());
+                tasks.spawn(async move {
+                    handle_one(&env, &part, msg).await;
+                    drop(permit);
+                });
+                continue;
+            }
+        };
+        {
+            let mut lanes = lanes.lock().expect("poisoned");
+            if let Some(waiting) = lanes.get_mut(&key) {
+                waiting.push_back((msg, permit));
+                continue;
+            }
+            lanes.insert(key.clone(), VecDeque::new());
+        }
+        let (env, part, lanes) = (env.clone(), part.clone(), lanes.clone());
+        tasks.spawn(async move {
+            let mut next = Some((msg, permit));
+            while let Some((msg, permit)) = next {
+                handle_one(&env, &part, msg).await;
+                drop(permit);
+                let mut lanes = lanes.lock().expect("poisoned");
+                next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    lanes.remove(&key);
+                }
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A record admitted past the in-flight bound, waiting for its key's turn.
+type Admitted = (OwnedMessage, tokio::sync::OwnedSemaphorePermit);
+
+/// Handles one record (unless its partition was revoked) and books it.
+async fn handle_one<S: Service>(env: &ListenerEnv<S>, part: &PartitionShared, msg: OwnedMessage) {
+    if !part.cancel.is_cancelled() {
+        let span = tracing::info_span!(
+            "atoll.record",
+            listener = env.listener.name(),
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            ce_type = tracing::field::Empty,
+        );
+        let finished = env.process(&msg, &part.cancel).instrument(span).await;
+        if finished {
+            part.watermark
+                .lock()
+                .expect("poisoned")
+                .finish(msg.offset());
+            env.finished.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    part.queued.fetch_sub(1, Ordering::SeqCst);
+    part.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// How a failed record ended its attempts.

@@ -185,6 +185,23 @@ fn listener_attr(
                 settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(#mode);));
             }
             (
+                "ordering",
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }),
+            ) => {
+                let mode = match s.value().as_str() {
+                    "partition" => quote!(::atoll::OrderingMode::Partition),
+                    "key" => quote!(::atoll::OrderingMode::Key),
+                    "unordered" => quote!(::atoll::OrderingMode::Unordered),
+                    _ => {
+                        errors.at(s, r#"`ordering` is `"partition"` (one at a time), `"key"` (in order per key) or `"unordered"`"#);
+                        continue;
+                    }
+                };
+                settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(#mode);));
+            }
+            (
                 _,
                 Expr::Lit(ExprLit {
                     lit: Lit::Int(i), ..
