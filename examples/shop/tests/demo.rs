@@ -9,26 +9,35 @@ fn field(summary: &str, name: &str) -> usize {
         .unwrap_or_else(|| panic!("no {name} in {summary:?}"))
 }
 
-#[test]
-fn a_flaky_payment_gateway_heals_by_retrying() {
+/// Runs `shop demo` on the embedded broker with `args`; asserts it succeeded and that all
+/// `orders` ended with nothing dead-lettered and stock conserved. Returns (stdout, stderr).
+fn demo_ends_every_order(orders: usize, args: &[&str]) -> (String, String) {
     let out = Command::new(SHOP)
-        .args(["demo", "--orders", "60", "--flaky-payments", "0.3"])
+        .arg("demo")
+        .args(["--orders", &orders.to_string()])
+        .args(args)
         .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
         .env("RUST_LOG", "atoll=warn")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(out.status.success(), "{summary}\n{stderr}");
-    assert_eq!(field(summary, "placed"), 60);
+    assert_eq!(field(summary, "placed"), orders, "{summary}");
     assert_eq!(
         field(summary, "completed") + field(summary, "cancelled"),
-        60,
+        orders,
         "{summary}"
     );
     assert_eq!(field(summary, "dead_lettered"), 0, "{summary}");
     assert!(stdout.contains("stock: conserved"), "{stdout}");
+    (stdout, stderr)
+}
+
+#[test]
+fn a_flaky_payment_gateway_heals_by_retrying() {
+    let (_, stderr) = demo_ends_every_order(60, &["--flaky-payments", "0.3"]);
     assert!(
         stderr.contains("payment gateway timed out"),
         "the gateway did fail, and was retried"
@@ -47,14 +56,8 @@ fn flakiness_out_of_range_is_refused() {
 
 #[test]
 fn the_decline_rate_decides_the_cancellations() {
-    let out = Command::new(SHOP)
-        .args(["demo", "--orders", "50", "--decline-rate", "0.2"])
-        .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, _) = demo_ends_every_order(50, &["--decline-rate", "0.2"]);
     let summary = stdout.lines().last().unwrap_or_default();
-    assert!(out.status.success(), "{summary}");
     // Stock never runs out at this size, so every cancellation is a declined payment.
     assert_eq!(
         (field(summary, "completed"), field(summary, "cancelled")),
@@ -71,20 +74,5 @@ fn the_decline_rate_decides_the_cancellations() {
 
 #[test]
 fn the_demo_runs_with_avro() {
-    let out = Command::new(SHOP)
-        .args(["demo", "--orders", "30", "--codec", "avro"])
-        .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary = stdout.lines().last().unwrap_or_default();
-    assert!(out.status.success(), "{summary}");
-    assert_eq!(field(summary, "placed"), 30, "{summary}");
-    assert_eq!(
-        field(summary, "completed") + field(summary, "cancelled"),
-        30,
-        "{summary}"
-    );
-    assert_eq!(field(summary, "dead_lettered"), 0, "{summary}");
-    assert!(stdout.contains("stock: conserved"), "{stdout}");
+    demo_ends_every_order(30, &["--codec", "avro"]);
 }
