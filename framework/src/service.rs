@@ -146,9 +146,8 @@ impl<S: Service> Listener<S> {
             handler: handler_fn(move |svc, ctx: Context<S>, payload: &[u8]| {
                 let handler = handler.clone();
                 Box::pin(async move {
-                    let content_type = ctx.meta().content_type.clone();
-                    let event: E = match ctx.codec().decode(content_type.as_deref(), payload).await
-                    {
+                    let content_type = ctx.meta().content_type.as_deref();
+                    let event: E = match ctx.codec().decode(content_type, payload).await {
                         Ok(event) => event,
                         Err(DecodeError::Bad(why)) => return Err(CallError::Decode(why)),
                         Err(DecodeError::Unavailable(why)) => {
