@@ -195,16 +195,7 @@ mod tests {
 
     #[test]
     fn a_new_flow_correlates_to_itself() {
-        let out = Outgoing {
-            ce_type: "acme.shop.orders.place_order.v1",
-            source: "acme.shop.driver/ab12",
-            correlation_id: None,
-            causation_id: None,
-            reply_to: None,
-            reply_partition: None,
-            id: None,
-            content_type: None,
-        };
+        let out = Outgoing::new("acme.shop.orders.place_order.v1", "acme.shop.driver/ab12");
         let (h, id) = out.headers();
         assert_eq!(get(&h, SPECVERSION), Some("1.0"));
         assert_eq!(get(&h, ID), Some(id.as_str()));

@@ -427,3 +427,20 @@ async fn without_auto_registration_a_missing_subject_fails_fast() {
     assert!(msg.starts_with("schema:") && msg.contains("404"), "{msg}");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_without_a_registry_on_a_real_broker_fails_at_start() {
+    // A declared Avro service, a configured broker, no registry URL: no development registry
+    // is started outside the embedded mode, so the start fails and says what to set.
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = Some("127.0.0.1:9".into());
+    config.kafka.create_topics = false;
+    let err = App::new(config)
+        .service(Ledger)
+        .start()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("ATOLL_SCHEMA_REGISTRY__URL"), "{msg}");
+}

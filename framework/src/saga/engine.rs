@@ -138,18 +138,18 @@ impl<D: Saga> Engine<D> {
     }
 
     fn part(&self, p: i32) -> Arc<Part> {
-        let stop = self.rt.get().map(|rt| rt.stop.child_token());
         self.parts
             .lock()
             .expect("poisoned")
             .entry(p)
             .or_insert_with(|| {
+                let cancel = self.rt.get().map(|rt| rt.stop.child_token());
                 Arc::new(Part {
                     partition: p,
                     restored: tokio::sync::OnceCell::new(),
                     states: Default::default(),
                     timers: Default::default(),
-                    cancel: stop.unwrap_or_default(),
+                    cancel: cancel.unwrap_or_default(),
                 })
             })
             .clone()
@@ -178,9 +178,12 @@ impl<D: Saga> Engine<D> {
     async fn handle(self: Arc<Self>, ctx: Context<D::Service>, payload: &[u8]) -> HandlerResult {
         let meta = ctx.meta().clone();
         let part = self.part(meta.partition);
-        self.restore_task(part.clone())
-            .await
-            .map_err(HandlerError::transient)?;
+        // Restored once per assignment; later records skip the restore entirely.
+        if !part.restored.initialized() {
+            self.restore_task(part.clone())
+                .await
+                .map_err(HandlerError::transient)?;
+        }
         let now = now_ms();
         let mut states = part.states.lock().await;
         let next = if meta.ce_type == start_type::<D>() {
@@ -219,9 +222,8 @@ impl<D: Saga> Engine<D> {
                 );
                 return Ok(());
             };
-            let prefix = format!("{}/", D::NAME);
-            let Some((key, _)) =
-                parse_request_id(causation).filter(|(k, _)| k.starts_with(&prefix))
+
+            let Some((key, _)) = parse_request_id(causation).filter(|(k, _)| is_ours::<D>(k))
             else {
                 tracing::debug!(saga = D::NAME, causation, "not a reply to this saga");
                 return Ok(());
@@ -380,6 +382,12 @@ impl<D: Saga> Engine<D> {
     }
 }
 
+/// Whether a state key or request id belongs to saga `D` (`<NAME>/…`).
+fn is_ours<D: Saga>(key: &str) -> bool {
+    key.strip_prefix(D::NAME)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Arms a timer that, at `deadline_ms`, writes a timeout record for `request_id` to the saga's
 /// partition of `private.reply`, where it is handled in order with the replies.
 fn arm<D: Saga>(
@@ -442,10 +450,10 @@ async fn restore<D: Saga>(rt: HookRuntime, part: Arc<Part>) -> Result<(), Error>
     let records = tokio::task::spawn_blocking(move || read_partition(&client, &name, p))
         .await
         .map_err(|e| Error::Declaration(format!("saga restore task failed: {e}")))??;
-    let prefix = format!("{}/", D::NAME);
+
     let mut states = part.states.lock().await;
     for (key, value) in records {
-        if !key.starts_with(&prefix) {
+        if !is_ours::<D>(&key) {
             continue;
         }
         match value.map(|v| serde_json::from_slice::<SagaState>(&v)) {
