@@ -279,14 +279,12 @@ impl<S: Service> Context<S> {
 
     /// Waits for the broker to acknowledge everything produced so far.
     pub(crate) async fn acked(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.scope.produced.lock().expect("poisoned"));
-        let mut first_err = None;
-        for p in pending {
-            if let Err(e) = p.acked().await {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        Pending::all(self.take_produced()).await
+    }
+
+    /// What was produced so far and not yet awaited.
+    pub(crate) fn take_produced(&self) -> Vec<Pending> {
+        std::mem::take(&mut *self.scope.produced.lock().expect("poisoned"))
     }
 }
 

@@ -52,6 +52,19 @@ impl Pending {
     }
 }
 
+impl Pending {
+    /// Waits for every record of `pending`; the first failure, if any.
+    pub(crate) async fn all(pending: Vec<Pending>) -> Result<()> {
+        let mut first_err = None;
+        for p in pending {
+            if let Err(e) = p.acked().await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
 impl Producer {
     pub(crate) fn new(inner: FutureProducer) -> Self {
         Self {

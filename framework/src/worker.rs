@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use rdkafka::message::{OwnedHeaders, OwnedMessage};
 use rdkafka::Message;
 use tokio::sync::mpsc;
@@ -26,7 +27,7 @@ use crate::context::{Context, Meta};
 use crate::dlq::{self, DeadLetterKind, Failure};
 use crate::envelope::Incoming;
 use crate::policy::OrderingMode;
-use crate::producer::Producer;
+use crate::producer::{Pending, Producer};
 use crate::retry::{Origin, RetryState};
 use crate::routing::{route, Route, Routes};
 use crate::service::{CallError, Listener, Service};
@@ -102,15 +103,55 @@ pub(crate) async fn run_partition<S: Service>(
     }
 }
 
-/// One record at a time.
+/// One record at a time: a record's handler starts once the previous one returned. What a
+/// handler produced is acknowledged in the background, for at most `max_in_flight` records at
+/// a time; a record is finished (committable) once its outputs are acknowledged. A record whose
+/// outputs are not acknowledged is handled again at once, waiting for its acknowledgements
+/// this time (so its outputs may follow those of records after it).
 async fn sequential<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
     mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
 ) {
-    while let Some(msg) = rx.recv().await {
-        part.in_flight.fetch_add(1, Ordering::SeqCst);
-        handle_one(&env, &part, msg).await;
+    let bound = env.config.max_in_flight.max(1);
+    let mut acks = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some((msg, acked)) = acks.next() => settle(&env, &part, msg, acked).await,
+            msg = rx.recv(), if acks.len() < bound => {
+                let Some(msg) = msg else { break };
+                part.in_flight.fetch_add(1, Ordering::SeqCst);
+                if let Some((msg, pending)) = handle_one(&env, &part, msg, true).await {
+                    acks.push(async move { (msg, Pending::all(pending).await) });
+                }
+            }
+        }
+    }
+    while let Some((msg, acked)) = acks.next().await {
+        settle(&env, &part, msg, acked).await;
+    }
+}
+
+/// Books a record whose outputs were being acknowledged, or handles it again if they were not.
+async fn settle<S: Service>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    msg: OwnedMessage,
+    acked: crate::Result<()>,
+) {
+    match acked {
+        Ok(()) => book(env, part, &msg, true),
+        Err(e) => {
+            tracing::warn!(
+                listener = env.listener.name(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                error = %e,
+                "output not acknowledged; handling the record again"
+            );
+            handle_one(env, part, msg, false).await;
+        }
     }
 }
 
@@ -139,7 +180,7 @@ async fn concurrent<S: Service>(
             _ => {
                 let (env, part) = (env.clone(), part.clone());
                 tasks.spawn(async move {
-                    handle_one(&env, &part, msg).await;
+                    handle_one(&env, &part, msg, false).await;
                     drop(permit);
                 });
                 continue;
@@ -157,7 +198,7 @@ async fn concurrent<S: Service>(
         tasks.spawn(async move {
             let mut next = Some((msg, permit));
             while let Some((msg, permit)) = next {
-                handle_one(&env, &part, msg).await;
+                handle_one(&env, &part, msg, false).await;
                 drop(permit);
                 let mut lanes = lanes.lock().expect("poisoned");
                 next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
@@ -174,8 +215,20 @@ async fn concurrent<S: Service>(
 /// A record admitted past the in-flight bound, waiting for its key's turn.
 type Admitted = (OwnedMessage, tokio::sync::OwnedSemaphorePermit);
 
-/// Handles one record (unless its partition was revoked) and books it.
-async fn handle_one<S: Service>(env: &ListenerEnv<S>, part: &PartitionShared, msg: OwnedMessage) {
+/// A handled record whose outputs are still to be acknowledged.
+type Unacked = (OwnedMessage, Vec<Pending>);
+
+/// Handles one record (unless its partition was revoked) and books it; with `defer`, a
+/// record that succeeded is returned with its unacknowledged outputs instead, to be booked
+/// once they are.
+async fn handle_one<S: Service>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    msg: OwnedMessage,
+    defer: bool,
+) -> Option<Unacked> {
+    let mut finished = false;
+    let mut deferred = Vec::new();
     if !part.cancel.is_cancelled() {
         let span = tracing::info_span!(
             "atoll.record",
@@ -185,14 +238,29 @@ async fn handle_one<S: Service>(env: &ListenerEnv<S>, part: &PartitionShared, ms
             offset = msg.offset(),
             ce_type = tracing::field::Empty,
         );
-        let finished = env.process(&msg, &part.cancel).instrument(span).await;
-        if finished {
-            part.watermark
-                .lock()
-                .expect("poisoned")
-                .finish(msg.offset());
-            env.finished.fetch_add(1, Ordering::Relaxed);
-        }
+        let sink = defer.then_some(&mut deferred);
+        finished = env.process(&msg, &part.cancel, sink).instrument(span).await;
+    }
+    if finished && !deferred.is_empty() {
+        return Some((msg, deferred));
+    }
+    book(env, part, &msg, finished);
+    None
+}
+
+/// Done with a record: its offset may be committed when `finished`.
+fn book<S: Service>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    msg: &OwnedMessage,
+    finished: bool,
+) {
+    if finished {
+        part.watermark
+            .lock()
+            .expect("poisoned")
+            .finish(msg.offset());
+        env.finished.fetch_add(1, Ordering::Relaxed);
     }
     part.queued.fetch_sub(1, Ordering::SeqCst);
     part.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -211,8 +279,14 @@ enum Attempts {
 }
 
 impl<S: Service> ListenerEnv<S> {
-    /// Processes one record; `true` when it is finished.
-    async fn process(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
+    /// Processes one record; `true` when it is finished. With `defer`, a handler's outputs are
+    /// not awaited but added to it: the record is finished once they are acknowledged.
+    async fn process(
+        &self,
+        msg: &OwnedMessage,
+        cancel: &CancellationToken,
+        defer: Option<&mut Vec<Pending>>,
+    ) -> bool {
         let incoming = Incoming::read(msg.headers());
         if let Some(t) = &incoming.ce_type {
             tracing::Span::current().record("ce_type", t.as_str());
@@ -249,7 +323,7 @@ impl<S: Service> ListenerEnv<S> {
                 self.bad_input(msg, DeadLetterKind::UnknownType, error, cancel)
                     .await
             }
-            Route::Handle => self.handle(msg, incoming, state, cancel).await,
+            Route::Handle => self.handle(msg, incoming, state, cancel, defer).await,
         }
     }
 
@@ -260,6 +334,7 @@ impl<S: Service> ListenerEnv<S> {
         inc: Incoming,
         state: Option<RetryState>,
         cancel: &CancellationToken,
+        defer: Option<&mut Vec<Pending>>,
     ) -> bool {
         if let Some(st) = &state {
             let wait = st
@@ -278,19 +353,19 @@ impl<S: Service> ListenerEnv<S> {
                 .bad_input(msg, DeadLetterKind::Decode, error, cancel)
                 .await;
         }
-        let Some(payload) = msg.payload() else {
+        if msg.payload().is_none() {
             let error = "record has no value".to_owned();
             return self
                 .bad_input(msg, DeadLetterKind::Decode, error, cancel)
                 .await;
-        };
+        }
         // Through the retry topic, each delivery is one attempt.
         let (first, in_place) = match &state {
             Some(st) => (st.attempts + 1, 1),
             None => (1, self.config.max_attempts),
         };
         match self
-            .attempts(msg, inc, payload, first, in_place, cancel)
+            .attempts(msg, inc, first, in_place, cancel, defer)
             .await
         {
             Attempts::Done => {
@@ -337,10 +412,10 @@ impl<S: Service> ListenerEnv<S> {
         &self,
         msg: &OwnedMessage,
         inc: Incoming,
-        payload: &[u8],
         first: u32,
         in_place: u32,
         cancel: &CancellationToken,
+        mut defer: Option<&mut Vec<Pending>>,
     ) -> Attempts {
         let id = inc.id.unwrap_or_default();
         let meta = Meta {
@@ -366,10 +441,17 @@ impl<S: Service> ListenerEnv<S> {
                 self.source.clone(),
                 meta.clone(),
             );
+            let payload = msg.payload().unwrap_or_default();
             let fut = self.listener.call(self.svc.clone(), ctx.clone(), payload);
             let mut unavailable = false;
             let (kind, error, permanent) =
                 match tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await {
+                    Ok(Ok(Ok(()))) if defer.is_some() => {
+                        if let Some(sink) = defer.as_deref_mut() {
+                            sink.append(&mut ctx.take_produced());
+                        }
+                        return Attempts::Done;
+                    }
                     Ok(Ok(Ok(()))) => match ctx.acked().await {
                         Ok(()) => return Attempts::Done,
                         Err(e) => (

@@ -1,0 +1,150 @@
+//! The benchmark of atoll against a hand-written rdkafka loop and ruststream-rdkafka, on one
+//! tansu broker (design §10).
+//!
+//! ```sh
+//! scripts/bench                        # the whole benchmark: tansu, release build, table
+//! cargo run --release -p atoll-bench -- --help
+//! ```
+//!
+//! The orchestrator starts tansu, fills the input topic once, then runs every measurement as a
+//! worker process of its own (this binary, `worker` subcommand), so that CPU time and peak
+//! RSS belong to one run. Implementations alternate within each round; the first round is
+//! discarded and the table quotes medians.
+
+mod meter;
+mod orchestra;
+mod payload;
+mod peer;
+mod raw;
+mod relay;
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark atoll against raw rdkafka and peers on one tansu broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    plan: orchestra::Plan,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One measured run (started by the orchestrator).
+    #[command(hide = true)]
+    Worker(Work),
+}
+
+/// The implementations measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Impl {
+    /// The hand-written rdkafka loop.
+    Raw,
+    /// atoll.
+    Atoll,
+    /// ruststream-rdkafka.
+    Ruststream,
+}
+
+impl Impl {
+    /// The name in the table.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Raw => "raw rdkafka",
+            Self::Atoll => "atoll",
+            Self::Ruststream => "ruststream-rdkafka",
+        }
+    }
+
+    /// The consumer group the implementation reads the input with.
+    pub(crate) fn group(self) -> String {
+        match self {
+            Self::Raw => "bench-raw".to_owned(),
+            Self::Ruststream => "bench-ruststream".to_owned(),
+            Self::Atoll => <payload::Relay as atoll::Service>::ID
+                .group_id("relay")
+                .expect("a valid listener name"),
+        }
+    }
+}
+
+/// One worker run.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Work {
+    /// Which implementation.
+    #[arg(long = "impl", value_enum)]
+    pub(crate) imp: Impl,
+    /// Broker.
+    #[arg(long)]
+    pub(crate) bootstrap: String,
+    /// Consumer group.
+    #[arg(long)]
+    pub(crate) group: String,
+    /// `partition`, `key` or `unordered`.
+    #[arg(long, default_value = "partition")]
+    pub(crate) ordering: String,
+    /// Simulated I/O per record, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) io_us: u64,
+    /// Records handled before measuring.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) warmup: u64,
+    /// Records measured.
+    #[arg(long)]
+    pub(crate) records: u64,
+    /// `fetch.wait.max.ms` of the consumer.
+    #[arg(long, default_value = "500")]
+    pub(crate) fetch_wait_ms: String,
+    /// Whether to measure latency.
+    #[arg(long)]
+    pub(crate) latency: bool,
+}
+
+impl Work {
+    /// The simulated I/O per record.
+    pub(crate) fn io(&self) -> Duration {
+        Duration::from_micros(self.io_us)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Some(Command::Worker(work)) => runtime.block_on(worker(work)),
+        None => runtime.block_on(orchestra::run(cli.plan)),
+    }
+}
+
+/// A worker: runs one implementation until its records are measured, prints `ready` once it
+/// has every partition, then the report as one JSON line.
+async fn worker(work: Work) -> anyhow::Result<()> {
+    meter::init(work.warmup, work.records, work.latency);
+    let ready = || {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    };
+    let report = match work.imp {
+        Impl::Raw => raw::run(&work, ready).await?,
+        Impl::Atoll => relay::run(&work, ready).await?,
+        Impl::Ruststream => peer::run(&work, ready).await?,
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    out.flush()?;
+    Ok(())
+}

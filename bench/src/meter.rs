@@ -1,0 +1,160 @@
+//! What one run measures, the same way for every implementation: each handler calls
+//! [`record`] once per input record after its work, and the run ends when `records` were
+//! recorded after the first `warmup`.
+//!
+//! - rate: records / wall time between the first and the last measured record;
+//! - CPU: user + system time of the process (getrusage) over the same span, per record;
+//! - latency: now − the microsecond timestamp the producer wrote into the payload, into an
+//!   HdrHistogram (only when the run measures latency: on a pre-filled backlog it would
+//!   measure the backlog's age);
+//! - peak RSS: the process's high-water resident set (each run is a process of its own).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use nix::sys::resource::{getrusage, UsageWho};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// The figures of one run, printed by the worker process as one JSON line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Report {
+    /// Records measured.
+    pub(crate) records: u64,
+    /// Wall time between the first and the last measured record, in seconds.
+    pub(crate) secs: f64,
+    /// Records per second.
+    pub(crate) rate: f64,
+    /// CPU time (user + system) of the process per record, in microseconds.
+    pub(crate) cpu_us: f64,
+    /// Median latency in microseconds, when measured.
+    pub(crate) p50_us: Option<u64>,
+    /// 99th percentile latency in microseconds, when measured.
+    pub(crate) p99_us: Option<u64>,
+    /// Peak resident set of the process, in MiB.
+    pub(crate) rss_mib: f64,
+}
+
+struct Meter {
+    warmup: u64,
+    records: u64,
+    latency: bool,
+    seen: AtomicU64,
+    start: OnceLock<(Instant, Duration)>,
+    histogram: Mutex<Histogram<u64>>,
+    report: OnceLock<Report>,
+    done: Notify,
+}
+
+static METER: OnceLock<Meter> = OnceLock::new();
+
+/// Sets up the meter of this process: skip `warmup` records, then measure `records`.
+pub(crate) fn init(warmup: u64, records: u64, latency: bool) {
+    let meter = Meter {
+        warmup,
+        records,
+        latency,
+        seen: AtomicU64::new(0),
+        start: OnceLock::new(),
+        histogram: Mutex::new(
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+        ),
+        report: OnceLock::new(),
+        done: Notify::new(),
+    };
+    assert!(METER.set(meter).is_ok(), "the meter is set up once");
+}
+
+fn meter() -> &'static Meter {
+    METER.get().expect("meter::init runs before any handler")
+}
+
+/// The current time in microseconds since the epoch, as written into payloads.
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// User + system CPU time of this process so far.
+fn cpu() -> Duration {
+    let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage(RUSAGE_SELF)");
+    let t = |tv: nix::sys::time::TimeVal| {
+        Duration::from_secs(tv.tv_sec() as u64) + Duration::from_micros(tv.tv_usec() as u64)
+    };
+    t(usage.user_time()) + t(usage.system_time())
+}
+
+/// The peak resident set of this process image, from `VmHWM` in `/proc/self/status` (not
+/// getrusage's `ru_maxrss`, which Linux carries over from the parent across `exec`).
+fn max_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Books one handled record that the producer stamped at `ts_us`.
+pub(crate) fn record(ts_us: u64) {
+    let m = meter();
+    let n = m.seen.fetch_add(1, Ordering::Relaxed) + 1;
+    if n <= m.warmup {
+        return;
+    }
+    if n == m.warmup + 1 {
+        let _ = m.start.set((Instant::now(), cpu()));
+    }
+    if n > m.warmup + m.records {
+        return;
+    }
+    if m.latency {
+        let latency = now_us().saturating_sub(ts_us).max(1);
+        let _ = m
+            .histogram
+            .lock()
+            .expect("poisoned")
+            .record(latency.min(60_000_000));
+    }
+    if n == m.warmup + m.records {
+        m.finish();
+    }
+}
+
+impl Meter {
+    fn finish(&self) {
+        let (t0, cpu0) = *self
+            .start
+            .get()
+            .expect("started at the first measured record");
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let cpu_us = (cpu() - cpu0).as_secs_f64() * 1e6 / self.records as f64;
+        let h = self.histogram.lock().expect("poisoned");
+        let quantile = |q| self.latency.then(|| h.value_at_quantile(q));
+        let report = Report {
+            records: self.records,
+            secs,
+            rate: self.records as f64 / secs,
+            cpu_us,
+            p50_us: quantile(0.5),
+            p99_us: quantile(0.99),
+            rss_mib: max_rss_mib(),
+        };
+        let _ = self.report.set(report);
+        self.done.notify_one();
+    }
+}
+
+/// Waits until the run's records were measured, and returns the figures.
+pub(crate) async fn finished() -> Report {
+    let m = meter();
+    loop {
+        if let Some(r) = m.report.get() {
+            return r.clone();
+        }
+        m.done.notified().await;
+    }
+}

@@ -1,0 +1,523 @@
+//! The orchestrator: one tansu, one pre-filled input topic, interleaved runs, medians, a table
+//! and a JSON file.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use atoll::envelope::Outgoing;
+use atoll::Event;
+use atoll_testkit::Tansu;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::meter::{self, Report};
+use crate::payload::{
+    transfer, Transfer, INPUT, OUTPUT_ATOLL, OUTPUT_RAW, OUTPUT_RUSTSTREAM, PARTITIONS,
+};
+use crate::Impl;
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Plan {
+    /// Records in the backlog drained by scenario 1.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) records: u64,
+    /// Measured rounds per scenario (a warm-up round, with a tenth of the records, runs first
+    /// and is discarded).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) rounds: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) keys: u64,
+    /// Simulated I/O per record in scenario 2, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) io_ms: u64,
+    /// Records per run of scenario 2 in partition mode (the other modes handle 5×).
+    #[arg(long, default_value_t = 6_000)]
+    pub(crate) io_records: u64,
+    /// Seconds measured per run of scenario 3 (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) latency_secs: u64,
+    /// Implementations to run (default: all).
+    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream])]
+    pub(crate) impls: Vec<Impl>,
+    /// Scenarios to run (1: drain, 2: simulated I/O, 3: latency).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3])]
+    pub(crate) scenarios: Vec<u8>,
+    /// Use this broker instead of starting tansu (its input topic must be empty).
+    #[arg(long)]
+    pub(crate) bootstrap: Option<String>,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/bench/results.json")]
+    pub(crate) json: PathBuf,
+}
+
+/// `fetch.wait.max.ms` of every consumer: tansu 0.6 holds a fetch for this long even when
+/// records arrive meanwhile, so librdkafka's 500 ms default would be the latency measured.
+const FETCH_WAIT_MS: &str = "10";
+
+/// Records ruststream-rdkafka drains in scenario 1.
+const PEER_RECORDS: u64 = 10_000;
+
+/// One row of the results: an implementation in a scenario, medians over the measured rounds.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    scenario: String,
+    implementation: &'static str,
+    mode: String,
+    rounds: usize,
+    records: u64,
+    rate: f64,
+    cpu_us: f64,
+    p50_us: Option<u64>,
+    p99_us: Option<u64>,
+    rss_mib: f64,
+    /// The spread of the rate over the rounds, min..max.
+    rate_min: f64,
+    rate_max: f64,
+}
+
+/// One run of one implementation.
+#[derive(Debug, Clone)]
+struct Variant {
+    imp: Impl,
+    ordering: &'static str,
+    io_us: u64,
+    warmup: u64,
+    records: u64,
+    latency: bool,
+}
+
+/// Runs the plan: prints progress to stderr, the table to stdout, and writes the JSON.
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    if plan.scenarios.contains(&1) {
+        let (_tansu, bootstrap) = broker(&plan, plan.records).await?;
+        // ruststream awaits each publish before the next record (~200 records/s here): it
+        // drains a slice of the backlog, or one run would take over an hour.
+        let records = |imp| match imp {
+            Impl::Ruststream => plan.records.min(PEER_RECORDS),
+            _ => plan.records,
+        };
+        let variants: Vec<Variant> = plan
+            .impls
+            .iter()
+            .map(|&imp| variant(imp, "partition", records(imp)))
+            .collect();
+        let name = format!("1: drain a backlog of {} × ~200 B", plan.records);
+        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+    }
+    if plan.scenarios.contains(&2) {
+        let many = (plan.io_records * 5).min(plan.records);
+        let (_tansu, bootstrap) = broker(&plan, many).await?;
+        let io_us = plan.io_ms * 1000;
+        let io = |imp, ordering, records| Variant {
+            io_us,
+            ..variant(imp, ordering, records)
+        };
+        let all = [
+            io(Impl::Atoll, "partition", plan.io_records),
+            io(Impl::Atoll, "key", many),
+            io(Impl::Atoll, "unordered", many),
+            io(Impl::Ruststream, "partition", plan.io_records),
+            io(Impl::Ruststream, "key", many),
+        ];
+        let variants: Vec<Variant> = all
+            .into_iter()
+            .filter(|v| plan.impls.contains(&v.imp))
+            .collect();
+        let name = format!(
+            "2: {} ms I/O, {PARTITIONS} partitions, {} keys",
+            plan.io_ms, plan.keys
+        );
+        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+    }
+    if plan.scenarios.contains(&3) {
+        let (_tansu, bootstrap) = broker(&plan, 0).await?;
+        for rate in [1_000u64, 10_000] {
+            let latency = |imp| Variant {
+                warmup: rate,
+                records: rate * plan.latency_secs,
+                latency: true,
+                ..variant(imp, "partition", 0)
+            };
+            let variants: Vec<Variant> = [Impl::Raw, Impl::Atoll]
+                .into_iter()
+                .filter(|imp| plan.impls.contains(imp))
+                .map(latency)
+                .collect();
+            let name = format!("3: steady {rate} records/s");
+            let pace = Some((rate, plan.keys));
+            rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, pace).await?);
+        }
+    }
+    print_table(&rows);
+    if let Some(dir) = plan.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&plan.json, serde_json::to_vec_pretty(&rows)?)?;
+    eprintln!(
+        "wrote {} in {:.0} s",
+        plan.json.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A fresh broker for one scenario (tansu slows down as its in-memory log grows, so scenarios
+/// do not share one), with the topics created and `records` input records in place.
+async fn broker(plan: &Plan, records: u64) -> anyhow::Result<(Option<Tansu>, String)> {
+    let tansu = plan.bootstrap.is_none().then(Tansu::start);
+    let bootstrap = match (&tansu, &plan.bootstrap) {
+        (Some(t), _) => t.bootstrap(),
+        (None, b) => b.clone().unwrap_or_default(),
+    };
+    eprintln!("broker: {bootstrap}");
+    create_topics(&bootstrap).await?;
+    if records > 0 {
+        let took = fill(&bootstrap, records, plan.keys).await?;
+        eprintln!(
+            "filled {INPUT} with {records} records in {:.1} s ({:.0} records/s)",
+            took.as_secs_f64(),
+            records as f64 / took.as_secs_f64()
+        );
+    }
+    Ok((tansu, bootstrap))
+}
+
+fn variant(imp: Impl, ordering: &'static str, records: u64) -> Variant {
+    Variant {
+        imp,
+        ordering,
+        io_us: 0,
+        warmup: 0,
+        records,
+        latency: false,
+    }
+}
+
+/// Runs every variant once per round, alternating, the first round discarded; returns the
+/// medians. With `pace = Some((rate, keys))` the input is produced at `rate` while each run
+/// lasts, starting once the worker has its partitions.
+async fn rounds(
+    bootstrap: &str,
+    scenario: &str,
+    variants: &[Variant],
+    rounds: usize,
+    pace: Option<(u64, u64)>,
+) -> anyhow::Result<Vec<Row>> {
+    let mut reports: Vec<Vec<Report>> = vec![Vec::new(); variants.len()];
+    for round in 0..=rounds {
+        for (i, v) in variants.iter().enumerate() {
+            // The first round warms the broker and the implementation up and is discarded; a
+            // tenth of the records does that.
+            let warm = Variant {
+                records: (v.records / 10).max(1),
+                ..v.clone()
+            };
+            let run = if round == 0 && pace.is_none() {
+                &warm
+            } else {
+                v
+            };
+            let report = run_one(bootstrap, run, pace).await.with_context(|| {
+                format!(
+                    "{scenario}: {} ({}) round {round}",
+                    v.imp.label(),
+                    v.ordering
+                )
+            })?;
+            eprintln!(
+                "{scenario} | {} {} | round {round}{} | {:.0} records/s, {:.1} µs CPU/record, p50 {:?} µs, p99 {:?} µs, {:.0} MiB",
+                v.imp.label(),
+                v.ordering,
+                if round == 0 { " (discarded)" } else { "" },
+                report.rate,
+                report.cpu_us,
+                report.p50_us,
+                report.p99_us,
+                report.rss_mib
+            );
+            if round > 0 {
+                reports[i].push(report);
+            }
+        }
+    }
+    Ok(variants
+        .iter()
+        .zip(reports)
+        .map(|(v, runs)| summarize(scenario, v, &runs))
+        .collect())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn summarize(scenario: &str, v: &Variant, runs: &[Report]) -> Row {
+    let of = |f: fn(&Report) -> f64| median(runs.iter().map(f).collect());
+    let quantile = |f: fn(&Report) -> Option<u64>| {
+        let xs: Vec<f64> = runs.iter().filter_map(f).map(|x| x as f64).collect();
+        (!xs.is_empty()).then(|| median(xs) as u64)
+    };
+    let rates = runs.iter().map(|r| r.rate);
+    Row {
+        scenario: scenario.to_owned(),
+        implementation: v.imp.label(),
+        mode: v.ordering.to_owned(),
+        rounds: runs.len(),
+        records: v.records,
+        rate: of(|r| r.rate),
+        cpu_us: of(|r| r.cpu_us),
+        p50_us: quantile(|r| r.p50_us),
+        p99_us: quantile(|r| r.p99_us),
+        rss_mib: of(|r| r.rss_mib),
+        rate_min: rates.clone().fold(f64::INFINITY, f64::min),
+        rate_max: rates.fold(0.0, f64::max),
+    }
+}
+
+/// Starts a worker process for `v`, feeds it when paced, and reads its report.
+async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyhow::Result<Report> {
+    let group = v.imp.group();
+    let to = if pace.is_some() {
+        Position::End
+    } else {
+        Position::Start
+    };
+    reset_group(bootstrap, &group, to)?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["worker", "--impl"])
+        .arg(serde_json::to_value(v.imp)?.as_str().unwrap_or_default())
+        .args(["--bootstrap", bootstrap, "--group", &group])
+        .args(["--ordering", v.ordering])
+        .args(["--io-us", &v.io_us.to_string()])
+        .args(["--warmup", &v.warmup.to_string()])
+        .args(["--records", &v.records.to_string()])
+        .args(v.latency.then_some("--latency"))
+        .args(["--fetch-wait-ms", FETCH_WAIT_MS])
+        .env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+        .env("ATOLL_SERVICE__STATIC_MEMBERSHIP", "false")
+        .env("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+        .env("ATOLL_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "500")
+        .env("ATOLL_LISTENERS__RELAY__ORDERING", v.ordering)
+        .env("ATOLL_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", FETCH_WAIT_MS)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let limit = Duration::from_secs(600);
+    let report = tokio::time::timeout(limit, async {
+        let mut feeding = None;
+        while let Some(line) = lines.next_line().await? {
+            if line == "ready" {
+                if let Some((rate, keys)) = pace {
+                    let total = v.warmup + v.records;
+                    let bootstrap = bootstrap.to_owned();
+                    feeding = Some(tokio::spawn(async move {
+                        paced(&bootstrap, rate, total, keys).await
+                    }));
+                }
+                continue;
+            }
+            let report: Report =
+                serde_json::from_str(&line).with_context(|| format!("worker printed `{line}`"))?;
+            if let Some(f) = feeding {
+                f.await??;
+            }
+            return Ok::<_, anyhow::Error>(report);
+        }
+        bail!("the worker ended without a report")
+    })
+    .await
+    .context("the worker did not finish within 10 minutes")??;
+    let status = child.wait().await?;
+    if !status.success() {
+        bail!("the worker exited with {status}");
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    Start,
+    End,
+}
+
+/// Commits `to` for every input partition in `group`, which has no members now.
+fn reset_group(bootstrap: &str, group: &str, to: Position) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        let offset = match to {
+            Position::Start => 0,
+            Position::End => {
+                consumer
+                    .fetch_watermarks(INPUT, p, Duration::from_secs(10))?
+                    .1
+            }
+        };
+        tpl.add_partition_offset(INPUT, p, Offset::Offset(offset))?;
+    }
+    consumer.assign(&tpl)?;
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .with_context(|| format!("resetting the offsets of group `{group}`"))?;
+    Ok(())
+}
+
+async fn create_topics(bootstrap: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let topics: Vec<NewTopic<'_>> = [INPUT, OUTPUT_ATOLL, OUTPUT_RAW, OUTPUT_RUSTSTREAM]
+        .iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(-1)))
+        .collect();
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, e)) => bail!("creating {topic}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// A producer of input records. One record per batch: tansu 0.6 cannot fetch from an offset
+/// inside a batch (`testkit/tests/tansu_limitations.rs`), and consumers that pause partitions
+/// (atoll's backpressure) fetch again from the next record to handle.
+/// The paced producer of scenario 3 batches (tansu cannot take 10,000 single-record batches a
+/// second; consumers that keep up never fetch from inside a batch).
+fn producer(bootstrap: &str, linger_ms: &str, batch: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("batch.num.messages", batch)
+        .set("linger.ms", linger_ms)
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?)
+}
+
+/// Sends input record `i`, stamped now, with the headers atoll's producers write.
+fn send(
+    p: &FutureProducer,
+    i: u64,
+    keys: u64,
+) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+    let t = transfer(i, meter::now_us(), keys);
+    let payload = serde_json::to_vec(&t)?;
+    let (headers, _) = Outgoing::new(Transfer::ce_type(), "bench.perf.driver").headers();
+    let record = FutureRecord::to(INPUT)
+        .key(t.account.as_bytes())
+        .payload(&payload)
+        .headers(headers);
+    p.send_result(record)
+        .map_err(|(e, _)| anyhow::anyhow!("producing input {i}: {e}"))
+}
+
+/// The outcome of a delivery future as an error.
+fn acked(
+    ack: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+) -> anyhow::Result<()> {
+    ack?.map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// Fills the input topic with `records` records; returns how long it took.
+async fn fill(bootstrap: &str, records: u64, keys: u64) -> anyhow::Result<Duration> {
+    let p = producer(bootstrap, "20", "1")?;
+    let start = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for i in 0..records {
+        while acks.len() >= 100_000 {
+            acked(acks.next().await.expect("not empty"))?;
+        }
+        acks.push(send(&p, i, keys)?);
+    }
+    while let Some(ack) = acks.next().await {
+        acked(ack)?;
+    }
+    Ok(start.elapsed())
+}
+
+/// Produces `total` records at `rate` per second, in 1 ms ticks.
+async fn paced(bootstrap: &str, rate: u64, total: u64, keys: u64) -> anyhow::Result<()> {
+    let p = producer(bootstrap, "1", "10000")?;
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut acks = FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < total {
+        tick.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+        while sent < due {
+            acks.push(send(&p, 1_000_000_000 + sent, keys)?);
+            sent += 1;
+        }
+        while let Some(Some(ack)) = acks.next().now_or_never() {
+            acked(ack)?;
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        acked(ack)?;
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| scenario | implementation | mode | records per run | records/s (min–max) | CPU µs/record | p50 / p99 latency | peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let latency = match (r.p50_us, r.p99_us) {
+            (Some(a), Some(b)) => format!("{:.2} / {:.2} ms", a as f64 / 1e3, b as f64 / 1e3),
+            _ => "—".to_owned(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {} | {:.0} MiB |",
+            r.scenario,
+            r.implementation,
+            r.mode,
+            r.records,
+            r.rate,
+            r.rate_min,
+            r.rate_max,
+            r.cpu_us,
+            latency,
+            r.rss_mib
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}

@@ -1,0 +1,99 @@
+//! The records every implementation reads and writes: a ~200-byte JSON transfer in, a smaller
+//! JSON record out.
+
+use atoll::{event_service, Event};
+use serde::{Deserialize, Serialize};
+
+/// The service atoll runs in the benchmark: it owns the input (`bench.perf.relay.commands`) and
+/// the output (`bench.perf.relay.events`).
+#[event_service(company = "bench", namespace = "perf", name = "relay", partitions = 6)]
+#[derive(Debug, Default)]
+pub(crate) struct Relay;
+
+/// The input: a command of the relay service, about 200 bytes of JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "transfer", version = 1, service = Relay)]
+pub(crate) struct Transfer {
+    /// Sequence number.
+    pub(crate) id: u64,
+    /// When the producer sent it, in microseconds since the epoch.
+    pub(crate) ts_us: u64,
+    /// The key: one of `keys` accounts.
+    #[event(key)]
+    pub(crate) account: String,
+    /// Amount.
+    pub(crate) amount_cents: i64,
+    /// Currency.
+    pub(crate) currency: String,
+    /// Padding to about 200 bytes.
+    pub(crate) memo: String,
+}
+
+/// The output, one per input.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(fact, name = "transfer_relayed", version = 1, service = Relay)]
+pub(crate) struct Relayed {
+    /// The input's sequence number.
+    pub(crate) id: u64,
+    /// The input's timestamp.
+    pub(crate) ts_us: u64,
+    /// The input's account.
+    #[event(key)]
+    pub(crate) account: String,
+    /// The input's amount.
+    pub(crate) amount_cents: i64,
+}
+
+impl From<&Transfer> for Relayed {
+    fn from(t: &Transfer) -> Self {
+        Self {
+            id: t.id,
+            ts_us: t.ts_us,
+            account: t.account.clone(),
+            amount_cents: t.amount_cents,
+        }
+    }
+}
+
+/// Input record `id` with timestamp `ts_us`, keyed by one of `keys` accounts.
+pub(crate) fn transfer(id: u64, ts_us: u64, keys: u64) -> Transfer {
+    Transfer {
+        id,
+        ts_us,
+        account: format!("account-{:06}", id % keys),
+        amount_cents: (id % 10_000) as i64 + 1,
+        currency: "EUR".to_owned(),
+        memo: "invoice 2026-11 for services rendered, thank you for your business; ref ABCDEFGHIJKLMNOP"
+            .to_owned(),
+    }
+}
+
+/// The input topic, which every implementation reads.
+pub(crate) const INPUT: &str = "bench.perf.relay.commands";
+/// The output topic of atoll.
+pub(crate) const OUTPUT_ATOLL: &str = "bench.perf.relay.events";
+/// The output topic of the raw rdkafka loop.
+pub(crate) const OUTPUT_RAW: &str = "bench.raw.out";
+/// The output topic of ruststream.
+pub(crate) const OUTPUT_RUSTSTREAM: &str = "bench.ruststream.out";
+/// Partitions of every benchmark topic.
+pub(crate) const PARTITIONS: i32 = 6;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_record_is_about_200_bytes() {
+        let len = serde_json::to_vec(&transfer(123_456, crate::meter::now_us(), 1000))
+            .unwrap()
+            .len();
+        assert!((180..=220).contains(&len), "{len} bytes");
+    }
+
+    #[test]
+    fn the_topics_are_atolls() {
+        assert_eq!(Transfer::topic().as_str(), INPUT);
+        assert_eq!(Relayed::topic().as_str(), OUTPUT_ATOLL);
+    }
+}
