@@ -42,10 +42,10 @@ pub(crate) struct Plan {
     #[arg(long, default_value_t = 2)]
     pub(crate) io_ms: u64,
     /// Records per run of scenario 2 in partition mode (the other modes handle 5×).
-    #[arg(long, default_value_t = 6_000)]
+    #[arg(long, default_value_t = 3_000)]
     pub(crate) io_records: u64,
     /// Seconds measured per run of scenario 3 (after one second of warm-up).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     pub(crate) latency_secs: u64,
     /// Implementations to run (default: all).
     #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream])]
@@ -406,8 +406,8 @@ async fn create_topics(bootstrap: &str) -> anyhow::Result<()> {
 /// A producer of input records. One record per batch: tansu 0.6 cannot fetch from an offset
 /// inside a batch (`testkit/tests/tansu_limitations.rs`), and consumers that pause partitions
 /// (atoll's backpressure) fetch again from the next record to handle.
-/// The paced producer of scenario 3 batches (tansu cannot take 10,000 single-record batches a
-/// second; consumers that keep up never fetch from inside a batch).
+/// The paced producer of scenario 3 batches, lingering 5 ms (tansu cannot take 10,000 small
+/// batches a second; consumers that keep up never fetch from inside a batch).
 fn producer(bootstrap: &str, linger_ms: &str, batch: &str) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -464,7 +464,7 @@ async fn fill(bootstrap: &str, records: u64, keys: u64) -> anyhow::Result<Durati
 
 /// Produces `total` records at `rate` per second, in 1 ms ticks.
 async fn paced(bootstrap: &str, rate: u64, total: u64, keys: u64) -> anyhow::Result<()> {
-    let p = producer(bootstrap, "1", "10000")?;
+    let p = producer(bootstrap, "5", "10000")?;
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
