@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atoll::{event_service, handlers, App, Config, Context, Event, HandlerResult};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "test", name = "echo", partitions = 1)]
@@ -42,18 +41,6 @@ impl Echo {
         *self.handled.lock().unwrap().entry(ping.n).or_default() += 1;
         Ok(())
     }
-}
-
-fn committed(bootstrap: &str) -> Offset {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "acme.test.echo-pings")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition("acme.test.echo.commands", 0);
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements()[0].offset()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +73,7 @@ async fn records_whose_outputs_were_rejected_are_handled_again() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::task::spawn_blocking({
         let b = b.clone();
-        move || committed(&b)
+        move || common::committed(&b, "acme.test.echo-pings", "acme.test.echo.commands")
     })
     .await
     .unwrap()

@@ -1,13 +1,14 @@
 //! Offsets are committed in batches: by count before the interval passes, and in full on
 //! shutdown.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll::{event_service, handlers, App, Config, Event, HandlerResult};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "test", name = "counter", partitions = 1)]
@@ -29,18 +30,6 @@ impl Counter {
         self.handled.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-}
-
-fn committed(bootstrap: &str) -> Offset {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "acme.test.counter-ticks")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition("acme.test.counter.commands", 0);
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements()[0].offset()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,9 +66,11 @@ async fn commits_by_count_before_the_interval_and_in_full_on_shutdown() {
     // Ten records: exactly one batch.
     send_and_wait(0, 10).await;
     let b = bootstrap.clone();
-    let mid = tokio::task::spawn_blocking(move || committed(&b))
-        .await
-        .unwrap();
+    let mid = tokio::task::spawn_blocking(move || {
+        common::committed(&b, "acme.test.counter-ticks", "acme.test.counter.commands")
+    })
+    .await
+    .unwrap();
     assert!(
         mid == Offset::Offset(10),
         "a batch was committed long before the interval: {mid:?}"
@@ -88,14 +79,22 @@ async fn commits_by_count_before_the_interval_and_in_full_on_shutdown() {
     send_and_wait(10, 15).await;
     assert_eq!(svc.handled.load(Ordering::SeqCst), 15);
     let b = bootstrap.clone();
-    let before_stop = tokio::task::spawn_blocking(move || committed(&b))
-        .await
-        .unwrap();
+    let before_stop = tokio::task::spawn_blocking(move || {
+        common::committed(&b, "acme.test.counter-ticks", "acme.test.counter.commands")
+    })
+    .await
+    .unwrap();
     assert_eq!(before_stop, mid, "no batch of five");
     running.shutdown().await;
-    let end = tokio::task::spawn_blocking(move || committed(&bootstrap))
-        .await
-        .unwrap();
+    let end = tokio::task::spawn_blocking(move || {
+        common::committed(
+            &bootstrap,
+            "acme.test.counter-ticks",
+            "acme.test.counter.commands",
+        )
+    })
+    .await
+    .unwrap();
     assert_eq!(
         end,
         Offset::Offset(15),

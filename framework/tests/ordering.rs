@@ -2,14 +2,15 @@
 //! while keys run concurrently within the in-flight bound; `unordered` never commits past an
 //! unfinished record; a rebalance with records in flight loses nothing.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atoll::{event_service, handlers, App, Config, Event, HandlerResult, Meta};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "test", name = "lanes", partitions = 2)]
@@ -124,20 +125,6 @@ impl Loose {
     }
 }
 
-fn committed(bootstrap: &str, group: &str, topic: &str) -> Offset {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    c.committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap()
-        .elements()[0]
-        .offset()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unordered_never_commits_past_an_unfinished_record() {
     let svc = Loose::default();
@@ -164,7 +151,7 @@ async fn unordered_never_commits_past_an_unfinished_record() {
     let (group, topic) = ("acme.test.loose-jobs", "acme.test.loose.commands");
     let before = {
         let b = bootstrap.clone();
-        tokio::task::spawn_blocking(move || committed(&b, group, topic))
+        tokio::task::spawn_blocking(move || common::committed(&b, group, topic))
             .await
             .unwrap()
     };
@@ -179,7 +166,7 @@ async fn unordered_never_commits_past_an_unfinished_record() {
         .await
     );
     let after = wait_for(Duration::from_secs(10), || {
-        committed(&bootstrap, group, topic) == Offset::Offset(40)
+        common::committed(&bootstrap, group, topic) == Offset::Offset(40)
     })
     .await;
     assert!(after, "everything committed once the held record finished");

@@ -1,5 +1,8 @@
 //! Helpers shared by the embedded-broker tests.
 
+// Each test crate uses some of them.
+#![allow(dead_code, unused_imports)]
+
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -33,6 +36,22 @@ pub(crate) fn read_topic(
         }
     }
     out
+}
+
+/// The offset `group` committed for partition 0 of `topic`. Blocking: call it from
+/// `spawn_blocking`.
+pub(crate) fn committed(bootstrap: &str, group: &str, topic: &str) -> Offset {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()[0]
+        .offset()
 }
 
 pub(crate) use atoll::envelope::header_str as header;
