@@ -19,6 +19,7 @@ mod raw;
 mod relay;
 
 use std::io::Write;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -41,8 +42,7 @@ enum Command {
 }
 
 /// The implementations measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Impl {
     /// The hand-written rdkafka loop.
     Raw,
@@ -106,10 +106,13 @@ pub(crate) struct Work {
     pub(crate) latency: bool,
 }
 
-impl Work {
-    /// The simulated I/O per record.
-    pub(crate) fn io(&self) -> Duration {
-        Duration::from_micros(self.io_us)
+/// Simulated I/O per record (scenario 2), set once per worker process.
+static IO: OnceLock<Duration> = OnceLock::new();
+
+/// Awaits the run's simulated I/O, if any: what every implementation's handler does first.
+pub(crate) async fn simulated_io() {
+    if let Some(io) = IO.get().filter(|d| !d.is_zero()) {
+        tokio::time::sleep(*io).await;
     }
 }
 
@@ -133,6 +136,7 @@ fn main() -> anyhow::Result<()> {
 /// has every partition, then the report as one JSON line.
 async fn worker(work: Work) -> anyhow::Result<()> {
     meter::init(work.warmup, work.records, work.latency);
+    let _ = IO.set(Duration::from_micros(work.io_us));
     let ready = || {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "ready");
@@ -140,7 +144,7 @@ async fn worker(work: Work) -> anyhow::Result<()> {
     };
     let report = match work.imp {
         Impl::Raw => raw::run(&work, ready).await?,
-        Impl::Atoll => relay::run(&work, ready).await?,
+        Impl::Atoll => relay::run(ready).await?,
         Impl::Ruststream => peer::run(&work, ready).await?,
     };
     let mut out = std::io::stdout().lock();

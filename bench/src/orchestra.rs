@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use atoll::envelope::Outgoing;
 use atoll::Event;
 use atoll_testkit::Tansu;
+use clap::ValueEnum;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -304,7 +305,12 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
     reset_group(bootstrap, &group, to)?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["worker", "--impl"])
-        .arg(serde_json::to_value(v.imp)?.as_str().unwrap_or_default())
+        .arg(
+            v.imp
+                .to_possible_value()
+                .expect("every implementation has a name")
+                .get_name(),
+        )
         .args(["--bootstrap", bootstrap, "--group", &group])
         .args(["--ordering", v.ordering])
         .args(["--io-us", &v.io_us.to_string()])

@@ -3,8 +3,6 @@
 //! Partition mode is its default subscription; key mode is `workers(256, by_key)` on the record
 //! key, the same bound as atoll's `max_in_flight`.
 
-use std::time::Duration;
-
 use ruststream_rdkafka::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -21,12 +19,8 @@ pub(crate) struct RsRelayed {
     amount_cents: i64,
 }
 
-static IO: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-
 async fn relay(t: &Transfer) -> RsRelayed {
-    if let Some(io) = IO.get().filter(|d| !d.is_zero()) {
-        tokio::time::sleep(*io).await;
-    }
+    crate::simulated_io().await;
     meter::record(t.ts_us);
     RsRelayed {
         id: t.id,
@@ -58,7 +52,6 @@ async fn by_key(t: &Transfer) -> RsRelayed {
 
 /// Runs ruststream until the meter has its records.
 pub(crate) async fn run(work: &Work, ready: impl FnOnce()) -> anyhow::Result<meter::Report> {
-    let _ = IO.set(work.io());
     let broker = KafkaBroker::new([work.bootstrap.as_str()])
         .default_group(work.group.clone())
         .config("fetch.wait.max.ms", work.fetch_wait_ms.clone())

@@ -114,8 +114,9 @@ listener_settings! {
     /// Order within a partition: `partition` (sequential), `key` (concurrent across keys,
     /// sequential per key) or `unordered`.
     ordering: OrderingMode = OrderingMode::Partition,
-    /// Records a listener handles at once, across its partitions (`key` and `unordered`
-    /// ordering); more wait, and their partitions pause once `max_buffered` are waiting.
+    /// With `key` and `unordered` ordering, the records a listener handles at once across its
+    /// partitions (more wait, and their partitions pause once `max_buffered` are waiting); with
+    /// `partition` ordering, the handled records per partition still awaiting acknowledgement.
     max_in_flight: usize = 256,
 }
 

@@ -446,19 +446,20 @@ impl<S: Service> ListenerEnv<S> {
             let mut unavailable = false;
             let (kind, error, permanent) =
                 match tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await {
-                    Ok(Ok(Ok(()))) if defer.is_some() => {
-                        if let Some(sink) = defer.as_deref_mut() {
-                            sink.append(&mut ctx.take_produced());
+                    Ok(Ok(Ok(()))) => match defer.take() {
+                        // Only a successful attempt hands its outputs over: the sink is empty.
+                        Some(sink) => {
+                            *sink = ctx.take_produced();
+                            return Attempts::Done;
                         }
-                        return Attempts::Done;
-                    }
-                    Ok(Ok(Ok(()))) => match ctx.acked().await {
-                        Ok(()) => return Attempts::Done,
-                        Err(e) => (
-                            DeadLetterKind::Handler,
-                            format!("produced record not acknowledged: {e}"),
-                            false,
-                        ),
+                        None => match ctx.acked().await {
+                            Ok(()) => return Attempts::Done,
+                            Err(e) => (
+                                DeadLetterKind::Handler,
+                                format!("produced record not acknowledged: {e}"),
+                                false,
+                            ),
+                        },
                     },
                     Ok(Ok(Err(CallError::Decode(error)))) => {
                         return Attempts::Failed {

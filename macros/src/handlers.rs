@@ -1,7 +1,7 @@
 //! `#[handlers]` on an `impl` block; `#[listener(name = "…")]` on each handler method.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{
@@ -169,37 +169,34 @@ fn listener_attr(
             }
             ("name", other) => errors.at(other, format!("`name` takes a string; {USAGE}")),
             (
-                "retry",
+                setting @ ("retry" | "ordering"),
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
                 }),
             ) => {
-                let mode = match s.value().as_str() {
-                    "strict" => quote!(::atoll::RetryMode::Strict),
-                    "non_blocking" => quote!(::atoll::RetryMode::NonBlocking),
-                    _ => {
-                        errors.at(s, r#"`retry` is `"strict"` (the partition waits) or `"non_blocking"` (through the retry topic)"#);
-                        continue;
-                    }
+                let (ty, choices, help): (&str, &[(&str, &str)], &str) = if setting == "retry" {
+                    (
+                        "RetryMode",
+                        &[("strict", "Strict"), ("non_blocking", "NonBlocking")],
+                        r#"`retry` is `"strict"` (the partition waits) or `"non_blocking"` (through the retry topic)"#,
+                    )
+                } else {
+                    (
+                        "OrderingMode",
+                        &[
+                            ("partition", "Partition"),
+                            ("key", "Key"),
+                            ("unordered", "Unordered"),
+                        ],
+                        r#"`ordering` is `"partition"` (one at a time), `"key"` (in order per key) or `"unordered"`"#,
+                    )
                 };
-                settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(#mode);));
-            }
-            (
-                "ordering",
-                Expr::Lit(ExprLit {
-                    lit: Lit::Str(s), ..
-                }),
-            ) => {
-                let mode = match s.value().as_str() {
-                    "partition" => quote!(::atoll::OrderingMode::Partition),
-                    "key" => quote!(::atoll::OrderingMode::Key),
-                    "unordered" => quote!(::atoll::OrderingMode::Unordered),
-                    _ => {
-                        errors.at(s, r#"`ordering` is `"partition"` (one at a time), `"key"` (in order per key) or `"unordered"`"#);
-                        continue;
-                    }
+                let Some((_, variant)) = choices.iter().find(|(v, _)| *v == s.value()) else {
+                    errors.at(s, help);
+                    continue;
                 };
-                settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(#mode);));
+                let (ty, variant) = (format_ident!("{ty}"), format_ident!("{variant}"));
+                settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(::atoll::#ty::#variant);));
             }
             (
                 _,

@@ -14,6 +14,11 @@ impl Orders {
     async fn place(&self, _cmd: PlaceOrder) -> HandlerResult {
         Ok(())
     }
+
+    #[listener(name = "audit", ordering = "random")]
+    async fn audit(&self, _cmd: PlaceOrder) -> HandlerResult {
+        Ok(())
+    }
 }
 
 fn main() {}
