@@ -15,13 +15,16 @@ use crate::config::{Config, ListenerConfig, ListenerSettings, RetryMode};
 use crate::consumer::{self, Assignment, ListenerThread};
 use crate::context::Client;
 use crate::error::{Error, Result};
+use crate::health::Health;
+use crate::http::{Endpoints, Server};
+use crate::metrics::Metrics;
 use crate::policy::names_listener;
 use crate::producer::Producer;
 use crate::registry::DevRegistry;
 use crate::routing::{Inbox, Routes};
 use crate::saga::HookRuntime;
 use crate::service::{all_listeners, is_inbox, owned_topics, Handlers, Listener, TopicSpec};
-use crate::stats::{Counters, ListenerStats};
+use crate::stats::ListenerStats;
 use crate::topic::ServiceId;
 use crate::worker::{ListenerEnv, Mode};
 
@@ -34,6 +37,8 @@ struct StartEnv<'a> {
     config: &'a Config,
     stop: &'a CancellationToken,
     runtime: &'a tokio::runtime::Handle,
+    metrics: &'a Metrics,
+    health: &'a Health,
 }
 
 trait ErasedService: Send {
@@ -132,13 +137,17 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     stop: env.stop.clone(),
                 });
             }
-            let stats = Arc::new(Counters::default());
+            let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));
             let permits = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
             let mut modes = vec![(Mode::Main, listener.topic().clone())];
             if config.retry == RetryMode::NonBlocking {
                 modes.push((Mode::Retry, S::ID.retry()));
             }
             for (mode, topic) in modes {
+                let suffix = if mode == Mode::Retry { " (retry)" } else { "" };
+                let health = env
+                    .health
+                    .consumer(format!("{}/{}{suffix}", S::ID, listener.name()));
                 let lenv = Arc::new(ListenerEnv {
                     svc: self.0.clone(),
                     listener: listener.clone(),
@@ -152,10 +161,15 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     topic,
                     mode,
                     group: listener.group_id()?,
-                    stats: stats.clone(),
+                    metrics: metrics.clone(),
                     permits: permits.clone(),
                 });
-                threads.push(consumer::spawn(lenv, client.clone(), env.runtime.clone())?);
+                threads.push(consumer::spawn(
+                    lenv,
+                    client.clone(),
+                    env.runtime.clone(),
+                    health,
+                )?);
             }
         }
         Ok(threads)
@@ -295,11 +309,6 @@ impl App {
             }
         };
         let client = client_config(&self.config, &bootstrap);
-        match &embedded {
-            Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t))?,
-            None if self.config.kafka.create_topics => create_topics(&client, &topics).await?,
-            None => {}
-        }
         let process = self
             .config
             .service
@@ -313,6 +322,28 @@ impl App {
             .create()
             .map_err(|e| Error::kafka("creating the producer", e))?;
         let producer = Producer::new(producer);
+        // Probes answer from here on: live, and not ready until every listener joined.
+        let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(Health::new(self.config.http.stalled_after()));
+        let http = match self.config.http.addr {
+            Some(addr) => Some(
+                Server::start(
+                    addr,
+                    Endpoints {
+                        health: health.clone(),
+                        metrics: metrics.clone(),
+                        producer: producer.clone(),
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        match &embedded {
+            Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t))?,
+            None if self.config.kafka.create_topics => create_topics(&client, &topics).await?,
+            None => {}
+        }
         let registry = &self.config.schema_registry;
         let avro = |kind: CodecKind| kind == CodecKind::Avro;
         let wants_avro = match self.config.service.codec {
@@ -344,6 +375,8 @@ impl App {
             config: &self.config,
             stop: &stop,
             runtime: &runtime,
+            metrics: &metrics,
+            health: &health,
         };
         let mut threads = Vec::new();
         for s in &self.services {
@@ -366,6 +399,8 @@ impl App {
             _dev_registry: dev_registry,
             process,
             bootstrap,
+            health,
+            http,
             _embedded: embedded,
         })
     }
@@ -407,6 +442,8 @@ pub struct Running {
     _dev_registry: Option<DevRegistry>,
     process: String,
     bootstrap: String,
+    health: Arc<Health>,
+    http: Option<Server>,
     _embedded: Option<EmbeddedBroker>,
 }
 
@@ -446,6 +483,12 @@ impl Running {
         self.registry_url.as_deref()
     }
 
+    /// Where the health and metrics endpoints listen (see [`crate::http`]), when `http.addr`
+    /// is set: the port the system chose when it asked for port 0.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(Server::addr)
+    }
+
     /// The process name (configured, or the random one).
     pub fn process_name(&self) -> &str {
         &self.process
@@ -478,8 +521,11 @@ impl Running {
         )
     }
 
-    /// Stops fetching, lets in-flight records finish, commits, and leaves the groups.
+    /// Stops fetching, lets in-flight records finish (up to `listener.drain_timeout_ms`),
+    /// commits, and leaves the groups (unless membership is static); then flushes the
+    /// producer. `/health/ready` fails from the start of it.
     pub async fn shutdown(mut self) {
+        self.health.stopping();
         self.stop.cancel();
         join_all(std::mem::take(&mut self.threads)).await;
         let producer = self.producer.clone();

@@ -44,6 +44,8 @@ pub struct Config {
     pub schema_registry: SchemaRegistryConfig,
     /// HTTP endpoints (health, metrics).
     pub http: HttpConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
 }
 
 /// `kafka.*`.
@@ -129,13 +131,60 @@ impl Default for SchemaRegistryConfig {
     }
 }
 
-/// `http.*`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `http.*`: the health and metrics endpoints (see [`crate::http`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HttpConfig {
-    /// Address of the health and metrics endpoints; off when unset.
+    /// Address to serve `/health/live`, `/health/ready` and `/metrics` on; off when unset.
     pub addr: Option<SocketAddr>,
+    /// `/health/live` fails once a listener's poll loop has not come round for this long
+    /// (default 60,000 ms; longer than `listener.drain_timeout_ms`, which a revocation may
+    /// spend inside one poll).
+    pub stalled_after_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            stalled_after_ms: 60_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// [`stalled_after_ms`](Self::stalled_after_ms) as a duration.
+    pub fn stalled_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.stalled_after_ms)
+    }
+}
+
+/// `telemetry.*`: how [`telemetry::init`](crate::telemetry::init) sets up logs and traces.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TelemetryConfig {
+    /// Log lines as human-readable text (default) or one JSON object per line.
+    pub log_format: LogFormat,
+    /// Which logs to write, as a `tracing` filter (`info`, `atoll=debug,warn`, …); `RUST_LOG`
+    /// wins when set; unset: the application's default.
+    pub log_filter: Option<String>,
+    /// An OpenTelemetry collector's OTLP/HTTP endpoint (`http://collector:4318`): traces are
+    /// exported there, and `traceparent` is written on every record produced. Off when unset.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// `telemetry.log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event, with the fields of its spans.
+    Json,
 }
 
 /// Accepts strings, numbers and booleans as property values; maps `_` in keys to `.`.
@@ -243,6 +292,18 @@ impl Config {
                 )));
             }
         }
+        if self.http.stalled_after_ms == 0 {
+            return Err(Error::Config(
+                "http.stalled_after_ms must be above 0".to_owned(),
+            ));
+        }
+        if let Some(url) = &self.telemetry.otlp_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(Error::Config(format!(
+                    "telemetry.otlp_endpoint `{url}` must be an http:// or https:// URL (OTLP over HTTP, e.g. http://collector:4318)"
+                )));
+            }
+        }
         self.listener.check("listener").map_err(Error::Config)?;
         for (name, over) in &self.listeners {
             self.listener
@@ -329,6 +390,24 @@ mod tests {
             jail.set_env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", "nohostport");
             let e = load_in(jail).unwrap_err().to_string();
             assert!(e.contains("kafka.bootstrap_servers"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_TELEMETRY__OTLP_ENDPOINT", "collector:4318");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_TELEMETRY__LOG_FORMAT", "xml");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("telemetry.log_format"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_HTTP__STALLED_AFTER_MS", "0");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("http.stalled_after_ms"), "{e}");
             Ok(())
         });
         Jail::expect_with(|jail| {

@@ -10,7 +10,7 @@
 //! dispatching, lets in-flight records finish (up to `listener.drain_timeout_ms`) and commits
 //! synchronously.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -19,15 +19,18 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::broker::set_default;
 use crate::error::{Error, Result};
+use crate::health::ConsumerHealth;
+use crate::metrics::ListenerMetrics;
 use crate::service::Service;
-use crate::stats::{Counters, ListenerStats};
+use crate::stats::ListenerStats;
 use crate::worker::{run_partition, ListenerEnv, Mode, PartitionShared};
 
 struct Slot {
@@ -38,11 +41,14 @@ struct Slot {
 
 type Slots = Mutex<HashMap<i32, Slot>>;
 
-/// The consumer's callbacks: commit and drain on revocation.
+/// The consumer's callbacks: commit and drain on revocation; health and metrics.
 struct ListenerContext<S> {
     env: Arc<ListenerEnv<S>>,
     slots: Arc<Slots>,
     state: Arc<Mutex<Assignment>>,
+    health: Arc<ConsumerHealth>,
+    /// Asynchronous commits awaiting the broker's answer: when sent, and what.
+    commits: Mutex<VecDeque<(Instant, TopicPartitionList)>>,
 }
 
 /// A listener's current assignment, as seen by its rebalance callbacks.
@@ -65,7 +71,40 @@ impl<S: Service> ClientContext for ListenerContext<S> {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.broker_up(false);
+        }
         tracing::warn!(listener = self.env.listener.name(), %error, reason, "kafka client error");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics.brokers.values().any(|b| {
+            b.state == "UP" && !matches!(b.source.as_str(), "internal" | "logical")
+        });
+        self.health.broker_up(up);
+        let Some(topic) = statistics.topics.get(self.env.topic.as_str()) else {
+            return;
+        };
+        for (p, part) in &topic.partitions {
+            if *p < 0 || !part.desired {
+                continue;
+            }
+            if let Some(lag) = lag(part) {
+                self.env.metrics.set_lag(&topic.topic, *p, lag);
+            }
+        }
+    }
+}
+
+/// A partition's lag: from the committed offset, or before the first commit from the start of
+/// the partition (where `auto.offset.reset = earliest` begins); `None` while unknown.
+fn lag(part: &rdkafka::statistics::Partition) -> Option<i64> {
+    if part.consumer_lag >= 0 {
+        Some(part.consumer_lag)
+    } else if part.committed_offset < 0 && part.hi_offset >= 0 && part.lo_offset >= 0 {
+        Some(part.hi_offset - part.lo_offset)
+    } else {
+        None
     }
 }
 
@@ -84,6 +123,8 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     st.partitions.retain(|p| !revoked.contains(p));
                     st.revocations += 1;
                 }
+                self.env.metrics.assigned.dec_by(revoked.len() as i64);
+                self.env.metrics.forget_lag(self.env.topic.as_str(), &revoked);
                 let taken = {
                     let mut slots = self.slots.lock().expect("poisoned");
                     revoked
@@ -106,6 +147,8 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                 if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
                     hooks.assigned(&assigned);
                 }
+                self.env.metrics.assigned.inc_by(assigned.len() as i64);
+                self.health.joined();
                 let mut st = self.state.lock().expect("poisoned");
                 st.partitions.extend(assigned);
                 st.partitions.sort_unstable();
@@ -116,15 +159,42 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        // Synchronous commits are timed where they are made; theirs match no entry.
+        let sent = {
+            let mut commits = self.commits.lock().expect("poisoned");
+            let i = commits.iter().position(|(_, tpl)| same_offsets(tpl, offsets));
+            i.and_then(|i| commits.remove(i)).map(|(at, _)| at)
+        };
+        let metrics = &self.env.metrics;
+        if let Some(at) = sent {
+            ListenerMetrics::observe(&metrics.commit_duration, at.elapsed());
+        }
         if let Err(e) = result {
+            if sent.is_some() {
+                metrics.commits_failed.inc();
+            }
             tracing::warn!(error = %e, ?offsets, "offset commit failed");
         }
     }
 }
 
+/// Whether two lists name the same partitions and offsets.
+fn same_offsets(a: &TopicPartitionList, b: &TopicPartitionList) -> bool {
+    let pairs = |l: &TopicPartitionList| {
+        let mut v: Vec<(i32, Offset)> = l
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+        v.sort_unstable_by_key(|(p, _)| *p);
+        v
+    };
+    pairs(a) == pairs(b)
+}
+
 /// Stops the given partitions' workers, waits for their in-flight record, commits.
-fn release<S: Service, C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+fn release<S: Service>(
+    consumer: &BaseConsumer<ListenerContext<S>>,
     env: &ListenerEnv<S>,
     taken: Vec<(i32, Slot)>,
 ) {
@@ -169,8 +239,8 @@ fn partition_list(topic: &str, p: i32) -> TopicPartitionList {
 
 /// Commits `(partition, offset)` pairs of `topic`, if any; a failure is logged (the offsets
 /// stay uncommitted, so the records come again: at least once).
-fn commit_offsets<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+fn commit_offsets<S: Service>(
+    consumer: &BaseConsumer<ListenerContext<S>>,
     topic: &str,
     offsets: impl IntoIterator<Item = (i32, i64)>,
     mode: CommitMode,
@@ -179,10 +249,28 @@ fn commit_offsets<C: ConsumerContext>(
     for (p, o) in offsets {
         let _ = tpl.add_partition_offset(topic, p, Offset::Offset(o));
     }
-    if tpl.count() > 0 {
-        if let Err(e) = consumer.commit(&tpl, mode) {
-            tracing::warn!(error = %e, ?mode, "offset commit failed");
+    if tpl.count() == 0 {
+        return;
+    }
+    let context = consumer.context();
+    let metrics = &context.env.metrics;
+    let at = Instant::now();
+    let sync = matches!(mode, CommitMode::Sync);
+    if !sync {
+        let mut commits = context.commits.lock().expect("poisoned");
+        // Answers that never came (a broker gone) must not pile up.
+        if commits.len() >= 64 {
+            commits.pop_front();
         }
+        commits.push_back((at, tpl.clone()));
+    }
+    let result = consumer.commit(&tpl, mode);
+    if sync {
+        ListenerMetrics::observe(&metrics.commit_duration, at.elapsed());
+    }
+    if let Err(e) = result {
+        metrics.commits_failed.inc();
+        tracing::warn!(error = %e, ?mode, "offset commit failed");
     }
 }
 
@@ -191,7 +279,7 @@ fn commit_offsets<C: ConsumerContext>(
 pub(crate) struct ListenerThread {
     handle: thread::JoinHandle<()>,
     state: Arc<Mutex<Assignment>>,
-    stats: Arc<Counters>,
+    metrics: Arc<ListenerMetrics>,
     mode: Mode,
 }
 
@@ -203,8 +291,7 @@ impl ListenerThread {
 
     /// The listener's counters.
     pub(crate) fn stats(&self) -> ListenerStats {
-        let a = self.state.lock().expect("poisoned");
-        self.stats.snapshot(a.service, a.listener)
+        self.metrics.snapshot()
     }
 
     /// The listener's assignment now.
@@ -225,13 +312,16 @@ pub(crate) fn spawn<S: Service>(
     env: Arc<ListenerEnv<S>>,
     mut config: ClientConfig,
     runtime: tokio::runtime::Handle,
+    health: Arc<ConsumerHealth>,
 ) -> Result<ListenerThread> {
-    let (env_stats, mode) = (env.stats.clone(), env.mode);
+    let (metrics, mode) = (env.metrics.clone(), env.mode);
     let group = match env.mode {
         Mode::Main => env.group.clone(),
         Mode::Retry => format!("{}.retry", env.group),
     };
     set_default(&mut config, "auto.offset.reset", "earliest");
+    // Lag per partition and broker reachability come from the statistics.
+    set_default(&mut config, "statistics.interval.ms", "5000");
     config
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
@@ -248,6 +338,8 @@ pub(crate) fn spawn<S: Service>(
         env: env.clone(),
         slots: slots.clone(),
         state: state.clone(),
+        health: health.clone(),
+        commits: Mutex::default(),
     };
     let consumer: BaseConsumer<ListenerContext<S>> = config
         .create_with_context(context)
@@ -263,6 +355,7 @@ pub(crate) fn spawn<S: Service>(
                 env,
                 slots,
                 runtime,
+                health,
             }
             .run()
         })
@@ -270,7 +363,7 @@ pub(crate) fn spawn<S: Service>(
     Ok(ListenerThread {
         handle,
         state,
-        stats: env_stats,
+        metrics,
         mode,
     })
 }
@@ -280,6 +373,7 @@ struct PollLoop<S: Service> {
     env: Arc<ListenerEnv<S>>,
     slots: Arc<Slots>,
     runtime: tokio::runtime::Handle,
+    health: Arc<ConsumerHealth>,
 }
 
 impl<S: Service> PollLoop<S> {
@@ -289,6 +383,7 @@ impl<S: Service> PollLoop<S> {
         let mut last_commit = Instant::now();
         let mut any_paused = false;
         while !self.env.stop.is_cancelled() {
+            self.health.polled();
             let timeout = if any_paused {
                 Duration::from_millis(10)
             } else {
@@ -317,11 +412,13 @@ impl<S: Service> PollLoop<S> {
         if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
             hooks.revoked(&partitions);
         }
+        self.health.stopped();
         tracing::info!(listener = self.env.listener.name(), "listener stopped");
         // Dropping the consumer closes it: it leaves the group unless membership is static.
     }
 
     fn dispatch(&self, msg: OwnedMessage) {
+        self.env.metrics.consumed.inc();
         let p = msg.partition();
         let mut slots = self.slots.lock().expect("poisoned");
         let slot = slots.entry(p).or_insert_with(|| {

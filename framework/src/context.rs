@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::codec::Codec;
 use crate::envelope::Outgoing;
+use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::event::{Command, Event, FactOf};
 use crate::producer::{Pending, Producer};
@@ -332,20 +333,28 @@ impl Client {
 
     /// Sends a command to its owner, starting a new flow; returns once the broker
     /// acknowledged it.
+    ///
+    /// With tracing on (see [`crate::telemetry`]) this starts a trace: a `send` span whose
+    /// `traceparent` the command carries.
     pub async fn send<C: Command>(&self, command: &C) -> Result<()> {
-        let (payload, content_type) = self.codec.encode(&C::topic(), command).await?;
-        let (headers, _) = Outgoing {
-            content_type: Some(content_type),
-            ..Outgoing::new(C::ce_type(), &self.source)
-        }
-        .headers();
+        let topic = C::topic();
+        let span = crate::telemetry::spans::send(topic.as_str());
+        let (payload, content_type) = self.codec.encode(&topic, command).await?;
+        let (headers, _) = span.in_scope(|| {
+            Outgoing {
+                content_type: Some(content_type),
+                ..Outgoing::new(C::ce_type(), &self.source)
+            }
+            .headers()
+        });
         let key = command.key();
         self.send_raw(
-            C::topic().as_str(),
+            topic.as_str(),
             key.as_deref().map(str::as_bytes),
             &payload,
             headers,
         )
+        .instrument(span)
         .await
     }
 

@@ -26,8 +26,10 @@ pub const CORRELATION_ID: &str = "ce_correlationid";
 pub const CAUSATION_ID: &str = "ce_causationid";
 /// `ce_replyto`.
 pub const REPLY_TO: &str = "ce_replyto";
-/// `traceparent`.
+/// `traceparent`: W3C trace context, when tracing is on (see [`crate::telemetry`]).
 pub const TRACEPARENT: &str = "traceparent";
+/// `tracestate`: W3C trace context vendor data, with `traceparent`, when there is any.
+pub const TRACESTATE: &str = "tracestate";
 /// `atoll_replayed_from`: `<dlq-topic>/<partition>/<offset>` of a replayed dead letter.
 pub const REPLAYED_FROM: &str = "atoll_replayed_from";
 /// `atoll_replay_group`: the only consumer group that handles a replayed dead letter (the one
@@ -76,8 +78,8 @@ impl<'a> Outgoing<'a> {
         }
     }
 
-    /// The headers, with the current time and `id` or else a fresh UUID v7 `ce_id`. Returns
-    /// the headers and the id.
+    /// The headers, with the current time and `id` or else a fresh UUID v7 `ce_id`, and the
+    /// current span's `traceparent` when tracing is on. Returns the headers and the id.
     pub fn headers(&self) -> (OwnedHeaders, String) {
         let id = self
             .id
@@ -102,7 +104,7 @@ impl<'a> Outgoing<'a> {
         if let Some(p) = self.reply_partition {
             h = h.insert(header(REPLY_PARTITION, &p.to_string()));
         }
-        (h, id)
+        (crate::telemetry::propagation::inject_current(h), id)
     }
 }
 

@@ -49,10 +49,12 @@ pub mod config;
 pub mod contracts;
 pub mod dlq;
 pub mod envelope;
+pub mod http;
 pub mod policy;
 pub mod registry;
 pub mod retry;
 pub mod shutdown;
+pub mod telemetry;
 pub mod topic;
 pub mod watermark;
 
@@ -61,6 +63,8 @@ mod consumer;
 mod context;
 mod error;
 mod event;
+mod health;
+mod metrics;
 
 mod producer;
 

@@ -126,6 +126,11 @@ impl Producer {
         }
     }
 
+    /// Records handed to the client and not yet acknowledged (or failed).
+    pub(crate) fn in_flight(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+
     /// Waits up to `timeout` for every queued record to be delivered.
     pub(crate) fn flush(&self, timeout: Duration) {
         if let Err(e) = self.inner.flush(timeout) {

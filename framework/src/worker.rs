@@ -31,7 +31,7 @@ use crate::producer::{Pending, Producer};
 use crate::retry::{Origin, RetryState};
 use crate::routing::{route, Route, Routes};
 use crate::service::{CallError, Listener, Service};
-use crate::stats::Counters;
+use crate::metrics::ListenerMetrics;
 use crate::topic::TopicName;
 use crate::watermark::Watermark;
 
@@ -54,7 +54,7 @@ pub(crate) struct ListenerEnv<S> {
     /// The listener's consumer group (without the retry suffix).
     pub(crate) group: String,
     /// Shared by the listener's main and retry consumers.
-    pub(crate) stats: Arc<Counters>,
+    pub(crate) metrics: Arc<ListenerMetrics>,
     /// The listener's in-flight bound (`max_in_flight`), for concurrent ordering modes.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
 }
@@ -121,7 +121,7 @@ async fn sequential<S: Service>(
             Some((msg, acked)) = acks.next() => settle(&env, &part, msg, acked).await,
             msg = rx.recv(), if acks.len() < bound => {
                 let Some(msg) = msg else { break };
-                part.in_flight.fetch_add(1, Ordering::SeqCst);
+                take_up(&env, &part);
                 if let Some((msg, pending)) = handle_one(&env, &part, msg, true).await {
                     acks.push(async move { (msg, Pending::all(pending).await) });
                 }
@@ -174,7 +174,7 @@ async fn concurrent<S: Service>(
                 continue;
             }
         };
-        part.in_flight.fetch_add(1, Ordering::SeqCst);
+        take_up(&env, &part);
         let key = match (mode, msg.key()) {
             (OrderingMode::Key, Some(key)) => key.to_vec(),
             _ => {
@@ -230,14 +230,7 @@ async fn handle_one<S: Service>(
     let mut finished = false;
     let mut deferred = Vec::new();
     if !part.cancel.is_cancelled() {
-        let span = tracing::info_span!(
-            "atoll.record",
-            listener = env.listener.name(),
-            topic = msg.topic(),
-            partition = msg.partition(),
-            offset = msg.offset(),
-            ce_type = tracing::field::Empty,
-        );
+        let span = crate::telemetry::spans::process(&msg, env.listener.name(), &env.group);
         let sink = defer.then_some(&mut deferred);
         finished = env.process(&msg, &part.cancel, sink).instrument(span).await;
     }
@@ -246,6 +239,12 @@ async fn handle_one<S: Service>(
     }
     book(env, part, &msg, finished);
     None
+}
+
+/// A worker takes a record up: it is in flight until [`book`]ed.
+fn take_up<S>(env: &ListenerEnv<S>, part: &PartitionShared) {
+    part.in_flight.fetch_add(1, Ordering::SeqCst);
+    env.metrics.in_flight.inc();
 }
 
 /// Done with a record: its offset may be committed when `finished`.
@@ -264,6 +263,7 @@ fn book<S: Service>(
     }
     part.queued.fetch_sub(1, Ordering::SeqCst);
     part.in_flight.fetch_sub(1, Ordering::SeqCst);
+    env.metrics.in_flight.dec();
 }
 
 /// How a failed record ended its attempts.
@@ -369,7 +369,7 @@ impl<S: Service> ListenerEnv<S> {
             .await
         {
             Attempts::Done => {
-                Counters::bump(&self.stats.handled);
+                self.metrics.handled.inc();
                 true
             }
             Attempts::Abandoned => false,
@@ -399,7 +399,8 @@ impl<S: Service> ListenerEnv<S> {
                 };
                 let topic = S::ID.retry();
                 tracing::warn!(kind = %kind, error, attempts, delivery, "handler failed; sent to the retry topic");
-                Counters::bump(&self.stats.retries);
+                crate::telemetry::spans::failed(kind.as_str(), &error);
+                self.metrics.retried.inc();
                 self.write(&topic, msg, || st.headers(msg, &error), cancel)
                     .await
             }
@@ -444,8 +445,11 @@ impl<S: Service> ListenerEnv<S> {
             let payload = msg.payload().unwrap_or_default();
             let fut = self.listener.call(self.svc.clone(), ctx.clone(), payload);
             let mut unavailable = false;
+            let started = std::time::Instant::now();
+            let outcome = tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await;
+            ListenerMetrics::observe(&self.metrics.handler_duration, started.elapsed());
             let (kind, error, permanent) =
-                match tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await {
+                match outcome {
                     Ok(Ok(Ok(()))) => match defer.take() {
                         // Only a successful attempt hands its outputs over: the sink is empty.
                         Some(sink) => {
@@ -462,6 +466,7 @@ impl<S: Service> ListenerEnv<S> {
                         },
                     },
                     Ok(Ok(Err(CallError::Decode(error)))) => {
+                        self.metrics.failed(DeadLetterKind::Decode.as_str());
                         return Attempts::Failed {
                             kind: DeadLetterKind::Decode,
                             error,
@@ -483,6 +488,7 @@ impl<S: Service> ListenerEnv<S> {
                         false,
                     ),
                 };
+            self.metrics.failed(kind.as_str());
             // An unreachable registry is no fault of the record: it does not spend the budget.
             let spent = !unavailable && in_place != 0 && attempt - first + 1 >= in_place;
             if permanent || spent {
@@ -495,7 +501,7 @@ impl<S: Service> ListenerEnv<S> {
             }
             let delay = backoff.next_delay();
             tracing::warn!(kind = %kind, error, attempt, ?delay, "handler failed; retrying in place");
-            Counters::bump(&self.stats.retries);
+            self.metrics.retried.inc();
             if !sleep_unless(cancel, delay).await {
                 return Attempts::Abandoned;
             }
@@ -511,6 +517,7 @@ impl<S: Service> ListenerEnv<S> {
         error: String,
         cancel: &CancellationToken,
     ) -> bool {
+        self.metrics.failed(kind.as_str());
         self.dead_letter(
             msg,
             Failure {
@@ -540,7 +547,8 @@ impl<S: Service> ListenerEnv<S> {
             )
             .await;
         if written {
-            Counters::bump(&self.stats.dead_lettered);
+            self.metrics.dead_lettered.inc();
+            crate::telemetry::spans::failed(failure.kind.as_str(), &failure.error);
             tracing::warn!(kind = %failure.kind, error = failure.error, attempts = failure.attempts, dlq = topic.as_str(), "record dead-lettered");
         }
         written

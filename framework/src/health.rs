@@ -1,0 +1,228 @@
+//! Liveness and readiness of the process's listeners, served on `/health/live` and
+//! `/health/ready` (see [`crate::http`]).
+//!
+//! - **Live** unless some listener's poll loop has not come round for `http.stalled_after_ms`:
+//!   a stuck poll thread stops fetching and heartbeating, and only a restart mends it.
+//! - **Ready** once every consumer (each listener's, and its retry consumer) has joined its
+//!   group and received an assignment (possibly empty: a group with more members than
+//!   partitions leaves some idle), while each one's brokers are reachable, and until shutdown
+//!   begins.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// The process's health, fed by its listeners' poll threads.
+#[derive(Debug)]
+pub(crate) struct Health {
+    epoch: Instant,
+    stalled_after: Duration,
+    stopping: AtomicBool,
+    consumers: Mutex<Vec<Arc<ConsumerHealth>>>,
+}
+
+/// One consumer's health, updated by its poll thread and callbacks.
+#[derive(Debug)]
+pub(crate) struct ConsumerHealth {
+    name: String,
+    epoch: Instant,
+    last_poll_ms: AtomicU64,
+    joined: AtomicBool,
+    broker_up: AtomicBool,
+    stopped: AtomicBool,
+}
+
+impl ConsumerHealth {
+    /// The poll loop came round.
+    pub(crate) fn polled(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_poll_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The consumer received an assignment.
+    pub(crate) fn joined(&self) {
+        self.joined.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether its brokers are reachable, as last reported by librdkafka.
+    pub(crate) fn broker_up(&self, up: bool) {
+        self.broker_up.store(up, Ordering::Relaxed);
+    }
+
+    /// The poll loop ended (shutdown): no longer watched for stalls.
+    pub(crate) fn stopped(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    fn status(&self, now_ms: u64) -> ConsumerStatus {
+        ConsumerStatus {
+            consumer: self.name.clone(),
+            joined: self.joined.load(Ordering::Relaxed),
+            broker_up: self.broker_up.load(Ordering::Relaxed),
+            stopped: self.stopped.load(Ordering::Relaxed),
+            since_last_poll_ms: now_ms.saturating_sub(self.last_poll_ms.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// What a probe reports, as JSON.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// `live`, `stalled`, `ready` or `not_ready`.
+    pub(crate) status: &'static str,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) reasons: Vec<String>,
+    /// Every consumer.
+    pub(crate) consumers: Vec<ConsumerStatus>,
+}
+
+impl Report {
+    /// Whether the probe passes.
+    pub(crate) fn ok(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// One consumer in a [`Report`].
+#[derive(Debug, Serialize)]
+pub(crate) struct ConsumerStatus {
+    consumer: String,
+    joined: bool,
+    broker_up: bool,
+    stopped: bool,
+    since_last_poll_ms: u64,
+}
+
+impl Health {
+    /// Health that calls a poll loop stalled after `stalled_after`.
+    pub(crate) fn new(stalled_after: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            stalled_after,
+            stopping: AtomicBool::new(false),
+            consumers: Mutex::default(),
+        }
+    }
+
+    /// Watches a new consumer, named e.g. `acme.shop.orders/place_order`.
+    pub(crate) fn consumer(&self, name: String) -> Arc<ConsumerHealth> {
+        let c = Arc::new(ConsumerHealth {
+            name,
+            epoch: self.epoch,
+            last_poll_ms: AtomicU64::new(0),
+            joined: AtomicBool::new(false),
+            broker_up: AtomicBool::new(true),
+            stopped: AtomicBool::new(false),
+        });
+        c.polled();
+        self.consumers.lock().expect("poisoned").push(c.clone());
+        c
+    }
+
+    /// Shutdown began: not ready any more.
+    pub(crate) fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    fn statuses(&self) -> Vec<ConsumerStatus> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let consumers = self.consumers.lock().expect("poisoned");
+        consumers.iter().map(|c| c.status(now)).collect()
+    }
+
+    /// Liveness: no running poll loop stalled.
+    pub(crate) fn live(&self) -> Report {
+        let consumers = self.statuses();
+        let limit = self.stalled_after.as_millis() as u64;
+        let reasons = consumers
+            .iter()
+            .filter(|c| !c.stopped && c.since_last_poll_ms > limit)
+            .map(|c| {
+                format!(
+                    "{}: poll loop stalled for {} ms (limit {limit} ms)",
+                    c.consumer, c.since_last_poll_ms
+                )
+            })
+            .collect::<Vec<_>>();
+        let status = if reasons.is_empty() { "live" } else { "stalled" };
+        Report {
+            status,
+            reasons,
+            consumers,
+        }
+    }
+
+    /// Readiness: every consumer joined, brokers reachable, not stopping.
+    pub(crate) fn ready(&self) -> Report {
+        let consumers = self.statuses();
+        let mut reasons = Vec::new();
+        if self.stopping.load(Ordering::Relaxed) {
+            reasons.push("shutting down".to_owned());
+        }
+        for c in &consumers {
+            if !c.joined {
+                reasons.push(format!("{}: has not joined its group yet", c.consumer));
+            }
+            if !c.broker_up {
+                reasons.push(format!("{}: brokers unreachable", c.consumer));
+            }
+        }
+        let status = if reasons.is_empty() {
+            "ready"
+        } else {
+            "not_ready"
+        };
+        Report {
+            status,
+            reasons,
+            consumers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_once_every_consumer_joined_and_while_brokers_are_up() {
+        let h = Health::new(Duration::from_secs(60));
+        assert!(h.ready().ok(), "no consumers: nothing to wait for");
+        let a = h.consumer("acme.shop.orders/place_order".into());
+        let b = h.consumer("acme.shop.orders/place_order (retry)".into());
+        let r = h.ready();
+        assert!(!r.ok());
+        assert_eq!(r.reasons.len(), 2, "{:?}", r.reasons);
+        a.joined();
+        assert!(!h.ready().ok());
+        b.joined();
+        assert!(h.ready().ok());
+        b.broker_up(false);
+        let r = h.ready();
+        assert_eq!(r.status, "not_ready");
+        assert!(r.reasons[0].contains("brokers unreachable"), "{:?}", r.reasons);
+        b.broker_up(true);
+        assert!(h.ready().ok());
+        h.stopping();
+        assert_eq!(h.ready().reasons, ["shutting down"]);
+    }
+
+    #[test]
+    fn a_poll_loop_that_stops_coming_round_fails_liveness() {
+        let h = Health::new(Duration::from_millis(200));
+        let c = h.consumer("acme.shop.orders/place_order".into());
+        assert!(h.live().ok());
+        std::thread::sleep(Duration::from_millis(400));
+        let r = h.live();
+        assert_eq!(r.status, "stalled");
+        assert!(r.reasons[0].contains("poll loop stalled"), "{:?}", r.reasons);
+        c.polled();
+        assert!(h.live().ok());
+        std::thread::sleep(Duration::from_millis(400));
+        c.stopped();
+        assert!(h.live().ok(), "a loop that ended at shutdown is not stalled");
+    }
+}
