@@ -6,11 +6,11 @@
 //! buffer is full is paused (and resumed when it drained to half), and finished offsets are
 //! committed from the per-partition [`Watermark`](crate::watermark::Watermark) every
 //! `listener.commit_interval_ms` or every `listener.commit_batch` finished records, whichever
-//! comes first. On revocation and on shutdown the poll thread stops
-//! dispatching, lets in-flight records finish (up to `listener.drain_timeout_ms`) and commits
-//! synchronously.
+//! comes first, each commit waiting for the broker's answer. On revocation and on shutdown the
+//! poll thread stops dispatching, lets in-flight records finish (up to
+//! `listener.drain_timeout_ms`) and commits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -47,8 +47,6 @@ struct ListenerContext<S> {
     slots: Arc<Slots>,
     state: Arc<Mutex<Assignment>>,
     health: Arc<ConsumerHealth>,
-    /// Asynchronous commits awaiting the broker's answer: when sent, and what.
-    commits: Mutex<VecDeque<(Instant, TopicPartitionList)>>,
 }
 
 /// A listener's current assignment, as seen by its rebalance callbacks.
@@ -78,9 +76,10 @@ impl<S: Service> ClientContext for ListenerContext<S> {
     }
 
     fn stats(&self, statistics: Statistics) {
-        let up = statistics.brokers.values().any(|b| {
-            b.state == "UP" && !matches!(b.source.as_str(), "internal" | "logical")
-        });
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.state == "UP" && !matches!(b.source.as_str(), "internal" | "logical"));
         self.health.broker_up(up);
         let Some(topic) = statistics.topics.get(self.env.topic.as_str()) else {
             return;
@@ -124,7 +123,9 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     st.revocations += 1;
                 }
                 self.env.metrics.assigned.dec_by(revoked.len() as i64);
-                self.env.metrics.forget_lag(self.env.topic.as_str(), &revoked);
+                self.env
+                    .metrics
+                    .forget_lag(self.env.topic.as_str(), &revoked);
                 let taken = {
                     let mut slots = self.slots.lock().expect("poisoned");
                     revoked
@@ -157,39 +158,6 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        // Synchronous commits are timed where they are made; theirs match no entry.
-        let sent = {
-            let mut commits = self.commits.lock().expect("poisoned");
-            let i = commits.iter().position(|(_, tpl)| same_offsets(tpl, offsets));
-            i.and_then(|i| commits.remove(i)).map(|(at, _)| at)
-        };
-        let metrics = &self.env.metrics;
-        if let Some(at) = sent {
-            ListenerMetrics::observe(&metrics.commit_duration, at.elapsed());
-        }
-        if let Err(e) = result {
-            if sent.is_some() {
-                metrics.commits_failed.inc();
-            }
-            tracing::warn!(error = %e, ?offsets, "offset commit failed");
-        }
-    }
-}
-
-/// Whether two lists name the same partitions and offsets.
-fn same_offsets(a: &TopicPartitionList, b: &TopicPartitionList) -> bool {
-    let pairs = |l: &TopicPartitionList| {
-        let mut v: Vec<(i32, Offset)> = l
-            .elements()
-            .iter()
-            .map(|e| (e.partition(), e.offset()))
-            .collect();
-        v.sort_unstable_by_key(|(p, _)| *p);
-        v
-    };
-    pairs(a) == pairs(b)
 }
 
 /// Stops the given partitions' workers, waits for their in-flight record, commits.
@@ -227,7 +195,7 @@ fn release<S: Service>(
             .committable();
         committable.map(|o| (*p, o))
     });
-    commit_offsets(consumer, env.topic.as_str(), offsets, CommitMode::Sync);
+    commit_offsets(consumer, env.topic.as_str(), offsets);
 }
 
 /// One partition of `topic`.
@@ -237,13 +205,19 @@ fn partition_list(topic: &str, p: i32) -> TopicPartitionList {
     tpl
 }
 
-/// Commits `(partition, offset)` pairs of `topic`, if any; a failure is logged (the offsets
+/// Commits `(partition, offset)` pairs of `topic`, if any, and waits for the broker's answer
+/// (timed into `atoll_commit_duration_seconds`); a failure is logged and counted (the offsets
 /// stay uncommitted, so the records come again: at least once).
+///
+/// Synchronous even for the periodic commits: rust-rdkafka 0.39 never reports the outcome of
+/// an asynchronous commit (fede1024/rust-rdkafka#856), so a failed one would go unnoticed and
+/// unmeasured. The poll thread waits one round trip per commit (at most every
+/// `listener.commit_interval_ms` or `listener.commit_batch` records) while the workers go on
+/// with what is buffered.
 fn commit_offsets<S: Service>(
     consumer: &BaseConsumer<ListenerContext<S>>,
     topic: &str,
     offsets: impl IntoIterator<Item = (i32, i64)>,
-    mode: CommitMode,
 ) {
     let mut tpl = TopicPartitionList::new();
     for (p, o) in offsets {
@@ -252,25 +226,13 @@ fn commit_offsets<S: Service>(
     if tpl.count() == 0 {
         return;
     }
-    let context = consumer.context();
-    let metrics = &context.env.metrics;
+    let metrics = &consumer.context().env.metrics;
     let at = Instant::now();
-    let sync = matches!(mode, CommitMode::Sync);
-    if !sync {
-        let mut commits = context.commits.lock().expect("poisoned");
-        // Answers that never came (a broker gone) must not pile up.
-        if commits.len() >= 64 {
-            commits.pop_front();
-        }
-        commits.push_back((at, tpl.clone()));
-    }
-    let result = consumer.commit(&tpl, mode);
-    if sync {
-        ListenerMetrics::observe(&metrics.commit_duration, at.elapsed());
-    }
+    let result = consumer.commit(&tpl, CommitMode::Sync);
+    ListenerMetrics::observe(&metrics.commit_duration, at.elapsed());
     if let Err(e) = result {
         metrics.commits_failed.inc();
-        tracing::warn!(error = %e, ?mode, "offset commit failed");
+        tracing::warn!(error = %e, offsets = ?tpl, "offset commit failed");
     }
 }
 
@@ -339,7 +301,6 @@ pub(crate) fn spawn<S: Service>(
         slots: slots.clone(),
         state: state.clone(),
         health: health.clone(),
-        commits: Mutex::default(),
     };
     let consumer: BaseConsumer<ListenerContext<S>> = config
         .create_with_context(context)
@@ -472,24 +433,24 @@ impl<S: Service> PollLoop<S> {
         any
     }
 
-    /// Commits every watermark that moved since the last commit, asynchronously.
+    /// Commits every watermark that moved since the last commit.
     fn commit(&self) {
-        let slots = self.slots.lock().expect("poisoned");
-        let offsets = slots.iter().filter_map(|(p, slot)| {
-            let moved = slot
-                .shared
-                .watermark
-                .lock()
-                .expect("poisoned")
-                .take_commit();
-            moved.map(|o| (*p, o))
-        });
-        commit_offsets(
-            &self.consumer,
-            self.env.topic.as_str(),
-            offsets,
-            CommitMode::Async,
-        );
+        let offsets: Vec<(i32, i64)> = {
+            let slots = self.slots.lock().expect("poisoned");
+            slots
+                .iter()
+                .filter_map(|(p, slot)| {
+                    let moved = slot
+                        .shared
+                        .watermark
+                        .lock()
+                        .expect("poisoned")
+                        .take_commit();
+                    moved.map(|o| (*p, o))
+                })
+                .collect()
+        };
+        commit_offsets(&self.consumer, self.env.topic.as_str(), offsets);
     }
 
     fn partition(&self, p: i32) -> TopicPartitionList {

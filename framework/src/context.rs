@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::codec::Codec;
 use crate::envelope::Outgoing;
-use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::event::{Command, Event, FactOf};
 use crate::producer::{Pending, Producer};
 use crate::saga::Saga;
 use crate::service::Service;
 use crate::topic::TopicName;
+use tracing::Instrument;
 
 /// An encoded payload and its content type, or why it could not be encoded.
 pub(crate) type Encoded = Result<(Vec<u8>, &'static str)>;

@@ -147,7 +147,11 @@ impl Health {
                 )
             })
             .collect::<Vec<_>>();
-        let status = if reasons.is_empty() { "live" } else { "stalled" };
+        let status = if reasons.is_empty() {
+            "live"
+        } else {
+            "stalled"
+        };
         Report {
             status,
             reasons,
@@ -203,7 +207,11 @@ mod tests {
         b.broker_up(false);
         let r = h.ready();
         assert_eq!(r.status, "not_ready");
-        assert!(r.reasons[0].contains("brokers unreachable"), "{:?}", r.reasons);
+        assert!(
+            r.reasons[0].contains("brokers unreachable"),
+            "{:?}",
+            r.reasons
+        );
         b.broker_up(true);
         assert!(h.ready().ok());
         h.stopping();
@@ -218,11 +226,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         let r = h.live();
         assert_eq!(r.status, "stalled");
-        assert!(r.reasons[0].contains("poll loop stalled"), "{:?}", r.reasons);
+        assert!(
+            r.reasons[0].contains("poll loop stalled"),
+            "{:?}",
+            r.reasons
+        );
         c.polled();
         assert!(h.live().ok());
         std::thread::sleep(Duration::from_millis(400));
         c.stopped();
-        assert!(h.live().ok(), "a loop that ended at shutdown is not stalled");
+        assert!(
+            h.live().ok(),
+            "a loop that ended at shutdown is not stalled"
+        );
     }
 }

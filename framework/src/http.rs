@@ -57,6 +57,7 @@ pub(crate) struct Endpoints {
 pub(crate) struct Server {
     addr: SocketAddr,
     stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -75,7 +76,7 @@ impl Server {
             .with_state(Arc::new(endpoints));
         let stop = CancellationToken::new();
         let stopped = stop.clone().cancelled_owned();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(stopped)
                 .await
@@ -84,12 +85,27 @@ impl Server {
             }
         });
         tracing::info!(%addr, "serving /health/live, /health/ready and /metrics");
-        Ok(Self { addr, stop })
+        Ok(Self {
+            addr,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// The address bound (the port chosen, when `http.addr` asked for port 0).
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+impl Server {
+    /// Stops serving and waits until the server let go of what it reads (the producer among
+    /// them), so that nothing outlives the broker connection.
+    pub(crate) async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -118,5 +134,9 @@ async fn ready(State(e): State<Arc<Endpoints>>) -> Response {
 
 async fn metrics(State(e): State<Arc<Endpoints>>) -> Response {
     let queue = i64::from(e.producer.in_flight());
-    ([(header::CONTENT_TYPE, OPENMETRICS)], e.metrics.encode(queue)).into_response()
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS)],
+        e.metrics.encode(queue),
+    )
+        .into_response()
 }

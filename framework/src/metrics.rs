@@ -216,7 +216,9 @@ impl ListenerMetrics {
 
     /// Sets the lag of `topic`'s `partition`.
     pub(crate) fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
-        self.lag.get_or_create(&self.partition(topic, partition)).set(lag);
+        self.lag
+            .get_or_create(&self.partition(topic, partition))
+            .set(lag);
     }
 
     /// Drops the lag of partitions no longer assigned.
@@ -270,7 +272,10 @@ mod tests {
             r#"atoll_handler_duration_seconds_count{service="acme.shop.orders",listener="place_order"} 1"#,
             "atoll_producer_queue_depth 7",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
         }
         l.forget_lag("acme.shop.orders.commands", &[3]);
         assert!(!m.encode(0).contains("partition=\"3\""));

@@ -26,12 +26,12 @@ use crate::config::{ListenerConfig, RetryMode};
 use crate::context::{Context, Meta};
 use crate::dlq::{self, DeadLetterKind, Failure};
 use crate::envelope::Incoming;
+use crate::metrics::ListenerMetrics;
 use crate::policy::OrderingMode;
 use crate::producer::{Pending, Producer};
 use crate::retry::{Origin, RetryState};
 use crate::routing::{route, Route, Routes};
 use crate::service::{CallError, Listener, Service};
-use crate::metrics::ListenerMetrics;
 use crate::topic::TopicName;
 use crate::watermark::Watermark;
 
@@ -448,46 +448,45 @@ impl<S: Service> ListenerEnv<S> {
             let started = std::time::Instant::now();
             let outcome = tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await;
             ListenerMetrics::observe(&self.metrics.handler_duration, started.elapsed());
-            let (kind, error, permanent) =
-                match outcome {
-                    Ok(Ok(Ok(()))) => match defer.take() {
-                        // Only a successful attempt hands its outputs over: the sink is empty.
-                        Some(sink) => {
-                            *sink = ctx.take_produced();
-                            return Attempts::Done;
-                        }
-                        None => match ctx.acked().await {
-                            Ok(()) => return Attempts::Done,
-                            Err(e) => (
-                                DeadLetterKind::Handler,
-                                format!("produced record not acknowledged: {e}"),
-                                false,
-                            ),
-                        },
+            let (kind, error, permanent) = match outcome {
+                Ok(Ok(Ok(()))) => match defer.take() {
+                    // Only a successful attempt hands its outputs over: the sink is empty.
+                    Some(sink) => {
+                        *sink = ctx.take_produced();
+                        return Attempts::Done;
+                    }
+                    None => match ctx.acked().await {
+                        Ok(()) => return Attempts::Done,
+                        Err(e) => (
+                            DeadLetterKind::Handler,
+                            format!("produced record not acknowledged: {e}"),
+                            false,
+                        ),
                     },
-                    Ok(Ok(Err(CallError::Decode(error)))) => {
-                        self.metrics.failed(DeadLetterKind::Decode.as_str());
-                        return Attempts::Failed {
-                            kind: DeadLetterKind::Decode,
-                            error,
-                            attempts: attempt,
-                            permanent: true,
-                        }
-                    }
-                    Ok(Ok(Err(CallError::Handler(e)))) => {
-                        (DeadLetterKind::Handler, e.to_string(), e.is_permanent())
-                    }
-                    Ok(Ok(Err(CallError::Unavailable(e)))) => {
-                        unavailable = true;
-                        (DeadLetterKind::Decode, e, false)
-                    }
-                    Ok(Err(panic)) => (DeadLetterKind::Panic, panic_message(&*panic), true),
-                    Err(_) => (
-                        DeadLetterKind::Timeout,
-                        format!("handler exceeded its time budget of {budget:?}"),
-                        false,
-                    ),
-                };
+                },
+                Ok(Ok(Err(CallError::Decode(error)))) => {
+                    self.metrics.failed(DeadLetterKind::Decode.as_str());
+                    return Attempts::Failed {
+                        kind: DeadLetterKind::Decode,
+                        error,
+                        attempts: attempt,
+                        permanent: true,
+                    };
+                }
+                Ok(Ok(Err(CallError::Handler(e)))) => {
+                    (DeadLetterKind::Handler, e.to_string(), e.is_permanent())
+                }
+                Ok(Ok(Err(CallError::Unavailable(e)))) => {
+                    unavailable = true;
+                    (DeadLetterKind::Decode, e, false)
+                }
+                Ok(Err(panic)) => (DeadLetterKind::Panic, panic_message(&*panic), true),
+                Err(_) => (
+                    DeadLetterKind::Timeout,
+                    format!("handler exceeded its time budget of {budget:?}"),
+                    false,
+                ),
+            };
             self.metrics.failed(kind.as_str());
             // An unreachable registry is no fault of the record: it does not spend the budget.
             let spent = !unavailable && in_place != 0 && attempt - first + 1 >= in_place;

@@ -5,13 +5,16 @@
 //!   embedded broker unless `ATOLL_KAFKA__BOOTSTRAP_SERVERS` is set;
 //! - `cargo run -p example-shop -- serve orders` — one service until SIGTERM;
 //! - `cargo run -p example-shop -- place --orders 500` — send orders to running services;
-//! - `cargo run -p example-shop -- topics --write topics` — regenerate `topics/`.
+//! - `cargo run -p example-shop -- topics --write topics` — regenerate `topics/`;
+//! - `shop health` — exit 0 when the service on `ATOLL_HTTP__ADDR` is ready (a container
+//!   healthcheck that needs no curl in the image).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use atoll::codec::CodecKind;
+use atoll::telemetry::{self, Telemetry};
 use atoll::{App, Config};
 use clap::{Parser, Subcommand};
 use example_shop::{all_topics, driver, topics, with_all, with_service, Options};
@@ -68,6 +71,12 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
+    /// Ask a running service whether it is ready: exit 0 when `/health/ready` answers 200.
+    Health {
+        /// The endpoint; default: `/health/ready` on ATOLL_HTTP__ADDR (loopback for 0.0.0.0).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Write or check the topic listing under `topics/`.
     Topics {
         /// Write the listing into this directory.
@@ -116,14 +125,38 @@ fn fraction(s: &str) -> Result<f64, String> {
     }
 }
 
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Loads the configuration and installs logs and traces as it says.
+fn configured(service: &str, default_filter: &str) -> anyhow::Result<(Config, Telemetry)> {
+    let config = Config::load()?;
+    let telemetry = telemetry::init(&config.telemetry, service, default_filter)?;
+    Ok((config, telemetry))
+}
+
+/// `/health/ready` of the service on `http.addr`.
+fn ready_url(config: &Config) -> anyhow::Result<String> {
+    let Some(mut addr) = config.http.addr else {
+        anyhow::bail!("no endpoint to ask: set ATOLL_HTTP__ADDR or pass --url");
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(format!("http://{addr}/health/ready"))
+}
+
+/// Exit 0 when `url` answers 200.
+async fn health(url: &str) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let response = client.get(url).send().await?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    println!("{status} {body}");
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[tokio::main]
@@ -137,9 +170,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             timeout_secs,
             codec,
         } => {
-            init_tracing("warn");
+            let (mut config, _telemetry) = configured("acme.shop", "warn")?;
             let options = options.checked()?;
-            let mut config = Config::load()?;
             config.service.codec = Some(match codec {
                 Codec::Json => CodecKind::Json,
                 Codec::Avro => CodecKind::Avro,
@@ -154,9 +186,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             drive(app, &config, &plan).await
         }
         Cmd::Serve { service, options } => {
-            init_tracing("info");
+            let (config, _telemetry) = configured(&format!("acme.shop.{service}"), "info")?;
             let app =
-                with_service(App::from_env()?, &service, &options.checked()?)?.topics(all_topics());
+                with_service(App::new(config), &service, &options.checked()?)?.topics(all_topics());
             app.run().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -166,8 +198,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             timeout_secs,
             rate,
         } => {
-            init_tracing("warn");
-            let config = Config::load()?;
+            let (config, _telemetry) = configured("acme.shop.driver", "warn")?;
             if config.kafka.bootstrap_servers.is_none() {
                 anyhow::bail!(
                     "`shop place` sends to services running elsewhere: set ATOLL_KAFKA__BOOTSTRAP_SERVERS (or run `shop demo`)"
@@ -181,6 +212,13 @@ async fn main() -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout_secs),
             };
             drive(app, &config, &plan).await
+        }
+        Cmd::Health { url } => {
+            let url = match url {
+                Some(url) => url,
+                None => ready_url(&Config::load()?)?,
+            };
+            health(&url).await
         }
         Cmd::Topics { write, check } => {
             match (write, check) {

@@ -15,7 +15,7 @@
 //! [`tracing_opentelemetry`] layer to it.
 //!
 //! ```no_run
-//! # fn main() -> anyhow::Result<()> {
+//! # fn main() -> atoll::Result<()> {
 //! let config = atoll::Config::load()?;
 //! let _telemetry = atoll::telemetry::init(&config.telemetry, "acme.shop.orders", "info")?;
 //! # Ok(()) }
@@ -69,7 +69,11 @@ impl Drop for Telemetry {
 /// # Errors
 /// [`Error::Config`] for a filter that does not parse, an exporter that cannot be built, or
 /// a subscriber already installed.
-pub fn init(config: &TelemetryConfig, service_name: &str, default_filter: &str) -> Result<Telemetry> {
+pub fn init(
+    config: &TelemetryConfig,
+    service_name: &str,
+    default_filter: &str,
+) -> Result<Telemetry> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(f) if !f.is_empty() => EnvFilter::try_new(&f)
             .map_err(|e| Error::Config(format!("RUST_LOG `{f}` does not parse: {e}")))?,

@@ -7,14 +7,8 @@ use atoll_testkit::probe::Probe;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "atoll=info".into()),
-        )
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
-    App::from_env()?.service(Probe::from_env()).run().await?;
+    let config = atoll::Config::load()?;
+    let _telemetry = atoll::telemetry::init(&config.telemetry, "acme.test.probe", "atoll=info")?;
+    App::new(config).service(Probe::from_env()).run().await?;
     Ok(())
 }

@@ -1,0 +1,234 @@
+//! The health and metrics endpoints (`http.addr`), on the mock cluster: readiness follows the
+//! group join and the broker's reachability; `/metrics` parses and its figures move with
+//! traffic, lag per partition included.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll::{event_service, handlers, App, Config, Context, Event, HandlerError, HandlerResult};
+use common::{eventually, get, scrape};
+use rdkafka::mocking::MockCluster;
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "test", name = "gate", partitions = 3)]
+#[derive(Default, Clone)]
+struct Gate {
+    open: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "job", version = 1, service = Gate)]
+struct Job {
+    #[event(key)]
+    id: String,
+    n: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "job_done", version = 1, service = Gate)]
+struct JobDone {
+    #[event(key)]
+    id: String,
+}
+
+#[handlers]
+impl Gate {
+    #[listener(name = "jobs")]
+    async fn job(&self, ctx: Context<Self>, job: Job) -> HandlerResult {
+        while !self.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if job.n % 10 == 9 {
+            return Err(HandlerError::permanent(format!("job {} is refused", job.n)));
+        }
+        ctx.emit(JobDone { id: job.id }).await?;
+        Ok(())
+    }
+}
+
+fn cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Config,
+) {
+    let cluster = MockCluster::new(1).unwrap();
+    for t in atoll::owned_topics::<Gate>() {
+        cluster
+            .create_topic(t.name.as_str(), t.partitions, 1)
+            .unwrap();
+    }
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = Some(cluster.bootstrap_servers());
+    config.kafka.create_topics = false;
+    config
+        .kafka
+        .properties
+        .insert("statistics.interval.ms".into(), "200".into());
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    (cluster, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_after_the_join_and_not_while_the_broker_is_unreachable() {
+    let (cluster, config) = cluster();
+    // No broker yet: the listener cannot join.
+    cluster.broker_down(1).unwrap();
+    let gate = Gate::default();
+    gate.open.store(true, Ordering::SeqCst);
+    let running = App::new(config).service(gate).start().await.unwrap();
+    let addr = running.http_addr().expect("http.addr is set");
+    let (status, body) = get(addr, "/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("has not joined its group yet"), "{body}");
+    let (status, body) = get(addr, "/health/live").await;
+    assert_eq!(status, 200, "live while waiting for the broker: {body}");
+
+    cluster.broker_up(1).unwrap();
+    assert!(
+        eventually(60, || async { get(addr, "/health/ready").await.0 == 200 }).await,
+        "never ready: {}",
+        get(addr, "/health/ready").await.1
+    );
+    let (_, body) = get(addr, "/health/ready").await;
+    assert!(body.contains(r#""status":"ready""#), "{body}");
+
+    cluster.broker_down(1).unwrap();
+    assert!(
+        eventually(60, || async {
+            let (status, body) = get(addr, "/health/ready").await;
+            status == 503 && body.contains("brokers unreachable")
+        })
+        .await,
+        "still ready with the broker down: {}",
+        get(addr, "/health/ready").await.1
+    );
+    assert_eq!(
+        get(addr, "/health/live").await.0,
+        200,
+        "a broker outage is not a stall"
+    );
+
+    cluster.broker_up(1).unwrap();
+    assert!(
+        eventually(60, || async { get(addr, "/health/ready").await.0 == 200 }).await,
+        "not ready again after the broker came back: {}",
+        get(addr, "/health/ready").await.1
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic_and_report_lag_per_partition() {
+    const N: u32 = 30;
+    let (_cluster, config) = cluster();
+    let driver = App::new(config.clone()).start().await.unwrap();
+    let client = driver.client("test");
+    for n in 0..N {
+        client
+            .send(&Job {
+                id: format!("job-{n}"),
+                n,
+            })
+            .await
+            .unwrap();
+    }
+    let gate = Gate::default();
+    let running = App::new(config)
+        .service(gate.clone())
+        .start()
+        .await
+        .unwrap();
+    let addr = running.http_addr().unwrap();
+    let svc = [("service", "acme.test.gate"), ("listener", "jobs")];
+
+    // Closed gate: one record per partition waits in its handler; the backlog is the lag.
+    assert!(
+        eventually(60, || async {
+            let m = scrape(addr).await;
+            let lag = m.values("atoll_consumer_lag", &svc);
+            lag.len() == 3 && m.sum("atoll_consumer_lag", &svc) == f64::from(N)
+        })
+        .await,
+        "no lag of {N} over 3 partitions: {:?}",
+        scrape(addr).await.values("atoll_consumer_lag", &svc)
+    );
+    let m = scrape(addr).await;
+    let mut partitions: Vec<String> = m
+        .values("atoll_consumer_lag", &svc)
+        .into_iter()
+        .map(|(labels, _)| {
+            let get = |k: &str| labels.iter().find(|(lk, _)| lk == k).unwrap().1.clone();
+            assert_eq!(get("topic"), "acme.test.gate.commands");
+            get("partition")
+        })
+        .collect();
+    partitions.sort();
+    assert_eq!(partitions, ["0", "1", "2"]);
+    assert!(m.sum("atoll_records_in_flight", &svc) >= 1.0, "{m:?}");
+    assert!(m.sum("atoll_records_consumed_total", &svc) >= 1.0);
+    assert_eq!(m.sum("atoll_records_handled_total", &svc), 0.0);
+    assert_eq!(m.sum("atoll_assigned_partitions", &svc), 3.0);
+
+    gate.open.store(true, Ordering::SeqCst);
+    let refused = f64::from(N / 10);
+    assert!(
+        eventually(60, || async {
+            let m = scrape(addr).await;
+            m.sum("atoll_records_handled_total", &svc) == f64::from(N) - refused
+                && m.sum("atoll_records_dead_lettered_total", &svc) == refused
+                && m.sum("atoll_consumer_lag", &svc) == 0.0
+        })
+        .await,
+        "figures did not settle: {:?}",
+        scrape(addr).await
+    );
+    let m = scrape(addr).await;
+    assert_eq!(m.sum("atoll_records_consumed_total", &svc), f64::from(N));
+    assert_eq!(
+        m.sum(
+            "atoll_records_failed_total",
+            &[svc[0], svc[1], ("kind", "handler")]
+        ),
+        refused
+    );
+    assert_eq!(
+        m.sum("atoll_records_retried_total", &svc),
+        0.0,
+        "permanent: no retry"
+    );
+    assert_eq!(m.sum("atoll_records_in_flight", &svc), 0.0);
+    assert_eq!(
+        m.sum("atoll_handler_duration_seconds_count", &svc),
+        f64::from(N)
+    );
+    assert!(m.sum("atoll_commit_duration_seconds_count", &svc) >= 1.0);
+    assert_eq!(m.sum("atoll_commits_failed_total", &svc), 0.0);
+    assert_eq!(m.values("atoll_producer_queue_depth", &[]).len(), 1);
+    let stats = &running.stats()[0];
+    assert_eq!(
+        (stats.handled, stats.dead_lettered),
+        (u64::from(N) - N as u64 / 10, N as u64 / 10),
+        "the same figures as Running::stats"
+    );
+    running.shutdown().await;
+    driver.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_cluster, mut config) = cluster();
+    config.http.addr = Some(taken.local_addr().unwrap());
+    let e = App::new(config)
+        .service(Gate::default())
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("http.addr") && e.contains("cannot listen"),
+        "{e}"
+    );
+}
