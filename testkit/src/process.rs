@@ -36,12 +36,16 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin` with `env` (plus `RUST_LOG=atoll=info`).
+    /// Starts `bin` with `env` (plus `RUST_LOG=atoll=info` unless `env` sets `RUST_LOG`).
     pub fn start(bin: impl Into<PathBuf>, args: &[&str], env: &[(String, String)]) -> Self {
+        let log = env
+            .iter()
+            .find(|(k, _)| k == "RUST_LOG")
+            .map_or("atoll=info", |(_, v)| v.as_str());
         let mut child = Command::new(bin.into())
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "atoll=info")
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
