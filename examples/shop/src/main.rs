@@ -77,14 +77,18 @@ enum Cmd {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Write or check the topic listing under `topics/`.
+    /// Write or check the topic listing under `topics/`, or create the topics on the broker.
     Topics {
         /// Write the listing into this directory.
-        #[arg(long, conflicts_with = "check")]
+        #[arg(long, conflicts_with_all = ["check", "create"])]
         write: Option<PathBuf>,
         /// Fail when the listing in this directory is out of date.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "create")]
         check: Option<PathBuf>,
+        /// Create every declared topic missing on ATOLL_KAFKA__BOOTSTRAP_SERVERS (a deployment's
+        /// one-shot job; existing topics are left as they are).
+        #[arg(long)]
+        create: bool,
     },
 }
 
@@ -220,15 +224,33 @@ async fn main() -> anyhow::Result<ExitCode> {
             };
             health(&url).await
         }
-        Cmd::Topics { write, check } => {
+        Cmd::Topics {
+            write,
+            check,
+            create,
+        } => {
             match (write, check) {
                 (Some(dir), _) => topics::write(&dir)?,
                 (None, Some(dir)) => topics::check(&dir)?,
+                (None, None) if create => create_topics().await?,
                 (None, None) => print!("{}", topics::render()),
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Creates the shop's topics on the configured broker.
+async fn create_topics() -> anyhow::Result<()> {
+    let (config, _telemetry) = configured("acme.shop.topics", "info")?;
+    let Some(bootstrap) = &config.kafka.bootstrap_servers else {
+        anyhow::bail!("`shop topics --create` needs a broker: set ATOLL_KAFKA__BOOTSTRAP_SERVERS");
+    };
+    let topics = all_topics();
+    atoll::broker::create_topics(&atoll::broker::client_config(&config, bootstrap), &topics)
+        .await?;
+    println!("{} topics present on {bootstrap}", topics.len());
+    Ok(())
 }
 
 /// Starts `app`, places the orders, shuts down, and reports.

@@ -164,3 +164,78 @@ fn serve_rejects_an_unknown_service() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown service `billing`"));
 }
+
+#[test]
+fn the_topics_job_creates_the_topics_and_health_follows_the_service() {
+    let broker = Tansu::start();
+    let mut env = broker.env();
+    let run = |args: &[&str], env: &[(String, String)]| {
+        Command::new(SHOP)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run shop")
+    };
+    let out = run(&["topics", "--create"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = example_shop::all_topics().len();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{n} topics present")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.extend([
+        ("ATOLL_HTTP__ADDR".to_owned(), format!("0.0.0.0:{port}")),
+        // The job created them: the service must not need to.
+        ("ATOLL_KAFKA__CREATE_TOPICS".to_owned(), "false".to_owned()),
+    ]);
+    let mut service = Proc::start(SHOP, &["serve", "shipping"], &env);
+    let ready = wait_until(Duration::from_secs(60), || {
+        run(&["health"], &env).status.success()
+    });
+    assert!(ready, "never ready:\n{}", service.log());
+    let out = run(&["health"], &env);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#""status":"ready""#),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(service.terminate().success(), "{}", service.log());
+    let out = run(&["health"], &env);
+    assert!(!out.status.success(), "a stopped service is not healthy");
+}
+
+#[test]
+fn the_topics_job_and_health_say_what_is_missing() {
+    let out = Command::new(SHOP)
+        .args(["topics", "--create"])
+        .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ATOLL_KAFKA__BOOTSTRAP_SERVERS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(SHOP)
+        .arg("health")
+        .env_remove("ATOLL_HTTP__ADDR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ATOLL_HTTP__ADDR"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
