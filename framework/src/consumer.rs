@@ -6,26 +6,27 @@
 //! buffer is full is paused (and resumed when it drained to half), and finished offsets are
 //! committed from the per-partition [`Watermark`](crate::watermark::Watermark) every
 //! `listener.commit_interval_ms` or every `listener.commit_batch` finished records, whichever
-//! comes first, each commit waiting for the broker's answer. On revocation and on shutdown the
+//! comes first, through the consumer's [`Committer`] thread. On revocation and on shutdown the
 //! poll thread stops dispatching, lets in-flight records finish (up to
-//! `listener.drain_timeout_ms`) and commits.
+//! `listener.drain_timeout_ms`) and waits for their commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::broker::set_default;
+use crate::committer::Committer;
 use crate::error::{Error, Result};
 use crate::health::ConsumerHealth;
 use crate::metrics::ListenerMetrics;
@@ -47,6 +48,16 @@ struct ListenerContext<S> {
     slots: Arc<Slots>,
     state: Arc<Mutex<Assignment>>,
     health: Arc<ConsumerHealth>,
+    /// Set right after the consumer is created.
+    committer: OnceLock<Committer>,
+}
+
+impl<S> ListenerContext<S> {
+    fn committer(&self) -> &Committer {
+        self.committer
+            .get()
+            .expect("the committer starts before the first poll")
+    }
 }
 
 /// A listener's current assignment, as seen by its rebalance callbacks.
@@ -186,16 +197,19 @@ fn release<S: Service>(
     }
     // The current watermark, even if an earlier asynchronous commit already sent it: that one
     // may have failed.
-    let offsets = taken.iter().filter_map(|(p, slot)| {
-        let committable = slot
-            .shared
-            .watermark
-            .lock()
-            .expect("poisoned")
-            .committable();
-        committable.map(|o| (*p, o))
-    });
-    commit_offsets(consumer, env.topic.as_str(), offsets);
+    let offsets = taken
+        .iter()
+        .filter_map(|(p, slot)| {
+            let committable = slot
+                .shared
+                .watermark
+                .lock()
+                .expect("poisoned")
+                .committable();
+            committable.map(|o| (*p, o))
+        })
+        .collect();
+    consumer.context().committer().commit_and_wait(offsets);
 }
 
 /// One partition of `topic`.
@@ -203,37 +217,6 @@ fn partition_list(topic: &str, p: i32) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, p);
     tpl
-}
-
-/// Commits `(partition, offset)` pairs of `topic`, if any, and waits for the broker's answer
-/// (timed into `atoll_commit_duration_seconds`); a failure is logged and counted (the offsets
-/// stay uncommitted, so the records come again: at least once).
-///
-/// Synchronous even for the periodic commits: rust-rdkafka 0.39 never reports the outcome of
-/// an asynchronous commit (fede1024/rust-rdkafka#856), so a failed one would go unnoticed and
-/// unmeasured. The poll thread waits one round trip per commit (at most every
-/// `listener.commit_interval_ms` or `listener.commit_batch` records) while the workers go on
-/// with what is buffered.
-fn commit_offsets<S: Service>(
-    consumer: &BaseConsumer<ListenerContext<S>>,
-    topic: &str,
-    offsets: impl IntoIterator<Item = (i32, i64)>,
-) {
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in offsets {
-        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(o));
-    }
-    if tpl.count() == 0 {
-        return;
-    }
-    let metrics = &consumer.context().env.metrics;
-    let at = Instant::now();
-    let result = consumer.commit(&tpl, CommitMode::Sync);
-    ListenerMetrics::observe(&metrics.commit_duration, at.elapsed());
-    if let Err(e) = result {
-        metrics.commits_failed.inc();
-        tracing::warn!(error = %e, offsets = ?tpl, "offset commit failed");
-    }
 }
 
 /// A running listener: its poll thread.
@@ -301,10 +284,21 @@ pub(crate) fn spawn<S: Service>(
         slots: slots.clone(),
         state: state.clone(),
         health: health.clone(),
+        committer: OnceLock::new(),
     };
-    let consumer: BaseConsumer<ListenerContext<S>> = config
-        .create_with_context(context)
-        .map_err(|e| Error::kafka(format!("creating the consumer of group `{group}`"), e))?;
+    let consumer: Arc<BaseConsumer<ListenerContext<S>>> = Arc::new(
+        config
+            .create_with_context(context)
+            .map_err(|e| Error::kafka(format!("creating the consumer of group `{group}`"), e))?,
+    );
+    let committer = Committer::spawn(
+        consumer.clone(),
+        env.topic.as_str().to_owned(),
+        env.metrics.clone(),
+        format!("atoll-commit-{}", env.listener.name()),
+    )
+    .map_err(|e| Error::Declaration(format!("cannot start a committer thread: {e}")))?;
+    let _ = consumer.context().committer.set(committer);
     consumer
         .subscribe(&[env.topic.as_str()])
         .map_err(|e| Error::kafka(format!("subscribing `{group}`"), e))?;
@@ -330,7 +324,8 @@ pub(crate) fn spawn<S: Service>(
 }
 
 struct PollLoop<S: Service> {
-    consumer: BaseConsumer<ListenerContext<S>>,
+    /// Shared with the committer thread until it stops.
+    consumer: Arc<BaseConsumer<ListenerContext<S>>>,
     env: Arc<ListenerEnv<S>>,
     slots: Arc<Slots>,
     runtime: tokio::runtime::Handle,
@@ -373,9 +368,11 @@ impl<S: Service> PollLoop<S> {
         if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
             hooks.revoked(&partitions);
         }
+        self.consumer.context().committer().stop();
         self.health.stopped();
         tracing::info!(listener = self.env.listener.name(), "listener stopped");
-        // Dropping the consumer closes it: it leaves the group unless membership is static.
+        // Dropping the consumer (the last reference, the committer's gone) closes it here: it
+        // leaves the group unless membership is static.
     }
 
     fn dispatch(&self, msg: OwnedMessage) {
@@ -450,7 +447,7 @@ impl<S: Service> PollLoop<S> {
                 })
                 .collect()
         };
-        commit_offsets(&self.consumer, self.env.topic.as_str(), offsets);
+        self.consumer.context().committer().commit(offsets);
     }
 
     fn partition(&self, p: i32) -> TopicPartitionList {

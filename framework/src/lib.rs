@@ -59,6 +59,7 @@ pub mod topic;
 pub mod watermark;
 
 mod app;
+mod committer;
 mod consumer;
 mod context;
 mod error;

@@ -232,3 +232,39 @@ async fn an_address_in_use_is_a_clear_error() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_commit_is_counted_and_a_later_one_lands() {
+    const N: u32 = 20;
+    let (cluster, mut config) = cluster();
+    config.listener.commit_batch = 1;
+    let gate = Gate::default();
+    gate.open.store(true, Ordering::SeqCst);
+    // The broker refuses the group's first offset commit for good.
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::OffsetCommit,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED],
+    );
+    let running = App::new(config).service(gate).start().await.unwrap();
+    let addr = running.http_addr().unwrap();
+    let client = running.client("test");
+    for n in 0..N {
+        let id = format!("job-{n}");
+        // Never 9, 19: nothing refused, every record commits.
+        client.send(&Job { id, n: n % 9 }).await.unwrap();
+    }
+    let svc = [("service", "acme.test.gate"), ("listener", "jobs")];
+    assert!(
+        eventually(60, || async {
+            let m = scrape(addr).await;
+            m.sum("atoll_records_handled_total", &svc) == f64::from(N)
+                && m.sum("atoll_commits_failed_total", &svc) == 1.0
+                && m.values("atoll_consumer_lag", &svc).len() == 3
+                && m.sum("atoll_consumer_lag", &svc) == 0.0
+        })
+        .await,
+        "{:?}",
+        scrape(addr).await
+    );
+    running.shutdown().await;
+}

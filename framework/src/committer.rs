@@ -1,0 +1,189 @@
+//! Offset commits on a thread of their own, so that the poll thread never waits for the broker.
+//!
+//! rust-rdkafka 0.39 never reports the outcome of an asynchronous commit
+//! (fede1024/rust-rdkafka#856): a failed one would go unnoticed and its round trip unmeasured.
+//! So every commit here is synchronous, made by one committer thread per consumer, in the order
+//! requested: a commit waiting for an unreachable coordinator holds up only later commits, which
+//! it merges (the newest offset per partition wins), never the poll loop, its heartbeat-free
+//! `max.poll.interval.ms` clock, or the liveness probe. Revocation and shutdown wait for their
+//! commit ([`Committer::commit_and_wait`]); being in the same queue, no earlier periodic commit
+//! can land after theirs and move an offset back. A refused commit is tried again (with the
+//! next one, or after a second) while its partitions stay assigned to this consumer.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::metrics::ListenerMetrics;
+
+enum Request {
+    Commit {
+        offsets: Vec<(i32, i64)>,
+        done: Option<mpsc::Sender<()>>,
+    },
+    Stop,
+}
+
+/// A consumer's committer thread.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    tx: Mutex<mpsc::Sender<Request>>,
+    handle: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl Committer {
+    /// Starts committing `topic`'s offsets for `consumer`. The thread holds the consumer until
+    /// [`stop`](Self::stop).
+    pub(crate) fn spawn<C: ConsumerContext + 'static>(
+        consumer: Arc<BaseConsumer<C>>,
+        topic: String,
+        metrics: Arc<ListenerMetrics>,
+        name: String,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let handle = thread::Builder::new()
+            .name(name)
+            .spawn(move || run(&consumer, &topic, &metrics, &rx))?;
+        Ok(Self {
+            tx: Mutex::new(tx),
+            handle: Mutex::new(Some(handle)),
+        })
+    }
+
+    fn send(&self, request: Request) {
+        // Fails only once the thread ended (after `stop`): nothing left to commit then.
+        let _ = self.tx.lock().expect("poisoned").send(request);
+    }
+
+    /// Queues a commit of `(partition, offset)` pairs; returns at once.
+    pub(crate) fn commit(&self, offsets: Vec<(i32, i64)>) {
+        if !offsets.is_empty() {
+            self.send(Request::Commit {
+                offsets,
+                done: None,
+            });
+        }
+    }
+
+    /// Queues a commit and waits until it (and every one before it) was answered.
+    pub(crate) fn commit_and_wait(&self, offsets: Vec<(i32, i64)>) {
+        if offsets.is_empty() {
+            return;
+        }
+        let (done, wait) = mpsc::channel();
+        self.send(Request::Commit {
+            offsets,
+            done: Some(done),
+        });
+        let _ = wait.recv();
+    }
+
+    /// Commits what is queued, ends the thread and waits for it (so that it lets go of the
+    /// consumer).
+    pub(crate) fn stop(&self) {
+        self.send(Request::Stop);
+        if let Some(h) = self.handle.lock().expect("poisoned").take() {
+            if h.join().is_err() {
+                tracing::error!("a committer thread panicked");
+            }
+        }
+    }
+}
+
+/// How long a refused commit waits to be tried again when no newer one comes.
+const RETRY: Duration = Duration::from_secs(1);
+
+fn run<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    metrics: &ListenerMetrics,
+    rx: &mpsc::Receiver<Request>,
+) {
+    // Offsets of a refused commit, tried again with the next one (or after `RETRY`) as long as
+    // their partitions stay assigned here: another owner's progress must not be overwritten.
+    let mut refused: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut stopping = false;
+    while !stopping {
+        let first = if refused.is_empty() {
+            rx.recv().map_err(|_| ())
+        } else {
+            match rx.recv_timeout(RETRY) {
+                Ok(r) => Ok(Some(r)),
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            }
+            .map(|r| {
+                r.unwrap_or(Request::Commit {
+                    offsets: Vec::new(),
+                    done: None,
+                })
+            })
+        };
+        let Ok(first) = first else { return };
+        let mut offsets = still_assigned(consumer, topic, std::mem::take(&mut refused));
+        // Everything queued meanwhile goes into one commit: the newest offset per partition.
+        let mut waiting = Vec::new();
+        for request in std::iter::once(first).chain(rx.try_iter()) {
+            match request {
+                Request::Commit { offsets: o, done } => {
+                    offsets.extend(o);
+                    waiting.extend(done);
+                }
+                Request::Stop => stopping = true,
+            }
+        }
+        if !offsets.is_empty() && !commit(consumer, topic, metrics, &offsets) {
+            refused = offsets;
+        }
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// The entries of `offsets` whose partitions are still assigned to `consumer`.
+fn still_assigned<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    mut offsets: BTreeMap<i32, i64>,
+) -> BTreeMap<i32, i64> {
+    if offsets.is_empty() {
+        return offsets;
+    }
+    match consumer.assignment() {
+        Ok(tpl) => offsets.retain(|p, _| tpl.find_partition(topic, *p).is_some()),
+        Err(_) => offsets.clear(),
+    }
+    offsets
+}
+
+/// One synchronous commit, timed into `atoll_commit_duration_seconds`; a failure is logged and
+/// counted (until a later commit lands, the records would come again: at least once). Whether
+/// the broker accepted it.
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    metrics: &ListenerMetrics,
+    offsets: &BTreeMap<i32, i64>,
+) -> bool {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    let at = Instant::now();
+    let result = consumer.commit(&tpl, CommitMode::Sync);
+    ListenerMetrics::observe(&metrics.commit_duration, at.elapsed());
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            metrics.commits_failed.inc();
+            tracing::warn!(error = %e, ?offsets, topic, "offset commit failed; trying again");
+            false
+        }
+    }
+}
