@@ -52,6 +52,8 @@ fn env(service: &Value) -> Vec<(String, String)> {
 }
 
 /// Loads the configuration a container would, from `env` alone.
+// figment's `Jail` closures must return `figment::Error`, which is large.
+#[allow(clippy::result_large_err)]
 fn load(env: &[(String, String)]) -> Result<atoll::Config, String> {
     let mut out = None;
     figment::Jail::expect_with(|jail| {
