@@ -32,6 +32,7 @@ use crate::health::ConsumerHealth;
 use crate::metrics::ListenerMetrics;
 use crate::service::Service;
 use crate::stats::ListenerStats;
+use crate::watermark::Watermark;
 use crate::worker::{run_partition, ListenerEnv, Mode, PartitionShared};
 
 struct Slot {
@@ -195,21 +196,23 @@ fn release<S: Service>(
         }
         thread::sleep(Duration::from_millis(5));
     }
-    // The current watermark, even if an earlier asynchronous commit already sent it: that one
-    // may have failed.
-    let offsets = taken
-        .iter()
-        .filter_map(|(p, slot)| {
-            let committable = slot
-                .shared
-                .watermark
-                .lock()
-                .expect("poisoned")
-                .committable();
-            committable.map(|o| (*p, o))
-        })
-        .collect();
+    // The current watermark, even if an earlier commit already sent it: that one may have
+    // failed.
+    let offsets = offsets(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
     consumer.context().committer().commit_and_wait(offsets);
+}
+
+/// `(partition, offset)` for each slot whose watermark `pick` gives an offset.
+fn offsets<'a>(
+    slots: impl Iterator<Item = (&'a i32, &'a Slot)>,
+    pick: impl Fn(&mut Watermark) -> Option<i64>,
+) -> Vec<(i32, i64)> {
+    slots
+        .filter_map(|(p, slot)| {
+            let mut watermark = slot.shared.watermark.lock().expect("poisoned");
+            pick(&mut watermark).map(|o| (*p, o))
+        })
+        .collect()
 }
 
 /// One partition of `topic`.
@@ -432,21 +435,10 @@ impl<S: Service> PollLoop<S> {
 
     /// Commits every watermark that moved since the last commit.
     fn commit(&self) {
-        let offsets: Vec<(i32, i64)> = {
-            let slots = self.slots.lock().expect("poisoned");
-            slots
-                .iter()
-                .filter_map(|(p, slot)| {
-                    let moved = slot
-                        .shared
-                        .watermark
-                        .lock()
-                        .expect("poisoned")
-                        .take_commit();
-                    moved.map(|o| (*p, o))
-                })
-                .collect()
-        };
+        let offsets = offsets(
+            self.slots.lock().expect("poisoned").iter(),
+            Watermark::take_commit,
+        );
         self.consumer.context().committer().commit(offsets);
     }
 
