@@ -162,6 +162,8 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                 }
                 self.env.metrics.assigned.inc_by(assigned.len() as i64);
                 self.health.joined();
+                // An assignment comes from the group coordinator: a broker answered.
+                self.health.broker_up(true);
                 let mut st = self.state.lock().expect("poisoned");
                 st.partitions.extend(assigned);
                 st.partitions.sort_unstable();

@@ -7,6 +7,10 @@
 //! | `GET /health/ready` | `200` once every listener joined its group and got an assignment, while its brokers are reachable and until shutdown begins; else `503` |
 //! | `GET /metrics` | the metrics below, in the OpenMetrics text format Prometheus scrapes |
 //!
+//! Reachability comes from librdkafka: its `AllBrokersDown` error, and the broker states in
+//! its statistics (`statistics.interval.ms`, which atoll sets to 5 s unless configured; keep it
+//! above 0, or a process that lost its brokers turns ready again only at its next assignment).
+//!
 //! Both probes answer with a JSON report: `status`, the `reasons` when failing, and every
 //! consumer's `joined`, `broker_up` and `since_last_poll_ms`.
 //!
