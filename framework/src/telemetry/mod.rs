@@ -1,5 +1,5 @@
 //! Logs and traces: [`init`] installs the process's `tracing` subscriber from
-//! [`TelemetryConfig`](crate::config::TelemetryConfig).
+//! [`TelemetryConfig`].
 //!
 //! - Logs go to standard error as text or, with `telemetry.log_format = "json"`, one JSON object
 //!   per line carrying the fields of the spans they happened in (listener, topic, partition,
