@@ -109,26 +109,20 @@ fn run<C: ConsumerContext>(
     let mut refused: BTreeMap<i32, i64> = BTreeMap::new();
     let mut stopping = false;
     while !stopping {
-        let first = if refused.is_empty() {
-            rx.recv().map_err(|_| ())
+        let wait = if refused.is_empty() {
+            Duration::MAX
         } else {
-            match rx.recv_timeout(RETRY) {
-                Ok(r) => Ok(Some(r)),
-                Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
-                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
-            }
-            .map(|r| {
-                r.unwrap_or(Request::Commit {
-                    offsets: Vec::new(),
-                    done: None,
-                })
-            })
+            RETRY
         };
-        let Ok(first) = first else { return };
+        let first = match rx.recv_timeout(wait) {
+            Ok(request) => Some(request),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut offsets = still_assigned(consumer, topic, std::mem::take(&mut refused));
         // Everything queued meanwhile goes into one commit: the newest offset per partition.
         let mut waiting = Vec::new();
-        for request in std::iter::once(first).chain(rx.try_iter()) {
+        for request in first.into_iter().chain(rx.try_iter()) {
             match request {
                 Request::Commit { offsets: o, done } => {
                     offsets.extend(o);
