@@ -161,6 +161,10 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     topic,
                     mode,
                     group: listener.group_id()?,
+                    consumer_group: match mode {
+                        Mode::Main => listener.group_id()?,
+                        Mode::Retry => format!("{}.retry", listener.group_id()?),
+                    },
                     metrics: metrics.clone(),
                     permits: permits.clone(),
                 });

@@ -265,10 +265,7 @@ pub(crate) fn spawn<S: Service>(
     health: Arc<ConsumerHealth>,
 ) -> Result<ListenerThread> {
     let (metrics, mode) = (env.metrics.clone(), env.mode);
-    let group = match env.mode {
-        Mode::Main => env.group.clone(),
-        Mode::Retry => format!("{}.retry", env.group),
-    };
+    let group = env.consumer_group.clone();
     set_default(&mut config, "auto.offset.reset", "earliest");
     // Lag per partition and broker reachability come from the statistics.
     set_default(&mut config, "statistics.interval.ms", "5000");

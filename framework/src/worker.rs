@@ -53,6 +53,8 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) mode: Mode,
     /// The listener's consumer group (without the retry suffix).
     pub(crate) group: String,
+    /// The group this consumer joins: `group`, or `<group>.retry` for the retry topic.
+    pub(crate) consumer_group: String,
     /// Shared by the listener's main and retry consumers.
     pub(crate) metrics: Arc<ListenerMetrics>,
     /// The listener's in-flight bound (`max_in_flight`), for concurrent ordering modes.
@@ -230,7 +232,7 @@ async fn handle_one<S: Service>(
     let mut finished = false;
     let mut deferred = Vec::new();
     if !part.cancel.is_cancelled() {
-        let span = crate::telemetry::spans::process(&msg, env.listener.name(), &env.group);
+        let span = crate::telemetry::spans::process(&msg, env.listener.name(), &env.consumer_group);
         let sink = defer.then_some(&mut deferred);
         finished = env.process(&msg, &part.cancel, sink).instrument(span).await;
     }
