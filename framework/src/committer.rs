@@ -6,13 +6,13 @@
 //! requested: a commit waiting for an unreachable coordinator holds up only later commits, which
 //! it merges (the newest offset per partition wins), never the poll loop, its heartbeat-free
 //! `max.poll.interval.ms` clock, or the liveness probe. Revocation and shutdown wait for their
-//! commit ([`Committer::commit_and_wait`]); being in the same queue, no earlier periodic commit
+//! commit ([`CommitQueue::commit_and_wait`]); being in the same queue, no earlier periodic commit
 //! can land after theirs and move an offset back. A refused commit is tried again (with the
 //! next one, or after a second) while its partitions stay assigned to this consumer.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,35 +29,39 @@ enum Request {
     Stop,
 }
 
-/// A consumer's committer thread.
+/// The way to a consumer's committer thread; lives in the consumer's context, so the rebalance
+/// callbacks reach it too.
 #[derive(Debug)]
-pub(crate) struct Committer {
-    tx: Mutex<mpsc::Sender<Request>>,
-    handle: Mutex<Option<thread::JoinHandle<()>>>,
+pub(crate) struct CommitQueue(mpsc::Sender<Request>);
+
+/// What the committer thread reads.
+pub(crate) struct Requests(mpsc::Receiver<Request>);
+
+/// A new queue, before the consumer (and so the thread) exists.
+pub(crate) fn queue() -> (CommitQueue, Requests) {
+    let (tx, rx) = mpsc::channel();
+    (CommitQueue(tx), Requests(rx))
 }
 
-impl Committer {
-    /// Starts committing `topic`'s offsets for `consumer`. The thread holds the consumer until
-    /// [`stop`](Self::stop).
-    pub(crate) fn spawn<C: ConsumerContext + 'static>(
-        consumer: Arc<BaseConsumer<C>>,
-        topic: String,
-        metrics: Arc<ListenerMetrics>,
-        name: String,
-    ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let handle = thread::Builder::new()
-            .name(name)
-            .spawn(move || run(&consumer, &topic, &metrics, &rx))?;
-        Ok(Self {
-            tx: Mutex::new(tx),
-            handle: Mutex::new(Some(handle)),
-        })
-    }
+/// Starts committing `topic`'s offsets for `consumer` from `requests`. The thread holds the
+/// consumer until [`CommitQueue::stop`]; join it then, so that the last reference (whose drop
+/// closes the consumer) is the caller's.
+pub(crate) fn spawn<C: ConsumerContext + 'static>(
+    consumer: Arc<BaseConsumer<C>>,
+    requests: Requests,
+    topic: String,
+    metrics: Arc<ListenerMetrics>,
+    name: String,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name)
+        .spawn(move || run(&consumer, &topic, &metrics, &requests.0))
+}
 
+impl CommitQueue {
     fn send(&self, request: Request) {
         // Fails only once the thread ended (after `stop`): nothing left to commit then.
-        let _ = self.tx.lock().expect("poisoned").send(request);
+        let _ = self.0.send(request);
     }
 
     /// Queues a commit of `(partition, offset)` pairs; returns at once.
@@ -80,18 +84,13 @@ impl Committer {
             offsets,
             done: Some(done),
         });
+        // Also returns when the thread is gone (the request, and `done` with it, dropped).
         let _ = wait.recv();
     }
 
-    /// Commits what is queued, ends the thread and waits for it (so that it lets go of the
-    /// consumer).
+    /// Asks the thread to commit what is queued and end.
     pub(crate) fn stop(&self) {
         self.send(Request::Stop);
-        if let Some(h) = self.handle.lock().expect("poisoned").take() {
-            if h.join().is_err() {
-                tracing::error!("a committer thread panicked");
-            }
-        }
     }
 }
 

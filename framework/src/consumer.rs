@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use rdkafka::{ClientContext, Message, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::broker::set_default;
-use crate::committer::Committer;
+use crate::committer::{self, CommitQueue};
 use crate::error::{Error, Result};
 use crate::health::ConsumerHealth;
 use crate::metrics::ListenerMetrics;
@@ -49,16 +49,7 @@ struct ListenerContext<S> {
     slots: Arc<Slots>,
     state: Arc<Mutex<Assignment>>,
     health: Arc<ConsumerHealth>,
-    /// Set right after the consumer is created.
-    committer: OnceLock<Committer>,
-}
-
-impl<S> ListenerContext<S> {
-    fn committer(&self) -> &Committer {
-        self.committer
-            .get()
-            .expect("the committer starts before the first poll")
-    }
+    commits: CommitQueue,
 }
 
 /// A listener's current assignment, as seen by its rebalance callbacks.
@@ -201,7 +192,7 @@ fn release<S: Service>(
     // The current watermark, even if an earlier commit already sent it: that one may have
     // failed.
     let offsets = offsets(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
-    consumer.context().committer().commit_and_wait(offsets);
+    consumer.context().commits.commit_and_wait(offsets);
 }
 
 /// `(partition, offset)` for each slot whose watermark `pick` gives an offset.
@@ -281,26 +272,27 @@ pub(crate) fn spawn<S: Service>(
         partitions: Vec::new(),
         revocations: 0,
     }));
+    let (commits, requests) = committer::queue();
     let context = ListenerContext {
         env: env.clone(),
         slots: slots.clone(),
         state: state.clone(),
-        health: health.clone(),
-        committer: OnceLock::new(),
+        health,
+        commits,
     };
     let consumer: Arc<BaseConsumer<ListenerContext<S>>> = Arc::new(
         config
             .create_with_context(context)
             .map_err(|e| Error::kafka(format!("creating the consumer of group `{group}`"), e))?,
     );
-    let committer = Committer::spawn(
+    let committer = committer::spawn(
         consumer.clone(),
+        requests,
         env.topic.as_str().to_owned(),
         env.metrics.clone(),
         format!("atoll-commit-{}", env.listener.name()),
     )
     .map_err(|e| Error::Declaration(format!("cannot start a committer thread: {e}")))?;
-    let _ = consumer.context().committer.set(committer);
     consumer
         .subscribe(&[env.topic.as_str()])
         .map_err(|e| Error::kafka(format!("subscribing `{group}`"), e))?;
@@ -312,7 +304,7 @@ pub(crate) fn spawn<S: Service>(
                 env,
                 slots,
                 runtime,
-                health,
+                committer,
             }
             .run()
         })
@@ -331,7 +323,7 @@ struct PollLoop<S: Service> {
     env: Arc<ListenerEnv<S>>,
     slots: Arc<Slots>,
     runtime: tokio::runtime::Handle,
-    health: Arc<ConsumerHealth>,
+    committer: thread::JoinHandle<()>,
 }
 
 impl<S: Service> PollLoop<S> {
@@ -341,7 +333,7 @@ impl<S: Service> PollLoop<S> {
         let mut last_commit = Instant::now();
         let mut any_paused = false;
         while !self.env.stop.is_cancelled() {
-            self.health.polled();
+            self.consumer.context().health.polled();
             let timeout = if any_paused {
                 Duration::from_millis(10)
             } else {
@@ -370,8 +362,12 @@ impl<S: Service> PollLoop<S> {
         if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
             hooks.revoked(&partitions);
         }
-        self.consumer.context().committer().stop();
-        self.health.stopped();
+        let context = self.consumer.context();
+        context.commits.stop();
+        if self.committer.join().is_err() {
+            tracing::error!("a committer thread panicked");
+        }
+        context.health.stopped();
         tracing::info!(listener = self.env.listener.name(), "listener stopped");
         // Dropping the consumer (the last reference, the committer's gone) closes it here: it
         // leaves the group unless membership is static.
@@ -438,7 +434,7 @@ impl<S: Service> PollLoop<S> {
             self.slots.lock().expect("poisoned").iter(),
             Watermark::take_commit,
         );
-        self.consumer.context().committer().commit(offsets);
+        self.consumer.context().commits.commit(offsets);
     }
 
     fn partition(&self, p: i32) -> TopicPartitionList {

@@ -43,6 +43,15 @@ pub enum DeadLetterKind {
 }
 
 impl DeadLetterKind {
+    /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Decode,
+        Self::UnknownType,
+        Self::Handler,
+        Self::Panic,
+        Self::Timeout,
+    ];
+
     /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {

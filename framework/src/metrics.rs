@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::dlq::DeadLetterKind;
 use crate::stats::ListenerStats;
 use crate::topic::ServiceId;
 
@@ -164,7 +165,14 @@ impl Metrics {
             assigned: self.assigned.get_or_create_owned(&labels),
             commit_duration: self.commit_duration.get_or_create_owned(&labels),
             commits_failed: self.commits_failed.get_or_create_owned(&labels),
-            failed: self.failed.clone(),
+            // One series per kind from the start: nothing to look up when an attempt fails.
+            failed: DeadLetterKind::ALL.map(|kind| {
+                self.failed.get_or_create_owned(&FailureLabels {
+                    service: labels.service.clone(),
+                    listener: labels.listener.clone(),
+                    kind: kind.as_str().to_owned(),
+                })
+            }),
             lag: self.lag.clone(),
         }
     }
@@ -193,20 +201,15 @@ pub(crate) struct ListenerMetrics {
     pub(crate) assigned: Gauge,
     pub(crate) commit_duration: Histogram,
     pub(crate) commits_failed: Counter,
-    failed: Family<FailureLabels, Counter>,
+    /// By [`DeadLetterKind`], in the order of [`DeadLetterKind::ALL`].
+    failed: [Counter; 5],
     lag: Family<PartitionLabels, Gauge>,
 }
 
 impl ListenerMetrics {
     /// Counts a failed attempt of `kind`.
-    pub(crate) fn failed(&self, kind: &str) {
-        self.failed
-            .get_or_create(&FailureLabels {
-                service: self.service.to_string(),
-                listener: self.listener.to_owned(),
-                kind: kind.to_owned(),
-            })
-            .inc();
+    pub(crate) fn failed(&self, kind: DeadLetterKind) {
+        self.failed[kind as usize].inc();
     }
 
     /// Observes a duration in seconds into `histogram`.
@@ -260,7 +263,7 @@ mod tests {
         let l = m.listener(id, "place_order");
         l.consumed.inc();
         l.handled.inc();
-        l.failed("timeout");
+        l.failed(DeadLetterKind::Timeout);
         l.set_lag("acme.shop.orders.commands", 3, 42);
         ListenerMetrics::observe(&l.handler_duration, Duration::from_millis(3));
         let text = m.encode(7);
@@ -276,6 +279,22 @@ mod tests {
                 text.lines().any(|l| l == line),
                 "{line} missing from\n{text}"
             );
+        }
+        for kind in DeadLetterKind::ALL {
+            let series = format!(
+                r#"atoll_records_failed_total{{service="acme.shop.orders",listener="place_order",kind="{}"}}"#,
+                kind.as_str()
+            );
+            let want = if kind == DeadLetterKind::Timeout {
+                1
+            } else {
+                0
+            };
+            assert!(
+                text.contains(&format!("{series} {want}\n")),
+                "{series} {want}"
+            );
+            assert_eq!(DeadLetterKind::ALL[kind as usize], kind);
         }
         l.forget_lag("acme.shop.orders.commands", &[3]);
         assert!(!m.encode(0).contains("partition=\"3\""));

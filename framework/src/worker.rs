@@ -467,7 +467,7 @@ impl<S: Service> ListenerEnv<S> {
                     },
                 },
                 Ok(Ok(Err(CallError::Decode(error)))) => {
-                    self.metrics.failed(DeadLetterKind::Decode.as_str());
+                    self.metrics.failed(DeadLetterKind::Decode);
                     return Attempts::Failed {
                         kind: DeadLetterKind::Decode,
                         error,
@@ -489,7 +489,7 @@ impl<S: Service> ListenerEnv<S> {
                     false,
                 ),
             };
-            self.metrics.failed(kind.as_str());
+            self.metrics.failed(kind);
             // An unreachable registry is no fault of the record: it does not spend the budget.
             let spent = !unavailable && in_place != 0 && attempt - first + 1 >= in_place;
             if permanent || spent {
@@ -518,7 +518,7 @@ impl<S: Service> ListenerEnv<S> {
         error: String,
         cancel: &CancellationToken,
     ) -> bool {
-        self.metrics.failed(kind.as_str());
+        self.metrics.failed(kind);
         self.dead_letter(
             msg,
             Failure {
