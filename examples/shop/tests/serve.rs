@@ -214,28 +214,51 @@ fn the_topics_job_creates_the_topics_and_health_follows_the_service() {
     assert!(!out.status.success(), "a stopped service is not healthy");
 }
 
+/// Runs `shop <args>` without `unset`; it must fail, saying `unset` on standard error.
+fn fails_naming(args: &[&str], unset: &str) {
+    let out = Command::new(SHOP)
+        .args(args)
+        .env_remove(unset)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} without {unset}");
+    assert!(stderr.contains(unset), "{stderr}");
+}
+
 #[test]
 fn the_topics_job_and_health_say_what_is_missing() {
+    fails_naming(&["topics", "--create"], "ATOLL_KAFKA__BOOTSTRAP_SERVERS");
+    fails_naming(&["health"], "ATOLL_HTTP__ADDR");
+}
+
+#[test]
+fn health_fails_on_a_not_ready_answer() {
+    // A service that answers 503, as one does before it joined its groups.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/health/ready", server.local_addr().unwrap());
+    let answer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = server.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = conn.read(&mut request).unwrap();
+        let body = r#"{"status":"not_ready"}"#;
+        write!(
+            conn,
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
     let out = Command::new(SHOP)
-        .args(["topics", "--create"])
-        .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
+        .args(["health", "--url", &url])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    answer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("ATOLL_KAFKA__BOOTSTRAP_SERVERS"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(SHOP)
-        .arg("health")
-        .env_remove("ATOLL_HTTP__ADDR")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("ATOLL_HTTP__ADDR"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stdout.contains("503") && stdout.contains("not_ready"),
+        "{stdout}"
     );
 }
