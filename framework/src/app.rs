@@ -331,7 +331,7 @@ impl App {
         let health = Arc::new(Health::new(self.config.http.stalled_after()));
         let http = match self.config.http.addr {
             Some(addr) => Some(
-                Server::start(
+                Server::endpoints(
                     addr,
                     Endpoints {
                         health: health.clone(),

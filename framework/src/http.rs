@@ -56,7 +56,8 @@ pub(crate) struct Endpoints {
     pub(crate) producer: Producer,
 }
 
-/// A running HTTP server; stops when dropped.
+/// A router served on a bound address until [`stop`](Server::stop)ped or dropped: the endpoints
+/// here, and the development schema registry.
 #[derive(Debug)]
 pub(crate) struct Server {
     addr: SocketAddr,
@@ -65,19 +66,14 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Binds `addr` and serves the endpoints until dropped.
-    pub(crate) async fn start(addr: SocketAddr, endpoints: Endpoints) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::Config(format!("http.addr `{addr}`: cannot listen: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Config(format!("http.addr `{addr}`: {e}")))?;
-        let router = Router::new()
-            .route("/health/live", get(live))
-            .route("/health/ready", get(ready))
-            .route("/metrics", get(metrics))
-            .with_state(Arc::new(endpoints));
+    /// Binds `addr` and serves `router`; `what` names it in the logs.
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        router: Router,
+        what: &'static str,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let stopped = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
@@ -85,10 +81,9 @@ impl Server {
                 .with_graceful_shutdown(stopped)
                 .await
             {
-                tracing::error!(error = %e, "the HTTP server failed");
+                tracing::error!(error = %e, "{what} failed");
             }
         });
-        tracing::info!(%addr, "serving /health/live, /health/ready and /metrics");
         Ok(Self {
             addr,
             stop,
@@ -96,13 +91,25 @@ impl Server {
         })
     }
 
-    /// The address bound (the port chosen, when `http.addr` asked for port 0).
+    /// Serves the health and metrics endpoints on `addr`.
+    pub(crate) async fn endpoints(addr: SocketAddr, endpoints: Endpoints) -> Result<Self> {
+        let router = Router::new()
+            .route("/health/live", get(live))
+            .route("/health/ready", get(ready))
+            .route("/metrics", get(metrics))
+            .with_state(Arc::new(endpoints));
+        let server = Self::bind(addr, router, "the HTTP server")
+            .await
+            .map_err(|e| Error::Config(format!("http.addr `{addr}`: cannot listen: {e}")))?;
+        tracing::info!(addr = %server.addr, "serving /health/live, /health/ready and /metrics");
+        Ok(server)
+    }
+
+    /// The address bound (the port chosen, when asked for port 0).
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
-}
 
-impl Server {
     /// Stops serving and waits until the server let go of what it reads (the producer among
     /// them), so that nothing outlives the broker connection.
     pub(crate) async fn stop(mut self) {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::http::Server;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 use axum::extract::{Path, State};
@@ -24,7 +25,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
@@ -98,7 +98,8 @@ type Shared = Arc<Mutex<Store>>;
 #[derive(Debug)]
 pub struct DevRegistry {
     url: String,
-    stop: CancellationToken,
+    /// Stops serving when dropped.
+    _server: Server,
 }
 
 impl DevRegistry {
@@ -126,37 +127,27 @@ impl DevRegistry {
                 get(subject_config).put(set_subject_config),
             )
             .with_state(store);
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(|e| Error::Registry(format!("cannot bind the development registry: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Registry(e.to_string()))?;
-        let stop = CancellationToken::new();
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(until.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "development registry stopped");
-            }
-        });
-        let url = format!("http://{addr}");
+        let server = Server::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            app,
+            "the development registry",
+        )
+        .await
+        .map_err(|e| Error::Registry(format!("cannot bind the development registry: {e}")))?;
+        let url = format!("http://{}", server.addr());
         tracing::info!(
             url,
             "development schema registry started (in memory, for development only)"
         );
-        Ok(Self { url, stop })
+        Ok(Self {
+            url,
+            _server: server,
+        })
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.url
-    }
-}
-
-impl Drop for DevRegistry {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
