@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use atoll::broker::client_config;
-use atoll::Config;
+use atoll::config::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -124,7 +124,7 @@ impl Broker {
         if self.partitions(topic).is_ok() {
             return Ok(());
         }
-        let spec = atoll::TopicSpec {
+        let spec = atoll::contract::TopicSpec {
             name: topic.parse()?,
             partitions,
             config: vec![("cleanup.policy".into(), "compact".into())],

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{bail, Context as _};
-use atoll::dlq as h;
+use atoll::dead_letter as h;
 use atoll::envelope::{header_str as header, REPLAYED_FROM, REPLAY_GROUP};
 use atoll::{TopicKind, TopicName};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};

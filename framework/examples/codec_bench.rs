@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use apache_avro::AvroSchema;
+use atoll::codec::DevRegistry;
 use atoll::codec::{Codec, CodecKind, SubjectStrategy};
-use atoll::registry::DevRegistry;
 use atoll::{event_service, Event};
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,8 @@ use std::fmt;
 
 use rdkafka::error::KafkaError;
 
-use crate::topic::TopicNameError;
+use crate::contract::topic::TopicNameError;
+use crate::contract::ContractError;
 
 /// A boxed error, as handlers may return any error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -63,9 +64,24 @@ pub enum Error {
     /// The embedded broker could not be started.
     #[error("embedded broker: {0}")]
     Embedded(String),
-    /// A service was registered twice, or two listeners share a name.
+    /// A declaration is inconsistent: a service registered twice, two listeners with one
+    /// name, a listener override naming no listener.
     #[error("{0}")]
     Declaration(String),
+    /// An event's contract could not be derived or written (its Avro schema, a contract file).
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    /// A thread of the runtime could not be started.
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        /// Which thread.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A saga's state could not be restored or is not available yet.
+    #[error("saga: {0}")]
+    Saga(String),
 }
 
 impl Error {

@@ -42,63 +42,94 @@
 //!
 //! Delivery is **at-least-once**: an offset is committed only after its handler finished and
 //! everything it produced was acknowledged. Handlers must be idempotent.
-
-pub mod broker;
-pub mod codec;
-pub mod config;
-pub mod contracts;
-pub mod dlq;
-pub mod envelope;
-pub mod http;
-pub mod policy;
-pub mod registry;
-pub mod retry;
-pub mod shutdown;
-pub mod telemetry;
-pub mod topic;
-pub mod watermark;
+//!
+//! # Layers
+//!
+//! The crate is built in layers; each may use only the layers above it in this list
+//! (`tests/layers.rs` checks it):
+//!
+//! | layer | holds |
+//! |---|---|
+//! | `contract/` | topic names, service and event identity, the envelope, dead-letter headers, schemas and compatibility |
+//! | `error.rs`, `backoff.rs` | the library's errors; the one exponential backoff |
+//! | `config/` | configuration, listener settings, librdkafka client settings |
+//! | `produce/` | the producer and the acknowledgement of what it sent |
+//! | `ops/` | HTTP server, health, metrics, telemetry |
+//! | `codec/` | JSON and Avro codecs, the development schema registry |
+//! | `handler/` | what a handler sees: context, extractors, listeners |
+//! | `saga/` | orchestrated sagas (`saga/state.rs` is a pure state machine) |
+//! | `consume/` | consumer, poll loop, worker, retry decisions, dead letters, watermark, committer |
+//! | `app/` | the process: wires services, broker, producer and endpoints |
+//!
+//! The record's path, the delivery contract, the topic convention and the headers are
+//! documented in `docs/architecture.md`.
 
 mod app;
-mod committer;
-mod consumer;
-mod context;
+mod backoff;
+pub mod codec;
+pub mod config;
+mod consume;
+pub mod contract;
 mod error;
-mod event;
-mod health;
-mod metrics;
-
-mod producer;
-
-mod routing;
+mod handler;
+mod ops;
+mod produce;
 mod saga;
-mod service;
-mod stats;
-mod worker;
 
-pub use apache_avro::{self, AvroSchema};
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use app::{App, Running};
 pub use atoll_macros::{event_service, handlers, Event};
-pub use config::{Config, ListenerConfig, ListenerSettings, RetryMode};
-pub use consumer::Assignment;
-pub use context::{Client, Context, FromContext, Meta};
-pub use dlq::DeadLetterKind;
+pub use consume::consumer::Assignment;
+pub use contract::event::{Command, Event, EventKind, FactOf, ListenableBy, Reply, Request};
+pub use contract::service::Service;
+pub use contract::topic::{PrivateTopic, ServiceId, TopicKind, TopicName, TopicNameError};
 pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
-pub use event::{Command, Event, EventKind, FactOf, ListenableBy, Output, Reply};
-pub use policy::OrderingMode;
+pub use handler::context::{Client, Context, FromContext, Meta};
+pub use handler::listener::{describe, HandlerResult, Handlers, Listener};
+pub use handler::output::Output;
+pub use ops::stats::ListenerStats;
 pub use saga::{Saga, Step};
-pub use service::{
-    describe, owned_topics, HandlerResult, Handlers, Listener, ListenerDescription, Service,
-    ServiceDescription, TopicSpec,
-};
-pub use stats::ListenerStats;
-pub use topic::{ServiceId, TopicKind, TopicName, TopicNameError};
+
+/// The CloudEvents envelope: header names, what atoll writes on a record it produces
+/// ([`Outgoing`](envelope::Outgoing)) and what it reads from one it consumes.
+pub mod envelope {
+    pub use crate::contract::codec::JSON;
+    pub use crate::contract::envelope::*;
+}
+
+/// The dead-letter contract: the `atoll_dlq_*` headers and why a record was dead-lettered.
+pub mod dead_letter {
+    pub use crate::contract::dead_letter::*;
+}
+
+/// The non-blocking retry topic's `atoll_retry_*` headers.
+pub mod retry_topic {
+    pub use crate::consume::retry_topic::{
+        ATTEMPTS, DELIVERY, ERROR, LISTENER, NOT_BEFORE, ORIGINAL_OFFSET, ORIGINAL_PARTITION,
+        ORIGINAL_TOPIC,
+    };
+}
+
+/// Brokers: the embedded mock cluster, the shared client settings, and topic creation.
+pub mod broker {
+    pub use crate::app::broker::{create_topics, EmbeddedBroker};
+    pub use crate::config::kafka::client_config;
+}
+
+/// Logs and traces: [`init`](telemetry::init) installs them from `telemetry.*`.
+pub mod telemetry {
+    pub use crate::ops::telemetry::{init, Telemetry};
+}
 
 /// Used by the code the macros generate; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::codec::{AvroProbe, AvroProbeDerived, AvroProbeNone};
-    pub use crate::saga::saga_listener;
-    pub use crate::service::ce_type_of;
+    pub use crate::contract::codec::{AvroProbe, AvroProbeDerived, AvroProbeNone};
+    pub use crate::contract::service::ce_type_of;
+    pub use crate::handler::listener::SagaListeners;
+    pub use crate::saga::{saga_listener, DeclaredSaga, SagaOf};
     pub use apache_avro::Schema as AvroSchemaValue;
     pub use futures::future::BoxFuture;
     pub use std::sync::{Arc, OnceLock};

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::{event_service, handlers, App, Config, Context, Event, HandlerResult};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Context, Event, HandlerResult};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::Offset;
@@ -48,7 +49,7 @@ async fn records_whose_outputs_were_rejected_are_handled_again() {
     const N: u32 = 30;
     let cluster = MockCluster::new(1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    for t in atoll::owned_topics::<Echo>() {
+    for t in atoll::contract::owned_topics::<Echo>() {
         cluster
             .create_topic(t.name.as_str(), t.partitions, 1)
             .unwrap();

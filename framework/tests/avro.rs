@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use apache_avro::AvroSchema;
 use atoll::codec::CodecKind;
+use atoll::codec::DevRegistry;
+use atoll::config::Config;
 use atoll::envelope::Outgoing;
-use atoll::registry::DevRegistry;
-use atoll::{event_service, handlers, App, Config, Context, Event, HandlerResult, Service};
+use atoll::{event_service, handlers, App, Context, Event, HandlerResult, Service};
 use common::header;
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
@@ -231,7 +232,7 @@ async fn bad_avro_is_dead_lettered_as_decode() {
     let stats = Stats::default();
     let running = App::new(avro_config(registry.url()))
         .service(stats.clone())
-        .topics(atoll::owned_topics::<v1::Cart>())
+        .topics(atoll::contract::owned_topics::<v1::Cart>())
         .start()
         .await
         .unwrap();
@@ -312,7 +313,7 @@ async fn an_unreachable_registry_is_retried_not_dead_lettered() {
     config.listener.max_backoff_ms = 200;
     let running = App::new(config)
         .service(stats.clone())
-        .topics(atoll::owned_topics::<v1::Cart>())
+        .topics(atoll::contract::owned_topics::<v1::Cart>())
         .start()
         .await
         .unwrap();
@@ -407,7 +408,7 @@ async fn without_auto_registration_a_missing_subject_fails_fast() {
     let mut config = avro_config(registry.url());
     config.schema_registry.auto_register = false;
     let running = App::new(config)
-        .topics(atoll::owned_topics::<v1::Cart>())
+        .topics(atoll::contract::owned_topics::<v1::Cart>())
         .start()
         .await
         .unwrap();

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::{event_service, handlers, App, Config, Event, HandlerResult, Meta};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Event, HandlerResult, Meta};
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "test", name = "slow", partitions = 2)]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll::{event_service, handlers, App, Config, Event, HandlerResult};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Event, HandlerResult};
 use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +37,7 @@ impl Counter {
 async fn commits_by_count_before_the_interval_and_in_full_on_shutdown() {
     // `host` owns the embedded broker, so that it outlives the service's app.
     let host = App::new(Config::default())
-        .topics(atoll::owned_topics::<Counter>())
+        .topics(atoll::contract::owned_topics::<Counter>())
         .start()
         .await
         .unwrap();

@@ -4,9 +4,8 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use atoll::{
-    event_service, handlers, App, Config, Context, Event, HandlerError, HandlerResult, Meta,
-};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Context, Event, HandlerError, HandlerResult, Meta};
 use common::header;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::Message;
@@ -205,6 +204,9 @@ impl atoll::Service for Twice {
     const ID: atoll::ServiceId = atoll::ServiceId::new_unchecked("acme", "test", "twice");
     const PARTITIONS: i32 = 1;
 }
+
+// What `#[event_service]` would generate for a service without sagas.
+impl atoll::__private::SagaListeners for Twice {}
 
 impl atoll::Handlers for Twice {
     fn listeners() -> Vec<atoll::Listener<Self>> {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::{event_service, handlers, App, Config, Context, Event, HandlerError, HandlerResult};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Context, Event, HandlerError, HandlerResult};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};

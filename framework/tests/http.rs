@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll::{event_service, handlers, App, Config, Context, Event, HandlerError, HandlerResult};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Context, Event, HandlerError, HandlerResult};
 use common::{eventually, get, scrape};
 use rdkafka::mocking::MockCluster;
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ fn cluster() -> (
     Config,
 ) {
     let cluster = MockCluster::new(1).unwrap();
-    for t in atoll::owned_topics::<Gate>() {
+    for t in atoll::contract::owned_topics::<Gate>() {
         cluster
             .create_topic(t.name.as_str(), t.partitions, 1)
             .unwrap();

@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::{event_service, handlers, App, Assignment, Config, Event, HandlerResult, Running};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Assignment, Event, HandlerResult, Running};
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "test", name = "member", partitions = 4)]
@@ -62,7 +63,7 @@ async fn wait(mut cond: impl FnMut() -> bool) -> bool {
 async fn a_restarted_static_member_gets_its_partitions_back() {
     // `host` owns the embedded broker; `a` and `b` are the two processes of the service.
     let host = App::new(Config::default())
-        .topics(atoll::owned_topics::<Member>())
+        .topics(atoll::contract::owned_topics::<Member>())
         .start()
         .await
         .unwrap();

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::{event_service, handlers, App, Config, Event, HandlerResult, Meta};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Event, HandlerResult, Meta};
 use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 
@@ -200,7 +201,7 @@ impl Shared {
 async fn a_rebalance_with_records_in_flight_loses_nothing() {
     // `host` owns the embedded broker; two processes of the service share its group.
     let host = App::new(Config::default())
-        .topics(atoll::owned_topics::<Shared>())
+        .topics(atoll::contract::owned_topics::<Shared>())
         .start()
         .await
         .unwrap();

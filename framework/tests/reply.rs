@@ -6,7 +6,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::{event_service, handlers, App, Config, Context, Event, HandlerResult, Meta};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Context, Event, HandlerResult, Meta};
 use common::header;
 
 use rdkafka::Message;

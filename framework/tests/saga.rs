@@ -5,11 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use atoll::config::{Config, RetryMode};
+use atoll::contract::owned_topics;
 use atoll::envelope::{Outgoing, CAUSATION_ID};
-use atoll::{
-    event_service, handlers, owned_topics, App, Config, Context, Event, HandlerResult, RetryMode,
-    Saga, Service, Step,
-};
+use atoll::{event_service, handlers, App, Context, Event, HandlerResult, Saga, Service, Step};
 use common::header;
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
@@ -21,7 +20,7 @@ struct Locker;
 impl Locker {}
 
 #[derive(Debug, Serialize, Deserialize, Event)]
-#[event(command, name = "lock", version = 1, service = Locker)]
+#[event(command, name = "lock", version = 1, service = Locker, reply = Locked)]
 struct Lock {
     #[event(key)]
     id: String,
@@ -34,7 +33,7 @@ struct Locked {
 }
 
 #[derive(Debug, Serialize, Deserialize, Event)]
-#[event(command, name = "unlock", version = 1, service = Locker)]
+#[event(command, name = "unlock", version = 1, service = Locker, reply = Unlocked)]
 struct Unlock {
     #[event(key)]
     id: String,
@@ -67,7 +66,6 @@ struct Locking {
 }
 
 impl Saga for Locking {
-    type Service = Vault;
     const NAME: &'static str = "lock";
 
     fn id(&self) -> String {
@@ -80,7 +78,7 @@ impl Saga for Locking {
             |l: &Locking| Lock { id: l.id.clone() },
             |_: &mut Locking, r: Locked| if r.ok { Ok(()) } else { Err("refused".into()) },
         )
-        .compensate::<Unlocked, _>(|l: &Locking| Unlock { id: l.id.clone() })
+        .compensate(|l: &Locking| Unlock { id: l.id.clone() })
         .timeout(Duration::from_secs(120))]
     }
 
@@ -206,7 +204,7 @@ async fn bad_replies_are_dead_lettered_or_ignored_and_the_saga_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saga_listener_must_retry_strictly() {
     let mut config = Config::default();
-    let settings = atoll::ListenerSettings {
+    let settings = atoll::config::ListenerSettings {
         retry: Some(RetryMode::NonBlocking),
         ..Default::default()
     };

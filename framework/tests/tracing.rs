@@ -5,7 +5,8 @@
 
 mod common;
 
-use atoll::{event_service, handlers, App, Config, Context, Event, HandlerResult};
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Context, Event, HandlerResult};
 use common::{eventually, header};
 use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};

@@ -33,6 +33,7 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
     let mut name: Option<String> = None;
     let mut version: Option<u32> = None;
     let mut service: Option<syn::Path> = None;
+    let mut reply: Option<syn::Type> = None;
     let mut seen_attr: Option<&syn::Attribute> = None;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
         seen_attr.get_or_insert(attr);
@@ -83,13 +84,20 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
                     Expr::Path(p) => service = Some(p.path.clone()),
                     other => errors.at(other, "`service` takes the service's type: `service = Orders`"),
                 },
+                Meta::NameValue(nv) if nv.path.is_ident("reply") => {
+                    match syn::parse2::<syn::Type>(nv.value.to_token_stream()) {
+                        Ok(t) if reply.is_none() => reply = Some(t),
+                        Ok(_) => errors.at(&nv.path, "`reply` is given twice; keep one"),
+                        Err(_) => errors.at(&nv.value, "`reply` takes the reply's type: `reply = StockReserved`"),
+                    }
+                }
                 Meta::Path(p) if p.is_ident("key") => {
                     errors.at(p, "`key` goes on the field that holds the aggregate id: `#[event(key)] order_id: String`")
                 }
                 other => errors.at(
                     other,
                     format!(
-                        "unknown `{}`; the event attribute takes `fact`, `command` or `reply`, `name`, `version` and `service`",
+                        "unknown `{}`; the event attribute takes `fact`, `command` or `reply`, `name`, `version`, `service` and, on a command, `reply = Type`",
                         other.path().to_token_stream().to_string().replace(' ', "")
                     ),
                 ),
@@ -115,6 +123,12 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
             format!("#[derive(Event)] needs an `#[event(…)]` attribute; {USAGE}"),
         );
     }
+    if let (Some(t), Some((Kind::Fact | Kind::Reply, _))) = (&reply, &kind) {
+        errors.at(
+            t,
+            "`reply = …` names the reply type of a command; only a `command` has one",
+        );
+    }
     let key = key_field(&input, &mut errors);
     if !errors.is_empty() {
         return errors.into_tokens();
@@ -126,6 +140,13 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
         quote! {
             fn key(&self) -> ::std::option::Option<::std::string::String> {
                 ::std::option::Option::Some(::std::string::ToString::to_string(&self.#member))
+            }
+        }
+    });
+    let request_impl = reply.map(|t| {
+        quote::quote_spanned! {t.span()=>
+            impl ::atoll::Request for #ident {
+                type Reply = #t;
             }
         }
     });
@@ -168,6 +189,7 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
             }
         }
         #kind_impls
+        #request_impl
     }
 }
 

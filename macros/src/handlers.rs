@@ -113,7 +113,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             })
             .with_settings({
                 #[allow(unused_mut)]
-                let mut settings = ::atoll::ListenerSettings::default();
+                let mut settings = ::atoll::config::ListenerSettings::default();
                 #(#settings)*
                 settings
             })
@@ -131,7 +131,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// `name = "…"`, then settings as `key = value`: integers, or `retry = "strict" |
-/// "non_blocking"`. The compiler checks each key against `atoll::ListenerSettings`.
+/// "non_blocking"`. The compiler checks each key against `atoll::config::ListenerSettings`.
 fn listener_attr(
     attr: &syn::Attribute,
     errors: &mut Errors,
@@ -196,7 +196,7 @@ fn listener_attr(
                     continue;
                 };
                 let (ty, variant) = (format_ident!("{ty}"), format_ident!("{variant}"));
-                settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(::atoll::#ty::#variant);));
+                settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(::atoll::config::#ty::#variant);));
             }
             (
                 _,

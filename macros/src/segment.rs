@@ -1,29 +1,18 @@
-//! The naming rules of design §2, checked at compile time.
+//! The naming rules of topics (`atoll-naming`, shared with the runtime), checked at compile
+//! time with a suggestion of a valid name.
 
 /// `Err` with a message saying what to write instead, when `s` is not a valid segment.
-pub(crate) fn check(what: &str, s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err(format!(
-            "{what} must not be empty; use lowercase letters, digits, `_` or `-`"
-        ));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
-    {
-        let suggestion: String = s
-            .chars()
-            .map(|c| match c {
-                'A'..='Z' => c.to_ascii_lowercase(),
-                c if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' => c,
-                _ => '_',
-            })
-            .collect();
-        return Err(format!(
-            "{what} `{s}` contains {c:?}; use only lowercase letters, digits, `_` or `-`, e.g. `{suggestion}`"
-        ));
-    }
-    Ok(())
+pub(crate) fn check(what: &'static str, s: &str) -> Result<(), String> {
+    let Err(e) = atoll_naming::check_segment(what, s) else {
+        return Ok(());
+    };
+    Err(match e.offending_char(s) {
+        None => format!("{what} must not be empty; use lowercase letters, digits, `_` or `-`"),
+        Some(c) => format!(
+            "{what} `{s}` contains {c:?}; use only lowercase letters, digits, `_` or `-`, e.g. `{}`",
+            atoll_naming::SegmentError::suggestion(s)
+        ),
+    })
 }
 
 #[cfg(test)]

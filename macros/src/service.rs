@@ -129,12 +129,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                     errors.at(&nv.path, format!("`{key}` is given twice; keep one"));
                     continue;
                 }
-                let what = if key == "name" {
-                    "service name".to_owned()
-                } else {
-                    key.clone()
+                let what = match key.as_str() {
+                    "company" => "company",
+                    "namespace" => "namespace",
+                    _ => "service name",
                 };
-                if let Err(msg) = segment::check(&what, &s.value()) {
+                if let Err(msg) = segment::check(what, &s.value()) {
                     errors.at(s, msg);
                 }
                 *slot = Some(s.value());
@@ -157,9 +157,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         .iter()
         .map(|v| v.as_ref().map_or(0, String::len) + 1)
         .sum::<usize>()
-        + "private.retry".len();
-    if full_len > 249 {
-        errors.span(Span::call_site(), "the service's topic names would exceed Kafka's 249 characters; shorten company, namespace or name");
+        - 1
+        + atoll_naming::PrivateTopic::longest_suffix();
+    if full_len > atoll_naming::MAX_TOPIC_LEN {
+        errors.span(Span::call_site(), format!("the service's topic names would be up to {full_len} characters long; Kafka allows {}: shorten company, namespace or name", atoll_naming::MAX_TOPIC_LEN));
     }
     if !errors.is_empty() {
         let errors = errors.into_tokens();
@@ -168,16 +169,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let ident = &item.ident;
     let (company, namespace, name) = (company.unwrap(), namespace.unwrap(), name.unwrap());
     let partitions = partitions.unwrap_or(6);
-    let sagas_fn = sagas.map(|sagas| {
-        let listeners = sagas.iter().map(|t| {
-            quote::quote_spanned! {syn::spanned::Spanned::span(t)=>
-                ::atoll::__private::saga_listener::<Self, #t>()
+    let sagas = sagas.unwrap_or_default();
+    let runs_sagas = !sagas.is_empty();
+    let listeners = sagas.iter().map(|t| {
+        quote::quote_spanned! {syn::spanned::Spanned::span(t)=>
+            ::atoll::__private::saga_listener::<Self, #t>()
+        }
+    });
+    let saga_impls = sagas.iter().map(|t| {
+        quote::quote_spanned! {syn::spanned::Spanned::span(t)=>
+            impl ::atoll::__private::DeclaredSaga for #t {
+                type Service = #ident;
             }
-        });
-        quote! {
-            fn sagas() -> ::std::vec::Vec<::atoll::Listener<Self>> {
-                ::std::vec![#(#listeners),*]
-            }
+            impl ::atoll::__private::SagaOf<#ident> for #t {}
         }
     });
     let codec_const = codec.map(|c| quote!(const CODEC: ::atoll::codec::CodecKind = #c;));
@@ -189,7 +193,15 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 ::atoll::ServiceId::new_unchecked(#company, #namespace, #name);
             const PARTITIONS: i32 = #partitions;
             #codec_const
-            #sagas_fn
+            const RUNS_SAGAS: bool = #runs_sagas;
         }
+
+        impl ::atoll::__private::SagaListeners for #ident {
+            fn saga_listeners() -> ::std::vec::Vec<::atoll::Listener<Self>> {
+                ::std::vec![#(#listeners),*]
+            }
+        }
+
+        #(#saga_impls)*
     }
 }

@@ -107,8 +107,8 @@ impl Tansu {
     }
 
     /// An atoll configuration for this broker, with fast group joins.
-    pub fn config(&self) -> atoll::Config {
-        let mut c = atoll::Config::default();
+    pub fn config(&self) -> atoll::config::Config {
+        let mut c = atoll::config::Config::default();
         c.kafka.bootstrap_servers = Some(self.bootstrap());
         for (k, v) in TANSU_PROPERTIES {
             c.kafka.properties.insert((*k).into(), (*v).into());
@@ -121,7 +121,7 @@ impl Tansu {
     /// sending commands and raw records.
     pub async fn driver(&self) -> atoll::Running {
         atoll::App::new(self.config())
-            .topics(atoll::owned_topics::<probe::Probe>())
+            .topics(atoll::contract::owned_topics::<probe::Probe>())
             .start()
             .await
             .expect("driver app")

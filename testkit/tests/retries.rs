@@ -4,10 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::{
-    event_service, handlers, App, Config, Event, HandlerError, HandlerResult, ListenerSettings,
-    Meta, RetryMode, Running,
-};
+use atoll::config::{Config, ListenerSettings, RetryMode};
+use atoll::{event_service, handlers, App, Event, HandlerError, HandlerResult, Meta, Running};
 use atoll_testkit::{committed, header, read_topic, Tansu};
 use rdkafka::{Message, Offset};
 use serde::{Deserialize, Serialize};

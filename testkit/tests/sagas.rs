@@ -29,7 +29,7 @@ async fn delay(trip_id: &str) {
 struct Hotel;
 
 #[derive(Debug, Serialize, Deserialize, Event)]
-#[event(command, name = "book_room", version = 1, service = Hotel)]
+#[event(command, name = "book_room", version = 1, service = Hotel, reply = RoomBooked)]
 struct BookRoom {
     #[event(key)]
     trip_id: String,
@@ -42,7 +42,7 @@ struct RoomBooked {
 }
 
 #[derive(Debug, Serialize, Deserialize, Event)]
-#[event(command, name = "cancel_room", version = 1, service = Hotel)]
+#[event(command, name = "cancel_room", version = 1, service = Hotel, reply = RoomCancelled)]
 struct CancelRoom {
     #[event(key)]
     trip_id: String,
@@ -70,7 +70,7 @@ impl Hotel {
 struct Flight;
 
 #[derive(Debug, Serialize, Deserialize, Event)]
-#[event(command, name = "book_seat", version = 1, service = Flight)]
+#[event(command, name = "book_seat", version = 1, service = Flight, reply = SeatBooked)]
 struct BookSeat {
     #[event(key)]
     trip_id: String,
@@ -122,7 +122,6 @@ struct Trip {
 }
 
 impl Saga for Trip {
-    type Service = Trips;
     const NAME: &'static str = "trip";
 
     fn id(&self) -> String {
@@ -139,7 +138,7 @@ impl Saga for Trip {
                 },
                 move |_: &mut Trip, r: RoomBooked| ok(r.ok),
             )
-            .compensate::<RoomCancelled, _>(|t: &Trip| CancelRoom {
+            .compensate(|t: &Trip| CancelRoom {
                 trip_id: t.trip_id.clone(),
             })
             .timeout(Duration::from_secs(2)),

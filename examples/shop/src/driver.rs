@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use atoll::config::Config;
 use atoll::envelope::header_str;
-use atoll::{Config, Event, Running, Service, TopicKind};
+use atoll::{Event, Running, Service, TopicKind};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};

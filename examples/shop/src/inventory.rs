@@ -33,7 +33,7 @@ struct State {
 
 /// Command: reserve every item of an order, or nothing (a step of the orders saga).
 #[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
-#[event(command, name = "reserve_stock", version = 1, service = Inventory)]
+#[event(command, name = "reserve_stock", version = 1, service = Inventory, reply = StockReservation)]
 pub struct ReserveStock {
     /// The order.
     #[event(key)]
@@ -56,7 +56,7 @@ pub struct StockReservation {
 
 /// Command: put an order's reservation back (the compensation of [`ReserveStock`]).
 #[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
-#[event(command, name = "release_stock", version = 1, service = Inventory)]
+#[event(command, name = "release_stock", version = 1, service = Inventory, reply = StockRelease)]
 pub struct ReleaseStock {
     /// The order.
     #[event(key)]

@@ -17,7 +17,8 @@ pub mod payments;
 pub mod shipping;
 pub mod topics;
 
-use atoll::{describe, owned_topics, App, ServiceDescription, TopicSpec};
+use atoll::contract::{owned_topics, ServiceDescription, TopicSpec};
+use atoll::{describe, App};
 
 /// The services of the shop, by name.
 pub const SERVICES: &[&str] = &["orders", "inventory", "payments", "shipping"];
@@ -111,7 +112,7 @@ mod tests {
     #[test]
     fn unknown_service_is_a_clear_error() {
         let e = super::with_service(
-            atoll::App::new(atoll::Config::default()),
+            atoll::App::new(atoll::config::Config::default()),
             "billing",
             &super::Options::default(),
         )

@@ -14,8 +14,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use atoll::codec::CodecKind;
+use atoll::config::Config;
 use atoll::telemetry::{self, Telemetry};
-use atoll::{App, Config};
+use atoll::App;
 use clap::{Parser, Subcommand};
 use example_shop::{all_topics, driver, topics, with_all, with_service, Options};
 

@@ -11,8 +11,8 @@ use apache_avro::AvroSchema;
 use atoll::{event_service, handlers, Context, Event, HandlerResult, Saga, Step};
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{ReleaseStock, ReserveStock, StockRelease, StockReservation};
-use crate::payments::{ChargePayment, ChargeResult, RefundPayment, RefundResult};
+use crate::inventory::{ReleaseStock, ReserveStock, StockReservation};
+use crate::payments::{ChargePayment, ChargeResult, RefundPayment};
 use crate::shipping::{ArrangeShipment, ShipmentResult};
 
 /// The orders service.
@@ -125,7 +125,6 @@ fn judged(ok: bool, reason: Option<String>, what: &str) -> Result<(), String> {
 }
 
 impl Saga for OrderSaga {
-    type Service = Orders;
     const NAME: &'static str = "order";
 
     fn id(&self) -> String {
@@ -144,7 +143,7 @@ impl Saga for OrderSaga {
                     judged(r.reserved, r.reason, "stock not reserved")
                 },
             )
-            .compensate::<StockRelease, _>(|o: &Self| ReleaseStock {
+            .compensate(|o: &Self| ReleaseStock {
                 order_id: o.order_id.clone(),
             })
             .timeout(Orders::STEP_TIMEOUT),
@@ -157,7 +156,7 @@ impl Saga for OrderSaga {
                 },
                 |_: &mut Self, r: ChargeResult| judged(r.charged, r.reason, "payment declined"),
             )
-            .compensate::<RefundResult, _>(|o: &Self| RefundPayment {
+            .compensate(|o: &Self| RefundPayment {
                 order_id: o.order_id.clone(),
             })
             .timeout(Orders::STEP_TIMEOUT),

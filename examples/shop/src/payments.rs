@@ -70,7 +70,7 @@ impl Payments {
 
 /// Command: charge an order (a step of the orders saga).
 #[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
-#[event(command, name = "charge_payment", version = 1, service = Payments)]
+#[event(command, name = "charge_payment", version = 1, service = Payments, reply = ChargeResult)]
 pub struct ChargePayment {
     /// The order.
     #[event(key)]
@@ -95,7 +95,7 @@ pub struct ChargeResult {
 
 /// Command: refund an order's charge (the compensation of [`ChargePayment`]).
 #[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
-#[event(command, name = "refund_payment", version = 1, service = Payments)]
+#[event(command, name = "refund_payment", version = 1, service = Payments, reply = RefundResult)]
 pub struct RefundPayment {
     /// The order.
     #[event(key)]

@@ -17,7 +17,7 @@ impl Shipping {
 
 /// Command: arrange the shipment of a charged order (the last step of the orders saga).
 #[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
-#[event(command, name = "arrange_shipment", version = 1, service = Shipping)]
+#[event(command, name = "arrange_shipment", version = 1, service = Shipping, reply = ShipmentResult)]
 pub struct ArrangeShipment {
     /// The order.
     #[event(key)]

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use atoll::contracts::{self, Contract};
+use atoll::contract::{self, Contract};
 
 use crate::inventory::{
     ReleaseStock, ReportStock, ReserveStock, StockRelease, StockReleased, StockReported,
@@ -68,7 +68,7 @@ pub fn render() -> String {
 pub fn write(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(FILE), render())?;
-    contracts::write(&dir.join(SCHEMAS), &contracts())?;
+    contract::write(&dir.join(SCHEMAS), &contracts())?;
     Ok(())
 }
 
@@ -84,7 +84,7 @@ pub fn check(dir: &Path) -> anyhow::Result<()> {
             path.display()
         );
     }
-    if let Err(problems) = contracts::check(&dir.join(SCHEMAS), &contracts()) {
+    if let Err(problems) = contract::check(&dir.join(SCHEMAS), &contracts()) {
         let incompatible = problems.iter().any(|p| p.contains("breaks"));
         let advice = if incompatible {
             "an incompatible change needs a new event version (`version = 2`) instead"

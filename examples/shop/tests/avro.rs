@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use atoll::codec::DevRegistry;
 use atoll::codec::{CodecKind, AVRO};
-use atoll::registry::DevRegistry;
 use atoll::{App, Event, Service};
 use atoll_testkit::{header, read_topic, Tansu};
 use example_shop::orders::{Item, OrderCancelled, OrderCompleted, OrderPlaced, Orders, PlaceOrder};

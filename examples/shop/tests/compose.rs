@@ -54,13 +54,13 @@ fn env(service: &Value) -> Vec<(String, String)> {
 /// Loads the configuration a container would, from `env` alone.
 // figment's `Jail` closures must return `figment::Error`, which is large.
 #[allow(clippy::result_large_err)]
-fn load(env: &[(String, String)]) -> Result<atoll::Config, String> {
+fn load(env: &[(String, String)]) -> Result<atoll::config::Config, String> {
     let mut out = None;
     figment::Jail::expect_with(|jail| {
         for (k, v) in env {
             jail.set_env(k, v);
         }
-        out = Some(atoll::Config::load().map_err(|e| e.to_string()));
+        out = Some(atoll::config::Config::load().map_err(|e| e.to_string()));
         Ok(())
     });
     out.unwrap()

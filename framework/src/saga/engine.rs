@@ -13,43 +13,17 @@ use tokio_util::sync::CancellationToken;
 use super::state::{parse_request_id, Match, Phase, SagaState, Status, StepInfo};
 use super::{start_type, state_type, timeout_type, types, Saga, Step};
 use crate::codec::DecodeError;
-use crate::context::{json, Context, Record};
-use crate::envelope::Outgoing;
+use crate::contract::envelope::Outgoing;
+use crate::contract::service::Service;
 use crate::error::{Error, HandlerError};
-use crate::producer::Producer;
-use crate::service::{handler_fn, CallError, HandlerResult, Listener, Service, TopicSpec};
-
-/// What a listener with partition-bound state needs from the runtime, and hears about its
-/// partitions.
-pub(crate) trait PartitionHooks: Send + Sync {
-    /// The runtime's resources, once at start.
-    fn started(&self, rt: HookRuntime);
-    /// Partitions of the listener's topic were assigned to this process.
-    fn assigned(&self, partitions: &[i32]);
-    /// Partitions were revoked (after their in-flight records finished).
-    fn revoked(&self, partitions: &[i32]);
-}
-
-/// The runtime's resources for [`PartitionHooks`].
-#[derive(Clone)]
-pub(crate) struct HookRuntime {
-    pub(crate) producer: Producer,
-    /// The base client configuration (bootstrap servers and pass-through properties).
-    pub(crate) client: ClientConfig,
-    pub(crate) source: Arc<str>,
-    pub(crate) runtime: tokio::runtime::Handle,
-    pub(crate) stop: CancellationToken,
-}
+use crate::handler::context::{json, Context, Record};
+use crate::handler::hooks::{HookRuntime, PartitionHooks};
+use crate::handler::listener::{handler_fn, CallError, HandlerResult, Listener};
 
 /// The listener that runs saga `D`.
 pub(crate) fn listener<D: Saga>(name: &'static str) -> Listener<D::Service> {
     let engine = Arc::new(Engine::<D>::new());
     let handler_engine = engine.clone();
-    let saga_topic = TopicSpec {
-        name: <D::Service as Service>::ID.saga(),
-        partitions: <D::Service as Service>::PARTITIONS,
-        config: vec![("cleanup.policy".to_owned(), "compact".to_owned())],
-    };
     Listener::custom(
         name,
         types(&engine.steps),
@@ -58,7 +32,6 @@ pub(crate) fn listener<D: Saga>(name: &'static str) -> Listener<D::Service> {
             Box::pin(async move { engine.handle(ctx, payload).await.map_err(CallError::from) })
         }),
         engine,
-        saga_topic,
     )
     .with_settings(D::settings())
 }
@@ -134,7 +107,7 @@ impl<D: Saga> Engine<D> {
     fn rt(&self) -> Result<&HookRuntime, Error> {
         self.rt
             .get()
-            .ok_or_else(|| Error::Declaration(format!("saga `{}` is not started", D::NAME)))
+            .ok_or_else(|| Error::Saga(format!("saga `{}` is not started", D::NAME)))
     }
 
     fn part(&self, p: i32) -> Arc<Part> {
@@ -449,7 +422,7 @@ async fn restore<D: Saga>(rt: HookRuntime, part: Arc<Part>) -> Result<(), Error>
     let (client, p, name) = (rt.client.clone(), part.partition, topic.to_string());
     let records = tokio::task::spawn_blocking(move || read_partition(&client, &name, p))
         .await
-        .map_err(|e| Error::Declaration(format!("saga restore task failed: {e}")))??;
+        .map_err(|e| Error::Saga(format!("restore task failed: {e}")))??;
 
     let mut states = part.states.lock().await;
     for (key, value) in records {
@@ -516,7 +489,7 @@ fn read_partition(client: &ClientConfig, topic: &str, p: i32) -> Result<Vec<KeyV
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         if std::time::Instant::now() > deadline {
-            return Err(Error::Declaration(format!(
+            return Err(Error::Saga(format!(
                 "{}: did not reach offset {high} within 60 s",
                 what()
             )));

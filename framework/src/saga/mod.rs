@@ -32,7 +32,7 @@
 //! #[handlers] impl Stock {}
 //!
 //! #[derive(Debug, Serialize, Deserialize, Event)]
-//! #[event(command, name = "reserve", version = 1, service = Stock)]
+//! #[event(command, name = "reserve", version = 1, service = Stock, reply = Reserved)]
 //! pub struct Reserve { #[event(key)] pub order_id: String }
 //!
 //! #[derive(Debug, Serialize, Deserialize, Event)]
@@ -40,7 +40,7 @@
 //! pub struct Reserved { pub ok: bool }
 //!
 //! #[derive(Debug, Serialize, Deserialize, Event)]
-//! #[event(command, name = "release", version = 1, service = Stock)]
+//! #[event(command, name = "release", version = 1, service = Stock, reply = Released)]
 //! pub struct Release { #[event(key)] pub order_id: String }
 //!
 //! #[derive(Debug, Serialize, Deserialize, Event)]
@@ -55,7 +55,6 @@
 //! pub struct Checkout { pub order_id: String }
 //!
 //! impl Saga for Checkout {
-//!     type Service = Orders;
 //!     const NAME: &'static str = "checkout";
 //!
 //!     fn id(&self) -> String {
@@ -68,7 +67,7 @@
 //!             |c: &Checkout| Reserve { order_id: c.order_id.clone() },
 //!             |_: &mut Checkout, r: Reserved| if r.ok { Ok(()) } else { Err("no stock".into()) },
 //!         )
-//!         .compensate::<Released, _>(|c: &Checkout| Release { order_id: c.order_id.clone() })]
+//!         .compensate(|c: &Checkout| Release { order_id: c.order_id.clone() })]
 //!     }
 //!
 //!     async fn completed(self, _ctx: Context<Orders>) -> HandlerResult {
@@ -93,25 +92,45 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{Codec, DecodeError};
-use crate::context::{Context, Encoded};
-use crate::event::{Command, Reply};
-use crate::policy::ListenerSettings;
-use crate::service::{HandlerResult, Listener, Service};
-use crate::topic::TopicName;
+use crate::config::listener::ListenerSettings;
+use crate::contract::event::{Command, Event, Request};
+use crate::contract::service::Service;
+use crate::contract::topic::TopicName;
+use crate::handler::context::{json, Context, Encoded, Record};
+use crate::handler::listener::{HandlerResult, Listener};
 use futures::future::BoxFuture;
 
-pub(crate) use engine::{HookRuntime, PartitionHooks};
+/// Ties a saga to the one service that lists it in `#[event_service(…, sagas = […])]`, which
+/// implements this for it: a saga is declared once, there.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not listed as a saga of any service",
+    label = "not in any `#[event_service(…, sagas = […])]`",
+    note = "list it in the declaration of the service that runs it: `#[event_service(…, sagas = [{Self}])]`"
+)]
+pub trait DeclaredSaga {
+    /// The service that runs the saga.
+    type Service: Service;
+}
+
+/// Implemented for each saga of service `S` by `#[event_service(…, sagas = […])]`: the sagas
+/// a handler of `S` may start.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a saga of service `{S}`, so `{S}` cannot start it",
+    label = "not listed in `{S}`'s `sagas = […]`",
+    note = "add it to the service's declaration, `#[event_service(…, sagas = [{Self}])]`, or start it from the service that lists it"
+)]
+pub trait SagaOf<S: Service>: Saga {}
 
 /// A saga: its data, its steps and what happens at its end.
 ///
-/// List it in its service's declaration, `#[event_service(…, sagas = [Checkout])]`; start one
-/// from a handler with [`Context::start_saga`]. The saga runs as listener `<NAME>-saga` on the
+/// List it in its service's declaration, `#[event_service(…, sagas = [Checkout])]`, and
+/// nowhere else; start one from a handler with [`Context::start_saga`]. The saga runs as listener `<NAME>-saga` on the
 /// service's `private.reply` topic (consumer group `<service>-<NAME>-saga`; its settings can be
 /// overridden under `listeners.<NAME>-saga`, but its retry mode must stay `strict`: a saga's
 /// inputs are handled in order).
-pub trait Saga: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
-    /// The orchestrating service.
-    type Service: Service;
+pub trait Saga:
+    DeclaredSaga + Serialize + DeserializeOwned + Clone + Send + Sync + 'static
+{
     /// The saga's name, a topic-name segment (`[a-z0-9_-]`).
     const NAME: &'static str;
 
@@ -226,28 +245,25 @@ impl<D: 'static> Step<D> {
     /// The default time a step waits for its reply.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// A step named `name` that sends `action(&data)` and judges its reply with
-    /// `on_reply(&mut data, reply)`: `Ok(())` goes on, `Err(reason)` fails the saga (and runs
-    /// the compensations of the steps before this one). `on_reply` may update the data.
-    pub fn new<C, R>(
+    /// A step named `name` that sends `action(&data)` and judges its reply (the command's
+    /// declared [`Request::Reply`]) with `on_reply(&mut data, reply)`: `Ok(())` goes on,
+    /// `Err(reason)` fails the saga (and runs the compensations of the steps before this one).
+    /// `on_reply` may update the data.
+    pub fn new<C: Request>(
         name: &'static str,
         action: impl Fn(&D) -> C + Send + Sync + 'static,
-        on_reply: impl Fn(&mut D, R) -> Result<(), String> + Send + Sync + 'static,
-    ) -> Self
-    where
-        C: Command,
-        R: Reply,
-    {
+        on_reply: impl Fn(&mut D, C::Reply) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         let on_reply = Arc::new(on_reply);
         Self {
             name,
             action: Arc::new(move |d| outbound(action(d))),
-            reply_type: R::ce_type(),
+            reply_type: C::Reply::ce_type(),
             judge: judge(
                 move |codec: &Codec, content_type: Option<&str>, payload: &[u8]| {
                     let on_reply = on_reply.clone();
                     Box::pin(async move {
-                        let reply: R = codec.decode(content_type, payload).await?;
+                        let reply: C::Reply = codec.decode(content_type, payload).await?;
                         let verdict: Verdict<D> = Box::new(move |d: &mut D| on_reply(d, reply));
                         Ok(verdict)
                     })
@@ -258,15 +274,16 @@ impl<D: 'static> Step<D> {
         }
     }
 
-    /// Undoes the step by sending `compensation(&data)`; a reply of type `R` (whatever its
-    /// content) means it is done. A compensation that times out is sent again.
+    /// Undoes the step by sending `compensation(&data)`; its reply (the command's declared
+    /// [`Request::Reply`]), whatever its content, means it is done. A compensation that times
+    /// out is sent again.
     #[must_use]
-    pub fn compensate<R: Reply, C: Command>(
+    pub fn compensate<C: Request>(
         mut self,
         compensation: impl Fn(&D) -> C + Send + Sync + 'static,
     ) -> Self {
         let make: Make<D> = Arc::new(move |d| outbound(compensation(d)));
-        self.compensation = Some((make, R::ce_type()));
+        self.compensation = Some((make, C::Reply::ce_type()));
         self
     }
 
@@ -317,9 +334,25 @@ pub(crate) fn state_type<D: Saga>() -> &'static str {
 
 /// The listener that runs saga `D` (used by the code `#[event_service(sagas = […])]`
 /// generates).
-pub fn saga_listener<S: Service, D: Saga<Service = S>>() -> Listener<S> {
+pub fn saga_listener<S: Service, D: Saga + DeclaredSaga<Service = S>>() -> Listener<S> {
     let name = interned(format!("{}-saga", D::NAME));
     engine::listener::<D>(name)
+}
+
+impl<S: Service> Context<S> {
+    /// Starts saga `D` (see [`Saga`]) for `saga.id()`: the saga's listener takes it from there.
+    /// Starting a saga whose id already exists does nothing (it is logged), so a redelivered
+    /// handler starts nothing twice. Only the sagas listed in `S`'s declaration compile here.
+    pub async fn start_saga<D: SagaOf<S>>(&self, saga: D) -> crate::error::Result<()> {
+        self.produce(Record {
+            key: Some(saga.id()),
+            ce_type: start_type::<D>(),
+            payload: json(start_type::<D>(), &saga),
+            ..Record::default_for(S::ID.reply())
+        })
+        .await?;
+        Ok(())
+    }
 }
 
 impl<D> Step<D> {

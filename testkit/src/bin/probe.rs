@@ -7,7 +7,7 @@ use atoll_testkit::probe::Probe;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = atoll::Config::load()?;
+    let config = atoll::config::Config::load()?;
     let _telemetry = atoll::telemetry::init(&config.telemetry, "acme.test.probe", "atoll=info")?;
     App::new(config).service(Probe::from_env()).run().await?;
     Ok(())

@@ -1,7 +1,7 @@
 use atoll::{event_service, handlers, Context, HandlerResult, Saga, Step};
 use serde::{Deserialize, Serialize};
 
-#[event_service(company = "acme", namespace = "shop", name = "payments")]
+#[event_service(company = "acme", namespace = "shop", name = "payments", sagas = [Refund])]
 pub struct Payments;
 
 #[handlers]
@@ -13,7 +13,6 @@ pub struct Refund {
 }
 
 impl Saga for Refund {
-    type Service = Payments;
     const NAME: &'static str = "refund";
 
     fn id(&self) -> String {
@@ -33,7 +32,7 @@ impl Saga for Refund {
     }
 }
 
-// A saga runs in the service it names as its `Service`.
+// A saga belongs to one service: listing it in a second one conflicts.
 #[event_service(company = "acme", namespace = "shop", name = "orders", sagas = [Refund])]
 pub struct Orders;
 

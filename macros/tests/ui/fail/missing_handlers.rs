@@ -1,4 +1,5 @@
-use atoll::{event_service, App, Config};
+use atoll::{event_service, App};
+use atoll::config::Config;
 
 #[event_service(company = "acme", namespace = "shop", name = "orders")]
 pub struct Orders;

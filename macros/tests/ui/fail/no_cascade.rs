@@ -1,6 +1,7 @@
 // One mistake in a handler is one error: the service is still usable, so `App::service` below
 // reports nothing.
-use atoll::{event_service, handlers, App, Config, Event, HandlerResult};
+use atoll::{event_service, handlers, App, Event, HandlerResult};
+use atoll::config::Config;
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "shop", name = "orders")]

@@ -81,7 +81,7 @@ mod with_settings {
     pub fn check() {
         let l = &<Billing as atoll::Handlers>::listeners()[0];
         assert_eq!(l.settings().max_attempts, Some(5));
-        assert_eq!(l.settings().retry, Some(atoll::RetryMode::NonBlocking));
+        assert_eq!(l.settings().retry, Some(atoll::config::RetryMode::NonBlocking));
         assert_eq!(l.settings().retry_topic_delay_ms, Some(250));
         assert_eq!(l.settings().backoff_ms, None);
     }

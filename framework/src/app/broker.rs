@@ -1,0 +1,143 @@
+//! Where records go: librdkafka's embedded mock cluster when no broker is configured (see
+//! `docs/architecture.md#brokers`), and creating the topics services declare.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::contract::service::TopicSpec;
+use crate::error::{Error, Result};
+
+/// librdkafka's in-process mock cluster, owned by a thread of its own (the handle is not
+/// `Send`). Functional, not fast: for demos and tests, never for benchmarks.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    requests: mpsc::Sender<Request>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+enum Request {
+    Create(TopicSpec, mpsc::Sender<Result<()>>),
+    Stop,
+}
+
+impl EmbeddedBroker {
+    /// Starts a one-broker mock cluster.
+    pub fn start() -> Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let (boot_tx, boot_rx) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("atoll-embedded-broker".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = boot_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = boot_tx.send(Ok(cluster.bootstrap_servers()));
+                while let Ok(req) = rx.recv() {
+                    match req {
+                        Request::Create(spec, reply) => {
+                            let r = cluster
+                                .create_topic(spec.name.as_str(), spec.partitions, 1)
+                                .map_err(|e| Error::CreateTopic {
+                                    topic: spec.name.to_string(),
+                                    reason: e.to_string(),
+                                });
+                            let _ = reply.send(r);
+                        }
+                        Request::Stop => break,
+                    }
+                }
+            })
+            .map_err(|e| Error::Embedded(e.to_string()))?;
+        let bootstrap = boot_rx
+            .recv()
+            .map_err(|_| Error::Embedded("mock cluster thread died".into()))?
+            .map_err(Error::Embedded)?;
+        Ok(Self {
+            bootstrap,
+            requests: tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// The cluster's `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, spec: &TopicSpec) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.requests
+            .send(Request::Create(spec.clone(), tx))
+            .map_err(|_| Error::Embedded("mock cluster stopped".into()))?;
+        rx.recv()
+            .map_err(|_| Error::Embedded("mock cluster stopped".into()))?
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        let _ = self.requests.send(Request::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Creates the topics that do not exist yet on a real broker; existing ones are left alone.
+pub async fn create_topics(client: &ClientConfig, topics: &[TopicSpec]) -> Result<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = client
+        .create()
+        .map_err(|e| Error::kafka("creating the admin client", e))?;
+    let configs: Vec<Vec<(&str, &str)>> = topics
+        .iter()
+        .map(|t| {
+            t.config
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect()
+        })
+        .collect();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .zip(&configs)
+        .map(|(t, cfg)| {
+            cfg.iter().fold(
+                NewTopic::new(t.name.as_str(), t.partitions, TopicReplication::Fixed(-1)),
+                |nt, (k, v)| nt.set(k, v),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .map_err(|e| Error::kafka("creating topics (is the broker reachable?)", e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,550 @@
+//! The process: services, their listeners, the shared producer, and the broker they use.
+
+pub(crate) mod broker;
+pub(crate) mod shutdown;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::kafka::{client_config, set_default};
+
+use crate::app::broker::{create_topics, EmbeddedBroker};
+use crate::codec::registry::DevRegistry;
+use crate::codec::Codec;
+use crate::config::listener::names_listener;
+use crate::config::listener::{ListenerConfig, ListenerSettings, RetryMode};
+use crate::config::Config;
+use crate::consume::consumer;
+use crate::consume::consumer::{Assignment, ListenerThread};
+use crate::consume::routing::{Inbox, Routes};
+use crate::consume::worker::{ListenerEnv, Mode};
+use crate::contract::codec::CodecKind;
+use crate::contract::service::{owned_topics, TopicSpec};
+use crate::contract::topic::ServiceId;
+use crate::error::{Error, Result};
+use crate::handler::context::Client;
+use crate::handler::hooks::HookRuntime;
+use crate::handler::listener::{all_listeners, is_inbox, Handlers, Listener};
+use crate::ops::health::Health;
+use crate::ops::http::{Endpoints, Server};
+use crate::ops::metrics::Metrics;
+use crate::ops::stats::ListenerStats;
+use crate::produce::Producer;
+
+/// What the runtime needs to start a service's listeners.
+struct StartEnv<'a> {
+    client: &'a ClientConfig,
+    producer: &'a Producer,
+    codec: &'a Arc<Codec>,
+    process: &'a str,
+    config: &'a Config,
+    stop: &'a CancellationToken,
+    runtime: &'a tokio::runtime::Handle,
+    metrics: &'a Metrics,
+    health: &'a Health,
+}
+
+trait ErasedService: Send {
+    fn id(&self) -> ServiceId;
+    fn codec(&self) -> CodecKind;
+    fn topics(&self) -> Vec<TopicSpec>;
+    fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>>;
+    fn listener_names(&self) -> Vec<&'static str>;
+}
+
+struct Registered<S>(Arc<S>);
+
+impl<S: Handlers> ErasedService for Registered<S> {
+    fn id(&self) -> ServiceId {
+        S::ID
+    }
+
+    fn codec(&self) -> CodecKind {
+        S::CODEC
+    }
+
+    fn topics(&self) -> Vec<TopicSpec> {
+        let mut topics = owned_topics::<S>();
+        for l in all_listeners::<S>() {
+            if !topics.iter().any(|t| &t.name == l.topic()) {
+                topics.push(TopicSpec::plain(l.topic().clone(), l.partitions()));
+            }
+        }
+        topics
+    }
+
+    fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>> {
+        let listeners = all_listeners::<S>();
+        let mut routes = Routes::default();
+        let mut configs = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.iter().enumerate() {
+            if listeners[..i].iter().any(|o| o.name() == l.name()) {
+                return Err(Error::Declaration(format!(
+                    "service `{}` declares listener `{}` twice",
+                    S::ID,
+                    l.name()
+                )));
+            }
+            l.group_id()?;
+            if is_inbox::<S>(l.topic()) {
+                let inbox = routes
+                    .inboxes
+                    .entry(l.topic().clone())
+                    .or_insert_with(|| Inbox {
+                        types: HashSet::new(),
+                        designated: l.name(),
+                    });
+                inbox.types.extend(l.ce_types());
+            }
+            let config = listener_config(env.config, l.name(), l.settings())?;
+            if l.hooks().is_some() && config.retry == RetryMode::NonBlocking {
+                return Err(Error::Config(format!(
+                    "listener `{}` runs a saga, whose inputs are handled in order: its retry mode must be `strict`",
+                    l.name()
+                )));
+            }
+            if config.retry == RetryMode::NonBlocking {
+                routes.retry_designated.get_or_insert(l.name());
+            }
+            configs.push(config);
+        }
+        let routes = Arc::new(routes);
+        let source: Arc<str> = format!("{}/{}", S::ID, env.process).into();
+        let codec = Arc::new(
+            env.codec
+                .producing(env.config.service.codec.unwrap_or(S::CODEC))?,
+        );
+        let mut client = env.client.clone();
+        // The process name leads the client id, and so the member id the range assignor
+        // orders members by: a restarted process gets the same partitions back.
+        client.set("client.id", format!("{}-{}", env.process, S::ID));
+        let service = &env.config.service;
+        if let (Some(name), true) = (&service.process_name, service.static_membership) {
+            client.set("group.instance.id", name);
+        }
+        let mut threads = Vec::new();
+        for (listener, config) in listeners.into_iter().zip(configs) {
+            if let Some(hooks) = listener.hooks() {
+                hooks.started(HookRuntime {
+                    producer: env.producer.clone(),
+                    client: env.client.clone(),
+                    source: source.clone(),
+                    runtime: env.runtime.clone(),
+                    stop: env.stop.clone(),
+                });
+            }
+            let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));
+            let permits = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
+            let mut modes = vec![(Mode::Main, listener.topic().clone())];
+            if config.retry == RetryMode::NonBlocking {
+                modes.push((Mode::Retry, S::ID.retry()));
+            }
+            for (mode, topic) in modes {
+                let suffix = if mode == Mode::Retry { " (retry)" } else { "" };
+                let health = env
+                    .health
+                    .consumer(format!("{}/{}{suffix}", S::ID, listener.name()));
+                let lenv = Arc::new(ListenerEnv {
+                    svc: self.0.clone(),
+                    listener: listener.clone(),
+                    routes: routes.clone(),
+                    producer: env.producer.clone(),
+                    codec: codec.clone(),
+                    source: source.clone(),
+                    config: config.clone(),
+                    stop: env.stop.clone(),
+                    finished: Default::default(),
+                    topic,
+                    mode,
+                    group: listener.group_id()?,
+                    consumer_group: match mode {
+                        Mode::Main => listener.group_id()?,
+                        Mode::Retry => format!("{}.retry", listener.group_id()?),
+                    },
+                    metrics: metrics.clone(),
+                    permits: permits.clone(),
+                });
+                threads.push(consumer::spawn(
+                    lenv,
+                    client.clone(),
+                    env.runtime.clone(),
+                    health,
+                )?);
+            }
+        }
+        Ok(threads)
+    }
+
+    fn listener_names(&self) -> Vec<&'static str> {
+        all_listeners::<S>().iter().map(Listener::name).collect()
+    }
+}
+
+/// A listener's settings: `listener.*` ← its code ← `listeners.<name>`.
+fn listener_config(config: &Config, name: &str, code: &ListenerSettings) -> Result<ListenerConfig> {
+    let mut resolved = config.listener.merged(code);
+    for (key, over) in &config.listeners {
+        if names_listener(key, name) {
+            resolved = resolved.merged(over);
+        }
+    }
+    resolved
+        .check(&format!("listener `{name}`"))
+        .map_err(Error::Config)?;
+    Ok(resolved)
+}
+
+/// An atoll process: register services, then [`run`](App::run) or [`start`](App::start).
+///
+/// ```no_run
+/// # use atoll::{event_service, handlers, App};
+/// # #[event_service(company = "acme", namespace = "shop", name = "orders")]
+/// # struct Orders;
+/// # #[handlers] impl Orders {}
+/// # async fn f() -> atoll::Result<()> {
+/// App::from_env()?.service(Orders).run().await
+/// # }
+/// ```
+#[must_use]
+pub struct App {
+    config: Config,
+    services: Vec<Box<dyn ErasedService>>,
+    extra_topics: Vec<TopicSpec>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<ServiceId> = self.services.iter().map(|s| s.id()).collect();
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("services", &ids)
+            .finish()
+    }
+}
+
+impl App {
+    /// An app with this configuration.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            services: Vec::new(),
+            extra_topics: Vec::new(),
+        }
+    }
+
+    /// An app configured from `atoll.toml` and `ATOLL_*` (see [`Config::load`]).
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::new(Config::load()?))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Registers a service.
+    pub fn service<S: Handlers>(mut self, service: S) -> Self {
+        self.services.push(Box::new(Registered(Arc::new(service))));
+        self
+    }
+
+    /// Also creates these topics at start (e.g. every topic of a system, for a driver).
+    pub fn topics(mut self, topics: impl IntoIterator<Item = TopicSpec>) -> Self {
+        self.extra_topics.extend(topics);
+        self
+    }
+
+    /// Every topic the registered services own or consume, and the extra ones, by name.
+    pub fn declared_topics(&self) -> Vec<TopicSpec> {
+        let mut by_name = BTreeMap::new();
+        let all = self
+            .services
+            .iter()
+            .flat_map(|s| s.topics())
+            .chain(self.extra_topics.clone());
+        for t in all {
+            by_name.entry(t.name.clone()).or_insert(t);
+        }
+        by_name.into_values().collect()
+    }
+
+    /// Connects (or starts the embedded broker), creates missing topics and starts every
+    /// listener. Must be called within a multi-threaded Tokio runtime.
+    pub async fn start(self) -> Result<Running> {
+        let mut ids: Vec<ServiceId> = self.services.iter().map(|s| s.id()).collect();
+        ids.sort();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Declaration(format!(
+                "service `{}` is registered twice",
+                w[0]
+            )));
+        }
+        let names: Vec<&str> = self
+            .services
+            .iter()
+            .flat_map(|s| s.listener_names())
+            .collect();
+        if let Some(key) = self
+            .config
+            .listeners
+            .keys()
+            .find(|k| !names.iter().any(|n| names_listener(k, n)))
+        {
+            return Err(Error::Config(format!(
+                "listeners.{key} names no listener of this process; its listeners are: {}",
+                names.join(", ")
+            )));
+        }
+        let topics = self.declared_topics();
+        let (embedded, bootstrap) = match &self.config.kafka.bootstrap_servers {
+            Some(b) => (None, b.clone()),
+            None => {
+                let broker = EmbeddedBroker::start()?;
+                let b = broker.bootstrap_servers().to_owned();
+                tracing::info!(
+                    bootstrap = b,
+                    "no kafka.bootstrap_servers: started the embedded broker"
+                );
+                (Some(broker), b)
+            }
+        };
+        let client = client_config(&self.config, &bootstrap);
+        let process = self
+            .config
+            .service
+            .process_name
+            .clone()
+            .unwrap_or_else(random_name);
+        let mut pconf = client.clone();
+        set_default(&mut pconf, "linger.ms", "5");
+        pconf.set("client.id", format!("atoll-{process}"));
+        let producer: FutureProducer = pconf
+            .create()
+            .map_err(|e| Error::kafka("creating the producer", e))?;
+        let producer = Producer::new(producer);
+        // Probes answer from here on: live, and not ready until every listener joined.
+        let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(Health::new(self.config.http.stalled_after()));
+        let http = match self.config.http.addr {
+            Some(addr) => Some(
+                Server::endpoints(
+                    addr,
+                    Endpoints {
+                        health: health.clone(),
+                        metrics: metrics.clone(),
+                        producer: producer.clone(),
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        match &embedded {
+            Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t))?,
+            None if self.config.kafka.create_topics => create_topics(&client, &topics).await?,
+            None => {}
+        }
+        let registry = &self.config.schema_registry;
+        let avro = |kind: CodecKind| kind == CodecKind::Avro;
+        let wants_avro = match self.config.service.codec {
+            Some(kind) => avro(kind),
+            None => self.services.iter().any(|s| avro(s.codec())),
+        };
+        let dev_registry = match (&registry.url, wants_avro, &embedded) {
+            (None, true, Some(_)) => Some(DevRegistry::start().await?),
+            _ => None,
+        };
+        let url = dev_registry
+            .as_ref()
+            .map(|r| r.url().to_owned())
+            .or(registry.url.clone());
+        // The process's codec: clients produce with it; each service with its own choice.
+        let codec = Arc::new(Codec::new(
+            self.config.service.codec.unwrap_or_default(),
+            url.as_deref(),
+            registry.auto_register,
+            registry.subject_strategy,
+        )?);
+        let stop = CancellationToken::new();
+        let runtime = tokio::runtime::Handle::current();
+        let env = StartEnv {
+            client: &client,
+            producer: &producer,
+            codec: &codec,
+            process: &process,
+            config: &self.config,
+            stop: &stop,
+            runtime: &runtime,
+            metrics: &metrics,
+            health: &health,
+        };
+        let mut threads = Vec::new();
+        for s in &self.services {
+            match s.start(&env) {
+                Ok(t) => threads.extend(t),
+                Err(e) => {
+                    stop.cancel();
+                    join_all(threads).await;
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(process, services = ?ids, "atoll started");
+        Ok(Running {
+            stop,
+            threads,
+            producer,
+            codec,
+            registry_url: url,
+            _dev_registry: dev_registry,
+            process,
+            bootstrap,
+            health,
+            http,
+            _embedded: embedded,
+        })
+    }
+
+    /// Starts, then runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run(self) -> Result<()> {
+        self.run_until(crate::app::shutdown::signal()).await
+    }
+
+    /// Starts, then runs until `shutdown` completes, then shuts down gracefully.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let running = self.start().await?;
+        shutdown.await;
+        running.shutdown().await;
+        Ok(())
+    }
+}
+
+fn random_name() -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..4)
+        .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+async fn join_all(threads: Vec<ListenerThread>) {
+    let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(ListenerThread::join))
+        .await;
+}
+
+/// A started app. Dropping it without [`shutdown`](Running::shutdown) stops the listeners
+/// without waiting for them.
+pub struct Running {
+    stop: CancellationToken,
+    threads: Vec<ListenerThread>,
+    producer: Producer,
+    codec: Arc<Codec>,
+    registry_url: Option<String>,
+    _dev_registry: Option<DevRegistry>,
+    process: String,
+    bootstrap: String,
+    health: Arc<Health>,
+    http: Option<Server>,
+    _embedded: Option<EmbeddedBroker>,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("process", &self.process)
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The broker's `bootstrap.servers` (the embedded one's when none was configured).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Decodes a payload of `content_type` as `E`, with this process's codecs (for drivers
+    /// and tools that read topics themselves).
+    pub async fn decode<E: crate::Event>(
+        &self,
+        content_type: Option<&str>,
+        payload: &[u8],
+    ) -> Result<E> {
+        self.codec
+            .decode(content_type, payload)
+            .await
+            .map_err(|e| match e {
+                crate::codec::DecodeError::Bad(why) => Error::Schema(why),
+                crate::codec::DecodeError::Unavailable(why) => Error::Registry(why),
+            })
+    }
+
+    /// The schema registry in use (configured, or the development one), if any.
+    pub fn schema_registry_url(&self) -> Option<&str> {
+        self.registry_url.as_deref()
+    }
+
+    /// Where the health and metrics endpoints listen (see [`crate::http`]), when `http.addr`
+    /// is set: the port the system chose when it asked for port 0.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(Server::addr)
+    }
+
+    /// The process name (configured, or the random one).
+    pub fn process_name(&self) -> &str {
+        &self.process
+    }
+
+    /// Every listener's current assignment (of its own topic, not the retry topic).
+    pub fn assignments(&self) -> Vec<Assignment> {
+        self.threads
+            .iter()
+            .filter(|t| t.is_main())
+            .map(ListenerThread::assignment)
+            .collect()
+    }
+
+    /// Every listener's counters.
+    pub fn stats(&self) -> Vec<ListenerStats> {
+        self.threads
+            .iter()
+            .filter(|t| t.is_main())
+            .map(ListenerThread::stats)
+            .collect()
+    }
+
+    /// A client that sends commands with `ce_source` `<name>/<process>`.
+    pub fn client(&self, name: &str) -> Client {
+        Client::new(
+            self.producer.clone(),
+            self.codec.clone(),
+            format!("{name}/{}", self.process).into(),
+        )
+    }
+
+    /// Stops fetching, lets in-flight records finish (up to `listener.drain_timeout_ms`),
+    /// commits, and leaves the groups (unless membership is static); then flushes the
+    /// producer. `/health/ready` fails from the start of it.
+    pub async fn shutdown(mut self) {
+        self.health.stopping();
+        self.stop.cancel();
+        join_all(std::mem::take(&mut self.threads)).await;
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        if let Some(server) = self.http.take() {
+            server.stop().await;
+        }
+        tracing::info!("atoll stopped");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

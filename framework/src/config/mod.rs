@@ -1,0 +1,458 @@
+//! Configuration (see `docs/architecture.md#configuration`): defaults ← `atoll.toml` (path from `ATOLL_CONFIG`) ←
+//! environment `ATOLL_*`, nested with `__`.
+//!
+//! ```text
+//! ATOLL_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092      # unset: embedded broker
+//! ATOLL_KAFKA__PROPERTIES__SECURITY_PROTOCOL=sasl_ssl  # any librdkafka property; `_` → `.`
+//! ATOLL_SERVICE__PROCESS_NAME=orders-0               # static group membership
+//! ATOLL_LISTENER__HANDLER_TIMEOUT_MS=30000
+//! ```
+//!
+//! librdkafka property names contain dots, which environment variable names cannot; in the
+//! environment write them with `_` (`SESSION_TIMEOUT_MS` → `session.timeout.ms`). In
+//! `atoll.toml` write them as they are, quoted: `"session.timeout.ms" = 6000`. The one
+//! librdkafka property with an underscore in its name, `log_level`, is kept as it is.
+
+pub(crate) mod kafka;
+pub(crate) mod listener;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
+pub use listener::{ListenerConfig, ListenerSettings, OrderingMode, RetryMode};
+
+/// The environment variable naming the config file.
+pub const CONFIG_PATH_VAR: &str = "ATOLL_CONFIG";
+
+/// The whole configuration of an atoll process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Broker connection.
+    pub kafka: KafkaConfig,
+    /// Process identity.
+    pub service: ServiceConfig,
+    /// Defaults for every listener.
+    pub listener: ListenerConfig,
+    /// Per-listener overrides, by listener name (`_` also matches `-`).
+    pub listeners: BTreeMap<String, ListenerSettings>,
+    /// Schema Registry (Avro).
+    pub schema_registry: SchemaRegistryConfig,
+    /// HTTP endpoints (health, metrics).
+    pub http: HttpConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `kafka.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KafkaConfig {
+    /// `host:port,…`; unset starts the embedded broker.
+    pub bootstrap_servers: Option<String>,
+    /// librdkafka properties passed through to every client (SASL, TLS, timeouts, …).
+    #[serde(deserialize_with = "properties")]
+    pub properties: BTreeMap<String, String>,
+    /// Whether to create missing declared topics at start (needs the broker's permission to
+    /// create topics). Default `true`; turn off where topics are provisioned by operators.
+    pub create_topics: bool,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: None,
+            properties: BTreeMap::new(),
+            create_topics: true,
+        }
+    }
+}
+
+/// `service.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// The process name: static group membership when set; a random 4-character name and
+    /// dynamic membership when not.
+    pub process_name: Option<String>,
+    /// Whether a configured process name becomes `group.instance.id` (static membership:
+    /// a restart within `session.timeout.ms` causes no rebalance). Default `true`.
+    ///
+    /// Turn it off for brokers without working static membership (tansu 0.6 answers the
+    /// heartbeats of static members with `UNKNOWN_MEMBER_ID`). The process name still makes
+    /// the assignment stable then: it prefixes the client id, and with it the member id that
+    /// the range assignor orders members by, so a restarted process gets the same partitions
+    /// back after one rebalance.
+    pub static_membership: bool,
+    /// The codec every service of the process produces with, overriding their declarations
+    /// (`#[event_service(codec = "avro")]`; JSON when neither says). Records are decoded by
+    /// their `content-type`, whatever this says.
+    pub codec: Option<crate::contract::codec::CodecKind>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            process_name: None,
+            static_membership: true,
+            codec: None,
+        }
+    }
+}
+
+/// `schema_registry.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SchemaRegistryConfig {
+    /// The registry's base URL. Unset with `service.codec = avro` and the embedded broker: an
+    /// in-process development registry is started.
+    pub url: Option<String>,
+    /// Whether producers register their schemas (default `true`, for development). With
+    /// `false`, producing an event whose subject is missing fails with a permanent error.
+    pub auto_register: bool,
+    /// How subjects are named (default `topic_record_name`).
+    pub subject_strategy: crate::contract::codec::SubjectStrategy,
+}
+
+impl Default for SchemaRegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            auto_register: true,
+            subject_strategy: crate::contract::codec::SubjectStrategy::default(),
+        }
+    }
+}
+
+/// `http.*`: the health and metrics endpoints (see [`crate::http`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Address to serve `/health/live`, `/health/ready` and `/metrics` on; off when unset.
+    pub addr: Option<SocketAddr>,
+    /// `/health/live` fails once a listener's poll loop has not come round for this long
+    /// (default 60,000 ms; longer than `listener.drain_timeout_ms`, which a revocation may
+    /// spend inside one poll).
+    pub stalled_after_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            stalled_after_ms: 60_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// [`stalled_after_ms`](Self::stalled_after_ms) as a duration.
+    pub fn stalled_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.stalled_after_ms)
+    }
+}
+
+/// `telemetry.*`: how [`telemetry::init`](crate::ops::telemetry::init) sets up logs and traces.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TelemetryConfig {
+    /// Log lines as human-readable text (default) or one JSON object per line.
+    pub log_format: LogFormat,
+    /// Which logs to write, as a `tracing` filter (`info`, `atoll=debug,warn`, …); `RUST_LOG`
+    /// wins when set; unset: the application's default.
+    pub log_filter: Option<String>,
+    /// An OpenTelemetry collector's OTLP/HTTP endpoint (`http://collector:4318`): traces are
+    /// exported there, and `traceparent` is written on every record produced. Off when unset.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// `telemetry.log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event, with the fields of its spans.
+    Json,
+}
+
+/// Accepts strings, numbers and booleans as property values; maps `_` in keys to `.`.
+fn properties<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            };
+            (property_name(&k), v)
+        })
+        .collect())
+}
+
+/// One figment error as "key `a.b`: what is wrong (from where)".
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".").to_lowercase();
+    let from = e
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{}{from}", e.kind)
+    } else {
+        format!("key `{key}`: {}{from}", e.kind)
+    }
+}
+
+/// librdkafka properties whose names hold an underscore (kept as they are).
+const UNDERSCORED: &[&str] = &["log_level"];
+
+/// `session_timeout_ms` → `session.timeout.ms`; names in [`UNDERSCORED`] stay as they are.
+fn property_name(key: &str) -> String {
+    let key = key.to_lowercase();
+    if UNDERSCORED.contains(&key.as_str()) {
+        key
+    } else {
+        key.replace('_', ".")
+    }
+}
+
+impl Config {
+    /// Loads defaults ← `atoll.toml` (or the file named by `ATOLL_CONFIG`) ← `ATOLL_*`.
+    pub fn load() -> Result<Self> {
+        let path = std::env::var_os(CONFIG_PATH_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("atoll.toml"));
+        if std::env::var_os(CONFIG_PATH_VAR).is_some() && !path.exists() {
+            return Err(Error::Config(format!(
+                "{CONFIG_PATH_VAR} names `{}`, which does not exist",
+                path.display()
+            )));
+        }
+        Self::from_figment(Self::figment(&path))
+    }
+
+    /// The layered providers, for callers that add their own.
+    pub fn figment(path: &std::path::Path) -> Figment {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("ATOLL_").split("__").ignore(&["config"]))
+    }
+
+    /// Extracts and checks a configuration.
+    pub fn from_figment(figment: Figment) -> Result<Self> {
+        let config: Config = figment.extract().map_err(|e| {
+            let e = e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>();
+            Error::Config(e.join("; "))
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        if let Some(name) = &self.service.process_name {
+            let ok = !name.is_empty()
+                && name.len() <= 200
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                return Err(Error::Config(format!(
+                    "service.process_name `{name}` must be 1 to 200 characters of letters, digits, `.`, `_` or `-`"
+                )));
+            }
+        }
+        if let Some(servers) = &self.kafka.bootstrap_servers {
+            if servers.trim().is_empty() || servers.split(',').any(|s| !s.contains(':')) {
+                return Err(Error::Config(format!(
+                    "kafka.bootstrap_servers `{servers}` must be a comma-separated list of host:port"
+                )));
+            }
+        }
+        if self.http.stalled_after_ms == 0 {
+            return Err(Error::Config(
+                "http.stalled_after_ms must be above 0".to_owned(),
+            ));
+        }
+        if let Some(url) = &self.telemetry.otlp_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(Error::Config(format!(
+                    "telemetry.otlp_endpoint `{url}` must be an http:// or https:// URL (OTLP over HTTP, e.g. http://collector:4318)"
+                )));
+            }
+        }
+        self.listener.check("listener").map_err(Error::Config)?;
+        for (name, over) in &self.listeners {
+            self.listener
+                .merged(over)
+                .check(&format!("listeners.{name}"))
+                .map_err(Error::Config)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+// figment's `Jail` closures must return `figment::Error`, which is large.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+    use std::time::Duration;
+
+    fn load_in(jail: &Jail) -> Result<Config> {
+        Config::from_figment(Config::figment(&jail.directory().join("atoll.toml")))
+    }
+
+    #[test]
+    fn defaults_mean_embedded_broker() {
+        Jail::expect_with(|jail| {
+            let c = load_in(jail).unwrap();
+            assert_eq!(c, Config::default());
+            assert!(c.kafka.bootstrap_servers.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file_and_maps_properties() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "atoll.toml",
+                r#"
+                [kafka]
+                bootstrap_servers = "file:9092"
+                [kafka.properties]
+                "security.protocol" = "ssl"
+                [listener]
+                handler_timeout_ms = 5000
+                "#,
+            )?;
+            jail.set_env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+            jail.set_env("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000");
+            jail.set_env("ATOLL_SERVICE__PROCESS_NAME", "orders-0");
+            jail.set_env("ATOLL_KAFKA__PROPERTIES__LOG_LEVEL", "7");
+            let c = load_in(jail).unwrap();
+            assert_eq!(c.kafka.bootstrap_servers.as_deref(), Some("127.0.0.1:9092"));
+            assert_eq!(c.kafka.properties["session.timeout.ms"], "6000");
+            assert_eq!(c.kafka.properties["security.protocol"], "ssl");
+            assert_eq!(c.kafka.properties["log_level"], "7");
+            assert_eq!(c.service.process_name.as_deref(), Some("orders-0"));
+            assert_eq!(c.listener.handler_timeout(), Duration::from_secs(5));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_HTTP__ADDR", "not-an-address");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("http.addr"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_KAFKA__BOOTSTRAP_SERVER", "typo:9092");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("bootstrap_server"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_SERVICE__PROCESS_NAME", "has space");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("service.process_name"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", "nohostport");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("kafka.bootstrap_servers"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_TELEMETRY__OTLP_ENDPOINT", "collector:4318");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_TELEMETRY__LOG_FORMAT", "xml");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("telemetry.log_format"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_HTTP__STALLED_AFTER_MS", "0");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("http.stalled_after_ms"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENER__MAX_BUFFERED", "0");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("listener.max_buffered"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn per_listener_overrides() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENERS__PLACE_ORDER__MAX_ATTEMPTS", "9");
+            jail.set_env("ATOLL_LISTENERS__PLACE_ORDER__RETRY", "non_blocking");
+            let c = load_in(jail).unwrap();
+            let over = &c.listeners["place_order"];
+            assert_eq!(over.max_attempts, Some(9));
+            assert_eq!(over.retry, Some(RetryMode::NonBlocking));
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENERS__CHARGE__BACKOFF_MS", "0");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("listeners.charge.backoff_ms"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENERS__CHARGE__RETRY", "sometimes");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("listeners.charge.retry"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_named_by_env_is_an_error() {
+        Jail::expect_with(|jail| {
+            jail.set_env(CONFIG_PATH_VAR, "nope.toml");
+            let e = Config::load().unwrap_err().to_string();
+            assert!(e.contains("nope.toml"), "{e}");
+            Ok(())
+        });
+    }
+}

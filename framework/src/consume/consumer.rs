@@ -1,0 +1,450 @@
+//! A listener's consumer: one consumer group, one poll thread, one worker task per assigned
+//! partition.
+//!
+//! The poll thread never runs handlers, so a slow handler cannot make the consumer exceed
+//! `max.poll.interval.ms`: records are handed to per-partition workers, a partition whose
+//! buffer is full is paused (and resumed when it drained to half), and finished offsets are
+//! committed from the per-partition [`Watermark`](crate::consume::watermark::Watermark) every
+//! `listener.commit_interval_ms` or every `listener.commit_batch` finished records, whichever
+//! comes first, through the consumer's [`Committer`] thread. On revocation and on shutdown the
+//! poll thread stops dispatching, lets in-flight records finish (up to
+//! `listener.drain_timeout_ms`) and waits for their commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::OwnedMessage;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Message, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::config::kafka::set_default;
+use crate::consume::committer;
+use crate::consume::committer::CommitQueue;
+use crate::consume::watermark::Watermark;
+use crate::consume::worker::{run_partition, ListenerEnv, Mode, PartitionShared};
+use crate::contract::service::Service;
+use crate::error::{Error, Result};
+use crate::ops::health::ConsumerHealth;
+use crate::ops::metrics::ListenerMetrics;
+use crate::ops::stats::ListenerStats;
+
+struct Slot {
+    shared: Arc<PartitionShared>,
+    tx: mpsc::UnboundedSender<OwnedMessage>,
+    paused: bool,
+}
+
+type Slots = Mutex<HashMap<i32, Slot>>;
+
+/// The consumer's callbacks: commit and drain on revocation; health and metrics.
+struct ListenerContext<S> {
+    env: Arc<ListenerEnv<S>>,
+    slots: Arc<Slots>,
+    state: Arc<Mutex<Assignment>>,
+    health: Arc<ConsumerHealth>,
+    commits: CommitQueue,
+}
+
+/// A listener's current assignment, as seen by its rebalance callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Assignment {
+    /// The service.
+    pub service: crate::ServiceId,
+    /// The listener.
+    pub listener: &'static str,
+    /// The partitions assigned now.
+    pub partitions: Vec<i32>,
+    /// How many times partitions were revoked from it.
+    pub revocations: u64,
+}
+
+impl<S: Service> ClientContext for ListenerContext<S> {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::config::kafka::log(self.env.listener.name(), level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.broker_up(false);
+        }
+        tracing::warn!(listener = self.env.listener.name(), %error, reason, "kafka client error");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.state == "UP" && !matches!(b.source.as_str(), "internal" | "logical"));
+        self.health.broker_up(up);
+        let Some(topic) = statistics.topics.get(self.env.topic.as_str()) else {
+            return;
+        };
+        for (p, part) in &topic.partitions {
+            if *p < 0 || !part.desired {
+                continue;
+            }
+            if let Some(lag) = lag(part) {
+                self.env.metrics.set_lag(&topic.topic, *p, lag);
+            }
+        }
+    }
+}
+
+/// A partition's lag: from the committed offset, or before the first commit from the start of
+/// the partition (where `auto.offset.reset = earliest` begins); `None` while unknown.
+fn lag(part: &rdkafka::statistics::Partition) -> Option<i64> {
+    if part.consumer_lag >= 0 {
+        Some(part.consumer_lag)
+    } else if part.committed_offset < 0 && part.hi_offset >= 0 && part.lo_offset >= 0 {
+        Some(part.hi_offset - part.lo_offset)
+    } else {
+        None
+    }
+}
+
+impl<S: Service> ConsumerContext for ListenerContext<S> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(
+                    listener = self.env.listener.name(),
+                    ?revoked,
+                    "partitions revoked"
+                );
+                {
+                    let mut st = self.state.lock().expect("poisoned");
+                    st.partitions.retain(|p| !revoked.contains(p));
+                    st.revocations += 1;
+                }
+                self.env.metrics.assigned.dec_by(revoked.len() as i64);
+                self.env
+                    .metrics
+                    .forget_lag(self.env.topic.as_str(), &revoked);
+                let taken = {
+                    let mut slots = self.slots.lock().expect("poisoned");
+                    revoked
+                        .iter()
+                        .filter_map(|p| slots.remove(p).map(|s| (*p, s)))
+                        .collect()
+                };
+                release(consumer, &self.env, taken);
+                if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+                    hooks.revoked(&revoked);
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(
+                    listener = self.env.listener.name(),
+                    ?assigned,
+                    "partitions assigned"
+                );
+                if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+                    hooks.assigned(&assigned);
+                }
+                self.env.metrics.assigned.inc_by(assigned.len() as i64);
+                self.health.joined();
+                // An assignment comes from the group coordinator: a broker answered.
+                self.health.broker_up(true);
+                let mut st = self.state.lock().expect("poisoned");
+                st.partitions.extend(assigned);
+                st.partitions.sort_unstable();
+                st.partitions.dedup();
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
+/// Stops the given partitions' workers, waits for their in-flight record, commits.
+fn release<S: Service>(
+    consumer: &BaseConsumer<ListenerContext<S>>,
+    env: &ListenerEnv<S>,
+    taken: Vec<(i32, Slot)>,
+) {
+    for (p, slot) in &taken {
+        slot.shared.cancel.cancel();
+        if slot.paused {
+            // Do not leave a partition paused for whoever owns it next in this process.
+            let _ = consumer.resume(&partition_list(env.topic.as_str(), *p));
+        }
+    }
+    let deadline = Instant::now() + env.config.drain_timeout();
+    while taken
+        .iter()
+        .any(|(_, s)| s.shared.in_flight.load(Ordering::SeqCst) > 0)
+    {
+        if Instant::now() >= deadline {
+            tracing::warn!("in-flight records did not finish before the drain deadline");
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The current watermark, even if an earlier commit already sent it: that one may have
+    // failed.
+    let offsets = offsets(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
+    consumer.context().commits.commit_and_wait(offsets);
+}
+
+/// `(partition, offset)` for each slot whose watermark `pick` gives an offset.
+fn offsets<'a>(
+    slots: impl Iterator<Item = (&'a i32, &'a Slot)>,
+    pick: impl Fn(&mut Watermark) -> Option<i64>,
+) -> Vec<(i32, i64)> {
+    slots
+        .filter_map(|(p, slot)| {
+            let mut watermark = slot.shared.watermark.lock().expect("poisoned");
+            pick(&mut watermark).map(|o| (*p, o))
+        })
+        .collect()
+}
+
+/// One partition of `topic`.
+fn partition_list(topic: &str, p: i32) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    tpl
+}
+
+/// A running listener: its poll thread.
+#[derive(Debug)]
+pub(crate) struct ListenerThread {
+    handle: thread::JoinHandle<()>,
+    state: Arc<Mutex<Assignment>>,
+    metrics: Arc<ListenerMetrics>,
+    mode: Mode,
+}
+
+impl ListenerThread {
+    /// Whether it consumes the listener's own topic (not the retry topic).
+    pub(crate) fn is_main(&self) -> bool {
+        self.mode == Mode::Main
+    }
+
+    /// The listener's counters.
+    pub(crate) fn stats(&self) -> ListenerStats {
+        self.metrics.snapshot()
+    }
+
+    /// The listener's assignment now.
+    pub(crate) fn assignment(&self) -> Assignment {
+        self.state.lock().expect("poisoned").clone()
+    }
+
+    /// Waits for the thread to end (after the stop token was cancelled).
+    pub(crate) fn join(self) {
+        if self.handle.join().is_err() {
+            tracing::error!("a listener thread panicked");
+        }
+    }
+}
+
+/// Creates the listener's consumer, subscribes, and starts its poll thread.
+pub(crate) fn spawn<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    mut config: ClientConfig,
+    runtime: tokio::runtime::Handle,
+    health: Arc<ConsumerHealth>,
+) -> Result<ListenerThread> {
+    let (metrics, mode) = (env.metrics.clone(), env.mode);
+    let group = env.consumer_group.clone();
+    set_default(&mut config, "auto.offset.reset", "earliest");
+    // Lag per partition and broker reachability come from the statistics.
+    set_default(&mut config, "statistics.interval.ms", "5000");
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    let slots = Arc::new(Slots::default());
+    let state = Arc::new(Mutex::new(Assignment {
+        service: S::ID,
+        listener: env.listener.name(),
+        partitions: Vec::new(),
+        revocations: 0,
+    }));
+    let (commits, requests) = committer::queue();
+    let context = ListenerContext {
+        env: env.clone(),
+        slots: slots.clone(),
+        state: state.clone(),
+        health,
+        commits,
+    };
+    let consumer: Arc<BaseConsumer<ListenerContext<S>>> = Arc::new(
+        config
+            .create_with_context(context)
+            .map_err(|e| Error::kafka(format!("creating the consumer of group `{group}`"), e))?,
+    );
+    let committer = committer::spawn(
+        consumer.clone(),
+        requests,
+        env.topic.as_str().to_owned(),
+        env.metrics.clone(),
+        format!("atoll-commit-{}", env.listener.name()),
+    )
+    .map_err(|source| Error::Spawn {
+        what: "a committer thread".into(),
+        source,
+    })?;
+    consumer
+        .subscribe(&[env.topic.as_str()])
+        .map_err(|e| Error::kafka(format!("subscribing `{group}`"), e))?;
+    let handle = thread::Builder::new()
+        .name(format!("atoll-{}", env.listener.name()))
+        .spawn(move || {
+            PollLoop {
+                consumer,
+                env,
+                slots,
+                runtime,
+                committer,
+            }
+            .run()
+        })
+        .map_err(|source| Error::Spawn {
+            what: "a listener thread".into(),
+            source,
+        })?;
+    Ok(ListenerThread {
+        handle,
+        state,
+        metrics,
+        mode,
+    })
+}
+
+struct PollLoop<S: Service> {
+    /// Shared with the committer thread until it stops.
+    consumer: Arc<BaseConsumer<ListenerContext<S>>>,
+    env: Arc<ListenerEnv<S>>,
+    slots: Arc<Slots>,
+    runtime: tokio::runtime::Handle,
+    committer: thread::JoinHandle<()>,
+}
+
+impl<S: Service> PollLoop<S> {
+    fn run(self) {
+        let interval = self.env.config.commit_interval();
+        let batch = self.env.config.commit_batch;
+        let mut last_commit = Instant::now();
+        let mut any_paused = false;
+        while !self.env.stop.is_cancelled() {
+            self.consumer.context().health.polled();
+            let timeout = if any_paused {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(msg)) => self.dispatch(msg.detach()),
+                Some(Err(e)) => {
+                    tracing::warn!(listener = self.env.listener.name(), error = %e, "consumer error")
+                }
+                None => {}
+            }
+            any_paused = self.resume_drained();
+            if self.env.finished.load(Ordering::Relaxed) >= batch
+                || last_commit.elapsed() >= interval
+            {
+                // Records finishing from here on count towards the next batch.
+                self.env.finished.swap(0, Ordering::Relaxed);
+                self.commit();
+                last_commit = Instant::now();
+            }
+        }
+        let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
+        let partitions: Vec<i32> = taken.iter().map(|(p, _)| *p).collect();
+        release(&self.consumer, &self.env, taken);
+        if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+            hooks.revoked(&partitions);
+        }
+        let context = self.consumer.context();
+        context.commits.stop();
+        if self.committer.join().is_err() {
+            tracing::error!("a committer thread panicked");
+        }
+        context.health.stopped();
+        tracing::info!(listener = self.env.listener.name(), "listener stopped");
+        // Dropping the consumer (the last reference, the committer's gone) closes it here: it
+        // leaves the group unless membership is static.
+    }
+
+    fn dispatch(&self, msg: OwnedMessage) {
+        self.env.metrics.consumed.inc();
+        let p = msg.partition();
+        let mut slots = self.slots.lock().expect("poisoned");
+        let slot = slots.entry(p).or_insert_with(|| {
+            let shared = Arc::new(PartitionShared::new(self.env.stop.child_token()));
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.runtime
+                .spawn(run_partition(self.env.clone(), shared.clone(), rx));
+            Slot {
+                shared,
+                tx,
+                paused: false,
+            }
+        });
+        slot.shared
+            .watermark
+            .lock()
+            .expect("poisoned")
+            .start(msg.offset());
+        let queued = slot.shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        if slot.tx.send(msg).is_err() {
+            tracing::error!(partition = p, "partition worker is gone");
+        }
+        if queued >= self.env.config.max_buffered && !slot.paused {
+            match self.consumer.pause(&self.partition(p)) {
+                Ok(()) => {
+                    tracing::debug!(partition = p, queued, "partition paused");
+                    slot.paused = true
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "cannot pause partition"),
+            }
+        }
+    }
+
+    /// Resumes paused partitions that drained to half their buffer; whether any stays paused.
+    /// librdkafka fetches a resumed partition again from the last record it delivered.
+    fn resume_drained(&self) -> bool {
+        let low = self.env.config.max_buffered / 2;
+        let mut any = false;
+        for (p, slot) in self.slots.lock().expect("poisoned").iter_mut() {
+            if slot.paused && slot.shared.queued.load(Ordering::SeqCst) <= low {
+                match self.consumer.resume(&self.partition(*p)) {
+                    Ok(()) => {
+                        tracing::debug!(partition = p, "partition resumed");
+                        slot.paused = false;
+                    }
+                    Err(e) => tracing::warn!(partition = p, error = %e, "cannot resume partition"),
+                }
+            }
+            any |= slot.paused;
+        }
+        any
+    }
+
+    /// Commits every watermark that moved since the last commit.
+    fn commit(&self) {
+        let offsets = offsets(
+            self.slots.lock().expect("poisoned").iter(),
+            Watermark::take_commit,
+        );
+        self.consumer.context().commits.commit(offsets);
+    }
+
+    fn partition(&self, p: i32) -> TopicPartitionList {
+        partition_list(self.env.topic.as_str(), p)
+    }
+}

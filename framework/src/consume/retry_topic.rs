@@ -1,0 +1,198 @@
+//! The non-blocking retry topic, `<service>.private.retry` (see [`crate::policy`]).
+//!
+//! A record on it is the original record (key, value, headers) plus `atoll_retry_*` headers
+//! that say which listener it is for, when it may be delivered, how many attempts were made,
+//! and where it came from, so that a later dead-lettering names the original record.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::Message;
+
+use crate::contract::envelope::header_str;
+
+/// `atoll_retry_listener`: the only listener the record is for.
+pub const LISTENER: &str = "atoll_retry_listener";
+/// `atoll_retry_attempts`: attempts made so far, in place and through the topic.
+pub const ATTEMPTS: &str = "atoll_retry_attempts";
+/// `atoll_retry_delivery`: which delivery through the retry topic this is, from 1.
+pub const DELIVERY: &str = "atoll_retry_delivery";
+/// `atoll_retry_not_before`: milliseconds since the Unix epoch.
+pub const NOT_BEFORE: &str = "atoll_retry_not_before";
+/// `atoll_retry_original_topic`.
+pub const ORIGINAL_TOPIC: &str = "atoll_retry_original_topic";
+/// `atoll_retry_original_partition`.
+pub const ORIGINAL_PARTITION: &str = "atoll_retry_original_partition";
+/// `atoll_retry_original_offset`.
+pub const ORIGINAL_OFFSET: &str = "atoll_retry_original_offset";
+/// `atoll_retry_error`: the last failure.
+pub const ERROR: &str = "atoll_retry_error";
+
+const PREFIX: &str = "atoll_retry_";
+
+/// Where a record originally came from, and the retry state it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RetryState {
+    pub(crate) listener: String,
+    pub(crate) attempts: u32,
+    pub(crate) delivery: u32,
+    pub(crate) not_before: SystemTime,
+    pub(crate) origin: Origin,
+}
+
+/// The original topic, partition and offset of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+}
+
+impl Origin {
+    /// The record's origin: its `atoll_retry_original_*` headers, or the record itself.
+    pub(crate) fn of(msg: &OwnedMessage) -> Self {
+        RetryState::read(msg)
+            .map(|s| s.origin)
+            .unwrap_or_else(|| Self {
+                topic: msg.topic().to_owned(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            })
+    }
+}
+
+impl RetryState {
+    /// The retry state of a record from the retry topic; `None` when it has none or it is
+    /// malformed.
+    pub(crate) fn read(msg: &OwnedMessage) -> Option<Self> {
+        let millis: u64 = header_str(msg, NOT_BEFORE)?.parse().ok()?;
+        Some(Self {
+            listener: header_str(msg, LISTENER)?.to_owned(),
+            attempts: header_str(msg, ATTEMPTS)?.parse().ok()?,
+            delivery: header_str(msg, DELIVERY)?.parse().ok()?,
+            not_before: UNIX_EPOCH + Duration::from_millis(millis),
+            origin: Origin {
+                topic: header_str(msg, ORIGINAL_TOPIC)?.to_owned(),
+                partition: header_str(msg, ORIGINAL_PARTITION)?.parse().ok()?,
+                offset: header_str(msg, ORIGINAL_OFFSET)?.parse().ok()?,
+            },
+        })
+    }
+
+    /// The headers of the retry record: the original headers, then the retry state.
+    pub(crate) fn headers(&self, msg: &OwnedMessage, error: &str) -> OwnedHeaders {
+        let millis = self
+            .not_before
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let fields: [(&str, String); 8] = [
+            (LISTENER, self.listener.clone()),
+            (ATTEMPTS, self.attempts.to_string()),
+            (DELIVERY, self.delivery.to_string()),
+            (NOT_BEFORE, millis.to_string()),
+            (ORIGINAL_TOPIC, self.origin.topic.clone()),
+            (ORIGINAL_PARTITION, self.origin.partition.to_string()),
+            (ORIGINAL_OFFSET, self.origin.offset.to_string()),
+            (ERROR, error.to_owned()),
+        ];
+        let mut out = original_headers(msg, fields.len());
+        for (key, value) in &fields {
+            out = out.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            });
+        }
+        out
+    }
+}
+
+/// The record's headers without any `atoll_retry_*` ones, with room for `extra` more.
+pub(crate) fn original_headers(msg: &OwnedMessage, extra: usize) -> OwnedHeaders {
+    let original = msg.headers();
+    let mut out = OwnedHeaders::new_with_capacity(original.map_or(0, |h| h.count()) + extra);
+    if let Some(h) = original {
+        for header in h.iter().filter(|h| !h.key.starts_with(PREFIX)) {
+            out = out.insert(header);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn record(topic: &str, headers: OwnedHeaders) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(b"k".to_vec()),
+            topic.into(),
+            Timestamp::NotAvailable,
+            2,
+            40,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn round_trips_and_keeps_the_original_headers() {
+        let original = record(
+            "acme.shop.payments.events",
+            OwnedHeaders::new().insert(Header {
+                key: "ce_type",
+                value: Some("a.b.c.d.v1"),
+            }),
+        );
+        assert_eq!(RetryState::read(&original), None);
+        let origin = Origin::of(&original);
+        assert_eq!(
+            origin,
+            Origin {
+                topic: "acme.shop.payments.events".into(),
+                partition: 2,
+                offset: 40
+            }
+        );
+        let not_before = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let state = RetryState {
+            listener: "charge".into(),
+            attempts: 3,
+            delivery: 1,
+            not_before,
+            origin,
+        };
+        let h = state.headers(&original, "timeout");
+        // As it comes back from the retry topic, at another partition and offset.
+        let retried = record("acme.shop.payments.private.retry", h);
+        assert_eq!(RetryState::read(&retried), Some(state.clone()));
+        assert_eq!(Origin::of(&retried), state.origin);
+        assert_eq!(header_str(&retried, ERROR), Some("timeout"));
+        assert_eq!(header_str(&retried, "ce_type"), Some("a.b.c.d.v1"));
+        // Re-publishing again replaces the retry headers instead of piling them up.
+        let again = RetryState {
+            attempts: 4,
+            delivery: 2,
+            ..state
+        };
+        let h = again.headers(&retried, "still failing");
+        assert_eq!(h.iter().filter(|x| x.key == ATTEMPTS).count(), 1);
+        let stripped = original_headers(&record("t", h), 0);
+        assert_eq!(stripped.count(), 1, "only ce_type is original");
+    }
+
+    #[test]
+    fn malformed_state_reads_as_none() {
+        let h = OwnedHeaders::new()
+            .insert(Header {
+                key: LISTENER,
+                value: Some("charge"),
+            })
+            .insert(Header {
+                key: ATTEMPTS,
+                value: Some("many"),
+            });
+        assert_eq!(RetryState::read(&record("t", h)), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! Which listener handles, skips or dead-letters a record (design §3: bad input is
+//! dead-lettered, never dropped; facts topics stay open to new facts of their owner).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::contract::topic::TopicName;
+
+/// A topic of the service that only it reads and whose every type it must know: its
+/// `commands` and its `private.reply`.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    /// The `ce_type`s some listener of the service handles on it.
+    pub(crate) types: HashSet<&'static str>,
+    /// The listener that dead-letters bad input on it (the first declared one), so that a bad
+    /// record is dead-lettered once, not once per listener.
+    pub(crate) designated: &'static str,
+}
+
+/// What a service's listeners know about each other.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    /// The service's inboxes, by topic.
+    pub(crate) inboxes: HashMap<TopicName, Inbox>,
+    /// The listener that dead-letters malformed records on the retry topic.
+    pub(crate) retry_designated: Option<&'static str>,
+}
+
+/// What to do with a record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Handle,
+    Skip,
+    Reject(String),
+}
+
+/// Routes a record of type `ce_type` for listener `name` of types `mine` on `topic`.
+///
+/// On an inbox every type must be one the service handles; its designated listener rejects
+/// anything else. On a facts topic, other facts of the topic's owner are skipped (the owner may
+/// add facts without breaking its consumers), while a record without `ce_type` or with a type
+/// the owner cannot have published is rejected.
+pub(crate) fn route(
+    inbox: Option<&Inbox>,
+    topic: &TopicName,
+    (name, mine): (&str, &[&str]),
+    ce_type: Option<&str>,
+) -> Route {
+    let owner = topic.service_prefix();
+    let of_owner = |t: &str| {
+        t.strip_prefix(owner)
+            .is_some_and(|rest| rest.starts_with('.'))
+    };
+    match (inbox, ce_type) {
+        (_, Some(t)) if mine.contains(&t) => Route::Handle,
+        (Some(inbox), Some(t)) if inbox.types.contains(t) => Route::Skip,
+        (Some(inbox), _) if inbox.designated != name => Route::Skip,
+        (_, None) => Route::Reject("record has no ce_type header".into()),
+        (Some(_), Some(t)) => Route::Reject(format!(
+            "`{t}` is not a type that `{owner}` handles on `{topic}`"
+        )),
+        (None, Some(t)) if of_owner(t) => Route::Skip,
+        (None, Some(t)) => Route::Reject(format!(
+            "`{t}` is not a type of `{owner}`, the sole publisher of `{topic}`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbox() -> Inbox {
+        Inbox {
+            types: [
+                "acme.shop.orders.place_order.v1",
+                "acme.shop.orders.cancel_order.v1",
+            ]
+            .into_iter()
+            .collect(),
+            designated: "place-order",
+        }
+    }
+
+    #[test]
+    fn inbox_topic() {
+        let topic: TopicName = "acme.shop.orders.commands".parse().unwrap();
+        let mine = "acme.shop.orders.place_order.v1";
+        let inbox = inbox();
+        let go = |name, t| route(Some(&inbox), &topic, (name, &[mine]), t);
+        assert_eq!(go("place-order", Some(mine)), Route::Handle);
+        assert_eq!(
+            go("place-order", Some("acme.shop.orders.cancel_order.v1")),
+            Route::Skip
+        );
+        assert!(matches!(go("place-order", None), Route::Reject(e) if e.contains("no ce_type")));
+        assert!(matches!(
+            go("place-order", Some("acme.shop.orders.refund.v1")),
+            Route::Reject(e) if e.contains("not a type that `acme.shop.orders` handles")
+        ));
+        assert!(matches!(
+            go("place-order", Some("garbage")),
+            Route::Reject(_)
+        ));
+        // Only the designated listener dead-letters bad input.
+        assert_eq!(go("audit", None), Route::Skip);
+        assert_eq!(go("audit", Some("garbage")), Route::Skip);
+        assert_eq!(go("audit", Some(mine)), Route::Handle);
+        // A reply topic is an inbox too: replies come from other services.
+        let replies: TopicName = "acme.shop.orders.private.reply".parse().unwrap();
+        let reply = "acme.shop.payments.charge_result.v1";
+        let inbox = Inbox {
+            types: [reply].into_iter().collect(),
+            designated: "charged",
+        };
+        assert_eq!(
+            route(Some(&inbox), &replies, ("charged", &[reply]), Some(reply)),
+            Route::Handle
+        );
+        assert!(matches!(
+            route(
+                Some(&inbox),
+                &replies,
+                ("charged", &[reply]),
+                Some("acme.shop.x.y.v1")
+            ),
+            Route::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn facts_topic_of_another_service() {
+        let topic: TopicName = "acme.shop.orders.events".parse().unwrap();
+        let mine = "acme.shop.orders.order_placed.v1";
+        let go = |t| route(None, &topic, ("reserve", &[mine]), t);
+        assert_eq!(go(Some(mine)), Route::Handle);
+        assert_eq!(go(Some("acme.shop.orders.order_completed.v1")), Route::Skip);
+        assert_eq!(go(Some("acme.shop.orders.order_placed.v2")), Route::Skip);
+        assert!(matches!(go(None), Route::Reject(_)));
+        assert!(matches!(
+            go(Some("acme.shop.payments.payment_charged.v1")),
+            Route::Reject(e) if e.contains("sole publisher")
+        ));
+        assert!(matches!(
+            go(Some("acme.shop.ordersx.order_placed.v1")),
+            Route::Reject(_)
+        ));
+    }
+}

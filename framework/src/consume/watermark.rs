@@ -1,0 +1,189 @@
+//! Per-partition commit watermarks for at-least-once delivery (design §4).
+//!
+//! Records of a partition are started in offset order and may finish in any order. The
+//! offset that may be committed is the lowest offset not yet finished (Kafka commits name the
+//! *next* record to read), so a record is never skipped by a commit while it is unfinished.
+
+use std::collections::VecDeque;
+
+/// The commit watermark of one partition.
+#[derive(Debug, Default)]
+pub(crate) struct Watermark {
+    /// Started records, ascending by offset, with whether each has finished.
+    pending: VecDeque<(i64, bool)>,
+    /// One past the highest finished offset whose predecessors all finished.
+    next: Option<i64>,
+    /// The offset last handed out by [`Watermark::take_commit`].
+    committed: Option<i64>,
+}
+
+impl Watermark {
+    /// An empty watermark.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `offset` has started. Offsets must be started in ascending order; a lower
+    /// or repeated offset (a rewind) resets the partition's pending state.
+    pub(crate) fn start(&mut self, offset: i64) {
+        if let Some(&(last, _)) = self.pending.back() {
+            if offset <= last {
+                self.pending.clear();
+            }
+        }
+        if self.pending.is_empty() && self.next.is_some_and(|n| offset < n) {
+            // A rewind below what finished already: commit nothing past this record.
+            self.next = Some(offset);
+        }
+        self.pending.push_back((offset, false));
+    }
+
+    /// Records that `offset` has finished. Returns `false` when it was not started (e.g. it
+    /// belonged to an assignment that was revoked).
+    pub(crate) fn finish(&mut self, offset: i64) -> bool {
+        let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) else {
+            return false;
+        };
+        self.pending[i].1 = true;
+        while let Some(&(o, true)) = self.pending.front() {
+            self.pending.pop_front();
+            self.next = Some(o + 1);
+        }
+        true
+    }
+
+    /// The offset that may be committed now: the lowest unfinished offset, or one past the
+    /// highest finished one when nothing is in flight.
+    pub(crate) fn committable(&self) -> Option<i64> {
+        match self.pending.front() {
+            Some(&(lowest_unfinished, _)) => self.next.map(|_| lowest_unfinished),
+            None => self.next,
+        }
+    }
+
+    /// The committable offset if it moved since the last call.
+    pub(crate) fn take_commit(&mut self) -> Option<i64> {
+        let c = self.committable()?;
+        if self.committed == Some(c) {
+            return None;
+        }
+        self.committed = Some(c);
+        Some(c)
+    }
+
+    /// How many records started and have not finished or been passed.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.pending.iter().filter(|(_, done)| !done).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_completion_advances() {
+        let mut w = Watermark::new();
+        assert_eq!(w.committable(), None);
+        w.start(0);
+        w.start(1);
+        assert_eq!(w.committable(), None);
+        assert!(w.finish(0));
+        assert_eq!(w.committable(), Some(1));
+        assert!(w.finish(1));
+        assert_eq!(w.take_commit(), Some(2));
+        assert_eq!(
+            w.take_commit(),
+            None,
+            "unchanged watermark is not committed again"
+        );
+    }
+
+    #[test]
+    fn out_of_order_completion_holds_at_lowest_unfinished() {
+        let mut w = Watermark::new();
+        for o in 10..15 {
+            w.start(o);
+        }
+        w.finish(12);
+        w.finish(14);
+        w.finish(13);
+        assert_eq!(
+            w.committable(),
+            None,
+            "10 is unfinished: nothing may be committed"
+        );
+        w.finish(10);
+        assert_eq!(w.committable(), Some(11));
+        assert_eq!(w.in_flight(), 1);
+        w.finish(11);
+        assert_eq!(w.committable(), Some(15));
+        assert_eq!(w.in_flight(), 0);
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_fine() {
+        // Compaction and transaction markers leave gaps.
+        let mut w = Watermark::new();
+        w.start(3);
+        w.start(7);
+        w.start(20);
+        w.finish(7);
+        w.finish(3);
+        assert_eq!(w.committable(), Some(20));
+        w.finish(20);
+        assert_eq!(w.committable(), Some(21));
+    }
+
+    #[test]
+    fn unknown_offsets_are_reported() {
+        let mut w = Watermark::new();
+        w.start(5);
+        assert!(!w.finish(4));
+        assert!(!w.finish(6));
+        assert!(w.finish(5));
+        assert!(!w.finish(5), "finishing twice is not counted twice");
+    }
+
+    #[test]
+    fn rewind_never_commits_past_the_rewound_record() {
+        let mut w = Watermark::new();
+        w.start(0);
+        w.start(1);
+        w.finish(0);
+        w.finish(1);
+        assert_eq!(w.take_commit(), Some(2));
+        // A seek back to 1 (e.g. after a failed commit) starts again from there.
+        w.start(1);
+        assert_eq!(w.committable(), Some(1));
+        w.finish(1);
+        assert_eq!(w.committable(), Some(2));
+    }
+
+    /// Random completion orders never commit past an unfinished record.
+    #[test]
+    fn property_commit_never_passes_unfinished() {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            let mut w = Watermark::new();
+            let offsets: Vec<i64> = (0..50).map(|i| i * 2).collect();
+            for &o in &offsets {
+                w.start(o);
+            }
+            let mut order = offsets.clone();
+            order.shuffle(&mut rng);
+            let mut done = std::collections::BTreeSet::new();
+            for o in order {
+                w.finish(o);
+                done.insert(o);
+                if let Some(c) = w.committable() {
+                    assert!(offsets.iter().filter(|&&x| x < c).all(|x| done.contains(x)));
+                }
+            }
+            assert_eq!(w.committable(), Some(99));
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! One partition's worker: routes each record, runs the handler within its time budget,
+//! retries transient failures in place or through the retry topic, and dead-letters bad input,
+//! permanent failures and records whose retry budget is spent (see [`crate::policy`]).
+//!
+//! A record is *finished* (its offset may be committed) once its handler succeeded and all it
+//! produced was acknowledged, or once it was skipped, or once its dead-letter write was
+//! acknowledged. A record abandoned because its partition was revoked or the process is
+//! stopping is not finished: it will be delivered again.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use rdkafka::message::{OwnedHeaders, OwnedMessage};
+use rdkafka::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::dead_letter::{self as dlq, Failure};
+use super::retry::{self, Attempt, Next, Outcome, Policy};
+use super::retry_topic::{Origin, RetryState};
+use super::routing::{route, Route, Routes};
+use super::watermark::Watermark;
+use crate::codec::Codec;
+use crate::config::{ListenerConfig, OrderingMode};
+use crate::contract::dead_letter::DeadLetterKind;
+use crate::contract::envelope::Incoming;
+use crate::contract::service::Service;
+use crate::contract::topic::{PrivateTopic, TopicName};
+use crate::handler::context::{Context, Meta};
+use crate::handler::listener::{CallError, Listener};
+use crate::ops::metrics::ListenerMetrics;
+use crate::produce::{Pending, Producer};
+
+/// What every worker of one listener shares.
+pub(crate) struct ListenerEnv<S> {
+    pub(crate) svc: Arc<S>,
+    pub(crate) listener: Listener<S>,
+    pub(crate) routes: Arc<Routes>,
+    pub(crate) producer: Producer,
+    pub(crate) codec: Arc<Codec>,
+    pub(crate) source: Arc<str>,
+    pub(crate) config: ListenerConfig,
+    pub(crate) stop: CancellationToken,
+    /// Records finished since the last commit, across partitions.
+    pub(crate) finished: AtomicU64,
+    /// The topic consumed: the listener's, or the service's retry topic.
+    pub(crate) topic: TopicName,
+    /// Which of the two.
+    pub(crate) mode: Mode,
+    /// The listener's consumer group (without the retry suffix).
+    pub(crate) group: String,
+    /// The group this consumer joins: `group`, or `<group>.retry` for the retry topic.
+    pub(crate) consumer_group: String,
+    /// Shared by the listener's main and retry consumers.
+    pub(crate) metrics: Arc<ListenerMetrics>,
+    /// The listener's in-flight bound (`max_in_flight`), for concurrent ordering modes.
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Whether a consumer reads the listener's own topic or the retry topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Main,
+    Retry,
+}
+
+/// A partition's state, shared by the poll thread and the worker.
+#[derive(Debug)]
+pub(crate) struct PartitionShared {
+    pub(crate) watermark: Mutex<Watermark>,
+    /// Records dispatched and not yet done with.
+    pub(crate) queued: AtomicUsize,
+    /// Records taken from the queue and not yet done with (being handled, or waiting for their
+    /// key's turn).
+    pub(crate) in_flight: AtomicUsize,
+    /// Cancelled on revocation and on shutdown.
+    pub(crate) cancel: CancellationToken,
+}
+
+impl PartitionShared {
+    pub(crate) fn new(cancel: CancellationToken) -> Self {
+        Self {
+            watermark: Mutex::new(Watermark::new()),
+            queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            cancel,
+        }
+    }
+}
+
+/// Processes a partition's records until its channel closes, in the listener's
+/// [`OrderingMode`].
+pub(crate) async fn run_partition<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    part: Arc<PartitionShared>,
+    rx: mpsc::UnboundedReceiver<OwnedMessage>,
+) {
+    match env.config.ordering {
+        OrderingMode::Partition => sequential(env, part, rx).await,
+        mode => concurrent(env, part, rx, mode).await,
+    }
+}
+
+/// One record at a time: a record's handler starts once the previous one returned. What a
+/// handler produced is acknowledged in the background, for at most `max_in_flight` records at
+/// a time; a record is finished (committable) once its outputs are acknowledged. A record whose
+/// outputs are not acknowledged is handled again at once, waiting for its acknowledgements
+/// this time (so its outputs may follow those of records after it).
+async fn sequential<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    part: Arc<PartitionShared>,
+    mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+) {
+    let bound = env.config.max_in_flight.max(1);
+    let mut acks = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some((msg, acked)) = acks.next() => settle(&env, &part, msg, acked).await,
+            msg = rx.recv(), if acks.len() < bound => {
+                let Some(msg) = msg else { break };
+                take_up(&env, &part);
+                if let Some((msg, pending)) = handle_one(&env, &part, msg, true).await {
+                    acks.push(async move { (msg, Pending::all(pending).await) });
+                }
+            }
+        }
+    }
+    while let Some((msg, acked)) = acks.next().await {
+        settle(&env, &part, msg, acked).await;
+    }
+}
+
+/// Books a record whose outputs were being acknowledged, or handles it again if they were not.
+async fn settle<S: Service>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    msg: OwnedMessage,
+    acked: crate::Result<()>,
+) {
+    match acked {
+        Ok(()) => book(env, part, &msg, true),
+        Err(e) => {
+            tracing::warn!(
+                listener = env.listener.name(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                error = %e,
+                "output not acknowledged; handling the record again"
+            );
+            handle_one(env, part, msg, false).await;
+        }
+    }
+}
+
+/// Records of a key in order, keys concurrently (`Key`), or all concurrently (`Unordered`),
+/// at most `max_in_flight` per listener. A record without a key has no order to keep.
+async fn concurrent<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    part: Arc<PartitionShared>,
+    mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+    mode: OrderingMode,
+) {
+    let lanes: Arc<Mutex<HashMap<Vec<u8>, VecDeque<Admitted>>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(msg) = rx.recv().await {
+        let permit = tokio::select! {
+            permit = env.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = part.cancel.cancelled() => {
+                // Revoked or stopping: the record comes again; do not wait for a permit.
+                part.queued.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+        };
+        take_up(&env, &part);
+        let key = match (mode, msg.key()) {
+            (OrderingMode::Key, Some(key)) => key.to_vec(),
+            _ => {
+                let (env, part) = (env.clone(), part.clone());
+                tasks.spawn(async move {
+                    handle_one(&env, &part, msg, false).await;
+                    drop(permit);
+                });
+                continue;
+            }
+        };
+        {
+            let mut lanes = lanes.lock().expect("poisoned");
+            if let Some(waiting) = lanes.get_mut(&key) {
+                waiting.push_back((msg, permit));
+                continue;
+            }
+            lanes.insert(key.clone(), VecDeque::new());
+        }
+        let (env, part, lanes) = (env.clone(), part.clone(), lanes.clone());
+        tasks.spawn(async move {
+            let mut next = Some((msg, permit));
+            while let Some((msg, permit)) = next {
+                handle_one(&env, &part, msg, false).await;
+                drop(permit);
+                let mut lanes = lanes.lock().expect("poisoned");
+                next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    lanes.remove(&key);
+                }
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A record admitted past the in-flight bound, waiting for its key's turn.
+type Admitted = (OwnedMessage, tokio::sync::OwnedSemaphorePermit);
+
+/// A handled record whose outputs are still to be acknowledged.
+type Unacked = (OwnedMessage, Vec<Pending>);
+
+/// Handles one record (unless its partition was revoked) and books it; with `defer`, a
+/// record that succeeded is returned with its unacknowledged outputs instead, to be booked
+/// once they are.
+async fn handle_one<S: Service>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    msg: OwnedMessage,
+    defer: bool,
+) -> Option<Unacked> {
+    let mut finished = false;
+    let mut deferred = Vec::new();
+    if !part.cancel.is_cancelled() {
+        let span =
+            crate::ops::telemetry::spans::process(&msg, env.listener.name(), &env.consumer_group);
+        let sink = defer.then_some(&mut deferred);
+        finished = env.process(&msg, &part.cancel, sink).instrument(span).await;
+    }
+    if finished && !deferred.is_empty() {
+        return Some((msg, deferred));
+    }
+    book(env, part, &msg, finished);
+    None
+}
+
+/// A worker takes a record up: it is in flight until [`book`]ed.
+fn take_up<S>(env: &ListenerEnv<S>, part: &PartitionShared) {
+    part.in_flight.fetch_add(1, Ordering::SeqCst);
+    env.metrics.in_flight.inc();
+}
+
+/// Done with a record: its offset may be committed when `finished`.
+fn book<S: Service>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    msg: &OwnedMessage,
+    finished: bool,
+) {
+    if finished {
+        part.watermark
+            .lock()
+            .expect("poisoned")
+            .finish(msg.offset());
+        env.finished.fetch_add(1, Ordering::Relaxed);
+    }
+    part.queued.fetch_sub(1, Ordering::SeqCst);
+    part.in_flight.fetch_sub(1, Ordering::SeqCst);
+    env.metrics.in_flight.dec();
+}
+
+impl<S: Service> ListenerEnv<S> {
+    /// Processes one record; `true` when it is finished. With `defer`, a handler's outputs are
+    /// not awaited but added to it: the record is finished once they are acknowledged.
+    async fn process(
+        &self,
+        msg: &OwnedMessage,
+        cancel: &CancellationToken,
+        defer: Option<&mut Vec<Pending>>,
+    ) -> bool {
+        let incoming = Incoming::read(msg.headers());
+        if let Some(t) = &incoming.ce_type {
+            tracing::Span::current().record("ce_type", t.as_str());
+        }
+        let name = self.listener.name();
+        let replayed_for_another = incoming
+            .replay_group
+            .as_ref()
+            .is_some_and(|g| *g != self.group);
+        // Records on the retry topic carry their retry state; read it once.
+        let state = match self.mode {
+            Mode::Main => None,
+            Mode::Retry => RetryState::read(msg),
+        };
+        let route = match (self.mode, &state) {
+            // A replayed dead letter is for the listener that dead-lettered it.
+            _ if replayed_for_another => Route::Skip,
+            (Mode::Main, _) => route(
+                self.routes.inboxes.get(&self.topic),
+                &self.topic,
+                (name, self.listener.ce_types()),
+                incoming.ce_type.as_deref(),
+            ),
+            (Mode::Retry, Some(st)) if st.listener == name => Route::Handle,
+            (Mode::Retry, Some(_)) => Route::Skip,
+            (Mode::Retry, None) if self.routes.retry_designated == Some(name) => {
+                Route::Reject("record on the retry topic has no valid atoll_retry_* headers".into())
+            }
+            (Mode::Retry, None) => Route::Skip,
+        };
+        match route {
+            Route::Skip => true,
+            Route::Reject(error) => {
+                self.bad_input(msg, DeadLetterKind::UnknownType, error, cancel)
+                    .await
+            }
+            Route::Handle => self.handle(msg, incoming, state, cancel, defer).await,
+        }
+    }
+
+    /// Handles a record routed to this listener; `state` is its retry state on the retry topic.
+    /// Each attempt's outcome goes to the retry core ([`retry::next`]), whose decision this
+    /// carries out.
+    async fn handle(
+        &self,
+        msg: &OwnedMessage,
+        inc: Incoming,
+        state: Option<RetryState>,
+        cancel: &CancellationToken,
+        mut defer: Option<&mut Vec<Pending>>,
+    ) -> bool {
+        if let Some(st) = &state {
+            let wait = st
+                .not_before
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            if !sleep_unless(cancel, wait).await {
+                return false;
+            }
+        }
+        if let Some(to) = inc.reply_to.as_deref().filter(|to| !is_reply_topic(to)) {
+            let error = format!(
+                "ce_replyto `{to}` is not a reply topic; replies go only to `<company>.<namespace>.<service>.private.reply`"
+            );
+            return self
+                .bad_input(msg, DeadLetterKind::Decode, error, cancel)
+                .await;
+        }
+        if msg.payload().is_none() {
+            let error = "record has no value".to_owned();
+            return self
+                .bad_input(msg, DeadLetterKind::Decode, error, cancel)
+                .await;
+        }
+        let (before, delivery) = state
+            .as_ref()
+            .map_or((0, 0), |st| (st.attempts, st.delivery));
+        let meta = self.meta(msg, inc);
+        let policy = Policy::of(&self.config);
+        for in_place in 1.. {
+            let (outcome, error) = self.attempt(msg, &meta, &mut defer).await;
+            let attempts = before + in_place;
+            match retry::next(outcome, Attempt { in_place, delivery }, &policy) {
+                Next::Done => {
+                    self.metrics.handled.inc();
+                    return true;
+                }
+                Next::RetryIn(delay) => {
+                    let kind = outcome_kind(outcome);
+                    tracing::warn!(kind = %kind, error, attempt = attempts, ?delay, "handler failed; retrying in place");
+                    self.metrics.retried.inc();
+                    if !sleep_unless(cancel, delay).await {
+                        return false;
+                    }
+                }
+                Next::ToRetryTopic => {
+                    let kind = outcome_kind(outcome);
+                    let delivery = delivery + 1;
+                    let st = RetryState {
+                        listener: self.listener.name().to_owned(),
+                        attempts,
+                        delivery,
+                        not_before: SystemTime::now() + self.config.retry_topic_delay(delivery),
+                        origin: Origin::of(msg),
+                    };
+                    let topic = S::ID.retry();
+                    tracing::warn!(kind = %kind, error, attempts, delivery, "handler failed; sent to the retry topic");
+                    crate::ops::telemetry::spans::failed(kind.as_str(), &error);
+                    self.metrics.retried.inc();
+                    return self
+                        .write(&topic, msg, || st.headers(msg, &error), cancel)
+                        .await;
+                }
+                Next::DeadLetter(kind) => {
+                    let failure = Failure {
+                        kind,
+                        error,
+                        attempts,
+                    };
+                    return self.dead_letter(msg, failure, cancel).await;
+                }
+            }
+        }
+        unreachable!("the attempt loop only ends by returning")
+    }
+
+    /// The handled record's metadata.
+    fn meta(&self, msg: &OwnedMessage, inc: Incoming) -> Meta {
+        let id = inc.id.unwrap_or_default();
+        Meta {
+            listener: self.listener.name(),
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            correlation_id: inc.correlation_id.unwrap_or_else(|| id.clone()),
+            id,
+            ce_type: inc.ce_type.unwrap_or_default(),
+            reply_to: inc.reply_to,
+            causation_id: inc.causation_id,
+            reply_partition: inc.reply_partition.and_then(|p| p.parse().ok()),
+            content_type: inc.content_type,
+        }
+    }
+
+    /// Runs the handler once within its time budget: the outcome, and the error when it
+    /// failed (counted in the metrics). With `defer`, a success hands its unacknowledged
+    /// outputs over instead of waiting for them; only a success does, so the sink is empty
+    /// until then.
+    async fn attempt(
+        &self,
+        msg: &OwnedMessage,
+        meta: &Meta,
+        defer: &mut Option<&mut Vec<Pending>>,
+    ) -> (Outcome, String) {
+        let budget = self.config.handler_timeout();
+        let ctx = Context::<S>::new(
+            self.producer.clone(),
+            self.codec.clone(),
+            self.source.clone(),
+            meta.clone(),
+        );
+        let payload = msg.payload().unwrap_or_default();
+        let fut = self.listener.call(self.svc.clone(), ctx.clone(), payload);
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await;
+        ListenerMetrics::observe(&self.metrics.handler_duration, started.elapsed());
+        let failed = |kind, permanent| Outcome::Failed { kind, permanent };
+        let (outcome, error) = match result {
+            Ok(Ok(Ok(()))) => match defer.take() {
+                Some(sink) => {
+                    *sink = ctx.take_produced();
+                    return (Outcome::Succeeded, String::new());
+                }
+                None => match ctx.acked().await {
+                    Ok(()) => return (Outcome::Succeeded, String::new()),
+                    Err(e) => (
+                        failed(DeadLetterKind::Handler, false),
+                        format!("produced record not acknowledged: {e}"),
+                    ),
+                },
+            },
+            Ok(Ok(Err(CallError::Decode(error)))) => (Outcome::BadInput, error),
+            Ok(Ok(Err(CallError::Handler(e)))) => (
+                failed(DeadLetterKind::Handler, e.is_permanent()),
+                e.to_string(),
+            ),
+            Ok(Ok(Err(CallError::Unavailable(e)))) => (Outcome::Unavailable, e),
+            Ok(Err(panic)) => (failed(DeadLetterKind::Panic, true), panic_message(&*panic)),
+            Err(_) => (
+                failed(DeadLetterKind::Timeout, false),
+                format!("handler exceeded its time budget of {budget:?}"),
+            ),
+        };
+        self.metrics.failed(outcome_kind(outcome));
+        (outcome, error)
+    }
+
+    /// Dead-letters bad input after its one and only attempt.
+    async fn bad_input(
+        &self,
+        msg: &OwnedMessage,
+        kind: DeadLetterKind,
+        error: String,
+        cancel: &CancellationToken,
+    ) -> bool {
+        self.metrics.failed(kind);
+        self.dead_letter(
+            msg,
+            Failure {
+                kind,
+                error,
+                attempts: 1,
+            },
+            cancel,
+        )
+        .await
+    }
+
+    /// Writes the record to the service's DLQ and waits for the ack; `false` if abandoned.
+    async fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        failure: Failure,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let topic = S::ID.dlq();
+        let written = self
+            .write(
+                &topic,
+                msg,
+                || dlq::headers(msg, self.listener.name(), &failure),
+                cancel,
+            )
+            .await;
+        if written {
+            self.metrics.dead_lettered.inc();
+            crate::ops::telemetry::spans::failed(failure.kind.as_str(), &failure.error);
+            tracing::warn!(kind = %failure.kind, error = failure.error, attempts = failure.attempts, dlq = topic.as_str(), "record dead-lettered");
+        }
+        written
+    }
+
+    /// Writes the record's key and value to `topic` with `headers()` until the broker
+    /// acknowledged it; `false` if abandoned first.
+    async fn write(
+        &self,
+        topic: &TopicName,
+        msg: &OwnedMessage,
+        headers: impl Fn() -> OwnedHeaders,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let mut backoff = Policy::of(&self.config).backoff.iter();
+        loop {
+            let payload = msg.payload().unwrap_or_default();
+            let result = match self
+                .producer
+                .send(topic.as_str(), msg.key(), payload, headers())
+                .await
+            {
+                Ok(pending) => pending.acked().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::error!(error = %e, topic = topic.as_str(), "write failed; retrying")
+                }
+            }
+            if !sleep_unless(cancel, backoff.next_delay()).await {
+                return false;
+            }
+        }
+    }
+}
+
+/// Whether `topic` names some service's `private.reply` topic.
+fn is_reply_topic(topic: &str) -> bool {
+    topic
+        .parse::<TopicName>()
+        .is_ok_and(|t| t.private_kind() == Some(PrivateTopic::Reply))
+}
+
+/// Sleeps; `false` when cancelled first.
+async fn sleep_unless(cancel: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = cancel.cancelled() => false,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    format!("handler panicked: {text}")
+}
+
+/// The failure kind an outcome is counted and logged as (an unreachable registry counts as
+/// `decode`).
+fn outcome_kind(outcome: Outcome) -> DeadLetterKind {
+    match outcome {
+        Outcome::Failed { kind, .. } => kind,
+        Outcome::Succeeded | Outcome::BadInput | Outcome::Unavailable => DeadLetterKind::Decode,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_private_reply_topics_take_replies() {
+        assert!(is_reply_topic("acme.shop.orders.private.reply"));
+        assert!(!is_reply_topic("acme.shop.orders.events"));
+        assert!(!is_reply_topic("acme.shop.orders.private.dlq"));
+        assert!(!is_reply_topic("somewhere-else"));
+    }
+
+    #[test]
+    fn panic_messages_are_readable() {
+        let p = std::panic::catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
+        assert_eq!(panic_message(&*p), "handler panicked: boom 1");
+        let p = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_message(&*p), "handler panicked: static");
+    }
+}

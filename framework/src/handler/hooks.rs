@@ -1,0 +1,31 @@
+//! Partition hooks: how a listener with partition-bound state (a saga) hears about its
+//! partitions, and what it gets from the runtime.
+
+use std::sync::Arc;
+
+use rdkafka::config::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::produce::Producer;
+
+/// What a listener with partition-bound state needs from the runtime, and hears about its
+/// partitions.
+pub(crate) trait PartitionHooks: Send + Sync {
+    /// The runtime's resources, once at start.
+    fn started(&self, rt: HookRuntime);
+    /// Partitions of the listener's topic were assigned to this process.
+    fn assigned(&self, partitions: &[i32]);
+    /// Partitions were revoked (after their in-flight records finished).
+    fn revoked(&self, partitions: &[i32]);
+}
+
+/// The runtime's resources for [`PartitionHooks`].
+#[derive(Clone)]
+pub(crate) struct HookRuntime {
+    pub(crate) producer: Producer,
+    /// The base client configuration (bootstrap servers and pass-through properties).
+    pub(crate) client: ClientConfig,
+    pub(crate) source: Arc<str>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) stop: CancellationToken,
+}

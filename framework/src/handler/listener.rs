@@ -1,0 +1,277 @@
+//! Services: the islands that own topics, and the listeners they declare.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::codec::DecodeError;
+use crate::config::listener::ListenerSettings;
+use crate::contract::event::{EventKind, ListenableBy};
+use crate::contract::service::{owned_topics, ListenerDescription, Service, ServiceDescription};
+use crate::contract::topic::{PrivateTopic, TopicKind, TopicName, TopicNameError};
+use crate::error::HandlerError;
+use crate::handler::context::Context;
+use crate::handler::hooks::PartitionHooks;
+use crate::handler::output::Output;
+
+/// The listeners of a service's sagas: implemented by `#[event_service]` (none unless it lists
+/// `sagas = […]`).
+pub trait SagaListeners: Service {
+    /// One listener per saga, in declaration order.
+    fn saga_listeners() -> Vec<Listener<Self>> {
+        Vec::new()
+    }
+}
+
+/// The listeners of a service: implemented by `#[handlers]` on an `impl` block.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no handlers",
+    label = "no `#[atoll::handlers]` impl block for `{Self}`",
+    note = "add `#[atoll::handlers]` on an `impl {Self} {{ … }}` block whose methods carry `#[listener(name = \"…\")]`"
+)]
+pub trait Handlers: SagaListeners {
+    /// The declared listeners, in declaration order.
+    fn listeners() -> Vec<Listener<Self>>;
+}
+
+/// What a handler returns.
+pub type HandlerResult<T = ()> = Result<T, HandlerError>;
+
+pub(crate) type HandlerFn<S> = dyn for<'a> Fn(Arc<S>, Context<S>, &'a [u8]) -> BoxFuture<'a, Result<(), CallError>>
+    + Send
+    + Sync;
+
+/// Why a handler call failed: its input did not decode, or the handler failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// Bad input (dead-lettered as `decode`).
+    Decode(String),
+    /// The handler (or what it produced) failed.
+    Handler(HandlerError),
+    /// The input could not be decoded yet (the schema registry is unreachable): retried
+    /// without limit, never dead-lettered, since the record itself is fine.
+    Unavailable(String),
+}
+
+impl From<HandlerError> for CallError {
+    fn from(e: HandlerError) -> Self {
+        Self::Handler(e)
+    }
+}
+
+/// Fixes a handler closure's signature (higher-ranked over the payload's lifetime).
+pub(crate) fn handler_fn<S, F>(f: F) -> Arc<HandlerFn<S>>
+where
+    F: for<'a> Fn(Arc<S>, Context<S>, &'a [u8]) -> BoxFuture<'a, Result<(), CallError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
+
+/// One listener: a name, the event type it handles and its handler.
+///
+/// Built by `#[handlers]`; each listener is its own consumer group.
+pub struct Listener<S> {
+    name: &'static str,
+    /// The types it handles; the first is its own.
+    types: Vec<&'static str>,
+    kind: EventKind,
+    topic: TopicName,
+    partitions: i32,
+    settings: ListenerSettings,
+    handler: Arc<HandlerFn<S>>,
+    hooks: Option<Arc<dyn PartitionHooks>>,
+}
+
+impl<S> Clone for Listener<S> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            types: self.types.clone(),
+            kind: self.kind,
+            topic: self.topic.clone(),
+            partitions: self.partitions,
+            settings: self.settings.clone(),
+            handler: self.handler.clone(),
+            hooks: self.hooks.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Listener<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("name", &self.name)
+            .field("types", &self.types)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service> Listener<S> {
+    /// A listener for event `E` that calls `handler`.
+    ///
+    /// A reply listener consumes this service's own `private.reply` topic; any other listener
+    /// consumes the event owner's topic.
+    pub fn new<E, H, F, O>(name: &'static str, handler: H) -> Self
+    where
+        E: ListenableBy<S>,
+        H: Fn(Arc<S>, Context<S>, E) -> F + Send + Sync + 'static,
+        F: Future<Output = HandlerResult<O>> + Send + 'static,
+        O: Output,
+    {
+        let topic = match E::KIND {
+            EventKind::Reply => S::ID.reply(),
+            _ => E::topic(),
+        };
+        let handler = Arc::new(handler);
+        Self {
+            name,
+            types: vec![E::ce_type()],
+            kind: E::KIND,
+            topic,
+            partitions: <E::Service as Service>::PARTITIONS,
+            settings: ListenerSettings::default(),
+            handler: handler_fn(move |svc, ctx: Context<S>, payload: &[u8]| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let content_type = ctx.meta().content_type.as_deref();
+                    let event: E = match ctx.codec().decode(content_type, payload).await {
+                        Ok(event) => event,
+                        Err(DecodeError::Bad(why)) => return Err(CallError::Decode(why)),
+                        Err(DecodeError::Unavailable(why)) => {
+                            return Err(CallError::Unavailable(why))
+                        }
+                    };
+                    let out = handler(svc, ctx.clone(), event).await?;
+                    out.send(&ctx).await.map_err(HandlerError::from)?;
+                    Ok(())
+                })
+            }),
+            hooks: None,
+        }
+    }
+
+    /// A listener on the service's `private.reply` topic handling `types` with its own handler
+    /// and partition hooks (a saga).
+    pub(crate) fn custom(
+        name: &'static str,
+        types: Vec<&'static str>,
+        handler: Arc<HandlerFn<S>>,
+        hooks: Arc<dyn PartitionHooks>,
+    ) -> Self {
+        Self {
+            name,
+            types,
+            kind: EventKind::Reply,
+            topic: S::ID.reply(),
+            partitions: S::PARTITIONS,
+            settings: ListenerSettings::default(),
+            handler,
+            hooks: Some(hooks),
+        }
+    }
+
+    /// These settings replace the `listener.*` defaults for this listener (configuration
+    /// under `listeners.<name>` still overrides them).
+    #[must_use]
+    pub fn with_settings(mut self, settings: ListenerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// What the listener sets in code.
+    pub fn settings(&self) -> &ListenerSettings {
+        &self.settings
+    }
+
+    /// The listener's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The CloudEvents type it handles (a saga's listener handles several: this is its
+    /// start type).
+    pub fn ce_type(&self) -> &'static str {
+        self.types[0]
+    }
+
+    /// Every CloudEvents type it handles.
+    pub fn ce_types(&self) -> &[&'static str] {
+        &self.types
+    }
+
+    /// Its partition hooks, for listeners with partition-bound state (sagas).
+    pub(crate) fn hooks(&self) -> Option<&Arc<dyn PartitionHooks>> {
+        self.hooks.as_ref()
+    }
+
+    /// Whether it handles a fact or a command.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The topic it consumes.
+    pub fn topic(&self) -> &TopicName {
+        &self.topic
+    }
+
+    /// The partition count the topic's owner declares.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// The consumer group, `<company>.<namespace>.<service>-<listener>`.
+    pub fn group_id(&self) -> Result<String, TopicNameError> {
+        S::ID.group_id(self.name)
+    }
+
+    /// Decodes `payload` and runs the handler.
+    pub(crate) fn call<'a>(
+        &self,
+        svc: Arc<S>,
+        ctx: Context<S>,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        (self.handler)(svc, ctx, payload)
+    }
+}
+
+/// Every listener of `S`: its handlers, then its sagas.
+pub(crate) fn all_listeners<S: Handlers>() -> Vec<Listener<S>> {
+    let mut all = S::listeners();
+    all.extend(S::saga_listeners());
+    all
+}
+
+/// Whether `topic` is an inbox of service `S`: its `commands` or its `private.reply`, topics
+/// only it reads and whose every type it must understand.
+pub(crate) fn is_inbox<S: Service>(topic: &TopicName) -> bool {
+    let inbox =
+        topic.kind() == &TopicKind::Commands || topic.private_kind() == Some(PrivateTopic::Reply);
+    inbox && topic.service_prefix() == S::ID.to_string()
+}
+
+/// Describes service `S`: its topics and listeners.
+pub fn describe<S: Handlers>() -> Result<ServiceDescription, TopicNameError> {
+    let listeners = all_listeners::<S>()
+        .iter()
+        .map(|l| {
+            Ok(ListenerDescription {
+                name: l.name().to_owned(),
+                group_id: l.group_id()?,
+                topic: l.topic().to_string(),
+                ce_type: l.ce_type().to_owned(),
+            })
+        })
+        .collect::<Result<_, TopicNameError>>()?;
+    Ok(ServiceDescription {
+        service: S::ID.to_string(),
+        topics: owned_topics::<S>(),
+        listeners,
+    })
+}

@@ -1,0 +1,304 @@
+//! The process's Prometheus metrics, served on `/metrics` (see [`crate::http`]), and the
+//! per-listener counters behind [`Running::stats`](crate::Running::stats).
+//!
+//! Each [`App`](crate::App) has a registry of its own, so several apps in one process (tests,
+//! `shop demo`) never mix their figures.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::contract::dead_letter::DeadLetterKind;
+use crate::contract::topic::ServiceId;
+use crate::ops::stats::ListenerStats;
+
+/// The labels of a listener's metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    service: String,
+    listener: String,
+}
+
+/// A listener's failures, by [`DeadLetterKind`](crate::DeadLetterKind).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    service: String,
+    listener: String,
+    kind: String,
+}
+
+/// One partition a listener consumes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    service: String,
+    listener: String,
+    topic: String,
+    partition: i32,
+}
+
+/// 0.5 ms to 16 s, doubling.
+fn duration_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric family of one app.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    consumed: Family<ListenerLabels, Counter>,
+    handled: Family<ListenerLabels, Counter>,
+    failed: Family<FailureLabels, Counter>,
+    retried: Family<ListenerLabels, Counter>,
+    dead_lettered: Family<ListenerLabels, Counter>,
+    handler_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
+    in_flight: Family<ListenerLabels, Gauge>,
+    assigned: Family<ListenerLabels, Gauge>,
+    lag: Family<PartitionLabels, Gauge>,
+    commit_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
+    commits_failed: Family<ListenerLabels, Counter>,
+    producer_queue: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            consumed: Family::default(),
+            handled: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            handler_duration: Family::new_with_constructor(duration_buckets),
+            in_flight: Family::default(),
+            assigned: Family::default(),
+            lag: Family::default(),
+            commit_duration: Family::new_with_constructor(duration_buckets),
+            commits_failed: Family::default(),
+            producer_queue: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "atoll_records_consumed",
+            "Records the listener's consumer received",
+            m.consumed.clone(),
+        );
+        r.register(
+            "atoll_records_handled",
+            "Records whose handler succeeded",
+            m.handled.clone(),
+        );
+        r.register(
+            "atoll_records_failed",
+            "Failed attempts at a record, by kind (decode, unknown_type, handler, panic, timeout)",
+            m.failed.clone(),
+        );
+        r.register(
+            "atoll_records_retried",
+            "Retries: in-place attempts after the first, and records sent to the retry topic",
+            m.retried.clone(),
+        );
+        r.register(
+            "atoll_records_dead_lettered",
+            "Records written to the service's DLQ",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "atoll_handler_duration_seconds",
+            "Time a handler attempt took",
+            m.handler_duration.clone(),
+        );
+        r.register(
+            "atoll_records_in_flight",
+            "Records taken up by a worker and not yet finished",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "atoll_assigned_partitions",
+            "Partitions assigned to the listener's consumers",
+            m.assigned.clone(),
+        );
+        r.register(
+            "atoll_consumer_lag",
+            "Records behind the partition's end, from the committed offset (librdkafka statistics)",
+            m.lag.clone(),
+        );
+        r.register(
+            "atoll_commit_duration_seconds",
+            "Time from an offset commit request to the broker's answer",
+            m.commit_duration.clone(),
+        );
+        r.register(
+            "atoll_commits_failed",
+            "Offset commits the broker did not accept",
+            m.commits_failed.clone(),
+        );
+        r.register(
+            "atoll_producer_queue_depth",
+            "Records produced and not yet acknowledged by the broker",
+            m.producer_queue.clone(),
+        );
+        m
+    }
+}
+
+impl Metrics {
+    /// The metrics of one listener (created on first use).
+    pub(crate) fn listener(&self, service: ServiceId, listener: &'static str) -> ListenerMetrics {
+        let labels = ListenerLabels {
+            service: service.to_string(),
+            listener: listener.to_owned(),
+        };
+        ListenerMetrics {
+            service,
+            listener,
+            consumed: self.consumed.get_or_create_owned(&labels),
+            handled: self.handled.get_or_create_owned(&labels),
+            retried: self.retried.get_or_create_owned(&labels),
+            dead_lettered: self.dead_lettered.get_or_create_owned(&labels),
+            handler_duration: self.handler_duration.get_or_create_owned(&labels),
+            in_flight: self.in_flight.get_or_create_owned(&labels),
+            assigned: self.assigned.get_or_create_owned(&labels),
+            commit_duration: self.commit_duration.get_or_create_owned(&labels),
+            commits_failed: self.commits_failed.get_or_create_owned(&labels),
+            // One series per kind from the start: nothing to look up when an attempt fails.
+            failed: DeadLetterKind::ALL.map(|kind| {
+                self.failed.get_or_create_owned(&FailureLabels {
+                    service: labels.service.clone(),
+                    listener: labels.listener.clone(),
+                    kind: kind.as_str().to_owned(),
+                })
+            }),
+            lag: self.lag.clone(),
+        }
+    }
+
+    /// The OpenMetrics text exposition, with the producer's queue depth as of now.
+    pub(crate) fn encode(&self, producer_queue: i64) -> String {
+        self.producer_queue.set(producer_queue);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing into a String does not fail");
+        out
+    }
+}
+
+/// One listener's metrics, shared by its main and retry consumers.
+#[derive(Debug)]
+pub(crate) struct ListenerMetrics {
+    service: ServiceId,
+    listener: &'static str,
+    pub(crate) consumed: Counter,
+    pub(crate) handled: Counter,
+    pub(crate) retried: Counter,
+    pub(crate) dead_lettered: Counter,
+    pub(crate) handler_duration: Histogram,
+    pub(crate) in_flight: Gauge,
+    pub(crate) assigned: Gauge,
+    pub(crate) commit_duration: Histogram,
+    pub(crate) commits_failed: Counter,
+    /// By [`DeadLetterKind`], in the order of [`DeadLetterKind::ALL`].
+    failed: [Counter; 5],
+    lag: Family<PartitionLabels, Gauge>,
+}
+
+impl ListenerMetrics {
+    /// Counts a failed attempt of `kind`.
+    pub(crate) fn failed(&self, kind: DeadLetterKind) {
+        self.failed[kind as usize].inc();
+    }
+
+    /// Observes a duration in seconds into `histogram`.
+    pub(crate) fn observe(histogram: &Histogram, took: Duration) {
+        histogram.observe(took.as_secs_f64());
+    }
+
+    /// Sets the lag of `topic`'s `partition`.
+    pub(crate) fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .get_or_create(&self.partition(topic, partition))
+            .set(lag);
+    }
+
+    /// Drops the lag of partitions no longer assigned.
+    pub(crate) fn forget_lag(&self, topic: &str, partitions: &[i32]) {
+        for p in partitions {
+            self.lag.remove(&self.partition(topic, *p));
+        }
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> PartitionLabels {
+        PartitionLabels {
+            service: self.service.to_string(),
+            listener: self.listener.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+        }
+    }
+
+    /// The counters as a [`ListenerStats`].
+    pub(crate) fn snapshot(&self) -> ListenerStats {
+        ListenerStats {
+            service: self.service,
+            listener: self.listener,
+            handled: self.handled.get(),
+            retries: self.retried.get(),
+            dead_lettered: self.dead_lettered.get(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_family_with_its_labels() {
+        let m = Metrics::default();
+        let id = ServiceId::new("acme", "shop", "orders").unwrap();
+        let l = m.listener(id, "place_order");
+        l.consumed.inc();
+        l.handled.inc();
+        l.failed(DeadLetterKind::Timeout);
+        l.set_lag("acme.shop.orders.commands", 3, 42);
+        ListenerMetrics::observe(&l.handler_duration, Duration::from_millis(3));
+        let text = m.encode(7);
+        for line in [
+            r#"atoll_records_consumed_total{service="acme.shop.orders",listener="place_order"} 1"#,
+            r#"atoll_records_handled_total{service="acme.shop.orders",listener="place_order"} 1"#,
+            r#"atoll_records_failed_total{service="acme.shop.orders",listener="place_order",kind="timeout"} 1"#,
+            r#"atoll_consumer_lag{service="acme.shop.orders",listener="place_order",topic="acme.shop.orders.commands",partition="3"} 42"#,
+            r#"atoll_handler_duration_seconds_count{service="acme.shop.orders",listener="place_order"} 1"#,
+            "atoll_producer_queue_depth 7",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        for kind in DeadLetterKind::ALL {
+            let series = format!(
+                r#"atoll_records_failed_total{{service="acme.shop.orders",listener="place_order",kind="{}"}}"#,
+                kind.as_str()
+            );
+            let want = if kind == DeadLetterKind::Timeout {
+                1
+            } else {
+                0
+            };
+            assert!(
+                text.contains(&format!("{series} {want}\n")),
+                "{series} {want}"
+            );
+            assert_eq!(DeadLetterKind::ALL[kind as usize], kind);
+        }
+        l.forget_lag("acme.shop.orders.commands", &[3]);
+        assert!(!m.encode(0).contains("partition=\"3\""));
+        let s = l.snapshot();
+        assert_eq!((s.handled, s.retries, s.dead_lettered), (1, 0, 0));
+    }
+}

@@ -1,0 +1,6 @@
+//! The produce layer: one idempotent-ready librdkafka producer per process, and the pending
+//! acknowledgement of each record it sends.
+
+mod producer;
+
+pub(crate) use producer::{Pending, Producer};

@@ -1,0 +1,1 @@
+//! Unit-testing handlers and sagas without a broker.

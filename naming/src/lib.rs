@@ -1,0 +1,161 @@
+//! The naming rules of atoll's topics, shared by the runtime (`atoll`) and the compile-time
+//! checks of its macros (`atoll-macros`), so the two can never disagree.
+//!
+//! A topic is `<company>.<namespace>.<service>.<kind>`; every segment is non-empty and made of
+//! `[a-z0-9_-]`; the whole name fits Kafka's [`MAX_TOPIC_LEN`]. The private topics atoll
+//! creates for a service are the [`PrivateTopic`]s.
+
+/// Kafka's limit on the length of a topic name.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// Checks one segment: non-empty, only `[a-z0-9_-]`. `what` names the segment in the error
+/// ("company", "listener name", …).
+pub const fn check_segment(what: &'static str, segment: &str) -> Result<(), SegmentError> {
+    let bytes = segment.as_bytes();
+    if bytes.is_empty() {
+        return Err(SegmentError { what, at: None });
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_segment_byte(bytes[i]) {
+            return Err(SegmentError { what, at: Some(i) });
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+const fn is_segment_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+}
+
+/// A segment that failed [`check_segment`]: which one, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentError {
+    what: &'static str,
+    at: Option<usize>,
+}
+
+impl SegmentError {
+    /// Which segment failed ("company", "listener name", …).
+    pub const fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// The byte offset of the first character outside `[a-z0-9_-]`; `None` when the segment
+    /// is empty.
+    pub const fn at(&self) -> Option<usize> {
+        self.at
+    }
+
+    /// The first offending character of `segment`, when it is not empty.
+    pub fn offending_char(&self, segment: &str) -> Option<char> {
+        self.at
+            .and_then(|i| segment.get(i..))
+            .and_then(|s| s.chars().next())
+    }
+
+    /// A valid segment close to `segment`: lowercased, other characters replaced by `_`.
+    pub fn suggestion(segment: &str) -> String {
+        segment
+            .chars()
+            .map(|c| {
+                let c = c.to_ascii_lowercase();
+                if c.is_ascii() && is_segment_byte(c as u8) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+}
+
+/// The private topics atoll creates and reads for a service, `<service>.private.<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PrivateTopic {
+    /// `private.dlq`: dead letters, with the `atoll_dlq_*` headers.
+    Dlq,
+    /// `private.retry`: records waiting for their next delivery (non-blocking retry).
+    Retry,
+    /// `private.reply`: replies to the commands the service sent, and its sagas' inputs.
+    Reply,
+    /// `private.saga`: the service's saga states (compacted, keyed by saga).
+    Saga,
+    /// `private.replayed`: which dead letters were replayed (compacted, written by the
+    /// operator tool).
+    Replayed,
+}
+
+impl PrivateTopic {
+    /// Every private topic atoll knows.
+    pub const ALL: [Self; 5] = [
+        Self::Dlq,
+        Self::Retry,
+        Self::Reply,
+        Self::Saga,
+        Self::Replayed,
+    ];
+
+    /// The name after `private.`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Dlq => "dlq",
+            Self::Retry => "retry",
+            Self::Reply => "reply",
+            Self::Saga => "saga",
+            Self::Replayed => "replayed",
+        }
+    }
+
+    /// The private topic named `name` (after `private.`), if atoll knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether the topic is compacted (keeps the last record per key).
+    pub const fn compacted(self) -> bool {
+        matches!(self, Self::Saga | Self::Replayed)
+    }
+
+    /// The length of the longest `.private.<name>` suffix atoll appends to a service id:
+    /// a service id longer than [`MAX_TOPIC_LEN`] minus this cannot own all its topics.
+    pub const fn longest_suffix() -> usize {
+        let mut longest = 0;
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            let len = ".private.".len() + Self::ALL[i].name().len();
+            if len > longest {
+                longest = len;
+            }
+            i += 1;
+        }
+        longest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments() {
+        assert_eq!(check_segment("company", "acme-1_x"), Ok(()));
+        let e = check_segment("company", "").unwrap_err();
+        assert_eq!((e.what(), e.at()), ("company", None));
+        let e = check_segment("namespace", "My Shop").unwrap_err();
+        assert_eq!(e.at(), Some(0));
+        assert_eq!(e.offending_char("My Shop"), Some('M'));
+        assert_eq!(SegmentError::suggestion("My Shop"), "my_shop");
+    }
+
+    #[test]
+    fn private_topics_round_trip_and_the_longest_suffix_is_replayed() {
+        for p in PrivateTopic::ALL {
+            assert_eq!(PrivateTopic::from_name(p.name()), Some(p));
+        }
+        assert_eq!(PrivateTopic::from_name("inbox"), None);
+        assert_eq!(PrivateTopic::longest_suffix(), ".private.replayed".len());
+        assert!(PrivateTopic::Saga.compacted() && !PrivateTopic::Dlq.compacted());
+    }
+}
