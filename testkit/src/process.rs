@@ -180,9 +180,10 @@ mod tests {
 
     #[test]
     fn parses_assignment_logs() {
-        let line = r#"2026-11-22T16:00:00Z  INFO atoll::consumer: partitions assigned listener="work" assigned=[0, 1, 5]"#;
+        let line = r#"2026-11-22T16:00:00Z  INFO atoll::consume::consumer: partitions assigned listener="work" assigned=[0, 1, 5]"#;
         assert_eq!(parse_assigned(line), Some(("work".into(), vec![0, 1, 5])));
-        let line = r#"INFO atoll::consumer: partitions revoked listener="audit" revoked=[2]"#;
+        let line =
+            r#"INFO atoll::consume::consumer: partitions revoked listener="audit" revoked=[2]"#;
         assert_eq!(parse_revoked(line), Some("audit".into()));
         assert_eq!(parse_assigned("something else"), None);
     }

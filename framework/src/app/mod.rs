@@ -133,7 +133,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
             if let Some(hooks) = listener.hooks() {
                 hooks.started(HookRuntime {
                     producer: env.producer.clone(),
-                    client: env.client.clone(),
+                    client: Some(env.client.clone()),
                     source: source.clone(),
                     runtime: env.runtime.clone(),
                     stop: env.stop.clone(),
@@ -470,7 +470,7 @@ impl Running {
 
     /// Decodes a payload of `content_type` as `E`, with this process's codecs (for drivers
     /// and tools that read topics themselves).
-    pub async fn decode<E: crate::Event>(
+    pub async fn decode<E: crate::contract::event::Event>(
         &self,
         content_type: Option<&str>,
         payload: &[u8],

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::backoff::Backoff;
 use crate::ops::metrics::ListenerMetrics;
 
 enum Request {
@@ -94,8 +95,11 @@ impl CommitQueue {
     }
 }
 
-/// How long a refused commit waits to be tried again when no newer one comes.
-const RETRY: Duration = Duration::from_secs(1);
+/// How long a refused commit waits to be tried again when no newer one comes: from 1 s,
+/// doubling to 10 s while the broker keeps refusing.
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(10))
+}
 
 fn run<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
@@ -103,15 +107,17 @@ fn run<C: ConsumerContext>(
     metrics: &ListenerMetrics,
     rx: &mpsc::Receiver<Request>,
 ) {
-    // Offsets of a refused commit, tried again with the next one (or after `RETRY`) as long as
-    // their partitions stay assigned here: another owner's progress must not be overwritten.
+    // Offsets of a refused commit, tried again with the next one (or after a backoff) as long
+    // as their partitions stay assigned here: another owner's progress must not be overwritten.
     let mut refused: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut retries = retry_backoff().iter();
     let mut stopping = false;
     while !stopping {
         let wait = if refused.is_empty() {
+            retries = retry_backoff().iter();
             Duration::MAX
         } else {
-            RETRY
+            retries.next_delay()
         };
         let first = match rx.recv_timeout(wait) {
             Ok(request) => Some(request),

@@ -58,7 +58,7 @@ struct ListenerContext<S> {
 #[non_exhaustive]
 pub struct Assignment {
     /// The service.
-    pub service: crate::ServiceId,
+    pub service: crate::contract::topic::ServiceId,
     /// The listener.
     pub listener: &'static str,
     /// The partitions assigned now.

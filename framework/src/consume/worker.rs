@@ -142,7 +142,7 @@ async fn settle<S: Service>(
     env: &ListenerEnv<S>,
     part: &PartitionShared,
     msg: OwnedMessage,
-    acked: crate::Result<()>,
+    acked: crate::error::Result<()>,
 ) {
     match acked {
         Ok(()) => book(env, part, &msg, true),

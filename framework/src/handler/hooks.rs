@@ -23,8 +23,9 @@ pub(crate) trait PartitionHooks: Send + Sync {
 #[derive(Clone)]
 pub(crate) struct HookRuntime {
     pub(crate) producer: Producer,
-    /// The base client configuration (bootstrap servers and pass-through properties).
-    pub(crate) client: ClientConfig,
+    /// The base client configuration (bootstrap servers and pass-through properties); `None`
+    /// when there is no broker to restore state from (a unit test's recording producer).
+    pub(crate) client: Option<ClientConfig>,
     pub(crate) source: Arc<str>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) stop: CancellationToken,

@@ -3,4 +3,4 @@
 
 mod producer;
 
-pub(crate) use producer::{Pending, Producer};
+pub(crate) use producer::{Pending, Producer, Recorded};

@@ -1,18 +1,37 @@
-//! Producing records with the CloudEvents envelope, and waiting for their acknowledgement.
+//! Producing records, and waiting for their acknowledgement. The envelope is written by whoever
+//! produces (the handler's context, the client, the worker); the producer moves bytes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 
-/// The process's shared producer.
+/// The process's shared producer: librdkafka's, or a recorder that keeps what it is given
+/// and acknowledges it at once (for unit tests of handlers).
 #[derive(Clone)]
 pub(crate) struct Producer {
-    inner: Arc<FutureProducer>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Kafka(Arc<FutureProducer>),
+    Recording(Arc<Mutex<Vec<Recorded>>>),
+}
+
+/// A record a recording producer was given.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorded {
+    pub(crate) topic: String,
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) headers: OwnedHeaders,
 }
 
 impl std::fmt::Debug for Producer {
@@ -24,7 +43,8 @@ impl std::fmt::Debug for Producer {
 /// A produced record on its way to the broker.
 pub(crate) struct Pending {
     topic: String,
-    delivery: DeliveryFuture,
+    /// `None`: recorded, so acknowledged already.
+    delivery: Option<DeliveryFuture>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -38,7 +58,10 @@ impl std::fmt::Debug for Pending {
 impl Pending {
     /// Waits until the broker acknowledged the record.
     pub(crate) async fn acked(self) -> Result<()> {
-        match self.delivery.await {
+        let Some(delivery) = self.delivery else {
+            return Ok(());
+        };
+        match delivery.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((source, _))) => Err(Error::Produce {
                 topic: self.topic,
@@ -68,7 +91,14 @@ impl Pending {
 impl Producer {
     pub(crate) fn new(inner: FutureProducer) -> Self {
         Self {
-            inner: Arc::new(inner),
+            inner: Inner::Kafka(Arc::new(inner)),
+        }
+    }
+
+    /// A producer that records what it is given into `sink` and acknowledges it at once.
+    pub(crate) fn recording(sink: Arc<Mutex<Vec<Recorded>>>) -> Self {
+        Self {
+            inner: Inner::Recording(sink),
         }
     }
 
@@ -93,7 +123,24 @@ impl Producer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<Pending> {
+        let producer = match &self.inner {
+            Inner::Kafka(p) => p,
+            Inner::Recording(sink) => {
+                sink.lock().expect("poisoned").push(Recorded {
+                    topic: topic.to_owned(),
+                    partition,
+                    key: key.map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    headers,
+                });
+                return Ok(Pending {
+                    topic: topic.to_owned(),
+                    delivery: None,
+                });
+            }
+        };
         let mut headers = Some(headers);
+        let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(100)).iter();
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
             if let Some(k) = key {
@@ -105,16 +152,16 @@ impl Producer {
             if let Some(h) = headers.take() {
                 record = record.headers(h);
             }
-            match self.inner.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => {
                     return Ok(Pending {
                         topic: topic.to_owned(),
-                        delivery,
+                        delivery: Some(delivery),
                     })
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
                     headers = record.headers;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err((source, _)) => {
                     return Err(Error::Produce {
@@ -128,13 +175,18 @@ impl Producer {
 
     /// Records handed to the client and not yet acknowledged (or failed).
     pub(crate) fn in_flight(&self) -> i32 {
-        self.inner.in_flight_count()
+        match &self.inner {
+            Inner::Kafka(p) => p.in_flight_count(),
+            Inner::Recording(_) => 0,
+        }
     }
 
     /// Waits up to `timeout` for every queued record to be delivered.
     pub(crate) fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.inner.flush(timeout) {
-            tracing::warn!(error = %e, "producer flush did not finish");
+        if let Inner::Kafka(p) = &self.inner {
+            if let Err(e) = p.flush(timeout) {
+                tracing::warn!(error = %e, "producer flush did not finish");
+            }
         }
     }
 }

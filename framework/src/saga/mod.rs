@@ -81,7 +81,7 @@
 //! ```
 
 mod engine;
-mod state;
+pub(crate) mod state;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -119,7 +119,7 @@ pub trait DeclaredSaga {
     label = "not listed in `{S}`'s `sagas = […]`",
     note = "add it to the service's declaration, `#[event_service(…, sagas = [{Self}])]`, or start it from the service that lists it"
 )]
-pub trait SagaOf<S: Service>: Saga {}
+pub trait SagaOf<S: Service>: Saga + DeclaredSaga<Service = S> {}
 
 /// A saga: its data, its steps and what happens at its end.
 ///

@@ -1,0 +1,335 @@
+//! Each shop service's handlers, unit-tested with `atoll::testing`: no broker, the records they
+//! produce read back typed.
+
+use atoll::testing::{SagaStatus, TestBed};
+use example_shop::inventory::{
+    Inventory, ReleaseStock, ReserveStock, StockRelease, StockReleased, StockReservation,
+    StockReserved,
+};
+use example_shop::orders::{
+    Item, OrderCancelled, OrderCompleted, OrderPlaced, OrderSaga, Orders, PlaceOrder,
+};
+use example_shop::payments::{
+    ChargePayment, ChargeResult, PaymentCharged, PaymentDeclined, PaymentRefunded, Payments,
+    RefundPayment, RefundResult,
+};
+use example_shop::shipping::{ArrangeShipment, ShipmentResult, ShipmentScheduled, Shipping};
+
+fn apples(qty: i64) -> Vec<Item> {
+    vec![Item {
+        sku: "apple".into(),
+        qty,
+    }]
+}
+
+fn order(id: &str, amount_cents: i64) -> PlaceOrder {
+    PlaceOrder {
+        order_id: id.into(),
+        customer_id: "c-1".into(),
+        items: apples(2),
+        amount_cents,
+    }
+}
+
+fn saga(id: &str) -> OrderSaga {
+    OrderSaga {
+        order_id: id.into(),
+        customer_id: "c-1".into(),
+        items: apples(2),
+        amount_cents: 700,
+    }
+}
+
+#[tokio::test]
+async fn orders_places_a_valid_order_and_cancels_an_invalid_one() {
+    let bed = TestBed::new(Orders);
+    bed.handle(order("o-1", 700)).await.unwrap();
+    let placed = bed.emitted::<OrderPlaced>();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(
+        (placed[0].order_id.as_str(), placed[0].amount_cents),
+        ("o-1", 700)
+    );
+    // The saga was started on the service's reply topic, keyed by the order.
+    let start = bed
+        .records()
+        .into_iter()
+        .find(|r| r.topic == "acme.shop.orders.private.reply")
+        .expect("a saga start");
+    assert_eq!(start.key.as_deref(), Some("o-1"));
+    assert!(bed.emitted::<OrderCancelled>().is_empty());
+
+    bed.clear();
+    let invalid = PlaceOrder {
+        items: vec![],
+        ..order("o-2", 700)
+    };
+    bed.handle(invalid).await.unwrap();
+    let cancelled = bed.emitted::<OrderCancelled>();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].reason, "invalid order: the order has no items");
+    assert!(bed.emitted::<OrderPlaced>().is_empty());
+    assert!(bed
+        .records()
+        .iter()
+        .all(|r| !r.topic.ends_with(".private.reply")));
+}
+
+#[tokio::test]
+async fn the_order_saga_completes_when_every_step_succeeds() {
+    let bed = TestBed::new(Orders);
+    let run = bed.saga::<OrderSaga>();
+    run.start(saga("o-1")).await.unwrap();
+    assert_eq!(
+        run.status(),
+        SagaStatus::Running {
+            step: "reserve-stock"
+        }
+    );
+    let reserve: ReserveStock = run.request();
+    assert_eq!(
+        (reserve.order_id.as_str(), reserve.items.clone()),
+        ("o-1", apples(2))
+    );
+
+    run.reply(StockReservation {
+        order_id: "o-1".into(),
+        reserved: true,
+        reason: None,
+    })
+    .await
+    .unwrap();
+    let charge: ChargePayment = run.request();
+    assert_eq!(charge.amount_cents, 700);
+    run.reply(ChargeResult {
+        order_id: "o-1".into(),
+        charged: true,
+        reason: None,
+    })
+    .await
+    .unwrap();
+    let ship: ArrangeShipment = run.request();
+    assert_eq!(ship.customer_id, "c-1");
+    run.reply(ShipmentResult {
+        order_id: "o-1".into(),
+        scheduled: true,
+        reason: None,
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(run.status(), SagaStatus::Completed);
+    assert_eq!(bed.emitted::<OrderCompleted>().len(), 1);
+    assert!(bed.emitted::<OrderCancelled>().is_empty());
+}
+
+#[tokio::test]
+async fn a_declined_payment_releases_the_stock_and_cancels_the_order() {
+    let bed = TestBed::new(Orders);
+    let run = bed.saga::<OrderSaga>();
+    run.start(saga("o-2")).await.unwrap();
+    run.reply(StockReservation {
+        order_id: "o-2".into(),
+        reserved: true,
+        reason: None,
+    })
+    .await
+    .unwrap();
+    run.reply(ChargeResult {
+        order_id: "o-2".into(),
+        charged: false,
+        reason: Some("over the limit".into()),
+    })
+    .await
+    .unwrap();
+    // The step before the failed one is compensated.
+    assert_eq!(
+        run.status(),
+        SagaStatus::Compensating {
+            step: "reserve-stock"
+        }
+    );
+    let release: ReleaseStock = run.request();
+    assert_eq!(release.order_id, "o-2");
+    run.reply(StockRelease {
+        order_id: "o-2".into(),
+        released: true,
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(
+        run.status(),
+        SagaStatus::Failed {
+            reason: "payment declined: over the limit".into()
+        }
+    );
+    let cancelled = bed.emitted::<OrderCancelled>();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].reason, "payment declined: over the limit");
+}
+
+#[tokio::test]
+async fn a_timed_out_step_is_compensated_with_the_steps_before_it() {
+    let bed = TestBed::new(Orders);
+    let run = bed.saga::<OrderSaga>();
+    run.start(saga("o-3")).await.unwrap();
+    run.reply(StockReservation {
+        order_id: "o-3".into(),
+        reserved: true,
+        reason: None,
+    })
+    .await
+    .unwrap();
+    run.time_out().await.unwrap();
+    // The charge may have happened: it is refunded, then the stock released.
+    let refund: RefundPayment = run.request();
+    assert_eq!(refund.order_id, "o-3");
+    run.reply(RefundResult {
+        order_id: "o-3".into(),
+        refunded_cents: 0,
+    })
+    .await
+    .unwrap();
+    let _: ReleaseStock = run.request();
+    run.reply(StockRelease {
+        order_id: "o-3".into(),
+        released: true,
+    })
+    .await
+    .unwrap();
+    assert!(matches!(run.status(), SagaStatus::Failed { reason } if reason.contains("timed out")));
+    assert_eq!(bed.emitted::<OrderCancelled>().len(), 1);
+}
+
+#[tokio::test]
+async fn inventory_reserves_all_or_nothing_and_releases_once() {
+    let bed = TestBed::new(Inventory::default());
+    bed.request(ReserveStock {
+        order_id: "o-1".into(),
+        items: apples(3),
+    })
+    .await
+    .unwrap();
+    let replies = bed.replies::<StockReservation>();
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].reserved);
+    assert_eq!(bed.emitted::<StockReserved>().len(), 1);
+    assert_eq!(bed.service().stock("apple"), Inventory::INITIAL_STOCK - 3);
+
+    // Out of stock: refused with a reason, nothing reserved, no fact.
+    bed.clear();
+    bed.request(ReserveStock {
+        order_id: "o-2".into(),
+        items: apples(Inventory::INITIAL_STOCK),
+    })
+    .await
+    .unwrap();
+    let refused = &bed.replies::<StockReservation>()[0];
+    assert!(!refused.reserved);
+    assert_eq!(refused.reason.as_deref(), Some("out of stock: apple"));
+    assert!(bed.emitted::<StockReserved>().is_empty());
+
+    // A release puts the stock back once; a second one finds nothing.
+    for _ in 0..2 {
+        bed.request(ReleaseStock {
+            order_id: "o-1".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let released: Vec<bool> = bed
+        .replies::<StockRelease>()
+        .iter()
+        .map(|r| r.released)
+        .collect();
+    assert_eq!(released, [true, false]);
+    assert_eq!(bed.emitted::<StockReleased>().len(), 1);
+    assert_eq!(bed.service().stock("apple"), Inventory::INITIAL_STOCK);
+}
+
+#[tokio::test]
+async fn payments_charges_once_declines_over_the_limit_and_refunds() {
+    let bed = TestBed::new(Payments::new(0.0));
+    let charge = |order_id: &str, amount_cents| ChargePayment {
+        order_id: order_id.into(),
+        customer_id: "c-1".into(),
+        amount_cents,
+    };
+    bed.request(charge("o-1", 700)).await.unwrap();
+    bed.request(charge("o-1", 700)).await.unwrap();
+    let charged: Vec<bool> = bed
+        .replies::<ChargeResult>()
+        .iter()
+        .map(|r| r.charged)
+        .collect();
+    assert_eq!(
+        charged,
+        [true, true],
+        "a repeated charge succeeds without charging again"
+    );
+    assert_eq!(bed.emitted::<PaymentCharged>().len(), 1);
+
+    bed.request(charge("o-2", Payments::LIMIT_CENTS + 1))
+        .await
+        .unwrap();
+    let declined = bed.emitted::<PaymentDeclined>();
+    assert_eq!(declined.len(), 1);
+    assert!(
+        declined[0].reason.contains("exceeds the limit"),
+        "{}",
+        declined[0].reason
+    );
+
+    bed.request(RefundPayment {
+        order_id: "o-1".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(bed.replies::<RefundResult>()[0].refunded_cents, 700);
+    assert_eq!(bed.emitted::<PaymentRefunded>()[0].amount_cents, 700);
+}
+
+#[tokio::test]
+async fn a_flaky_gateway_fails_transiently() {
+    let bed = TestBed::new(Payments::new(1.0));
+    let err = bed
+        .handle(ChargePayment {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            amount_cents: 1,
+        })
+        .await
+        .unwrap_err();
+    assert!(!err.is_permanent(), "{err}");
+    assert!(bed.records().is_empty(), "a failed charge produces nothing");
+}
+
+#[tokio::test]
+async fn shipping_schedules_or_explains_why_not() {
+    let bed = TestBed::new(Shipping);
+    bed.request(ArrangeShipment {
+        order_id: "o-1".into(),
+        customer_id: "c-1".into(),
+    })
+    .await
+    .unwrap();
+    assert!(bed.replies::<ShipmentResult>()[0].scheduled);
+    assert_eq!(bed.emitted::<ShipmentScheduled>().len(), 1);
+
+    bed.clear();
+    let customer = format!("{}42", Shipping::UNREACHABLE_PREFIX);
+    bed.request(ArrangeShipment {
+        order_id: "o-2".into(),
+        customer_id: customer.clone(),
+    })
+    .await
+    .unwrap();
+    let result = &bed.replies::<ShipmentResult>()[0];
+    assert!(!result.scheduled);
+    assert_eq!(
+        result.reason.as_deref(),
+        Some(format!("no carrier delivers to customer {customer}").as_str())
+    );
+    assert!(bed.emitted::<ShipmentScheduled>().is_empty());
+}

@@ -1,0 +1,146 @@
+//! The crate's layers import only downwards: each file may use the layers below its own and its
+//! own, never one above. So there is no import cycle between layers, and `contract/` imports
+//! nothing from the runtime.
+//!
+//! Reads every source file under `src/`, takes each `crate::<module>` path outside comments,
+//! and checks it against the order below (the order `lib.rs` documents).
+
+use std::path::{Path, PathBuf};
+
+/// The layers from the bottom up; a file's layer is its first path component under `src/`.
+const LAYERS: &[&[&str]] = &[
+    &["contract"],
+    &["error", "backoff"],
+    &["config"],
+    &["produce"],
+    &["ops"],
+    &["codec"],
+    &["handler"],
+    &["saga"],
+    &["consume"],
+    &["app"],
+    &["testing"],
+    &["lib"],
+];
+
+fn rank(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The layer of a file: `src/<layer>/…` or `src/<layer>.rs`.
+fn layer_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).expect("under src/");
+    let first = rel.components().next().expect("a path").as_os_str();
+    first.to_string_lossy().trim_end_matches(".rs").to_owned()
+}
+
+/// `(line, module)` for every `crate::<module>` outside comments.
+fn crate_paths(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            let after = &rest[i + "crate::".len()..];
+            let module: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let starts_word = i == 0
+                || !rest[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            if starts_word && !module.is_empty() {
+                found.push((n + 1, module));
+            }
+            rest = after;
+        }
+    }
+    found
+}
+
+#[test]
+fn every_file_imports_only_its_own_layer_and_those_below() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    assert!(
+        all.len() > 20,
+        "found only {} files under {}",
+        all.len(),
+        src.display()
+    );
+    let mut violations = Vec::new();
+    for file in &all {
+        let layer = layer_of(&src, file);
+        let Some(own) = rank(&layer) else {
+            violations.push(format!(
+                "{}: `{layer}` is in no layer; add it to LAYERS (and to the table in lib.rs)",
+                file.display()
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(file).expect("readable");
+        for (line, module) in crate_paths(&text) {
+            match rank(&module) {
+                // Items re-exported at the crate root are named by their layer, never the root.
+                None => violations.push(format!(
+                    "{}:{line}: `crate::{module}` is no layer; import from the layer that defines it",
+                    file.display()
+                )),
+                Some(r) if r > own => violations.push(format!(
+                    "{}:{line}: `{layer}` imports `crate::{module}`, a layer above it",
+                    file.display()
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "layering broken:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_contract_layer_imports_nothing_from_the_runtime() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut contract = Vec::new();
+    files(&src.join("contract"), &mut contract);
+    for file in contract {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        for (line, module) in crate_paths(&text) {
+            assert_eq!(
+                module,
+                "contract",
+                "{}:{line} imports `crate::{module}`",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_checker_sees_imports_and_ignores_comments() {
+    let text = "use crate::consume::worker;\n// crate::app in a comment\nlet x = crate::ops::http::Server;\n/// [`crate::saga`]\n";
+    assert_eq!(
+        crate_paths(text),
+        [(1, "consume".to_owned()), (3, "ops".to_owned())]
+    );
+    assert_eq!(rank("contract"), Some(0));
+    assert!(rank("consume") > rank("handler"));
+    assert_eq!(rank("nowhere"), None);
+}
