@@ -3,4 +3,6 @@
 
 mod producer;
 
-pub(crate) use producer::{Pending, Producer, Recorded};
+#[cfg(feature = "testing")]
+pub(crate) use producer::Recorded;
+pub(crate) use producer::{Pending, Producer};

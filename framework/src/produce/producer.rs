@@ -1,7 +1,9 @@
 //! Producing records, and waiting for their acknowledgement. The envelope is written by whoever
 //! produces (the handler's context, the client, the worker); the producer moves bytes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(feature = "testing")]
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -21,10 +23,12 @@ pub(crate) struct Producer {
 #[derive(Clone)]
 enum Inner {
     Kafka(Arc<FutureProducer>),
+    #[cfg(feature = "testing")]
     Recording(Arc<Mutex<Vec<Recorded>>>),
 }
 
 /// A record a recording producer was given.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone)]
 pub(crate) struct Recorded {
     pub(crate) topic: String,
@@ -96,6 +100,7 @@ impl Producer {
     }
 
     /// A producer that records what it is given into `sink` and acknowledges it at once.
+    #[cfg(feature = "testing")]
     pub(crate) fn recording(sink: Arc<Mutex<Vec<Recorded>>>) -> Self {
         Self {
             inner: Inner::Recording(sink),
@@ -125,6 +130,7 @@ impl Producer {
     ) -> Result<Pending> {
         let producer = match &self.inner {
             Inner::Kafka(p) => p,
+            #[cfg(feature = "testing")]
             Inner::Recording(sink) => {
                 sink.lock().expect("poisoned").push(Recorded {
                     topic: topic.to_owned(),
@@ -177,12 +183,14 @@ impl Producer {
     pub(crate) fn in_flight(&self) -> i32 {
         match &self.inner {
             Inner::Kafka(p) => p.in_flight_count(),
+            #[cfg(feature = "testing")]
             Inner::Recording(_) => 0,
         }
     }
 
     /// Waits up to `timeout` for every queued record to be delivered.
     pub(crate) fn flush(&self, timeout: Duration) {
+        #[cfg_attr(not(feature = "testing"), allow(irrefutable_let_patterns))]
         if let Inner::Kafka(p) = &self.inner {
             if let Err(e) = p.flush(timeout) {
                 tracing::warn!(error = %e, "producer flush did not finish");
