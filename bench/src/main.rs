@@ -1,5 +1,5 @@
 //! The benchmark of atoll against a hand-written rdkafka loop and ruststream-rdkafka, on one
-//! tansu broker (design §10).
+//! tansu broker (method: `docs/performance.md#method`).
 //!
 //! ```sh
 //! scripts/bench                        # the whole benchmark: tansu, release build, table

@@ -14,7 +14,7 @@ use std::io::Write;
 use anyhow::{bail, Context as _};
 use atoll::dead_letter as h;
 use atoll::envelope::{header_str as header, REPLAYED_FROM, REPLAY_GROUP};
-use atoll::{TopicKind, TopicName};
+use atoll::{PrivateTopic, TopicName};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
@@ -34,7 +34,7 @@ pub(crate) enum Selection {
 
 fn dlq_topic(topic: &str) -> anyhow::Result<TopicName> {
     let t: TopicName = topic.parse()?;
-    if t.kind() != &TopicKind::Private("dlq".into()) {
+    if t.private_kind() != Some(PrivateTopic::Dlq) {
         bail!("`{topic}` is not a dead-letter topic; those are named `<company>.<namespace>.<service>.private.dlq`");
     }
     Ok(t)
@@ -177,7 +177,7 @@ pub(crate) fn replay(
             .collect(),
         Selection::All => records.iter().collect(),
     };
-    let memory = format!("{}.private.replayed", dlq.service_prefix());
+    let memory = dlq.private_sibling(PrivateTopic::Replayed)?.to_string();
     let partitions = broker.partitions(topic)?.len() as i32;
     if !dry_run {
         broker

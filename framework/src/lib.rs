@@ -62,7 +62,8 @@
 //! | `app/` | the process: wires services, broker, producer and endpoints |
 //!
 //! The record's path, the delivery contract, the topic convention and the headers are
-//! documented in `docs/architecture.md`.
+//! documented in [`guide::architecture`] (`docs/architecture.md`); the other guides are under
+//! [`guide`].
 
 mod app;
 mod backoff;
@@ -92,10 +93,32 @@ pub use handler::output::Output;
 pub use ops::stats::ListenerStats;
 pub use saga::{Saga, Step};
 
+/// The manual: guides to writing, running and testing services, and the architecture
+/// reference (the same text as the repository's `docs/`).
+pub mod guide {
+    #[doc = include_str!("../../docs/services.md")]
+    pub mod services {}
+    #[doc = include_str!("../../docs/delivery-and-ordering.md")]
+    pub mod delivery_and_ordering {}
+    #[doc = include_str!("../../docs/failures.md")]
+    pub mod failures {}
+    #[doc = include_str!("../../docs/sagas.md")]
+    pub mod sagas {}
+    #[doc = include_str!("../../docs/avro-and-contracts.md")]
+    pub mod avro_and_contracts {}
+    #[doc = include_str!("../../docs/operations.md")]
+    pub mod operations {}
+    #[doc = include_str!("../../docs/testing.md")]
+    pub mod testing {}
+    #[doc = include_str!("../../docs/performance.md")]
+    pub mod performance {}
+    #[doc = include_str!("../../docs/architecture.md")]
+    pub mod architecture {}
+}
+
 /// The CloudEvents envelope: header names, what atoll writes on a record it produces
 /// ([`Outgoing`](envelope::Outgoing)) and what it reads from one it consumes.
 pub mod envelope {
-    pub use crate::contract::codec::JSON;
     pub use crate::contract::envelope::*;
 }
 

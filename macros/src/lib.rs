@@ -12,22 +12,124 @@ mod service;
 
 use proc_macro::TokenStream;
 
-/// Declares a service: `#[event_service(company = "acme", namespace = "shop", name = "orders")]`
-/// on a struct. Optional: `partitions = 6` (the partition count of its topics).
+/// Declares a service on a struct: its identity, and so every topic it owns.
+///
+/// ```
+/// # use atoll::{handlers, Context, HandlerResult, Saga, Step};
+/// # use serde::{Deserialize, Serialize};
+/// #[atoll::event_service(
+///     company = "acme",      // required: `[a-z0-9_-]+`
+///     namespace = "shop",    // required
+///     name = "orders",       // required: the service's name
+///     partitions = 6,        // optional: partitions of the topics atoll creates (default 6)
+///     codec = "json",        // optional: "json" (default) or "avro"; `service.codec` overrides
+///     sagas = [Checkout],    // optional: the sagas this service runs, declared here only
+/// )]
+/// pub struct Orders;
+/// # #[handlers] impl Orders {}
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct Checkout { id: String }
+/// # impl Saga for Checkout {
+/// #     const NAME: &'static str = "checkout";
+/// #     fn id(&self) -> String { self.id.clone() }
+/// #     fn steps() -> Vec<Step<Self>> { Vec::new() }
+/// #     async fn completed(self, _: Context<Orders>) -> HandlerResult { Ok(()) }
+/// #     async fn failed(self, _: Context<Orders>, _: String) -> HandlerResult { Ok(()) }
+/// # }
+/// ```
+///
+/// The service owns `acme.shop.orders.events` (its facts; it is their sole publisher),
+/// `.commands` (its sole subscriber), and `.private.dlq`, `.private.retry`, `.private.reply`
+/// and, with sagas, `.private.saga`. Each segment is checked at compile time (with a valid
+/// suggestion), and so is the length of the longest topic name against Kafka's limit.
+///
+/// `sagas = [A, B]` ties each saga to this service: a saga listed nowhere does not compile
+/// (`impl Saga` needs it), a saga listed in two services conflicts, and only this service's
+/// handlers can `start_saga` it. Each saga runs as listener `<NAME>-saga`.
 #[proc_macro_attribute]
 pub fn event_service(attr: TokenStream, item: TokenStream) -> TokenStream {
     service::expand(attr.into(), item.into()).into()
 }
 
-/// Declares a service's listeners: on an `impl` block of the service, each method marked
-/// `#[listener(name = "…")]` is an `async fn(&self, extractors…, event) -> HandlerResult`.
+/// Declares a service's listeners on an `impl` block of the service.
+///
+/// Each method marked `#[listener(name = "…")]` is a handler:
+/// `async fn(&self, extractors…, event: E) -> HandlerResult` (or `HandlerResult<R>` for a
+/// command whose handler replies with `R`). Extractors come before the event: `Context<Self>`
+/// to produce, `Meta` for the record's metadata. Each listener is its own consumer group,
+/// `<company>.<namespace>.<service>-<name>`.
+///
+/// ```
+/// # use atoll::{event_service, Context, Event, HandlerResult, Meta};
+/// # use serde::{Deserialize, Serialize};
+/// # #[event_service(company = "acme", namespace = "shop", name = "payments")]
+/// # pub struct Payments;
+/// # #[derive(Debug, Serialize, Deserialize, Event)]
+/// # #[event(command, name = "charge", version = 1, service = Payments)]
+/// # pub struct Charge { #[event(key)] pub order_id: String }
+/// #[atoll::handlers]
+/// impl Payments {
+///     #[listener(
+///         name = "charge",          // required: `[a-z0-9_-]+`, unique in the service
+///         handler_timeout_ms = 30000, // an attempt's time budget; exceeding it is transient
+///         max_attempts = 5,         // attempts in place, the first included (0: no limit)
+///         backoff_ms = 100,         // first in-place backoff; doubles ...
+///         max_backoff_ms = 10000,   // ... up to this, ±20% jitter
+///         retry = "non_blocking",   // "strict" (default: the partition waits) or "non_blocking"
+///         retry_topic_attempts = 3, // deliveries through the retry topic (non_blocking)
+///         retry_topic_delay_ms = 1000, // before the first of them; doubles
+///         ordering = "key",         // "partition" (default), "key" or "unordered"
+///         max_in_flight = 256,      // records handled at once (key/unordered)
+///         max_buffered = 10000,     // records buffered per partition before it pauses
+///         commit_interval_ms = 500, // how often finished offsets are committed ...
+///         commit_batch = 1000,      // ... or sooner, after this many records
+///         drain_timeout_ms = 10000, // how long revocation and shutdown wait for records
+///     )]
+///     async fn charge(&self, ctx: Context<Self>, meta: Meta, cmd: Charge) -> HandlerResult {
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// Every setting is optional; configuration under `listeners.<name>` overrides the code, and
+/// `listener.*` gives the defaults. Unknown settings, bad values and duplicate names are
+/// compile errors.
 #[proc_macro_attribute]
 pub fn handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
     handlers::expand(attr.into(), item.into()).into()
 }
 
-/// Declares an event: `#[event(fact | command, name = "order_placed", version = 1, service = Orders)]`,
-/// with `#[event(key)]` on the field holding the aggregate id.
+/// Declares an event type.
+///
+/// ```
+/// # use atoll::{event_service, Event};
+/// # use serde::{Deserialize, Serialize};
+/// # #[event_service(company = "acme", namespace = "shop", name = "inventory")]
+/// # pub struct Inventory;
+/// #[derive(Debug, Serialize, Deserialize, Event)]
+/// #[event(
+///     command,                      // or `fact` (something that happened) or `reply`
+///     name = "reserve_stock",       // required: snake_case
+///     version = 1,                  // required: the contract version, from 1
+///     service = Inventory,          // required: the owner
+///     reply = StockReserved,        // commands only, optional: the reply that answers it
+/// )]
+/// pub struct ReserveStock {
+///     #[event(key)]                 // optional: the record key (the aggregate id)
+///     pub order_id: String,
+/// }
+///
+/// #[derive(Debug, Serialize, Deserialize, Event)]
+/// #[event(reply, name = "stock_reserved", version = 1, service = Inventory)]
+/// pub struct StockReserved { pub ok: bool }
+/// ```
+///
+/// A fact travels on its owner's `events` topic and only its owner may emit it; a command on
+/// its owner's `commands` topic, sent by anyone and handled only by its owner; a reply on the
+/// requester's `private.reply` topic. The CloudEvents type is
+/// `<company>.<namespace>.<service>.<name>.v<version>`. `reply = R` lets a saga step or
+/// compensation sending this command know its answer without naming it again. Derive
+/// `apache_avro::AvroSchema` too for the Avro codec.
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(item: TokenStream) -> TokenStream {
     event::expand(item.into()).into()

@@ -20,7 +20,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 /// processes under test use dynamic membership (see `ServiceConfig::static_membership`).
 pub const STATIC_MEMBERSHIP: bool = false;
 
-/// Client properties for tansu: fast group joins (design §7), and one record per batch,
+/// Client properties for tansu: fast group joins (see `docs/architecture.md#brokers`), and one record per batch,
 /// because tansu 0.6 cannot fetch from an offset inside a record batch (see
 /// `tests/tansu_limitations.rs`): a consumer resuming mid-batch would skip records.
 pub const TANSU_PROPERTIES: &[(&str, &str)] = &[

@@ -1,4 +1,5 @@
-//! Bad input on a commands topic is dead-lettered with the design §5 headers, and the records
+//! Bad input on a commands topic is dead-lettered with the `atoll_dlq_*` headers of
+//! `docs/architecture.md#failure-handling-and-dead-letters`, and the records
 //! behind it are handled, on a real broker (tansu).
 
 use std::time::Duration;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use atoll::config::Config;
 use atoll::envelope::header_str;
-use atoll::{Event, Running, Service, TopicKind};
+use atoll::{Event, PrivateTopic, Running, Service};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -302,7 +302,7 @@ fn watch(
     let mut topics = vec![events.clone(), stock_events.clone()];
     let dlqs = crate::all_topics().into_iter().map(|t| t.name);
     topics.extend(
-        dlqs.filter(|t| t.kind() == &TopicKind::Private("dlq".into()))
+        dlqs.filter(|t| t.private_kind() == Some(PrivateTopic::Dlq))
             .map(|t| t.to_string()),
     );
     let mut tpl = TopicPartitionList::new();

@@ -1,4 +1,4 @@
-//! The reference system of atoll (design §8): `orders`, `inventory`, `payments` and
+//! The reference system of atoll (see `docs/architecture.md#the-reference-shop`): `orders`, `inventory`, `payments` and
 //! `shipping` under `acme.shop`. Each order is a saga orchestrated by `orders` over its reply
 //! topic:
 //!

@@ -13,7 +13,7 @@
 
 pub(crate) mod registry;
 
-pub use crate::contract::codec::{schema_of, subject, CodecKind, SubjectStrategy, AVRO};
+pub use crate::contract::codec::{schema_of, subject, CodecKind, SubjectStrategy, AVRO, JSON};
 pub use registry::DevRegistry;
 
 use std::any::TypeId;
@@ -228,7 +228,8 @@ impl Avro {
             }
         })?;
         let reader = schema_of::<E>().map_err(|e| DecodeError::Bad(e.to_string()))?;
-        // Leaked once per (schema id, type): readers borrow their schemata.
+        // Leaked on a cache miss (readers borrow their schemata): once per (schema id, type),
+        // or a few times when concurrent misses race; bounded by the schemas a process meets.
         let direct = writer.parsed.canonical_form() == reader.canonical_form();
         let writer: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
         let resolve = |e| DecodeError::Bad(format!("schema id {id} does not resolve: {e}"));
@@ -274,7 +275,8 @@ impl Avro {
             .get_schema_and_id(&cache_key, strategy)
             .await
             .map_err(registry_error)?;
-        // Leaked once per topic and type: writers borrow their schema, and there are few.
+        // Leaked on a cache miss (writers borrow their schema): once per topic and type, or a
+        // few times when concurrent misses race; bounded by the events a process produces.
         let schema: &'static Schema = Box::leak(Box::new(registered.parsed.clone()));
         let writer = GenericDatumWriter::builder(schema).build().map_err(|e| {
             Error::Schema(format!("schema {} does not resolve: {e}", registered.id))

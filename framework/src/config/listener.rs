@@ -142,18 +142,6 @@ impl ListenerConfig {
         Duration::from_millis(self.retry_topic_delay_ms.saturating_mul(factor))
     }
 
-    /// The total attempt budget: in place, plus through the retry topic when non-blocking.
-    /// `None` when unlimited.
-    pub fn budget(&self) -> Option<u32> {
-        if self.max_attempts == 0 {
-            return None;
-        }
-        Some(match self.retry {
-            RetryMode::Strict => self.max_attempts,
-            RetryMode::NonBlocking => self.max_attempts + self.retry_topic_attempts,
-        })
-    }
-
     /// `Err` naming the key when a value cannot work; `prefix` is where it was set.
     pub(crate) fn check(&self, prefix: &str) -> Result<(), String> {
         for (key, v) in [
@@ -199,16 +187,7 @@ mod tests {
         assert_eq!(m.max_attempts, 7);
         assert_eq!(m.retry, RetryMode::NonBlocking);
         assert_eq!(m.backoff_ms, base.backoff_ms);
-        assert_eq!(m.budget(), Some(7 + 3));
-        assert_eq!(base.budget(), Some(3));
-        assert_eq!(
-            base.merged(&ListenerSettings {
-                max_attempts: Some(0),
-                ..Default::default()
-            })
-            .budget(),
-            None
-        );
+        assert_eq!(m.retry_topic_attempts, base.retry_topic_attempts);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Which listener handles, skips or dead-letters a record (design §3: bad input is
+//! Which listener handles, skips or dead-letters a record (see `docs/architecture.md#failure-handling-and-dead-letters`: bad input is
 //! dead-lettered, never dropped; facts topics stay open to new facts of their owner).
 
 use std::collections::{HashMap, HashSet};

@@ -1,4 +1,4 @@
-//! Per-partition commit watermarks for at-least-once delivery (design §4).
+//! Per-partition commit watermarks for at-least-once delivery (see `docs/architecture.md#delivery-contract`).
 //!
 //! Records of a partition are started in offset order and may finish in any order. The
 //! offset that may be committed is the lowest offset not yet finished (Kafka commits name the

@@ -38,8 +38,8 @@ pub enum DeadLetterKind {
 }
 
 impl DeadLetterKind {
-    /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
-    pub(crate) const ALL: [Self; 5] = [
+    /// Every kind.
+    pub const ALL: [Self; 5] = [
         Self::Decode,
         Self::UnknownType,
         Self::Handler,

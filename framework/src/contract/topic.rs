@@ -276,6 +276,19 @@ impl TopicName {
         }
     }
 
+    /// The owning service's private topic `which`, e.g. the `private.replayed` topic beside a
+    /// `private.dlq`; `Err` when that name would be too long for Kafka.
+    pub fn private_sibling(&self, which: PrivateTopic) -> Result<TopicName, TopicNameError> {
+        let kind = TopicKind::Private(which.name().to_owned());
+        let topic = Self {
+            name: format!("{}.{kind}", self.service_prefix()),
+            kind,
+            ends: self.ends,
+        };
+        topic.check_len()?;
+        Ok(topic)
+    }
+
     /// The owning service's prefix, `<company>.<namespace>.<service>`.
     pub fn service_prefix(&self) -> &str {
         &self.name[..self.ends[2]]
@@ -344,6 +357,25 @@ mod tests {
         assert_eq!(reply.kind(), &TopicKind::Private("reply".into()));
         assert_eq!(reply.service(), ("acme", "shop", "orders"));
         assert_eq!(reply.service_prefix(), "acme.shop.orders");
+        assert_eq!(reply.private_kind(), Some(PrivateTopic::Reply));
+        assert_eq!(ORDERS.events().private_kind(), None);
+        assert_eq!(ORDERS.private("inbox").unwrap().private_kind(), None);
+    }
+
+    #[test]
+    fn a_private_sibling_belongs_to_the_same_service() {
+        let dlq: TopicName = "acme.shop.orders.private.dlq".parse().unwrap();
+        let replayed = dlq.private_sibling(PrivateTopic::Replayed).unwrap();
+        assert_eq!(replayed.as_str(), "acme.shop.orders.private.replayed");
+        assert_eq!(replayed.service(), ("acme", "shop", "orders"));
+        assert_eq!(replayed, replayed.as_str().parse().unwrap());
+        // A service id that fits `private.dlq` but not `private.replayed`.
+        let long = "a".repeat(MAX_TOPIC_LEN - "x.y..private.dlq".len());
+        let dlq: TopicName = format!("x.y.{long}.private.dlq").parse().unwrap();
+        assert!(matches!(
+            dlq.private_sibling(PrivateTopic::Replayed),
+            Err(TopicNameError::TooLong { .. })
+        ));
     }
 
     #[test]

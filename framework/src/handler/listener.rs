@@ -1,4 +1,4 @@
-//! Services: the islands that own topics, and the listeners they declare.
+//! Listeners: a service's handler table, and how one decodes a record and calls its handler.
 
 use std::fmt;
 use std::future::Future;

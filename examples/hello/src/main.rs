@@ -1,0 +1,52 @@
+//! A service in 40 lines (the driver in `main` below them): `greet` commands in, `greeted`
+//! facts out. `cargo run -p example-hello` starts it on the embedded broker, sends three
+//! greetings, waits until they were handled and stops.
+use atoll::{event_service, handlers, App, Context, Event, HandlerResult};
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "demo", name = "hello")]
+pub struct Hello;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "greet", version = 1, service = Hello)]
+pub struct Greet {
+    #[event(key)]
+    pub name: String,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+#[event(fact, name = "greeted", version = 1, service = Hello)]
+pub struct Greeted {
+    #[event(key)]
+    pub name: String,
+    pub greeting: String,
+}
+
+#[handlers]
+impl Hello {
+    #[listener(name = "greet")]
+    async fn greet(&self, ctx: Context<Self>, cmd: Greet) -> HandlerResult {
+        let greeting = format!("hello, {}", cmd.name);
+        println!("{greeting}");
+        ctx.emit(Greeted {
+            name: cmd.name,
+            greeting,
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> atoll::Result<()> {
+    let running = App::from_env()?.service(Hello).start().await?;
+    let client = running.client("acme.demo.hello-driver");
+    for name in ["ada", "grace", "edsger"] {
+        client.send(&Greet { name: name.into() }).await?;
+    }
+    while running.stats().iter().map(|s| s.handled).sum::<u64>() < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    running.shutdown().await;
+    Ok(())
+}
