@@ -489,7 +489,7 @@ impl Running {
         self.registry_url.as_deref()
     }
 
-    /// Where the health and metrics endpoints listen (see [`crate::http`]), when `http.addr`
+    /// Where the health and metrics endpoints listen (see [`guide::operations`](crate::guide::operations)), when `http.addr`
     /// is set: the port the system chose when it asked for port 0.
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
         self.http.as_ref().map(Server::addr)

@@ -29,7 +29,7 @@ use schema_registry_converter::avro_common::get_supplied_schema;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 
-use crate::contract::codec::{record_name, JSON};
+use crate::contract::codec::record_name;
 use crate::contract::event::Event;
 use crate::contract::topic::TopicName;
 use crate::error::{Error, Result};

@@ -134,7 +134,7 @@ impl Default for SchemaRegistryConfig {
     }
 }
 
-/// `http.*`: the health and metrics endpoints (see [`crate::http`]).
+/// `http.*`: the health and metrics endpoints (see [`guide::operations`](crate::guide::operations)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

@@ -1,9 +1,9 @@
 //! The contract layer: what services agree on, independent of how records are moved.
 //!
-//! Topic names and service identity ([`topic`]), event types ([`event`]), what a service
-//! declares ([`service`]), the CloudEvents envelope ([`envelope`]), the dead-letter headers
-//! ([`dead_letter`]), codec kinds and derived Avro schemas ([`codec`]), schema compatibility
-//! ([`compat`]) and the checked-in contract files ([`files`]).
+//! Topic names and service identity (`topic`), event types (`event`), what a service
+//! declares (`service`), the CloudEvents envelope (`envelope`), the dead-letter headers
+//! (`dead_letter`), codec kinds and derived Avro schemas (`codec`), schema compatibility
+//! (`compat`) and the checked-in contract files (`files`).
 //!
 //! The public items here are the ones tools need: what services declare, the checked-in
 //! contract files and compatibility levels. Topic names and event types are at the crate root.

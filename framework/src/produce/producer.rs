@@ -128,6 +128,11 @@ impl Producer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<Pending> {
+        // One variant without the `testing` feature.
+        #[cfg_attr(
+            not(feature = "testing"),
+            allow(clippy::infallible_destructuring_match)
+        )]
         let producer = match &self.inner {
             Inner::Kafka(p) => p,
             #[cfg(feature = "testing")]
