@@ -60,6 +60,7 @@
 //! | `saga/` | orchestrated sagas (`saga/state.rs` is a pure state machine) |
 //! | `consume/` | consumer, poll loop, worker, retry decisions, dead letters, watermark, committer |
 //! | `app/` | the process: wires services, broker, producer and endpoints |
+//! | `testing.rs` | (feature `testing`) unit-testing handlers and sagas without a broker |
 //!
 //! The record's path, the delivery contract, the topic convention and the headers are
 //! documented in [`guide::architecture`] (`docs/architecture.md`); the other guides are under

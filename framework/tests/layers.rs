@@ -45,25 +45,57 @@ fn layer_of(src: &Path, file: &Path) -> String {
     first.to_string_lossy().trim_end_matches(".rs").to_owned()
 }
 
-/// `(line, module)` for every `crate::<module>` outside comments.
+/// The leading identifier of `s`.
+fn ident(s: &str) -> String {
+    s.trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// `(line, module)` for every `crate::<module>` outside comments, including each module of a
+/// grouped `crate::{a::X, b::Y}`; a `super::super` path counts as module `super`, which no
+/// layer is (a file reaches another layer only through `crate::`).
 fn crate_paths(text: &str) -> Vec<(usize, String)> {
     let mut found = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    let mut lines = text.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
         let code = line.split("//").next().unwrap_or("");
+        if code.contains("super::super") {
+            found.push((n + 1, "super".to_owned()));
+        }
         let mut rest = code;
         while let Some(i) = rest.find("crate::") {
             let after = &rest[i + "crate::".len()..];
-            let module: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+            let mut modules = vec![ident(after)];
+            if after.starts_with('{') {
+                // A grouped import, possibly over several lines.
+                let mut group = after[1..].to_owned();
+                while !group.contains('}') {
+                    match lines.next() {
+                        Some((_, more)) => group.push_str(more.split("//").next().unwrap_or("")),
+                        None => break,
+                    }
+                }
+                let group = group.split('}').next().unwrap_or("");
+                modules = group
+                    .split(',')
+                    .map(ident)
+                    .filter(|m| !m.is_empty())
+                    .collect();
+            }
             let starts_word = i == 0
                 || !rest[..i]
                     .chars()
                     .next_back()
                     .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
-            if starts_word && !module.is_empty() {
-                found.push((n + 1, module));
+            if starts_word {
+                found.extend(
+                    modules
+                        .into_iter()
+                        .filter(|m| !m.is_empty())
+                        .map(|m| (n + 1, m)),
+                );
             }
             rest = after;
         }
@@ -135,10 +167,18 @@ fn the_contract_layer_imports_nothing_from_the_runtime() {
 
 #[test]
 fn the_checker_sees_imports_and_ignores_comments() {
-    let text = "use crate::consume::worker;\n// crate::app in a comment\nlet x = crate::ops::http::Server;\n/// [`crate::saga`]\n";
+    let text = "use crate::consume::worker;\n// crate::app in a comment\nlet x = crate::ops::http::Server;\n/// [`crate::saga`]\nuse crate::{app::App,\n    saga::Saga};\nuse super::super::x;\n";
+    let paths = crate_paths(text);
+    let found: Vec<(usize, &str)> = paths.iter().map(|(n, m)| (*n, m.as_str())).collect();
     assert_eq!(
-        crate_paths(text),
-        [(1, "consume".to_owned()), (3, "ops".to_owned())]
+        found,
+        [
+            (1, "consume"),
+            (3, "ops"),
+            (5, "app"),
+            (5, "saga"),
+            (7, "super")
+        ]
     );
     assert_eq!(rank("contract"), Some(0));
     assert!(rank("consume") > rank("handler"));

@@ -34,8 +34,7 @@ pub struct Item {
     pub qty: i64,
 }
 
-/// Command: place an order (its payload is part of the shop's documented contract,
-/// `docs/architecture.md#the-reference-shop`).
+/// Command: place an order (its payload is documented in docs/architecture.md).
 #[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
 #[event(command, name = "place_order", version = 1, service = Orders)]
 pub struct PlaceOrder {

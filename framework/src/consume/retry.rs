@@ -25,7 +25,7 @@ use crate::contract::dead_letter::DeadLetterKind;
 /// How one attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The handler succeeded and what it produced was acknowledged.
+    /// The handler succeeded (what it produced is acknowledged, or handed over to be).
     Succeeded,
     /// The record's payload did not decode into the listener's event type.
     BadInput,
@@ -43,8 +43,12 @@ pub(crate) enum Outcome {
 /// Where a record stands when an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Attempt {
-    /// Attempts made in place in this delivery, this one included (from 1).
+    /// Attempts made in place in this delivery that spend the budget, this one included when it
+    /// does (attempts that found a dependency unavailable do not).
     pub(crate) in_place: u32,
+    /// Every attempt made in place in this delivery, this one included (from 1): the backoff
+    /// grows with it.
+    pub(crate) tries: u32,
     /// The delivery this is: 0 from the listener's own topic, `n` for the `n`-th delivery
     /// through the retry topic.
     pub(crate) delivery: u32,
@@ -105,7 +109,7 @@ pub(crate) fn next(outcome: Outcome, attempt: Attempt, policy: &Policy) -> Next 
     let (kind, permanent) = match outcome {
         Outcome::Succeeded => return Next::Done,
         Outcome::BadInput => return Next::DeadLetter(DeadLetterKind::Decode),
-        Outcome::Unavailable => return Next::RetryIn(policy.backoff.delay(attempt.in_place)),
+        Outcome::Unavailable => return Next::RetryIn(policy.backoff.delay(attempt.tries)),
         Outcome::Failed { kind, permanent } => (kind, permanent),
     };
     if permanent {
@@ -113,7 +117,7 @@ pub(crate) fn next(outcome: Outcome, attempt: Attempt, policy: &Policy) -> Next 
     }
     let limit = policy.in_place_limit(attempt.delivery);
     if limit == 0 || attempt.in_place < limit {
-        return Next::RetryIn(policy.backoff.delay(attempt.in_place));
+        return Next::RetryIn(policy.backoff.delay(attempt.tries));
     }
     let deliveries_left = attempt.delivery < policy.retry_topic_attempts;
     if policy.mode == RetryMode::NonBlocking && deliveries_left {
@@ -143,7 +147,20 @@ mod tests {
     }
 
     const fn at(in_place: u32, delivery: u32) -> Attempt {
-        Attempt { in_place, delivery }
+        Attempt {
+            in_place,
+            tries: in_place,
+            delivery,
+        }
+    }
+
+    /// `in_place` budget-spending attempts among `tries`.
+    const fn after(in_place: u32, tries: u32) -> Attempt {
+        Attempt {
+            in_place,
+            tries,
+            delivery: 0,
+        }
     }
 
     const fn transient(kind: DeadLetterKind) -> Outcome {
@@ -189,6 +206,9 @@ mod tests {
             ("retry topic: deliveries spent",         transient(Timeout),  at(1, 2), &non_blocking, Next::DeadLetter(Timeout)),
             ("strict listener never uses the topic",  transient(Handler),  at(1, 1), &strict, Next::DeadLetter(Handler)),
             ("unavailable never spends the budget",   Outcome::Unavailable, at(3, 0), &strict, ms(400)),
+            ("unavailable backs off with every try",  Outcome::Unavailable, after(0, 4), &strict, ms(800)),
+            ("a failure after an outage has budget",  transient(Handler),  after(1, 3), &strict, ms(400)),
+            ("the budget counts failures only",       transient(Handler),  after(3, 5), &strict, Next::DeadLetter(Handler)),
             ("unavailable on the retry topic",        Outcome::Unavailable, at(1, 2), &non_blocking, ms(100)),
         ];
         for (name, outcome, attempt, policy, want) in table {

@@ -1,4 +1,4 @@
-//! The non-blocking retry topic, `<service>.private.retry` (see [`crate::policy`]).
+//! The non-blocking retry topic, `<service>.private.retry` (see [`crate::config::listener`]).
 //!
 //! A record on it is the original record (key, value, headers) plus `atoll_retry_*` headers
 //! that say which listener it is for, when it may be delivered, how many attempts were made,
@@ -69,7 +69,8 @@ impl RetryState {
         Some(Self {
             listener: header_str(msg, LISTENER)?.to_owned(),
             attempts: header_str(msg, ATTEMPTS)?.parse().ok()?,
-            delivery: header_str(msg, DELIVERY)?.parse().ok()?,
+            // Deliveries through the retry topic count from 1; 0 would read as the listener's own.
+            delivery: header_str(msg, DELIVERY)?.parse().ok().filter(|d| *d > 0)?,
             not_before: UNIX_EPOCH + Duration::from_millis(millis),
             origin: Origin {
                 topic: header_str(msg, ORIGINAL_TOPIC)?.to_owned(),
@@ -194,5 +195,30 @@ mod tests {
                 value: Some("many"),
             });
         assert_eq!(RetryState::read(&record("t", h)), None);
+    }
+
+    #[test]
+    fn a_delivery_of_zero_is_malformed() {
+        let state = RetryState {
+            listener: "charge".into(),
+            attempts: 3,
+            delivery: 1,
+            not_before: UNIX_EPOCH,
+            origin: Origin {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+            },
+        };
+        let plain = record("t", OwnedHeaders::new());
+        assert!(RetryState::read(&record("r", state.headers(&plain, "e"))).is_some());
+        let zero = RetryState {
+            delivery: 0,
+            ..state
+        };
+        assert_eq!(
+            RetryState::read(&record("r", zero.headers(&plain, "e"))),
+            None
+        );
     }
 }

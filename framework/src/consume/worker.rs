@@ -1,6 +1,6 @@
 //! One partition's worker: routes each record, runs the handler within its time budget,
 //! retries transient failures in place or through the retry topic, and dead-letters bad input,
-//! permanent failures and records whose retry budget is spent (see [`crate::policy`]).
+//! permanent failures and records whose retry budget is spent (see [`super::retry`]).
 //!
 //! A record is *finished* (its offset may be committed) once its handler succeeded and all it
 //! produced was acknowledged, or once it was skipped, or once its dead-letter write was
@@ -359,10 +359,20 @@ impl<S: Service> ListenerEnv<S> {
             .map_or((0, 0), |st| (st.attempts, st.delivery));
         let meta = self.meta(msg, inc);
         let policy = Policy::of(&self.config);
-        for in_place in 1.. {
+        let mut in_place = 0;
+        for tries in 1.. {
             let (outcome, error) = self.attempt(msg, &meta, &mut defer).await;
-            let attempts = before + in_place;
-            match retry::next(outcome, Attempt { in_place, delivery }, &policy) {
+            // An unreachable registry is no fault of the record: it does not spend the budget.
+            if outcome != Outcome::Unavailable {
+                in_place += 1;
+            }
+            let attempts = before + tries;
+            let at = Attempt {
+                in_place,
+                tries,
+                delivery,
+            };
+            match retry::next(outcome, at, &policy) {
                 Next::Done => {
                     self.metrics.handled.inc();
                     return true;

@@ -1,5 +1,5 @@
 //! Liveness and readiness of the process's listeners, served on `/health/live` and
-//! `/health/ready` (see [`crate::http`]).
+//! `/health/ready` (see [`super::http`]).
 //!
 //! - **Live** unless some listener's poll loop has not come round for `http.stalled_after_ms`:
 //!   a stuck poll thread stops fetching and heartbeating, and only a restart mends it.

@@ -1,4 +1,4 @@
-//! The process's Prometheus metrics, served on `/metrics` (see [`crate::http`]), and the
+//! The process's Prometheus metrics, served on `/metrics` (see [`super::http`]), and the
 //! per-listener counters behind [`Running::stats`](crate::Running::stats).
 //!
 //! Each [`App`](crate::App) has a registry of its own, so several apps in one process (tests,
@@ -24,7 +24,7 @@ struct ListenerLabels {
     listener: String,
 }
 
-/// A listener's failures, by [`DeadLetterKind`](crate::DeadLetterKind).
+/// A listener's failures, by [`DeadLetterKind`](crate::contract::dead_letter::DeadLetterKind).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     service: String,

@@ -1,5 +1,6 @@
 //! Producing records, and waiting for their acknowledgement. The envelope is written by whoever
-//! produces (the handler's context, the client, the worker); the producer moves bytes.
+//! produces (the handler's context, the client); dead letters and retries keep the original
+//! headers. The producer moves bytes.
 
 use std::sync::Arc;
 #[cfg(feature = "testing")]

@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! # fn main() -> atoll::Result<()> {
-//! let config = atoll::Config::load()?;
+//! let config = atoll::config::Config::load()?;
 //! let _telemetry = atoll::telemetry::init(&config.telemetry, "acme.shop.orders", "info")?;
 //! # Ok(()) }
 //! ```

@@ -72,7 +72,7 @@ pub(crate) fn send(topic: &str) -> tracing::Span {
     span
 }
 
-/// Marks the current span failed: `error.type` (a [`DeadLetterKind`](crate::DeadLetterKind)
+/// Marks the current span failed: `error.type` (a [`DeadLetterKind`](crate::contract::dead_letter::DeadLetterKind)
 /// name) and an error status.
 pub(crate) fn failed(kind: &str, error: &str) {
     let span = tracing::Span::current();
