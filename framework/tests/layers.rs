@@ -68,9 +68,9 @@ fn crate_paths(text: &str) -> Vec<(usize, String)> {
         while let Some(i) = rest.find("crate::") {
             let after = &rest[i + "crate::".len()..];
             let mut modules = vec![ident(after)];
-            if after.starts_with('{') {
+            if let Some(grouped) = after.strip_prefix('{') {
                 // A grouped import, possibly over several lines.
-                let mut group = after[1..].to_owned();
+                let mut group = grouped.to_owned();
                 while !group.contains('}') {
                     match lines.next() {
                         Some((_, more)) => group.push_str(more.split("//").next().unwrap_or("")),
