@@ -82,6 +82,40 @@ pub enum Error {
     /// A saga's state could not be restored or is not available yet.
     #[error("saga: {0}")]
     Saga(String),
+    /// The store (the service's database) failed; transient when the database was
+    /// unreachable or the transaction lost a conflict (serialization failure, deadlock, busy).
+    #[error("store: {what}: {source}")]
+    Store {
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A migration failed: the start stops.
+    #[error("migration `{name}` failed: {source}")]
+    Migration {
+        /// The migration (`atoll 1: inbox and outbox`, or the application's version and name).
+        name: String,
+        /// The database's answer.
+        source: sqlx::Error,
+    },
+}
+
+/// Whether retrying `e` later may succeed: the database unreachable, the pool exhausted, or the
+/// transaction a victim of a conflict (PostgreSQL's serialization failure `40001` and deadlock
+/// `40P01`, SQLite's `BUSY` and `LOCKED`).
+pub(crate) fn sql_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("40001" | "40P01" | "57P01" | "57P03" | "5" | "6" | "261" | "517")
+        ),
+        _ => false,
+    }
 }
 
 impl Error {
@@ -99,6 +133,7 @@ impl Error {
                 MessageSizeTooLarge | InvalidMessageSize | InvalidMessage
             ),
             Self::Produce { .. } | Self::Kafka { .. } | Self::Registry(_) => true,
+            Self::Store { source, .. } => sql_is_transient(source),
             _ => false,
         }
     }
@@ -173,6 +208,21 @@ impl HandlerError {
     /// The cause.
     pub fn source(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.source
+    }
+
+    /// The database error behind this failure, if it is one (a handler's `?` on a query).
+    pub(crate) fn sql_error(&self) -> Option<&sqlx::Error> {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*self.source);
+        while let Some(e) = cause {
+            if let Some(sql) = e.downcast_ref::<sqlx::Error>() {
+                return Some(sql);
+            }
+            if let Some(Error::Store { source, .. }) = e.downcast_ref::<Error>() {
+                return Some(source);
+            }
+            cause = e.source();
+        }
+        None
     }
 }
 

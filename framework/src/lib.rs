@@ -56,6 +56,7 @@
 //! | `produce/` | the producer and the acknowledgement of what it sent |
 //! | `ops/` | HTTP server, health, metrics, telemetry |
 //! | `codec/` | JSON and Avro codecs, the development schema registry |
+//! | `store/` | the services' database (PostgreSQL or SQLite): atoll's tables, the application's migrations |
 //! | `handler/` | what a handler sees: context, extractors, listeners |
 //! | `saga/` | orchestrated sagas (`saga/state.rs` is a pure state machine) |
 //! | `consume/` | consumer, poll loop, worker, retry decisions, dead letters, watermark, committer |
@@ -77,6 +78,7 @@ mod handler;
 mod ops;
 mod produce;
 mod saga;
+mod store;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -91,8 +93,10 @@ pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
 pub use handler::context::{Client, Context, FromContext, Meta};
 pub use handler::listener::{describe, HandlerResult, Handlers, Listener};
 pub use handler::output::Output;
+pub use handler::transaction::Tx;
 pub use ops::stats::ListenerStats;
 pub use saga::{Saga, Step};
+pub use store::{Backend, Store};
 
 /// The manual: guides to writing, running and testing services, and the architecture
 /// reference (the same text as the repository's `docs/`).

@@ -163,6 +163,7 @@ impl<S: Handlers> TestBed<S> {
             self.codec.clone(),
             self.source.clone(),
             meta,
+            None,
         )
     }
 

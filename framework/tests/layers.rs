@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["produce"],
     &["ops"],
     &["codec"],
+    &["store"],
     &["handler"],
     &["saga"],
     &["consume"],

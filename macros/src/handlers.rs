@@ -107,6 +107,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             }
         });
         let new = quote_spanned! {event.span()=> ::atoll::Listener::<#self_ty>::new::<#event, _, _, _> };
+        let transactional = extractors.iter().map(|ty| {
+            quote_spanned! {ty.span()=> <#ty as ::atoll::FromContext<#self_ty>>::TRANSACTIONAL }
+        });
         quote! {
             #new(#name, |svc: ::atoll::__private::Arc<#self_ty>, ctx: ::atoll::Context<#self_ty>, event: #event| {
                 async move { svc.#method(#(#extract,)* event).await }
@@ -117,6 +120,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 #(#settings)*
                 settings
             })
+            .transactional(false #(|| #transactional)*)
         }
     });
     quote! {

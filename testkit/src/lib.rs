@@ -3,6 +3,7 @@
 //! - [`Tansu`] starts a real Kafka-protocol broker (tansu) on a free loopback port and stops it
 //!   when dropped. When tansu is not installed the test **fails** with a message saying how to
 //!   install it: a test that needs a broker never passes without one.
+//! - [`Postgres`] starts a throwaway PostgreSQL server the same way, for tests with state.
 //! - [`read_topic`] and [`header`] read what services wrote.
 //! - The `probe` binary is a small service whose behaviour is set by environment variables,
 //!   for tests that need several processes, kills and restarts.
@@ -215,5 +216,8 @@ pub fn text(m: &OwnedMessage) -> &str {
         .unwrap_or("")
 }
 
+pub mod postgres;
 pub mod probe;
 pub mod process;
+
+pub use postgres::Postgres;

@@ -36,6 +36,7 @@ use crate::ops::http::{Endpoints, Server};
 use crate::ops::metrics::Metrics;
 use crate::ops::stats::ListenerStats;
 use crate::produce::Producer;
+use crate::store::Store;
 
 /// What the runtime needs to start a service's listeners.
 struct StartEnv<'a> {
@@ -48,6 +49,7 @@ struct StartEnv<'a> {
     runtime: &'a tokio::runtime::Handle,
     metrics: &'a Metrics,
     health: &'a Health,
+    store: Option<&'a Store>,
 }
 
 trait ErasedService: Send {
@@ -56,6 +58,8 @@ trait ErasedService: Send {
     fn topics(&self) -> Vec<TopicSpec>;
     fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>>;
     fn listener_names(&self) -> Vec<&'static str>;
+    /// Whether any listener handles its records in a database transaction.
+    fn transactional(&self) -> bool;
 }
 
 struct Registered<S>(Arc<S>);
@@ -159,6 +163,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     source: source.clone(),
                     config: config.clone(),
                     stop: env.stop.clone(),
+                    store: env.store.cloned(),
                     finished: Default::default(),
                     topic,
                     mode,
@@ -183,6 +188,10 @@ impl<S: Handlers> ErasedService for Registered<S> {
 
     fn listener_names(&self) -> Vec<&'static str> {
         all_listeners::<S>().iter().map(Listener::name).collect()
+    }
+
+    fn transactional(&self) -> bool {
+        all_listeners::<S>().iter().any(Listener::is_transactional)
     }
 }
 
@@ -216,6 +225,7 @@ pub struct App {
     config: Config,
     services: Vec<Box<dyn ErasedService>>,
     extra_topics: Vec<TopicSpec>,
+    migrations: Option<sqlx::migrate::Migrator>,
 }
 
 impl fmt::Debug for App {
@@ -235,6 +245,7 @@ impl App {
             config,
             services: Vec::new(),
             extra_topics: Vec::new(),
+            migrations: None,
         }
     }
 
@@ -251,6 +262,13 @@ impl App {
     /// Registers a service.
     pub fn service<S: Handlers>(mut self, service: S) -> Self {
         self.services.push(Box::new(Registered(Arc::new(service))));
+        self
+    }
+
+    /// Runs the application's migrations (`sqlx::migrate!("./migrations")`) on the store at
+    /// start, after atoll's own tables; a failing migration stops the start naming it.
+    pub fn migrations(mut self, migrator: sqlx::migrate::Migrator) -> Self {
+        self.migrations = Some(migrator);
         self
     }
 
@@ -373,6 +391,12 @@ impl App {
         )?);
         let stop = CancellationToken::new();
         let runtime = tokio::runtime::Handle::current();
+        let wants_store =
+            self.migrations.is_some() || self.services.iter().any(|s| s.transactional());
+        let store = match wants_store {
+            true => Some(self.open_store(&producer, &stop).await?),
+            false => None,
+        };
         let env = StartEnv {
             client: &client,
             producer: &producer,
@@ -383,6 +407,7 @@ impl App {
             runtime: &runtime,
             metrics: &metrics,
             health: &health,
+            store: store.as_ref(),
         };
         let mut threads = Vec::new();
         for s in &self.services {
@@ -407,8 +432,25 @@ impl App {
             bootstrap,
             health,
             http,
+            store,
             _embedded: embedded,
         })
+    }
+
+    /// Connects the store, runs atoll's and the application's migrations, and starts the
+    /// outbox relay and the inbox pruning.
+    async fn open_store(&self, producer: &Producer, stop: &CancellationToken) -> Result<Store> {
+        let store = Store::connect(&self.config.store).await?;
+        if let Some(migrator) = &self.migrations {
+            store.migrate(migrator).await?;
+        }
+        tokio::spawn(crate::store::background(
+            store.clone(),
+            producer.clone(),
+            self.config.store.inbox_retention(),
+            stop.clone(),
+        ));
+        Ok(store)
     }
 
     /// Starts, then runs until SIGTERM or Ctrl-C, then shuts down gracefully.
@@ -450,6 +492,7 @@ pub struct Running {
     bootstrap: String,
     health: Arc<Health>,
     http: Option<Server>,
+    store: Option<Store>,
     _embedded: Option<EmbeddedBroker>,
 }
 
@@ -525,6 +568,12 @@ impl Running {
             self.codec.clone(),
             format!("{name}/{}", self.process).into(),
         )
+    }
+
+    /// The services' database, when the process uses one (a transactional listener, or
+    /// migrations given to [`App::migrations`]): for queries outside listeners.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 
     /// Stops fetching, lets in-flight records finish (up to `listener.drain_timeout_ms`),

@@ -15,6 +15,7 @@
 
 pub(crate) mod kafka;
 pub(crate) mod listener;
+pub(crate) mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 pub use listener::{ListenerConfig, ListenerSettings, OrderingMode, RetryMode};
+pub use store::StoreConfig;
 
 /// The environment variable naming the config file.
 pub const CONFIG_PATH_VAR: &str = "ATOLL_CONFIG";
@@ -49,6 +51,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// The services' database.
+    pub store: StoreConfig,
 }
 
 /// `kafka.*`.
@@ -307,6 +311,7 @@ impl Config {
                 )));
             }
         }
+        self.store.check().map_err(Error::Config)?;
         self.listener.check("listener").map_err(Error::Config)?;
         for (name, over) in &self.listeners {
             self.listener

@@ -34,8 +34,10 @@ use crate::contract::service::Service;
 use crate::contract::topic::{PrivateTopic, TopicName};
 use crate::handler::context::{Context, Meta};
 use crate::handler::listener::{CallError, Listener};
+use crate::handler::transaction::TxCell;
 use crate::ops::metrics::ListenerMetrics;
 use crate::produce::{Pending, Producer};
+use crate::store::{inbox, outbox, Store};
 
 /// What every worker of one listener shares.
 pub(crate) struct ListenerEnv<S> {
@@ -47,6 +49,8 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) source: Arc<str>,
     pub(crate) config: ListenerConfig,
     pub(crate) stop: CancellationToken,
+    /// The services' database, when a listener of the process is transactional.
+    pub(crate) store: Option<Store>,
     /// Records finished since the last commit, across partitions.
     pub(crate) finished: AtomicU64,
     /// The topic consumed: the listener's, or the service's retry topic.
@@ -361,7 +365,7 @@ impl<S: Service> ListenerEnv<S> {
         let policy = Policy::of(&self.config);
         let mut in_place = 0;
         for tries in 1.. {
-            let (outcome, error) = self.attempt(msg, &meta, &mut defer).await;
+            let (outcome, error) = self.attempt(msg, &meta, &mut defer, cancel).await;
             // An unreachable registry is no fault of the record: it does not spend the budget.
             if outcome != Outcome::Unavailable {
                 in_place += 1;
@@ -444,13 +448,25 @@ impl<S: Service> ListenerEnv<S> {
         msg: &OwnedMessage,
         meta: &Meta,
         defer: &mut Option<&mut Vec<Pending>>,
+        cancel: &CancellationToken,
     ) -> (Outcome, String) {
         let budget = self.config.handler_timeout();
+        let tx = match self.begin(msg, meta).await {
+            Ok(Begun::Plain) => None,
+            Ok(Begun::Tx(cell)) => Some(cell),
+            Ok(Begun::Duplicate) => {
+                self.metrics.deduplicated.inc();
+                tracing::debug!(ce_id = meta.id, "handled before (inbox): skipped");
+                return (Outcome::Succeeded, String::new());
+            }
+            Err(e) => return self.store_failed(&e),
+        };
         let ctx = Context::<S>::new(
             self.producer.clone(),
             self.codec.clone(),
             self.source.clone(),
             meta.clone(),
+            tx.clone(),
         );
         let payload = msg.payload().unwrap_or_default();
         let fut = self.listener.call(self.svc.clone(), ctx.clone(), payload);
@@ -459,6 +475,13 @@ impl<S: Service> ListenerEnv<S> {
         ListenerMetrics::observe(&self.metrics.handler_duration, started.elapsed());
         let failed = |kind, permanent| Outcome::Failed { kind, permanent };
         let (outcome, error) = match result {
+            Ok(Ok(Ok(()))) if tx.is_some() => {
+                let cell = tx.expect("checked");
+                return match self.commit(&cell, cancel).await {
+                    Ok(()) => (Outcome::Succeeded, String::new()),
+                    Err(e) => self.store_failed(&e),
+                };
+            }
             Ok(Ok(Ok(()))) => match defer.take() {
                 Some(sink) => {
                     *sink = ctx.take_produced();
@@ -473,6 +496,13 @@ impl<S: Service> ListenerEnv<S> {
                 },
             },
             Ok(Ok(Err(CallError::Decode(error)))) => (Outcome::BadInput, error),
+            // A transaction that lost a conflict, or a database out of reach, is no fault of
+            // the record: retried without spending the budget.
+            Ok(Ok(Err(CallError::Handler(e))))
+                if e.sql_error().is_some_and(crate::error::sql_is_transient) =>
+            {
+                (Outcome::Unavailable, e.to_string())
+            }
             Ok(Ok(Err(CallError::Handler(e)))) => (
                 failed(DeadLetterKind::Handler, e.is_permanent()),
                 e.to_string(),
@@ -486,6 +516,84 @@ impl<S: Service> ListenerEnv<S> {
         };
         self.metrics.failed(outcome_kind(outcome));
         (outcome, error)
+    }
+
+    /// Opens the record's transaction and claims its inbox row, for a transactional listener.
+    async fn begin(&self, msg: &OwnedMessage, meta: &Meta) -> crate::error::Result<Begun> {
+        if !self.listener.is_transactional() {
+            return Ok(Begun::Plain);
+        }
+        let store = self
+            .store
+            .as_ref()
+            .expect("a transactional listener has a store");
+        let mut tx = store
+            .pool()
+            .begin()
+            .await
+            .map_err(|source| crate::error::Error::Store {
+                what: "beginning a transaction".into(),
+                source,
+            })?;
+        // A record without `ce_id` is known by where it was written.
+        let id = if meta.id.is_empty() {
+            format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset())
+        } else {
+            meta.id.clone()
+        };
+        if !inbox::claim(&mut tx, &self.group, &id).await? {
+            return Ok(Begun::Duplicate);
+        }
+        Ok(Begun::Tx(TxCell::new(tx)))
+    }
+
+    /// Commits a handled record's transaction with its outbox rows, then publishes them and
+    /// waits for the broker, before the next record of the partition: each key's outputs keep
+    /// their order. A publish that cannot finish before the partition is revoked is left to
+    /// the relay (the rows are committed).
+    async fn commit(&self, cell: &TxCell, cancel: &CancellationToken) -> crate::error::Result<()> {
+        let store = self
+            .store
+            .as_ref()
+            .expect("a transactional listener has a store");
+        let (mut tx, records) = cell
+            .finish()
+            .await
+            .expect("a handler's transaction is finished once");
+        let ids = outbox::insert(&mut tx, &records).await?;
+        tx.commit()
+            .await
+            .map_err(|source| crate::error::Error::Store {
+                what: "committing".into(),
+                source,
+            })?;
+        let mut backoff = Policy::of(&self.config).backoff.iter();
+        loop {
+            match outbox::publish(store, &self.producer, &ids).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, rows = ids.len(), "publishing the outbox failed; retrying")
+                }
+            }
+            if !sleep_unless(cancel, backoff.next_delay()).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The outcome of a failure of the store itself: unreachable or a lost conflict is retried
+    /// without spending the budget; anything else is the listener's transient failure.
+    fn store_failed(&self, e: &crate::error::Error) -> (Outcome, String) {
+        let outcome = if e.is_transient() {
+            Outcome::Unavailable
+        } else {
+            Outcome::Failed {
+                kind: DeadLetterKind::Handler,
+                permanent: false,
+            }
+        };
+        self.metrics.failed(outcome_kind(outcome));
+        (outcome, e.to_string())
     }
 
     /// Dead-letters bad input after its one and only attempt.
@@ -588,6 +696,16 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)");
     format!("handler panicked: {text}")
+}
+
+/// How a record's handling begins.
+enum Begun {
+    /// Not transactional.
+    Plain,
+    /// In this transaction, its inbox row claimed.
+    Tx(Arc<TxCell>),
+    /// Handled before: its inbox row exists.
+    Duplicate,
 }
 
 /// The failure kind an outcome is counted and logged as (an unreachable registry counts as

@@ -9,8 +9,10 @@ use crate::contract::event::{Command, Event, FactOf};
 use crate::contract::service::Service;
 use crate::contract::topic::TopicName;
 use crate::error::{Error, Result};
+use crate::handler::transaction::TxCell;
 use crate::ops::telemetry::propagation::inject_current;
 use crate::produce::{Pending, Producer};
+use crate::store::outbox::{header_pairs, OutboxRecord};
 use tracing::Instrument;
 
 /// An encoded payload and its content type, or why it could not be encoded.
@@ -92,6 +94,9 @@ struct Scope {
     source: Arc<str>,
     meta: Meta,
     produced: Mutex<Vec<Pending>>,
+    /// The record's transaction, in a transactional listener: what is produced goes to its
+    /// outbox.
+    tx: Option<Arc<TxCell>>,
 }
 
 /// The handler's context for service `S`: emit its facts, send commands, read the metadata.
@@ -120,14 +125,30 @@ impl<S> std::fmt::Debug for Context<S> {
     }
 }
 
+impl<S> Context<S> {
+    /// The record's transaction, in a transactional listener.
+    pub(crate) fn tx_cell(&self) -> Option<&Arc<TxCell>> {
+        self.scope.tx.as_ref()
+    }
+}
+
 impl<S: Service> Context<S> {
-    pub(crate) fn new(producer: Producer, codec: Arc<Codec>, source: Arc<str>, meta: Meta) -> Self {
+    /// A context for the record `meta` describes; its records go to the outbox of `tx` when
+    /// given (a transactional listener's), else to the producer.
+    pub(crate) fn new(
+        producer: Producer,
+        codec: Arc<Codec>,
+        source: Arc<str>,
+        meta: Meta,
+        tx: Option<Arc<TxCell>>,
+    ) -> Self {
         let scope = Scope {
             producer,
             codec,
             source,
             meta,
             produced: Mutex::new(Vec::new()),
+            tx,
         };
         Self {
             scope: Arc::new(scope),
@@ -223,18 +244,25 @@ impl<S: Service> Context<S> {
     /// acknowledged before the handled record's offset is committed.
     pub(crate) async fn produce(&self, record: Record<'_>) -> Result<String> {
         let (id, pending) = self.start_produce(record).await?;
-        self.scope.produced.lock().expect("poisoned").push(pending);
+        if let Some(pending) = pending {
+            self.scope.produced.lock().expect("poisoned").push(pending);
+        }
         Ok(id)
     }
 
-    /// Like [`produce`](Self::produce), and waits for the acknowledgement now.
+    /// Like [`produce`](Self::produce), and waits for the acknowledgement now (in a
+    /// transaction: until the commit publishes it).
     pub(crate) async fn produce_acked(&self, record: Record<'_>) -> Result<String> {
         let (id, pending) = self.start_produce(record).await?;
-        pending.acked().await?;
+        if let Some(pending) = pending {
+            pending.acked().await?;
+        }
         Ok(id)
     }
 
-    async fn start_produce(&self, record: Record<'_>) -> Result<(String, Pending)> {
+    /// Hands the record to the producer, or to the transaction's outbox (no pending
+    /// acknowledgement then: it is published after the commit).
+    async fn start_produce(&self, record: Record<'_>) -> Result<(String, Option<Pending>)> {
         let meta = &self.scope.meta;
         let (payload, content_type) = record.payload?;
         let key = record.key.or_else(|| meta.key.clone());
@@ -250,6 +278,17 @@ impl<S: Service> Context<S> {
         }
         .headers();
         let headers = inject_current(headers);
+        if let Some(tx) = &self.scope.tx {
+            tx.push(OutboxRecord {
+                topic: record.topic.to_string(),
+                partition: record.partition,
+                key: key.map(String::into_bytes),
+                payload,
+                headers: header_pairs(&headers),
+                ce_id: id.clone(),
+            });
+            return Ok((id, None));
+        }
         let bytes = key.as_deref().map(str::as_bytes);
         let pending = self
             .scope
@@ -262,7 +301,7 @@ impl<S: Service> Context<S> {
                 headers,
             )
             .await?;
-        Ok((id, pending))
+        Ok((id, Some(pending)))
     }
 
     /// Waits for the broker to acknowledge everything produced so far.
@@ -285,6 +324,11 @@ impl<S: Service> Context<S> {
     note = "handler arguments are `&self`, then extractors (`Context<Self>`, `Meta`), then the event as the last argument"
 )]
 pub trait FromContext<S>: Sized {
+    /// Whether the extractor needs the record's transaction: a handler taking one makes its
+    /// listener transactional.
+    #[doc(hidden)]
+    const TRANSACTIONAL: bool = false;
+
     /// Extracts the value.
     fn from_context(ctx: &Context<S>) -> Self;
 }

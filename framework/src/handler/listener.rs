@@ -85,6 +85,8 @@ pub struct Listener<S> {
     settings: ListenerSettings,
     handler: Arc<HandlerFn<S>>,
     hooks: Option<Arc<dyn PartitionHooks>>,
+    /// Whether each record runs in a database transaction (its handler takes `Tx`).
+    transactional: bool,
 }
 
 impl<S> Clone for Listener<S> {
@@ -98,6 +100,7 @@ impl<S> Clone for Listener<S> {
             settings: self.settings.clone(),
             handler: self.handler.clone(),
             hooks: self.hooks.clone(),
+            transactional: self.transactional,
         }
     }
 }
@@ -153,6 +156,7 @@ impl<S: Service> Listener<S> {
                 })
             }),
             hooks: None,
+            transactional: false,
         }
     }
 
@@ -173,6 +177,7 @@ impl<S: Service> Listener<S> {
             settings: ListenerSettings::default(),
             handler,
             hooks: Some(hooks),
+            transactional: false,
         }
     }
 
@@ -182,6 +187,20 @@ impl<S: Service> Listener<S> {
     pub fn with_settings(mut self, settings: ListenerSettings) -> Self {
         self.settings = settings;
         self
+    }
+
+    /// Makes each record's handling one database transaction (set by `#[handlers]` when the
+    /// handler takes a `Tx`): its SQL, its inbox row and its outputs (through the outbox)
+    /// commit together.
+    #[must_use]
+    pub fn transactional(mut self, transactional: bool) -> Self {
+        self.transactional = transactional;
+        self
+    }
+
+    /// Whether records are handled in a database transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
     }
 
     /// What the listener sets in code.

@@ -7,3 +7,4 @@ pub(crate) mod context;
 pub(crate) mod hooks;
 pub(crate) mod listener;
 pub(crate) mod output;
+pub(crate) mod transaction;

@@ -23,6 +23,7 @@
 //! | `atoll_records_failed_total` | counter | failed attempts, label `kind` (`decode`, `unknown_type`, `handler`, `panic`, `timeout`) |
 //! | `atoll_records_retried_total` | counter | retries in place and through the retry topic |
 //! | `atoll_records_dead_lettered_total` | counter | records written to the DLQ |
+//! | `atoll_records_deduplicated_total` | counter | records a transactional listener skipped: its inbox showed them handled |
 //! | `atoll_handler_duration_seconds` | histogram | one handler attempt |
 //! | `atoll_records_in_flight` | gauge | records taken up and not yet finished |
 //! | `atoll_assigned_partitions` | gauge | partitions assigned now |

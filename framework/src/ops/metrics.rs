@@ -55,6 +55,7 @@ pub(crate) struct Metrics {
     failed: Family<FailureLabels, Counter>,
     retried: Family<ListenerLabels, Counter>,
     dead_lettered: Family<ListenerLabels, Counter>,
+    deduplicated: Family<ListenerLabels, Counter>,
     handler_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<ListenerLabels, Gauge>,
     assigned: Family<ListenerLabels, Gauge>,
@@ -73,6 +74,7 @@ impl Default for Metrics {
             failed: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
+            deduplicated: Family::default(),
             handler_duration: Family::new_with_constructor(duration_buckets),
             in_flight: Family::default(),
             assigned: Family::default(),
@@ -106,6 +108,11 @@ impl Default for Metrics {
             "atoll_records_dead_lettered",
             "Records written to the service's DLQ",
             m.dead_lettered.clone(),
+        );
+        r.register(
+            "atoll_records_deduplicated",
+            "Records a transactional listener skipped because its inbox shows them handled",
+            m.deduplicated.clone(),
         );
         r.register(
             "atoll_handler_duration_seconds",
@@ -160,6 +167,7 @@ impl Metrics {
             handled: self.handled.get_or_create_owned(&labels),
             retried: self.retried.get_or_create_owned(&labels),
             dead_lettered: self.dead_lettered.get_or_create_owned(&labels),
+            deduplicated: self.deduplicated.get_or_create_owned(&labels),
             handler_duration: self.handler_duration.get_or_create_owned(&labels),
             in_flight: self.in_flight.get_or_create_owned(&labels),
             assigned: self.assigned.get_or_create_owned(&labels),
@@ -230,6 +238,8 @@ pub(crate) struct ListenerMetrics {
     pub(crate) handled: Counter,
     pub(crate) retried: Counter,
     pub(crate) dead_lettered: Counter,
+    /// Records a transactional listener skipped: its inbox showed them handled.
+    pub(crate) deduplicated: Counter,
     pub(crate) handler_duration: Histogram,
     pub(crate) in_flight: Gauge,
     pub(crate) assigned: Gauge,

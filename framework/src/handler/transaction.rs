@@ -1,0 +1,91 @@
+//! The transaction of a transactional listener's record: the handler's own SQL runs in it
+//! (through the [`Tx`] extractor), and so do the record's inbox row and the records the
+//! handler produces, which wait in the outbox until the commit.
+
+use std::sync::{Arc, Mutex};
+
+use sqlx::{Any, AnyConnection, Transaction};
+use tokio::sync::{MappedMutexGuard, MutexGuard};
+
+use super::context::{Context, FromContext};
+use crate::store::outbox::OutboxRecord;
+
+/// A record's open transaction and the outbox rows its handler produced.
+#[derive(Debug)]
+pub(crate) struct TxCell {
+    tx: tokio::sync::Mutex<Option<Transaction<'static, Any>>>,
+    outbox: Mutex<Vec<OutboxRecord>>,
+}
+
+impl TxCell {
+    pub(crate) fn new(tx: Transaction<'static, Any>) -> Arc<Self> {
+        Arc::new(Self {
+            tx: tokio::sync::Mutex::new(Some(tx)),
+            outbox: Mutex::default(),
+        })
+    }
+
+    /// Adds a record to publish once the transaction commits.
+    pub(crate) fn push(&self, record: OutboxRecord) {
+        self.outbox.lock().expect("poisoned").push(record);
+    }
+
+    /// The transaction and the records produced in it, once the handler returned.
+    pub(crate) async fn finish(&self) -> Option<(Transaction<'static, Any>, Vec<OutboxRecord>)> {
+        let tx = self.tx.lock().await.take()?;
+        let records = std::mem::take(&mut *self.outbox.lock().expect("poisoned"));
+        Some((tx, records))
+    }
+}
+
+/// The record's database transaction, as a handler argument: a listener whose handler takes
+/// it is transactional.
+///
+/// Its SQL, the record's inbox row (so a redelivered record is skipped) and everything the
+/// handler emits, sends or replies (written to the outbox, published after the commit) commit
+/// together when the handler returns `Ok`, and roll back when it fails.
+///
+/// ```ignore
+/// #[listener(name = "reserve-stock")]
+/// async fn reserve(&self, ctx: Context<Self>, tx: Tx, cmd: ReserveStock) -> HandlerResult<StockReservation> {
+///     sqlx::query("UPDATE stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1")
+///         .bind(cmd.qty)
+///         .bind(&cmd.sku)
+///         .execute(&mut *tx.conn().await)
+///         .await?;
+///     ctx.emit(StockReserved { order_id: cmd.order_id.clone() }).await?; // in the outbox
+///     Ok(StockReservation { order_id: cmd.order_id, reserved: true, reason: None })
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Tx {
+    cell: Arc<TxCell>,
+}
+
+impl Tx {
+    /// The transaction's connection, for `sqlx` queries: `.execute(&mut *tx.conn().await)`.
+    /// Hold it only while querying (it is locked meanwhile).
+    ///
+    /// # Panics
+    /// When called after the handler returned (the transaction is committed then).
+    pub async fn conn(&self) -> MappedMutexGuard<'_, AnyConnection> {
+        MutexGuard::map(self.cell.tx.lock().await, |tx| {
+            &mut **tx
+                .as_mut()
+                .expect("the transaction is used only while its handler runs")
+        })
+    }
+}
+
+impl<S> FromContext<S> for Tx {
+    const TRANSACTIONAL: bool = true;
+
+    fn from_context(ctx: &Context<S>) -> Self {
+        Self {
+            cell: ctx
+                .tx_cell()
+                .expect("a handler that takes `Tx` runs in a transactional listener")
+                .clone(),
+        }
+    }
+}

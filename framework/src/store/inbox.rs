@@ -1,0 +1,49 @@
+//! The inbox: which records each transactional listener has handled, by consumer group and
+//! `ce_id`. A record's row is inserted in the transaction of its handler's effects, so a
+//! redelivered record finds it and is skipped: its effects, and its outbox rows, exist already.
+
+use sqlx::{AnyConnection, AssertSqlSafe};
+
+use super::{now_ms, Backend, Store};
+use crate::error::{Error, Result};
+
+/// Claims `ce_id` for `group` within the caller's transaction: `true` when this is its first
+/// delivery, `false` when the group handled it before.
+pub(crate) async fn claim(conn: &mut AnyConnection, group: &str, ce_id: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO atoll_inbox (consumer_group, ce_id, received_at) VALUES ($1, $2, $3)
+         ON CONFLICT (consumer_group, ce_id) DO NOTHING",
+    )
+    .bind(group)
+    .bind(ce_id)
+    .bind(now_ms())
+    .execute(conn)
+    .await
+    .map_err(|source| Error::Store {
+        what: "writing the inbox".into(),
+        source,
+    })?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes up to `batch` inbox rows received before `before_ms`; how many it deleted.
+pub(crate) async fn prune(store: &Store, before_ms: i64, batch: i64) -> Result<u64> {
+    let row = match store.backend() {
+        Backend::Postgres => "ctid",
+        Backend::Sqlite => "rowid",
+    };
+    let sql = format!(
+        "DELETE FROM atoll_inbox WHERE {row} IN
+         (SELECT {row} FROM atoll_inbox WHERE received_at < $1 LIMIT $2)"
+    );
+    let done = sqlx::query(AssertSqlSafe(sql))
+        .bind(before_ms)
+        .bind(batch)
+        .execute(store.pool())
+        .await
+        .map_err(|source| Error::Store {
+            what: "pruning the inbox".into(),
+            source,
+        })?;
+    Ok(done.rows_affected())
+}

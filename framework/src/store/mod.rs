@@ -1,0 +1,173 @@
+//! The store layer: the database a service keeps its state in, on sqlx — PostgreSQL in
+//! production (`store.url = postgres://…`), a SQLite file when no URL is set (zero setup).
+//!
+//! At start atoll connects, creates its own tables ([`schema`]) and runs the application's
+//! migrations (sqlx's migrator). Handlers reach the database through the store; a
+//! transactional listener's writes, its record's inbox row and the records it produces (the
+//! outbox) commit in one transaction.
+
+pub(crate) mod inbox;
+pub(crate) mod outbox;
+pub(crate) mod schema;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+use crate::config::store::{redact, StoreConfig};
+use crate::error::{Error, Result};
+use crate::produce::Producer;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite (a file; one process).
+    Sqlite,
+}
+
+impl Backend {
+    fn of(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(Error::Config(format!(
+                "store.url must be a postgres:// or sqlite: URL; got `{}`",
+                redact(url)
+            )))
+        }
+    }
+}
+
+/// A connected, migrated store: a pool of database connections.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Connects to the configured database and creates (or updates) atoll's tables.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the database cannot be reached (naming it, without its password);
+    /// [`Error::Migration`] naming the migration that failed and the database's message.
+    pub async fn connect(config: &StoreConfig) -> Result<Self> {
+        config.check().map_err(Error::Config)?;
+        let url = config.database_url();
+        let backend = Backend::of(&url)?;
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.connect_timeout())
+            .connect(&url)
+            .await
+            .map_err(|source| Error::Store {
+                what: format!("connecting to {}", redact(&url)),
+                source,
+            })?;
+        let store = Self { pool, backend };
+        let mut conn = store.acquire().await?;
+        schema::migrate(&mut conn, backend).await?;
+        Ok(store)
+    }
+
+    /// Runs the application's migrations (`sqlx::migrate!("./migrations")`).
+    ///
+    /// # Errors
+    /// [`Error::Migration`] naming the migration that failed and the database's message.
+    pub async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        migrator.run(&self.pool).await.map_err(|e| {
+            let name = match &e {
+                sqlx::migrate::MigrateError::ExecuteMigration(_, version) => {
+                    migrator.iter().find(|m| m.version == *version).map_or_else(
+                        || version.to_string(),
+                        |m| format!("{version}: {}", m.description),
+                    )
+                }
+                _ => "application migrations".to_owned(),
+            };
+            Error::Migration {
+                name,
+                source: sqlx::Error::Migrate(Box::new(e)),
+            }
+        })
+    }
+
+    /// The connection pool, for queries outside a listener.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which database it is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.pool.acquire().await.map_err(|source| Error::Store {
+            what: "acquiring a connection".into(),
+            source,
+        })
+    }
+}
+
+/// How often the relay looks for outbox rows left behind, and how old they must be: older
+/// than any publish in progress right after a commit.
+const RELAY_EVERY: Duration = Duration::from_secs(1);
+const RELAY_GRACE_MS: i64 = 5_000;
+/// How often old inbox rows are pruned, and how many per statement.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+const PRUNE_BATCH: i64 = 10_000;
+
+/// The store's background work until `stop`: the outbox relay (rows a crash or a failed
+/// publish left behind are published, oldest first) and the pruning of inbox rows older than
+/// `retention`.
+pub(crate) async fn background(
+    store: Store,
+    producer: Producer,
+    retention: Duration,
+    stop: CancellationToken,
+) {
+    let mut relay = tokio::time::interval(RELAY_EVERY);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = relay.tick() => {
+                match outbox::relay_once(&store, &producer, RELAY_GRACE_MS, 500).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "outbox relay published rows left behind"),
+                    Err(e) => tracing::warn!(error = %e, "outbox relay failed; trying again"),
+                }
+            }
+            _ = prune.tick() => {
+                let before = now_ms().saturating_sub(retention_ms);
+                loop {
+                    match inbox::prune(&store, before, PRUNE_BATCH).await {
+                        Ok(n) if n as i64 == PRUNE_BATCH => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pruning the inbox failed; trying later");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The outbox: records a transactional handler produced, written in its transaction and
+//! published after the commit.
+//!
+//! Right after a commit atoll publishes that transaction's rows (idempotent producer), waits
+//! for the broker's acknowledgement and deletes them. Rows a crash left behind are published by
+//! the relay ([`relay_once`]), oldest first, so per-key order holds; every row keeps its
+//! `ce_id`, so a row published twice (a crash between the acknowledgement and the delete) is a
+//! repeat that downstream inboxes drop. On PostgreSQL publishers lock the rows they publish
+//! (`FOR UPDATE SKIP LOCKED`), so two processes never publish the same row at once.
+
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use super::{now_ms, Backend, Store};
+use crate::error::{Error, Result};
+use crate::produce::{Pending, Producer};
+
+/// A record waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutboxRecord {
+    pub(crate) topic: String,
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) headers: Vec<(String, Option<Vec<u8>>)>,
+    pub(crate) ce_id: String,
+}
+
+fn store_error(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |source| Error::Store {
+        what: what.into(),
+        source,
+    }
+}
+
+/// `headers` as bytes: per header, the key's length (u16), the key, the value's length (i32,
+/// -1 for none) and the value, big-endian.
+pub(crate) fn encode_headers(headers: &[(String, Option<Vec<u8>>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in headers {
+        let key_len = u16::try_from(key.len()).expect("header keys are short");
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(key.as_bytes());
+        match value {
+            Some(v) => {
+                let len = i32::try_from(v.len()).expect("header values fit i32");
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    out
+}
+
+/// The headers [`encode_headers`] wrote; `None` when the bytes are not such headers.
+pub(crate) fn decode_headers(mut bytes: &[u8]) -> Option<Vec<(String, Option<Vec<u8>>)>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (bytes.get(..n)?, bytes.get(n..)?);
+        *bytes = tail;
+        Some(head)
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let key_len = u16::from_be_bytes(take(&mut bytes, 2)?.try_into().ok()?);
+        let key = std::str::from_utf8(take(&mut bytes, key_len.into())?).ok()?;
+        let len = i32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+        let value = match usize::try_from(len) {
+            Ok(n) => Some(take(&mut bytes, n)?.to_vec()),
+            Err(_) if len == -1 => None,
+            Err(_) => return None,
+        };
+        out.push((key.to_owned(), value));
+    }
+    Some(out)
+}
+
+/// The key/value pairs of Kafka headers.
+pub(crate) fn header_pairs(headers: &OwnedHeaders) -> Vec<(String, Option<Vec<u8>>)> {
+    headers
+        .iter()
+        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+        .collect()
+}
+
+fn owned_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
+    pairs.iter().fold(
+        OwnedHeaders::new_with_capacity(pairs.len()),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: value.as_deref(),
+            })
+        },
+    )
+}
+
+/// Writes `records` into the outbox within the caller's transaction; their row ids, in order.
+pub(crate) async fn insert(conn: &mut AnyConnection, records: &[OutboxRecord]) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(records.len());
+    let now = now_ms();
+    for r in records {
+        let row = sqlx::query(
+            "INSERT INTO atoll_outbox
+                 (topic, record_partition, record_key, payload, headers, ce_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(&r.topic)
+        .bind(r.partition)
+        .bind(r.key.as_deref())
+        .bind(r.payload.as_slice())
+        .bind(encode_headers(&r.headers))
+        .bind(&r.ce_id)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(store_error("writing the outbox"))?;
+        ids.push(
+            row.try_get::<i64, _>(0)
+                .map_err(store_error("reading an outbox id"))?,
+        );
+    }
+    Ok(ids)
+}
+
+/// `$1, $2, …, $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Publishes the rows `select` picks (within one transaction, locked on PostgreSQL), waits for
+/// their acknowledgements and deletes them; how many it published. `select` is a `WHERE …`
+/// clause over `atoll_outbox` with its binds.
+async fn publish_where(
+    store: &Store,
+    producer: &Producer,
+    clause: &str,
+    binds: &[i64],
+) -> Result<usize> {
+    let lock = match store.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let mut tx = store
+        .pool()
+        .begin()
+        .await
+        .map_err(store_error("publishing the outbox"))?;
+    let sql = format!(
+        "SELECT id, topic, record_partition, record_key, payload, headers FROM atoll_outbox
+         WHERE {clause} ORDER BY id{lock}"
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for b in binds {
+        query = query.bind(*b);
+    }
+    let rows = query
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error("reading the outbox"))?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut pending: Vec<Pending> = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let get = store_error("reading an outbox row");
+        let id: i64 = row.try_get("id").map_err(&get)?;
+        let topic: String = row.try_get("topic").map_err(&get)?;
+        let partition: Option<i32> = row.try_get("record_partition").map_err(&get)?;
+        let key: Option<Vec<u8>> = row.try_get("record_key").map_err(&get)?;
+        let payload: Vec<u8> = row.try_get("payload").map_err(&get)?;
+        let headers: Vec<u8> = row.try_get("headers").map_err(&get)?;
+        let headers = decode_headers(&headers).ok_or_else(|| Error::Store {
+            what: format!("outbox row {id}"),
+            source: sqlx::Error::Decode("its headers do not decode".into()),
+        })?;
+        pending.push(
+            producer
+                .send_to(
+                    &topic,
+                    partition,
+                    key.as_deref(),
+                    &payload,
+                    owned_headers(&headers),
+                )
+                .await?,
+        );
+        ids.push(id);
+    }
+    Pending::all(pending).await?;
+    let sql = format!(
+        "DELETE FROM atoll_outbox WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    let mut delete = sqlx::query(AssertSqlSafe(sql));
+    for id in &ids {
+        delete = delete.bind(*id);
+    }
+    delete
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error("deleting published outbox rows"))?;
+    tx.commit()
+        .await
+        .map_err(store_error("deleting published outbox rows"))?;
+    Ok(ids.len())
+}
+
+/// Publishes the rows `ids` (a committed transaction's), unless another publisher has them.
+pub(crate) async fn publish(store: &Store, producer: &Producer, ids: &[i64]) -> Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let clause = format!("id IN ({})", placeholders(ids.len()));
+    publish_where(store, producer, &clause, ids).await
+}
+
+/// Publishes up to `batch` rows older than `grace_ms` (left by a crash, or by a publish that
+/// failed), oldest first; how many it published.
+pub(crate) async fn relay_once(
+    store: &Store,
+    producer: &Producer,
+    grace_ms: i64,
+    batch: i64,
+) -> Result<usize> {
+    let before = now_ms() - grace_ms;
+    let clause = "id IN (SELECT id FROM atoll_outbox WHERE created_at <= $1 ORDER BY id LIMIT $2)";
+    publish_where(store, producer, clause, &[before, batch]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_including_binary_and_empty_values() {
+        let headers = vec![
+            ("ce_id".to_owned(), Some(b"0193-abc".to_vec())),
+            ("binary".to_owned(), Some(vec![0, 159, 255])),
+            ("empty".to_owned(), Some(Vec::new())),
+            ("none".to_owned(), None),
+        ];
+        let bytes = encode_headers(&headers);
+        assert_eq!(decode_headers(&bytes), Some(headers.clone()));
+        assert_eq!(decode_headers(&[]), Some(Vec::new()));
+        // Truncated or with a bad length: not headers.
+        assert_eq!(decode_headers(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_headers(&[0, 1, b'k', 0xff, 0xff, 0xff, 0xfe]), None);
+        let owned = owned_headers(&headers);
+        assert_eq!(header_pairs(&owned), headers);
+    }
+
+    #[test]
+    fn placeholders_are_numbered() {
+        assert_eq!(placeholders(3), "$1, $2, $3");
+    }
+}

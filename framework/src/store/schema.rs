@@ -1,0 +1,123 @@
+//! atoll's own tables, created by versioned migrations at start: the inbox (records a
+//! transactional listener has handled) and the outbox (records waiting to be published).
+//!
+//! Applied migrations are recorded in `atoll_schema`; on PostgreSQL an advisory lock makes
+//! concurrent starts of several processes wait for each other.
+
+use sqlx::{AnyConnection, Connection};
+
+use super::Backend;
+use crate::error::{Error, Result};
+
+/// One step of atoll's schema.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    postgres: &'static [&'static str],
+    sqlite: &'static [&'static str],
+}
+
+impl Migration {
+    fn statements(&self, backend: Backend) -> &'static [&'static str] {
+        match backend {
+            Backend::Postgres => self.postgres,
+            Backend::Sqlite => self.sqlite,
+        }
+    }
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "inbox and outbox",
+    postgres: &[
+        "CREATE TABLE atoll_inbox (
+            consumer_group TEXT NOT NULL,
+            ce_id TEXT NOT NULL,
+            received_at BIGINT NOT NULL,
+            PRIMARY KEY (consumer_group, ce_id))",
+        "CREATE INDEX atoll_inbox_received_at ON atoll_inbox (received_at)",
+        "CREATE TABLE atoll_outbox (
+            id BIGSERIAL PRIMARY KEY,
+            topic TEXT NOT NULL,
+            record_partition INTEGER,
+            record_key BYTEA,
+            payload BYTEA NOT NULL,
+            headers BYTEA NOT NULL,
+            ce_id TEXT NOT NULL,
+            created_at BIGINT NOT NULL)",
+    ],
+    sqlite: &[
+        "CREATE TABLE atoll_inbox (
+            consumer_group TEXT NOT NULL,
+            ce_id TEXT NOT NULL,
+            received_at INTEGER NOT NULL,
+            PRIMARY KEY (consumer_group, ce_id))",
+        "CREATE INDEX atoll_inbox_received_at ON atoll_inbox (received_at)",
+        "CREATE TABLE atoll_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            record_partition INTEGER,
+            record_key BLOB,
+            payload BLOB NOT NULL,
+            headers BLOB NOT NULL,
+            ce_id TEXT NOT NULL,
+            created_at INTEGER NOT NULL)",
+    ],
+}];
+
+/// The key of the advisory lock concurrent starts take on PostgreSQL ("atoll" in ASCII).
+const LOCK_KEY: i64 = 0x61_74_6f_6c_6c;
+
+/// Brings atoll's tables up to the newest version, in one transaction (both databases run DDL
+/// transactionally); on PostgreSQL under an advisory lock, so processes starting together wait
+/// for the first instead of racing it.
+pub(crate) async fn migrate(conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+    let failed = |name: &str| {
+        let name = name.to_owned();
+        move |source| Error::Migration { name, source }
+    };
+    let mut tx = conn.begin().await.map_err(failed("atoll schema"))?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("atoll schema lock"))?;
+    }
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS atoll_schema (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(failed("atoll schema"))?;
+    for m in MIGRATIONS {
+        let name = format!("atoll {}: {}", m.version, m.name);
+        let applied: Option<(i64,)> =
+            sqlx::query_as("SELECT version FROM atoll_schema WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(failed(&name))?;
+        if applied.is_some() {
+            continue;
+        }
+        for statement in m.statements(backend) {
+            sqlx::query(*statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed(&name))?;
+        }
+        sqlx::query("INSERT INTO atoll_schema (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed(&name))?;
+        tracing::info!(migration = name, "store migrated");
+    }
+    tx.commit().await.map_err(failed("atoll schema"))
+}

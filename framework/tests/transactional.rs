@@ -1,0 +1,228 @@
+//! A transactional listener on the embedded broker and a SQLite store: the handler's SQL, the
+//! record's inbox row and what it emits commit together; a record delivered twice changes the
+//! database once and its outputs appear once; outputs left in the outbox are published by the
+//! relay; a failing handler rolls everything back.
+
+mod common;
+
+use std::time::Duration;
+
+use atoll::config::Config;
+use atoll::envelope::Outgoing;
+use atoll::{event_service, handlers, App, Context, Event, HandlerError, HandlerResult, Tx};
+use rdkafka::Message;
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "test", name = "ledger", partitions = 1)]
+struct Ledger;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "credit", version = 1, service = Ledger)]
+struct Credit {
+    #[event(key)]
+    account: String,
+    cents: i64,
+    /// Fail after the update (and the emit): nothing of it may remain.
+    fail: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "credited", version = 1, service = Ledger)]
+struct Credited {
+    #[event(key)]
+    account: String,
+    cents: i64,
+}
+
+#[handlers]
+impl Ledger {
+    #[listener(name = "credit", max_attempts = 1)]
+    async fn credit(&self, ctx: Context<Self>, tx: Tx, cmd: Credit) -> HandlerResult {
+        sqlx::query("UPDATE accounts SET cents = cents + $1 WHERE id = $2")
+            .bind(cmd.cents)
+            .bind(&cmd.account)
+            .execute(&mut *tx.conn().await)
+            .await?;
+        ctx.emit(Credited {
+            account: cmd.account,
+            cents: cmd.cents,
+        })
+        .await?;
+        if cmd.fail {
+            return Err(HandlerError::permanent("refused after writing"));
+        }
+        Ok(())
+    }
+}
+
+fn store_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("atoll-tx-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("migrations")).unwrap();
+    std::fs::write(
+        dir.join("migrations/1_accounts.sql"),
+        "CREATE TABLE accounts (id TEXT PRIMARY KEY, cents BIGINT NOT NULL);
+         INSERT INTO accounts (id, cents) VALUES ('a', 0), ('b', 0);",
+    )
+    .unwrap();
+    dir
+}
+
+async fn balance(running: &atoll::Running, account: &str) -> i64 {
+    let (cents,): (i64,) = sqlx::query_as("SELECT cents FROM accounts WHERE id = $1")
+        .bind(account)
+        .fetch_one(running.store().expect("a store").pool())
+        .await
+        .unwrap();
+    cents
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_delivered_twice_changes_the_database_once_and_emits_once() {
+    let dir = store_dir("twice");
+    let mut config = Config::default();
+    config.store.path = dir.join("ledger.db");
+    let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
+        .await
+        .unwrap();
+    let running = App::new(config)
+        .service(Ledger)
+        .migrations(migrator)
+        .start()
+        .await
+        .unwrap();
+    let client = running.client("test");
+    // The same record twice (one ce_id), as a redelivery after a lost commit would bring it;
+    // then a record that fails after writing; then a last one to wait for.
+    let credit = |account: &str, cents, fail| {
+        serde_json::to_vec(&Credit {
+            account: account.into(),
+            cents,
+            fail,
+        })
+        .unwrap()
+    };
+    let send = |id: &'static str, account: &'static str, payload: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            let (headers, _) = Outgoing {
+                id: Some(id),
+                ..Outgoing::new(Credit::ce_type(), "test")
+            }
+            .headers();
+            client
+                .send_raw(
+                    "acme.test.ledger.commands",
+                    Some(account.as_bytes()),
+                    &payload,
+                    headers,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    send("c-1", "a", credit("a", 500, false)).await;
+    send("c-1", "a", credit("a", 500, false)).await;
+    send("c-2", "a", credit("a", 70, true)).await;
+    send("c-3", "b", credit("b", 9, false)).await;
+
+    assert!(
+        common::eventually(20, || async { balance(&running, "b").await == 9 }).await,
+        "the last record was handled"
+    );
+    assert_eq!(
+        balance(&running, "a").await,
+        500,
+        "credited once, the failed one rolled back"
+    );
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let facts = tokio::task::spawn_blocking(move || {
+        common::read_topic(&bootstrap, "acme.test.ledger.events", 1, 3)
+    })
+    .await
+    .unwrap();
+    let credited: Vec<Credited> = facts
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect();
+    let amounts: Vec<(&str, i64)> = credited
+        .iter()
+        .map(|c| (c.account.as_str(), c.cents))
+        .collect();
+    assert_eq!(
+        amounts,
+        [("a", 500), ("b", 9)],
+        "one fact per handled record"
+    );
+    // The failed record was dead-lettered; its fact never left the outbox.
+    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_outbox")
+        .fetch_one(running.store().unwrap().pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "published rows are deleted");
+    let (inbox,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_inbox")
+        .fetch_one(running.store().unwrap().pool())
+        .await
+        .unwrap();
+    assert_eq!(inbox, 2, "c-1 and c-3; the rolled-back c-2 left none");
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_rows_a_crash_left_in_the_outbox() {
+    let dir = store_dir("relay");
+    let mut config = Config::default();
+    config.store.path = dir.join("ledger.db");
+    let running = App::new(config).service(Ledger).start().await.unwrap();
+    // As a process that committed and died before publishing would leave it.
+    let (headers, id) = Outgoing::new(Credited::ce_type(), "crashed").headers();
+    let mut encoded = Vec::new();
+    for h in rdkafka::message::Headers::iter(&headers) {
+        let key = h.key.as_bytes();
+        encoded.extend_from_slice(&u16::try_from(key.len()).unwrap().to_be_bytes());
+        encoded.extend_from_slice(key);
+        let value = h.value.unwrap();
+        encoded.extend_from_slice(&i32::try_from(value.len()).unwrap().to_be_bytes());
+        encoded.extend_from_slice(value);
+    }
+    sqlx::query(
+        "INSERT INTO atoll_outbox (topic, record_partition, record_key, payload, headers, ce_id, created_at)
+         VALUES ($1, NULL, $2, $3, $4, $5, 0)",
+    )
+    .bind("acme.test.ledger.events")
+    .bind(b"z".as_slice())
+    .bind(br#"{"account":"z","cents":1}"#.as_slice())
+    .bind(encoded)
+    .bind(&id)
+    .execute(running.store().unwrap().pool())
+    .await
+    .unwrap();
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let facts = tokio::task::spawn_blocking(move || {
+        common::read_topic(&bootstrap, "acme.test.ledger.events", 1, 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(facts.len(), 1, "the relay published the row");
+    assert_eq!(
+        common::header(&facts[0], "ce_id"),
+        Some(id.as_str()),
+        "with its ce_id"
+    );
+    assert_eq!(facts[0].key(), Some(b"z".as_slice()));
+    assert!(
+        common::eventually(10, || async {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_outbox")
+                .fetch_one(running.store().unwrap().pool())
+                .await
+                .unwrap();
+            n == 0
+        })
+        .await,
+        "and deleted it"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,262 @@
+//! A throwaway PostgreSQL server for tests: a fresh cluster (`initdb`) in a temporary directory,
+//! started with `pg_ctl` on a free loopback port, trusted local connections only, stopped and
+//! removed when dropped.
+//!
+//! PostgreSQL refuses to run as root; under root the cluster belongs to the `postgres` user
+//! (which Debian's `postgresql` package creates) and the commands run as it. When PostgreSQL is
+//! not installed the test **fails** saying how to install it: a test that needs a database
+//! never passes without one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+/// A running PostgreSQL server.
+#[derive(Debug)]
+pub struct Postgres {
+    dir: PathBuf,
+    port: u16,
+    bin: PathBuf,
+    owner: Option<&'static str>,
+}
+
+/// The directory holding `initdb` and `pg_ctl`: `$PG_BIN`, the `PATH`, or Debian's
+/// `/usr/lib/postgresql/<version>/bin`.
+pub fn postgres_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PG_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).find(|d| has_tools(d)));
+    on_path.or_else(|| {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|d| has_tools(d))
+            .collect();
+        versions.sort();
+        versions.pop()
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+impl Postgres {
+    /// The user the server runs as: `atoll`, the superuser of the fresh cluster.
+    pub const USER: &'static str = "atoll";
+
+    /// Creates and starts a cluster.
+    ///
+    /// # Panics
+    /// When PostgreSQL is not installed or does not start: the test must not pass without it.
+    pub fn start() -> Self {
+        let bin = postgres_bin().unwrap_or_else(|| {
+            panic!("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql); install Debian's `postgresql` (`.ci/run` does) or set PG_BIN: this test needs a database")
+        });
+        let owner = is_root().then_some("postgres");
+        let dir =
+            std::env::temp_dir().join(format!("atoll-pg-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        if let Some(user) = owner {
+            run(Command::new("chown").args([user, path(&dir)]), "chown");
+        }
+        let mut pg = Self {
+            dir,
+            port: 0,
+            bin,
+            owner,
+        };
+        let data = pg.dir.join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                path(&data),
+                "-U",
+                Self::USER,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        for _ in 0..3 {
+            pg.port = free_port();
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+                pg.port,
+                path(&pg.dir)
+            );
+            let log = pg.dir.join("server.log");
+            let started = pg.try_run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    path(&data),
+                    "-l",
+                    path(&log),
+                    "-o",
+                    &options,
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                ],
+            );
+            if started.status.success() && pg.accepts() {
+                return pg;
+            }
+            eprintln!(
+                "PostgreSQL did not start on port {}; retrying:\n{}",
+                pg.port,
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        panic!("PostgreSQL did not start");
+    }
+
+    fn accepts(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// `postgres://atoll@127.0.0.1:<port>/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://{}@127.0.0.1:{}/postgres", Self::USER, self.port)
+    }
+
+    /// A new empty database on this server, and its URL.
+    pub fn database(&self, name: &str) -> String {
+        let out = self.try_run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                Self::USER,
+                "-d",
+                "postgres",
+                "-c",
+                &format!("CREATE DATABASE \"{name}\""),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("postgres://{}@127.0.0.1:{}/{name}", Self::USER, self.port)
+    }
+
+    /// Environment variables that point an atoll process's store at `url`.
+    pub fn env(url: &str) -> Vec<(String, String)> {
+        vec![("ATOLL_STORE__URL".to_owned(), url.to_owned())]
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let exe = if tool == "psql" && !self.bin.join("psql").is_file() {
+            PathBuf::from("psql")
+        } else {
+            self.bin.join(tool)
+        };
+        match self.owner {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        }
+    }
+
+    fn try_run(&self, tool: &str, args: &[&str]) -> Output {
+        self.command(tool)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.try_run(tool, args);
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self.try_run(
+            "pg_ctl",
+            &["-D", path(&data), "-m", "immediate", "-w", "stop"],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temporary paths are UTF-8")
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_sql_and_cleans_up() {
+        let pg = Postgres::start();
+        let dir = pg.dir.clone();
+        let url = pg.database("probe");
+        assert!(url.ends_with("/probe"), "{url}");
+        let out = pg.try_run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                Postgres::USER,
+                "-d",
+                "probe",
+                "-tAc",
+                "SELECT 40 + 2",
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+        drop(pg);
+        assert!(!dir.exists(), "{} is removed", dir.display());
+    }
+}
