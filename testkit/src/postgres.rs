@@ -90,37 +90,60 @@ impl Postgres {
         );
         for _ in 0..3 {
             pg.port = free_port();
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
-                pg.port,
-                path(&pg.dir)
-            );
-            let log = pg.dir.join("server.log");
-            let started = pg.try_run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    path(&data),
-                    "-l",
-                    path(&log),
-                    "-o",
-                    &options,
-                    "-w",
-                    "-t",
-                    "30",
-                    "start",
-                ],
-            );
-            if started.status.success() && pg.accepts() {
+            if pg.try_start() {
                 return pg;
             }
             eprintln!(
                 "PostgreSQL did not start on port {}; retrying:\n{}",
                 pg.port,
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(pg.dir.join("server.log")).unwrap_or_default()
             );
         }
         panic!("PostgreSQL did not start");
+    }
+
+    fn try_start(&self) -> bool {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            path(&self.dir)
+        );
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let started = self.try_run(
+            "pg_ctl",
+            &[
+                "-D",
+                path(&data),
+                "-l",
+                path(&log),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        );
+        started.status.success() && self.accepts()
+    }
+
+    /// Stops the server (fast shutdown: connections are closed), keeping its data.
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        self.run("pg_ctl", &["-D", path(&data), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the server again after [`stop`](Self::stop), on the same port and data.
+    ///
+    /// # Panics
+    /// When it does not come back.
+    pub fn restart(&self) {
+        assert!(
+            self.try_start(),
+            "PostgreSQL did not start again on port {}",
+            self.port
+        );
     }
 
     fn accepts(&self) -> bool {

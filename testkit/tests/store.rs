@@ -140,3 +140,100 @@ fn uuid_like() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+mod outage {
+    use std::time::{Duration, Instant};
+
+    use atoll::config::Config;
+    use atoll::{event_service, handlers, App, Event, HandlerResult, Tx};
+    use atoll_testkit::Postgres;
+    use serde::{Deserialize, Serialize};
+
+    #[event_service(company = "acme", namespace = "test", name = "counter", partitions = 1)]
+    pub(crate) struct Counter;
+
+    #[derive(Debug, Serialize, Deserialize, Event)]
+    #[event(command, name = "bump", version = 1, service = Counter)]
+    pub(crate) struct Bump {
+        #[event(key)]
+        pub(crate) key: String,
+    }
+
+    #[handlers]
+    impl Counter {
+        #[listener(name = "bump", max_attempts = 2, backoff_ms = 50, max_backoff_ms = 200)]
+        async fn bump(&self, tx: Tx, cmd: Bump) -> HandlerResult {
+            sqlx::query("UPDATE counts SET n = n + 1 WHERE k = $1")
+                .bind(&cmd.key)
+                .execute(&mut *tx.conn().await)
+                .await?;
+            Ok(())
+        }
+    }
+
+    async fn count(running: &atoll::Running) -> Option<i64> {
+        sqlx::query_as::<_, (i64,)>("SELECT n FROM counts WHERE k = 'a'")
+            .fetch_one(running.store()?.pool())
+            .await
+            .ok()
+            .map(|(n,)| n)
+    }
+
+    async fn wait_for(running: &atoll::Running, n: i64, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if count(running).await == Some(n) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_outage_is_waited_out_not_dead_lettered() {
+        let pg = Postgres::start();
+        let dir = super::tempdir("outage");
+        std::fs::write(
+            dir.join("1_counts.sql"),
+            "CREATE TABLE counts (k TEXT PRIMARY KEY, n BIGINT NOT NULL); INSERT INTO counts VALUES ('a', 0);",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.store.url = Some(pg.database("counter"));
+        config.store.connect_timeout_ms = 300;
+        let migrator = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+        let running = App::new(config)
+            .service(Counter)
+            .migrations(migrator)
+            .start()
+            .await
+            .expect("start");
+        let client = running.client("test");
+        client.send(&Bump { key: "a".into() }).await.unwrap();
+        assert!(wait_for(&running, 1, 20).await, "the first bump is handled");
+
+        pg.stop();
+        client.send(&Bump { key: "a".into() }).await.unwrap();
+        // Far more than the listener's two attempts would take: the outage spends no budget.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let stats = running.stats();
+        assert_eq!(
+            stats[0].dead_lettered, 0,
+            "nothing dead-lettered: {stats:?}"
+        );
+        assert!(
+            stats[0].retries >= 2,
+            "retried while the database was away: {stats:?}"
+        );
+
+        pg.restart();
+        assert!(
+            wait_for(&running, 2, 30).await,
+            "handled once the database is back"
+        );
+        assert_eq!(running.stats()[0].dead_lettered, 0);
+        running.shutdown().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -171,3 +171,65 @@ pub(crate) async fn background(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite(name: &str) -> (Store, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("atoll-store-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = StoreConfig::default();
+        config.path = dir.join("s.db");
+        (Store::connect(&config).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn the_inbox_claims_once_per_group_and_prunes_old_rows() {
+        let (store, dir) = sqlite("inbox").await;
+        let mut tx = store.pool().begin().await.unwrap();
+        assert!(inbox::claim(&mut tx, "g1", "e1").await.unwrap());
+        assert!(
+            !inbox::claim(&mut tx, "g1", "e1").await.unwrap(),
+            "a repeat"
+        );
+        assert!(
+            inbox::claim(&mut tx, "g2", "e1").await.unwrap(),
+            "another group"
+        );
+        tx.commit().await.unwrap();
+        sqlx::query("UPDATE atoll_inbox SET received_at = 5 WHERE consumer_group = 'g1'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        // Only g1's row is older than the cut-off.
+        assert_eq!(inbox::prune(&store, 10, 1).await.unwrap(), 1);
+        assert_eq!(
+            inbox::prune(&store, 10, 1).await.unwrap(),
+            0,
+            "g2's row is new"
+        );
+        let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_inbox")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_transaction_leaves_no_inbox_row() {
+        let (store, dir) = sqlite("rollback").await;
+        let mut tx = store.pool().begin().await.unwrap();
+        assert!(inbox::claim(&mut tx, "g", "e").await.unwrap());
+        drop(tx);
+        let mut tx = store.pool().begin().await.unwrap();
+        assert!(
+            inbox::claim(&mut tx, "g", "e").await.unwrap(),
+            "claimable again"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
