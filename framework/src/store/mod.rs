@@ -181,8 +181,10 @@ mod tests {
             std::env::temp_dir().join(format!("atoll-store-unit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut config = StoreConfig::default();
-        config.path = dir.join("s.db");
+        let config = StoreConfig {
+            path: dir.join("s.db"),
+            ..StoreConfig::default()
+        };
         (Store::connect(&config).await.unwrap(), dir)
     }
 
