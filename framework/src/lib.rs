@@ -109,6 +109,8 @@ pub mod guide {
     pub mod failures {}
     #[doc = include_str!("../../docs/sagas.md")]
     pub mod sagas {}
+    #[doc = include_str!("../../docs/store.md")]
+    pub mod store {}
     #[doc = include_str!("../../docs/avro-and-contracts.md")]
     pub mod avro_and_contracts {}
     #[doc = include_str!("../../docs/operations.md")]
