@@ -50,9 +50,22 @@ use crate::error::HandlerError;
 use crate::handler::context::{Context, Meta};
 use crate::handler::hooks::HookRuntime;
 use crate::handler::listener::{CallError, Handlers, Listener};
+use crate::handler::transaction;
 use crate::produce::{Producer, Recorded};
 use crate::saga::state::{SagaState, Status};
 use crate::saga::{saga_listener, start_type, state_type, timeout_type, SagaOf};
+use crate::store::{outbox, Store};
+
+/// A listener call's result as the handler's.
+fn called(result: Result<(), CallError>) -> Result<(), HandlerError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(CallError::Handler(e)) => Err(e),
+        Err(CallError::Decode(why) | CallError::Unavailable(why)) => {
+            Err(HandlerError::permanent(why))
+        }
+    }
+}
 
 /// A record a handler produced, as the broker would have received it.
 #[derive(Clone)]
@@ -120,6 +133,7 @@ fn decode_json<T: DeserializeOwned>(payload: &[u8], what: &str) -> T {
 /// A service under test: its listeners, fed records directly, and a recording producer.
 pub struct TestBed<S> {
     svc: Arc<S>,
+    store: Option<Store>,
     sink: Arc<Mutex<Vec<Recorded>>>,
     producer: Producer,
     codec: Arc<Codec>,
@@ -140,6 +154,7 @@ impl<S: Handlers> TestBed<S> {
         let sink = Arc::default();
         Self {
             svc: Arc::new(svc),
+            store: None,
             producer: Producer::recording(Arc::clone(&sink)),
             sink,
             codec: Arc::new(
@@ -148,6 +163,19 @@ impl<S: Handlers> TestBed<S> {
             ),
             source: format!("{}/test", S::ID).into(),
         }
+    }
+
+    /// The same test bed, running transactional listeners (handlers that take a
+    /// [`Tx`](crate::Tx)) on `store`: the handler's SQL, the inbox row and the outbox commit
+    /// as in a running service, and the outbox is published to what this bed records.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The store given to [`with_store`](Self::with_store).
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 
     /// The service.
@@ -237,14 +265,39 @@ impl<S: Handlers> TestBed<S> {
         meta: Meta,
         payload: &[u8],
     ) -> Result<(), HandlerError> {
-        let ctx = self.context_for(meta);
-        match listener.call(self.svc.clone(), ctx, payload).await {
-            Ok(()) => Ok(()),
-            Err(CallError::Handler(e)) => Err(e),
-            Err(CallError::Decode(why) | CallError::Unavailable(why)) => {
-                Err(HandlerError::permanent(why))
-            }
+        if !listener.is_transactional() {
+            let ctx = self.context_for(meta);
+            return called(listener.call(self.svc.clone(), ctx, payload).await);
         }
+        let store = self.store.as_ref().unwrap_or_else(|| {
+            panic!(
+                "listener `{}` is transactional: give the test bed a store, `TestBed::new(…).with_store(Store::connect(…).await?)`",
+                listener.name()
+            )
+        });
+        let group = listener.group_id().map_err(HandlerError::permanent)?;
+        let Some(cell) = transaction::begin(store, &group, &meta.id)
+            .await
+            .map_err(HandlerError::from)?
+        else {
+            // Handled before: skipped, as a running service would.
+            return Ok(());
+        };
+        let ctx = Context::new(
+            self.producer.clone(),
+            self.codec.clone(),
+            self.source.clone(),
+            meta,
+            Some(cell.clone()),
+        );
+        called(listener.call(self.svc.clone(), ctx, payload).await)?;
+        let ids = transaction::commit(&cell)
+            .await
+            .map_err(HandlerError::from)?;
+        outbox::publish(store, &self.producer, &ids)
+            .await
+            .map_err(HandlerError::from)?;
+        Ok(())
     }
 
     /// Every record produced so far, oldest first.

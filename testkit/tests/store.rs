@@ -237,3 +237,117 @@ mod outage {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+mod test_bed {
+    use atoll::testing::TestBed;
+    use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult, Store, Tx};
+    use serde::{Deserialize, Serialize};
+
+    #[event_service(company = "acme", namespace = "test", name = "wallet", partitions = 1)]
+    pub(crate) struct Wallet;
+
+    #[derive(Debug, Serialize, Deserialize, Event)]
+    #[event(command, name = "deposit", version = 1, service = Wallet)]
+    pub(crate) struct Deposit {
+        #[event(key)]
+        pub(crate) id: String,
+        pub(crate) cents: i64,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+    #[event(fact, name = "deposited", version = 1, service = Wallet)]
+    pub(crate) struct Deposited {
+        #[event(key)]
+        pub(crate) id: String,
+        pub(crate) cents: i64,
+    }
+
+    #[handlers]
+    impl Wallet {
+        #[listener(name = "deposit")]
+        async fn deposit(&self, ctx: Context<Self>, tx: Tx, cmd: Deposit) -> HandlerResult {
+            sqlx::query("UPDATE wallets SET cents = cents + $1 WHERE id = $2")
+                .bind(cmd.cents)
+                .bind(&cmd.id)
+                .execute(&mut *tx.conn().await)
+                .await?;
+            ctx.emit(Deposited {
+                id: cmd.id,
+                cents: cmd.cents,
+            })
+            .await?;
+            if cmd.cents < 0 {
+                return Err(HandlerError::permanent("negative deposit"));
+            }
+            Ok(())
+        }
+    }
+
+    async fn cents(store: &Store) -> i64 {
+        let (c,): (i64,) = sqlx::query_as("SELECT cents FROM wallets WHERE id = 'w'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        c
+    }
+
+    #[tokio::test]
+    async fn a_test_bed_runs_transactional_handlers_on_a_store() {
+        let dir = super::tempdir("testbed");
+        let config = super::sqlite_config(&dir);
+        let store = Store::connect(&config).await.unwrap();
+        sqlx::query("CREATE TABLE wallets (id TEXT PRIMARY KEY, cents BIGINT NOT NULL)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO wallets VALUES ('w', 0)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let bed = TestBed::new(Wallet).with_store(store.clone());
+        bed.handle(Deposit {
+            id: "w".into(),
+            cents: 40,
+        })
+        .await
+        .unwrap();
+        assert_eq!(cents(&store).await, 40);
+        assert_eq!(
+            bed.emitted::<Deposited>(),
+            [Deposited {
+                id: "w".into(),
+                cents: 40
+            }],
+            "published from the outbox"
+        );
+        // A failure after the write rolls the write and the fact back.
+        let err = bed
+            .handle(Deposit {
+                id: "w".into(),
+                cents: -5,
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_permanent());
+        assert_eq!(cents(&store).await, 40);
+        assert_eq!(bed.emitted::<Deposited>().len(), 1);
+        let (outbox,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_outbox")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(outbox, 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "give the test bed a store")]
+    async fn a_transactional_listener_without_a_store_says_what_to_do() {
+        let bed = TestBed::new(Wallet);
+        let _ = bed
+            .handle(Deposit {
+                id: "w".into(),
+                cents: 1,
+            })
+            .await;
+    }
+}

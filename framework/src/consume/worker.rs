@@ -34,10 +34,10 @@ use crate::contract::service::Service;
 use crate::contract::topic::{PrivateTopic, TopicName};
 use crate::handler::context::{Context, Meta};
 use crate::handler::listener::{CallError, Listener};
-use crate::handler::transaction::TxCell;
+use crate::handler::transaction::{self, TxCell};
 use crate::ops::metrics::ListenerMetrics;
 use crate::produce::{Pending, Producer};
-use crate::store::{inbox, outbox, Store};
+use crate::store::{outbox, Store};
 
 /// What every worker of one listener shares.
 pub(crate) struct ListenerEnv<S> {
@@ -527,24 +527,11 @@ impl<S: Service> ListenerEnv<S> {
             .store
             .as_ref()
             .expect("a transactional listener has a store");
-        let mut tx = store
-            .pool()
-            .begin()
-            .await
-            .map_err(|source| crate::error::Error::Store {
-                what: "beginning a transaction".into(),
-                source,
-            })?;
-        // A record without `ce_id` is known by where it was written.
-        let id = if meta.id.is_empty() {
-            format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset())
-        } else {
-            meta.id.clone()
-        };
-        if !inbox::claim(&mut tx, &self.group, &id).await? {
-            return Ok(Begun::Duplicate);
-        }
-        Ok(Begun::Tx(TxCell::new(tx)))
+        let id = inbox_id(msg, meta);
+        Ok(match transaction::begin(store, &self.group, &id).await? {
+            Some(cell) => Begun::Tx(cell),
+            None => Begun::Duplicate,
+        })
     }
 
     /// Commits a handled record's transaction with its outbox rows, then publishes them and
@@ -556,17 +543,7 @@ impl<S: Service> ListenerEnv<S> {
             .store
             .as_ref()
             .expect("a transactional listener has a store");
-        let (mut tx, records) = cell
-            .finish()
-            .await
-            .expect("a handler's transaction is finished once");
-        let ids = outbox::insert(&mut tx, &records).await?;
-        tx.commit()
-            .await
-            .map_err(|source| crate::error::Error::Store {
-                what: "committing".into(),
-                source,
-            })?;
+        let ids = transaction::commit(cell).await?;
         let mut backoff = Policy::of(&self.config).backoff.iter();
         loop {
             match outbox::publish(store, &self.producer, &ids).await {
@@ -696,6 +673,15 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)");
     format!("handler panicked: {text}")
+}
+
+/// The id a record's inbox row has: its `ce_id`, or where it was written when it has none.
+fn inbox_id(msg: &OwnedMessage, meta: &Meta) -> String {
+    if meta.id.is_empty() {
+        format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset())
+    } else {
+        meta.id.clone()
+    }
 }
 
 /// How a record's handling begins.

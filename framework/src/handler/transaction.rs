@@ -8,7 +8,9 @@ use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::{MappedMutexGuard, MutexGuard};
 
 use super::context::{Context, FromContext};
-use crate::store::outbox::OutboxRecord;
+use crate::error::{Error, Result};
+use crate::store::outbox::{self, OutboxRecord};
+use crate::store::{inbox, Store};
 
 /// A record's open transaction and the outbox rows its handler produced.
 #[derive(Debug)]
@@ -36,6 +38,34 @@ impl TxCell {
         let records = std::mem::take(&mut *self.outbox.lock().expect("poisoned"));
         Some((tx, records))
     }
+}
+
+/// Begins a record's transaction on `store` and claims its inbox row for `group`: `None` when
+/// the group handled `id` before (the record is to be skipped).
+pub(crate) async fn begin(store: &Store, group: &str, id: &str) -> Result<Option<Arc<TxCell>>> {
+    let mut tx = store.pool().begin().await.map_err(|source| Error::Store {
+        what: "beginning a transaction".into(),
+        source,
+    })?;
+    if !inbox::claim(&mut tx, group, id).await? {
+        return Ok(None);
+    }
+    Ok(Some(TxCell::new(tx)))
+}
+
+/// Commits a handled record's transaction with the outbox rows its handler produced; their ids,
+/// to publish.
+pub(crate) async fn commit(cell: &TxCell) -> Result<Vec<i64>> {
+    let (mut tx, records) = cell
+        .finish()
+        .await
+        .expect("a handler's transaction is finished once");
+    let ids = outbox::insert(&mut tx, &records).await?;
+    tx.commit().await.map_err(|source| Error::Store {
+        what: "committing".into(),
+        source,
+    })?;
+    Ok(ids)
 }
 
 /// The record's database transaction, as a handler argument: a listener whose handler takes
