@@ -93,7 +93,7 @@ pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
 pub use handler::context::{Client, Context, FromContext, Meta};
 pub use handler::listener::{describe, HandlerResult, Handlers, Listener};
 pub use handler::output::Output;
-pub use handler::transaction::Tx;
+pub use handler::transaction::{StoreTx, Tx};
 pub use ops::stats::ListenerStats;
 pub use saga::{Saga, Step};
 pub use store::{Backend, Store};

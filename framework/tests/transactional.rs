@@ -226,3 +226,75 @@ async fn the_relay_publishes_rows_a_crash_left_in_the_outbox() {
     running.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_outside_listeners_commits_its_sql_and_publishes_its_facts() {
+    let dir = store_dir("outside");
+    let mut config = Config::default();
+    config.store.path = dir.join("ledger.db");
+    let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
+        .await
+        .unwrap();
+    let running = App::new(config)
+        .service(Ledger)
+        .migrations(migrator)
+        .start()
+        .await
+        .unwrap();
+
+    // Rolled back: dropped without a commit.
+    let tx = running.transaction::<Ledger>().await.unwrap();
+    sqlx::query("UPDATE accounts SET cents = 111 WHERE id = 'a'")
+        .execute(&mut *tx.conn().await)
+        .await
+        .unwrap();
+    tx.context()
+        .emit(Credited {
+            account: "a".into(),
+            cents: 111,
+        })
+        .await
+        .unwrap();
+    drop(tx);
+
+    let tx = running.transaction::<Ledger>().await.unwrap();
+    sqlx::query("UPDATE accounts SET cents = 25 WHERE id = 'a'")
+        .execute(&mut *tx.conn().await)
+        .await
+        .unwrap();
+    tx.context()
+        .emit(Credited {
+            account: "a".into(),
+            cents: 25,
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(balance(&running, "a").await, 25);
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let facts = tokio::task::spawn_blocking(move || {
+        common::read_topic(&bootstrap, "acme.test.ledger.events", 1, 2)
+    })
+    .await
+    .unwrap();
+    let cents: Vec<i64> = facts
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Credited>(m.payload().unwrap())
+                .unwrap()
+                .cents
+        })
+        .collect();
+    assert_eq!(cents, [25], "only the committed transaction's fact");
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_process_without_a_store_says_so() {
+    let running = App::new(Config::default()).start().await.unwrap();
+    let err = running.transaction::<Ledger>().await.unwrap_err();
+    assert!(err.to_string().contains("no store"), "{err}");
+    running.shutdown().await;
+}

@@ -25,12 +25,13 @@ use crate::consume::consumer::{Assignment, ListenerThread};
 use crate::consume::routing::{Inbox, Routes};
 use crate::consume::worker::{ListenerEnv, Mode};
 use crate::contract::codec::CodecKind;
-use crate::contract::service::{owned_topics, TopicSpec};
+use crate::contract::service::{owned_topics, Service, TopicSpec};
 use crate::contract::topic::ServiceId;
 use crate::error::{Error, Result};
 use crate::handler::context::Client;
 use crate::handler::hooks::HookRuntime;
 use crate::handler::listener::{all_listeners, is_inbox, Handlers, Listener};
+use crate::handler::transaction::StoreTx;
 use crate::ops::health::Health;
 use crate::ops::http::{Endpoints, Server};
 use crate::ops::metrics::Metrics;
@@ -574,6 +575,29 @@ impl Running {
     /// migrations given to [`App::migrations`]): for queries outside listeners.
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
+    }
+
+    /// Opens a transaction on the store for service `S` outside any listener (an HTTP
+    /// endpoint, a scheduled job): its SQL and what it emits or sends commit together, then
+    /// are published (see [`StoreTx`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the process has no store; [`Error::Store`] when the database
+    /// cannot be reached.
+    pub async fn transaction<S: Service>(&self) -> Result<StoreTx<S>> {
+        let store = self.store.as_ref().ok_or_else(|| {
+            Error::Config(
+                "this process has no store: it opens one for transactional listeners or `App::migrations`"
+                    .into(),
+            )
+        })?;
+        StoreTx::begin(
+            store,
+            self.producer.clone(),
+            self.codec.clone(),
+            format!("{}/{}", S::ID, self.process).into(),
+        )
+        .await
     }
 
     /// Stops fetching, lets in-flight records finish (up to `listener.drain_timeout_ms`),

@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::{MappedMutexGuard, MutexGuard};
 
-use super::context::{Context, FromContext};
+use super::context::{Context, FromContext, Meta};
+use crate::codec::Codec;
+use crate::contract::service::Service;
 use crate::error::{Error, Result};
+use crate::produce::Producer;
 use crate::store::outbox::{self, OutboxRecord};
 use crate::store::{inbox, Store};
 
@@ -99,12 +102,17 @@ impl Tx {
     /// # Panics
     /// When called after the handler returned (the transaction is committed then).
     pub async fn conn(&self) -> MappedMutexGuard<'_, AnyConnection> {
-        MutexGuard::map(self.cell.tx.lock().await, |tx| {
-            &mut **tx
-                .as_mut()
-                .expect("the transaction is used only while its handler runs")
-        })
+        lock(&self.cell).await
     }
+}
+
+/// The connection of `cell`'s open transaction.
+async fn lock(cell: &TxCell) -> MappedMutexGuard<'_, AnyConnection> {
+    MutexGuard::map(cell.tx.lock().await, |tx| {
+        &mut **tx
+            .as_mut()
+            .expect("the transaction is used only until it is committed")
+    })
 }
 
 impl<S> FromContext<S> for Tx {
@@ -117,5 +125,73 @@ impl<S> FromContext<S> for Tx {
                 .expect("a handler that takes `Tx` runs in a transactional listener")
                 .clone(),
         }
+    }
+}
+
+/// A transaction on the store outside any listener (an HTTP endpoint, a scheduled job), for
+/// service `S`: its SQL and what it emits or sends through [`context`](Self::context) (to the
+/// outbox) commit together, and [`commit`](Self::commit) publishes them. Dropped without a
+/// commit, it rolls back and publishes nothing. Open one with
+/// [`Running::transaction`](crate::Running::transaction).
+pub struct StoreTx<S> {
+    ctx: Context<S>,
+    cell: Arc<TxCell>,
+    store: Store,
+    producer: Producer,
+}
+
+impl<S> std::fmt::Debug for StoreTx<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTx")
+            .field("context", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service> StoreTx<S> {
+    pub(crate) async fn begin(
+        store: &Store,
+        producer: Producer,
+        codec: Arc<Codec>,
+        source: Arc<str>,
+    ) -> Result<Self> {
+        let tx = store.pool().begin().await.map_err(|source| Error::Store {
+            what: "beginning a transaction".into(),
+            source,
+        })?;
+        let cell = TxCell::new(tx);
+        // A new flow: the transaction's own id correlates what it produces.
+        let id = uuid::Uuid::now_v7().to_string();
+        let meta = Meta {
+            correlation_id: id.clone(),
+            id,
+            ..Meta::default()
+        };
+        let ctx = Context::new(producer.clone(), codec, source, meta, Some(cell.clone()));
+        Ok(Self {
+            ctx,
+            cell,
+            store: store.clone(),
+            producer,
+        })
+    }
+
+    /// The transaction's connection, for `sqlx` queries (see [`Tx::conn`]).
+    pub async fn conn(&self) -> MappedMutexGuard<'_, AnyConnection> {
+        lock(&self.cell).await
+    }
+
+    /// Emits facts of `S` and sends commands within the transaction (to its outbox).
+    pub fn context(&self) -> &Context<S> {
+        &self.ctx
+    }
+
+    /// Commits, then publishes what was emitted or sent and waits for the broker. When the
+    /// publish fails the rows stay in the outbox and the relay publishes them; the error says so.
+    pub async fn commit(self) -> Result<()> {
+        let ids = commit(&self.cell).await?;
+        outbox::publish(&self.store, &self.producer, &ids)
+            .await
+            .map(|_| ())
     }
 }
