@@ -68,18 +68,9 @@ fn store_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-async fn balance(running: &atoll::Running, account: &str) -> i64 {
-    let (cents,): (i64,) = sqlx::query_as("SELECT cents FROM accounts WHERE id = $1")
-        .bind(account)
-        .fetch_one(running.store().expect("a store").pool())
-        .await
-        .unwrap();
-    cents
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_delivered_twice_changes_the_database_once_and_emits_once() {
-    let dir = store_dir("twice");
+/// The ledger service on a SQLite store in a fresh directory, with the accounts table.
+async fn start(name: &str) -> (atoll::Running, std::path::PathBuf) {
+    let dir = store_dir(name);
     let mut config = Config::default();
     config.store.path = dir.join("ledger.db");
     let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
@@ -91,6 +82,21 @@ async fn a_record_delivered_twice_changes_the_database_once_and_emits_once() {
         .start()
         .await
         .unwrap();
+    (running, dir)
+}
+
+async fn balance(running: &atoll::Running, account: &str) -> i64 {
+    let (cents,): (i64,) = sqlx::query_as("SELECT cents FROM accounts WHERE id = $1")
+        .bind(account)
+        .fetch_one(running.store().expect("a store").pool())
+        .await
+        .unwrap();
+    cents
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_delivered_twice_changes_the_database_once_and_emits_once() {
+    let (running, dir) = start("twice").await;
     let client = running.client("test");
     // The same record twice (one ce_id), as a redelivery after a lost commit would bring it;
     // then a record that fails after writing; then a last one to wait for.
@@ -229,18 +235,7 @@ async fn the_relay_publishes_rows_a_crash_left_in_the_outbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_outside_listeners_commits_its_sql_and_publishes_its_facts() {
-    let dir = store_dir("outside");
-    let mut config = Config::default();
-    config.store.path = dir.join("ledger.db");
-    let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
-        .await
-        .unwrap();
-    let running = App::new(config)
-        .service(Ledger)
-        .migrations(migrator)
-        .start()
-        .await
-        .unwrap();
+    let (running, dir) = start("outside").await;
 
     // Rolled back: dropped without a commit.
     let tx = running.transaction::<Ledger>().await.unwrap();

@@ -164,27 +164,33 @@ impl Postgres {
 
     /// A new empty database on this server, and its URL.
     pub fn database(&self, name: &str) -> String {
-        let out = self.try_run(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                Self::USER,
-                "-d",
-                "postgres",
-                "-c",
-                &format!("CREATE DATABASE \"{name}\""),
-            ],
-        );
+        let out = self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
         assert!(
             out.status.success(),
             "CREATE DATABASE {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         format!("postgres://{}@127.0.0.1:{}/{name}", Self::USER, self.port)
+    }
+
+    /// Runs `sql` with `psql` on database `db` of this server (unaligned, tuples only).
+    fn psql(&self, db: &str, sql: &str) -> Output {
+        let port = self.port.to_string();
+        self.try_run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                Self::USER,
+                "-d",
+                db,
+                "-tAc",
+                sql,
+            ],
+        )
     }
 
     /// Environment variables that point an atoll process's store at `url`.
@@ -263,21 +269,7 @@ mod tests {
         let dir = pg.dir.clone();
         let url = pg.database("probe");
         assert!(url.ends_with("/probe"), "{url}");
-        let out = pg.try_run(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pg.port.to_string(),
-                "-U",
-                Postgres::USER,
-                "-d",
-                "probe",
-                "-tAc",
-                "SELECT 40 + 2",
-            ],
-        );
+        let out = pg.psql("probe", "SELECT 40 + 2");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
         drop(pg);
         assert!(!dir.exists(), "{} is removed", dir.display());
