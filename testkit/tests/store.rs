@@ -292,10 +292,24 @@ mod test_bed {
     }
 
     #[tokio::test]
-    async fn a_test_bed_runs_transactional_handlers_on_a_store() {
+    async fn a_test_bed_runs_transactional_handlers_on_sqlite() {
         let dir = super::tempdir("testbed");
-        let config = super::sqlite_config(&dir);
-        let store = Store::connect(&config).await.unwrap();
+        let store = Store::connect(&super::sqlite_config(&dir)).await.unwrap();
+        transactional_handlers_on(store).await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_test_bed_runs_transactional_handlers_on_postgres() {
+        let pg = atoll_testkit::Postgres::start();
+        let store = Store::connect(&super::pg_config(pg.database("wallet")))
+            .await
+            .unwrap();
+        transactional_handlers_on(store).await;
+    }
+
+    /// A write and its fact commit and are published; a failure after writing leaves nothing.
+    async fn transactional_handlers_on(store: Store) {
         sqlx::query("CREATE TABLE wallets (id TEXT PRIMARY KEY, cents BIGINT NOT NULL)")
             .execute(store.pool())
             .await
@@ -336,7 +350,6 @@ mod test_bed {
             .await
             .unwrap();
         assert_eq!(outbox, 0);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
