@@ -140,13 +140,16 @@ async fn publish_where(
     clause: &str,
     binds: &[i64],
 ) -> Result<usize> {
-    let lock = match store.backend() {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
+    // PostgreSQL: lock the rows, skipping those another publisher holds. SQLite: take the write
+    // lock from the start; a read transaction upgraded to a write one when another publisher
+    // does the same fails at once with `database is locked` instead of waiting.
+    let (begin, lock) = match store.backend() {
+        Backend::Postgres => ("BEGIN", " FOR UPDATE SKIP LOCKED"),
+        Backend::Sqlite => ("BEGIN IMMEDIATE", ""),
     };
     let mut tx = store
         .pool()
-        .begin()
+        .begin_with(begin)
         .await
         .map_err(store_error("publishing the outbox"))?;
     let sql = format!(
