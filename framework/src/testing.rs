@@ -50,7 +50,7 @@ use crate::error::HandlerError;
 use crate::handler::context::{Context, Meta};
 use crate::handler::hooks::HookRuntime;
 use crate::handler::listener::{CallError, Handlers, Listener};
-use crate::handler::transaction;
+use crate::handler::transaction::{self, TxCell};
 use crate::produce::{Producer, Recorded};
 use crate::saga::state::{SagaState, Status};
 use crate::saga::{saga_listener, start_type, state_type, timeout_type, SagaOf};
@@ -186,12 +186,16 @@ impl<S: Handlers> TestBed<S> {
     /// A context as a handler gets it for a record with metadata `meta`: what is produced
     /// through it is recorded here. For calling a handler method directly.
     pub fn context_for(&self, meta: Meta) -> Context<S> {
+        self.context_in(meta, None)
+    }
+
+    fn context_in(&self, meta: Meta, tx: Option<Arc<TxCell>>) -> Context<S> {
         Context::new(
             self.producer.clone(),
             self.codec.clone(),
             self.source.clone(),
             meta,
-            None,
+            tx,
         )
     }
 
@@ -283,13 +287,7 @@ impl<S: Handlers> TestBed<S> {
             // Handled before: skipped, as a running service would.
             return Ok(());
         };
-        let ctx = Context::new(
-            self.producer.clone(),
-            self.codec.clone(),
-            self.source.clone(),
-            meta,
-            Some(cell.clone()),
-        );
+        let ctx = self.context_in(meta, Some(cell.clone()));
         called(listener.call(self.svc.clone(), ctx, payload).await)?;
         let ids = transaction::commit(&cell)
             .await

@@ -85,6 +85,26 @@ async fn start(name: &str) -> (atoll::Running, std::path::PathBuf) {
     (running, dir)
 }
 
+/// The `credited` facts on the events topic: until `n` were read, or 5 s passed.
+async fn credited(running: &atoll::Running, n: usize) -> Vec<Credited> {
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let facts = tokio::task::spawn_blocking(move || {
+        common::read_topic_within(
+            &bootstrap,
+            "acme.test.ledger.events",
+            1,
+            n,
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .unwrap();
+    facts
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect()
+}
+
 async fn balance(running: &atoll::Running, account: &str) -> i64 {
     let (cents,): (i64,) = sqlx::query_as("SELECT cents FROM accounts WHERE id = $1")
         .bind(account)
@@ -141,16 +161,8 @@ async fn a_record_delivered_twice_changes_the_database_once_and_emits_once() {
         500,
         "credited once, the failed one rolled back"
     );
-    let bootstrap = running.bootstrap_servers().to_owned();
-    let facts = tokio::task::spawn_blocking(move || {
-        common::read_topic(&bootstrap, "acme.test.ledger.events", 1, 3)
-    })
-    .await
-    .unwrap();
-    let credited: Vec<Credited> = facts
-        .iter()
-        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
-        .collect();
+    // One more than expected: a repeat would show up within the wait.
+    let credited = credited(&running, 3).await;
     let amounts: Vec<(&str, i64)> = credited
         .iter()
         .map(|c| (c.account.as_str(), c.cents))
@@ -267,19 +279,10 @@ async fn a_transaction_outside_listeners_commits_its_sql_and_publishes_its_facts
     tx.commit().await.unwrap();
 
     assert_eq!(balance(&running, "a").await, 25);
-    let bootstrap = running.bootstrap_servers().to_owned();
-    let facts = tokio::task::spawn_blocking(move || {
-        common::read_topic(&bootstrap, "acme.test.ledger.events", 1, 2)
-    })
-    .await
-    .unwrap();
-    let cents: Vec<i64> = facts
+    let cents: Vec<i64> = credited(&running, 2)
+        .await
         .iter()
-        .map(|m| {
-            serde_json::from_slice::<Credited>(m.payload().unwrap())
-                .unwrap()
-                .cents
-        })
+        .map(|c| c.cents)
         .collect();
     assert_eq!(cents, [25], "only the committed transaction's fact");
     running.shutdown().await;

@@ -17,6 +17,18 @@ pub(crate) fn read_topic(
     partitions: i32,
     n: usize,
 ) -> Vec<OwnedMessage> {
+    read_topic_within(bootstrap, topic, partitions, n, Duration::from_secs(30))
+}
+
+/// Like [`read_topic`], waiting at most `wait`: for checks that no more than some records
+/// arrive, which must wait out the whole time.
+pub(crate) fn read_topic_within(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+    wait: Duration,
+) -> Vec<OwnedMessage> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test-reader")
@@ -29,7 +41,7 @@ pub(crate) fn read_topic(
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + wait;
     while out.len() < n && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             out.push(m.detach());
