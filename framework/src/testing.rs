@@ -226,6 +226,11 @@ impl<S: Handlers> TestBed<S> {
             causation_id,
             reply_partition: None,
             content_type: None,
+            time: Some(
+                time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            ),
         }
     }
 

@@ -17,6 +17,8 @@ const SIGNATURE: &str =
 struct Handler {
     name: String,
     settings: Vec<TokenStream>,
+    /// The tables of the view the listener builds (`view = "…"`).
+    view: Vec<String>,
     method: syn::Ident,
     extractors: Vec<Type>,
     event: Type,
@@ -67,7 +69,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 "a method is one listener; remove the second `#[listener]`, or add another method",
             );
         }
-        let Some((name, span, settings)) = listener_attr(&attrs[0], &mut errors) else {
+        let Some(ListenerAttr {
+            name,
+            span,
+            settings,
+            view,
+        }) = listener_attr(&attrs[0], &mut errors)
+        else {
             continue;
         };
         if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
@@ -79,7 +87,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             errors.push(e);
         }
         names.push((name.clone(), span));
-        if let Some(h) = signature(f, name, settings, &mut errors) {
+        if let Some(mut h) = signature(f, name, settings, &mut errors) {
+            h.view = view;
             handlers.push(h);
         }
     }
@@ -100,7 +109,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         return quote!(#block #fallback #errors);
     }
     let listeners = handlers.iter().map(|h| {
-        let Handler { name, settings, method, extractors, event } = h;
+        let Handler { name, settings, view, method, extractors, event } = h;
         let extract = extractors.iter().map(|ty| {
             quote_spanned! {ty.span()=>
                 <#ty as ::atoll::FromContext<#self_ty>>::from_context(&ctx)
@@ -121,6 +130,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 settings
             })
             .transactional(false #(|| #transactional)*)
+            .view(&[#(#view),*])
         }
     });
     quote! {
@@ -134,12 +144,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// What `#[listener(…)]` says.
+struct ListenerAttr {
+    name: String,
+    span: Span,
+    settings: Vec<TokenStream>,
+    view: Vec<String>,
+}
+
 /// `name = "…"`, then settings as `key = value`: integers, or `retry = "strict" |
-/// "non_blocking"`. The compiler checks each key against `atoll::config::ListenerSettings`.
-fn listener_attr(
-    attr: &syn::Attribute,
-    errors: &mut Errors,
-) -> Option<(String, Span, Vec<TokenStream>)> {
+/// "non_blocking"`, and `view = "table, …"`. The compiler checks each key against
+/// `atoll::config::ListenerSettings`.
+fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerAttr> {
     const USAGE: &str = r#"write `#[listener(name = "place-order")]`, optionally with settings such as `max_attempts = 5` or `retry = "non_blocking"`"#;
     let args = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
         Ok(a) => a,
@@ -150,6 +166,7 @@ fn listener_attr(
     };
     let mut name = None;
     let mut settings = Vec::new();
+    let mut view = Vec::new();
     for arg in args {
         let Meta::NameValue(nv) = &arg else {
             errors.at(&arg, format!("expected `key = value`; {USAGE}"));
@@ -172,6 +189,23 @@ fn listener_attr(
                 name = Some((s.value(), s.span()));
             }
             ("name", other) => errors.at(other, format!("`name` takes a string; {USAGE}")),
+            (
+                "view",
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }),
+            ) => {
+                for table in s.value().split(',').map(str::trim) {
+                    match atoll_naming::check_table(table) {
+                        Ok(()) => view.push(table.to_owned()),
+                        Err(why) => errors.at(s, format!("{why}; `view` names the tables the listener's view writes, e.g. `view = \"order_status\"`")),
+                    }
+                }
+            }
+            ("view", other) => errors.at(
+                other,
+                r#"`view` takes the view's tables as a string, e.g. `view = "order_status"`"#,
+            ),
             (
                 setting @ ("retry" | "ordering"),
                 Expr::Lit(ExprLit {
@@ -221,7 +255,12 @@ fn listener_attr(
             format!("a listener needs a name, which names its consumer group; {USAGE}"),
         );
     }
-    name.map(|(n, span)| (n, span, settings))
+    name.map(|(name, span)| ListenerAttr {
+        name,
+        span,
+        settings,
+        view,
+    })
 }
 
 fn signature(
@@ -292,6 +331,7 @@ fn signature(
     Some(Handler {
         name,
         settings,
+        view: Vec::new(),
         method: sig.ident.clone(),
         extractors: typed,
         event: event?,

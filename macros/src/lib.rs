@@ -94,6 +94,10 @@ pub fn event_service(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Every setting is optional; configuration under `listeners.<name>` overrides the code, and
 /// `listener.*` gives the defaults. Unknown settings, bad values and duplicate names are
 /// compile errors.
+///
+/// `view = "order_status"` (tables separated by commas) declares that the listener builds a
+/// read model in those tables. Its handler takes `Tx`; `atoll view rebuild <group>` empties the
+/// tables and replays the listener's topic from its start (see the store guide).
 #[proc_macro_attribute]
 pub fn handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
     handlers::expand(attr.into(), item.into()).into()

@@ -71,6 +71,24 @@ impl SegmentError {
     }
 }
 
+/// Checks the name of a view's table (`#[listener(view = "…")]`): the operator tool names it
+/// in SQL to empty it, so only a plain identifier is accepted — ASCII letters, digits and
+/// `_`, not starting with a digit. `Err` says why not.
+pub fn check_table(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a plain table name: use ASCII letters, digits and `_`, not starting with a digit"
+        ))
+    }
+}
+
 /// The private topics atoll creates and reads for a service, `<service>.private.<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PrivateTopic {

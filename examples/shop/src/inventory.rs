@@ -1,35 +1,25 @@
 //! `acme.shop.inventory`: reserves stock for placed orders and releases it for cancelled ones.
 //!
-//! Stock lives in memory: each process starts from [`Inventory::INITIAL_STOCK`] per SKU.
+//! Stock, reservations and every stock movement live in the service's store (tables created by
+//! [`crate::migrations::inventory`]); each command is handled in one transaction with its
+//! inbox row and the facts it emits, so a crash or a redelivery never moves stock twice.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Context, Event, HandlerResult};
+use atoll::{event_service, handlers, Context, Event, HandlerResult, Tx};
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 
 use crate::orders::Item;
 
-/// The SKUs the shop sells.
+/// The SKUs the shop sells (each starts with [`Inventory::INITIAL_STOCK`] units).
 pub const SKUS: &[&str] = &["apple", "banana", "cherry", "date", "elderberry"];
 
 /// The inventory service.
 #[event_service(company = "acme", namespace = "shop", name = "inventory")]
-#[derive(Debug)]
-pub struct Inventory {
-    state: Mutex<State>,
-}
-
 #[derive(Debug, Default)]
-struct State {
-    stock: HashMap<String, i64>,
-    /// Reservations by order id, so that a redelivered record reserves nothing twice.
-    reserved: HashMap<String, Vec<Item>>,
-    /// Orders released: a reservation that arrives after its release (a timed-out step whose
-    /// command was late) is refused, so no stock leaks.
-    released: HashSet<String>,
-}
+pub struct Inventory;
 
 /// Command: reserve every item of an order, or nothing (a step of the orders saga).
 #[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
@@ -113,87 +103,139 @@ pub struct StockReleased {
     pub order_id: String,
 }
 
-impl Default for Inventory {
-    fn default() -> Self {
-        let stock = SKUS
-            .iter()
-            .map(|s| ((*s).to_owned(), Self::INITIAL_STOCK))
-            .collect();
-        Self {
-            state: Mutex::new(State {
-                stock,
-                ..State::default()
-            }),
-        }
-    }
+impl Inventory {
+    /// Units of each SKU the store starts with (its first migration).
+    pub const INITIAL_STOCK: i64 = 10_000;
 }
 
-impl Inventory {
-    /// Units of each SKU a process starts with.
-    pub const INITIAL_STOCK: i64 = 10_000;
+/// Current stock of every SKU.
+///
+/// # Errors
+/// The database's.
+pub async fn levels(conn: &mut AnyConnection) -> sqlx::Result<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT sku, qty FROM inventory_stock")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
 
-    /// Current stock of every SKU.
-    pub fn levels(&self) -> HashMap<String, i64> {
-        let st = self.state.lock().expect("poisoned");
-        st.stock.iter().map(|(k, v)| (k.clone(), *v)).collect()
+/// Reserves every item of `order_id`, or nothing: `Ok(true)` when this call reserved,
+/// `Ok(false)` when the order was reserved already, `Err` with the reason of a refusal
+/// (out of stock, or released before). Outer `Err`: the database's.
+async fn reserve(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    items: &[Item],
+) -> sqlx::Result<Result<bool, String>> {
+    sqlx::query("SAVEPOINT reserve").execute(&mut *conn).await?;
+    let claimed = sqlx::query(
+        "INSERT INTO inventory_orders (order_id, state) VALUES ($1, 'reserved')
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !claimed {
+        let (state,): (String,) =
+            sqlx::query_as("SELECT state FROM inventory_orders WHERE order_id = $1")
+                .bind(order_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        return Ok(match state.as_str() {
+            "reserved" => Ok(false),
+            _ => Err("the order was released already".into()),
+        });
     }
+    // SKUs in one order: concurrent reservations lock rows in the same order, never deadlock.
+    let mut items = items.to_vec();
+    items.sort_by(|a, b| a.sku.cmp(&b.sku));
+    for item in &items {
+        let taken = sqlx::query(
+            "UPDATE inventory_stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1",
+        )
+        .bind(item.qty)
+        .bind(&item.sku)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+        if !taken {
+            // All or nothing: undo the claim and what was taken.
+            sqlx::query("ROLLBACK TO SAVEPOINT reserve")
+                .execute(&mut *conn)
+                .await?;
+            return Ok(Err(format!("out of stock: {}", item.sku)));
+        }
+        movement(conn, order_id, &item.sku, -item.qty, "reserve").await?;
+    }
+    sqlx::query("RELEASE SAVEPOINT reserve")
+        .execute(&mut *conn)
+        .await?;
+    Ok(Ok(true))
+}
 
-    /// Current stock of `sku`.
-    pub fn stock(&self, sku: &str) -> i64 {
-        self.state
-            .lock()
-            .expect("poisoned")
-            .stock
-            .get(sku)
-            .copied()
-            .unwrap_or(0)
+/// Puts an order's reservation back: whether there was one. The order is marked released
+/// either way, so a reservation arriving later (a late command) is refused.
+async fn release(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool> {
+    // One statement decides, under the row's lock: a concurrent reservation of the same
+    // order either committed before (and is released) or finds the order released.
+    let (prior,): (Option<String>,) = sqlx::query_as(
+        "INSERT INTO inventory_orders (order_id, state) VALUES ($1, 'released')
+         ON CONFLICT (order_id) DO UPDATE SET prior = inventory_orders.state, state = 'released'
+         RETURNING prior",
+    )
+    .bind(order_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if prior.as_deref() != Some("reserved") {
+        return Ok(false);
     }
+    let taken: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, delta FROM inventory_movements WHERE order_id = $1 AND kind = 'reserve'",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (sku, delta) in taken {
+        sqlx::query("UPDATE inventory_stock SET qty = qty - $1 WHERE sku = $2")
+            .bind(delta)
+            .bind(&sku)
+            .execute(&mut *conn)
+            .await?;
+        movement(conn, order_id, &sku, -delta, "release").await?;
+    }
+    Ok(true)
+}
 
-    /// Reserves every item, or nothing; `Err` says why not. `Ok(true)` when this call
-    /// reserved, `Ok(false)` when the order was reserved already.
-    fn reserve(&self, order_id: &str, items: &[Item]) -> Result<bool, String> {
-        let mut st = self.state.lock().expect("poisoned");
-        if st.reserved.contains_key(order_id) {
-            return Ok(false);
-        }
-        if st.released.contains(order_id) {
-            return Err("the order was released already".into());
-        }
-        for item in items {
-            if st.stock.get(&item.sku).copied().unwrap_or(0) < item.qty {
-                return Err(format!("out of stock: {}", item.sku));
-            }
-        }
-        for item in items {
-            *st.stock.get_mut(&item.sku).expect("checked") -= item.qty;
-        }
-        st.reserved.insert(order_id.to_owned(), items.to_vec());
-        Ok(true)
-    }
-
-    /// Puts an order's reservation back; whether there was one. Later reservations of the
-    /// order are refused.
-    fn release(&self, order_id: &str) -> bool {
-        let mut st = self.state.lock().expect("poisoned");
-        st.released.insert(order_id.to_owned());
-        let Some(items) = st.reserved.remove(order_id) else {
-            return false;
-        };
-        for item in items {
-            *st.stock.entry(item.sku).or_default() += item.qty;
-        }
-        true
-    }
+/// Records a stock movement.
+async fn movement(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    sku: &str,
+    delta: i64,
+    kind: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO inventory_movements (order_id, sku, delta, kind) VALUES ($1, $2, $3, $4)")
+        .bind(order_id)
+        .bind(sku)
+        .bind(delta)
+        .bind(kind)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[handlers]
 impl Inventory {
     /// Reports the stock levels as a fact.
     #[listener(name = "report-stock")]
-    async fn report_stock(&self, ctx: Context<Self>, cmd: ReportStock) -> HandlerResult {
+    async fn report_stock(&self, ctx: Context<Self>, tx: Tx, cmd: ReportStock) -> HandlerResult {
+        let levels = levels(&mut *tx.conn().await).await?;
         ctx.emit(StockReported {
             request_id: cmd.request_id,
-            levels: self.levels(),
+            levels,
         })
         .await?;
         Ok(())
@@ -204,10 +246,11 @@ impl Inventory {
     async fn reserve_stock(
         &self,
         ctx: Context<Self>,
+        tx: Tx,
         cmd: ReserveStock,
     ) -> HandlerResult<StockReservation> {
         let ReserveStock { order_id, items } = cmd;
-        let outcome = self.reserve(&order_id, &items);
+        let outcome = reserve(&mut *tx.conn().await, &order_id, &items).await?;
         if outcome == Ok(true) {
             ctx.emit(StockReserved {
                 order_id: order_id.clone(),
@@ -227,9 +270,10 @@ impl Inventory {
     async fn release_stock(
         &self,
         ctx: Context<Self>,
+        tx: Tx,
         cmd: ReleaseStock,
     ) -> HandlerResult<StockRelease> {
-        let released = self.release(&cmd.order_id);
+        let released = release(&mut *tx.conn().await, &cmd.order_id).await?;
         if released {
             ctx.emit(StockReleased {
                 order_id: cmd.order_id.clone(),
@@ -240,65 +284,5 @@ impl Inventory {
             order_id: cmd.order_id,
             released,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn items(qty: i64) -> Vec<Item> {
-        vec![
-            Item {
-                sku: "apple".into(),
-                qty,
-            },
-            Item {
-                sku: "banana".into(),
-                qty: 1,
-            },
-        ]
-    }
-
-    #[test]
-    fn reserves_once_and_releases_once() {
-        let inv = Inventory::default();
-        assert_eq!(inv.reserve("o1", &items(3)), Ok(true));
-        assert_eq!(inv.reserve("o1", &items(3)), Ok(false));
-        assert_eq!(inv.stock("apple"), Inventory::INITIAL_STOCK - 3);
-        assert!(inv.release("o1"));
-        assert!(!inv.release("o1"));
-        assert_eq!(inv.stock("apple"), Inventory::INITIAL_STOCK);
-    }
-
-    #[test]
-    fn all_or_nothing() {
-        let inv = Inventory::default();
-        let too_many = vec![
-            Item {
-                sku: "apple".into(),
-                qty: 1,
-            },
-            Item {
-                sku: "kiwi".into(),
-                qty: 1,
-            },
-        ];
-        assert_eq!(
-            inv.reserve("o2", &too_many),
-            Err("out of stock: kiwi".into())
-        );
-        assert_eq!(inv.stock("apple"), Inventory::INITIAL_STOCK);
-    }
-
-    #[test]
-    fn a_reservation_after_its_release_is_refused() {
-        let inv = Inventory::default();
-        assert!(!inv.release("late"));
-        assert_eq!(
-            inv.reserve("late", &items(1)),
-            Err("the order was released already".into())
-        );
-        assert_eq!(inv.stock("apple"), Inventory::INITIAL_STOCK);
     }
 }

@@ -1,6 +1,6 @@
-//! The reference system of atoll (see `docs/architecture.md#the-reference-shop`): `orders`, `inventory`, `payments` and
-//! `shipping` under `acme.shop`. Each order is a saga orchestrated by `orders` over its reply
-//! topic:
+//! The reference system of atoll (see `docs/architecture.md#the-reference-shop`): `orders`,
+//! `inventory`, `payments`, `shipping` and `storefront` under `acme.shop`. Each order is a saga
+//! orchestrated by `orders` over its reply topic:
 //!
 //! ```text
 //! place_order → orders: order_placed, saga:
@@ -9,19 +9,24 @@
 //!   declined charge   → release_stock                  → order_cancelled
 //!   failed shipment   → refund_payment → release_stock → order_cancelled
 //! ```
+//!
+//! `inventory` and `payments` keep their state in their store with transactional listeners;
+//! `storefront` builds a view of every order from the facts and serves `GET /orders/{id}`.
 
 pub mod driver;
 pub mod inventory;
+pub mod migrations;
 pub mod orders;
 pub mod payments;
 pub mod shipping;
+pub mod storefront;
 pub mod topics;
 
 use atoll::contract::{owned_topics, ServiceDescription, TopicSpec};
 use atoll::{describe, App};
 
 /// The services of the shop, by name.
-pub const SERVICES: &[&str] = &["orders", "inventory", "payments", "shipping"];
+pub const SERVICES: &[&str] = &["orders", "inventory", "payments", "shipping", "storefront"];
 
 /// How the shop's services behave.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -47,9 +52,17 @@ impl Options {
 pub fn with_service(app: App, name: &str, options: &Options) -> anyhow::Result<App> {
     Ok(match name {
         "orders" => app.service(orders::Orders),
-        "inventory" => app.service(inventory::Inventory::default()),
-        "payments" => app.service(payments::Payments::new(options.flaky_payments)),
+        "inventory" => app
+            .service(inventory::Inventory)
+            .migrations(migrations::inventory()),
+        "payments" => app
+            .service(payments::Payments::new(options.flaky_payments))
+            .migrations(migrations::payments()),
         "shipping" => app.service(shipping::Shipping),
+        "storefront" => app
+            .service(storefront::Storefront)
+            .migrations(migrations::storefront())
+            .routes(storefront::routes()),
         other => anyhow::bail!(
             "unknown service `{other}`; the shop's services are {}",
             SERVICES.join(", ")
@@ -71,6 +84,7 @@ pub fn all_topics() -> Vec<TopicSpec> {
         owned_topics::<inventory::Inventory>(),
         owned_topics::<payments::Payments>(),
         owned_topics::<shipping::Shipping>(),
+        owned_topics::<storefront::Storefront>(),
     ]
     .concat()
 }
@@ -82,6 +96,7 @@ pub fn descriptions() -> Vec<ServiceDescription> {
         describe::<inventory::Inventory>(),
         describe::<payments::Payments>(),
         describe::<shipping::Shipping>(),
+        describe::<storefront::Storefront>(),
     ]
     .into_iter()
     .map(|d| d.expect("the shop's names are valid"))
@@ -119,7 +134,7 @@ mod tests {
         .unwrap_err();
         assert!(
             e.to_string()
-                .contains("orders, inventory, payments, shipping"),
+                .contains("orders, inventory, payments, shipping, storefront"),
             "{e}"
         );
     }

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use atoll::codec::CodecKind;
-use atoll::config::Config;
+use anyhow::Context as _;
+use atoll::config::{Config, StoreConfig};
 use atoll::telemetry::{self, Telemetry};
 use atoll::App;
 use clap::{Parser, Subcommand};
@@ -52,7 +53,7 @@ enum Cmd {
     },
     /// Run one service until SIGTERM or Ctrl-C.
     Serve {
-        /// orders, inventory, payments or shipping.
+        /// orders, inventory, payments, shipping or storefront.
         service: String,
         #[command(flatten)]
         options: ShopOptions,
@@ -176,6 +177,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             codec,
         } => {
             let (mut config, _telemetry) = configured("acme.shop", "warn")?;
+            let _scratch = Scratch::store(&mut config)?;
             let options = options.checked()?;
             config.service.codec = Some(match codec {
                 Codec::Json => CodecKind::Json,
@@ -237,6 +239,37 @@ async fn main() -> anyhow::Result<ExitCode> {
                 (None, None) => print!("{}", topics::render()),
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The demo's store: like its embedded broker, a fresh one per run (a SQLite file in a
+/// directory removed at the end), unless `store.url` or `store.path` is configured.
+struct Scratch(Option<PathBuf>);
+
+impl Scratch {
+    fn store(config: &mut Config) -> anyhow::Result<Self> {
+        if config.store.url.is_some() || config.store.path != StoreConfig::default().path {
+            return Ok(Self(None));
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "atoll-shop-demo-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the demo's store in {}", dir.display()))?;
+        config.store.path = dir.join("shop.db");
+        Ok(Self(Some(dir)))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

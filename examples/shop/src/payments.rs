@@ -1,13 +1,13 @@
 //! `acme.shop.payments`: charges and refunds orders; declines amounts above the limit.
 //!
-//! Charges live in memory, by order id, so that a redelivered command charges nothing twice.
-
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+//! Each order's payment state and the ledger of charges and refunds live in the service's
+//! store (tables created by [`crate::migrations::payments`]); each command is handled in one
+//! transaction with its inbox row and the facts it emits, so no order is charged twice.
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult};
+use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult, Tx};
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 
 /// The payments service.
 #[event_service(company = "acme", namespace = "shop", name = "payments")]
@@ -15,15 +15,6 @@ use serde::{Deserialize, Serialize};
 pub struct Payments {
     /// The probability that a charge fails transiently (a flaky gateway), from 0 to 1.
     pub flaky: f64,
-    ledger: Mutex<Ledger>,
-}
-
-#[derive(Debug, Default)]
-struct Ledger {
-    /// Charged cents by order.
-    charged: HashMap<String, i64>,
-    /// Orders refunded: a charge that arrives after its refund is declined.
-    refunded: HashSet<String>,
 }
 
 impl Payments {
@@ -32,40 +23,89 @@ impl Payments {
 
     /// A payments service whose gateway fails transiently with probability `flaky`.
     pub fn new(flaky: f64) -> Self {
-        Self {
-            flaky,
-            ..Self::default()
-        }
+        Self { flaky }
     }
+}
 
-    /// Charges `amount_cents` once per order: `Ok(true)` when this call charged, `Ok(false)`
-    /// when the order was charged already, `Err` with the reason of a decline.
-    fn charge_once(&self, cmd: &ChargePayment) -> Result<bool, String> {
-        let mut ledger = self.ledger.lock().expect("poisoned");
-        if ledger.charged.contains_key(&cmd.order_id) {
-            return Ok(false);
-        }
-        if ledger.refunded.contains(&cmd.order_id) {
-            return Err("the order was refunded already".into());
-        }
-        if cmd.amount_cents > Self::LIMIT_CENTS {
-            return Err(format!(
-                "{} cents exceeds the limit of customer {}",
-                cmd.amount_cents, cmd.customer_id
-            ));
-        }
-        ledger
-            .charged
-            .insert(cmd.order_id.clone(), cmd.amount_cents);
-        Ok(true)
+/// Charges `cmd.amount_cents` once per order: `Ok(true)` when this call charged, `Ok(false)`
+/// when the order was charged already, `Err` with the reason of a decline. Outer `Err`: the
+/// database's.
+async fn charge_once(
+    conn: &mut AnyConnection,
+    cmd: &ChargePayment,
+) -> sqlx::Result<Result<bool, String>> {
+    if cmd.amount_cents > Payments::LIMIT_CENTS {
+        return Ok(Err(format!(
+            "{} cents exceeds the limit of customer {}",
+            cmd.amount_cents, cmd.customer_id
+        )));
     }
+    let claimed = sqlx::query(
+        "INSERT INTO payments_orders (order_id, state, amount_cents) VALUES ($1, 'charged', $2)
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(&cmd.order_id)
+    .bind(cmd.amount_cents)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !claimed {
+        let (state,): (String,) =
+            sqlx::query_as("SELECT state FROM payments_orders WHERE order_id = $1")
+                .bind(&cmd.order_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        return Ok(match state.as_str() {
+            "charged" => Ok(false),
+            _ => Err("the order was refunded already".into()),
+        });
+    }
+    ledger(conn, &cmd.order_id, "charge", cmd.amount_cents).await?;
+    Ok(Ok(true))
+}
 
-    /// Refunds an order's charge; the cents refunded (0 when it was not charged).
-    fn refund(&self, order_id: &str) -> i64 {
-        let mut ledger = self.ledger.lock().expect("poisoned");
-        ledger.refunded.insert(order_id.to_owned());
-        ledger.charged.remove(order_id).unwrap_or(0)
+/// Refunds an order's charge: the cents refunded (0 when it was not charged, or refunded
+/// before). The order is marked refunded either way, so a charge arriving later is declined.
+async fn refund(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<i64> {
+    // One statement decides under the row's lock: a fresh row refunds nothing, a charged one
+    // its amount, a refunded one (no row returned) nothing again.
+    let refunded: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO payments_orders (order_id, state, amount_cents) VALUES ($1, 'refunded', 0)
+         ON CONFLICT (order_id) DO UPDATE SET state = 'refunded'
+             WHERE payments_orders.state = 'charged'
+         RETURNING amount_cents",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let cents = refunded.map_or(0, |(c,)| c);
+    if cents > 0 {
+        ledger(conn, order_id, "refund", cents).await?;
     }
+    Ok(cents)
+}
+
+/// Writes a ledger row.
+async fn ledger(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    kind: &str,
+    amount_cents: i64,
+) -> sqlx::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    sqlx::query(
+        "INSERT INTO payments_ledger (order_id, kind, amount_cents, at_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(order_id)
+    .bind(kind)
+    .bind(amount_cents)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Command: charge an order (a step of the orders saga).
@@ -155,13 +195,18 @@ impl Payments {
         backoff_ms = 20,
         max_backoff_ms = 500
     )]
-    async fn charge(&self, ctx: Context<Self>, cmd: ChargePayment) -> HandlerResult<ChargeResult> {
+    async fn charge(
+        &self,
+        ctx: Context<Self>,
+        tx: Tx,
+        cmd: ChargePayment,
+    ) -> HandlerResult<ChargeResult> {
         if self.flaky > 0.0 && rand::random::<f64>() < self.flaky {
             return Err(HandlerError::transient(
                 "payment gateway timed out (simulated)",
             ));
         }
-        let outcome = self.charge_once(&cmd);
+        let outcome = charge_once(&mut *tx.conn().await, &cmd).await?;
         let order_id = cmd.order_id.clone();
         match &outcome {
             Ok(true) => {
@@ -192,9 +237,10 @@ impl Payments {
     async fn refund_payment(
         &self,
         ctx: Context<Self>,
+        tx: Tx,
         cmd: RefundPayment,
     ) -> HandlerResult<RefundResult> {
-        let cents = self.refund(&cmd.order_id);
+        let cents = refund(&mut *tx.conn().await, &cmd.order_id).await?;
         if cents > 0 {
             ctx.emit(PaymentRefunded {
                 order_id: cmd.order_id.clone(),
@@ -206,33 +252,5 @@ impl Payments {
             order_id: cmd.order_id,
             refunded_cents: cents,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn charge(order_id: &str, amount_cents: i64) -> ChargePayment {
-        ChargePayment {
-            order_id: order_id.into(),
-            customer_id: "c1".into(),
-            amount_cents,
-        }
-    }
-
-    #[test]
-    fn charges_once_declines_over_the_limit_and_refunds_once() {
-        let p = Payments::default();
-        assert_eq!(p.charge_once(&charge("o1", 100)), Ok(true));
-        assert_eq!(p.charge_once(&charge("o1", 100)), Ok(false));
-        assert!(p
-            .charge_once(&charge("o2", Payments::LIMIT_CENTS + 1))
-            .unwrap_err()
-            .contains("exceeds the limit"));
-        assert_eq!(p.refund("o1"), 100);
-        assert_eq!(p.refund("o1"), 0);
-        // A charge that arrives after its refund is declined.
-        assert!(p.charge_once(&charge("o1", 100)).is_err());
     }
 }

@@ -1,9 +1,11 @@
 //! Each shop service's handlers, unit-tested with `atoll::testing`: no broker, the records they
 //! produce read back typed.
 
+use atoll::config::StoreConfig;
 use atoll::testing::{SagaStatus, TestBed};
+use atoll::Store;
 use example_shop::inventory::{
-    Inventory, ReleaseStock, ReserveStock, StockRelease, StockReleased, StockReservation,
+    self, Inventory, ReleaseStock, ReserveStock, StockRelease, StockReleased, StockReservation,
     StockReserved,
 };
 use example_shop::orders::{
@@ -14,6 +16,8 @@ use example_shop::payments::{
     RefundPayment, RefundResult,
 };
 use example_shop::shipping::{ArrangeShipment, ShipmentResult, ShipmentScheduled, Shipping};
+use example_shop::storefront::{self, Storefront};
+use example_shop::migrations;
 
 fn apples(qty: i64) -> Vec<Item> {
     vec![Item {
@@ -202,9 +206,57 @@ async fn a_timed_out_step_is_compensated_with_the_steps_before_it() {
     assert_eq!(bed.emitted::<OrderCancelled>().len(), 1);
 }
 
+/// A fresh SQLite store in a temporary directory, migrated with `migrator`.
+async fn store(name: &str, migrator: sqlx::migrate::Migrator) -> (Store, TempDir) {
+    let dir = TempDir::new(name);
+    let mut config = StoreConfig::default();
+    config.path = dir.0.join("store.db");
+    let store = Store::connect(&config).await.expect("a SQLite store");
+    store.migrate(&migrator).await.expect("the shop's migrations");
+    (store, dir)
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("shop-handlers-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rows of `sql` (one text and one integer column).
+async fn rows(store: &Store, sql: &'static str) -> Vec<(String, i64)> {
+    sqlx::query_as(sql).fetch_all(store.pool()).await.unwrap()
+}
+
+async fn apple_stock(store: &Store) -> i64 {
+    let mut conn = store.pool().acquire().await.unwrap();
+    inventory::levels(&mut conn).await.unwrap()["apple"]
+}
+
 #[tokio::test]
 async fn inventory_reserves_all_or_nothing_and_releases_once() {
-    let bed = TestBed::new(Inventory::default());
+    let (store, _dir) = store("inventory", migrations::inventory()).await;
+    let bed = TestBed::new(Inventory).with_store(store.clone());
+    let mut conn = store.pool().acquire().await.unwrap();
+    let levels = inventory::levels(&mut conn).await.unwrap();
+    drop(conn);
+    assert!(
+        inventory::SKUS
+            .iter()
+            .all(|sku| levels[*sku] == Inventory::INITIAL_STOCK),
+        "the migration stocks every SKU: {levels:?}"
+    );
     bed.request(ReserveStock {
         order_id: "o-1".into(),
         items: apples(3),
@@ -215,22 +267,34 @@ async fn inventory_reserves_all_or_nothing_and_releases_once() {
     assert_eq!(replies.len(), 1);
     assert!(replies[0].reserved);
     assert_eq!(bed.emitted::<StockReserved>().len(), 1);
-    assert_eq!(bed.service().stock("apple"), Inventory::INITIAL_STOCK - 3);
+    assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK - 3);
 
-    // Out of stock: refused with a reason, nothing reserved, no fact.
-    bed.clear();
-    bed.request(ReserveStock {
-        order_id: "o-2".into(),
-        items: apples(Inventory::INITIAL_STOCK),
-    })
-    .await
-    .unwrap();
-    let refused = &bed.replies::<StockReservation>()[0];
-    assert!(!refused.reserved);
-    assert_eq!(refused.reason.as_deref(), Some("out of stock: apple"));
-    assert!(bed.emitted::<StockReserved>().is_empty());
+    // Out of stock, or an unknown SKU after one that was available: refused with a reason,
+    // nothing taken (the apple taken first is put back), no fact.
+    let kiwi = || Item {
+        sku: "kiwi".into(),
+        qty: 1,
+    };
+    for (id, items, why) in [
+        ("o-2", apples(Inventory::INITIAL_STOCK), "out of stock: apple"),
+        ("o-3", [apples(1), vec![kiwi()]].concat(), "out of stock: kiwi"),
+    ] {
+        bed.clear();
+        bed.request(ReserveStock {
+            order_id: id.into(),
+            items,
+        })
+        .await
+        .unwrap();
+        let refused = &bed.replies::<StockReservation>()[0];
+        assert!(!refused.reserved, "{id}");
+        assert_eq!(refused.reason.as_deref(), Some(why));
+        assert!(bed.emitted::<StockReserved>().is_empty());
+        assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK - 3);
+    }
 
     // A release puts the stock back once; a second one finds nothing.
+    bed.clear();
     for _ in 0..2 {
         bed.request(ReleaseStock {
             order_id: "o-1".into(),
@@ -245,12 +309,36 @@ async fn inventory_reserves_all_or_nothing_and_releases_once() {
         .collect();
     assert_eq!(released, [true, false]);
     assert_eq!(bed.emitted::<StockReleased>().len(), 1);
-    assert_eq!(bed.service().stock("apple"), Inventory::INITIAL_STOCK);
+    assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK);
+
+    // A reservation arriving after its order's release (a late command) is refused.
+    bed.clear();
+    bed.request(ReserveStock {
+        order_id: "o-1".into(),
+        items: apples(1),
+    })
+    .await
+    .unwrap();
+    let late = &bed.replies::<StockReservation>()[0];
+    assert_eq!(late.reason.as_deref(), Some("the order was released already"));
+    assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK);
+
+    // Each movement happened once, and the movements add up to the stock.
+    let movements = rows(
+        &store,
+        "SELECT order_id || ' ' || kind, COUNT(*) FROM inventory_movements GROUP BY order_id, sku, kind",
+    )
+    .await;
+    assert_eq!(
+        movements,
+        [("o-1 release".to_owned(), 1), ("o-1 reserve".to_owned(), 1)]
+    );
 }
 
 #[tokio::test]
-async fn payments_charges_once_declines_over_the_limit_and_refunds() {
-    let bed = TestBed::new(Payments::new(0.0));
+async fn payments_charges_once_declines_over_the_limit_and_refunds_once() {
+    let (store, _dir) = store("payments", migrations::payments()).await;
+    let bed = TestBed::new(Payments::new(0.0)).with_store(store.clone());
     let charge = |order_id: &str, amount_cents| ChargePayment {
         order_id: order_id.into(),
         customer_id: "c-1".into(),
@@ -281,18 +369,85 @@ async fn payments_charges_once_declines_over_the_limit_and_refunds() {
         declined[0].reason
     );
 
-    bed.request(RefundPayment {
+    for _ in 0..2 {
+        bed.request(RefundPayment {
+            order_id: "o-1".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let refunded: Vec<i64> = bed
+        .replies::<RefundResult>()
+        .iter()
+        .map(|r| r.refunded_cents)
+        .collect();
+    assert_eq!(refunded, [700, 0]);
+    assert_eq!(bed.emitted::<PaymentRefunded>()[0].amount_cents, 700);
+
+    // A charge arriving after its order's refund is declined.
+    bed.clear();
+    bed.request(charge("o-1", 700)).await.unwrap();
+    let late = &bed.replies::<ChargeResult>()[0];
+    assert!(!late.charged);
+    assert_eq!(late.reason.as_deref(), Some("the order was refunded already"));
+
+    // The ledger, in SQL: one charge and one refund for o-1, nothing for the declined o-2.
+    let ledger = rows(
+        &store,
+        "SELECT order_id || ' ' || kind, SUM(amount_cents) FROM payments_ledger GROUP BY order_id, kind ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        ledger,
+        [("o-1 charge".to_owned(), 700), ("o-1 refund".to_owned(), 700)]
+    );
+}
+
+#[tokio::test]
+async fn the_storefront_shows_each_order_whatever_order_its_facts_come_in() {
+    let (store, _dir) = store("storefront", migrations::storefront()).await;
+    let bed = TestBed::new(Storefront).with_store(store.clone());
+    // o-1's end arrives before its placement (they are on different topics).
+    bed.handle(OrderCompleted {
         order_id: "o-1".into(),
     })
     .await
     .unwrap();
-    assert_eq!(bed.replies::<RefundResult>()[0].refunded_cents, 700);
-    assert_eq!(bed.emitted::<PaymentRefunded>()[0].amount_cents, 700);
+    bed.handle(PaymentCharged {
+        order_id: "o-1".into(),
+        amount_cents: 700,
+    })
+    .await
+    .unwrap();
+    bed.handle(OrderPlaced {
+        order_id: "o-1".into(),
+        customer_id: "c-1".into(),
+        items: apples(2),
+        amount_cents: 700,
+    })
+    .await
+    .unwrap();
+    bed.handle(OrderCancelled {
+        order_id: "o-2".into(),
+        reason: "payment declined".into(),
+    })
+    .await
+    .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let o1 = storefront::order_status(&mut conn, "o-1").await.unwrap().unwrap();
+    assert_eq!(o1.status, "completed");
+    assert_eq!(o1.customer_id.as_deref(), Some("c-1"));
+    assert_eq!(o1.amount_cents, Some(700));
+    assert!(o1.placed_at.is_some() && o1.charged_at.is_some() && o1.completed_at.is_some());
+    let o2 = storefront::order_status(&mut conn, "o-2").await.unwrap().unwrap();
+    assert_eq!((o2.status.as_str(), o2.reason.as_deref()), ("cancelled", Some("payment declined")));
+    assert!(storefront::order_status(&mut conn, "o-3").await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn a_flaky_gateway_fails_transiently() {
-    let bed = TestBed::new(Payments::new(1.0));
+    let (store, _dir) = store("flaky", migrations::payments()).await;
+    let bed = TestBed::new(Payments::new(1.0)).with_store(store.clone());
     let err = bed
         .handle(ChargePayment {
             order_id: "o-1".into(),
@@ -303,6 +458,10 @@ async fn a_flaky_gateway_fails_transiently() {
         .unwrap_err();
     assert!(!err.is_permanent(), "{err}");
     assert!(bed.records().is_empty(), "a failed charge produces nothing");
+    assert!(
+        rows(&store, "SELECT order_id, amount_cents FROM payments_ledger").await.is_empty(),
+        "and charges nothing"
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,9 @@ use crate::ops::http::{Endpoints, Server};
 use crate::ops::metrics::Metrics;
 use crate::ops::stats::ListenerStats;
 use crate::produce::Producer;
-use crate::store::Store;
+use crate::store::view;
+use crate::store::{Store, StoreSlot};
+use atoll_naming::check_table;
 
 /// What the runtime needs to start a service's listeners.
 struct StartEnv<'a> {
@@ -61,6 +63,15 @@ trait ErasedService: Send {
     fn listener_names(&self) -> Vec<&'static str>;
     /// Whether any listener handles its records in a database transaction.
     fn transactional(&self) -> bool;
+    /// The views its listeners build: group, topic, tables.
+    fn views(&self) -> Result<Vec<ViewDecl>>;
+}
+
+/// A listener that builds a view: its consumer group, its topic and the view's tables.
+struct ViewDecl {
+    group: String,
+    topic: String,
+    tables: &'static [&'static str],
 }
 
 struct Registered<S>(Arc<S>);
@@ -194,6 +205,57 @@ impl<S: Handlers> ErasedService for Registered<S> {
     fn transactional(&self) -> bool {
         all_listeners::<S>().iter().any(Listener::is_transactional)
     }
+
+    fn views(&self) -> Result<Vec<ViewDecl>> {
+        let mut views = Vec::new();
+        for l in all_listeners::<S>() {
+            if l.view_tables().is_empty() {
+                continue;
+            }
+            let fail = |why: String| {
+                Error::Declaration(format!(
+                    "listener `{}` of `{}` builds a view: {why}",
+                    l.name(),
+                    S::ID
+                ))
+            };
+            if !l.is_transactional() {
+                return Err(fail(
+                    "its handler must take `Tx`, so that the view's rows and the record's inbox row commit together".into(),
+                ));
+            }
+            if let Some(why) = l.view_tables().iter().find_map(|t| check_table(t).err()) {
+                return Err(fail(why));
+            }
+            views.push(ViewDecl {
+                group: l.group_id()?,
+                topic: l.topic().to_string(),
+                tables: l.view_tables(),
+            });
+        }
+        Ok(views)
+    }
+}
+
+/// Checks that no migration version is in two sets, and lets each of several sets ignore the
+/// others' rows in the history they share.
+fn distinct_migrations(sets: &mut [sqlx::migrate::Migrator]) -> Result<()> {
+    let mut seen = BTreeMap::new();
+    for (i, set) in sets.iter().enumerate() {
+        for m in set.iter() {
+            if let Some(first) = seen.insert(m.version, (i, m.description.clone())) {
+                return Err(Error::Declaration(format!(
+                    "migration {} (`{}`) and migration {} (`{}`) of another set share a version: number each set's migrations apart",
+                    m.version, m.description, m.version, first.1
+                )));
+            }
+        }
+    }
+    let several = sets.len() > 1;
+    for set in sets {
+        set.set_ignore_missing(several);
+    }
+    Ok(())
 }
 
 /// A listener's settings: `listener.*` ← its code ← `listeners.<name>`.
@@ -226,7 +288,8 @@ pub struct App {
     config: Config,
     services: Vec<Box<dyn ErasedService>>,
     extra_topics: Vec<TopicSpec>,
-    migrations: Option<sqlx::migrate::Migrator>,
+    migrations: Vec<sqlx::migrate::Migrator>,
+    routes: Option<axum::Router>,
 }
 
 impl fmt::Debug for App {
@@ -246,7 +309,8 @@ impl App {
             config,
             services: Vec::new(),
             extra_topics: Vec::new(),
-            migrations: None,
+            migrations: Vec::new(),
+            routes: None,
         }
     }
 
@@ -268,8 +332,23 @@ impl App {
 
     /// Runs the application's migrations (`sqlx::migrate!("./migrations")`) on the store at
     /// start, after atoll's own tables; a failing migration stops the start naming it.
+    ///
+    /// Call it once per set: each service of a process may bring its own. Sets that share a
+    /// database must number their migrations apart (say 1000s for one service, 2000s for
+    /// another); each set then ignores the others' rows in the history.
     pub fn migrations(mut self, migrator: sqlx::migrate::Migrator) -> Self {
-        self.migrations = Some(migrator);
+        self.migrations.push(migrator);
+        self
+    }
+
+    /// Serves `router`'s routes on `http.addr` beside the health and metrics endpoints, e.g. a
+    /// query endpoint over a view. A route takes the service's [`Store`] as an extractor; it
+    /// answers 503 until the store is open. Without `http.addr` they are not served.
+    pub fn routes(mut self, router: axum::Router) -> Self {
+        self.routes = Some(match self.routes.take() {
+            Some(routes) => routes.merge(router),
+            None => router,
+        });
         self
     }
 
@@ -295,7 +374,7 @@ impl App {
 
     /// Connects (or starts the embedded broker), creates missing topics and starts every
     /// listener. Must be called within a multi-threaded Tokio runtime.
-    pub async fn start(self) -> Result<Running> {
+    pub async fn start(mut self) -> Result<Running> {
         let mut ids: Vec<ServiceId> = self.services.iter().map(|s| s.id()).collect();
         ids.sort();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -320,6 +399,15 @@ impl App {
                 names.join(", ")
             )));
         }
+        let views = self
+            .services
+            .iter()
+            .map(|s| s.views())
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        distinct_migrations(&mut self.migrations)?;
         let topics = self.declared_topics();
         let (embedded, bootstrap) = match &self.config.kafka.bootstrap_servers {
             Some(b) => (None, b.clone()),
@@ -350,6 +438,7 @@ impl App {
         // Probes answer from here on: live, and not ready until every listener joined.
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::new(self.config.http.stalled_after()));
+        let store_slot = StoreSlot::default();
         let http = match self.config.http.addr {
             Some(addr) => Some(
                 Server::endpoints(
@@ -359,6 +448,9 @@ impl App {
                         metrics: metrics.clone(),
                         producer: producer.clone(),
                     },
+                    self.routes
+                        .take()
+                        .map(|r| r.layer(axum::Extension(store_slot.clone()))),
                 )
                 .await?,
             ),
@@ -393,11 +485,14 @@ impl App {
         let stop = CancellationToken::new();
         let runtime = tokio::runtime::Handle::current();
         let wants_store =
-            self.migrations.is_some() || self.services.iter().any(|s| s.transactional());
+            !self.migrations.is_empty() || self.services.iter().any(|s| s.transactional());
         let store = match wants_store {
-            true => Some(self.open_store(&producer, &stop).await?),
+            true => Some(self.open_store(&producer, &stop, &views).await?),
             false => None,
         };
+        if let Some(store) = &store {
+            store_slot.set(store.clone());
+        }
         let env = StartEnv {
             client: &client,
             producer: &producer,
@@ -440,10 +535,18 @@ impl App {
 
     /// Connects the store, runs atoll's and the application's migrations, and starts the
     /// outbox relay and the inbox pruning.
-    async fn open_store(&self, producer: &Producer, stop: &CancellationToken) -> Result<Store> {
+    async fn open_store(
+        &self,
+        producer: &Producer,
+        stop: &CancellationToken,
+        views: &[ViewDecl],
+    ) -> Result<Store> {
         let store = Store::connect(&self.config.store).await?;
-        if let Some(migrator) = &self.migrations {
+        for migrator in &self.migrations {
             store.migrate(migrator).await?;
+        }
+        for v in views {
+            view::register(&store, &v.group, &v.topic, v.tables).await?;
         }
         tokio::spawn(crate::store::background(
             store.clone(),

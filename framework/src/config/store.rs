@@ -15,7 +15,7 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// The SQLite file used when no `url` is set (created when missing).
     pub path: PathBuf,
-    /// Connections in the pool.
+    /// Connections in the pool on PostgreSQL (SQLite, one writer per file, gets one).
     pub max_connections: u32,
     /// How long to wait for a connection, in ms.
     pub connect_timeout_ms: u64,

@@ -436,6 +436,7 @@ impl<S: Service> ListenerEnv<S> {
             causation_id: inc.causation_id,
             reply_partition: inc.reply_partition.and_then(|p| p.parse().ok()),
             content_type: inc.content_type,
+            time: inc.time,
         }
     }
 

@@ -158,6 +158,8 @@ pub struct Incoming {
     pub reply_partition: Option<String>,
     /// `content-type`.
     pub content_type: Option<String>,
+    /// `ce_time`: when the record was produced (RFC 3339).
+    pub time: Option<String>,
 }
 
 impl Incoming {
@@ -176,6 +178,7 @@ impl Incoming {
                 REPLAY_GROUP => &mut env.replay_group,
                 REPLY_PARTITION => &mut env.reply_partition,
                 CONTENT_TYPE => &mut env.content_type,
+                TIME => &mut env.time,
                 _ => continue,
             };
             *slot = h

@@ -85,6 +85,9 @@ pub struct Meta {
     pub reply_partition: Option<i32>,
     /// `content-type`: how the payload is encoded (JSON when absent).
     pub content_type: Option<String>,
+    /// `ce_time`: when the record was produced (RFC 3339), as its producer said. A view that
+    /// stamps its rows with it gives the same answers when rebuilt.
+    pub time: Option<String>,
 }
 
 #[derive(Debug)]

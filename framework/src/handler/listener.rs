@@ -87,6 +87,8 @@ pub struct Listener<S> {
     hooks: Option<Arc<dyn PartitionHooks>>,
     /// Whether each record runs in a database transaction (its handler takes `Tx`).
     transactional: bool,
+    /// The tables of the view it builds, if it builds one.
+    view: &'static [&'static str],
 }
 
 impl<S> Clone for Listener<S> {
@@ -101,6 +103,7 @@ impl<S> Clone for Listener<S> {
             handler: self.handler.clone(),
             hooks: self.hooks.clone(),
             transactional: self.transactional,
+            view: self.view,
         }
     }
 }
@@ -157,6 +160,7 @@ impl<S: Service> Listener<S> {
             }),
             hooks: None,
             transactional: false,
+            view: &[],
         }
     }
 
@@ -178,6 +182,7 @@ impl<S: Service> Listener<S> {
             handler,
             hooks: Some(hooks),
             transactional: false,
+            view: &[],
         }
     }
 
@@ -196,6 +201,20 @@ impl<S: Service> Listener<S> {
     pub fn transactional(mut self, transactional: bool) -> Self {
         self.transactional = transactional;
         self
+    }
+
+    /// Declares that the listener builds a view in `tables` (set by `#[handlers]` from
+    /// `view = "…"`): `atoll view rebuild` can empty them and replay the listener's topic from
+    /// its start. A view's listener must be transactional.
+    #[must_use]
+    pub fn view(mut self, tables: &'static [&'static str]) -> Self {
+        self.view = tables;
+        self
+    }
+
+    /// The tables of the view it builds; empty when it builds none.
+    pub fn view_tables(&self) -> &'static [&'static str] {
+        self.view
     }
 
     /// Whether records are handled in a database transaction.

@@ -92,13 +92,18 @@ impl Server {
         })
     }
 
-    /// Serves the health and metrics endpoints on `addr`.
-    pub(crate) async fn endpoints(addr: SocketAddr, endpoints: Endpoints) -> Result<Self> {
+    /// Serves the health and metrics endpoints on `addr`, and the application's `routes`.
+    pub(crate) async fn endpoints(
+        addr: SocketAddr,
+        endpoints: Endpoints,
+        routes: Option<Router>,
+    ) -> Result<Self> {
         let router = Router::new()
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics))
-            .with_state(Arc::new(endpoints));
+            .with_state(Arc::new(endpoints))
+            .merge(routes.unwrap_or_default());
         let server = Self::bind(addr, router, "the HTTP server")
             .await
             .map_err(|e| Error::Config(format!("http.addr `{addr}`: cannot listen: {e}")))?;

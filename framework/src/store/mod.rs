@@ -9,8 +9,14 @@
 pub(crate) mod inbox;
 pub(crate) mod outbox;
 pub(crate) mod schema;
+pub(crate) mod view;
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 
 use tokio_util::sync::CancellationToken;
 
@@ -70,8 +76,28 @@ impl Store {
         let url = config.database_url();
         let backend = Backend::of(&url)?;
         sqlx::any::install_default_drivers();
+        // SQLite has one writer for the whole file: with one connection, transactions queue
+        // in the pool, in order, instead of polling the file's lock.
+        let connections = match backend {
+            Backend::Postgres => config.max_connections,
+            Backend::Sqlite => 1,
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
+            .max_connections(connections)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Commits append to a write-ahead log, synced at checkpoints: a
+                        // commit survives the process's crash (not the machine's), at a
+                        // fraction of the cost of syncing each one. PostgreSQL is the store
+                        // for production.
+                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .acquire_timeout(config.connect_timeout())
             .connect(&url)
             .await
@@ -122,6 +148,36 @@ impl Store {
             what: "acquiring a connection".into(),
             source,
         })
+    }
+}
+
+/// The store as HTTP routes see it: empty until the store is open (the HTTP server answers
+/// probes from the start of the process, before the database is reached).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoreSlot(Arc<OnceLock<Store>>);
+
+impl StoreSlot {
+    /// Makes `store` available to the routes.
+    pub(crate) fn set(&self, store: Store) {
+        let _ = self.0.set(store);
+    }
+}
+
+/// An HTTP route of the service (see `App::routes`) takes the store as an axum extractor:
+/// `async fn order(store: Store, Path(id): Path<String>)`. Until the store is open (or in a
+/// process without one) the route answers 503.
+impl<S: Send + Sync> FromRequestParts<S> for Store {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> std::result::Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<StoreSlot>()
+            .and_then(|slot| slot.0.get().cloned())
+            .ok_or((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service's store is not open",
+            ))
     }
 }
 

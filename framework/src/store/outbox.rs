@@ -140,18 +140,25 @@ async fn publish_where(
     clause: &str,
     binds: &[i64],
 ) -> Result<usize> {
-    // PostgreSQL: lock the rows, skipping those another publisher holds. SQLite: take the write
-    // lock from the start; a read transaction upgraded to a write one when another publisher
-    // does the same fails at once with `database is locked` instead of waiting.
-    let (begin, lock) = match store.backend() {
-        Backend::Postgres => ("BEGIN", " FOR UPDATE SKIP LOCKED"),
-        Backend::Sqlite => ("BEGIN IMMEDIATE", ""),
+    // PostgreSQL: the rows stay locked while they are published (`FOR UPDATE SKIP LOCKED`), so
+    // two publishers never send the same row. SQLite has one writer for the whole file: holding
+    // it while the broker acknowledges would stall every other transaction, so the rows are
+    // read, published, then deleted in short statements. A row two publishers read at once (the
+    // relay only takes rows older than its grace) is sent twice: a repeat that keeps its `ce_id`,
+    // which consumers' inboxes drop.
+    let (mut tx, lock) = match store.backend() {
+        Backend::Postgres => (
+            Some(
+                store
+                    .pool()
+                    .begin()
+                    .await
+                    .map_err(store_error("publishing the outbox"))?,
+            ),
+            " FOR UPDATE SKIP LOCKED",
+        ),
+        Backend::Sqlite => (None, ""),
     };
-    let mut tx = store
-        .pool()
-        .begin_with(begin)
-        .await
-        .map_err(store_error("publishing the outbox"))?;
     let sql = format!(
         "SELECT id, topic, record_partition, record_key, payload, headers FROM atoll_outbox
          WHERE {clause} ORDER BY id{lock}"
@@ -160,10 +167,11 @@ async fn publish_where(
     for b in binds {
         query = query.bind(*b);
     }
-    let rows = query
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error("reading the outbox"))?;
+    let rows = match tx.as_mut() {
+        Some(tx) => query.fetch_all(&mut **tx).await,
+        None => query.fetch_all(store.pool()).await,
+    }
+    .map_err(store_error("reading the outbox"))?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -203,13 +211,16 @@ async fn publish_where(
     for id in &ids {
         delete = delete.bind(*id);
     }
-    delete
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error("deleting published outbox rows"))?;
-    tx.commit()
-        .await
-        .map_err(store_error("deleting published outbox rows"))?;
+    let deleted = match tx.as_mut() {
+        Some(tx) => delete.execute(&mut **tx).await,
+        None => delete.execute(store.pool()).await,
+    };
+    deleted.map_err(store_error("deleting published outbox rows"))?;
+    if let Some(tx) = tx {
+        tx.commit()
+            .await
+            .map_err(store_error("deleting published outbox rows"))?;
+    }
     Ok(ids.len())
 }
 

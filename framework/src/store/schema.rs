@@ -63,7 +63,19 @@ const MIGRATIONS: &[Migration] = &[Migration {
             ce_id TEXT NOT NULL,
             created_at INTEGER NOT NULL)",
     ],
+}, Migration {
+    version: 2,
+    name: "views",
+    postgres: &[VIEWS],
+    sqlite: &[VIEWS],
 }];
+
+/// The views the listeners of a store's processes feed (see [`super::view`]).
+const VIEWS: &str = "CREATE TABLE atoll_views (
+    consumer_group TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    view_tables TEXT NOT NULL,
+    registered_at BIGINT NOT NULL)";
 
 /// The key of the advisory lock concurrent starts take on PostgreSQL ("atoll" in ASCII).
 const LOCK_KEY: i64 = 0x61_74_6f_6c_6c;

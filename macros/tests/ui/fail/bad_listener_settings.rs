@@ -19,6 +19,16 @@ impl Orders {
     async fn audit(&self, _cmd: PlaceOrder) -> HandlerResult {
         Ok(())
     }
+
+    #[listener(name = "status", view = "order_status, orders; DROP TABLE x")]
+    async fn status(&self, _cmd: PlaceOrder) -> HandlerResult {
+        Ok(())
+    }
+
+    #[listener(name = "history", view = 3)]
+    async fn history(&self, _cmd: PlaceOrder) -> HandlerResult {
+        Ok(())
+    }
 }
 
 fn main() {}
