@@ -133,4 +133,35 @@ impl Broker {
             .block_on(atoll::broker::create_topics(&self.client, &[spec]))?;
         Ok(())
     }
+
+    /// How many members `group` has now (0: no consumer of it is running).
+    pub(crate) fn members(&self, group: &str) -> anyhow::Result<usize> {
+        let list = self
+            .consumer()?
+            .fetch_group_list(Some(group), TIMEOUT)
+            .with_context(|| format!("describing consumer group `{group}`"))?;
+        Ok(list
+            .groups()
+            .iter()
+            .filter(|g| g.name() == group)
+            .map(|g| g.members().len())
+            .sum())
+    }
+
+    /// Commits `group`'s offsets at the start of every partition of `topic` (the oldest record
+    /// the broker still has).
+    pub(crate) fn rewind(&self, group: &str, topic: &str) -> anyhow::Result<()> {
+        let mut c = self.client.clone();
+        c.set("group.id", group).set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = c.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in self.partitions(topic)? {
+            let (low, _) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+        }
+        consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .with_context(|| format!("rewinding consumer group `{group}` on `{topic}`"))?;
+        Ok(())
+    }
 }

@@ -7,6 +7,7 @@
 
 mod broker;
 mod dlq;
+mod view;
 
 use std::process::ExitCode;
 
@@ -15,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "atoll",
-    about = "Operate atoll services: inspect and replay dead letters"
+    about = "Operate atoll services: inspect and replay dead letters, rebuild views"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +28,23 @@ enum Cmd {
     /// Dead-letter topics (`<service>.private.dlq`).
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Views: read models that listeners build from facts in the service's store.
+    #[command(subcommand)]
+    View(ViewCmd),
+}
+
+#[derive(Subcommand)]
+enum ViewCmd {
+    /// Rebuild the view a consumer group feeds, with the service stopped: rewind the group
+    /// (and every group feeding the same tables) to the start of its topic, empty the view's
+    /// tables and forget the groups' inbox rows. The service rebuilds the view when it starts.
+    Rebuild {
+        /// A consumer group feeding the view, e.g. `acme.shop.storefront-order-placed`.
+        group: String,
+        /// Print what would be rewound and emptied; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,9 +123,14 @@ async fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
-    let Cmd::Dlq(cmd) = cli.command;
-    let broker = broker::Broker::connect(runtime)?;
     let out = &mut std::io::stdout().lock();
+    let cmd = match cli.command {
+        Cmd::Dlq(cmd) => cmd,
+        Cmd::View(ViewCmd::Rebuild { group, dry_run }) => {
+            return view::rebuild(runtime, &group, dry_run, out);
+        }
+    };
+    let broker = broker::Broker::connect(runtime)?;
     match cmd {
         DlqCmd::List { topic } => dlq::list(&broker, &topic, out),
         DlqCmd::Show { topic, at } => dlq::show(&broker, &topic, at.partition, at.offset, out),

@@ -35,6 +35,8 @@ pub const TANSU_PROPERTIES: &[(&str, &str)] = &[
 pub struct Tansu {
     child: Child,
     port: u16,
+    /// A scratch directory for the stores of the processes on this broker, removed on drop.
+    scratch: PathBuf,
 }
 
 /// Where the tansu binary is: `$TANSU_BIN`, `PATH`, or `~/.cargo/bin/tansu`.
@@ -86,7 +88,15 @@ impl Tansu {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut broker = Self { child, port };
+            let scratch =
+                std::env::temp_dir().join(format!("atoll-tansu-{}-{port}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&scratch);
+            std::fs::create_dir_all(&scratch).expect("a scratch directory");
+            let mut broker = Self {
+                child,
+                port,
+                scratch,
+            };
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -107,9 +117,16 @@ impl Tansu {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// An atoll configuration for this broker, with fast group joins.
+    /// A SQLite file for a store of a process on this broker (`name`: e.g. the service),
+    /// removed with the broker: runs on a fresh broker never share state.
+    pub fn store_path(&self, name: &str) -> PathBuf {
+        self.scratch.join(format!("{name}.db"))
+    }
+
+    /// An atoll configuration for this broker, with fast group joins and a fresh SQLite store.
     pub fn config(&self) -> atoll::config::Config {
         let mut c = atoll::config::Config::default();
+        c.store.path = self.store_path("atoll");
         c.kafka.bootstrap_servers = Some(self.bootstrap());
         for (k, v) in TANSU_PROPERTIES {
             c.kafka.properties.insert((*k).into(), (*v).into());
@@ -128,9 +145,15 @@ impl Tansu {
             .expect("driver app")
     }
 
-    /// Environment variables that point an atoll process at this broker.
+    /// Environment variables that point an atoll process at this broker, and its store at a
+    /// fresh SQLite file shared by the processes given this environment (override
+    /// `ATOLL_STORE__PATH` or `ATOLL_STORE__URL` to give one its own).
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
+            (
+                "ATOLL_STORE__PATH".to_owned(),
+                self.store_path("atoll").display().to_string(),
+            ),
             (
                 "ATOLL_KAFKA__BOOTSTRAP_SERVERS".to_owned(),
                 self.bootstrap(),
@@ -157,6 +180,7 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 

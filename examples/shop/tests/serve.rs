@@ -1,4 +1,5 @@
-//! The shop as four service processes plus a driver, on a real broker (tansu).
+//! The shop as five service processes plus a driver, on a real broker (tansu), the stateful
+//! services each on a SQLite store of its own.
 
 use std::process::Command;
 use std::time::Duration;
@@ -8,13 +9,23 @@ use atoll_testkit::Tansu;
 
 const SHOP: &str = env!("CARGO_BIN_EXE_shop");
 
+/// Starts `service` on `broker`, its store a SQLite file of its own (one process per file).
+fn serve(broker: &Tansu, service: &str) -> Proc {
+    let mut env = broker.env();
+    env.push((
+        "ATOLL_STORE__PATH".to_owned(),
+        broker.store_path(service).display().to_string(),
+    ));
+    Proc::start(SHOP, &["serve", service], &env)
+}
+
 #[test]
-fn four_processes_complete_500_orders() {
+fn five_processes_complete_500_orders() {
     let broker = Tansu::start();
     let env = broker.env();
-    let services: Vec<Proc> = ["orders", "inventory", "payments", "shipping"]
+    let services: Vec<Proc> = example_shop::SERVICES
         .iter()
-        .map(|s| Proc::start(SHOP, &["serve", s], &env))
+        .map(|s| serve(&broker, s))
         .collect();
     // Each service has joined its groups once it logged an assignment for every listener.
     let joined = wait_until(Duration::from_secs(60), || {
@@ -77,9 +88,9 @@ fn orders_killed_five_times_mid_saga_still_ends_every_order_and_conserves_stock(
     let env = broker.env();
     let others: Vec<Proc> = ["inventory", "payments", "shipping"]
         .iter()
-        .map(|s| Proc::start(SHOP, &["serve", s], &env))
+        .map(|s| serve(&broker, s))
         .collect();
-    let mut orders = Proc::start(SHOP, &["serve", "orders"], &env);
+    let mut orders = serve(&broker, "orders");
     let joined = wait_until(Duration::from_secs(60), || {
         others
             .iter()
@@ -116,7 +127,7 @@ fn orders_killed_five_times_mid_saga_still_ends_every_order_and_conserves_stock(
         std::thread::sleep(Duration::from_millis(2500));
         orders.kill();
         waiting += waiting_on_restore(&orders.log());
-        orders = Proc::start(SHOP, &["serve", "orders"], &env);
+        orders = serve(&broker, "orders");
     }
     let out = place.wait_with_output().expect("shop place");
     let stdout = String::from_utf8_lossy(&out.stdout);

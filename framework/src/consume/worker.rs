@@ -457,7 +457,7 @@ impl<S: Service> ListenerEnv<S> {
             Ok(Begun::Tx(cell)) => Some(cell),
             Ok(Begun::Duplicate) => {
                 self.metrics.deduplicated.inc();
-                tracing::debug!(ce_id = meta.id, "handled before (inbox): skipped");
+                tracing::info!(ce_id = meta.id, "handled before (inbox): skipped");
                 return (Outcome::Succeeded, String::new());
             }
             Err(e) => return self.store_failed(&e),

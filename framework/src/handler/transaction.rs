@@ -68,6 +68,7 @@ pub(crate) async fn commit(cell: &TxCell) -> Result<Vec<i64>> {
         what: "committing".into(),
         source,
     })?;
+    crate::store::crash_point();
     Ok(ids)
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod outbox;
 pub(crate) mod schema;
 pub(crate) mod view;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -178,6 +179,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Store {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the service's store is not open",
             ))
+    }
+}
+
+/// The variable of the crash test hook (see [`crash_point`]).
+pub(crate) const CRASH_AFTER_COMMITS: &str = "ATOLL_TEST_CRASH_AFTER_COMMITS";
+
+/// A test hook for the crash the relay exists for: with `ATOLL_TEST_CRASH_AFTER_COMMITS=n` in
+/// its environment, the process aborts right after its n-th committed transaction, before that
+/// transaction's outbox rows are published. Without the variable it does nothing.
+pub(crate) fn crash_point() {
+    static LEFT: OnceLock<Option<AtomicU64>> = OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        std::env::var(CRASH_AFTER_COMMITS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(AtomicU64::new)
+    });
+    if let Some(left) = left {
+        if left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            eprintln!("{CRASH_AFTER_COMMITS}: aborting after a commit, before its publish");
+            std::process::abort();
+        }
     }
 }
 
