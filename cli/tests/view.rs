@@ -114,10 +114,13 @@ async fn the_storefront_view_is_rebuilt_from_the_facts_to_the_same_answers() {
             assert!(a["reason"].is_string(), "{id}: {a}");
         }
     }
-    let missing = reqwest::blocking::get(format!("http://{http}/orders/nope"));
-    let missing = tokio::task::spawn_blocking(move || missing.unwrap().status())
-        .await
-        .unwrap();
+    let missing = tokio::task::spawn_blocking(move || {
+        reqwest::blocking::get(format!("http://{http}/orders/nope"))
+            .unwrap()
+            .status()
+    })
+    .await
+    .unwrap();
     assert_eq!(missing.as_u16(), 404);
 
     // Not while the service runs.

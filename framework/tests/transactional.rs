@@ -296,3 +296,77 @@ async fn a_process_without_a_store_says_so() {
     assert!(err.to_string().contains("no store"), "{err}");
     running.shutdown().await;
 }
+
+#[event_service(company = "acme", namespace = "test", name = "report")]
+struct Report;
+
+#[handlers]
+impl Report {
+    /// Declares a view but takes no `Tx`: its rows could not commit with the inbox row.
+    #[listener(name = "credited", view = "report_totals")]
+    async fn credited(&self, _fact: Credited) -> HandlerResult {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_view_whose_handler_takes_no_transaction_is_refused_at_start() {
+    let err = App::new(Config::default())
+        .service(Report)
+        .start()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("listener `credited`") && text.contains("must take `Tx`"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn two_sets_of_migrations_sharing_a_version_are_refused_at_start() {
+    let step = |version, name: &'static str| {
+        sqlx::migrate::Migrator::with_migrations(vec![sqlx::migrate::Migration::new(
+            version,
+            name.into(),
+            sqlx::migrate::MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str("SELECT 1"),
+            false,
+        )])
+    };
+    let err = App::new(Config::default())
+        .migrations(step(1, "stock"))
+        .migrations(step(1, "ledger"))
+        .start()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("migration 1 (`ledger`) and migration 1 (`stock`)")
+            && text.contains("number each set's migrations apart"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_route_that_takes_the_store_answers_503_in_a_process_without_one() {
+    async fn count(store: atoll::Store) -> String {
+        format!("{:?}", store.backend())
+    }
+    let mut config = Config::default();
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    let running = App::new(config)
+        .routes(axum::Router::new().route("/count", axum::routing::get(count)))
+        .start()
+        .await
+        .unwrap();
+    let url = format!("http://{}/count", running.http_addr().unwrap());
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let r = reqwest::blocking::get(url).unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!((status, body.as_str()), (503, "the service's store is not open"));
+    running.shutdown().await;
+}

@@ -237,8 +237,9 @@ impl<S: Handlers> ErasedService for Registered<S> {
     }
 }
 
-/// Checks that no migration version is in two sets, and lets each of several sets ignore the
-/// others' rows in the history they share.
+/// Checks that no migration version is in two sets, and lets each set ignore the rows of
+/// migrations it does not know in the history: another set's, of this process or of another
+/// service sharing the database.
 fn distinct_migrations(sets: &mut [sqlx::migrate::Migrator]) -> Result<()> {
     let mut seen = BTreeMap::new();
     for (i, set) in sets.iter().enumerate() {
@@ -251,9 +252,8 @@ fn distinct_migrations(sets: &mut [sqlx::migrate::Migrator]) -> Result<()> {
             }
         }
     }
-    let several = sets.len() > 1;
     for set in sets {
-        set.set_ignore_missing(several);
+        set.set_ignore_missing(true);
     }
     Ok(())
 }
@@ -335,7 +335,8 @@ impl App {
     ///
     /// Call it once per set: each service of a process may bring its own. Sets that share a
     /// database must number their migrations apart (say 1000s for one service, 2000s for
-    /// another); each set then ignores the others' rows in the history.
+    /// another): each set ignores the rows of migrations it does not know in the history, so
+    /// services sharing a database, in one process or several, migrate side by side.
     pub fn migrations(mut self, migrator: sqlx::migrate::Migrator) -> Self {
         self.migrations.push(migrator);
         self
