@@ -4,7 +4,7 @@
 //! [`crate::migrations::inventory`]); each command is handled in one transaction with its
 //! inbox row and the facts it emits, so a crash or a redelivery never moves stock twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use apache_avro::AvroSchema;
 use atoll::{event_service, handlers, Context, Event, HandlerResult, Tx};
@@ -148,15 +148,18 @@ async fn reserve(
             _ => Err("the order was released already".into()),
         });
     }
-    // SKUs in one order: concurrent reservations lock rows in the same order, never deadlock.
-    let mut items = items.to_vec();
-    items.sort_by(|a, b| a.sku.cmp(&b.sku));
-    for item in &items {
+    // One movement per SKU (an order may name a SKU twice), in SKU order: concurrent
+    // reservations lock rows in the same order, so they never deadlock.
+    let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+    for item in items {
+        *wanted.entry(&item.sku).or_default() += item.qty;
+    }
+    for (sku, qty) in wanted {
         let taken = sqlx::query(
             "UPDATE inventory_stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1",
         )
-        .bind(item.qty)
-        .bind(&item.sku)
+        .bind(qty)
+        .bind(sku)
         .execute(&mut *conn)
         .await?
         .rows_affected()
@@ -166,9 +169,9 @@ async fn reserve(
             sqlx::query("ROLLBACK TO SAVEPOINT reserve")
                 .execute(&mut *conn)
                 .await?;
-            return Ok(Err(format!("out of stock: {}", item.sku)));
+            return Ok(Err(format!("out of stock: {sku}")));
         }
-        movement(conn, order_id, &item.sku, -item.qty, "reserve").await?;
+        movement(conn, order_id, sku, -qty, "reserve").await?;
     }
     sqlx::query("RELEASE SAVEPOINT reserve")
         .execute(&mut *conn)

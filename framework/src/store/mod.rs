@@ -183,9 +183,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Store {
 }
 
 /// The variable of the crash test hook (see [`crash_point`]).
-pub(crate) const CRASH_AFTER_COMMITS: &str = "ATOLL_TEST_CRASH_AFTER_COMMITS";
+pub(crate) const CRASH_AFTER_COMMITS: &str = "TEST_ATOLL_CRASH_AFTER_COMMITS";
 
-/// A test hook for the crash the relay exists for: with `ATOLL_TEST_CRASH_AFTER_COMMITS=n` in
+/// A test hook for the crash the relay exists for: with `TEST_ATOLL_CRASH_AFTER_COMMITS=n` in
 /// its environment, the process aborts right after its n-th committed transaction, before that
 /// transaction's outbox rows are published. Without the variable it does nothing.
 pub(crate) fn crash_point() {
