@@ -221,3 +221,40 @@ fn the_image_is_multi_stage_slim_and_not_root() {
     assert!(lines.iter().any(|l| l.starts_with("COPY --from=build")));
     assert!(lines.iter().any(|l| l.starts_with("ENTRYPOINT [\"shop\"]")));
 }
+
+#[test]
+fn the_stateful_services_keep_their_state_in_a_postgresql_database_each() {
+    let c = compose();
+    let services = &c["services"];
+    assert!(services["postgres"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres:"));
+    assert!(services["postgres"]["healthcheck"]["test"].is_sequence());
+    let job = &services["databases"];
+    assert_eq!(job["restart"].as_str(), Some("no"));
+    assert_eq!(
+        job["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    let script = strings(&job["command"]).join(" ");
+    for name in ["inventory", "payments", "storefront"] {
+        assert!(script.contains(name), "the job creates {name}'s database: {script}");
+        let s = &services[name];
+        assert_eq!(
+            s["depends_on"]["databases"]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "{name} waits for its database"
+        );
+        let config = load(&env(s)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let url = config.store.url.unwrap_or_default();
+        assert!(
+            url.starts_with("postgres://") && url.ends_with(&format!("@postgres:5432/{name}")),
+            "{name}: its own database on the postgres service, not {url:?}"
+        );
+    }
+    for name in ["orders", "shipping"] {
+        let config = load(&env(&services[name])).unwrap();
+        assert!(config.store.url.is_none(), "{name} keeps no state");
+    }
+}
