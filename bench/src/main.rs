@@ -11,6 +11,7 @@
 //! RSS belong to one run. Implementations alternate within each round; the first round is
 //! discarded and the table quotes medians.
 
+mod ledger;
 mod meter;
 mod orchestra;
 mod payload;
@@ -50,6 +51,8 @@ pub(crate) enum Impl {
     Atoll,
     /// ruststream-rdkafka.
     Ruststream,
+    /// atoll's transactional listener on PostgreSQL (scenario 4).
+    AtollTx,
 }
 
 impl Impl {
@@ -59,6 +62,7 @@ impl Impl {
             Self::Raw => "raw rdkafka",
             Self::Atoll => "atoll",
             Self::Ruststream => "ruststream-rdkafka",
+            Self::AtollTx => "atoll, transactional",
         }
     }
 
@@ -70,6 +74,18 @@ impl Impl {
             Self::Atoll => <payload::Relay as atoll::Service>::ID
                 .group_id("relay")
                 .expect("a valid listener name"),
+            Self::AtollTx => <payload::Ledger as atoll::Service>::ID
+                .group_id("deposit")
+                .expect("a valid listener name"),
+        }
+    }
+
+    /// The topic it reads and the `ce_type` of its records.
+    pub(crate) fn input(self) -> (&'static str, &'static str) {
+        use atoll::Event;
+        match self {
+            Self::AtollTx => (payload::INPUT_LEDGER, payload::Deposit::ce_type()),
+            _ => (payload::INPUT, payload::Transfer::ce_type()),
         }
     }
 }
@@ -146,6 +162,7 @@ async fn worker(work: Work) -> anyhow::Result<()> {
         Impl::Raw => raw::run(&work, ready).await?,
         Impl::Atoll => relay::run(ready).await?,
         Impl::Ruststream => peer::run(&work, ready).await?,
+        Impl::AtollTx => ledger::run(&work.bootstrap, ready).await?,
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string(&report)?)?;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use atoll::envelope::Outgoing;
-use atoll::Event;
 use atoll_testkit::Tansu;
 use clap::ValueEnum;
 use futures::stream::FuturesUnordered;
@@ -22,7 +21,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::meter::{self, Report};
 use crate::payload::{
-    transfer, Transfer, INPUT, OUTPUT_ATOLL, OUTPUT_RAW, OUTPUT_RUSTSTREAM, PARTITIONS,
+    transfer, INPUT, INPUT_LEDGER, OUTPUT_ATOLL, OUTPUT_LEDGER, OUTPUT_RAW, OUTPUT_RUSTSTREAM,
+    PARTITIONS,
 };
 use crate::Impl;
 
@@ -48,11 +48,15 @@ pub(crate) struct Plan {
     /// Seconds measured per run of scenario 3 (after one second of warm-up).
     #[arg(long, default_value_t = 4)]
     pub(crate) latency_secs: u64,
+    /// Records in the backlog the transactional listener drains in scenario 4.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) tx_records: u64,
     /// Implementations to run (default: all).
     #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream])]
     pub(crate) impls: Vec<Impl>,
-    /// Scenarios to run (1: drain, 2: simulated I/O, 3: latency).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3])]
+    /// Scenarios to run (1: drain, 2: simulated I/O, 3: latency, 4: transactional on
+    /// PostgreSQL).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4])]
     pub(crate) scenarios: Vec<u8>,
     /// Use this broker instead of starting tansu (its input topic must be empty).
     #[arg(long)]
@@ -96,6 +100,8 @@ struct Variant {
     warmup: u64,
     records: u64,
     latency: bool,
+    /// The store of a transactional run.
+    store: Option<String>,
 }
 
 /// Runs the plan: prints progress to stderr, the table to stdout, and writes the JSON.
@@ -103,7 +109,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     if plan.scenarios.contains(&1) {
-        let (_tansu, bootstrap) = broker(&plan, plan.records).await?;
+        let (_tansu, bootstrap) = broker(&plan, plan.records, Impl::Atoll.input()).await?;
         // ruststream awaits each publish before the next record (~200 records/s here): it
         // drains a slice of the backlog, or one run would take over an hour.
         let records = |imp| match imp {
@@ -120,7 +126,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.scenarios.contains(&2) {
         let many = (plan.io_records * 5).min(plan.records);
-        let (_tansu, bootstrap) = broker(&plan, many).await?;
+        let (_tansu, bootstrap) = broker(&plan, many, Impl::Atoll.input()).await?;
         let io_us = plan.io_ms * 1000;
         let io = |imp, ordering, records| Variant {
             io_us,
@@ -144,7 +150,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.scenarios.contains(&3) {
-        let (_tansu, bootstrap) = broker(&plan, 0).await?;
+        let (_tansu, bootstrap) = broker(&plan, 0, Impl::Atoll.input()).await?;
         for rate in [1_000u64, 10_000] {
             let latency = |imp| Variant {
                 warmup: rate,
@@ -162,6 +168,31 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, pace).await?);
         }
     }
+    if plan.scenarios.contains(&4) && plan.impls.contains(&Impl::AtollTx) {
+        let pg = atoll_testkit::Postgres::start();
+        let store = Some(pg.database("bench"));
+        let (_tansu, bootstrap) = broker(&plan, plan.tx_records, Impl::AtollTx.input()).await?;
+        let drain = Variant {
+            store: store.clone(),
+            ..variant(Impl::AtollTx, "partition", plan.tx_records)
+        };
+        let name = format!(
+            "4: transactional on PostgreSQL, 1 upsert + 1 emit per record, drain {}",
+            plan.tx_records
+        );
+        rows.extend(rounds(&bootstrap, &name, &[drain], plan.rounds, None).await?);
+        let rate = 1_000;
+        let steady = Variant {
+            warmup: rate,
+            records: rate * plan.latency_secs,
+            latency: true,
+            store,
+            ..variant(Impl::AtollTx, "partition", 0)
+        };
+        let name = format!("4: transactional, steady {rate} records/s, input → output read");
+        let pace = Some((rate, plan.keys));
+        rows.extend(rounds(&bootstrap, &name, &[steady], plan.rounds, pace).await?);
+    }
     print_table(&rows);
     if let Some(dir) = plan.json.parent() {
         std::fs::create_dir_all(dir)?;
@@ -177,7 +208,11 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
 
 /// A fresh broker for one scenario (tansu slows down as its in-memory log grows, so scenarios
 /// do not share one), with the topics created and `records` input records in place.
-async fn broker(plan: &Plan, records: u64) -> anyhow::Result<(Option<Tansu>, String)> {
+async fn broker(
+    plan: &Plan,
+    records: u64,
+    input: (&'static str, &'static str),
+) -> anyhow::Result<(Option<Tansu>, String)> {
     let tansu = plan.bootstrap.is_none().then(Tansu::start);
     let bootstrap = match (&tansu, &plan.bootstrap) {
         (Some(t), _) => t.bootstrap(),
@@ -186,9 +221,10 @@ async fn broker(plan: &Plan, records: u64) -> anyhow::Result<(Option<Tansu>, Str
     eprintln!("broker: {bootstrap}");
     create_topics(&bootstrap).await?;
     if records > 0 {
-        let took = fill(&bootstrap, records, plan.keys).await?;
+        let took = fill(&bootstrap, input, records, plan.keys).await?;
         eprintln!(
-            "filled {INPUT} with {records} records in {:.1} s ({:.0} records/s)",
+            "filled {} with {records} records in {:.1} s ({:.0} records/s)",
+            input.0,
             took.as_secs_f64(),
             records as f64 / took.as_secs_f64()
         );
@@ -204,6 +240,7 @@ fn variant(imp: Impl, ordering: &'static str, records: u64) -> Variant {
         warmup: 0,
         records,
         latency: false,
+        store: None,
     }
 }
 
@@ -302,7 +339,11 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
     } else {
         Position::Start
     };
-    reset_group(bootstrap, &group, to)?;
+    let input = v.imp.input();
+    reset_group(bootstrap, &group, input.0, to)?;
+    if let Some(url) = &v.store {
+        forget_handled(url).await?;
+    }
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["worker", "--impl"])
         .arg(
@@ -322,8 +363,15 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
         .env("ATOLL_SERVICE__STATIC_MEMBERSHIP", "false")
         .env("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
         .env("ATOLL_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "500")
-        .env("ATOLL_LISTENERS__RELAY__ORDERING", v.ordering)
+        .env(
+            match v.imp {
+                Impl::AtollTx => "ATOLL_LISTENERS__DEPOSIT__ORDERING",
+                _ => "ATOLL_LISTENERS__RELAY__ORDERING",
+            },
+            v.ordering,
+        )
         .env("ATOLL_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", FETCH_WAIT_MS)
+        .envs(v.store.iter().map(|url| ("ATOLL_STORE__URL", url)))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -337,7 +385,7 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
                     let total = v.warmup + v.records;
                     let bootstrap = bootstrap.to_owned();
                     feeding = Some(tokio::spawn(async move {
-                        paced(&bootstrap, rate, total, keys).await
+                        paced(&bootstrap, input, rate, total, keys).await
                     }));
                 }
                 continue;
@@ -360,6 +408,19 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
     Ok(report)
 }
 
+/// Empties the transactional run's inbox: the runs of a scenario read the same input again,
+/// which the inbox would otherwise skip as repeats.
+async fn forget_handled(url: &str) -> anyhow::Result<()> {
+    let mut config = atoll::config::StoreConfig::default();
+    config.url = Some(url.to_owned());
+    let store = atoll::Store::connect(&config).await?;
+    sqlx::query("DELETE FROM atoll_inbox")
+        .execute(store.pool())
+        .await?;
+    store.pool().close().await;
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Position {
     Start,
@@ -367,7 +428,7 @@ enum Position {
 }
 
 /// Commits `to` for every input partition in `group`, which has no members now.
-fn reset_group(bootstrap: &str, group: &str, to: Position) -> anyhow::Result<()> {
+fn reset_group(bootstrap: &str, group: &str, input: &str, to: Position) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -379,11 +440,11 @@ fn reset_group(bootstrap: &str, group: &str, to: Position) -> anyhow::Result<()>
             Position::Start => 0,
             Position::End => {
                 consumer
-                    .fetch_watermarks(INPUT, p, Duration::from_secs(10))?
+                    .fetch_watermarks(input, p, Duration::from_secs(10))?
                     .1
             }
         };
-        tpl.add_partition_offset(INPUT, p, Offset::Offset(offset))?;
+        tpl.add_partition_offset(input, p, Offset::Offset(offset))?;
     }
     consumer.assign(&tpl)?;
     consumer
@@ -396,7 +457,14 @@ async fn create_topics(bootstrap: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
-    let topics: Vec<NewTopic<'_>> = [INPUT, OUTPUT_ATOLL, OUTPUT_RAW, OUTPUT_RUSTSTREAM]
+    let topics: Vec<NewTopic<'_>> = [
+        INPUT,
+        OUTPUT_ATOLL,
+        OUTPUT_RAW,
+        OUTPUT_RUSTSTREAM,
+        INPUT_LEDGER,
+        OUTPUT_LEDGER,
+    ]
         .iter()
         .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(-1)))
         .collect();
@@ -423,16 +491,18 @@ fn producer(bootstrap: &str, linger_ms: &str, batch: &str) -> anyhow::Result<Fut
         .create()?)
 }
 
-/// Sends input record `i`, stamped now, with the headers atoll's producers write.
+/// Sends input record `i` to `input` (topic, `ce_type`), stamped now, with the headers atoll's
+/// producers write.
 fn send(
     p: &FutureProducer,
+    input: (&str, &'static str),
     i: u64,
     keys: u64,
 ) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
     let t = transfer(i, meter::now_us(), keys);
     let payload = serde_json::to_vec(&t)?;
-    let (headers, _) = Outgoing::new(Transfer::ce_type(), "bench.perf.driver").headers();
-    let record = FutureRecord::to(INPUT)
+    let (headers, _) = Outgoing::new(input.1, "bench.perf.driver").headers();
+    let record = FutureRecord::to(input.0)
         .key(t.account.as_bytes())
         .payload(&payload)
         .headers(headers);
@@ -452,7 +522,12 @@ fn acked(
 }
 
 /// Fills the input topic with `records` records; returns how long it took.
-async fn fill(bootstrap: &str, records: u64, keys: u64) -> anyhow::Result<Duration> {
+async fn fill(
+    bootstrap: &str,
+    input: (&str, &'static str),
+    records: u64,
+    keys: u64,
+) -> anyhow::Result<Duration> {
     let p = producer(bootstrap, "20", "1")?;
     let start = Instant::now();
     let mut acks = FuturesUnordered::new();
@@ -460,7 +535,7 @@ async fn fill(bootstrap: &str, records: u64, keys: u64) -> anyhow::Result<Durati
         while acks.len() >= 100_000 {
             acked(acks.next().await.expect("not empty"))?;
         }
-        acks.push(send(&p, i, keys)?);
+        acks.push(send(&p, input, i, keys)?);
     }
     while let Some(ack) = acks.next().await {
         acked(ack)?;
@@ -469,7 +544,13 @@ async fn fill(bootstrap: &str, records: u64, keys: u64) -> anyhow::Result<Durati
 }
 
 /// Produces `total` records at `rate` per second, in 1 ms ticks.
-async fn paced(bootstrap: &str, rate: u64, total: u64, keys: u64) -> anyhow::Result<()> {
+async fn paced(
+    bootstrap: &str,
+    input: (&str, &'static str),
+    rate: u64,
+    total: u64,
+    keys: u64,
+) -> anyhow::Result<()> {
     let p = producer(bootstrap, "5", "10000")?;
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -480,7 +561,7 @@ async fn paced(bootstrap: &str, rate: u64, total: u64, keys: u64) -> anyhow::Res
         tick.tick().await;
         let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
         while sent < due {
-            acks.push(send(&p, 1_000_000_000 + sent, keys)?);
+            acks.push(send(&p, input, 1_000_000_000 + sent, keys)?);
             sent += 1;
         }
         while let Some(Some(ack)) = acks.next().now_or_never() {

@@ -55,6 +55,46 @@ impl From<&Transfer> for Relayed {
     }
 }
 
+/// The transactional service of scenario 4: it owns `bench.perf.ledger.commands` and
+/// `.events`, and keeps account balances in PostgreSQL.
+#[event_service(company = "bench", namespace = "perf", name = "ledger", partitions = 6)]
+#[derive(Debug, Default)]
+pub(crate) struct Ledger;
+
+/// Scenario 4's input: the same JSON as [`Transfer`], a command of the ledger.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "deposit", version = 1, service = Ledger)]
+pub(crate) struct Deposit {
+    /// Sequence number.
+    pub(crate) id: u64,
+    /// When the producer sent it, in microseconds since the epoch.
+    pub(crate) ts_us: u64,
+    /// The key: one of `keys` accounts.
+    #[event(key)]
+    pub(crate) account: String,
+    /// Amount.
+    pub(crate) amount_cents: i64,
+    /// Currency.
+    pub(crate) currency: String,
+    /// Padding.
+    pub(crate) memo: String,
+}
+
+/// Scenario 4's output, one per input, published through the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(fact, name = "deposited", version = 1, service = Ledger)]
+pub(crate) struct Deposited {
+    /// The input's sequence number.
+    pub(crate) id: u64,
+    /// The input's timestamp.
+    pub(crate) ts_us: u64,
+    /// The input's account.
+    #[event(key)]
+    pub(crate) account: String,
+    /// The input's amount.
+    pub(crate) amount_cents: i64,
+}
+
 /// Input record `id` with timestamp `ts_us`, keyed by one of `keys` accounts.
 pub(crate) fn transfer(id: u64, ts_us: u64, keys: u64) -> Transfer {
     Transfer {
@@ -68,8 +108,12 @@ pub(crate) fn transfer(id: u64, ts_us: u64, keys: u64) -> Transfer {
     }
 }
 
-/// The input topic, which every implementation reads.
+/// The input topic, which every implementation reads (but the transactional one).
 pub(crate) const INPUT: &str = "bench.perf.relay.commands";
+/// The input topic of the transactional ledger (scenario 4).
+pub(crate) const INPUT_LEDGER: &str = "bench.perf.ledger.commands";
+/// The output topic of the transactional ledger.
+pub(crate) const OUTPUT_LEDGER: &str = "bench.perf.ledger.events";
 /// The output topic of atoll.
 pub(crate) const OUTPUT_ATOLL: &str = "bench.perf.relay.events";
 /// The output topic of the raw rdkafka loop.
@@ -95,5 +139,7 @@ mod tests {
     fn the_topics_are_atolls() {
         assert_eq!(Transfer::topic().as_str(), INPUT);
         assert_eq!(Relayed::topic().as_str(), OUTPUT_ATOLL);
+        assert_eq!(Deposit::topic().as_str(), INPUT_LEDGER);
+        assert_eq!(Deposited::topic().as_str(), OUTPUT_LEDGER);
     }
 }

@@ -148,12 +148,44 @@ impl Broker {
             .sum())
     }
 
+    /// A consumer in `group`, committing nothing by itself.
+    fn member_of(&self, group: &str) -> anyhow::Result<BaseConsumer> {
+        let mut c = self.client.clone();
+        c.set("group.id", group).set("enable.auto.commit", "false");
+        Ok(c.create()?)
+    }
+
+    /// `group`'s committed offsets on every partition of `topic`.
+    pub(crate) fn committed(&self, group: &str, topic: &str) -> anyhow::Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for p in self.partitions(topic)? {
+            tpl.add_partition(topic, p);
+        }
+        self.member_of(group)?
+            .committed_offsets(tpl, TIMEOUT)
+            .with_context(|| format!("reading the offsets of consumer group `{group}`"))
+    }
+
+    /// Commits `offsets` for `group` (partitions it never committed are left alone).
+    pub(crate) fn commit(&self, group: &str, offsets: &TopicPartitionList) -> anyhow::Result<()> {
+        let mut known = TopicPartitionList::new();
+        for e in offsets.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                known.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))?;
+            }
+        }
+        if known.count() == 0 {
+            return Ok(());
+        }
+        self.member_of(group)?
+            .commit(&known, rdkafka::consumer::CommitMode::Sync)
+            .with_context(|| format!("committing offsets of consumer group `{group}`"))
+    }
+
     /// Commits `group`'s offsets at the start of every partition of `topic` (the oldest record
     /// the broker still has).
     pub(crate) fn rewind(&self, group: &str, topic: &str) -> anyhow::Result<()> {
-        let mut c = self.client.clone();
-        c.set("group.id", group).set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = c.create()?;
+        let consumer = self.member_of(group)?;
         let mut tpl = TopicPartitionList::new();
         for p in self.partitions(topic)? {
             let (low, _) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;

@@ -14,10 +14,9 @@ use crate::broker::Broker;
 
 /// Rebuilds the view `group` feeds; with `dry_run`, only says what it would do.
 ///
-/// Order matters for a rebuild that fails half-way: the groups are rewound first and the
-/// tables emptied last, in one transaction. Should emptying fail, the records delivered again
-/// are skipped as repeats (their inbox rows remain) and the view stays as it was; running the
-/// command again finishes the job.
+/// Everything is checked first (the tables' names, the topics, that no group has members).
+/// Then the groups are rewound and the tables emptied in one transaction; should either
+/// fail, the groups are put back where they were, and the view stays as it was.
 pub(crate) fn rebuild(
     runtime: tokio::runtime::Handle,
     group: &str,
@@ -46,7 +45,10 @@ pub(crate) fn rebuild(
         );
     };
     let broker = Broker::connect(runtime.clone())?;
+    // Everything that can be checked is checked before anything changes.
+    view.check()?;
     for feed in &view.feeds {
+        broker.partitions(&feed.topic)?;
         let members = broker.members(&feed.group)?;
         if members > 0 {
             bail!(
@@ -55,23 +57,35 @@ pub(crate) fn rebuild(
             );
         }
     }
-    let verb = if dry_run { "would rewind" } else { "rewound" };
-    for feed in &view.feeds {
-        if !dry_run {
-            broker.rewind(&feed.group, &feed.topic)?;
+    if dry_run {
+        for feed in &view.feeds {
+            writeln!(out, "would rewind {} to the start of {}", feed.group, feed.topic)?;
         }
-        writeln!(out, "{verb} {} to the start of {}", feed.group, feed.topic)?;
+        writeln!(out, "would empty {}", view.tables.join(", "))?;
+        return Ok(());
     }
-    if !dry_run {
+    // Where each group was, to put it back should a later step fail: a group left at the
+    // start of its topic beside a view that was not emptied would apply old facts again once
+    // their inbox rows are pruned.
+    let mut saved = Vec::new();
+    let rebuilt = (|| -> anyhow::Result<()> {
+        for feed in &view.feeds {
+            saved.push((feed, broker.committed(&feed.group, &feed.topic)?));
+            broker.rewind(&feed.group, &feed.topic)?;
+            writeln!(out, "rewound {} to the start of {}", feed.group, feed.topic)?;
+        }
         runtime.block_on(store.reset_view(&view))?;
+        Ok(())
+    })();
+    if let Err(e) = rebuilt {
+        for (feed, offsets) in &saved {
+            if let Err(undo) = broker.commit(&feed.group, offsets) {
+                writeln!(out, "could not put {} back where it was: {undo:#}", feed.group)?;
+            }
+        }
+        return Err(e.context("the rebuild failed; the groups were put back where they were"));
     }
-    let verb = if dry_run { "would empty" } else { "emptied" };
-    writeln!(out, "{verb} {}", view.tables.join(", "))?;
-    if !dry_run {
-        writeln!(
-            out,
-            "the view is rebuilt from the facts when the service starts"
-        )?;
-    }
+    writeln!(out, "emptied {}", view.tables.join(", "))?;
+    writeln!(out, "the view is rebuilt from the facts when the service starts")?;
     Ok(())
 }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use atoll::config::Config;
 use atoll::{App, Store};
 use atoll_testkit::postgres::Postgres;
-use atoll_testkit::Tansu;
+use atoll_testkit::process::wait_until;
+use atoll_testkit::{committed, Tansu};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset};
 use example_shop::driver::{self, Plan};
 use example_shop::{with_all, with_service, Options};
 use serde_json::Value;
@@ -71,6 +74,41 @@ async fn settled(store: &Store, http: SocketAddr, n: usize) -> Vec<(String, Valu
     }
 }
 
+/// Waits until each of the view's five groups committed the end of its topic (up to 90 s):
+/// every fact is in the view.
+async fn caught_up(bootstrap: &str) {
+    let feeds = [
+        ("order-placed", "orders"),
+        ("order-completed", "orders"),
+        ("order-cancelled", "orders"),
+        ("payment-charged", "payments"),
+        ("shipment-scheduled", "shipping"),
+    ];
+    let bootstrap = bootstrap.to_owned();
+    let done = tokio::task::spawn_blocking(move || {
+        let ends: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        wait_until(Duration::from_secs(90), || {
+            feeds.iter().all(|(listener, owner)| {
+                let topic = format!("acme.shop.{owner}.events");
+                let group = format!("acme.shop.storefront-{listener}");
+                let committed = committed(&bootstrap, &group, &topic, 6);
+                committed.iter().enumerate().all(|(p, at)| {
+                    let (_, high) = ends
+                        .fetch_watermarks(&topic, p as i32, Duration::from_secs(10))
+                        .unwrap();
+                    high == 0 || *at == Offset::Offset(high)
+                })
+            })
+        })
+    })
+    .await
+    .unwrap();
+    assert!(done, "the view's groups did not catch up");
+}
+
 fn config(broker: &Tansu, url: &str) -> Config {
     let mut config = broker.config();
     config.store.url = Some(url.to_owned());
@@ -101,7 +139,9 @@ async fn the_storefront_view_is_rebuilt_from_the_facts_to_the_same_answers() {
     assert!(summary.all_terminal(), "{summary}");
     let store = Store::connect(&config.store).await.unwrap();
     let http = running.http_addr().unwrap();
-    let before = settled(&store, http, 40).await;
+    settled(&store, http, 40).await;
+    caught_up(&broker.bootstrap()).await;
+    let before = answers(&store, http).await;
     assert_eq!(before.len(), 40, "{before:?}");
     let status = |s: &str| before.iter().filter(|(_, a)| a["status"] == s).count();
     assert_eq!(
@@ -169,7 +209,9 @@ async fn the_storefront_view_is_rebuilt_from_the_facts_to_the_same_answers() {
         .await
         .unwrap();
     let http = running.http_addr().unwrap();
-    let after = settled(&store, http, 40).await;
+    // Five groups replay independently: wait until the last of them caught up.
+    caught_up(&broker.bootstrap()).await;
+    let after = answers(&store, http).await;
     assert_eq!(after, before, "the rebuilt view answers as before");
     running.shutdown().await;
 }

@@ -294,10 +294,10 @@ impl<S: Handlers> TestBed<S> {
         };
         let ctx = self.context_in(meta, Some(cell.clone()));
         called(listener.call(self.svc.clone(), ctx, payload).await)?;
-        let ids = transaction::commit(&cell)
+        let committed = transaction::commit(&cell)
             .await
             .map_err(HandlerError::from)?;
-        outbox::publish(store, &self.producer, &ids)
+        outbox::publish(store, &self.producer, &committed)
             .await
             .map_err(HandlerError::from)?;
         Ok(())

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Context, Event, HandlerResult, Tx};
+use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult, Tx};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
@@ -143,6 +143,9 @@ async fn reserve(
                 .bind(order_id)
                 .fetch_one(&mut *conn)
                 .await?;
+        sqlx::query("RELEASE SAVEPOINT reserve")
+            .execute(&mut *conn)
+            .await?;
         return Ok(match state.as_str() {
             "reserved" => Ok(false),
             _ => Err("the order was released already".into()),
@@ -166,9 +169,9 @@ async fn reserve(
             == 1;
         if !taken {
             // All or nothing: undo the claim and what was taken.
-            sqlx::query("ROLLBACK TO SAVEPOINT reserve")
-                .execute(&mut *conn)
-                .await?;
+            for undo in ["ROLLBACK TO SAVEPOINT reserve", "RELEASE SAVEPOINT reserve"] {
+                sqlx::query(undo).execute(&mut *conn).await?;
+            }
             return Ok(Err(format!("out of stock: {sku}")));
         }
         movement(conn, order_id, sku, -qty, "reserve").await?;
@@ -195,8 +198,10 @@ async fn release(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool>
     if prior.as_deref() != Some("reserved") {
         return Ok(false);
     }
+    // In SKU order, like reservations: the two never wait on each other's rows in a cycle.
     let taken: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT sku, delta FROM inventory_movements WHERE order_id = $1 AND kind = 'reserve'",
+        "SELECT sku, delta FROM inventory_movements WHERE order_id = $1 AND kind = 'reserve'
+         ORDER BY sku",
     )
     .bind(order_id)
     .fetch_all(&mut *conn)
@@ -253,6 +258,12 @@ impl Inventory {
         cmd: ReserveStock,
     ) -> HandlerResult<StockReservation> {
         let ReserveStock { order_id, items } = cmd;
+        if let Some(bad) = items.iter().find(|i| i.qty < 1) {
+            return Err(HandlerError::permanent(format!(
+                "quantity of {} must be at least 1, not {}",
+                bad.sku, bad.qty
+            )));
+        }
         let outcome = reserve(&mut *tx.conn().await, &order_id, &items).await?;
         if outcome == Ok(true) {
             ctx.emit(StockReserved {

@@ -206,6 +206,12 @@ impl Payments {
                 "payment gateway timed out (simulated)",
             ));
         }
+        if cmd.amount_cents < 0 {
+            return Err(HandlerError::permanent(format!(
+                "amount_cents must not be negative, not {}",
+                cmd.amount_cents
+            )));
+        }
         let outcome = charge_once(&mut *tx.conn().await, &cmd).await?;
         let order_id = cmd.order_id.clone();
         match &outcome {

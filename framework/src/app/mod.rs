@@ -403,11 +403,8 @@ impl App {
         let views = self
             .services
             .iter()
-            .map(|s| s.views())
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>();
+            .map(|s| Ok((s.id(), s.views()?)))
+            .collect::<Result<Vec<_>>>()?;
         distinct_migrations(&mut self.migrations)?;
         let topics = self.declared_topics();
         let (embedded, bootstrap) = match &self.config.kafka.bootstrap_servers {
@@ -540,14 +537,18 @@ impl App {
         &self,
         producer: &Producer,
         stop: &CancellationToken,
-        views: &[ViewDecl],
+        views: &[(ServiceId, Vec<ViewDecl>)],
     ) -> Result<Store> {
         let store = Store::connect(&self.config.store).await?;
         for migrator in &self.migrations {
             store.migrate(migrator).await?;
         }
-        for v in views {
-            view::register(&store, &v.group, &v.topic, v.tables).await?;
+        for (service, decls) in views {
+            let rows: Vec<(String, String, &[&str])> = decls
+                .iter()
+                .map(|v| (v.group.clone(), v.topic.clone(), v.tables))
+                .collect();
+            view::register(&store, &service.to_string(), &rows).await?;
         }
         tokio::spawn(crate::store::background(
             store.clone(),

@@ -130,8 +130,9 @@ async fn sequential<S: Service>(
             msg = rx.recv(), if acks.len() < bound => {
                 let Some(msg) = msg else { break };
                 take_up(&env, &part);
-                if let Some((msg, pending)) = handle_one(&env, &part, msg, true).await {
-                    acks.push(async move { (msg, Pending::all(pending).await) });
+                if let Some((msg, deferred)) = handle_one(&env, &part, msg, true).await {
+                    let store = env.store.clone();
+                    acks.push(async move { (msg, deferred.acked(store).await) });
                 }
             }
         }
@@ -224,7 +225,32 @@ async fn concurrent<S: Service>(
 type Admitted = (OwnedMessage, tokio::sync::OwnedSemaphorePermit);
 
 /// A handled record whose outputs are still to be acknowledged.
-type Unacked = (OwnedMessage, Vec<Pending>);
+type Unacked = (OwnedMessage, Deferred);
+
+/// What a record handled with `defer` produced and awaits: the acknowledgements of its outputs
+/// and, for a transactional listener, the outbox rows to delete once they are acknowledged.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pending: Vec<Pending>,
+    outbox: Vec<i64>,
+}
+
+impl Deferred {
+    /// Waits for the acknowledgements, then hands the outbox rows to the store's batched
+    /// delete (not here: the partition's loop does not poll this future while it handles the
+    /// next record, which may need the connection a delete would hold; SQLite has one).
+    async fn acked(self, store: Option<Store>) -> crate::error::Result<()> {
+        Pending::all(self.pending).await?;
+        if let Some(store) = store {
+            store.forget_published(self.outbox);
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.outbox.is_empty()
+    }
+}
 
 /// Handles one record (unless its partition was revoked) and books it; with `defer`, a
 /// record that succeeded is returned with its unacknowledged outputs instead, to be booked
@@ -236,7 +262,7 @@ async fn handle_one<S: Service>(
     defer: bool,
 ) -> Option<Unacked> {
     let mut finished = false;
-    let mut deferred = Vec::new();
+    let mut deferred = Deferred::default();
     if !part.cancel.is_cancelled() {
         let span =
             crate::ops::telemetry::spans::process(&msg, env.listener.name(), &env.consumer_group);
@@ -282,7 +308,7 @@ impl<S: Service> ListenerEnv<S> {
         &self,
         msg: &OwnedMessage,
         cancel: &CancellationToken,
-        defer: Option<&mut Vec<Pending>>,
+        defer: Option<&mut Deferred>,
     ) -> bool {
         let incoming = Incoming::read(msg.headers());
         if let Some(t) = &incoming.ce_type {
@@ -333,7 +359,7 @@ impl<S: Service> ListenerEnv<S> {
         inc: Incoming,
         state: Option<RetryState>,
         cancel: &CancellationToken,
-        mut defer: Option<&mut Vec<Pending>>,
+        mut defer: Option<&mut Deferred>,
     ) -> bool {
         if let Some(st) = &state {
             let wait = st
@@ -448,7 +474,7 @@ impl<S: Service> ListenerEnv<S> {
         &self,
         msg: &OwnedMessage,
         meta: &Meta,
-        defer: &mut Option<&mut Vec<Pending>>,
+        defer: &mut Option<&mut Deferred>,
         cancel: &CancellationToken,
     ) -> (Outcome, String) {
         let budget = self.config.handler_timeout();
@@ -478,14 +504,14 @@ impl<S: Service> ListenerEnv<S> {
         let (outcome, error) = match result {
             Ok(Ok(Ok(()))) if tx.is_some() => {
                 let cell = tx.expect("checked");
-                return match self.commit(&cell, cancel).await {
+                return match self.commit(&cell, defer, cancel).await {
                     Ok(()) => (Outcome::Succeeded, String::new()),
                     Err(e) => self.store_failed(&e),
                 };
             }
             Ok(Ok(Ok(()))) => match defer.take() {
                 Some(sink) => {
-                    *sink = ctx.take_produced();
+                    sink.pending = ctx.take_produced();
                     return (Outcome::Succeeded, String::new());
                 }
                 None => match ctx.acked().await {
@@ -535,23 +561,48 @@ impl<S: Service> ListenerEnv<S> {
         })
     }
 
-    /// Commits a handled record's transaction with its outbox rows, then publishes them and
-    /// waits for the broker, before the next record of the partition: each key's outputs keep
-    /// their order. A publish that cannot finish before the partition is revoked is left to
-    /// the relay (the rows are committed).
-    async fn commit(&self, cell: &TxCell, cancel: &CancellationToken) -> crate::error::Result<()> {
+    /// Commits a handled record's transaction with its outbox rows, then publishes them from
+    /// memory before the partition's next record, so each key's outputs keep their order. With
+    /// `defer` (partition order) their acknowledgements, and the delete of their rows, are
+    /// awaited in the background like a plain listener's outputs; otherwise here. A publish that
+    /// cannot finish before the partition is revoked is left to the relay: the rows are
+    /// committed.
+    async fn commit(
+        &self,
+        cell: &TxCell,
+        defer: &mut Option<&mut Deferred>,
+        cancel: &CancellationToken,
+    ) -> crate::error::Result<()> {
         let store = self
             .store
             .as_ref()
             .expect("a transactional listener has a store");
-        let ids = transaction::commit(cell).await?;
+        let committed = transaction::commit(cell).await?;
         let mut backoff = Policy::of(&self.config).backoff.iter();
         loop {
-            match outbox::publish(store, &self.producer, &ids).await {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, rows = ids.len(), "publishing the outbox failed; retrying")
-                }
+            let published = match defer.take() {
+                Some(sink) => match outbox::send(&self.producer, &committed.records).await {
+                    Ok(pending) => {
+                        *sink = Deferred {
+                            pending,
+                            outbox: committed.ids.clone(),
+                        };
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        *defer = Some(sink);
+                        Err(e)
+                    }
+                },
+                None => outbox::publish(store, &self.producer, &committed).await,
+            };
+            match published {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    rows = committed.ids.len(),
+                    "publishing the outbox failed; retrying"
+                ),
             }
             if !sleep_unless(cancel, backoff.next_delay()).await {
                 return Ok(());

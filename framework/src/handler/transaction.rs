@@ -12,7 +12,7 @@ use crate::codec::Codec;
 use crate::contract::service::Service;
 use crate::error::{Error, Result};
 use crate::produce::Producer;
-use crate::store::outbox::{self, OutboxRecord};
+use crate::store::outbox::{self, Committed, OutboxRecord};
 use crate::store::{inbox, Store};
 
 /// A record's open transaction and the outbox rows its handler produced.
@@ -56,9 +56,9 @@ pub(crate) async fn begin(store: &Store, group: &str, id: &str) -> Result<Option
     Ok(Some(TxCell::new(tx)))
 }
 
-/// Commits a handled record's transaction with the outbox rows its handler produced; their ids,
-/// to publish.
-pub(crate) async fn commit(cell: &TxCell) -> Result<Vec<i64>> {
+/// Commits a handled record's transaction with the outbox rows its handler produced: their
+/// ids and records, to publish.
+pub(crate) async fn commit(cell: &TxCell) -> Result<Committed> {
     let (mut tx, records) = cell
         .finish()
         .await
@@ -69,7 +69,7 @@ pub(crate) async fn commit(cell: &TxCell) -> Result<Vec<i64>> {
         source,
     })?;
     crate::store::crash_point();
-    Ok(ids)
+    Ok(Committed { ids, records })
 }
 
 /// The record's database transaction, as a handler argument: a listener whose handler takes
@@ -190,9 +190,7 @@ impl<S: Service> StoreTx<S> {
     /// Commits, then publishes what was emitted or sent and waits for the broker. When the
     /// publish fails the rows stay in the outbox and the relay publishes them; the error says so.
     pub async fn commit(self) -> Result<()> {
-        let ids = commit(&self.cell).await?;
-        outbox::publish(&self.store, &self.producer, &ids)
-            .await
-            .map(|_| ())
+        let committed = commit(&self.cell).await?;
+        outbox::publish(&self.store, &self.producer, &committed).await
     }
 }

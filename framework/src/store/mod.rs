@@ -58,6 +58,16 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    published: Arc<Published>,
+}
+
+/// Outbox rows published and acknowledged, waiting to be deleted in batches by one task: a
+/// delete per record would cost a transaction (and a sync) per record.
+#[derive(Debug, Default)]
+struct Published {
+    ids: std::sync::Mutex<Vec<i64>>,
+    wake: tokio::sync::Notify,
+    task: OnceLock<()>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -85,6 +95,8 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(connections)
+            // A broken connection fails its query, which is retried: no ping per acquire.
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -106,7 +118,11 @@ impl Store {
                 what: format!("connecting to {}", redact(&url)),
                 source,
             })?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            published: Arc::default(),
+        };
         let mut conn = store.acquire().await?;
         schema::migrate(&mut conn, backend).await?;
         Ok(store)
@@ -132,6 +148,32 @@ impl Store {
                 source: sqlx::Error::Migrate(Box::new(e)),
             }
         })
+    }
+
+    /// Deletes these published outbox rows soon, batched with others. Rows a crash keeps from
+    /// being deleted are published again by the relay: repeats that keep their `ce_id`.
+    pub(crate) fn forget_published(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        self.published.ids.lock().expect("poisoned").extend(ids);
+        self.published.task.get_or_init(|| {
+            let store = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    store.published.wake.notified().await;
+                    // Gather what the next records publish meanwhile.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let ids = std::mem::take(&mut *store.published.ids.lock().expect("poisoned"));
+                    for chunk in ids.chunks(1_000) {
+                        if let Err(e) = outbox::delete(&store, chunk).await {
+                            tracing::warn!(error = %e, rows = chunk.len(), "deleting published outbox rows failed; the relay will publish them again");
+                        }
+                    }
+                }
+            });
+        });
+        self.published.wake.notify_one();
     }
 
     /// The connection pool, for queries outside a listener.

@@ -224,13 +224,59 @@ async fn publish_where(
     Ok(ids.len())
 }
 
-/// Publishes the rows `ids` (a committed transaction's), unless another publisher has them.
-pub(crate) async fn publish(store: &Store, producer: &Producer, ids: &[i64]) -> Result<usize> {
-    if ids.is_empty() {
-        return Ok(0);
+/// A committed transaction's outbox: its rows' ids and the records, still in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    pub(crate) ids: Vec<i64>,
+    pub(crate) records: Vec<OutboxRecord>,
+}
+
+/// Produces a committed transaction's records from memory, in their order (no read of the
+/// table): their acknowledgements to await before [`delete`] removes their rows. Should the
+/// process die before the delete, the relay publishes the rows again, with their `ce_id`.
+pub(crate) async fn send(producer: &Producer, records: &[OutboxRecord]) -> Result<Vec<Pending>> {
+    let mut pending = Vec::with_capacity(records.len());
+    for r in records {
+        pending.push(
+            producer
+                .send_to(
+                    &r.topic,
+                    r.partition,
+                    r.key.as_deref(),
+                    &r.payload,
+                    owned_headers(&r.headers),
+                )
+                .await?,
+        );
     }
-    let clause = format!("id IN ({})", placeholders(ids.len()));
-    publish_where(store, producer, &clause, ids).await
+    Ok(pending)
+}
+
+/// Deletes published rows.
+pub(crate) async fn delete(store: &Store, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "DELETE FROM atoll_outbox WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    let mut delete = sqlx::query(AssertSqlSafe(sql));
+    for id in ids {
+        delete = delete.bind(*id);
+    }
+    delete
+        .execute(store.pool())
+        .await
+        .map_err(store_error("deleting published outbox rows"))?;
+    Ok(())
+}
+
+/// Publishes a committed transaction's records, waits for the broker, and deletes their rows.
+/// On failure the rows stay for the relay.
+pub(crate) async fn publish(store: &Store, producer: &Producer, committed: &Committed) -> Result<()> {
+    Pending::all(send(producer, &committed.records).await?).await?;
+    delete(store, &committed.ids).await
 }
 
 /// Publishes up to `batch` rows older than `grace_ms` (left by a crash, or by a publish that

@@ -35,6 +35,19 @@ pub struct View {
     pub tables: Vec<String>,
 }
 
+impl View {
+    /// `Err` naming a table that is not a plain identifier: the reset names its tables in
+    /// SQL, so a registry row written by hand cannot smuggle SQL in.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the table.
+    pub fn check(&self) -> Result<()> {
+        self.tables
+            .iter()
+            .try_for_each(|t| check_table(t).map_err(Error::Config))
+    }
+}
+
 /// One registered listener: group, topic, tables.
 type Row = (String, String, Vec<String>);
 
@@ -77,22 +90,40 @@ fn failed(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
     }
 }
 
-/// Records that `group` (reading `topic`) feeds `tables`, replacing what it recorded before.
-pub(crate) async fn register(store: &Store, group: &str, topic: &str, tables: &[&str]) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO atoll_views (consumer_group, topic, view_tables, registered_at)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (consumer_group) DO UPDATE SET topic = excluded.topic,
-             view_tables = excluded.view_tables, registered_at = excluded.registered_at",
-    )
-    .bind(group)
-    .bind(topic)
-    .bind(tables.join(","))
-    .bind(now_ms())
-    .execute(store.pool())
-    .await
-    .map_err(failed("registering a view"))?;
-    Ok(())
+/// Records the views a service's listeners feed, as `(group, topic, tables)`, replacing what
+/// the service recorded before: a view listener it no longer declares leaves the registry, so
+/// a rebuild never rewinds it or empties tables that are gone.
+pub(crate) async fn register(
+    store: &Store,
+    service: &str,
+    views: &[(String, String, &[&str])],
+) -> Result<()> {
+    let mut tx = store
+        .pool()
+        .begin()
+        .await
+        .map_err(failed("registering views"))?;
+    let prefix = format!("{service}-");
+    sqlx::query("DELETE FROM atoll_views WHERE SUBSTR(consumer_group, 1, $1) = $2")
+        .bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+        .bind(&prefix)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("registering views"))?;
+    for (group, topic, tables) in views {
+        sqlx::query(
+            "INSERT INTO atoll_views (consumer_group, topic, view_tables, registered_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(tables.join(","))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("registering views"))?;
+    }
+    tx.commit().await.map_err(failed("registering views"))
 }
 
 impl Store {
@@ -126,8 +157,8 @@ impl Store {
             .begin()
             .await
             .map_err(failed("beginning a transaction"))?;
+        view.check()?;
         for table in &view.tables {
-            check_table(table).map_err(Error::Config)?;
             sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
                 .execute(&mut *tx)
                 .await

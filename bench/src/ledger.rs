@@ -1,0 +1,103 @@
+//! Scenario 4: atoll's transactional listener on PostgreSQL. Each deposit updates its account
+//! and emits one fact, which the outbox publishes after the commit. The meter books each fact
+//! as a consumer of the output topic reads it. So the rate counts records through the whole
+//! path (transaction, outbox, broker), and the latency runs from the input's production to the
+//! output's consumption, outbox publish included.
+
+use std::time::Duration;
+
+use atoll::{handlers, App, Context, HandlerResult, Tx};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::SqlSafeStr;
+
+use crate::meter;
+use crate::payload::{Deposit, Deposited, Ledger, OUTPUT_LEDGER, PARTITIONS};
+
+#[handlers]
+impl Ledger {
+    /// One UPDATE (an upsert of the account's balance) and one emit, in one transaction.
+    #[listener(name = "deposit")]
+    async fn deposit(&self, ctx: Context<Self>, tx: Tx, d: Deposit) -> HandlerResult {
+        sqlx::query(
+            "INSERT INTO bench_accounts (id, cents) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET cents = bench_accounts.cents + excluded.cents",
+        )
+        .bind(&d.account)
+        .bind(d.amount_cents)
+        .execute(&mut *tx.conn().await)
+        .await?;
+        ctx.emit(Deposited {
+            id: d.id,
+            ts_us: d.ts_us,
+            account: d.account,
+            amount_cents: d.amount_cents,
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+fn accounts() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "accounts".into(),
+        MigrationType::Simple,
+        "CREATE TABLE IF NOT EXISTS bench_accounts (id TEXT PRIMARY KEY, cents BIGINT NOT NULL)"
+            .into_sql_str(),
+        false,
+    )])
+}
+
+/// Runs the ledger (store from `ATOLL_STORE__URL`) and a reader of its output until the meter
+/// has its records; `ready` is called once every partition is assigned.
+pub(crate) async fn run(bootstrap: &str, ready: impl FnOnce()) -> anyhow::Result<meter::Report> {
+    // The reader starts at the output's end, before the ledger can publish anything.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-ledger-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        let (_, high) = reader.fetch_watermarks(OUTPUT_LEDGER, p, Duration::from_secs(10))?;
+        tpl.add_partition_offset(OUTPUT_LEDGER, p, Offset::Offset(high))?;
+    }
+    reader.assign(&tpl)?;
+    let running = App::from_env()?
+        .service(Ledger)
+        .migrations(accounts())
+        .start()
+        .await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                if let Some(Ok(d)) = m.payload().map(serde_json::from_slice::<Deposited>) {
+                    meter::record(d.ts_us);
+                }
+            }
+        })
+    };
+    while running
+        .assignments()
+        .iter()
+        .map(|a| a.partitions.len())
+        .sum::<usize>()
+        < PARTITIONS as usize
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ready();
+    let report = meter::finished().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = reading.join();
+    running.shutdown().await;
+    Ok(report)
+}
