@@ -465,9 +465,9 @@ async fn create_topics(bootstrap: &str) -> anyhow::Result<()> {
         INPUT_LEDGER,
         OUTPUT_LEDGER,
     ]
-        .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(-1)))
-        .collect();
+    .iter()
+    .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(-1)))
+    .collect();
     for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
         match result {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}

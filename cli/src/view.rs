@@ -59,7 +59,11 @@ pub(crate) fn rebuild(
     }
     if dry_run {
         for feed in &view.feeds {
-            writeln!(out, "would rewind {} to the start of {}", feed.group, feed.topic)?;
+            writeln!(
+                out,
+                "would rewind {} to the start of {}",
+                feed.group, feed.topic
+            )?;
         }
         writeln!(out, "would empty {}", view.tables.join(", "))?;
         return Ok(());
@@ -80,12 +84,19 @@ pub(crate) fn rebuild(
     if let Err(e) = rebuilt {
         for (feed, offsets) in &saved {
             if let Err(undo) = broker.commit(&feed.group, offsets) {
-                writeln!(out, "could not put {} back where it was: {undo:#}", feed.group)?;
+                writeln!(
+                    out,
+                    "could not put {} back where it was: {undo:#}",
+                    feed.group
+                )?;
             }
         }
         return Err(e.context("the rebuild failed; the groups were put back where they were"));
     }
     writeln!(out, "emptied {}", view.tables.join(", "))?;
-    writeln!(out, "the view is rebuilt from the facts when the service starts")?;
+    writeln!(
+        out,
+        "the view is rebuilt from the facts when the service starts"
+    )?;
     Ok(())
 }

@@ -11,10 +11,10 @@ use atoll::{App, Store};
 use atoll_testkit::postgres::Postgres;
 use atoll_testkit::process::wait_until;
 use atoll_testkit::{committed, Tansu};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset};
 use example_shop::driver::{self, Plan};
 use example_shop::{with_all, with_service, Options};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset};
 use serde_json::Value;
 
 const ATOLL: &str = env!("CARGO_BIN_EXE_atoll");
@@ -174,7 +174,10 @@ async fn the_storefront_view_is_rebuilt_from_the_facts_to_the_same_answers() {
     running.shutdown().await;
 
     // A group that feeds no view: the groups that do are named.
-    let out = atoll(&env, &["view", "rebuild", "acme.shop.inventory-reserve-stock"]);
+    let out = atoll(
+        &env,
+        &["view", "rebuild", "acme.shop.inventory-reserve-stock"],
+    );
     assert!(!out.status.success());
     let said = text(&out);
     assert!(
@@ -226,5 +229,9 @@ fn a_rebuild_without_a_store_says_what_to_set() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out).contains("set ATOLL_STORE__URL"), "{}", text(&out));
+    assert!(
+        text(&out).contains("set ATOLL_STORE__URL"),
+        "{}",
+        text(&out)
+    );
 }

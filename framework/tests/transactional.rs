@@ -367,6 +367,9 @@ async fn a_route_that_takes_the_store_answers_503_in_a_process_without_one() {
     })
     .await
     .unwrap();
-    assert_eq!((status, body.as_str()), (503, "the service's store is not open"));
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "the service's store is not open")
+    );
     running.shutdown().await;
 }

@@ -158,15 +158,14 @@ async fn reserve(
         *wanted.entry(&item.sku).or_default() += item.qty;
     }
     for (sku, qty) in wanted {
-        let taken = sqlx::query(
-            "UPDATE inventory_stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1",
-        )
-        .bind(qty)
-        .bind(sku)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-            == 1;
+        let taken =
+            sqlx::query("UPDATE inventory_stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1")
+                .bind(qty)
+                .bind(sku)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                == 1;
         if !taken {
             // All or nothing: undo the claim and what was taken.
             for undo in ["ROLLBACK TO SAVEPOINT reserve", "RELEASE SAVEPOINT reserve"] {
@@ -225,13 +224,15 @@ async fn movement(
     delta: i64,
     kind: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO inventory_movements (order_id, sku, delta, kind) VALUES ($1, $2, $3, $4)")
-        .bind(order_id)
-        .bind(sku)
-        .bind(delta)
-        .bind(kind)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO inventory_movements (order_id, sku, delta, kind) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(order_id)
+    .bind(sku)
+    .bind(delta)
+    .bind(kind)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

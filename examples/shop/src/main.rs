@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use atoll::codec::CodecKind;
 use anyhow::Context as _;
+use atoll::codec::CodecKind;
 use atoll::config::{Config, StoreConfig};
 use atoll::telemetry::{self, Telemetry};
 use atoll::App;
@@ -255,10 +255,8 @@ impl Scratch {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "atoll-shop-demo-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("atoll-shop-demo-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating the demo's store in {}", dir.display()))?;
         config.store.path = dir.join("shop.db");

@@ -103,7 +103,16 @@ pub async fn order_status(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(
-        |(customer_id, amount_cents, placed_at, charged_at, shipped_at, completed_at, cancelled_at, reason)| {
+        |(
+            customer_id,
+            amount_cents,
+            placed_at,
+            charged_at,
+            shipped_at,
+            completed_at,
+            cancelled_at,
+            reason,
+        )| {
             let stamps = Stamps {
                 placed: placed_at.is_some(),
                 charged: charged_at.is_some(),

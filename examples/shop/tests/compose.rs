@@ -239,7 +239,10 @@ fn the_stateful_services_keep_their_state_in_a_postgresql_database_each() {
     );
     let script = strings(&job["command"]).join(" ");
     for name in ["inventory", "payments", "storefront"] {
-        assert!(script.contains(name), "the job creates {name}'s database: {script}");
+        assert!(
+            script.contains(name),
+            "the job creates {name}'s database: {script}"
+        );
         let s = &services[name];
         assert_eq!(
             s["depends_on"]["databases"]["condition"].as_str(),

@@ -39,7 +39,11 @@ impl Shop {
         if let Some(url) = self.urls.get(service) {
             env.extend(Postgres::env(url));
         }
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         Proc::start(SHOP, &["serve", service], &env)
     }
 
@@ -64,7 +68,9 @@ impl Shop {
 /// Waits until every process logged an assignment (it joined its groups).
 fn joined(procs: &[&Proc]) {
     let ok = wait_until(Duration::from_secs(60), || {
-        procs.iter().all(|p| p.log().contains("partitions assigned"))
+        procs
+            .iter()
+            .all(|p| p.log().contains("partitions assigned"))
     });
     assert!(
         ok,
@@ -126,7 +132,10 @@ async fn effects_once(shop: &Shop, summary: &str) {
              WHERE c.order_id = r.order_id AND c.kind = 'charge' AND c.amount_cents = r.amount_cents)",
     )
     .await;
-    assert!(unpaid_refunds.is_empty(), "refunds without their charge: {unpaid_refunds:?}");
+    assert!(
+        unpaid_refunds.is_empty(),
+        "refunds without their charge: {unpaid_refunds:?}"
+    );
     let charged = rows(
         &payments,
         "SELECT 'charged', COUNT(*) FROM payments_orders WHERE state = 'charged'",
@@ -229,7 +238,9 @@ async fn a_crash_between_the_commit_and_the_publish_loses_nothing() {
     let crashed = wait_until(Duration::from_secs(120), || !payments.running());
     assert!(crashed, "payments did not crash:\n{}", payments.log());
     assert!(
-        payments.log().contains("aborting after a commit, before its publish"),
+        payments
+            .log()
+            .contains("aborting after a commit, before its publish"),
         "{}",
         payments.log()
     );
@@ -248,7 +259,9 @@ async fn a_crash_between_the_commit_and_the_publish_loses_nothing() {
     assert_eq!(field(&summary, "dead_lettered"), 0, "{summary}");
     effects_once(&shop, &summary).await;
     let relayed = wait_until(Duration::from_secs(30), || {
-        payments.log().contains("outbox relay published rows left behind")
+        payments
+            .log()
+            .contains("outbox relay published rows left behind")
     });
     assert!(relayed, "{}", payments.log());
 }

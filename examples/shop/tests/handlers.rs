@@ -8,6 +8,7 @@ use example_shop::inventory::{
     self, Inventory, ReleaseStock, ReserveStock, StockRelease, StockReleased, StockReservation,
     StockReserved,
 };
+use example_shop::migrations;
 use example_shop::orders::{
     Item, OrderCancelled, OrderCompleted, OrderPlaced, OrderSaga, Orders, PlaceOrder,
 };
@@ -17,7 +18,6 @@ use example_shop::payments::{
 };
 use example_shop::shipping::{ArrangeShipment, ShipmentResult, ShipmentScheduled, Shipping};
 use example_shop::storefront::{self, Storefront};
-use example_shop::migrations;
 
 fn apples(qty: i64) -> Vec<Item> {
     vec![Item {
@@ -212,7 +212,10 @@ async fn store(name: &str, migrator: sqlx::migrate::Migrator) -> (Store, TempDir
     let mut config = StoreConfig::default();
     config.path = dir.0.join("store.db");
     let store = Store::connect(&config).await.expect("a SQLite store");
-    store.migrate(&migrator).await.expect("the shop's migrations");
+    store
+        .migrate(&migrator)
+        .await
+        .expect("the shop's migrations");
     (store, dir)
 }
 
@@ -276,8 +279,16 @@ async fn inventory_reserves_all_or_nothing_and_releases_once() {
         qty: 1,
     };
     for (id, items, why) in [
-        ("o-2", apples(Inventory::INITIAL_STOCK), "out of stock: apple"),
-        ("o-3", [apples(1), vec![kiwi()]].concat(), "out of stock: kiwi"),
+        (
+            "o-2",
+            apples(Inventory::INITIAL_STOCK),
+            "out of stock: apple",
+        ),
+        (
+            "o-3",
+            [apples(1), vec![kiwi()]].concat(),
+            "out of stock: kiwi",
+        ),
     ] {
         bed.clear();
         bed.request(ReserveStock {
@@ -320,7 +331,10 @@ async fn inventory_reserves_all_or_nothing_and_releases_once() {
     .await
     .unwrap();
     let late = &bed.replies::<StockReservation>()[0];
-    assert_eq!(late.reason.as_deref(), Some("the order was released already"));
+    assert_eq!(
+        late.reason.as_deref(),
+        Some("the order was released already")
+    );
     assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK);
 
     // Each movement happened once, and the movements add up to the stock.
@@ -390,7 +404,10 @@ async fn payments_charges_once_declines_over_the_limit_and_refunds_once() {
     bed.request(charge("o-1", 700)).await.unwrap();
     let late = &bed.replies::<ChargeResult>()[0];
     assert!(!late.charged);
-    assert_eq!(late.reason.as_deref(), Some("the order was refunded already"));
+    assert_eq!(
+        late.reason.as_deref(),
+        Some("the order was refunded already")
+    );
 
     // The ledger, in SQL: one charge and one refund for o-1, nothing for the declined o-2.
     let ledger = rows(
@@ -400,14 +417,17 @@ async fn payments_charges_once_declines_over_the_limit_and_refunds_once() {
     .await;
     assert_eq!(
         ledger,
-        [("o-1 charge".to_owned(), 700), ("o-1 refund".to_owned(), 700)]
+        [
+            ("o-1 charge".to_owned(), 700),
+            ("o-1 refund".to_owned(), 700)
+        ]
     );
 }
 
 #[tokio::test]
 async fn commands_with_impossible_amounts_are_refused_for_good() {
-    let (store, _dir) = store("amounts", migrations::inventory()).await;
-    let bed = TestBed::new(Inventory).with_store(store.clone());
+    let (stock, _dir) = store("amounts", migrations::inventory()).await;
+    let bed = TestBed::new(Inventory).with_store(stock.clone());
     let err = bed
         .handle(ReserveStock {
             order_id: "o-1".into(),
@@ -415,11 +435,18 @@ async fn commands_with_impossible_amounts_are_refused_for_good() {
         })
         .await
         .unwrap_err();
-    assert!(err.is_permanent() && err.to_string().contains("at least 1"), "{err}");
-    assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK, "no stock minted");
+    assert!(
+        err.is_permanent() && err.to_string().contains("at least 1"),
+        "{err}"
+    );
+    assert_eq!(
+        apple_stock(&stock).await,
+        Inventory::INITIAL_STOCK,
+        "no stock minted"
+    );
 
-    let (store, _dir) = store("negative", migrations::payments()).await;
-    let bed = TestBed::new(Payments::new(0.0)).with_store(store.clone());
+    let (ledger, _dir) = store("negative", migrations::payments()).await;
+    let bed = TestBed::new(Payments::new(0.0)).with_store(ledger.clone());
     let err = bed
         .handle(ChargePayment {
             order_id: "o-1".into(),
@@ -428,10 +455,16 @@ async fn commands_with_impossible_amounts_are_refused_for_good() {
         })
         .await
         .unwrap_err();
-    assert!(err.is_permanent() && err.to_string().contains("negative"), "{err}");
-    assert!(rows(&store, "SELECT order_id, amount_cents FROM payments_ledger")
-        .await
-        .is_empty());
+    assert!(
+        err.is_permanent() && err.to_string().contains("negative"),
+        "{err}"
+    );
+    assert!(rows(
+        &ledger,
+        "SELECT order_id, amount_cents FROM payments_ledger"
+    )
+    .await
+    .is_empty());
 }
 
 #[tokio::test]
@@ -465,14 +498,26 @@ async fn the_storefront_shows_each_order_whatever_order_its_facts_come_in() {
     .await
     .unwrap();
     let mut conn = store.pool().acquire().await.unwrap();
-    let o1 = storefront::order_status(&mut conn, "o-1").await.unwrap().unwrap();
+    let o1 = storefront::order_status(&mut conn, "o-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(o1.status, "completed");
     assert_eq!(o1.customer_id.as_deref(), Some("c-1"));
     assert_eq!(o1.amount_cents, Some(700));
     assert!(o1.placed_at.is_some() && o1.charged_at.is_some() && o1.completed_at.is_some());
-    let o2 = storefront::order_status(&mut conn, "o-2").await.unwrap().unwrap();
-    assert_eq!((o2.status.as_str(), o2.reason.as_deref()), ("cancelled", Some("payment declined")));
-    assert!(storefront::order_status(&mut conn, "o-3").await.unwrap().is_none());
+    let o2 = storefront::order_status(&mut conn, "o-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (o2.status.as_str(), o2.reason.as_deref()),
+        ("cancelled", Some("payment declined"))
+    );
+    assert!(storefront::order_status(&mut conn, "o-3")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -489,7 +534,6 @@ async fn a_flaky_gateway_fails_transiently() {
         .unwrap_err();
     assert!(!err.is_permanent(), "{err}");
     assert!(bed.records().is_empty(), "a failed charge produces nothing");
-
 }
 
 #[tokio::test]

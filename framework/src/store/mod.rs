@@ -212,7 +212,10 @@ impl StoreSlot {
 impl<S: Send + Sync> FromRequestParts<S> for Store {
     type Rejection = (StatusCode, &'static str);
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> std::result::Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
         parts
             .extensions
             .get::<StoreSlot>()

@@ -274,7 +274,11 @@ pub(crate) async fn delete(store: &Store, ids: &[i64]) -> Result<()> {
 
 /// Publishes a committed transaction's records, waits for the broker, and deletes their rows.
 /// On failure the rows stay for the relay.
-pub(crate) async fn publish(store: &Store, producer: &Producer, committed: &Committed) -> Result<()> {
+pub(crate) async fn publish(
+    store: &Store,
+    producer: &Producer,
+    committed: &Committed,
+) -> Result<()> {
     Pending::all(send(producer, &committed.records).await?).await?;
     delete(store, &committed.ids).await
 }

@@ -26,17 +26,18 @@ impl Migration {
     }
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "inbox and outbox",
-    postgres: &[
-        "CREATE TABLE atoll_inbox (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "inbox and outbox",
+        postgres: &[
+            "CREATE TABLE atoll_inbox (
             consumer_group TEXT NOT NULL,
             ce_id TEXT NOT NULL,
             received_at BIGINT NOT NULL,
             PRIMARY KEY (consumer_group, ce_id))",
-        "CREATE INDEX atoll_inbox_received_at ON atoll_inbox (received_at)",
-        "CREATE TABLE atoll_outbox (
+            "CREATE INDEX atoll_inbox_received_at ON atoll_inbox (received_at)",
+            "CREATE TABLE atoll_outbox (
             id BIGSERIAL PRIMARY KEY,
             topic TEXT NOT NULL,
             record_partition INTEGER,
@@ -45,15 +46,15 @@ const MIGRATIONS: &[Migration] = &[Migration {
             headers BYTEA NOT NULL,
             ce_id TEXT NOT NULL,
             created_at BIGINT NOT NULL)",
-    ],
-    sqlite: &[
-        "CREATE TABLE atoll_inbox (
+        ],
+        sqlite: &[
+            "CREATE TABLE atoll_inbox (
             consumer_group TEXT NOT NULL,
             ce_id TEXT NOT NULL,
             received_at INTEGER NOT NULL,
             PRIMARY KEY (consumer_group, ce_id))",
-        "CREATE INDEX atoll_inbox_received_at ON atoll_inbox (received_at)",
-        "CREATE TABLE atoll_outbox (
+            "CREATE INDEX atoll_inbox_received_at ON atoll_inbox (received_at)",
+            "CREATE TABLE atoll_outbox (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             topic TEXT NOT NULL,
             record_partition INTEGER,
@@ -62,13 +63,15 @@ const MIGRATIONS: &[Migration] = &[Migration {
             headers BLOB NOT NULL,
             ce_id TEXT NOT NULL,
             created_at INTEGER NOT NULL)",
-    ],
-}, Migration {
-    version: 2,
-    name: "views",
-    postgres: &[VIEWS],
-    sqlite: &[VIEWS],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "views",
+        postgres: &[VIEWS],
+        sqlite: &[VIEWS],
+    },
+];
 
 /// The views the listeners of a store's processes feed (see [`super::view`]).
 const VIEWS: &str = "CREATE TABLE atoll_views (

@@ -105,7 +105,7 @@ pub(crate) async fn register(
         .map_err(failed("registering views"))?;
     let prefix = format!("{service}-");
     sqlx::query("DELETE FROM atoll_views WHERE SUBSTR(consumer_group, 1, $1) = $2")
-        .bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+        .bind(i32::try_from(prefix.len()).unwrap_or(i32::MAX))
         .bind(&prefix)
         .execute(&mut *tx)
         .await
@@ -132,7 +132,12 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] when the database cannot be read.
     pub async fn view_groups(&self) -> Result<Vec<String>> {
-        Ok(self.view_rows().await?.into_iter().map(|(g, _, _)| g).collect())
+        Ok(self
+            .view_rows()
+            .await?
+            .into_iter()
+            .map(|(g, _, _)| g)
+            .collect())
     }
 
     /// The view `group` feeds, with every listener that shares one of its tables: what
@@ -171,7 +176,9 @@ impl Store {
                 .await
                 .map_err(failed("forgetting the view's inbox rows"))?;
         }
-        tx.commit().await.map_err(failed("committing the view's reset"))
+        tx.commit()
+            .await
+            .map_err(failed("committing the view's reset"))
     }
 
     async fn view_rows(&self) -> Result<Vec<Row>> {
@@ -204,6 +211,9 @@ mod tests {
         view.feeds.iter().map(|f| f.group.as_str()).collect()
     }
 
+    /// The groups and tables of a view.
+    type Want = (&'static [&'static str], &'static [&'static str]);
+
     #[test]
     fn a_view_grows_to_every_listener_sharing_a_table() {
         let rows = [
@@ -213,7 +223,7 @@ mod tests {
             row("d", &["stock"]),
         ];
         #[rustfmt::skip]
-        let table: &[(&str, Option<(&[&str], &[&str])>)] = &[
+        let table: &[(&str, Option<Want>)] = &[
             ("a", Some((&["a", "b", "c"], &["lines", "orders"]))),
             ("c", Some((&["a", "b", "c"], &["lines", "orders"]))),
             ("d", Some((&["d"], &["stock"]))),
@@ -223,7 +233,10 @@ mod tests {
             let got = closure(&rows, group);
             let got = got.as_ref().map(|v| (groups(v), v.tables.clone()));
             let want = want.map(|(g, t)| {
-                (g.to_vec(), t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                (
+                    g.to_vec(),
+                    t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+                )
             });
             assert_eq!(got, want, "{group}");
         }
