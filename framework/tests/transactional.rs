@@ -195,15 +195,6 @@ async fn the_relay_publishes_rows_a_crash_left_in_the_outbox() {
     let running = App::new(config).service(Ledger).start().await.unwrap();
     // As a process that committed and died before publishing would leave it.
     let (headers, id) = Outgoing::new(Credited::ce_type(), "crashed").headers();
-    let mut encoded = Vec::new();
-    for h in rdkafka::message::Headers::iter(&headers) {
-        let key = h.key.as_bytes();
-        encoded.extend_from_slice(&u16::try_from(key.len()).unwrap().to_be_bytes());
-        encoded.extend_from_slice(key);
-        let value = h.value.unwrap();
-        encoded.extend_from_slice(&i32::try_from(value.len()).unwrap().to_be_bytes());
-        encoded.extend_from_slice(value);
-    }
     sqlx::query(
         "INSERT INTO atoll_outbox (topic, record_partition, record_key, payload, headers, ce_id, created_at)
          VALUES ($1, NULL, $2, $3, $4, $5, 0)",
@@ -211,7 +202,7 @@ async fn the_relay_publishes_rows_a_crash_left_in_the_outbox() {
     .bind("acme.test.ledger.events")
     .bind(b"z".as_slice())
     .bind(br#"{"account":"z","cents":1}"#.as_slice())
-    .bind(encoded)
+    .bind(encoded(&headers))
     .bind(&id)
     .execute(running.store().unwrap().pool())
     .await
@@ -241,6 +232,89 @@ async fn the_relay_publishes_rows_a_crash_left_in_the_outbox() {
         "and deleted it"
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The outbox's encoding of `headers` (key length, key, value length, value).
+fn encoded(headers: &rdkafka::message::OwnedHeaders) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    for h in rdkafka::message::Headers::iter(headers) {
+        let key = h.key.as_bytes();
+        encoded.extend_from_slice(&u16::try_from(key.len()).unwrap().to_be_bytes());
+        encoded.extend_from_slice(key);
+        let value = h.value.unwrap();
+        encoded.extend_from_slice(&i32::try_from(value.len()).unwrap().to_be_bytes());
+        encoded.extend_from_slice(value);
+    }
+    encoded
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_delivered_again_publishes_what_its_first_handling_left_at_once() {
+    let (running, dir) = start("left").await;
+    // As a process that handled c-9, committed and died before publishing would leave it:
+    // the inbox row, and an outbox row naming the record, written just now (so the relay,
+    // which waits 5 s, is not the one to publish it).
+    let pool = running.store().unwrap().pool().clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Received now: an old inbox row would be pruned at start.
+    sqlx::query(
+        "INSERT INTO atoll_inbox (consumer_group, ce_id, received_at) VALUES ($1, 'c-9', $2)",
+    )
+    .bind("acme.test.ledger-credit")
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (headers, id) = Outgoing::new(Credited::ce_type(), "crashed").headers();
+    sqlx::query(
+        "INSERT INTO atoll_outbox (topic, record_partition, record_key, payload, headers, ce_id, created_at, source)
+         VALUES ($1, NULL, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind("acme.test.ledger.events")
+    .bind(b"a".as_slice())
+    .bind(br#"{"account":"a","cents":3}"#.as_slice())
+    .bind(encoded(&headers))
+    .bind(&id)
+    .bind(now)
+    .bind("acme.test.ledger-credit c-9")
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The record comes again, then the next one of its key.
+    let client = running.client("test");
+    for (ce_id, cents) in [("c-9", 3), ("c-10", 4)] {
+        let (headers, _) = Outgoing {
+            id: Some(ce_id),
+            ..Outgoing::new(Credit::ce_type(), "test")
+        }
+        .headers();
+        let payload = serde_json::to_vec(&Credit {
+            account: "a".into(),
+            cents,
+            fail: false,
+        })
+        .unwrap();
+        client
+            .send_raw("acme.test.ledger.commands", Some(b"a"), &payload, headers)
+            .await
+            .unwrap();
+    }
+    let cents: Vec<i64> = credited(&running, 3)
+        .await
+        .iter()
+        .map(|c| c.cents)
+        .collect();
+    assert_eq!(
+        cents,
+        [3, 4],
+        "the first handling's fact, once, before the next record's"
+    );
+    assert_eq!(balance(&running, "a").await, 4, "c-9 was not applied again");
     running.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -346,6 +420,18 @@ async fn two_sets_of_migrations_sharing_a_version_are_refused_at_start() {
             && text.contains("number each set's migrations apart"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_route_on_atolls_paths_is_refused_at_start() {
+    let mut config = Config::default();
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    let err = App::new(config)
+        .routes(axum::Router::new().route("/metrics", axum::routing::get(|| async { "mine" })))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("overlaps atoll's"), "{err}");
 }
 
 #[tokio::test]

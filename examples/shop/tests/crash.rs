@@ -230,8 +230,8 @@ async fn a_crash_between_the_commit_and_the_publish_loses_nothing() {
         .map(|s| shop.serve(s, &[]))
         .collect();
     // Payments aborts after its 20th commit, before publishing what that one emitted and
-    // replied; restarted, it finds the record's inbox row (the record is skipped) and its relay
-    // publishes the rows left behind.
+    // replied; restarted, it finds the record's inbox row (the record is skipped) and publishes
+    // the rows its first handling left behind.
     let mut payments = shop.serve("payments", &[("TEST_ATOLL_CRASH_AFTER_COMMITS", "20")]);
     joined(&[&fixed[0], &fixed[1], &fixed[2], &payments]);
     let place = shop.place(&["--orders", "100", "--rate", "20", "--timeout-secs", "180"]);
@@ -258,10 +258,13 @@ async fn a_crash_between_the_commit_and_the_publish_loses_nothing() {
     );
     assert_eq!(field(&summary, "dead_lettered"), 0, "{summary}");
     effects_once(&shop, &summary).await;
-    let relayed = wait_until(Duration::from_secs(30), || {
-        payments
-            .log()
-            .contains("outbox relay published rows left behind")
-    });
-    assert!(relayed, "{}", payments.log());
+    // The rows left behind went out: through the redelivered record, which found its inbox
+    // row, or through the relay when the process rejoined its groups later than the relay's
+    // grace.
+    let log = payments.log();
+    assert!(
+        log.contains("published what the record's first handling left behind")
+            || log.contains("outbox relay published rows left behind"),
+        "{log}"
+    );
 }

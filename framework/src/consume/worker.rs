@@ -240,11 +240,15 @@ impl Deferred {
     /// delete (not here: the partition's loop does not poll this future while it handles the
     /// next record, which may need the connection a delete would hold; SQLite has one).
     async fn acked(self, store: Option<Store>) -> crate::error::Result<()> {
-        Pending::all(self.pending).await?;
+        let acked = Pending::all(self.pending).await;
         if let Some(store) = store {
-            store.forget_published(self.outbox);
+            match acked {
+                Ok(()) => store.forget_published(self.outbox),
+                // Left for the record's next delivery, or the relay.
+                Err(_) => store.not_sending(&self.outbox),
+            }
         }
-        Ok(())
+        acked
     }
 
     fn is_empty(&self) -> bool {
@@ -484,7 +488,12 @@ impl<S: Service> ListenerEnv<S> {
             Ok(Begun::Duplicate) => {
                 self.metrics.deduplicated.inc();
                 tracing::info!(ce_id = meta.id, "handled before (inbox): skipped");
-                return (Outcome::Succeeded, String::new());
+                // A crash may have come between its commit and its publish: what it produced
+                // goes out now, before the records after it.
+                return match self.publish_left(msg, meta).await {
+                    Ok(()) => (Outcome::Succeeded, String::new()),
+                    Err(e) => self.store_failed(&e),
+                };
             }
             Err(e) => return self.store_failed(&e),
         };
@@ -561,6 +570,23 @@ impl<S: Service> ListenerEnv<S> {
         })
     }
 
+    /// Publishes what the handling of a record delivered again left in the outbox.
+    async fn publish_left(&self, msg: &OwnedMessage, meta: &Meta) -> crate::error::Result<()> {
+        let store = self
+            .store
+            .as_ref()
+            .expect("a transactional listener has a store");
+        let source = transaction::source(&self.group, &inbox_id(msg, meta));
+        let n = outbox::publish_left_by(store, &self.producer, &source).await?;
+        if n > 0 {
+            tracing::info!(
+                rows = n,
+                "published what the record's first handling left behind"
+            );
+        }
+        Ok(())
+    }
+
     /// Commits a handled record's transaction with its outbox rows, then publishes them from
     /// memory before the partition's next record, so each key's outputs keep their order. With
     /// `defer` (partition order) their acknowledgements, and the delete of their rows, are
@@ -581,19 +607,23 @@ impl<S: Service> ListenerEnv<S> {
         let mut backoff = Policy::of(&self.config).backoff.iter();
         loop {
             let published = match defer.take() {
-                Some(sink) => match outbox::send(&self.producer, &committed.records).await {
-                    Ok(pending) => {
-                        *sink = Deferred {
-                            pending,
-                            outbox: committed.ids.clone(),
-                        };
-                        return Ok(());
+                Some(sink) => {
+                    store.sending(&committed.ids);
+                    match outbox::send(&self.producer, &committed.records).await {
+                        Ok(pending) => {
+                            *sink = Deferred {
+                                pending,
+                                outbox: committed.ids.clone(),
+                            };
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            store.not_sending(&committed.ids);
+                            *defer = Some(sink);
+                            Err(e)
+                        }
                     }
-                    Err(e) => {
-                        *defer = Some(sink);
-                        Err(e)
-                    }
-                },
+                }
                 None => outbox::publish(store, &self.producer, &committed).await,
             };
             match published {

@@ -20,13 +20,21 @@ use crate::store::{inbox, Store};
 pub(crate) struct TxCell {
     tx: tokio::sync::Mutex<Option<Transaction<'static, Any>>>,
     outbox: Mutex<Vec<OutboxRecord>>,
+    /// The record being handled (see [`source`]); none outside listeners.
+    source: Option<String>,
+}
+
+/// How the outbox names the record whose handling wrote a row: its consumer group and inbox id.
+pub(crate) fn source(group: &str, id: &str) -> String {
+    format!("{group} {id}")
 }
 
 impl TxCell {
-    pub(crate) fn new(tx: Transaction<'static, Any>) -> Arc<Self> {
+    pub(crate) fn new(tx: Transaction<'static, Any>, source: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             tx: tokio::sync::Mutex::new(Some(tx)),
             outbox: Mutex::default(),
+            source,
         })
     }
 
@@ -53,7 +61,7 @@ pub(crate) async fn begin(store: &Store, group: &str, id: &str) -> Result<Option
     if !inbox::claim(&mut tx, group, id).await? {
         return Ok(None);
     }
-    Ok(Some(TxCell::new(tx)))
+    Ok(Some(TxCell::new(tx, Some(source(group, id)))))
 }
 
 /// Commits a handled record's transaction with the outbox rows its handler produced: their
@@ -63,7 +71,7 @@ pub(crate) async fn commit(cell: &TxCell) -> Result<Committed> {
         .finish()
         .await
         .expect("a handler's transaction is finished once");
-    let ids = outbox::insert(&mut tx, &records).await?;
+    let ids = outbox::insert(&mut tx, &records, cell.source.as_deref()).await?;
     tx.commit().await.map_err(|source| Error::Store {
         what: "committing".into(),
         source,
@@ -160,7 +168,7 @@ impl<S: Service> StoreTx<S> {
             what: "beginning a transaction".into(),
             source,
         })?;
-        let cell = TxCell::new(tx);
+        let cell = TxCell::new(tx, None);
         // A new flow: the transaction's own id correlates what it produces.
         let id = uuid::Uuid::now_v7().to_string();
         let meta = Meta {

@@ -98,12 +98,21 @@ impl Server {
         endpoints: Endpoints,
         routes: Option<Router>,
     ) -> Result<Self> {
-        let router = Router::new()
+        let ours = Router::new()
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics))
-            .with_state(Arc::new(endpoints))
-            .merge(routes.unwrap_or_default());
+            .with_state(Arc::new(endpoints));
+        // axum panics on a route registered twice: the application's overlapping one of ours
+        // is a declaration error, not a crash.
+        let routes = routes.unwrap_or_default();
+        let router = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ours.merge(routes)))
+            .map_err(|_| {
+                Error::Declaration(
+                    "App::routes: a route overlaps atoll's /health/live, /health/ready or /metrics"
+                        .into(),
+                )
+            })?;
         let server = Self::bind(addr, router, "the HTTP server")
             .await
             .map_err(|e| Error::Config(format!("http.addr `{addr}`: cannot listen: {e}")))?;

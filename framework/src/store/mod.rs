@@ -68,6 +68,9 @@ struct Published {
     ids: std::sync::Mutex<Vec<i64>>,
     wake: tokio::sync::Notify,
     task: OnceLock<()>,
+    /// Rows this process is publishing (sent, not yet deleted): a record delivered again
+    /// must not publish them a second time.
+    sending: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -150,6 +153,34 @@ impl Store {
         })
     }
 
+    /// Marks outbox rows as being published by this process, until
+    /// [`forget_published`](Self::forget_published) deletes them.
+    pub(crate) fn sending(&self, ids: &[i64]) {
+        self.published
+            .sending
+            .lock()
+            .expect("poisoned")
+            .extend(ids.iter().copied());
+    }
+
+    /// Unmarks rows whose publish failed: the record's next delivery, or the relay, publishes
+    /// them.
+    pub(crate) fn not_sending(&self, ids: &[i64]) {
+        let mut sending = self.published.sending.lock().expect("poisoned");
+        for id in ids {
+            sending.remove(id);
+        }
+    }
+
+    /// Whether this process is publishing outbox row `id`.
+    pub(crate) fn is_sending(&self, id: i64) -> bool {
+        self.published
+            .sending
+            .lock()
+            .expect("poisoned")
+            .contains(&id)
+    }
+
     /// Deletes these published outbox rows soon, batched with others. Rows a crash keeps from
     /// being deleted are published again by the relay: repeats that keep their `ce_id`.
     pub(crate) fn forget_published(&self, ids: Vec<i64>) {
@@ -170,6 +201,7 @@ impl Store {
                             tracing::warn!(error = %e, rows = chunk.len(), "deleting published outbox rows failed; the relay will publish them again");
                         }
                     }
+                    store.not_sending(&ids);
                 }
             });
         });

@@ -96,14 +96,19 @@ fn owned_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
 }
 
 /// Writes `records` into the outbox within the caller's transaction; their row ids, in order.
-pub(crate) async fn insert(conn: &mut AnyConnection, records: &[OutboxRecord]) -> Result<Vec<i64>> {
+/// `source` names the record whose handling wrote them (none outside listeners).
+pub(crate) async fn insert(
+    conn: &mut AnyConnection,
+    records: &[OutboxRecord],
+    source: Option<&str>,
+) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(records.len());
     let now = now_ms();
     for r in records {
         let row = sqlx::query(
             "INSERT INTO atoll_outbox
-                 (topic, record_partition, record_key, payload, headers, ce_id, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                 (topic, record_partition, record_key, payload, headers, ce_id, created_at, source)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(&r.topic)
         .bind(r.partition)
@@ -112,6 +117,7 @@ pub(crate) async fn insert(conn: &mut AnyConnection, records: &[OutboxRecord]) -
         .bind(encode_headers(&r.headers))
         .bind(&r.ce_id)
         .bind(now)
+        .bind(source)
         .fetch_one(&mut *conn)
         .await
         .map_err(store_error("writing the outbox"))?;
@@ -134,11 +140,17 @@ fn placeholders(n: usize) -> String {
 /// Publishes the rows `select` picks (within one transaction, locked on PostgreSQL), waits for
 /// their acknowledgements and deletes them; how many it published. `select` is a `WHERE …`
 /// clause over `atoll_outbox` with its binds.
+/// A value bound to a `WHERE` clause of [`publish_where`].
+enum Bind<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
 async fn publish_where(
     store: &Store,
     producer: &Producer,
     clause: &str,
-    binds: &[i64],
+    binds: &[Bind<'_>],
 ) -> Result<usize> {
     // PostgreSQL: the rows stay locked while they are published (`FOR UPDATE SKIP LOCKED`), so
     // two publishers never send the same row. SQLite has one writer for the whole file: holding
@@ -165,7 +177,10 @@ async fn publish_where(
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for b in binds {
-        query = query.bind(*b);
+        query = match b {
+            Bind::Int(i) => query.bind(*i),
+            Bind::Text(t) => query.bind(*t),
+        };
     }
     let rows = match tx.as_mut() {
         Some(tx) => query.fetch_all(&mut **tx).await,
@@ -180,6 +195,10 @@ async fn publish_where(
     for row in &rows {
         let get = store_error("reading an outbox row");
         let id: i64 = row.try_get("id").map_err(&get)?;
+        if store.is_sending(id) {
+            // This process is publishing it already.
+            continue;
+        }
         let topic: String = row.try_get("topic").map_err(&get)?;
         let partition: Option<i32> = row.try_get("record_partition").map_err(&get)?;
         let key: Option<Vec<u8>> = row.try_get("record_key").map_err(&get)?;
@@ -203,6 +222,9 @@ async fn publish_where(
         ids.push(id);
     }
     Pending::all(pending).await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let sql = format!(
         "DELETE FROM atoll_outbox WHERE id IN ({})",
         placeholders(ids.len())
@@ -293,7 +315,24 @@ pub(crate) async fn relay_once(
 ) -> Result<usize> {
     let before = now_ms() - grace_ms;
     let clause = "id IN (SELECT id FROM atoll_outbox WHERE created_at <= $1 ORDER BY id LIMIT $2)";
-    publish_where(store, producer, clause, &[before, batch]).await
+    publish_where(
+        store,
+        producer,
+        clause,
+        &[Bind::Int(before), Bind::Int(batch)],
+    )
+    .await
+}
+
+/// Publishes the rows the handling of record `source` left behind (a crash between its commit
+/// and its publish), at once: called when the record comes again and the inbox skips it, so
+/// that its outputs go out before those of the records after it. How many it published.
+pub(crate) async fn publish_left_by(
+    store: &Store,
+    producer: &Producer,
+    source: &str,
+) -> Result<usize> {
+    publish_where(store, producer, "source = $1", &[Bind::Text(source)]).await
 }
 
 #[cfg(test)]

@@ -71,7 +71,19 @@ const MIGRATIONS: &[Migration] = &[
         postgres: &[VIEWS],
         sqlite: &[VIEWS],
     },
+    Migration {
+        version: 3,
+        name: "outbox rows know their record",
+        postgres: &[OUTBOX_SOURCE, OUTBOX_SOURCE_INDEX],
+        sqlite: &[OUTBOX_SOURCE, OUTBOX_SOURCE_INDEX],
+    },
 ];
+
+/// The record (consumer group and inbox id) whose handling wrote an outbox row: when that
+/// record is delivered again after a crash, its rows are published before the records after
+/// it (see `outbox::publish_left_by`).
+const OUTBOX_SOURCE: &str = "ALTER TABLE atoll_outbox ADD COLUMN source TEXT";
+const OUTBOX_SOURCE_INDEX: &str = "CREATE INDEX atoll_outbox_source ON atoll_outbox (source)";
 
 /// The views the listeners of a store's processes feed (see [`super::view`]).
 const VIEWS: &str = "CREATE TABLE atoll_views (
