@@ -52,7 +52,7 @@ pub(crate) struct Plan {
     #[arg(long, default_value_t = 20_000)]
     pub(crate) tx_records: u64,
     /// Implementations to run (default: all).
-    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream])]
+    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::AtollTx])]
     pub(crate) impls: Vec<Impl>,
     /// Scenarios to run (1: drain, 2: simulated I/O, 3: latency, 4: transactional on
     /// PostgreSQL).
