@@ -1,5 +1,8 @@
 //! `atoll dlq list | show | replay` against a real broker (tansu) and the probe service.
 
+mod common;
+
+use common::{atoll, ATOLL};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -7,16 +10,7 @@ use atoll_testkit::probe::Work;
 use atoll_testkit::process::{wait_until, Proc};
 use atoll_testkit::Tansu;
 
-const ATOLL: &str = env!("CARGO_BIN_EXE_atoll");
 const DLQ: &str = "acme.test.probe.private.dlq";
-
-fn atoll(env: &[(String, String)], args: &[&str]) -> Output {
-    Command::new(ATOLL)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .expect("run atoll")
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

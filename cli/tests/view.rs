@@ -2,6 +2,9 @@
 //! emptied and rebuilt from the facts, answers `GET /orders/{id}` exactly as before; a rebuild
 //! refuses to run beside the service, and says what is wrong with a bad group or store.
 
+mod common;
+
+use common::{atoll, ATOLL};
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -17,16 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset};
 use serde_json::Value;
 
-const ATOLL: &str = env!("CARGO_BIN_EXE_atoll");
 const GROUP: &str = "acme.shop.storefront-order-placed";
-
-fn atoll(env: &[(String, String)], args: &[&str]) -> Output {
-    Command::new(ATOLL)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .expect("run atoll")
-}
 
 fn text(o: &Output) -> String {
     format!(
