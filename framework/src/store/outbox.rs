@@ -137,15 +137,25 @@ fn placeholders(n: usize) -> String {
         .join(", ")
 }
 
-/// Publishes the rows `select` picks (within one transaction, locked on PostgreSQL), waits for
-/// their acknowledgements and deletes them; how many it published. `select` is a `WHERE …`
-/// clause over `atoll_outbox` with its binds.
 /// A value bound to a `WHERE` clause of [`publish_where`].
 enum Bind<'a> {
     Int(i64),
     Text(&'a str),
 }
 
+/// The statement deleting outbox rows `ids`.
+fn delete_rows(ids: &[i64]) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let sql = format!(
+        "DELETE FROM atoll_outbox WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    ids.iter()
+        .fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(*id))
+}
+
+/// Publishes the rows `clause` picks (locked on PostgreSQL while they are published), waits for
+/// their acknowledgements and deletes them; how many it published. `clause` is a `WHERE …`
+/// clause over `atoll_outbox`, with its binds.
 async fn publish_where(
     store: &Store,
     producer: &Producer,
@@ -225,14 +235,7 @@ async fn publish_where(
     if ids.is_empty() {
         return Ok(0);
     }
-    let sql = format!(
-        "DELETE FROM atoll_outbox WHERE id IN ({})",
-        placeholders(ids.len())
-    );
-    let mut delete = sqlx::query(AssertSqlSafe(sql));
-    for id in &ids {
-        delete = delete.bind(*id);
-    }
+    let delete = delete_rows(&ids);
     let deleted = match tx.as_mut() {
         Some(tx) => delete.execute(&mut **tx).await,
         None => delete.execute(store.pool()).await,
@@ -279,15 +282,7 @@ pub(crate) async fn delete(store: &Store, ids: &[i64]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "DELETE FROM atoll_outbox WHERE id IN ({})",
-        placeholders(ids.len())
-    );
-    let mut delete = sqlx::query(AssertSqlSafe(sql));
-    for id in ids {
-        delete = delete.bind(*id);
-    }
-    delete
+    delete_rows(ids)
         .execute(store.pool())
         .await
         .map_err(store_error("deleting published outbox rows"))?;
