@@ -613,7 +613,7 @@ impl<S: Service> ListenerEnv<S> {
                         Ok(pending) => {
                             *sink = Deferred {
                                 pending,
-                                outbox: committed.ids.clone(),
+                                outbox: committed.ids,
                             };
                             return Ok(());
                         }
