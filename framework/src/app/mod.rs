@@ -244,11 +244,14 @@ fn distinct_migrations(sets: &mut [sqlx::migrate::Migrator]) -> Result<()> {
     let mut seen = BTreeMap::new();
     for (i, set) in sets.iter().enumerate() {
         for m in set.iter() {
-            if let Some(first) = seen.insert(m.version, (i, m.description.clone())) {
-                return Err(Error::Declaration(format!(
-                    "migration {} (`{}`) and migration {} (`{}`) of another set share a version: number each set's migrations apart",
-                    m.version, m.description, m.version, first.1
-                )));
+            match seen.insert(m.version, (i, m.description.clone())) {
+                Some((set, first)) if set != i => {
+                    return Err(Error::Declaration(format!(
+                        "migration {} (`{}`) and migration {} (`{first}`) of another set share a version: number each set's migrations apart",
+                        m.version, m.description, m.version
+                    )));
+                }
+                _ => {}
             }
         }
     }
