@@ -23,13 +23,14 @@ impl Watermark {
         Self::default()
     }
 
-    /// Records that `offset` has started. Offsets must be started in ascending order; a lower
-    /// or repeated offset (a rewind) resets the partition's pending state.
+    /// Records that `offset` has started. Offsets start in ascending order; a lower or repeated
+    /// offset is a rewind: the records from it on come again (their earlier starts are
+    /// forgotten), those below it stay pending until they finish. A record's earlier delivery
+    /// that finishes after a rewind finishes the record: it was handled.
     pub(crate) fn start(&mut self, offset: i64) {
-        if let Some(&(last, _)) = self.pending.back() {
-            if offset <= last {
-                self.pending.clear();
-            }
+        if self.pending.back().is_some_and(|&(last, _)| offset <= last) {
+            let below = self.pending.partition_point(|&(o, _)| o < offset);
+            self.pending.truncate(below);
         }
         if self.pending.is_empty() && self.next.is_some_and(|n| offset < n) {
             // A rewind below what finished already: commit nothing past this record.
@@ -159,6 +160,30 @@ mod tests {
         assert_eq!(w.committable(), Some(1));
         w.finish(1);
         assert_eq!(w.committable(), Some(2));
+    }
+
+    /// A rewind above an unfinished record keeps it pending: committing the rewind point
+    /// would skip it.
+    #[test]
+    fn rewind_keeps_unfinished_records_below_it() {
+        let mut w = Watermark::new();
+        for o in 10..=12 {
+            w.start(o);
+        }
+        w.finish(11);
+        // Delivered again from 11 while 10 is still being handled.
+        w.start(11);
+        assert_eq!(w.committable(), None, "10 is unfinished");
+        w.finish(11);
+        assert_eq!(w.committable(), None, "10 is still unfinished");
+        w.start(12);
+        w.finish(10);
+        assert_eq!(w.committable(), Some(12));
+        w.finish(12);
+        assert_eq!(w.take_commit(), Some(13));
+        // A rewind below what was committed holds the watermark at the rewound record.
+        w.start(5);
+        assert_eq!(w.committable(), Some(5));
     }
 
     /// Random completion orders never commit past an unfinished record.

@@ -7,7 +7,6 @@
 //! acknowledged. A record abandoned because its partition was revoked or the process is
 //! stopping is not finished: it will be delivered again.
 
-use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dead_letter::{self as dlq, Failure};
+use super::lanes::Lanes;
 use super::retry::{self, Attempt, Next, Outcome, Policy};
 use super::retry_topic::{Origin, RetryState};
 use super::routing::{route, Route, Routes};
@@ -165,64 +165,40 @@ async fn settle<S: Service>(
 }
 
 /// Records of a key in order, keys concurrently (`Key`), or all concurrently (`Unordered`),
-/// at most `max_in_flight` per listener. A record without a key has no order to keep.
+/// at most `max_in_flight` per listener (see [`Lanes`]). A record without a key has no order
+/// to keep.
 async fn concurrent<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
     mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
     mode: OrderingMode,
 ) {
-    let lanes: Arc<Mutex<HashMap<Vec<u8>, VecDeque<Admitted>>>> = Arc::default();
-    let mut tasks = tokio::task::JoinSet::new();
-    while let Some(msg) = rx.recv().await {
-        let permit = tokio::select! {
-            permit = env.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = part.cancel.cancelled() => {
-                // Revoked or stopping: the record comes again; do not wait for a permit.
-                part.queued.fetch_sub(1, Ordering::SeqCst);
-                continue;
-            }
-        };
-        take_up(&env, &part);
-        let key = match (mode, msg.key()) {
-            (OrderingMode::Key, Some(key)) => key.to_vec(),
-            _ => {
-                let (env, part) = (env.clone(), part.clone());
-                tasks.spawn(async move {
-                    handle_one(&env, &part, msg, false).await;
-                    drop(permit);
-                });
-                continue;
-            }
-        };
-        {
-            let mut lanes = lanes.lock().expect("poisoned");
-            if let Some(waiting) = lanes.get_mut(&key) {
-                waiting.push_back((msg, permit));
-                continue;
-            }
-            lanes.insert(key.clone(), VecDeque::new());
-        }
-        let (env, part, lanes) = (env.clone(), part.clone(), lanes.clone());
-        tasks.spawn(async move {
-            let mut next = Some((msg, permit));
-            while let Some((msg, permit)) = next {
+    let work = {
+        let (env, part) = (env.clone(), part.clone());
+        move |msg| {
+            let (env, part) = (env.clone(), part.clone());
+            async move {
                 handle_one(&env, &part, msg, false).await;
-                drop(permit);
-                let mut lanes = lanes.lock().expect("poisoned");
-                next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
-                if next.is_none() {
-                    lanes.remove(&key);
-                }
             }
-        });
-        while tasks.try_join_next().is_some() {}
+        }
+    };
+    let mut lanes = Lanes::new(work, env.permits.clone(), part.cancel.clone());
+    loop {
+        tokio::select! {
+            () = lanes.reaped() => {}
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                take_up(&env, &part);
+                let key = match mode {
+                    OrderingMode::Key => msg.key().map(<[u8]>::to_vec),
+                    _ => None,
+                };
+                lanes.admit(key, msg).await;
+            }
+        }
     }
-    while tasks.join_next().await.is_some() {}
+    lanes.finish().await;
 }
-
-/// A record admitted past the in-flight bound, waiting for its key's turn.
-type Admitted = (OwnedMessage, tokio::sync::OwnedSemaphorePermit);
 
 /// A handled record whose outputs are still to be acknowledged.
 type Unacked = (OwnedMessage, Deferred);
