@@ -341,3 +341,66 @@ async fn garbage_mixed_into_valid_records_loses_nothing() {
         .all(|m| header(m, "atoll_dlq_error_kind") == Some("decode")));
     assert_eq!((stats[0].handled, stats[0].dead_lettered), (10_000, 1_000));
 }
+
+/// A record left on the retry topic by a listener since set to `strict` is not skipped by
+/// everyone: it is dead-lettered in the listener's name, for a replay to its main path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_topic_records_of_a_listener_now_strict_are_dead_lettered() {
+    let broker = Tansu::start();
+    let svc = Retrier::default();
+    let non_blocking = ListenerSettings {
+        max_attempts: Some(1),
+        retry: Some(RetryMode::NonBlocking),
+        retry_topic_attempts: Some(3),
+        retry_topic_delay_ms: Some(120_000),
+        ..Default::default()
+    };
+    let running = start(&broker, &svc, non_blocking).await;
+    send(&running, "k", &[("stranded", "forever"), ("fine", "ok")]).await;
+    assert!(
+        wait(Duration::from_secs(30), || svc
+            .handled_ids()
+            .contains("fine"))
+        .await
+    );
+    let b = broker.bootstrap();
+    let retried = tokio::task::spawn_blocking(move || {
+        read_topic(
+            &b,
+            "acme.test.retrier.private.retry",
+            1,
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        retried.len(),
+        1,
+        "the failed record went to the retry topic"
+    );
+    // Stopped before its retry is due, then restarted with `strict` retries.
+    running.shutdown().await;
+    let strict = ListenerSettings {
+        retry: Some(RetryMode::Strict),
+        ..Default::default()
+    };
+    let running = start(&broker, &svc, strict).await;
+    let dead = dead_letters(&broker, 1, Duration::from_secs(40)).await;
+    running.shutdown().await;
+    assert_eq!(dead.len(), 1, "the stranded record was dead-lettered");
+    let d = &dead[0];
+    assert_eq!(header(d, "atoll_dlq_listener"), Some("jobs"));
+    assert_eq!(header(d, "atoll_dlq_original_topic"), Some(TOPIC));
+    assert!(
+        header(d, "atoll_dlq_error")
+            .is_some_and(|e| e.contains("no longer takes records from the retry topic")),
+        "{:?}",
+        header(d, "atoll_dlq_error")
+    );
+    assert_eq!(
+        svc.attempts("stranded"),
+        1,
+        "never handled after the restart"
+    );
+}

@@ -5,7 +5,7 @@ pub(crate) mod shutdown;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -127,8 +127,14 @@ impl<S: Handlers> ErasedService for Registered<S> {
             }
             if config.retry == RetryMode::NonBlocking {
                 routes.retry_designated.get_or_insert(l.name());
+                routes.retry_readers.insert(l.name());
             }
             configs.push(config);
+        }
+        // Someone reads the retry topic even when no listener uses it any more: records left
+        // there by a listener since set to `strict`, or renamed, are dead-lettered.
+        if routes.retry_designated.is_none() {
+            routes.retry_designated = listeners.first().map(Listener::name);
         }
         let routes = Arc::new(routes);
         let source: Arc<str> = format!("{}/{}", S::ID, env.process).into();
@@ -158,7 +164,9 @@ impl<S: Handlers> ErasedService for Registered<S> {
             let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));
             let permits = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
             let mut modes = vec![(Mode::Main, listener.topic().clone())];
-            if config.retry == RetryMode::NonBlocking {
+            if routes.retry_designated == Some(listener.name())
+                || config.retry == RetryMode::NonBlocking
+            {
                 modes.push((Mode::Retry, S::ID.retry()));
             }
             for (mode, topic) in modes {
@@ -186,6 +194,8 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     },
                     metrics: metrics.clone(),
                     permits: permits.clone(),
+                    client: client.clone(),
+                    passed: Mutex::default(),
                 });
                 threads.push(consumer::spawn(
                     lenv,

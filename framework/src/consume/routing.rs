@@ -21,8 +21,12 @@ pub(crate) struct Inbox {
 pub(crate) struct Routes {
     /// The service's inboxes, by topic.
     pub(crate) inboxes: HashMap<TopicName, Inbox>,
-    /// The listener that dead-letters malformed records on the retry topic.
+    /// The listener that reads the retry topic for everyone who does not: it dead-letters
+    /// malformed records there, and records of listeners that no longer take their records
+    /// from it. The first listener in `non_blocking` retry mode, or else the first listener.
     pub(crate) retry_designated: Option<&'static str>,
+    /// The listeners that take their records from the retry topic (`non_blocking` retries).
+    pub(crate) retry_readers: HashSet<&'static str>,
 }
 
 /// What to do with a record.
@@ -31,6 +35,8 @@ pub(crate) enum Route {
     Handle,
     Skip,
     Reject(String),
+    /// A retry-topic record of a listener that no longer reads the retry topic.
+    Orphan,
 }
 
 /// Routes a record of type `ce_type` for listener `name` of types `mine` on `topic`.

@@ -7,6 +7,7 @@
 //! acknowledged. A record abandoned because its partition was revoked or the process is
 //! stopping is not finished: it will be delivered again.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,11 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) metrics: Arc<ListenerMetrics>,
     /// The listener's in-flight bound (`max_in_flight`), for concurrent ordering modes.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// The client configuration, for looking up other groups' committed offsets.
+    pub(crate) client: rdkafka::ClientConfig,
+    /// On the retry topic, by listener that no longer reads it and partition: the offset its
+    /// retry group had committed (it does not move while nobody reads it for that listener).
+    pub(crate) passed: Mutex<HashMap<(String, i32), Option<i64>>>,
 }
 
 /// Whether a consumer reads the listener's own topic or the retry topic.
@@ -313,7 +319,14 @@ impl<S: Service> ListenerEnv<S> {
                 (name, self.listener.ce_types()),
                 incoming.ce_type.as_deref(),
             ),
-            (Mode::Retry, Some(st)) if st.listener == name => Route::Handle,
+            (Mode::Retry, Some(st)) if self.routes.retry_readers.contains(st.listener.as_str()) => {
+                if st.listener == name {
+                    Route::Handle
+                } else {
+                    Route::Skip
+                }
+            }
+            (Mode::Retry, Some(_)) if self.routes.retry_designated == Some(name) => Route::Orphan,
             (Mode::Retry, Some(_)) => Route::Skip,
             (Mode::Retry, None) if self.routes.retry_designated == Some(name) => {
                 Route::Reject("record on the retry topic has no valid atoll_retry_* headers".into())
@@ -327,7 +340,59 @@ impl<S: Service> ListenerEnv<S> {
                     .await
             }
             Route::Handle => self.handle(msg, incoming, state, cancel, defer).await,
+            Route::Orphan => {
+                let st = state.expect("an orphan has its retry state");
+                self.orphan(msg, st, cancel).await
+            }
         }
+    }
+
+    /// A record on the retry topic of a listener that no longer reads it (set to `strict`,
+    /// or renamed): skipped when that listener's retry group had passed it, else
+    /// dead-lettered in that listener's name, so that a replay takes it to its main path.
+    async fn orphan(&self, msg: &OwnedMessage, st: RetryState, cancel: &CancellationToken) -> bool {
+        let mut backoff = Policy::of(&self.config).backoff.iter();
+        let passed = loop {
+            match self.passed_by(&st.listener, msg.partition()).await {
+                Ok(passed) => break passed,
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = st.listener, "cannot read the committed offsets of a listener's retry group; retrying")
+                }
+            }
+            if !sleep_unless(cancel, backoff.next_delay()).await {
+                return false;
+            }
+        };
+        if passed.is_some_and(|o| o > msg.offset()) {
+            return true;
+        }
+        let failure = Failure {
+            kind: DeadLetterKind::Handler,
+            error: format!(
+                "listener `{}` no longer takes records from the retry topic (its retry mode is `strict`, or it was renamed); replay the dead letter to hand it to its main path",
+                st.listener
+            ),
+            attempts: st.attempts,
+        };
+        self.dead_letter_as(msg, &st.listener, failure, cancel)
+            .await
+    }
+
+    /// The offset `listener`'s retry group committed on the retry topic's `partition`.
+    async fn passed_by(&self, listener: &str, partition: i32) -> crate::error::Result<Option<i64>> {
+        let key = (listener.to_owned(), partition);
+        if let Some(o) = self.passed.lock().expect("poisoned").get(&key) {
+            return Ok(*o);
+        }
+        let group = format!("{}.retry", S::ID.group_id(listener)?);
+        let (client, topic) = (self.client.clone(), self.topic.to_string());
+        let offset = tokio::task::spawn_blocking(move || {
+            committed_offset(client, &group, &topic, partition)
+        })
+        .await
+        .map_err(|e| crate::error::Error::Config(format!("offset lookup panicked: {e}")))??;
+        self.passed.lock().expect("poisoned").insert(key, offset);
+        Ok(offset)
     }
 
     /// Handles a record routed to this listener; `state` is its retry state on the retry topic.
@@ -659,12 +724,24 @@ impl<S: Service> ListenerEnv<S> {
         failure: Failure,
         cancel: &CancellationToken,
     ) -> bool {
+        self.dead_letter_as(msg, self.listener.name(), failure, cancel)
+            .await
+    }
+
+    /// [`Self::dead_letter`] in the name of `listener`, whose record it is.
+    async fn dead_letter_as(
+        &self,
+        msg: &OwnedMessage,
+        listener: &str,
+        failure: Failure,
+        cancel: &CancellationToken,
+    ) -> bool {
         let topic = S::ID.dlq();
         let written = self
             .write(
                 &topic,
                 msg,
-                || dlq::headers(msg, self.listener.name(), &failure),
+                || dlq::headers(msg, listener, &failure),
                 cancel,
             )
             .await;
@@ -707,6 +784,32 @@ impl<S: Service> ListenerEnv<S> {
             }
         }
     }
+}
+
+/// The offset `group` committed on `topic`'s `partition`, if any (blocking).
+fn committed_offset(
+    mut client: rdkafka::ClientConfig,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> crate::error::Result<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client
+        .remove("group.instance.id")
+        .set("group.id", group)
+        .create()
+        .map_err(|e| crate::error::Error::kafka("creating a consumer", e))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| {
+            crate::error::Error::kafka(format!("reading `{group}`'s committed offsets"), e)
+        })?;
+    Ok(got.elements().first().and_then(|e| match e.offset() {
+        rdkafka::Offset::Offset(o) => Some(o),
+        _ => None,
+    }))
 }
 
 /// Whether `topic` names some service's `private.reply` topic.
