@@ -1,12 +1,13 @@
-//! Saga replies that come too late or twice, on a real broker (tansu): both are ignored and
-//! logged, and neither advances the saga.
+//! Saga replies that come too late, twice or without a `ce_id`, on a real broker (tansu): a
+//! late or repeated reply is ignored and logged and does not advance the saga; each reply
+//! without a `ce_id` advances it once.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use atoll::envelope::{header_str, CAUSATION_ID, ID};
+use atoll::envelope::{header_str, CAUSATION_ID, ID, REPLY_PARTITION, REPLY_TO, TYPE};
 use atoll::{event_service, handlers, App, Context, Event, HandlerResult, Saga, Service, Step};
 use atoll_testkit::{read_topic, text, Tansu};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -382,5 +383,80 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
         keyed(&broker, Trips::ID.events().as_ref(), "dup", 1).len(),
         1
     );
+    running.shutdown().await;
+}
+
+/// Answers `command` the way a replier that sets no `ce_id` would.
+fn reply_without_id(broker: &Tansu, command: &OwnedMessage, ce_type: &str, payload: &str) {
+    let to = header_str(command, REPLY_TO).expect("the command names its reply topic");
+    let partition: i32 = header_str(command, REPLY_PARTITION)
+        .expect("the command names its reply partition")
+        .parse()
+        .unwrap();
+    let request = header_str(command, ID).expect("the command's ce_id");
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: TYPE,
+            value: Some(ce_type),
+        })
+        .insert(Header {
+            key: CAUSATION_ID,
+            value: Some(request),
+        });
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::to(to)
+                .partition(partition)
+                .key(command.key().unwrap())
+                .payload(payload)
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_without_ce_id_advance_the_saga_once_each() {
+    let broker = Tansu::start();
+    log();
+    // The saga's service alone: the test answers its commands.
+    let running = App::new(broker.config())
+        .topics(atoll::contract::owned_topics::<Hotel>())
+        .topics(atoll::contract::owned_topics::<Flight>())
+        .service(Trips)
+        .start()
+        .await
+        .expect("app");
+    running
+        .client("test")
+        .send(&PlanTrip {
+            trip_id: "noid".into(),
+        })
+        .await
+        .unwrap();
+    let room = keyed(&broker, Hotel::ID.commands().as_ref(), "noid", 1);
+    assert_eq!(room.len(), 1, "the room is asked for");
+    reply_without_id(&broker, &room[0], RoomBooked::ce_type(), r#"{"ok":true}"#);
+    let seat = keyed(&broker, Flight::ID.commands().as_ref(), "noid", 1);
+    assert_eq!(seat.len(), 1, "the seat is asked for");
+    reply_without_id(&broker, &seat[0], SeatBooked::ce_type(), r#"{"ok":true}"#);
+    let facts = keyed(&broker, Trips::ID.events().as_ref(), "noid", 1);
+    assert_eq!(facts.len(), 1, "the trip ended");
+    assert_eq!(
+        header_str(&facts[0], "ce_type"),
+        Some(TripBooked::ce_type())
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        keyed(&broker, Flight::ID.commands().as_ref(), "noid", 1).len(),
+        1,
+        "the seat was asked for once: the second reply was not taken for a redelivery of the first"
+    );
+    assert_eq!(versions(&broker, "trip/noid", 3), [1, 2, 3]);
     running.shutdown().await;
 }

@@ -491,9 +491,15 @@ impl<S: Service> ListenerEnv<S> {
         unreachable!("the attempt loop only ends by returning")
     }
 
-    /// The handled record's metadata.
+    /// The handled record's metadata. A record without a `ce_id` (or with an empty one) is
+    /// given one from where it was written, the same on every delivery: ids are never empty,
+    /// so two such records are never taken for one (an inbox duplicate, a saga's redelivered
+    /// input).
     fn meta(&self, msg: &OwnedMessage, inc: Incoming) -> Meta {
-        let id = inc.id.unwrap_or_default();
+        let id = inc
+            .id
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset()));
         Meta {
             listener: self.listener.name(),
             topic: msg.topic().to_owned(),
@@ -523,7 +529,7 @@ impl<S: Service> ListenerEnv<S> {
         cancel: &CancellationToken,
     ) -> (Outcome, String) {
         let budget = self.config.handler_timeout();
-        let tx = match self.begin(msg, meta).await {
+        let tx = match self.begin(meta).await {
             Ok(Begun::Plain) => None,
             Ok(Begun::Tx(cell)) => Some(cell),
             Ok(Begun::Duplicate) => {
@@ -531,7 +537,7 @@ impl<S: Service> ListenerEnv<S> {
                 tracing::info!(ce_id = meta.id, "handled before (inbox): skipped");
                 // A crash may have come between its commit and its publish: what it produced
                 // goes out now, before the records after it.
-                return match self.publish_left(msg, meta).await {
+                return match self.publish_left(meta).await {
                     Ok(()) => (Outcome::Succeeded, String::new()),
                     Err(e) => self.store_failed(&e),
                 };
@@ -596,7 +602,7 @@ impl<S: Service> ListenerEnv<S> {
     }
 
     /// Opens the record's transaction and claims its inbox row, for a transactional listener.
-    async fn begin(&self, msg: &OwnedMessage, meta: &Meta) -> crate::error::Result<Begun> {
+    async fn begin(&self, meta: &Meta) -> crate::error::Result<Begun> {
         if !self.listener.is_transactional() {
             return Ok(Begun::Plain);
         }
@@ -604,20 +610,21 @@ impl<S: Service> ListenerEnv<S> {
             .store
             .as_ref()
             .expect("a transactional listener has a store");
-        let id = inbox_id(msg, meta);
-        Ok(match transaction::begin(store, &self.group, &id).await? {
-            Some(cell) => Begun::Tx(cell),
-            None => Begun::Duplicate,
-        })
+        Ok(
+            match transaction::begin(store, &self.group, &meta.id).await? {
+                Some(cell) => Begun::Tx(cell),
+                None => Begun::Duplicate,
+            },
+        )
     }
 
     /// Publishes what the handling of a record delivered again left in the outbox.
-    async fn publish_left(&self, msg: &OwnedMessage, meta: &Meta) -> crate::error::Result<()> {
+    async fn publish_left(&self, meta: &Meta) -> crate::error::Result<()> {
         let store = self
             .store
             .as_ref()
             .expect("a transactional listener has a store");
-        let source = transaction::source(&self.group, &inbox_id(msg, meta));
+        let source = transaction::source(&self.group, &meta.id);
         let n = outbox::publish_left_by(store, &self.producer, &source).await?;
         if n > 0 {
             tracing::info!(
@@ -834,15 +841,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)");
     format!("handler panicked: {text}")
-}
-
-/// The id a record's inbox row has: its `ce_id`, or where it was written when it has none.
-fn inbox_id(msg: &OwnedMessage, meta: &Meta) -> String {
-    if meta.id.is_empty() {
-        format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset())
-    } else {
-        meta.id.clone()
-    }
 }
 
 /// How a record's handling begins.
