@@ -2,15 +2,28 @@
 //!
 //! - [`Tansu`] starts a real Kafka-protocol broker (tansu) on a free loopback port and stops it
 //!   when dropped. When tansu is not installed the test **fails** with a message saying how to
-//!   install it: a test that needs a broker never passes without one.
+//!   install it: a test that needs a broker never passes without one. [`Tansu::builder`]
+//!   starts it with a [`FaultProxy`] in front (delays, blackholes, cut connections: see
+//!   [`proxy`]) and/or with SQLite storage that survives [`Tansu::restart`].
 //! - [`Postgres`] starts a throwaway PostgreSQL server the same way, for tests with state.
 //! - [`read_topic`] and [`header`] read what services wrote.
 //! - The `probe` binary is a small service whose behaviour is set by environment variables,
-//!   for tests that need several processes, kills and restarts.
+//!   for tests that need several processes, kills and restarts ([`process::Proc`] can also
+//!   pause and resume them).
+//!
+//! # Against a real Kafka cluster
+//!
+//! When `ATOLL_TEST_BOOTSTRAP` (see [`BOOTSTRAP_ENV`]) is set, e.g. to `localhost:9092`,
+//! [`Tansu::start`] and [`TansuOptions::start`] start no broker: [`Tansu::bootstrap`] (and
+//! so [`Tansu::config`] and [`Tansu::env`]) return that address, and each `Tansu` still has
+//! its own scratch directory for stores. A cluster the harness does not run cannot be faulted
+//! or restarted: [`Tansu::proxy`] returns `None` and [`Tansu::restart`] panics; tests that need
+//! them can check [`Tansu::is_external`]. Topics are not deleted between tests there.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -30,13 +43,63 @@ pub const TANSU_PROPERTIES: &[(&str, &str)] = &[
     ("batch.num.messages", "1"),
 ];
 
-/// A tansu broker process on a free loopback port.
+/// The environment variable that points the tests at an existing Kafka cluster instead of a
+/// tansu per test (see the [crate documentation](crate)).
+pub const BOOTSTRAP_ENV: &str = "ATOLL_TEST_BOOTSTRAP";
+
+/// A tansu broker process on a free loopback port (or, with `ATOLL_TEST_BOOTSTRAP`, an
+/// external cluster), stopped when dropped.
 #[derive(Debug)]
 pub struct Tansu {
-    child: Child,
+    /// The broker process; `None` against an external cluster (or in the middle of a restart).
+    child: Option<Child>,
+    /// The tansu binary; `None` against an external cluster.
+    bin: Option<PathBuf>,
+    /// The port tansu listens on (behind the proxy when there is one; 0 when external).
     port: u16,
+    /// What clients connect to, and what tansu advertises: tansu's own address, the proxy's,
+    /// or `ATOLL_TEST_BOOTSTRAP`.
+    bootstrap: String,
+    /// Whether tansu keeps its data in `<scratch>/tansu.db`.
+    sqlite: bool,
+    /// The fault proxy in front of tansu, if any.
+    proxy: Option<FaultProxy>,
     /// A scratch directory for the stores of the processes on this broker, removed on drop.
     scratch: PathBuf,
+}
+
+/// How to start a [`Tansu`] broker: `Tansu::builder().proxy(true).sqlite(true).start()`.
+/// By default (as [`Tansu::start`]): in-memory storage, no proxy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TansuOptions {
+    proxy: bool,
+    sqlite: bool,
+}
+
+impl TansuOptions {
+    /// Whether to put a [`FaultProxy`] in front of the broker. tansu then listens on an
+    /// internal port and advertises the proxy's address, so every connection of every client
+    /// (bootstrap, and the broker addresses from metadata) goes through the proxy:
+    /// [`Tansu::bootstrap`] is the proxy's address and [`Tansu::proxy`] controls it.
+    pub fn proxy(mut self, on: bool) -> Self {
+        self.proxy = on;
+        self
+    }
+
+    /// Whether tansu keeps its data in a SQLite file in the scratch directory (default: in
+    /// memory), so that topics, records and committed offsets survive [`Tansu::restart`].
+    pub fn sqlite(mut self, on: bool) -> Self {
+        self.sqlite = on;
+        self
+    }
+
+    /// Starts the broker with these options.
+    ///
+    /// # Panics
+    /// As [`Tansu::start`].
+    pub fn start(self) -> Tansu {
+        Tansu::start_with(self)
+    }
 }
 
 /// Where the tansu binary is: `$TANSU_BIN`, `PATH`, or `~/.cargo/bin/tansu`.
@@ -64,57 +127,196 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `ATOLL_TEST_BOOTSTRAP`, when set and not blank.
+fn external_bootstrap() -> Option<String> {
+    std::env::var(BOOTSTRAP_ENV)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Creates `dir` empty.
+fn fresh_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("a scratch directory");
+}
+
 impl Tansu {
-    /// Starts tansu with in-memory storage.
+    /// Starts tansu with in-memory storage and no proxy (the same as
+    /// `Tansu::builder().start()`). With `ATOLL_TEST_BOOTSTRAP` set, starts nothing (see the
+    /// [crate documentation](crate)).
     ///
     /// # Panics
     /// When tansu is not installed or does not start: the test must not pass without a broker.
     pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// Options for starting tansu with a fault proxy in front and/or SQLite storage:
+    /// `Tansu::builder().proxy(true).sqlite(true).start()`.
+    pub fn builder() -> TansuOptions {
+        TansuOptions::default()
+    }
+
+    fn start_with(options: TansuOptions) -> Self {
+        if let Some(bootstrap) = external_bootstrap() {
+            static EXTERNAL: AtomicUsize = AtomicUsize::new(0);
+            let scratch = std::env::temp_dir().join(format!(
+                "atoll-kafka-{}-{}",
+                std::process::id(),
+                EXTERNAL.fetch_add(1, Ordering::Relaxed)
+            ));
+            fresh_dir(&scratch);
+            return Self {
+                child: None,
+                bin: None,
+                port: 0,
+                bootstrap,
+                sqlite: false,
+                proxy: None,
+                scratch,
+            };
+        }
         let bin = tansu_binary().unwrap_or_else(|| {
             panic!("tansu is not installed; run `scripts/install-tansu` (or set TANSU_BIN): this test needs a real broker")
         });
         for _ in 0..3 {
             let port = free_port();
-            let url = format!("tcp://127.0.0.1:{port}");
-            let child = Command::new(&bin)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let proxy = options
+                .proxy
+                .then(|| FaultProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+            let bootstrap = proxy
+                .as_ref()
+                .map_or_else(|| format!("127.0.0.1:{port}"), |p| p.addr().to_string());
             let scratch =
                 std::env::temp_dir().join(format!("atoll-tansu-{}-{port}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&scratch);
-            std::fs::create_dir_all(&scratch).expect("a scratch directory");
+            fresh_dir(&scratch);
             let mut broker = Self {
-                child,
+                child: None,
+                bin: Some(bin.clone()),
                 port,
+                bootstrap,
+                sqlite: options.sqlite,
+                proxy,
                 scratch,
             };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return broker;
-                }
-                if let Ok(Some(status)) = broker.child.try_wait() {
-                    eprintln!("tansu exited with {status} on port {port}; retrying");
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            broker.spawn();
+            if broker.wait_ready(Instant::now() + Duration::from_secs(15)) {
+                return broker;
             }
         }
         panic!("tansu did not start listening");
     }
 
-    /// `127.0.0.1:<port>`.
+    /// Starts the tansu process on `self.port`, advertising `self.bootstrap`.
+    fn spawn(&mut self) {
+        let bin = self
+            .bin
+            .as_ref()
+            .expect("a tansu process (not an external cluster)");
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}", self.bootstrap);
+        let mut command = Command::new(bin);
+        command.args([
+            "broker",
+            "--listener-url",
+            &listener,
+            "--advertised-listener-url",
+            &advertised,
+        ]);
+        if self.sqlite {
+            // tansu 0.6 resolves the file of a `sqlite://` URL against its working directory
+            // (`sqlite:///abs/path` is relative too), hence `./tansu.db` run in the scratch dir.
+            command
+                .current_dir(&self.scratch)
+                .args(["--storage-engine", "sqlite://./tansu.db"]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        self.child = Some(child);
+    }
+
+    /// The exit status of the tansu process, if it has exited.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits until tansu accepts connections on its port (true), exits, or `deadline` passes.
+    fn wait_ready(&mut self, deadline: Instant) -> bool {
+        while Instant::now() < deadline {
+            let up = TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if let Some(status) = self.exited() {
+                eprintln!("tansu exited with {status} on port {}; retrying", self.port);
+                return false;
+            }
+            if up {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Kills the tansu process (SIGKILL) and reaps it.
+    fn stop_process(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the broker (SIGKILL, like a crash) and starts it again on the same port, with the
+    /// same storage and the same proxy, returning once it accepts connections. Data survives
+    /// only with [`TansuOptions::sqlite`]; with in-memory storage the broker comes back empty.
+    /// Connections to the old process (also through the proxy) are closed; clients reconnect.
+    ///
+    /// # Panics
+    /// Against an external cluster (`ATOLL_TEST_BOOTSTRAP`), or when tansu does not listen
+    /// again within 20 s (the port is retried while it may still be in use).
+    pub fn restart(&mut self) {
+        assert!(
+            self.bin.is_some(),
+            "Tansu::restart: {BOOTSTRAP_ENV} is set, so the tests run against an external \
+             cluster, which the harness cannot restart"
+        );
+        self.stop_process();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.spawn();
+            if self.wait_ready(deadline) {
+                return;
+            }
+            self.stop_process();
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen again on port {} after a restart",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The fault proxy in front of the broker: `Some` when started with
+    /// [`TansuOptions::proxy`], `None` otherwise and against an external cluster.
+    pub fn proxy(&self) -> Option<&FaultProxy> {
+        self.proxy.as_ref()
+    }
+
+    /// Whether this is an external cluster (`ATOLL_TEST_BOOTSTRAP`), which the harness
+    /// neither runs, faults nor restarts.
+    pub fn is_external(&self) -> bool {
+        self.bin.is_none()
+    }
+
+    /// What clients bootstrap from: `127.0.0.1:<port>` of tansu, or of its proxy when there is
+    /// one, or the value of `ATOLL_TEST_BOOTSTRAP`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.bootstrap.clone()
     }
 
     /// A SQLite file for a store of a process on this broker (`name`: e.g. the service),
@@ -178,8 +380,7 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop_process();
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
@@ -243,5 +444,7 @@ pub fn text(m: &OwnedMessage) -> &str {
 pub mod postgres;
 pub mod probe;
 pub mod process;
+pub mod proxy;
 
 pub use postgres::Postgres;
+pub use proxy::{Direction, FaultProxy};

@@ -118,12 +118,34 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits for the exit.
+    /// SIGTERM, then waits for the exit. Also sends SIGCONT, so that a process stopped by
+    /// [`Proc::pause`] handles the SIGTERM instead of waiting forever.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         self.child.wait().expect("wait")
+    }
+
+    /// SIGSTOP: freezes the process, like a long GC pause or a stalled VM. It keeps its
+    /// connections and its group membership but does nothing (no polls, no heartbeats, no
+    /// output) until [`Proc::resume`]. [`Proc::kill`] and dropping still work while paused.
+    ///
+    /// # Panics
+    /// When `kill -STOP` cannot be run or fails (e.g. the process was already reaped).
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT: lets a process frozen by [`Proc::pause`] run again.
+    ///
+    /// # Panics
+    /// When `kill -CONT` cannot be run or fails (e.g. the process was already reaped).
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
     }
 
     /// Whether the process is still running.
@@ -136,6 +158,16 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends signal `name` (`STOP`, `CONT`, ...) to `pid` with the `kill` command (no `libc`
+/// dependency).
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `kill -{name} {pid}`: {e}"));
+    assert!(status.success(), "`kill -{name} {pid}` failed: {status}");
 }
 
 fn parse_assigned(line: &str) -> Option<(String, Vec<i32>)> {
