@@ -217,6 +217,18 @@ pub(crate) fn replay(
                 h::LISTENER
             );
         };
+        if let Some(size) = header(m, h::PAYLOAD_OMITTED) {
+            let (p, o) = (
+                header(m, h::ORIGINAL_PARTITION).unwrap_or("?"),
+                header(m, h::ORIGINAL_OFFSET).unwrap_or("?"),
+            );
+            writeln!(
+                out,
+                "skip {rid}: its payload ({size} bytes) was too large for the DLQ and is not in it; the original is {target} partition {p} offset {o}"
+            )?;
+            skipped += 1;
+            continue;
+        }
         let group = format!("{}-{listener}", dlq.service_prefix());
         if dry_run {
             writeln!(out, "would replay {rid} to {target} for {group}")?;
@@ -261,7 +273,10 @@ pub(crate) fn replay(
         done += 1;
     }
     let verb = if dry_run { "would replay" } else { "replayed" };
-    writeln!(out, "{verb} {done}, skipped {skipped} already replayed")?;
+    writeln!(
+        out,
+        "{verb} {done}, skipped {skipped} (already replayed, or without payload)"
+    )?;
     Ok(())
 }
 

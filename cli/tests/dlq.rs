@@ -189,3 +189,61 @@ fn unreachable_broker_and_wrong_topics_are_clear_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A dead letter whose payload was too large for the DLQ holds a pointer, not the record: a
+/// replay skips it and says where the original is, and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_without_its_payload_is_not_replayed() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = Tansu::start();
+    broker.driver().await.shutdown().await;
+    let target = "acme.test.probe.commands";
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in [
+        ("atoll_dlq_original_topic", target),
+        ("atoll_dlq_original_partition", "0"),
+        ("atoll_dlq_original_offset", "7"),
+        ("atoll_dlq_listener", "work"),
+        ("atoll_dlq_payload_omitted", "999990"),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::<str, str>::to(DLQ)
+                .key("k")
+                .payload(r#"{"topic":"acme.test.probe.commands","partition":0,"offset":7}"#)
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let replay = atoll(&broker.env(), &["dlq", "replay", DLQ, "--all"]);
+    let out = stdout(&replay);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(
+        out.contains("too large for the DLQ")
+            && out.contains(&format!("{target} partition 0 offset 7")),
+        "{out}"
+    );
+    assert!(out.contains("replayed 0, skipped 1"), "{out}");
+    let b = broker.bootstrap();
+    let sent = tokio::task::spawn_blocking(move || {
+        atoll_testkit::read_topic(&b, target, 1, Duration::from_secs(3))
+    })
+    .await
+    .unwrap();
+    assert!(sent.is_empty(), "the pointer was replayed");
+}

@@ -138,6 +138,19 @@ impl Error {
         }
     }
 
+    /// Whether a produce failed because the record is larger than the client or the broker
+    /// accepts (`message.max.bytes`): sending it again cannot succeed.
+    pub(crate) fn is_too_large(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode::{InvalidMessageSize, MessageSizeTooLarge};
+        matches!(
+            self,
+            Self::Produce {
+                source: KafkaError::MessageProduction(MessageSizeTooLarge | InvalidMessageSize),
+                ..
+            }
+        )
+    }
+
     pub(crate) fn kafka(what: impl Into<String>, source: KafkaError) -> Self {
         Self::Kafka {
             what: what.into(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll::config::Config;
-use atoll::{event_service, handlers, App, Context, Event, HandlerError, HandlerResult};
+use atoll::{event_service, handlers, App, Context, Event, HandlerError, HandlerResult, Service};
 use common::{eventually, get, scrape};
 use rdkafka::mocking::MockCluster;
 use serde::{Deserialize, Serialize};
@@ -266,6 +266,82 @@ async fn a_refused_commit_is_counted_and_a_later_one_lands() {
         .await,
         "{:?}",
         scrape(addr).await
+    );
+    running.shutdown().await;
+}
+
+/// A dead letter that cannot be written (the DLQ topic is missing) keeps its partition
+/// stopped, nothing skipped, and says so: `/health/ready` gives the reason and
+/// `atoll_partitions_blocked` counts the partition, until the topic exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_stopped_behind_a_failing_dead_letter_write_shows_until_it_moves() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dlq = Gate::ID.dlq();
+    for t in atoll::contract::owned_topics::<Gate>() {
+        if t.name != dlq {
+            cluster
+                .create_topic(t.name.as_str(), t.partitions, 1)
+                .unwrap();
+        }
+    }
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = Some(cluster.bootstrap_servers());
+    config.kafka.create_topics = false;
+    config.listener.backoff_ms = 50;
+    config
+        .kafka
+        .properties
+        .insert("topic.metadata.propagation.max.ms".into(), "500".into());
+    config
+        .kafka
+        .properties
+        .insert("allow.auto.create.topics".into(), "false".into());
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    let gate = Gate::default();
+    gate.open.store(true, Ordering::SeqCst);
+    let running = App::new(config).service(gate).start().await.unwrap();
+    let addr = running.http_addr().expect("http.addr is set");
+    let client = running.client("test");
+    // Refused (dead-lettered), then a record behind it on the same partition.
+    for n in [9, 1] {
+        let id = "same".to_owned();
+        client.send(&Job { id, n }).await.unwrap();
+    }
+    let svc = [("service", "acme.test.gate")];
+    assert!(
+        eventually(60, || async {
+            let (status, body) = get(addr, "/health/ready").await;
+            status == 503 && body.contains("stopped") && body.contains(dlq.as_str())
+        })
+        .await,
+        "not shown: {}",
+        get(addr, "/health/ready").await.1
+    );
+    let m = scrape(addr).await;
+    assert_eq!(m.sum("atoll_partitions_blocked", &svc), 1.0, "{m:?}");
+    assert_eq!(
+        m.sum("atoll_records_handled_total", &svc),
+        0.0,
+        "nothing passed the stopped record"
+    );
+
+    cluster.create_topic(dlq.as_str(), 1, 1).unwrap();
+    assert!(
+        eventually(60, || async {
+            let m = scrape(addr).await;
+            m.sum("atoll_records_handled_total", &svc) == 1.0
+                && m.sum("atoll_partitions_blocked", &svc) == 0.0
+        })
+        .await,
+        "the partition did not move again: {:?}",
+        scrape(addr).await
+    );
+    assert_eq!(get(addr, "/health/ready").await.0, 200);
+    assert_eq!(
+        scrape(addr)
+            .await
+            .sum("atoll_records_dead_lettered_total", &svc),
+        1.0
     );
     running.shutdown().await;
 }

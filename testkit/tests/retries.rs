@@ -404,3 +404,58 @@ async fn retry_topic_records_of_a_listener_now_strict_are_dead_lettered() {
         "never handled after the restart"
     );
 }
+
+/// A record that cannot be dead-lettered as it is (too large for the DLQ once the
+/// `atoll_dlq_*` headers are added) does not stop its partition: it is dead-lettered as a
+/// pointer to itself, and the record behind it is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_the_dlq_is_dead_lettered_as_a_pointer() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = Tansu::start();
+    let svc = Retrier::default();
+    let running = start(&broker, &svc, ListenerSettings::default()).await;
+    // 999,990 bytes without ce_type: bad input, just under the producer's message.max.bytes.
+    let big = vec![b'x'; 999_990];
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to(TOPIC)
+                .key(&b"k"[..])
+                .payload(&big[..]),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    send(&running, "k", &[("behind", "ok")]).await;
+    assert!(
+        wait(Duration::from_secs(30), || svc
+            .handled_ids()
+            .contains("behind"))
+        .await,
+        "the record behind the oversized one was handled"
+    );
+    let dead = dead_letters(&broker, 1, Duration::from_secs(30)).await;
+    running.shutdown().await;
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(header(d, "atoll_dlq_payload_omitted"), Some("999990"));
+    assert_eq!(header(d, "atoll_dlq_error_kind"), Some("unknown_type"));
+    let error = header(d, "atoll_dlq_error").unwrap();
+    assert!(
+        error.contains("no ce_type") && error.contains("too large for the DLQ"),
+        "{error}"
+    );
+    let pointer: serde_json::Value = serde_json::from_slice(d.payload().unwrap()).unwrap();
+    let partition: i32 = header(d, "atoll_dlq_original_partition")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        pointer,
+        serde_json::json!({"topic": TOPIC, "partition": partition, "offset": 0})
+    );
+}

@@ -36,7 +36,7 @@ use crate::ops::health::Health;
 use crate::ops::http::{Endpoints, Server};
 use crate::ops::metrics::Metrics;
 use crate::ops::stats::ListenerStats;
-use crate::produce::Producer;
+use crate::produce::{Events, Producer};
 use crate::store::view;
 use crate::store::{Store, StoreSlot};
 use atoll_naming::check_table;
@@ -196,6 +196,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     permits: permits.clone(),
                     client: client.clone(),
                     passed: Mutex::default(),
+                    health: health.clone(),
                 });
                 threads.push(consumer::spawn(
                     lenv,
@@ -441,14 +442,21 @@ impl App {
             .unwrap_or_else(random_name);
         let mut pconf = client.clone();
         set_default(&mut pconf, "linger.ms", "5");
+        // A retried batch is neither duplicated nor reordered (a pass-through property can
+        // turn it off for a broker without idempotent producers).
+        set_default(&mut pconf, "enable.idempotence", "true");
         pconf.set("client.id", format!("atoll-{process}"));
-        let producer: FutureProducer = pconf
-            .create()
+        let health = Arc::new(Health::new(self.config.http.stalled_after()));
+        let fatal = {
+            let health = health.clone();
+            Events::new(move |why| health.fatal(why))
+        };
+        let producer: FutureProducer<Events> = pconf
+            .create_with_context(fatal)
             .map_err(|e| Error::kafka("creating the producer", e))?;
         let producer = Producer::new(producer);
         // Probes answer from here on: live, and not ready until every listener joined.
         let metrics = Arc::new(Metrics::default());
-        let health = Arc::new(Health::new(self.config.http.stalled_after()));
         let store_slot = StoreSlot::default();
         let http = match self.config.http.addr {
             Some(addr) => Some(

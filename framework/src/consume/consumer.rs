@@ -73,8 +73,12 @@ impl<S: Service> ClientContext for ListenerContext<S> {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.broker_up(false);
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => self.health.broker_up(false),
+            // E.g. a static member fenced by another with its `group.instance.id`: the
+            // consumer does nothing from now on, and only a restart mends it.
+            Some(RDKafkaErrorCode::Fatal) => self.health.fatal(format!("{error}: {reason}")),
+            _ => {}
         }
         tracing::warn!(listener = self.env.listener.name(), %error, reason, "kafka client error");
     }

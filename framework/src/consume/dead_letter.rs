@@ -2,13 +2,14 @@
 //! [`atoll_dlq_*`](crate::dead_letter) headers.
 
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::Message;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::retry_topic::{original_headers, Origin};
 use crate::contract::dead_letter::{
     DeadLetterKind, ATTEMPTS, ERROR, ERROR_KIND, FAILED_AT, LISTENER, ORIGINAL_OFFSET,
-    ORIGINAL_PARTITION, ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION, ORIGINAL_TOPIC, PAYLOAD_OMITTED,
 };
 
 /// Why a record is dead-lettered, and after how many attempts.
@@ -21,9 +22,39 @@ pub(crate) struct Failure {
 
 /// The DLQ headers: the original ones first, then the `atoll_dlq_*` ones.
 pub(crate) fn headers(msg: &OwnedMessage, listener: &str, failure: &Failure) -> OwnedHeaders {
-    // A record from the retry topic is dead-lettered as the record it started as.
+    contract(original_headers(msg, 8), msg, listener, failure)
+}
+
+/// A dead letter for a record too large for the DLQ: a JSON pointer to the original record as
+/// its payload, and the `atoll_dlq_*` headers alone, with [`PAYLOAD_OMITTED`].
+pub(crate) fn pointer(
+    msg: &OwnedMessage,
+    listener: &str,
+    failure: &Failure,
+) -> (Vec<u8>, OwnedHeaders) {
     let origin = Origin::of(msg);
-    let mut out = original_headers(msg, 8);
+    let payload = serde_json::json!({
+        "topic": origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
+    });
+    let size = msg.payload().map_or(0, <[u8]>::len).to_string();
+    let headers =
+        contract(OwnedHeaders::new_with_capacity(9), msg, listener, failure).insert(Header {
+            key: PAYLOAD_OMITTED,
+            value: Some(size.as_str()),
+        });
+    (payload.to_string().into_bytes(), headers)
+}
+
+/// `out` with the `atoll_dlq_*` headers added.
+fn contract(
+    mut out: OwnedHeaders,
+    msg: &OwnedMessage,
+    listener: &str,
+    failure: &Failure,
+) -> OwnedHeaders {
+    let origin = Origin::of(msg);
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();

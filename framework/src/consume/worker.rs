@@ -36,6 +36,7 @@ use crate::contract::topic::{PrivateTopic, TopicName};
 use crate::handler::context::{Context, Meta};
 use crate::handler::listener::{CallError, Listener};
 use crate::handler::transaction::{self, TxCell};
+use crate::ops::health::ConsumerHealth;
 use crate::ops::metrics::ListenerMetrics;
 use crate::produce::{Pending, Producer};
 use crate::store::{outbox, Store};
@@ -66,6 +67,8 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) metrics: Arc<ListenerMetrics>,
     /// The listener's in-flight bound (`max_in_flight`), for concurrent ordering modes.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// The consumer's health: partitions stopped behind a failing write show there.
+    pub(crate) health: Arc<ConsumerHealth>,
     /// The client configuration, for looking up other groups' committed offsets.
     pub(crate) client: rdkafka::ClientConfig,
     /// On the retry topic, by listener that no longer reads it and partition: the offset its
@@ -474,9 +477,23 @@ impl<S: Service> ListenerEnv<S> {
                     tracing::warn!(kind = %kind, error, attempts, delivery, "handler failed; sent to the retry topic");
                     crate::ops::telemetry::spans::failed(kind.as_str(), &error);
                     self.metrics.retried.inc();
-                    return self
-                        .write(&topic, msg, || st.headers(msg, &error), cancel)
-                        .await;
+                    let payload = msg.payload().unwrap_or_default();
+                    let headers = || st.headers(msg, &error);
+                    return match self
+                        .write(&topic, msg, payload, headers, cancel, true)
+                        .await
+                    {
+                        Written::Yes => true,
+                        Written::Abandoned => false,
+                        Written::TooLarge(why) => {
+                            let failure = Failure {
+                                kind,
+                                error: format!("{error}; not sent to the retry topic: {why}"),
+                                attempts,
+                            };
+                            self.dead_letter(msg, failure, cancel).await
+                        }
+                    };
                 }
                 Next::DeadLetter(kind) => {
                     let failure = Failure {
@@ -735,23 +752,37 @@ impl<S: Service> ListenerEnv<S> {
             .await
     }
 
-    /// [`Self::dead_letter`] in the name of `listener`, whose record it is.
+    /// [`Self::dead_letter`] in the name of `listener`, whose record it is. A record too large
+    /// for the DLQ is dead-lettered as a pointer to itself (see
+    /// [`PAYLOAD_OMITTED`](crate::dead_letter::PAYLOAD_OMITTED)).
     async fn dead_letter_as(
         &self,
         msg: &OwnedMessage,
         listener: &str,
-        failure: Failure,
+        mut failure: Failure,
         cancel: &CancellationToken,
     ) -> bool {
         let topic = S::ID.dlq();
-        let written = self
-            .write(
-                &topic,
-                msg,
-                || dlq::headers(msg, listener, &failure),
-                cancel,
-            )
-            .await;
+        let payload = msg.payload().unwrap_or_default();
+        let headers = || dlq::headers(msg, listener, &failure);
+        let written = match self
+            .write(&topic, msg, payload, headers, cancel, true)
+            .await
+        {
+            Written::TooLarge(why) => {
+                failure.error = format!(
+                    "{}; the record ({} bytes) is too large for the DLQ ({why}): its payload is a pointer to the original record",
+                    failure.error,
+                    payload.len()
+                );
+                let (pointer, headers) = dlq::pointer(msg, listener, &failure);
+                let headers = || headers.clone();
+                self.write(&topic, msg, &pointer, headers, cancel, false)
+                    .await
+            }
+            written => written,
+        };
+        let written = matches!(written, Written::Yes);
         if written {
             self.metrics.dead_lettered.inc();
             crate::ops::telemetry::spans::failed(failure.kind.as_str(), &failure.error);
@@ -760,37 +791,67 @@ impl<S: Service> ListenerEnv<S> {
         written
     }
 
-    /// Writes the record's key and value to `topic` with `headers()` until the broker
-    /// acknowledged it; `false` if abandoned first.
+    /// Writes `payload` with the record's key and `headers()` to `topic` until the broker
+    /// acknowledged it. A record too large to send is [`Written::TooLarge`] when `may_shrink`
+    /// (the caller sends something smaller instead). Any other failure is retried after a
+    /// back-off, one log line each, the partition stopped behind it and shown so (health and
+    /// `atoll_partitions_blocked`) until the write succeeds or is abandoned (revocation,
+    /// shutdown).
     async fn write(
         &self,
         topic: &TopicName,
         msg: &OwnedMessage,
+        payload: &[u8],
         headers: impl Fn() -> OwnedHeaders,
         cancel: &CancellationToken,
-    ) -> bool {
+        may_shrink: bool,
+    ) -> Written {
         let mut backoff = Policy::of(&self.config).backoff.iter();
-        loop {
-            let payload = msg.payload().unwrap_or_default();
-            let result = match self
-                .producer
-                .send(topic.as_str(), msg.key(), payload, headers())
-                .await
-            {
-                Ok(pending) => pending.acked().await,
-                Err(e) => Err(e),
+        let mut blocked = false;
+        let written = loop {
+            let sent = async {
+                let pending = self
+                    .producer
+                    .send(topic.as_str(), msg.key(), payload, headers())
+                    .await?;
+                pending.acked().await
             };
-            match result {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::error!(error = %e, topic = topic.as_str(), "write failed; retrying")
-                }
+            let result = tokio::select! {
+                result = sent => result,
+                () = cancel.cancelled() => break Written::Abandoned,
+            };
+            let e = match result {
+                Ok(()) => break Written::Yes,
+                Err(e) if may_shrink && e.is_too_large() => break Written::TooLarge(e.to_string()),
+                Err(e) => e,
+            };
+            let why = format!("writing to `{topic}` failed: {e}");
+            tracing::error!(error = %e, topic = topic.as_str(), partition = msg.partition(), offset = msg.offset(), "write failed; the partition waits for it, retrying");
+            self.health.blocked(msg.partition(), why);
+            if !blocked {
+                blocked = true;
+                self.metrics.blocked.inc();
             }
             if !sleep_unless(cancel, backoff.next_delay()).await {
-                return false;
+                break Written::Abandoned;
             }
+        };
+        if blocked {
+            self.health.unblocked(msg.partition());
+            self.metrics.blocked.dec();
         }
+        written
     }
+}
+
+/// How a [`ListenerEnv::write`] ended.
+enum Written {
+    /// Acknowledged by the broker.
+    Yes,
+    /// Given up: the partition was revoked or the process is stopping.
+    Abandoned,
+    /// The record is too large to be sent (why).
+    TooLarge(String),
 }
 
 /// The offset `group` committed on `topic`'s `partition`, if any (blocking).

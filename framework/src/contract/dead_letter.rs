@@ -20,6 +20,11 @@ pub const ERROR_KIND: &str = "atoll_dlq_error_kind";
 pub const ERROR: &str = "atoll_dlq_error";
 /// `atoll_dlq_failed_at`.
 pub const FAILED_AT: &str = "atoll_dlq_failed_at";
+/// `atoll_dlq_payload_omitted`: present when the record was too large for the DLQ. Its value
+/// is the original payload's size in bytes; the dead letter's payload is then a JSON pointer
+/// to the original record, `{"topic": …, "partition": …, "offset": …}`, and its original
+/// headers are left out.
+pub const PAYLOAD_OMITTED: &str = "atoll_dlq_payload_omitted";
 
 /// Why a record was dead-lettered: the value of `atoll_dlq_error_kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

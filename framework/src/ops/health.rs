@@ -2,11 +2,14 @@
 //! `/health/ready` (see [`super::http`]).
 //!
 //! - **Live** unless some listener's poll loop has not come round for `http.stalled_after_ms`:
-//!   a stuck poll thread stops fetching and heartbeating, and only a restart mends it.
+//!   a stuck poll thread stops fetching and heartbeating, and only a restart mends it; nor
+//!   while a client reported a fatal error (it does nothing from then on); nor while a
+//!   partition has been stopped behind a failing dead-letter or retry-topic write for
+//!   `http.stalled_after_ms`.
 //! - **Ready** once every consumer (each listener's, and its retry consumer) has joined its
 //!   group and received an assignment (possibly empty: a group with more members than
-//!   partitions leaves some idle), while each one's brokers are reachable, and until shutdown
-//!   begins.
+//!   partitions leaves some idle), while each one's brokers are reachable and no partition is
+//!   stopped behind a failing write, and until shutdown begins.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,8 @@ pub(crate) struct Health {
     stalled_after: Duration,
     stopping: AtomicBool,
     consumers: Mutex<Vec<Arc<ConsumerHealth>>>,
+    /// Fatal errors clients reported: the process must be restarted.
+    fatal: Mutex<Vec<String>>,
 }
 
 /// One consumer's health, updated by its poll thread and callbacks.
@@ -32,9 +37,36 @@ pub(crate) struct ConsumerHealth {
     joined: AtomicBool,
     broker_up: AtomicBool,
     stopped: AtomicBool,
+    /// Partitions stopped behind a failing write: why, and since when (ms since the epoch).
+    blocked: Mutex<Vec<(i32, String, u64)>>,
+    /// A fatal error of its client.
+    fatal: Mutex<Option<String>>,
 }
 
 impl ConsumerHealth {
+    /// `partition` is stopped behind a write that keeps failing, for `why`.
+    pub(crate) fn blocked(&self, partition: i32, why: String) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let mut blocked = self.blocked.lock().expect("poisoned");
+        match blocked.iter_mut().find(|(p, _, _)| *p == partition) {
+            Some(entry) => entry.1 = why,
+            None => blocked.push((partition, why, now)),
+        }
+    }
+
+    /// `partition` moves again (its write succeeded, or it was given up).
+    pub(crate) fn unblocked(&self, partition: i32) {
+        self.blocked
+            .lock()
+            .expect("poisoned")
+            .retain(|(p, _, _)| *p != partition);
+    }
+
+    /// The client reported a fatal error: it will do nothing from now on.
+    pub(crate) fn fatal(&self, why: String) {
+        self.fatal.lock().expect("poisoned").get_or_insert(why);
+    }
+
     /// The poll loop came round.
     pub(crate) fn polled(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
@@ -63,6 +95,18 @@ impl ConsumerHealth {
             broker_up: self.broker_up.load(Ordering::Relaxed),
             stopped: self.stopped.load(Ordering::Relaxed),
             since_last_poll_ms: now_ms.saturating_sub(self.last_poll_ms.load(Ordering::Relaxed)),
+            blocked: self
+                .blocked
+                .lock()
+                .expect("poisoned")
+                .iter()
+                .map(|(p, why, since)| Blocked {
+                    partition: *p,
+                    why: why.clone(),
+                    for_ms: now_ms.saturating_sub(*since),
+                })
+                .collect(),
+            fatal: self.fatal.lock().expect("poisoned").clone(),
         }
     }
 }
@@ -94,6 +138,18 @@ pub(crate) struct ConsumerStatus {
     broker_up: bool,
     stopped: bool,
     since_last_poll_ms: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    blocked: Vec<Blocked>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fatal: Option<String>,
+}
+
+/// A partition stopped behind a failing write, in a [`ConsumerStatus`].
+#[derive(Debug, Serialize)]
+pub(crate) struct Blocked {
+    partition: i32,
+    why: String,
+    for_ms: u64,
 }
 
 impl Health {
@@ -104,6 +160,7 @@ impl Health {
             stalled_after,
             stopping: AtomicBool::new(false),
             consumers: Mutex::default(),
+            fatal: Mutex::default(),
         }
     }
 
@@ -116,10 +173,17 @@ impl Health {
             joined: AtomicBool::new(false),
             broker_up: AtomicBool::new(true),
             stopped: AtomicBool::new(false),
+            blocked: Mutex::default(),
+            fatal: Mutex::default(),
         });
         c.polled();
         self.consumers.lock().expect("poisoned").push(c.clone());
         c
+    }
+
+    /// A client not tied to one consumer (the producer) reported a fatal error.
+    pub(crate) fn fatal(&self, why: String) {
+        self.fatal.lock().expect("poisoned").push(why);
     }
 
     /// Shutdown began: not ready any more.
@@ -137,16 +201,24 @@ impl Health {
     pub(crate) fn live(&self) -> Report {
         let consumers = self.statuses();
         let limit = self.stalled_after.as_millis() as u64;
-        let reasons = consumers
-            .iter()
-            .filter(|c| !c.stopped && c.since_last_poll_ms > limit)
-            .map(|c| {
-                format!(
+        let mut reasons = self.fatal.lock().expect("poisoned").clone();
+        for c in consumers.iter().filter(|c| !c.stopped) {
+            if c.since_last_poll_ms > limit {
+                reasons.push(format!(
                     "{}: poll loop stalled for {} ms (limit {limit} ms)",
                     c.consumer, c.since_last_poll_ms
-                )
-            })
-            .collect::<Vec<_>>();
+                ));
+            }
+            if let Some(why) = &c.fatal {
+                reasons.push(format!("{}: fatal client error: {why}", c.consumer));
+            }
+            for b in c.blocked.iter().filter(|b| b.for_ms > limit) {
+                reasons.push(format!(
+                    "{}: partition {} stopped for {} ms (limit {limit} ms): {}",
+                    c.consumer, b.partition, b.for_ms, b.why
+                ));
+            }
+        }
         let status = if reasons.is_empty() {
             "live"
         } else {
@@ -172,6 +244,12 @@ impl Health {
             }
             if !c.broker_up {
                 reasons.push(format!("{}: brokers unreachable", c.consumer));
+            }
+            for b in &c.blocked {
+                reasons.push(format!(
+                    "{}: partition {} stopped: {}",
+                    c.consumer, b.partition, b.why
+                ));
             }
         }
         let status = if reasons.is_empty() {
@@ -239,5 +317,49 @@ mod tests {
             h.live().ok(),
             "a loop that ended at shutdown is not stalled"
         );
+    }
+
+    #[test]
+    fn a_blocked_partition_is_not_ready_at_once_and_not_live_after_the_limit() {
+        let h = Health::new(Duration::from_millis(200));
+        let c = h.consumer("acme.shop.orders/place_order".into());
+        c.joined();
+        c.blocked(
+            3,
+            "writing to `acme.shop.orders.private.dlq` failed: unknown topic".into(),
+        );
+        let r = h.ready();
+        assert!(
+            r.reasons[0].contains("partition 3 stopped") && r.reasons[0].contains("unknown topic"),
+            "{:?}",
+            r.reasons
+        );
+        assert!(h.live().ok(), "not yet for longer than the limit");
+        std::thread::sleep(Duration::from_millis(300));
+        c.polled();
+        let r = h.live();
+        assert!(
+            r.reasons.len() == 1 && r.reasons[0].contains("partition 3 stopped for"),
+            "{:?}",
+            r.reasons
+        );
+        c.unblocked(3);
+        assert!(h.ready().ok() && h.live().ok());
+    }
+
+    #[test]
+    fn a_fatal_client_error_fails_liveness() {
+        let h = Health::new(Duration::from_secs(60));
+        let c = h.consumer("acme.shop.orders/place_order".into());
+        c.fatal("static member fenced".into());
+        let r = h.live();
+        assert!(
+            r.reasons[0].contains("fatal client error: static member fenced"),
+            "{:?}",
+            r.reasons
+        );
+        let h = Health::new(Duration::from_secs(60));
+        h.fatal("producer: fatal idempotence error".into());
+        assert_eq!(h.live().reasons, ["producer: fatal idempotence error"]);
     }
 }

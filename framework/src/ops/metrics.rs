@@ -58,6 +58,7 @@ pub(crate) struct Metrics {
     deduplicated: Family<ListenerLabels, Counter>,
     handler_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<ListenerLabels, Gauge>,
+    blocked: Family<ListenerLabels, Gauge>,
     assigned: Family<ListenerLabels, Gauge>,
     lag: Family<PartitionLabels, Gauge>,
     commit_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
@@ -77,6 +78,7 @@ impl Default for Metrics {
             deduplicated: Family::default(),
             handler_duration: Family::new_with_constructor(duration_buckets),
             in_flight: Family::default(),
+            blocked: Family::default(),
             assigned: Family::default(),
             lag: Family::default(),
             commit_duration: Family::new_with_constructor(duration_buckets),
@@ -125,6 +127,11 @@ impl Default for Metrics {
             m.in_flight.clone(),
         );
         r.register(
+            "atoll_partitions_blocked",
+            "Partitions stopped behind a dead-letter or retry-topic write that keeps failing (a missing or forbidden topic)",
+            m.blocked.clone(),
+        );
+        r.register(
             "atoll_assigned_partitions",
             "Partitions assigned to the listener's consumers",
             m.assigned.clone(),
@@ -170,6 +177,7 @@ impl Metrics {
             deduplicated: self.deduplicated.get_or_create_owned(&labels),
             handler_duration: self.handler_duration.get_or_create_owned(&labels),
             in_flight: self.in_flight.get_or_create_owned(&labels),
+            blocked: self.blocked.get_or_create_owned(&labels),
             assigned: self.assigned.get_or_create_owned(&labels),
             commit_duration: self.commit_duration.get_or_create_owned(&labels),
             commits_failed: self.commits_failed.get_or_create_owned(&labels),
@@ -242,6 +250,8 @@ pub(crate) struct ListenerMetrics {
     pub(crate) deduplicated: Counter,
     pub(crate) handler_duration: Histogram,
     pub(crate) in_flight: Gauge,
+    /// Partitions stopped behind a write that keeps failing.
+    pub(crate) blocked: Gauge,
     pub(crate) assigned: Gauge,
     pub(crate) commit_duration: Histogram,
     pub(crate) commits_failed: Counter,

@@ -5,4 +5,4 @@ mod producer;
 
 #[cfg(feature = "testing")]
 pub(crate) use producer::Recorded;
-pub(crate) use producer::{Pending, Producer};
+pub(crate) use producer::{Events, Pending, Producer};

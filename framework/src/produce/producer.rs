@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
@@ -23,7 +25,7 @@ pub(crate) struct Producer {
 
 #[derive(Clone)]
 enum Inner {
-    Kafka(Arc<FutureProducer>),
+    Kafka(Arc<FutureProducer<Events>>),
     #[cfg(feature = "testing")]
     Recording(Arc<Mutex<Vec<Recorded>>>),
 }
@@ -37,6 +39,37 @@ pub(crate) struct Recorded {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) payload: Vec<u8>,
     pub(crate) headers: OwnedHeaders,
+}
+
+/// The producer client's callbacks: its log goes to `tracing`, and a fatal error (the
+/// idempotent producer can no longer keep its guarantees; nothing is sent from then on) to
+/// `on_fatal`.
+pub(crate) struct Events {
+    on_fatal: Box<dyn Fn(String) + Send + Sync>,
+}
+
+impl Events {
+    /// Callbacks that report a fatal error to `on_fatal`.
+    pub(crate) fn new(on_fatal: impl Fn(String) + Send + Sync + 'static) -> Self {
+        Self {
+            on_fatal: Box::new(on_fatal),
+        }
+    }
+}
+
+impl ClientContext for Events {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::config::kafka::log("producer", level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(%error, reason, "fatal producer error: the process must be restarted");
+            (self.on_fatal)(format!("producer: {reason}"));
+        } else {
+            tracing::warn!(%error, reason, "kafka producer error");
+        }
+    }
 }
 
 impl std::fmt::Debug for Producer {
@@ -94,7 +127,7 @@ impl Pending {
 }
 
 impl Producer {
-    pub(crate) fn new(inner: FutureProducer) -> Self {
+    pub(crate) fn new(inner: FutureProducer<Events>) -> Self {
         Self {
             inner: Inner::Kafka(Arc::new(inner)),
         }
