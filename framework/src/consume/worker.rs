@@ -674,7 +674,15 @@ impl<S: Service> ListenerEnv<S> {
             let published = match defer.take() {
                 Some(sink) => {
                     store.sending(&committed.ids);
-                    match outbox::send(&self.producer, &committed.records).await {
+                    let sent = tokio::select! {
+                        sent = outbox::send(&self.producer, &committed.records) => sent,
+                        // Revoked while the producer's queue is full: the relay publishes.
+                        () = cancel.cancelled() => {
+                            store.not_sending(&committed.ids);
+                            return Ok(());
+                        }
+                    };
+                    match sent {
                         Ok(pending) => {
                             *sink = Deferred {
                                 pending,
@@ -689,7 +697,10 @@ impl<S: Service> ListenerEnv<S> {
                         }
                     }
                 }
-                None => outbox::publish(store, &self.producer, &committed).await,
+                None => tokio::select! {
+                    published = outbox::publish(store, &self.producer, &committed) => published,
+                    () = cancel.cancelled() => return Ok(()),
+                },
             };
             match published {
                 Ok(()) => return Ok(()),
