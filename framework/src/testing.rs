@@ -352,6 +352,7 @@ impl<S: Handlers> TestBed<S> {
                 source: self.source.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 stop: stop.clone(),
+                saga: crate::config::SagaConfig::default(),
             });
             hooks.assigned(&[0]);
         }

@@ -460,3 +460,144 @@ async fn replies_without_ce_id_advance_the_saga_once_each() {
     assert_eq!(versions(&broker, "trip/noid", 3), [1, 2, 3]);
     running.shutdown().await;
 }
+
+/// 100k ended sagas, long past their retention, and one state that does not decode, in the
+/// state topic: the restore (given 0.3 s at a time, so it must continue where it stopped) keeps
+/// none of them in memory, tombstones them, dead-letters the unreadable one with its key, and
+/// a new saga runs to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_over_100k_ended_sagas_keeps_none_and_a_new_saga_runs() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    const ENDED: usize = 100_000;
+    let broker = Tansu::start();
+    log();
+    let driver = App::new(broker.config())
+        .topics(atoll::contract::owned_topics::<Hotel>())
+        .topics(atoll::contract::owned_topics::<Flight>())
+        .topics(atoll::contract::owned_topics::<Trips>())
+        .start()
+        .await
+        .unwrap();
+    driver.shutdown().await;
+    let saga_topic = Trips::ID.saga().to_string();
+    let b = broker.bootstrap();
+    let t = saga_topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &b)
+            .set("queue.buffering.max.messages", "1000000");
+        for (k, v) in atoll_testkit::TANSU_PROPERTIES {
+            config.set(*k, *v);
+        }
+        let producer: BaseProducer = config.create().unwrap();
+        let send = |key: &str, value: &str| loop {
+            match producer.send(BaseRecord::to(&t).key(key).payload(value)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        };
+        for i in 0..ENDED {
+            let key = format!("trip/old-{i}");
+            let state = serde_json::json!({
+                "key": key, "version": 3, "status": "completed", "data": {"trip_id": format!("old-{i}")},
+                "reason": null, "pending": null, "history": [], "input": "x", "correlation_id": "c",
+                "ended_ms": 1,
+            });
+            send(&key, &state.to_string());
+        }
+        send("trip/garbage", "{not a saga state");
+        producer.flush(Duration::from_secs(120)).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let mut config = broker.config();
+    config.saga.restore_timeout_ms = 300;
+    let running = App::new(config)
+        .service(Hotel)
+        .service(Flight)
+        .service(Trips)
+        .start()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // Restored and tombstoned in every partition with sagas: then the new saga's 2 s step
+    // timeout does not race the tombstones for the broker.
+    let partitions = atoll::contract::owned_topics::<Trips>()
+        .into_iter()
+        .find(|t| t.name.as_str() == saga_topic)
+        .unwrap()
+        .partitions as usize;
+    let count = |needle: &str| {
+        String::from_utf8_lossy(&log().lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    while (count("saga state restored") < partitions
+        || count("expired sagas tombstoned") < partitions)
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("restored and tombstoned after {:?}", started.elapsed());
+    running
+        .client("test")
+        .send(&PlanTrip {
+            trip_id: "after-restore".into(),
+        })
+        .await
+        .unwrap();
+    let facts = keyed(&broker, Trips::ID.events().as_ref(), "after-restore", 1);
+    assert_eq!(
+        facts.len(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&log().lock().unwrap())
+    );
+    assert_eq!(
+        header_str(&facts[0], "ce_type"),
+        Some(TripBooked::ce_type()),
+        "{}",
+        String::from_utf8_lossy(&log().lock().unwrap())
+            .lines()
+            .filter(|l| l.contains("saga") || l.contains("after-restore"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let restored: Vec<String> = String::from_utf8_lossy(&log().lock().unwrap())
+        .lines()
+        .filter(|l| l.contains("saga state restored"))
+        .map(str::to_owned)
+        .collect();
+    let field = |l: &str, name: &str| -> usize {
+        let at = l.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        l[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let expired: usize = restored.iter().map(|l| field(l, "expired")).sum();
+    let kept: usize = restored.iter().map(|l| field(l, "sagas")).sum();
+    let unreadable: usize = restored.iter().map(|l| field(l, "unreadable")).sum();
+    assert_eq!(expired, ENDED, "{restored:?}");
+    assert_eq!(kept, 0, "no ended saga is kept in memory: {restored:?}");
+    assert_eq!(unreadable, 1, "{restored:?}");
+    assert!(
+        String::from_utf8_lossy(&log().lock().unwrap()).contains("continuing from there"),
+        "the restore ran out of its time at least once and continued"
+    );
+    let dead = keyed(&broker, Trips::ID.dlq().as_ref(), "trip/garbage", 1);
+    assert_eq!(
+        dead.len(),
+        1,
+        "the unreadable state is dead-lettered with its key"
+    );
+    assert_eq!(header_str(&dead[0], "atoll_dlq_error_kind"), Some("decode"));
+    running.shutdown().await;
+}

@@ -159,6 +159,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     source: source.clone(),
                     runtime: env.runtime.clone(),
                     stop: env.stop.clone(),
+                    saga: env.config.saga.clone(),
                 });
             }
             let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));

@@ -53,6 +53,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The services' database.
     pub store: StoreConfig,
+    /// Sagas' state.
+    pub saga: SagaConfig,
 }
 
 /// `kafka.*`.
@@ -164,6 +166,30 @@ impl HttpConfig {
     /// [`stalled_after_ms`](Self::stalled_after_ms) as a duration.
     pub fn stalled_after(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.stalled_after_ms)
+    }
+}
+
+/// `saga.*`: how long sagas' state is kept, and how long its restore may take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SagaConfig {
+    /// How long an ended (completed or failed) saga's state is kept before a tombstone removes
+    /// it from `private.saga` (compaction then drops it). Until then a repeated start of the
+    /// same saga is ignored, and late replies to it are recognised. Default 7 days.
+    pub retention_ms: u64,
+    /// How long one restore of a partition's saga state may read before it gives up for now
+    /// (the partition's next record continues where it stopped; a restore never starts
+    /// again from scratch). Default 60,000 ms.
+    pub restore_timeout_ms: u64,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            retention_ms: 7 * 24 * 3_600_000,
+            restore_timeout_ms: 60_000,
+        }
     }
 }
 
@@ -298,6 +324,11 @@ impl Config {
                     "kafka.bootstrap_servers `{servers}` must be a comma-separated list of host:port"
                 )));
             }
+        }
+        if self.saga.restore_timeout_ms == 0 {
+            return Err(Error::Config(
+                "saga.restore_timeout_ms must be above 0".to_owned(),
+            ));
         }
         if self.http.stalled_after_ms == 0 {
             return Err(Error::Config(

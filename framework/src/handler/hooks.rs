@@ -29,4 +29,6 @@ pub(crate) struct HookRuntime {
     pub(crate) source: Arc<str>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) stop: CancellationToken,
+    /// How long sagas' state is kept, and how long a restore may read.
+    pub(crate) saga: crate::config::SagaConfig,
 }

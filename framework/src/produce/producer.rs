@@ -162,6 +162,31 @@ impl Producer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<Pending> {
+        self.send_value(topic, partition, key, Some(payload), headers)
+            .await
+    }
+
+    /// A tombstone (a record without a value) for `key` on `topic`'s `partition`: compaction
+    /// then drops the key's earlier records.
+    pub(crate) async fn tombstone(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+    ) -> Result<Pending> {
+        self.send_value(topic, Some(partition), Some(key), None, OwnedHeaders::new())
+            .await
+    }
+
+    /// Hands a record to the client, waiting while its queue is full.
+    async fn send_value(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<Pending> {
         // One variant without the `testing` feature.
         #[cfg_attr(
             not(feature = "testing"),
@@ -175,7 +200,7 @@ impl Producer {
                     topic: topic.to_owned(),
                     partition,
                     key: key.map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
+                    payload: payload.map(<[u8]>::to_vec).unwrap_or_default(),
                     headers,
                 });
                 return Ok(Pending {
@@ -187,7 +212,10 @@ impl Producer {
         let mut headers = Some(headers);
         let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(100)).iter();
         loop {
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+            if let Some(v) = payload {
+                record = record.payload(v);
+            }
             if let Some(k) = key {
                 record = record.key(k);
             }

@@ -23,7 +23,7 @@ use crate::handler::listener::{handler_fn, CallError, HandlerResult, Listener};
 
 /// The listener that runs saga `D`.
 pub(crate) fn listener<D: Saga>(name: &'static str) -> Listener<D::Service> {
-    let engine = Arc::new(Engine::<D>::new());
+    let engine = Arc::new(Engine::<D>::new(name));
     let handler_engine = engine.clone();
     Listener::custom(
         name,
@@ -38,6 +38,8 @@ pub(crate) fn listener<D: Saga>(name: &'static str) -> Listener<D::Service> {
 }
 
 struct Engine<D: Saga> {
+    /// The saga's listener.
+    name: &'static str,
     steps: Vec<Step<D>>,
     infos: Vec<StepInfo>,
     rt: OnceLock<HookRuntime>,
@@ -48,6 +50,8 @@ struct Engine<D: Saga> {
 struct Part {
     partition: i32,
     restored: tokio::sync::OnceCell<()>,
+    /// How far the restore got: a restore that ran out of time continues from here.
+    progress: tokio::sync::Mutex<Progress>,
     states: tokio::sync::Mutex<HashMap<String, SagaState>>,
     timers: Mutex<HashMap<String, CancellationToken>>,
     cancel: CancellationToken,
@@ -67,11 +71,20 @@ impl<D: Saga> PartitionHooks for Engine<D> {
     fn assigned(&self, partitions: &[i32]) {
         let Some(rt) = self.rt.get() else { return };
         for &p in partitions {
-            let restore = self.restore_task(self.part(p));
+            let part = self.part(p);
+            let restore = self.restore_task(part.clone());
+            let sweep = sweeper::<D>(rt.clone(), part.clone());
             rt.runtime.spawn(async move {
-                if let Err(e) = restore.await {
-                    tracing::warn!(saga = D::NAME, partition = p, error = %e, "restoring saga state failed; retried with the partition's next record");
+                // Until restored (a restore out of time continues where it stopped), or revoked.
+                let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).iter();
+                while let Err(e) = restore().await {
+                    tracing::warn!(saga = D::NAME, partition = p, error = %e, "restoring saga state not finished; continuing");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        () = part.cancel.cancelled() => return,
+                    }
                 }
+                sweep.await;
             });
         }
     }
@@ -87,7 +100,7 @@ impl<D: Saga> PartitionHooks for Engine<D> {
 }
 
 impl<D: Saga> Engine<D> {
-    fn new() -> Self {
+    fn new(name: &'static str) -> Self {
         let steps = D::steps();
         let infos = steps
             .iter()
@@ -98,6 +111,7 @@ impl<D: Saga> Engine<D> {
             })
             .collect();
         Self {
+            name,
             steps,
             infos,
             rt: OnceLock::new(),
@@ -121,6 +135,7 @@ impl<D: Saga> Engine<D> {
                 Arc::new(Part {
                     partition: p,
                     restored: tokio::sync::OnceCell::new(),
+                    progress: Default::default(),
                     states: Default::default(),
                     timers: Default::default(),
                     cancel: cancel.unwrap_or_default(),
@@ -133,18 +148,26 @@ impl<D: Saga> Engine<D> {
         format!("{}/{id}", D::NAME)
     }
 
-    /// Restores `part` once (concurrent callers wait for the same restore).
+    /// Restores `part` once (concurrent callers wait for the same restore; after a restore
+    /// that ran out of time, the next call continues it).
     fn restore_task(
         &self,
         part: Arc<Part>,
-    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
-        let rt = self.rt().cloned();
-        async move {
-            let rt = rt?;
-            part.restored
-                .get_or_try_init(|| restore::<D>(rt, part.clone()))
-                .await
-                .map(|_| ())
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>>
+           + Send
+           + 'static {
+        let rt = self.rt.get().cloned();
+        let listener = self.name;
+        move || {
+            let (rt, part) = (rt.clone(), part.clone());
+            Box::pin(async move {
+                let rt =
+                    rt.ok_or_else(|| Error::Saga(format!("saga `{}` is not started", D::NAME)))?;
+                part.restored
+                    .get_or_try_init(|| restore::<D>(rt, part.clone(), listener))
+                    .await
+                    .map(|_| ())
+            })
         }
     }
 
@@ -154,7 +177,7 @@ impl<D: Saga> Engine<D> {
         let part = self.part(meta.partition);
         // Restored once per assignment; later records skip the restore entirely.
         if !part.restored.initialized() {
-            self.restore_task(part.clone())
+            self.restore_task(part.clone())()
                 .await
                 .map_err(HandlerError::transient)?;
         }
@@ -417,38 +440,110 @@ fn arm<D: Saga>(
     });
 }
 
+/// What a restore has read so far.
+#[derive(Default)]
+struct Progress {
+    /// The next offset to read; `None` before the first read.
+    next: Option<i64>,
+    /// The latest state of each saga read so far.
+    sagas: HashMap<String, Restored>,
+    /// State records that do not decode, to dead-letter.
+    unreadable: Vec<rdkafka::message::OwnedMessage>,
+    /// The reading consumer, kept between attempts: it goes on fetching meanwhile.
+    reader: Option<BaseConsumer>,
+}
+
+/// A saga's latest state, as restored.
+enum Restored {
+    /// Boxed: most entries of a long-lived partition are `Expired`, and small.
+    Live(Box<SagaState>),
+    /// Ended longer ago than the retention: only remembered until it is tombstoned.
+    Expired,
+}
+
 /// Loads partition `part` of `private.saga` (every saga of type `D` in it) and re-arms the
-/// timeouts of those still waiting.
-async fn restore<D: Saga>(rt: HookRuntime, part: Arc<Part>) -> Result<(), Error> {
+/// timeouts of those still waiting. Reads for at most `saga.restore_timeout_ms`, then fails,
+/// keeping what it read: the next call continues from there. Ended sagas past the retention
+/// are not kept: they are tombstoned in the background. A state record that does not decode
+/// is dead-lettered (in the name of `listener`, the saga's) and its saga forgotten.
+async fn restore<D: Saga>(
+    rt: HookRuntime,
+    part: Arc<Part>,
+    listener: &'static str,
+) -> Result<(), Error> {
     let topic = <D::Service as Service>::ID.saga();
     let Some(client) = rt.client.clone() else {
         // No broker: the state is what this process wrote (unit tests).
         return Ok(());
     };
-    let (p, name) = (part.partition, topic.to_string());
-    let records = tokio::task::spawn_blocking(move || read_partition(&client, &name, p))
-        .await
-        .map_err(|e| Error::Saga(format!("restore task failed: {e}")))??;
-
-    let mut states = part.states.lock().await;
-    for (key, value) in records {
+    let p = part.partition;
+    let mut progress = part.progress.lock().await;
+    let (name, from, reader) = (topic.to_string(), progress.next, progress.reader.take());
+    let (timeout, retention) = (
+        Duration::from_millis(rt.saga.restore_timeout_ms),
+        rt.saga.retention_ms,
+    );
+    let (read, next, reader) = tokio::task::spawn_blocking(move || {
+        read_partition(&client, reader, &name, p, from, timeout)
+    })
+    .await
+    .map_err(|e| Error::Saga(format!("restore task failed: {e}")))??;
+    let done = reader.is_none();
+    progress.reader = reader;
+    let now = now_ms();
+    for m in read {
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
         if !is_ours::<D>(&key) {
             continue;
         }
-        match value.map(|v| serde_json::from_slice::<SagaState>(&v)) {
-            None => {
-                states.remove(&key);
-            }
-            Some(Ok(st)) => {
-                if states.get(&key).is_none_or(|old| old.version <= st.version) {
-                    states.insert(key, st);
+        let Some(value) = m.payload() else {
+            progress.sagas.remove(&key);
+            continue;
+        };
+        match serde_json::from_slice::<SagaState>(value) {
+            Ok(mut st) => {
+                if st.is_ended() {
+                    // Written before states carried it: its retention starts now.
+                    st.ended_ms.get_or_insert(now);
+                }
+                let newer = match progress.sagas.get(&key) {
+                    Some(Restored::Live(old)) => old.version <= st.version,
+                    _ => true,
+                };
+                if newer {
+                    let restored = if st.expired(now, retention) {
+                        Restored::Expired
+                    } else {
+                        Restored::Live(Box::new(st))
+                    };
+                    progress.sagas.insert(key, restored);
                 }
             }
-            Some(Err(e)) => {
-                tracing::error!(saga = D::NAME, key, error = %e, "unreadable saga state skipped")
+            Err(e) => {
+                tracing::error!(saga = D::NAME, key, offset = m.offset(), error = %e, "saga state does not decode: dead-lettered, the saga forgotten");
+                progress.sagas.remove(&key);
+                progress.unreadable.push(m);
             }
         }
     }
+    progress.next = Some(next);
+    if !done {
+        return Err(Error::Saga(format!(
+            "restoring `{topic}` partition {p}: not at its end within saga.restore_timeout_ms ({} ms); read up to offset {next}, continuing from there",
+            timeout.as_millis()
+        )));
+    }
+    let mut states = part.states.lock().await;
+    let mut expired = Vec::new();
+    for (key, restored) in progress.sagas.drain() {
+        match restored {
+            Restored::Live(st) => {
+                states.entry(key).or_insert(*st);
+            }
+            Restored::Expired => expired.push(key),
+        }
+    }
+    let unreadable = std::mem::take(&mut progress.unreadable);
     let mut waiting = 0;
     for st in states.values() {
         if let Some(pending) = &st.pending {
@@ -461,51 +556,182 @@ async fn restore<D: Saga>(rt: HookRuntime, part: Arc<Part>) -> Result<(), Error>
         partition = p,
         sagas = states.len(),
         waiting,
+        expired = expired.len(),
+        unreadable = unreadable.len(),
         "saga state restored"
     );
+    drop(states);
+    let (rt2, part2) = (rt.clone(), part.clone());
+    rt.runtime.spawn(async move {
+        dead_letter_states::<D>(&rt2, &part2, unreadable, listener).await;
+        tombstone::<D>(&rt2, &part2, expired).await;
+    });
     Ok(())
 }
 
-/// A record's key and value (`None`: a tombstone).
-type KeyValue = (String, Option<Vec<u8>>);
-
-/// Every `(key, value)` of one partition, from the start to the high watermark.
-fn read_partition(client: &ClientConfig, topic: &str, p: i32) -> Result<Vec<KeyValue>, Error> {
-    let what = || format!("reading saga state `{topic}` partition {p}");
-    // Assigned, not subscribed: the group is never joined and nothing is committed.
-    let consumer: BaseConsumer = client
-        .clone()
-        .set("group.id", format!("{topic}.restore"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .map_err(|e| Error::kafka(what(), e))?;
-    let timeout = Duration::from_secs(10);
-    let (low, high) = consumer
-        .fetch_watermarks(topic, p, timeout)
-        .map_err(|e| Error::kafka(what(), e))?;
-    let mut out = Vec::new();
-    if high <= low {
-        return Ok(out);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Beginning)
-        .map_err(|e| Error::kafka(what(), e))?;
-    consumer.assign(&tpl).map_err(|e| Error::kafka(what(), e))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Saga(format!(
-                "{}: did not reach offset {high} within 60 s",
-                what()
-            )));
+/// Writes tombstones for `keys` on the partition's `private.saga` (until revoked).
+async fn tombstone<D: Saga>(rt: &HookRuntime, part: &Part, keys: Vec<String>) {
+    let topic = <D::Service as Service>::ID.saga();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).iter();
+    let mut pending = Vec::new();
+    for key in &keys {
+        loop {
+            let sent = tokio::select! {
+                sent = rt.producer.tombstone(topic.as_str(), part.partition, key.as_bytes()) => sent,
+                () = part.cancel.cancelled() => return,
+            };
+            match sent {
+                Ok(p) => {
+                    pending.push(p);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(saga = D::NAME, key, error = %e, "cannot tombstone an expired saga; retrying")
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = part.cancel.cancelled() => return,
+            }
         }
-        match consumer.poll(Duration::from_millis(200)) {
+    }
+    if let Err(e) = crate::produce::Pending::all(pending).await {
+        // Left as they are: the next restore finds them expired again.
+        tracing::warn!(saga = D::NAME, error = %e, "some tombstones of expired sagas were not written");
+    } else if !keys.is_empty() {
+        tracing::info!(
+            saga = D::NAME,
+            partition = part.partition,
+            sagas = keys.len(),
+            "expired sagas tombstoned"
+        );
+    }
+}
+
+/// Dead-letters state records that do not decode, with their key (until revoked).
+async fn dead_letter_states<D: Saga>(
+    rt: &HookRuntime,
+    part: &Part,
+    unreadable: Vec<rdkafka::message::OwnedMessage>,
+    listener: &'static str,
+) {
+    let dlq = <D::Service as Service>::ID.dlq();
+    for m in unreadable {
+        let failure = crate::consume::dead_letter::Failure {
+            kind: crate::contract::dead_letter::DeadLetterKind::Decode,
+            error: format!(
+                "saga `{}` state does not decode: the saga is forgotten",
+                D::NAME
+            ),
+            attempts: 1,
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).iter();
+        loop {
+            let headers = crate::consume::dead_letter::headers(&m, listener, &failure);
+            let written = tokio::select! {
+                w = async {
+                    rt.producer
+                        .send(dlq.as_str(), m.key(), m.payload().unwrap_or_default(), headers)
+                        .await?
+                        .acked()
+                        .await
+                } => w,
+                () = part.cancel.cancelled() => return,
+            };
+            match written {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(saga = D::NAME, error = %e, "cannot dead-letter an unreadable saga state; retrying")
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = part.cancel.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Once restored, tombstones the partition's ended sagas as their retention passes, checking
+/// every quarter of the retention (between 1 s and 1 h), until revoked.
+async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
+    let retention = rt.saga.retention_ms;
+    let every = Duration::from_millis((retention / 4).clamp(1_000, 3_600_000));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = part.cancel.cancelled() => return,
+        }
+        let now = now_ms();
+        let expired: Vec<String> = {
+            let mut states = part.states.lock().await;
+            let keys: Vec<String> = states
+                .iter()
+                .filter(|(_, st)| st.expired(now, retention))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &keys {
+                states.remove(k);
+            }
+            keys
+        };
+        tombstone::<D>(&rt, &part, expired).await;
+    }
+}
+
+/// Records of one partition from `from` (or its start) towards the high watermark, for at
+/// most `timeout`, with `reader` if an earlier call left one: what was read, the next offset
+/// to read, and the reader to continue with, `None` once the end was reached.
+fn read_partition(
+    client: &ClientConfig,
+    reader: Option<BaseConsumer>,
+    topic: &str,
+    p: i32,
+    from: Option<i64>,
+    timeout: Duration,
+) -> Result<
+    (
+        Vec<rdkafka::message::OwnedMessage>,
+        i64,
+        Option<BaseConsumer>,
+    ),
+    Error,
+> {
+    let what = || format!("reading saga state `{topic}` partition {p}");
+    let deadline = std::time::Instant::now() + timeout;
+    let consumer = match reader {
+        Some(c) => c,
+        // Assigned, not subscribed: the group is never joined and nothing is committed.
+        None => client
+            .clone()
+            .set("group.id", format!("{topic}.restore"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(|e| Error::kafka(what(), e))?,
+    };
+    let (low, high) = consumer
+        .fetch_watermarks(topic, p, Duration::from_secs(10))
+        .map_err(|e| Error::kafka(what(), e))?;
+    let start = from.unwrap_or(low).max(low);
+    let mut out = Vec::new();
+    if high <= start {
+        return Ok((out, start, None));
+    }
+    if consumer.assignment().map_or(true, |a| a.count() == 0) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(start))
+            .map_err(|e| Error::kafka(what(), e))?;
+        consumer.assign(&tpl).map_err(|e| Error::kafka(what(), e))?;
+    }
+    let mut next = start;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                out.push((key, m.payload().map(<[u8]>::to_vec)));
-                if m.offset() + 1 >= high {
-                    return Ok(out);
+                next = m.offset() + 1;
+                out.push(m.detach());
+                if next >= high {
+                    return Ok((out, next, None));
                 }
             }
             // Errors here are reported by the client and retried by it until the deadline.
@@ -513,4 +739,5 @@ fn read_partition(client: &ClientConfig, topic: &str, p: i32) -> Result<Vec<KeyV
             None => {}
         }
     }
+    Ok((out, next, Some(consumer)))
 }

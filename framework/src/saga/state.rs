@@ -78,7 +78,16 @@ pub(crate) struct SagaState {
     pub(crate) input: String,
     /// The flow's correlation id.
     pub(crate) correlation_id: String,
+    /// Unix milliseconds when the saga completed or failed; its state is removed (tombstoned)
+    /// once the retention has passed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ended_ms: Option<u64>,
 }
+
+/// The requests a state remembers in its history, newest last: enough to recognise a late or
+/// repeated reply to any recent request, and a bound on the state's size however long the
+/// saga runs (a compensation timed out again and again).
+pub(crate) const HISTORY: usize = 32;
 
 /// How an input's `ce_causationid` relates to a saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +129,7 @@ impl SagaState {
             history: Vec::new(),
             input,
             correlation_id,
+            ended_ms: None,
         };
         blank.next(now_ms, steps, |st| st.action(0, steps))
     }
@@ -210,6 +220,8 @@ impl SagaState {
                 request_id: p.request_id,
                 ended,
             });
+            let over = st.history.len().saturating_sub(HISTORY);
+            st.history.drain(..over);
         }
         st.input = input;
         st
@@ -229,7 +241,24 @@ impl SagaState {
             step,
             deadline_ms: now_ms + steps[step].timeout.as_millis() as u64,
         });
+        if self.is_ended() {
+            self.ended_ms.get_or_insert(now_ms);
+        }
         self
+    }
+
+    /// Whether the saga completed or failed.
+    pub(crate) fn is_ended(&self) -> bool {
+        matches!(self.status, Status::Completed | Status::Failed)
+    }
+
+    /// Whether the state may be removed at `now_ms`: the saga ended at least `retention_ms`
+    /// ago. (A state written before `ended_ms` existed counts as ended at its restore.)
+    pub(crate) fn expired(&self, now_ms: u64, retention_ms: u64) -> bool {
+        self.is_ended()
+            && self
+                .ended_ms
+                .is_some_and(|ended| now_ms.saturating_sub(ended) >= retention_ms)
     }
 
     /// Waits for step `step`'s action, or completes past the last step.
@@ -389,5 +418,104 @@ mod tests {
         assert_eq!(parse_request_id("order/a@b@7"), Some(("order/a@b", 7)));
         assert_eq!(parse_request_id("no-version"), None);
         assert_eq!(parse_request_id("x@y"), None);
+    }
+
+    #[test]
+    fn an_ended_saga_expires_after_the_retention() {
+        let st = started();
+        let (_, _, r0) = pending(&st);
+        let r0 = r0.to_owned();
+        assert_eq!(st.ended_ms, None);
+        let st = st.action_replied(
+            Err("no".into()),
+            serde_json::json!({}),
+            "in-1".into(),
+            5_000,
+            &steps(),
+        );
+        assert_eq!(
+            st.status,
+            Status::Failed,
+            "nothing to compensate before the first step"
+        );
+        assert_eq!(st.ended_ms, Some(5_000));
+        assert_eq!(st.classify(&r0), Match::Replied);
+        let cases = [
+            // (now, retention, expired)
+            (5_000, 0, true),
+            (5_999, 1_000, false),
+            (6_000, 1_000, true),
+            (1_000, 1_000, false),
+        ];
+        for (now, retention, expired) in cases {
+            assert_eq!(
+                st.expired(now, retention),
+                expired,
+                "now {now}, retention {retention}"
+            );
+        }
+        let running = started();
+        assert!(
+            !running.expired(u64::MAX, 0),
+            "a running saga never expires"
+        );
+        let legacy = SagaState {
+            ended_ms: None,
+            ..st
+        };
+        assert!(
+            !legacy.expired(u64::MAX, 0),
+            "ended before `ended_ms` existed: the engine stamps it"
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_requests_only() {
+        let steps = vec![StepInfo {
+            name: "undo",
+            compensated: true,
+            timeout: Duration::from_secs(1),
+        }];
+        let mut st = SagaState::start(
+            "s/1".into(),
+            serde_json::json!({}),
+            "i".into(),
+            "c".into(),
+            0,
+            &steps,
+        );
+        let mut ids = Vec::new();
+        st = st.action_replied(
+            Err("no".into()),
+            serde_json::json!({}),
+            "i".into(),
+            0,
+            &steps,
+        );
+        // The first step failed with nothing before it: the saga failed. Time out a
+        // compensation again and again instead.
+        st.status = Status::Compensating;
+        st.ended_ms = None;
+        st.pending = Some(Pending {
+            request_id: "s/1@c".into(),
+            phase: Phase::Compensation,
+            step: 0,
+            deadline_ms: 0,
+        });
+        for i in 0..100 {
+            ids.push(st.pending.as_ref().unwrap().request_id.clone());
+            st = st.timed_out(format!("t{i}"), i, &steps);
+        }
+        assert_eq!(st.history.len(), HISTORY);
+        assert_eq!(
+            st.classify(&ids[99]),
+            Match::TimedOut,
+            "the latest are remembered"
+        );
+        assert_eq!(
+            st.classify(&ids[0]),
+            Match::Unknown,
+            "the oldest are forgotten"
+        );
     }
 }
