@@ -59,7 +59,9 @@ trait ErasedService: Send {
     fn id(&self) -> ServiceId;
     fn codec(&self) -> CodecKind;
     fn topics(&self) -> Vec<TopicSpec>;
-    fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>>;
+    /// Starts the service's listeners, adding their threads to `threads` as they start: on
+    /// an error, those already started are there for the caller to stop and join.
+    fn start(&self, env: &StartEnv<'_>, threads: &mut Vec<ListenerThread>) -> Result<()>;
     fn listener_names(&self) -> Vec<&'static str>;
     /// Whether any listener handles its records in a database transaction.
     fn transactional(&self) -> bool;
@@ -95,7 +97,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
         topics
     }
 
-    fn start(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>> {
+    fn start(&self, env: &StartEnv<'_>, threads: &mut Vec<ListenerThread>) -> Result<()> {
         let listeners = all_listeners::<S>();
         let mut routes = Routes::default();
         let mut configs = Vec::with_capacity(listeners.len());
@@ -150,7 +152,6 @@ impl<S: Handlers> ErasedService for Registered<S> {
         if let (Some(name), true) = (&service.process_name, service.static_membership) {
             client.set("group.instance.id", name);
         }
-        let mut threads = Vec::new();
         for (listener, config) in listeners.into_iter().zip(configs) {
             if let Some(hooks) = listener.hooks() {
                 hooks.started(HookRuntime {
@@ -207,7 +208,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                 )?);
             }
         }
-        Ok(threads)
+        Ok(())
     }
 
     fn listener_names(&self) -> Vec<&'static str> {
@@ -527,13 +528,11 @@ impl App {
         };
         let mut threads = Vec::new();
         for s in &self.services {
-            match s.start(&env) {
-                Ok(t) => threads.extend(t),
-                Err(e) => {
-                    stop.cancel();
-                    join_all(threads).await;
-                    return Err(e);
-                }
+            if let Err(e) = s.start(&env, &mut threads) {
+                // Whatever started stops before the error is returned.
+                stop.cancel();
+                join_all(threads).await;
+                return Err(e);
             }
         }
         tracing::info!(process, services = ?ids, "atoll started");

@@ -301,25 +301,41 @@ pub(crate) fn spawn<S: Service>(
         what: "a committer thread".into(),
         source,
     })?;
-    consumer
-        .subscribe(&[env.topic.as_str()])
-        .map_err(|e| Error::kafka(format!("subscribing `{group}`"), e))?;
+    // The committer ends once asked, not when the consumer is dropped (it holds the consumer,
+    // whose context holds its queue): stopped and joined when the listener does not start.
+    let abandon = |consumer: &BaseConsumer<ListenerContext<S>>,
+                   committer: thread::JoinHandle<()>| {
+        consumer.context().commits.stop();
+        let _ = committer.join();
+    };
+    if let Err(e) = consumer.subscribe(&[env.topic.as_str()]) {
+        abandon(&consumer, committer);
+        return Err(Error::kafka(format!("subscribing `{group}`"), e));
+    }
+    let poll_consumer = consumer.clone();
     let handle = thread::Builder::new()
         .name(format!("atoll-{}", env.listener.name()))
         .spawn(move || {
             PollLoop {
-                consumer,
+                consumer: poll_consumer,
                 env,
                 slots,
                 runtime,
                 committer,
             }
             .run()
-        })
-        .map_err(|source| Error::Spawn {
-            what: "a listener thread".into(),
-            source,
-        })?;
+        });
+    let handle = match handle {
+        Ok(handle) => handle,
+        Err(source) => {
+            // The closure (and the committer's handle in it) is gone: stop it by its queue.
+            consumer.context().commits.stop();
+            return Err(Error::Spawn {
+                what: "a listener thread".into(),
+                source,
+            });
+        }
+    };
     Ok(ListenerThread {
         handle,
         state,

@@ -37,7 +37,7 @@ use crate::handler::context::{Context, Meta};
 use crate::handler::listener::{CallError, Listener};
 use crate::handler::transaction::{self, TxCell};
 use crate::ops::health::ConsumerHealth;
-use crate::ops::metrics::ListenerMetrics;
+use crate::ops::metrics::{ListenerMetrics, UNAVAILABLE};
 use crate::produce::{Pending, Producer};
 use crate::store::{outbox, Store};
 
@@ -456,8 +456,14 @@ impl<S: Service> ListenerEnv<S> {
                     return true;
                 }
                 Next::RetryIn(delay) => {
-                    let kind = outcome_kind(outcome);
-                    tracing::warn!(kind = %kind, error, attempt = attempts, ?delay, "handler failed; retrying in place");
+                    let kind = failure_label(outcome);
+                    tracing::warn!(
+                        kind,
+                        error,
+                        attempt = attempts,
+                        ?delay,
+                        "handler failed; retrying in place"
+                    );
                     self.metrics.retried.inc();
                     if !sleep_unless(cancel, delay).await {
                         return false;
@@ -614,7 +620,7 @@ impl<S: Service> ListenerEnv<S> {
                 format!("handler exceeded its time budget of {budget:?}"),
             ),
         };
-        self.metrics.failed(outcome_kind(outcome));
+        self.count_failure(outcome);
         (outcome, error)
     }
 
@@ -727,7 +733,7 @@ impl<S: Service> ListenerEnv<S> {
                 permanent: false,
             }
         };
-        self.metrics.failed(outcome_kind(outcome));
+        self.count_failure(outcome);
         (outcome, e.to_string())
     }
 
@@ -925,8 +931,7 @@ enum Begun {
     Duplicate,
 }
 
-/// The failure kind an outcome is counted and logged as (an unreachable registry counts as
-/// `decode`).
+/// The dead-letter kind of a failed outcome (bad input is `decode`).
 fn outcome_kind(outcome: Outcome) -> DeadLetterKind {
     match outcome {
         Outcome::Failed { kind, .. } => kind,
@@ -934,9 +939,49 @@ fn outcome_kind(outcome: Outcome) -> DeadLetterKind {
     }
 }
 
+/// The `kind` a failed attempt is counted (`atoll_records_failed_total`) and logged as: its
+/// dead-letter kind, or `unavailable` for a dependency out of reach (the registry, the store),
+/// which is no fault of the record.
+fn failure_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Unavailable => UNAVAILABLE,
+        other => outcome_kind(other).as_str(),
+    }
+}
+
+impl<S: Service> ListenerEnv<S> {
+    /// Counts a failed attempt under its [`failure_label`].
+    fn count_failure(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Unavailable => {
+                self.metrics.unavailable.inc();
+            }
+            other => self.metrics.failed(outcome_kind(other)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_counted_under_their_cause() {
+        let failed = |kind| Outcome::Failed {
+            kind,
+            permanent: false,
+        };
+        let cases = [
+            (Outcome::Unavailable, "unavailable"),
+            (Outcome::BadInput, "decode"),
+            (failed(DeadLetterKind::Timeout), "timeout"),
+            (failed(DeadLetterKind::Handler), "handler"),
+            (failed(DeadLetterKind::Panic), "panic"),
+        ];
+        for (outcome, label) in cases {
+            assert_eq!(failure_label(outcome), label, "{outcome:?}");
+        }
+    }
 
     #[test]
     fn only_private_reply_topics_take_replies() {

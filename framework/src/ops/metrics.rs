@@ -17,6 +17,9 @@ use crate::contract::dead_letter::DeadLetterKind;
 use crate::contract::topic::ServiceId;
 use crate::ops::stats::ListenerStats;
 
+/// The `kind` of `atoll_records_failed_total` for a dependency out of reach.
+pub(crate) const UNAVAILABLE: &str = "unavailable";
+
 /// The labels of a listener's metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
@@ -98,7 +101,7 @@ impl Default for Metrics {
         );
         r.register(
             "atoll_records_failed",
-            "Failed attempts at a record, by kind (decode, unknown_type, handler, panic, timeout)",
+            "Failed attempts at a record, by kind (decode, unknown_type, handler, panic, timeout, or unavailable: the registry or the store out of reach)",
             m.failed.clone(),
         );
         r.register(
@@ -189,6 +192,11 @@ impl Metrics {
                     kind: kind.as_str().to_owned(),
                 })
             }),
+            unavailable: self.failed.get_or_create_owned(&FailureLabels {
+                service: labels.service.clone(),
+                listener: labels.listener.clone(),
+                kind: UNAVAILABLE.to_owned(),
+            }),
             lag: self.lag.clone(),
         }
     }
@@ -255,6 +263,9 @@ pub(crate) struct ListenerMetrics {
     pub(crate) assigned: Gauge,
     pub(crate) commit_duration: Histogram,
     pub(crate) commits_failed: Counter,
+    /// Attempts that failed because a dependency was out of reach (registry, store):
+    /// `atoll_records_failed_total{kind="unavailable"}`.
+    pub(crate) unavailable: Counter,
     failed: FailedCounters,
     lag: Family<PartitionLabels, Gauge>,
 }

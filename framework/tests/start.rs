@@ -1,0 +1,84 @@
+//! A start that fails part-way leaves nothing running: the listeners already started are
+//! stopped, and their poll and commit threads joined, before the error is returned.
+
+use atoll::config::{Config, ListenerSettings};
+use atoll::{event_service, handlers, App, Event, HandlerResult};
+use rdkafka::mocking::MockCluster;
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "test", name = "first")]
+struct First;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "go", version = 1, service = First)]
+struct Go {}
+
+#[handlers]
+impl First {
+    #[listener(name = "firstl")]
+    async fn go(&self, _go: Go) -> HandlerResult {
+        Ok(())
+    }
+}
+
+#[event_service(company = "acme", namespace = "test", name = "second")]
+struct Second;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "stop", version = 1, service = Second)]
+struct Stop {}
+
+#[handlers]
+impl Second {
+    #[listener(name = "secondl")]
+    async fn stop(&self, _stop: Stop) -> HandlerResult {
+        Ok(())
+    }
+}
+
+/// The names of this process's threads.
+fn threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_stops_and_joins_what_it_started() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topics = atoll::contract::owned_topics::<First>()
+        .into_iter()
+        .chain(atoll::contract::owned_topics::<Second>());
+    for t in topics {
+        cluster
+            .create_topic(t.name.as_str(), t.partitions, 1)
+            .unwrap();
+    }
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = Some(cluster.bootstrap_servers());
+    config.kafka.create_topics = false;
+    // The second service's listener is misconfigured: found after the first one started.
+    config.listeners.insert(
+        "secondl".into(),
+        ListenerSettings {
+            max_in_flight: Some(0),
+            ..Default::default()
+        },
+    );
+    let started = App::new(config)
+        .service(First)
+        .service(Second)
+        .start()
+        .await;
+    let Err(e) = started else {
+        panic!("the start should fail")
+    };
+    assert!(e.to_string().contains("max_in_flight"), "{e}");
+    let left: Vec<String> = threads()
+        .into_iter()
+        .filter(|n| n.starts_with("atoll-firstl") || n.starts_with("atoll-commit-fi"))
+        .collect();
+    assert!(left.is_empty(), "threads left running: {left:?}");
+}
