@@ -79,3 +79,31 @@ async fn tansu_cannot_fetch_from_inside_a_record_batch() {
         "Kafka would deliver offsets 50 to 99 here"
     );
 }
+
+/// tansu keeps a member whose heartbeats stopped (a paused process) in its group: its
+/// partitions are not given to the other members after `session.timeout.ms` (6 s here), as
+/// Kafka does, but wait until it comes back. The fault tests pause processes with that in
+/// mind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_keeps_a_silent_member_in_its_group() {
+    use atoll_testkit::process::{wait_until, Proc};
+    const PROBE: &str = env!("CARGO_BIN_EXE_probe");
+    let broker = Tansu::start();
+    broker.driver().await.shutdown().await;
+    let env = broker.env();
+    let silent = Proc::start(PROBE, &[], &env);
+    let other = Proc::start(PROBE, &[], &env);
+    let split = wait_until(Duration::from_secs(60), || {
+        other.assigned("work").len() == 3 && silent.assigned("work").len() == 3
+    });
+    assert!(split, "{}\n---\n{}", silent.log(), other.log());
+    silent.pause();
+    let moved = wait_until(Duration::from_secs(20), || {
+        other.assigned("work").len() == 6
+    });
+    silent.resume();
+    assert!(
+        !moved,
+        "tansu now moves a silent member's partitions: the pause test can expect a takeover"
+    );
+}
