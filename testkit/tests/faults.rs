@@ -131,7 +131,7 @@ async fn lost_broker_responses_neither_duplicate_nor_reorder_outputs() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The handlers produce while the broker's responses are lost, then the connections drop:
     // the producer cannot know whether the broker wrote its requests, and sends them again.
-    let proxy = broker.proxy().expect("a proxy");
+    let proxy = broker.proxy().expect("this test needs the harness's fault proxy, which an external cluster (ATOLL_TEST_BOOTSTRAP) lacks");
     proxy.blackhole(Direction::ToClient);
     relay.gate.store(true, Ordering::SeqCst);
     for _ in 0..2 {
@@ -231,7 +231,7 @@ async fn a_30_s_broker_blackout_loses_nothing_and_needs_no_restart() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let proxy = broker.proxy().expect("a proxy");
+    let proxy = broker.proxy().expect("this test needs the harness's fault proxy, which an external cluster (ATOLL_TEST_BOOTSTRAP) lacks");
     proxy.blackhole(Direction::Both);
     relay.gate.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(30)).await;

@@ -321,7 +321,14 @@ fn watch(
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let msg = msg?;
+        let msg = match msg {
+            Ok(msg) => msg,
+            // The client recovers by itself (a broker outage, a restart): keep watching.
+            Err(e) => {
+                tracing::warn!(error = %e, "watching the outcomes: consumer error");
+                continue;
+            }
+        };
         let key = msg
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())

@@ -112,8 +112,11 @@ pub(crate) async fn register(
         .map_err(failed("registering views"))?;
     for (group, topic, tables) in views {
         sqlx::query(
+            // Another process of the service may register the same views at the same time.
             "INSERT INTO atoll_views (consumer_group, topic, view_tables, registered_at)
-             VALUES ($1, $2, $3, $4)",
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (consumer_group) DO UPDATE SET topic = excluded.topic,
+                 view_tables = excluded.view_tables, registered_at = excluded.registered_at",
         )
         .bind(group)
         .bind(topic)
