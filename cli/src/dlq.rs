@@ -217,6 +217,14 @@ pub(crate) fn replay(
                 h::LISTENER
             );
         };
+        if target.ends_with(".private.saga") {
+            writeln!(
+                out,
+                "skip {rid}: a saga state that did not decode; it cannot be replayed (the saga was forgotten)"
+            )?;
+            skipped += 1;
+            continue;
+        }
         if let Some(size) = header(m, h::PAYLOAD_OMITTED) {
             let (p, o) = (
                 header(m, h::ORIGINAL_PARTITION).unwrap_or("?"),

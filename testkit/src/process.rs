@@ -170,8 +170,10 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "`kill -{name} {pid}` failed: {status}");
 }
 
+/// A listener's assignment of its own topic (its retry consumer's, of the service's retry
+/// topic, is left out).
 fn parse_assigned(line: &str) -> Option<(String, Vec<i32>)> {
-    if !line.contains("partitions assigned") {
+    if !line.contains("partitions assigned") || line.contains(".private.retry") {
         return None;
     }
     let listener = field(line, "listener=\"")?.split('"').next()?.to_owned();
@@ -184,7 +186,7 @@ fn parse_assigned(line: &str) -> Option<(String, Vec<i32>)> {
 }
 
 fn parse_revoked(line: &str) -> Option<String> {
-    if !line.contains("partitions revoked") {
+    if !line.contains("partitions revoked") || line.contains(".private.retry") {
         return None;
     }
     Some(field(line, "listener=\"")?.split('"').next()?.to_owned())

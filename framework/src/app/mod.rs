@@ -445,8 +445,17 @@ impl App {
         let mut pconf = client.clone();
         set_default(&mut pconf, "linger.ms", "5");
         // A retried batch is neither duplicated nor reordered (a pass-through property can
-        // turn it off for a broker without idempotent producers).
-        set_default(&mut pconf, "enable.idempotence", "true");
+        // turn it off for a broker without idempotent producers). Not where the configuration
+        // asks for what idempotence cannot give (`acks` 0 or 1, more than 5 requests in flight):
+        // the client would refuse to start.
+        let compatible = !matches!(pconf.get("acks"), Some("0" | "1"))
+            && pconf
+                .get("max.in.flight.requests.per.connection")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_none_or(|n| n <= 5);
+        if compatible {
+            set_default(&mut pconf, "enable.idempotence", "true");
+        }
         pconf.set("client.id", format!("atoll-{process}"));
         let health = Arc::new(Health::new(self.config.http.stalled_after()));
         let fatal = {

@@ -122,6 +122,7 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                 let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(
                     listener = self.env.listener.name(),
+                    topic = self.env.topic.as_str(),
                     ?revoked,
                     "partitions revoked"
                 );
@@ -150,6 +151,7 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                 let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(
                     listener = self.env.listener.name(),
+                    topic = self.env.topic.as_str(),
                     ?assigned,
                     "partitions assigned"
                 );

@@ -39,6 +39,17 @@ pub(crate) fn pointer(
         "offset": origin.offset,
     });
     let size = msg.payload().map_or(0, <[u8]>::len).to_string();
+    // The error is the one part of a pointer that can be large (a handler's message).
+    let mut failure = failure.clone();
+    if failure.error.len() > POINTER_ERROR_MAX {
+        let mut end = POINTER_ERROR_MAX;
+        while !failure.error.is_char_boundary(end) {
+            end -= 1;
+        }
+        failure.error.truncate(end);
+        failure.error.push_str("… (truncated)");
+    }
+    let failure = &failure;
     let headers =
         contract(OwnedHeaders::new_with_capacity(9), msg, listener, failure).insert(Header {
             key: PAYLOAD_OMITTED,
@@ -46,6 +57,9 @@ pub(crate) fn pointer(
         });
     (payload.to_string().into_bytes(), headers)
 }
+
+/// The longest `atoll_dlq_error` of a pointer dead letter, in bytes.
+const POINTER_ERROR_MAX: usize = 16 * 1024;
 
 /// `out` with the `atoll_dlq_*` headers added.
 fn contract(

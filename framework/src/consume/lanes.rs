@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +68,14 @@ where
             let mut next = Some(item);
             while let Some(item) = next {
                 let permit = acquire(&permits, &cancel).await;
-                work(item).await;
+                // A panic must not end the lane: the items behind it would never be done.
+                if std::panic::AssertUnwindSafe(work(item))
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("a record's work panicked; its lane goes on");
+                }
                 drop(permit);
                 let mut waiting = waiting.lock().expect("poisoned");
                 next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
@@ -80,8 +88,10 @@ where
 
     /// Waits until a task ends and forgets it; pending while there is none.
     pub(crate) async fn reaped(&mut self) {
-        if self.tasks.join_next().await.is_none() {
-            std::future::pending::<()>().await;
+        match self.tasks.join_next().await {
+            Some(Err(e)) if e.is_panic() => tracing::error!("a record's work panicked"),
+            Some(_) => {}
+            None => std::future::pending::<()>().await,
         }
     }
 

@@ -72,8 +72,9 @@ pub(crate) struct ListenerEnv<S> {
     /// The client configuration, for looking up other groups' committed offsets.
     pub(crate) client: rdkafka::ClientConfig,
     /// On the retry topic, by listener that no longer reads it and partition: the offset its
-    /// retry group had committed (it does not move while nobody reads it for that listener).
-    pub(crate) passed: Mutex<HashMap<(String, i32), Option<i64>>>,
+    /// retry group had committed, and when it was read (kept for [`PASSED_FOR`]: during a
+    /// rolling deploy, processes of the old version may still move it).
+    pub(crate) passed: Mutex<HashMap<(String, i32), Passed>>,
 }
 
 /// Whether a consumer reads the listener's own topic or the retry topic.
@@ -329,7 +330,15 @@ impl<S: Service> ListenerEnv<S> {
                     Route::Skip
                 }
             }
-            (Mode::Retry, Some(_)) if self.routes.retry_designated == Some(name) => Route::Orphan,
+            (Mode::Retry, Some(st)) if self.routes.retry_designated == Some(name) => {
+                match S::ID.group_id(&st.listener) {
+                    Ok(_) => Route::Orphan,
+                    Err(e) => Route::Reject(format!(
+                        "record on the retry topic names listener `{}`, which cannot be: {e}",
+                        st.listener
+                    )),
+                }
+            }
             (Mode::Retry, Some(_)) => Route::Skip,
             (Mode::Retry, None) if self.routes.retry_designated == Some(name) => {
                 Route::Reject("record on the retry topic has no valid atoll_retry_* headers".into())
@@ -355,24 +364,39 @@ impl<S: Service> ListenerEnv<S> {
     /// dead-lettered in that listener's name, so that a replay takes it to its main path.
     async fn orphan(&self, msg: &OwnedMessage, st: RetryState, cancel: &CancellationToken) -> bool {
         let mut backoff = Policy::of(&self.config).backoff.iter();
+        let mut blocked = false;
         let passed = loop {
             match self.passed_by(&st.listener, msg.partition()).await {
                 Ok(passed) => break passed,
                 Err(e) => {
-                    tracing::warn!(error = %e, listener = st.listener, "cannot read the committed offsets of a listener's retry group; retrying")
+                    tracing::warn!(error = %e, listener = st.listener, "cannot read the committed offsets of a listener's retry group; retrying");
+                    let why = format!(
+                        "reading the retry group offsets of listener `{}` failed: {e}",
+                        st.listener
+                    );
+                    if self.health.blocked(msg.partition(), why, !blocked) {
+                        self.metrics.blocked.inc();
+                    }
+                    blocked = true;
                 }
             }
             if !sleep_unless(cancel, backoff.next_delay()).await {
-                return false;
+                break None;
             }
         };
+        if blocked && self.health.unblocked(msg.partition()) {
+            self.metrics.blocked.dec();
+        }
+        if cancel.is_cancelled() {
+            return false;
+        }
         if passed.is_some_and(|o| o > msg.offset()) {
             return true;
         }
         let failure = Failure {
             kind: DeadLetterKind::Handler,
             error: format!(
-                "listener `{}` no longer takes records from the retry topic (its retry mode is `strict`, or it was renamed); replay the dead letter to hand it to its main path",
+                "listener `{}` no longer takes records from the retry topic (its retry mode is `strict`, or it was renamed); `atoll dlq replay` hands it to that listener's main path (a renamed listener's record must be sent to it again by hand)",
                 st.listener
             ),
             attempts: st.attempts,
@@ -384,8 +408,10 @@ impl<S: Service> ListenerEnv<S> {
     /// The offset `listener`'s retry group committed on the retry topic's `partition`.
     async fn passed_by(&self, listener: &str, partition: i32) -> crate::error::Result<Option<i64>> {
         let key = (listener.to_owned(), partition);
-        if let Some(o) = self.passed.lock().expect("poisoned").get(&key) {
-            return Ok(*o);
+        if let Some((o, at)) = self.passed.lock().expect("poisoned").get(&key) {
+            if at.elapsed() < PASSED_FOR {
+                return Ok(*o);
+            }
         }
         let group = format!("{}.retry", S::ID.group_id(listener)?);
         let (client, topic) = (self.client.clone(), self.topic.to_string());
@@ -394,7 +420,10 @@ impl<S: Service> ListenerEnv<S> {
         })
         .await
         .map_err(|e| crate::error::Error::Config(format!("offset lookup panicked: {e}")))??;
-        self.passed.lock().expect("poisoned").insert(key, offset);
+        self.passed
+            .lock()
+            .expect("poisoned")
+            .insert(key, (offset, std::time::Instant::now()));
         Ok(offset)
     }
 
@@ -584,7 +613,12 @@ impl<S: Service> ListenerEnv<S> {
             Ok(Ok(Ok(()))) if tx.is_some() => {
                 let cell = tx.expect("checked");
                 return match self.commit(&cell, defer, cancel).await {
-                    Ok(()) => (Outcome::Succeeded, String::new()),
+                    Ok(true) => (Outcome::Succeeded, String::new()),
+                    // Revoked first: not finished (the retry's sleep sees the cancellation).
+                    Ok(false) => (
+                        Outcome::Unavailable,
+                        "revoked before its outputs were published".into(),
+                    ),
                     Err(e) => self.store_failed(&e),
                 };
             }
@@ -662,14 +696,15 @@ impl<S: Service> ListenerEnv<S> {
     /// memory before the partition's next record, so each key's outputs keep their order. With
     /// `defer` (partition order) their acknowledgements, and the delete of their rows, are
     /// awaited in the background like a plain listener's outputs; otherwise here. A publish that
-    /// cannot finish before the partition is revoked is left to the relay: the rows are
-    /// committed.
+    /// cannot finish before the partition is revoked (`Ok(false)`) leaves the record
+    /// unfinished: the rows are committed, and whoever handles the record next finds its inbox
+    /// row and publishes them before the records after it (or the relay does).
     async fn commit(
         &self,
         cell: &TxCell,
         defer: &mut Option<&mut Deferred>,
         cancel: &CancellationToken,
-    ) -> crate::error::Result<()> {
+    ) -> crate::error::Result<bool> {
         let store = self
             .store
             .as_ref()
@@ -682,10 +717,10 @@ impl<S: Service> ListenerEnv<S> {
                     store.sending(&committed.ids);
                     let sent = tokio::select! {
                         sent = outbox::send(&self.producer, &committed.records) => sent,
-                        // Revoked while the producer's queue is full: the relay publishes.
+                        // Revoked while the producer's queue is full.
                         () = cancel.cancelled() => {
                             store.not_sending(&committed.ids);
-                            return Ok(());
+                            return Ok(false);
                         }
                     };
                     match sent {
@@ -694,7 +729,7 @@ impl<S: Service> ListenerEnv<S> {
                                 pending,
                                 outbox: committed.ids,
                             };
-                            return Ok(());
+                            return Ok(true);
                         }
                         Err(e) => {
                             store.not_sending(&committed.ids);
@@ -705,11 +740,11 @@ impl<S: Service> ListenerEnv<S> {
                 }
                 None => tokio::select! {
                     published = outbox::publish(store, &self.producer, &committed) => published,
-                    () = cancel.cancelled() => return Ok(()),
+                    () = cancel.cancelled() => return Ok(false),
                 },
             };
             match published {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(e) => tracing::warn!(
                     error = %e,
                     rows = committed.ids.len(),
@@ -717,7 +752,7 @@ impl<S: Service> ListenerEnv<S> {
                 ),
             }
             if !sleep_unless(cancel, backoff.next_delay()).await {
-                return Ok(());
+                return Ok(false);
             }
         }
     }
@@ -844,17 +879,15 @@ impl<S: Service> ListenerEnv<S> {
             };
             let why = format!("writing to `{topic}` failed: {e}");
             tracing::error!(error = %e, topic = topic.as_str(), partition = msg.partition(), offset = msg.offset(), "write failed; the partition waits for it, retrying");
-            self.health.blocked(msg.partition(), why);
-            if !blocked {
-                blocked = true;
+            if self.health.blocked(msg.partition(), why, !blocked) {
                 self.metrics.blocked.inc();
             }
+            blocked = true;
             if !sleep_unless(cancel, backoff.next_delay()).await {
                 break Written::Abandoned;
             }
         };
-        if blocked {
-            self.health.unblocked(msg.partition());
+        if blocked && self.health.unblocked(msg.partition()) {
             self.metrics.blocked.dec();
         }
         written
@@ -870,6 +903,12 @@ enum Written {
     /// The record is too large to be sent (why).
     TooLarge(String),
 }
+
+/// A retry group's committed offset on a partition (if any), and when it was read.
+pub(crate) type Passed = (Option<i64>, std::time::Instant);
+
+/// How long a retry group's committed offset, once read, is trusted.
+const PASSED_FOR: Duration = Duration::from_secs(10);
 
 /// The offset `group` committed on `topic`'s `partition`, if any (blocking).
 fn committed_offset(
@@ -891,10 +930,19 @@ fn committed_offset(
         .map_err(|e| {
             crate::error::Error::kafka(format!("reading `{group}`'s committed offsets"), e)
         })?;
-    Ok(got.elements().first().and_then(|e| match e.offset() {
+    let Some(entry) = got.elements().into_iter().next() else {
+        return Ok(None);
+    };
+    if let Err(e) = entry.error() {
+        return Err(crate::error::Error::kafka(
+            format!("reading `{group}`'s committed offset of {topic} partition {partition}"),
+            e,
+        ));
+    }
+    Ok(match entry.offset() {
         rdkafka::Offset::Offset(o) => Some(o),
         _ => None,
-    }))
+    })
 }
 
 /// Whether `topic` names some service's `private.reply` topic.

@@ -37,29 +37,46 @@ pub(crate) struct ConsumerHealth {
     joined: AtomicBool,
     broker_up: AtomicBool,
     stopped: AtomicBool,
-    /// Partitions stopped behind a failing write: why, and since when (ms since the epoch).
-    blocked: Mutex<Vec<(i32, String, u64)>>,
+    /// Partitions stopped behind failing writes: why, since when (ms since the epoch), and
+    /// how many writes fail.
+    blocked: Mutex<Vec<(i32, String, u64, usize)>>,
     /// A fatal error of its client.
     fatal: Mutex<Option<String>>,
 }
 
 impl ConsumerHealth {
-    /// `partition` is stopped behind a write that keeps failing, for `why`.
-    pub(crate) fn blocked(&self, partition: i32, why: String) {
+    /// `partition` is stopped behind a write that keeps failing, for `why`; `first` on a
+    /// write's first failure (a partition may have several failing writes, in `key` or
+    /// `unordered` ordering). `true` when the partition was not stopped before.
+    pub(crate) fn blocked(&self, partition: i32, why: String, first: bool) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
         let mut blocked = self.blocked.lock().expect("poisoned");
-        match blocked.iter_mut().find(|(p, _, _)| *p == partition) {
-            Some(entry) => entry.1 = why,
-            None => blocked.push((partition, why, now)),
+        match blocked.iter_mut().find(|b| b.0 == partition) {
+            Some(entry) => {
+                entry.1 = why;
+                entry.3 += usize::from(first);
+                false
+            }
+            None => {
+                blocked.push((partition, why, now, 1));
+                true
+            }
         }
     }
 
-    /// `partition` moves again (its write succeeded, or it was given up).
-    pub(crate) fn unblocked(&self, partition: i32) {
-        self.blocked
-            .lock()
-            .expect("poisoned")
-            .retain(|(p, _, _)| *p != partition);
+    /// One of `partition`'s failing writes ended (it succeeded, or it was given up). `true`
+    /// when the partition moves again (none of its writes fails any more).
+    pub(crate) fn unblocked(&self, partition: i32) -> bool {
+        let mut blocked = self.blocked.lock().expect("poisoned");
+        let Some(i) = blocked.iter().position(|b| b.0 == partition) else {
+            return false;
+        };
+        blocked[i].3 -= 1;
+        if blocked[i].3 > 0 {
+            return false;
+        }
+        blocked.remove(i);
+        true
     }
 
     /// The client reported a fatal error: it will do nothing from now on.
@@ -100,7 +117,7 @@ impl ConsumerHealth {
                 .lock()
                 .expect("poisoned")
                 .iter()
-                .map(|(p, why, since)| Blocked {
+                .map(|(p, why, since, _)| Blocked {
                     partition: *p,
                     why: why.clone(),
                     for_ms: now_ms.saturating_sub(*since),
@@ -324,13 +341,22 @@ mod tests {
         let h = Health::new(Duration::from_millis(200));
         let c = h.consumer("acme.shop.orders/place_order".into());
         c.joined();
-        c.blocked(
+        assert!(c.blocked(
             3,
             "writing to `acme.shop.orders.private.dlq` failed: unknown topic".into(),
+            true
+        ));
+        assert!(
+            !c.blocked(3, "again".into(), false),
+            "the same write, again"
+        );
+        assert!(
+            !c.blocked(3, "another write".into(), true),
+            "a second write, same partition"
         );
         let r = h.ready();
         assert!(
-            r.reasons[0].contains("partition 3 stopped") && r.reasons[0].contains("unknown topic"),
+            r.reasons[0].contains("partition 3 stopped") && r.reasons[0].contains("another write"),
             "{:?}",
             r.reasons
         );
@@ -343,7 +369,9 @@ mod tests {
             "{:?}",
             r.reasons
         );
-        c.unblocked(3);
+        assert!(!c.unblocked(3), "the second write still fails");
+        assert!(!h.ready().ok());
+        assert!(c.unblocked(3));
         assert!(h.ready().ok() && h.live().ok());
     }
 

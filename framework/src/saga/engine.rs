@@ -163,10 +163,18 @@ impl<D: Saga> Engine<D> {
             Box::pin(async move {
                 let rt =
                     rt.ok_or_else(|| Error::Saga(format!("saga `{}` is not started", D::NAME)))?;
-                part.restored
-                    .get_or_try_init(|| restore::<D>(rt, part.clone(), listener))
+                // In a task of its own: a caller that gives up (a handler out of time) does
+                // not cut the attempt short and lose what it read.
+                let runtime = rt.runtime.clone();
+                runtime
+                    .spawn(async move {
+                        part.restored
+                            .get_or_try_init(|| restore::<D>(rt, part.clone(), listener))
+                            .await
+                            .map(|_| ())
+                    })
                     .await
-                    .map(|_| ())
+                    .map_err(|e| Error::Saga(format!("restore task failed: {e}")))?
             })
         }
     }
@@ -447,8 +455,8 @@ struct Progress {
     next: Option<i64>,
     /// The latest state of each saga read so far.
     sagas: HashMap<String, Restored>,
-    /// State records that do not decode, to dead-letter.
-    unreadable: Vec<rdkafka::message::OwnedMessage>,
+    /// State records that do not decode and are their saga's latest record, to dead-letter.
+    unreadable: HashMap<String, rdkafka::message::OwnedMessage>,
     /// The reading consumer, kept between attempts: it goes on fetching meanwhile.
     reader: Option<BaseConsumer>,
 }
@@ -457,8 +465,9 @@ struct Progress {
 enum Restored {
     /// Boxed: most entries of a long-lived partition are `Expired`, and small.
     Live(Box<SagaState>),
-    /// Ended longer ago than the retention: only remembered until it is tombstoned.
-    Expired,
+    /// Ended longer ago than the retention: only its version is remembered, until it is
+    /// tombstoned.
+    Expired { version: u64 },
 }
 
 /// Loads partition `part` of `private.saga` (every saga of type `D` in it) and re-arms the
@@ -496,23 +505,32 @@ async fn restore<D: Saga>(
         if !is_ours::<D>(&key) {
             continue;
         }
+        // A later record of the saga supersedes an unreadable one.
+        progress.unreadable.remove(&key);
         let Some(value) = m.payload() else {
             progress.sagas.remove(&key);
             continue;
         };
         match serde_json::from_slice::<SagaState>(value) {
             Ok(mut st) => {
-                if st.is_ended() {
-                    // Written before states carried it: its retention starts now.
-                    st.ended_ms.get_or_insert(now);
+                if st.is_ended() && st.ended_ms.is_none() {
+                    // Written before states carried it: it ended when its record was written.
+                    let written = m
+                        .timestamp()
+                        .to_millis()
+                        .and_then(|t| u64::try_from(t).ok());
+                    st.ended_ms = Some(written.unwrap_or(now));
                 }
                 let newer = match progress.sagas.get(&key) {
                     Some(Restored::Live(old)) => old.version <= st.version,
-                    _ => true,
+                    Some(Restored::Expired { version }) => *version <= st.version,
+                    None => true,
                 };
                 if newer {
                     let restored = if st.expired(now, retention) {
-                        Restored::Expired
+                        Restored::Expired {
+                            version: st.version,
+                        }
                     } else {
                         Restored::Live(Box::new(st))
                     };
@@ -522,7 +540,7 @@ async fn restore<D: Saga>(
             Err(e) => {
                 tracing::error!(saga = D::NAME, key, offset = m.offset(), error = %e, "saga state does not decode: dead-lettered, the saga forgotten");
                 progress.sagas.remove(&key);
-                progress.unreadable.push(m);
+                progress.unreadable.insert(key, m);
             }
         }
     }
@@ -540,10 +558,15 @@ async fn restore<D: Saga>(
             Restored::Live(st) => {
                 states.entry(key).or_insert(*st);
             }
-            Restored::Expired => expired.push(key),
+            Restored::Expired { .. } => expired.push(key),
         }
     }
-    let unreadable = std::mem::take(&mut progress.unreadable);
+    let unreadable: Vec<_> = std::mem::take(&mut progress.unreadable)
+        .into_values()
+        .collect();
+    // Queued before the states are released: a saga started again with an expired one's id
+    // writes its state after the tombstone.
+    let tombstones = send_tombstones::<D>(&rt, &part, &expired).await;
     let mut waiting = 0;
     for st in states.values() {
         if let Some(pending) = &st.pending {
@@ -563,22 +586,27 @@ async fn restore<D: Saga>(
     drop(states);
     let (rt2, part2) = (rt.clone(), part.clone());
     rt.runtime.spawn(async move {
+        tombstoned::<D>(&part2, tombstones).await;
         dead_letter_states::<D>(&rt2, &part2, unreadable, listener).await;
-        tombstone::<D>(&rt2, &part2, expired).await;
     });
     Ok(())
 }
 
-/// Writes tombstones for `keys` on the partition's `private.saga` (until revoked).
-async fn tombstone<D: Saga>(rt: &HookRuntime, part: &Part, keys: Vec<String>) {
+/// Queues tombstones for `keys` on the partition's `private.saga` (until revoked): call it
+/// while holding the partition's states, so that no newer state of a key is queued first.
+async fn send_tombstones<D: Saga>(
+    rt: &HookRuntime,
+    part: &Part,
+    keys: &[String],
+) -> Vec<crate::produce::Pending> {
     let topic = <D::Service as Service>::ID.saga();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).iter();
-    let mut pending = Vec::new();
-    for key in &keys {
+    let mut pending = Vec::with_capacity(keys.len());
+    for key in keys {
         loop {
             let sent = tokio::select! {
                 sent = rt.producer.tombstone(topic.as_str(), part.partition, key.as_bytes()) => sent,
-                () = part.cancel.cancelled() => return,
+                () = part.cancel.cancelled() => return pending,
             };
             match sent {
                 Ok(p) => {
@@ -591,18 +619,24 @@ async fn tombstone<D: Saga>(rt: &HookRuntime, part: &Part, keys: Vec<String>) {
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
-                () = part.cancel.cancelled() => return,
+                () = part.cancel.cancelled() => return pending,
             }
         }
     }
+    pending
+}
+
+/// Waits for queued tombstones, and says how it went.
+async fn tombstoned<D: Saga>(part: &Part, pending: Vec<crate::produce::Pending>) {
+    let n = pending.len();
     if let Err(e) = crate::produce::Pending::all(pending).await {
         // Left as they are: the next restore finds them expired again.
         tracing::warn!(saga = D::NAME, error = %e, "some tombstones of expired sagas were not written");
-    } else if !keys.is_empty() {
+    } else if n > 0 {
         tracing::info!(
             saga = D::NAME,
             partition = part.partition,
-            sagas = keys.len(),
+            sagas = n,
             "expired sagas tombstoned"
         );
     }
@@ -663,7 +697,7 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
             () = part.cancel.cancelled() => return,
         }
         let now = now_ms();
-        let expired: Vec<String> = {
+        let pending = {
             let mut states = part.states.lock().await;
             let keys: Vec<String> = states
                 .iter()
@@ -673,9 +707,10 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
             for k in &keys {
                 states.remove(k);
             }
-            keys
+            // Queued before the states are released (see `send_tombstones`).
+            send_tombstones::<D>(&rt, &part, &keys).await
         };
-        tombstone::<D>(&rt, &part, expired).await;
+        tombstoned::<D>(&part, pending).await;
     }
 }
 
