@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use atoll::config::Config;
 use atoll::{event_service, handlers, App, Context, Event, HandlerError, HandlerResult, Service};
-use common::{eventually, get, scrape};
+use common::{eventually, get, mock_cluster, scrape};
 use rdkafka::mocking::MockCluster;
 use serde::{Deserialize, Serialize};
 
@@ -62,15 +62,7 @@ fn cluster() -> (
     MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     Config,
 ) {
-    let cluster = MockCluster::new(1).unwrap();
-    for t in atoll::contract::owned_topics::<Gate>() {
-        cluster
-            .create_topic(t.name.as_str(), t.partitions, 1)
-            .unwrap();
-    }
-    let mut config = Config::default();
-    config.kafka.bootstrap_servers = Some(cluster.bootstrap_servers());
-    config.kafka.create_topics = false;
+    let (cluster, mut config) = mock_cluster(atoll::contract::owned_topics::<Gate>());
     config
         .kafka
         .properties
@@ -287,18 +279,9 @@ async fn a_refused_commit_is_counted_and_a_later_one_lands() {
 /// `atoll_partitions_blocked` counts the partition, until the topic exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_stopped_behind_a_failing_dead_letter_write_shows_until_it_moves() {
-    let cluster = MockCluster::new(1).unwrap();
     let dlq = Gate::ID.dlq();
-    for t in atoll::contract::owned_topics::<Gate>() {
-        if t.name != dlq {
-            cluster
-                .create_topic(t.name.as_str(), t.partitions, 1)
-                .unwrap();
-        }
-    }
-    let mut config = Config::default();
-    config.kafka.bootstrap_servers = Some(cluster.bootstrap_servers());
-    config.kafka.create_topics = false;
+    let topics = atoll::contract::owned_topics::<Gate>();
+    let (cluster, mut config) = mock_cluster(topics.into_iter().filter(|t| t.name != dlq));
     config.listener.backoff_ms = 50;
     config
         .kafka

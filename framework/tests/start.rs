@@ -1,9 +1,11 @@
 //! A start that fails part-way leaves nothing running: the listeners already started are
 //! stopped, and their poll and commit threads joined, before the error is returned.
 
-use atoll::config::{Config, ListenerSettings};
+mod common;
+
+use atoll::config::ListenerSettings;
 use atoll::{event_service, handlers, App, Event, HandlerResult};
-use rdkafka::mocking::MockCluster;
+use common::mock_cluster;
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "test", name = "first")]
@@ -47,18 +49,10 @@ fn threads() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_start_stops_and_joins_what_it_started() {
-    let cluster = MockCluster::new(1).unwrap();
     let topics = atoll::contract::owned_topics::<First>()
         .into_iter()
         .chain(atoll::contract::owned_topics::<Second>());
-    for t in topics {
-        cluster
-            .create_topic(t.name.as_str(), t.partitions, 1)
-            .unwrap();
-    }
-    let mut config = Config::default();
-    config.kafka.bootstrap_servers = Some(cluster.bootstrap_servers());
-    config.kafka.create_topics = false;
+    let (_cluster, mut config) = mock_cluster(topics);
     // The second service's listener is misconfigured: found after the first one started.
     config.listeners.insert(
         "secondl".into(),

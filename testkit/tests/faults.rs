@@ -113,22 +113,7 @@ fn outputs(bootstrap: &str, n: usize) -> (HashMap<String, usize>, BTreeMap<Strin
 async fn lost_broker_responses_neither_duplicate_nor_reorder_outputs() {
     let broker = Tansu::builder().proxy(true).start();
     let (keys, per_key) = (4, 50);
-    let relay = Relay::new();
-    let running = start(&broker, &relay, &[]).await;
-    // Warm up: the listener has joined once its first output is out.
-    send_steps(&running, 1, 1).await;
-    let b = broker.bootstrap();
-    let warm = tokio::task::spawn_blocking(move || outputs(&b, 1))
-        .await
-        .unwrap();
-    assert_eq!(warm.0.len(), 1, "the listener works");
-    // The steps are fetched, their handlers held at the gate.
-    relay.gate.store(false, Ordering::SeqCst);
-    let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_raw_steps(&b, keys, per_key))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (relay, running) = held_steps(&broker, keys, per_key).await;
     // The handlers produce while the broker's responses are lost, then the connections drop:
     // the producer cannot know whether the broker wrote its requests, and sends them again.
     let proxy = broker.proxy().expect("this test needs the harness's fault proxy, which an external cluster (ATOLL_TEST_BOOTSTRAP) lacks");
@@ -141,18 +126,33 @@ async fn lost_broker_responses_neither_duplicate_nor_reorder_outputs() {
     proxy.resume();
     let n = (keys * per_key) as usize + 1;
     let b = broker.bootstrap();
-    let (ids, mut by_key) = tokio::task::spawn_blocking(move || outputs(&b, n))
+    let (ids, by_key) = tokio::task::spawn_blocking(move || outputs(&b, n))
         .await
         .unwrap();
     running.shutdown().await;
-    let twice: Vec<_> = ids.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(twice.is_empty(), "outputs written twice: {twice:?}");
-    assert_eq!(ids.len(), n, "every step's output, once");
-    assert_eq!(by_key.remove("k0"), Some(vec![0]), "the warm-up");
-    for (key, steps) in &by_key {
-        let expected: Vec<u32> = (0..per_key).collect();
-        assert_eq!(steps, &expected, "{key}'s outputs out of input order");
-    }
+    assert_eq!(ids.len(), n, "every step's output");
+    assert_exactly_once_in_order(&ids, by_key, keys, per_key);
+}
+
+/// The relay on `broker`, warmed up (its listener joined and handled a step of key `k0`),
+/// then `per_key` steps of `keys` keys fetched and held at its closed gate: open it to have
+/// the handlers produce.
+async fn held_steps(broker: &Tansu, keys: u32, per_key: u32) -> (Relay, Running) {
+    let relay = Relay::new();
+    let running = start(broker, &relay, &[]).await;
+    send_steps(&running, 1, 1).await;
+    let b = broker.bootstrap();
+    let warm = tokio::task::spawn_blocking(move || outputs(&b, 1))
+        .await
+        .unwrap();
+    assert_eq!(warm.0.len(), 1, "the listener works");
+    relay.gate.store(false, Ordering::SeqCst);
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || send_raw_steps(&b, keys, per_key))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (relay, running)
 }
 
 /// Writes the steps for keys `k1`…, idempotently, one record per batch (for tansu).
@@ -200,7 +200,7 @@ fn assert_exactly_once_in_order(
 ) {
     let twice: Vec<_> = ids.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "outputs written twice: {twice:?}");
-    by_key.remove("k0");
+    assert_eq!(by_key.remove("k0"), Some(vec![0]), "the warm-up");
     assert_eq!(by_key.len(), keys as usize, "{by_key:?}");
     for (key, steps) in &by_key {
         let expected: Vec<u32> = (0..per_key).collect();
@@ -217,20 +217,7 @@ fn assert_exactly_once_in_order(
 async fn a_30_s_broker_blackout_loses_nothing_and_needs_no_restart() {
     let broker = Tansu::builder().proxy(true).start();
     let (keys, per_key) = (3, 30);
-    let relay = Relay::new();
-    let running = start(&broker, &relay, &[]).await;
-    send_steps(&running, 1, 1).await;
-    let b = broker.bootstrap();
-    let warm = tokio::task::spawn_blocking(move || outputs(&b, 1))
-        .await
-        .unwrap();
-    assert_eq!(warm.0.len(), 1, "the listener works");
-    relay.gate.store(false, Ordering::SeqCst);
-    let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_raw_steps(&b, keys, per_key))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (relay, running) = held_steps(&broker, keys, per_key).await;
     let proxy = broker.proxy().expect("this test needs the harness's fault proxy, which an external cluster (ATOLL_TEST_BOOTSTRAP) lacks");
     proxy.blackhole(Direction::Both);
     relay.gate.store(true, Ordering::SeqCst);
@@ -254,20 +241,7 @@ async fn a_30_s_broker_blackout_loses_nothing_and_needs_no_restart() {
 async fn a_broker_restart_mid_run_loses_nothing() {
     let mut broker = Tansu::builder().sqlite(true).start();
     let (keys, per_key) = (3, 40);
-    let relay = Relay::new();
-    let running = start(&broker, &relay, &[]).await;
-    send_steps(&running, 1, 1).await;
-    let b = broker.bootstrap();
-    let warm = tokio::task::spawn_blocking(move || outputs(&b, 1))
-        .await
-        .unwrap();
-    assert_eq!(warm.0.len(), 1, "the listener works");
-    relay.gate.store(false, Ordering::SeqCst);
-    let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_raw_steps(&b, keys, per_key))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (relay, running) = held_steps(&broker, keys, per_key).await;
     // The broker goes down and comes back while the handlers produce.
     let restarted = tokio::task::spawn_blocking(move || {
         broker.restart();

@@ -243,6 +243,29 @@ fn keyed(broker: &Tansu, topic: &str, key: &str, n: usize) -> Vec<OwnedMessage> 
     }
 }
 
+/// Plans trip `id` through `running`.
+async fn plan(running: &atoll::Running, id: &str) {
+    running
+        .client("test")
+        .send(&PlanTrip { trip_id: id.into() })
+        .await
+        .unwrap();
+}
+
+/// The type of trip `id`'s one outcome fact, once there is one (the log when there is none).
+fn outcome(broker: &Tansu, id: &str) -> String {
+    let facts = keyed(broker, Trips::ID.events().as_ref(), id, 1);
+    assert_eq!(
+        facts.len(),
+        1,
+        "trip {id} did not end:\n{}",
+        String::from_utf8_lossy(&log().lock().unwrap())
+    );
+    header_str(&facts[0], "ce_type")
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The versions of saga `key` written to the state topic, in order.
 fn versions(broker: &Tansu, key: &str, n: usize) -> Vec<u64> {
     keyed(broker, Trips::ID.saga().as_ref(), key, n)
@@ -260,26 +283,11 @@ async fn a_reply_after_its_step_timed_out_is_ignored_and_logged() {
     let broker = Tansu::start();
     let running = start(&broker).await;
     delays().lock().unwrap().insert("hotel-late".into(), 4_000);
-    running
-        .client("test")
-        .send(&PlanTrip {
-            trip_id: "late".into(),
-        })
-        .await
-        .unwrap();
+    plan(&running, "late").await;
     // The room step times out after 2 s: the room is cancelled (it may have been booked) and
     // the trip fails.
+    assert_eq!(outcome(&broker, "late"), TripFailed::ce_type());
     let facts = keyed(&broker, Trips::ID.events().as_ref(), "late", 1);
-    assert_eq!(
-        facts.len(),
-        1,
-        "{}",
-        String::from_utf8_lossy(&log().lock().unwrap())
-    );
-    assert_eq!(
-        header_str(&facts[0], "ce_type"),
-        Some(TripFailed::ce_type())
-    );
     let failed: TripFailed = serde_json::from_str(text(&facts[0])).unwrap();
     assert_eq!(failed.reason, "step `book-room` timed out after 2s");
     let cancels = keyed(&broker, Hotel::ID.commands().as_ref(), "late", 2);
@@ -315,13 +323,7 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
     // The seat's reply waits, so the saga sits at its second step while the duplicate of the
     // first step's reply arrives.
     delays().lock().unwrap().insert("flight-dup".into(), 3_000);
-    running
-        .client("test")
-        .send(&PlanTrip {
-            trip_id: "dup".into(),
-        })
-        .await
-        .unwrap();
+    plan(&running, "dup").await;
     let seat = keyed(&broker, Flight::ID.commands().as_ref(), "dup", 1);
     assert_eq!(seat.len(), 1, "the saga reached its second step");
     // Duplicate the room's reply: same payload, key, partition and causation, a new ce_id
@@ -362,11 +364,7 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
         .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let facts = keyed(&broker, Trips::ID.events().as_ref(), "dup", 1);
-    assert_eq!(
-        header_str(&facts[0], "ce_type"),
-        Some(TripBooked::ce_type())
-    );
+    assert_eq!(outcome(&broker, "dup"), TripBooked::ce_type());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !logged("duplicate reply ignored", "trip/dup") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -432,25 +430,14 @@ async fn replies_without_ce_id_advance_the_saga_once_each() {
         .start()
         .await
         .expect("app");
-    running
-        .client("test")
-        .send(&PlanTrip {
-            trip_id: "noid".into(),
-        })
-        .await
-        .unwrap();
+    plan(&running, "noid").await;
     let room = keyed(&broker, Hotel::ID.commands().as_ref(), "noid", 1);
     assert_eq!(room.len(), 1, "the room is asked for");
     reply_without_id(&broker, &room[0], RoomBooked::ce_type(), r#"{"ok":true}"#);
     let seat = keyed(&broker, Flight::ID.commands().as_ref(), "noid", 1);
     assert_eq!(seat.len(), 1, "the seat is asked for");
     reply_without_id(&broker, &seat[0], SeatBooked::ce_type(), r#"{"ok":true}"#);
-    let facts = keyed(&broker, Trips::ID.events().as_ref(), "noid", 1);
-    assert_eq!(facts.len(), 1, "the trip ended");
-    assert_eq!(
-        header_str(&facts[0], "ce_type"),
-        Some(TripBooked::ce_type())
-    );
+    assert_eq!(outcome(&broker, "noid"), TripBooked::ce_type());
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         keyed(&broker, Flight::ID.commands().as_ref(), "noid", 1).len(),
@@ -544,30 +531,8 @@ async fn a_restore_over_100k_ended_sagas_keeps_none_and_a_new_saga_runs() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("restored and tombstoned after {:?}", started.elapsed());
-    running
-        .client("test")
-        .send(&PlanTrip {
-            trip_id: "after-restore".into(),
-        })
-        .await
-        .unwrap();
-    let facts = keyed(&broker, Trips::ID.events().as_ref(), "after-restore", 1);
-    assert_eq!(
-        facts.len(),
-        1,
-        "{}",
-        String::from_utf8_lossy(&log().lock().unwrap())
-    );
-    assert_eq!(
-        header_str(&facts[0], "ce_type"),
-        Some(TripBooked::ce_type()),
-        "{}",
-        String::from_utf8_lossy(&log().lock().unwrap())
-            .lines()
-            .filter(|l| l.contains("saga") || l.contains("after-restore"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    plan(&running, "after-restore").await;
+    assert_eq!(outcome(&broker, "after-restore"), TripBooked::ce_type());
     let restored: Vec<String> = String::from_utf8_lossy(&log().lock().unwrap())
         .lines()
         .filter(|l| l.contains("saga state restored"))

@@ -180,7 +180,20 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
             let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate));
             tokio::time::sleep_until(due.into()).await;
         }
-        client.send(order).await?;
+        // A broker outage or restart can fail a send: the order goes again (placing an order
+        // twice is harmless: its saga starts once).
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1.. {
+            match client.send(order).await {
+                Ok(_) => break,
+                Err(e) if attempt < 20 => {
+                    tracing::warn!(error = %e, attempt, "placing an order failed; placing it again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     let deadline = Instant::now() + timeout;
     while seen.lock().expect("poisoned").terminal.len() < n && Instant::now() < deadline {

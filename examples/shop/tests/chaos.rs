@@ -10,12 +10,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use atoll_testkit::postgres::Postgres;
 use atoll_testkit::process::Proc;
 use atoll_testkit::{read_topic, Direction, Tansu};
-use common::{effects_once, field, finished, joined, Shop};
+use common::{effects_once, field, joined, Shop};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -76,7 +77,12 @@ enum Fault {
 /// The faults of a run, in order, each with the wait before it: the same for the same seed.
 fn schedule(seed: u64, p: Profile) -> Vec<(Duration, Fault)> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let pick = |rng: &mut StdRng| (SERVICES[rng.random_range(0..SERVICES.len())], rng.random_range(0..2));
+    let pick = |rng: &mut StdRng| {
+        (
+            SERVICES[rng.random_range(0..SERVICES.len())],
+            rng.random_range(0..2),
+        )
+    };
     let mut faults = Vec::new();
     for i in 0..p.kills {
         // Every service is killed at least once when there are kills enough.
@@ -89,7 +95,11 @@ fn schedule(seed: u64, p: Profile) -> Vec<(Duration, Fault)> {
     for _ in 0..p.pauses {
         let (service, which) = pick(&mut rng);
         let secs = rng.random_range(p.outage_secs.0..=p.outage_secs.1);
-        faults.push(Fault::Pause { service, which, secs });
+        faults.push(Fault::Pause {
+            service,
+            which,
+            secs,
+        });
     }
     for _ in 0..p.blackouts {
         let secs = rng.random_range(p.outage_secs.0..=p.outage_secs.1);
@@ -99,7 +109,12 @@ fn schedule(seed: u64, p: Profile) -> Vec<(Duration, Fault)> {
     faults.shuffle(&mut rng);
     faults
         .into_iter()
-        .map(|f| (Duration::from_millis(rng.random_range(p.gap_ms.0..=p.gap_ms.1)), f))
+        .map(|f| {
+            (
+                Duration::from_millis(rng.random_range(p.gap_ms.0..=p.gap_ms.1)),
+                f,
+            )
+        })
         .collect()
 }
 
@@ -115,7 +130,8 @@ fn schedules_are_seeded_and_hold_every_fault() {
     assert_eq!(count(|f| *f == Fault::RestartBroker), 1);
     for s in SERVICES {
         assert!(
-            a.iter().any(|(_, f)| matches!(f, Fault::Kill { service, .. } if *service == s)),
+            a.iter()
+                .any(|(_, f)| matches!(f, Fault::Kill { service, .. } if *service == s)),
             "{s} is killed"
         );
     }
@@ -150,8 +166,30 @@ async fn the_shop_survives_a_seeded_chaos_schedule() {
         &timeout.to_string(),
     ]);
     let mut applied: BTreeMap<&str, usize> = BTreeMap::new();
+    // As an orchestrator would: a process that exited (e.g. it was started again while the
+    // broker was out of reach, and its start failed) is started again.
+    let supervise = |procs: &mut BTreeMap<(&'static str, usize), Proc>,
+                     applied: &mut BTreeMap<&str, usize>| {
+        for ((service, _), p) in procs.iter_mut() {
+            if !p.running() {
+                *p = shop.serve(service, &[]);
+                *applied.entry("restarts of exited processes").or_default() += 1;
+            }
+        }
+    };
+    let mut place = place;
+    let (stdout, stderr) = (place.stdout.take().unwrap(), place.stderr.take().unwrap());
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = pipe.read_to_string(&mut out);
+            out
+        })
+    };
+    let (stdout, stderr) = (drain(Box::new(stdout)), drain(Box::new(stderr)));
     for (gap, fault) in &plan {
         std::thread::sleep(*gap);
+        supervise(&mut procs, &mut applied);
         eprintln!("{:>6.1?} {fault:?}", started.elapsed());
         match fault {
             Fault::Kill { service, which } => {
@@ -186,16 +224,38 @@ async fn the_shop_survives_a_seeded_chaos_schedule() {
         }
     }
     let last_fault = Instant::now();
-    let (summary, stdout) = finished(place, &procs.values().collect::<Vec<_>>());
+    let status = loop {
+        if let Some(status) = place.try_wait().unwrap() {
+            break status;
+        }
+        supervise(&mut procs, &mut applied);
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let drained = last_fault.elapsed();
-    let lost = field(&summary, "placed") - field(&summary, "completed") - field(&summary, "cancelled");
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(
+        status.success(),
+        "{stdout}\n{stderr}\n{}",
+        procs
+            .values()
+            .map(Proc::log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
+    let summary = stdout.lines().last().unwrap_or_default().to_owned();
+    let lost =
+        field(&summary, "placed") - field(&summary, "completed") - field(&summary, "cancelled");
     // Outputs written twice, by `ce_id` (at-least-once services may repeat a fact after a
     // kill; consumers deduplicate by `ce_id`).
     let mut ids: HashMap<String, usize> = HashMap::new();
-    for topic in ["orders", "inventory", "payments", "shipping"].map(|s| format!("acme.shop.{s}.events")) {
+    for topic in
+        ["orders", "inventory", "payments", "shipping"].map(|s| format!("acme.shop.{s}.events"))
+    {
         let read_for = Duration::from_secs(if full { 30 } else { 5 });
         for m in read_topic(&broker.bootstrap(), &topic, usize::MAX, read_for) {
-            let id = atoll_testkit::header(&m, "ce_id").unwrap_or_default().to_owned();
+            let id = atoll_testkit::header(&m, "ce_id")
+                .unwrap_or_default()
+                .to_owned();
             *ids.entry(id).or_default() += 1;
         }
     }
@@ -211,7 +271,11 @@ async fn the_shop_survives_a_seeded_chaos_schedule() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(lost, 0, "{summary}");
-    assert_eq!(field(&summary, "dead_lettered"), 0, "nothing valid dead-lettered: {summary}");
+    assert_eq!(
+        field(&summary, "dead_lettered"),
+        0,
+        "nothing valid dead-lettered: {summary}"
+    );
     assert!(stdout.contains("stock: conserved"), "{stdout}");
     effects_once(&shop, &summary).await;
 }

@@ -9,6 +9,26 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// A one-broker mock cluster holding `topics`, and a configuration for it that creates no
+/// topics at start.
+pub(crate) fn mock_cluster(
+    topics: impl IntoIterator<Item = atoll::contract::TopicSpec>,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    atoll::config::Config,
+) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for t in topics {
+        cluster
+            .create_topic(t.name.as_str(), t.partitions, 1)
+            .unwrap();
+    }
+    let mut config = atoll::config::Config::default();
+    config.kafka.bootstrap_servers = Some(cluster.bootstrap_servers());
+    config.kafka.create_topics = false;
+    (cluster, config)
+}
+
 /// Reads partitions `0..partitions` of `topic` from the beginning until `n` records were read
 /// or 30 s passed. Blocking: call it from `spawn_blocking`.
 pub(crate) fn read_topic(

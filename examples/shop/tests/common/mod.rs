@@ -165,4 +165,3 @@ pub(crate) async fn effects_once(shop: &Shop, summary: &str) {
         "stock differs from its movements: {drift:?}"
     );
 }
-
