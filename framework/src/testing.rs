@@ -353,6 +353,7 @@ impl<S: Handlers> TestBed<S> {
                 runtime: tokio::runtime::Handle::current(),
                 stop: stop.clone(),
                 saga: crate::config::SagaConfig::default(),
+                dead_letter_headers: crate::consume::dead_letter::headers_of,
             });
             hooks.assigned(&[0]);
         }

@@ -161,6 +161,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     runtime: env.runtime.clone(),
                     stop: env.stop.clone(),
                     saga: env.config.saga.clone(),
+                    dead_letter_headers: crate::consume::dead_letter::headers_of,
                 });
             }
             let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));

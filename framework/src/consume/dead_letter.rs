@@ -25,6 +25,22 @@ pub(crate) fn headers(msg: &OwnedMessage, listener: &str, failure: &Failure) -> 
     contract(original_headers(msg, 8), msg, listener, failure)
 }
 
+/// [`headers`] from the failure's parts (see [`DeadLetterHeaders`](crate::handler::hooks::DeadLetterHeaders)).
+pub(crate) fn headers_of(
+    msg: &OwnedMessage,
+    listener: &str,
+    kind: DeadLetterKind,
+    error: &str,
+    attempts: u32,
+) -> OwnedHeaders {
+    let failure = Failure {
+        kind,
+        error: error.to_owned(),
+        attempts,
+    };
+    headers(msg, listener, &failure)
+}
+
 /// A dead letter for a record too large for the DLQ: a JSON pointer to the original record as
 /// its payload, and the `atoll_dlq_*` headers alone, with [`PAYLOAD_OMITTED`].
 pub(crate) fn pointer(

@@ -651,17 +651,14 @@ async fn dead_letter_states<D: Saga>(
 ) {
     let dlq = <D::Service as Service>::ID.dlq();
     for m in unreadable {
-        let failure = crate::consume::dead_letter::Failure {
-            kind: crate::contract::dead_letter::DeadLetterKind::Decode,
-            error: format!(
-                "saga `{}` state does not decode: the saga is forgotten",
-                D::NAME
-            ),
-            attempts: 1,
-        };
+        let error = format!(
+            "saga `{}` state does not decode: the saga is forgotten",
+            D::NAME
+        );
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).iter();
         loop {
-            let headers = crate::consume::dead_letter::headers(&m, listener, &failure);
+            let kind = crate::contract::dead_letter::DeadLetterKind::Decode;
+            let headers = (rt.dead_letter_headers)(&m, listener, kind, &error, 1);
             let written = tokio::select! {
                 w = async {
                     rt.producer
