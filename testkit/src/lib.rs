@@ -34,13 +34,18 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 /// processes under test use dynamic membership (see `ServiceConfig::static_membership`).
 pub const STATIC_MEMBERSHIP: bool = false;
 
-/// Client properties for tansu: fast group joins (see `docs/architecture.md#brokers`), and one record per batch,
-/// because tansu 0.6 cannot fetch from an offset inside a record batch (see
-/// `tests/tansu_limitations.rs`): a consumer resuming mid-batch would skip records.
+/// Client properties for tansu (see `tests/tansu_limitations.rs` for the two workarounds):
+/// - fast group joins (see `docs/architecture.md#brokers`);
+/// - one record per batch, because tansu 0.6 cannot fetch from an offset inside a record
+///   batch: a consumer resuming mid-batch would skip records;
+/// - records are never given up (`message.timeout.ms=0`), because an idempotent producer
+///   that gives records up bumps its epoch, and tansu 0.6 on SQLite storage then fails every
+///   produce request until restarted. A broker outage delays records instead.
 pub const TANSU_PROPERTIES: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "500"),
     ("batch.num.messages", "1"),
+    ("message.timeout.ms", "0"),
 ];
 
 /// The environment variable that points the tests at an existing Kafka cluster instead of a
@@ -217,7 +222,9 @@ impl Tansu {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
         let advertised = format!("tcp://{}", self.bootstrap);
         let mut command = Command::new(bin);
-        command.args([
+        // Warnings and errors only, unless `TANSU_LOG` asks for more (a `RUST_LOG` filter).
+        let filter = std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".to_owned());
+        command.env("RUST_LOG", filter).args([
             "broker",
             "--listener-url",
             &listener,
@@ -231,9 +238,17 @@ impl Tansu {
                 .current_dir(&self.scratch)
                 .args(["--storage-engine", "sqlite://./tansu.db"]);
         }
+        // Its log (and a panic's message) goes to `<scratch>/tansu.log`, appended across
+        // restarts; a failing test prints its tail (see `Drop`).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("a tansu log file in the scratch directory");
+        let err = log.try_clone().expect("a second handle on the tansu log");
         let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         self.child = Some(child);
@@ -319,6 +334,18 @@ impl Tansu {
         self.bootstrap.clone()
     }
 
+    /// Where the broker's output goes: tansu's log and, should it panic, the panic.
+    pub fn log_path(&self) -> PathBuf {
+        self.scratch.join("tansu.log")
+    }
+
+    /// The last `lines` lines of the broker's output (empty against an external cluster).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// A SQLite file for a store of a process on this broker (`name`: e.g. the service),
     /// removed with the broker: runs on a fresh broker never share state.
     pub fn store_path(&self, name: &str) -> PathBuf {
@@ -381,6 +408,12 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.stop_process();
+        if std::thread::panicking() && self.bin.is_some() {
+            let tail = self.log_tail(40);
+            if !tail.is_empty() {
+                eprintln!("--- the last lines tansu wrote ---\n{tail}\n---");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use atoll_testkit::proxy::Direction;
 use atoll_testkit::Tansu;
 use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -106,4 +107,108 @@ async fn tansu_keeps_a_silent_member_in_its_group() {
         !moved,
         "tansu now moves a silent member's partitions: the pause test can expect a takeover"
     );
+}
+
+/// A topic `t` on `broker` and an idempotent producer that gives a message up after 3 s
+/// (`message.timeout.ms`) unless `props` say otherwise.
+async fn idempotent_producer(broker: &Tansu, props: &[(&str, &str)]) -> FutureProducer {
+    let b = broker.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("t", 1, TopicReplication::Fixed(1));
+    admin
+        .create_topics(&[topic], &Default::default())
+        .await
+        .unwrap();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &b)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "3000")
+        .set("request.timeout.ms", "1000");
+    for (k, v) in props {
+        config.set(*k, *v);
+    }
+    config.create().unwrap()
+}
+
+/// Sends record `i` to `t`, waiting at most 20 s for the outcome.
+async fn send(p: &FutureProducer, i: usize) -> Result<i64, String> {
+    let payload = i.to_string();
+    let sent = p
+        .send_result(FutureRecord::<str, str>::to("t").payload(&payload))
+        .map_err(|(e, _)| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(20), sent).await {
+        Err(_) => Err("no outcome within 20 s".into()),
+        Ok(Err(_)) => Err("the producer dropped the record".into()),
+        Ok(Ok(Err((e, _)))) => Err(e.to_string()),
+        Ok(Ok(Ok(d))) => Ok(d.offset),
+    }
+}
+
+/// When an idempotent producer's messages time out (here behind a 5 s network blackout with
+/// `message.timeout.ms` 3 s), librdkafka bumps the producer's epoch, as Kafka's protocol asks.
+/// tansu 0.6 on SQLite storage then panics in its idempotence check (`lite.rs`: "more or less
+/// than one row"), which ends its storage task: from then on it answers every produce request,
+/// from every client, with `UNKNOWN_SERVER_ERROR`. (On memory storage the producer is fenced
+/// for good instead.) The harness therefore sets `message.timeout.ms=0` (never give a message
+/// up) in `TANSU_PROPERTIES`, which the next test shows to hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_sqlite_storage_stops_after_an_idempotent_producer_bumps_its_epoch() {
+    let broker = Tansu::builder().proxy(true).sqlite(true).start();
+    let p = idempotent_producer(&broker, &[]).await;
+    assert_eq!(send(&p, 0).await, Ok(0));
+    let proxy = broker.proxy().unwrap();
+    proxy.blackhole(Direction::Both);
+    let timed_out = send(&p, 1).await;
+    assert!(
+        timed_out.as_ref().is_err_and(|e| e.contains("timed out")),
+        "{timed_out:?}"
+    );
+    proxy.resume();
+    let after = send(&p, 2).await;
+    let other: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let unrelated = send(&other, 3).await;
+    let log = broker.log_tail(100);
+    assert!(
+        after.is_err() && unrelated.is_err() && log.contains("more or less than one row"),
+        "tansu now survives an idempotent producer's epoch bump (the harness can drop \
+         message.timeout.ms=0): {after:?} {unrelated:?}\n{log}"
+    );
+}
+
+/// The harness's workaround for the test above: with `message.timeout.ms=0` (as in
+/// `TANSU_PROPERTIES`) a record sent during a blackout waits and is written once after it,
+/// and the broker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_held_by_a_blackout_are_written_once_without_a_message_timeout() {
+    let broker = Tansu::builder().proxy(true).sqlite(true).start();
+    let p = idempotent_producer(&broker, atoll_testkit::TANSU_PROPERTIES).await;
+    assert_eq!(send(&p, 0).await, Ok(0));
+    let proxy = broker.proxy().unwrap();
+    proxy.blackhole(Direction::Both);
+    let held: Vec<_> = (1..4)
+        .map(|i| {
+            let p = p.clone();
+            tokio::spawn(async move { send(&p, i).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The blackout dropped bytes mid-stream: a clean start on new connections.
+    proxy.resume();
+    proxy.close_all();
+    let mut offsets = Vec::new();
+    for h in held {
+        offsets.push(h.await.unwrap().expect("written after the blackout"));
+    }
+    offsets.sort();
+    assert_eq!(offsets, [1, 2, 3]);
+    assert_eq!(send(&p, 4).await, Ok(4));
+    let read = atoll_testkit::read_topic(&broker.bootstrap(), "t", 6, Duration::from_secs(5));
+    assert_eq!(read.len(), 5, "each record once");
 }
