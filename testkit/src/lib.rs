@@ -67,6 +67,8 @@ pub struct Tansu {
     bootstrap: String,
     /// Whether tansu keeps its data in `<scratch>/tansu.db`.
     sqlite: bool,
+    /// Whether the process is noida-db (a broker with Kafka transactions) instead of tansu.
+    transactions: bool,
     /// The fault proxy in front of tansu, if any.
     proxy: Option<FaultProxy>,
     /// A scratch directory for the stores of the processes on this broker, removed on drop.
@@ -79,6 +81,7 @@ pub struct Tansu {
 pub struct TansuOptions {
     proxy: bool,
     sqlite: bool,
+    transactions: bool,
 }
 
 impl TansuOptions {
@@ -98,13 +101,37 @@ impl TansuOptions {
         self
     }
 
+    /// Whether the broker must implement Kafka transactions, which tansu 0.6 does not (its
+    /// consumers receive nothing written in one; see `tests/tansu_limitations.rs`). Then
+    /// noida-db runs instead (installed by `scripts/install-noida`, or `$NOIDA_BIN`): committed
+    /// transactions reach consumers, aborted ones are hidden from `read_committed` consumers,
+    /// offsets sent in a transaction commit with it, and a producer is fenced by a newer one
+    /// with its `transactional.id`. It keeps data in memory only, does not fence by consumer
+    /// group generation (KIP-447), and takes neither a proxy nor SQLite storage.
+    pub fn transactions(mut self, on: bool) -> Self {
+        self.transactions = on;
+        self
+    }
+
     /// Starts the broker with these options.
     ///
     /// # Panics
-    /// As [`Tansu::start`].
+    /// As [`Tansu::start`]; with [`TansuOptions::transactions`] also when noida-db is not
+    /// installed, or with a proxy or SQLite storage asked for.
     pub fn start(self) -> Tansu {
         Tansu::start_with(self)
     }
+}
+
+/// Where the noida-db binary is: `$NOIDA_BIN`, or `~/.local/share/atoll/noida-db` (where
+/// `scripts/install-noida` links it).
+pub fn noida_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NOIDA_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME")?;
+    let p = Path::new(&home).join(".local/share/atoll/noida-db");
+    p.is_file().then_some(p)
 }
 
 /// Where the tansu binary is: `$TANSU_BIN`, `PATH`, or `~/.cargo/bin/tansu`.
@@ -178,13 +205,24 @@ impl Tansu {
                 port: 0,
                 bootstrap,
                 sqlite: false,
+                transactions: false,
                 proxy: None,
                 scratch,
             };
         }
-        let bin = tansu_binary().unwrap_or_else(|| {
-            panic!("tansu is not installed; run `scripts/install-tansu` (or set TANSU_BIN): this test needs a real broker")
-        });
+        let bin = if options.transactions {
+            assert!(
+                !options.proxy && !options.sqlite,
+                "the broker with transactions (noida-db) runs without a proxy and in memory"
+            );
+            noida_binary().unwrap_or_else(|| {
+                panic!("noida-db is not installed; run `scripts/install-noida` (or set NOIDA_BIN): this test needs a broker with Kafka transactions")
+            })
+        } else {
+            tansu_binary().unwrap_or_else(|| {
+                panic!("tansu is not installed; run `scripts/install-tansu` (or set TANSU_BIN): this test needs a real broker")
+            })
+        };
         for _ in 0..3 {
             let port = free_port();
             let proxy = options
@@ -202,15 +240,17 @@ impl Tansu {
                 port,
                 bootstrap,
                 sqlite: options.sqlite,
+                transactions: options.transactions,
                 proxy,
                 scratch,
             };
             broker.spawn();
             if broker.wait_ready(Instant::now() + Duration::from_secs(15)) {
+                broker.add_missing_indexes();
                 return broker;
             }
         }
-        panic!("tansu did not start listening");
+        panic!("the broker did not start listening");
     }
 
     /// Starts the tansu process on `self.port`, advertising `self.bootstrap`.
@@ -219,9 +259,17 @@ impl Tansu {
             .bin
             .as_ref()
             .expect("a tansu process (not an external cluster)");
+        let mut command = Command::new(bin);
+        if self.transactions {
+            let data = self.scratch.join("noida");
+            command.args(["start", "--host", "127.0.0.1", "--only", "kafka"]);
+            command.arg("--kafka-port").arg(self.port.to_string());
+            command.arg("--data-dir").arg(data);
+            self.run(command);
+            return;
+        }
         let listener = format!("tcp://127.0.0.1:{}", self.port);
         let advertised = format!("tcp://{}", self.bootstrap);
-        let mut command = Command::new(bin);
         // Warnings and errors only, unless `TANSU_LOG` asks for more (a `RUST_LOG` filter).
         let filter = std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".to_owned());
         command.env("RUST_LOG", filter).args([
@@ -238,8 +286,14 @@ impl Tansu {
                 .current_dir(&self.scratch)
                 .args(["--storage-engine", "sqlite://./tansu.db"]);
         }
-        // Its log (and a panic's message) goes to `<scratch>/tansu.log`, appended across
-        // restarts; a failing test prints its tail (see `Drop`).
+        self.run(command);
+    }
+
+    /// Runs the broker's `command`, its output (and a panic's message) going to
+    /// `<scratch>/tansu.log`, appended across restarts; a failing test prints its tail (see
+    /// `Drop`).
+    fn run(&mut self, mut command: Command) {
+        let bin = command.get_program().to_owned();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -250,7 +304,7 @@ impl Tansu {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.to_string_lossy()));
         self.child = Some(child);
     }
 
@@ -259,6 +313,49 @@ impl Tansu {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Indexes tansu 0.6's SQLite schema lacks, created once it listens (its tables exist
+    /// then) and before any client writes (tansu's connections have no busy timeout). Without
+    /// them every fetched record's headers are found by a scan of all headers, and compaction
+    /// scans them once per deleted record: tansu slows as its database grows, to ~9 records/s
+    /// at 25,000 records in the full chaos run. tansu's own DDL (`create table if not
+    /// exists`) leaves them alone on a restart.
+    fn add_missing_indexes(&self) {
+        if !self.sqlite {
+            return;
+        }
+        let db = self.scratch.join("tansu.db");
+        let done = std::thread::spawn(move || {
+            use sqlx::{ConnectOptions, Connection};
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&db)
+                    .busy_timeout(Duration::from_secs(5))
+                    .connect()
+                    .await
+                    .map_err(std::io::Error::other)?;
+                for index in [
+                    "CREATE INDEX IF NOT EXISTS harness_header_topition_offset_id ON header (topition, offset_id)",
+                    "CREATE INDEX IF NOT EXISTS harness_watermark_topition ON watermark (topition)",
+                ] {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(index))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                }
+                conn.close().await.map_err(std::io::Error::other)
+            })
+        })
+        .join();
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("cannot add the missing indexes to tansu's database: {e}"),
+            Err(_) => panic!("adding the missing indexes to tansu's database panicked"),
+        }
     }
 
     /// Waits until tansu accepts connections on its port (true), exits, or `deadline` passes.
@@ -299,11 +396,16 @@ impl Tansu {
             "Tansu::restart: {BOOTSTRAP_ENV} is set, so the tests run against an external \
              cluster, which the harness cannot restart"
         );
+        assert!(
+            !self.transactions,
+            "Tansu::restart: the broker with transactions keeps its data in memory only"
+        );
         self.stop_process();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             self.spawn();
             if self.wait_ready(deadline) {
+                self.add_missing_indexes();
                 return;
             }
             self.stop_process();
@@ -419,12 +521,14 @@ impl Drop for Tansu {
 }
 
 /// Reads `topic` from the beginning of every partition until `n` records were read or
-/// `timeout` passed.
+/// `timeout` passed, as a `read_committed` consumer.
 pub fn read_topic(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "atoll-testkit-reader")
         .set("enable.auto.commit", "false")
+        // As atoll's own consumers: records of open or aborted transactions are not read.
+        .set("isolation.level", "read_committed")
         .create()
         .expect("reader");
     let md = c
