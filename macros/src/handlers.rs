@@ -152,8 +152,8 @@ struct ListenerAttr {
     view: Vec<String>,
 }
 
-/// `name = "…"`, then settings as `key = value`: integers, or `retry = "strict" |
-/// "non_blocking"`, and `view = "table, …"`. The compiler checks each key against
+/// `name = "…"`, then settings as `key = value`: integers, or the modes `retry`, `ordering`
+/// and `delivery` as strings, and `view = "table, …"`. The compiler checks each key against
 /// `atoll::config::ListenerSettings`.
 fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerAttr> {
     const USAGE: &str = r#"write `#[listener(name = "place-order")]`, optionally with settings such as `max_attempts = 5` or `retry = "non_blocking"`"#;
@@ -207,19 +207,18 @@ fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerA
                 r#"`view` takes the view's tables as a string, e.g. `view = "order_status"`"#,
             ),
             (
-                setting @ ("retry" | "ordering"),
+                setting @ ("retry" | "ordering" | "delivery"),
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
                 }),
             ) => {
-                let (ty, choices, help): (&str, &[(&str, &str)], &str) = if setting == "retry" {
-                    (
+                let (ty, choices, help): (&str, &[(&str, &str)], &str) = match setting {
+                    "retry" => (
                         "RetryMode",
                         &[("strict", "Strict"), ("non_blocking", "NonBlocking")],
                         r#"`retry` is `"strict"` (the partition waits) or `"non_blocking"` (through the retry topic)"#,
-                    )
-                } else {
-                    (
+                    ),
+                    "ordering" => (
                         "OrderingMode",
                         &[
                             ("partition", "Partition"),
@@ -227,7 +226,15 @@ fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerA
                             ("unordered", "Unordered"),
                         ],
                         r#"`ordering` is `"partition"` (one at a time), `"key"` (in order per key) or `"unordered"`"#,
-                    )
+                    ),
+                    _ => (
+                        "DeliveryMode",
+                        &[
+                            ("at_least_once", "AtLeastOnce"),
+                            ("exactly_once", "ExactlyOnce"),
+                        ],
+                        r#"`delivery` is `"at_least_once"` (the default) or `"exactly_once"` (outputs and offsets in one Kafka transaction)"#,
+                    ),
                 };
                 let Some((_, variant)) = choices.iter().find(|(v, _)| *v == s.value()) else {
                     errors.at(s, help);

@@ -84,6 +84,7 @@ pub fn event_service(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///         commit_interval_ms = 500, // how often finished offsets are committed ...
 ///         commit_batch = 1000,      // ... or sooner, after this many records
 ///         drain_timeout_ms = 10000, // how long revocation and shutdown wait for records
+///         delivery = "exactly_once", // outputs and offsets in one Kafka transaction
 ///     )]
 ///     async fn charge(&self, ctx: Context<Self>, meta: Meta, cmd: Charge) -> HandlerResult {
 ///         Ok(())

@@ -18,7 +18,7 @@ use crate::app::broker::{create_topics, EmbeddedBroker};
 use crate::codec::registry::DevRegistry;
 use crate::codec::Codec;
 use crate::config::listener::names_listener;
-use crate::config::listener::{ListenerConfig, ListenerSettings, RetryMode};
+use crate::config::listener::{DeliveryMode, ListenerConfig, ListenerSettings, RetryMode};
 use crate::config::Config;
 use crate::consume::consumer;
 use crate::consume::consumer::{Assignment, ListenerThread};
@@ -127,6 +127,21 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     l.name()
                 )));
             }
+            if config.delivery == DeliveryMode::ExactlyOnce {
+                let why = if l.is_transactional() {
+                    Some("its handler takes `Tx`: the store's transaction and outbox already make its effects happen once; drop one of the two")
+                } else if l.hooks().is_some() {
+                    Some("it runs a saga, whose state is not yet written in Kafka transactions")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(Error::Config(format!(
+                        "listener `{}` cannot be `exactly_once`: {why}",
+                        l.name()
+                    )));
+                }
+            }
             if config.retry == RetryMode::NonBlocking {
                 routes.retry_designated.get_or_insert(l.name());
                 routes.retry_readers.insert(l.name());
@@ -198,6 +213,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     metrics: metrics.clone(),
                     permits: permits.clone(),
                     client: client.clone(),
+                    process: env.process.to_owned(),
                     passed: Mutex::default(),
                     health: health.clone(),
                 });

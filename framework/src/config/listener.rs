@@ -52,6 +52,22 @@ pub enum OrderingMode {
     Unordered,
 }
 
+/// What a listener promises about the effects of each record on Kafka.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Offsets are committed after the record's outputs were acknowledged: a crash costs a
+    /// redelivery, and the outputs of a redelivered record are written again.
+    #[default]
+    AtLeastOnce,
+    /// A record's outputs and its offset commit in one Kafka transaction (EOS v2, KIP-447):
+    /// a `read_committed` consumer sees each output once, however often the record is
+    /// handled; a process that lost its partitions is fenced. Outputs become visible at the
+    /// commit, every `commit_interval_ms` (or `commit_batch` records). Needs a broker with
+    /// transactions (Kafka 2.5 or later).
+    ExactlyOnce,
+}
+
 macro_rules! listener_settings {
     ($($(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr,)+) => {
         /// `listener.*`: the resolved settings of a listener (defaults for every listener in
@@ -118,6 +134,8 @@ listener_settings! {
     /// partitions (more wait, and their partitions pause once `max_buffered` are waiting); with
     /// `partition` ordering, the handled records per partition still awaiting acknowledgement.
     max_in_flight: usize = 256,
+    /// `at_least_once`, or `exactly_once`: outputs and offsets in one Kafka transaction.
+    delivery: DeliveryMode = DeliveryMode::AtLeastOnce,
 }
 
 impl ListenerConfig {

@@ -26,7 +26,7 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
-pub use listener::{ListenerConfig, ListenerSettings, OrderingMode, RetryMode};
+pub use listener::{DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode, RetryMode};
 pub use store::StoreConfig;
 
 /// The environment variable naming the config file.

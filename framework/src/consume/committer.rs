@@ -9,82 +9,193 @@
 //! commit ([`CommitQueue::commit_and_wait`]); being in the same queue, no earlier periodic commit
 //! can land after theirs and move an offset back. A refused commit is tried again (with the
 //! next one, or after a second) while its partitions stay assigned to this consumer.
+//!
+//! An exactly-once listener's committer holds its transactional producer instead: each commit
+//! is one Kafka transaction with the outputs of the records it passes. A transaction that
+//! fails is aborted and not tried again (its outputs are gone with it): the committer asks for
+//! a [`Rewind`] and drops every commit queued before the poll thread carried it out, so that
+//! nothing is committed past the records of the aborted transaction.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::backoff::Backoff;
 use crate::ops::metrics::ListenerMetrics;
+use crate::produce::transactional::{Output, TxFailure, TxProducer};
+
+/// A batch to commit: offsets by partition, and (exactly-once) the outputs of the records
+/// below them, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) offsets: Vec<(i32, i64)>,
+    pub(crate) outputs: Vec<Output>,
+}
 
 enum Request {
     Commit {
-        offsets: Vec<(i32, i64)>,
+        batch: Batch,
+        /// The [`Rewind::epoch`] it was taken in.
+        epoch: u64,
         done: Option<mpsc::Sender<()>>,
     },
     Stop,
 }
 
+/// How the committer asks the poll thread to hand the listener's partitions to their workers
+/// again from the committed offsets, after a transaction failed.
+#[derive(Debug, Default)]
+pub(crate) struct Rewind {
+    requested: AtomicBool,
+    /// Why the listener must stop: its transactional producer was fenced by a newer instance
+    /// ([`TxFailure::Fenced`]), or the broker has no transactions.
+    stop: std::sync::Mutex<Option<String>>,
+    /// Counts the rewinds carried out; a commit taken before the latest one is dropped.
+    epoch: AtomicU64,
+}
+
+impl Rewind {
+    /// Whether a rewind waits to be carried out.
+    pub(crate) fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Why the listener must stop, once its transactional producer was fenced or the broker
+    /// turned out to have no transactions.
+    pub(crate) fn stop(&self) -> Option<String> {
+        self.stop.lock().expect("poisoned").clone()
+    }
+
+    /// Called by the poll thread once it dropped the partitions' work and sought them back to
+    /// their committed offsets.
+    pub(crate) fn done(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.requested.store(false, Ordering::SeqCst);
+    }
+}
+
 /// The way to a consumer's committer thread; lives in the consumer's context, so the rebalance
 /// callbacks reach it too.
 #[derive(Debug)]
-pub(crate) struct CommitQueue(mpsc::Sender<Request>);
+pub(crate) struct CommitQueue {
+    tx: mpsc::Sender<Request>,
+    rewind: Arc<Rewind>,
+}
 
 /// What the committer thread reads.
-pub(crate) struct Requests(mpsc::Receiver<Request>);
+pub(crate) struct Requests {
+    rx: mpsc::Receiver<Request>,
+    rewind: Arc<Rewind>,
+}
 
 /// A new queue, before the consumer (and so the thread) exists.
 pub(crate) fn queue() -> (CommitQueue, Requests) {
     let (tx, rx) = mpsc::channel();
-    (CommitQueue(tx), Requests(rx))
+    let rewind = Arc::new(Rewind::default());
+    (
+        CommitQueue {
+            tx,
+            rewind: rewind.clone(),
+        },
+        Requests { rx, rewind },
+    )
+}
+
+/// How a listener's offsets are committed.
+pub(crate) enum Commits {
+    /// Offsets only, by the consumer.
+    Plain,
+    /// In Kafka transactions with the outputs, by a producer with this `transactional.id`
+    /// created from the client configuration.
+    Transactional {
+        client: ClientConfig,
+        transactional_id: String,
+    },
 }
 
 /// Starts committing `topic`'s offsets for `consumer` from `requests`. The thread holds the
 /// consumer until [`CommitQueue::stop`]; join it then, so that the last reference (whose drop
-/// closes the consumer) is the caller's.
+/// closes the consumer) is the caller's. A transactional producer is created first (on this
+/// thread, blocking); its failure fails the start.
 pub(crate) fn spawn<C: ConsumerContext + 'static>(
     consumer: Arc<BaseConsumer<C>>,
     requests: Requests,
     topic: String,
     metrics: Arc<ListenerMetrics>,
     name: String,
-) -> std::io::Result<thread::JoinHandle<()>> {
+    commits: Commits,
+) -> crate::error::Result<thread::JoinHandle<()>> {
+    let producer = match &commits {
+        Commits::Plain => None,
+        Commits::Transactional {
+            client,
+            transactional_id,
+        } => Some(TxProducer::new(client, transactional_id).map_err(crate::error::Error::Config)?),
+    };
     thread::Builder::new()
         .name(name)
-        .spawn(move || run(&consumer, &topic, &metrics, &requests.0))
+        .spawn(move || match (producer, commits) {
+            (
+                Some(producer),
+                Commits::Transactional {
+                    client,
+                    transactional_id,
+                },
+            ) => {
+                let tx = Transactions {
+                    producer: Some(producer),
+                    client,
+                    transactional_id,
+                };
+                run_transactional(&consumer, &topic, &metrics, &requests, tx);
+            }
+            _ => run(&consumer, &topic, &metrics, &requests.rx),
+        })
+        .map_err(|source| crate::error::Error::Spawn {
+            what: "a committer thread".into(),
+            source,
+        })
 }
 
 impl CommitQueue {
     fn send(&self, request: Request) {
         // Fails only once the thread ended (after `stop`): nothing left to commit then.
-        let _ = self.0.send(request);
+        let _ = self.tx.send(request);
     }
 
-    /// Queues a commit of `(partition, offset)` pairs; returns at once.
-    pub(crate) fn commit(&self, offsets: Vec<(i32, i64)>) {
-        if !offsets.is_empty() {
-            self.send(Request::Commit {
-                offsets,
-                done: None,
-            });
+    /// The rewind state shared with the committer thread.
+    pub(crate) fn rewind(&self) -> &Rewind {
+        &self.rewind
+    }
+
+    fn request(&self, batch: Batch, done: Option<mpsc::Sender<()>>) -> Request {
+        Request::Commit {
+            batch,
+            epoch: self.rewind.epoch.load(Ordering::SeqCst),
+            done,
+        }
+    }
+
+    /// Queues a commit; returns at once.
+    pub(crate) fn commit(&self, batch: Batch) {
+        if !batch.offsets.is_empty() {
+            self.send(self.request(batch, None));
         }
     }
 
     /// Queues a commit and waits until it (and every one before it) was answered.
-    pub(crate) fn commit_and_wait(&self, offsets: Vec<(i32, i64)>) {
-        if offsets.is_empty() {
+    pub(crate) fn commit_and_wait(&self, batch: Batch) {
+        if batch.offsets.is_empty() {
             return;
         }
         let (done, wait) = mpsc::channel();
-        self.send(Request::Commit {
-            offsets,
-            done: Some(done),
-        });
+        self.send(self.request(batch, Some(done)));
         // Also returns when the thread is gone (the request, and `done` with it, dropped).
         let _ = wait.recv();
     }
@@ -129,8 +240,8 @@ fn run<C: ConsumerContext>(
         let mut waiting = Vec::new();
         for request in first.into_iter().chain(rx.try_iter()) {
             match request {
-                Request::Commit { offsets: o, done } => {
-                    offsets.extend(o);
+                Request::Commit { batch, done, .. } => {
+                    offsets.extend(batch.offsets);
                     waiting.extend(done);
                 }
                 Request::Stop => stopping = true,
@@ -143,6 +254,105 @@ fn run<C: ConsumerContext>(
             let _ = done.send(());
         }
     }
+}
+
+/// An exactly-once listener's transactional producer, and how to make a new one.
+struct Transactions {
+    /// `None` after a fatal error, until the next batch makes a new one.
+    producer: Option<TxProducer>,
+    client: ClientConfig,
+    transactional_id: String,
+}
+
+/// The committer loop of an exactly-once listener: every batch queued meanwhile goes into one
+/// transaction with its outputs. A failed transaction is not tried again: a rewind is asked
+/// for, and every batch taken before it is carried out is dropped.
+fn run_transactional<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    metrics: &ListenerMetrics,
+    requests: &Requests,
+    mut tx: Transactions,
+) {
+    // Batches of epochs up to this one belong to an aborted transaction's work.
+    let mut drop_through: Option<u64> = None;
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = requests.rx.recv() else {
+            return;
+        };
+        let mut batch = Batch::default();
+        let mut last_epoch = None;
+        let mut waiting = Vec::new();
+        for request in std::iter::once(first).chain(requests.rx.try_iter()) {
+            match request {
+                Request::Commit {
+                    batch: b,
+                    epoch,
+                    done,
+                } => {
+                    waiting.extend(done);
+                    if drop_through.is_some_and(|d| epoch <= d) {
+                        continue;
+                    }
+                    batch.offsets.extend(b.offsets);
+                    batch.outputs.extend(b.outputs);
+                    last_epoch = Some(epoch);
+                }
+                Request::Stop => stopping = true,
+            }
+        }
+        if let (Some(epoch), false) = (last_epoch, batch.offsets.is_empty()) {
+            if let Err(failure) = commit_transaction(consumer, topic, metrics, &mut tx, batch) {
+                metrics.commits_failed.inc();
+                tracing::error!(error = %failure, topic, "transaction failed; the partitions are handled again from their committed offsets");
+                drop_through = Some(epoch);
+                requests.rewind.requested.store(true, Ordering::SeqCst);
+                match failure {
+                    // Made again for the next batch.
+                    TxFailure::Fatal(_) => tx.producer = None,
+                    // Nothing more is committed: the newer instance owns the work.
+                    failure @ (TxFailure::Fenced(_) | TxFailure::Unsupported(_)) => {
+                        drop_through = Some(u64::MAX);
+                        *requests.rewind.stop.lock().expect("poisoned") = Some(failure.to_string());
+                    }
+                    TxFailure::Aborted(_) => {}
+                }
+            }
+        }
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// One transaction: the batch's outputs and offsets, timed into
+/// `atoll_commit_duration_seconds`.
+fn commit_transaction<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    metrics: &ListenerMetrics,
+    tx: &mut Transactions,
+    batch: Batch,
+) -> Result<(), TxFailure> {
+    if tx.producer.is_none() {
+        let made = TxProducer::new(&tx.client, &tx.transactional_id)
+            .map_err(|why| TxFailure::Fatal(format!("renewing the producer: {why}")))?;
+        tx.producer = Some(made);
+    }
+    let producer = tx.producer.as_ref().expect("made above");
+    let offsets: BTreeMap<i32, i64> = batch.offsets.into_iter().collect();
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in &offsets {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    let group = consumer.group_metadata().ok_or_else(|| {
+        TxFailure::Aborted("the consumer has no group metadata (not in its group)".into())
+    })?;
+    let at = Instant::now();
+    let result = producer.commit(&batch.outputs, &tpl, &group);
+    ListenerMetrics::observe(&metrics.commit_duration, at.elapsed());
+    result
 }
 
 /// The entries of `offsets` whose partitions are still assigned to `consumer`.

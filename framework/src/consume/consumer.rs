@@ -22,12 +22,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Message, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::config::kafka::set_default;
+use crate::config::DeliveryMode;
 use crate::consume::committer;
-use crate::consume::committer::CommitQueue;
+use crate::consume::committer::{Batch, CommitQueue, Commits};
 use crate::consume::watermark::Watermark;
 use crate::consume::worker::{run_partition, ListenerEnv, Mode, PartitionShared};
 use crate::contract::service::Service;
@@ -198,21 +199,25 @@ fn release<S: Service>(
     }
     // The current watermark, even if an earlier commit already sent it: that one may have
     // failed.
-    let offsets = offsets(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
-    consumer.context().commits.commit_and_wait(offsets);
+    let batch = batch(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
+    consumer.context().commits.commit_and_wait(batch);
 }
 
-/// `(partition, offset)` for each slot whose watermark `pick` gives an offset.
-fn offsets<'a>(
+/// `(partition, offset)` for each slot whose watermark `pick` gives an offset, with the staged
+/// outputs of the records below it (exactly-once listeners).
+fn batch<'a>(
     slots: impl Iterator<Item = (&'a i32, &'a Slot)>,
     pick: impl Fn(&mut Watermark) -> Option<i64>,
-) -> Vec<(i32, i64)> {
-    slots
-        .filter_map(|(p, slot)| {
-            let mut watermark = slot.shared.watermark.lock().expect("poisoned");
-            pick(&mut watermark).map(|o| (*p, o))
-        })
-        .collect()
+) -> Batch {
+    let mut batch = Batch::default();
+    for (p, slot) in slots {
+        let mut watermark = slot.shared.watermark.lock().expect("poisoned");
+        if let Some(o) = pick(&mut watermark) {
+            batch.offsets.push((*p, o));
+            batch.outputs.extend(watermark.take_staged(o));
+        }
+    }
+    batch
 }
 
 /// One partition of `topic`.
@@ -265,6 +270,9 @@ pub(crate) fn spawn<S: Service>(
     let (metrics, mode) = (env.metrics.clone(), env.mode);
     let group = env.consumer_group.clone();
     set_default(&mut config, "auto.offset.reset", "earliest");
+    // Outputs of aborted transactions (exactly-once listeners, here or upstream) are never
+    // handled; committed ones once their transaction commits.
+    set_default(&mut config, "isolation.level", "read_committed");
     // Lag per partition and broker reachability come from the statistics.
     set_default(&mut config, "statistics.interval.ms", "5000");
     config
@@ -292,17 +300,21 @@ pub(crate) fn spawn<S: Service>(
             .create_with_context(context)
             .map_err(|e| Error::kafka(format!("creating the consumer of group `{group}`"), e))?,
     );
+    let commits = match env.config.delivery {
+        DeliveryMode::AtLeastOnce => Commits::Plain,
+        DeliveryMode::ExactlyOnce => Commits::Transactional {
+            client: env.client.clone(),
+            transactional_id: format!("{group}.{}", env.process),
+        },
+    };
     let committer = committer::spawn(
         consumer.clone(),
         requests,
         env.topic.as_str().to_owned(),
         env.metrics.clone(),
         format!("atoll-commit-{}", env.listener.name()),
-    )
-    .map_err(|source| Error::Spawn {
-        what: "a committer thread".into(),
-        source,
-    })?;
+        commits,
+    )?;
     // The committer ends once asked, not when the consumer is dropped (it holds the consumer,
     // whose context holds its queue): stopped and joined when the listener does not start.
     let abandon = |consumer: &BaseConsumer<ListenerContext<S>>,
@@ -376,6 +388,25 @@ impl<S: Service> PollLoop<S> {
                 None => {}
             }
             any_paused = self.resume_drained();
+            let rewind = self.consumer.context().commits.rewind();
+            if let Some(why) = rewind.stop() {
+                // Fenced (another process with this process name owns the work), or no
+                // transactions at all: stop at once, commit nothing, leave the group. A restart
+                // does not mend it until the configuration (or the broker) changes.
+                tracing::error!(
+                    listener = self.env.listener.name(),
+                    why,
+                    "the listener stops"
+                );
+                self.consumer.context().health.fatal(format!(
+                    "listener `{}` stopped: {why}",
+                    self.env.listener.name()
+                ));
+                break;
+            }
+            if rewind.requested() {
+                self.rewind();
+            }
             if self.env.finished.load(Ordering::Relaxed) >= batch
                 || last_commit.elapsed() >= interval
             {
@@ -459,11 +490,55 @@ impl<S: Service> PollLoop<S> {
 
     /// Commits every watermark that moved since the last commit.
     fn commit(&self) {
-        let offsets = offsets(
+        let batch = batch(
             self.slots.lock().expect("poisoned").iter(),
             Watermark::take_commit,
         );
-        self.consumer.context().commits.commit(offsets);
+        self.consumer.context().commits.commit(batch);
+    }
+
+    /// After a failed transaction: drops the work of every partition (its workers stop, their
+    /// staged outputs are gone) and seeks each assigned partition back to its committed offset,
+    /// so its records are handled again and their outputs go into a new transaction.
+    fn rewind(&self) {
+        let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
+        for (p, slot) in &taken {
+            slot.shared.cancel.cancel();
+            if slot.paused {
+                let _ = self.consumer.resume(&self.partition(*p));
+            }
+        }
+        let topic = self.env.topic.as_str();
+        match self.consumer.assignment().and_then(|assigned| {
+            self.consumer
+                .committed_offsets(assigned, Duration::from_secs(10))
+        }) {
+            Ok(committed) => {
+                for e in committed.elements_for_topic(topic) {
+                    // No commit yet: from where `auto.offset.reset` starts.
+                    let to = match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    };
+                    if let Err(err) =
+                        self.consumer
+                            .seek(topic, e.partition(), to, Duration::from_secs(10))
+                    {
+                        tracing::error!(partition = e.partition(), error = %err, "cannot seek back to the committed offset");
+                    }
+                }
+                tracing::warn!(
+                    listener = self.env.listener.name(),
+                    topic,
+                    "partitions rewound to their committed offsets after a failed transaction"
+                );
+                self.consumer.context().commits.rewind().done();
+            }
+            // Tried again on the next turn of the loop.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the committed offsets to rewind to; retrying")
+            }
+        }
     }
 
     fn partition(&self, p: i32) -> TopicPartitionList {

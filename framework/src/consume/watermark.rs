@@ -4,11 +4,16 @@
 //! offset that may be committed is the lowest offset not yet finished (Kafka commits name the
 //! *next* record to read), so a record is never skipped by a commit while it is unfinished.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::produce::transactional::Output;
 
 /// The commit watermark of one partition.
 #[derive(Debug, Default)]
 pub(crate) struct Watermark {
+    /// In an exactly-once listener: the outputs of finished records not yet handed to a
+    /// commit, by offset. They are committed with the offsets past them, in offset order.
+    staged: BTreeMap<i64, Vec<Output>>,
     /// Started records, ascending by offset, with whether each has finished.
     pending: VecDeque<(i64, bool)>,
     /// One past the highest finished offset whose predecessors all finished.
@@ -31,6 +36,8 @@ impl Watermark {
         if self.pending.back().is_some_and(|&(last, _)| offset <= last) {
             let below = self.pending.partition_point(|&(o, _)| o < offset);
             self.pending.truncate(below);
+            // The records from `offset` on are handled again: their outputs come again too.
+            self.staged.split_off(&offset);
         }
         if self.pending.is_empty() && self.next.is_some_and(|n| offset < n) {
             // A rewind below what finished already: commit nothing past this record.
@@ -51,6 +58,27 @@ impl Watermark {
             self.next = Some(o + 1);
         }
         true
+    }
+
+    /// [`Watermark::finish`], keeping the record's `outputs` for the commit that passes it
+    /// (see [`Watermark::take_staged`]). The outputs of a record that was not started are
+    /// dropped: its partition was taken away, and whoever handles it next produces them.
+    pub(crate) fn finish_with(&mut self, offset: i64, outputs: Vec<Output>) -> bool {
+        let started = self.finish(offset);
+        if started && !outputs.is_empty() {
+            self.staged.insert(offset, outputs);
+        }
+        started
+    }
+
+    /// The staged outputs of the records below `offset` (the offset being committed), in
+    /// offset order; they are no longer kept.
+    pub(crate) fn take_staged(&mut self, offset: i64) -> Vec<Output> {
+        let above = self.staged.split_off(&offset);
+        std::mem::replace(&mut self.staged, above)
+            .into_values()
+            .flatten()
+            .collect()
     }
 
     /// The offset that may be committed now: the lowest unfinished offset, or one past the
@@ -82,6 +110,62 @@ impl Watermark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn output(n: i64) -> Output {
+        Output {
+            topic: "t".into(),
+            partition: None,
+            key: None,
+            payload: n.to_string().into_bytes(),
+            headers: rdkafka::message::OwnedHeaders::new(),
+        }
+    }
+
+    fn payloads(outputs: &[Output]) -> Vec<String> {
+        outputs
+            .iter()
+            .map(|o| String::from_utf8(o.payload.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn staged_outputs_go_with_the_commit_that_passes_their_record() {
+        let mut w = Watermark::new();
+        for o in 0..4 {
+            w.start(o);
+        }
+        // Finished out of order: 2 waits for 1.
+        assert!(w.finish_with(2, vec![output(20), output(21)]));
+        assert!(w.finish_with(0, vec![output(0)]));
+        let c = w.take_commit().unwrap();
+        assert_eq!(c, 1);
+        assert_eq!(payloads(&w.take_staged(c)), ["0"]);
+        assert!(w.finish_with(1, vec![]));
+        let c = w.take_commit().unwrap();
+        assert_eq!(c, 3);
+        assert_eq!(
+            payloads(&w.take_staged(c)),
+            ["20", "21"],
+            "in offset, then produce order"
+        );
+        assert!(w.take_staged(4).is_empty(), "taken once");
+    }
+
+    #[test]
+    fn staged_outputs_of_rewound_or_unknown_records_are_dropped() {
+        let mut w = Watermark::new();
+        for o in 0..3 {
+            w.start(o);
+        }
+        w.finish_with(1, vec![output(1)]);
+        w.finish_with(2, vec![output(2)]);
+        // Redelivered from 1: the first handling's outputs of 1 and 2 are not committed.
+        w.start(1);
+        assert!(!w.finish_with(7, vec![output(7)]), "never started");
+        w.finish_with(0, vec![output(0)]);
+        w.finish_with(1, vec![output(10)]);
+        assert_eq!(payloads(&w.take_staged(2)), ["0", "10"]);
+    }
 
     #[test]
     fn in_order_completion_advances() {

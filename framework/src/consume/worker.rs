@@ -28,16 +28,17 @@ use super::retry_topic::{Origin, RetryState};
 use super::routing::{route, Route, Routes};
 use super::watermark::Watermark;
 use crate::codec::Codec;
-use crate::config::{ListenerConfig, OrderingMode};
+use crate::config::{DeliveryMode, ListenerConfig, OrderingMode};
 use crate::contract::dead_letter::DeadLetterKind;
 use crate::contract::envelope::Incoming;
 use crate::contract::service::Service;
 use crate::contract::topic::{PrivateTopic, TopicName};
-use crate::handler::context::{Context, Meta};
+use crate::handler::context::{Context, Meta, Stage};
 use crate::handler::listener::{CallError, Listener};
 use crate::handler::transaction::{self, TxCell};
 use crate::ops::health::ConsumerHealth;
 use crate::ops::metrics::{ListenerMetrics, UNAVAILABLE};
+use crate::produce::transactional::Output;
 use crate::produce::{Pending, Producer};
 use crate::store::{outbox, Store};
 
@@ -69,8 +70,12 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
     /// The consumer's health: partitions stopped behind a failing write show there.
     pub(crate) health: Arc<ConsumerHealth>,
-    /// The client configuration, for looking up other groups' committed offsets.
+    /// The client configuration, for looking up other groups' committed offsets and for an
+    /// exactly-once listener's transactional producer.
     pub(crate) client: rdkafka::ClientConfig,
+    /// The process name: with the consumer group, an exactly-once listener's
+    /// `transactional.id` (stable across restarts when configured).
+    pub(crate) process: String,
     /// On the retry topic, by listener that no longer reads it and partition: the offset its
     /// retry group had committed, and when it was read (kept for [`PASSED_FOR`]: during a
     /// rolling deploy, processes of the old version may still move it).
@@ -160,7 +165,7 @@ async fn settle<S: Service>(
     acked: crate::error::Result<()>,
 ) {
     match acked {
-        Ok(()) => book(env, part, &msg, true),
+        Ok(()) => book(env, part, &msg, true, Vec::new()),
         Err(e) => {
             tracing::warn!(
                 listener = env.listener.name(),
@@ -253,16 +258,23 @@ async fn handle_one<S: Service>(
 ) -> Option<Unacked> {
     let mut finished = false;
     let mut deferred = Deferred::default();
+    let stage = env.exactly_once().then(Arc::<Stage>::default);
     if !part.cancel.is_cancelled() {
         let span =
             crate::ops::telemetry::spans::process(&msg, env.listener.name(), &env.consumer_group);
         let sink = defer.then_some(&mut deferred);
-        finished = env.process(&msg, &part.cancel, sink).instrument(span).await;
+        finished = env
+            .process(&msg, &part.cancel, sink, stage.as_ref())
+            .instrument(span)
+            .await;
     }
     if finished && !deferred.is_empty() {
         return Some((msg, deferred));
     }
-    book(env, part, &msg, finished);
+    let outputs = stage
+        .map(|s| std::mem::take(&mut *s.lock().expect("poisoned")))
+        .unwrap_or_default();
+    book(env, part, &msg, finished, outputs);
     None
 }
 
@@ -272,18 +284,20 @@ fn take_up<S>(env: &ListenerEnv<S>, part: &PartitionShared) {
     env.metrics.in_flight.inc();
 }
 
-/// Done with a record: its offset may be committed when `finished`.
+/// Done with a record: its offset may be committed when `finished`, with its staged `outputs`
+/// (exactly-once listeners).
 fn book<S: Service>(
     env: &ListenerEnv<S>,
     part: &PartitionShared,
     msg: &OwnedMessage,
     finished: bool,
+    outputs: Vec<Output>,
 ) {
     if finished {
         part.watermark
             .lock()
             .expect("poisoned")
-            .finish(msg.offset());
+            .finish_with(msg.offset(), outputs);
         env.finished.fetch_add(1, Ordering::Relaxed);
     }
     part.queued.fetch_sub(1, Ordering::SeqCst);
@@ -292,13 +306,20 @@ fn book<S: Service>(
 }
 
 impl<S: Service> ListenerEnv<S> {
+    /// Whether the listener commits its outputs and offsets in Kafka transactions.
+    fn exactly_once(&self) -> bool {
+        self.config.delivery == DeliveryMode::ExactlyOnce
+    }
+
     /// Processes one record; `true` when it is finished. With `defer`, a handler's outputs are
-    /// not awaited but added to it: the record is finished once they are acknowledged.
+    /// not awaited but added to it: the record is finished once they are acknowledged. With a
+    /// `stage` (exactly-once), the successful attempt's outputs are left there instead.
     async fn process(
         &self,
         msg: &OwnedMessage,
         cancel: &CancellationToken,
         defer: Option<&mut Deferred>,
+        stage: Option<&Arc<Stage>>,
     ) -> bool {
         let incoming = Incoming::read(msg.headers());
         if let Some(t) = &incoming.ce_type {
@@ -351,7 +372,10 @@ impl<S: Service> ListenerEnv<S> {
                 self.bad_input(msg, DeadLetterKind::UnknownType, error, cancel)
                     .await
             }
-            Route::Handle => self.handle(msg, incoming, state, cancel, defer).await,
+            Route::Handle => {
+                self.handle(msg, incoming, state, cancel, defer, stage)
+                    .await
+            }
             Route::Orphan => {
                 let st = state.expect("an orphan has its retry state");
                 self.orphan(msg, st, cancel).await
@@ -437,6 +461,7 @@ impl<S: Service> ListenerEnv<S> {
         state: Option<RetryState>,
         cancel: &CancellationToken,
         mut defer: Option<&mut Deferred>,
+        stage: Option<&Arc<Stage>>,
     ) -> bool {
         if let Some(st) = &state {
             let wait = st
@@ -468,7 +493,7 @@ impl<S: Service> ListenerEnv<S> {
         let policy = Policy::of(&self.config);
         let mut in_place = 0;
         for tries in 1.. {
-            let (outcome, error) = self.attempt(msg, &meta, &mut defer, cancel).await;
+            let (outcome, error) = self.attempt(msg, &meta, &mut defer, stage, cancel).await;
             // An unreachable registry is no fault of the record: it does not spend the budget.
             if outcome != Outcome::Unavailable {
                 in_place += 1;
@@ -578,6 +603,24 @@ impl<S: Service> ListenerEnv<S> {
         msg: &OwnedMessage,
         meta: &Meta,
         defer: &mut Option<&mut Deferred>,
+        stage: Option<&Arc<Stage>>,
+        cancel: &CancellationToken,
+    ) -> (Outcome, String) {
+        let (outcome, error) = self.attempt_once(msg, meta, defer, stage, cancel).await;
+        if let (Some(stage), false) = (stage, outcome == Outcome::Succeeded) {
+            // A failed attempt's outputs are never committed.
+            stage.lock().expect("poisoned").clear();
+        }
+        (outcome, error)
+    }
+
+    /// [`Self::attempt`], but a failure leaves its staged outputs.
+    async fn attempt_once(
+        &self,
+        msg: &OwnedMessage,
+        meta: &Meta,
+        defer: &mut Option<&mut Deferred>,
+        stage: Option<&Arc<Stage>>,
         cancel: &CancellationToken,
     ) -> (Outcome, String) {
         let budget = self.config.handler_timeout();
@@ -596,13 +639,22 @@ impl<S: Service> ListenerEnv<S> {
             }
             Err(e) => return self.store_failed(&e),
         };
-        let ctx = Context::<S>::new(
-            self.producer.clone(),
-            self.codec.clone(),
-            self.source.clone(),
-            meta.clone(),
-            tx.clone(),
-        );
+        let ctx = match stage {
+            Some(stage) => Context::<S>::staged(
+                self.producer.clone(),
+                self.codec.clone(),
+                self.source.clone(),
+                meta.clone(),
+                stage.clone(),
+            ),
+            None => Context::<S>::new(
+                self.producer.clone(),
+                self.codec.clone(),
+                self.source.clone(),
+                meta.clone(),
+                tx.clone(),
+            ),
+        };
         let payload = msg.payload().unwrap_or_default();
         let fut = self.listener.call(self.svc.clone(), ctx.clone(), payload);
         let started = std::time::Instant::now();

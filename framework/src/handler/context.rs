@@ -11,6 +11,7 @@ use crate::contract::topic::TopicName;
 use crate::error::{Error, Result};
 use crate::handler::transaction::TxCell;
 use crate::ops::telemetry::propagation::inject_current;
+use crate::produce::transactional::Output;
 use crate::produce::{Pending, Producer};
 use crate::store::outbox::{header_pairs, OutboxRecord};
 use tracing::Instrument;
@@ -100,7 +101,13 @@ struct Scope {
     /// The record's transaction, in a transactional listener: what is produced goes to its
     /// outbox.
     tx: Option<Arc<TxCell>>,
+    /// In an exactly-once listener, what is produced waits here for the Kafka transaction
+    /// that commits the record's offset.
+    stage: Option<Arc<Stage>>,
 }
+
+/// The outputs of a record handled by an exactly-once listener, in the order produced.
+pub(crate) type Stage = Mutex<Vec<Output>>;
 
 /// The handler's context for service `S`: emit its facts, send commands, read the metadata.
 ///
@@ -152,11 +159,28 @@ impl<S: Service> Context<S> {
             meta,
             produced: Mutex::new(Vec::new()),
             tx,
+            stage: None,
         };
         Self {
             scope: Arc::new(scope),
             _service: PhantomData,
         }
+    }
+
+    /// A context whose records wait in `stage` for the Kafka transaction of an exactly-once
+    /// listener (see [`Stage`]).
+    pub(crate) fn staged(
+        producer: Producer,
+        codec: Arc<Codec>,
+        source: Arc<str>,
+        meta: Meta,
+        stage: Arc<Stage>,
+    ) -> Self {
+        let mut ctx = Self::new(producer, codec, source, meta, None);
+        Arc::get_mut(&mut ctx.scope)
+            .expect("a new context is not shared yet")
+            .stage = Some(stage);
+        ctx
     }
 
     /// The handled record's metadata.
@@ -254,7 +278,7 @@ impl<S: Service> Context<S> {
     }
 
     /// Like [`produce`](Self::produce), and waits for the acknowledgement now (in a
-    /// transaction: until the commit publishes it).
+    /// transaction, or staged: not at all; the commit publishes it).
     pub(crate) async fn produce_acked(&self, record: Record<'_>) -> Result<String> {
         let (id, pending) = self.start_produce(record).await?;
         if let Some(pending) = pending {
@@ -264,7 +288,8 @@ impl<S: Service> Context<S> {
     }
 
     /// Hands the record to the producer, or to the transaction's outbox (no pending
-    /// acknowledgement then: it is published after the commit).
+    /// acknowledgement then: it is published after the commit), or to the stage of an
+    /// exactly-once listener (published with the record's offset).
     async fn start_produce(&self, record: Record<'_>) -> Result<(String, Option<Pending>)> {
         let meta = &self.scope.meta;
         let (payload, content_type) = record.payload?;
@@ -289,6 +314,16 @@ impl<S: Service> Context<S> {
                 payload,
                 headers: header_pairs(&headers),
                 ce_id: id.clone(),
+            });
+            return Ok((id, None));
+        }
+        if let Some(stage) = &self.scope.stage {
+            stage.lock().expect("poisoned").push(Output {
+                topic: record.topic.to_string(),
+                partition: record.partition,
+                key: key.map(String::into_bytes),
+                payload,
+                headers,
             });
             return Ok((id, None));
         }

@@ -2,6 +2,7 @@
 //! acknowledgement of each record it sends.
 
 mod producer;
+pub(crate) mod transactional;
 
 #[cfg(feature = "testing")]
 pub(crate) use producer::Recorded;
