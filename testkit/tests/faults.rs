@@ -124,14 +124,7 @@ async fn lost_broker_responses_neither_duplicate_nor_reorder_outputs() {
         proxy.close_all();
     }
     proxy.resume();
-    let n = (keys * per_key) as usize + 1;
-    let b = broker.bootstrap();
-    let (ids, by_key) = tokio::task::spawn_blocking(move || outputs(&b, n))
-        .await
-        .unwrap();
-    running.shutdown().await;
-    assert_eq!(ids.len(), n, "every step's output");
-    assert_exactly_once_in_order(&ids, by_key, keys, per_key);
+    assert_outputs_exactly_once_in_order(&broker, running, keys, per_key).await;
 }
 
 /// The relay on `broker`, warmed up (its listener joined and handled a step of key `k0`),
@@ -190,6 +183,24 @@ fn send_raw_steps(bootstrap: &str, keys: u32, per_key: u32) {
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
+/// Reads the relay's outputs, shuts it down, and checks them (see
+/// [`assert_exactly_once_in_order`]).
+async fn assert_outputs_exactly_once_in_order(
+    broker: &Tansu,
+    running: Running,
+    keys: u32,
+    per_key: u32,
+) {
+    let n = (keys * per_key) as usize + 1;
+    let b = broker.bootstrap();
+    let (ids, by_key) = tokio::task::spawn_blocking(move || outputs(&b, n))
+        .await
+        .unwrap();
+    running.shutdown().await;
+    assert_eq!(ids.len(), n, "every step's output");
+    assert_exactly_once_in_order(&ids, by_key, keys, per_key);
+}
+
 /// Outputs must be exactly the steps `0..per_key` of keys `k1…k{keys}` (plus the warm-up's
 /// `k0`), each once, in order.
 fn assert_exactly_once_in_order(
@@ -225,14 +236,7 @@ async fn a_30_s_broker_blackout_loses_nothing_and_needs_no_restart() {
     // The network is back; connections that lost bytes are reset.
     proxy.resume();
     proxy.close_all();
-    let n = (keys * per_key) as usize + 1;
-    let b = broker.bootstrap();
-    let (ids, by_key) = tokio::task::spawn_blocking(move || outputs(&b, n))
-        .await
-        .unwrap();
-    running.shutdown().await;
-    assert_eq!(ids.len(), n, "every step's output");
-    assert_exactly_once_in_order(&ids, by_key, keys, per_key);
+    assert_outputs_exactly_once_in_order(&broker, running, keys, per_key).await;
 }
 
 /// The broker restarts (its data on SQLite) while the service works: the service reconnects
@@ -250,19 +254,13 @@ async fn a_broker_restart_mid_run_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     relay.gate.store(true, Ordering::SeqCst);
     let broker = restarted.await.unwrap();
-    let n = (keys * per_key) as usize + 1;
-    let b = broker.bootstrap();
-    let (ids, by_key) = tokio::task::spawn_blocking(move || outputs(&b, n))
-        .await
-        .unwrap();
-    running.shutdown().await;
-    assert_eq!(ids.len(), n, "every step's output");
-    assert_exactly_once_in_order(&ids, by_key, keys, per_key);
+    assert_outputs_exactly_once_in_order(&broker, running, keys, per_key).await;
 }
 
-/// A process paused for 25 s (SIGSTOP) with work in flight comes back (SIGCONT) after its
-/// session timed out: it rejoins, gives its records up or finishes them, and every record is
-/// handled; none is lost.
+/// A process paused for 25 s (SIGSTOP) with work in flight comes back (SIGCONT): every
+/// record is handled, none is lost. tansu keeps the silent member in its group meanwhile (its
+/// partitions wait for it); on Kafka they would move to the other process after
+/// `session.timeout.ms`, and the paused one would rejoin and give its records up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_process_coming_back_loses_nothing() {
     use atoll_testkit::probe::Work;
