@@ -9,12 +9,13 @@ use syn::{Data, DeriveInput, Expr, ExprLit, Fields, Lit, Member, Meta, Token};
 
 use crate::errors::Errors;
 
-const USAGE: &str = r#"write `#[event(fact, name = "order_placed", version = 1, service = Orders)]` (or `command`, `reply`)"#;
+const USAGE: &str = r#"write `#[event(fact, name = "order_placed", version = 1, service = Orders)]` (or `command`, `reply`, `result`)"#;
 
 enum Kind {
     Fact,
     Command,
     Reply,
+    Result,
 }
 
 pub(crate) fn expand(item: TokenStream) -> TokenStream {
@@ -46,16 +47,18 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
         };
         for arg in args {
             match &arg {
-                Meta::Path(p) if p.is_ident("fact") || p.is_ident("command") || p.is_ident("reply") => {
+                Meta::Path(p) if p.is_ident("fact") || p.is_ident("command") || p.is_ident("reply") || p.is_ident("result") => {
                     let k = if p.is_ident("fact") {
                         Kind::Fact
                     } else if p.is_ident("command") {
                         Kind::Command
+                    } else if p.is_ident("result") {
+                        Kind::Result
                     } else {
                         Kind::Reply
                     };
                     if kind.is_some() {
-                        errors.at(p, "an event is one of `fact`, `command` or `reply`; keep one");
+                        errors.at(p, "an event is one of `fact`, `command`, `reply` or `result`; keep one");
                     } else {
                         kind = Some((k, p.span()));
                     }
@@ -97,7 +100,7 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
                 other => errors.at(
                     other,
                     format!(
-                        "unknown `{}`; the event attribute takes `fact`, `command` or `reply`, `name`, `version`, `service` and, on a command, `reply = Type`",
+                        "unknown `{}`; the event attribute takes `fact`, `command`, `reply` or `result`, `name`, `version`, `service` and, on a command, `reply = Type`",
                         other.path().to_token_stream().to_string().replace(' ', "")
                     ),
                 ),
@@ -106,7 +109,7 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
     }
     if let Some(at) = seen_attr {
         if kind.is_none() {
-            errors.at(at, "say whether the event is a `fact` (something that happened), a `command` (a request) or a `reply` (a command's result): `#[event(fact, …)]`");
+            errors.at(at, "say whether the event is a `fact` (something that happened), a `command` (a request), a `reply` (a command's answer) or a `result` (a pipeline's output): `#[event(fact, …)]`");
         }
         if name.is_none() {
             errors.at(at, r#"missing `name = "…"`: the event's snake_case name, e.g. `name = "order_placed"`"#);
@@ -123,7 +126,7 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
             format!("#[derive(Event)] needs an `#[event(…)]` attribute; {USAGE}"),
         );
     }
-    if let (Some(t), Some((Kind::Fact | Kind::Reply, _))) = (&reply, &kind) {
+    if let (Some(t), Some((Kind::Fact | Kind::Reply | Kind::Result, _))) = (&reply, &kind) {
         errors.at(
             t,
             "`reply = …` names the reply type of a command; only a `command` has one",
@@ -164,11 +167,22 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
             impl ::atoll::Reply for #ident {}
             impl<S: ::atoll::Service> ::atoll::ListenableBy<S> for #ident {}
         },
+        // Published by its owner alone, like a fact, on the owner's `results` topic, which the
+        // owner must declare.
+        Kind::Result => quote::quote_spanned! {kind_span=>
+            impl ::atoll::FactOf<#service> for #ident {}
+            impl<S: ::atoll::Service> ::atoll::ListenableBy<S> for #ident {}
+            const _: () = ::std::assert!(
+                <#service as ::atoll::Service>::PUBLISHES_RESULTS,
+                "a `result` event's service publishes results: declare `#[event_service(…, results = true)]` on it"
+            );
+        },
     };
     let kind_value = match kind {
         Kind::Fact => quote!(::atoll::EventKind::Fact),
         Kind::Command => quote!(::atoll::EventKind::Command),
         Kind::Reply => quote!(::atoll::EventKind::Reply),
+        Kind::Result => quote!(::atoll::EventKind::Result),
     };
     quote! {
         impl ::atoll::Event for #ident {

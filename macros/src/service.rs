@@ -37,6 +37,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut partitions: Option<i32> = None;
     let mut sagas: Option<Vec<syn::Type>> = None;
     let mut codec: Option<proc_macro2::TokenStream> = None;
+    let mut results: Option<bool> = None;
     match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr) {
         Err(e) => errors.push(syn::Error::new(e.span(), format!("{e}; {USAGE}"))),
         Ok(args) => {
@@ -51,6 +52,21 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                     .map(|i| i.to_string())
                     .unwrap_or_default();
                 let slot = match key.as_str() {
+                    "results" => {
+                        match &nv.value {
+                            Expr::Lit(ExprLit {
+                                lit: Lit::Bool(b), ..
+                            }) if results.is_none() => results = Some(b.value),
+                            Expr::Lit(ExprLit {
+                                lit: Lit::Bool(_), ..
+                            }) => errors.at(&nv.path, "`results` is given twice; keep one"),
+                            other => errors.at(
+                                other,
+                                "`results` takes `true` when the service publishes pipeline results (`#[event(result, …)]`) on its `results` topic",
+                            ),
+                        }
+                        continue;
+                    }
                     "sagas" => {
                         match &nv.value {
                             Expr::Array(a) if sagas.is_none() => {
@@ -108,7 +124,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                         errors.at(
                             &nv.path,
                             format!(
-                                "unknown key `{}`; the keys are `company`, `namespace`, `name`, `partitions`, `codec` and `sagas`",
+                                "unknown key `{}`; the keys are `company`, `namespace`, `name`, `partitions`, `codec`, `sagas` and `results`",
                                 nv.path.to_token_stream().to_string().replace(' ', "")
                             ),
                         );
@@ -171,6 +187,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let partitions = partitions.unwrap_or(6);
     let sagas = sagas.unwrap_or_default();
     let runs_sagas = !sagas.is_empty();
+    let publishes_results = results.unwrap_or(false);
     let listeners = sagas.iter().map(|t| {
         quote::quote_spanned! {syn::spanned::Spanned::span(t)=>
             ::atoll::__private::saga_listener::<Self, #t>()
@@ -194,6 +211,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             const PARTITIONS: i32 = #partitions;
             #codec_const
             const RUNS_SAGAS: bool = #runs_sagas;
+            const PUBLISHES_RESULTS: bool = #publishes_results;
         }
 
         impl ::atoll::__private::SagaListeners for #ident {

@@ -307,7 +307,6 @@ fn run_transactional<C: ConsumerContext>(
                 metrics.commits_failed.inc();
                 tracing::error!(error = %failure, topic, "transaction failed; the partitions are handled again from their committed offsets");
                 drop_through = Some(epoch);
-                requests.rewind.requested.store(true, Ordering::SeqCst);
                 match failure {
                     // Made again for the next batch.
                     TxFailure::Fatal(_) => tx.producer = None,
@@ -318,6 +317,8 @@ fn run_transactional<C: ConsumerContext>(
                     }
                     TxFailure::Aborted(_) => {}
                 }
+                // After `stop`, so that a stopping listener does not rewind first.
+                requests.rewind.requested.store(true, Ordering::SeqCst);
             }
         }
         for done in waiting {

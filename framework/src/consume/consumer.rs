@@ -273,6 +273,14 @@ pub(crate) fn spawn<S: Service>(
     // Outputs of aborted transactions (exactly-once listeners, here or upstream) are never
     // handled; committed ones once their transaction commits.
     set_default(&mut config, "isolation.level", "read_committed");
+    if env.config.delivery == DeliveryMode::ExactlyOnce {
+        // Its rewinds read committed offsets, which are stable only so.
+        config.set("isolation.level", "read_committed");
+    }
+    let reset_to = match config.get("auto.offset.reset") {
+        Some("latest" | "end" | "largest") => Offset::End,
+        _ => Offset::Beginning,
+    };
     // Lag per partition and broker reachability come from the statistics.
     set_default(&mut config, "statistics.interval.ms", "5000");
     config
@@ -336,6 +344,9 @@ pub(crate) fn spawn<S: Service>(
                 slots,
                 runtime,
                 committer,
+                reset_to,
+                rewinds: rewind_backoff().iter(),
+                last_rewind: Instant::now(),
             }
             .run()
         });
@@ -365,10 +376,20 @@ struct PollLoop<S: Service> {
     slots: Arc<Slots>,
     runtime: tokio::runtime::Handle,
     committer: thread::JoinHandle<()>,
+    /// Where a partition without a committed offset starts (`auto.offset.reset`).
+    reset_to: Offset,
+    /// The waits before rewinds after failed transactions (see [`PollLoop::rewind`]).
+    rewinds: crate::backoff::Delays,
+    last_rewind: Instant,
+}
+
+/// The waits before rewinds after failed transactions that follow each other.
+fn rewind_backoff() -> crate::backoff::Backoff {
+    crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
 }
 
 impl<S: Service> PollLoop<S> {
-    fn run(self) {
+    fn run(mut self) {
         let interval = self.env.config.commit_interval();
         let batch = self.env.config.commit_batch;
         let mut last_commit = Instant::now();
@@ -388,8 +409,11 @@ impl<S: Service> PollLoop<S> {
                 None => {}
             }
             any_paused = self.resume_drained();
-            let rewind = self.consumer.context().commits.rewind();
-            if let Some(why) = rewind.stop() {
+            let (stop, rewind) = {
+                let rewind = self.consumer.context().commits.rewind();
+                (rewind.stop(), rewind.requested())
+            };
+            if let Some(why) = stop {
                 // Fenced (another process with this process name owns the work), or no
                 // transactions at all: stop at once, commit nothing, leave the group. A restart
                 // does not mend it until the configuration (or the broker) changes.
@@ -404,7 +428,7 @@ impl<S: Service> PollLoop<S> {
                 ));
                 break;
             }
-            if rewind.requested() {
+            if rewind {
                 self.rewind();
             }
             if self.env.finished.load(Ordering::Relaxed) >= batch
@@ -499,8 +523,12 @@ impl<S: Service> PollLoop<S> {
 
     /// After a failed transaction: drops the work of every partition (its workers stop, their
     /// staged outputs are gone) and seeks each assigned partition back to its committed offset,
-    /// so its records are handled again and their outputs go into a new transaction.
-    fn rewind(&self) {
+    /// so its records are handled again and their outputs go into a new transaction. Done
+    /// only once every partition was sought back; until then it is tried again on every turn
+    /// of the loop (commits taken meanwhile are dropped). Failures that follow each other
+    /// within a minute wait longer and longer (1 s doubling to 30 s) before their rewind, so a
+    /// transaction that can never commit does not spin.
+    fn rewind(&mut self) {
         let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
         for (p, slot) in &taken {
             slot.shared.cancel.cancel();
@@ -508,37 +536,48 @@ impl<S: Service> PollLoop<S> {
                 let _ = self.consumer.resume(&self.partition(*p));
             }
         }
+        if self.last_rewind.elapsed() > Duration::from_secs(60) {
+            self.rewinds = rewind_backoff().iter();
+        }
+        self.last_rewind = Instant::now();
+        let delay = self.rewinds.next_delay();
+        tracing::warn!(
+            listener = self.env.listener.name(),
+            ?delay,
+            "a transaction failed: the partitions are handled again from their committed offsets"
+        );
+        std::thread::sleep(delay);
         let topic = self.env.topic.as_str();
-        match self.consumer.assignment().and_then(|assigned| {
+        let committed = self.consumer.assignment().and_then(|assigned| {
             self.consumer
                 .committed_offsets(assigned, Duration::from_secs(10))
-        }) {
-            Ok(committed) => {
-                for e in committed.elements_for_topic(topic) {
-                    // No commit yet: from where `auto.offset.reset` starts.
-                    let to = match e.offset() {
-                        Offset::Offset(o) => Offset::Offset(o),
-                        _ => Offset::Beginning,
-                    };
-                    if let Err(err) =
-                        self.consumer
-                            .seek(topic, e.partition(), to, Duration::from_secs(10))
-                    {
-                        tracing::error!(partition = e.partition(), error = %err, "cannot seek back to the committed offset");
-                    }
-                }
-                tracing::warn!(
-                    listener = self.env.listener.name(),
-                    topic,
-                    "partitions rewound to their committed offsets after a failed transaction"
-                );
-                self.consumer.context().commits.rewind().done();
-            }
-            // Tried again on the next turn of the loop.
+        });
+        let committed = match committed {
+            Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the committed offsets to rewind to; retrying")
+                tracing::error!(error = %e, "cannot read the committed offsets to rewind to; retrying");
+                return;
+            }
+        };
+        for e in committed.elements_for_topic(topic) {
+            let to = match (e.error(), e.offset()) {
+                (Err(err), _) => {
+                    tracing::error!(partition = e.partition(), error = %err, "cannot read the committed offset to rewind to; retrying");
+                    return;
+                }
+                (Ok(()), Offset::Offset(o)) => Offset::Offset(o),
+                // No commit yet: from where `auto.offset.reset` starts.
+                (Ok(()), _) => self.reset_to,
+            };
+            if let Err(err) = self
+                .consumer
+                .seek(topic, e.partition(), to, Duration::from_secs(10))
+            {
+                tracing::error!(partition = e.partition(), error = %err, "cannot seek back to the committed offset; retrying");
+                return;
             }
         }
+        self.consumer.context().commits.rewind().done();
     }
 
     fn partition(&self, p: i32) -> TopicPartitionList {

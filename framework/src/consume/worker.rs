@@ -165,7 +165,11 @@ async fn settle<S: Service>(
     acked: crate::error::Result<()>,
 ) {
     match acked {
-        Ok(()) => book(env, part, &msg, true, Vec::new()),
+        Ok(()) => {
+            // Exactly-once records have no acknowledgements to wait for: never here.
+            debug_assert!(!env.exactly_once());
+            book(env, part, &msg, true, Vec::new())
+        }
         Err(e) => {
             tracing::warn!(
                 listener = env.listener.name(),

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::service::Service;
 use super::topic::TopicName;
 
-/// What an event is: a fact, a command or a reply.
+/// What an event is: a fact, a command, a reply or a pipeline result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// Something that happened, named in the past tense (`order_placed`); published by its
@@ -21,6 +21,10 @@ pub enum EventKind {
     /// The result of a command (`charge_result`), defined by the command's owner and sent to
     /// the requester's `private.reply` topic.
     Reply,
+    /// A pipeline's output (`daily_sales`): published by its owner alone on the owner's
+    /// `results` topic (the service declares `#[event_service(…, results = true)]`); anyone may
+    /// consume it, like a fact. Emitted with `ctx.emit`.
+    Result,
 }
 
 /// An event type: its name, version, kind and owning service.
@@ -67,19 +71,20 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
         None
     }
 
-    /// The topic the event travels on: the owner's `events` or `commands`. A reply travels on
-    /// whichever reply topic the command named; this is the owner's own.
+    /// The topic the event travels on: the owner's `events`, `commands` or `results`. A reply
+    /// travels on whichever reply topic the command named; this is the owner's own.
     fn topic() -> TopicName {
         let id = <Self::Service as Service>::ID;
         match Self::KIND {
             EventKind::Fact => id.events(),
             EventKind::Command => id.commands(),
             EventKind::Reply => id.reply(),
+            EventKind::Result => id.results(),
         }
     }
 }
 
-/// Implemented by the facts of service `S`: the only facts `S` may emit.
+/// Implemented by the facts and results of service `S`: the only events `S` may emit.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a fact of service `{S}`, so `{S}` cannot emit it",
     label = "not a fact owned by `{S}`",

@@ -16,6 +16,9 @@ pub trait Service: Send + Sync + Sized + 'static {
     /// Whether the service runs sagas (`#[event_service(…, sagas = […])]`), and so owns the
     /// compacted `private.saga` topic.
     const RUNS_SAGAS: bool = false;
+    /// Whether the service publishes pipeline results (`#[event_service(…, results = true)]`),
+    /// and so owns the `results` topic.
+    const PUBLISHES_RESULTS: bool = false;
 }
 
 /// A topic a service declares, with what atoll creates it with.
@@ -34,14 +37,18 @@ fn ser_topic<Ser: serde::Serializer>(t: &TopicName, s: Ser) -> Result<Ser::Ok, S
     s.serialize_str(t.as_str())
 }
 
-/// The topics service `S` owns: `events`, `commands`, `private.dlq`, `private.retry`,
-/// `private.reply`, and `private.saga` (compacted) when it runs sagas. (`private.replayed` is
-/// created by the operator tool when it first replays a dead letter.)
+/// The topics service `S` owns: `events`, `commands`, `results` when it publishes results,
+/// `private.dlq`, `private.retry`, `private.reply`, and `private.saga` (compacted) when it runs
+/// sagas. (`private.replayed` is created by the operator tool when it first replays a dead
+/// letter.)
 pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
     let mut topics = vec![
         TopicSpec::plain(S::ID.events(), S::PARTITIONS),
         TopicSpec::plain(S::ID.commands(), S::PARTITIONS),
     ];
+    if S::PUBLISHES_RESULTS {
+        topics.push(TopicSpec::plain(S::ID.results(), S::PARTITIONS));
+    }
     let mut private = vec![PrivateTopic::Dlq, PrivateTopic::Retry, PrivateTopic::Reply];
     if S::RUNS_SAGAS {
         private.push(PrivateTopic::Saga);

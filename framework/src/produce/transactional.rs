@@ -76,6 +76,31 @@ fn hold_point() {
     }
 }
 
+/// The variable of the failure test hook (see [`fail_point`]).
+pub(crate) const FAIL_TRANSACTION_EVERY: &str = "TEST_ATOLL_FAIL_TRANSACTION_EVERY";
+
+/// A test hook for failed transactions: with `TEST_ATOLL_FAIL_TRANSACTION_EVERY=n` in its
+/// environment, every n-th transaction of the process fails just before its commit (as when
+/// the broker refuses it), and is aborted. Without the variable it does nothing.
+fn fail_point() -> Result<(), KafkaError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static EVERY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let every = EVERY.get_or_init(|| {
+        std::env::var(FAIL_TRANSACTION_EVERY)
+            .ok()?
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+    });
+    match every {
+        Some(n) if (COUNT.fetch_add(1, Ordering::SeqCst) + 1) % n == 0 => {
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fail))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The transactional producer's callbacks: its log goes to `tracing`. Deliveries are not
 /// tracked one by one: a failed one fails the commit of its transaction.
 struct TxEvents {
@@ -156,21 +181,36 @@ impl TxProducer {
             })
             .and_then(|()| {
                 hold_point();
+                fail_point()?;
                 self.commit_retrying()
             });
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let failure = self.failed(e);
-                if let TxFailure::Aborted(why) = &failure {
-                    // A fenced or failed producer cannot abort; the broker does.
-                    if let Err(e) = self.inner.abort_transaction(CALL_TIMEOUT) {
-                        return Err(TxFailure::Fatal(format!(
-                            "{why}; then aborting failed too: {e}"
-                        )));
-                    }
-                }
-                Err(failure)
+        let Err(e) = result else {
+            return Ok(());
+        };
+        match self.failed(e) {
+            TxFailure::Aborted(why) => match self.abort() {
+                Ok(()) => Err(TxFailure::Aborted(why)),
+                // A fenced producer cannot abort; the broker aborts for it.
+                Err(e) => Err(match self.failed(e) {
+                    fenced @ TxFailure::Fenced(_) => fenced,
+                    other => TxFailure::Fatal(format!("{why}; then aborting failed: {other}")),
+                }),
+            },
+            other => Err(other),
+        }
+    }
+
+    /// Aborts the open transaction. librdkafka waits for the delivery reports of what it
+    /// purges, which this producer serves only when polled: so short calls, polling between
+    /// them (an abort that timed out may be called again).
+    fn abort(&self) -> Result<(), KafkaError> {
+        let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            self.inner.poll(Duration::ZERO);
+            match self.inner.abort_transaction(Duration::from_millis(500)) {
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && std::time::Instant::now() < deadline => {}
+                other => return other,
             }
         }
     }
@@ -201,13 +241,15 @@ impl TxProducer {
         Ok(())
     }
 
-    /// Commits the open transaction, calling again while the outcome is unknown (a timeout,
-    /// which librdkafka marks retriable).
+    /// Commits the open transaction, calling again while the outcome is unknown: a flush that
+    /// timed out, or a commit that librdkafka marks retriable (a commit call may be resumed;
+    /// an abort may not follow it).
     fn commit_retrying(&self) -> Result<(), KafkaError> {
         let mut tries = 0;
         loop {
             match self.inner.commit_transaction(CALL_TIMEOUT) {
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => tries += 1,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 10 => tries += 1,
+                Err(KafkaError::Flush(_)) if tries < 10 => tries += 1,
                 other => return other,
             }
         }
@@ -216,6 +258,16 @@ impl TxProducer {
     /// What a failed call means for the transaction and the producer.
     fn failed(&self, e: KafkaError) -> TxFailure {
         let why = format!("{e} (transactional.id `{}`)", self.id);
+        // A send refused because the producer is in a fatal state says only "fatal"; the
+        // client knows which.
+        if let Some((code, reason)) = self.inner.client().fatal_error() {
+            return match code {
+                RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced => {
+                    TxFailure::Fenced(format!("{reason}; {why}"))
+                }
+                _ => TxFailure::Fatal(format!("{reason}; {why}")),
+            };
+        }
         match &e {
             KafkaError::Transaction(t)
                 if matches!(

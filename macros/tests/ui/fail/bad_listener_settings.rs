@@ -15,7 +15,7 @@ impl Orders {
         Ok(())
     }
 
-    #[listener(name = "audit", ordering = "random")]
+    #[listener(name = "audit", ordering = "random", delivery = "twice")]
     async fn audit(&self, _cmd: PlaceOrder) -> HandlerResult {
         Ok(())
     }

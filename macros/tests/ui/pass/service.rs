@@ -62,6 +62,57 @@ fn main() {
     assert_eq!(listeners[1].topic().as_str(), "acme.shop.payments.events");
     Orders.not_a_handler();
     with_settings::check();
+    results::check();
+}
+
+mod results {
+    use super::*;
+
+    #[event_service(company = "acme", namespace = "shop", name = "analytics", results = true)]
+    pub struct Analytics;
+
+    #[derive(Serialize, Deserialize, Event)]
+    #[event(result, name = "daily_sales", version = 1, service = Analytics)]
+    pub struct DailySales {
+        #[event(key)]
+        pub day: String,
+    }
+
+    #[handlers]
+    impl Analytics {
+        #[listener(name = "sales", delivery = "exactly_once", ordering = "key")]
+        async fn placed(&self, ctx: Context<Self>, _fact: OrderPlaced) -> HandlerResult {
+            ctx.emit(DailySales { day: "2026-12-01".into() }).await?;
+            Ok(())
+        }
+    }
+
+    /// Anyone may listen to another service's results, like its facts.
+    #[handlers]
+    impl Payments {
+        #[listener(name = "sales")]
+        async fn sales(&self, _result: DailySales) -> HandlerResult {
+            Ok(())
+        }
+    }
+
+    pub fn check() {
+        assert!(<Analytics as Service>::PUBLISHES_RESULTS);
+        assert!(!<Orders as Service>::PUBLISHES_RESULTS);
+        assert_eq!(DailySales::topic().as_str(), "acme.shop.analytics.results");
+        assert_eq!(DailySales::KIND, atoll::EventKind::Result);
+        let l = &<Analytics as atoll::Handlers>::listeners()[0];
+        assert_eq!(l.settings().delivery, Some(atoll::config::DeliveryMode::ExactlyOnce));
+        let topics: Vec<String> = atoll::contract::owned_topics::<Analytics>()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        assert!(topics.contains(&"acme.shop.analytics.results".to_owned()));
+        assert!(!atoll::contract::owned_topics::<Orders>()
+            .iter()
+            .any(|t| t.name.as_str().ends_with(".results")));
+        assert_eq!(<Payments as atoll::Handlers>::listeners()[0].topic().as_str(), "acme.shop.analytics.results");
+    }
 }
 
 mod with_settings {
