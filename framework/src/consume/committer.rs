@@ -58,6 +58,9 @@ pub(crate) struct Rewind {
     stop: std::sync::Mutex<Option<String>>,
     /// Counts the rewinds carried out; a commit taken before the latest one is dropped.
     epoch: AtomicU64,
+    /// Whether a transaction committed since the last rewind: failures since are not
+    /// consecutive.
+    committed: AtomicBool,
 }
 
 impl Rewind {
@@ -70,6 +73,11 @@ impl Rewind {
     /// turned out to have no transactions.
     pub(crate) fn stop(&self) -> Option<String> {
         self.stop.lock().expect("poisoned").clone()
+    }
+
+    /// Whether a transaction committed since the last call.
+    pub(crate) fn take_committed(&self) -> bool {
+        self.committed.swap(false, Ordering::SeqCst)
     }
 
     /// Called by the poll thread once it dropped the partitions' work and sought them back to
@@ -303,7 +311,11 @@ fn run_transactional<C: ConsumerContext>(
             }
         }
         if let (Some(epoch), false) = (last_epoch, batch.offsets.is_empty()) {
-            if let Err(failure) = commit_transaction(consumer, topic, metrics, &mut tx, batch) {
+            let committed = commit_transaction(consumer, topic, metrics, &mut tx, batch);
+            if committed.is_ok() {
+                requests.rewind.committed.store(true, Ordering::SeqCst);
+            }
+            if let Err(failure) = committed {
                 metrics.commits_failed.inc();
                 tracing::error!(error = %failure, topic, "transaction failed; the partitions are handled again from their committed offsets");
                 drop_through = Some(epoch);

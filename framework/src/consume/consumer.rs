@@ -346,7 +346,7 @@ pub(crate) fn spawn<S: Service>(
                 committer,
                 reset_to,
                 rewinds: rewind_backoff().iter(),
-                last_rewind: Instant::now(),
+                consecutive: 0,
             }
             .run()
         });
@@ -380,10 +380,11 @@ struct PollLoop<S: Service> {
     reset_to: Offset,
     /// The waits before rewinds after failed transactions (see [`PollLoop::rewind`]).
     rewinds: crate::backoff::Delays,
-    last_rewind: Instant,
+    /// Failed transactions with no commit between them, up to this rewind.
+    consecutive: u32,
 }
 
-/// The waits before rewinds after failed transactions that follow each other.
+/// The waits before rewinds after failed transactions with no commit between them.
 fn rewind_backoff() -> crate::backoff::Backoff {
     crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
 }
@@ -525,9 +526,10 @@ impl<S: Service> PollLoop<S> {
     /// staged outputs are gone) and seeks each assigned partition back to its committed offset,
     /// so its records are handled again and their outputs go into a new transaction. Done
     /// only once every partition was sought back; until then it is tried again on every turn
-    /// of the loop (commits taken meanwhile are dropped). Failures that follow each other
-    /// within a minute wait longer and longer (1 s doubling to 30 s) before their rewind, so a
-    /// transaction that can never commit does not spin.
+    /// of the loop (commits taken meanwhile are dropped). A failure right after a commit is
+    /// rewound at once; failures with no commit between them wait longer and longer (1 s
+    /// doubling to 30 s) before their rewind, so a transaction that can never commit does not
+    /// spin.
     fn rewind(&mut self) {
         let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
         for (p, slot) in &taken {
@@ -536,11 +538,17 @@ impl<S: Service> PollLoop<S> {
                 let _ = self.consumer.resume(&self.partition(*p));
             }
         }
-        if self.last_rewind.elapsed() > Duration::from_secs(60) {
+        if self.consumer.context().commits.rewind().take_committed() {
+            // The failures so far were not consecutive: no wait for this one.
             self.rewinds = rewind_backoff().iter();
+            self.consecutive = 0;
         }
-        self.last_rewind = Instant::now();
-        let delay = self.rewinds.next_delay();
+        self.consecutive += 1;
+        let delay = if self.consecutive == 1 {
+            Duration::ZERO
+        } else {
+            self.rewinds.next_delay()
+        };
         tracing::warn!(
             listener = self.env.listener.name(),
             ?delay,

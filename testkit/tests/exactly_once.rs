@@ -1,0 +1,342 @@
+//! Exactly-once listeners on a broker with Kafka transactions (noida-db: tansu 0.6 delivers
+//! nothing written in a transaction). The pipeline service (`PROBE_SERVICE=pipeline`) turns
+//! each item into two outputs naming the item's partition and offset; a `read_committed`
+//! reader must see each output exactly once, however the processes die.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use atoll::contract::owned_topics;
+use atoll::Event;
+use atoll_testkit::probe::{Item, Pipeline, Relayed};
+use atoll_testkit::process::{wait_until, Proc};
+use atoll_testkit::Tansu;
+use rand::{Rng, SeedableRng};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+
+const PROBE: &str = env!("CARGO_BIN_EXE_probe");
+const OUTPUTS: &str = "acme.test.pipeline.events";
+const INPUTS: &str = "acme.test.pipeline.commands";
+
+/// A broker with transactions and the pipeline's topics on it.
+async fn broker() -> Tansu {
+    let broker = Tansu::builder().transactions(true).start();
+    let driver = atoll::App::new(broker.config())
+        .topics(owned_topics::<Pipeline>())
+        .start()
+        .await
+        .expect("the pipeline's topics");
+    driver.shutdown().await;
+    broker
+}
+
+/// The environment of pipeline process `name` (a stable name: its `transactional.id`).
+fn env(broker: &Tansu, name: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = broker.env();
+    env.push(("PROBE_SERVICE".into(), "pipeline".into()));
+    env.push(("ATOLL_SERVICE__PROCESS_NAME".into(), name.into()));
+    // noida-db keeps a member that died in its group (its partitions would wait for it
+    // forever), but gives a static member's partitions to its restarted instance.
+    env.push(("ATOLL_SERVICE__STATIC_MEMBERSHIP".into(), "true".into()));
+    env.push(("ATOLL_LISTENER__COMMIT_INTERVAL_MS".into(), "200".into()));
+    for (k, v) in extra {
+        env.push(((*k).into(), (*v).into()));
+    }
+    env
+}
+
+/// Writes `per_key` items for each of `keys` keys, idempotently, one record per batch (noida-db,
+/// like tansu, serves a fetch only from the start of a batch).
+fn send_items(bootstrap: &str, keys: u32, per_key: u32) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true");
+    for (k, v) in atoll_testkit::TANSU_PROPERTIES {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer = config.create().unwrap();
+    for n in 0..per_key {
+        for k in 0..keys {
+            let key = format!("k{k}");
+            let (headers, _) = atoll::envelope::Outgoing::new(Item::ce_type(), "test").headers();
+            let payload = serde_json::to_vec(&Item {
+                key: key.clone(),
+                n,
+            })
+            .unwrap();
+            let mut record = BaseRecord::to(INPUTS)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The outputs a `read_committed` reader sees (atoll's readers are), until `n` or `timeout`.
+fn outputs(bootstrap: &str, n: usize, timeout: Duration) -> Vec<(Relayed, String)> {
+    atoll_testkit::read_topic(bootstrap, OUTPUTS, n, timeout)
+        .iter()
+        .map(|m: &OwnedMessage| {
+            let relayed: Relayed = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            let id = atoll_testkit::header(m, "ce_id")
+                .unwrap_or_default()
+                .to_owned();
+            (relayed, id)
+        })
+        .collect()
+}
+
+/// Every item's two outputs are there exactly once, and no `ce_id` repeats.
+fn assert_exactly_once(outputs: &[(Relayed, String)], keys: u32, per_key: u32) {
+    let mut by_input: BTreeMap<(i32, i64, u8), usize> = BTreeMap::new();
+    let mut items = HashSet::new();
+    let mut ids = HashSet::new();
+    for (r, id) in outputs {
+        *by_input.entry((r.partition, r.offset, r.part)).or_default() += 1;
+        items.insert((r.key.clone(), r.n));
+        assert!(ids.insert(id.clone()), "ce_id {id} twice");
+    }
+    let twice: Vec<_> = by_input.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "outputs written twice (partition, offset, part): {twice:?}"
+    );
+    let inputs: HashSet<(i32, i64)> = by_input.keys().map(|(p, o, _)| (*p, *o)).collect();
+    for (p, o) in &inputs {
+        for part in 0..2 {
+            assert!(
+                by_input.contains_key(&(*p, *o, part)),
+                "the item at {p}/{o} has output {} but not {part}: a transaction was split",
+                1 - part
+            );
+        }
+    }
+    assert_eq!(
+        items.len(),
+        (keys * per_key) as usize,
+        "every item has its outputs"
+    );
+    assert_eq!(outputs.len(), 2 * (keys * per_key) as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_written_once_though_processes_are_killed_ten_times() {
+    const KEYS: u32 = 50;
+    const PER_KEY: u32 = 100;
+    let broker = broker().await;
+    let names = ["p0", "p1"];
+    let mut procs: Vec<Proc> = names
+        .iter()
+        .map(|n| Proc::start(PROBE, &[], &env(&broker, n, &[("PROBE_DELAY_MS", "1")])))
+        .collect();
+    let b = broker.bootstrap();
+    let sender = std::thread::spawn(move || send_items(&b, KEYS, PER_KEY));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut kills = 0;
+    let total = 2 * (KEYS * PER_KEY) as usize;
+    let b = broker.bootstrap();
+    let started = Instant::now();
+    while kills < 10 && started.elapsed() < Duration::from_secs(240) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..3_000))).await;
+        let i = rng.random_range(0..procs.len());
+        procs[i].kill();
+        kills += 1;
+        procs[i] = Proc::start(
+            PROBE,
+            &[],
+            &env(&broker, names[i], &[("PROBE_DELAY_MS", "1")]),
+        );
+    }
+    assert_eq!(kills, 10);
+    sender.join().unwrap();
+    let read = {
+        let b = b.clone();
+        tokio::task::spawn_blocking(move || outputs(&b, total, Duration::from_secs(240)))
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        read.len(),
+        total,
+        "all outputs within 4 minutes\n{}",
+        procs[0].log()
+    );
+    // Anything written twice would follow: wait a little, then read everything again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = tokio::task::spawn_blocking(move || outputs(&b, total + 1, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    for p in &mut procs {
+        p.terminate();
+    }
+    let handled: usize = procs.iter().map(|p| p.handled().len()).sum();
+    eprintln!(
+        "{} outputs of {} items; the last processes handled {handled} records",
+        read.len(),
+        KEYS * PER_KEY
+    );
+    assert_exactly_once(&read, KEYS, PER_KEY);
+}
+
+/// A zombie: process A's transaction is held open (as in a long pause) after it handled an
+/// item; meanwhile a new instance B with A's name (so A's `transactional.id`) starts, which
+/// fences A's producer. A's commit fails, its output never becomes visible; B handles the item
+/// and the topic holds B's output only. (A broker with KIP-447 also fences a zombie by its
+/// consumer group generation; noida-db does not, so the name is shared here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombies_late_commit_is_fenced() {
+    let broker = broker().await;
+    let mut a = Proc::start(
+        PROBE,
+        &[],
+        &env(
+            &broker,
+            "zombie",
+            &[("TEST_ATOLL_HOLD_TRANSACTION_MS", "20000")],
+        ),
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || a.assigned("relay").len() == 4),
+        "{}",
+        a.log()
+    );
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || send_items(&b, 1, 1))
+        .await
+        .unwrap();
+    // A handles the item and holds its transaction open.
+    assert!(
+        wait_until(Duration::from_secs(30), || !a.handled().is_empty()),
+        "{}",
+        a.log()
+    );
+    let mut b_proc = Proc::start(PROBE, &[], &env(&broker, "zombie", &[]));
+    let b = broker.bootstrap();
+    let read = tokio::task::spawn_blocking(move || {
+        outputs(&b, 2, Duration::from_secs(60));
+        // A's late write would follow.
+        std::thread::sleep(Duration::from_secs(3));
+        outputs(&b, 3, Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    let a_log = a.log();
+    a.terminate();
+    b_proc.terminate();
+    assert_eq!(
+        read.len(),
+        2,
+        "the item's two outputs, once: {read:?}\n--- A ---\n{a_log}\n--- B ---\n{}",
+        b_proc.log()
+    );
+    assert!(
+        b_proc.handled().len() == 1,
+        "B handled the item: {:?}\n{}",
+        b_proc.handled(),
+        b_proc.log()
+    );
+    assert!(
+        a_log.contains("fenced by a newer instance") && a_log.contains("the listener stops"),
+        "A's commit was refused and A stopped:\n{a_log}"
+    );
+}
+
+/// On a broker without transactions (tansu 0.6 never ends one), an exactly-once listener does
+/// not loop on failing transactions: it stops, commits nothing, and says why (liveness fails
+/// with the same reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_broker_without_transactions_the_listener_stops_and_says_why() {
+    let broker = Tansu::start();
+    let driver = atoll::App::new(broker.config())
+        .topics(owned_topics::<Pipeline>())
+        .start()
+        .await
+        .expect("the pipeline's topics");
+    driver.shutdown().await;
+    let mut env = broker.env();
+    env.push(("PROBE_SERVICE".into(), "pipeline".into()));
+    let mut p = Proc::start(PROBE, &[], &env);
+    assert!(
+        wait_until(Duration::from_secs(60), || p.assigned("relay").len() == 4),
+        "{}",
+        p.log()
+    );
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || send_items(&b, 1, 1))
+        .await
+        .unwrap();
+    let stopped = wait_until(Duration::from_secs(90), || {
+        p.log().contains("the listener stops")
+    });
+    let log = p.log();
+    p.terminate();
+    assert!(stopped, "{log}");
+    assert!(log.contains("does not support Kafka transactions"), "{log}");
+}
+
+/// Transactions that fail inside a live process (every third is refused just before its
+/// commit, by a test hook) are aborted, and the partitions handled again from their committed
+/// offsets: a `read_committed` reader still sees each output once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "in progress (issue 16): on noida-db the transaction after an aborted one can fail with `skipped sequence numbers`, and progress after a rewind is uneven; the run is not yet stable"]
+async fn outputs_are_written_once_though_transactions_fail() {
+    const KEYS: u32 = 20;
+    const PER_KEY: u32 = 25;
+    let broker = broker().await;
+    let mut p = Proc::start(
+        PROBE,
+        &[],
+        &env(
+            &broker,
+            "p0",
+            &[
+                ("TEST_ATOLL_FAIL_TRANSACTION_EVERY", "3"),
+                // Many small transactions.
+                ("ATOLL_LISTENER__COMMIT_BATCH", "25"),
+            ],
+        ),
+    );
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || send_items(&b, KEYS, PER_KEY))
+        .await
+        .unwrap();
+    let total = 2 * (KEYS * PER_KEY) as usize;
+    let b = broker.bootstrap();
+    let read = tokio::task::spawn_blocking(move || {
+        let first = outputs(&b, total, Duration::from_secs(180));
+        // Anything written twice would follow.
+        std::thread::sleep(Duration::from_secs(2));
+        (first.len(), outputs(&b, total + 1, Duration::from_secs(10)))
+    })
+    .await
+    .unwrap();
+    let log = p.log();
+    p.terminate();
+    assert_eq!(read.0, total, "all outputs\n{log}");
+    let rewinds = log.matches("a transaction failed").count();
+    assert!(
+        rewinds >= 3,
+        "transactions failed and were rewound: {rewinds}\n{log}"
+    );
+    eprintln!(
+        "{} outputs of {} items; {rewinds} failed transactions rewound; {} records handled",
+        read.1.len(),
+        KEYS * PER_KEY,
+        p.handled().len()
+    );
+    assert_exactly_once(&read.1, KEYS, PER_KEY);
+}
