@@ -520,6 +520,19 @@ impl Drop for Tansu {
     }
 }
 
+/// A producer for writing test input directly: idempotent, with [`TANSU_PROPERTIES`] (one
+/// record per batch, which both test brokers need to serve a fetch from any offset).
+pub fn raw_producer(bootstrap: &str) -> rdkafka::producer::BaseProducer {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true");
+    for (k, v) in TANSU_PROPERTIES {
+        config.set(*k, *v);
+    }
+    config.create().expect("a producer")
+}
+
 /// Reads `topic` from the beginning of every partition until `n` records were read or
 /// `timeout` passed, as a `read_committed` consumer.
 pub fn read_topic(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {

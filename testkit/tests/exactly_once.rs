@@ -49,15 +49,8 @@ fn env(broker: &Tansu, name: &str, extra: &[(&str, &str)]) -> Vec<(String, Strin
 /// Writes `per_key` items for each of `keys` keys, idempotently, one record per batch (noida-db,
 /// like tansu, serves a fetch only from the start of a batch).
 fn send_items(bootstrap: &str, keys: u32, per_key: u32) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let mut config = rdkafka::ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true");
-    for (k, v) in atoll_testkit::TANSU_PROPERTIES {
-        config.set(*k, *v);
-    }
-    let producer: BaseProducer = config.create().unwrap();
+    use rdkafka::producer::{BaseRecord, Producer};
+    let producer = atoll_testkit::raw_producer(bootstrap);
     for n in 0..per_key {
         for k in 0..keys {
             let key = format!("k{k}");
@@ -84,6 +77,19 @@ fn send_items(bootstrap: &str, keys: u32, per_key: u32) {
         }
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Waits until pipeline process `p` has all four partitions, then sends it one item.
+async fn one_item_once_joined(broker: &Tansu, p: &Proc) {
+    assert!(
+        wait_until(Duration::from_secs(60), || p.assigned("relay").len() == 4),
+        "{}",
+        p.log()
+    );
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || send_items(&b, 1, 1))
+        .await
+        .unwrap();
 }
 
 /// The outputs a `read_committed` reader sees (atoll's readers are), until `n` or `timeout`.
@@ -209,15 +215,7 @@ async fn a_zombies_late_commit_is_fenced() {
             &[("TEST_ATOLL_HOLD_TRANSACTION_MS", "20000")],
         ),
     );
-    assert!(
-        wait_until(Duration::from_secs(60), || a.assigned("relay").len() == 4),
-        "{}",
-        a.log()
-    );
-    let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_items(&b, 1, 1))
-        .await
-        .unwrap();
+    one_item_once_joined(&broker, &a).await;
     // A handles the item and holds its transaction open.
     assert!(
         wait_until(Duration::from_secs(30), || !a.handled().is_empty()),
@@ -270,15 +268,7 @@ async fn on_a_broker_without_transactions_the_listener_stops_and_says_why() {
     let mut env = broker.env();
     env.push(("PROBE_SERVICE".into(), "pipeline".into()));
     let mut p = Proc::start(PROBE, &[], &env);
-    assert!(
-        wait_until(Duration::from_secs(60), || p.assigned("relay").len() == 4),
-        "{}",
-        p.log()
-    );
-    let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_items(&b, 1, 1))
-        .await
-        .unwrap();
+    one_item_once_joined(&broker, &p).await;
     let stopped = wait_until(Duration::from_secs(90), || {
         p.log().contains("the listener stops")
     });

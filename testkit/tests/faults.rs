@@ -150,15 +150,8 @@ async fn held_steps(broker: &Tansu, keys: u32, per_key: u32) -> (Relay, Running)
 
 /// Writes the steps for keys `k1`…, idempotently, one record per batch (for tansu).
 fn send_raw_steps(bootstrap: &str, keys: u32, per_key: u32) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let mut config = rdkafka::ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true");
-    for (k, v) in atoll_testkit::TANSU_PROPERTIES {
-        config.set(*k, *v);
-    }
-    let producer: BaseProducer = config.create().unwrap();
+    use rdkafka::producer::{BaseRecord, Producer};
+    let producer = atoll_testkit::raw_producer(bootstrap);
     for n in 0..per_key {
         for k in 0..keys {
             let key = format!("k{}", k + 1);

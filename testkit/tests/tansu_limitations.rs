@@ -37,12 +37,10 @@ fn first_offset_from(bootstrap: &str, start: i64) -> (Option<i64>, usize) {
     (first, n)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tansu_cannot_fetch_from_inside_a_record_batch() {
-    let broker = Tansu::start();
-    let b = broker.bootstrap();
+/// Creates topic `t` with one partition.
+async fn create_topic_t(bootstrap: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b)
+        .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
     let topic = NewTopic::new("t", 1, TopicReplication::Fixed(1));
@@ -50,6 +48,13 @@ async fn tansu_cannot_fetch_from_inside_a_record_batch() {
         .create_topics(&[topic], &Default::default())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_cannot_fetch_from_inside_a_record_batch() {
+    let broker = Tansu::start();
+    let b = broker.bootstrap();
+    create_topic_t(&b).await;
     // One batch of 100 records.
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &b)
@@ -113,15 +118,7 @@ async fn tansu_keeps_a_silent_member_in_its_group() {
 /// (`message.timeout.ms`) unless `props` say otherwise.
 async fn idempotent_producer(broker: &Tansu, props: &[(&str, &str)]) -> FutureProducer {
     let b = broker.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new("t", 1, TopicReplication::Fixed(1));
-    admin
-        .create_topics(&[topic], &Default::default())
-        .await
-        .unwrap();
+    create_topic_t(&b).await;
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &b)

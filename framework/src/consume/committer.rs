@@ -56,6 +56,8 @@ pub(crate) struct Rewind {
     /// Why the listener must stop: its transactional producer was fenced by a newer instance
     /// ([`TxFailure::Fenced`]), or the broker has no transactions.
     stop: std::sync::Mutex<Option<String>>,
+    /// Whether `stop` is set.
+    stopping: AtomicBool,
     /// Counts the rewinds carried out; a commit taken before the latest one is dropped.
     epoch: AtomicU64,
     /// Whether a transaction committed since the last rewind: failures since are not
@@ -70,8 +72,12 @@ impl Rewind {
     }
 
     /// Why the listener must stop, once its transactional producer was fenced or the broker
-    /// turned out to have no transactions.
+    /// turned out to have no transactions. Checked on every turn of the poll loop: an atomic
+    /// load unless it is so.
     pub(crate) fn stop(&self) -> Option<String> {
+        if !self.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
         self.stop.lock().expect("poisoned").clone()
     }
 
@@ -326,6 +332,7 @@ fn run_transactional<C: ConsumerContext>(
                     failure @ (TxFailure::Fenced(_) | TxFailure::Unsupported(_)) => {
                         drop_through = Some(u64::MAX);
                         *requests.rewind.stop.lock().expect("poisoned") = Some(failure.to_string());
+                        requests.rewind.stopping.store(true, Ordering::SeqCst);
                     }
                     TxFailure::Aborted(_) => {}
                 }
