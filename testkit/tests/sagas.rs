@@ -432,7 +432,12 @@ async fn replies_without_ce_id_advance_the_saga_once_each() {
         .expect("app");
     plan(&running, "noid").await;
     let room = keyed(&broker, Hotel::ID.commands().as_ref(), "noid", 1);
-    assert_eq!(room.len(), 1, "the room is asked for");
+    assert_eq!(
+        room.len(),
+        1,
+        "the room is asked for (once):\n{}",
+        String::from_utf8_lossy(&log().lock().unwrap())
+    );
     reply_without_id(&broker, &room[0], RoomBooked::ce_type(), r#"{"ok":true}"#);
     let seat = keyed(&broker, Flight::ID.commands().as_ref(), "noid", 1);
     assert_eq!(seat.len(), 1, "the seat is asked for");
