@@ -21,7 +21,11 @@ const INPUTS: &str = "acme.test.pipeline.commands";
 
 /// A broker with transactions and the pipeline's topics on it.
 async fn broker() -> Tansu {
-    let broker = Tansu::builder().transactions(true).start();
+    with_pipeline_topics(Tansu::builder().transactions(true).start()).await
+}
+
+/// `broker`, once the pipeline's topics are on it.
+async fn with_pipeline_topics(broker: Tansu) -> Tansu {
     let driver = atoll::App::new(broker.config())
         .topics(owned_topics::<Pipeline>())
         .start()
@@ -258,13 +262,7 @@ async fn a_zombies_late_commit_is_fenced() {
 /// with the same reason).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_broker_without_transactions_the_listener_stops_and_says_why() {
-    let broker = Tansu::start();
-    let driver = atoll::App::new(broker.config())
-        .topics(owned_topics::<Pipeline>())
-        .start()
-        .await
-        .expect("the pipeline's topics");
-    driver.shutdown().await;
+    let broker = with_pipeline_topics(Tansu::start()).await;
     let mut env = broker.env();
     env.push(("PROBE_SERVICE".into(), "pipeline".into()));
     let mut p = Proc::start(PROBE, &[], &env);
