@@ -292,9 +292,9 @@ async fn a_reply_after_its_step_timed_out_is_ignored_and_logged() {
     assert_eq!(failed.reason, "step `book-room` timed out after 2s");
     let cancels = keyed(&broker, Hotel::ID.commands().as_ref(), "late", 2);
     assert_eq!(
-        cancels
+        once_each(&cancels)
             .iter()
-            .map(|m| header_str(m, "ce_type").unwrap())
+            .map(|m| header_str(*m, "ce_type").unwrap())
             .collect::<Vec<_>>(),
         [BookRoom::ce_type(), CancelRoom::ce_type()]
     );
@@ -325,7 +325,7 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
     delays().lock().unwrap().insert("flight-dup".into(), 3_000);
     plan(&running, "dup").await;
     let seat = keyed(&broker, Flight::ID.commands().as_ref(), "dup", 1);
-    assert_eq!(seat.len(), 1, "the saga reached its second step");
+    assert_eq!(requests(&seat).len(), 1, "the saga reached its second step");
     // Duplicate the room's reply: same payload, key, partition and causation, a new ce_id
     // (as when the hotel handled its command twice).
     let replies = read_topic(
@@ -374,7 +374,7 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
     // Started (1), room booked (2), seat booked and completed (3): nothing more.
     assert_eq!(versions(&broker, "trip/dup", 3), [1, 2, 3]);
     assert_eq!(
-        keyed(&broker, Flight::ID.commands().as_ref(), "dup", 1).len(),
+        requests(&keyed(&broker, Flight::ID.commands().as_ref(), "dup", 1)).len(),
         1
     );
     assert_eq!(
@@ -382,6 +382,16 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
         1
     );
     running.shutdown().await;
+}
+
+/// `commands` without repeats: the first record of each `ce_id`, in order (a step is sent again
+/// under its request id when its input is handled again, as at-least-once delivery allows).
+fn once_each(commands: &[OwnedMessage]) -> Vec<&OwnedMessage> {
+    let mut seen = BTreeSet::new();
+    commands
+        .iter()
+        .filter(|m| seen.insert(header_str(*m, ID).expect("a command's ce_id")))
+        .collect()
 }
 
 /// The distinct `ce_id`s of `commands`: the requests they carry, however often each was sent.
