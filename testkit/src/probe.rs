@@ -160,3 +160,145 @@ impl Pipeline {
         Ok(())
     }
 }
+
+/// The journey service: `acme.test.journey`, 2 partitions, running saga [`Trek`]: reserve, then
+/// load, both answered by [`Depot`]; a completed trek emits [`TrekDone`]. Run by the `probe`
+/// binary with `PROBE_SERVICE=journey`; its saga's listener is `trek-saga` (made exactly-once
+/// with `ATOLL_LISTENERS__TREK-SAGA__DELIVERY=exactly_once`). The depot runs elsewhere.
+#[event_service(
+    company = "acme",
+    namespace = "test",
+    name = "journey",
+    partitions = 2,
+    sagas = [Trek]
+)]
+#[derive(Debug, Default)]
+pub struct Journey;
+
+/// Starts trek `id`.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "plan_trek", version = 1, service = Journey)]
+pub struct PlanTrek {
+    /// The trek's id; also the key.
+    #[event(key)]
+    pub id: String,
+}
+
+/// Trek `id` ended with both steps done.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(fact, name = "trek_done", version = 1, service = Journey)]
+pub struct TrekDone {
+    /// The trek's id.
+    #[event(key)]
+    pub id: String,
+    /// Whether both steps succeeded (`false`: the trek failed and was compensated).
+    pub ok: bool,
+}
+
+/// The journey's saga: two steps at the depot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trek {
+    /// The trek's id.
+    pub id: String,
+}
+
+impl atoll::Saga for Trek {
+    const NAME: &'static str = "trek";
+
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn steps() -> Vec<atoll::Step<Self>> {
+        vec![
+            atoll::Step::new(
+                "reserve",
+                |t: &Trek| Reserve { id: t.id.clone() },
+                |_: &mut Trek, _: Reserved| Ok(()),
+            )
+            .timeout(Duration::from_secs(120)),
+            atoll::Step::new(
+                "load",
+                |t: &Trek| Load { id: t.id.clone() },
+                |_: &mut Trek, _: Loaded| Ok(()),
+            )
+            .timeout(Duration::from_secs(120)),
+        ]
+    }
+
+    async fn completed(self, ctx: Context<Journey>) -> HandlerResult {
+        ctx.emit(TrekDone {
+            id: self.id,
+            ok: true,
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn failed(self, ctx: Context<Journey>, _reason: String) -> HandlerResult {
+        ctx.emit(TrekDone {
+            id: self.id,
+            ok: false,
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[handlers]
+impl Journey {
+    /// Starts the trek.
+    #[listener(name = "plan")]
+    async fn plan(&self, ctx: Context<Self>, cmd: PlanTrek) -> HandlerResult {
+        ctx.start_saga(Trek { id: cmd.id }).await?;
+        Ok(())
+    }
+}
+
+/// The depot service, `acme.test.depot`: answers the journey's steps.
+#[event_service(company = "acme", namespace = "test", name = "depot")]
+#[derive(Debug, Default)]
+pub struct Depot;
+
+/// The trek's first step.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "reserve", version = 1, service = Depot, reply = Reserved)]
+pub struct Reserve {
+    /// The trek's id; also the key.
+    #[event(key)]
+    pub id: String,
+}
+
+/// The answer to [`Reserve`].
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(reply, name = "reserved", version = 1, service = Depot)]
+pub struct Reserved {}
+
+/// The trek's second step.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "load", version = 1, service = Depot, reply = Loaded)]
+pub struct Load {
+    /// The trek's id; also the key.
+    #[event(key)]
+    pub id: String,
+}
+
+/// The answer to [`Load`].
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(reply, name = "loaded", version = 1, service = Depot)]
+pub struct Loaded {}
+
+#[handlers]
+impl Depot {
+    /// Answers the first step.
+    #[listener(name = "reserve")]
+    async fn reserve(&self, _cmd: Reserve) -> HandlerResult<Reserved> {
+        Ok(Reserved {})
+    }
+
+    /// Answers the second step.
+    #[listener(name = "load")]
+    async fn load(&self, _cmd: Load) -> HandlerResult<Loaded> {
+        Ok(Loaded {})
+    }
+}

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use atoll::contract::owned_topics;
-use atoll::Event;
-use atoll_testkit::probe::{Item, Pipeline, Relayed};
+use atoll::{Event, Service};
+use atoll_testkit::probe::{Depot, Item, Journey, Load, Pipeline, PlanTrek, Relayed, Reserve};
 use atoll_testkit::process::{wait_until, Proc};
-use atoll_testkit::Tansu;
+use atoll_testkit::{header, read_topic, Tansu};
 use rand::{Rng, SeedableRng};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -254,6 +254,233 @@ async fn a_zombies_late_commit_is_fenced() {
     assert!(
         a_log.contains("fenced by a newer instance") && a_log.contains("the listener stops"),
         "A's commit was refused and A stopped:\n{a_log}"
+    );
+}
+
+/// A zombie saga owner (the interleaving a review found: a revoked owner's delayed state write
+/// landing after its successor's, where compaction would keep it), with the saga's listener
+/// exactly-once. Journey process A handles a trek's start and holds the transaction with the
+/// state and the first command open; B, started with A's name (so A's `transactional.id`:
+/// noida-db does not fence by group generation), fences A and runs the trek to its end, its
+/// restore reading past A's open transaction once it is aborted. A's late commit is refused:
+/// the state topic holds B's states alone, the last one the trek's end, and each command and
+/// the outcome were written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_saga_owners_late_state_write_is_fenced() {
+    let (broker, depot) = journey_broker().await;
+    let mut a = Proc::start(
+        PROBE,
+        &[],
+        &journey(
+            &broker,
+            "zombie-saga",
+            &[("TEST_ATOLL_HOLD_TRANSACTION_MS", "20000")],
+        ),
+    );
+    journey_joined(&a);
+    depot
+        .client("test")
+        .send(&PlanTrek { id: "t1".into() })
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || a
+            .log()
+            .contains("the transaction is held open")),
+        "A handled the start and holds its transaction:\n{}",
+        a.log()
+    );
+    let mut b = Proc::start(PROBE, &[], &journey(&broker, "zombie-saga", &[]));
+    let bootstrap = broker.bootstrap();
+    let (events, saga, commands) = (
+        Journey::ID.events().to_string(),
+        Journey::ID.saga().to_string(),
+        Depot::ID.commands().to_string(),
+    );
+    let (done, states, reserves, loads) = tokio::task::spawn_blocking(move || {
+        let done = read_topic(&bootstrap, &events, 1, Duration::from_secs(90));
+        // A's commit comes after its 20 s hold: read once it was refused.
+        std::thread::sleep(Duration::from_secs(20));
+        let read = |topic: &str| read_topic(&bootstrap, topic, usize::MAX, Duration::from_secs(3));
+        let commands = read(&commands);
+        let count = |ce_type: &str| {
+            commands
+                .iter()
+                .filter(|m| header(*m, "ce_type") == Some(ce_type))
+                .count()
+        };
+        (
+            done,
+            read(&saga),
+            count(Reserve::ce_type()),
+            count(Load::ce_type()),
+        )
+    })
+    .await
+    .unwrap();
+    let (a_log, b_log) = (a.log(), b.log());
+    a.terminate();
+    b.terminate();
+    depot.shutdown().await;
+    let logs = format!("--- A ---\n{a_log}\n--- B ---\n{b_log}");
+    assert_eq!(done.len(), 1, "the trek ended once\n{logs}");
+    assert_eq!(
+        trek_versions(&states, "t1"),
+        [1, 2, 3],
+        "B's states alone, its last the end\n{logs}"
+    );
+    assert_eq!((reserves, loads), (1, 1), "each step asked once\n{logs}");
+    assert!(
+        a_log.contains("fenced by a newer instance") && a_log.contains("the listener stops"),
+        "A's commit was refused and its saga listener stopped:\n{a_log}"
+    );
+}
+
+/// A broker with transactions, the journey's topics on it, and the depot answering its steps
+/// (in this process, at least once).
+async fn journey_broker() -> (Tansu, atoll::Running) {
+    let broker = Tansu::builder().transactions(true).start();
+    let depot = atoll::App::new(broker.config())
+        .topics(owned_topics::<Journey>())
+        .service(Depot)
+        .start()
+        .await
+        .expect("the depot, and the journey's topics");
+    (broker, depot)
+}
+
+/// The environment of journey process `name`, its saga's listener exactly-once.
+fn journey(broker: &Tansu, name: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = env(broker, name, extra);
+    env.retain(|(k, _)| k != "PROBE_SERVICE");
+    env.push(("PROBE_SERVICE".into(), "journey".into()));
+    env.push((
+        "ATOLL_LISTENERS__TREK-SAGA__DELIVERY".into(),
+        "exactly_once".into(),
+    ));
+    env
+}
+
+/// Waits until journey process `p` has both partitions of both its listeners.
+fn journey_joined(p: &Proc) {
+    assert!(
+        wait_until(Duration::from_secs(60), || p.assigned("trek-saga").len()
+            == 2
+            && p.assigned("plan").len() == 2),
+        "{}",
+        p.log()
+    );
+}
+
+/// The versions of trek `id`'s states in `states`, in order.
+fn trek_versions(states: &[OwnedMessage], id: &str) -> Vec<u64> {
+    let key = format!("trek/{id}");
+    states
+        .iter()
+        .filter(|m| m.key() == Some(key.as_bytes()))
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(m.payload().unwrap()).unwrap()["version"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Every other transaction of the saga's listener fails (a test hook) and is aborted: the
+/// listener rewinds to its committed offsets and its sagas are restored from what was
+/// committed, so the aborted work is redone from a consistent state. Each trek ends once, its
+/// committed states are exactly versions 1, 2, 3, and each of its commands was written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_rewound_after_failed_transactions_end_once() {
+    const TREKS: usize = 6;
+    let (broker, depot) = journey_broker().await;
+    let mut p = Proc::start(
+        PROBE,
+        &[],
+        &journey(
+            &broker,
+            "rewound",
+            &[("TEST_ATOLL_FAIL_TRANSACTION_EVERY", "2")],
+        ),
+    );
+    journey_joined(&p);
+    for i in 0..TREKS {
+        depot
+            .client("test")
+            .send(&PlanTrek {
+                id: format!("r{i}"),
+            })
+            .await
+            .unwrap();
+    }
+    let bootstrap = broker.bootstrap();
+    let (events, saga, commands) = (
+        Journey::ID.events().to_string(),
+        Journey::ID.saga().to_string(),
+        Depot::ID.commands().to_string(),
+    );
+    let (done, states, commands) = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, &events, TREKS, Duration::from_secs(180));
+        // Anything written twice would follow.
+        std::thread::sleep(Duration::from_secs(3));
+        let read = |topic: &str| read_topic(&bootstrap, topic, usize::MAX, Duration::from_secs(3));
+        (read(&events).len(), read(&saga), read(&commands))
+    })
+    .await
+    .unwrap();
+    let log = p.log();
+    p.terminate();
+    depot.shutdown().await;
+    assert_eq!(done, TREKS, "each trek ended once\n{log}");
+    assert!(
+        log.contains("a transaction failed"),
+        "the hook failed transactions\n{log}"
+    );
+    for i in 0..TREKS {
+        let id = format!("r{i}");
+        assert_eq!(trek_versions(&states, &id), [1, 2, 3], "trek {id}\n{log}");
+        let sent: Vec<&str> = commands
+            .iter()
+            .filter(|m| m.key() == Some(id.as_bytes()))
+            .filter_map(|m| header(m, "ce_type"))
+            .collect();
+        assert_eq!(
+            sent,
+            [Reserve::ce_type(), Load::ce_type()],
+            "trek {id}\n{log}"
+        );
+    }
+}
+
+/// An exactly-once listener cannot retry through the retry topic (a record there and handled
+/// again after an abort would give its outputs twice): the start fails, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_listener_cannot_use_the_retry_topic() {
+    use atoll::config::{ListenerSettings, RetryMode};
+    let broker = Tansu::start();
+    let mut config = broker.config();
+    config.listeners.insert(
+        "relay".into(),
+        ListenerSettings {
+            retry: Some(RetryMode::NonBlocking),
+            ..Default::default()
+        },
+    );
+    let refused = match atoll::App::new(config)
+        .service(Pipeline::default())
+        .start()
+        .await
+    {
+        Ok(running) => {
+            running.shutdown().await;
+            panic!("started");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        refused.contains("listener `relay` cannot be `exactly_once`")
+            && refused.contains("non_blocking"),
+        "{refused}"
     );
 }
 

@@ -132,8 +132,6 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     Some("its retry mode is `non_blocking`: a record sent to the retry topic and then handled again after an aborted transaction would be there twice, and so would its outputs; use `strict`")
                 } else if l.is_transactional() {
                     Some("its handler takes `Tx`: the store's transaction and outbox already make its effects happen once; drop one of the two")
-                } else if l.hooks().is_some() {
-                    Some("it runs a saga, whose state is not yet written in Kafka transactions")
                 } else {
                     None
                 };

@@ -186,7 +186,16 @@ fn release<S: Service>(
             let _ = consumer.resume(&partition_list(env.topic.as_str(), *p));
         }
     }
-    let deadline = Instant::now() + env.config.drain_timeout();
+    drain(&taken, env.config.drain_timeout());
+    // The current watermark, even if an earlier commit already sent it: that one may have
+    // failed.
+    let batch = batch(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
+    consumer.context().commits.commit_and_wait(batch);
+}
+
+/// Waits up to `timeout` for the records in flight in `taken`'s (cancelled) slots to finish.
+fn drain(taken: &[(i32, Slot)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
     while taken
         .iter()
         .any(|(_, s)| s.shared.in_flight.load(Ordering::SeqCst) > 0)
@@ -197,10 +206,6 @@ fn release<S: Service>(
         }
         thread::sleep(Duration::from_millis(5));
     }
-    // The current watermark, even if an earlier commit already sent it: that one may have
-    // failed.
-    let batch = batch(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
-    consumer.context().commits.commit_and_wait(batch);
 }
 
 /// `(partition, offset)` for each slot whose watermark `pick` gives an offset, with the staged
@@ -538,6 +543,9 @@ impl<S: Service> PollLoop<S> {
                 let _ = self.consumer.resume(&self.partition(*p));
             }
         }
+        // Their handlers end at their next await (or finish): none may still be running when
+        // the hooks start again below, or it would write into their fresh state.
+        drain(&taken, self.env.config.drain_timeout());
         if self.consumer.context().commits.rewind().take_committed() {
             // The failures so far were not consecutive: no wait for this one.
             self.rewinds = rewind_backoff().iter();
@@ -584,6 +592,17 @@ impl<S: Service> PollLoop<S> {
                 tracing::error!(partition = e.partition(), error = %err, "cannot seek back to the committed offset; retrying");
                 return;
             }
+        }
+        if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+            // What they keep in memory (a saga's states) may include the aborted work: they
+            // start again from what was committed, as on a new assignment.
+            let partitions: Vec<i32> = committed
+                .elements_for_topic(topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            hooks.revoked(&partitions);
+            hooks.assigned(&partitions);
         }
         self.consumer.context().commits.rewind().done();
     }

@@ -72,6 +72,7 @@ fn hold_point() {
     static HOLD: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     let hold = HOLD.get_or_init(|| std::env::var(HOLD_TRANSACTION_MS).ok()?.parse().ok());
     if let Some(ms) = hold {
+        tracing::info!(ms, "test hook: the transaction is held open");
         std::thread::sleep(Duration::from_millis(*ms));
     }
 }

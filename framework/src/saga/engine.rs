@@ -2,6 +2,7 @@
 //! `private.saga`, and the timers that turn deadlines into timeout records.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::state::{parse_request_id, Match, Phase, SagaState, Status, StepInfo};
+use super::state::{next_generation, parse_request_id, Match, Phase, SagaState, Status, StepInfo};
 use super::{start_type, state_type, timeout_type, types, Saga, Step};
 use crate::backoff::Backoff;
 use crate::codec::DecodeError;
@@ -55,6 +56,9 @@ struct Part {
     states: tokio::sync::Mutex<HashMap<String, SagaState>>,
     timers: Mutex<HashMap<String, CancellationToken>>,
     cancel: CancellationToken,
+    /// This owner's generation, which its state records carry (set by the restore; see
+    /// [`next_generation`]).
+    generation: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -139,6 +143,7 @@ impl<D: Saga> Engine<D> {
                     states: Default::default(),
                     timers: Default::default(),
                     cancel: cancel.unwrap_or_default(),
+                    generation: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -300,6 +305,10 @@ impl<D: Saga> Engine<D> {
                 }
             }
         };
+        let next = SagaState {
+            generation: part.generation.load(Ordering::Relaxed),
+            ..next
+        };
         let payload = json(state_type::<D>(), &next);
         ctx.produce_acked(Record {
             partition: Some(meta.partition),
@@ -455,6 +464,8 @@ struct Progress {
     next: Option<i64>,
     /// The latest state of each saga read so far.
     sagas: HashMap<String, Restored>,
+    /// The newest generation read.
+    newest: u64,
     /// State records that do not decode and are their saga's latest record, to dead-letter.
     unreadable: HashMap<String, rdkafka::message::OwnedMessage>,
     /// The reading consumer, kept between attempts: it goes on fetching meanwhile.
@@ -463,11 +474,16 @@ struct Progress {
 
 /// A saga's latest state, as restored.
 enum Restored {
-    /// Boxed: most entries of a long-lived partition are `Expired`, and small.
-    Live(Box<SagaState>),
-    /// Ended longer ago than the retention: only its version is remembered, until it is
-    /// tombstoned.
-    Expired { version: u64 },
+    /// Boxed: most entries of a long-lived partition are `Expired`, and small. `overtaken`:
+    /// an earlier owner's late write was read after it, and is the key's last record (which
+    /// compaction would keep) until this state is written again.
+    Live {
+        state: Box<SagaState>,
+        overtaken: bool,
+    },
+    /// Ended longer ago than the retention: only its rank is remembered, until it is
+    /// tombstoned (the tombstone ends the key, whatever was written before it).
+    Expired { rank: (u64, u64) },
 }
 
 /// Loads partition `part` of `private.saga` (every saga of type `D` in it) and re-arms the
@@ -521,20 +537,34 @@ async fn restore<D: Saga>(
                         .and_then(|t| u64::try_from(t).ok());
                     st.ended_ms = Some(written.unwrap_or(now));
                 }
-                let newer = match progress.sagas.get(&key) {
-                    Some(Restored::Live(old)) => old.version <= st.version,
-                    Some(Restored::Expired { version }) => *version <= st.version,
-                    None => true,
+                progress.newest = progress.newest.max(st.generation);
+                let current = match progress.sagas.get(&key) {
+                    Some(Restored::Live { state, .. }) => Some(state.rank()),
+                    Some(Restored::Expired { rank }) => Some(*rank),
+                    None => None,
                 };
-                if newer {
+                if current.is_none_or(|c| st.supersedes(c)) {
                     let restored = if st.expired(now, retention) {
-                        Restored::Expired {
-                            version: st.version,
-                        }
+                        Restored::Expired { rank: st.rank() }
                     } else {
-                        Restored::Live(Box::new(st))
+                        Restored::Live {
+                            state: Box::new(st),
+                            overtaken: false,
+                        }
                     };
                     progress.sagas.insert(key, restored);
+                } else {
+                    tracing::warn!(
+                        saga = D::NAME,
+                        key,
+                        offset = m.offset(),
+                        generation = st.generation,
+                        version = st.version,
+                        "a state written late by an earlier owner is passed over"
+                    );
+                    if let Some(Restored::Live { overtaken, .. }) = progress.sagas.get_mut(&key) {
+                        *overtaken = true;
+                    }
                 }
             }
             Err(e) => {
@@ -551,12 +581,25 @@ async fn restore<D: Saga>(
             timeout.as_millis()
         )));
     }
+    if part.cancel.is_cancelled() {
+        // Revoked meanwhile (or rewound): whoever owns the partition now restores it.
+        return Ok(());
+    }
+    let generation = next_generation(progress.newest, now);
+    part.generation.store(generation, Ordering::Relaxed);
     let mut states = part.states.lock().await;
-    let mut expired = Vec::new();
+    let (mut expired, mut overtaken) = (Vec::new(), Vec::new());
     for (key, restored) in progress.sagas.drain() {
         match restored {
-            Restored::Live(st) => {
-                states.entry(key).or_insert(*st);
+            Restored::Live {
+                state,
+                overtaken: late,
+            } => {
+                let st = states.entry(key).or_insert(*state);
+                if late {
+                    // Written again as it is, it is the key's last record once more.
+                    overtaken.push(st.clone());
+                }
             }
             Restored::Expired { .. } => expired.push(key),
         }
@@ -564,9 +607,16 @@ async fn restore<D: Saga>(
     let unreadable: Vec<_> = std::mem::take(&mut progress.unreadable)
         .into_values()
         .collect();
-    // Queued before the states are released: a saga started again with an expired one's id
-    // writes its state after the tombstone.
-    let tombstones = send_tombstones::<D>(&rt, &part, &expired).await;
+    // Written before the states are released: a saga started again with an expired one's id,
+    // or the next state of an overtaken one, may be written by another producer (an
+    // exactly-once listener's), which must not overtake these.
+    let rewritten = overtaken.len();
+    let writes = expired.iter().cloned().map(Write::Tombstone);
+    let writes = writes
+        .chain(overtaken.into_iter().map(|st| Write::State(Box::new(st))))
+        .collect();
+    let written = send_writes::<D>(&rt, &part, writes).await;
+    await_writes::<D>(&part, written).await;
     let mut waiting = 0;
     for st in states.values() {
         if let Some(pending) = &st.pending {
@@ -580,33 +630,71 @@ async fn restore<D: Saga>(
         sagas = states.len(),
         waiting,
         expired = expired.len(),
+        overtaken = rewritten,
         unreadable = unreadable.len(),
+        generation,
         "saga state restored"
     );
     drop(states);
     let (rt2, part2) = (rt.clone(), part.clone());
     rt.runtime.spawn(async move {
-        tombstoned::<D>(&part2, tombstones).await;
         dead_letter_states::<D>(&rt2, &part2, unreadable, listener).await;
     });
     Ok(())
 }
 
-/// Queues tombstones for `keys` on the partition's `private.saga` (until revoked): call it
-/// while holding the partition's states, so that no newer state of a key is queued first.
-async fn send_tombstones<D: Saga>(
+/// What a restore writes to the partition's `private.saga`.
+enum Write {
+    /// An expired saga's end.
+    Tombstone(String),
+    /// A state again, as it is: it had been overtaken by a late, stale record.
+    State(Box<SagaState>),
+}
+
+/// Queues `writes` on the partition's `private.saga` (until revoked): call it, and
+/// [`await_writes`], while holding the partition's states, so that no newer state of a key is
+/// written first.
+async fn send_writes<D: Saga>(
     rt: &HookRuntime,
     part: &Part,
-    keys: &[String],
+    writes: Vec<Write>,
 ) -> Vec<crate::produce::Pending> {
     let topic = <D::Service as Service>::ID.saga();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).iter();
-    let mut pending = Vec::with_capacity(keys.len());
-    for key in keys {
+    let mut pending = Vec::new();
+    for write in writes {
         loop {
+            let send = async {
+                match &write {
+                    Write::Tombstone(key) => {
+                        rt.producer
+                            .tombstone(topic.as_str(), part.partition, key.as_bytes())
+                            .await
+                    }
+                    Write::State(st) => {
+                        let (payload, content_type) = json(state_type::<D>(), &**st)?;
+                        let (headers, _) = Outgoing {
+                            correlation_id: Some(&st.correlation_id),
+                            content_type: Some(content_type),
+                            ..Outgoing::new(state_type::<D>(), &rt.source)
+                        }
+                        .headers();
+                        rt.producer
+                            .send_to(
+                                topic.as_str(),
+                                Some(part.partition),
+                                Some(st.key.as_bytes()),
+                                &payload,
+                                headers,
+                            )
+                            .await
+                    }
+                }
+            };
             let sent = tokio::select! {
-                sent = rt.producer.tombstone(topic.as_str(), part.partition, key.as_bytes()) => sent,
+                biased;
                 () = part.cancel.cancelled() => return pending,
+                sent = send => sent,
             };
             match sent {
                 Ok(p) => {
@@ -614,7 +702,7 @@ async fn send_tombstones<D: Saga>(
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(saga = D::NAME, key, error = %e, "cannot tombstone an expired saga; retrying")
+                    tracing::warn!(saga = D::NAME, error = %e, "cannot write to the saga state topic; retrying")
                 }
             }
             tokio::select! {
@@ -626,18 +714,19 @@ async fn send_tombstones<D: Saga>(
     pending
 }
 
-/// Waits for queued tombstones, and says how it went.
-async fn tombstoned<D: Saga>(part: &Part, pending: Vec<crate::produce::Pending>) {
+/// Waits for queued writes (tombstones of expired sagas, overtaken states written again),
+/// and says how it went.
+async fn await_writes<D: Saga>(part: &Part, pending: Vec<crate::produce::Pending>) {
     let n = pending.len();
     if let Err(e) = crate::produce::Pending::all(pending).await {
-        // Left as they are: the next restore finds them expired again.
-        tracing::warn!(saga = D::NAME, error = %e, "some tombstones of expired sagas were not written");
+        // Left as they are: the next restore finds them again.
+        tracing::warn!(saga = D::NAME, error = %e, "some writes of the saga state restore (tombstones, overtaken states) were not written");
     } else if n > 0 {
         tracing::info!(
             saga = D::NAME,
             partition = part.partition,
-            sagas = n,
-            "expired sagas tombstoned"
+            records = n,
+            "expired sagas tombstoned, overtaken states written again"
         );
     }
 }
@@ -694,7 +783,7 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
             () = part.cancel.cancelled() => return,
         }
         let now = now_ms();
-        let pending = {
+        {
             let mut states = part.states.lock().await;
             let keys: Vec<String> = states
                 .iter()
@@ -704,10 +793,11 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
             for k in &keys {
                 states.remove(k);
             }
-            // Queued before the states are released (see `send_tombstones`).
-            send_tombstones::<D>(&rt, &part, &keys).await
-        };
-        tombstoned::<D>(&part, pending).await;
+            // Written before the states are released (see `restore`).
+            let writes = keys.into_iter().map(Write::Tombstone).collect();
+            let pending = send_writes::<D>(&rt, &part, writes).await;
+            await_writes::<D>(&part, pending).await;
+        }
     }
 }
 
@@ -739,6 +829,11 @@ fn read_partition(
             .set("group.id", format!("{topic}.restore"))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // Only what was committed: an aborted transaction's states never were. Its end
+            // is the last stable offset, which the end-of-partition event marks (the high
+            // watermark may lie past a commit marker no poll returns).
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
             .create()
             .map_err(|e| Error::kafka(what(), e))?,
     };
@@ -765,6 +860,19 @@ fn read_partition(
                 if next >= high {
                     return Ok((out, next, None));
                 }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                if next + 1 < high {
+                    // Past one commit marker: an open transaction (its records, and those
+                    // after it, are read once it ends) or an aborted one.
+                    tracing::info!(
+                        next,
+                        high,
+                        "{}: ends at the last stable offset, below the high watermark",
+                        what()
+                    );
+                }
+                return Ok((out, next, None));
             }
             // Errors here are reported by the client and retried by it until the deadline.
             Some(Err(e)) => tracing::debug!(error = %e, "{}", what()),

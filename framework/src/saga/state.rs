@@ -82,6 +82,19 @@ pub(crate) struct SagaState {
     /// once the retention has passed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) ended_ms: Option<u64>,
+    /// The generation of the partition's owner that wrote this version (see
+    /// [`next_generation`]): a restore prefers a later owner's state to a higher version, so a
+    /// revoked owner's late write never wins over its successor's. 0 in states written before
+    /// states carried it.
+    #[serde(default)]
+    pub(crate) generation: u64,
+}
+
+/// The generation of a new owner of a saga partition: past every generation its restore read,
+/// and at least the time of the restore (so an owner that read nothing of its predecessor's
+/// still comes after it, as far as the clocks agree).
+pub(crate) fn next_generation(newest_read: u64, now_ms: u64) -> u64 {
+    newest_read.saturating_add(1).max(now_ms)
 }
 
 /// The requests a state remembers in its history, newest last: enough to recognise a late or
@@ -130,8 +143,26 @@ impl SagaState {
             input,
             correlation_id,
             ended_ms: None,
+            generation: 0,
         };
         blank.next(now_ms, steps, |st| st.action(0, steps))
+    }
+
+    /// What a restore orders a saga's states by: the writer's generation, then the version.
+    pub(crate) fn rank(&self) -> (u64, u64) {
+        (self.generation, self.version)
+    }
+
+    /// Whether this state, read after a state ranked `earlier` (see [`rank`](Self::rank)),
+    /// replaces it: a revoked owner's late write does not replace its successor's. A state
+    /// without a generation (written by a version of atoll before generations, as during a
+    /// rolling upgrade or a rollback) is ordered by its version alone.
+    pub(crate) fn supersedes(&self, earlier: (u64, u64)) -> bool {
+        if self.generation == 0 || earlier.0 == 0 {
+            self.version >= earlier.1
+        } else {
+            self.rank() >= earlier
+        }
     }
 
     /// How `causation` relates to this saga.
@@ -467,6 +498,71 @@ mod tests {
             !legacy.expired(u64::MAX, 0),
             "ended before `ended_ms` existed: the engine stamps it"
         );
+    }
+
+    #[test]
+    fn a_later_owners_state_supersedes_a_higher_version_of_an_earlier_owner() {
+        let at = |generation, version| SagaState {
+            generation,
+            version,
+            ..started()
+        };
+        // (read later, read earlier, replaces it?)
+        let cases = [
+            (at(1, 3), at(1, 2), true, "the next version of one owner"),
+            (
+                at(1, 2),
+                at(1, 2),
+                true,
+                "the same version again (a redelivery)",
+            ),
+            (at(1, 2), at(1, 3), false, "an older version of one owner"),
+            (at(2, 3), at(1, 3), true, "the successor's version"),
+            (at(1, 3), at(2, 2), false, "a revoked owner's late write"),
+            (at(1, 9), at(2, 2), false, "however far ahead it got"),
+            (
+                at(5, 8),
+                at(0, 7),
+                true,
+                "after a state without generation: by version",
+            ),
+            (
+                at(5, 6),
+                at(0, 7),
+                false,
+                "an older version than one without generation",
+            ),
+            (
+                at(0, 7),
+                at(5, 6),
+                true,
+                "without generation, after an older version",
+            ),
+            (
+                at(0, 5),
+                at(9, 6),
+                false,
+                "without generation, an older version",
+            ),
+        ];
+        for (later, earlier, replaces, case) in cases {
+            assert_eq!(later.supersedes(earlier.rank()), replaces, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_new_owner_comes_after_every_generation_it_read() {
+        // (newest generation read, now, the new owner's)
+        let cases = [
+            (0, 1_000, 1_000, "nothing read: the time"),
+            (500, 1_000, 1_000, "an earlier owner's: the time"),
+            (1_000, 1_000, 1_001, "the same millisecond: one past it"),
+            (5_000, 1_000, 5_001, "a clock behind the predecessor's"),
+            (u64::MAX, 1_000, u64::MAX, "no overflow"),
+        ];
+        for (read, now, owner, case) in cases {
+            assert_eq!(next_generation(read, now), owner, "{case}");
+        }
     }
 
     #[test]
