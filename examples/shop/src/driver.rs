@@ -14,6 +14,7 @@ use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::analytics::DailySales;
 use crate::inventory::{ReportStock, StockReported, SKUS};
 use crate::orders::{Item, OrderCancelled, OrderCompleted, PlaceOrder};
 use crate::payments::Payments;
@@ -31,6 +32,8 @@ pub struct Summary {
     pub dead_lettered: usize,
     /// The stock invariant (not part of the summary line).
     pub stock: StockCheck,
+    /// Whether analytics' results match the outcomes (not part of the summary line).
+    pub sales: SalesCheck,
 }
 
 impl Summary {
@@ -109,6 +112,8 @@ struct Seen {
     dead_lettered: usize,
     /// Stock reports by request id: content type and payload, decoded by the waiter.
     reports: HashMap<String, (Option<String>, Vec<u8>)>,
+    /// Analytics' results not yet decoded: content type and payload.
+    sales: Vec<(Option<String>, Vec<u8>)>,
 }
 
 /// Whether stock was conserved: final = baseline − what completed orders took.
@@ -138,6 +143,90 @@ impl fmt::Display for StockCheck {
                 )
             }
             Self::Unchecked => f.write_str("stock: not checked (inventory sent no stock report)"),
+        }
+    }
+}
+
+/// Whether analytics' `daily_sales` results agree with the outcomes: one line per ended order
+/// of the run, saying how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SalesCheck {
+    /// They do.
+    Matching {
+        /// Lines of completed orders.
+        completed: usize,
+        /// Lines of cancelled orders.
+        cancelled: usize,
+    },
+    /// They do not (or not within the wait).
+    NotMatching {
+        /// Ended orders without a line.
+        missing: usize,
+        /// Orders with more than one line.
+        repeated: usize,
+        /// Lines whose outcome is not the order's, or of orders that did not end.
+        wrong: usize,
+    },
+    /// No line of the run arrived (analytics is not running).
+    Unchecked,
+}
+
+impl SalesCheck {
+    /// Compares `lines` (this run's) with the outcomes `ended` (order id → completed).
+    pub fn of(ended: &HashMap<String, bool>, lines: &[DailySales]) -> Self {
+        if lines.is_empty() {
+            return Self::Unchecked;
+        }
+        let mut per_order: HashMap<&str, Vec<bool>> = HashMap::new();
+        for line in lines {
+            per_order
+                .entry(line.order_id.as_str())
+                .or_default()
+                .push(line.completed);
+        }
+        let missing = ended
+            .keys()
+            .filter(|id| !per_order.contains_key(id.as_str()))
+            .count();
+        let repeated = per_order.values().filter(|l| l.len() > 1).count();
+        let wrong = per_order
+            .iter()
+            .filter(|(id, l)| l.iter().any(|c| ended.get(**id) != Some(c)))
+            .count();
+        if missing + repeated + wrong > 0 {
+            return Self::NotMatching {
+                missing,
+                repeated,
+                wrong,
+            };
+        }
+        let completed = lines.iter().filter(|l| l.completed).count();
+        Self::Matching {
+            completed,
+            cancelled: lines.len() - completed,
+        }
+    }
+}
+
+impl fmt::Display for SalesCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Matching {
+                completed,
+                cancelled,
+            } => write!(
+                f,
+                "sales: one daily_sales line per order, once ({completed} completed, {cancelled} cancelled)"
+            ),
+            Self::NotMatching {
+                missing,
+                repeated,
+                wrong,
+            } => write!(
+                f,
+                "sales: NOT matching the outcomes: {missing} orders without a line, {repeated} with more than one, {wrong} wrong"
+            ),
+            Self::Unchecked => f.write_str("sales: not checked (analytics sent no results)"),
         }
     }
 }
@@ -228,6 +317,7 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
             }
         }
     };
+    let sales = wait_sales(running, &seen, &format!("{run}-")).await;
     // Let late dead letters arrive before counting them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
@@ -242,7 +332,43 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
         cancelled: seen.terminal.len() - completed,
         dead_lettered: seen.dead_lettered,
         stock,
+        sales,
     })
+}
+
+/// Waits for analytics' lines of every ended order of the run (its results commit with its
+/// transactions, every commit interval), then a little longer for any repeat, and compares.
+async fn wait_sales(running: &Running, seen: &Mutex<Seen>, prefix: &str) -> SalesCheck {
+    let mut lines: Vec<DailySales> = Vec::new();
+    let mut complete_at: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (raw, ended) = {
+            let mut seen = seen.lock().expect("poisoned");
+            (std::mem::take(&mut seen.sales), seen.terminal.clone())
+        };
+        for (content_type, payload) in raw {
+            match running
+                .decode::<DailySales>(content_type.as_deref(), &payload)
+                .await
+            {
+                Ok(line) if line.order_id.starts_with(prefix) => lines.push(line),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "unreadable daily_sales result"),
+            }
+        }
+        let lined: HashSet<&str> = lines.iter().map(|l| l.order_id.as_str()).collect();
+        if complete_at.is_none() && lined.len() >= ended.len() {
+            complete_at = Some(Instant::now());
+        }
+        let settled = complete_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
+        // Nothing at all after a while: analytics is not running.
+        let absent = lines.is_empty() && Instant::now() + Duration::from_secs(10) >= deadline;
+        if settled || absent || Instant::now() >= deadline {
+            return SalesCheck::of(&ended, &lines);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The stock once every order ended: the baseline less what the completed orders took
@@ -312,7 +438,8 @@ fn watch(
     let stock_events = <crate::inventory::Inventory as Service>::ID
         .events()
         .to_string();
-    let mut topics = vec![events.clone(), stock_events.clone()];
+    let sales = DailySales::topic().to_string();
+    let mut topics = vec![events.clone(), stock_events.clone(), sales.clone()];
     let dlqs = crate::all_topics().into_iter().map(|t| t.name);
     topics.extend(
         dlqs.filter(|t| t.private_kind() == Some(PrivateTopic::Dlq))
@@ -346,6 +473,16 @@ fn watch(
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .unwrap_or("");
+        if msg.topic() == sales {
+            // Keyed by day: the order id is in the payload, checked once decoded.
+            let content_type = header_str(&msg, "content-type").map(str::to_owned);
+            let payload = msg.payload().unwrap_or_default().to_vec();
+            seen.lock()
+                .expect("poisoned")
+                .sales
+                .push((content_type, payload));
+            continue;
+        }
         if !key.starts_with(prefix) {
             continue;
         }
@@ -406,6 +543,53 @@ mod tests {
     }
 
     #[test]
+    fn sales_match_when_each_ended_order_has_one_line_with_its_outcome() {
+        let line = |id: &str, completed| DailySales {
+            day: "2026-12-01".into(),
+            order_id: id.into(),
+            completed,
+        };
+        let ended: HashMap<String, bool> = [("a".into(), true), ("b".into(), false)].into();
+        let cases = [
+            (
+                vec![line("a", true), line("b", false)],
+                SalesCheck::Matching {
+                    completed: 1,
+                    cancelled: 1,
+                },
+            ),
+            (vec![], SalesCheck::Unchecked),
+            (
+                vec![line("a", true)],
+                SalesCheck::NotMatching {
+                    missing: 1,
+                    repeated: 0,
+                    wrong: 0,
+                },
+            ),
+            (
+                vec![line("a", true), line("a", true), line("b", false)],
+                SalesCheck::NotMatching {
+                    missing: 0,
+                    repeated: 1,
+                    wrong: 0,
+                },
+            ),
+            (
+                vec![line("a", false), line("b", false), line("c", true)],
+                SalesCheck::NotMatching {
+                    missing: 0,
+                    repeated: 0,
+                    wrong: 2,
+                },
+            ),
+        ];
+        for (lines, expected) in cases {
+            assert_eq!(SalesCheck::of(&ended, &lines), expected, "{lines:?}");
+        }
+    }
+
+    #[test]
     fn summary_line_matches_the_contract() {
         let s = Summary {
             placed: 3,
@@ -413,6 +597,7 @@ mod tests {
             cancelled: 1,
             dead_lettered: 0,
             stock: StockCheck::Conserved,
+            sales: SalesCheck::Unchecked,
         };
         assert_eq!(
             s.to_string(),

@@ -11,8 +11,11 @@
 //! ```
 //!
 //! `inventory` and `payments` keep their state in their store with transactional listeners;
-//! `storefront` builds a view of every order from the facts and serves `GET /orders/{id}`.
+//! `storefront` builds a view of every order from the facts and serves `GET /orders/{id}`;
+//! `analytics`, a pipeline, turns each order's outcome into a `daily_sales` result, exactly
+//! once (Kafka transactions).
 
+pub mod analytics;
 pub mod driver;
 pub mod inventory;
 pub mod migrations;
@@ -26,7 +29,14 @@ use atoll::contract::{owned_topics, ServiceDescription, TopicSpec};
 use atoll::{describe, App};
 
 /// The services of the shop, by name.
-pub const SERVICES: &[&str] = &["orders", "inventory", "payments", "shipping", "storefront"];
+pub const SERVICES: &[&str] = &[
+    "orders",
+    "inventory",
+    "payments",
+    "shipping",
+    "storefront",
+    "analytics",
+];
 
 /// How the shop's services behave.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -63,6 +73,7 @@ pub fn with_service(app: App, name: &str, options: &Options) -> anyhow::Result<A
             .service(storefront::Storefront)
             .migrations(migrations::storefront())
             .routes(storefront::routes()),
+        "analytics" => app.service(analytics::Analytics),
         other => anyhow::bail!(
             "unknown service `{other}`; the shop's services are {}",
             SERVICES.join(", ")
@@ -85,6 +96,7 @@ pub fn all_topics() -> Vec<TopicSpec> {
         owned_topics::<payments::Payments>(),
         owned_topics::<shipping::Shipping>(),
         owned_topics::<storefront::Storefront>(),
+        owned_topics::<analytics::Analytics>(),
     ]
     .concat()
 }
@@ -97,6 +109,7 @@ pub fn descriptions() -> Vec<ServiceDescription> {
         describe::<payments::Payments>(),
         describe::<shipping::Shipping>(),
         describe::<storefront::Storefront>(),
+        describe::<analytics::Analytics>(),
     ]
     .into_iter()
     .map(|d| d.expect("the shop's names are valid"))

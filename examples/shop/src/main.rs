@@ -293,10 +293,11 @@ async fn drive(app: App, config: &Config, plan: &driver::Plan) -> anyhow::Result
     finish(summary?)
 }
 
-/// Prints the stock check, then the summary as the last line; fails unless every order ended
-/// and stock was not found leaking.
+/// Prints the stock and sales checks, then the summary as the last line; fails unless every
+/// order ended, stock was not found leaking and analytics' results (when it runs) match.
 fn finish(summary: driver::Summary) -> anyhow::Result<ExitCode> {
     println!("{}", summary.stock);
+    println!("{}", summary.sales);
     println!("{summary}");
     let mut ok = true;
     if !summary.all_terminal() {
@@ -305,6 +306,10 @@ fn finish(summary: driver::Summary) -> anyhow::Result<ExitCode> {
     }
     if matches!(summary.stock, driver::StockCheck::NotConserved { .. }) {
         eprintln!("stock leaked: some reservation was not released, or was taken twice");
+        ok = false;
+    }
+    if matches!(summary.sales, driver::SalesCheck::NotMatching { .. }) {
+        eprintln!("analytics' daily_sales results do not match the orders' outcomes");
         ok = false;
     }
     Ok(if ok {

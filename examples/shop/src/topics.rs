@@ -9,6 +9,7 @@ use std::path::Path;
 
 use atoll::contract::{self, Contract};
 
+use crate::analytics::DailySales;
 use crate::inventory::{
     ReleaseStock, ReportStock, ReserveStock, StockRelease, StockReleased, StockReported,
     StockReservation, StockReserved,
@@ -48,6 +49,7 @@ pub fn contracts() -> Vec<Contract> {
         Contract::of::<ArrangeShipment>(),
         Contract::of::<ShipmentResult>(),
         Contract::of::<ShipmentScheduled>(),
+        Contract::of::<DailySales>(),
     ];
     all.into_iter()
         .map(|c| c.expect("every shop event derives AvroSchema"))

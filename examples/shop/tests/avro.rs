@@ -18,6 +18,7 @@ async fn orders_complete_with_avro_facts_in_the_wire_format() {
     let mut config = broker.config();
     config.service.codec = Some(CodecKind::Avro);
     config.schema_registry.url = Some(registry.url().to_owned());
+    example_shop::analytics::without_transactions(&mut config);
     let running = with_all(App::new(config), &Options::default())
         .start()
         .await

@@ -10,7 +10,8 @@ fn field(summary: &str, name: &str) -> usize {
 }
 
 /// Runs `shop demo` on the embedded broker with `args`; asserts it succeeded and that all
-/// `orders` ended with nothing dead-lettered and stock conserved. Returns (stdout, stderr).
+/// `orders` ended with nothing dead-lettered, stock conserved, and analytics' exactly-once
+/// results one line per order. Returns (stdout, stderr).
 fn demo_ends_every_order(orders: usize, args: &[&str]) -> (String, String) {
     let out = Command::new(SHOP)
         .arg("demo")
@@ -32,6 +33,12 @@ fn demo_ends_every_order(orders: usize, args: &[&str]) -> (String, String) {
     );
     assert_eq!(field(summary, "dead_lettered"), 0, "{summary}");
     assert!(stdout.contains("stock: conserved"), "{stdout}");
+    let sales = format!(
+        "sales: one daily_sales line per order, once ({} completed, {} cancelled)",
+        field(summary, "completed"),
+        field(summary, "cancelled")
+    );
+    assert!(stdout.contains(&sales), "{stdout}\n{stderr}");
     (stdout, stderr)
 }
 

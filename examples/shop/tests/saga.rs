@@ -58,7 +58,9 @@ fn of<'a>(records: &'a [OwnedMessage], key: &str, ce_type: &str) -> Vec<&'a Owne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_path_publishes_its_facts_and_runs_its_compensations() {
     let broker = Tansu::start();
-    let running = with_all(App::new(broker.config()), &Options::default())
+    let mut config = broker.config();
+    example_shop::analytics::without_transactions(&mut config);
+    let running = with_all(App::new(config), &Options::default())
         .start()
         .await
         .expect("shop");

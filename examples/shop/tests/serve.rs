@@ -1,4 +1,4 @@
-//! The shop as five service processes plus a driver, on a real broker (tansu), the stateful
+//! The shop as six service processes plus a driver, on a real broker (tansu), the stateful
 //! services each on a SQLite store of its own.
 
 use std::process::Command;
@@ -16,11 +16,15 @@ fn serve(broker: &Tansu, service: &str) -> Proc {
         "ATOLL_STORE__PATH".to_owned(),
         broker.store_path(service).display().to_string(),
     ));
+    if service == "analytics" {
+        // tansu has no transactions.
+        env.extend(example_shop::analytics::without_transactions_env());
+    }
     Proc::start(SHOP, &["serve", service], &env)
 }
 
 #[test]
-fn five_processes_complete_500_orders() {
+fn six_processes_complete_500_orders_and_analytics_lines_each_once() {
     let broker = Tansu::start();
     let env = broker.env();
     let services: Vec<Proc> = example_shop::SERVICES
@@ -63,6 +67,16 @@ fn five_processes_complete_500_orders() {
         "{summary}"
     );
     assert!(stdout.contains("stock: conserved"), "{stdout}");
+    // Analytics ran at least once here (tansu has no transactions), without faults: each
+    // order's line once.
+    assert!(
+        stdout.contains(&format!(
+            "sales: one daily_sales line per order, once ({} completed, {} cancelled)",
+            field("completed"),
+            field("cancelled")
+        )),
+        "{stdout}"
+    );
 }
 
 fn field(summary: &str, name: &str) -> usize {

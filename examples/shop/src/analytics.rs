@@ -1,0 +1,116 @@
+//! `acme.shop.analytics`: a pipeline. It turns each order's outcome into a line of the day's
+//! sales on its `results` topic, exactly once (Kafka transactions): summing the lines of a day
+//! gives its true totals, however often the service crashes or its partitions move.
+
+use apache_avro::AvroSchema;
+use atoll::{event_service, handlers, Context, Event, HandlerResult};
+use serde::{Deserialize, Serialize};
+
+use crate::orders::{OrderCancelled, OrderCompleted};
+
+/// The analytics service.
+#[event_service(
+    company = "acme",
+    namespace = "shop",
+    name = "analytics",
+    results = true
+)]
+#[derive(Debug, Default)]
+pub struct Analytics;
+
+/// Result: one order's outcome, a line of its day's sales (keyed by the day, so a day's lines
+/// are in order on one partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event, AvroSchema)]
+#[event(result, name = "daily_sales", version = 1, service = Analytics)]
+pub struct DailySales {
+    /// The day the order ended, `YYYY-MM-DD`: the date of its fact's `ce_time` (which atoll
+    /// writes in UTC).
+    #[event(key)]
+    pub day: String,
+    /// The order.
+    pub order_id: String,
+    /// `true`: completed; `false`: cancelled.
+    pub completed: bool,
+}
+
+impl Analytics {
+    /// The line of `order_id`'s outcome, dated by the fact's `ce_time`.
+    async fn line(&self, ctx: &Context<Self>, order_id: String, completed: bool) -> HandlerResult {
+        let day = day_of(ctx.meta().time.as_deref());
+        ctx.emit(DailySales {
+            day,
+            order_id,
+            completed,
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// The UTC day of an RFC 3339 time (`ce_time`), or `undated` without one.
+fn day_of(time: Option<&str>) -> String {
+    time.and_then(|t| t.get(..10))
+        .filter(|d| d.len() == 10 && d.as_bytes()[4] == b'-' && d.as_bytes()[7] == b'-')
+        .unwrap_or("undated")
+        .to_owned()
+}
+
+#[handlers]
+impl Analytics {
+    /// A completed order's line.
+    #[listener(name = "completed", delivery = "exactly_once")]
+    async fn completed(&self, ctx: Context<Self>, fact: OrderCompleted) -> HandlerResult {
+        self.line(&ctx, fact.order_id, true).await
+    }
+
+    /// A cancelled order's line.
+    #[listener(name = "cancelled", delivery = "exactly_once")]
+    async fn cancelled(&self, ctx: Context<Self>, fact: OrderCancelled) -> HandlerResult {
+        self.line(&ctx, fact.order_id, false).await
+    }
+}
+
+/// Analytics' listeners: `exactly_once`, which needs a broker with Kafka transactions.
+pub const LISTENERS: [&str; 2] = ["completed", "cancelled"];
+
+/// Sets analytics' listeners to at-least-once in `config`, for a broker without transactions
+/// (tansu): its results may then repeat after a crash or a rebalance.
+pub fn without_transactions(config: &mut atoll::config::Config) {
+    for name in LISTENERS {
+        config
+            .listeners
+            .entry(name.to_owned())
+            .or_default()
+            .delivery = Some(atoll::config::DeliveryMode::AtLeastOnce);
+    }
+}
+
+/// [`without_transactions`] as the environment of a `shop serve analytics` process.
+pub fn without_transactions_env() -> Vec<(String, String)> {
+    LISTENERS
+        .iter()
+        .map(|name| {
+            (
+                format!("ATOLL_LISTENERS__{}__DELIVERY", name.to_uppercase()),
+                "at_least_once".to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_line_is_dated_by_its_facts_day() {
+        let cases = [
+            (Some("2026-12-01T19:49:58.123Z"), "2026-12-01"),
+            (Some("2026-12-01T23:59:59+00:00"), "2026-12-01"),
+            (Some("yesterday"), "undated"),
+            (Some(""), "undated"),
+            (None, "undated"),
+        ];
+        for (time, day) in cases {
+            assert_eq!(super::day_of(time), day, "{time:?}");
+        }
+    }
+}
