@@ -53,6 +53,8 @@ pub(crate) enum Impl {
     Ruststream,
     /// atoll's transactional listener on PostgreSQL (scenario 4).
     AtollTx,
+    /// atoll's relay listener, `exactly_once` (scenario 5, on a broker with transactions).
+    AtollEos,
 }
 
 impl Impl {
@@ -63,6 +65,7 @@ impl Impl {
             Self::Atoll => "atoll",
             Self::Ruststream => "ruststream-rdkafka",
             Self::AtollTx => "atoll, transactional",
+            Self::AtollEos => "atoll, exactly once",
         }
     }
 
@@ -71,7 +74,7 @@ impl Impl {
         match self {
             Self::Raw => "bench-raw".to_owned(),
             Self::Ruststream => "bench-ruststream".to_owned(),
-            Self::Atoll => <payload::Relay as atoll::Service>::ID
+            Self::Atoll | Self::AtollEos => <payload::Relay as atoll::Service>::ID
                 .group_id("relay")
                 .expect("a valid listener name"),
             Self::AtollTx => <payload::Ledger as atoll::Service>::ID
@@ -120,6 +123,10 @@ pub(crate) struct Work {
     /// Whether to measure latency.
     #[arg(long)]
     pub(crate) latency: bool,
+    /// Whether the measured span ends once the process shut down (its last offsets, and
+    /// transaction, committed) rather than at the last record handled.
+    #[arg(long)]
+    pub(crate) through_shutdown: bool,
 }
 
 /// Simulated I/O per record (scenario 2), set once per worker process.
@@ -160,7 +167,8 @@ async fn worker(work: Work) -> anyhow::Result<()> {
     };
     let report = match work.imp {
         Impl::Raw => raw::run(&work, ready).await?,
-        Impl::Atoll => relay::run(ready).await?,
+        Impl::Atoll => relay::run(ready, work.through_shutdown).await?,
+        Impl::AtollEos => relay::run(ready, true).await?,
         Impl::Ruststream => peer::run(&work, ready).await?,
         Impl::AtollTx => ledger::run(&work.bootstrap, ready).await?,
     };

@@ -126,6 +126,13 @@ pub(crate) fn record(ts_us: u64) {
 
 impl Meter {
     fn finish(&self) {
+        let report = self.report_now();
+        let _ = self.report.set(report);
+        self.done.notify_one();
+    }
+
+    /// The figures over the span from the first measured record to now.
+    fn report_now(&self) -> Report {
         let (t0, cpu0) = *self
             .start
             .get()
@@ -134,7 +141,7 @@ impl Meter {
         let cpu_us = (cpu() - cpu0).as_secs_f64() * 1e6 / self.records as f64;
         let h = self.histogram.lock().expect("poisoned");
         let quantile = |q| self.latency.then(|| h.value_at_quantile(q));
-        let report = Report {
+        Report {
             records: self.records,
             secs,
             rate: self.records as f64 / secs,
@@ -142,10 +149,14 @@ impl Meter {
             p50_us: quantile(0.5),
             p99_us: quantile(0.99),
             rss_mib: max_rss_mib(),
-        };
-        let _ = self.report.set(report);
-        self.done.notify_one();
+        }
     }
+}
+
+/// The run's figures with the measured span extended to now (after the records were measured:
+/// e.g. once the process shut down and committed its last work).
+pub(crate) fn through_now() -> Report {
+    meter().report_now()
 }
 
 /// Waits until the run's records were measured, and returns the figures.

@@ -51,14 +51,20 @@ pub(crate) struct Plan {
     /// Records in the backlog the transactional listener drains in scenario 4.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) tx_records: u64,
+    /// Records in the backlog drained at least once and exactly once in scenario 5 (noida-db
+    /// answers a fetch with the whole backlog of each partition, whatever the fetch limits: at
+    /// 200,000 records the 106 MB response exceeds librdkafka's `receive.message.max.bytes`).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) eos_records: u64,
     /// Implementations to run (default: all).
-    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::AtollTx])]
+    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::AtollTx, Impl::AtollEos])]
     pub(crate) impls: Vec<Impl>,
     /// Scenarios to run (1: drain, 2: simulated I/O, 3: latency, 4: transactional on
-    /// PostgreSQL).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4])]
+    /// PostgreSQL, 5: at-least-once against exactly-once on noida-db).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5])]
     pub(crate) scenarios: Vec<u8>,
-    /// Use this broker instead of starting tansu (its input topic must be empty).
+    /// Use this broker instead of starting tansu, or noida-db for scenario 5 (its input topic
+    /// must be empty).
     #[arg(long)]
     pub(crate) bootstrap: Option<String>,
     /// Where to write the results as JSON.
@@ -102,6 +108,10 @@ struct Variant {
     latency: bool,
     /// The store of a transactional run.
     store: Option<String>,
+    /// The relay listener's `delivery`.
+    delivery: &'static str,
+    /// Whether the span measured ends once the worker shut down.
+    through_shutdown: bool,
 }
 
 /// Runs the plan: prints progress to stderr, the table to stdout, and writes the JSON.
@@ -109,7 +119,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     if plan.scenarios.contains(&1) {
-        let (_tansu, bootstrap) = broker(&plan, plan.records, Impl::Atoll.input()).await?;
+        let (_tansu, bootstrap) = broker(&plan, plan.records, Impl::Atoll.input(), false).await?;
         // ruststream awaits each publish before the next record (~200 records/s here): it
         // drains a slice of the backlog, or one run would take over an hour.
         let records = |imp| match imp {
@@ -119,6 +129,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         let variants: Vec<Variant> = plan
             .impls
             .iter()
+            .filter(|imp| [Impl::Raw, Impl::Atoll, Impl::Ruststream].contains(imp))
             .map(|&imp| variant(imp, "partition", records(imp)))
             .collect();
         let name = format!("1: drain a backlog of {} × ~200 B", plan.records);
@@ -126,7 +137,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.scenarios.contains(&2) {
         let many = (plan.io_records * 5).min(plan.records);
-        let (_tansu, bootstrap) = broker(&plan, many, Impl::Atoll.input()).await?;
+        let (_tansu, bootstrap) = broker(&plan, many, Impl::Atoll.input(), false).await?;
         let io_us = plan.io_ms * 1000;
         let io = |imp, ordering, records| Variant {
             io_us,
@@ -150,7 +161,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.scenarios.contains(&3) {
-        let (_tansu, bootstrap) = broker(&plan, 0, Impl::Atoll.input()).await?;
+        let (_tansu, bootstrap) = broker(&plan, 0, Impl::Atoll.input(), false).await?;
         for rate in [1_000u64, 10_000] {
             let latency = |imp| Variant {
                 warmup: rate,
@@ -171,7 +182,8 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     if plan.scenarios.contains(&4) && plan.impls.contains(&Impl::AtollTx) {
         let pg = atoll_testkit::Postgres::start();
         let store = Some(pg.database("bench"));
-        let (_tansu, bootstrap) = broker(&plan, plan.tx_records, Impl::AtollTx.input()).await?;
+        let (_tansu, bootstrap) =
+            broker(&plan, plan.tx_records, Impl::AtollTx.input(), false).await?;
         let drain = Variant {
             store: store.clone(),
             ..variant(Impl::AtollTx, "partition", plan.tx_records)
@@ -193,6 +205,25 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         let pace = Some((rate, plan.keys));
         rows.extend(rounds(&bootstrap, &name, &[steady], plan.rounds, pace).await?);
     }
+    if plan.scenarios.contains(&5) && plan.impls.contains(&Impl::AtollEos) {
+        // tansu never ends a transaction: noida-db serves them (memory storage).
+        let (_broker, bootstrap) =
+            broker(&plan, plan.eos_records, Impl::Atoll.input(), true).await?;
+        let drain = |imp, delivery| Variant {
+            delivery,
+            through_shutdown: true,
+            ..variant(imp, "partition", plan.eos_records)
+        };
+        let variants = [
+            drain(Impl::Atoll, "at_least_once"),
+            drain(Impl::AtollEos, "exactly_once"),
+        ];
+        let name = format!(
+            "5: drain {} on noida-db, to the last commit, at least once vs exactly once",
+            plan.eos_records
+        );
+        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+    }
     print_table(&rows);
     if let Some(dir) = plan.json.parent() {
         std::fs::create_dir_all(dir)?;
@@ -207,13 +238,18 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
 }
 
 /// A fresh broker for one scenario (tansu slows down as its in-memory log grows, so scenarios
-/// do not share one), with the topics created and `records` input records in place.
+/// do not share one), with the topics created and `records` input records in place; with
+/// `transactions`, noida-db instead of tansu.
 async fn broker(
     plan: &Plan,
     records: u64,
     input: (&'static str, &'static str),
+    transactions: bool,
 ) -> anyhow::Result<(Option<Tansu>, String)> {
-    let tansu = plan.bootstrap.is_none().then(Tansu::start);
+    let tansu = plan
+        .bootstrap
+        .is_none()
+        .then(|| Tansu::builder().transactions(transactions).start());
     let bootstrap = match (&tansu, &plan.bootstrap) {
         (Some(t), _) => t.bootstrap(),
         (None, b) => b.clone().unwrap_or_default(),
@@ -241,6 +277,8 @@ fn variant(imp: Impl, ordering: &'static str, records: u64) -> Variant {
         records,
         latency: false,
         store: None,
+        delivery: "at_least_once",
+        through_shutdown: false,
     }
 }
 
@@ -358,6 +396,7 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
         .args(["--warmup", &v.warmup.to_string()])
         .args(["--records", &v.records.to_string()])
         .args(v.latency.then_some("--latency"))
+        .args(v.through_shutdown.then_some("--through-shutdown"))
         .args(["--fetch-wait-ms", FETCH_WAIT_MS])
         .env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
         .env("ATOLL_SERVICE__STATIC_MEMBERSHIP", "false")
@@ -371,6 +410,7 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
             v.ordering,
         )
         .env("ATOLL_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", FETCH_WAIT_MS)
+        .env("ATOLL_LISTENERS__RELAY__DELIVERY", v.delivery)
         .envs(v.store.iter().map(|url| ("ATOLL_STORE__URL", url)))
         .stdout(Stdio::piped())
         .kill_on_drop(true)

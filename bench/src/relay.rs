@@ -20,9 +20,14 @@ impl Relay {
 }
 
 /// Runs the relay service until the meter has its records; `ready` is called once every
-/// partition is assigned. The broker and the ordering mode come from the environment
-/// (`ATOLL_LISTENERS__RELAY__ORDERING`), set by the orchestrator.
-pub(crate) async fn run(ready: impl FnOnce()) -> anyhow::Result<meter::Report> {
+/// partition is assigned. The broker, the ordering mode and the delivery come from the
+/// environment (`ATOLL_LISTENERS__RELAY__ORDERING`, `…__DELIVERY`), set by the orchestrator.
+/// With `through_shutdown`, the measured span ends once the service shut down: an
+/// exactly-once listener's outputs are only written when its last transaction commits.
+pub(crate) async fn run(
+    ready: impl FnOnce(),
+    through_shutdown: bool,
+) -> anyhow::Result<meter::Report> {
     let running = App::from_env()?.service(Relay).start().await?;
     while running
         .assignments()
@@ -36,5 +41,9 @@ pub(crate) async fn run(ready: impl FnOnce()) -> anyhow::Result<meter::Report> {
     ready();
     let report = meter::finished().await;
     running.shutdown().await;
-    Ok(report)
+    Ok(if through_shutdown {
+        meter::through_now()
+    } else {
+        report
+    })
 }
