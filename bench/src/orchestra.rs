@@ -108,8 +108,6 @@ struct Variant {
     latency: bool,
     /// The store of a transactional run.
     store: Option<String>,
-    /// The relay listener's `delivery`.
-    delivery: &'static str,
     /// Whether the span measured ends once the worker shut down.
     through_shutdown: bool,
 }
@@ -209,17 +207,13 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         // tansu never ends a transaction: noida-db serves them (memory storage).
         let (_broker, bootstrap) =
             broker(&plan, plan.eos_records, Impl::Atoll.input(), true).await?;
-        let drain = |imp, delivery| Variant {
-            delivery,
+        let drain = |imp| Variant {
             through_shutdown: true,
             ..variant(imp, "partition", plan.eos_records)
         };
-        let variants = [
-            drain(Impl::Atoll, "at_least_once"),
-            drain(Impl::AtollEos, "exactly_once"),
-        ];
+        let variants = [drain(Impl::Atoll), drain(Impl::AtollEos)];
         let name = format!(
-            "5: drain {} on noida-db, to the last commit, at least once vs exactly once",
+            "5: drain {} on noida-db, to the last commit",
             plan.eos_records
         );
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
@@ -277,7 +271,6 @@ fn variant(imp: Impl, ordering: &'static str, records: u64) -> Variant {
         records,
         latency: false,
         store: None,
-        delivery: "at_least_once",
         through_shutdown: false,
     }
 }
@@ -410,7 +403,13 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
             v.ordering,
         )
         .env("ATOLL_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", FETCH_WAIT_MS)
-        .env("ATOLL_LISTENERS__RELAY__DELIVERY", v.delivery)
+        .env(
+            "ATOLL_LISTENERS__RELAY__DELIVERY",
+            match v.imp {
+                Impl::AtollEos => "exactly_once",
+                _ => "at_least_once",
+            },
+        )
         .envs(v.store.iter().map(|url| ("ATOLL_STORE__URL", url)))
         .stdout(Stdio::piped())
         .kill_on_drop(true)

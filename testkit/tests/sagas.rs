@@ -243,6 +243,21 @@ fn keyed(broker: &Tansu, topic: &str, key: &str, n: usize) -> Vec<OwnedMessage> 
     }
 }
 
+/// `broker`, once the three services' topics are on it (for state written before the saga's
+/// service starts).
+async fn with_topics(broker: Tansu) -> Tansu {
+    log();
+    let driver = App::new(broker.config())
+        .topics(atoll::contract::owned_topics::<Hotel>())
+        .topics(atoll::contract::owned_topics::<Flight>())
+        .topics(atoll::contract::owned_topics::<Trips>())
+        .start()
+        .await
+        .unwrap();
+    driver.shutdown().await;
+    broker
+}
+
 /// Plans trip `id` through `running`.
 async fn plan(running: &atoll::Running, id: &str) {
     running
@@ -487,16 +502,7 @@ async fn replies_without_ce_id_advance_the_saga_once_each() {
 /// record, and the saga goes on from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_state_from_an_earlier_owner_is_passed_over_and_written_over() {
-    let broker = Tansu::start();
-    log();
-    let driver = App::new(broker.config())
-        .topics(atoll::contract::owned_topics::<Hotel>())
-        .topics(atoll::contract::owned_topics::<Flight>())
-        .topics(atoll::contract::owned_topics::<Trips>())
-        .start()
-        .await
-        .unwrap();
-    driver.shutdown().await;
+    let broker = with_topics(Tansu::start()).await;
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -596,18 +602,8 @@ async fn a_late_state_from_an_earlier_owner_is_passed_over_and_written_over() {
 /// a new saga runs to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_over_100k_ended_sagas_keeps_none_and_a_new_saga_runs() {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     const ENDED: usize = 100_000;
-    let broker = Tansu::start();
-    log();
-    let driver = App::new(broker.config())
-        .topics(atoll::contract::owned_topics::<Hotel>())
-        .topics(atoll::contract::owned_topics::<Flight>())
-        .topics(atoll::contract::owned_topics::<Trips>())
-        .start()
-        .await
-        .unwrap();
-    driver.shutdown().await;
+    let broker = with_topics(Tansu::start()).await;
     let saga_topic = Trips::ID.saga().to_string();
     let b = broker.bootstrap();
     let t = saga_topic.clone();

@@ -1,6 +1,6 @@
 //! `acme.shop.analytics`: a pipeline. It turns each order's outcome into a line of the day's
-//! sales on its `results` topic, exactly once (Kafka transactions): summing the lines of a day
-//! gives its true totals, however often the service crashes or its partitions move.
+//! sales on its `results` topic, exactly once (Kafka transactions): each end fact gives one
+//! line, however often analytics handles it again (after a crash, or when its partitions move).
 
 use apache_avro::AvroSchema;
 use atoll::{event_service, handlers, Context, Event, HandlerResult};

@@ -109,6 +109,9 @@ pub struct Plan {
 #[derive(Default)]
 struct Seen {
     terminal: HashMap<String, bool>,
+    /// End facts per order: an order's end fact can be written twice (the orders saga runs at
+    /// least once), and analytics writes a line per fact record.
+    end_facts: HashMap<String, usize>,
     dead_lettered: usize,
     /// Stock reports by request id: content type and payload, decoded by the waiter.
     reports: HashMap<String, (Option<String>, Vec<u8>)>,
@@ -162,19 +165,28 @@ pub enum SalesCheck {
     NotMatching {
         /// Ended orders without a line.
         missing: usize,
-        /// Orders with more than one line.
+        /// Orders with more lines than end facts.
         repeated: usize,
         /// Lines whose outcome is not the order's, or of orders that did not end.
         wrong: usize,
+        /// Lines that do not decode.
+        unreadable: usize,
     },
-    /// No line of the run arrived (analytics is not running).
+    /// No line arrived (analytics does not run, or is more than 5 s behind).
     Unchecked,
 }
 
 impl SalesCheck {
-    /// Compares `lines` (this run's) with the outcomes `ended` (order id → completed).
-    pub fn of(ended: &HashMap<String, bool>, lines: &[DailySales]) -> Self {
-        if lines.is_empty() {
+    /// Compares `lines` (this run's) with the outcomes `ended` (order id → completed) and the
+    /// number of end facts of each order (`facts`: one line per fact record, each once), with
+    /// `unreadable` lines that did not decode.
+    pub fn of(
+        ended: &HashMap<String, bool>,
+        facts: &HashMap<String, usize>,
+        lines: &[DailySales],
+        unreadable: usize,
+    ) -> Self {
+        if lines.is_empty() && unreadable == 0 {
             return Self::Unchecked;
         }
         let mut per_order: HashMap<&str, Vec<bool>> = HashMap::new();
@@ -188,22 +200,26 @@ impl SalesCheck {
             .keys()
             .filter(|id| !per_order.contains_key(id.as_str()))
             .count();
-        let repeated = per_order.values().filter(|l| l.len() > 1).count();
+        let repeated = per_order
+            .iter()
+            .filter(|(id, l)| l.len() > facts.get(**id).copied().unwrap_or(1).max(1))
+            .count();
         let wrong = per_order
             .iter()
             .filter(|(id, l)| l.iter().any(|c| ended.get(**id) != Some(c)))
             .count();
-        if missing + repeated + wrong > 0 {
+        if missing + repeated + wrong + unreadable > 0 {
             return Self::NotMatching {
                 missing,
                 repeated,
                 wrong,
+                unreadable,
             };
         }
-        let completed = lines.iter().filter(|l| l.completed).count();
+        let completed = per_order.values().filter(|l| l[0]).count();
         Self::Matching {
             completed,
-            cancelled: lines.len() - completed,
+            cancelled: per_order.len() - completed,
         }
     }
 }
@@ -216,17 +232,18 @@ impl fmt::Display for SalesCheck {
                 cancelled,
             } => write!(
                 f,
-                "sales: one daily_sales line per order, once ({completed} completed, {cancelled} cancelled)"
+                "sales: one daily_sales line per end fact, once ({completed} completed, {cancelled} cancelled)"
             ),
             Self::NotMatching {
                 missing,
                 repeated,
                 wrong,
+                unreadable,
             } => write!(
                 f,
-                "sales: NOT matching the outcomes: {missing} orders without a line, {repeated} with more than one, {wrong} wrong"
+                "sales: NOT matching the outcomes: {missing} orders without a line, {repeated} with more lines than end facts, {wrong} wrong, {unreadable} unreadable"
             ),
-            Self::Unchecked => f.write_str("sales: not checked (analytics sent no results)"),
+            Self::Unchecked => f.write_str("sales: not checked (no daily_sales line arrived)"),
         }
     }
 }
@@ -340,12 +357,14 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
 /// transactions, every commit interval), then a little longer for any repeat, and compares.
 async fn wait_sales(running: &Running, seen: &Mutex<Seen>, prefix: &str) -> SalesCheck {
     let mut lines: Vec<DailySales> = Vec::new();
+    let mut unreadable = 0;
     let mut complete_at: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (raw, ended) = {
+        let (raw, ended, facts) = {
             let mut seen = seen.lock().expect("poisoned");
-            (std::mem::take(&mut seen.sales), seen.terminal.clone())
+            let raw = std::mem::take(&mut seen.sales);
+            (raw, seen.terminal.clone(), seen.end_facts.clone())
         };
         for (content_type, payload) in raw {
             match running
@@ -354,18 +373,25 @@ async fn wait_sales(running: &Running, seen: &Mutex<Seen>, prefix: &str) -> Sale
             {
                 Ok(line) if line.order_id.starts_with(prefix) => lines.push(line),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "unreadable daily_sales result"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable daily_sales result");
+                    unreadable += 1;
+                }
             }
         }
         let lined: HashSet<&str> = lines.iter().map(|l| l.order_id.as_str()).collect();
-        if complete_at.is_none() && lined.len() >= ended.len() {
-            complete_at = Some(Instant::now());
+        if ended.keys().all(|id| lined.contains(id.as_str())) {
+            complete_at.get_or_insert_with(Instant::now);
+        } else {
+            complete_at = None;
         }
         let settled = complete_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
-        // Nothing at all after a while: analytics is not running.
-        let absent = lines.is_empty() && Instant::now() + Duration::from_secs(10) >= deadline;
+        // No line at all after 5 s: analytics does not run (or is far behind).
+        let absent = lines.is_empty()
+            && unreadable == 0
+            && Instant::now() + Duration::from_secs(10) >= deadline;
         if settled || absent || Instant::now() >= deadline {
-            return SalesCheck::of(&ended, &lines);
+            return SalesCheck::of(&ended, &facts, &lines, unreadable);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -496,9 +522,11 @@ fn watch(
             match ce_type {
                 Some(t) if t == completed.as_bytes() => {
                     seen.terminal.entry(key.to_owned()).or_insert(true);
+                    *seen.end_facts.entry(key.to_owned()).or_default() += 1;
                 }
                 Some(t) if t == cancelled.as_bytes() => {
                     seen.terminal.entry(key.to_owned()).or_insert(false);
+                    *seen.end_facts.entry(key.to_owned()).or_default() += 1;
                 }
                 _ => {}
             }
@@ -543,49 +571,63 @@ mod tests {
     }
 
     #[test]
-    fn sales_match_when_each_ended_order_has_one_line_with_its_outcome() {
+    fn sales_match_when_each_end_fact_has_one_line_with_its_outcome() {
         let line = |id: &str, completed| DailySales {
             day: "2026-12-01".into(),
             order_id: id.into(),
             completed,
         };
         let ended: HashMap<String, bool> = [("a".into(), true), ("b".into(), false)].into();
+        let once: HashMap<String, usize> = [("a".into(), 1), ("b".into(), 1)].into();
+        let twice: HashMap<String, usize> = [("a".into(), 2), ("b".into(), 1)].into();
+        let not_matching = |missing, repeated, wrong, unreadable| SalesCheck::NotMatching {
+            missing,
+            repeated,
+            wrong,
+            unreadable,
+        };
+        // (lines, end facts, unreadable lines, expected)
         let cases = [
             (
                 vec![line("a", true), line("b", false)],
+                &once,
+                0,
                 SalesCheck::Matching {
                     completed: 1,
                     cancelled: 1,
                 },
             ),
-            (vec![], SalesCheck::Unchecked),
+            (vec![], &once, 0, SalesCheck::Unchecked),
+            (vec![], &once, 1, not_matching(2, 0, 0, 1)),
+            (vec![line("a", true)], &once, 0, not_matching(1, 0, 0, 0)),
             (
-                vec![line("a", true)],
-                SalesCheck::NotMatching {
-                    missing: 1,
-                    repeated: 0,
-                    wrong: 0,
-                },
+                vec![line("a", true), line("a", true), line("b", false)],
+                &once,
+                0,
+                not_matching(0, 1, 0, 0),
             ),
             (
                 vec![line("a", true), line("a", true), line("b", false)],
-                SalesCheck::NotMatching {
-                    missing: 0,
-                    repeated: 1,
-                    wrong: 0,
+                &twice,
+                0,
+                SalesCheck::Matching {
+                    completed: 1,
+                    cancelled: 1,
                 },
             ),
             (
                 vec![line("a", false), line("b", false), line("c", true)],
-                SalesCheck::NotMatching {
-                    missing: 0,
-                    repeated: 0,
-                    wrong: 2,
-                },
+                &once,
+                0,
+                not_matching(0, 0, 2, 0),
             ),
         ];
-        for (lines, expected) in cases {
-            assert_eq!(SalesCheck::of(&ended, &lines), expected, "{lines:?}");
+        for (lines, facts, unreadable, expected) in cases {
+            assert_eq!(
+                SalesCheck::of(&ended, facts, &lines, unreadable),
+                expected,
+                "{lines:?}"
+            );
         }
     }
 

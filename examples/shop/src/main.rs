@@ -24,7 +24,7 @@ use example_shop::{all_topics, driver, topics, with_all, with_service, Options};
 #[derive(Parser)]
 #[command(
     name = "shop",
-    about = "The reference system of atoll: orders, inventory, payments, shipping"
+    about = "The reference system of atoll: orders, inventory, payments, shipping, storefront, analytics"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,7 +53,7 @@ enum Cmd {
     },
     /// Run one service until SIGTERM or Ctrl-C.
     Serve {
-        /// orders, inventory, payments, shipping or storefront.
+        /// orders, inventory, payments, shipping, storefront or analytics.
         service: String,
         #[command(flatten)]
         options: ShopOptions,

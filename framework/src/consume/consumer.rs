@@ -543,8 +543,8 @@ impl<S: Service> PollLoop<S> {
                 let _ = self.consumer.resume(&self.partition(*p));
             }
         }
-        // Their handlers end at their next await (or finish): none may still be running when
-        // the hooks start again below, or it would write into their fresh state.
+        // Their handlers finish (or time out; up to the drain timeout): none may still be
+        // running when the hooks start again below, or it would write into their fresh state.
         drain(&taken, self.env.config.drain_timeout());
         if self.consumer.context().commits.rewind().take_committed() {
             // The failures so far were not consecutive: no wait for this one.

@@ -582,8 +582,11 @@ async fn restore<D: Saga>(
         )));
     }
     if part.cancel.is_cancelled() {
-        // Revoked meanwhile (or rewound): whoever owns the partition now restores it.
-        return Ok(());
+        // Revoked meanwhile (or rewound): whoever owns the partition now restores it, and a
+        // handler still waiting here must not run on this one's empty states.
+        return Err(Error::Saga(format!(
+            "saga state of partition {p}: revoked while restoring"
+        )));
     }
     let generation = next_generation(progress.newest, now);
     part.generation.store(generation, Ordering::Relaxed);
@@ -718,7 +721,12 @@ async fn send_writes<D: Saga>(
 /// and says how it went.
 async fn await_writes<D: Saga>(part: &Part, pending: Vec<crate::produce::Pending>) {
     let n = pending.len();
-    if let Err(e) = crate::produce::Pending::all(pending).await {
+    let acked = tokio::select! {
+        biased;
+        () = part.cancel.cancelled() => return,
+        acked = crate::produce::Pending::all(pending) => acked,
+    };
+    if let Err(e) = acked {
         // Left as they are: the next restore finds them again.
         tracing::warn!(saga = D::NAME, error = %e, "some writes of the saga state restore (tombstones, overtaken states) were not written");
     } else if n > 0 {

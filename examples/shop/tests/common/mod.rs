@@ -38,10 +38,6 @@ impl Shop {
         if let Some(url) = self.urls.get(service) {
             env.extend(Postgres::env(url));
         }
-        if service == "analytics" {
-            // tansu has no transactions.
-            env.extend(example_shop::analytics::without_transactions_env());
-        }
         env.extend(
             extra
                 .iter()
