@@ -258,6 +258,17 @@ async fn with_topics(broker: Tansu) -> Tansu {
     broker
 }
 
+/// The saga's service alone, on `broker`: the test answers its commands.
+async fn trips_alone(broker: &Tansu) -> atoll::Running {
+    App::new(broker.config())
+        .topics(atoll::contract::owned_topics::<Hotel>())
+        .topics(atoll::contract::owned_topics::<Flight>())
+        .service(Trips)
+        .start()
+        .await
+        .expect("app")
+}
+
 /// Plans trip `id` through `running`.
 async fn plan(running: &atoll::Running, id: &str) {
     running
@@ -461,14 +472,7 @@ fn reply(broker: &Tansu, to: (&str, i32), key: &str, request: &str, ce_type: &st
 async fn replies_without_ce_id_advance_the_saga_once_each() {
     let broker = Tansu::start();
     log();
-    // The saga's service alone: the test answers its commands.
-    let running = App::new(broker.config())
-        .topics(atoll::contract::owned_topics::<Hotel>())
-        .topics(atoll::contract::owned_topics::<Flight>())
-        .service(Trips)
-        .start()
-        .await
-        .expect("app");
+    let running = trips_alone(&broker).await;
     plan(&running, "noid").await;
     // A start handled again (at-least-once: a rebalance before its offset was committed)
     // sends its step again under the same request id, by which a replier knows the repeat.
@@ -543,13 +547,7 @@ async fn a_late_state_from_an_earlier_owner_is_passed_over_and_written_over() {
             .unwrap();
         producer.flush(Duration::from_secs(10)).unwrap();
     }
-    let running = App::new(broker.config())
-        .topics(atoll::contract::owned_topics::<Hotel>())
-        .topics(atoll::contract::owned_topics::<Flight>())
-        .service(Trips)
-        .start()
-        .await
-        .expect("app");
+    let running = trips_alone(&broker).await;
     let started = Instant::now();
     while !logged("passed over", "trip/zombie") && started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(100)).await;
