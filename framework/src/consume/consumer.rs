@@ -179,23 +179,28 @@ fn release<S: Service>(
     env: &ListenerEnv<S>,
     taken: Vec<(i32, Slot)>,
 ) {
-    for (p, slot) in &taken {
-        slot.shared.cancel.cancel();
-        if slot.paused {
-            // Do not leave a partition paused for whoever owns it next in this process.
-            let _ = consumer.resume(&partition_list(env.topic.as_str(), *p));
-        }
-    }
-    drain(&taken, env.config.drain_timeout());
+    stop_slots(consumer, env, &taken);
     // The current watermark, even if an earlier commit already sent it: that one may have
     // failed.
     let batch = batch(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
     consumer.context().commits.commit_and_wait(batch);
 }
 
-/// Waits up to `timeout` for the records in flight in `taken`'s (cancelled) slots to finish.
-fn drain(taken: &[(i32, Slot)], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+/// Cancels `taken`'s slots, resumes their paused partitions (not to leave one paused for
+/// whoever handles it next in this process), and waits up to the drain timeout for their
+/// records in flight to finish.
+fn stop_slots<S: Service>(
+    consumer: &BaseConsumer<ListenerContext<S>>,
+    env: &ListenerEnv<S>,
+    taken: &[(i32, Slot)],
+) {
+    for (p, slot) in taken {
+        slot.shared.cancel.cancel();
+        if slot.paused {
+            let _ = consumer.resume(&partition_list(env.topic.as_str(), *p));
+        }
+    }
+    let deadline = Instant::now() + env.config.drain_timeout();
     while taken
         .iter()
         .any(|(_, s)| s.shared.in_flight.load(Ordering::SeqCst) > 0)
@@ -537,15 +542,9 @@ impl<S: Service> PollLoop<S> {
     /// spin.
     fn rewind(&mut self) {
         let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
-        for (p, slot) in &taken {
-            slot.shared.cancel.cancel();
-            if slot.paused {
-                let _ = self.consumer.resume(&self.partition(*p));
-            }
-        }
         // Their handlers finish (or time out; up to the drain timeout): none may still be
         // running when the hooks start again below, or it would write into their fresh state.
-        drain(&taken, self.env.config.drain_timeout());
+        stop_slots(&self.consumer, &self.env, &taken);
         if self.consumer.context().commits.rewind().take_committed() {
             // The failures so far were not consecutive: no wait for this one.
             self.rewinds = rewind_backoff().iter();
