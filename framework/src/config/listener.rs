@@ -113,7 +113,8 @@ listener_settings! {
     /// librdkafka prefetched for the partition (fetched again on resume), so it must be rare:
     /// 1,000 cost atoll 90% of its throughput draining a backlog on tansu.
     max_buffered: usize = 10_000,
-    /// How long shutdown and revocation wait for in-flight records, in ms.
+    /// How long shutdown and revocation wait for in-flight records, in ms; it also bounds the
+    /// consumer's close (leaving its group) at shutdown.
     drain_timeout_ms: u64 = 10_000,
     /// Attempts in place, the first included; 0 retries without limit.
     max_attempts: u32 = 3,

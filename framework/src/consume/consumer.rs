@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::config::kafka::set_default;
 use crate::config::DeliveryMode;
+use crate::consume::close;
 use crate::consume::committer;
 use crate::consume::committer::{Batch, CommitQueue, Commits};
 use crate::consume::watermark::Watermark;
@@ -463,9 +464,18 @@ impl<S: Service> PollLoop<S> {
             tracing::error!("a committer thread panicked");
         }
         context.health.stopped();
-        tracing::info!(listener = self.env.listener.name(), "listener stopped");
-        // Dropping the consumer (the last reference, the committer's gone) closes it here: it
-        // leaves the group unless membership is static.
+        // Dropping the consumer (the last reference, the committer's gone) closes it: it leaves
+        // the group unless membership is static. Bounded, since librdkafka's close is not.
+        let name = self.env.listener.name();
+        let deadline = self.env.config.drain_timeout();
+        if !close::drop_within(self.consumer, deadline, format!("atoll-close-{name}")) {
+            tracing::warn!(
+                listener = name,
+                ?deadline,
+                "the consumer did not close in time; it is left to close in the background"
+            );
+        }
+        tracing::info!(listener = name, "listener stopped");
     }
 
     fn dispatch(&self, msg: OwnedMessage) {

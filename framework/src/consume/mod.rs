@@ -9,6 +9,7 @@
 //! decision out: sleep and try again, re-publish to the retry topic ([`retry_topic`]) or
 //! dead-letter ([`dead_letter`]).
 
+pub(crate) mod close;
 pub(crate) mod committer;
 pub(crate) mod consumer;
 pub(crate) mod dead_letter;
