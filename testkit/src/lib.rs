@@ -536,12 +536,24 @@ pub fn raw_producer(bootstrap: &str) -> rdkafka::producer::BaseProducer {
 /// Reads `topic` from the beginning of every partition until `n` records were read or
 /// `timeout` passed, as a `read_committed` consumer.
 pub fn read_topic(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    // As atoll's own consumers: records of open or aborted transactions are not read.
+    read_topic_as("read_committed", bootstrap, topic, n, timeout)
+}
+
+/// As [`read_topic`], with `isolation.level` `isolation`: `read_uncommitted` reads the records
+/// of open and aborted transactions too.
+pub fn read_topic_as(
+    isolation: &str,
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "atoll-testkit-reader")
         .set("enable.auto.commit", "false")
-        // As atoll's own consumers: records of open or aborted transactions are not read.
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .create()
         .expect("reader");
     let md = c

@@ -1,0 +1,86 @@
+//! What noida-db 0.2.3 (the broker with transactions the tests use) does differently from
+//! Kafka, pinned so that an upgrade that fixes it is noticed and the tests that work around it
+//! can be tightened.
+
+use std::time::{Duration, Instant};
+
+use atoll_testkit::Tansu;
+use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// The values a `read_committed` consumer reads from partition 0 of `t`, starting at `start`.
+fn committed_from(bootstrap: &str, start: i64) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "g")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("t", 0, Offset::Offset(start))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            read.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    read
+}
+
+/// Kafka lists, in a fetch response, only the aborted transactions that overlap the fetched
+/// range. noida-db lists a producer's aborted transaction in fetches that start past its abort
+/// marker too, so librdkafka takes the producer's later, committed records for aborted ones and
+/// drops them: a `read_committed` consumer that has read past an aborted transaction never sees
+/// what the same `transactional.id` commits afterwards (a consumer reading from before the
+/// abort marker does). On noida-db, a consumer downstream of an exactly-once listener whose
+/// transaction was aborted (a rewind, a fenced zombie) misses that listener's later outputs
+/// until it restarts; the exactly-once tests read outputs with fresh consumers for that reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noida_hides_a_producers_commits_after_its_abort_from_fetches_past_the_abort() {
+    let broker = Tansu::builder().transactions(true).start();
+    let b = broker.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("t", 1, TopicReplication::Fixed(1));
+    admin
+        .create_topics(&[topic], &Default::default())
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("transactional.id", "x")
+            .create()
+            .unwrap();
+        let t = Duration::from_secs(15);
+        p.init_transactions(t).unwrap();
+        // Offset 0 aborted, 1 its marker; offset 2 committed, 3 its marker.
+        for (value, commit) in [("aborted", false), ("committed", true)] {
+            p.begin_transaction().unwrap();
+            p.send(BaseRecord::<(), _>::to("t").payload(value).partition(0))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            p.flush(t).unwrap();
+            if commit {
+                p.commit_transaction(t).unwrap();
+            } else {
+                p.abort_transaction(t).unwrap();
+            }
+        }
+        assert_eq!(committed_from(&b, 0), ["committed"], "read from the start");
+        assert!(
+            committed_from(&b, 2).is_empty(),
+            "noida-db now serves the commit to a fetch past the abort: the limitation is gone"
+        );
+    })
+    .await
+    .unwrap();
+}
