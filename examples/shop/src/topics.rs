@@ -1,5 +1,5 @@
-//! The shop's declared topics and consumer groups, and the Avro schema of every event (its
-//! contracts), as checked into `topics/`.
+//! The shop's manifest (its services, topics, events, consumer groups) and the Avro schema of
+//! every event (its contracts), as checked into `topics/`.
 //!
 //! `shop topics --write topics` regenerates them; `shop topics --check topics` (run by the
 //! tests, so by CI) fails when the listing drifts or when an event's schema changed
@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use atoll::contract::{self, Contract};
+use atoll::contract::{self, Contract, EventSpec, Manifest};
+use atoll::{Event, Request};
 
 use crate::analytics::DailySales;
 use crate::inventory::{
@@ -24,46 +25,60 @@ use crate::shipping::{ArrangeShipment, ShipmentResult, ShipmentScheduled};
 /// The directory of the schemas, under `topics/`.
 pub const SCHEMAS: &str = "avro";
 
+/// Every event of the shop: its manifest entry (a command answered by a reply names it) and
+/// its contract.
+fn entries() -> Vec<(EventSpec, Contract)> {
+    fn event<E: Event>() -> (EventSpec, Contract) {
+        let contract = Contract::of::<E>().expect("every shop event derives AvroSchema");
+        (EventSpec::of::<E>(), contract)
+    }
+    fn request<C: Request>() -> (EventSpec, Contract) {
+        (EventSpec::request::<C>(), event::<C>().1)
+    }
+    vec![
+        event::<PlaceOrder>(),
+        event::<OrderPlaced>(),
+        event::<OrderCompleted>(),
+        event::<OrderCancelled>(),
+        request::<ReserveStock>(),
+        event::<StockReservation>(),
+        request::<ReleaseStock>(),
+        event::<StockRelease>(),
+        event::<StockReserved>(),
+        event::<StockReleased>(),
+        event::<ReportStock>(),
+        event::<StockReported>(),
+        request::<ChargePayment>(),
+        event::<ChargeResult>(),
+        request::<RefundPayment>(),
+        event::<RefundResult>(),
+        event::<PaymentCharged>(),
+        event::<PaymentDeclined>(),
+        event::<PaymentRefunded>(),
+        request::<ArrangeShipment>(),
+        event::<ShipmentResult>(),
+        event::<ShipmentScheduled>(),
+        event::<DailySales>(),
+    ]
+}
+
 /// The contract of every event of the shop.
 pub fn contracts() -> Vec<Contract> {
-    let all = [
-        Contract::of::<PlaceOrder>(),
-        Contract::of::<OrderPlaced>(),
-        Contract::of::<OrderCompleted>(),
-        Contract::of::<OrderCancelled>(),
-        Contract::of::<ReserveStock>(),
-        Contract::of::<StockReservation>(),
-        Contract::of::<ReleaseStock>(),
-        Contract::of::<StockRelease>(),
-        Contract::of::<StockReserved>(),
-        Contract::of::<StockReleased>(),
-        Contract::of::<ReportStock>(),
-        Contract::of::<StockReported>(),
-        Contract::of::<ChargePayment>(),
-        Contract::of::<ChargeResult>(),
-        Contract::of::<RefundPayment>(),
-        Contract::of::<RefundResult>(),
-        Contract::of::<PaymentCharged>(),
-        Contract::of::<PaymentDeclined>(),
-        Contract::of::<PaymentRefunded>(),
-        Contract::of::<ArrangeShipment>(),
-        Contract::of::<ShipmentResult>(),
-        Contract::of::<ShipmentScheduled>(),
-        Contract::of::<DailySales>(),
-    ];
-    all.into_iter()
-        .map(|c| c.expect("every shop event derives AvroSchema"))
-        .collect()
+    entries().into_iter().map(|(_, c)| c).collect()
+}
+
+/// The shop's manifest: its services and the events they own.
+pub fn manifest() -> Manifest {
+    let events = entries().into_iter().map(|(e, _)| e).collect();
+    Manifest::new(crate::descriptions(), events).expect("the shop's declarations are consistent")
 }
 
 /// The file name under `topics/`.
 pub const FILE: &str = "acme.shop.json";
 
-/// The listing, as pretty JSON with a trailing newline.
+/// The manifest, as written.
 pub fn render() -> String {
-    let mut s = serde_json::to_string_pretty(&crate::descriptions()).expect("serializable");
-    s.push('\n');
-    s
+    manifest().render()
 }
 
 /// Writes the listing and the schemas into `dir`.

@@ -3,7 +3,7 @@
 //! Topic names and service identity (`topic`), event types (`event`), what a service
 //! declares (`service`), the CloudEvents envelope (`envelope`), the dead-letter headers
 //! (`dead_letter`), codec kinds and derived Avro schemas (`codec`), schema compatibility
-//! (`compat`) and the checked-in contract files (`files`).
+//! (`compat`), the checked-in contract files (`files`) and the namespace manifest (`manifest`).
 //!
 //! The public items here are the ones tools need: what services declare, the checked-in
 //! contract files and compatibility levels. Topic names and event types are at the crate root.
@@ -17,12 +17,14 @@ pub(crate) mod dead_letter;
 pub(crate) mod envelope;
 pub(crate) mod event;
 pub(crate) mod files;
+pub(crate) mod manifest;
 pub(crate) mod service;
 pub(crate) mod topic;
 
 pub use compat::Compatibility;
 pub use files::{check, write, Contract};
-pub use service::{owned_topics, ListenerDescription, ServiceDescription, TopicSpec};
+pub use manifest::{EventSpec, Kind, Manifest, ManifestError, ServiceManifest, FORMAT};
+pub use service::{owned_topics, Delivery, ListenerDescription, ServiceDescription, TopicSpec};
 
 /// Why a contract could not be derived, written or read.
 #[derive(Debug, thiserror::Error)]

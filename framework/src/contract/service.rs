@@ -22,19 +22,42 @@ pub trait Service: Send + Sync + Sized + 'static {
 }
 
 /// A topic a service declares, with what atoll creates it with.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TopicSpec {
     /// The topic.
-    #[serde(serialize_with = "ser_topic")]
     pub name: TopicName,
     /// Partition count.
     pub partitions: i32,
-    /// Topic configuration (`cleanup.policy`, …).
+    /// Topic configuration (`cleanup.policy`, …), written as a map.
+    #[serde(with = "config_map")]
     pub config: Vec<(String, String)>,
 }
 
-fn ser_topic<Ser: serde::Serializer>(t: &TopicName, s: Ser) -> Result<Ser::Ok, Ser::Error> {
-    s.serialize_str(t.as_str())
+/// `TopicSpec::config` as a JSON object, sorted by key.
+mod config_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        config: &[(String, String)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, &str> = config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        map.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// The topics service `S` owns: `events`, `commands`, `results` when it publishes results,
@@ -105,14 +128,36 @@ pub struct ServiceDescription {
 }
 
 /// One listener of a [`ServiceDescription`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListenerDescription {
     /// Listener name.
     pub name: String,
-    /// Consumer group.
+    /// Consumer group (its retry-topic consumer, if any, joins `<group_id>.retry`).
     pub group_id: String,
     /// The topic it consumes.
     pub topic: String,
-    /// The CloudEvents type it handles.
-    pub ce_type: String,
+    /// The CloudEvents types it handles.
+    pub types: Vec<String>,
+    /// Its delivery as the code sets it (`at_least_once` unless the code asks for
+    /// `exactly_once`; configuration may still change it).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// The commands it sends, by type (a saga's steps and compensations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sends: Vec<String>,
+}
+
+/// A listener's delivery, as a [`ListenerDescription`] states it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Offsets committed after the record's effects; a redelivery repeats them.
+    #[default]
+    AtLeastOnce,
+    /// Outputs and offsets in one Kafka transaction, under a `transactional.id` of
+    /// `<group_id>.<process name>`.
+    ExactlyOnce,
 }

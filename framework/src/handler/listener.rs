@@ -8,8 +8,11 @@ use futures::future::BoxFuture;
 
 use crate::codec::DecodeError;
 use crate::config::listener::ListenerSettings;
+use crate::config::DeliveryMode;
 use crate::contract::event::{EventKind, ListenableBy};
-use crate::contract::service::{owned_topics, ListenerDescription, Service, ServiceDescription};
+use crate::contract::service::{
+    owned_topics, Delivery, ListenerDescription, Service, ServiceDescription,
+};
 use crate::contract::topic::{PrivateTopic, TopicKind, TopicName, TopicNameError};
 use crate::error::HandlerError;
 use crate::handler::context::Context;
@@ -89,6 +92,8 @@ pub struct Listener<S> {
     transactional: bool,
     /// The tables of the view it builds, if it builds one.
     view: &'static [&'static str],
+    /// The commands it sends, by type, where the code says (a saga's steps).
+    sends: Vec<&'static str>,
 }
 
 impl<S> Clone for Listener<S> {
@@ -104,6 +109,7 @@ impl<S> Clone for Listener<S> {
             hooks: self.hooks.clone(),
             transactional: self.transactional,
             view: self.view,
+            sends: self.sends.clone(),
         }
     }
 }
@@ -161,6 +167,7 @@ impl<S: Service> Listener<S> {
             hooks: None,
             transactional: false,
             view: &[],
+            sends: Vec::new(),
         }
     }
 
@@ -183,6 +190,7 @@ impl<S: Service> Listener<S> {
             hooks: Some(hooks),
             transactional: false,
             view: &[],
+            sends: Vec::new(),
         }
     }
 
@@ -225,6 +233,18 @@ impl<S: Service> Listener<S> {
     /// What the listener sets in code.
     pub fn settings(&self) -> &ListenerSettings {
         &self.settings
+    }
+
+    /// Declares the commands the listener sends (by type), for the manifest.
+    #[must_use]
+    pub(crate) fn sending(mut self, sends: Vec<&'static str>) -> Self {
+        self.sends = sends;
+        self
+    }
+
+    /// The commands the listener is known to send, by type.
+    pub fn sends(&self) -> &[&'static str] {
+        &self.sends
     }
 
     /// The listener's name.
@@ -303,7 +323,12 @@ pub fn describe<S: Handlers>() -> Result<ServiceDescription, TopicNameError> {
                 name: l.name().to_owned(),
                 group_id: l.group_id()?,
                 topic: l.topic().to_string(),
-                ce_type: l.ce_type().to_owned(),
+                types: l.ce_types().iter().map(|t| (*t).to_owned()).collect(),
+                delivery: match l.settings().delivery {
+                    Some(DeliveryMode::ExactlyOnce) => Delivery::ExactlyOnce,
+                    _ => Delivery::AtLeastOnce,
+                },
+                sends: l.sends().iter().map(|t| (*t).to_owned()).collect(),
             })
         })
         .collect::<Result<_, TopicNameError>>()?;

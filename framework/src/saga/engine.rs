@@ -33,9 +33,16 @@ pub(crate) fn listener<D: Saga>(name: &'static str) -> Listener<D::Service> {
             let engine = handler_engine.clone();
             Box::pin(async move { engine.handle(ctx, payload).await.map_err(CallError::from) })
         }),
-        engine,
+        engine.clone(),
     )
     .with_settings(D::settings())
+    .sending(
+        engine
+            .steps
+            .iter()
+            .flat_map(|s| s.commands().iter().copied())
+            .collect(),
+    )
 }
 
 struct Engine<D: Saga> {

@@ -228,6 +228,8 @@ pub struct Step<D> {
     judge: Judge<D>,
     compensation: Option<(Make<D>, &'static str)>,
     timeout: Duration,
+    /// The types of the commands it sends: its action's, then its compensation's.
+    commands: Vec<&'static str>,
 }
 
 impl<D> std::fmt::Debug for Step<D> {
@@ -271,6 +273,7 @@ impl<D: 'static> Step<D> {
             ),
             compensation: None,
             timeout: Self::DEFAULT_TIMEOUT,
+            commands: vec![C::ce_type()],
         }
     }
 
@@ -284,6 +287,8 @@ impl<D: 'static> Step<D> {
     ) -> Self {
         let make: Make<D> = Arc::new(move |d| outbound(compensation(d)));
         self.compensation = Some((make, C::Reply::ce_type()));
+        self.commands.truncate(1);
+        self.commands.push(C::ce_type());
         self
     }
 
@@ -356,6 +361,11 @@ impl<S: Service> Context<S> {
 }
 
 impl<D> Step<D> {
+    /// The types of the commands the step sends: its action's, then its compensation's.
+    pub(crate) fn commands(&self) -> &[&'static str] {
+        &self.commands
+    }
+
     pub(crate) fn types(&self) -> impl Iterator<Item = &'static str> + '_ {
         std::iter::once(self.reply_type).chain(self.compensation.as_ref().map(|c| c.1))
     }

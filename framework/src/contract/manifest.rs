@@ -1,0 +1,473 @@
+//! The manifest of a namespace: every service of `<company>.<namespace>`, the topics it owns
+//! (partitions and configs), the event types it owns (kind, version, topic, schema subject),
+//! its listeners (consumer group, topic, types, delivery) and the commands it sends.
+//!
+//! A service binary writes it (`<binary> topics --write <dir>` in the shop) from what the code
+//! declares, as `<dir>/<company>.<namespace>.json`; the `atoll` tool reads it to plan topics,
+//! derive ACLs and draw the system, without the services' code. Reading checks every name and
+//! reports a bad one with the file and the field (`services[1].topics[0].name`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{subject, SubjectStrategy};
+use super::event::{Event, EventKind, Request};
+use super::service::{ListenerDescription, ServiceDescription, TopicSpec};
+use super::topic::TopicName;
+
+/// The manifest format this version of atoll writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// The manifest of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The manifest format ([`FORMAT`]).
+    pub format: u32,
+    /// `<company>.<namespace>`.
+    pub namespace: String,
+    /// Its services, in the order they were given.
+    pub services: Vec<ServiceManifest>,
+}
+
+/// One service of a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceManifest {
+    /// `<company>.<namespace>.<service>`.
+    pub service: String,
+    /// The topics it owns, with what they are created with.
+    pub topics: Vec<TopicSpec>,
+    /// The event types it owns.
+    #[serde(default)]
+    pub events: Vec<EventSpec>,
+    /// Its listeners.
+    pub listeners: Vec<ListenerDescription>,
+}
+
+/// An event type as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    /// The CloudEvents type, `<service>.<name>.v<version>`.
+    #[serde(rename = "type")]
+    pub ce_type: String,
+    /// The snake_case name.
+    pub name: String,
+    /// The contract version.
+    pub version: u32,
+    /// Fact, command, reply or result.
+    pub kind: Kind,
+    /// The topic it travels on; none for a reply, which goes to the requester's reply topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The reply that answers it (a command declared with `reply = …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// Its Avro schema's registry subject, when it derives `AvroSchema`; the schema is
+    /// `avro/<subject>.avsc` beside the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// [`EventKind`] as the manifest spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Published by its owner on the owner's `events` topic.
+    Fact,
+    /// Sent to its owner's `commands` topic.
+    Command,
+    /// Sent to the requester's `private.reply` topic.
+    Reply,
+    /// Published by its owner on the owner's `results` topic.
+    Result,
+}
+
+impl From<EventKind> for Kind {
+    fn from(k: EventKind) -> Self {
+        match k {
+            EventKind::Fact => Kind::Fact,
+            EventKind::Command => Kind::Command,
+            EventKind::Reply => Kind::Reply,
+            EventKind::Result => Kind::Result,
+        }
+    }
+}
+
+impl EventSpec {
+    /// The manifest entry of event `E`.
+    pub fn of<E: Event>() -> Self {
+        Self::build::<E>(None)
+    }
+
+    /// The manifest entry of command `C`, naming its reply.
+    pub fn request<C: Request>() -> Self {
+        Self::build::<C>(Some(C::Reply::ce_type().to_owned()))
+    }
+
+    fn build<E: Event>(reply: Option<String>) -> Self {
+        let topic = E::topic();
+        Self {
+            ce_type: E::ce_type().to_owned(),
+            name: E::NAME.to_owned(),
+            version: E::VERSION,
+            kind: E::KIND.into(),
+            subject: subject::<E>(&topic, SubjectStrategy::TopicRecordName).ok(),
+            topic: (E::KIND != EventKind::Reply).then(|| topic.to_string()),
+            reply,
+        }
+    }
+
+    /// The service that owns it (the prefix of its type).
+    pub fn owner(&self) -> &str {
+        let without_version = self.ce_type.rsplit_once('.').map_or("", |(s, _)| s);
+        without_version.rsplit_once('.').map_or("", |(s, _)| s)
+    }
+}
+
+/// Why a manifest could not be built or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a manifest, or a field is wrong.
+    #[error("{path}: {field}: {why}")]
+    Invalid {
+        /// The file (empty when built from code).
+        path: PathBuf,
+        /// The field, as a path (`services[1].topics[0].name`), or `.` for the whole file.
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl Manifest {
+    /// The manifest of `services` (all of one namespace), owning `events` (each listed under
+    /// the service that owns it; events of services not listed are left out).
+    pub fn new(
+        services: Vec<ServiceDescription>,
+        events: Vec<EventSpec>,
+    ) -> Result<Self, ManifestError> {
+        let invalid = |field: String, why: String| ManifestError::Invalid {
+            path: PathBuf::new(),
+            field,
+            why,
+        };
+        let namespace = services
+            .first()
+            .map(|s| namespace_of(&s.service).to_owned())
+            .ok_or_else(|| invalid(".".into(), "no services".into()))?;
+        let mut by_owner: BTreeMap<String, BTreeMap<String, EventSpec>> = BTreeMap::new();
+        for e in events {
+            by_owner
+                .entry(e.owner().to_owned())
+                .or_default()
+                .insert(e.ce_type.clone(), e);
+        }
+        let services = services
+            .into_iter()
+            .map(|s| ServiceManifest {
+                events: by_owner
+                    .remove(&s.service)
+                    .map(|m| m.into_values().collect())
+                    .unwrap_or_default(),
+                service: s.service,
+                topics: s.topics,
+                listeners: s.listeners,
+            })
+            .collect();
+        let manifest = Self {
+            format: FORMAT,
+            namespace,
+            services,
+        };
+        manifest
+            .check()
+            .map_err(|(field, why)| invalid(field, why))?;
+        Ok(manifest)
+    }
+
+    /// The file name: `<company>.<namespace>.json`.
+    pub fn file_name(&self) -> String {
+        format!("{}.json", self.namespace)
+    }
+
+    /// As written: pretty JSON with a trailing newline.
+    pub fn render(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("serializable");
+        s.push('\n');
+        s
+    }
+
+    /// Reads and checks the manifest at `path`.
+    pub fn read(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|(field, why)| ManifestError::Invalid {
+            path: path.to_owned(),
+            field,
+            why,
+        })
+    }
+
+    /// Reads every manifest (`*.json`) directly in `dir`, by file name.
+    pub fn read_dir(dir: &Path) -> Result<Vec<Self>, ManifestError> {
+        let io = |source| ManifestError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        paths.retain(|p| p.extension().is_some_and(|e| e == "json") && p.is_file());
+        paths.sort();
+        if paths.is_empty() {
+            return Err(ManifestError::Invalid {
+                path: dir.to_owned(),
+                field: ".".into(),
+                why: "no manifest (`<company>.<namespace>.json`) here; a service binary writes \
+                      one with `topics --write <dir>`"
+                    .into(),
+            });
+        }
+        paths.iter().map(|p| Self::read(p)).collect()
+    }
+
+    fn parse(text: &str) -> Result<Self, (String, String)> {
+        if text.trim_start().starts_with('[') {
+            return Err((
+                ".".into(),
+                "a topic listing of an older atoll, not a manifest; write it again with \
+                 `topics --write`"
+                    .into(),
+            ));
+        }
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let manifest: Self = serde_path_to_error::deserialize(de)
+            .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))?;
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    /// Checks what the types do not: the format, and that every name is one of the namespace's
+    /// services, topics and groups.
+    fn check(&self) -> Result<(), (String, String)> {
+        if self.format != FORMAT {
+            return Err((
+                "format".into(),
+                format!(
+                    "format {} is not the one this atoll reads ({FORMAT})",
+                    self.format
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = |field: &str| format!("services[{i}].{field}");
+            check_service(&s.service).map_err(|why| (at("service"), why))?;
+            if namespace_of(&s.service) != self.namespace {
+                return Err((
+                    at("service"),
+                    format!("`{}` is not in namespace `{}`", s.service, self.namespace),
+                ));
+            }
+            if !seen.insert(&s.service) {
+                return Err((at("service"), format!("`{}` is listed twice", s.service)));
+            }
+            for (j, t) in s.topics.iter().enumerate() {
+                if t.name.service_prefix() != s.service {
+                    return Err((
+                        at(&format!("topics[{j}].name")),
+                        format!("`{}` is not a topic of `{}`", t.name, s.service),
+                    ));
+                }
+                if t.partitions < 1 {
+                    return Err((
+                        at(&format!("topics[{j}].partitions")),
+                        format!("{} partitions; a topic has at least 1", t.partitions),
+                    ));
+                }
+            }
+            for (j, e) in s.events.iter().enumerate() {
+                if e.owner() != s.service {
+                    return Err((
+                        at(&format!("events[{j}].type")),
+                        format!("`{}` is not an event of `{}`", e.ce_type, s.service),
+                    ));
+                }
+                if let Some(topic) = &e.topic {
+                    topic
+                        .parse::<TopicName>()
+                        .map_err(|why| (at(&format!("events[{j}].topic")), why.to_string()))?;
+                }
+            }
+            for (j, l) in s.listeners.iter().enumerate() {
+                l.topic
+                    .parse::<TopicName>()
+                    .map_err(|why| (at(&format!("listeners[{j}].topic")), why.to_string()))?;
+                let prefix = format!("{}-", s.service);
+                if !l.group_id.starts_with(&prefix) {
+                    return Err((
+                        at(&format!("listeners[{j}].group_id")),
+                        format!("`{}` does not start with `{prefix}`", l.group_id),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The service named `name`, if listed.
+    pub fn service(&self, name: &str) -> Option<&ServiceManifest> {
+        self.services.iter().find(|s| s.service == name)
+    }
+
+    /// Every event type of every service, by type.
+    pub fn events(&self) -> BTreeMap<&str, (&ServiceManifest, &EventSpec)> {
+        self.services
+            .iter()
+            .flat_map(|s| s.events.iter().map(move |e| (e.ce_type.as_str(), (s, e))))
+            .collect()
+    }
+}
+
+/// `<company>.<namespace>` of a service or topic name.
+fn namespace_of(name: &str) -> &str {
+    let mut dots = name.match_indices('.').map(|(i, _)| i);
+    match (dots.next(), dots.next()) {
+        (Some(_), Some(second)) => &name[..second],
+        _ => name,
+    }
+}
+
+/// Checks that `name` is `<company>.<namespace>.<service>` with valid segments.
+fn check_service(name: &str) -> Result<(), String> {
+    if name.split('.').count() != 3 {
+        return Err(format!("`{name}` is not `<company>.<namespace>.<service>`"));
+    }
+    format!("{name}.events")
+        .parse::<TopicName>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> String {
+        r#"{
+  "format": 1,
+  "namespace": "acme.shop",
+  "services": [
+    {
+      "service": "acme.shop.orders",
+      "topics": [
+        { "name": "acme.shop.orders.events", "partitions": 6, "config": {} },
+        { "name": "acme.shop.orders.private.saga", "partitions": 6, "config": { "cleanup.policy": "compact" } }
+      ],
+      "events": [
+        { "type": "acme.shop.orders.order_placed.v1", "name": "order_placed", "version": 1, "kind": "fact", "topic": "acme.shop.orders.events" }
+      ],
+      "listeners": [
+        { "name": "place-order", "group_id": "acme.shop.orders-place-order", "topic": "acme.shop.orders.commands", "types": ["acme.shop.orders.place_order.v1"] }
+      ]
+    }
+  ]
+}"#
+        .to_owned()
+    }
+
+    #[test]
+    fn a_manifest_reads_back_as_written() {
+        let m = Manifest::parse(&sample()).unwrap();
+        assert_eq!(
+            m.services[0].topics[1].config,
+            [("cleanup.policy".to_owned(), "compact".to_owned())]
+        );
+        assert_eq!(Manifest::parse(&m.render()).unwrap(), m);
+        assert_eq!(m.file_name(), "acme.shop.json");
+    }
+
+    /// Each bad input, the field the error names, and a word of the reason.
+    #[test]
+    fn bad_input_names_the_field() {
+        let cases = [
+            (
+                "\"acme.shop.orders.events\", \"partitions\": 6",
+                "\"acme.shop.orders.Events\", \"partitions\": 6",
+                "services[0].topics[0].name",
+                "Events",
+            ),
+            (
+                "\"acme.shop.orders.events\", \"partitions\": 6",
+                "\"acme.shop.billing.events\", \"partitions\": 6",
+                "services[0].topics[0].name",
+                "not a topic of",
+            ),
+            (
+                "\"partitions\": 6, \"config\": {}",
+                "\"partitions\": 0, \"config\": {}",
+                "services[0].topics[0].partitions",
+                "at least 1",
+            ),
+            ("\"format\": 1", "\"format\": 7", "format", "format 7"),
+            (
+                "\"namespace\": \"acme.shop\"",
+                "\"namespace\": \"acme.shed\"",
+                "services[0].service",
+                "not in namespace",
+            ),
+            (
+                "\"kind\": \"fact\"",
+                "\"kind\": \"rumour\"",
+                "services[0].events[0].kind",
+                "rumour",
+            ),
+            (
+                "\"group_id\": \"acme.shop.orders-place-order\"",
+                "\"group_id\": \"place-order\"",
+                "services[0].listeners[0].group_id",
+                "does not start with",
+            ),
+            (
+                "\"partitions\": 6, \"config\": {}",
+                "\"partitions\": 6, \"config\": {}, \"size\": 1",
+                "services[0].topics[0]",
+                "size",
+            ),
+        ];
+        for (from, to, field, why) in cases {
+            let text = sample().replacen(from, to, 1);
+            assert_ne!(text, sample(), "{from}");
+            let (f, w) = Manifest::parse(&text).unwrap_err();
+            assert!(f.starts_with(field), "{to}: field {f}, expected {field}");
+            assert!(w.contains(why), "{to}: {w}");
+        }
+        let (f, w) = Manifest::parse("[]").unwrap_err();
+        assert_eq!(f, ".");
+        assert!(w.contains("older atoll"), "{w}");
+    }
+
+    #[test]
+    fn the_namespace_is_the_first_two_segments() {
+        assert_eq!(namespace_of("acme.shop.orders"), "acme.shop");
+        assert_eq!(namespace_of("acme.shop.orders.events"), "acme.shop");
+        assert_eq!(namespace_of("acme"), "acme");
+    }
+}
