@@ -5,18 +5,23 @@
 //! It reads the broker address and client properties like the services do (`atoll.toml`,
 //! `ATOLL_*`).
 
+mod acls;
 mod broker;
 mod dlq;
 mod view;
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use atoll::contract::Manifest;
 
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "atoll",
-    about = "Operate atoll services: inspect and replay dead letters, rebuild views"
+    about = "Operate atoll services: inspect and replay dead letters, rebuild views, derive ACLs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +36,26 @@ enum Cmd {
     /// Views: read models that listeners build from facts in the service's store.
     #[command(subcommand)]
     View(ViewCmd),
+    /// Least-privilege ACLs for every service of the manifests in a directory.
+    Acls {
+        /// The directory of the manifests (`<company>.<namespace>.json`), e.g. `topics`.
+        dir: PathBuf,
+        /// A service's principal: `{service}` is its full name, `{name}` its last segment.
+        #[arg(long, default_value = "User:{service}")]
+        principal: String,
+        /// `table`, or `commands` (`kafka-acls.sh` lines that create them).
+        #[arg(long, value_enum, default_value_t = AclFormat::Table)]
+        format: AclFormat,
+    },
+}
+
+/// How `atoll acls` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AclFormat {
+    /// One line per ACL.
+    Table,
+    /// `kafka-acls.sh` commands.
+    Commands,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +153,20 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
         Cmd::Dlq(cmd) => cmd,
         Cmd::View(ViewCmd::Rebuild { group, dry_run }) => {
             return view::rebuild(runtime, &group, dry_run, out);
+        }
+        Cmd::Acls {
+            dir,
+            principal,
+            format,
+        } => {
+            let manifests = Manifest::read_dir(&dir)?;
+            let acls = acls::derive(&manifests, &acls::Principals(principal))
+                .map_err(anyhow::Error::msg)?;
+            let text = match format {
+                AclFormat::Table => acls::table(&acls),
+                AclFormat::Commands => acls::kafka_acls_commands(&acls),
+            };
+            return Ok(out.write_all(text.as_bytes())?);
         }
     };
     let broker = broker::Broker::connect(runtime)?;

@@ -123,8 +123,7 @@ impl EventSpec {
 
     /// The service that owns it (the prefix of its type).
     pub fn owner(&self) -> &str {
-        let without_version = self.ce_type.rsplit_once('.').map_or("", |(s, _)| s);
-        without_version.rsplit_once('.').map_or("", |(s, _)| s)
+        owner_of(&self.ce_type)
     }
 }
 
@@ -344,6 +343,12 @@ impl Manifest {
             .flat_map(|s| s.events.iter().map(move |e| (e.ce_type.as_str(), (s, e))))
             .collect()
     }
+}
+
+/// The service that owns event type `ce_type` (`<service>.<name>.v<version>`): its prefix.
+pub fn owner_of(ce_type: &str) -> &str {
+    let without_version = ce_type.rsplit_once('.').map_or("", |(s, _)| s);
+    without_version.rsplit_once('.').map_or("", |(s, _)| s)
 }
 
 /// `<company>.<namespace>` of a service or topic name.

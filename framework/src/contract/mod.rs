@@ -23,7 +23,7 @@ pub(crate) mod topic;
 
 pub use compat::Compatibility;
 pub use files::{check, write, Contract};
-pub use manifest::{EventSpec, Kind, Manifest, ManifestError, ServiceManifest, FORMAT};
+pub use manifest::{owner_of, EventSpec, Kind, Manifest, ManifestError, ServiceManifest, FORMAT};
 pub use service::{owned_topics, Delivery, ListenerDescription, ServiceDescription, TopicSpec};
 
 /// Why a contract could not be derived, written or read.
