@@ -30,6 +30,17 @@ fn rows(table: &str) -> BTreeSet<Row> {
         .collect()
 }
 
+/// A service, the topics it writes and reads beyond its own, whether it owns a results topic
+/// and runs sagas, and its exactly-once listeners.
+type Grants = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    bool,
+    bool,
+    &'static [&'static str],
+);
+
 /// What each shop service may do, by hand: the topics it writes, the topics it reads, and the
 /// listeners it runs exactly once.
 fn expected() -> BTreeSet<Row> {
@@ -40,9 +51,7 @@ fn expected() -> BTreeSet<Row> {
             .map(|t| format!("{p}.{s}.private.{t}"))
             .collect::<Vec<_>>()
     };
-    // (service, writes beyond its own, reads beyond its own, owns results, runs sagas,
-    // exactly-once listeners)
-    let services: [(&str, &[&str], &[&str], bool, bool, &[&str]); 6] = [
+    let services: [Grants; 6] = [
         (
             "orders",
             &[
