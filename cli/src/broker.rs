@@ -23,8 +23,16 @@ pub(crate) struct Broker {
 impl Broker {
     /// Loads the configuration and checks that the broker answers.
     pub(crate) fn connect(runtime: tokio::runtime::Handle) -> anyhow::Result<Self> {
+        Self::connect_to(runtime, None)
+    }
+
+    /// As [`Broker::connect`], at `bootstrap` when given (else the configured address).
+    pub(crate) fn connect_to(
+        runtime: tokio::runtime::Handle,
+        bootstrap: Option<String>,
+    ) -> anyhow::Result<Self> {
         let config = Config::load()?;
-        let Some(bootstrap) = config.kafka.bootstrap_servers.clone() else {
+        let Some(bootstrap) = bootstrap.or_else(|| config.kafka.bootstrap_servers.clone()) else {
             bail!("no broker configured: set ATOLL_KAFKA__BOOTSTRAP_SERVERS (or kafka.bootstrap_servers in atoll.toml)");
         };
         let mut client = client_config(&config, &bootstrap);
@@ -46,6 +54,21 @@ impl Broker {
                 )
             })?;
         Ok(broker)
+    }
+
+    /// The client configuration (address and properties).
+    pub(crate) fn client(&self) -> &ClientConfig {
+        &self.client
+    }
+
+    /// The address it was reached at.
+    pub(crate) fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Runs `f` to its end (the tool runs on a blocking thread).
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
     }
 
     fn consumer(&self) -> anyhow::Result<BaseConsumer> {

@@ -7,10 +7,13 @@
 
 mod acls;
 mod broker;
+mod cluster;
 mod dlq;
+mod plan;
+mod schemas;
 mod view;
 
-use std::io::Write as _;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,7 +24,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "atoll",
-    about = "Operate atoll services: inspect and replay dead letters, rebuild views, derive ACLs"
+    about = "Operate atoll services: topics and ACLs from the manifests, dead letters, views"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +39,31 @@ enum Cmd {
     /// Views: read models that listeners build from facts in the service's store.
     #[command(subcommand)]
     View(ViewCmd),
+    /// Compare the manifests with the cluster: topics to create, partitions to add, configs to
+    /// change, topics no service declares; with `--registry`, each event's schema against the
+    /// registry.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        /// The schema registry to check the schemas (`<dir>/avro/`) against.
+        #[arg(long)]
+        registry: Option<String>,
+        /// Exit 0 when nothing would change, 2 when something would, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Plan to delete the namespaces' topics that no service declares.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Make the cluster match the manifests (the changes `plan` shows); a second run changes
+    /// nothing. Partitions are never removed.
+    Apply {
+        #[command(flatten)]
+        target: Target,
+        /// Also delete the namespaces' topics that no service declares.
+        #[arg(long)]
+        delete: bool,
+    },
     /// Least-privilege ACLs for every service of the manifests in a directory.
     Acls {
         /// The directory of the manifests (`<company>.<namespace>.json`), e.g. `topics`.
@@ -47,6 +75,16 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = AclFormat::Table)]
         format: AclFormat,
     },
+}
+
+/// Where `plan` and `apply` find the manifests and the cluster.
+#[derive(Args)]
+struct Target {
+    /// The directory of the manifests (`<company>.<namespace>.json`), e.g. `topics`.
+    dir: PathBuf,
+    /// The broker, instead of `ATOLL_KAFKA__BOOTSTRAP_SERVERS`.
+    #[arg(long)]
+    bootstrap: Option<String>,
 }
 
 /// How `atoll acls` prints.
@@ -135,7 +173,7 @@ async fn main() -> ExitCode {
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || run(cli, runtime)).await;
     match result {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -147,12 +185,37 @@ async fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
+/// Runs the command; the exit code on success.
+fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
     let out = &mut std::io::stdout().lock();
     let cmd = match cli.command {
         Cmd::Dlq(cmd) => cmd,
         Cmd::View(ViewCmd::Rebuild { group, dry_run }) => {
-            return view::rebuild(runtime, &group, dry_run, out);
+            return view::rebuild(runtime, &group, dry_run, out).map(|()| 0);
+        }
+        Cmd::Plan {
+            target,
+            registry,
+            detailed_exitcode,
+            delete,
+        } => {
+            let changed = topics_plan(runtime, &target, registry.as_deref(), delete, out)?;
+            return Ok(if detailed_exitcode && changed { 2 } else { 0 });
+        }
+        Cmd::Apply { target, delete } => {
+            let manifests = Manifest::read_dir(&target.dir)?;
+            let broker = broker::Broker::connect_to(runtime, target.bootstrap.clone())?;
+            let declared = plan::declared(&manifests);
+            let actual = cluster::actual(&broker, &manifests, &declared)?;
+            let plan = plan::plan(&declared, &actual, delete);
+            for notice in &plan.notices {
+                writeln!(out, "{notice}")?;
+            }
+            cluster::apply(&broker, &plan, &declared, out)?;
+            if plan.changes.is_empty() {
+                writeln!(out, "nothing to change")?;
+            }
+            return Ok(0);
         }
         Cmd::Acls {
             dir,
@@ -166,7 +229,8 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
                 AclFormat::Table => acls::table(&acls),
                 AclFormat::Commands => acls::kafka_acls_commands(&acls),
             };
-            return Ok(out.write_all(text.as_bytes())?);
+            out.write_all(text.as_bytes())?;
+            return Ok(0);
         }
     };
     let broker = broker::Broker::connect(runtime)?;
@@ -188,4 +252,55 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
             dlq::replay(&broker, &topic, &selection, dry_run, force, out)
         }
     }
+    .map(|()| 0)
+}
+
+/// Prints the plan (and the schema verdicts); whether anything would change. An incompatible
+/// schema is an error.
+fn topics_plan(
+    runtime: tokio::runtime::Handle,
+    target: &Target,
+    registry: Option<&str>,
+    delete: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<bool> {
+    let manifests = Manifest::read_dir(&target.dir)?;
+    let broker = broker::Broker::connect_to(runtime, target.bootstrap.clone())?;
+    let declared = plan::declared(&manifests);
+    let actual = cluster::actual(&broker, &manifests, &declared)?;
+    let plan = plan::plan(&declared, &actual, delete);
+    for change in &plan.changes {
+        writeln!(out, "{change}")?;
+    }
+    for notice in &plan.notices {
+        writeln!(out, "{notice}")?;
+    }
+    let mut incompatible = Vec::new();
+    if let Some(registry) = registry {
+        for (subject, verdict) in schemas::check(registry, &target.dir, &manifests)? {
+            match verdict {
+                schemas::Verdict::New => writeln!(out, "schema {subject}: new subject")?,
+                schemas::Verdict::Compatible => writeln!(out, "schema {subject}: compatible")?,
+                schemas::Verdict::Incompatible(reasons) => {
+                    writeln!(out, "schema {subject}: INCOMPATIBLE {}", reasons.join("; "))?;
+                    incompatible.push(subject);
+                }
+            }
+        }
+    }
+    let changed = !plan.changes.is_empty();
+    writeln!(
+        out,
+        "{} change(s), {} notice(s)",
+        plan.changes.len(),
+        plan.notices.len()
+    )?;
+    if !incompatible.is_empty() {
+        anyhow::bail!(
+            "schemas incompatible with the registry's latest versions: {} (an incompatible \
+             change needs a new event version)",
+            incompatible.join(", ")
+        );
+    }
+    Ok(changed)
 }

@@ -1,0 +1,176 @@
+//! The effectful side of `plan` and `apply`: the namespaces' topics as the cluster has them,
+//! and a plan carried out through the Admin API.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use atoll::contract::{Manifest, TopicSpec};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::broker::Broker;
+use crate::plan::{in_namespaces, Change, Plan, TopicState};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The topics of the manifests' namespaces on the cluster, with the values of the configs
+/// `declared` names for them.
+pub(crate) fn actual(
+    broker: &Broker,
+    manifests: &[Manifest],
+    declared: &BTreeMap<String, TopicState>,
+) -> anyhow::Result<BTreeMap<String, TopicState>> {
+    let consumer: BaseConsumer = broker.client().create()?;
+    let metadata = consumer
+        .fetch_metadata(None, TIMEOUT)
+        .with_context(|| format!("listing the topics of {}", broker.bootstrap()))?;
+    let mut topics: BTreeMap<String, TopicState> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && in_namespaces(manifests, t.name()))
+        .map(|t| {
+            let state = TopicState {
+                partitions: t.partitions().len() as i32,
+                config: BTreeMap::new(),
+            };
+            (t.name().to_owned(), state)
+        })
+        .collect();
+    let with_config: Vec<&String> = topics
+        .keys()
+        .filter(|t| declared.get(*t).is_some_and(|d| !d.config.is_empty()))
+        .collect();
+    if with_config.is_empty() {
+        return Ok(topics);
+    }
+    let admin = admin(broker)?;
+    let resources: Vec<ResourceSpecifier<'_>> = with_config
+        .iter()
+        .map(|t| ResourceSpecifier::Topic(t.as_str()))
+        .collect();
+    let described = broker
+        .block_on(admin.describe_configs(&resources, &options()))
+        .context("describing the topics' configs")?;
+    let mut found = BTreeMap::new();
+    for (topic, result) in with_config.iter().zip(described) {
+        let resource =
+            result.map_err(|e| anyhow::anyhow!("describing the configs of {topic}: {e}"))?;
+        let wanted = &declared[*topic].config;
+        let values: BTreeMap<String, String> = resource
+            .entries
+            .iter()
+            .filter(|e| wanted.contains_key(&e.name))
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        found.insert((*topic).clone(), values);
+    }
+    for (topic, values) in found {
+        if let Some(state) = topics.get_mut(&topic) {
+            state.config = values;
+        }
+    }
+    Ok(topics)
+}
+
+/// Carries out `plan`'s changes in order, printing each as it is done. A topic whose config
+/// changes gets all its `declared` configs (dynamic configs it does not declare are reset).
+pub(crate) fn apply(
+    broker: &Broker,
+    plan: &Plan,
+    declared: &BTreeMap<String, TopicState>,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let admin = admin(broker)?;
+    let mut altered = std::collections::BTreeSet::new();
+    for change in &plan.changes {
+        match change {
+            Change::Create {
+                topic,
+                partitions,
+                config,
+            } => {
+                let spec = TopicSpec {
+                    name: topic.parse()?,
+                    partitions: *partitions,
+                    config: config.clone().into_iter().collect(),
+                };
+                broker
+                    .block_on(atoll::broker::create_topics(broker.client(), &[spec]))
+                    .with_context(|| format!("creating {topic}"))?;
+            }
+            Change::AddPartitions { topic, to, .. } => {
+                let results =
+                    broker
+                        .block_on(admin.create_partitions(
+                            &[NewPartitions::new(topic, *to as usize)],
+                            &options(),
+                        ))
+                        .with_context(|| format!("adding partitions to {topic}"))?;
+                for r in results {
+                    r.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
+                }
+            }
+            Change::SetConfig { topic, .. } => {
+                // AlterConfigs replaces a topic's whole dynamic config: every declared key of
+                // the topic goes at once, the first time one of them changes.
+                if !altered.insert(topic) {
+                    writeln!(out, "{change}")?;
+                    continue;
+                }
+                let alter = declared[topic].config.iter().fold(
+                    AlterConfig::new(ResourceSpecifier::Topic(topic)),
+                    |a, (k, v)| a.set(k, v),
+                );
+                let unsupported = || {
+                    let wanted: Vec<String> = declared[topic]
+                        .config
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    anyhow::anyhow!(
+                        "changing the configs of {topic}: the broker at {} does not support \
+                         AlterConfigs; set them by hand ({})",
+                        broker.bootstrap(),
+                        wanted.join(", ")
+                    )
+                };
+                let results = match broker.block_on(admin.alter_configs(&[alter], &options())) {
+                    Ok(results) => results,
+                    Err(KafkaError::AdminOp(
+                        RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion,
+                    )) => return Err(unsupported()),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("changing the configs of {topic}"))
+                    }
+                };
+                for r in results {
+                    r.map_err(|(_, e)| anyhow::anyhow!("changing the configs of {topic}: {e}"))?;
+                }
+            }
+            Change::Delete { topic } => {
+                let results = broker
+                    .block_on(admin.delete_topics(&[topic.as_str()], &options()))
+                    .with_context(|| format!("deleting {topic}"))?;
+                for r in results {
+                    r.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
+                }
+            }
+        }
+        writeln!(out, "{change}")?;
+    }
+    Ok(())
+}
+
+fn admin(broker: &Broker) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    match broker.client().create() {
+        Ok(admin) => Ok(admin),
+        Err(e) => bail!("creating the admin client for {}: {e}", broker.bootstrap()),
+    }
+}
+
+fn options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(TIMEOUT))
+}
