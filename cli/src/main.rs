@@ -6,6 +6,7 @@
 //! `ATOLL_*`).
 
 mod acls;
+mod asyncapi;
 mod broker;
 mod cluster;
 mod dlq;
@@ -63,6 +64,18 @@ enum Cmd {
         /// Also delete the namespaces' topics that no service declares.
         #[arg(long)]
         delete: bool,
+    },
+    /// An AsyncAPI 3.0.0 document of the manifests: channels, operations, messages with
+    /// their schemas, Kafka bindings.
+    Asyncapi {
+        /// The directory of the manifests, e.g. `topics`.
+        dir: PathBuf,
+        /// Where to write it (YAML); standard output if not given.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The broker address the document names.
+        #[arg(long, default_value = "localhost:9092")]
+        server: String,
     },
     /// Least-privilege ACLs for every service of the manifests in a directory.
     Acls {
@@ -217,6 +230,16 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             }
             return Ok(0);
         }
+        Cmd::Asyncapi {
+            dir,
+            output,
+            server,
+        } => {
+            let manifests = Manifest::read_dir(&dir)?;
+            let text = asyncapi::yaml(&asyncapi::document(&manifests, &dir, &server)?)?;
+            write_to(output.as_deref(), &text, out)?;
+            return Ok(0);
+        }
         Cmd::Acls {
             dir,
             principal,
@@ -253,6 +276,19 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
         }
     }
     .map(|()| 0)
+}
+
+/// Writes `text` to `path`, or to `out` without one.
+fn write_to(
+    path: Option<&std::path::Path>,
+    text: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match path {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display())),
+        None => Ok(out.write_all(text.as_bytes())?),
+    }
 }
 
 /// Prints the plan (and the schema verdicts); whether anything would change. An incompatible
