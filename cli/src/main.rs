@@ -10,6 +10,8 @@ mod asyncapi;
 mod broker;
 mod cluster;
 mod dlq;
+mod docs;
+mod graph;
 mod plan;
 mod schemas;
 mod view;
@@ -77,6 +79,28 @@ enum Cmd {
         #[arg(long, default_value = "localhost:9092")]
         server: String,
     },
+    /// A picture of the services, their topics and the flows between them (facts, results,
+    /// commands, replies; sagas marked).
+    Graph {
+        /// The directory of the manifests, e.g. `topics`.
+        dir: PathBuf,
+        /// `svg` (needs Graphviz's `dot`; Mermaid is written instead without it), `dot` or
+        /// `mermaid`.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Svg)]
+        format: GraphFormat,
+        /// Where to write it; standard output if not given.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// One static HTML page: the picture, and each service's topics, events with their
+    /// schemas, and listeners with their groups.
+    Docs {
+        /// The directory of the manifests, e.g. `topics`.
+        dir: PathBuf,
+        /// The directory to write `index.html` into.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Least-privilege ACLs for every service of the manifests in a directory.
     Acls {
         /// The directory of the manifests (`<company>.<namespace>.json`), e.g. `topics`.
@@ -98,6 +122,17 @@ struct Target {
     /// The broker, instead of `ATOLL_KAFKA__BOOTSTRAP_SERVERS`.
     #[arg(long)]
     bootstrap: Option<String>,
+}
+
+/// What `atoll graph` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GraphFormat {
+    /// SVG through Graphviz.
+    Svg,
+    /// Graphviz DOT.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
 }
 
 /// How `atoll acls` prints.
@@ -238,6 +273,43 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             let manifests = Manifest::read_dir(&dir)?;
             let text = asyncapi::yaml(&asyncapi::document(&manifests, &dir, &server)?)?;
             write_to(output.as_deref(), &text, out)?;
+            return Ok(0);
+        }
+        Cmd::Graph {
+            dir,
+            format,
+            output,
+        } => {
+            let g = graph::graph(&Manifest::read_dir(&dir)?);
+            let text = match format {
+                GraphFormat::Dot => graph::dot(&g),
+                GraphFormat::Mermaid => graph::mermaid(&g),
+                GraphFormat::Svg => match graph::svg(&graph::dot(&g)) {
+                    Ok(svg) => svg,
+                    Err(e) => {
+                        eprintln!("no SVG ({e:#}); writing Mermaid instead");
+                        graph::mermaid(&g)
+                    }
+                },
+            };
+            write_to(output.as_deref(), &text, out)?;
+            return Ok(0);
+        }
+        Cmd::Docs { dir, output } => {
+            let manifests = Manifest::read_dir(&dir)?;
+            let g = graph::graph(&manifests);
+            let picture = match graph::svg(&graph::dot(&g)) {
+                Ok(svg) => docs::Picture::Svg(svg),
+                Err(e) => {
+                    eprintln!("no SVG ({e:#}); the page shows the picture as Mermaid");
+                    docs::Picture::Mermaid(graph::mermaid(&g))
+                }
+            };
+            std::fs::create_dir_all(&output)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", output.display()))?;
+            let page = output.join("index.html");
+            write_to(Some(&page), &docs::page(&manifests, &dir, &picture), out)?;
+            writeln!(out, "wrote {}", page.display())?;
             return Ok(0);
         }
         Cmd::Acls {
