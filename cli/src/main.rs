@@ -251,11 +251,12 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             return Ok(if detailed_exitcode && changed { 2 } else { 0 });
         }
         Cmd::Apply { target, delete } => {
-            let manifests = Manifest::read_dir(&target.dir)?;
-            let broker = broker::Broker::connect_to(runtime, target.bootstrap.clone())?;
-            let declared = plan::declared(&manifests);
-            let actual = cluster::actual(&broker, &manifests, &declared)?;
-            let plan = plan::plan(&declared, &actual, delete);
+            let Planned {
+                broker,
+                declared,
+                plan,
+                ..
+            } = planned(runtime, &target, delete)?;
             for notice in &plan.notices {
                 writeln!(out, "{notice}")?;
             }
@@ -363,6 +364,33 @@ fn write_to(
     }
 }
 
+/// What `plan` and `apply` work from.
+struct Planned {
+    manifests: Vec<Manifest>,
+    broker: broker::Broker,
+    declared: std::collections::BTreeMap<String, plan::TopicState>,
+    plan: plan::Plan,
+}
+
+/// The manifests, the broker, the declared topics and the plan from the cluster to them.
+fn planned(
+    runtime: tokio::runtime::Handle,
+    target: &Target,
+    delete: bool,
+) -> anyhow::Result<Planned> {
+    let manifests = Manifest::read_dir(&target.dir)?;
+    let broker = broker::Broker::connect_to(runtime, target.bootstrap.clone())?;
+    let declared = plan::declared(&manifests);
+    let actual = cluster::actual(&broker, &manifests, &declared)?;
+    let plan = plan::plan(&declared, &actual, delete);
+    Ok(Planned {
+        manifests,
+        broker,
+        declared,
+        plan,
+    })
+}
+
 /// Prints the plan (and the schema verdicts); whether anything would change. An incompatible
 /// schema is an error.
 fn topics_plan(
@@ -372,11 +400,9 @@ fn topics_plan(
     delete: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<bool> {
-    let manifests = Manifest::read_dir(&target.dir)?;
-    let broker = broker::Broker::connect_to(runtime, target.bootstrap.clone())?;
-    let declared = plan::declared(&manifests);
-    let actual = cluster::actual(&broker, &manifests, &declared)?;
-    let plan = plan::plan(&declared, &actual, delete);
+    let Planned {
+        manifests, plan, ..
+    } = planned(runtime, target, delete)?;
     for change in &plan.changes {
         writeln!(out, "{change}")?;
     }

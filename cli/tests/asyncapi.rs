@@ -67,14 +67,7 @@ fn the_shops_document_validates() {
         report.contains("channels=14 operations=32 messages=23"),
         "{report}"
     );
-    for service in [
-        "orders",
-        "inventory",
-        "payments",
-        "shipping",
-        "storefront",
-        "analytics",
-    ] {
+    for service in example_shop::SERVICES {
         assert!(text.contains(&format!("acme.shop.{service}.")), "{service}");
     }
     assert!(text.contains("schemaFormat: application/vnd.apache.avro+json;version=1.9.0"));

@@ -62,14 +62,7 @@ fn without_comments(svg: &str) -> String {
 #[test]
 fn the_picture_shows_every_service_and_flow() {
     let dot = graph("dot");
-    for service in [
-        "orders",
-        "inventory",
-        "payments",
-        "shipping",
-        "storefront",
-        "analytics",
-    ] {
+    for service in example_shop::SERVICES {
         assert!(
             dot.contains(&format!("\"acme.shop.{service}\" [shape=box")),
             "{dot}"
@@ -128,14 +121,7 @@ fn the_page_renders_with_every_service() {
     );
     let out = chromium(&["--dump-dom"], &page);
     let dom = String::from_utf8_lossy(&out.stdout);
-    for service in [
-        "orders",
-        "inventory",
-        "payments",
-        "shipping",
-        "storefront",
-        "analytics",
-    ] {
+    for service in example_shop::SERVICES {
         assert!(
             dom.contains(&format!(
                 "<section class=\"service\" id=\"acme.shop.{service}\">"
