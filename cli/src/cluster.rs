@@ -164,6 +164,46 @@ pub(crate) fn apply(
     Ok(())
 }
 
+/// What to do when the broker cannot take ACLs.
+const NO_ACLS: &str = "ACLs need a Kafka broker with an authorizer (`authorizer.class.name`); \
+                       elsewhere run the `atoll acls --format commands` lines";
+
+/// Creates `acls` through the Admin API (existing ones are kept as they are). A broker that
+/// refuses gets an error saying so and what to do instead.
+pub(crate) fn create_acls(broker: &Broker, acls: &[crate::acls::Acl]) -> anyhow::Result<()> {
+    crate::acl_admin::create(&admin(broker)?, acls, TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("creating ACLs on {}: {e:#}; {NO_ACLS}", broker.bootstrap()))
+}
+
+/// Creates the ACLs derived from the manifests in `dir` in a child process of this binary:
+/// librdkafka aborts the process when a broker answers CreateAcls with something it cannot
+/// read (tansu 0.6 does), and the abort must not take the tool down with it.
+pub(crate) fn create_acls_in_child(
+    broker: &Broker,
+    dir: &std::path::Path,
+    principal: &str,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding this program")?;
+    let out = std::process::Command::new(exe)
+        .arg("create-acls-in-child")
+        .arg(dir)
+        .args(["--bootstrap", broker.bootstrap(), "--principal", principal])
+        .output()
+        .context("running the ACL step")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(_) => bail!("{}", stderr.trim().trim_start_matches("error: ")),
+        None => bail!(
+            "creating ACLs on {}: librdkafka could not read the broker's answer to CreateAcls \
+             (a broker without ACL support); {NO_ACLS}",
+            broker.bootstrap()
+        ),
+    }
+}
+
 fn admin(broker: &Broker) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     match broker.client().create() {
         Ok(admin) => Ok(admin),

@@ -5,6 +5,7 @@
 //! It reads the broker address and client properties like the services do (`atoll.toml`,
 //! `ATOLL_*`).
 
+mod acl_admin;
 mod acls;
 mod asyncapi;
 mod broker;
@@ -66,6 +67,13 @@ enum Cmd {
         /// Also delete the namespaces' topics that no service declares.
         #[arg(long)]
         delete: bool,
+        /// Also create the ACLs `atoll acls` derives (a broker with an authorizer).
+        #[arg(long)]
+        acls: bool,
+        /// With `--acls`: a service's principal (`{service}`: its full name, `{name}`: its
+        /// last segment).
+        #[arg(long, default_value = "User:{service}", requires = "acls")]
+        principal: String,
     },
     /// An AsyncAPI 3.0.0 document of the manifests: channels, operations, messages with
     /// their schemas, Kafka bindings.
@@ -100,6 +108,15 @@ enum Cmd {
         /// The directory to write `index.html` into.
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// Creates the derived ACLs in this process (run by `apply --acls` in a child process, so
+    /// that a broker whose answer librdkafka cannot read aborts the child alone).
+    #[command(hide = true, name = "create-acls-in-child")]
+    CreateAclsInChild {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        principal: String,
     },
     /// Least-privilege ACLs for every service of the manifests in a directory.
     Acls {
@@ -250,12 +267,17 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             let changed = topics_plan(runtime, &target, registry.as_deref(), delete, out)?;
             return Ok(if detailed_exitcode && changed { 2 } else { 0 });
         }
-        Cmd::Apply { target, delete } => {
+        Cmd::Apply {
+            target,
+            delete,
+            acls,
+            principal,
+        } => {
             let Planned {
+                manifests,
                 broker,
                 declared,
                 plan,
-                ..
             } = planned(runtime, &target, delete)?;
             for notice in &plan.notices {
                 writeln!(out, "{notice}")?;
@@ -263,6 +285,13 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             cluster::apply(&broker, &plan, &declared, out)?;
             if plan.changes.is_empty() {
                 writeln!(out, "nothing to change")?;
+            }
+            if acls {
+                let n = acls::derive(&manifests, &acls::Principals(principal.clone()))
+                    .map_err(anyhow::Error::msg)?
+                    .len();
+                cluster::create_acls_in_child(&broker, &target.dir, &principal)?;
+                writeln!(out, "{n} ACLs in place")?;
             }
             return Ok(0);
         }
@@ -311,6 +340,14 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             let page = output.join("index.html");
             write_to(Some(&page), &docs::page(&manifests, &dir, &picture), out)?;
             writeln!(out, "wrote {}", page.display())?;
+            return Ok(0);
+        }
+        Cmd::CreateAclsInChild { target, principal } => {
+            let manifests = Manifest::read_dir(&target.dir)?;
+            let broker = broker::Broker::connect_to(runtime, target.bootstrap.clone())?;
+            let acls = acls::derive(&manifests, &acls::Principals(principal))
+                .map_err(anyhow::Error::msg)?;
+            cluster::create_acls(&broker, &acls)?;
             return Ok(0);
         }
         Cmd::Acls {

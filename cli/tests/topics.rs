@@ -264,6 +264,22 @@ async fn plan_checks_each_schema_against_the_registry() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_refusing_acls_says_so() {
+    let broker = Tansu::start();
+    let b = broker.bootstrap();
+    let out = atoll(&[], &["apply", TOPICS, "--bootstrap", &b, "--acls"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    // The topics were created first; the ACLs were refused, with what to do instead.
+    assert!(t.contains("+ create acme.shop.orders.events"), "{t}");
+    assert!(
+        t.contains(&format!("creating ACLs on {b}:"))
+            && t.contains("ACLs need a Kafka broker with an authorizer"),
+        "{t}"
+    );
+}
+
 #[test]
 fn an_unreachable_broker_is_one_line_naming_it() {
     let out = plan(Path::new(TOPICS), "127.0.0.1:1", &[]);
