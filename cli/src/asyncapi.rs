@@ -1,5 +1,5 @@
 //! An AsyncAPI 3.0.0 document of the manifests (a pure core): a channel per public topic
-//! (`events`, `commands`, `results`) and per `private.reply` topic that receives replies,
+//! (`events`, `commands`, `results`) and per other topic a listener reads or replies go to,
 //! an operation per listener (receive) and per thing a service writes (its facts and results,
 //! the commands it sends, the replies it answers), a message per event type with its Avro
 //! schema (or an open JSON object when it has none), the CloudEvents headers, and the Kafka
@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::Context as _;
-use atoll::contract::{owner_of, EventSpec, Kind, Manifest, ServiceManifest};
+use atoll::contract::{owner_of, EventSpec, Manifest, ServiceManifest};
 use serde_json::{json, Map, Value};
 
 /// The Kafka bindings' version.
@@ -74,10 +74,9 @@ pub(crate) fn document(manifests: &[Manifest], dir: &Path, server: &str) -> anyh
             if known.is_empty() {
                 continue;
             }
-            if !is_public(&l.topic) {
-                // A reply topic: its channel carries the replies it receives.
-                doc.channel(&l.topic, None);
-            }
+            // A topic of another service, or a reply topic: a channel without the owner's
+            // settings, unless its owner's entry gave them.
+            doc.channel(&l.topic, None);
             for e in &known {
                 doc.message(&l.topic, e);
             }
@@ -103,7 +102,7 @@ pub(crate) fn document(manifests: &[Manifest], dir: &Path, server: &str) -> anyh
                 doc.channel(topic, None);
                 doc.message(topic, command);
                 doc.operation(
-                    &format!("{}.{}.send.{}", service.service, l.name, command.name),
+                    &format!("{}.{}.send.{sent}", service.service, l.name),
                     "send",
                     topic,
                     &[sent.as_str()],
@@ -241,9 +240,8 @@ impl Doc {
 
 /// An event type's message: its payload schema, the CloudEvents headers, the key binding.
 fn message(e: &EventSpec, dir: &Path) -> anyhow::Result<Value> {
-    let payload = match &e.subject {
-        Some(subject) => {
-            let path = dir.join("avro").join(format!("{subject}.avsc"));
+    let payload = match e.schema_file(dir) {
+        Some(path) => {
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!("reading the schema of {} ({})", e.ce_type, path.display())
             })?;
@@ -253,13 +251,7 @@ fn message(e: &EventSpec, dir: &Path) -> anyhow::Result<Value> {
         }
         None => json!({ "type": "object", "description": "JSON; the event declares no schema." }),
     };
-    let kind = match e.kind {
-        Kind::Fact => "fact",
-        Kind::Command => "command",
-        Kind::Reply => "reply",
-        Kind::Result => "result",
-    };
-    let mut description = format!("A {kind}, version {}.", e.version);
+    let mut description = format!("A {}, version {}.", e.kind.as_str(), e.version);
     if let Some(reply) = &e.reply {
         description.push_str(&format!(" Answered with `{reply}`."));
     }

@@ -6,8 +6,13 @@ use std::path::Path;
 
 use atoll::contract::Manifest;
 
-/// The page. `picture` is inline SVG, or Mermaid text shown as it is.
-pub(crate) fn page(manifests: &[Manifest], dir: &Path, picture: &Picture) -> String {
+/// The page. `picture` is inline SVG, or Mermaid text shown as it is. `Err` when a schema
+/// file cannot be read.
+pub(crate) fn page(
+    manifests: &[Manifest],
+    dir: &Path,
+    picture: &Picture,
+) -> anyhow::Result<String> {
     let title = manifests
         .iter()
         .map(|m| m.namespace.as_str())
@@ -62,25 +67,24 @@ pub(crate) fn page(manifests: &[Manifest], dir: &Path, picture: &Picture) -> Str
         if !s.events.is_empty() {
             html.push_str("<h3>Events</h3>\n<table class=\"events\"><tr><th>Type</th><th>Kind</th><th>Version</th><th>Topic</th><th>Schema</th></tr>\n");
             for e in &s.events {
-                let schema = e
-                    .subject
-                    .as_ref()
-                    .and_then(|subject| {
-                        std::fs::read_to_string(dir.join("avro").join(format!("{subject}.avsc")))
-                            .ok()
-                            .map(|text| (subject, text))
-                    })
-                    .map_or_else(
-                        || "JSON, no schema declared".to_owned(),
-                        |(subject, text)| {
-                            format!(
-                                "<details><summary>{}</summary><pre>{}</pre></details>",
-                                esc(subject),
-                                esc(&text)
+                let schema = match e.schema_file(dir) {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path).map_err(|err| {
+                            anyhow::anyhow!(
+                                "reading the schema of {} ({}): {err}",
+                                e.ce_type,
+                                path.display()
                             )
-                        },
-                    );
-                let kind = format!("{:?}", e.kind).to_lowercase();
+                        })?;
+                        format!(
+                            "<details><summary>{}</summary><pre>{}</pre></details>",
+                            esc(e.subject.as_deref().unwrap_or_default()),
+                            esc(&text)
+                        )
+                    }
+                    None => "JSON, no schema declared".to_owned(),
+                };
+                let kind = e.kind.as_str();
                 let reply = e
                     .reply
                     .as_ref()
@@ -98,7 +102,12 @@ pub(crate) fn page(manifests: &[Manifest], dir: &Path, picture: &Picture) -> Str
         }
         html.push_str("<h3>Listeners</h3>\n<table class=\"listeners\"><tr><th>Listener</th><th>Consumer group</th><th>Topic</th><th>Types</th><th>Delivery</th></tr>\n");
         for l in &s.listeners {
-            let mut types = l.types.join("<br>");
+            let mut types = l
+                .types
+                .iter()
+                .map(|t| esc(t))
+                .collect::<Vec<_>>()
+                .join("<br>");
             if !l.sends.is_empty() {
                 let _ = write!(
                     types,
@@ -118,7 +127,7 @@ pub(crate) fn page(manifests: &[Manifest], dir: &Path, picture: &Picture) -> Str
         html.push_str("</table>\n</section>\n");
     }
     html.push_str("</body>\n</html>\n");
-    html
+    Ok(html)
 }
 
 /// The picture the page shows.

@@ -90,7 +90,11 @@ pub(crate) fn graph(manifests: &[Manifest]) -> Graph {
                     edge(topic, &owner.service, Flow::Command);
                 }
                 if command.reply.is_some() {
-                    edge(&owner.service, &l.topic, Flow::Reply);
+                    edge(
+                        &owner.service,
+                        &format!("{}.private.reply", s.service),
+                        Flow::Reply,
+                    );
                 }
             }
         }

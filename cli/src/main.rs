@@ -338,7 +338,7 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             std::fs::create_dir_all(&output)
                 .map_err(|e| anyhow::anyhow!("creating {}: {e}", output.display()))?;
             let page = output.join("index.html");
-            write_to(Some(&page), &docs::page(&manifests, &dir, &picture), out)?;
+            write_to(Some(&page), &docs::page(&manifests, &dir, &picture)?, out)?;
             writeln!(out, "wrote {}", page.display())?;
             return Ok(0);
         }

@@ -30,13 +30,12 @@ pub(crate) fn check(
         .build()?;
     let base = registry.trim_end_matches('/');
     let mut verdicts = Vec::new();
-    for subject in manifests
+    for (subject, path) in manifests
         .iter()
         .flat_map(|m| &m.services)
         .flat_map(|s| &s.events)
-        .filter_map(|e| e.subject.as_deref())
+        .filter_map(|e| Some((e.subject.as_deref()?, e.schema_file(dir)?)))
     {
-        let path = dir.join("avro").join(format!("{subject}.avsc"));
         let schema = std::fs::read_to_string(&path)
             .with_context(|| format!("reading the schema of {subject} ({})", path.display()))?;
         let body = serde_json::to_vec(&serde_json::json!({ "schema": schema }))?;

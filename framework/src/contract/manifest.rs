@@ -86,6 +86,18 @@ pub enum Kind {
     Result,
 }
 
+impl Kind {
+    /// As the manifest spells it: `fact`, `command`, `reply` or `result`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Fact => "fact",
+            Kind::Command => "command",
+            Kind::Reply => "reply",
+            Kind::Result => "result",
+        }
+    }
+}
+
 impl From<EventKind> for Kind {
     fn from(k: EventKind) -> Self {
         match k {
@@ -119,6 +131,13 @@ impl EventSpec {
             topic: (E::KIND != EventKind::Reply).then(|| topic.to_string()),
             reply,
         }
+    }
+
+    /// Its Avro schema's file under the manifests' directory `dir`
+    /// (`<dir>/avro/<subject>.avsc`), when it has a subject.
+    pub fn schema_file(&self, dir: &Path) -> Option<PathBuf> {
+        let subject = self.subject.as_ref()?;
+        Some(dir.join("avro").join(format!("{subject}.avsc")))
     }
 
     /// The service that owns it (the prefix of its type).
@@ -159,7 +178,7 @@ impl Manifest {
         events: Vec<EventSpec>,
     ) -> Result<Self, ManifestError> {
         let invalid = |field: String, why: String| ManifestError::Invalid {
-            path: PathBuf::new(),
+            path: PathBuf::from("(the declarations in the code)"),
             field,
             why,
         };
@@ -244,7 +263,20 @@ impl Manifest {
                     .into(),
             });
         }
-        paths.iter().map(|p| Self::read(p)).collect()
+        let manifests: Vec<Self> = paths
+            .iter()
+            .map(|p| Self::read(p))
+            .collect::<Result<_, _>>()?;
+        for (path, m) in paths.iter().zip(&manifests) {
+            if path.file_name().is_some_and(|f| *f != *m.file_name()) {
+                return Err(ManifestError::Invalid {
+                    path: path.clone(),
+                    field: "namespace".into(),
+                    why: format!("namespace `{}` belongs in {}", m.namespace, m.file_name()),
+                });
+            }
+        }
+        Ok(manifests)
     }
 
     fn parse(text: &str) -> Result<Self, (String, String)> {
@@ -275,6 +307,9 @@ impl Manifest {
                 ),
             ));
         }
+        if self.services.is_empty() {
+            return Err(("services".into(), "no services".into()));
+        }
         let mut seen = BTreeSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let at = |field: &str| format!("services[{i}].{field}");
@@ -302,20 +337,66 @@ impl Manifest {
                     ));
                 }
             }
-            for (j, e) in s.events.iter().enumerate() {
-                if e.owner() != s.service {
+            let mut names = BTreeSet::new();
+            for (j, t) in s.topics.iter().enumerate() {
+                if !names.insert(t.name.as_str()) {
                     return Err((
-                        at(&format!("events[{j}].type")),
-                        format!("`{}` is not an event of `{}`", e.ce_type, s.service),
+                        at(&format!("topics[{j}].name")),
+                        format!("`{}` is listed twice", t.name),
                     ));
                 }
-                if let Some(topic) = &e.topic {
-                    topic
-                        .parse::<TopicName>()
-                        .map_err(|why| (at(&format!("events[{j}].topic")), why.to_string()))?;
+            }
+            let mut types = BTreeSet::new();
+            for (j, e) in s.events.iter().enumerate() {
+                let field = |f: &str| at(&format!("events[{j}].{f}"));
+                if e.ce_type != format!("{}.{}.v{}", s.service, e.name, e.version) {
+                    return Err((
+                        field("type"),
+                        format!(
+                            "`{}` is not `{}.<name>.v<version>` with name `{}` and version {}",
+                            e.ce_type, s.service, e.name, e.version
+                        ),
+                    ));
+                }
+                if !types.insert(e.ce_type.as_str()) {
+                    return Err((field("type"), format!("`{}` is listed twice", e.ce_type)));
+                }
+                // Each kind travels on its owner's topic of that kind; a reply on the
+                // requester's reply topic, so it names none.
+                let expected = match e.kind {
+                    Kind::Fact => Some(format!("{}.events", s.service)),
+                    Kind::Command => Some(format!("{}.commands", s.service)),
+                    Kind::Result => Some(format!("{}.results", s.service)),
+                    Kind::Reply => None,
+                };
+                if e.topic != expected {
+                    let want = expected.map_or("no topic".to_owned(), |t| format!("`{t}`"));
+                    return Err((
+                        field("topic"),
+                        format!("a {} of `{}` travels on {want}", e.kind.as_str(), s.service),
+                    ));
+                }
+                if e.reply.is_some() && e.kind != Kind::Command {
+                    return Err((field("reply"), "only a command has a reply".into()));
+                }
+                let safe = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+                if let Some(subject) = &e.subject {
+                    if subject.is_empty() || subject.contains("..") || !subject.chars().all(safe) {
+                        return Err((
+                            field("subject"),
+                            format!("`{subject}` is not a registry subject atoll writes"),
+                        ));
+                    }
                 }
             }
+            let mut listeners = BTreeSet::new();
             for (j, l) in s.listeners.iter().enumerate() {
+                if !listeners.insert(l.name.as_str()) {
+                    return Err((
+                        at(&format!("listeners[{j}].name")),
+                        format!("`{}` is listed twice", l.name),
+                    ));
+                }
                 l.topic
                     .parse::<TopicName>()
                     .map_err(|why| (at(&format!("listeners[{j}].topic")), why.to_string()))?;
@@ -329,11 +410,6 @@ impl Manifest {
             }
         }
         Ok(())
-    }
-
-    /// The service named `name`, if listed.
-    pub fn service(&self, name: &str) -> Option<&ServiceManifest> {
-        self.services.iter().find(|s| s.service == name)
     }
 
     /// Every event type of every service, by type.
@@ -453,15 +529,53 @@ mod tests {
             (
                 "\"partitions\": 6, \"config\": {}",
                 "\"partitions\": 6, \"config\": {}, \"size\": 1",
-                "services[0].topics[0]",
-                "size",
+                "services[0].topics[0].size",
+                "unknown field",
             ),
         ];
-        for (from, to, field, why) in cases {
+        let more = [
+            (
+                "\"topic\": \"acme.shop.orders.events\" }",
+                "\"topic\": \"acme.shop.orders.results\" }",
+                "services[0].events[0].topic",
+                "travels on `acme.shop.orders.events`",
+            ),
+            (
+                "\"name\": \"order_placed\"",
+                "\"name\": \"order_taken\"",
+                "services[0].events[0].type",
+                "with name `order_taken`",
+            ),
+            (
+                "\"kind\": \"fact\", \"topic\": \"acme.shop.orders.events\" }",
+                "\"kind\": \"fact\", \"topic\": \"acme.shop.orders.events\", \"subject\": \"../../etc/passwd\" }",
+                "services[0].events[0].subject",
+                "not a registry subject",
+            ),
+            (
+                "{ \"name\": \"acme.shop.orders.private.saga\"",
+                "{ \"name\": \"acme.shop.orders.events\"",
+                "services[0].topics[1].name",
+                "listed twice",
+            ),
+            (
+                "\"topic\": \"acme.shop.orders.commands\"",
+                "\"topic\": \"acme.shop.orders\"",
+                "services[0].listeners[0].topic",
+                "acme.shop.orders",
+            ),
+            (
+                "\"service\": \"acme.shop.orders\"",
+                "\"service\": \"acme.shop.Orders\"",
+                "services[0].service",
+                "Orders",
+            ),
+        ];
+        for (from, to, field, why) in cases.into_iter().chain(more) {
             let text = sample().replacen(from, to, 1);
             assert_ne!(text, sample(), "{from}");
             let (f, w) = Manifest::parse(&text).unwrap_err();
-            assert!(f.starts_with(field), "{to}: field {f}, expected {field}");
+            assert_eq!(f, field, "{to}: {w}");
             assert!(w.contains(why), "{to}: {w}");
         }
         let (f, w) = Manifest::parse("[]").unwrap_err();
