@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use atoll::contract::{Manifest, TopicSpec};
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, ResourceSpecifier};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -35,6 +37,7 @@ pub(crate) fn actual(
             let state = TopicState {
                 partitions: t.partitions().len() as i32,
                 config: BTreeMap::new(),
+                undeclared: BTreeMap::new(),
             };
             (t.name().to_owned(), state)
         })
@@ -59,28 +62,33 @@ pub(crate) fn actual(
         let resource =
             result.map_err(|e| anyhow::anyhow!("describing the configs of {topic}: {e}"))?;
         let wanted = &declared[*topic].config;
-        let values: BTreeMap<String, String> = resource
+        let (values, others): (BTreeMap<String, String>, BTreeMap<String, String>) = resource
             .entries
             .iter()
-            .filter(|e| wanted.contains_key(&e.name))
+            .filter(|e| {
+                wanted.contains_key(&e.name) || matches!(e.source, ConfigSource::DynamicTopic)
+            })
             .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-            .collect();
-        found.insert((*topic).clone(), values);
+            .partition(|(k, _)| wanted.contains_key(k));
+        found.insert((*topic).clone(), (values, others));
     }
-    for (topic, values) in found {
+    for (topic, (values, others)) in found {
         if let Some(state) = topics.get_mut(&topic) {
             state.config = values;
+            state.undeclared = others;
         }
     }
     Ok(topics)
 }
 
 /// Carries out `plan`'s changes in order, printing each as it is done. A topic whose config
-/// changes gets all its `declared` configs (dynamic configs it does not declare are reset).
+/// changes gets all its `declared` configs, and keeps the dynamic configs it has on the
+/// cluster (`actual`) that it does not declare.
 pub(crate) fn apply(
     broker: &Broker,
     plan: &Plan,
     declared: &BTreeMap<String, TopicState>,
+    actual: &BTreeMap<String, TopicState>,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let admin = admin(broker)?;
@@ -120,7 +128,8 @@ pub(crate) fn apply(
                     writeln!(out, "{change}")?;
                     continue;
                 }
-                let alter = declared[topic].config.iter().fold(
+                let config = crate::plan::config_to_send(topic, declared, actual);
+                let alter = config.iter().fold(
                     AlterConfig::new(ResourceSpecifier::Topic(topic)),
                     |a, (k, v)| a.set(k, v),
                 );

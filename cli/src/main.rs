@@ -277,12 +277,13 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
                 manifests,
                 broker,
                 declared,
+                actual,
                 plan,
             } = planned(runtime, &target, delete)?;
             for notice in &plan.notices {
                 writeln!(out, "{notice}")?;
             }
-            cluster::apply(&broker, &plan, &declared, out)?;
+            cluster::apply(&broker, &plan, &declared, &actual, out)?;
             if plan.changes.is_empty() {
                 writeln!(out, "nothing to change")?;
             }
@@ -406,6 +407,7 @@ struct Planned {
     manifests: Vec<Manifest>,
     broker: broker::Broker,
     declared: std::collections::BTreeMap<String, plan::TopicState>,
+    actual: std::collections::BTreeMap<String, plan::TopicState>,
     plan: plan::Plan,
 }
 
@@ -424,6 +426,7 @@ fn planned(
         manifests,
         broker,
         declared,
+        actual,
         plan,
     })
 }

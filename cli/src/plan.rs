@@ -15,6 +15,9 @@ pub(crate) struct TopicState {
     /// Its configs: as declared; on the cluster, the values of the declared keys (a key the
     /// cluster does not set is missing).
     pub(crate) config: BTreeMap<String, String>,
+    /// On the cluster: the topic's other dynamic configs (set on the topic, not declared),
+    /// which a config change keeps.
+    pub(crate) undeclared: BTreeMap<String, String>,
 }
 
 /// One item of a plan.
@@ -94,6 +97,7 @@ pub(crate) fn declared(manifests: &[Manifest]) -> BTreeMap<String, TopicState> {
             let state = TopicState {
                 partitions: t.partitions,
                 config: t.config.iter().cloned().collect(),
+                undeclared: BTreeMap::new(),
             };
             (t.name.to_string(), state)
         })
@@ -171,6 +175,24 @@ pub(crate) fn plan(
     plan
 }
 
+/// The whole config to send for `topic` when one of its configs changes (AlterConfigs
+/// replaces a topic's dynamic configs): its declared configs, and the dynamic configs it has
+/// on the cluster that it does not declare, kept as they are.
+pub(crate) fn config_to_send(
+    topic: &str,
+    declared: &BTreeMap<String, TopicState>,
+    actual: &BTreeMap<String, TopicState>,
+) -> BTreeMap<String, String> {
+    let mut config = actual
+        .get(topic)
+        .map(|a| a.undeclared.clone())
+        .unwrap_or_default();
+    if let Some(d) = declared.get(topic) {
+        config.extend(d.config.clone());
+    }
+    config
+}
+
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -235,6 +257,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            undeclared: BTreeMap::new(),
         }
     }
 
@@ -243,6 +266,24 @@ mod tests {
             .iter()
             .map(|(t, s)| ((*t).to_owned(), s.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_config_change_keeps_the_undeclared_dynamic_configs() {
+        let declared = topics(&[("a.b.c.events", state(6, &[("retention.ms", "1000")]))]);
+        let mut on_cluster = state(6, &[("retention.ms", "5")]);
+        on_cluster.undeclared = [("max.message.bytes".to_owned(), "2048".to_owned())].into();
+        let actual = topics(&[("a.b.c.events", on_cluster)]);
+        let sent: Vec<(String, String)> = config_to_send("a.b.c.events", &declared, &actual)
+            .into_iter()
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("max.message.bytes".to_owned(), "2048".to_owned()),
+                ("retention.ms".to_owned(), "1000".to_owned())
+            ]
+        );
     }
 
     /// (declared, actual, delete) → (changes, notices), as printed.
