@@ -214,10 +214,10 @@ pub(crate) fn create_acls_in_child(
 }
 
 fn admin(broker: &Broker) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    match broker.client().create() {
-        Ok(admin) => Ok(admin),
-        Err(e) => bail!("creating the admin client for {}: {e}", broker.bootstrap()),
-    }
+    broker
+        .client()
+        .create()
+        .with_context(|| format!("creating the admin client for {}", broker.bootstrap()))
 }
 
 fn options() -> AdminOptions {

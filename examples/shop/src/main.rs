@@ -79,12 +79,12 @@ enum Cmd {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Write or check the topic listing under `topics/`, or create the topics on the broker.
+    /// Write or check the manifest under `topics/`, or create the topics on the broker.
     Topics {
-        /// Write the listing into this directory.
+        /// Write the manifest and schemas into this directory.
         #[arg(long, conflicts_with_all = ["check", "create"])]
         write: Option<PathBuf>,
-        /// Fail when the listing in this directory is out of date.
+        /// Fail when the manifest or schemas in this directory is out of date.
         #[arg(long, conflicts_with = "create")]
         check: Option<PathBuf>,
         /// Create every declared topic missing on ATOLL_KAFKA__BOOTSTRAP_SERVERS (a deployment's

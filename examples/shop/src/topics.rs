@@ -2,7 +2,7 @@
 //! every event (its contracts), as checked into `topics/`.
 //!
 //! `shop topics --write topics` regenerates them; `shop topics --check topics` (run by the
-//! tests, so by CI) fails when the listing drifts or when an event's schema changed
+//! tests, so by CI) fails when the manifest drifts or when an event's schema changed
 //! incompatibly with the checked-in one, naming the field and the rule broken.
 
 use std::path::Path;
@@ -81,7 +81,7 @@ pub fn render() -> String {
     manifest().render()
 }
 
-/// Writes the listing and the schemas into `dir`.
+/// Writes the manifest and the schemas into `dir`.
 pub fn write(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(FILE), render())?;
@@ -89,7 +89,7 @@ pub fn write(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `Err` naming the fix when the listing in `dir` differs from the code.
+/// `Err` naming the fix when the manifest in `dir` differs from the code.
 pub fn check(dir: &Path) -> anyhow::Result<()> {
     let path = dir.join(FILE);
     let on_disk = std::fs::read_to_string(&path)

@@ -116,7 +116,7 @@ pub fn ce_type_of<E: Event>() -> String {
     format!("{id}.{}.v{}", E::NAME, E::VERSION)
 }
 
-/// What a service declares, for generated topic listings and tooling.
+/// What a service declares, for the namespace manifest and tooling.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServiceDescription {
     /// `<company>.<namespace>.<service>`.
