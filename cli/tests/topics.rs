@@ -75,6 +75,13 @@ async fn apply_creates_the_shop_and_plan_then_sees_only_whats_new() {
     let first = plan(shop, &b, &[]);
     assert_eq!(first.status.code(), Some(2), "{}", text(&first));
     let creates = text(&first).matches("+ create ").count();
+    // With the configs the services declare: the saga state compacted, a month of results.
+    for line in [
+        "+ create acme.shop.orders.private.saga (6 partitions, cleanup.policy=compact)",
+        "+ create acme.shop.analytics.results (6 partitions, retention.ms=2592000000)",
+    ] {
+        assert!(text(&first).contains(line), "{line}\n{}", text(&first));
+    }
     let out = atoll(&[], &["apply", TOPICS, "--bootstrap", &b]);
     assert!(out.status.success(), "{}", text(&out));
     let on_broker = topics(&b);

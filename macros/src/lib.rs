@@ -24,6 +24,8 @@ use proc_macro::TokenStream;
 ///     partitions = 6,        // optional: partitions of the topics atoll creates (default 6)
 ///     codec = "json",        // optional: "json" (default) or "avro"; `service.codec` overrides
 ///     sagas = [Checkout],    // optional: the sagas this service runs, declared here only
+///     // optional: configs of its topics, as (topic, config, value)
+///     topic_config = [("events", "retention.ms", "604800000")],
 /// )]
 /// pub struct Orders;
 /// # #[handlers] impl Orders {}
@@ -46,6 +48,11 @@ use proc_macro::TokenStream;
 /// `sagas = [A, B]` ties each saga to this service: a saga listed nowhere does not compile
 /// (`impl Saga` needs it), a saga listed in two services conflicts, and only this service's
 /// handlers can `start_saga` it. Each saga runs as listener `<NAME>-saga`.
+///
+/// `topic_config` sets configs of the service's own topics (named by what follows the
+/// service's prefix: `events`, `commands`, `results`, `private.dlq`, …); atoll creates the
+/// topics with them and the manifest lists them. A topic the service does not own, a config
+/// given twice, or the saga state topic's `cleanup.policy` does not compile.
 #[proc_macro_attribute]
 pub fn event_service(attr: TokenStream, item: TokenStream) -> TokenStream {
     service::expand(attr.into(), item.into()).into()

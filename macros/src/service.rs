@@ -38,6 +38,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut sagas: Option<Vec<syn::Type>> = None;
     let mut codec: Option<proc_macro2::TokenStream> = None;
     let mut results: Option<bool> = None;
+    // (topic kind, key, value), each with the span of its tuple.
+    let mut topic_config: Option<Vec<(String, String, String, Span)>> = None;
     match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr) {
         Err(e) => errors.push(syn::Error::new(e.span(), format!("{e}; {USAGE}"))),
         Ok(args) => {
@@ -92,6 +94,23 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                         }
                         continue;
                     }
+                    "topic_config" => {
+                        match &nv.value {
+                            Expr::Array(a) if topic_config.is_none() => {
+                                topic_config = Some(
+                                    a.elems
+                                        .iter()
+                                        .filter_map(|e| config_entry(e, &mut errors))
+                                        .collect(),
+                                );
+                            }
+                            Expr::Array(_) => {
+                                errors.at(&nv.path, "`topic_config` is given twice; keep one")
+                            }
+                            other => errors.at(other, CONFIG_USAGE),
+                        }
+                        continue;
+                    }
                     "codec" => {
                         match &nv.value {
                             Expr::Lit(ExprLit { lit: Lit::Str(c), .. }) if codec.is_none() => {
@@ -124,7 +143,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                         errors.at(
                             &nv.path,
                             format!(
-                                "unknown key `{}`; the keys are `company`, `namespace`, `name`, `partitions`, `codec`, `sagas` and `results`",
+                                "unknown key `{}`; the keys are `company`, `namespace`, `name`, `partitions`, `codec`, `sagas`, `results` and `topic_config`",
                                 nv.path.to_token_stream().to_string().replace(' ', "")
                             ),
                         );
@@ -178,6 +197,29 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     if full_len > atoll_naming::MAX_TOPIC_LEN {
         errors.span(Span::call_site(), format!("the service's topic names would be up to {full_len} characters long; Kafka allows {}: shorten company, namespace or name", atoll_naming::MAX_TOPIC_LEN));
     }
+    let topic_config = topic_config.unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    for (topic, key, _, span) in &topic_config {
+        let owned = match topic.as_str() {
+            "events" | "commands" | "private.dlq" | "private.retry" | "private.reply" => true,
+            "results" => results == Some(true),
+            "private.saga" => sagas.as_ref().is_some_and(|s| !s.is_empty()),
+            _ => false,
+        };
+        if !owned {
+            errors.span(*span, format!("the service has no `{topic}` topic; it owns `events`, `commands`, `private.dlq`, `private.retry`, `private.reply`, `results` with `results = true` and `private.saga` with `sagas = […]`"));
+        } else if topic == "private.saga" && key == "cleanup.policy" {
+            errors.span(
+                *span,
+                "the saga state topic stays compacted: its `cleanup.policy` is atoll's",
+            );
+        } else if !seen.insert((topic.clone(), key.clone())) {
+            errors.span(
+                *span,
+                format!("`{key}` of `{topic}` is given twice; keep one"),
+            );
+        }
+    }
     if !errors.is_empty() {
         let errors = errors.into_tokens();
         return quote!(#item #errors);
@@ -202,6 +244,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     });
     let codec_const = codec.map(|c| quote!(const CODEC: ::atoll::codec::CodecKind = #c;));
+    let config_entries = topic_config
+        .iter()
+        .map(|(topic, key, value, _)| quote!((#topic, #key, #value)));
+    let config_const = (!topic_config.is_empty()).then(|| {
+        quote!(const TOPIC_CONFIG: &'static [(&'static str, &'static str, &'static str)] = &[#(#config_entries),*];)
+    });
     quote! {
         #item
 
@@ -212,6 +260,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             #codec_const
             const RUNS_SAGAS: bool = #runs_sagas;
             const PUBLISHES_RESULTS: bool = #publishes_results;
+            #config_const
         }
 
         impl ::atoll::__private::SagaListeners for #ident {
@@ -222,4 +271,43 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 
         #(#saga_impls)*
     }
+}
+
+const CONFIG_USAGE: &str = r#"`topic_config` takes a list of (topic, config, value) strings, e.g. `topic_config = [("events", "retention.ms", "604800000")]`"#;
+
+/// One `(topic, key, value)` of `topic_config`, or an error spanned on it.
+fn config_entry(e: &Expr, errors: &mut Errors) -> Option<(String, String, String, Span)> {
+    let span = syn::spanned::Spanned::span(e);
+    let Expr::Tuple(t) = e else {
+        errors.at(e, CONFIG_USAGE);
+        return None;
+    };
+    let strings: Vec<String> = t
+        .elems
+        .iter()
+        .filter_map(|e| match e {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) => Some(s.value()),
+            _ => None,
+        })
+        .collect();
+    let Some([topic, key, value]) = <[String; 3]>::try_from(strings)
+        .ok()
+        .filter(|_| t.elems.len() == 3)
+    else {
+        errors.at(e, CONFIG_USAGE);
+        return None;
+    };
+    let config_name = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.';
+    if key.is_empty() || !key.chars().all(config_name) || value.is_empty() {
+        errors.at(
+            e,
+            format!(
+                "`{key}` = `{value}` is not a topic config: a name like `retention.ms` and a value"
+            ),
+        );
+        return None;
+    }
+    Some((topic, key, value, span))
 }

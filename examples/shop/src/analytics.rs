@@ -13,7 +13,9 @@ use crate::orders::{OrderCancelled, OrderCompleted};
     company = "acme",
     namespace = "shop",
     name = "analytics",
-    results = true
+    results = true,
+    // A month of daily sales stays readable.
+    topic_config = [("results", "retention.ms", "2592000000")]
 )]
 #[derive(Debug, Default)]
 pub struct Analytics;

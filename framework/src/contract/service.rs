@@ -19,6 +19,11 @@ pub trait Service: Send + Sync + Sized + 'static {
     /// Whether the service publishes pipeline results (`#[event_service(…, results = true)]`),
     /// and so owns the `results` topic.
     const PUBLISHES_RESULTS: bool = false;
+    /// Configs for the service's topics, as `(topic kind, config, value)`: the kind is the
+    /// name after the service's prefix (`events`, `private.dlq`, …), e.g.
+    /// `("events", "retention.ms", "604800000")` (`#[event_service(…, topic_config = […])]`).
+    /// They apply when atoll creates the topics and appear in the manifest.
+    const TOPIC_CONFIG: &'static [(&'static str, &'static str, &'static str)] = &[];
 }
 
 /// A topic a service declares, with what atoll creates it with.
@@ -81,6 +86,13 @@ pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
             .into_iter()
             .map(|p| TopicSpec::private(S::ID, p, S::PARTITIONS)),
     );
+    for t in &mut topics {
+        let kind = &t.name.as_str()[S::ID.to_string().len() + 1..];
+        for (_, key, value) in S::TOPIC_CONFIG.iter().filter(|(k, _, _)| *k == kind) {
+            t.config.retain(|(k, _)| k != key);
+            t.config.push(((*key).to_owned(), (*value).to_owned()));
+        }
+    }
     topics
 }
 
