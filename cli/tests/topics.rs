@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use atoll_testkit::process::wait_until;
 use atoll_testkit::Tansu;
 use common::atoll;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -196,6 +197,27 @@ async fn apply_creates_the_shop_and_plan_then_sees_only_whats_new() {
         text(&out).contains(
             "? acme.shop.orders.private.audit is on the cluster but no service declares it"
         ),
+        "{}",
+        text(&out)
+    );
+    // Deleted only when asked.
+    let out = atoll(&[], &["apply", TOPICS, "--bootstrap", &b, "--delete"]);
+    assert!(
+        text(&out).contains("- delete acme.shop.orders.private.audit"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !topics(&b)
+            .iter()
+            .any(|(t, _)| t == "acme.shop.orders.private.audit")),
+        "{:?}",
+        topics(&b)
+    );
+    let out = plan(shop, &b, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("0 change(s), 0 notice(s)"),
         "{}",
         text(&out)
     );
