@@ -1,9 +1,10 @@
-//! The benchmark of atoll against a hand-written rdkafka loop and ruststream-rdkafka, on one
-//! tansu broker (method: `docs/performance.md#method`).
+//! The benchmark of atoll against a hand-written rdkafka loop and peers (ruststream-rdkafka,
+//! FastStream), on one tansu broker (method: `docs/performance.md#method`).
 //!
 //! ```sh
 //! scripts/bench                        # the whole benchmark: tansu, release build, table
-//! cargo run --release -p atoll-bench -- --help
+//! scripts/bench --quick                # a smoke run of under two minutes
+//! cargo run --release -p atoll-bench --features peers -- --help
 //! ```
 //!
 //! The orchestrator starts tansu, fills the input topic once, then runs every measurement as a
@@ -15,7 +16,9 @@ mod ledger;
 mod meter;
 mod orchestra;
 mod payload;
+#[cfg(feature = "peers")]
 mod peer;
+mod python;
 mod raw;
 mod relay;
 
@@ -49,8 +52,10 @@ pub(crate) enum Impl {
     Raw,
     /// atoll.
     Atoll,
-    /// ruststream-rdkafka.
+    /// ruststream-rdkafka (built with the `peers` feature).
     Ruststream,
+    /// FastStream with aiokafka (Python, in a virtualenv `scripts/install-faststream` makes).
+    Faststream,
     /// atoll's transactional listener on PostgreSQL (scenario 4).
     AtollTx,
     /// atoll's relay listener, `exactly_once` (scenario 5, on a broker with transactions).
@@ -64,6 +69,7 @@ impl Impl {
             Self::Raw => "raw rdkafka",
             Self::Atoll => "atoll",
             Self::Ruststream => "ruststream-rdkafka",
+            Self::Faststream => "FastStream (Python)",
             Self::AtollTx => "atoll, transactional",
             Self::AtollEos => "atoll, exactly once",
         }
@@ -74,6 +80,7 @@ impl Impl {
         match self {
             Self::Raw => "bench-raw".to_owned(),
             Self::Ruststream => "bench-ruststream".to_owned(),
+            Self::Faststream => "bench-faststream".to_owned(),
             Self::Atoll | Self::AtollEos => <payload::Relay as atoll::Service>::ID
                 .group_id("relay")
                 .expect("a valid listener name"),
@@ -127,6 +134,9 @@ pub(crate) struct Work {
     /// transaction, committed) rather than at the last record handled.
     #[arg(long)]
     pub(crate) through_shutdown: bool,
+    /// `ready` is printed once this many partitions are assigned to the process.
+    #[arg(long, default_value_t = payload::PARTITIONS)]
+    pub(crate) ready_partitions: i32,
 }
 
 /// Simulated I/O per record (scenario 2), set once per worker process.
@@ -167,9 +177,13 @@ async fn worker(work: Work) -> anyhow::Result<()> {
     };
     let report = match work.imp {
         Impl::Raw => raw::run(&work, ready).await?,
-        Impl::Atoll => relay::run(ready, work.through_shutdown).await?,
-        Impl::AtollEos => relay::run(ready, true).await?,
+        Impl::Atoll => relay::run(&work, ready, work.through_shutdown).await?,
+        Impl::AtollEos => relay::run(&work, ready, true).await?,
+        #[cfg(feature = "peers")]
         Impl::Ruststream => peer::run(&work, ready).await?,
+        #[cfg(not(feature = "peers"))]
+        Impl::Ruststream => anyhow::bail!("built without the `peers` feature"),
+        Impl::Faststream => anyhow::bail!("FastStream runs as a Python process, not a worker"),
         Impl::AtollTx => ledger::run(&work.bootstrap, ready).await?,
     };
     let mut out = std::io::stdout().lock();

@@ -7,6 +7,8 @@
 //! - latency: now − the microsecond timestamp the producer wrote into the payload, into an
 //!   HdrHistogram (only when the run measures latency: on a pre-filled backlog it would
 //!   measure the backlog's age);
+//! - atoll's own added latency (with latency): poll thread → handler start plus the emit's
+//!   hand-over to the producer, from [`record_added`], into a nanosecond HdrHistogram;
 //! - peak RSS: the process's high-water resident set (each run is a process of its own).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,12 @@ pub(crate) struct Report {
     pub(crate) p50_us: Option<u64>,
     /// 99th percentile latency in microseconds, when measured.
     pub(crate) p99_us: Option<u64>,
+    /// Median latency added by the framework itself, in microseconds, when measured.
+    #[serde(default)]
+    pub(crate) added_p50_us: Option<f64>,
+    /// 99th percentile of the latency added by the framework itself, in microseconds.
+    #[serde(default)]
+    pub(crate) added_p99_us: Option<f64>,
     /// Peak resident set of the process, in MiB.
     pub(crate) rss_mib: f64,
 }
@@ -44,6 +52,8 @@ struct Meter {
     seen: AtomicU64,
     start: OnceLock<(Instant, Duration)>,
     histogram: Mutex<Histogram<u64>>,
+    /// The framework's own added latency, in nanoseconds.
+    added: Mutex<Histogram<u64>>,
     report: OnceLock<Report>,
     done: Notify,
 }
@@ -60,6 +70,9 @@ pub(crate) fn init(warmup: u64, records: u64, latency: bool) {
         start: OnceLock::new(),
         histogram: Mutex::new(
             Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+        ),
+        added: Mutex::new(
+            Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
         ),
         report: OnceLock::new(),
         done: Notify::new(),
@@ -124,6 +137,18 @@ pub(crate) fn record(ts_us: u64) {
     }
 }
 
+/// Books the latency the framework added to the record being handled (not to a warm-up one):
+/// call it before [`record`].
+pub(crate) fn record_added(added: Duration) {
+    let m = meter();
+    let n = m.seen.load(Ordering::Relaxed) + 1;
+    if !m.latency || n <= m.warmup || n > m.warmup + m.records {
+        return;
+    }
+    let ns = (added.as_nanos() as u64).clamp(1, 60_000_000_000);
+    let _ = m.added.lock().expect("poisoned").record(ns);
+}
+
 impl Meter {
     fn finish(&self) {
         let report = self.report_now();
@@ -141,6 +166,10 @@ impl Meter {
         let cpu_us = (cpu() - cpu0).as_secs_f64() * 1e6 / self.records as f64;
         let h = self.histogram.lock().expect("poisoned");
         let quantile = |q| self.latency.then(|| h.value_at_quantile(q));
+        let added = self.added.lock().expect("poisoned");
+        let added_quantile = |q| {
+            (self.latency && !added.is_empty()).then(|| added.value_at_quantile(q) as f64 / 1e3)
+        };
         Report {
             records: self.records,
             secs,
@@ -148,6 +177,8 @@ impl Meter {
             cpu_us,
             p50_us: quantile(0.5),
             p99_us: quantile(0.99),
+            added_p50_us: added_quantile(0.5),
+            added_p99_us: added_quantile(0.99),
             rss_mib: max_rss_mib(),
         }
     }

@@ -21,8 +21,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::meter::{self, Report};
 use crate::payload::{
-    transfer, INPUT, INPUT_LEDGER, OUTPUT_ATOLL, OUTPUT_LEDGER, OUTPUT_RAW, OUTPUT_RUSTSTREAM,
-    PARTITIONS,
+    transfer, INPUT, INPUT_LEDGER, OUTPUT_ATOLL, OUTPUT_FASTSTREAM, OUTPUT_LEDGER, OUTPUT_RAW,
+    OUTPUT_RUSTSTREAM, PARTITIONS,
 };
 use crate::Impl;
 
@@ -56,13 +56,33 @@ pub(crate) struct Plan {
     /// 200,000 records the 106 MB response exceeds librdkafka's `receive.message.max.bytes`).
     #[arg(long, default_value_t = 100_000)]
     pub(crate) eos_records: u64,
+    /// Records in the backlog drained by scenario 6, written in ordinary batches.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) batched_records: u64,
+    /// Records written per run of scenario 7 (each process measures 80% of its share).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) scale_records: u64,
+    /// Processes of one listener in scenario 7, on 12 partitions.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4])]
+    pub(crate) processes: Vec<u32>,
+    /// Backlogs drained in scenario 8, for the peak RSS of each.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000, 5_000_000])]
+    pub(crate) backlogs: Vec<u64>,
+    /// Records FastStream drains in scenarios 1 and 6 (it awaits each publish and commit).
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) faststream_records: u64,
     /// Implementations to run (default: all).
-    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::AtollTx, Impl::AtollEos])]
+    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::Faststream, Impl::AtollTx, Impl::AtollEos])]
     pub(crate) impls: Vec<Impl>,
     /// Scenarios to run (1: drain, 2: simulated I/O, 3: latency, 4: transactional on
-    /// PostgreSQL, 5: at-least-once against exactly-once on noida-db).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5])]
+    /// PostgreSQL, 5: at-least-once against exactly-once on noida-db, 6: batched drain,
+    /// 7: scale-out, 8: memory against backlog).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6, 7, 8])]
     pub(crate) scenarios: Vec<u8>,
+    /// A smoke run of under two minutes: scenarios 1, 3 and 6 with small inputs, one measured
+    /// round, atoll and the raw loop only (overrides those options).
+    #[arg(long)]
+    pub(crate) quick: bool,
     /// Use this broker instead of starting tansu, or noida-db for scenario 5 (its input topic
     /// must be empty).
     #[arg(long)]
@@ -76,8 +96,32 @@ pub(crate) struct Plan {
 /// records arrive meanwhile, so librdkafka's 500 ms default would be the latency measured.
 const FETCH_WAIT_MS: &str = "10";
 
-/// Records ruststream-rdkafka drains in scenario 1.
+/// Records ruststream-rdkafka drains in scenarios 1 and 6.
 const PEER_RECORDS: u64 = 10_000;
+
+/// Partitions of the input in scenario 7.
+const SCALE_PARTITIONS: i32 = 12;
+
+/// A partition buffer no drain fills (scenarios 6 and 7): atoll never pauses a partition of
+/// batched input, which tansu could not serve again from inside a batch.
+const UNPAUSED: u64 = 100_000_000;
+
+impl Plan {
+    /// The plan `--quick` runs.
+    fn quick(mut self) -> Self {
+        self.records = 100_000;
+        self.batched_records = 200_000;
+        self.rounds = 1;
+        self.latency_secs = 2;
+        self.impls = vec![Impl::Raw, Impl::Atoll];
+        self.scenarios = vec![1, 3, 6];
+        self
+    }
+
+    fn runs(&self, scenario: u8) -> bool {
+        self.scenarios.contains(&scenario)
+    }
+}
 
 /// One row of the results: an implementation in a scenario, medians over the measured rounds.
 #[derive(Debug, Clone, Serialize)]
@@ -91,6 +135,9 @@ struct Row {
     cpu_us: f64,
     p50_us: Option<u64>,
     p99_us: Option<u64>,
+    /// The framework's own share of the latency (atoll only).
+    added_p50_us: Option<f64>,
+    added_p99_us: Option<f64>,
     rss_mib: f64,
     /// The spread of the rate over the rounds, min..max.
     rate_min: f64,
@@ -110,30 +157,25 @@ struct Variant {
     store: Option<String>,
     /// Whether the span measured ends once the worker shut down.
     through_shutdown: bool,
+    /// atoll's `max_buffered`, when not its default.
+    max_buffered: Option<u64>,
 }
 
 /// Runs the plan: prints progress to stderr, the table to stdout, and writes the JSON.
 pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
+    let plan = if plan.quick { plan.quick() } else { plan };
     let started = Instant::now();
     let mut rows = Vec::new();
-    if plan.scenarios.contains(&1) {
+    if !cfg!(feature = "peers") && plan.impls.contains(&Impl::Ruststream) {
+        eprintln!("ruststream-rdkafka left out: built without the `peers` feature (scripts/bench turns it on)");
+    }
+    if plan.runs(1) {
         let (_tansu, bootstrap) = broker(&plan, plan.records, Impl::Atoll.input(), false).await?;
-        // ruststream awaits each publish before the next record (~200 records/s here): it
-        // drains a slice of the backlog, or one run would take over an hour.
-        let records = |imp| match imp {
-            Impl::Ruststream => plan.records.min(PEER_RECORDS),
-            _ => plan.records,
-        };
-        let variants: Vec<Variant> = plan
-            .impls
-            .iter()
-            .filter(|imp| [Impl::Raw, Impl::Atoll, Impl::Ruststream].contains(imp))
-            .map(|&imp| variant(imp, "partition", records(imp)))
-            .collect();
+        let variants = drains(&plan, plan.records, None);
         let name = format!("1: drain a backlog of {} × ~200 B", plan.records);
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
-    if plan.scenarios.contains(&2) {
+    if plan.runs(2) {
         let many = (plan.io_records * 5).min(plan.records);
         let (_tansu, bootstrap) = broker(&plan, many, Impl::Atoll.input(), false).await?;
         let io_us = plan.io_ms * 1000;
@@ -158,7 +200,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         );
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
-    if plan.scenarios.contains(&3) {
+    if plan.runs(3) {
         let (_tansu, bootstrap) = broker(&plan, 0, Impl::Atoll.input(), false).await?;
         for rate in [1_000u64, 10_000] {
             let latency = |imp| Variant {
@@ -177,7 +219,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, pace).await?);
         }
     }
-    if plan.scenarios.contains(&4) && plan.impls.contains(&Impl::AtollTx) {
+    if plan.runs(4) && plan.impls.contains(&Impl::AtollTx) {
         let pg = atoll_testkit::Postgres::start();
         let store = Some(pg.database("bench"));
         let (_tansu, bootstrap) =
@@ -203,7 +245,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         let pace = Some((rate, plan.keys));
         rows.extend(rounds(&bootstrap, &name, &[steady], plan.rounds, pace).await?);
     }
-    if plan.scenarios.contains(&5) && plan.impls.contains(&Impl::AtollEos) {
+    if plan.runs(5) && plan.impls.contains(&Impl::AtollEos) {
         // tansu never ends a transaction: noida-db serves them (memory storage).
         let (_broker, bootstrap) =
             broker(&plan, plan.eos_records, Impl::Atoll.input(), true).await?;
@@ -217,6 +259,34 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             plan.eos_records
         );
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+    }
+    if plan.runs(6) {
+        let (_tansu, bootstrap) = batched_broker(plan.batched_records, PARTITIONS).await?;
+        let variants = drains(&plan, plan.batched_records, Some(UNPAUSED));
+        let name = format!(
+            "6: drain {} written in batches, no pauses",
+            plan.batched_records
+        );
+        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+    }
+    if plan.runs(7) && plan.impls.contains(&Impl::Atoll) {
+        for &n in &plan.processes {
+            rows.push(scale_out(&plan, n).await?);
+        }
+    }
+    if plan.runs(8) && plan.impls.contains(&Impl::Atoll) {
+        for &backlog in &plan.backlogs {
+            let (_tansu, bootstrap) = broker(&plan, backlog, Impl::Atoll.input(), false).await?;
+            let name = format!("8: peak RSS draining {backlog}");
+            let drain = variant(Impl::Atoll, "partition", backlog);
+            // One run per backlog: the first round is not a warm-up here, the RSS is the point.
+            let report = run_one(&bootstrap, &drain, None).await?;
+            eprintln!(
+                "{name} | atoll | {:.0} records/s, {:.1} µs CPU/record, {:.0} MiB",
+                report.rate, report.cpu_us, report.rss_mib
+            );
+            rows.push(summarize(&name, &drain, &[report]));
+        }
     }
     print_table(&rows);
     if let Some(dir) = plan.json.parent() {
@@ -249,9 +319,9 @@ async fn broker(
         (None, b) => b.clone().unwrap_or_default(),
     };
     eprintln!("broker: {bootstrap}");
-    create_topics(&bootstrap).await?;
+    create_topics(&bootstrap, PARTITIONS).await?;
     if records > 0 {
-        let took = fill(&bootstrap, input, records, plan.keys).await?;
+        let took = fill(&bootstrap, input, records, plan.keys, Batches::Single).await?;
         eprintln!(
             "filled {} with {records} records in {:.1} s ({:.0} records/s)",
             input.0,
@@ -272,7 +342,54 @@ fn variant(imp: Impl, ordering: &'static str, records: u64) -> Variant {
         latency: false,
         store: None,
         through_shutdown: false,
+        max_buffered: None,
     }
+}
+
+/// The drain of a backlog of `records` by each of the plan's implementations that drain one:
+/// the peers, which await each publish, drain a slice of it (or a run would take hours).
+fn drains(plan: &Plan, records: u64, max_buffered: Option<u64>) -> Vec<Variant> {
+    let slice = |imp| match imp {
+        Impl::Ruststream => records.min(PEER_RECORDS),
+        Impl::Faststream => records.min(plan.faststream_records),
+        _ => records,
+    };
+    plan.impls
+        .iter()
+        .filter(|imp| {
+            [Impl::Raw, Impl::Atoll, Impl::Faststream].contains(imp)
+                || (**imp == Impl::Ruststream && cfg!(feature = "peers"))
+        })
+        .map(|&imp| Variant {
+            max_buffered,
+            ..variant(imp, "partition", slice(imp))
+        })
+        .collect()
+}
+
+/// A fresh tansu with the topics created (the input with `partitions`) and `records` input
+/// records written in ordinary batches (up to 10,000 records, 20 ms linger).
+async fn batched_broker(records: u64, partitions: i32) -> anyhow::Result<(Tansu, String)> {
+    let tansu = Tansu::builder().start();
+    let bootstrap = tansu.bootstrap();
+    eprintln!("broker: {bootstrap}");
+    create_topics(&bootstrap, partitions).await?;
+    if records > 0 {
+        let took = fill(
+            &bootstrap,
+            Impl::Atoll.input(),
+            records,
+            1_000,
+            Batches::Ordinary,
+        )
+        .await?;
+        eprintln!(
+            "filled {INPUT} in batches with {records} records in {:.1} s ({:.0} records/s)",
+            took.as_secs_f64(),
+            records as f64 / took.as_secs_f64()
+        );
+    }
+    Ok((tansu, bootstrap))
 }
 
 /// Runs every variant once per round, alternating, the first round discarded; returns the
@@ -307,7 +424,7 @@ async fn rounds(
                 )
             })?;
             eprintln!(
-                "{scenario} | {} {} | round {round}{} | {:.0} records/s, {:.1} µs CPU/record, p50 {:?} µs, p99 {:?} µs, {:.0} MiB",
+                "{scenario} | {} {} | round {round}{} | {:.0} records/s, {:.1} µs CPU/record, p50 {:?} µs, p99 {:?} µs, added p50 {:?} µs, p99 {:?} µs, {:.0} MiB",
                 v.imp.label(),
                 v.ordering,
                 if round == 0 { " (discarded)" } else { "" },
@@ -315,6 +432,8 @@ async fn rounds(
                 report.cpu_us,
                 report.p50_us,
                 report.p99_us,
+                report.added_p50_us,
+                report.added_p99_us,
                 report.rss_mib
             );
             if round > 0 {
@@ -346,6 +465,10 @@ fn summarize(scenario: &str, v: &Variant, runs: &[Report]) -> Row {
         (!xs.is_empty()).then(|| median(xs) as u64)
     };
     let rates = runs.iter().map(|r| r.rate);
+    let added = |f: fn(&Report) -> Option<f64>| {
+        let xs: Vec<f64> = runs.iter().filter_map(f).collect();
+        (!xs.is_empty()).then(|| median(xs))
+    };
     Row {
         scenario: scenario.to_owned(),
         implementation: v.imp.label(),
@@ -356,6 +479,8 @@ fn summarize(scenario: &str, v: &Variant, runs: &[Report]) -> Row {
         cpu_us: of(|r| r.cpu_us),
         p50_us: quantile(|r| r.p50_us),
         p99_us: quantile(|r| r.p99_us),
+        added_p50_us: added(|r| r.added_p50_us),
+        added_p99_us: added(|r| r.added_p99_us),
         rss_mib: of(|r| r.rss_mib),
         rate_min: rates.clone().fold(f64::INFINITY, f64::min),
         rate_max: rates.fold(0.0, f64::max),
@@ -364,59 +489,28 @@ fn summarize(scenario: &str, v: &Variant, runs: &[Report]) -> Row {
 
 /// Starts a worker process for `v`, feeds it when paced, and reads its report.
 async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyhow::Result<Report> {
-    let group = v.imp.group();
     let to = if pace.is_some() {
         Position::End
     } else {
         Position::Start
     };
     let input = v.imp.input();
-    reset_group(bootstrap, &group, input.0, to)?;
+    let group = if v.imp == Impl::Faststream {
+        // aiokafka cannot join a group whose offsets another client reset on tansu 0.6 (the
+        // assignment it is sent is empty): a fresh group per run, which starts at the
+        // beginning.
+        format!("{}-{}", v.imp.group(), uuid::Uuid::new_v4())
+    } else {
+        let group = v.imp.group();
+        reset_group(bootstrap, &group, input.0, to, PARTITIONS)?;
+        group
+    };
     if let Some(url) = &v.store {
         forget_handled(url).await?;
     }
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["worker", "--impl"])
-        .arg(
-            v.imp
-                .to_possible_value()
-                .expect("every implementation has a name")
-                .get_name(),
-        )
-        .args(["--bootstrap", bootstrap, "--group", &group])
-        .args(["--ordering", v.ordering])
-        .args(["--io-us", &v.io_us.to_string()])
-        .args(["--warmup", &v.warmup.to_string()])
-        .args(["--records", &v.records.to_string()])
-        .args(v.latency.then_some("--latency"))
-        .args(v.through_shutdown.then_some("--through-shutdown"))
-        .args(["--fetch-wait-ms", FETCH_WAIT_MS])
-        .env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
-        .env("ATOLL_SERVICE__STATIC_MEMBERSHIP", "false")
-        .env("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
-        .env("ATOLL_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "500")
-        .env(
-            match v.imp {
-                Impl::AtollTx => "ATOLL_LISTENERS__DEPOSIT__ORDERING",
-                _ => "ATOLL_LISTENERS__RELAY__ORDERING",
-            },
-            v.ordering,
-        )
-        .env("ATOLL_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", FETCH_WAIT_MS)
-        .env(
-            "ATOLL_LISTENERS__RELAY__DELIVERY",
-            match v.imp {
-                Impl::AtollEos => "exactly_once",
-                _ => "at_least_once",
-            },
-        )
-        .envs(v.store.iter().map(|url| ("ATOLL_STORE__URL", url)))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = spawn_worker(bootstrap, &group, v, PARTITIONS)?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let limit = Duration::from_secs(600);
-    let report = tokio::time::timeout(limit, async {
+    let report = tokio::time::timeout(WORKER_LIMIT, async {
         let mut feeding = None;
         while let Some(line) = lines.next_line().await? {
             if line == "ready" {
@@ -429,8 +523,7 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
                 }
                 continue;
             }
-            let report: Report =
-                serde_json::from_str(&line).with_context(|| format!("worker printed `{line}`"))?;
+            let report = parse_report(&line)?;
             if let Some(f) = feeding {
                 f.await??;
             }
@@ -445,6 +538,206 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
         bail!("the worker exited with {status}");
     }
     Ok(report)
+}
+
+/// How long one worker may take.
+const WORKER_LIMIT: Duration = Duration::from_secs(600);
+
+fn parse_report(line: &str) -> anyhow::Result<Report> {
+    serde_json::from_str(line).with_context(|| format!("worker printed `{line}`"))
+}
+
+/// Starts the worker process of `v` (this binary, or FastStream's Python), which prints `ready`
+/// once `ready_partitions` are assigned to it, then its report.
+fn spawn_worker(
+    bootstrap: &str,
+    group: &str,
+    v: &Variant,
+    ready_partitions: i32,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut command = if v.imp == Impl::Faststream {
+        crate::python::faststream(bootstrap, group, v.records)?
+    } else {
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command
+            .args(["worker", "--impl"])
+            .arg(
+                v.imp
+                    .to_possible_value()
+                    .expect("every implementation has a name")
+                    .get_name(),
+            )
+            .args(["--bootstrap", bootstrap, "--group", group])
+            .args(["--ordering", v.ordering])
+            .args(["--io-us", &v.io_us.to_string()])
+            .args(["--warmup", &v.warmup.to_string()])
+            .args(["--records", &v.records.to_string()])
+            .args(["--ready-partitions", &ready_partitions.to_string()])
+            .args(v.latency.then_some("--latency"))
+            .args(v.through_shutdown.then_some("--through-shutdown"))
+            .args(["--fetch-wait-ms", FETCH_WAIT_MS])
+            .env("ATOLL_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+            .env("ATOLL_SERVICE__STATIC_MEMBERSHIP", "false")
+            .env("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("ATOLL_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "500")
+            .env(
+                match v.imp {
+                    Impl::AtollTx => "ATOLL_LISTENERS__DEPOSIT__ORDERING",
+                    _ => "ATOLL_LISTENERS__RELAY__ORDERING",
+                },
+                v.ordering,
+            )
+            .env("ATOLL_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", FETCH_WAIT_MS)
+            .env(
+                "ATOLL_LISTENERS__RELAY__DELIVERY",
+                match v.imp {
+                    Impl::AtollEos => "exactly_once",
+                    _ => "at_least_once",
+                },
+            )
+            .envs(v.store.iter().map(|url| ("ATOLL_STORE__URL", url)))
+            .envs(
+                v.max_buffered
+                    .map(|n| ("ATOLL_LISTENERS__RELAY__MAX_BUFFERED", n.to_string())),
+            );
+        command
+    };
+    Ok(command.stdout(Stdio::piped()).kill_on_drop(true).spawn()?)
+}
+
+/// Scenario 7: `n` processes of the relay listener in one group on 12 partitions. Each run has
+/// a fresh broker: the workers join, and once each holds its share of the partitions the input
+/// is written in ordinary batches while they drain it; each measures 80% of its share (the
+/// keys do not spread exactly evenly). The rate is every measured record over the longest
+/// worker's span, the CPU per record the workers' CPU over their records; the machine's CPU
+/// use over the runs shows when the two cores, not atoll, are the ceiling.
+async fn scale_out(plan: &Plan, n: u32) -> anyhow::Result<Row> {
+    let name = format!(
+        "7: scale-out, {} records on {SCALE_PARTITIONS} partitions",
+        plan.scale_records
+    );
+    let share = plan.scale_records / u64::from(n);
+    let v = Variant {
+        max_buffered: Some(UNPAUSED),
+        ..variant(Impl::Atoll, "partition", share * 8 / 10)
+    };
+    let mut runs = Vec::new();
+    let mut busy = Vec::new();
+    for round in 1..=plan.rounds {
+        let (_tansu, bootstrap) = batched_broker(0, SCALE_PARTITIONS).await?;
+        let ready_partitions = SCALE_PARTITIONS / n as i32;
+        let mut children = Vec::new();
+        let mut outputs = Vec::new();
+        for _ in 0..n {
+            let mut child = spawn_worker(&bootstrap, &v.imp.group(), &v, ready_partitions)?;
+            outputs.push(BufReader::new(child.stdout.take().expect("piped")).lines());
+            children.push(child);
+        }
+        let reports = tokio::time::timeout(WORKER_LIMIT, async {
+            for lines in &mut outputs {
+                match lines.next_line().await? {
+                    Some(line) if line == "ready" => {}
+                    other => bail!("a worker printed {other:?} instead of `ready`"),
+                }
+            }
+            // The last join's rebalance settles.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let cpu = machine_cpu();
+            fill(
+                &bootstrap,
+                Impl::Atoll.input(),
+                plan.scale_records,
+                plan.keys,
+                Batches::Ordinary,
+            )
+            .await?;
+            let mut reports = Vec::new();
+            for lines in &mut outputs {
+                let line = lines
+                    .next_line()
+                    .await?
+                    .context("a worker ended without a report")?;
+                reports.push(parse_report(&line)?);
+            }
+            Ok::<_, anyhow::Error>((reports, cpu.busy_since()))
+        })
+        .await
+        .context("the workers did not finish within 10 minutes")??;
+        for mut child in children {
+            let status = child.wait().await?;
+            if !status.success() {
+                bail!("a worker exited with {status}");
+            }
+        }
+        let (reports, machine) = reports;
+        let records: u64 = reports.iter().map(|r| r.records).sum();
+        let secs = reports.iter().map(|r| r.secs).fold(0.0, f64::max);
+        let cpu_us = reports
+            .iter()
+            .map(|r| r.cpu_us * r.records as f64)
+            .sum::<f64>()
+            / records as f64;
+        let run = Report {
+            records,
+            secs,
+            rate: records as f64 / secs,
+            cpu_us,
+            p50_us: None,
+            p99_us: None,
+            added_p50_us: None,
+            added_p99_us: None,
+            rss_mib: reports.iter().map(|r| r.rss_mib).fold(0.0, f64::max),
+        };
+        eprintln!(
+            "{name} | atoll ×{n} | round {round} | {:.0} records/s, {:.1} µs CPU/record, machine {:.0}% busy",
+            run.rate, run.cpu_us, machine * 100.0
+        );
+        runs.push(run);
+        busy.push(machine);
+    }
+    let mut row = summarize(&name, &v, &runs);
+    row.mode = format!(
+        "{n} process{}, machine {:.0}% busy",
+        if n == 1 { "" } else { "es" },
+        median(busy) * 100.0
+    );
+    row.records = v.records * u64::from(n);
+    Ok(row)
+}
+
+/// The machine's CPU counters (`/proc/stat`): busy and total jiffies of all cores.
+#[derive(Debug, Clone, Copy)]
+struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+fn machine_cpu() -> MachineCpu {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    MachineCpu {
+        busy: total - idle,
+        total,
+    }
+}
+
+impl MachineCpu {
+    /// The share of the machine's CPU time spent busy since `self` was read.
+    fn busy_since(self) -> f64 {
+        let now = machine_cpu();
+        let total = now.total.saturating_sub(self.total).max(1);
+        now.busy.saturating_sub(self.busy) as f64 / total as f64
+    }
 }
 
 /// Empties the transactional run's inbox: the runs of a scenario read the same input again,
@@ -466,15 +759,22 @@ enum Position {
     End,
 }
 
-/// Commits `to` for every input partition in `group`, which has no members now.
-fn reset_group(bootstrap: &str, group: &str, input: &str, to: Position) -> anyhow::Result<()> {
+/// Commits `to` for every one of the `partitions` of `input` in `group`, which has no members
+/// now.
+fn reset_group(
+    bootstrap: &str,
+    group: &str,
+    input: &str,
+    to: Position,
+    partitions: i32,
+) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         let offset = match to {
             Position::Start => 0,
             Position::End => {
@@ -492,7 +792,8 @@ fn reset_group(bootstrap: &str, group: &str, input: &str, to: Position) -> anyho
     Ok(())
 }
 
-async fn create_topics(bootstrap: &str) -> anyhow::Result<()> {
+/// Creates the benchmark's topics, the input with `partitions`, the others with [`PARTITIONS`].
+async fn create_topics(bootstrap: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
@@ -501,11 +802,15 @@ async fn create_topics(bootstrap: &str) -> anyhow::Result<()> {
         OUTPUT_ATOLL,
         OUTPUT_RAW,
         OUTPUT_RUSTSTREAM,
+        OUTPUT_FASTSTREAM,
         INPUT_LEDGER,
         OUTPUT_LEDGER,
     ]
     .iter()
-    .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(-1)))
+    .map(|t| {
+        let n = if *t == INPUT { partitions } else { PARTITIONS };
+        NewTopic::new(t, n, TopicReplication::Fixed(-1))
+    })
     .collect();
     for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
         match result {
@@ -560,14 +865,28 @@ fn acked(
     Ok(())
 }
 
+/// How the input is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batches {
+    /// One record per batch: consumers that pause (atoll's backpressure) can read it on tansu.
+    Single,
+    /// Ordinary batches (up to 10,000 records, 20 ms linger): read without pauses only.
+    Ordinary,
+}
+
 /// Fills the input topic with `records` records; returns how long it took.
 async fn fill(
     bootstrap: &str,
     input: (&str, &'static str),
     records: u64,
     keys: u64,
+    batches: Batches,
 ) -> anyhow::Result<Duration> {
-    let p = producer(bootstrap, "20", "1")?;
+    let batch = match batches {
+        Batches::Single => "1",
+        Batches::Ordinary => "10000",
+    };
+    let p = producer(bootstrap, "20", batch)?;
     let start = Instant::now();
     let mut acks = FuturesUnordered::new();
     for i in 0..records {
@@ -613,16 +932,50 @@ async fn paced(
     Ok(())
 }
 
+/// One line saying where the figures come from: the date, the machine, the kernel, the
+/// versions of librdkafka and of the brokers.
+fn provenance() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let mem_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0 / 1024.0);
+    let kernel = read("/proc/sys/kernel/osrelease");
+    let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+    let date = time::OffsetDateTime::now_utc().date();
+    format!(
+        "{date}: {cores} × {model}, {mem_gib:.0} GiB, Linux {}; librdkafka {librdkafka}; tansu 0.6.0 (noida-db 0.2.3 for scenario 5)",
+        kernel.trim()
+    )
+}
+
 fn print_table(rows: &[Row]) {
-    println!("| scenario | implementation | mode | records per run | records/s (min–max) | CPU µs/record | p50 / p99 latency | peak RSS |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("{}", provenance());
+    println!();
+    println!("| scenario | implementation | mode | records per run | records/s (min–max) | CPU µs/record | p50 / p99 latency | atoll-added p50 / p99 | peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let latency = match (r.p50_us, r.p99_us) {
             (Some(a), Some(b)) => format!("{:.2} / {:.2} ms", a as f64 / 1e3, b as f64 / 1e3),
             _ => "—".to_owned(),
         };
+        let added = match (r.added_p50_us, r.added_p99_us) {
+            (Some(a), Some(b)) => format!("{a:.0} / {b:.0} µs"),
+            _ => "—".to_owned(),
+        };
         println!(
-            "| {} | {} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {} | {:.0} MiB |",
+            "| {} | {} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {} | {} | {:.0} MiB |",
             r.scenario,
             r.implementation,
             r.mode,
@@ -632,6 +985,7 @@ fn print_table(rows: &[Row]) {
             r.rate_max,
             r.cpu_us,
             latency,
+            added,
             r.rss_mib
         );
     }
@@ -639,7 +993,35 @@ fn print_table(rows: &[Row]) {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, parse_report, Plan};
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        plan: Plan,
+    }
+
+    #[test]
+    fn a_python_workers_report_reads_without_the_atoll_fields() {
+        let line = r#"{"records": 5000, "secs": 2.5, "rate": 2000.0, "cpu_us": 480.5, "p50_us": null, "p99_us": null, "rss_mib": 61.2}"#;
+        let report = parse_report(line).unwrap();
+        assert_eq!(report.records, 5000);
+        assert_eq!(report.added_p99_us, None);
+        assert!(parse_report("Traceback (most recent call last):").is_err());
+    }
+
+    #[test]
+    fn the_quick_plan_is_small_and_leaves_out_the_peers() {
+        let plan = Cli::parse_from(["bench", "--quick"]).plan.quick();
+        assert_eq!(plan.scenarios, [1, 3, 6]);
+        assert!(plan.records <= 100_000 && plan.batched_records <= 200_000);
+        assert_eq!(plan.rounds, 1);
+        assert!(!plan.impls.contains(&crate::Impl::Faststream));
+        let full = Cli::parse_from(["bench"]).plan;
+        assert_eq!(full.scenarios, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(full.processes, [1, 2, 4]);
+    }
 
     #[test]
     fn medians_of_odd_and_even_counts() {

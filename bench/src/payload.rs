@@ -120,6 +120,8 @@ pub(crate) const OUTPUT_ATOLL: &str = "bench.perf.relay.events";
 pub(crate) const OUTPUT_RAW: &str = "bench.raw.out";
 /// The output topic of ruststream.
 pub(crate) const OUTPUT_RUSTSTREAM: &str = "bench.ruststream.out";
+/// The output topic of FastStream.
+pub(crate) const OUTPUT_FASTSTREAM: &str = "bench.faststream.out";
 /// Partitions of every benchmark topic.
 pub(crate) const PARTITIONS: i32 = 6;
 

@@ -19,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::meter;
-use crate::payload::{Relayed, Transfer, INPUT, OUTPUT_RAW, PARTITIONS};
+use crate::payload::{Relayed, Transfer, INPUT, OUTPUT_RAW};
 use crate::Work;
 
 const CE_TYPE: &str = "bench.perf.relay.transfer_relayed.v1";
@@ -66,9 +66,11 @@ pub(crate) async fn run(work: &Work, ready: impl FnOnce()) -> anyhow::Result<met
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", &work.fetch_wait_ms)
         .create()?;
+    // atoll's producer settings: idempotent (acks=all), lingering 5 ms.
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &work.bootstrap)
         .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
         .create()?;
     consumer.subscribe(&[INPUT])?;
     let mut ready = Some(ready);
@@ -139,7 +141,7 @@ pub(crate) async fn run(work: &Work, ready: impl FnOnce()) -> anyhow::Result<met
             }
             _ = tick.tick() => {
                 if let Some(go) = ready.take_if(|_| {
-                    consumer.assignment().map_or(0, |a| a.count()) == PARTITIONS as usize
+                    consumer.assignment().map_or(0, |a| a.count()) >= work.ready_partitions as usize
                 }) {
                     go();
                 }

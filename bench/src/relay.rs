@@ -1,30 +1,39 @@
 //! atoll's side: the relay service's handler, and the process that runs it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atoll::{handlers, App, Context, HandlerResult};
 
 use crate::meter;
 use crate::payload::{Relay, Relayed, Transfer};
+use crate::Work;
 
 #[handlers]
 impl Relay {
-    /// Decodes the transfer (atoll does), awaits the simulated I/O, emits one fact.
+    /// Decodes the transfer (atoll does), awaits the simulated I/O, emits one fact. Books what
+    /// atoll added to the record's latency: from its poll thread to here, and the emit's
+    /// hand-over to the producer (not the broker's acknowledgement, awaited in the background).
     #[listener(name = "relay")]
     async fn relay(&self, ctx: Context<Self>, t: Transfer) -> HandlerResult {
+        let queued = ctx.meta().received_at.map(|at| at.elapsed());
         crate::simulated_io().await;
+        let emit = Instant::now();
         ctx.emit(Relayed::from(&t)).await?;
+        if let Some(queued) = queued {
+            meter::record_added(queued + emit.elapsed());
+        }
         meter::record(t.ts_us);
         Ok(())
     }
 }
 
-/// Runs the relay service until the meter has its records; `ready` is called once every
-/// partition is assigned. The broker, the ordering mode and the delivery come from the
-/// environment (`ATOLL_LISTENERS__RELAY__ORDERING`, `…__DELIVERY`), set by the orchestrator.
-/// With `through_shutdown`, the measured span ends once the service shut down: an
+/// Runs the relay service until the meter has its records; `ready` is called once the
+/// worker's share of the partitions is assigned. The broker, the ordering mode and the delivery
+/// come from the environment (`ATOLL_LISTENERS__RELAY__ORDERING`, `…__DELIVERY`), set by the
+/// orchestrator. With `through_shutdown`, the measured span ends once the service shut down: an
 /// exactly-once listener's outputs are only written when its last transaction commits.
 pub(crate) async fn run(
+    work: &Work,
     ready: impl FnOnce(),
     through_shutdown: bool,
 ) -> anyhow::Result<meter::Report> {
@@ -34,7 +43,7 @@ pub(crate) async fn run(
         .iter()
         .map(|a| a.partitions.len())
         .sum::<usize>()
-        < crate::payload::PARTITIONS as usize
+        < work.ready_partitions as usize
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

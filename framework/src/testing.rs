@@ -194,7 +194,7 @@ impl<S: Handlers> TestBed<S> {
             self.producer.clone(),
             self.codec.clone(),
             self.source.clone(),
-            meta,
+            Arc::new(meta),
             tx,
         )
     }
@@ -231,6 +231,7 @@ impl<S: Handlers> TestBed<S> {
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),
             ),
+            received_at: Some(std::time::Instant::now()),
         }
     }
 

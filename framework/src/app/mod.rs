@@ -180,7 +180,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
                 });
             }
             let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));
-            let permits = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
+            let permits = crate::consume::lanes::Permits::new(config.max_in_flight);
             let mut modes = vec![(Mode::Main, listener.topic().clone())];
             if routes.retry_designated == Some(listener.name())
                 || config.retry == RetryMode::NonBlocking

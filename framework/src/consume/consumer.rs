@@ -20,9 +20,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::config::kafka::set_default;
@@ -30,8 +29,9 @@ use crate::config::DeliveryMode;
 use crate::consume::close;
 use crate::consume::committer;
 use crate::consume::committer::{Batch, CommitQueue, Commits};
+use crate::consume::received::Received;
 use crate::consume::watermark::Watermark;
-use crate::consume::worker::{run_partition, ListenerEnv, Mode, PartitionShared};
+use crate::consume::worker::{run_partition, Delivered, ListenerEnv, Mode, PartitionShared};
 use crate::contract::service::Service;
 use crate::error::{Error, Result};
 use crate::ops::health::ConsumerHealth;
@@ -40,7 +40,7 @@ use crate::ops::stats::ListenerStats;
 
 struct Slot {
     shared: Arc<PartitionShared>,
-    tx: mpsc::UnboundedSender<OwnedMessage>,
+    tx: mpsc::UnboundedSender<Delivered>,
     paused: bool,
 }
 
@@ -351,6 +351,7 @@ pub(crate) fn spawn<S: Service>(
         .spawn(move || {
             PollLoop {
                 consumer: poll_consumer,
+                topic: env.topic.as_str().into(),
                 env,
                 slots,
                 runtime,
@@ -383,6 +384,8 @@ pub(crate) fn spawn<S: Service>(
 struct PollLoop<S: Service> {
     /// Shared with the committer thread until it stops.
     consumer: Arc<BaseConsumer<ListenerContext<S>>>,
+    /// The topic consumed, shared by every record received.
+    topic: Arc<str>,
     env: Arc<ListenerEnv<S>>,
     slots: Arc<Slots>,
     runtime: tokio::runtime::Handle,
@@ -414,13 +417,21 @@ impl<S: Service> PollLoop<S> {
                 Duration::from_millis(100)
             };
             match self.consumer.poll(timeout) {
-                Some(Ok(msg)) => self.dispatch(msg.detach()),
+                Some(Ok(msg)) => {
+                    any_paused |= self.dispatch(Delivered {
+                        at: Instant::now(),
+                        msg: Received::copy(&msg, &self.topic),
+                    })
+                }
                 Some(Err(e)) => {
                     tracing::warn!(listener = self.env.listener.name(), error = %e, "consumer error")
                 }
                 None => {}
             }
-            any_paused = self.resume_drained();
+            // Only a paused partition is looked at: most turns have none.
+            if any_paused {
+                any_paused = self.resume_drained();
+            }
             let (stop, rewind) = {
                 let rewind = self.consumer.context().commits.rewind();
                 (rewind.stop(), rewind.requested())
@@ -478,9 +489,10 @@ impl<S: Service> PollLoop<S> {
         tracing::info!(listener = name, "listener stopped");
     }
 
-    fn dispatch(&self, msg: OwnedMessage) {
+    /// Hands a record to its partition's worker; whether the partition is paused now.
+    fn dispatch(&self, delivered: Delivered) -> bool {
         self.env.metrics.consumed.inc();
-        let p = msg.partition();
+        let p = delivered.msg.partition();
         let mut slots = self.slots.lock().expect("poisoned");
         let slot = slots.entry(p).or_insert_with(|| {
             let shared = Arc::new(PartitionShared::new(self.env.stop.child_token()));
@@ -497,9 +509,9 @@ impl<S: Service> PollLoop<S> {
             .watermark
             .lock()
             .expect("poisoned")
-            .start(msg.offset());
+            .start(delivered.msg.offset());
         let queued = slot.shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
-        if slot.tx.send(msg).is_err() {
+        if slot.tx.send(delivered).is_err() {
             tracing::error!(partition = p, "partition worker is gone");
         }
         if queued >= self.env.config.max_buffered && !slot.paused {
@@ -511,6 +523,7 @@ impl<S: Service> PollLoop<S> {
                 Err(e) => tracing::warn!(partition = p, error = %e, "cannot pause partition"),
             }
         }
+        slot.paused
     }
 
     /// Resumes paused partitions that drained to half their buffer; whether any stays paused.

@@ -2,10 +2,10 @@
 //! [`atoll_dlq_*`](crate::dead_letter) headers.
 
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::Message;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::received::RecordView;
 use super::retry_topic::{original_headers, Origin};
 use crate::contract::dead_letter::{
     DeadLetterKind, ATTEMPTS, ERROR, ERROR_KIND, FAILED_AT, LISTENER, ORIGINAL_OFFSET,
@@ -21,7 +21,7 @@ pub(crate) struct Failure {
 }
 
 /// The DLQ headers: the original ones first, then the `atoll_dlq_*` ones.
-pub(crate) fn headers(msg: &OwnedMessage, listener: &str, failure: &Failure) -> OwnedHeaders {
+pub(crate) fn headers<M: RecordView>(msg: &M, listener: &str, failure: &Failure) -> OwnedHeaders {
     contract(original_headers(msg, 8), msg, listener, failure)
 }
 
@@ -43,8 +43,8 @@ pub(crate) fn headers_of(
 
 /// A dead letter for a record too large for the DLQ: a JSON pointer to the original record as
 /// its payload, and the `atoll_dlq_*` headers alone, with [`PAYLOAD_OMITTED`].
-pub(crate) fn pointer(
-    msg: &OwnedMessage,
+pub(crate) fn pointer<M: RecordView>(
+    msg: &M,
     listener: &str,
     failure: &Failure,
 ) -> (Vec<u8>, OwnedHeaders) {
@@ -78,9 +78,9 @@ pub(crate) fn pointer(
 const POINTER_ERROR_MAX: usize = 16 * 1024;
 
 /// `out` with the `atoll_dlq_*` headers added.
-fn contract(
+fn contract<M: RecordView>(
     mut out: OwnedHeaders,
-    msg: &OwnedMessage,
+    msg: &M,
     listener: &str,
     failure: &Failure,
 ) -> OwnedHeaders {

@@ -1,6 +1,12 @@
 //! Concurrent dispatch of one partition's records, for the `key` and `unordered` ordering
 //! modes: the records of a key run one after another in their *lane*, lanes and keyless
 //! records run concurrently, at most as many at a time as the listener's permits allow.
+//!
+//! An item's work may leave a *tail* (waiting for the acknowledgements of what its handler
+//! produced): the tail runs on its own, holding one of the listener's acknowledgement permits
+//! instead of a handler permit, while the lane goes on with its key's next item. So a key's
+//! records are pipelined behind their acknowledgements, as in `partition` mode, and the
+//! handlers in flight are bounded apart from the records awaiting acknowledgement.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -10,33 +16,54 @@ use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// The lanes of one partition. `work` is called once per admitted item; it must end soon
-/// after `cancel` fires (a cancelled item is still handed to it, without a permit, so that it
-/// can give the item up).
+/// The permits of a listener: handlers running, and records awaiting their acknowledgements.
+#[derive(Debug, Clone)]
+pub(crate) struct Permits {
+    pub(crate) handlers: Arc<Semaphore>,
+    pub(crate) acks: Arc<Semaphore>,
+}
+
+impl Permits {
+    /// `n` of each.
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            handlers: Arc::new(Semaphore::new(n)),
+            acks: Arc::new(Semaphore::new(n)),
+        }
+    }
+}
+
+/// The lanes of one partition. `work` is called once per admitted item and may return a tail
+/// to run after it; both must end soon after `cancel` fires (a cancelled item is still handed
+/// to it, without a permit, so that it can give the item up).
 pub(crate) struct Lanes<T, W> {
     work: Arc<W>,
-    permits: Arc<Semaphore>,
+    permits: Permits,
     cancel: CancellationToken,
     /// Items waiting for their key's turn, by key; a key is present while its lane runs.
     waiting: Arc<Mutex<HashMap<Vec<u8>, VecDeque<T>>>>,
     tasks: JoinSet<()>,
+    tails: TaskTracker,
 }
 
-impl<T, W, F> Lanes<T, W>
+impl<T, W, F, G> Lanes<T, W>
 where
     T: Send + 'static,
     W: Fn(T) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
+    F: Future<Output = Option<G>> + Send + 'static,
+    G: Future<Output = ()> + Send + 'static,
 {
     /// Lanes drawing on the listener-wide `permits`.
-    pub(crate) fn new(work: W, permits: Arc<Semaphore>, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(work: W, permits: Permits, cancel: CancellationToken) -> Self {
         Self {
             work: Arc::new(work),
             permits,
             cancel,
             waiting: Arc::default(),
             tasks: JoinSet::new(),
+            tails: TaskTracker::new(),
         }
     }
 
@@ -46,12 +73,9 @@ where
     pub(crate) async fn admit(&mut self, key: Option<Vec<u8>>, item: T) {
         self.reap();
         let Some(key) = key else {
-            let permit = acquire(&self.permits, &self.cancel).await;
-            let work = self.work.clone();
-            self.tasks.spawn(async move {
-                work(item).await;
-                drop(permit);
-            });
+            let permit = acquire(&self.permits.handlers, &self.cancel).await;
+            let run = self.runner();
+            self.tasks.spawn(async move { run.run(item, permit).await });
             return;
         };
         {
@@ -62,21 +86,12 @@ where
             }
             waiting.insert(key.clone(), VecDeque::new());
         }
-        let (work, waiting) = (self.work.clone(), self.waiting.clone());
-        let (permits, cancel) = (self.permits.clone(), self.cancel.clone());
+        let (run, waiting) = (self.runner(), self.waiting.clone());
         self.tasks.spawn(async move {
             let mut next = Some(item);
             while let Some(item) = next {
-                let permit = acquire(&permits, &cancel).await;
-                // A panic must not end the lane: the items behind it would never be done.
-                if std::panic::AssertUnwindSafe(work(item))
-                    .catch_unwind()
-                    .await
-                    .is_err()
-                {
-                    tracing::error!("a record's work panicked; its lane goes on");
-                }
-                drop(permit);
+                let permit = acquire(&run.permits.handlers, &run.cancel).await;
+                run.run(item, permit).await;
                 let mut waiting = waiting.lock().expect("poisoned");
                 next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
                 if next.is_none() {
@@ -84,6 +99,15 @@ where
                 }
             }
         });
+    }
+
+    fn runner(&self) -> Runner<W> {
+        Runner {
+            work: self.work.clone(),
+            permits: self.permits.clone(),
+            cancel: self.cancel.clone(),
+            tails: self.tails.clone(),
+        }
     }
 
     /// Waits until a task ends and forgets it; pending while there is none.
@@ -106,9 +130,54 @@ where
         self.tasks.len()
     }
 
-    /// Waits until every admitted item's work ended.
+    /// Waits until every admitted item's work, and its tail, ended.
     pub(crate) async fn finish(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        self.tails.close();
+        self.tails.wait().await;
+    }
+}
+
+/// Runs one item's work and starts its tail.
+struct Runner<W> {
+    work: Arc<W>,
+    permits: Permits,
+    cancel: CancellationToken,
+    tails: TaskTracker,
+}
+
+impl<W> Runner<W> {
+    /// Runs `item`'s work holding `permit`; its tail, if any, runs on with an acknowledgement
+    /// permit, taken before the handler permit is given back (the back-pressure of records
+    /// awaiting acknowledgement).
+    async fn run<T, F, G>(&self, item: T, permit: Option<OwnedSemaphorePermit>)
+    where
+        W: Fn(T) -> F,
+        F: Future<Output = Option<G>>,
+        G: Future<Output = ()> + Send + 'static,
+    {
+        // A panic must not end a lane: the items behind it would never be done.
+        match std::panic::AssertUnwindSafe((self.work)(item))
+            .catch_unwind()
+            .await
+        {
+            Ok(Some(tail)) => {
+                let ack = acquire(&self.permits.acks, &self.cancel).await;
+                drop(permit);
+                self.tails.spawn(async move {
+                    if std::panic::AssertUnwindSafe(tail)
+                        .catch_unwind()
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!("a record's acknowledgement work panicked");
+                    }
+                    drop(ack);
+                });
+            }
+            Ok(None) => drop(permit),
+            Err(_) => tracing::error!("a record's work panicked; its lane goes on"),
+        }
     }
 }
 
@@ -143,9 +212,10 @@ mod tests {
                 let counter = counter.clone();
                 async move {
                     counter.fetch_add(1, Ordering::Relaxed);
+                    None::<std::future::Ready<()>>
                 }
             },
-            Arc::new(Semaphore::new(256)),
+            Permits::new(256),
             CancellationToken::new(),
         );
         let mut peak = 0;
@@ -174,14 +244,17 @@ mod tests {
     /// partition 1 distinct keys, and partition 1 keeps moving.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_blocked_key_does_not_starve_other_partitions() {
-        let permits = Arc::new(Semaphore::new(4));
+        let permits = Permits::new(4);
         let cancel = CancellationToken::new();
         let unblock = CancellationToken::new();
         let gate = unblock.clone();
         let mut hot = Lanes::new(
             move |()| {
                 let gate = gate.clone();
-                async move { gate.cancelled().await }
+                async move {
+                    gate.cancelled().await;
+                    None::<std::future::Ready<()>>
+                }
             },
             permits.clone(),
             cancel.clone(),
@@ -192,6 +265,7 @@ mod tests {
                 let tx = tx.clone();
                 async move {
                     let _ = tx.send(i);
+                    None::<std::future::Ready<()>>
                 }
             },
             permits.clone(),
@@ -229,5 +303,65 @@ mod tests {
         unblock.cancel();
         partition1.await.unwrap().finish().await;
         partition0.await.unwrap().finish().await;
+    }
+
+    /// A key's next record starts while its previous one awaits its acknowledgement (the
+    /// tail), which holds an acknowledgement permit, not a handler permit: with one handler
+    /// permit and two acknowledgement permits, three records of one key get handled while
+    /// the first two tails are blocked, and the third handler waits for a tail to end before
+    /// the fourth record may start. `finish` waits for the tails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keys_records_pipeline_behind_their_acknowledgements() {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let release = CancellationToken::new();
+        let (h, a, r) = (handled.clone(), acked.clone(), release.clone());
+        let permits = Permits {
+            handlers: Arc::new(Semaphore::new(1)),
+            acks: Arc::new(Semaphore::new(2)),
+        };
+        let mut lanes = Lanes::new(
+            move |()| {
+                let (h, a, r) = (h.clone(), a.clone(), r.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    Some(async move {
+                        r.cancelled().await;
+                        a.fetch_add(1, Ordering::SeqCst);
+                    })
+                }
+            },
+            permits.clone(),
+            CancellationToken::new(),
+        );
+        for _ in 0..4 {
+            lanes.admit(Some(b"k".to_vec()), ()).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while handled.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            handled.load(Ordering::SeqCst),
+            3,
+            "two tails pending, the third record's handler done and waiting for an ack permit"
+        );
+        assert_eq!(acked.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            permits.handlers.available_permits(),
+            0,
+            "the third record holds the handler permit while it waits for an ack permit"
+        );
+        release.cancel();
+        lanes.finish().await;
+        assert_eq!(handled.load(Ordering::SeqCst), 4);
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            4,
+            "finish waits for every tail"
+        );
+        assert_eq!(permits.handlers.available_permits(), 1);
+        assert_eq!(permits.acks.available_permits(), 2);
     }
 }

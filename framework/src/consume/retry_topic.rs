@@ -6,10 +6,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use crate::contract::envelope::header_str;
+use super::received::{header_str, RecordView};
 
 /// `atoll_retry_listener`: the only listener the record is for.
 pub const LISTENER: &str = "atoll_retry_listener";
@@ -50,7 +49,7 @@ pub(crate) struct Origin {
 
 impl Origin {
     /// The record's origin: its `atoll_retry_original_*` headers, or the record itself.
-    pub(crate) fn of(msg: &OwnedMessage) -> Self {
+    pub(crate) fn of<M: RecordView>(msg: &M) -> Self {
         RetryState::read(msg)
             .map(|s| s.origin)
             .unwrap_or_else(|| Self {
@@ -64,7 +63,7 @@ impl Origin {
 impl RetryState {
     /// The retry state of a record from the retry topic; `None` when it has none or it is
     /// malformed.
-    pub(crate) fn read(msg: &OwnedMessage) -> Option<Self> {
+    pub(crate) fn read<M: RecordView>(msg: &M) -> Option<Self> {
         let millis: u64 = header_str(msg, NOT_BEFORE)?.parse().ok()?;
         Some(Self {
             listener: header_str(msg, LISTENER)?.to_owned(),
@@ -81,7 +80,7 @@ impl RetryState {
     }
 
     /// The headers of the retry record: the original headers, then the retry state.
-    pub(crate) fn headers(&self, msg: &OwnedMessage, error: &str) -> OwnedHeaders {
+    pub(crate) fn headers<M: RecordView>(&self, msg: &M, error: &str) -> OwnedHeaders {
         let millis = self
             .not_before
             .duration_since(UNIX_EPOCH)
@@ -109,7 +108,7 @@ impl RetryState {
 }
 
 /// The record's headers without any `atoll_retry_*` ones, with room for `extra` more.
-pub(crate) fn original_headers(msg: &OwnedMessage, extra: usize) -> OwnedHeaders {
+pub(crate) fn original_headers<M: RecordView>(msg: &M, extra: usize) -> OwnedHeaders {
     let original = msg.headers();
     let mut out = OwnedHeaders::new_with_capacity(original.map_or(0, |h| h.count()) + extra);
     if let Some(h) = original {
@@ -123,6 +122,7 @@ pub(crate) fn original_headers(msg: &OwnedMessage, extra: usize) -> OwnedHeaders
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::OwnedMessage;
     use rdkafka::Timestamp;
 
     fn record(topic: &str, headers: OwnedHeaders) -> OwnedMessage {

@@ -49,8 +49,14 @@ impl Watermark {
     /// Records that `offset` has finished. Returns `false` when it was not started (e.g. it
     /// belonged to an assignment that was revoked).
     pub(crate) fn finish(&mut self, offset: i64) -> bool {
-        let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) else {
-            return false;
+        // Most records finish in the order they started: the lowest pending one.
+        let i = if self.pending.front().is_some_and(|&(o, _)| o == offset) {
+            0
+        } else {
+            match self.pending.binary_search_by_key(&offset, |&(o, _)| o) {
+                Ok(i) => i,
+                Err(_) => return false,
+            }
         };
         self.pending[i].1 = true;
         while let Some(&(o, true)) = self.pending.front() {

@@ -11,18 +11,18 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use rdkafka::message::{OwnedHeaders, OwnedMessage};
-use rdkafka::Message;
+use rdkafka::message::OwnedHeaders;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dead_letter::{self as dlq, Failure};
-use super::lanes::Lanes;
+use super::lanes::{Lanes, Permits};
+use super::received::Received;
 use super::retry::{self, Attempt, Next, Outcome, Policy};
 use super::retry_topic::{Origin, RetryState};
 use super::routing::{route, Route, Routes};
@@ -30,7 +30,7 @@ use super::watermark::Watermark;
 use crate::codec::Codec;
 use crate::config::{DeliveryMode, ListenerConfig, OrderingMode};
 use crate::contract::dead_letter::DeadLetterKind;
-use crate::contract::envelope::Incoming;
+use crate::contract::envelope::Envelope;
 use crate::contract::service::Service;
 use crate::contract::topic::{PrivateTopic, TopicName};
 use crate::handler::context::{Context, Meta, Stage};
@@ -66,8 +66,9 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) consumer_group: String,
     /// Shared by the listener's main and retry consumers.
     pub(crate) metrics: Arc<ListenerMetrics>,
-    /// The listener's in-flight bound (`max_in_flight`), for concurrent ordering modes.
-    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// The listener's in-flight bounds (`max_in_flight` handlers, and as many records
+    /// awaiting their acknowledgements), for concurrent ordering modes.
+    pub(crate) permits: Permits,
     /// The consumer's health: partitions stopped behind a failing write show there.
     pub(crate) health: Arc<ConsumerHealth>,
     /// The client configuration, for looking up other groups' committed offsets and for an
@@ -118,7 +119,7 @@ impl PartitionShared {
 pub(crate) async fn run_partition<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
-    rx: mpsc::UnboundedReceiver<OwnedMessage>,
+    rx: mpsc::UnboundedReceiver<Delivered>,
 ) {
     match env.config.ordering {
         OrderingMode::Partition => sequential(env, part, rx).await,
@@ -134,7 +135,7 @@ pub(crate) async fn run_partition<S: Service>(
 async fn sequential<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
-    mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+    mut rx: mpsc::UnboundedReceiver<Delivered>,
 ) {
     let bound = env.config.max_in_flight.max(1);
     let mut acks = FuturesUnordered::new();
@@ -161,20 +162,20 @@ async fn sequential<S: Service>(
 async fn settle<S: Service>(
     env: &ListenerEnv<S>,
     part: &PartitionShared,
-    msg: OwnedMessage,
+    msg: Delivered,
     acked: crate::error::Result<()>,
 ) {
     match acked {
         Ok(()) => {
             // Exactly-once records have no acknowledgements to wait for: never here.
             debug_assert!(!env.exactly_once());
-            book(env, part, &msg, true, Vec::new())
+            book(env, part, &msg.msg, true, Vec::new())
         }
         Err(e) => {
             tracing::warn!(
                 listener = env.listener.name(),
-                partition = msg.partition(),
-                offset = msg.offset(),
+                partition = msg.msg.partition(),
+                offset = msg.msg.offset(),
                 error = %e,
                 "output not acknowledged; handling the record again"
             );
@@ -189,7 +190,7 @@ async fn settle<S: Service>(
 async fn concurrent<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
-    mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+    mut rx: mpsc::UnboundedReceiver<Delivered>,
     mode: OrderingMode,
 ) {
     let work = {
@@ -197,7 +198,13 @@ async fn concurrent<S: Service>(
         move |msg| {
             let (env, part) = (env.clone(), part.clone());
             async move {
-                handle_one(&env, &part, msg, false).await;
+                // Its acknowledgements are awaited in the lane's tail, while the key's next
+                // record is handled.
+                let (msg, deferred) = handle_one(&env, &part, msg, true).await?;
+                Some(async move {
+                    let acked = deferred.acked(env.store.clone()).await;
+                    settle(&env, &part, msg, acked).await;
+                })
             }
         }
     };
@@ -209,7 +216,7 @@ async fn concurrent<S: Service>(
                 let Some(msg) = msg else { break };
                 take_up(&env, &part);
                 let key = match mode {
-                    OrderingMode::Key => msg.key().map(<[u8]>::to_vec),
+                    OrderingMode::Key => msg.msg.key().map(<[u8]>::to_vec),
                     _ => None,
                 };
                 lanes.admit(key, msg).await;
@@ -220,7 +227,16 @@ async fn concurrent<S: Service>(
 }
 
 /// A handled record whose outputs are still to be acknowledged.
-type Unacked = (OwnedMessage, Deferred);
+type Unacked = (Delivered, Deferred);
+
+/// A record as the poll thread hands it to a partition's worker.
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    /// The record, copied off the consumer.
+    pub(crate) msg: Received,
+    /// When the poll thread received it.
+    pub(crate) at: Instant,
+}
 
 /// What a record handled with `defer` produced and awaits: the acknowledgements of its outputs
 /// and, for a transactional listener, the outbox rows to delete once they are acknowledged.
@@ -257,15 +273,18 @@ impl Deferred {
 async fn handle_one<S: Service>(
     env: &ListenerEnv<S>,
     part: &PartitionShared,
-    msg: OwnedMessage,
+    msg: Delivered,
     defer: bool,
 ) -> Option<Unacked> {
     let mut finished = false;
     let mut deferred = Deferred::default();
     let stage = env.exactly_once().then(Arc::<Stage>::default);
     if !part.cancel.is_cancelled() {
-        let span =
-            crate::ops::telemetry::spans::process(&msg, env.listener.name(), &env.consumer_group);
+        let span = crate::ops::telemetry::spans::process(
+            &msg.msg,
+            env.listener.name(),
+            &env.consumer_group,
+        );
         let sink = defer.then_some(&mut deferred);
         finished = env
             .process(&msg, &part.cancel, sink, stage.as_ref())
@@ -278,7 +297,7 @@ async fn handle_one<S: Service>(
     let outputs = stage
         .map(|s| std::mem::take(&mut *s.lock().expect("poisoned")))
         .unwrap_or_default();
-    book(env, part, &msg, finished, outputs);
+    book(env, part, &msg.msg, finished, outputs);
     None
 }
 
@@ -293,7 +312,7 @@ fn take_up<S>(env: &ListenerEnv<S>, part: &PartitionShared) {
 fn book<S: Service>(
     env: &ListenerEnv<S>,
     part: &PartitionShared,
-    msg: &OwnedMessage,
+    msg: &Received,
     finished: bool,
     outputs: Vec<Output>,
 ) {
@@ -320,20 +339,18 @@ impl<S: Service> ListenerEnv<S> {
     /// `stage` (exactly-once), the successful attempt's outputs are left there instead.
     async fn process(
         &self,
-        msg: &OwnedMessage,
+        delivered: &Delivered,
         cancel: &CancellationToken,
         defer: Option<&mut Deferred>,
         stage: Option<&Arc<Stage>>,
     ) -> bool {
-        let incoming = Incoming::read(msg.headers());
-        if let Some(t) = &incoming.ce_type {
-            tracing::Span::current().record("ce_type", t.as_str());
+        let msg = &delivered.msg;
+        let incoming = Envelope::read(msg.headers());
+        if let Some(t) = incoming.ce_type {
+            tracing::Span::current().record("ce_type", t);
         }
         let name = self.listener.name();
-        let replayed_for_another = incoming
-            .replay_group
-            .as_ref()
-            .is_some_and(|g| *g != self.group);
+        let replayed_for_another = incoming.replay_group.is_some_and(|g| g != self.group);
         // Records on the retry topic carry their retry state; read it once.
         let state = match self.mode {
             Mode::Main => None,
@@ -346,7 +363,7 @@ impl<S: Service> ListenerEnv<S> {
                 self.routes.inboxes.get(&self.topic),
                 &self.topic,
                 (name, self.listener.ce_types()),
-                incoming.ce_type.as_deref(),
+                incoming.ce_type,
             ),
             (Mode::Retry, Some(st)) if self.routes.retry_readers.contains(st.listener.as_str()) => {
                 if st.listener == name {
@@ -377,7 +394,7 @@ impl<S: Service> ListenerEnv<S> {
                     .await
             }
             Route::Handle => {
-                self.handle(msg, incoming, state, cancel, defer, stage)
+                self.handle(delivered, incoming, state, cancel, defer, stage)
                     .await
             }
             Route::Orphan => {
@@ -390,7 +407,7 @@ impl<S: Service> ListenerEnv<S> {
     /// A record on the retry topic of a listener that no longer reads it (set to `strict`,
     /// or renamed): skipped when that listener's retry group had passed it, else
     /// dead-lettered in that listener's name, so that a replay takes it to its main path.
-    async fn orphan(&self, msg: &OwnedMessage, st: RetryState, cancel: &CancellationToken) -> bool {
+    async fn orphan(&self, msg: &Received, st: RetryState, cancel: &CancellationToken) -> bool {
         let mut backoff = Policy::of(&self.config).backoff.iter();
         let mut blocked = false;
         let passed = loop {
@@ -460,13 +477,14 @@ impl<S: Service> ListenerEnv<S> {
     /// carries out.
     async fn handle(
         &self,
-        msg: &OwnedMessage,
-        inc: Incoming,
+        delivered: &Delivered,
+        inc: Envelope<'_>,
         state: Option<RetryState>,
         cancel: &CancellationToken,
         mut defer: Option<&mut Deferred>,
         stage: Option<&Arc<Stage>>,
     ) -> bool {
+        let msg = &delivered.msg;
         if let Some(st) = &state {
             let wait = st
                 .not_before
@@ -476,7 +494,7 @@ impl<S: Service> ListenerEnv<S> {
                 return false;
             }
         }
-        if let Some(to) = inc.reply_to.as_deref().filter(|to| !is_reply_topic(to)) {
+        if let Some(to) = inc.reply_to.filter(|to| !is_reply_topic(to)) {
             let error = format!(
                 "ce_replyto `{to}` is not a reply topic; replies go only to `<company>.<namespace>.<service>.private.reply`"
             );
@@ -493,7 +511,8 @@ impl<S: Service> ListenerEnv<S> {
         let (before, delivery) = state
             .as_ref()
             .map_or((0, 0), |st| (st.attempts, st.delivery));
-        let meta = self.meta(msg, inc);
+        // One copy of the metadata for every attempt's context.
+        let meta = Arc::new(self.meta(msg, inc, delivered.at));
         let policy = Policy::of(&self.config);
         let mut in_place = 0;
         for tries in 1.. {
@@ -576,25 +595,27 @@ impl<S: Service> ListenerEnv<S> {
     /// given one from where it was written, the same on every delivery: ids are never empty,
     /// so two such records are never taken for one (an inbox duplicate, a saga's redelivered
     /// input).
-    fn meta(&self, msg: &OwnedMessage, inc: Incoming) -> Meta {
-        let id = inc
-            .id
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset()));
+    fn meta(&self, msg: &Received, inc: Envelope<'_>, received: Instant) -> Meta {
+        let id = inc.id.filter(|id| !id.is_empty()).map_or_else(
+            || format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset()),
+            str::to_owned,
+        );
+        let own = |v: Option<&str>| v.map(str::to_owned);
         Meta {
             listener: self.listener.name(),
             topic: msg.topic().to_owned(),
             partition: msg.partition(),
             offset: msg.offset(),
             key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            correlation_id: inc.correlation_id.unwrap_or_else(|| id.clone()),
+            correlation_id: inc.correlation_id.map_or_else(|| id.clone(), str::to_owned),
             id,
-            ce_type: inc.ce_type.unwrap_or_default(),
-            reply_to: inc.reply_to,
-            causation_id: inc.causation_id,
+            ce_type: inc.ce_type.unwrap_or_default().to_owned(),
+            reply_to: own(inc.reply_to),
+            causation_id: own(inc.causation_id),
             reply_partition: inc.reply_partition.and_then(|p| p.parse().ok()),
-            content_type: inc.content_type,
-            time: inc.time,
+            content_type: own(inc.content_type),
+            time: own(inc.time),
+            received_at: Some(received),
         }
     }
 
@@ -604,8 +625,8 @@ impl<S: Service> ListenerEnv<S> {
     /// until then.
     async fn attempt(
         &self,
-        msg: &OwnedMessage,
-        meta: &Meta,
+        msg: &Received,
+        meta: &Arc<Meta>,
         defer: &mut Option<&mut Deferred>,
         stage: Option<&Arc<Stage>>,
         cancel: &CancellationToken,
@@ -621,8 +642,8 @@ impl<S: Service> ListenerEnv<S> {
     /// [`Self::attempt`], but a failure leaves its staged outputs.
     async fn attempt_once(
         &self,
-        msg: &OwnedMessage,
-        meta: &Meta,
+        msg: &Received,
+        meta: &Arc<Meta>,
         defer: &mut Option<&mut Deferred>,
         stage: Option<&Arc<Stage>>,
         cancel: &CancellationToken,
@@ -831,7 +852,7 @@ impl<S: Service> ListenerEnv<S> {
     /// Dead-letters bad input after its one and only attempt.
     async fn bad_input(
         &self,
-        msg: &OwnedMessage,
+        msg: &Received,
         kind: DeadLetterKind,
         error: String,
         cancel: &CancellationToken,
@@ -852,7 +873,7 @@ impl<S: Service> ListenerEnv<S> {
     /// Writes the record to the service's DLQ and waits for the ack; `false` if abandoned.
     async fn dead_letter(
         &self,
-        msg: &OwnedMessage,
+        msg: &Received,
         failure: Failure,
         cancel: &CancellationToken,
     ) -> bool {
@@ -865,7 +886,7 @@ impl<S: Service> ListenerEnv<S> {
     /// [`PAYLOAD_OMITTED`](crate::dead_letter::PAYLOAD_OMITTED)).
     async fn dead_letter_as(
         &self,
-        msg: &OwnedMessage,
+        msg: &Received,
         listener: &str,
         mut failure: Failure,
         cancel: &CancellationToken,
@@ -908,7 +929,7 @@ impl<S: Service> ListenerEnv<S> {
     async fn write(
         &self,
         topic: &TopicName,
-        msg: &OwnedMessage,
+        msg: &Received,
         payload: &[u8],
         headers: impl Fn() -> OwnedHeaders,
         cancel: &CancellationToken,

@@ -165,6 +165,42 @@ pub struct Incoming {
 impl Incoming {
     /// Reads the attributes from a record's headers.
     pub fn read<H: Headers>(headers: Option<&H>) -> Self {
+        let env = Envelope::read(headers);
+        let own = |v: Option<&str>| v.map(str::to_owned);
+        Self {
+            id: own(env.id),
+            ce_type: own(env.ce_type),
+            source: own(env.source),
+            correlation_id: own(env.correlation_id),
+            reply_to: own(env.reply_to),
+            causation_id: own(env.causation_id),
+            replay_group: own(env.replay_group),
+            reply_partition: own(env.reply_partition),
+            content_type: own(env.content_type),
+            time: own(env.time),
+        }
+    }
+}
+
+/// [`Incoming`] borrowed from the record's headers: what the runtime reads from every record
+/// it handles, without copying a header it does not keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Envelope<'a> {
+    pub(crate) id: Option<&'a str>,
+    pub(crate) ce_type: Option<&'a str>,
+    pub(crate) source: Option<&'a str>,
+    pub(crate) correlation_id: Option<&'a str>,
+    pub(crate) reply_to: Option<&'a str>,
+    pub(crate) causation_id: Option<&'a str>,
+    pub(crate) replay_group: Option<&'a str>,
+    pub(crate) reply_partition: Option<&'a str>,
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) time: Option<&'a str>,
+}
+
+impl<'a> Envelope<'a> {
+    /// Reads the attributes from a record's headers. Missing or non-UTF-8 headers are `None`.
+    pub(crate) fn read<H: Headers>(headers: Option<&'a H>) -> Self {
         let mut env = Self::default();
         let Some(headers) = headers else { return env };
         for h in headers.iter() {
@@ -181,10 +217,7 @@ impl Incoming {
                 TIME => &mut env.time,
                 _ => continue,
             };
-            *slot = h
-                .value
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_owned);
+            *slot = h.value.and_then(|v| std::str::from_utf8(v).ok());
         }
         env
     }

@@ -89,6 +89,10 @@ pub struct Meta {
     /// `ce_time`: when the record was produced (RFC 3339), as its producer said. A view that
     /// stamps its rows with it gives the same answers when rebuilt.
     pub time: Option<String>,
+    /// When the listener's poll thread received the record (`None` where no consumer did: a
+    /// handler's unit test, a transaction opened outside a listener): `received_at.elapsed()`
+    /// at the handler's start is the time the record waited inside the process.
+    pub received_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -96,7 +100,8 @@ struct Scope {
     producer: Producer,
     codec: Arc<Codec>,
     source: Arc<str>,
-    meta: Meta,
+    /// Shared by every attempt at the record.
+    meta: Arc<Meta>,
     produced: Mutex<Vec<Pending>>,
     /// The record's transaction, in a transactional listener: what is produced goes to its
     /// outbox.
@@ -149,7 +154,7 @@ impl<S: Service> Context<S> {
         producer: Producer,
         codec: Arc<Codec>,
         source: Arc<str>,
-        meta: Meta,
+        meta: Arc<Meta>,
         tx: Option<Arc<TxCell>>,
     ) -> Self {
         let scope = Scope {
@@ -173,7 +178,7 @@ impl<S: Service> Context<S> {
         producer: Producer,
         codec: Arc<Codec>,
         source: Arc<str>,
-        meta: Meta,
+        meta: Arc<Meta>,
         stage: Arc<Stage>,
     ) -> Self {
         let mut ctx = Self::new(producer, codec, source, meta, None);
@@ -379,7 +384,7 @@ impl<S> FromContext<S> for Context<S> {
 
 impl<S> FromContext<S> for Meta {
     fn from_context(ctx: &Context<S>) -> Self {
-        ctx.scope.meta.clone()
+        Meta::clone(&ctx.scope.meta)
     }
 }
 

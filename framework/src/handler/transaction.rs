@@ -176,7 +176,13 @@ impl<S: Service> StoreTx<S> {
             id,
             ..Meta::default()
         };
-        let ctx = Context::new(producer.clone(), codec, source, meta, Some(cell.clone()));
+        let ctx = Context::new(
+            producer.clone(),
+            codec,
+            source,
+            Arc::new(meta),
+            Some(cell.clone()),
+        );
         Ok(Self {
             ctx,
             cell,

@@ -78,18 +78,16 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-/// A produced record on its way to the broker.
+/// A produced record on its way to the broker. It names its topic only when it fails (the
+/// failed record carries it), so that a record on its way costs no copy of the name.
 pub(crate) struct Pending {
-    topic: String,
     /// `None`: recorded, so acknowledged already.
     delivery: Option<DeliveryFuture>,
 }
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("topic", &self.topic)
-            .finish_non_exhaustive()
+        f.debug_struct("Pending").finish_non_exhaustive()
     }
 }
 
@@ -101,12 +99,13 @@ impl Pending {
         };
         match delivery.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err((source, _))) => Err(Error::Produce {
-                topic: self.topic,
+            Ok(Err((source, record))) => Err(Error::Produce {
+                topic: rdkafka::Message::topic(&record).to_owned(),
                 source,
             }),
+            // The producer went away with the record (the process is stopping).
             Err(_) => Err(Error::Produce {
-                topic: self.topic,
+                topic: "(unknown: the producer was closed)".to_owned(),
                 source: KafkaError::Canceled,
             }),
         }
@@ -203,10 +202,7 @@ impl Producer {
                     payload: payload.map(<[u8]>::to_vec).unwrap_or_default(),
                     headers,
                 });
-                return Ok(Pending {
-                    topic: topic.to_owned(),
-                    delivery: None,
-                });
+                return Ok(Pending { delivery: None });
             }
         };
         let mut headers = Some(headers);
@@ -228,7 +224,6 @@ impl Producer {
             match producer.send_result(record) {
                 Ok(delivery) => {
                     return Ok(Pending {
-                        topic: topic.to_owned(),
                         delivery: Some(delivery),
                     })
                 }

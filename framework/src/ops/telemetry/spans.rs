@@ -2,16 +2,20 @@
 //! around each command a [`Client`](crate::Client) sends (kind producer), with the
 //! OpenTelemetry messaging attributes when an OpenTelemetry layer records them.
 
+use crate::consume::received::{header_str, RecordView};
 use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry::KeyValue;
-use rdkafka::Message;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::propagation;
 
 /// The span of one record handled by `listener` of consumer group `group`, child of the
 /// trace context the record carries.
-pub(crate) fn process<M: Message>(msg: &M, listener: &'static str, group: &str) -> tracing::Span {
+pub(crate) fn process<M: RecordView>(
+    msg: &M,
+    listener: &'static str,
+    group: &str,
+) -> tracing::Span {
     let span = tracing::info_span!(
         "process",
         otel.kind = "consumer",
@@ -45,12 +49,10 @@ pub(crate) fn process<M: Message>(msg: &M, listener: &'static str, group: &str) 
         if let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
             attributes.push(KeyValue::new("messaging.kafka.message.key", key.to_owned()));
         }
-        if let Some(id) = crate::contract::envelope::header_str(msg, crate::contract::envelope::ID)
-        {
+        if let Some(id) = header_str(msg, crate::contract::envelope::ID) {
             attributes.push(KeyValue::new("messaging.message.id", id.to_owned()));
         }
-        if let Some(t) = crate::contract::envelope::header_str(msg, crate::contract::envelope::TYPE)
-        {
+        if let Some(t) = header_str(msg, crate::contract::envelope::TYPE) {
             attributes.push(KeyValue::new("cloudevents.event_type", t.to_owned()));
         }
         for kv in attributes {
