@@ -6,12 +6,15 @@
 //! produced): the tail runs on its own, holding one of the listener's acknowledgement permits
 //! instead of a handler permit, while the lane goes on with its key's next item. So a key's
 //! records are pipelined behind their acknowledgements, as in `partition` mode, and the
-//! handlers in flight are bounded apart from the records awaiting acknowledgement.
+//! handlers in flight are bounded apart from the records awaiting acknowledgement. A tail may
+//! give its item back (its outputs were not acknowledged): it then runs again first in its
+//! key's lane, never beside the key's later items.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -36,15 +39,23 @@ impl Permits {
 }
 
 /// The lanes of one partition. `work` is called once per admitted item and may return a tail
-/// to run after it; both must end soon after `cancel` fires (a cancelled item is still handed
-/// to it, without a permit, so that it can give the item up).
+/// to run after it; a tail that gives its item back has it run again, first in its key's
+/// lane (or, keyless, with a handler permit of its own). Work and tails must end soon after
+/// `cancel` fires (a cancelled item is still handed to the work, without a permit, so that it
+/// can give the item up).
 pub(crate) struct Lanes<T, W> {
-    work: Arc<W>,
+    shared: Arc<Shared<T, W>>,
+    tasks: JoinSet<()>,
+}
+
+/// What the lanes of a partition and their tails share.
+struct Shared<T, W> {
+    work: W,
     permits: Permits,
     cancel: CancellationToken,
     /// Items waiting for their key's turn, by key; a key is present while its lane runs.
-    waiting: Arc<Mutex<HashMap<Vec<u8>, VecDeque<T>>>>,
-    tasks: JoinSet<()>,
+    waiting: Mutex<HashMap<Vec<u8>, VecDeque<T>>>,
+    /// The tails, and the lanes and runs that items given back start.
     tails: TaskTracker,
 }
 
@@ -53,17 +64,19 @@ where
     T: Send + 'static,
     W: Fn(T) -> F + Send + Sync + 'static,
     F: Future<Output = Option<G>> + Send + 'static,
-    G: Future<Output = ()> + Send + 'static,
+    G: Future<Output = Option<T>> + Send + 'static,
 {
     /// Lanes drawing on the listener-wide `permits`.
     pub(crate) fn new(work: W, permits: Permits, cancel: CancellationToken) -> Self {
         Self {
-            work: Arc::new(work),
-            permits,
-            cancel,
-            waiting: Arc::default(),
+            shared: Arc::new(Shared {
+                work,
+                permits,
+                cancel,
+                waiting: Mutex::default(),
+                tails: TaskTracker::new(),
+            }),
             tasks: JoinSet::new(),
-            tails: TaskTracker::new(),
         }
     }
 
@@ -72,41 +85,15 @@ where
     /// its turn comes, so items waiting behind a busy key hold none.
     pub(crate) async fn admit(&mut self, key: Option<Vec<u8>>, item: T) {
         self.reap();
+        let shared = self.shared.clone();
         let Some(key) = key else {
-            let permit = acquire(&self.permits.handlers, &self.cancel).await;
-            let run = self.runner();
-            self.tasks.spawn(async move { run.run(item, permit).await });
+            let permit = acquire(&shared.permits.handlers, &shared.cancel).await;
+            self.tasks
+                .spawn(async move { shared.run(None, item, permit).await });
             return;
         };
-        {
-            let mut waiting = self.waiting.lock().expect("poisoned");
-            if let Some(lane) = waiting.get_mut(&key) {
-                lane.push_back(item);
-                return;
-            }
-            waiting.insert(key.clone(), VecDeque::new());
-        }
-        let (run, waiting) = (self.runner(), self.waiting.clone());
-        self.tasks.spawn(async move {
-            let mut next = Some(item);
-            while let Some(item) = next {
-                let permit = acquire(&run.permits.handlers, &run.cancel).await;
-                run.run(item, permit).await;
-                let mut waiting = waiting.lock().expect("poisoned");
-                next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
-                if next.is_none() {
-                    waiting.remove(&key);
-                }
-            }
-        });
-    }
-
-    fn runner(&self) -> Runner<W> {
-        Runner {
-            work: self.work.clone(),
-            permits: self.permits.clone(),
-            cancel: self.cancel.clone(),
-            tails: self.tails.clone(),
+        if let Some(item) = shared.enqueue(&key, item, false) {
+            self.tasks.spawn(shared.lane(key, item));
         }
     }
 
@@ -133,50 +120,103 @@ where
     /// Waits until every admitted item's work, and its tail, ended.
     pub(crate) async fn finish(mut self) {
         while self.tasks.join_next().await.is_some() {}
-        self.tails.close();
-        self.tails.wait().await;
+        // Tails may start lanes again (for items given back), which may start tails: the
+        // tracker is empty only once all of them ended.
+        self.shared.tails.close();
+        self.shared.tails.wait().await;
     }
 }
 
-/// Runs one item's work and starts its tail.
-struct Runner<W> {
-    work: Arc<W>,
-    permits: Permits,
-    cancel: CancellationToken,
-    tails: TaskTracker,
-}
+impl<T, W, F, G> Shared<T, W>
+where
+    T: Send + 'static,
+    W: Fn(T) -> F + Send + Sync + 'static,
+    F: Future<Output = Option<G>> + Send + 'static,
+    G: Future<Output = Option<T>> + Send + 'static,
+{
+    /// Queues `item` behind its key's running lane (`front`: first in line); gives it back
+    /// when the key had no lane, which the caller then starts (the key now counts as running).
+    fn enqueue(&self, key: &[u8], item: T, front: bool) -> Option<T> {
+        let mut waiting = self.waiting.lock().expect("poisoned");
+        if let Some(lane) = waiting.get_mut(key) {
+            if front {
+                lane.push_front(item);
+            } else {
+                lane.push_back(item);
+            }
+            return None;
+        }
+        waiting.insert(key.to_vec(), VecDeque::new());
+        Some(item)
+    }
 
-impl<W> Runner<W> {
+    /// A key's lane: its items one after another, each with a handler permit.
+    fn lane(self: Arc<Self>, key: Vec<u8>, first: T) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let mut next = Some(first);
+            while let Some(item) = next {
+                let permit = acquire(&self.permits.handlers, &self.cancel).await;
+                self.run(Some(&key), item, permit).await;
+                let mut waiting = self.waiting.lock().expect("poisoned");
+                next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    waiting.remove(&key);
+                }
+            }
+        })
+    }
+
     /// Runs `item`'s work holding `permit`; its tail, if any, runs on with an acknowledgement
     /// permit, taken before the handler permit is given back (the back-pressure of records
     /// awaiting acknowledgement).
-    async fn run<T, F, G>(&self, item: T, permit: Option<OwnedSemaphorePermit>)
-    where
-        W: Fn(T) -> F,
-        F: Future<Output = Option<G>>,
-        G: Future<Output = ()> + Send + 'static,
-    {
+    async fn run(
+        self: &Arc<Self>,
+        key: Option<&[u8]>,
+        item: T,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         // A panic must not end a lane: the items behind it would never be done.
-        match std::panic::AssertUnwindSafe((self.work)(item))
+        let tail = match std::panic::AssertUnwindSafe((self.work)(item))
             .catch_unwind()
             .await
         {
-            Ok(Some(tail)) => {
-                let ack = acquire(&self.permits.acks, &self.cancel).await;
-                drop(permit);
+            Ok(Some(tail)) => tail,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::error!("a record's work panicked; its lane goes on");
+                return;
+            }
+        };
+        let ack = acquire(&self.permits.acks, &self.cancel).await;
+        drop(permit);
+        let (shared, key) = (self.clone(), key.map(<[u8]>::to_vec));
+        self.tails.spawn(async move {
+            let back = std::panic::AssertUnwindSafe(tail).catch_unwind().await;
+            drop(ack);
+            match back {
+                Ok(Some(item)) => shared.again(key, item),
+                Ok(None) => {}
+                Err(_) => tracing::error!("a record's acknowledgement work panicked"),
+            }
+        });
+    }
+
+    /// Runs an item a tail gave back again: first in its key's lane, so that it never runs
+    /// beside the key's later items, or keyless with a handler permit of its own.
+    fn again(self: Arc<Self>, key: Option<Vec<u8>>, item: T) {
+        match key {
+            Some(key) => {
+                if let Some(item) = self.enqueue(&key, item, true) {
+                    self.tails.spawn(self.clone().lane(key, item));
+                }
+            }
+            None => {
+                let shared = self.clone();
                 self.tails.spawn(async move {
-                    if std::panic::AssertUnwindSafe(tail)
-                        .catch_unwind()
-                        .await
-                        .is_err()
-                    {
-                        tracing::error!("a record's acknowledgement work panicked");
-                    }
-                    drop(ack);
+                    let permit = acquire(&shared.permits.handlers, &shared.cancel).await;
+                    shared.run(None, item, permit).await;
                 });
             }
-            Ok(None) => drop(permit),
-            Err(_) => tracing::error!("a record's work panicked; its lane goes on"),
         }
     }
 }
@@ -212,7 +252,7 @@ mod tests {
                 let counter = counter.clone();
                 async move {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    None::<std::future::Ready<()>>
+                    None::<std::future::Ready<Option<_>>>
                 }
             },
             Permits::new(256),
@@ -253,7 +293,7 @@ mod tests {
                 let gate = gate.clone();
                 async move {
                     gate.cancelled().await;
-                    None::<std::future::Ready<()>>
+                    None::<std::future::Ready<Option<_>>>
                 }
             },
             permits.clone(),
@@ -265,7 +305,7 @@ mod tests {
                 let tx = tx.clone();
                 async move {
                     let _ = tx.send(i);
-                    None::<std::future::Ready<()>>
+                    None::<std::future::Ready<Option<_>>>
                 }
             },
             permits.clone(),
@@ -328,6 +368,7 @@ mod tests {
                     Some(async move {
                         r.cancelled().await;
                         a.fetch_add(1, Ordering::SeqCst);
+                        None
                     })
                 }
             },
@@ -363,5 +404,62 @@ mod tests {
         );
         assert_eq!(permits.handlers.available_permits(), 1);
         assert_eq!(permits.acks.available_permits(), 2);
+    }
+
+    /// An item its tail gives back (its outputs were not acknowledged) runs again in its
+    /// key's lane, never beside the key's other items, and before the items still waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_given_back_runs_again_in_its_lane_alone() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (r, m, o) = (running.clone(), most.clone(), order.clone());
+        let mut lanes = Lanes::new(
+            move |(i, again): (u32, bool)| {
+                let (r, m, o) = (r.clone(), m.clone(), o.clone());
+                async move {
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    o.lock().unwrap().push((i, again));
+                    r.fetch_sub(1, Ordering::SeqCst);
+                    Some(async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        // The first item's outputs fail once.
+                        (i == 0 && !again).then_some((0, true))
+                    })
+                }
+            },
+            Permits::new(8),
+            CancellationToken::new(),
+        );
+        for i in 0..20 {
+            lanes.admit(Some(b"k".to_vec()), (i, false)).await;
+        }
+        lanes.finish().await;
+        let order = order.lock().unwrap().clone();
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            1,
+            "one item of the key at a time"
+        );
+        assert_eq!(
+            order.len(),
+            21,
+            "every item, and the first one twice: {order:?}"
+        );
+        let again = order.iter().position(|&x| x == (0, true)).unwrap();
+        let firsts: Vec<u32> = order[..again].iter().map(|x| x.0).collect();
+        assert_eq!(
+            firsts,
+            (0..again as u32).collect::<Vec<_>>(),
+            "in order until it comes back"
+        );
+        let rest: Vec<u32> = order[again + 1..].iter().map(|x| x.0).collect();
+        assert_eq!(
+            rest,
+            (again as u32..20).collect::<Vec<_>>(),
+            "then the items still waiting, in order"
+        );
     }
 }

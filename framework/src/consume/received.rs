@@ -175,19 +175,27 @@ struct Entry {
 }
 
 impl FlatHeaders {
-    /// Copies `headers`.
+    /// Copies `headers`. A header whose name is not UTF-8 (which rdkafka cannot read: it
+    /// panics) is left out, with a warning, rather than taking the poll thread down.
     pub(crate) fn copy<H: Headers>(headers: &H) -> Self {
-        let (mut names_len, mut values_len) = (0, 0);
-        for h in headers.iter() {
-            names_len += h.key.len();
-            values_len += h.value.map_or(0, <[u8]>::len);
-        }
+        let count = headers.count();
+        // Room for CloudEvents headers of usual sizes: most records need no growth.
         let mut flat = Self {
-            names: String::with_capacity(names_len),
-            values: Vec::with_capacity(values_len),
-            entries: Vec::with_capacity(headers.count()),
+            names: String::with_capacity(count * 16),
+            values: Vec::with_capacity(count * 40),
+            entries: Vec::with_capacity(count),
         };
-        for h in headers.iter() {
+        for i in 0..count {
+            let h =
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| headers.try_get(i)))
+                {
+                    Ok(Some(h)) => h,
+                    Ok(None) => continue,
+                    Err(_) => {
+                        tracing::warn!(index = i, "a record header's name is not UTF-8: left out");
+                        continue;
+                    }
+                };
             let name = (flat.names.len(), flat.names.len() + h.key.len());
             flat.names.push_str(h.key);
             let value = h.value.map(|v| {
@@ -269,5 +277,35 @@ mod tests {
         assert_eq!(header_str(&r, "ce_id"), None);
         assert_eq!((r.topic(), r.partition(), r.offset()), ("t", 3, 42));
         assert_eq!((r.key(), r.payload()), (Some(&b"k"[..]), Some(&b"{}"[..])));
+    }
+
+    /// Headers whose reading panics at index 1, as rdkafka's do for a name that is not UTF-8.
+    struct Unreadable;
+
+    impl Headers for Unreadable {
+        fn count(&self) -> usize {
+            3
+        }
+
+        fn try_get(&self, idx: usize) -> Option<Header<'_, &[u8]>> {
+            match idx {
+                0 => Some(Header {
+                    key: "ce_id",
+                    value: Some(b"a"),
+                }),
+                1 => panic!("invalid utf-8 in a header name"),
+                _ => Some(Header {
+                    key: "ce_type",
+                    value: Some(b"t"),
+                }),
+            }
+        }
+    }
+
+    #[test]
+    fn a_header_rdkafka_cannot_read_is_left_out_not_fatal() {
+        let flat = FlatHeaders::copy(&Unreadable);
+        let keys: Vec<&str> = flat.iter().map(|h| h.key).collect();
+        assert_eq!(keys, ["ce_id", "ce_type"]);
     }
 }

@@ -172,38 +172,55 @@ async fn settle<S: Service>(
             book(env, part, &msg.msg, true, Vec::new())
         }
         Err(e) => {
-            tracing::warn!(
-                listener = env.listener.name(),
-                partition = msg.msg.partition(),
-                offset = msg.msg.offset(),
-                error = %e,
-                "output not acknowledged; handling the record again"
-            );
+            not_acknowledged(env, &msg, &e);
             handle_one(env, part, msg, false).await;
         }
     }
 }
 
+fn not_acknowledged<S: Service>(env: &ListenerEnv<S>, msg: &Delivered, e: &crate::error::Error) {
+    tracing::warn!(
+        listener = env.listener.name(),
+        partition = msg.msg.partition(),
+        offset = msg.msg.offset(),
+        error = %e,
+        "output not acknowledged; handling the record again"
+    );
+}
+
 /// Records of a key in order, keys concurrently (`Key`), or all concurrently (`Unordered`),
-/// at most `max_in_flight` per listener (see [`Lanes`]). A record without a key has no order
-/// to keep.
+/// at most `max_in_flight` handlers per listener (see [`Lanes`]). A record without a key has
+/// no order to keep. What a handler produced is acknowledged in the lane's tail, while the
+/// key's next record is handled; a record whose outputs are not acknowledged is handled again
+/// next in its key's lane (never beside the key's other records), waiting for its
+/// acknowledgements this time.
 async fn concurrent<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
     mut rx: mpsc::UnboundedReceiver<Delivered>,
     mode: OrderingMode,
 ) {
+    // An item is a record, and whether its outputs may be acknowledged in the background
+    // (not when it is handled again because they were not).
     let work = {
         let (env, part) = (env.clone(), part.clone());
-        move |msg| {
+        move |(msg, defer): (Delivered, bool)| {
             let (env, part) = (env.clone(), part.clone());
             async move {
                 // Its acknowledgements are awaited in the lane's tail, while the key's next
-                // record is handled.
-                let (msg, deferred) = handle_one(&env, &part, msg, true).await?;
+                // record is handled; not acknowledged, it is given back to its lane.
+                let (msg, deferred) = handle_one(&env, &part, msg, defer).await?;
                 Some(async move {
-                    let acked = deferred.acked(env.store.clone()).await;
-                    settle(&env, &part, msg, acked).await;
+                    match deferred.acked(env.store.clone()).await {
+                        Ok(()) => {
+                            book(&env, &part, &msg.msg, true, Vec::new());
+                            None
+                        }
+                        Err(e) => {
+                            not_acknowledged(&env, &msg, &e);
+                            Some((msg, false))
+                        }
+                    }
                 })
             }
         }
@@ -219,7 +236,7 @@ async fn concurrent<S: Service>(
                     OrderingMode::Key => msg.msg.key().map(<[u8]>::to_vec),
                     _ => None,
                 };
-                lanes.admit(key, msg).await;
+                lanes.admit(key, (msg, true)).await;
             }
         }
     }
@@ -770,8 +787,8 @@ impl<S: Service> ListenerEnv<S> {
     }
 
     /// Commits a handled record's transaction with its outbox rows, then publishes them from
-    /// memory before the partition's next record, so each key's outputs keep their order. With
-    /// `defer` (partition order) their acknowledgements, and the delete of their rows, are
+    /// memory before the partition's (or the key's) next record, so each key's outputs keep
+    /// their order. With `defer` their acknowledgements, and the delete of their rows, are
     /// awaited in the background like a plain listener's outputs; otherwise here. A publish that
     /// cannot finish before the partition is revoked (`Ok(false)`) leaves the record
     /// unfinished: the rows are committed, and whoever handles the record next finds its inbox
