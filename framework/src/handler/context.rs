@@ -89,7 +89,7 @@ pub struct Meta {
     /// `ce_time`: when the record was produced (RFC 3339), as its producer said. A view that
     /// stamps its rows with it gives the same answers when rebuilt.
     pub time: Option<String>,
-    /// When the listener's poll thread received the record (in [`testing`](crate::testing),
+    /// When the listener's poll thread received the record (in `atoll::testing`,
     /// when the harness delivered it; `None` in a transaction opened outside a listener):
     /// `received_at.elapsed()` at the handler's start is the time the record waited inside
     /// the process. Two `Meta`s of one record delivered twice differ in it.
