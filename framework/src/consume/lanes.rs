@@ -46,6 +46,8 @@ impl Permits {
 pub(crate) struct Lanes<T, W> {
     shared: Arc<Shared<T, W>>,
     tasks: JoinSet<()>,
+    /// The admission number of the next item: a key's items are handled in its order.
+    next: u64,
 }
 
 /// What the lanes of a partition and their tails share.
@@ -53,8 +55,9 @@ struct Shared<T, W> {
     work: W,
     permits: Permits,
     cancel: CancellationToken,
-    /// Items waiting for their key's turn, by key; a key is present while its lane runs.
-    waiting: Mutex<HashMap<Vec<u8>, VecDeque<T>>>,
+    /// Items waiting for their key's turn, by key, in admission order (with their admission
+    /// numbers); a key is present while its lane runs.
+    waiting: Mutex<HashMap<Vec<u8>, VecDeque<(u64, T)>>>,
     /// The tails, and the lanes and runs that items given back start.
     tails: TaskTracker,
 }
@@ -77,6 +80,7 @@ where
                 tails: TaskTracker::new(),
             }),
             tasks: JoinSet::new(),
+            next: 0,
         }
     }
 
@@ -85,15 +89,17 @@ where
     /// its turn comes, so items waiting behind a busy key hold none.
     pub(crate) async fn admit(&mut self, key: Option<Vec<u8>>, item: T) {
         self.reap();
-        let shared = self.shared.clone();
+        let seq = self.next;
+        self.next += 1;
         let Some(key) = key else {
+            let shared = self.shared.clone();
             let permit = acquire(&shared.permits.handlers, &shared.cancel).await;
             self.tasks
-                .spawn(async move { shared.run(None, item, permit).await });
+                .spawn(async move { shared.run(None, seq, item, permit).await });
             return;
         };
-        if let Some(item) = shared.enqueue(&key, item, false) {
-            self.tasks.spawn(shared.lane(key, item));
+        if let Some(item) = self.shared.enqueue(&key, seq, item) {
+            self.tasks.spawn(self.shared.clone().lane(key, item));
         }
     }
 
@@ -134,29 +140,27 @@ where
     F: Future<Output = Option<G>> + Send + 'static,
     G: Future<Output = Option<T>> + Send + 'static,
 {
-    /// Queues `item` behind its key's running lane (`front`: first in line); gives it back
-    /// when the key had no lane, which the caller then starts (the key now counts as running).
-    fn enqueue(&self, key: &[u8], item: T, front: bool) -> Option<T> {
+    /// Queues item number `seq` in its key's running lane, in admission order (a new item
+    /// goes last; one given back goes before the later ones still waiting); gives it back when
+    /// the key had no lane, which the caller then starts (the key now counts as running).
+    fn enqueue(&self, key: &[u8], seq: u64, item: T) -> Option<(u64, T)> {
         let mut waiting = self.waiting.lock().expect("poisoned");
         if let Some(lane) = waiting.get_mut(key) {
-            if front {
-                lane.push_front(item);
-            } else {
-                lane.push_back(item);
-            }
+            let at = lane.partition_point(|(s, _)| *s < seq);
+            lane.insert(at, (seq, item));
             return None;
         }
         waiting.insert(key.to_vec(), VecDeque::new());
-        Some(item)
+        Some((seq, item))
     }
 
     /// A key's lane: its items one after another, each with a handler permit.
-    fn lane(self: Arc<Self>, key: Vec<u8>, first: T) -> BoxFuture<'static, ()> {
+    fn lane(self: Arc<Self>, key: Vec<u8>, first: (u64, T)) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let mut next = Some(first);
-            while let Some(item) = next {
+            while let Some((seq, item)) = next {
                 let permit = acquire(&self.permits.handlers, &self.cancel).await;
-                self.run(Some(&key), item, permit).await;
+                self.run(Some(&key), seq, item, permit).await;
                 let mut waiting = self.waiting.lock().expect("poisoned");
                 next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
                 if next.is_none() {
@@ -172,6 +176,7 @@ where
     async fn run(
         self: &Arc<Self>,
         key: Option<&[u8]>,
+        seq: u64,
         item: T,
         permit: Option<OwnedSemaphorePermit>,
     ) {
@@ -194,19 +199,20 @@ where
             let back = std::panic::AssertUnwindSafe(tail).catch_unwind().await;
             drop(ack);
             match back {
-                Ok(Some(item)) => shared.again(key, item),
+                Ok(Some(item)) => shared.again(key, seq, item),
                 Ok(None) => {}
                 Err(_) => tracing::error!("a record's acknowledgement work panicked"),
             }
         });
     }
 
-    /// Runs an item a tail gave back again: first in its key's lane, so that it never runs
-    /// beside the key's later items, or keyless with a handler permit of its own.
-    fn again(self: Arc<Self>, key: Option<Vec<u8>>, item: T) {
+    /// Runs item number `seq`, which a tail gave back, again: in its key's lane before the
+    /// key's later items still waiting (never beside any of them; after those already
+    /// handled), or keyless with a handler permit of its own.
+    fn again(self: Arc<Self>, key: Option<Vec<u8>>, seq: u64, item: T) {
         match key {
             Some(key) => {
-                if let Some(item) = self.enqueue(&key, item, true) {
+                if let Some(item) = self.enqueue(&key, seq, item) {
                     self.tails.spawn(self.clone().lane(key, item));
                 }
             }
@@ -214,7 +220,7 @@ where
                 let shared = self.clone();
                 self.tails.spawn(async move {
                     let permit = acquire(&shared.permits.handlers, &shared.cancel).await;
-                    shared.run(None, item, permit).await;
+                    shared.run(None, seq, item, permit).await;
                 });
             }
         }
@@ -461,5 +467,44 @@ mod tests {
             (again as u32..20).collect::<Vec<_>>(),
             "then the items still waiting, in order"
         );
+    }
+
+    /// Items given back keep their key's order among themselves, whatever order their tails
+    /// end in: the first two items' outputs fail once, the second's tail ends first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn items_given_back_keep_their_order() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let o = order.clone();
+        // Item 2 takes long: both are given back while it runs, and wait behind it.
+        let mut lanes = Lanes::new(
+            move |(i, again): (u32, bool)| {
+                let o = o.clone();
+                async move {
+                    o.lock().unwrap().push((i, again));
+                    let work = if i == 2 { 100 } else { 5 };
+                    tokio::time::sleep(Duration::from_millis(work)).await;
+                    Some(async move {
+                        // Item 1's tail ends before item 0's.
+                        let wait = if i == 0 { 30 } else { 10 };
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        (i < 2 && !again).then_some((i, true))
+                    })
+                }
+            },
+            Permits::new(8),
+            CancellationToken::new(),
+        );
+        for i in 0..30 {
+            lanes.admit(Some(b"k".to_vec()), (i, false)).await;
+        }
+        lanes.finish().await;
+        let order = order.lock().unwrap().clone();
+        let again: Vec<u32> = order.iter().filter(|x| x.1).map(|x| x.0).collect();
+        assert_eq!(
+            again,
+            [0, 1],
+            "given back in their admission order: {order:?}"
+        );
+        assert_eq!(order.len(), 32);
     }
 }

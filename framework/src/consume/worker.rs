@@ -213,6 +213,8 @@ async fn concurrent<S: Service>(
                 Some(async move {
                     match deferred.acked(env.store.clone()).await {
                         Ok(()) => {
+                            // Exactly-once records have no acknowledgements to wait for.
+                            debug_assert!(!env.exactly_once());
                             book(&env, &part, &msg.msg, true, Vec::new());
                             None
                         }
