@@ -5,12 +5,12 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::received::RecordView;
 use super::retry_topic::{original_headers, Origin};
 use crate::contract::dead_letter::{
     DeadLetterKind, ATTEMPTS, ERROR, ERROR_KIND, FAILED_AT, LISTENER, ORIGINAL_OFFSET,
     ORIGINAL_PARTITION, ORIGINAL_TOPIC, PAYLOAD_OMITTED,
 };
+use crate::contract::envelope::RecordView;
 
 /// Why a record is dead-lettered, and after how many attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]

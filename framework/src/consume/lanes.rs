@@ -50,6 +50,9 @@ pub(crate) struct Lanes<T, W> {
     next: u64,
 }
 
+/// A key's items waiting for their turn, with their admission numbers.
+type Lane<T> = VecDeque<(u64, T)>;
+
 /// What the lanes of a partition and their tails share.
 struct Shared<T, W> {
     work: W,
@@ -57,7 +60,7 @@ struct Shared<T, W> {
     cancel: CancellationToken,
     /// Items waiting for their key's turn, by key, in admission order (with their admission
     /// numbers); a key is present while its lane runs.
-    waiting: Mutex<HashMap<Vec<u8>, VecDeque<(u64, T)>>>,
+    waiting: Mutex<HashMap<Vec<u8>, Lane<T>>>,
     /// The tails, and the lanes and runs that items given back start.
     tails: TaskTracker,
 }

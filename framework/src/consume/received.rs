@@ -1,6 +1,5 @@
-//! A consumed record as the poll thread hands it to a partition's worker, and [`RecordView`],
-//! what the consume layer reads of a record (this one, or an `OwnedMessage` of a saga's own
-//! consumer).
+//! A consumed record as the poll thread hands it to a partition's worker, readable as a
+//! [`RecordView`] like the `OwnedMessage`s of a saga's own consumer.
 //!
 //! librdkafka's `detach` copies each header into an allocation of its own (ten for a record
 //! with atoll's eight CloudEvents headers) and the topic's name into another; [`Received`]
@@ -8,57 +7,10 @@
 
 use std::sync::Arc;
 
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Headers};
 use rdkafka::Message;
 
-/// What the consume layer reads of a consumed record.
-pub(crate) trait RecordView {
-    /// The record's headers.
-    type Headers: Headers;
-    /// Topic.
-    fn topic(&self) -> &str;
-    /// Partition.
-    fn partition(&self) -> i32;
-    /// Offset.
-    fn offset(&self) -> i64;
-    /// Key, if any.
-    fn key(&self) -> Option<&[u8]>;
-    /// Value, if any (none: a tombstone).
-    fn payload(&self) -> Option<&[u8]>;
-    /// Headers, if any.
-    fn headers(&self) -> Option<&Self::Headers>;
-}
-
-impl RecordView for OwnedMessage {
-    type Headers = OwnedHeaders;
-    fn topic(&self) -> &str {
-        Message::topic(self)
-    }
-    fn partition(&self) -> i32 {
-        Message::partition(self)
-    }
-    fn offset(&self) -> i64 {
-        Message::offset(self)
-    }
-    fn key(&self) -> Option<&[u8]> {
-        Message::key(self)
-    }
-    fn payload(&self) -> Option<&[u8]> {
-        Message::payload(self)
-    }
-    fn headers(&self) -> Option<&OwnedHeaders> {
-        Message::headers(self)
-    }
-}
-
-/// The value of header `key` of `msg` as UTF-8; `None` when missing, null or not UTF-8.
-pub(crate) fn header_str<'a, M: RecordView>(msg: &'a M, key: &str) -> Option<&'a str> {
-    msg.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
+use crate::contract::envelope::RecordView;
 
 /// A record copied off the consumer.
 #[derive(Debug)]
@@ -93,7 +45,7 @@ impl Received {
         offset: i64,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
-        headers: Option<&OwnedHeaders>,
+        headers: Option<&rdkafka::message::OwnedHeaders>,
     ) -> Self {
         Self {
             topic: topic.into(),
@@ -226,6 +178,7 @@ impl Headers for FlatHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::OwnedHeaders;
 
     #[test]
     fn flat_headers_read_back_every_header_in_order_with_null_and_empty_values() {
@@ -273,8 +226,11 @@ mod tests {
             value: Some("a.b.c.d.v1"),
         });
         let r = Received::new("t", 3, 42, Some(b"k"), Some(b"{}"), Some(&h));
-        assert_eq!(header_str(&r, "ce_type"), Some("a.b.c.d.v1"));
-        assert_eq!(header_str(&r, "ce_id"), None);
+        assert_eq!(
+            crate::contract::envelope::record_header(&r, "ce_type"),
+            Some("a.b.c.d.v1")
+        );
+        assert_eq!(crate::contract::envelope::record_header(&r, "ce_id"), None);
         assert_eq!((r.topic(), r.partition(), r.offset()), ("t", 3, 42));
         assert_eq!((r.key(), r.payload()), (Some(&b"k"[..]), Some(&b"{}"[..])));
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use super::received::{header_str, RecordView};
+use crate::contract::envelope::{record_header, RecordView};
 
 /// `atoll_retry_listener`: the only listener the record is for.
 pub const LISTENER: &str = "atoll_retry_listener";
@@ -64,17 +64,20 @@ impl RetryState {
     /// The retry state of a record from the retry topic; `None` when it has none or it is
     /// malformed.
     pub(crate) fn read<M: RecordView>(msg: &M) -> Option<Self> {
-        let millis: u64 = header_str(msg, NOT_BEFORE)?.parse().ok()?;
+        let millis: u64 = record_header(msg, NOT_BEFORE)?.parse().ok()?;
         Some(Self {
-            listener: header_str(msg, LISTENER)?.to_owned(),
-            attempts: header_str(msg, ATTEMPTS)?.parse().ok()?,
+            listener: record_header(msg, LISTENER)?.to_owned(),
+            attempts: record_header(msg, ATTEMPTS)?.parse().ok()?,
             // Deliveries through the retry topic count from 1; 0 would read as the listener's own.
-            delivery: header_str(msg, DELIVERY)?.parse().ok().filter(|d| *d > 0)?,
+            delivery: record_header(msg, DELIVERY)?
+                .parse()
+                .ok()
+                .filter(|d| *d > 0)?,
             not_before: UNIX_EPOCH + Duration::from_millis(millis),
             origin: Origin {
-                topic: header_str(msg, ORIGINAL_TOPIC)?.to_owned(),
-                partition: header_str(msg, ORIGINAL_PARTITION)?.parse().ok()?,
-                offset: header_str(msg, ORIGINAL_OFFSET)?.parse().ok()?,
+                topic: record_header(msg, ORIGINAL_TOPIC)?.to_owned(),
+                partition: record_header(msg, ORIGINAL_PARTITION)?.parse().ok()?,
+                offset: record_header(msg, ORIGINAL_OFFSET)?.parse().ok()?,
             },
         })
     }
@@ -169,8 +172,8 @@ mod tests {
         let retried = record("acme.shop.payments.private.retry", h);
         assert_eq!(RetryState::read(&retried), Some(state.clone()));
         assert_eq!(Origin::of(&retried), state.origin);
-        assert_eq!(header_str(&retried, ERROR), Some("timeout"));
-        assert_eq!(header_str(&retried, "ce_type"), Some("a.b.c.d.v1"));
+        assert_eq!(record_header(&retried, ERROR), Some("timeout"));
+        assert_eq!(record_header(&retried, "ce_type"), Some("a.b.c.d.v1"));
         // Re-publishing again replaces the retry headers instead of piling them up.
         let again = RetryState {
             attempts: 4,

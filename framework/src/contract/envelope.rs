@@ -5,7 +5,7 @@
 //! Every record atoll produces carries these headers; every record it consumes is read
 //! through [`Incoming`].
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::Message;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -122,6 +122,55 @@ impl<'a> Outgoing<'a> {
 /// assert_eq!(atoll::envelope::header_str(&msg, "ce_id"), None);
 /// ```
 pub fn header_str<'a, M: Message>(msg: &'a M, key: &str) -> Option<&'a str> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// What the runtime reads of a consumed record: a listener's copy of it, or an `OwnedMessage`.
+pub(crate) trait RecordView {
+    /// The record's headers.
+    type Headers: Headers;
+    /// Topic.
+    fn topic(&self) -> &str;
+    /// Partition.
+    fn partition(&self) -> i32;
+    /// Offset.
+    fn offset(&self) -> i64;
+    /// Key, if any.
+    fn key(&self) -> Option<&[u8]>;
+    /// Value, if any (none: a tombstone).
+    fn payload(&self) -> Option<&[u8]>;
+    /// Headers, if any.
+    fn headers(&self) -> Option<&Self::Headers>;
+}
+
+impl RecordView for OwnedMessage {
+    type Headers = OwnedHeaders;
+    fn topic(&self) -> &str {
+        Message::topic(self)
+    }
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+    fn key(&self) -> Option<&[u8]> {
+        Message::key(self)
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        Message::payload(self)
+    }
+    fn headers(&self) -> Option<&OwnedHeaders> {
+        Message::headers(self)
+    }
+}
+
+/// [`header_str`] of a [`RecordView`].
+pub(crate) fn record_header<'a, M: RecordView>(msg: &'a M, key: &str) -> Option<&'a str> {
     msg.headers()?
         .iter()
         .find(|h| h.key == key)

@@ -2,7 +2,7 @@
 //! around each command a [`Client`](crate::Client) sends (kind producer), with the
 //! OpenTelemetry messaging attributes when an OpenTelemetry layer records them.
 
-use crate::consume::received::{header_str, RecordView};
+use crate::contract::envelope::{record_header, RecordView};
 use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry::KeyValue;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -49,10 +49,10 @@ pub(crate) fn process<M: RecordView>(
         if let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
             attributes.push(KeyValue::new("messaging.kafka.message.key", key.to_owned()));
         }
-        if let Some(id) = header_str(msg, crate::contract::envelope::ID) {
+        if let Some(id) = record_header(msg, crate::contract::envelope::ID) {
             attributes.push(KeyValue::new("messaging.message.id", id.to_owned()));
         }
-        if let Some(t) = header_str(msg, crate::contract::envelope::TYPE) {
+        if let Some(t) = record_header(msg, crate::contract::envelope::TYPE) {
             attributes.push(KeyValue::new("cloudevents.event_type", t.to_owned()));
         }
         for kv in attributes {
