@@ -32,6 +32,7 @@ use crate::consume::committer::{Batch, CommitQueue, Commits};
 use crate::consume::received::Received;
 use crate::consume::watermark::Watermark;
 use crate::consume::worker::{run_partition, Delivered, ListenerEnv, Mode, PartitionShared};
+use crate::contract::envelope::RecordView;
 use crate::contract::service::Service;
 use crate::error::{Error, Result};
 use crate::ops::health::ConsumerHealth;

@@ -60,7 +60,7 @@ struct Shared<T, W> {
     cancel: CancellationToken,
     /// Items waiting for their key's turn, by key, in admission order (with their admission
     /// numbers); a key is present while its lane runs.
-    waiting: Mutex<HashMap<Vec<u8>, Lane<T>>>,
+    waiting: Mutex<HashMap<Arc<[u8]>, Lane<T>>>,
     /// The tails, and the lanes and runs that items given back start.
     tails: TaskTracker,
 }
@@ -90,7 +90,7 @@ where
     /// Admits an item: a keyless one runs once a permit is free (this waits for it, which is
     /// the listener's back-pressure); a keyed one joins its key's lane and takes a permit when
     /// its turn comes, so items waiting behind a busy key hold none.
-    pub(crate) async fn admit(&mut self, key: Option<Vec<u8>>, item: T) {
+    pub(crate) async fn admit(&mut self, key: Option<Arc<[u8]>>, item: T) {
         self.reap();
         let seq = self.next;
         self.next += 1;
@@ -146,28 +146,28 @@ where
     /// Queues item number `seq` in its key's running lane, in admission order (a new item
     /// goes last; one given back goes before the later ones still waiting); gives it back when
     /// the key had no lane, which the caller then starts (the key now counts as running).
-    fn enqueue(&self, key: &[u8], seq: u64, item: T) -> Option<(u64, T)> {
+    fn enqueue(&self, key: &Arc<[u8]>, seq: u64, item: T) -> Option<(u64, T)> {
         let mut waiting = self.waiting.lock().expect("poisoned");
-        if let Some(lane) = waiting.get_mut(key) {
+        if let Some(lane) = waiting.get_mut(&**key) {
             let at = lane.partition_point(|(s, _)| *s < seq);
             lane.insert(at, (seq, item));
             return None;
         }
-        waiting.insert(key.to_vec(), VecDeque::new());
+        waiting.insert(key.clone(), VecDeque::new());
         Some((seq, item))
     }
 
     /// A key's lane: its items one after another, each with a handler permit.
-    fn lane(self: Arc<Self>, key: Vec<u8>, first: (u64, T)) -> BoxFuture<'static, ()> {
+    fn lane(self: Arc<Self>, key: Arc<[u8]>, first: (u64, T)) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let mut next = Some(first);
             while let Some((seq, item)) = next {
                 let permit = acquire(&self.permits.handlers, &self.cancel).await;
                 self.run(Some(&key), seq, item, permit).await;
                 let mut waiting = self.waiting.lock().expect("poisoned");
-                next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
+                next = waiting.get_mut(&*key).and_then(VecDeque::pop_front);
                 if next.is_none() {
-                    waiting.remove(&key);
+                    waiting.remove(&*key);
                 }
             }
         })
@@ -178,7 +178,7 @@ where
     /// awaiting acknowledgement).
     async fn run(
         self: &Arc<Self>,
-        key: Option<&[u8]>,
+        key: Option<&Arc<[u8]>>,
         seq: u64,
         item: T,
         permit: Option<OwnedSemaphorePermit>,
@@ -197,7 +197,7 @@ where
         };
         let ack = acquire(&self.permits.acks, &self.cancel).await;
         drop(permit);
-        let (shared, key) = (self.clone(), key.map(<[u8]>::to_vec));
+        let (shared, key) = (self.clone(), key.cloned());
         self.tails.spawn(async move {
             let back = std::panic::AssertUnwindSafe(tail).catch_unwind().await;
             drop(ack);
@@ -212,7 +212,7 @@ where
     /// Runs item number `seq`, which a tail gave back, again: in its key's lane before the
     /// key's later items still waiting (never beside any of them; after those already
     /// handled), or keyless with a handler permit of its own.
-    fn again(self: Arc<Self>, key: Option<Vec<u8>>, seq: u64, item: T) {
+    fn again(self: Arc<Self>, key: Option<Arc<[u8]>>, seq: u64, item: T) {
         match key {
             Some(key) => {
                 if let Some(item) = self.enqueue(&key, seq, item) {
@@ -322,14 +322,14 @@ mod tests {
         );
         let partition0 = tokio::spawn(async move {
             for _ in 0..10 {
-                hot.admit(Some(b"hot".to_vec()), ()).await;
+                hot.admit(Some(Arc::from(&b"hot"[..])), ()).await;
             }
             hot
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let partition1 = tokio::spawn(async move {
             for i in 0..100u32 {
-                other.admit(Some(i.to_be_bytes().to_vec()), i).await;
+                other.admit(Some(Arc::from(&i.to_be_bytes()[..])), i).await;
             }
             other
         });
@@ -385,7 +385,7 @@ mod tests {
             CancellationToken::new(),
         );
         for _ in 0..4 {
-            lanes.admit(Some(b"k".to_vec()), ()).await;
+            lanes.admit(Some(Arc::from(&b"k"[..])), ()).await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while handled.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
@@ -443,7 +443,7 @@ mod tests {
             CancellationToken::new(),
         );
         for i in 0..20 {
-            lanes.admit(Some(b"k".to_vec()), (i, false)).await;
+            lanes.admit(Some(Arc::from(&b"k"[..])), (i, false)).await;
         }
         lanes.finish().await;
         let order = order.lock().unwrap().clone();
@@ -498,7 +498,7 @@ mod tests {
             CancellationToken::new(),
         );
         for i in 0..30 {
-            lanes.admit(Some(b"k".to_vec()), (i, false)).await;
+            lanes.admit(Some(Arc::from(&b"k"[..])), (i, false)).await;
         }
         lanes.finish().await;
         let order = order.lock().unwrap().clone();

@@ -56,57 +56,27 @@ impl Received {
             headers: headers.map(FlatHeaders::copy),
         }
     }
-
-    /// Topic.
-    pub(crate) fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    /// Partition.
-    pub(crate) fn partition(&self) -> i32 {
-        self.partition
-    }
-
-    /// Offset.
-    pub(crate) fn offset(&self) -> i64 {
-        self.offset
-    }
-
-    /// Key, if any.
-    pub(crate) fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
-    }
-
-    /// Value, if any.
-    pub(crate) fn payload(&self) -> Option<&[u8]> {
-        self.payload.as_deref()
-    }
-
-    /// Headers, if any.
-    pub(crate) fn headers(&self) -> Option<&FlatHeaders> {
-        self.headers.as_ref()
-    }
 }
 
 impl RecordView for Received {
     type Headers = FlatHeaders;
     fn topic(&self) -> &str {
-        Received::topic(self)
+        &self.topic
     }
     fn partition(&self) -> i32 {
-        Received::partition(self)
+        self.partition
     }
     fn offset(&self) -> i64 {
-        Received::offset(self)
+        self.offset
     }
     fn key(&self) -> Option<&[u8]> {
-        Received::key(self)
+        self.key.as_deref()
     }
     fn payload(&self) -> Option<&[u8]> {
-        Received::payload(self)
+        self.payload.as_deref()
     }
     fn headers(&self) -> Option<&FlatHeaders> {
-        Received::headers(self)
+        self.headers.as_ref()
     }
 }
 

@@ -30,7 +30,7 @@ use super::watermark::Watermark;
 use crate::codec::Codec;
 use crate::config::{DeliveryMode, ListenerConfig, OrderingMode};
 use crate::contract::dead_letter::DeadLetterKind;
-use crate::contract::envelope::Envelope;
+use crate::contract::envelope::{Envelope, RecordView};
 use crate::contract::service::Service;
 use crate::contract::topic::{PrivateTopic, TopicName};
 use crate::handler::context::{Context, Meta, Stage};
@@ -235,7 +235,7 @@ async fn concurrent<S: Service>(
                 let Some(msg) = msg else { break };
                 take_up(&env, &part);
                 let key = match mode {
-                    OrderingMode::Key => msg.msg.key().map(<[u8]>::to_vec),
+                    OrderingMode::Key => msg.msg.key().map(Arc::from),
                     _ => None,
                 };
                 lanes.admit(key, (msg, true)).await;
