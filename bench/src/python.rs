@@ -42,3 +42,18 @@ pub(crate) fn faststream(
         .args(["--records", &records.to_string()]);
     Ok(command)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_interpreter_says_how_to_install_it() {
+        // The only test of this crate that touches the variable.
+        std::env::set_var("ATOLL_FASTSTREAM_PYTHON", "/nonexistent/python");
+        let e = super::faststream("127.0.0.1:1", "g", 10)
+            .unwrap_err()
+            .to_string();
+        std::env::remove_var("ATOLL_FASTSTREAM_PYTHON");
+        assert!(e.contains("/nonexistent/python"), "{e}");
+        assert!(e.contains("scripts/install-faststream"), "{e}");
+    }
+}
