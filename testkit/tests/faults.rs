@@ -62,6 +62,9 @@ impl Relay {
 }
 
 const EVENTS: &str = "acme.test.relay.events";
+const COMMANDS: &str = "acme.test.relay.commands";
+/// The relay's listener's consumer group.
+const GROUP: &str = "acme.test.relay-steps";
 
 /// The relay on `broker`, with these pass-through client properties.
 async fn start(broker: &Tansu, relay: &Relay, properties: &[(&str, &str)]) -> Running {
@@ -148,6 +151,30 @@ async fn held_steps(broker: &Tansu, keys: u32, per_key: u32) -> (Relay, Running)
     (relay, running)
 }
 
+/// Waits (up to 2 minutes) until the relay's committed offsets pass all `n` steps sent to it
+/// (one record per batch: offsets count records).
+fn all_committed(bootstrap: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let offsets = atoll_testkit::committed(bootstrap, GROUP, COMMANDS, 3);
+        let passed: i64 = offsets
+            .iter()
+            .map(|o| match o {
+                rdkafka::Offset::Offset(o) => *o,
+                _ => 0,
+            })
+            .sum();
+        if passed as usize >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay committed {passed} of {n} steps: {offsets:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Writes the steps for keys `k1`…, idempotently, one record per batch (for tansu).
 fn send_raw_steps(bootstrap: &str, keys: u32, per_key: u32) {
     use rdkafka::producer::{BaseRecord, Producer};
@@ -163,7 +190,7 @@ fn send_raw_steps(bootstrap: &str, keys: u32, per_key: u32) {
             .unwrap();
             producer
                 .send(
-                    BaseRecord::to("acme.test.relay.commands")
+                    BaseRecord::to(COMMANDS)
                         .key(&key)
                         .payload(&payload)
                         .headers(headers),
@@ -176,8 +203,8 @@ fn send_raw_steps(bootstrap: &str, keys: u32, per_key: u32) {
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
-/// Reads the relay's outputs, shuts it down, and checks them (see
-/// [`assert_exactly_once_in_order`]).
+/// Waits until the relay committed every input (so it handles none again), reads its
+/// outputs, shuts it down, and checks them (see [`assert_exactly_once_in_order`]).
 async fn assert_outputs_exactly_once_in_order(
     broker: &Tansu,
     running: Running,
@@ -186,9 +213,12 @@ async fn assert_outputs_exactly_once_in_order(
 ) {
     let n = (keys * per_key) as usize + 1;
     let b = broker.bootstrap();
-    let (ids, by_key) = tokio::task::spawn_blocking(move || outputs(&b, n))
-        .await
-        .unwrap();
+    let (ids, by_key) = tokio::task::spawn_blocking(move || {
+        all_committed(&b, n);
+        outputs(&b, n)
+    })
+    .await
+    .unwrap();
     running.shutdown().await;
     assert_eq!(ids.len(), n, "every step's output");
     assert_exactly_once_in_order(&ids, by_key, keys, per_key);

@@ -43,7 +43,8 @@ enum Request {
         batch: Batch,
         /// The [`Rewind::epoch`] it was taken in.
         epoch: u64,
-        done: Option<mpsc::Sender<()>>,
+        /// Told whether the commit (merged with the others answered with it) landed.
+        done: Option<mpsc::Sender<bool>>,
     },
     Stop,
 }
@@ -188,7 +189,7 @@ impl CommitQueue {
         &self.rewind
     }
 
-    fn request(&self, batch: Batch, done: Option<mpsc::Sender<()>>) -> Request {
+    fn request(&self, batch: Batch, done: Option<mpsc::Sender<bool>>) -> Request {
         Request::Commit {
             batch,
             epoch: self.rewind.epoch.load(Ordering::SeqCst),
@@ -203,15 +204,16 @@ impl CommitQueue {
         }
     }
 
-    /// Queues a commit and waits until it (and every one before it) was answered.
-    pub(crate) fn commit_and_wait(&self, batch: Batch) {
+    /// Queues a commit and waits until it (and every one before it) was answered; whether the
+    /// broker took it (`true` for nothing to commit).
+    pub(crate) fn commit_and_wait(&self, batch: Batch) -> bool {
         if batch.offsets.is_empty() {
-            return;
+            return true;
         }
         let (done, wait) = mpsc::channel();
         self.send(self.request(batch, Some(done)));
         // Also returns when the thread is gone (the request, and `done` with it, dropped).
-        let _ = wait.recv();
+        wait.recv().unwrap_or(false)
     }
 
     /// Asks the thread to commit what is queued and end.
@@ -261,11 +263,12 @@ fn run<C: ConsumerContext>(
                 Request::Stop => stopping = true,
             }
         }
-        if !offsets.is_empty() && !commit(consumer, topic, metrics, &offsets) {
+        let landed = offsets.is_empty() || commit(consumer, topic, metrics, &offsets);
+        if !landed {
             refused = offsets;
         }
         for done in waiting {
-            let _ = done.send(());
+            let _ = done.send(landed);
         }
     }
 }
@@ -305,8 +308,10 @@ fn run_transactional<C: ConsumerContext>(
                     epoch,
                     done,
                 } => {
-                    waiting.extend(done);
-                    if drop_through.is_some_and(|d| epoch <= d) {
+                    // A batch of an aborted transaction's work is dropped: not committed.
+                    let dropped = drop_through.is_some_and(|d| epoch <= d);
+                    waiting.extend(done.map(|done| (done, dropped)));
+                    if dropped {
                         continue;
                     }
                     batch.offsets.extend(b.offsets);
@@ -316,9 +321,11 @@ fn run_transactional<C: ConsumerContext>(
                 Request::Stop => stopping = true,
             }
         }
+        let mut landed = true;
         if let (Some(epoch), false) = (last_epoch, batch.offsets.is_empty()) {
             let committed = commit_transaction(consumer, topic, metrics, &mut tx, batch);
-            if committed.is_ok() {
+            landed = committed.is_ok();
+            if landed {
                 requests.rewind.committed.store(true, Ordering::SeqCst);
             }
             if let Err(failure) = committed {
@@ -340,8 +347,8 @@ fn run_transactional<C: ConsumerContext>(
                 requests.rewind.requested.store(true, Ordering::SeqCst);
             }
         }
-        for done in waiting {
-            let _ = done.send(());
+        for (done, dropped) in waiting {
+            let _ = done.send(landed && !dropped);
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::config::DeliveryMode;
 use crate::consume::close;
 use crate::consume::committer;
 use crate::consume::committer::{Batch, CommitQueue, Commits};
+use crate::consume::parked::{self, Parked};
 use crate::consume::received::Received;
 use crate::consume::watermark::Watermark;
 use crate::consume::worker::{run_partition, Delivered, ListenerEnv, Mode, PartitionShared};
@@ -54,6 +55,8 @@ struct ListenerContext<S> {
     state: Arc<Mutex<Assignment>>,
     health: Arc<ConsumerHealth>,
     commits: CommitQueue,
+    /// Partitions taken away before their progress was committed.
+    parked: Parked,
 }
 
 /// A listener's current assignment, as seen by its rebalance callbacks.
@@ -145,7 +148,14 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                         .filter_map(|p| slots.remove(p).map(|s| (*p, s)))
                         .collect()
                 };
-                release(consumer, &self.env, taken);
+                for (p, part) in release(consumer, &self.env, taken) {
+                    tracing::info!(
+                        listener = self.env.listener.name(),
+                        partition = p,
+                        "partition taken before its progress was committed; kept in case it comes back"
+                    );
+                    self.parked.park(p, part);
+                }
                 if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
                     hooks.revoked(&revoked);
                 }
@@ -158,6 +168,7 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     ?assigned,
                     "partitions assigned"
                 );
+                self.catch_up(consumer, &assigned);
                 if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
                     hooks.assigned(&assigned);
                 }
@@ -175,17 +186,86 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
     }
 }
 
-/// Stops the given partitions' workers, waits for their in-flight record, commits.
+impl<S: Service> ListenerContext<S> {
+    /// Commits what partitions given back to this consumer progressed while they were parked
+    /// (see [`parked`]), before their fetch starts from the committed offset: waits (up to the
+    /// drain timeout) for their records still in flight, then commits their watermarks where
+    /// they passed the group's committed offsets.
+    fn catch_up(&self, consumer: &BaseConsumer<Self>, assigned: &[i32]) {
+        let back = self.parked.take(assigned);
+        if back.is_empty() {
+            return;
+        }
+        let (listener, topic) = (self.env.listener.name(), self.env.topic.as_str());
+        wait_drained(&self.env, back.iter().map(|(_, part)| part.as_ref()));
+        let mut tpl = TopicPartitionList::new();
+        for (p, _) in &back {
+            tpl.add_partition(topic, *p);
+        }
+        let committed = match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(listener, %error, "cannot read the committed offsets of partitions given back; records handled here before may be handled again");
+                return;
+            }
+        };
+        let mut batch = Batch::default();
+        for (p, part) in &back {
+            let Some(committed) = committed
+                .find_partition(topic, *p)
+                .filter(|e| e.error().is_ok())
+                .map(|e| e.offset().to_raw().filter(|o| *o >= 0))
+            else {
+                continue;
+            };
+            let mut watermark = part.watermark.lock().expect("poisoned");
+            if let Some(o) = parked::catch_up(watermark.committable(), committed) {
+                batch.offsets.push((*p, o));
+                batch.outputs.extend(watermark.take_staged(o));
+            }
+        }
+        let offsets = batch.offsets.clone();
+        if self.commits.commit_and_wait(batch) {
+            tracing::info!(
+                listener,
+                ?offsets,
+                "partitions given back: their progress here committed"
+            );
+        } else {
+            tracing::warn!(listener, ?offsets, "partitions given back: their progress here was not committed; its records are handled again");
+        }
+    }
+}
+
+/// Stops the given partitions' workers, waits for their in-flight record, commits. Returns
+/// the partitions whose progress this commit may not hold (a record still in flight, or a
+/// commit the broker did not take) of an at-least-once listener. An exactly-once listener
+/// keeps none: the outputs of its records are written with their commit or not at all, so
+/// handling them again duplicates nothing, and a failed commit took their outputs with it.
 fn release<S: Service>(
     consumer: &BaseConsumer<ListenerContext<S>>,
     env: &ListenerEnv<S>,
     taken: Vec<(i32, Slot)>,
-) {
+) -> Vec<(i32, Arc<PartitionShared>)> {
     stop_slots(consumer, env, &taken);
+    // Before the batch is taken: one finishing in between is counted as unsettled.
+    let unsettled: Vec<bool> = taken
+        .iter()
+        .map(|(_, s)| s.shared.in_flight.load(Ordering::SeqCst) > 0)
+        .collect();
     // The current watermark, even if an earlier commit already sent it: that one may have
     // failed.
     let batch = batch(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
-    consumer.context().commits.commit_and_wait(batch);
+    let landed = consumer.context().commits.commit_and_wait(batch);
+    if env.config.delivery == DeliveryMode::ExactlyOnce {
+        return Vec::new();
+    }
+    taken
+        .into_iter()
+        .zip(unsettled)
+        .filter(|(_, unsettled)| *unsettled || !landed)
+        .map(|((p, slot), _)| (p, slot.shared))
+        .collect()
 }
 
 /// Cancels `taken`'s slots, resumes their paused partitions (not to leave one paused for
@@ -202,10 +282,16 @@ fn stop_slots<S: Service>(
             let _ = consumer.resume(&partition_list(env.topic.as_str(), *p));
         }
     }
+    wait_drained(env, taken.iter().map(|(_, s)| s.shared.as_ref()));
+}
+
+/// Waits up to the drain timeout for `parts`' records in flight to finish.
+fn wait_drained<'a, S>(env: &ListenerEnv<S>, parts: impl Iterator<Item = &'a PartitionShared>) {
+    let parts: Vec<&PartitionShared> = parts.collect();
     let deadline = Instant::now() + env.config.drain_timeout();
-    while taken
+    while parts
         .iter()
-        .any(|(_, s)| s.shared.in_flight.load(Ordering::SeqCst) > 0)
+        .any(|part| part.in_flight.load(Ordering::SeqCst) > 0)
     {
         if Instant::now() >= deadline {
             tracing::warn!("in-flight records did not finish before the drain deadline");
@@ -314,6 +400,7 @@ pub(crate) fn spawn<S: Service>(
         state: state.clone(),
         health,
         commits,
+        parked: Parked::default(),
     };
     let consumer: Arc<BaseConsumer<ListenerContext<S>>> = Arc::new(
         config

@@ -14,6 +14,7 @@ pub(crate) mod committer;
 pub(crate) mod consumer;
 pub(crate) mod dead_letter;
 pub(crate) mod lanes;
+pub(crate) mod parked;
 pub(crate) mod received;
 pub(crate) mod retry;
 pub(crate) mod retry_topic;

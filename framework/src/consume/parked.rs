@@ -1,0 +1,80 @@
+//! Partitions taken from a listener whose progress was not committed: records still in flight
+//! after the drain timeout, or a commit the broker did not take (the assignment was lost with
+//! the group session, during a network outage). Their handlers go on; what finishes still
+//! moves the partition's watermark. When the partition comes back to this consumer, its
+//! progress is committed before it is fetched again, so the records handled here are not
+//! handled twice (unless the group committed past them meanwhile). A partition that goes
+//! elsewhere is handled again from its committed offset by its new owner: at least once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::consume::worker::PartitionShared;
+
+/// The parked partitions of one consumer, by partition.
+#[derive(Debug, Default)]
+pub(crate) struct Parked(Mutex<HashMap<i32, Arc<PartitionShared>>>);
+
+impl Parked {
+    /// Keeps partition `p`'s state until it is assigned here again (replacing an older one).
+    pub(crate) fn park(&self, p: i32, part: Arc<PartitionShared>) {
+        self.0.lock().expect("poisoned").insert(p, part);
+    }
+
+    /// The parked states of those of `partitions` parked here, taken out.
+    pub(crate) fn take(&self, partitions: &[i32]) -> Vec<(i32, Arc<PartitionShared>)> {
+        let mut parked = self.0.lock().expect("poisoned");
+        partitions
+            .iter()
+            .filter_map(|p| parked.remove(p).map(|part| (*p, part)))
+            .collect()
+    }
+}
+
+/// The offset to commit for a partition given back: its `progress` here (the watermark's
+/// committable offset), when it is past what the group `committed` (`None`: nothing yet).
+/// Never back: another owner may have committed further meanwhile.
+pub(crate) fn catch_up(progress: Option<i64>, committed: Option<i64>) -> Option<i64> {
+    match (progress, committed) {
+        (Some(p), Some(c)) if p > c => Some(p),
+        (Some(p), None) => Some(p),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    #[test]
+    fn commits_only_progress_past_the_committed_offset() {
+        let cases = [
+            // (progress, committed, commit)
+            (Some(31), Some(1), Some(31)),
+            (Some(30), None, Some(30)),
+            (Some(5), Some(5), None),
+            (Some(5), Some(9), None),
+            (None, Some(9), None),
+            (None, None, None),
+        ];
+        for (progress, committed, expected) in cases {
+            assert_eq!(
+                catch_up(progress, committed),
+                expected,
+                "{progress:?} over {committed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partition_is_taken_once_and_only_when_parked() {
+        let parked = Parked::default();
+        parked.park(2, Arc::new(PartitionShared::new(CancellationToken::new())));
+        parked.park(0, Arc::new(PartitionShared::new(CancellationToken::new())));
+        let back: Vec<i32> = parked.take(&[1, 2]).iter().map(|(p, _)| *p).collect();
+        assert_eq!(back, [2]);
+        assert!(parked.take(&[2]).is_empty(), "taken already");
+        assert_eq!(parked.take(&[0, 1]).len(), 1);
+    }
+}
