@@ -207,13 +207,19 @@ impl CommitQueue {
     /// Queues a commit and waits until it (and every one before it) was answered; whether the
     /// broker took it (`true` for nothing to commit).
     pub(crate) fn commit_and_wait(&self, batch: Batch) -> bool {
+        self.commit_within(batch, Duration::MAX)
+    }
+
+    /// [`CommitQueue::commit_and_wait`], waiting at most `timeout`: `false` once it passed (the
+    /// commit stays queued, and may land later).
+    pub(crate) fn commit_within(&self, batch: Batch, timeout: Duration) -> bool {
         if batch.offsets.is_empty() {
             return true;
         }
         let (done, wait) = mpsc::channel();
         self.send(self.request(batch, Some(done)));
         // Also returns when the thread is gone (the request, and `done` with it, dropped).
-        wait.recv().unwrap_or(false)
+        wait.recv_timeout(timeout).unwrap_or(false)
     }
 
     /// Asks the thread to commit what is queued and end.

@@ -188,9 +188,11 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
 
 impl<S: Service> ListenerContext<S> {
     /// Commits what partitions given back to this consumer progressed while they were parked
-    /// (see [`parked`]), before their fetch starts from the committed offset: waits (up to the
-    /// drain timeout) for their records still in flight, then commits their watermarks where
-    /// they passed the group's committed offsets.
+    /// (see [`parked`]), before their fetch starts from the committed offset: waits for their
+    /// records still in flight, then commits their watermarks where [`parked::catch_up`] says
+    /// so. Each step waits at most the drain timeout (10 s for the committed offsets): the
+    /// poll thread is held meanwhile. Whatever fails, the records are handled again (at least
+    /// once).
     fn catch_up(&self, consumer: &BaseConsumer<Self>, assigned: &[i32]) {
         let back = self.parked.take(assigned);
         if back.is_empty() {
@@ -219,20 +221,27 @@ impl<S: Service> ListenerContext<S> {
                 continue;
             };
             let mut watermark = part.watermark.lock().expect("poisoned");
-            if let Some(o) = parked::catch_up(watermark.committable(), committed) {
+            if let Some(o) = parked::catch_up(watermark.committable(), watermark.first(), committed)
+            {
                 batch.offsets.push((*p, o));
                 batch.outputs.extend(watermark.take_staged(o));
             }
         }
+        if batch.offsets.is_empty() {
+            return;
+        }
         let offsets = batch.offsets.clone();
-        if self.commits.commit_and_wait(batch) {
+        if self
+            .commits
+            .commit_within(batch, self.env.config.drain_timeout())
+        {
             tracing::info!(
                 listener,
                 ?offsets,
                 "partitions given back: their progress here committed"
             );
         } else {
-            tracing::warn!(listener, ?offsets, "partitions given back: their progress here was not committed; its records are handled again");
+            tracing::warn!(listener, ?offsets, "partitions given back: their progress here is not known to be committed; records handled here before may be handled again");
         }
     }
 }

@@ -32,11 +32,18 @@ impl Parked {
 }
 
 /// The offset to commit for a partition given back: its `progress` here (the watermark's
-/// committable offset), when it is past what the group `committed` (`None`: nothing yet).
-/// Never back: another owner may have committed further meanwhile.
-pub(crate) fn catch_up(progress: Option<i64>, committed: Option<i64>) -> Option<i64> {
+/// committable offset), when that passes what the group `committed` and nothing but this
+/// process's own work can have moved the committed offset since: it lies between where this
+/// process began to fetch (`first`) and its progress. A committed offset below `first` was
+/// reset by an operator, one at or past the progress was moved by another owner: both are
+/// kept. With none committed (this process never committed it), the progress.
+pub(crate) fn catch_up(
+    progress: Option<i64>,
+    first: Option<i64>,
+    committed: Option<i64>,
+) -> Option<i64> {
     match (progress, committed) {
-        (Some(p), Some(c)) if p > c => Some(p),
+        (Some(p), Some(c)) if first.is_some_and(|f| f <= c) && c < p => Some(p),
         (Some(p), None) => Some(p),
         _ => None,
     }
@@ -48,21 +55,27 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     #[test]
-    fn commits_only_progress_past_the_committed_offset() {
+    fn commits_progress_only_past_a_committed_offset_of_its_own_making() {
         let cases = [
-            // (progress, committed, commit)
-            (Some(31), Some(1), Some(31)),
-            (Some(30), None, Some(30)),
-            (Some(5), Some(5), None),
-            (Some(5), Some(9), None),
-            (None, Some(9), None),
-            (None, None, None),
+            // (progress, first started, committed, commit)
+            (Some(31), Some(0), Some(1), Some(31)),
+            (Some(31), Some(1), Some(1), Some(31)),
+            (Some(30), Some(0), None, Some(30)),
+            // Nothing past the committed offset.
+            (Some(5), Some(0), Some(5), None),
+            // Another owner committed further.
+            (Some(5), Some(0), Some(9), None),
+            // Reset below where this process began: the operator's offset stays.
+            (Some(31), Some(10), Some(3), None),
+            // Nothing finished here.
+            (None, Some(0), Some(9), None),
+            (None, None, None, None),
         ];
-        for (progress, committed, expected) in cases {
+        for (progress, first, committed, expected) in cases {
             assert_eq!(
-                catch_up(progress, committed),
+                catch_up(progress, first, committed),
                 expected,
-                "{progress:?} over {committed:?}"
+                "{progress:?} from {first:?} over {committed:?}"
             );
         }
     }

@@ -20,6 +20,9 @@ pub(crate) struct Watermark {
     next: Option<i64>,
     /// The offset last handed out by [`Watermark::take_commit`].
     committed: Option<i64>,
+    /// The lowest offset started: where the partition's fetch began (the group's committed
+    /// offset then, or where `auto.offset.reset` starts).
+    first: Option<i64>,
 }
 
 impl Watermark {
@@ -33,6 +36,7 @@ impl Watermark {
     /// forgotten), those below it stay pending until they finish. A record's earlier delivery
     /// that finishes after a rewind finishes the record: it was handled.
     pub(crate) fn start(&mut self, offset: i64) {
+        self.first = Some(self.first.map_or(offset, |f| f.min(offset)));
         if self.pending.back().is_some_and(|&(last, _)| offset <= last) {
             let below = self.pending.partition_point(|&(o, _)| o < offset);
             self.pending.truncate(below);
@@ -96,6 +100,11 @@ impl Watermark {
         }
     }
 
+    /// The lowest offset started; `None` before the first.
+    pub(crate) fn first(&self) -> Option<i64> {
+        self.first
+    }
+
     /// The committable offset if it moved since the last call.
     pub(crate) fn take_commit(&mut self) -> Option<i64> {
         let c = self.committable()?;
@@ -132,6 +141,21 @@ mod tests {
             .iter()
             .map(|o| String::from_utf8(o.payload.clone()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn first_is_the_lowest_offset_started_rewinds_included() {
+        let mut w = Watermark::new();
+        assert_eq!(w.first(), None);
+        for o in [7, 8, 9] {
+            w.start(o);
+        }
+        w.finish(7);
+        assert_eq!(w.first(), Some(7));
+        w.start(5);
+        assert_eq!(w.first(), Some(5), "a rewind below the first");
+        w.start(6);
+        assert_eq!(w.first(), Some(5));
     }
 
     #[test]
