@@ -429,3 +429,44 @@ fn commit<C: ConsumerContext>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> Batch {
+        Batch {
+            offsets: vec![(0, 5)],
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_commit_not_answered_in_time_or_at_all_is_not_known_to_have_landed() {
+        let (queue, requests) = queue();
+        assert!(
+            !queue.commit_within(batch(), Duration::from_millis(20)),
+            "no answer within the timeout"
+        );
+        drop(requests);
+        assert!(!queue.commit_and_wait(batch()), "the thread is gone");
+        assert!(
+            queue.commit_and_wait(Batch::default()),
+            "nothing to commit is no failure"
+        );
+    }
+
+    #[test]
+    fn the_committers_answer_is_what_the_waiter_gets() {
+        for landed in [true, false] {
+            let (queue, requests) = queue();
+            let answer = thread::spawn(move || {
+                if let Ok(Request::Commit { done, .. }) = requests.rx.recv() {
+                    done.expect("a waiter").send(landed).unwrap();
+                }
+            });
+            assert_eq!(queue.commit_and_wait(batch()), landed);
+            answer.join().unwrap();
+        }
+    }
+}
