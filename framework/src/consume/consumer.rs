@@ -8,7 +8,8 @@
 //! `listener.commit_interval_ms` or every `listener.commit_batch` finished records, whichever
 //! comes first, through the consumer's [`Committer`] thread. On revocation and on shutdown the
 //! poll thread stops dispatching, lets in-flight records finish (up to
-//! `listener.drain_timeout_ms`) and waits for their commit.
+//! `listener.drain_timeout_ms`) and waits for their commit; a partition whose progress that
+//! commit missed is [`parked`] until it comes back.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
