@@ -4,9 +4,9 @@
 //! The poll thread never runs handlers, so a slow handler cannot make the consumer exceed
 //! `max.poll.interval.ms`: records are handed to per-partition workers, a partition whose
 //! buffer is full is paused (and resumed when it drained to half), and finished offsets are
-//! committed from the per-partition [`Watermark`](crate::consume::watermark::Watermark) every
+//! committed from the per-partition [`Watermark`] every
 //! `listener.commit_interval_ms` or every `listener.commit_batch` finished records, whichever
-//! comes first, through the consumer's [`Committer`] thread. On revocation and on shutdown the
+//! comes first, through the consumer's [`committer`] thread. On revocation and on shutdown the
 //! poll thread stops dispatching, lets in-flight records finish (up to
 //! `listener.drain_timeout_ms`) and waits for their commit; a partition whose progress that
 //! commit missed is [`parked`] until it comes back.

@@ -27,7 +27,7 @@ struct ListenerLabels {
     listener: String,
 }
 
-/// A listener's failures, by [`DeadLetterKind`](crate::contract::dead_letter::DeadLetterKind).
+/// A listener's failures, by [`DeadLetterKind`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     service: String,
