@@ -315,6 +315,8 @@ fn run_transactional<C: ConsumerContext>(
                     done,
                 } => {
                     // A batch of an aborted transaction's work is dropped: not committed.
+                    // (What its waiter is told; no exactly-once caller acts on it today: their
+                    // revoked partitions are never parked.)
                     let dropped = drop_through.is_some_and(|d| epoch <= d);
                     waiting.extend(done.map(|done| (done, dropped)));
                     if dropped {

@@ -212,22 +212,7 @@ impl<S: Service> ListenerContext<S> {
                 return;
             }
         };
-        let mut batch = Batch::default();
-        for (p, part) in &back {
-            let Some(committed) = committed
-                .find_partition(topic, *p)
-                .filter(|e| e.error().is_ok())
-                .map(|e| e.offset().to_raw().filter(|o| *o >= 0))
-            else {
-                continue;
-            };
-            let mut watermark = part.watermark.lock().expect("poisoned");
-            if let Some(o) = parked::catch_up(watermark.committable(), watermark.first(), committed)
-            {
-                batch.offsets.push((*p, o));
-                batch.outputs.extend(watermark.take_staged(o));
-            }
-        }
+        let batch = parked::catch_up_batch(topic, &back, &committed);
         if batch.offsets.is_empty() {
             return;
         }

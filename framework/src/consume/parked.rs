@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use rdkafka::TopicPartitionList;
+
+use crate::consume::committer::Batch;
 use crate::consume::worker::PartitionShared;
 
 /// The parked partitions of one consumer, by partition.
@@ -49,6 +52,33 @@ pub(crate) fn catch_up(
     }
 }
 
+/// The commit that catches up partitions given `back`, from the group's `committed` offsets
+/// of `topic` as read from the broker: a partition whose entry has an error is left out
+/// (nothing known); one with no offset was never committed. Parked partitions are
+/// at-least-once: no staged outputs go with it.
+pub(crate) fn catch_up_batch(
+    topic: &str,
+    back: &[(i32, Arc<PartitionShared>)],
+    committed: &TopicPartitionList,
+) -> Batch {
+    let mut batch = Batch::default();
+    for (p, part) in back {
+        let Some(entry) = committed.find_partition(topic, *p) else {
+            continue;
+        };
+        if let Err(error) = entry.error() {
+            tracing::debug!(partition = p, %error, "no committed offset read for a partition given back");
+            continue;
+        }
+        let committed = entry.offset().to_raw().filter(|o| *o >= 0);
+        let watermark = part.watermark.lock().expect("poisoned");
+        if let Some(o) = catch_up(watermark.committable(), watermark.first(), committed) {
+            batch.offsets.push((*p, o));
+        }
+    }
+    batch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +108,48 @@ mod tests {
                 "{progress:?} from {first:?} over {committed:?}"
             );
         }
+    }
+
+    /// A parked partition that handled `offsets` (each finished), from the first.
+    fn handled(offsets: std::ops::Range<i64>) -> Arc<PartitionShared> {
+        let part = PartitionShared::new(CancellationToken::new());
+        {
+            let mut w = part.watermark.lock().unwrap();
+            for o in offsets.clone() {
+                w.start(o);
+            }
+            for o in offsets {
+                w.finish(o);
+            }
+        }
+        Arc::new(part)
+    }
+
+    #[test]
+    fn the_batch_reads_the_offsets_the_broker_returned() {
+        use rdkafka::Offset;
+        let topic = "acme.test.relay.commands";
+        let back = [
+            (0, handled(0..31)),
+            (1, handled(0..30)),
+            (2, handled(5..9)),
+            (3, handled(0..4)),
+        ];
+        let mut committed = TopicPartitionList::new();
+        // Partition 0 committed by this process before; 1 never; 2 reset below where this
+        // process began; 3 not in the answer at all.
+        committed
+            .add_partition_offset(topic, 0, Offset::Offset(1))
+            .unwrap();
+        committed
+            .add_partition_offset(topic, 1, Offset::Invalid)
+            .unwrap();
+        committed
+            .add_partition_offset(topic, 2, Offset::Offset(2))
+            .unwrap();
+        let batch = catch_up_batch(topic, &back, &committed);
+        assert_eq!(batch.offsets, [(0, 31), (1, 30)]);
+        assert!(batch.outputs.is_empty());
     }
 
     #[test]

@@ -142,7 +142,11 @@ async fn sequential<S: Service>(
     loop {
         tokio::select! {
             biased;
-            Some((msg, acked)) = acks.next() => settle(&env, &part, msg, acked).await,
+            Some((msg, acked)) = acks.next() => {
+                if let Some(msg) = settled(&env, &part, msg, acked) {
+                    handle_one(&env, &part, msg, false).await;
+                }
+            }
             msg = rx.recv(), if acks.len() < bound => {
                 let Some(msg) = msg else { break };
                 take_up(&env, &part);
@@ -154,38 +158,38 @@ async fn sequential<S: Service>(
         }
     }
     while let Some((msg, acked)) = acks.next().await {
-        settle(&env, &part, msg, acked).await;
+        if let Some(msg) = settled(&env, &part, msg, acked) {
+            handle_one(&env, &part, msg, false).await;
+        }
     }
 }
 
-/// Books a record whose outputs were being acknowledged, or handles it again if they were not.
-async fn settle<S: Service>(
+/// Books a record whose outputs were being acknowledged; if they were not, says so and returns
+/// it, to be handled again.
+fn settled<S: Service>(
     env: &ListenerEnv<S>,
     part: &PartitionShared,
     msg: Delivered,
     acked: crate::error::Result<()>,
-) {
+) -> Option<Delivered> {
     match acked {
         Ok(()) => {
             // Exactly-once records have no acknowledgements to wait for: never here.
             debug_assert!(!env.exactly_once());
-            book(env, part, &msg.msg, true, Vec::new())
+            book(env, part, &msg.msg, true, Vec::new());
+            None
         }
         Err(e) => {
-            not_acknowledged(env, &msg, &e);
-            handle_one(env, part, msg, false).await;
+            tracing::warn!(
+                listener = env.listener.name(),
+                partition = msg.msg.partition(),
+                offset = msg.msg.offset(),
+                error = %e,
+                "output not acknowledged; handling the record again"
+            );
+            Some(msg)
         }
     }
-}
-
-fn not_acknowledged<S: Service>(env: &ListenerEnv<S>, msg: &Delivered, e: &crate::error::Error) {
-    tracing::warn!(
-        listener = env.listener.name(),
-        partition = msg.msg.partition(),
-        offset = msg.msg.offset(),
-        error = %e,
-        "output not acknowledged; handling the record again"
-    );
 }
 
 /// Records of a key in order, keys concurrently (`Key`), or all concurrently (`Unordered`),
@@ -211,18 +215,8 @@ async fn concurrent<S: Service>(
                 // record is handled; not acknowledged, it is given back to its lane.
                 let (msg, deferred) = handle_one(&env, &part, msg, defer).await?;
                 Some(async move {
-                    match deferred.acked(env.store.clone()).await {
-                        Ok(()) => {
-                            // Exactly-once records have no acknowledgements to wait for.
-                            debug_assert!(!env.exactly_once());
-                            book(&env, &part, &msg.msg, true, Vec::new());
-                            None
-                        }
-                        Err(e) => {
-                            not_acknowledged(&env, &msg, &e);
-                            Some((msg, false))
-                        }
-                    }
+                    let acked = deferred.acked(env.store.clone()).await;
+                    settled(&env, &part, msg, acked).map(|msg| (msg, false))
                 })
             }
         }

@@ -122,7 +122,12 @@ impl<'a> Outgoing<'a> {
 /// assert_eq!(atoll::envelope::header_str(&msg, "ce_id"), None);
 /// ```
 pub fn header_str<'a, M: Message>(msg: &'a M, key: &str) -> Option<&'a str> {
-    msg.headers()?
+    utf8_header(msg.headers()?, key)
+}
+
+/// The first header named `key` in `headers`, as UTF-8 text.
+fn utf8_header<'a, H: Headers>(headers: &'a H, key: &str) -> Option<&'a str> {
+    headers
         .iter()
         .find(|h| h.key == key)
         .and_then(|h| h.value)
@@ -171,11 +176,7 @@ impl RecordView for OwnedMessage {
 
 /// [`header_str`] of a [`RecordView`].
 pub(crate) fn record_header<'a, M: RecordView>(msg: &'a M, key: &str) -> Option<&'a str> {
-    msg.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+    utf8_header(msg.headers()?, key)
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
