@@ -118,6 +118,17 @@ impl Plan {
         self
     }
 
+    /// The plan as run: `--quick`'s when asked, and without ruststream-rdkafka when built
+    /// without the `peers` feature (said on stderr).
+    fn resolved(self) -> Self {
+        let mut plan = if self.quick { self.quick() } else { self };
+        if !cfg!(feature = "peers") && plan.impls.contains(&Impl::Ruststream) {
+            eprintln!("ruststream-rdkafka left out: built without the `peers` feature (scripts/bench turns it on)");
+            plan.impls.retain(|imp| *imp != Impl::Ruststream);
+        }
+        plan
+    }
+
     fn runs(&self, scenario: u8) -> bool {
         self.scenarios.contains(&scenario)
     }
@@ -163,21 +174,34 @@ struct Variant {
 
 /// Runs the plan: prints progress to stderr, the table to stdout, and writes the JSON.
 pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
-    let plan = if plan.quick { plan.quick() } else { plan };
+    let plan = plan.resolved();
     let started = Instant::now();
     let mut rows = Vec::new();
-    if !cfg!(feature = "peers") && plan.impls.contains(&Impl::Ruststream) {
-        eprintln!("ruststream-rdkafka left out: built without the `peers` feature (scripts/bench turns it on)");
-    }
     if plan.runs(1) {
-        let (_tansu, bootstrap) = broker(&plan, plan.records, Impl::Atoll.input(), false).await?;
+        let (_tansu, bootstrap) = broker(
+            &plan,
+            plan.records,
+            Impl::Atoll.input(),
+            false,
+            PARTITIONS,
+            Batches::Single,
+        )
+        .await?;
         let variants = drains(&plan, plan.records, None);
         let name = format!("1: drain a backlog of {} × ~200 B", plan.records);
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(2) {
         let many = (plan.io_records * 5).min(plan.records);
-        let (_tansu, bootstrap) = broker(&plan, many, Impl::Atoll.input(), false).await?;
+        let (_tansu, bootstrap) = broker(
+            &plan,
+            many,
+            Impl::Atoll.input(),
+            false,
+            PARTITIONS,
+            Batches::Single,
+        )
+        .await?;
         let io_us = plan.io_ms * 1000;
         let io = |imp, ordering, records| Variant {
             io_us,
@@ -201,7 +225,15 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(3) {
-        let (_tansu, bootstrap) = broker(&plan, 0, Impl::Atoll.input(), false).await?;
+        let (_tansu, bootstrap) = broker(
+            &plan,
+            0,
+            Impl::Atoll.input(),
+            false,
+            PARTITIONS,
+            Batches::Single,
+        )
+        .await?;
         for rate in [1_000u64, 10_000] {
             let latency = |imp| Variant {
                 warmup: rate,
@@ -222,8 +254,15 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     if plan.runs(4) && plan.impls.contains(&Impl::AtollTx) {
         let pg = atoll_testkit::Postgres::start();
         let store = Some(pg.database("bench"));
-        let (_tansu, bootstrap) =
-            broker(&plan, plan.tx_records, Impl::AtollTx.input(), false).await?;
+        let (_tansu, bootstrap) = broker(
+            &plan,
+            plan.tx_records,
+            Impl::AtollTx.input(),
+            false,
+            PARTITIONS,
+            Batches::Single,
+        )
+        .await?;
         let drain = Variant {
             store: store.clone(),
             ..variant(Impl::AtollTx, "partition", plan.tx_records)
@@ -247,8 +286,15 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs(5) && plan.impls.contains(&Impl::AtollEos) {
         // tansu never ends a transaction: noida-db serves them (memory storage).
-        let (_broker, bootstrap) =
-            broker(&plan, plan.eos_records, Impl::Atoll.input(), true).await?;
+        let (_broker, bootstrap) = broker(
+            &plan,
+            plan.eos_records,
+            Impl::Atoll.input(),
+            true,
+            PARTITIONS,
+            Batches::Single,
+        )
+        .await?;
         let drain = |imp| Variant {
             through_shutdown: true,
             ..variant(imp, "partition", plan.eos_records)
@@ -261,7 +307,15 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(6) {
-        let (_tansu, bootstrap) = batched_broker(plan.batched_records, PARTITIONS).await?;
+        let (_tansu, bootstrap) = broker(
+            &plan,
+            plan.batched_records,
+            Impl::Atoll.input(),
+            false,
+            PARTITIONS,
+            Batches::Ordinary,
+        )
+        .await?;
         let variants = drains(&plan, plan.batched_records, Some(UNPAUSED));
         let name = format!(
             "6: drain {} written in batches, no pauses",
@@ -276,7 +330,15 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs(8) && plan.impls.contains(&Impl::Atoll) {
         for &backlog in &plan.backlogs {
-            let (_tansu, bootstrap) = broker(&plan, backlog, Impl::Atoll.input(), false).await?;
+            let (_tansu, bootstrap) = broker(
+                &plan,
+                backlog,
+                Impl::Atoll.input(),
+                false,
+                PARTITIONS,
+                Batches::Single,
+            )
+            .await?;
             let name = format!("8: peak RSS draining {backlog}");
             let drain = variant(Impl::Atoll, "partition", backlog);
             // One run per backlog: the first round is not a warm-up here, the RSS is the point.
@@ -302,13 +364,16 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
 }
 
 /// A fresh broker for one scenario (tansu slows down as its in-memory log grows, so scenarios
-/// do not share one), with the topics created and `records` input records in place; with
+/// do not share one), or `--bootstrap`'s, with the topics created (the input with
+/// `partitions`) and `records` input records written in `batches` (`plan.keys` keys); with
 /// `transactions`, noida-db instead of tansu.
 async fn broker(
     plan: &Plan,
     records: u64,
     input: (&'static str, &'static str),
     transactions: bool,
+    partitions: i32,
+    batches: Batches,
 ) -> anyhow::Result<(Option<Tansu>, String)> {
     let tansu = plan
         .bootstrap
@@ -319,11 +384,11 @@ async fn broker(
         (None, b) => b.clone().unwrap_or_default(),
     };
     eprintln!("broker: {bootstrap}");
-    create_topics(&bootstrap, PARTITIONS).await?;
+    create_topics(&bootstrap, partitions).await?;
     if records > 0 {
-        let took = fill(&bootstrap, input, records, plan.keys, Batches::Single).await?;
+        let took = fill(&bootstrap, input, records, plan.keys, batches).await?;
         eprintln!(
-            "filled {} with {records} records in {:.1} s ({:.0} records/s)",
+            "filled {} ({batches:?} batches) with {records} records in {:.1} s ({:.0} records/s)",
             input.0,
             took.as_secs_f64(),
             records as f64 / took.as_secs_f64()
@@ -356,40 +421,12 @@ fn drains(plan: &Plan, records: u64, max_buffered: Option<u64>) -> Vec<Variant> 
     };
     plan.impls
         .iter()
-        .filter(|imp| {
-            [Impl::Raw, Impl::Atoll, Impl::Faststream].contains(imp)
-                || (**imp == Impl::Ruststream && cfg!(feature = "peers"))
-        })
+        .filter(|imp| [Impl::Raw, Impl::Atoll, Impl::Faststream, Impl::Ruststream].contains(imp))
         .map(|&imp| Variant {
             max_buffered,
             ..variant(imp, "partition", slice(imp))
         })
         .collect()
-}
-
-/// A fresh tansu with the topics created (the input with `partitions`) and `records` input
-/// records written in ordinary batches (up to 10,000 records, 20 ms linger).
-async fn batched_broker(records: u64, partitions: i32) -> anyhow::Result<(Tansu, String)> {
-    let tansu = Tansu::builder().start();
-    let bootstrap = tansu.bootstrap();
-    eprintln!("broker: {bootstrap}");
-    create_topics(&bootstrap, partitions).await?;
-    if records > 0 {
-        let took = fill(
-            &bootstrap,
-            Impl::Atoll.input(),
-            records,
-            1_000,
-            Batches::Ordinary,
-        )
-        .await?;
-        eprintln!(
-            "filled {INPUT} in batches with {records} records in {:.1} s ({:.0} records/s)",
-            took.as_secs_f64(),
-            records as f64 / took.as_secs_f64()
-        );
-    }
-    Ok((tansu, bootstrap))
 }
 
 /// Runs every variant once per round, alternating, the first round discarded; returns the
@@ -502,7 +539,7 @@ async fn run_one(bootstrap: &str, v: &Variant, pace: Option<(u64, u64)>) -> anyh
         format!("{}-{}", v.imp.group(), uuid::Uuid::new_v4())
     } else {
         let group = v.imp.group();
-        reset_group(bootstrap, &group, input.0, to, PARTITIONS)?;
+        reset_group(bootstrap, &group, input.0, to)?;
         group
     };
     if let Some(url) = &v.store {
@@ -624,7 +661,15 @@ async fn scale_out(plan: &Plan, n: u32) -> anyhow::Result<Row> {
     let mut runs = Vec::new();
     let mut busy = Vec::new();
     for round in 1..=plan.rounds {
-        let (_tansu, bootstrap) = batched_broker(0, SCALE_PARTITIONS).await?;
+        let (_tansu, bootstrap) = broker(
+            plan,
+            0,
+            Impl::Atoll.input(),
+            false,
+            SCALE_PARTITIONS,
+            Batches::Ordinary,
+        )
+        .await?;
         let ready_partitions = SCALE_PARTITIONS / n as i32;
         let mut children = Vec::new();
         let mut outputs = Vec::new();
@@ -759,22 +804,16 @@ enum Position {
     End,
 }
 
-/// Commits `to` for every one of the `partitions` of `input` in `group`, which has no members
+/// Commits `to` for every one of the partitions of `input` in `group`, which has no members
 /// now.
-fn reset_group(
-    bootstrap: &str,
-    group: &str,
-    input: &str,
-    to: Position,
-    partitions: i32,
-) -> anyhow::Result<()> {
+fn reset_group(bootstrap: &str, group: &str, input: &str, to: Position) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
+    for p in 0..PARTITIONS {
         let offset = match to {
             Position::Start => 0,
             Position::End => {
@@ -1020,11 +1059,12 @@ mod tests {
 
     #[test]
     fn the_quick_plan_is_small_and_leaves_out_the_peers() {
-        let plan = Cli::parse_from(["bench", "--quick"]).plan.quick();
+        let plan = Cli::parse_from(["bench", "--quick"]).plan.resolved();
         assert_eq!(plan.scenarios, [1, 3, 6]);
         assert!(plan.records <= 100_000 && plan.batched_records <= 200_000);
         assert_eq!(plan.rounds, 1);
         assert!(!plan.impls.contains(&crate::Impl::Faststream));
+        assert!(!plan.impls.contains(&crate::Impl::Ruststream));
         let full = Cli::parse_from(["bench"]).plan;
         assert_eq!(full.scenarios, [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(full.processes, [1, 2, 4]);

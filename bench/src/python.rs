@@ -10,7 +10,12 @@ use crate::payload::{INPUT, OUTPUT_FASTSTREAM};
 /// The virtualenv's Python: `ATOLL_FASTSTREAM_PYTHON`, or where `scripts/install-faststream`
 /// puts it.
 fn interpreter() -> PathBuf {
-    std::env::var_os("ATOLL_FASTSTREAM_PYTHON").map_or_else(
+    interpreter_from(std::env::var_os("ATOLL_FASTSTREAM_PYTHON"))
+}
+
+/// The interpreter `ATOLL_FASTSTREAM_PYTHON` (`named`) names, or the default venv's.
+fn interpreter_from(named: Option<std::ffi::OsString>) -> PathBuf {
+    named.map_or_else(
         || {
             let home = std::env::var_os("HOME").unwrap_or_default();
             PathBuf::from(home).join(".local/share/atoll/faststream-venv/bin/python")
@@ -19,13 +24,8 @@ fn interpreter() -> PathBuf {
     )
 }
 
-/// The command that runs FastStream's relay over `records` records of the input, in `group`.
-pub(crate) fn faststream(
-    bootstrap: &str,
-    group: &str,
-    records: u64,
-) -> anyhow::Result<tokio::process::Command> {
-    let python = interpreter();
+/// `python`, if it exists; if not, an error that says how to install FastStream's.
+fn installed(python: PathBuf) -> anyhow::Result<PathBuf> {
     if !python.exists() {
         bail!(
             "FastStream is not installed at {} (scripts/install-faststream installs it; \
@@ -33,6 +33,16 @@ pub(crate) fn faststream(
             python.display()
         );
     }
+    Ok(python)
+}
+
+/// The command that runs FastStream's relay over `records` records of the input, in `group`.
+pub(crate) fn faststream(
+    bootstrap: &str,
+    group: &str,
+    records: u64,
+) -> anyhow::Result<tokio::process::Command> {
+    let python = installed(interpreter())?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/faststream_relay.py");
     let mut command = tokio::process::Command::new(python);
     command
@@ -47,12 +57,8 @@ pub(crate) fn faststream(
 mod tests {
     #[test]
     fn a_missing_interpreter_says_how_to_install_it() {
-        // The only test of this crate that touches the variable.
-        std::env::set_var("ATOLL_FASTSTREAM_PYTHON", "/nonexistent/python");
-        let e = super::faststream("127.0.0.1:1", "g", 10)
-            .unwrap_err()
-            .to_string();
-        std::env::remove_var("ATOLL_FASTSTREAM_PYTHON");
+        let named = super::interpreter_from(Some("/nonexistent/python".into()));
+        let e = super::installed(named).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/python"), "{e}");
         assert!(e.contains("scripts/install-faststream"), "{e}");
     }

@@ -63,8 +63,8 @@ impl Relay {
 
 const EVENTS: &str = "acme.test.relay.events";
 const COMMANDS: &str = "acme.test.relay.commands";
-/// The relay's listener's consumer group.
-const GROUP: &str = "acme.test.relay-steps";
+/// The relay's partitions (`partitions` in its `#[event_service]`).
+const PARTITIONS: i32 = 3;
 
 /// The relay on `broker`, with these pass-through client properties.
 async fn start(broker: &Tansu, relay: &Relay, properties: &[(&str, &str)]) -> Running {
@@ -154,25 +154,20 @@ async fn held_steps(broker: &Tansu, keys: u32, per_key: u32) -> (Relay, Running)
 /// Waits (up to 2 minutes) until the relay's committed offsets pass all `n` steps sent to it
 /// (one record per batch: offsets count records).
 fn all_committed(bootstrap: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let offsets = atoll_testkit::committed(bootstrap, GROUP, COMMANDS, 3);
-        let passed: i64 = offsets
+    let group = <Relay as atoll::Service>::ID
+        .group_id("steps")
+        .expect("a valid listener name");
+    let passed = || -> i64 {
+        atoll_testkit::committed(bootstrap, &group, COMMANDS, PARTITIONS)
             .iter()
-            .map(|o| match o {
-                rdkafka::Offset::Offset(o) => *o,
-                _ => 0,
-            })
-            .sum();
-        if passed as usize >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay committed {passed} of {n} steps: {offsets:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .map(|o| o.to_raw().filter(|o| *o >= 0).unwrap_or(0))
+            .sum()
+    };
+    assert!(
+        atoll_testkit::process::wait_until(Duration::from_secs(120), || passed() as usize >= n),
+        "the relay committed {} of {n} steps",
+        passed()
+    );
 }
 
 /// Writes the steps for keys `k1`…, idempotently, one record per batch (for tansu).
