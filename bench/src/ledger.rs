@@ -80,7 +80,7 @@ pub(crate) async fn run(bootstrap: &str, ready: impl FnOnce()) -> anyhow::Result
                     continue;
                 };
                 if let Some(Ok(d)) = m.payload().map(serde_json::from_slice::<Deposited>) {
-                    meter::record(d.ts_us);
+                    meter::record(d.ts_us, None);
                 }
             }
         })

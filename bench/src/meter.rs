@@ -8,7 +8,7 @@
 //!   HdrHistogram (only when the run measures latency: on a pre-filled backlog it would
 //!   measure the backlog's age);
 //! - atoll's own added latency (with latency): poll thread → handler start plus the emit's
-//!   hand-over to the producer, from [`record_added`], into a nanosecond HdrHistogram;
+//!   hand-over to the producer, from [`record`], into a nanosecond HdrHistogram;
 //! - peak RSS: the process's high-water resident set (each run is a process of its own).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,8 +111,9 @@ fn max_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// Books one handled record that the producer stamped at `ts_us`.
-pub(crate) fn record(ts_us: u64) {
+/// Books one handled record that the producer stamped at `ts_us`, with the latency the
+/// framework `added` to it when measured (atoll's relay).
+pub(crate) fn record(ts_us: u64, added: Option<Duration>) {
     let m = meter();
     let n = m.seen.fetch_add(1, Ordering::Relaxed) + 1;
     if n <= m.warmup {
@@ -131,22 +132,14 @@ pub(crate) fn record(ts_us: u64) {
             .lock()
             .expect("poisoned")
             .record(latency.min(60_000_000));
+        if let Some(added) = added {
+            let ns = (added.as_nanos() as u64).clamp(1, 60_000_000_000);
+            let _ = m.added.lock().expect("poisoned").record(ns);
+        }
     }
     if n == m.warmup + m.records {
         m.finish();
     }
-}
-
-/// Books the latency the framework added to the record being handled (not to a warm-up one):
-/// call it before [`record`].
-pub(crate) fn record_added(added: Duration) {
-    let m = meter();
-    let n = m.seen.load(Ordering::Relaxed) + 1;
-    if !m.latency || n <= m.warmup || n > m.warmup + m.records {
-        return;
-    }
-    let ns = (added.as_nanos() as u64).clamp(1, 60_000_000_000);
-    let _ = m.added.lock().expect("poisoned").record(ns);
 }
 
 impl Meter {
@@ -167,9 +160,8 @@ impl Meter {
         let h = self.histogram.lock().expect("poisoned");
         let quantile = |q| self.latency.then(|| h.value_at_quantile(q));
         let added = self.added.lock().expect("poisoned");
-        let added_quantile = |q| {
-            (self.latency && !added.is_empty()).then(|| added.value_at_quantile(q) as f64 / 1e3)
-        };
+        let added_quantile =
+            |q| (!added.is_empty()).then(|| added.value_at_quantile(q) as f64 / 1e3);
         Report {
             records: self.records,
             secs,

@@ -21,7 +21,7 @@ pub(crate) struct RsRelayed {
 
 async fn relay(t: &Transfer) -> RsRelayed {
     crate::simulated_io().await;
-    meter::record(t.ts_us);
+    meter::record(t.ts_us, None);
     RsRelayed {
         id: t.id,
         ts_us: t.ts_us,

@@ -127,7 +127,7 @@ pub(crate) async fn run(work: &Work, ready: impl FnOnce()) -> anyhow::Result<met
                     }
                 }
                 marks.entry(partition).or_default().received(offset);
-                meter::record(t.ts_us);
+                meter::record(t.ts_us, None);
             }
             Some((partition, offset, result)) = acks.next() => {
                 match result {

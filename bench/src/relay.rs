@@ -19,10 +19,7 @@ impl Relay {
         crate::simulated_io().await;
         let emit = Instant::now();
         ctx.emit(Relayed::from(&t)).await?;
-        if let Some(queued) = queued {
-            meter::record_added(queued + emit.elapsed());
-        }
-        meter::record(t.ts_us);
+        meter::record(t.ts_us, queued.map(|queued| queued + emit.elapsed()));
         Ok(())
     }
 }
