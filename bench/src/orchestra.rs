@@ -178,30 +178,14 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     if plan.runs(1) {
-        let (_tansu, bootstrap) = broker(
-            &plan,
-            plan.records,
-            Impl::Atoll.input(),
-            false,
-            PARTITIONS,
-            Batches::Single,
-        )
-        .await?;
+        let (_tansu, bootstrap) = broker(&plan, Setup::backlog(plan.records)).await?;
         let variants = drains(&plan, plan.records, None);
         let name = format!("1: drain a backlog of {} × ~200 B", plan.records);
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(2) {
         let many = (plan.io_records * 5).min(plan.records);
-        let (_tansu, bootstrap) = broker(
-            &plan,
-            many,
-            Impl::Atoll.input(),
-            false,
-            PARTITIONS,
-            Batches::Single,
-        )
-        .await?;
+        let (_tansu, bootstrap) = broker(&plan, Setup::backlog(many)).await?;
         let io_us = plan.io_ms * 1000;
         let io = |imp, ordering, records| Variant {
             io_us,
@@ -225,15 +209,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(3) {
-        let (_tansu, bootstrap) = broker(
-            &plan,
-            0,
-            Impl::Atoll.input(),
-            false,
-            PARTITIONS,
-            Batches::Single,
-        )
-        .await?;
+        let (_tansu, bootstrap) = broker(&plan, Setup::backlog(0)).await?;
         for rate in [1_000u64, 10_000] {
             let latency = |imp| Variant {
                 warmup: rate,
@@ -256,11 +232,10 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         let store = Some(pg.database("bench"));
         let (_tansu, bootstrap) = broker(
             &plan,
-            plan.tx_records,
-            Impl::AtollTx.input(),
-            false,
-            PARTITIONS,
-            Batches::Single,
+            Setup {
+                input: Impl::AtollTx.input(),
+                ..Setup::backlog(plan.tx_records)
+            },
         )
         .await?;
         let drain = Variant {
@@ -288,11 +263,10 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         // tansu never ends a transaction: noida-db serves them (memory storage).
         let (_broker, bootstrap) = broker(
             &plan,
-            plan.eos_records,
-            Impl::Atoll.input(),
-            true,
-            PARTITIONS,
-            Batches::Single,
+            Setup {
+                transactions: true,
+                ..Setup::backlog(plan.eos_records)
+            },
         )
         .await?;
         let drain = |imp| Variant {
@@ -309,11 +283,10 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     if plan.runs(6) {
         let (_tansu, bootstrap) = broker(
             &plan,
-            plan.batched_records,
-            Impl::Atoll.input(),
-            false,
-            PARTITIONS,
-            Batches::Ordinary,
+            Setup {
+                batches: Batches::Ordinary,
+                ..Setup::backlog(plan.batched_records)
+            },
         )
         .await?;
         let variants = drains(&plan, plan.batched_records, Some(UNPAUSED));
@@ -330,15 +303,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs(8) && plan.impls.contains(&Impl::Atoll) {
         for &backlog in &plan.backlogs {
-            let (_tansu, bootstrap) = broker(
-                &plan,
-                backlog,
-                Impl::Atoll.input(),
-                false,
-                PARTITIONS,
-                Batches::Single,
-            )
-            .await?;
+            let (_tansu, bootstrap) = broker(&plan, Setup::backlog(backlog)).await?;
             let name = format!("8: peak RSS draining {backlog}");
             let drain = variant(Impl::Atoll, "partition", backlog);
             // One run per backlog: the first round is not a warm-up here, the RSS is the point.
@@ -363,28 +328,53 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fresh broker for one scenario (tansu slows down as its in-memory log grows, so scenarios
-/// do not share one), or `--bootstrap`'s, with the topics created (the input with
-/// `partitions`) and `records` input records written in `batches` (`plan.keys` keys); with
-/// `transactions`, noida-db instead of tansu.
-async fn broker(
-    plan: &Plan,
+/// What a scenario's broker holds before its runs.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    /// Input records written.
     records: u64,
+    /// The input topic, and the type its records carry.
     input: (&'static str, &'static str),
+    /// noida-db (which has transactions) instead of tansu.
     transactions: bool,
+    /// The input topic's partitions.
     partitions: i32,
     batches: Batches,
-) -> anyhow::Result<(Option<Tansu>, String)> {
+}
+
+impl Setup {
+    /// `records` of the relay's input, one per batch, on tansu's [`PARTITIONS`].
+    fn backlog(records: u64) -> Self {
+        Self {
+            records,
+            input: Impl::Atoll.input(),
+            transactions: false,
+            partitions: PARTITIONS,
+            batches: Batches::Single,
+        }
+    }
+}
+
+/// A fresh broker for one scenario (tansu slows down as its in-memory log grows, so scenarios
+/// do not share one), or `--bootstrap`'s, with the topics created and the input written as
+/// `setup` says (`plan.keys` keys).
+async fn broker(plan: &Plan, setup: Setup) -> anyhow::Result<(Option<Tansu>, String)> {
     let tansu = plan
         .bootstrap
         .is_none()
-        .then(|| Tansu::builder().transactions(transactions).start());
+        .then(|| Tansu::builder().transactions(setup.transactions).start());
     let bootstrap = match (&tansu, &plan.bootstrap) {
         (Some(t), _) => t.bootstrap(),
         (None, b) => b.clone().unwrap_or_default(),
     };
     eprintln!("broker: {bootstrap}");
-    create_topics(&bootstrap, partitions).await?;
+    create_topics(&bootstrap, setup.partitions).await?;
+    let Setup {
+        records,
+        input,
+        batches,
+        ..
+    } = setup;
     if records > 0 {
         let took = fill(&bootstrap, input, records, plan.keys, batches).await?;
         eprintln!(
@@ -663,11 +653,10 @@ async fn scale_out(plan: &Plan, n: u32) -> anyhow::Result<Row> {
     for round in 1..=plan.rounds {
         let (_tansu, bootstrap) = broker(
             plan,
-            0,
-            Impl::Atoll.input(),
-            false,
-            SCALE_PARTITIONS,
-            Batches::Ordinary,
+            Setup {
+                partitions: SCALE_PARTITIONS,
+                ..Setup::backlog(0)
+            },
         )
         .await?;
         let ready_partitions = SCALE_PARTITIONS / n as i32;
