@@ -35,7 +35,7 @@ impl Broker {
         let Some(bootstrap) = bootstrap.or_else(|| config.kafka.bootstrap_servers.clone()) else {
             bail!("no broker configured: set ATOLL_KAFKA__BOOTSTRAP_SERVERS (or kafka.bootstrap_servers in atoll.toml)");
         };
-        let mut client = client_config(&config, &bootstrap);
+        let mut client = client_config(&config, &bootstrap)?;
         client.set("socket.timeout.ms", "10000");
         let producer = client.create()?;
         let broker = Self {

@@ -98,7 +98,7 @@ async fn main() {
     let json = Codec::new(CodecKind::Json, None, true, SubjectStrategy::default()).unwrap();
     let avro = Codec::new(
         CodecKind::Avro,
-        Some(registry.url()),
+        Some(&atoll::config::Registry::open(registry.url())),
         true,
         SubjectStrategy::default(),
     )

@@ -349,7 +349,7 @@ impl<S: Handlers> TestBed<S> {
         if let Some(hooks) = listener.hooks() {
             hooks.started(HookRuntime {
                 producer: self.producer.clone(),
-                client: None,
+                clients: None,
                 source: self.source.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 stop: stop.clone(),

@@ -264,7 +264,7 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let client = atoll::broker::client_config(config, running.bootstrap_servers());
+        let client = atoll::broker::client_config(config, running.bootstrap_servers())?;
         let (seen, stop, prefix) = (seen.clone(), stop.clone(), format!("{run}-"));
         std::thread::spawn(move || watch(client, &prefix, &seen, &stop))
     };

@@ -279,7 +279,7 @@ async fn create_topics() -> anyhow::Result<()> {
         anyhow::bail!("`shop topics --create` needs a broker: set ATOLL_KAFKA__BOOTSTRAP_SERVERS");
     };
     let topics = all_topics();
-    atoll::broker::create_topics(&atoll::broker::client_config(&config, bootstrap), &topics)
+    atoll::broker::create_topics(&atoll::broker::client_config(&config, bootstrap)?, &topics)
         .await?;
     println!("{} topics present on {bootstrap}", topics.len());
     Ok(())

@@ -6,13 +6,15 @@ use std::thread;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::backoff::Backoff;
+use crate::config::client::{ClientHooks, Clients, Hooked};
 use crate::contract::service::TopicSpec;
 use crate::error::{Error, Result};
+use crate::ops::health::Health;
 
 /// librdkafka's in-process mock cluster, owned by a thread of its own (the handle is not
 /// `Send`). Functional, not fast: for demos and tests, never for benchmarks.
@@ -97,12 +99,65 @@ impl Drop for EmbeddedBroker {
 }
 
 /// Creates the topics that do not exist yet on a real broker; existing ones are left alone.
+///
+/// # Errors
+/// [`Error::Kafka`] when the cluster does not answer (unreachable, or the login failed);
+/// [`Error::CreateTopic`] naming a topic the broker refused.
 pub async fn create_topics(client: &ClientConfig, topics: &[TopicSpec]) -> Result<()> {
+    let who = client.get("sasl.username").unwrap_or("anonymous").to_owned();
+    let bootstrap = client.get("bootstrap.servers").unwrap_or("").to_owned();
+    let clients = Clients::new(client.clone(), ClientHooks::detached(who, bootstrap));
+    create(&clients, topics).await
+}
+
+/// Creates the missing topics at start, waiting (not ready, saying why, until it works or the
+/// process is stopped) while the cluster cannot be reached, refuses the login, or refuses the
+/// creation for want of permission: a crash would only restart into the same wait.
+pub(crate) async fn create_topics_with(
+    clients: &Clients,
+    topics: &[TopicSpec],
+    health: &Health,
+) -> Result<()> {
+    let mut delays = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).iter();
+    loop {
+        let e = match create(clients, topics).await {
+            Ok(()) => {
+                health.waiting(None);
+                return Ok(());
+            }
+            Err(e) if waits(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let why = match &e {
+            Error::CreateTopic { .. } => format!(
+                "{e} (where operators create the topics, set kafka.create_topics = false)"
+            ),
+            _ => e.to_string(),
+        };
+        tracing::warn!(error = why, "cannot create the topics yet; retrying");
+        health.waiting(Some(format!("starting: {why}")));
+        tokio::time::sleep(delays.next_delay()).await;
+    }
+}
+
+/// Whether a failure to create topics may mend without a restart: the cluster unreachable,
+/// the login refused, the permission missing.
+fn waits(e: &Error) -> bool {
+    match e {
+        Error::Kafka { .. } => true,
+        Error::CreateTopic { reason, .. } => {
+            reason.contains("authoriz") || reason.contains("timed out") || reason.contains("Timed out")
+        }
+        _ => false,
+    }
+}
+
+async fn create(clients: &Clients, topics: &[TopicSpec]) -> Result<()> {
     if topics.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = client
-        .create()
+    let admin: AdminClient<Hooked> = clients
+        .create("admin")
         .map_err(|e| Error::kafka("creating the admin client", e))?;
     let configs: Vec<Vec<(&str, &str)>> = topics
         .iter()

@@ -8,18 +8,20 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::kafka::{client_config, set_default};
+use crate::config::client::{ClientHooks, Clients, TokenProvider};
+use crate::config::oidc::OidcTokens;
+use crate::config::TokenSource;
+use crate::config::kafka::{client_config, principal, set_default};
 
-use crate::app::broker::{create_topics, EmbeddedBroker};
+use crate::app::broker::{create_topics_with, EmbeddedBroker};
 use crate::codec::registry::DevRegistry;
 use crate::codec::Codec;
 use crate::config::listener::names_listener;
 use crate::config::listener::{DeliveryMode, ListenerConfig, ListenerSettings, RetryMode};
-use crate::config::Config;
+use crate::config::{Config, Registry};
 use crate::consume::consumer;
 use crate::consume::consumer::{Assignment, ListenerThread};
 use crate::consume::routing::{Inbox, Routes};
@@ -43,7 +45,7 @@ use atoll_naming::check_table;
 
 /// What the runtime needs to start a service's listeners.
 struct StartEnv<'a> {
-    client: &'a ClientConfig,
+    clients: &'a Clients,
     producer: &'a Producer,
     codec: &'a Arc<Codec>,
     process: &'a str,
@@ -159,19 +161,20 @@ impl<S: Handlers> ErasedService for Registered<S> {
             env.codec
                 .producing(env.config.service.codec.unwrap_or(S::CODEC))?,
         );
-        let mut client = env.client.clone();
-        // The process name leads the client id, and so the member id the range assignor
-        // orders members by: a restarted process gets the same partitions back.
-        client.set("client.id", format!("{}-{}", env.process, S::ID));
         let service = &env.config.service;
-        if let (Some(name), true) = (&service.process_name, service.static_membership) {
-            client.set("group.instance.id", name);
-        }
+        let clients = env.clients.with(|c| {
+            // The process name leads the client id, and so the member id the range assignor
+            // orders members by: a restarted process gets the same partitions back.
+            c.set("client.id", format!("{}-{}", env.process, S::ID));
+            if let (Some(name), true) = (&service.process_name, service.static_membership) {
+                c.set("group.instance.id", name);
+            }
+        });
         for (listener, config) in listeners.into_iter().zip(configs) {
             if let Some(hooks) = listener.hooks() {
                 hooks.started(HookRuntime {
                     producer: env.producer.clone(),
-                    client: Some(env.client.clone()),
+                    clients: Some(env.clients.clone()),
                     source: source.clone(),
                     runtime: env.runtime.clone(),
                     stop: env.stop.clone(),
@@ -212,17 +215,12 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     },
                     metrics: metrics.clone(),
                     permits: permits.clone(),
-                    client: client.clone(),
+                    clients: clients.clone(),
                     process: env.process.to_owned(),
                     passed: Mutex::default(),
                     health: health.clone(),
                 });
-                threads.push(consumer::spawn(
-                    lenv,
-                    client.clone(),
-                    env.runtime.clone(),
-                    health,
-                )?);
+                threads.push(consumer::spawn(lenv, env.runtime.clone(), health)?);
             }
         }
         Ok(())
@@ -323,6 +321,7 @@ pub struct App {
     extra_topics: Vec<TopicSpec>,
     migrations: Vec<sqlx::migrate::Migrator>,
     routes: Option<axum::Router>,
+    tokens: Option<Arc<dyn TokenProvider>>,
 }
 
 impl fmt::Debug for App {
@@ -344,7 +343,29 @@ impl App {
             extra_topics: Vec::new(),
             migrations: Vec::new(),
             routes: None,
+            tokens: None,
         }
+    }
+
+    /// Gives every Kafka client of the process its OAUTHBEARER tokens from `provider`, an
+    /// async function returning a token and its expiry (a company IdP, AWS MSK IAM): it is
+    /// called before the first login and again before each token expires (when 80 % of its
+    /// lifetime has passed). Needed with `kafka.security.sasl.mechanism = "OAUTHBEARER"`
+    /// unless `kafka.security.sasl.oidc` is set (see `docs/security.md`).
+    ///
+    /// ```no_run
+    /// # async fn idp() -> Result<(String, std::time::SystemTime), atoll::BoxError> { todo!() }
+    /// use atoll::config::OAuthToken;
+    /// # fn f(app: atoll::App) -> atoll::App {
+    /// app.oauth_token_provider(|| async {
+    ///     let (jwt, expires_at) = idp().await?;
+    ///     Ok(OAuthToken::new(jwt, "orders", expires_at))
+    /// })
+    /// # }
+    /// ```
+    pub fn oauth_token_provider(mut self, provider: impl TokenProvider) -> Self {
+        self.tokens = Some(Arc::new(provider));
+        self
     }
 
     /// An app configured from `atoll.toml` and `ATOLL_*` (see [`Config::load`]).
@@ -452,15 +473,56 @@ impl App {
                 (Some(broker), b)
             }
         };
-        let client = client_config(&self.config, &bootstrap);
         let process = self
             .config
             .service
             .process_name
             .clone()
             .unwrap_or_else(random_name);
-        let mut pconf = client.clone();
+        let health = Arc::new(Health::new(self.config.http.stalled_after()));
+        let runtime = tokio::runtime::Handle::current();
+        let clients = {
+            let config = client_config(&self.config, &bootstrap)?;
+            let security = self
+                .config
+                .kafka
+                .security_properties()
+                .map_err(Error::Config)?;
+            let tokens: Option<Arc<dyn TokenProvider>> = match (security.tokens(), &self.tokens) {
+                (TokenSource::Oidc(_), Some(_)) => {
+                    return Err(Error::Config(
+                        "kafka.security.sasl.oidc is set and the app gives a token provider \
+                         (App::oauth_token_provider): keep one"
+                            .into(),
+                    ))
+                }
+                (TokenSource::Oidc(login), None) => Some(Arc::new(
+                    OidcTokens::new(login.clone()).map_err(Error::Config)?,
+                )),
+                (_, app) => app.clone(),
+            };
+            if needs_token_provider(&config) && tokens.is_none() {
+                return Err(Error::Config(
+                    "kafka.security.sasl.mechanism OAUTHBEARER takes its tokens from \
+                     App::oauth_token_provider, which this app does not give; or set \
+                     kafka.security.sasl.oidc for librdkafka to fetch them"
+                        .into(),
+                ));
+            }
+            let tokens = tokens.map(|p| (p, runtime.clone()));
+            let health = health.clone();
+            let hooks = ClientHooks::new(
+                principal(&self.config),
+                bootstrap.clone(),
+                tokens,
+                move |access| health.access(access),
+            );
+            Clients::new(config, hooks)
+        };
+        let mut pconf = clients.config().clone();
         set_default(&mut pconf, "linger.ms", "5");
+        // Broker reachability (and a login that works again) come from the statistics.
+        set_default(&mut pconf, "statistics.interval.ms", "5000");
         // A retried batch is neither duplicated nor reordered (a pass-through property can
         // turn it off for a broker without idempotent producers). Not where the configuration
         // asks for what idempotence cannot give (`acks` 0 or 1, more than 5 requests in flight):
@@ -474,13 +536,12 @@ impl App {
             set_default(&mut pconf, "enable.idempotence", "true");
         }
         pconf.set("client.id", format!("atoll-{process}"));
-        let health = Arc::new(Health::new(self.config.http.stalled_after()));
-        let fatal = {
+        let events = {
             let health = health.clone();
-            Events::new(move |why| health.fatal(why))
+            Events::new(clients.hooks().clone(), move |why| health.fatal(why))
         };
         let producer: FutureProducer<Events> = pconf
-            .create_with_context(fatal)
+            .create_with_context(events)
             .map_err(|e| Error::kafka("creating the producer", e))?;
         let producer = Producer::new(producer);
         // Probes answer from here on: live, and not ready until every listener joined.
@@ -505,7 +566,9 @@ impl App {
         };
         match &embedded {
             Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t))?,
-            None if self.config.kafka.create_topics => create_topics(&client, &topics).await?,
+            None if self.config.kafka.create_topics => {
+                create_topics_with(&clients, &topics, &health).await?
+            }
             None => {}
         }
         let registry = &self.config.schema_registry;
@@ -518,19 +581,18 @@ impl App {
             (None, true, Some(_)) => Some(DevRegistry::start().await?),
             _ => None,
         };
-        let url = dev_registry
-            .as_ref()
-            .map(|r| r.url().to_owned())
-            .or(registry.url.clone());
+        let registry = match &dev_registry {
+            Some(dev) => Some(Registry::open(dev.url())),
+            None => registry.resolve().map_err(Error::Config)?,
+        };
         // The process's codec: clients produce with it; each service with its own choice.
         let codec = Arc::new(Codec::new(
             self.config.service.codec.unwrap_or_default(),
-            url.as_deref(),
-            registry.auto_register,
-            registry.subject_strategy,
+            registry.as_ref(),
+            self.config.schema_registry.auto_register,
+            self.config.schema_registry.subject_strategy,
         )?);
         let stop = CancellationToken::new();
-        let runtime = tokio::runtime::Handle::current();
         let wants_store =
             !self.migrations.is_empty() || self.services.iter().any(|s| s.transactional());
         let store = match wants_store {
@@ -541,7 +603,7 @@ impl App {
             store_slot.set(store.clone());
         }
         let env = StartEnv {
-            client: &client,
+            clients: &clients,
             producer: &producer,
             codec: &codec,
             process: &process,
@@ -561,13 +623,14 @@ impl App {
                 return Err(e);
             }
         }
+        health.started();
         tracing::info!(process, services = ?ids, "atoll started");
         Ok(Running {
             stop,
             threads,
             producer,
             codec,
-            registry_url: url,
+            registry_url: registry.map(|r| r.url().to_owned()),
             _dev_registry: dev_registry,
             process,
             bootstrap,
@@ -625,6 +688,19 @@ fn random_name() -> String {
     (0..4)
         .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
         .collect()
+}
+
+/// Whether clients made from `config` log in with OAUTHBEARER tokens that the application
+/// must give (not fetched by librdkafka from an OpenID Connect provider).
+fn needs_token_provider(config: &rdkafka::ClientConfig) -> bool {
+    let oauth = config
+        .get("sasl.mechanisms")
+        .or_else(|| config.get("sasl.mechanism"))
+        .is_some_and(|m| m.eq_ignore_ascii_case("OAUTHBEARER"));
+    oauth
+        && !config
+            .get("sasl.oauthbearer.method")
+            .is_some_and(|m| m.eq_ignore_ascii_case("oidc"))
 }
 
 async fn join_all(threads: Vec<ListenerThread>) {

@@ -29,6 +29,7 @@ use schema_registry_converter::avro_common::get_supplied_schema;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 
+use crate::config::{Registry, RegistryAuth};
 use crate::contract::codec::record_name;
 use crate::contract::event::Event;
 use crate::contract::topic::TopicName;
@@ -88,26 +89,42 @@ fn registry_error(e: SRCError) -> Error {
 }
 
 impl Codec {
-    /// Produces with `produce`; reads Avro through the registry at `url`, if any.
+    /// Produces with `produce`; reads Avro through `registry`, if any (see
+    /// [`SchemaRegistryConfig::resolve`](crate::config::SchemaRegistryConfig::resolve), or
+    /// [`Registry::open`] for a registry without TLS settings or login).
     pub fn new(
         produce: CodecKind,
-        url: Option<&str>,
+        registry: Option<&Registry>,
         auto_register: bool,
         strategy: SubjectStrategy,
     ) -> Result<Self> {
         let avro =
-            match url {
+            match registry {
                 None if produce == CodecKind::Avro => return Err(Error::Config(
                     "service.codec = avro needs schema_registry.url (ATOLL_SCHEMA_REGISTRY__URL)"
                         .into(),
                 )),
                 None => None,
-                Some(url) => {
+                Some(registry) => {
                     let settings = || {
-                        SrSettings::new_builder(url.to_owned())
-                            .set_timeout(std::time::Duration::from_secs(5))
-                            .build()
-                            .map_err(|e| Error::Config(format!("schema_registry.url `{url}`: {e}")))
+                        let timeout = std::time::Duration::from_secs(5);
+                        let mut builder = SrSettings::new_builder(registry.url().to_owned());
+                        builder.set_timeout(timeout);
+                        match registry.auth() {
+                            RegistryAuth::None => {}
+                            RegistryAuth::Basic { username, password } => {
+                                builder.set_basic_authorization(username, Some(password.expose()));
+                            }
+                            RegistryAuth::Bearer(token) => {
+                                builder.set_token_authorization(token.expose());
+                            }
+                        }
+                        let fail = |e: String| {
+                            Error::Config(format!("schema registry {}: {e}", registry.shown()))
+                        };
+                        builder
+                            .build_with(registry.client(timeout).map_err(fail)?)
+                            .map_err(|e| fail(e.to_string()))
                     };
                     Some(Arc::new(Avro {
                         encoder: AvroEncoder::new(settings()?),

@@ -13,11 +13,17 @@
 //! `atoll.toml` write them as they are, quoted: `"session.timeout.ms" = 6000`. The one
 //! librdkafka property with an underscore in its name, `log_level`, is kept as it is.
 
+pub(crate) mod client;
 pub(crate) mod kafka;
 pub(crate) mod listener;
+pub(crate) mod oidc;
+pub(crate) mod registry;
+pub(crate) mod secret;
+pub(crate) mod security;
 pub(crate) mod store;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -26,7 +32,14 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
+pub use client::{OAuthToken, TokenProvider};
 pub use listener::{DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode, RetryMode};
+pub use registry::{Registry, RegistryAuth, SchemaRegistryConfig};
+pub use secret::{redact_url, Secret, REDACTED};
+pub use security::{
+    KafkaSecurity, OidcConfig, OidcLogin, SaslConfig, SaslMechanism, SecurityProtocol,
+    TokenSource,
+};
 pub use store::StoreConfig;
 
 /// The environment variable naming the config file.
@@ -58,24 +71,109 @@ pub struct Config {
 }
 
 /// `kafka.*`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KafkaConfig {
     /// `host:port,…`; unset starts the embedded broker.
     pub bootstrap_servers: Option<String>,
-    /// librdkafka properties passed through to every client (SASL, TLS, timeouts, …).
-    #[serde(deserialize_with = "properties")]
+    /// TLS and SASL (see [`KafkaSecurity`] and `docs/security.md`).
+    pub security: KafkaSecurity,
+    /// librdkafka properties passed through to every client (timeouts, tuning, and any
+    /// setting `security` has no key for). The values of secret ones (`sasl.password`,
+    /// `ssl.key.password`, …) are shown and serialized as `[redacted]`.
+    #[serde(
+        deserialize_with = "properties",
+        serialize_with = "redacted_properties"
+    )]
     pub properties: BTreeMap<String, String>,
     /// Whether to create missing declared topics at start (needs the broker's permission to
     /// create topics). Default `true`; turn off where topics are provisioned by operators.
     pub create_topics: bool,
 }
 
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("security", &self.security)
+            .field("properties", &shown_properties(&self.properties))
+            .field("create_topics", &self.create_topics)
+            .finish()
+    }
+}
+
+/// Whether the librdkafka property `name` holds a secret (a password, a client secret, a
+/// private key, the OAUTHBEARER configuration).
+pub(crate) fn is_secret_property(name: &str) -> bool {
+    name.contains("password")
+        || name.contains("secret")
+        || matches!(name, "ssl.key.pem" | "ssl_key" | "sasl.oauthbearer.config")
+}
+
+/// `properties` with the values of secret ones replaced by `[redacted]`.
+fn shown_properties(properties: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    properties
+        .iter()
+        .map(|(k, v)| match is_secret_property(k) {
+            true => (k.as_str(), REDACTED),
+            false => (k.as_str(), v.as_str()),
+        })
+        .collect()
+}
+
+fn redacted_properties<S: serde::Serializer>(
+    properties: &BTreeMap<String, String>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    shown_properties(properties).serialize(s)
+}
+
+impl KafkaConfig {
+    /// The librdkafka properties `kafka.security` stands for, its secret files read; `Err`
+    /// names the key, and a property that `kafka.properties` sets too.
+    pub fn security_properties(&self) -> std::result::Result<security::Resolved, String> {
+        let resolved = self.security.resolve()?;
+        if let Some((name, _)) = resolved
+            .properties()
+            .iter()
+            .find(|(name, _)| self.properties.contains_key(*name))
+        {
+            return Err(format!(
+                "kafka.properties sets `{name}`, which kafka.security sets too: keep one"
+            ));
+        }
+        Ok(resolved)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if let Some(servers) = &self.bootstrap_servers {
+            if servers.trim().is_empty() || servers.split(',').any(|s| !s.contains(':')) {
+                return Err(format!(
+                    "kafka.bootstrap_servers `{servers}` must be a comma-separated list of host:port"
+                ));
+            }
+        }
+        if self
+            .properties
+            .get("sasl.oauthbearer.method")
+            .is_some_and(|m| m.eq_ignore_ascii_case("oidc"))
+        {
+            return Err("kafka.properties sets sasl.oauthbearer.method = oidc, which needs \
+                        librdkafka's libcurl: atoll fetches OpenID Connect tokens itself; set \
+                        kafka.security.sasl.oidc (token_endpoint_url, client_id, client_secret) \
+                        instead"
+                .into());
+        }
+        self.security_properties().map(drop)
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
             bootstrap_servers: None,
+            security: KafkaSecurity::default(),
             properties: BTreeMap::new(),
             create_topics: true,
         }
@@ -111,31 +209,6 @@ impl Default for ServiceConfig {
             process_name: None,
             static_membership: true,
             codec: None,
-        }
-    }
-}
-
-/// `schema_registry.*`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct SchemaRegistryConfig {
-    /// The registry's base URL. Unset with `service.codec = avro` and the embedded broker: an
-    /// in-process development registry is started.
-    pub url: Option<String>,
-    /// Whether producers register their schemas (default `true`, for development). With
-    /// `false`, producing an event whose subject is missing fails with a permanent error.
-    pub auto_register: bool,
-    /// How subjects are named (default `topic_record_name`).
-    pub subject_strategy: crate::contract::codec::SubjectStrategy,
-}
-
-impl Default for SchemaRegistryConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            auto_register: true,
-            subject_strategy: crate::contract::codec::SubjectStrategy::default(),
         }
     }
 }
@@ -203,9 +276,18 @@ pub struct TelemetryConfig {
     /// Which logs to write, as a `tracing` filter (`info`, `atoll=debug,warn`, …); `RUST_LOG`
     /// wins when set; unset: the application's default.
     pub log_filter: Option<String>,
-    /// An OpenTelemetry collector's OTLP/HTTP endpoint (`http://collector:4318`): traces are
-    /// exported there, and `traceparent` is written on every record produced. Off when unset.
+    /// An OpenTelemetry collector's OTLP/HTTP endpoint (`https://collector:4318`): traces are
+    /// exported to its `/v1/traces`, and `traceparent` is written on every record produced.
+    /// Unset: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is) or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` appended), as OpenTelemetry SDKs read them;
+    /// off when none is set.
     pub otlp_endpoint: Option<String>,
+    /// PEM file of the certificate authority that signed the collector's certificate (default:
+    /// the system's trusted authorities).
+    pub otlp_ca_file: Option<PathBuf>,
+    /// Headers sent with every export, e.g. `authorization = "Bearer …"`; their values are
+    /// secrets. Unset: `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k=v`).
+    pub otlp_headers: BTreeMap<String, Secret>,
 }
 
 /// `telemetry.log_format`.
@@ -318,13 +400,6 @@ impl Config {
                 )));
             }
         }
-        if let Some(servers) = &self.kafka.bootstrap_servers {
-            if servers.trim().is_empty() || servers.split(',').any(|s| !s.contains(':')) {
-                return Err(Error::Config(format!(
-                    "kafka.bootstrap_servers `{servers}` must be a comma-separated list of host:port"
-                )));
-            }
-        }
         if self.saga.restore_timeout_ms == 0 {
             return Err(Error::Config(
                 "saga.restore_timeout_ms must be above 0".to_owned(),
@@ -338,10 +413,21 @@ impl Config {
         if let Some(url) = &self.telemetry.otlp_endpoint {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(Error::Config(format!(
-                    "telemetry.otlp_endpoint `{url}` must be an http:// or https:// URL (OTLP over HTTP, e.g. http://collector:4318)"
+                    "telemetry.otlp_endpoint `{}` must be an http:// or https:// URL (OTLP over HTTP, e.g. http://collector:4318)",
+                    redact_url(url)
                 )));
             }
         }
+        if let Some(ca) = &self.telemetry.otlp_ca_file {
+            std::fs::File::open(ca).map_err(|e| {
+                Error::Config(format!(
+                    "telemetry.otlp_ca_file: cannot read `{}`: {e}",
+                    ca.display()
+                ))
+            })?;
+        }
+        self.kafka.check().map_err(Error::Config)?;
+        self.schema_registry.resolve().map_err(Error::Config)?;
         self.store.check().map_err(Error::Config)?;
         self.listener.check("listener").map_err(Error::Config)?;
         for (name, over) in &self.listeners {

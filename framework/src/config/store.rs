@@ -3,16 +3,25 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::secret::{redact_url, Secret};
 
 /// `store.*`: the database of the process's services.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StoreConfig {
-    /// The database: `postgres://user:password@host:port/db` (`ATOLL_STORE__URL`) or
-    /// `sqlite://path`. Unset: the SQLite file at [`path`](Self::path).
+    /// The database: `postgres://user@host:port/db` (`ATOLL_STORE__URL`) or `sqlite://path`.
+    /// Unset: the SQLite file at [`path`](Self::path). TLS to PostgreSQL is set in the URL:
+    /// `?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem` (and `sslcert`, `sslkey` for a
+    /// client certificate). Shown and serialized without its password.
+    #[serde(serialize_with = "redacted_url")]
     pub url: Option<String>,
+    /// The database user's password, so that the URL need not hold it.
+    pub password: Option<Secret>,
+    /// A file holding the password (instead of `password`).
+    pub password_file: Option<PathBuf>,
     /// The SQLite file used when no `url` is set (created when missing).
     pub path: PathBuf,
     /// Connections in the pool on PostgreSQL (SQLite, one writer per file, gets one).
@@ -28,6 +37,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: None,
+            password: None,
+            password_file: None,
             path: PathBuf::from("atoll.db"),
             max_connections: 8,
             connect_timeout_ms: 5_000,
@@ -36,7 +47,34 @@ impl Default for StoreConfig {
     }
 }
 
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("path", &self.path)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("inbox_retention_hours", &self.inbox_retention_hours)
+            .finish()
+    }
+}
+
+fn redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    url.as_deref().map(redact_url).serialize(s)
+}
+
 impl StoreConfig {
+    /// The password given by `password` or `password_file`, if any.
+    pub fn password(&self) -> Result<Option<Secret>, String> {
+        Secret::resolve(
+            "store.password",
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+        )
+    }
+
     /// The database URL: `url`, or the SQLite file at `path`.
     pub fn database_url(&self) -> String {
         match &self.url {
@@ -64,10 +102,11 @@ impl StoreConfig {
             {
                 return Err(format!(
                     "store.url must be a postgres:// or sqlite: URL, e.g. postgres://user@host:5432/db; got `{}`",
-                    redact(url)
+                    redact_url(url)
                 ));
             }
         }
+        self.password()?;
         if self.max_connections == 0 {
             return Err("store.max_connections must be greater than 0".into());
         }
@@ -78,23 +117,37 @@ impl StoreConfig {
     }
 }
 
-/// `url` without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_hides_every_password() {
+        let cases = [
+            (
+                "postgres://atoll:p@ss@db:5432/shop",
+                "postgres://atoll:[redacted]@db:5432/shop",
+            ),
+            (
+                "postgres://atoll@db/shop?password=hunter2&sslmode=require",
+                "postgres://atoll@db/shop?password=[redacted]&sslmode=require",
+            ),
+            (
+                "postgres://db/shop?sslmode=verify-full&sslpassword=k3y",
+                "postgres://db/shop?sslmode=verify-full&sslpassword=[redacted]",
+            ),
+            (
+                "https://key:sec/ret?x@registry.example.com:8081",
+                "https://key:[redacted]@registry.example.com:8081",
+            ),
+            ("sqlite://atoll.db?mode=rwc", "sqlite://atoll.db?mode=rwc"),
+            ("postgres://db/shop", "postgres://db/shop"),
+            ("not a url", "not a url"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
 
     #[test]
     fn sqlite_by_default_and_urls_checked() {
@@ -108,7 +161,7 @@ mod tests {
         };
         let e = bad.check().unwrap_err();
         assert!(
-            e.contains("store.url") && e.contains("root:***@db/x") && !e.contains("secret"),
+            e.contains("store.url") && e.contains("root:[redacted]@db/x") && !e.contains("secret"),
             "{e}"
         );
         let pg = StoreConfig {

@@ -24,9 +24,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::backoff::Backoff;
+use crate::config::client::Clients;
 use crate::ops::metrics::ListenerMetrics;
 use crate::produce::transactional::{Output, TxFailure, TxProducer};
 
@@ -129,7 +130,7 @@ pub(crate) enum Commits {
     /// In Kafka transactions with the outputs, by a producer with this `transactional.id`
     /// created from the client configuration.
     Transactional {
-        client: ClientConfig,
+        clients: Clients,
         transactional_id: String,
     },
 }
@@ -149,9 +150,9 @@ pub(crate) fn spawn<C: ConsumerContext + 'static>(
     let producer = match &commits {
         Commits::Plain => None,
         Commits::Transactional {
-            client,
+            clients,
             transactional_id,
-        } => Some(TxProducer::new(client, transactional_id).map_err(crate::error::Error::Config)?),
+        } => Some(TxProducer::new(clients, transactional_id).map_err(crate::error::Error::Config)?),
     };
     thread::Builder::new()
         .name(name)
@@ -159,13 +160,13 @@ pub(crate) fn spawn<C: ConsumerContext + 'static>(
             (
                 Some(producer),
                 Commits::Transactional {
-                    client,
+                    clients,
                     transactional_id,
                 },
             ) => {
                 let tx = Transactions {
                     producer: Some(producer),
-                    client,
+                    clients,
                     transactional_id,
                 };
                 run_transactional(&consumer, &topic, &metrics, &requests, tx);
@@ -283,7 +284,7 @@ fn run<C: ConsumerContext>(
 struct Transactions {
     /// `None` after a fatal error, until the next batch makes a new one.
     producer: Option<TxProducer>,
-    client: ClientConfig,
+    clients: Clients,
     transactional_id: String,
 }
 
@@ -371,7 +372,7 @@ fn commit_transaction<C: ConsumerContext>(
     batch: Batch,
 ) -> Result<(), TxFailure> {
     if tx.producer.is_none() {
-        let made = TxProducer::new(&tx.client, &tx.transactional_id)
+        let made = TxProducer::new(&tx.clients, &tx.transactional_id)
             .map_err(|why| TxFailure::Fatal(format!("renewing the producer: {why}")))?;
         tx.producer = Some(made);
     }

@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
@@ -25,6 +24,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use crate::config::client::connected;
 use crate::config::kafka::set_default;
 use crate::config::DeliveryMode;
 use crate::consume::close;
@@ -75,8 +75,11 @@ pub struct Assignment {
 }
 
 impl<S: Service> ClientContext for ListenerContext<S> {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::config::kafka::log(self.env.listener.name(), level, fac, message);
+        let hooks = self.env.clients.hooks();
+        hooks.log(self.env.listener.name(), level, fac, message);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -87,15 +90,23 @@ impl<S: Service> ClientContext for ListenerContext<S> {
             Some(RDKafkaErrorCode::Fatal) => self.health.fatal(format!("{error}: {reason}")),
             _ => {}
         }
-        tracing::warn!(listener = self.env.listener.name(), %error, reason, "kafka client error");
+        let hooks = self.env.clients.hooks();
+        hooks.error(self.env.listener.name(), &error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> std::result::Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.env.clients.hooks().token()
     }
 
     fn stats(&self, statistics: Statistics) {
-        let up = statistics
-            .brokers
-            .values()
-            .any(|b| b.state == "UP" && !matches!(b.source.as_str(), "internal" | "logical"));
+        let up = connected(&statistics);
         self.health.broker_up(up);
+        if up {
+            self.env.clients.hooks().connected();
+        }
         let Some(topic) = statistics.topics.get(self.env.topic.as_str()) else {
             return;
         };
@@ -356,10 +367,10 @@ impl ListenerThread {
 /// Creates the listener's consumer, subscribes, and starts its poll thread.
 pub(crate) fn spawn<S: Service>(
     env: Arc<ListenerEnv<S>>,
-    mut config: ClientConfig,
     runtime: tokio::runtime::Handle,
     health: Arc<ConsumerHealth>,
 ) -> Result<ListenerThread> {
+    let mut config = env.clients.config().clone();
     let (metrics, mode) = (env.metrics.clone(), env.mode);
     let group = env.consumer_group.clone();
     set_default(&mut config, "auto.offset.reset", "earliest");
@@ -405,7 +416,7 @@ pub(crate) fn spawn<S: Service>(
     let commits = match env.config.delivery {
         DeliveryMode::AtLeastOnce => Commits::Plain,
         DeliveryMode::ExactlyOnce => Commits::Transactional {
-            client: env.client.clone(),
+            clients: env.clients.clone(),
             transactional_id: format!("{group}.{}", env.process),
         },
     };

@@ -37,6 +37,7 @@ use crate::handler::context::{Context, Meta, Stage};
 use crate::handler::listener::{CallError, Listener};
 use crate::handler::transaction::{self, TxCell};
 use crate::ops::health::ConsumerHealth;
+use crate::config::client::{Clients, Hooked};
 use crate::ops::metrics::{ListenerMetrics, UNAVAILABLE};
 use crate::produce::transactional::Output;
 use crate::produce::{Pending, Producer};
@@ -71,9 +72,9 @@ pub(crate) struct ListenerEnv<S> {
     pub(crate) permits: Permits,
     /// The consumer's health: partitions stopped behind a failing write show there.
     pub(crate) health: Arc<ConsumerHealth>,
-    /// The client configuration, for looking up other groups' committed offsets and for an
-    /// exactly-once listener's transactional producer.
-    pub(crate) client: rdkafka::ClientConfig,
+    /// The process's Kafka clients, for looking up other groups' committed offsets and for
+    /// an exactly-once listener's transactional producer.
+    pub(crate) clients: Clients,
     /// The process name: with the consumer group, an exactly-once listener's
     /// `transactional.id` (stable across restarts when configured).
     pub(crate) process: String,
@@ -472,9 +473,9 @@ impl<S: Service> ListenerEnv<S> {
             }
         }
         let group = format!("{}.retry", S::ID.group_id(listener)?);
-        let (client, topic) = (self.client.clone(), self.topic.to_string());
+        let (clients, topic) = (self.clients.clone(), self.topic.to_string());
         let offset = tokio::task::spawn_blocking(move || {
-            committed_offset(client, &group, &topic, partition)
+            committed_offset(&clients, &group, &topic, partition)
         })
         .await
         .map_err(|e| crate::error::Error::Config(format!("offset lookup panicked: {e}")))??;
@@ -1002,16 +1003,18 @@ const PASSED_FOR: Duration = Duration::from_secs(10);
 
 /// The offset `group` committed on `topic`'s `partition`, if any (blocking).
 fn committed_offset(
-    mut client: rdkafka::ClientConfig,
+    clients: &Clients,
     group: &str,
     topic: &str,
     partition: i32,
 ) -> crate::error::Result<Option<i64>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = client
-        .remove("group.instance.id")
-        .set("group.id", group)
-        .create()
+    let consumer: BaseConsumer<Hooked> = clients
+        .with(|c| {
+            c.remove("group.instance.id");
+            c.set("group.id", group);
+        })
+        .create("offset lookup")
         .map_err(|e| crate::error::Error::kafka("creating a consumer", e))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition(topic, partition);

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use rdkafka::config::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::client::Clients;
 use crate::produce::Producer;
 
 /// What a listener with partition-bound state needs from the runtime, and hears about its
@@ -23,9 +23,9 @@ pub(crate) trait PartitionHooks: Send + Sync {
 #[derive(Clone)]
 pub(crate) struct HookRuntime {
     pub(crate) producer: Producer,
-    /// The base client configuration (bootstrap servers and pass-through properties); `None`
-    /// when there is no broker to restore state from (a unit test's recording producer).
-    pub(crate) client: Option<ClientConfig>,
+    /// The process's Kafka clients; `None` when there is no broker to restore state from (a
+    /// unit test's recording producer).
+    pub(crate) clients: Option<Clients>,
     pub(crate) source: Arc<str>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) stop: CancellationToken,

@@ -6,10 +6,12 @@
 //!   while a client reported a fatal error (it does nothing from then on); nor while a
 //!   partition has been stopped behind a failing dead-letter or retry-topic write for
 //!   `http.stalled_after_ms`.
-//! - **Ready** once every consumer (each listener's, and its retry consumer) has joined its
-//!   group and received an assignment (possibly empty: a group with more members than
-//!   partitions leaves some idle), while each one's brokers are reachable and no partition is
-//!   stopped behind a failing write, and until shutdown begins.
+//! - **Ready** once the start completed and every consumer (each listener's, and its retry
+//!   consumer) has joined its group and received an assignment (possibly empty: a group with
+//!   more members than partitions leaves some idle), while each one's brokers are reachable,
+//!   the clients' login works (a failed TLS handshake or SASL login makes the process not
+//!   ready until a client connects again) and no partition is stopped behind a failing write,
+//!   and until shutdown begins.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,12 +19,20 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::config::client::Access;
+
 /// The process's health, fed by its listeners' poll threads.
 #[derive(Debug)]
 pub(crate) struct Health {
     epoch: Instant,
     stalled_after: Duration,
     stopping: AtomicBool,
+    /// Whether the start completed.
+    started: AtomicBool,
+    /// What the start waits for, while it waits.
+    waiting: Mutex<Option<String>>,
+    /// The last failed login of a client, until a client connects.
+    refused: Mutex<Option<String>>,
     consumers: Mutex<Vec<Arc<ConsumerHealth>>>,
     /// Fatal errors clients reported: the process must be restarted.
     fatal: Mutex<Vec<String>>,
@@ -176,9 +186,31 @@ impl Health {
             epoch: Instant::now(),
             stalled_after,
             stopping: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            waiting: Mutex::default(),
+            refused: Mutex::default(),
             consumers: Mutex::default(),
             fatal: Mutex::default(),
         }
+    }
+
+    /// The start completed: readiness is up to the consumers from now on.
+    pub(crate) fn started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// The start waits for `why` (`None`: no longer).
+    pub(crate) fn waiting(&self, why: Option<String>) {
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// What the clients' last login attempt came to.
+    pub(crate) fn access(&self, access: Access) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        *refused = match access {
+            Access::Refused(why) => Some(why),
+            Access::Granted => None,
+        };
     }
 
     /// Watches a new consumer, named e.g. `acme.shop.orders/place_order`.
@@ -255,6 +287,13 @@ impl Health {
         if self.stopping.load(Ordering::Relaxed) {
             reasons.push("shutting down".to_owned());
         }
+        if !self.started.load(Ordering::Relaxed) {
+            let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            reasons.push(waiting.clone().unwrap_or_else(|| "starting".to_owned()));
+        }
+        if let Some(why) = &*self.refused.lock().unwrap_or_else(|p| p.into_inner()) {
+            reasons.push(why.clone());
+        }
         for c in &consumers {
             if !c.joined {
                 reasons.push(format!("{}: has not joined its group yet", c.consumer));
@@ -287,8 +326,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_once_every_consumer_joined_and_while_brokers_are_up() {
+    fn ready_once_started_and_every_consumer_joined_and_while_brokers_are_up() {
         let h = Health::new(Duration::from_secs(60));
+        assert_eq!(h.ready().reasons, ["starting"]);
+        h.waiting(Some("starting: creating topics: timed out".into()));
+        assert_eq!(h.ready().reasons, ["starting: creating topics: timed out"]);
+        h.started();
         assert!(h.ready().ok(), "no consumers: nothing to wait for");
         let a = h.consumer("acme.shop.orders/place_order".into());
         let b = h.consumer("acme.shop.orders/place_order (retry)".into());
@@ -339,6 +382,7 @@ mod tests {
     #[test]
     fn a_blocked_partition_is_not_ready_at_once_and_not_live_after_the_limit() {
         let h = Health::new(Duration::from_millis(200));
+        h.started();
         let c = h.consumer("acme.shop.orders/place_order".into());
         c.joined();
         assert!(c.blocked(
@@ -373,6 +417,18 @@ mod tests {
         assert!(!h.ready().ok());
         assert!(c.unblocked(3));
         assert!(h.ready().ok() && h.live().ok());
+    }
+
+    #[test]
+    fn a_refused_login_is_not_ready_until_a_client_connects() {
+        let h = Health::new(Duration::from_secs(60));
+        h.started();
+        let why = "authentication failed for alice at 127.0.0.1:9092: invalid-proof";
+        h.access(Access::Refused(why.into()));
+        assert_eq!(h.ready().reasons, [why]);
+        assert!(h.live().ok(), "a restart would not mend it: still live");
+        h.access(Access::Granted);
+        assert!(h.ready().ok());
     }
 
     #[test]

@@ -13,7 +13,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
+use rdkafka::statistics::Statistics;
+
 use crate::backoff::Backoff;
+use crate::config::client::{connected, ClientHooks};
 use crate::error::{Error, Result};
 
 /// The process's shared producer: librdkafka's, or a recorder that keeps what it is given
@@ -41,25 +44,29 @@ pub(crate) struct Recorded {
     pub(crate) headers: OwnedHeaders,
 }
 
-/// The producer client's callbacks: its log goes to `tracing`, and a fatal error (the
-/// idempotent producer can no longer keep its guarantees; nothing is sent from then on) to
-/// `on_fatal`.
+/// The producer client's callbacks: its log, errors and tokens go through the process's
+/// [`ClientHooks`], and a fatal error (the idempotent producer can no longer keep its
+/// guarantees; nothing is sent from then on) to `on_fatal`.
 pub(crate) struct Events {
+    hooks: ClientHooks,
     on_fatal: Box<dyn Fn(String) + Send + Sync>,
 }
 
 impl Events {
-    /// Callbacks that report a fatal error to `on_fatal`.
-    pub(crate) fn new(on_fatal: impl Fn(String) + Send + Sync + 'static) -> Self {
+    /// Callbacks through `hooks` that report a fatal error to `on_fatal`.
+    pub(crate) fn new(hooks: ClientHooks, on_fatal: impl Fn(String) + Send + Sync + 'static) -> Self {
         Self {
+            hooks,
             on_fatal: Box::new(on_fatal),
         }
     }
 }
 
 impl ClientContext for Events {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::config::kafka::log("producer", level, fac, message);
+        self.hooks.log("producer", level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -67,8 +74,21 @@ impl ClientContext for Events {
             tracing::error!(%error, reason, "fatal producer error: the process must be restarted");
             (self.on_fatal)(format!("producer: {reason}"));
         } else {
-            tracing::warn!(%error, reason, "kafka producer error");
+            self.hooks.error("producer", &error, reason);
         }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        if connected(&statistics) {
+            self.hooks.connected();
+        }
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> std::result::Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.hooks.token()
     }
 }
 

@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
+
+use crate::config::client::{Clients, Hooked};
 
 /// A record produced by an exactly-once listener's handler, held until the transaction that
 /// commits its source record's offset.
@@ -102,31 +102,9 @@ fn fail_point() -> Result<(), KafkaError> {
     }
 }
 
-/// The transactional producer's callbacks: its log goes to `tracing`. Deliveries are not
-/// tracked one by one: a failed one fails the commit of its transaction.
-struct TxEvents {
-    name: String,
-}
-
-impl ClientContext for TxEvents {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::config::kafka::log(&self.name, level, fac, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(producer = self.name, %error, reason, "transactional producer error");
-    }
-}
-
-impl ProducerContext for TxEvents {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
-}
-
 /// A transactional producer with its `transactional.id`, ready for transactions.
 pub(crate) struct TxProducer {
-    inner: BaseProducer<TxEvents>,
+    inner: BaseProducer<Hooked>,
     id: String,
 }
 
@@ -142,19 +120,18 @@ impl TxProducer {
     /// Creates the producer from the process's client configuration and registers
     /// `transactional_id` with the transaction coordinator, which fences any older producer
     /// with that id and aborts its open transaction (blocking).
-    pub(crate) fn new(client: &ClientConfig, transactional_id: &str) -> Result<Self, String> {
-        let mut config = client.clone();
-        // Consumer-only settings would make the producer warn about them.
-        for key in ["group.instance.id", "isolation.level", "auto.offset.reset"] {
-            config.remove(key);
-        }
-        config
-            .set("transactional.id", transactional_id)
-            .set("enable.idempotence", "true");
-        let inner: BaseProducer<TxEvents> = config
-            .create_with_context(TxEvents {
-                name: format!("tx {transactional_id}"),
+    pub(crate) fn new(clients: &Clients, transactional_id: &str) -> Result<Self, String> {
+        let inner: BaseProducer<Hooked> = clients
+            .with(|config| {
+                // Consumer-only settings would make the producer warn about them.
+                for key in ["group.instance.id", "isolation.level", "auto.offset.reset"] {
+                    config.remove(key);
+                }
+                config
+                    .set("transactional.id", transactional_id)
+                    .set("enable.idempotence", "true");
             })
+            .create(&format!("tx {transactional_id}"))
             .map_err(|e| format!("creating the transactional producer: {e}"))?;
         inner
             .init_transactions(CALL_TIMEOUT)

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::{next_generation, parse_request_id, Match, Phase, SagaState, Status, StepInfo};
 use super::{start_type, state_type, timeout_type, types, Saga, Step};
 use crate::backoff::Backoff;
+use crate::config::client::{Clients, Hooked};
 use crate::codec::DecodeError;
 use crate::contract::envelope::Outgoing;
 use crate::contract::service::Service;
@@ -476,7 +476,7 @@ struct Progress {
     /// State records that do not decode and are their saga's latest record, to dead-letter.
     unreadable: HashMap<String, rdkafka::message::OwnedMessage>,
     /// The reading consumer, kept between attempts: it goes on fetching meanwhile.
-    reader: Option<BaseConsumer>,
+    reader: Option<BaseConsumer<Hooked>>,
 }
 
 /// A saga's latest state, as restored.
@@ -504,7 +504,7 @@ async fn restore<D: Saga>(
     listener: &'static str,
 ) -> Result<(), Error> {
     let topic = <D::Service as Service>::ID.saga();
-    let Some(client) = rt.client.clone() else {
+    let Some(clients) = rt.clients.clone() else {
         // No broker: the state is what this process wrote (unit tests).
         return Ok(());
     };
@@ -516,7 +516,7 @@ async fn restore<D: Saga>(
         rt.saga.retention_ms,
     );
     let (read, next, reader) = tokio::task::spawn_blocking(move || {
-        read_partition(&client, reader, &name, p, from, timeout)
+        read_partition(&clients, reader, &name, p, from, timeout)
     })
     .await
     .map_err(|e| Error::Saga(format!("restore task failed: {e}")))??;
@@ -820,8 +820,8 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
 /// most `timeout`, with `reader` if an earlier call left one: what was read, the next offset
 /// to read, and the reader to continue with, `None` once the end was reached.
 fn read_partition(
-    client: &ClientConfig,
-    reader: Option<BaseConsumer>,
+    clients: &Clients,
+    reader: Option<BaseConsumer<Hooked>>,
     topic: &str,
     p: i32,
     from: Option<i64>,
@@ -830,7 +830,7 @@ fn read_partition(
     (
         Vec<rdkafka::message::OwnedMessage>,
         i64,
-        Option<BaseConsumer>,
+        Option<BaseConsumer<Hooked>>,
     ),
     Error,
 > {
@@ -839,17 +839,19 @@ fn read_partition(
     let consumer = match reader {
         Some(c) => c,
         // Assigned, not subscribed: the group is never joined and nothing is committed.
-        None => client
-            .clone()
-            .set("group.id", format!("{topic}.restore"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            // Only what was committed: an aborted transaction's states never were. Its end
-            // is the last stable offset, which the end-of-partition event marks (the high
-            // watermark may lie past a commit marker no poll returns).
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .create()
+        None => clients
+            .with(|c| {
+                c.set("group.id", format!("{topic}.restore"))
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    // Only what was committed: an aborted transaction's states never were.
+                    // Its end is the last stable offset, which the end-of-partition event
+                    // marks (the high watermark may lie past a commit marker no poll
+                    // returns).
+                    .set("isolation.level", "read_committed")
+                    .set("enable.partition.eof", "true");
+            })
+            .create("saga restore")
             .map_err(|e| Error::kafka(what(), e))?,
     };
     let (low, high) = consumer

@@ -21,10 +21,11 @@ use axum::http::StatusCode;
 
 use tokio_util::sync::CancellationToken;
 
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
-use crate::config::store::{redact, StoreConfig};
+use crate::config::secret::redact_url;
+use crate::config::store::StoreConfig;
 use crate::error::{Error, Result};
 use crate::produce::Producer;
 
@@ -47,7 +48,7 @@ impl Backend {
         } else {
             Err(Error::Config(format!(
                 "store.url must be a postgres:// or sqlite: URL; got `{}`",
-                redact(url)
+                redact_url(url)
             )))
         }
     }
@@ -90,6 +91,21 @@ impl Store {
         let url = config.database_url();
         let backend = Backend::of(&url)?;
         sqlx::any::install_default_drivers();
+        let mut options: AnyConnectOptions = url.parse().map_err(|source| Error::Store {
+            what: format!("reading store.url {}", redact_url(&url)),
+            source,
+        })?;
+        if let Some(password) = config.password().map_err(Error::Config)? {
+            options
+                .database_url
+                .set_password(Some(password.expose()))
+                .map_err(|()| {
+                    Error::Config(format!(
+                        "store.password is set, but store.url {} takes no password",
+                        redact_url(&url)
+                    ))
+                })?;
+        }
         // SQLite has one writer for the whole file: with one connection, transactions queue
         // in the pool, in order, instead of polling the file's lock.
         let connections = match backend {
@@ -115,10 +131,10 @@ impl Store {
                 })
             })
             .acquire_timeout(config.connect_timeout())
-            .connect(&url)
+            .connect_with(options)
             .await
             .map_err(|source| Error::Store {
-                what: format!("connecting to {}", redact(&url)),
+                what: format!("connecting to {}", redact_url(&url)),
                 source,
             })?;
         let store = Self {
