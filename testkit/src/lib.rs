@@ -71,17 +71,42 @@ pub struct Tansu {
     transactions: bool,
     /// The fault proxy in front of tansu, if any.
     proxy: Option<FaultProxy>,
+    /// stunnel in front of tansu, terminating TLS, if any.
+    front: Option<Stunnel>,
+    /// Whether tansu asks clients to log in (SASL SCRAM), after its users were created.
+    authentication: bool,
     /// A scratch directory for the stores of the processes on this broker, removed on drop.
     scratch: PathBuf,
 }
 
+/// TLS in front of the broker ([`TansuOptions::tls`]): the server's certificate, and for
+/// mutual TLS the authority whose certificates clients must show.
+#[derive(Debug, Clone)]
+pub struct TlsFront {
+    /// The certificate stunnel presents.
+    pub server: Pair,
+    /// With `Some`, clients must show a certificate this authority signed.
+    pub clients_signed_by: Option<PathBuf>,
+}
+
+/// A SASL SCRAM user of the broker ([`TansuOptions::user`]).
+#[derive(Debug, Clone)]
+struct User {
+    name: String,
+    password: String,
+    /// tansu's name of the mechanism: `scram256` or `scram512`.
+    mechanism: &'static str,
+}
+
 /// How to start a [`Tansu`] broker: `Tansu::builder().proxy(true).sqlite(true).start()`.
 /// By default (as [`Tansu::start`]): in-memory storage, no proxy.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TansuOptions {
     proxy: bool,
     sqlite: bool,
     transactions: bool,
+    tls: Option<TlsFront>,
+    users: Vec<User>,
 }
 
 impl TansuOptions {
@@ -110,6 +135,34 @@ impl TansuOptions {
     /// group generation (KIP-447), and takes neither a proxy nor SQLite storage.
     pub fn transactions(mut self, on: bool) -> Self {
         self.transactions = on;
+        self
+    }
+
+    /// Puts stunnel in front of the broker, terminating TLS with `front.server` (and, for
+    /// mutual TLS, refusing clients without a certificate `front.clients_signed_by` signed).
+    /// tansu advertises stunnel's address, so every connection of every client is TLS:
+    /// [`Tansu::bootstrap`] is stunnel's address. Not with a proxy.
+    pub fn tls(mut self, front: TlsFront) -> Self {
+        self.tls = Some(front);
+        self
+    }
+
+    /// Adds a SASL SCRAM user (`sha` 256 or 512) and makes the broker ask every client to log
+    /// in: tansu starts on SQLite storage without authentication, the users are created with
+    /// `tansu user create`, and it starts again with `--authentication` on the same database.
+    /// (tansu 0.6 cannot create a user once authentication is on.)
+    pub fn user(mut self, name: &str, password: &str, sha: u16) -> Self {
+        let mechanism = match sha {
+            256 => "scram256",
+            512 => "scram512",
+            other => panic!("SCRAM-SHA-{other}: tansu has SCRAM-SHA-256 and SCRAM-SHA-512"),
+        };
+        self.users.push(User {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            mechanism,
+        });
+        self.sqlite = true;
         self
     }
 
@@ -207,9 +260,19 @@ impl Tansu {
                 sqlite: false,
                 transactions: false,
                 proxy: None,
+                front: None,
+                authentication: false,
                 scratch,
             };
         }
+        assert!(
+            !(options.proxy && options.tls.is_some()),
+            "a broker has either a fault proxy or TLS in front of it"
+        );
+        assert!(
+            !options.transactions || (options.tls.is_none() && options.users.is_empty()),
+            "the broker with transactions (noida-db) runs without TLS and without SCRAM users"
+        );
         let bin = if options.transactions {
             assert!(
                 !options.proxy && !options.sqlite,
@@ -228,12 +291,18 @@ impl Tansu {
             let proxy = options
                 .proxy
                 .then(|| FaultProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
-            let bootstrap = proxy
-                .as_ref()
-                .map_or_else(|| format!("127.0.0.1:{port}"), |p| p.addr().to_string());
             let scratch =
                 std::env::temp_dir().join(format!("atoll-tansu-{}-{port}", std::process::id()));
             fresh_dir(&scratch);
+            let front = options
+                .tls
+                .as_ref()
+                .map(|t| Stunnel::start(port, &t.server, t.clients_signed_by.as_deref(), &scratch));
+            let bootstrap = match (&proxy, &front) {
+                (Some(p), _) => p.addr().to_string(),
+                (None, Some(f)) => f.addr(),
+                (None, None) => format!("127.0.0.1:{port}"),
+            };
             let mut broker = Self {
                 child: None,
                 bin: Some(bin.clone()),
@@ -242,11 +311,16 @@ impl Tansu {
                 sqlite: options.sqlite,
                 transactions: options.transactions,
                 proxy,
+                front,
+                authentication: false,
                 scratch,
             };
             broker.spawn();
             if broker.wait_ready(Instant::now() + Duration::from_secs(15)) {
                 broker.add_missing_indexes();
+                if !options.users.is_empty() {
+                    broker.create_users(&options.users);
+                }
                 return broker;
             }
         }
@@ -279,6 +353,9 @@ impl Tansu {
             "--advertised-listener-url",
             &advertised,
         ]);
+        if self.authentication {
+            command.arg("--authentication");
+        }
         if self.sqlite {
             // tansu 0.6 resolves the file of a `sqlite://` URL against its working directory
             // (`sqlite:///abs/path` is relative too), hence `./tansu.db` run in the scratch dir.
@@ -356,6 +433,40 @@ impl Tansu {
             Ok(Err(e)) => panic!("cannot add the missing indexes to tansu's database: {e}"),
             Err(_) => panic!("adding the missing indexes to tansu's database panicked"),
         }
+    }
+
+    /// Creates `users` on the running broker (which asks for no login yet), then starts it
+    /// again on the same database asking every client to log in.
+    fn create_users(&mut self, users: &[User]) {
+        let bin = self.bin.clone().expect("a tansu process");
+        let broker = format!("tcp://127.0.0.1:{}", self.port);
+        for user in users {
+            let out = Command::new(&bin)
+                .args(["user", "create", "--broker", &broker, "--mechanism"])
+                .args([user.mechanism, &user.name, &user.password])
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run `tansu user create`: {e}"));
+            assert!(
+                out.status.success(),
+                "tansu user create {}: {}{}",
+                user.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.authentication = true;
+        self.restart();
+    }
+
+    /// The port tansu itself listens on (plaintext, without login until users are created),
+    /// behind any proxy or TLS front: for a second front of a test's own.
+    pub fn listener_port(&self) -> u16 {
+        self.port
+    }
+
+    /// stunnel in front of the broker: `Some` when started with [`TansuOptions::tls`].
+    pub fn tls_front(&self) -> Option<&Stunnel> {
+        self.front.as_ref()
     }
 
     /// Waits until tansu accepts connections on its port (true), exits, or `deadline` passes.
@@ -456,7 +567,23 @@ impl Tansu {
 
     /// An atoll configuration for this broker, with fast group joins and a fresh SQLite store.
     pub fn config(&self) -> atoll::config::Config {
-        let mut c = atoll::config::Config::default();
+        self.configure(atoll::config::Config::default())
+    }
+
+    /// As [`config`](Self::config), on top of the configuration file at `file` (e.g. its
+    /// `[kafka.security]` section; what [`env`](Self::env) sets wins, as it would over a file
+    /// named by `ATOLL_CONFIG`).
+    ///
+    /// # Panics
+    /// When the file does not load.
+    pub fn config_from(&self, file: &Path) -> atoll::config::Config {
+        let figment = atoll::config::Config::figment(file);
+        let loaded = atoll::config::Config::from_figment(figment)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        self.configure(loaded)
+    }
+
+    fn configure(&self, mut c: atoll::config::Config) -> atoll::config::Config {
         c.store.path = self.store_path("atoll");
         c.kafka.bootstrap_servers = Some(self.bootstrap());
         for (k, v) in TANSU_PROPERTIES {
@@ -603,10 +730,14 @@ pub fn text(m: &OwnedMessage) -> &str {
         .unwrap_or("")
 }
 
+pub mod pki;
 pub mod postgres;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod stunnel;
 
+pub use pki::{Pair, Pki};
 pub use postgres::Postgres;
 pub use proxy::{Direction, FaultProxy};
+pub use stunnel::Stunnel;

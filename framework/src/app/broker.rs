@@ -104,7 +104,10 @@ impl Drop for EmbeddedBroker {
 /// [`Error::Kafka`] when the cluster does not answer (unreachable, or the login failed);
 /// [`Error::CreateTopic`] naming a topic the broker refused.
 pub async fn create_topics(client: &ClientConfig, topics: &[TopicSpec]) -> Result<()> {
-    let who = client.get("sasl.username").unwrap_or("anonymous").to_owned();
+    let who = client
+        .get("sasl.username")
+        .unwrap_or("anonymous")
+        .to_owned();
     let bootstrap = client.get("bootstrap.servers").unwrap_or("").to_owned();
     let clients = Clients::new(client.clone(), ClientHooks::detached(who, bootstrap));
     create(&clients, topics).await
@@ -129,9 +132,9 @@ pub(crate) async fn create_topics_with(
             Err(e) => return Err(e),
         };
         let why = match &e {
-            Error::CreateTopic { .. } => format!(
-                "{e} (where operators create the topics, set kafka.create_topics = false)"
-            ),
+            Error::CreateTopic { .. } => {
+                format!("{e} (where operators create the topics, set kafka.create_topics = false)")
+            }
             _ => e.to_string(),
         };
         tracing::warn!(error = why, "cannot create the topics yet; retrying");
@@ -146,7 +149,9 @@ fn waits(e: &Error) -> bool {
     match e {
         Error::Kafka { .. } => true,
         Error::CreateTopic { reason, .. } => {
-            reason.contains("authoriz") || reason.contains("timed out") || reason.contains("Timed out")
+            reason.contains("authoriz")
+                || reason.contains("timed out")
+                || reason.contains("Timed out")
         }
         _ => false,
     }

@@ -12,9 +12,9 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::client::{ClientHooks, Clients, TokenProvider};
+use crate::config::kafka::{client_config, principal, set_default};
 use crate::config::oidc::OidcTokens;
 use crate::config::TokenSource;
-use crate::config::kafka::{client_config, principal, set_default};
 
 use crate::app::broker::{create_topics_with, EmbeddedBroker};
 use crate::codec::registry::DevRegistry;
@@ -675,8 +675,18 @@ impl App {
     }
 
     /// Starts, then runs until `shutdown` completes, then shuts down gracefully.
+    ///
+    /// A shutdown during the start (which waits while the cluster cannot be reached or
+    /// refuses the login) ends it where it is: nothing was consumed yet.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        let running = self.start().await?;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let running = tokio::select! {
+            running = self.start() => running?,
+            () = &mut shutdown => {
+                tracing::info!("stopped before the start completed");
+                return Ok(());
+            }
+        };
         shutdown.await;
         running.shutdown().await;
         Ok(())

@@ -46,7 +46,11 @@ pub struct OAuthToken {
 
 impl OAuthToken {
     /// A token for `principal`, valid until `expires_at`.
-    pub fn new(token: impl Into<Secret>, principal: impl Into<String>, expires_at: SystemTime) -> Self {
+    pub fn new(
+        token: impl Into<Secret>,
+        principal: impl Into<String>,
+        expires_at: SystemTime,
+    ) -> Self {
         Self {
             token: token.into(),
             principal: principal.into(),
@@ -159,7 +163,7 @@ impl ClientHooks {
     /// Handles an error librdkafka reported for `client`: an authentication failure is logged
     /// as such and reported; anything else is logged as a warning (both through the gate).
     pub(crate) fn error(&self, client: &str, error: &KafkaError, reason: &str) {
-        if is_authentication(error) {
+        if is_authentication(error, reason) {
             let message = format!(
                 "authentication failed for {} at {}: {}",
                 self.0.principal,
@@ -214,7 +218,11 @@ impl ClientHooks {
             .expires_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        tracing::debug!(principal = token.principal, lifetime_ms, "OAUTHBEARER token refreshed");
+        tracing::debug!(
+            principal = token.principal,
+            lifetime_ms,
+            "OAUTHBEARER token refreshed"
+        );
         Ok(rdkafka::client::OAuthToken {
             token: token.token.expose().to_owned(),
             principal_name: token.principal,
@@ -286,7 +294,10 @@ impl Clients {
 
     /// A client named `name` (in logs) with no callbacks of its own: a consumer, producer or
     /// admin client of `rdkafka` with the [`Hooked`] context.
-    pub(crate) fn create<T: FromClientConfigAndContext<Hooked>>(&self, name: &str) -> KafkaResult<T> {
+    pub(crate) fn create<T: FromClientConfigAndContext<Hooked>>(
+        &self,
+        name: &str,
+    ) -> KafkaResult<T> {
         T::from_config_and_context(
             &self.config,
             Hooked {
@@ -342,16 +353,19 @@ pub(crate) fn connected(statistics: &Statistics) -> bool {
         .any(|b| b.state == "UP" && !matches!(b.source.as_str(), "internal" | "logical"))
 }
 
-/// Whether `error` says a TLS handshake or a SASL login failed.
-fn is_authentication(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
+/// Whether `error` says a TLS handshake or a SASL login failed: librdkafka's authentication
+/// and SSL errors, and a transport failure that OpenSSL explains (the broker's TLS alert, e.g.
+/// `certificate required` when mutual TLS finds no client certificate).
+fn is_authentication(error: &KafkaError, reason: &str) -> bool {
+    match error.rdkafka_error_code() {
         Some(
             RDKafkaErrorCode::Authentication
-                | RDKafkaErrorCode::SSL
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-        )
-    )
+            | RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::SaslAuthenticationFailed,
+        ) => true,
+        Some(RDKafkaErrorCode::BrokerTransportFailure) => reason.contains("SSL routines"),
+        _ => false,
+    }
 }
 
 /// librdkafka's reason without the broker prefix it repeats (`sasl_ssl://host:port/1: `).
@@ -395,8 +409,11 @@ impl LogGate {
         }
     }
 
-    /// Whether the line `text` shows at `now`.
+    /// Whether the line `text` shows at `now`. Lines alike but for their digits, or for
+    /// librdkafka's trailing `(after 3ms in state …, 2 identical error(s) suppressed)`, are
+    /// one line.
     pub(crate) fn admit(&mut self, text: &str, now: Instant) -> Gate {
+        let text = text.split(" (after ").next().unwrap_or(text);
         let mut key = String::with_capacity(text.len());
         for c in text.chars() {
             match c.is_ascii_digit() {
@@ -438,8 +455,9 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut gate = LogGate::new(s(60), 2);
-        let a = "Connect to ipv4#127.0.0.1:9092 failed (after 3ms)";
-        let a_again = "Connect to ipv4#127.0.0.1:9092 failed (after 12ms)";
+        let a = "Connect to ipv4#127.0.0.1:9092 failed (after 3ms in state CONNECT)";
+        let a_again = "Connect to ipv4#127.0.0.1:9092 failed (after 12ms in state CONNECT, \
+                       1 identical error(s) suppressed)";
         let cases: &[(&str, u64, Gate)] = &[
             (a, 0, Gate::Show { suppressed: 0 }),
             (a_again, 1, Gate::Hide),
@@ -452,7 +470,11 @@ mod tests {
             ("another line", 63, Gate::Show { suppressed: 0 }),
         ];
         for (i, (text, at, want)) in cases.iter().enumerate() {
-            assert_eq!(gate.admit(text, t0 + s(*at)), *want, "step {i}: {text} at {at} s");
+            assert_eq!(
+                gate.admit(text, t0 + s(*at)),
+                *want,
+                "step {i}: {text} at {at} s"
+            );
         }
     }
 
@@ -469,7 +491,18 @@ mod tests {
         let reason = "sasl_plaintext://127.0.0.1:9092/bootstrap: SASL authentication error: \
                       SASL SCRAM authentication failed: broker responded with invalid-proof";
         hooks.error("producer", &error, reason);
-        hooks.error("producer", &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown), "down");
+        hooks.error(
+            "producer",
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "down",
+        );
+        let refused = "ssl://127.0.0.1:9093/bootstrap: Connect to ipv4#127.0.0.1:9093 failed: \
+                       Connection refused";
+        let transport = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        hooks.error("producer", &transport, refused);
+        let alert = "ssl://127.0.0.1:9093/bootstrap: Receive failed: error:0A00045C:SSL \
+                     routines::tlsv13 alert certificate required: SSL alert number 116";
+        hooks.error("producer", &transport, alert);
         hooks.connected();
         assert_eq!(
             *reports.lock().unwrap(),
@@ -477,6 +510,12 @@ mod tests {
                 Access::Refused(
                     "authentication failed for alice at 127.0.0.1:9092: SASL authentication \
                      error: SASL SCRAM authentication failed: broker responded with invalid-proof"
+                        .into()
+                ),
+                Access::Refused(
+                    "authentication failed for alice at 127.0.0.1:9092: Receive failed: \
+                     error:0A00045C:SSL routines::tlsv13 alert certificate required: SSL alert \
+                     number 116"
                         .into()
                 ),
                 Access::Granted
@@ -509,7 +548,12 @@ mod tests {
         );
         let failing: Arc<dyn TokenProvider> =
             Arc::new(|| async { Err::<OAuthToken, BoxError>("the IdP said no".into()) });
-        let hooks = ClientHooks::new("p".into(), "b".into(), Some((failing, runtime.handle().clone())), |_| {});
+        let hooks = ClientHooks::new(
+            "p".into(),
+            "b".into(),
+            Some((failing, runtime.handle().clone())),
+            |_| {},
+        );
         let e = hooks.token().err().unwrap().to_string();
         assert!(e.contains("token provider failed: the IdP said no"), "{e}");
         let e = ClientHooks::detached("p".into(), "b".into())

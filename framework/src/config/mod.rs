@@ -37,8 +37,7 @@ pub use listener::{DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode,
 pub use registry::{Registry, RegistryAuth, SchemaRegistryConfig};
 pub use secret::{redact_url, Secret, REDACTED};
 pub use security::{
-    KafkaSecurity, OidcConfig, OidcLogin, SaslConfig, SaslMechanism, SecurityProtocol,
-    TokenSource,
+    KafkaSecurity, OidcConfig, OidcLogin, SaslConfig, SaslMechanism, SecurityProtocol, TokenSource,
 };
 pub use store::StoreConfig;
 
@@ -159,11 +158,13 @@ impl KafkaConfig {
             .get("sasl.oauthbearer.method")
             .is_some_and(|m| m.eq_ignore_ascii_case("oidc"))
         {
-            return Err("kafka.properties sets sasl.oauthbearer.method = oidc, which needs \
+            return Err(
+                "kafka.properties sets sasl.oauthbearer.method = oidc, which needs \
                         librdkafka's libcurl: atoll fetches OpenID Connect tokens itself; set \
                         kafka.security.sasl.oidc (token_endpoint_url, client_id, client_secret) \
                         instead"
-                .into());
+                    .into(),
+            );
         }
         self.security_properties().map(drop)
     }

@@ -51,7 +51,10 @@ impl OidcTokens {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
         if let Some(ca) = &login.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
-                format!("kafka.security.sasl.oidc.ca_file: cannot read `{}`: {e}", ca.display())
+                format!(
+                    "kafka.security.sasl.oidc.ca_file: cannot read `{}`: {e}",
+                    ca.display()
+                )
             })?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
                 format!(
@@ -133,7 +136,10 @@ mod tests {
     #[test]
     fn a_jwt_names_its_principal_and_expiry() {
         let c = claims(&jwt(r#"{"sub":"svc-orders","exp":2000000000}"#)).unwrap();
-        assert_eq!((c.sub.as_deref(), c.exp), (Some("svc-orders"), Some(2_000_000_000)));
+        assert_eq!(
+            (c.sub.as_deref(), c.exp),
+            (Some("svc-orders"), Some(2_000_000_000))
+        );
         assert!(claims("opaque-token").is_none());
         assert!(claims("a.!!!.c").is_none());
     }

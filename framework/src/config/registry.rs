@@ -141,8 +141,12 @@ impl Registry {
 
 /// Reads a PEM certificate, naming the file when it cannot.
 fn certificate(path: &Path) -> Result<reqwest::Certificate, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("schema_registry.ca_file: cannot read `{}`: {e}", path.display()))?;
+    let pem = std::fs::read(path).map_err(|e| {
+        format!(
+            "schema_registry.ca_file: cannot read `{}`: {e}",
+            path.display()
+        )
+    })?;
     reqwest::Certificate::from_pem(&pem).map_err(|e| {
         format!(
             "schema_registry.ca_file: `{}` is not a PEM certificate: {e}",
@@ -233,19 +237,34 @@ mod tests {
         .unwrap();
         assert!(matches!(r.auth(), RegistryAuth::Basic { username, .. } if username == "KEY"));
         let client = r.blocking_client(Duration::from_secs(1)).unwrap();
-        let request = r.login(client.get("https://registry:8081/subjects")).build().unwrap();
+        let request = r
+            .login(client.get("https://registry:8081/subjects"))
+            .build()
+            .unwrap();
         assert_eq!(
             request.headers()["authorization"].to_str().unwrap(),
             "Basic S0VZOnMzY3JldA=="
         );
         assert!(!format!("{request:?}").contains("S0VZ"), "{request:?}");
         let r = with(|c| c.token = Some("t0k".into())).unwrap().unwrap();
-        let request = r.login(client.get("https://registry:8081/subjects")).build().unwrap();
-        assert_eq!(request.headers()["authorization"].to_str().unwrap(), "Bearer t0k");
+        let request = r
+            .login(client.get("https://registry:8081/subjects"))
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.headers()["authorization"].to_str().unwrap(),
+            "Bearer t0k"
+        );
         assert!(!format!("{r:?}").contains("t0k"));
         let errors: [(&str, Box<dyn Fn(&mut SchemaRegistryConfig)>); 5] = [
-            ("without schema_registry.password", Box::new(|c| c.username = Some("K".into()))),
-            ("without schema_registry.username", Box::new(|c| c.password = Some("p".into()))),
+            (
+                "without schema_registry.password",
+                Box::new(|c| c.username = Some("K".into())),
+            ),
+            (
+                "without schema_registry.username",
+                Box::new(|c| c.password = Some("p".into())),
+            ),
             (
                 "both set",
                 Box::new(|c| {
@@ -254,7 +273,10 @@ mod tests {
                     c.token = Some("t".into());
                 }),
             ),
-            ("must be an http", Box::new(|c| c.url = Some("registry:8081".into()))),
+            (
+                "must be an http",
+                Box::new(|c| c.url = Some("registry:8081".into())),
+            ),
             (
                 "schema_registry.ca_file: cannot read `/nonexistent.pem`",
                 Box::new(|c| c.ca_file = Some("/nonexistent.pem".into())),

@@ -133,11 +133,15 @@ pub fn redact_url(url: &str) -> String {
                 Some((user, _)) => format!("{user}:{REDACTED}"),
                 None => login.to_owned(),
             };
-            let (host, query) = after.split_once('?').map_or((after, None), |(h, q)| (h, Some(q)));
+            let (host, query) = after
+                .split_once('?')
+                .map_or((after, None), |(h, q)| (h, Some(q)));
             (format!("{shown_login}@{host}"), query)
         }
         None => {
-            let (host, query) = rest.split_once('?').map_or((rest, None), |(h, q)| (h, Some(q)));
+            let (host, query) = rest
+                .split_once('?')
+                .map_or((rest, None), |(h, q)| (h, Some(q)));
             (host.to_owned(), query)
         }
     };
@@ -169,7 +173,10 @@ mod tests {
             serde_json::to_string(&s).unwrap(),
         ];
         for text in shown {
-            assert!(!text.contains("hunter2") && text.contains(REDACTED), "{text}");
+            assert!(
+                !text.contains("hunter2") && text.contains(REDACTED),
+                "{text}"
+            );
         }
         assert_eq!(s.expose(), "hunter2");
         let back: Secret = serde_json::from_str("\"hunter2\"").unwrap();
@@ -195,7 +202,10 @@ mod tests {
                 Ok(text) => assert_eq!(got.unwrap().unwrap().expose(), *text, "{name}"),
                 Err(part) => {
                     let e = got.unwrap_err();
-                    assert!(e.contains(part) && e.contains("password_file"), "{name}: {e}");
+                    assert!(
+                        e.contains(part) && e.contains("password_file"),
+                        "{name}: {e}"
+                    );
                 }
             }
         }

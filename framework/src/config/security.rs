@@ -315,7 +315,9 @@ impl KafkaSecurity {
         }
         let mut principal = "anonymous".to_owned();
         match (&self.certificate_file, &self.key_file) {
-            (Some(cert), Some(_)) => principal = format!("the client certificate {}", cert.display()),
+            (Some(cert), Some(_)) => {
+                principal = format!("the client certificate {}", cert.display())
+            }
             (None, None) => {}
             (Some(_), None) | (None, Some(_)) => {
                 return Err(format!(
@@ -348,7 +350,11 @@ impl KafkaSecurity {
             set("ssl.key.password", Value::Secret(p));
         }
         if protocol.tls() {
-            let algorithm = if self.verify_hostname { "https" } else { "none" };
+            let algorithm = if self.verify_hostname {
+                "https"
+            } else {
+                "none"
+            };
             set(
                 "ssl.endpoint.identification.algorithm",
                 Value::Text(algorithm.into()),
@@ -429,7 +435,9 @@ impl SaslConfig {
                     .username
                     .clone()
                     .filter(|u| !u.is_empty())
-                    .ok_or_else(|| format!("{} is needed for {}", key("username"), mechanism.as_str()))?;
+                    .ok_or_else(|| {
+                        format!("{} is needed for {}", key("username"), mechanism.as_str())
+                    })?;
                 let password = Secret::resolve(
                     &key("password"),
                     self.password.as_ref(),
@@ -580,12 +588,7 @@ mod tests {
             ..KafkaSecurity::default()
         };
         let cases: Vec<(&str, KafkaSecurity, Vec<(&str, &str)>, &str)> = vec![
-            (
-                "default",
-                KafkaSecurity::default(),
-                vec![],
-                "anonymous",
-            ),
+            ("default", KafkaSecurity::default(), vec![], "anonymous"),
             (
                 "tls with a CA",
                 tls(SecurityProtocol::Ssl),
@@ -687,7 +690,11 @@ mod tests {
         for (name, security, want, principal) in cases {
             let r = security.resolve().unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(shown(&r), want, "{name}");
-            assert!(r.principal().starts_with(principal), "{name}: {}", r.principal());
+            assert!(
+                r.principal().starts_with(principal),
+                "{name}: {}",
+                r.principal()
+            );
         }
     }
 
@@ -774,7 +781,11 @@ mod tests {
                     }),
                     ..KafkaSecurity::default()
                 },
-                &["kafka.security.sasl.password", "does not apply", "OAUTHBEARER"],
+                &[
+                    "kafka.security.sasl.password",
+                    "does not apply",
+                    "OAUTHBEARER",
+                ],
             ),
         ];
         for (name, security, parts) in cases {

@@ -54,7 +54,10 @@ pub(crate) struct Events {
 
 impl Events {
     /// Callbacks through `hooks` that report a fatal error to `on_fatal`.
-    pub(crate) fn new(hooks: ClientHooks, on_fatal: impl Fn(String) + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(
+        hooks: ClientHooks,
+        on_fatal: impl Fn(String) + Send + Sync + 'static,
+    ) -> Self {
         Self {
             hooks,
             on_fatal: Box::new(on_fatal),

@@ -167,7 +167,8 @@ fn otlp_provider(
             redact_url(url)
         ))
     };
-    let mut builder = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(10));
+    let mut builder =
+        reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(10));
     if let Some(ca) = &config.otlp_ca_file {
         let pem = std::fs::read(ca).map_err(|e| {
             Error::Config(format!(
@@ -224,12 +225,26 @@ mod tests {
                 Some("http://g"),
                 Some("https://c:4318/v1/traces"),
             ),
-            (None, Some("https://t:4318/custom"), Some("http://g"), Some("https://t:4318/custom")),
-            (None, None, Some("https://g:4318"), Some("https://g:4318/v1/traces")),
+            (
+                None,
+                Some("https://t:4318/custom"),
+                Some("http://g"),
+                Some("https://t:4318/custom"),
+            ),
+            (
+                None,
+                None,
+                Some("https://g:4318"),
+                Some("https://g:4318/v1/traces"),
+            ),
         ];
         for (configured, traces, generic, want) in cases {
             let got = traces_endpoint(*configured, *traces, *generic).unwrap();
-            assert_eq!(got.as_deref(), *want, "{configured:?} {traces:?} {generic:?}");
+            assert_eq!(
+                got.as_deref(),
+                *want,
+                "{configured:?} {traces:?} {generic:?}"
+            );
         }
         let e = traces_endpoint(None, None, Some("collector:4318"))
             .unwrap_err()
