@@ -368,11 +368,11 @@ fn is_authentication(error: &KafkaError, reason: &str) -> bool {
     }
 }
 
-/// librdkafka's reason without the broker prefix it repeats (`sasl_ssl://host:port/1: `).
+/// librdkafka's reason without the broker it names first (`sasl_ssl://host:port/1: `).
 fn broker_reason(reason: &str) -> &str {
-    match reason.split_once("://") {
-        Some((_, rest)) => rest.split_once(": ").map_or(reason, |(_, why)| why),
-        None => reason,
+    match reason.split_once(": ") {
+        Some((broker, why)) if broker.contains("://") && !broker.contains(' ') => why,
+        _ => reason,
     }
 }
 
@@ -522,6 +522,9 @@ mod tests {
             ]
         );
         assert_eq!(broker_reason("no prefix"), "no prefix");
+        let provider = "Failed to acquire SASL OAUTHBEARER token: the token endpoint \
+                        http://idp/token answered 401: {}";
+        assert_eq!(broker_reason(provider), provider);
     }
 
     #[test]
