@@ -451,7 +451,8 @@ fn topics_plan(
     }
     let mut incompatible = Vec::new();
     if let Some(registry) = registry {
-        for (subject, verdict) in schemas::check(registry, &target.dir, &manifests)? {
+        let registry = schemas::registry(registry)?;
+        for (subject, verdict) in schemas::check(&registry, &target.dir, &manifests)? {
             match verdict {
                 schemas::Verdict::New => writeln!(out, "schema {subject}: new subject")?,
                 schemas::Verdict::Compatible => writeln!(out, "schema {subject}: compatible")?,

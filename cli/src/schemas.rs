@@ -5,7 +5,16 @@
 use std::path::Path;
 
 use anyhow::Context as _;
+use atoll::config::{Config, Registry};
 use atoll::contract::Manifest;
+
+/// The registry at `url`, reached with the configured CA and login (`schema_registry.*`).
+pub(crate) fn registry(url: &str) -> anyhow::Result<Registry> {
+    let mut config = Config::load()?.schema_registry;
+    config.url = Some(url.to_owned());
+    let registry = config.resolve().map_err(anyhow::Error::msg)?;
+    Ok(registry.expect("a URL is set"))
+}
 
 /// What the registry says of one subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +30,15 @@ pub(crate) enum Verdict {
 /// The verdict on every event of `manifests` that has a subject, by subject. Each schema is
 /// read from `<dir>/avro/<subject>.avsc`.
 pub(crate) fn check(
-    registry: &str,
+    registry: &Registry,
     dir: &Path,
     manifests: &[Manifest],
 ) -> anyhow::Result<Vec<(String, Verdict)>> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()?;
-    let base = registry.trim_end_matches('/');
+    let client = registry
+        .blocking_client(std::time::Duration::from_secs(10))
+        .map_err(anyhow::Error::msg)?;
+    let base = registry.url().trim_end_matches('/');
+    let shown = registry.shown();
     let mut verdicts = Vec::new();
     for (subject, path) in manifests
         .iter()
@@ -40,24 +50,23 @@ pub(crate) fn check(
             .with_context(|| format!("reading the schema of {subject} ({})", path.display()))?;
         let body = serde_json::to_vec(&serde_json::json!({ "schema": schema }))?;
         let url = format!("{base}/compatibility/subjects/{subject}/versions/latest?verbose=true");
-        let response = client
+        let request = client
             .post(&url)
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .body(body)
-            .send()
-            .with_context(|| {
-                format!(
-                    "cannot reach the schema registry at {base} (set --registry or \
-                     ATOLL_SCHEMA_REGISTRY__URL to a reachable one)"
-                )
-            })?;
+            .body(body);
+        let response = registry.login(request).send().with_context(|| {
+            format!(
+                "cannot reach the schema registry at {shown} (set --registry or \
+                 ATOLL_SCHEMA_REGISTRY__URL to a reachable one)"
+            )
+        })?;
         let status = response.status();
         let text = response.text().unwrap_or_default();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let verdict = if status.as_u16() == 404 {
             Verdict::New
         } else if !status.is_success() {
-            anyhow::bail!("the registry at {base} answered {status} for {subject}: {text}");
+            anyhow::bail!("the registry at {shown} answered {status} for {subject}: {text}");
         } else if json["is_compatible"] == true {
             Verdict::Compatible
         } else {

@@ -10,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::backoff::Backoff;
+use crate::app::wait::until_ok;
 use crate::config::client::{ClientHooks, Clients, Hooked};
 use crate::contract::service::TopicSpec;
 use crate::error::{Error, Result};
@@ -113,34 +113,20 @@ pub async fn create_topics(client: &ClientConfig, topics: &[TopicSpec]) -> Resul
     create(&clients, topics).await
 }
 
-/// Creates the missing topics at start, waiting (not ready, saying why, until it works or the
-/// process is stopped) while the cluster cannot be reached, refuses the login, or refuses the
-/// creation for want of permission: a crash would only restart into the same wait.
+/// Creates the missing topics at start, waiting (see [`wait`](super::wait)) while the cluster
+/// cannot be reached, refuses the login, or refuses the creation for want of permission.
 pub(crate) async fn create_topics_with(
     clients: &Clients,
     topics: &[TopicSpec],
     health: &Health,
 ) -> Result<()> {
-    let mut delays = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).iter();
-    loop {
-        let e = match create(clients, topics).await {
-            Ok(()) => {
-                health.waiting(None);
-                return Ok(());
-            }
-            Err(e) if waits(&e) => e,
-            Err(e) => return Err(e),
-        };
-        let why = match &e {
-            Error::CreateTopic { .. } => {
-                format!("{e} (where operators create the topics, set kafka.create_topics = false)")
-            }
-            _ => e.to_string(),
-        };
-        tracing::warn!(error = why, "cannot create the topics yet; retrying");
-        health.waiting(Some(format!("starting: {why}")));
-        tokio::time::sleep(delays.next_delay()).await;
-    }
+    let why = |e: &Error| match e {
+        Error::CreateTopic { .. } => {
+            format!("{e} (where operators create the topics, set kafka.create_topics = false)")
+        }
+        _ => e.to_string(),
+    };
+    until_ok(health, || create(clients, topics), waits, why).await
 }
 
 /// Whether a failure to create topics may mend without a restart: the cluster unreachable,
@@ -149,9 +135,7 @@ fn waits(e: &Error) -> bool {
     match e {
         Error::Kafka { .. } => true,
         Error::CreateTopic { reason, .. } => {
-            reason.contains("authoriz")
-                || reason.contains("timed out")
-                || reason.contains("Timed out")
+            reason.contains("authoriz") || reason.to_lowercase().contains("timed out")
         }
         _ => false,
     }

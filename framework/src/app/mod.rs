@@ -2,6 +2,7 @@
 
 pub(crate) mod broker;
 pub(crate) mod shutdown;
+pub(crate) mod wait;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -585,6 +586,11 @@ impl App {
             Some(dev) => Some(Registry::open(dev.url())),
             None => registry.resolve().map_err(Error::Config)?,
         };
+        if let (Some(registry), None) = (&registry, &dev_registry) {
+            let check = || async { registry.check().await.map_err(Error::Registry) };
+            let registry_waits = |e: &Error| matches!(e, Error::Registry(_));
+            wait::until_ok(&health, check, registry_waits, Error::to_string).await?;
+        }
         // The process's codec: clients produce with it; each service with its own choice.
         let codec = Arc::new(Codec::new(
             self.config.service.codec.unwrap_or_default(),

@@ -1,8 +1,9 @@
 //! A development schema registry: the part of the Confluent Schema Registry API that atoll and
 //! its tools use, in memory, in-process.
 //!
-//! **Development and tests only**: nothing is persisted, there is no authentication, and only
-//! Avro schemas are supported. Production uses Confluent's registry (see `docker-compose.yml`).
+//! **Development and tests only**: nothing is persisted, the only login is an optional basic
+//! auth user ([`DevRegistry::start_with_login`], to test clients' logins), and only Avro
+//! schemas are supported. Production uses Confluent's registry (see `docker-compose.yml`).
 //!
 //! Endpoints: `GET /subjects`, `GET /subjects/{s}/versions`,
 //! `GET /subjects/{s}/versions/{v|latest}`, `POST /subjects/{s}/versions` (register, checked
@@ -24,6 +25,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::Secret;
 use crate::contract::compat::Compatibility;
 use crate::error::{Error, Result};
 use crate::ops::http::Server;
@@ -51,6 +53,16 @@ pub struct DevRegistry {
 impl DevRegistry {
     /// Starts a registry on a free loopback port (BACKWARD compatibility by default).
     pub async fn start() -> Result<Self> {
+        Self::serve(None).await
+    }
+
+    /// As [`start`](Self::start), answering only requests that log in as `username` with
+    /// `password` (basic auth); others get `401`, as Confluent's registry answers them.
+    pub async fn start_with_login(username: &str, password: Secret) -> Result<Self> {
+        Self::serve(Some((username.to_owned(), password))).await
+    }
+
+    async fn serve(login: Option<(String, Secret)>) -> Result<Self> {
         let store = Arc::new(Mutex::new(Store {
             schemas: Vec::new(),
             subjects: BTreeMap::new(),
@@ -73,6 +85,15 @@ impl DevRegistry {
                 get(subject_config).put(set_subject_config),
             )
             .with_state(store);
+        let app = match login {
+            Some(login) => {
+                let expected = Arc::new(basic(&login.0, login.1.expose()));
+                app.layer(axum::middleware::from_fn(move |request, next| {
+                    logged_in(expected.clone(), request, next)
+                }))
+            }
+            None => app,
+        };
         let server = Server::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             app,
@@ -95,6 +116,29 @@ impl DevRegistry {
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+/// The `Authorization` header of a basic auth login.
+fn basic(username: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let pair = format!("{username}:{password}");
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+}
+
+/// Passes a request that logs in as `expected`; answers others `401`.
+async fn logged_in(
+    expected: Arc<String>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if given == Some(expected.as_str()) {
+        return next.run(request).await;
+    }
+    error(StatusCode::UNAUTHORIZED, 401, "Unauthorized")
 }
 
 fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response {

@@ -124,18 +124,81 @@ impl Registry {
             .map_err(|e| format!("schema registry {}: {e}", self.shown()))
     }
 
-    /// `request` with the login added (its header is marked sensitive: left out of `Debug`).
-    pub fn login(
-        &self,
-        request: reqwest::blocking::RequestBuilder,
-    ) -> reqwest::blocking::RequestBuilder {
+    /// `request` with the login added (reqwest marks its header sensitive: left out of
+    /// `Debug`).
+    pub fn login<R: Login>(&self, request: R) -> R {
         match &self.auth {
             RegistryAuth::None => request,
             RegistryAuth::Basic { username, password } => {
-                request.basic_auth(username, Some(password.expose()))
+                request.basic(username, password.expose())
             }
-            RegistryAuth::Bearer(token) => request.bearer_auth(token.expose()),
+            RegistryAuth::Bearer(token) => request.bearer(token.expose()),
         }
+    }
+
+    /// Asks the registry for its configuration (`GET /config`), logged in: `Err` saying what
+    /// answered instead (unreachable, `401`, a TLS failure), without a secret.
+    pub async fn check(&self) -> Result<(), String> {
+        let timeout = Duration::from_secs(10);
+        let client = self.client(timeout)?.build().map_err(|e| e.to_string())?;
+        let url = format!("{}/config", self.url.trim_end_matches('/'));
+        let answer = self
+            .login(client.get(&url))
+            .send()
+            .await
+            .map_err(|e| format!("schema registry {} is unreachable: {}", self.shown(), chain(&e)))?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let hint = match status.as_u16() {
+            401 | 403 => " (check schema_registry.username and password, or token)",
+            _ => "",
+        };
+        Err(format!(
+            "schema registry {} answered {status}{hint}",
+            self.shown()
+        ))
+    }
+}
+
+/// An error and its sources, `: `-separated (reqwest's own message hides the TLS reason).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A request a login can be added to: reqwest's, async or blocking.
+pub trait Login {
+    /// With basic auth.
+    fn basic(self, username: &str, password: &str) -> Self;
+    /// With a bearer token.
+    fn bearer(self, token: &str) -> Self;
+}
+
+impl Login for reqwest::RequestBuilder {
+    fn basic(self, username: &str, password: &str) -> Self {
+        self.basic_auth(username, Some(password))
+    }
+
+    fn bearer(self, token: &str) -> Self {
+        self.bearer_auth(token)
+    }
+}
+
+impl Login for reqwest::blocking::RequestBuilder {
+    fn basic(self, username: &str, password: &str) -> Self {
+        self.basic_auth(username, Some(password))
+    }
+
+    fn bearer(self, token: &str) -> Self {
+        self.bearer_auth(token)
     }
 }
 
