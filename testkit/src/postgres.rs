@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
+use crate::pki::Pair;
 
 /// A running PostgreSQL server.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Postgres {
     port: u16,
     bin: PathBuf,
     owner: Option<&'static str>,
+    /// Whether the server offers TLS (`ssl = on`), with a certificate in its data directory.
+    tls: bool,
 }
 
 /// The directory holding `initdb` and `pg_ctl`: `$PG_BIN`, the `PATH`, or Debian's
@@ -58,6 +61,16 @@ impl Postgres {
     /// # Panics
     /// When PostgreSQL is not installed or does not start: the test must not pass without it.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// As [`start`](Self::start), offering TLS (`ssl = on`) with `server`'s certificate:
+    /// clients asking for `sslmode=verify-full` check it against the authority that signed it.
+    pub fn start_tls(server: &Pair) -> Self {
+        Self::start_with(Some(server))
+    }
+
+    fn start_with(tls: Option<&Pair>) -> Self {
         let bin = postgres_bin().unwrap_or_else(|| {
             panic!("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql); install Debian's `postgresql` (`.ci/run` does) or set PG_BIN: this test needs a database")
         });
@@ -73,6 +86,7 @@ impl Postgres {
             port: 0,
             bin,
             owner,
+            tls: tls.is_some(),
         };
         let data = pg.dir.join("data");
         pg.run(
@@ -88,6 +102,17 @@ impl Postgres {
                 "UTF8",
             ],
         );
+        if let Some(server) = tls {
+            // The server reads its key only when the server's user alone may read it.
+            for (from, to) in [(&server.cert, "server.crt"), (&server.key, "server.key")] {
+                let to = data.join(to);
+                std::fs::copy(from, &to).expect("the certificate into the data directory");
+                run(Command::new("chmod").args(["600", path(&to)]), "chmod");
+                if let Some(user) = owner {
+                    run(Command::new("chown").args([user, path(&to)]), "chown");
+                }
+            }
+        }
         for _ in 0..3 {
             pg.port = free_port();
             if pg.try_start() {
@@ -103,11 +128,14 @@ impl Postgres {
     }
 
     fn try_start(&self) -> bool {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
             self.port,
             path(&self.dir)
         );
+        if self.tls {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let data = self.dir.join("data");
         let log = self.dir.join("server.log");
         let started = self.try_run(
@@ -155,6 +183,33 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// The port the server listens on (`127.0.0.1`; `localhost` names it for TLS).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Adds a superuser `name` who must log in with `password` (SCRAM) over TCP; the others
+    /// stay trusted.
+    pub fn add_login(&self, name: &str, password: &str) {
+        let out = self.psql(
+            "postgres",
+            &format!("CREATE ROLE \"{name}\" LOGIN SUPERUSER PASSWORD '{password}'"),
+        );
+        assert!(
+            out.status.success(),
+            "CREATE ROLE {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hba = self.dir.join("data").join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        let login = format!(
+            "host all \"{name}\" 127.0.0.1/32 scram-sha-256\nhost all \"{name}\" ::1/128 scram-sha-256\n"
+        );
+        std::fs::write(&hba, login + &rules).expect("pg_hba.conf written");
+        let data = self.dir.join("data");
+        self.run("pg_ctl", &["-D", path(&data), "reload"]);
     }
 
     /// `postgres://atoll@127.0.0.1:<port>/postgres`.

@@ -406,3 +406,54 @@ async fn sasl_over_tls_logs_in() {
     handles_all(&good, &ids);
     good.terminate();
 }
+
+/// The store on `url` (with `password`), and whether its connection is TLS.
+async fn store_over(url: &str, password: Option<&str>) -> Result<bool, String> {
+    let mut config = atoll::config::StoreConfig::default();
+    config.url = Some(url.to_owned());
+    config.password = password.map(atoll::config::Secret::new);
+    config.connect_timeout_ms = 3_000;
+    let store = atoll::Store::connect(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ssl: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(ssl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_verifies_postgresql_over_tls_and_logs_in_with_a_password() {
+    let dir = scratch("postgres");
+    let pki = Pki::new(&dir.join("pki"));
+    let pg = atoll_testkit::Postgres::start_tls(&pki.server);
+    pg.add_login("shop", "pg-s3cret");
+    let url = |user: &str, ca: &Path, mode: &str| {
+        format!(
+            "postgres://{user}@localhost:{}/postgres?sslmode={mode}&sslrootcert={}",
+            pg.port(),
+            ca.display()
+        )
+    };
+    let verified = url("atoll", &pki.ca_file, "verify-full");
+    assert_eq!(store_over(&verified, None).await, Ok(true), "verify-full with the CA");
+    let required = url("atoll", &pki.ca_file, "require");
+    assert_eq!(store_over(&required, None).await, Ok(true), "require");
+
+    let wrong_ca = url("atoll", &pki.other_ca_file, "verify-full");
+    let e = store_over(&wrong_ca, None).await.unwrap_err();
+    assert!(
+        e.contains("connecting to postgres://atoll@localhost") && e.contains("TLS"),
+        "a server its CA did not sign is refused, saying so: {e}"
+    );
+
+    let login = url("shop", &pki.ca_file, "verify-full");
+    assert_eq!(store_over(&login, Some("pg-s3cret")).await, Ok(true), "a password login");
+    let e = store_over(&login, Some("not-pgs")).await.unwrap_err();
+    assert!(
+        e.contains("password authentication failed") && !e.contains("not-pgs"),
+        "a wrong password is refused, not shown: {e}"
+    );
+}
