@@ -37,23 +37,16 @@ impl Broker {
         };
         let mut client = client_config(&config, &bootstrap)?;
         client.set("socket.timeout.ms", "10000");
+        atoll::broker::reach(&client, TIMEOUT).with_context(|| {
+            format!("cannot reach the broker at {bootstrap} (ATOLL_KAFKA__BOOTSTRAP_SERVERS)")
+        })?;
         let producer = client.create()?;
-        let broker = Self {
+        Ok(Self {
             client,
             bootstrap,
             producer,
             runtime,
-        };
-        broker
-            .consumer()?
-            .fetch_metadata(None, TIMEOUT)
-            .with_context(|| {
-                format!(
-                    "cannot reach the broker at {} (ATOLL_KAFKA__BOOTSTRAP_SERVERS)",
-                    broker.bootstrap
-                )
-            })?;
-        Ok(broker)
+        })
     }
 
     /// The client configuration (address and properties).

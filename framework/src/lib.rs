@@ -145,7 +145,7 @@ pub mod retry_topic {
 
 /// Brokers: the embedded mock cluster, the shared client settings, and topic creation.
 pub mod broker {
-    pub use crate::app::broker::{create_topics, EmbeddedBroker};
+    pub use crate::app::broker::{create_topics, reach, EmbeddedBroker};
     pub use crate::config::kafka::client_config;
 }
 

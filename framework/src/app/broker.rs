@@ -11,7 +11,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::app::wait::until_ok;
-use crate::config::client::{ClientHooks, Clients, Hooked};
+use crate::config::client::{Access, ClientHooks, Clients, Hooked};
 use crate::contract::service::TopicSpec;
 use crate::error::{Error, Result};
 use crate::ops::health::Health;
@@ -96,6 +96,41 @@ impl Drop for EmbeddedBroker {
             let _ = t.join();
         }
     }
+}
+
+/// Checks that the cluster `client` bootstraps from answers within `timeout` (its metadata),
+/// for tools that talk to it once.
+///
+/// # Errors
+/// [`Error::Kafka`] saying why: the login or the TLS handshake refused (for whom, where, and
+/// the broker's reason, as the services log it), or no answer in time.
+pub fn reach(client: &ClientConfig, timeout: Duration) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let who = client.get("sasl.username").unwrap_or("anonymous").to_owned();
+    let bootstrap = client.get("bootstrap.servers").unwrap_or("").to_owned();
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let hooks = {
+        let refused = refused.clone();
+        ClientHooks::new(who, bootstrap.clone(), None, move |access| {
+            if let Access::Refused(why) = access {
+                *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
+        })
+    };
+    let consumer: BaseConsumer<Hooked> = Clients::new(client.clone(), hooks)
+        .create("atoll")
+        .map_err(|e| Error::kafka("creating a consumer", e))?;
+    let Err(e) = consumer.fetch_metadata(None, timeout) else {
+        return Ok(());
+    };
+    // The client's errors reach its callbacks when it is polled.
+    let _ = consumer.poll(Duration::from_millis(200));
+    let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let what = match refused {
+        Some(why) => why,
+        None => format!("no answer from the cluster at {bootstrap} within {timeout:?}"),
+    };
+    Err(Error::kafka(what, e))
 }
 
 /// Creates the topics that do not exist yet on a real broker; existing ones are left alone.
