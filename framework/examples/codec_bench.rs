@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use apache_avro::AvroSchema;
 use atoll::codec::DevRegistry;
-use atoll::codec::{Codec, CodecKind, SubjectStrategy};
+use atoll::codec::{Codec, CodecKind};
 use atoll::{event_service, Event};
 use serde::{Deserialize, Serialize};
 
@@ -95,12 +95,12 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
     let registry = DevRegistry::start().await.unwrap();
-    let json = Codec::new(CodecKind::Json, None, true, SubjectStrategy::default()).unwrap();
+    let settings = atoll::config::SchemaRegistryConfig::default();
+    let json = Codec::new(CodecKind::Json, None, &settings).unwrap();
     let avro = Codec::new(
         CodecKind::Avro,
         Some(&atoll::config::Registry::open(registry.url())),
-        true,
-        SubjectStrategy::default(),
+        &settings,
     )
     .unwrap();
     println!("{n} records per codec");

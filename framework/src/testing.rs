@@ -158,7 +158,7 @@ impl<S: Handlers> TestBed<S> {
             producer: Producer::recording(Arc::clone(&sink)),
             sink,
             codec: Arc::new(
-                Codec::new(CodecKind::Json, None, false, Default::default())
+                Codec::new(CodecKind::Json, None, &Default::default())
                     .expect("the JSON codec needs no configuration"),
             ),
             source: format!("{}/test", S::ID).into(),

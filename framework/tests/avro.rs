@@ -223,7 +223,7 @@ async fn inject(running: &atoll::Running, payloads: &[Vec<u8>]) {
 async fn bad_avro_is_dead_lettered_as_decode() {
     let registry = DevRegistry::start().await.unwrap();
     // A schema that is registered but is not `item_added`.
-    let other = reqwest_free_register(
+    let other = common::register_schema(
         registry.url(),
         "other-value",
         r#"{"type":"record","name":"other","fields":[{"name":"x","type":"int"}]}"#,
@@ -278,28 +278,6 @@ async fn bad_avro_is_dead_lettered_as_decode() {
     assert!(errors[2].contains("does not resolve"), "{}", errors[2]);
     assert!(stats.seen.lock().unwrap().is_empty());
     running.shutdown().await;
-}
-
-/// Registers `schema` under `subject` with a bare HTTP/1.1 request; returns its id.
-async fn reqwest_free_register(url: &str, subject: &str, schema: &str) -> u32 {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://").to_owned();
-    let body = serde_json::json!({ "schema": schema }).to_string();
-    let subject = subject.to_owned();
-    tokio::task::spawn_blocking(move || {
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    let req = format!(
-        "POST /subjects/{subject}/versions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let json = out.split("\r\n\r\n").nth(1).unwrap().to_owned();
-    serde_json::from_str::<serde_json::Value>(&json).unwrap()["id"].as_u64().unwrap() as u32
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

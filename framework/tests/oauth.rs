@@ -117,7 +117,10 @@ async fn oauthbearer_without_a_token_source_does_not_start() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("App::oauth_token_provider") && e.contains("oidc"), "{e}");
+    assert!(
+        e.contains("App::oauth_token_provider") && e.contains("oidc"),
+        "{e}"
+    );
 }
 
 /// What the fake token endpoint saw.

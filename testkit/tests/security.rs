@@ -416,11 +416,10 @@ async fn store_over(url: &str, password: Option<&str>) -> Result<bool, String> {
     let store = atoll::Store::connect(&config)
         .await
         .map_err(|e| e.to_string())?;
-    let ssl: bool =
-        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(store.pool())
-            .await
-            .map_err(|e| e.to_string())?;
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ssl)
 }
 
@@ -438,7 +437,11 @@ async fn the_store_verifies_postgresql_over_tls_and_logs_in_with_a_password() {
         )
     };
     let verified = url("atoll", &pki.ca_file, "verify-full");
-    assert_eq!(store_over(&verified, None).await, Ok(true), "verify-full with the CA");
+    assert_eq!(
+        store_over(&verified, None).await,
+        Ok(true),
+        "verify-full with the CA"
+    );
     let required = url("atoll", &pki.ca_file, "require");
     assert_eq!(store_over(&required, None).await, Ok(true), "require");
 
@@ -450,7 +453,11 @@ async fn the_store_verifies_postgresql_over_tls_and_logs_in_with_a_password() {
     );
 
     let login = url("shop", &pki.ca_file, "verify-full");
-    assert_eq!(store_over(&login, Some("pg-s3cret")).await, Ok(true), "a password login");
+    assert_eq!(
+        store_over(&login, Some("pg-s3cret")).await,
+        Ok(true),
+        "a password login"
+    );
     let e = store_over(&login, Some("not-pgs")).await.unwrap_err();
     assert!(
         e.contains("password authentication failed") && !e.contains("not-pgs"),

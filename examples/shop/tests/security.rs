@@ -125,11 +125,10 @@ async fn avro_round_trips_through_an_https_registry_with_basic_auth() {
     let (_registry, _front, url) = https_registry(&pki, &dir).await;
     let right = registry_config(&dir, "right.toml", &url, &pki.ca_file, "shop-secret");
     let env = vec![("ATOLL_CONFIG".to_owned(), right.display().to_string())];
-    let out = tokio::task::spawn_blocking(move || {
-        demo(&["--orders", "20", "--codec", "avro"], &env)
-    })
-    .await
-    .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || demo(&["--orders", "20", "--codec", "avro"], &env))
+            .await
+            .unwrap();
     assert!(out.status.success());
 
     // A wrong password: the service stays up, not ready, saying so, never showing it.
@@ -355,7 +354,12 @@ authorization = "Bearer {otlp}"
     let (shown, ok) = tokio::task::spawn_blocking({
         let env = env.clone();
         move || {
-            let (ok, text) = capture(SHOP, &["demo", "--orders", "20", "--codec", "avro"], &env, Some(http));
+            let (ok, text) = capture(
+                SHOP,
+                &["demo", "--orders", "20", "--codec", "avro"],
+                &env,
+                Some(http),
+            );
             (text, ok)
         }
     })
@@ -363,7 +367,10 @@ authorization = "Bearer {otlp}"
     .unwrap();
     assert!(ok, "the sentinel run completes:\n{shown}");
     assert!(shown.contains("summary: placed=20"), "{shown}");
-    assert!(shown.contains("atoll_records_handled_total"), "metrics were scraped");
+    assert!(
+        shown.contains("atoll_records_handled_total"),
+        "metrics were scraped"
+    );
     assert!(
         exports
             .lock()
@@ -433,8 +440,15 @@ authorization = "Bearer {otlp}"
     );
     for (name, text) in &outputs {
         if let Some(at) = text.find(SENTINEL) {
-            let from = text[..at].char_indices().rev().nth(200).map_or(0, |(i, _)| i);
-            panic!("{name} shows a secret: …{}…", &text[from..(at + 40).min(text.len())]);
+            let from = text[..at]
+                .char_indices()
+                .rev()
+                .nth(200)
+                .map_or(0, |(i, _)| i);
+            panic!(
+                "{name} shows a secret: …{}…",
+                &text[from..(at + 40).min(text.len())]
+            );
         }
     }
 }

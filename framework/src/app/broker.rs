@@ -106,7 +106,10 @@ impl Drop for EmbeddedBroker {
 /// the broker's reason, as the services log it), or no answer in time.
 pub fn reach(client: &ClientConfig, timeout: Duration) -> Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let who = client.get("sasl.username").unwrap_or("anonymous").to_owned();
+    let who = client
+        .get("sasl.username")
+        .unwrap_or("anonymous")
+        .to_owned();
     let bootstrap = client.get("bootstrap.servers").unwrap_or("").to_owned();
     let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
     let hooks = {

@@ -595,8 +595,7 @@ impl App {
         let codec = Arc::new(Codec::new(
             self.config.service.codec.unwrap_or_default(),
             registry.as_ref(),
-            self.config.schema_registry.auto_register,
-            self.config.schema_registry.subject_strategy,
+            &self.config.schema_registry,
         )?);
         let stop = CancellationToken::new();
         let wants_store =

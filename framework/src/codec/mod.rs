@@ -29,7 +29,7 @@ use schema_registry_converter::avro_common::get_supplied_schema;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 
-use crate::config::{Registry, RegistryAuth};
+use crate::config::{Registry, RegistryAuth, SchemaRegistryConfig};
 use crate::contract::codec::record_name;
 use crate::contract::event::Event;
 use crate::contract::topic::TopicName;
@@ -90,14 +90,19 @@ fn registry_error(e: SRCError) -> Error {
 
 impl Codec {
     /// Produces with `produce`; reads Avro through `registry`, if any (see
-    /// [`SchemaRegistryConfig::resolve`](crate::config::SchemaRegistryConfig::resolve), or
-    /// [`Registry::open`] for a registry without TLS settings or login).
+    /// [`SchemaRegistryConfig::resolve`], or [`Registry::open`] for a registry without TLS
+    /// settings or login), with `settings`' subject strategy, registration and allocation
+    /// limit.
+    ///
+    /// The allocation limit is apache-avro's, set once per process: the first codec made sets
+    /// it.
     pub fn new(
         produce: CodecKind,
         registry: Option<&Registry>,
-        auto_register: bool,
-        strategy: SubjectStrategy,
+        settings: &SchemaRegistryConfig,
     ) -> Result<Self> {
+        let (auto_register, strategy) = (settings.auto_register, settings.subject_strategy);
+        apache_avro::util::max_allocation_bytes(settings.max_allocation_bytes);
         let avro =
             match registry {
                 None if produce == CodecKind::Avro => return Err(Error::Config(

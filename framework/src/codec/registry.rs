@@ -122,7 +122,10 @@ impl DevRegistry {
 fn basic(username: &str, password: &str) -> String {
     use base64::Engine as _;
     let pair = format!("{username}:{password}");
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 /// Passes a request that logs in as `expected`; answers others `401`.

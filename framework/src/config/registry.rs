@@ -22,6 +22,10 @@ pub struct SchemaRegistryConfig {
     pub auto_register: bool,
     /// How subjects are named (default `topic_record_name`).
     pub subject_strategy: crate::contract::codec::SubjectStrategy,
+    /// The most bytes decoding one Avro record may allocate for one string, byte array,
+    /// array or map (default 64 MiB): a record declaring more (a few bytes can declare
+    /// millions of `null` items) is bad input, dead-lettered. Process-wide.
+    pub max_allocation_bytes: usize,
     /// PEM file of the certificate authority that signed the registry's certificate (default:
     /// the system's trusted authorities).
     pub ca_file: Option<PathBuf>,
@@ -43,6 +47,7 @@ impl Default for SchemaRegistryConfig {
             url: None,
             auto_register: true,
             subject_strategy: crate::contract::codec::SubjectStrategy::default(),
+            max_allocation_bytes: 64 * 1024 * 1024,
             ca_file: None,
             username: None,
             password: None,
@@ -142,11 +147,13 @@ impl Registry {
         let timeout = Duration::from_secs(10);
         let client = self.client(timeout)?.build().map_err(|e| e.to_string())?;
         let url = format!("{}/config", self.url.trim_end_matches('/'));
-        let answer = self
-            .login(client.get(&url))
-            .send()
-            .await
-            .map_err(|e| format!("schema registry {} is unreachable: {}", self.shown(), chain(&e)))?;
+        let answer = self.login(client.get(&url)).send().await.map_err(|e| {
+            format!(
+                "schema registry {} is unreachable: {}",
+                self.shown(),
+                chain(&e)
+            )
+        })?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());
@@ -221,6 +228,12 @@ fn certificate(path: &Path) -> Result<reqwest::Certificate, String> {
 impl SchemaRegistryConfig {
     /// The configured registry, its secrets read; `None` without a `url`. `Err` names the key.
     pub fn resolve(&self) -> Result<Option<Registry>, String> {
+        if self.max_allocation_bytes < 1024 {
+            return Err(format!(
+                "schema_registry.max_allocation_bytes {} is below 1024: no record would decode",
+                self.max_allocation_bytes
+            ));
+        }
         let password = Secret::resolve(
             "schema_registry.password",
             self.password.as_ref(),
@@ -319,7 +332,11 @@ mod tests {
             "Bearer t0k"
         );
         assert!(!format!("{r:?}").contains("t0k"));
-        let errors: [(&str, Box<dyn Fn(&mut SchemaRegistryConfig)>); 5] = [
+        let errors: [(&str, Box<dyn Fn(&mut SchemaRegistryConfig)>); 6] = [
+            (
+                "schema_registry.max_allocation_bytes",
+                Box::new(|c| c.max_allocation_bytes = 10),
+            ),
             (
                 "without schema_registry.password",
                 Box::new(|c| c.username = Some("K".into())),

@@ -210,3 +210,25 @@ where
     }
     false
 }
+
+/// Registers `schema` under `subject` with a bare HTTP/1.1 request; returns its id.
+pub(crate) async fn register_schema(url: &str, subject: &str, schema: &str) -> u32 {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").to_owned();
+    let body = serde_json::json!({ "schema": schema }).to_string();
+    let subject = subject.to_owned();
+    tokio::task::spawn_blocking(move || {
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let req = format!(
+        "POST /subjects/{subject}/versions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let json = out.split("\r\n\r\n").nth(1).unwrap().to_owned();
+    serde_json::from_str::<serde_json::Value>(&json).unwrap()["id"].as_u64().unwrap() as u32
+    })
+    .await
+    .unwrap()
+}
