@@ -150,3 +150,80 @@ async fn a_reply_reaches_the_requester_in_the_same_flow() {
         .contains("not a reply topic"));
     assert_eq!(dlq[0].key(), Some(&b"pear"[..]));
 }
+
+/// Sends a `price` command with these reply headers, raw.
+async fn price_with(client: &atoll::Client, sku: &str, to: &str, partition: Option<i32>) {
+    let (headers, _) = atoll::envelope::Outgoing {
+        reply_to: Some(to),
+        reply_partition: partition,
+        ..atoll::envelope::Outgoing::new(Price::ce_type(), "test")
+    }
+    .headers();
+    let payload = format!(r#"{{"sku":"{sku}"}}"#);
+    client
+        .send_raw(
+            "acme.test.pricer.commands",
+            Some(sku.as_bytes()),
+            payload.as_bytes(),
+            headers,
+        )
+        .await
+        .unwrap();
+}
+
+/// A reply that cannot be delivered (to a reply topic that does not exist, or a partition it
+/// does not have) makes its command bad input: dead-lettered with the cause, and the
+/// partition moves on (a reply retried forever would stall it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_address_that_does_not_exist_is_dead_lettered_not_retried_forever() {
+    let asker = Asker::default();
+    let running = App::new(Config::default())
+        .service(asker.clone())
+        .service(Pricer)
+        .start()
+        .await
+        .unwrap();
+    let client = running.client("test");
+    price_with(&client, "ghost", "acme.test.ghost.private.reply", None).await;
+    price_with(&client, "far", "acme.test.asker.private.reply", Some(99)).await;
+    price_with(&client, "near", "acme.test.asker.private.reply", Some(0)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while asker.replies.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let dlq = tokio::task::spawn_blocking(move || {
+        common::read_topic_within(
+            &bootstrap,
+            "acme.test.pricer.private.dlq",
+            1,
+            2,
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    let replies = asker.replies.lock().unwrap().clone();
+    assert_eq!(replies.len(), 1, "the command after them is handled");
+    assert_eq!(replies[0].2.sku, "near");
+    let errors: Vec<(&str, &str)> = dlq
+        .iter()
+        .map(|m| {
+            (
+                header(m, "atoll_dlq_error_kind").unwrap(),
+                header(m, "atoll_dlq_error").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].1.contains("`acme.test.ghost.private.reply` names a reply topic that does not exist"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].1.contains("atoll_reply_partition 99 is out of range"),
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|(kind, _)| *kind == "decode"), "{errors:?}");
+}

@@ -32,8 +32,9 @@ use crate::config::client::{Clients, Hooked};
 use crate::config::{DeliveryMode, ListenerConfig, OrderingMode};
 use crate::contract::dead_letter::DeadLetterKind;
 use crate::contract::envelope::{Envelope, RecordView};
+use crate::contract::reply::ReplyTarget;
 use crate::contract::service::Service;
-use crate::contract::topic::{PrivateTopic, TopicName};
+use crate::contract::topic::TopicName;
 use crate::handler::context::{Context, Meta, Stage};
 use crate::handler::listener::{CallError, Listener};
 use crate::handler::transaction::{self, TxCell};
@@ -508,10 +509,7 @@ impl<S: Service> ListenerEnv<S> {
                 return false;
             }
         }
-        if let Some(to) = inc.reply_to.filter(|to| !is_reply_topic(to)) {
-            let error = format!(
-                "ce_replyto `{to}` is not a reply topic; replies go only to `<company>.<namespace>.<service>.private.reply`"
-            );
+        if let Err(error) = self.reply_target(&inc).await {
             return self
                 .bad_input(msg, DeadLetterKind::Decode, error, cancel)
                 .await;
@@ -605,6 +603,22 @@ impl<S: Service> ListenerEnv<S> {
         unreachable!("the attempt loop only ends by returning")
     }
 
+    /// `Err` saying why a record's reply address is bad input (see [`ReplyTarget`]): its form,
+    /// or, from the cluster's metadata, a topic or partition that does not exist. When the
+    /// cluster cannot say, the record is handled (its reply is retried as any output).
+    async fn reply_target(&self, inc: &Envelope<'_>) -> std::result::Result<(), String> {
+        let Some(target) = ReplyTarget::parse(inc.reply_to, inc.reply_partition)? else {
+            return Ok(());
+        };
+        match self.producer.partitions(target.topic).await {
+            Ok(partitions) => target.fits(partitions),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot check a reply address now");
+                Ok(())
+            }
+        }
+    }
+
     /// The handled record's metadata. A record without a `ce_id` (or with an empty one) is
     /// given one from where it was written, the same on every delivery: ids are never empty,
     /// so two such records are never taken for one (an inbox duplicate, a saga's redelivered
@@ -626,6 +640,7 @@ impl<S: Service> ListenerEnv<S> {
             ce_type: inc.ce_type.unwrap_or_default().to_owned(),
             reply_to: own(inc.reply_to),
             causation_id: own(inc.causation_id),
+            // Checked before the record was handled.
             reply_partition: inc.reply_partition.and_then(|p| p.parse().ok()),
             content_type: own(inc.content_type),
             time: own(inc.time),
@@ -1038,12 +1053,6 @@ fn committed_offset(
     })
 }
 
-/// Whether `topic` names some service's `private.reply` topic.
-fn is_reply_topic(topic: &str) -> bool {
-    topic
-        .parse::<TopicName>()
-        .is_ok_and(|t| t.private_kind() == Some(PrivateTopic::Reply))
-}
 
 /// Sleeps; `false` when cancelled first.
 async fn sleep_unless(cancel: &CancellationToken, delay: Duration) -> bool {
@@ -1122,14 +1131,6 @@ mod tests {
         for (outcome, label) in cases {
             assert_eq!(failure_label(outcome), label, "{outcome:?}");
         }
-    }
-
-    #[test]
-    fn only_private_reply_topics_take_replies() {
-        assert!(is_reply_topic("acme.shop.orders.private.reply"));
-        assert!(!is_reply_topic("acme.shop.orders.events"));
-        assert!(!is_reply_topic("acme.shop.orders.private.dlq"));
-        assert!(!is_reply_topic("somewhere-else"));
     }
 
     #[test]

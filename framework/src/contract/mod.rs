@@ -18,6 +18,7 @@ pub(crate) mod envelope;
 pub(crate) mod event;
 pub(crate) mod files;
 pub(crate) mod manifest;
+pub(crate) mod reply;
 pub(crate) mod service;
 pub(crate) mod topic;
 

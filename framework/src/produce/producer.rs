@@ -2,6 +2,7 @@
 //! produces (the handler's context, the client); dead letters and retries keep the original
 //! headers. The producer moves bytes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 #[cfg(feature = "testing")]
 use std::sync::Mutex;
@@ -24,7 +25,12 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub(crate) struct Producer {
     inner: Inner,
+    /// Partition counts of the cluster's topics, and when they were read.
+    topics: Arc<std::sync::Mutex<Option<(std::time::Instant, HashMap<String, i32>)>>>,
 }
+
+/// How long the cluster's topics, once read, are trusted.
+const TOPICS_FOR: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 enum Inner {
@@ -152,6 +158,7 @@ impl Producer {
     pub(crate) fn new(inner: FutureProducer<Events>) -> Self {
         Self {
             inner: Inner::Kafka(Arc::new(inner)),
+            topics: Arc::default(),
         }
     }
 
@@ -160,7 +167,49 @@ impl Producer {
     pub(crate) fn recording(sink: Arc<Mutex<Vec<Recorded>>>) -> Self {
         Self {
             inner: Inner::Recording(sink),
+            topics: Arc::default(),
         }
+    }
+
+    /// How many partitions `topic` has (`None`: it does not exist), from the metadata of all
+    /// the cluster's topics (asking for one topic by name can make a broker create it),
+    /// read again after 30 s or when `topic` is not among them. A recording producer knows
+    /// every topic, with as many partitions as asked for.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the cluster did not answer.
+    pub(crate) async fn partitions(&self, topic: &str) -> Result<Option<i32>> {
+        let producer = match &self.inner {
+            Inner::Kafka(p) => p.clone(),
+            #[cfg(feature = "testing")]
+            Inner::Recording(_) => return Ok(Some(i32::MAX)),
+        };
+        {
+            let known = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, topics)) = &*known {
+                if let (Some(n), true) = (topics.get(topic), at.elapsed() < TOPICS_FOR) {
+                    return Ok(Some(*n));
+                }
+            }
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+                        .collect::<HashMap<_, _>>()
+                })
+        })
+        .await
+        .map_err(|_| Error::kafka("reading the cluster's topics", KafkaError::Canceled))?
+        .map_err(|e| Error::kafka("reading the cluster's topics", e))?;
+        let n = read.get(topic).copied();
+        *self.topics.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), read));
+        Ok(n)
     }
 
     /// Hands a record to the client; waits while its queue is full. The returned
