@@ -218,6 +218,7 @@ impl<S: Handlers> TestBed<S> {
             topic: String::new(),
             partition: 0,
             offset: 0,
+            key_bytes: key.clone().map(String::into_bytes),
             key,
             correlation_id: id.clone(),
             id,

@@ -227,3 +227,41 @@ async fn a_reply_address_that_does_not_exist_is_dead_lettered_not_retried_foreve
     );
     assert!(errors.iter().all(|(kind, _)| *kind == "decode"), "{errors:?}");
 }
+
+/// A key that is not UTF-8 is kept as it is in the reply (rewriting it would merge distinct
+/// keys and move the reply to another partition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_is_not_utf8_is_kept_as_bytes_in_the_reply() {
+    let asker = Asker::default();
+    let running = App::new(Config::default())
+        .service(asker.clone())
+        .service(Pricer)
+        .start()
+        .await
+        .unwrap();
+    let client = running.client("test");
+    let key: &[u8] = b"\xffpe\x00ar\xfe";
+    let (headers, _) = atoll::envelope::Outgoing {
+        reply_to: Some("acme.test.asker.private.reply"),
+        ..atoll::envelope::Outgoing::new(Price::ce_type(), "test")
+    }
+    .headers();
+    client
+        .send_raw(
+            "acme.test.pricer.commands",
+            Some(key),
+            br#"{"sku":"pear"}"#,
+            headers,
+        )
+        .await
+        .unwrap();
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let replies = tokio::task::spawn_blocking(move || {
+        common::read_topic(&bootstrap, "acme.test.asker.private.reply", 1, 1)
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].key(), Some(key), "the reply keeps the command's key bytes");
+}

@@ -634,7 +634,11 @@ impl<S: Service> ListenerEnv<S> {
             topic: msg.topic().to_owned(),
             partition: msg.partition(),
             offset: msg.offset(),
-            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: msg
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map(str::to_owned),
+            key_bytes: msg.key().map(<[u8]>::to_vec),
             correlation_id: inc.correlation_id.map_or_else(|| id.clone(), str::to_owned),
             id,
             ce_type: inc.ce_type.unwrap_or_default().to_owned(),

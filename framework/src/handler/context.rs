@@ -32,7 +32,7 @@ pub(crate) struct Record<'a> {
     /// Explicit partition; `None` lets the partitioner decide from the key.
     pub(crate) partition: Option<i32>,
     /// `None`: the handled record's key.
-    pub(crate) key: Option<String>,
+    pub(crate) key: Option<Vec<u8>>,
     pub(crate) ce_type: &'static str,
     pub(crate) payload: Encoded,
     pub(crate) reply_to: Option<&'a str>,
@@ -71,6 +71,9 @@ pub struct Meta {
     pub offset: i64,
     /// The record key (the aggregate id), if any and UTF-8.
     pub key: Option<String>,
+    /// The record key as it was written, whatever its bytes: outputs that name no key of
+    /// their own (replies, keyless events) carry it unchanged.
+    pub key_bytes: Option<Vec<u8>>,
     /// `ce_id`.
     pub id: String,
     /// `ce_type`.
@@ -222,7 +225,7 @@ impl<S: Service> Context<S> {
     ) -> Record<'static> {
         let payload = self.scope.codec.encode(&topic, event).await;
         Record {
-            key: event.key(),
+            key: event.key().map(String::into_bytes),
             ce_type: E::ce_type(),
             payload,
             ..Record::default_for(topic)
@@ -299,7 +302,7 @@ impl<S: Service> Context<S> {
     async fn start_produce(&self, record: Record<'_>) -> Result<(String, Option<Pending>)> {
         let meta = &self.scope.meta;
         let (payload, content_type) = record.payload?;
-        let key = record.key.or_else(|| meta.key.clone());
+        let key = record.key.or_else(|| meta.key_bytes.clone());
         let (headers, id) = Outgoing {
             ce_type: record.ce_type,
             source: &self.scope.source,
@@ -316,7 +319,7 @@ impl<S: Service> Context<S> {
             tx.push(OutboxRecord {
                 topic: record.topic.to_string(),
                 partition: record.partition,
-                key: key.map(String::into_bytes),
+                key,
                 payload,
                 headers: header_pairs(&headers),
                 ce_id: id.clone(),
@@ -327,13 +330,13 @@ impl<S: Service> Context<S> {
             stage.lock().expect("poisoned").push(Output {
                 topic: record.topic.to_string(),
                 partition: record.partition,
-                key: key.map(String::into_bytes),
+                key,
                 payload,
                 headers,
             });
             return Ok((id, None));
         }
-        let bytes = key.as_deref().map(str::as_bytes);
+        let bytes = key.as_deref();
         let pending = self
             .scope
             .producer

@@ -319,7 +319,7 @@ impl<D: Saga> Engine<D> {
         let payload = json(state_type::<D>(), &next);
         ctx.produce_acked(Record {
             partition: Some(meta.partition),
-            key: Some(next.key.clone()),
+            key: Some(next.key.clone().into_bytes()),
             ce_type: state_type::<D>(),
             payload,
             ..Record::default_for(<D::Service as Service>::ID.saga())
@@ -362,7 +362,7 @@ impl<D: Saga> Engine<D> {
             ctx.produce(Record {
                 topic,
                 partition: None,
-                key,
+                key: key.map(String::into_bytes),
                 ce_type,
                 payload,
                 reply_to: Some(reply_to.as_str()),

@@ -350,7 +350,7 @@ impl<S: Service> Context<S> {
     /// handler starts nothing twice. Only the sagas listed in `S`'s declaration compile here.
     pub async fn start_saga<D: SagaOf<S>>(&self, saga: D) -> crate::error::Result<()> {
         self.produce(Record {
-            key: Some(saga.id()),
+            key: Some(saga.id().into_bytes()),
             ce_type: start_type::<D>(),
             payload: json(start_type::<D>(), &saga),
             ..Record::default_for(S::ID.reply())
