@@ -44,6 +44,31 @@ fn id(topic: &str, m: &OwnedMessage) -> String {
     format!("{topic}/{}/{}", m.partition(), m.offset())
 }
 
+/// `bytes` safe to print to a terminal: control characters (C0, DEL and C1: what drives a
+/// terminal's escapes) as `\x1b` or `\u{9b}`, bytes that are not UTF-8 as `\xff`. A dead
+/// letter's key, headers and error come from whoever wrote the record.
+fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\0'..='\x1f' | '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+                '\u{80}'..='\u{9f}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A header's value, printable (`-` when absent).
+fn shown_header(m: &OwnedMessage, name: &str) -> String {
+    header(m, name).map_or_else(|| "-".to_owned(), |v| printable(v.as_bytes()))
+}
+
 fn one_line(s: &str, max: usize) -> String {
     let s = s.replace(['\n', '\t'], " ");
     if s.chars().count() > max {
@@ -63,20 +88,17 @@ pub(crate) fn list(broker: &Broker, topic: &str, out: &mut impl Write) -> anyhow
         "OFFSET", "TIME", "TYPE", "KEY", "KIND", "ATTEMPTS"
     )?;
     for m in &records {
-        let key = m
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
+        let key = m.key().map(printable).unwrap_or_default();
         writeln!(
             out,
             "{:<10} {:<25} {:<40} {:<16} {:<12} {:<8} {}",
             format!("{}:{}", m.partition(), m.offset()),
-            header(m, h::FAILED_AT).unwrap_or("-"),
-            header(m, "ce_type").unwrap_or("-"),
+            shown_header(m, h::FAILED_AT),
+            shown_header(m, "ce_type"),
             one_line(&key, 16),
-            header(m, h::ERROR_KIND).unwrap_or("-"),
-            header(m, h::ATTEMPTS).unwrap_or("-"),
-            one_line(header(m, h::ERROR).unwrap_or("-"), 100),
+            shown_header(m, h::ERROR_KIND),
+            shown_header(m, h::ATTEMPTS),
+            one_line(&shown_header(m, h::ERROR), 100),
         )?;
     }
     writeln!(out, "{} dead letter(s) in {topic}", records.len())?;
@@ -131,27 +153,22 @@ pub(crate) fn show(
     writeln!(
         out,
         "key: {}",
-        m.key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_else(|| "(none)".into())
+        m.key().map_or_else(|| "(none)".into(), printable)
     )?;
     writeln!(out, "headers:")?;
     if let Some(hs) = m.headers() {
         for x in hs.iter() {
-            let v = x
-                .value
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| "(null)".into());
-            writeln!(out, "  {}: {v}", x.key)?;
+            let v = x.value.map_or_else(|| "(null)".into(), printable);
+            writeln!(out, "  {}: {v}", printable(x.key.as_bytes()))?;
         }
     }
     let payload = m.payload().unwrap_or_default();
     let shown = match serde_json::from_slice::<serde_json::Value>(payload) {
         Ok(v) => serde_json::to_string_pretty(&v)?,
         Err(_) => format!(
-            "{} bytes, not JSON: {:?}",
+            "{} bytes, not JSON: \"{}\"",
             payload.len(),
-            String::from_utf8_lossy(payload)
+            printable(payload)
         ),
     };
     writeln!(out, "payload:\n{shown}")?;
@@ -291,6 +308,21 @@ pub(crate) fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_could_drive_a_terminal_is_escaped() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"plain text", "plain text"),
+            ("caf\u{e9} \u{2713}".as_bytes(), "caf\u{e9} \u{2713}"),
+            (b"\x1b[31mred", r"\x1b[31mred"),
+            (b"bell\x07 cr\r nl\n tab\t del\x7f", r"bell\x07 cr\x0d nl\x0a tab\x09 del\x7f"),
+            ("csi\u{9b}31m".as_bytes(), r"csi\u{9b}31m"),
+            (b"bad \xff\xfe utf8", r"bad \xff\xfe utf8"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(printable(bytes), *want, "{bytes:?}");
+        }
+    }
 
     #[test]
     fn only_dead_letter_topics() {

@@ -247,3 +247,52 @@ async fn a_dead_letter_without_its_payload_is_not_replayed() {
     .unwrap();
     assert!(sent.is_empty(), "the pointer was replayed");
 }
+
+/// A crafted dead letter cannot drive the operator's terminal: control characters in its key,
+/// header names and values, error and payload are shown escaped by `dlq show` and `dlq list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_dead_letter_cannot_inject_terminal_escapes() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = Tansu::start();
+    broker.driver().await.shutdown().await;
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in [
+        ("ce_type", "acme.test.probe.work.v1\x1b[2J"),
+        ("atoll_dlq_error", "boom\x1b]0;pwned\x07\r\x1b[1A"),
+        ("atoll_dlq_error_kind", "handler"),
+        ("x-\x1b[31mred", "\u{9b}31m"),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to(DLQ)
+                .key(b"k\x1b[8m\xff")
+                .payload(b"not json \x1b[?1049h")
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    for args in [&["dlq", "show", DLQ, "--offset", "0"][..], &["dlq", "list", DLQ]] {
+        let run = atoll(&broker.env(), args);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let shown = &run.stdout;
+        assert!(
+            !shown.iter().any(|b| *b == 0x1b || *b == 0x07 || *b == b'\r')
+                && !String::from_utf8_lossy(shown).contains('\u{9b}'),
+            "{args:?} printed control characters: {:?}",
+            String::from_utf8_lossy(shown)
+        );
+        let text = stdout(&run);
+        assert!(text.contains(r"\x1b"), "{args:?} shows them escaped: {text}");
+    }
+}
