@@ -315,7 +315,10 @@ mod tests {
             (b"plain text", "plain text"),
             ("caf\u{e9} \u{2713}".as_bytes(), "caf\u{e9} \u{2713}"),
             (b"\x1b[31mred", r"\x1b[31mred"),
-            (b"bell\x07 cr\r nl\n tab\t del\x7f", r"bell\x07 cr\x0d nl\x0a tab\x09 del\x7f"),
+            (
+                b"bell\x07 cr\r nl\n tab\t del\x7f",
+                r"bell\x07 cr\x0d nl\x0a tab\x09 del\x7f",
+            ),
             ("csi\u{9b}31m".as_bytes(), r"csi\u{9b}31m"),
             (b"bad \xff\xfe utf8", r"bad \xff\xfe utf8"),
         ];

@@ -282,17 +282,29 @@ async fn a_crafted_dead_letter_cannot_inject_terminal_escapes() {
         .map_err(|(e, _)| e)
         .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
-    for args in [&["dlq", "show", DLQ, "--offset", "0"][..], &["dlq", "list", DLQ]] {
+    for args in [
+        &["dlq", "show", DLQ, "--offset", "0"][..],
+        &["dlq", "list", DLQ],
+    ] {
         let run = atoll(&broker.env(), args);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         let shown = &run.stdout;
         assert!(
-            !shown.iter().any(|b| *b == 0x1b || *b == 0x07 || *b == b'\r')
+            !shown
+                .iter()
+                .any(|b| *b == 0x1b || *b == 0x07 || *b == b'\r')
                 && !String::from_utf8_lossy(shown).contains('\u{9b}'),
             "{args:?} printed control characters: {:?}",
             String::from_utf8_lossy(shown)
         );
         let text = stdout(&run);
-        assert!(text.contains(r"\x1b"), "{args:?} shows them escaped: {text}");
+        assert!(
+            text.contains(r"\x1b"),
+            "{args:?} shows them escaped: {text}"
+        );
     }
 }

@@ -340,3 +340,63 @@ async fn a_partition_stopped_behind_a_failing_dead_letter_write_shows_until_it_m
     );
     running.shutdown().await;
 }
+
+/// A client that never finishes its request headers (slowloris) is cut off after
+/// `http.header_read_timeout_ms`; a body over `http.max_body_bytes` is refused with 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_and_large_bodies_refused() {
+    use std::io::{Read, Write};
+    let mut config = Config::default();
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    let config = Config::from_figment(
+        Config::figment(std::path::Path::new("/nonexistent/atoll.toml"))
+            .merge(figment::providers::Serialized::defaults(&config))
+            .merge(figment::providers::Serialized::default(
+                "http.header_read_timeout_ms",
+                1000,
+            ))
+            .merge(figment::providers::Serialized::default(
+                "http.max_body_bytes",
+                1024,
+            )),
+    )
+    .expect("http.header_read_timeout_ms and http.max_body_bytes are settings");
+    let echo = axum::Router::new().route(
+        "/echo",
+        axum::routing::post(|body: String| async move { body.len().to_string() }),
+    );
+    let running = App::new(config).routes(echo).start().await.unwrap();
+    let addr = running.http_addr().unwrap();
+    let cut_off = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: atoll\r\nX-Slow: ")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        let closed = matches!(s.read(&mut buf), Ok(_));
+        (closed, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(
+        cut_off.0 && cut_off.1 < Duration::from_secs(4),
+        "a request whose headers never end is cut off: {cut_off:?}"
+    );
+    let client = reqwest::Client::new();
+    let small = client
+        .post(format!("http://{addr}/echo"))
+        .body("x".repeat(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status().as_u16(), 200);
+    let large = client
+        .post(format!("http://{addr}/echo"))
+        .body("x".repeat(4096))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status().as_u16(), 413);
+    running.shutdown().await;
+}

@@ -218,14 +218,21 @@ async fn a_reply_address_that_does_not_exist_is_dead_lettered_not_retried_foreve
         .collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
-        errors[0].1.contains("`acme.test.ghost.private.reply` names a reply topic that does not exist"),
+        errors[0]
+            .1
+            .contains("`acme.test.ghost.private.reply` names a reply topic that does not exist"),
         "{errors:?}"
     );
     assert!(
-        errors[1].1.contains("atoll_reply_partition 99 is out of range"),
+        errors[1]
+            .1
+            .contains("atoll_reply_partition 99 is out of range"),
         "{errors:?}"
     );
-    assert!(errors.iter().all(|(kind, _)| *kind == "decode"), "{errors:?}");
+    assert!(
+        errors.iter().all(|(kind, _)| *kind == "decode"),
+        "{errors:?}"
+    );
 }
 
 /// A key that is not UTF-8 is kept as it is in the reply (rewriting it would merge distinct
@@ -263,5 +270,9 @@ async fn a_key_that_is_not_utf8_is_kept_as_bytes_in_the_reply() {
     .unwrap();
     running.shutdown().await;
     assert_eq!(replies.len(), 1);
-    assert_eq!(replies[0].key(), Some(key), "the reply keeps the command's key bytes");
+    assert_eq!(
+        replies[0].key(),
+        Some(key),
+        "the reply keeps the command's key bytes"
+    );
 }

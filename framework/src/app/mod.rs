@@ -552,6 +552,7 @@ impl App {
             Some(addr) => Some(
                 Server::endpoints(
                     addr,
+                    &self.config.http,
                     Endpoints {
                         health: health.clone(),
                         metrics: metrics.clone(),

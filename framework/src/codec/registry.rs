@@ -97,6 +97,7 @@ impl DevRegistry {
         let server = Server::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             app,
+            &crate::config::HttpConfig::default(),
             "the development registry",
         )
         .await

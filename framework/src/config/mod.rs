@@ -225,6 +225,12 @@ pub struct HttpConfig {
     /// (default 60,000 ms; longer than `listener.drain_timeout_ms`, which a revocation may
     /// spend inside one poll).
     pub stalled_after_ms: u64,
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed (default 10,000 ms): a client trickling headers cannot hold connections open.
+    pub header_read_timeout_ms: u64,
+    /// The largest request body a route reads (default 1 MiB); larger ones are answered
+    /// `413 Payload Too Large`.
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -232,11 +238,18 @@ impl Default for HttpConfig {
         Self {
             addr: None,
             stalled_after_ms: 60_000,
+            header_read_timeout_ms: 10_000,
+            max_body_bytes: 1024 * 1024,
         }
     }
 }
 
 impl HttpConfig {
+    /// [`header_read_timeout_ms`](Self::header_read_timeout_ms) as a duration.
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.header_read_timeout_ms)
+    }
+
     /// [`stalled_after_ms`](Self::stalled_after_ms) as a duration.
     pub fn stalled_after(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.stalled_after_ms)
@@ -409,6 +422,11 @@ impl Config {
         if self.http.stalled_after_ms == 0 {
             return Err(Error::Config(
                 "http.stalled_after_ms must be above 0".to_owned(),
+            ));
+        }
+        if self.http.header_read_timeout_ms == 0 {
+            return Err(Error::Config(
+                "http.header_read_timeout_ms must be above 0".to_owned(),
             ));
         }
         if let Some(url) = &self.telemetry.otlp_endpoint {

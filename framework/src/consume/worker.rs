@@ -1057,7 +1057,6 @@ fn committed_offset(
     })
 }
 
-
 /// Sleeps; `false` when cancelled first.
 async fn sleep_unless(cancel: &CancellationToken, delay: Duration) -> bool {
     tokio::select! {

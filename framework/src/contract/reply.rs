@@ -39,15 +39,13 @@ impl<'a> ReplyTarget<'a> {
                 "ce_replyto `{topic}` is not a reply topic; replies go only to `<company>.<namespace>.<service>.private.reply`"
             ));
         }
-        let partition = match partition {
-            None => None,
-            Some(p) => Some(
-                p.parse::<i32>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| format!("atoll_reply_partition `{p}` is not a partition number"))?,
-            ),
-        };
+        let partition =
+            match partition {
+                None => None,
+                Some(p) => Some(p.parse::<i32>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    format!("atoll_reply_partition `{p}` is not a partition number")
+                })?),
+            };
         Ok(Some(Self { topic, partition }))
     }
 
@@ -76,14 +74,31 @@ mod tests {
 
     #[test]
     fn the_headers_form_is_checked() {
-        let ok = |partition| Ok(Some(ReplyTarget { topic: REPLY, partition }));
-        let cases: &[(Option<&str>, Option<&str>, Result<Option<ReplyTarget<'_>>, &str>)] = &[
+        let ok = |partition| {
+            Ok(Some(ReplyTarget {
+                topic: REPLY,
+                partition,
+            }))
+        };
+        let cases: &[(
+            Option<&str>,
+            Option<&str>,
+            Result<Option<ReplyTarget<'_>>, &str>,
+        )] = &[
             (None, None, Ok(None)),
             (Some(REPLY), None, ok(None)),
             (Some(REPLY), Some("2"), ok(Some(2))),
             (None, Some("2"), Err("without a ce_replyto")),
-            (Some("acme.shop.orders.events"), None, Err("is not a reply topic")),
-            (Some("acme.shop.orders.private.dlq"), None, Err("is not a reply topic")),
+            (
+                Some("acme.shop.orders.events"),
+                None,
+                Err("is not a reply topic"),
+            ),
+            (
+                Some("acme.shop.orders.private.dlq"),
+                None,
+                Err("is not a reply topic"),
+            ),
             (Some("not a topic"), None, Err("is not a reply topic")),
             (Some(REPLY), Some("-1"), Err("not a partition number")),
             (Some(REPLY), Some("two"), Err("not a partition number")),
@@ -100,13 +115,20 @@ mod tests {
 
     #[test]
     fn the_address_must_exist_in_the_cluster() {
-        let at = |partition| ReplyTarget { topic: REPLY, partition };
+        let at = |partition| ReplyTarget {
+            topic: REPLY,
+            partition,
+        };
         let cases = [
             (at(None), Some(1), Ok(())),
             (at(Some(0)), Some(1), Ok(())),
             (at(Some(3)), Some(4), Ok(())),
             (at(None), None, Err("does not exist")),
-            (at(Some(1)), Some(1), Err("out of range: `acme.shop.orders.private.reply` has 1 partition")),
+            (
+                at(Some(1)),
+                Some(1),
+                Err("out of range: `acme.shop.orders.private.reply` has 1 partition"),
+            ),
             (at(Some(99)), Some(6), Err("99 is out of range")),
         ];
         for (target, partitions, want) in cases {

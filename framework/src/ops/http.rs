@@ -35,13 +35,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 use crate::ops::health::{Health, Report};
 use crate::ops::metrics::Metrics;
@@ -67,24 +72,26 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Binds `addr` and serves `router`; `what` names it in the logs.
+    /// Binds `addr` and serves `router`; `what` names it in the logs. A client gets
+    /// `limits.header_read_timeout` to send a request's headers, and a route reads at most
+    /// `limits.max_body_bytes` of a body.
     pub(crate) async fn bind(
         addr: SocketAddr,
         router: Router,
+        limits: &HttpConfig,
         what: &'static str,
     ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let stopped = stop.clone().cancelled_owned();
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
-                tracing::error!(error = %e, "{what} failed");
-            }
-        });
+        let router = router.layer(DefaultBodyLimit::max(limits.max_body_bytes));
+        let task = tokio::spawn(serve(
+            listener,
+            router,
+            limits.header_read_timeout(),
+            stop.clone(),
+            what,
+        ));
         Ok(Self {
             addr,
             stop,
@@ -95,6 +102,7 @@ impl Server {
     /// Serves the health and metrics endpoints on `addr`, and the application's `routes`.
     pub(crate) async fn endpoints(
         addr: SocketAddr,
+        limits: &HttpConfig,
         endpoints: Endpoints,
         routes: Option<Router>,
     ) -> Result<Self> {
@@ -113,7 +121,7 @@ impl Server {
                         .into(),
                 )
             })?;
-        let server = Self::bind(addr, router, "the HTTP server")
+        let server = Self::bind(addr, router, limits, "the HTTP server")
             .await
             .map_err(|e| Error::Config(format!("http.addr `{addr}`: cannot listen: {e}")))?;
         tracing::info!(addr = %server.addr, "serving /health/live, /health/ready and /metrics");
@@ -139,6 +147,51 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Accepts connections until `stop`, each served by HTTP/1 with a header read timeout; then
+/// lets the connections finish their requests (graceful shutdown) and waits for them.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+    what: &'static str,
+) {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait, rather than spin.
+                    tracing::warn!(error = %e, "{what}: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
 }
 
 fn probe(report: Report) -> Response {
