@@ -4,8 +4,10 @@
 
 # --- build: the release binary, librdkafka compiled in ---
 FROM rust:1.95-slim-bookworm AS build
+# OpenSSL (Debian's, patched by Debian's security updates) for TLS and SASL to Kafka, https to
+# the schema registry and the OTLP collector, and TLS to PostgreSQL.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential python3 perl \
+    && apt-get install -y --no-install-recommends build-essential python3 perl pkg-config libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -17,7 +19,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # --- runtime: slim, non-root ---
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin atoll
 COPY --from=build /usr/local/bin/shop /usr/local/bin/shop

@@ -374,7 +374,8 @@ async fn slow_headers_are_cut_off_and_large_bodies_refused() {
             .unwrap();
         let started = std::time::Instant::now();
         let mut buf = [0u8; 512];
-        let closed = matches!(s.read(&mut buf), Ok(_));
+        // The server answers 408 or closes: either way the read ends before its timeout.
+        let closed = s.read(&mut buf).is_ok();
         (closed, started.elapsed())
     })
     .await

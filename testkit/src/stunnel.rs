@@ -1,5 +1,5 @@
 //! TLS in front of a plaintext broker or registry: Debian's `stunnel4` on a free loopback
-//! port, terminating TLS with a [`Pair`](crate::pki::Pair) and, for mutual TLS, refusing
+//! port, terminating TLS with a [`Pair`] and, for mutual TLS, refusing
 //! clients without a certificate signed by a given authority. Stopped when dropped.
 //!
 //! When stunnel is not installed the test **fails** saying how to install it

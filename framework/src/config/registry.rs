@@ -332,7 +332,9 @@ mod tests {
             "Bearer t0k"
         );
         assert!(!format!("{r:?}").contains("t0k"));
-        let errors: [(&str, Box<dyn Fn(&mut SchemaRegistryConfig)>); 6] = [
+        /// A part of the error, and what breaks the configuration.
+        type Case = (&'static str, Box<dyn Fn(&mut SchemaRegistryConfig)>);
+        let errors: [Case; 6] = [
             (
                 "schema_registry.max_allocation_bytes",
                 Box::new(|c| c.max_allocation_bytes = 10),

@@ -16,8 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// What a secret shows instead of itself.
 pub const REDACTED: &str = "[redacted]";
 
-/// A password, token or private key: shown as `[redacted]` everywhere (see the
-/// [module documentation](self)).
+/// A password, token or private key, from the configuration (inline, or from a file: see
+/// [`Secret::resolve`]): its `Debug` and its serialization write `[redacted]`, it has no
+/// `Display`, and [`Secret::expose`] is the only way to its text. The text is zeroed when the
+/// secret is dropped.
 #[derive(Clone)]
 pub struct Secret(SecretString);
 

@@ -587,7 +587,9 @@ mod tests {
             ca_file: Some(pem.clone()),
             ..KafkaSecurity::default()
         };
-        let cases: Vec<(&str, KafkaSecurity, Vec<(&str, &str)>, &str)> = vec![
+        /// Name, section, the properties it becomes, the principal it names.
+        type Case<'a> = (&'a str, KafkaSecurity, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
             ("default", KafkaSecurity::default(), vec![], "anonymous"),
             (
                 "tls with a CA",

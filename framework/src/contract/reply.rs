@@ -80,11 +80,13 @@ mod tests {
                 partition,
             }))
         };
-        let cases: &[(
-            Option<&str>,
-            Option<&str>,
-            Result<Option<ReplyTarget<'_>>, &str>,
-        )] = &[
+        /// `ce_replyto`, `atoll_reply_partition`, the target or a part of the error.
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<Option<ReplyTarget<'a>>, &'a str>,
+        );
+        let cases: &[Case<'_>] = &[
             (None, None, Ok(None)),
             (Some(REPLY), None, ok(None)),
             (Some(REPLY), Some("2"), ok(Some(2))),

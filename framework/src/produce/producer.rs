@@ -26,8 +26,11 @@ use crate::error::{Error, Result};
 pub(crate) struct Producer {
     inner: Inner,
     /// Partition counts of the cluster's topics, and when they were read.
-    topics: Arc<std::sync::Mutex<Option<(std::time::Instant, HashMap<String, i32>)>>>,
+    topics: Arc<std::sync::Mutex<Option<Topics>>>,
 }
+
+/// The cluster's topics with their partition counts, and when they were read.
+type Topics = (std::time::Instant, HashMap<String, i32>);
 
 /// How long the cluster's topics, once read, are trusted.
 const TOPICS_FOR: Duration = Duration::from_secs(30);

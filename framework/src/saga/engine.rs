@@ -476,7 +476,7 @@ struct Progress {
     /// State records that do not decode and are their saga's latest record, to dead-letter.
     unreadable: HashMap<String, rdkafka::message::OwnedMessage>,
     /// The reading consumer, kept between attempts: it goes on fetching meanwhile.
-    reader: Option<BaseConsumer<Hooked>>,
+    reader: Option<Reader>,
 }
 
 /// A saga's latest state, as restored.
@@ -816,24 +816,20 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
     }
 }
 
+/// A consumer reading a partition of saga state.
+type Reader = BaseConsumer<Hooked>;
+
 /// Records of one partition from `from` (or its start) towards the high watermark, for at
 /// most `timeout`, with `reader` if an earlier call left one: what was read, the next offset
 /// to read, and the reader to continue with, `None` once the end was reached.
 fn read_partition(
     clients: &Clients,
-    reader: Option<BaseConsumer<Hooked>>,
+    reader: Option<Reader>,
     topic: &str,
     p: i32,
     from: Option<i64>,
     timeout: Duration,
-) -> Result<
-    (
-        Vec<rdkafka::message::OwnedMessage>,
-        i64,
-        Option<BaseConsumer<Hooked>>,
-    ),
-    Error,
-> {
+) -> Result<(Vec<rdkafka::message::OwnedMessage>, i64, Option<Reader>), Error> {
     let what = || format!("reading saga state `{topic}` partition {p}");
     let deadline = std::time::Instant::now() + timeout;
     let consumer = match reader {

@@ -217,7 +217,14 @@ mod tests {
 
     #[test]
     fn the_endpoint_comes_from_the_config_then_the_opentelemetry_variables() {
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, Option<&str>)] = &[
+        /// The configured endpoint, the two variables, and where traces go.
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: &[Case<'_>] = &[
             (None, None, None, None),
             (
                 Some("https://c:4318/"),
