@@ -116,6 +116,8 @@ pub mod guide {
     pub mod avro_and_contracts {}
     #[doc = include_str!("../../docs/operations.md")]
     pub mod operations {}
+    #[doc = include_str!("../../docs/security.md")]
+    pub mod security {}
     #[doc = include_str!("../../docs/testing.md")]
     pub mod testing {}
     #[doc = include_str!("../../docs/performance.md")]

@@ -464,3 +464,20 @@ async fn the_store_verifies_postgresql_over_tls_and_logs_in_with_a_password() {
         "a wrong password is refused, not shown: {e}"
     );
 }
+
+/// SASL PLAIN on the wire: noida-db answers the SASL handshake and takes a PLAIN login (it
+/// checks no password: no broker here does for PLAIN, so a wrong one cannot be tested).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_logs_in_where_the_broker_takes_it() {
+    let dir = scratch("plain");
+    let broker = Tansu::builder().transactions(true).start();
+    let file = config_file(
+        &dir,
+        "plain",
+        "[kafka.security]\nprotocol = \"sasl_plaintext\"\n\n[kafka.security.sasl]\nmechanism = \"PLAIN\"\nusername = \"dave\"\npassword = \"dave-s3cret\"\n",
+    );
+    let ids = send(&broker, &file, "plain", 5).await;
+    let (mut good, _) = probe(&broker, &file, "dave");
+    handles_all(&good, &ids);
+    good.terminate();
+}
