@@ -126,6 +126,22 @@ pub mod guide {
     pub mod architecture {}
 }
 
+/// Entry points of the fuzz targets (`fuzz/`, run by `scripts/fuzz`) into parsing code that
+/// is not public; built only with `--cfg fuzzing`, as cargo-fuzz builds.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Reads `headers` as a listener reads a record's, and checks its reply address's form
+    /// and its fit in a topic of 3 partitions.
+    pub fn envelope<H: rdkafka::message::Headers>(headers: &H) {
+        let env = crate::contract::envelope::Envelope::read(Some(headers));
+        let target = crate::contract::reply::ReplyTarget::parse(env.reply_to, env.reply_partition);
+        if let Ok(Some(target)) = target {
+            let _ = target.fits(Some(3));
+        }
+    }
+}
+
 /// The CloudEvents envelope: header names, what atoll writes on a record it produces
 /// ([`Outgoing`](envelope::Outgoing)) and what it reads from one it consumes.
 pub mod envelope {
