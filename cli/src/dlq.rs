@@ -164,7 +164,12 @@ pub(crate) fn show(
     }
     let payload = m.payload().unwrap_or_default();
     let shown = match serde_json::from_slice::<serde_json::Value>(payload) {
-        Ok(v) => serde_json::to_string_pretty(&v)?,
+        // serde_json escapes only the controls below U+0020: DEL and C1 pass.
+        Ok(v) => serde_json::to_string_pretty(&v)?
+            .lines()
+            .map(|l| printable(l.as_bytes()))
+            .collect::<Vec<_>>()
+            .join("\n"),
         Err(_) => format!(
             "{} bytes, not JSON: \"{}\"",
             payload.len(),

@@ -151,7 +151,16 @@ impl Error {
         )
     }
 
+    /// A Kafka client operation's failure. A refused configuration property's value is left
+    /// out: librdkafka's message repeats it, and it may be a password (a misspelt
+    /// `sasl.password`, say).
     pub(crate) fn kafka(what: impl Into<String>, source: KafkaError) -> Self {
+        let source = match source {
+            KafkaError::ClientConfig(result, description, key, _) => {
+                KafkaError::ClientConfig(result, description, key, "[redacted]".to_owned())
+            }
+            other => other,
+        };
         Self::Kafka {
             what: what.into(),
             source,
@@ -289,6 +298,19 @@ mod tests {
 
     fn io() -> std::io::Error {
         std::io::Error::other("disk on fire")
+    }
+
+    #[test]
+    fn a_refused_property_value_is_not_shown() {
+        use rdkafka::types::RDKafkaConfRes;
+        let refused = KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+            "No such configuration property: \"sasl.pasword\"".into(),
+            "sasl.pasword".into(),
+            "hunter2".into(),
+        );
+        let e = Error::kafka("creating the producer", refused).to_string();
+        assert!(e.contains("sasl.pasword") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

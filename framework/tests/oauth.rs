@@ -218,3 +218,19 @@ async fn a_refused_oidc_client_is_unready_and_its_secret_shown_nowhere() {
     running.shutdown().await;
     server.abort();
 }
+
+/// The admin client that creates topics at start cannot be given tokens: with OAUTHBEARER
+/// and `kafka.create_topics`, the start says so instead of waiting for a login that cannot
+/// happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauthbearer_with_topic_creation_is_refused_at_start() {
+    let mut c = config(None, free_addr());
+    c.kafka.create_topics = true;
+    let e = App::new(c)
+        .oauth_token_provider(|| async { Err::<OAuthToken, BoxError>("unused".into()) })
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kafka.create_topics = false"), "{e}");
+}

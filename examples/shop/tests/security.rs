@@ -152,7 +152,7 @@ async fn avro_round_trips_through_an_https_registry_with_basic_auth() {
         let mut last = String::new();
         let said = wait_until(Duration::from_secs(30), || {
             last = get(&ready);
-            last.contains(&format!("schema registry {url} answered 401 Unauthorized"))
+            last.contains(&format!("schema registry {url}/ answered 401 Unauthorized"))
         });
         (said, last)
     })

@@ -106,11 +106,7 @@ impl Drop for EmbeddedBroker {
 /// the broker's reason, as the services log it), or no answer in time.
 pub fn reach(client: &ClientConfig, timeout: Duration) -> Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let who = client
-        .get("sasl.username")
-        .unwrap_or("anonymous")
-        .to_owned();
-    let bootstrap = client.get("bootstrap.servers").unwrap_or("").to_owned();
+    let (who, bootstrap) = who_and_where(client);
     let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
     let hooks = {
         let refused = refused.clone();
@@ -123,6 +119,9 @@ pub fn reach(client: &ClientConfig, timeout: Duration) -> Result<()> {
     let consumer: BaseConsumer<Hooked> = Clients::new(client.clone(), hooks)
         .create("atoll")
         .map_err(|e| Error::kafka("creating a consumer", e))?;
+    // Serves what the client asked for at creation (an OAUTHBEARER token, when it has a
+    // provider) before the blocking call.
+    let _ = consumer.poll(Duration::ZERO);
     let Err(e) = consumer.fetch_metadata(None, timeout) else {
         return Ok(());
     };
@@ -142,13 +141,24 @@ pub fn reach(client: &ClientConfig, timeout: Duration) -> Result<()> {
 /// [`Error::Kafka`] when the cluster does not answer (unreachable, or the login failed);
 /// [`Error::CreateTopic`] naming a topic the broker refused.
 pub async fn create_topics(client: &ClientConfig, topics: &[TopicSpec]) -> Result<()> {
-    let who = client
-        .get("sasl.username")
-        .unwrap_or("anonymous")
-        .to_owned();
-    let bootstrap = client.get("bootstrap.servers").unwrap_or("").to_owned();
+    let (who, bootstrap) = who_and_where(client);
     let clients = Clients::new(client.clone(), ClientHooks::detached(who, bootstrap));
     create(&clients, topics).await
+}
+
+/// Who a client configured by `client` is to the brokers (its SASL user, its certificate, or
+/// `anonymous`), and where it connects: for the messages of tools, which have no `Config`.
+fn who_and_where(client: &ClientConfig) -> (String, String) {
+    let who = match (
+        client.get("sasl.username"),
+        client.get("ssl.certificate.location"),
+    ) {
+        (Some(user), _) => user.to_owned(),
+        (None, Some(cert)) => format!("the client certificate {cert}"),
+        (None, None) => "anonymous".to_owned(),
+    };
+    let bootstrap = client.get("bootstrap.servers").unwrap_or("").to_owned();
+    (who, bootstrap)
 }
 
 /// Creates the missing topics at start, waiting (see [`wait`](super::wait)) while the cluster

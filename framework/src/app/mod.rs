@@ -502,11 +502,21 @@ impl App {
                 )),
                 (_, app) => app.clone(),
             };
+            if needs_token_provider(&config) && self.config.kafka.create_topics {
+                return Err(Error::Config(
+                    "kafka.create_topics with OAUTHBEARER: the admin client that creates topics \
+                     cannot be given tokens (rust-rdkafka serves no token request of it); set \
+                     kafka.create_topics = false and create the topics beforehand (`atoll apply` \
+                     with another login, or the platform's tooling)"
+                        .into(),
+                ));
+            }
             if needs_token_provider(&config) && tokens.is_none() {
                 return Err(Error::Config(
                     "kafka.security.sasl.mechanism OAUTHBEARER takes its tokens from \
                      App::oauth_token_provider, which this app does not give; or set \
-                     kafka.security.sasl.oidc for librdkafka to fetch them"
+                     kafka.security.sasl.oidc for atoll to fetch them from an OpenID Connect \
+                     provider"
                         .into(),
                 ));
             }
@@ -587,11 +597,6 @@ impl App {
             Some(dev) => Some(Registry::open(dev.url())),
             None => registry.resolve().map_err(Error::Config)?,
         };
-        if let (Some(registry), None) = (&registry, &dev_registry) {
-            let check = || async { registry.check().await.map_err(Error::Registry) };
-            let registry_waits = |e: &Error| matches!(e, Error::Registry(_));
-            wait::until_ok(&health, check, registry_waits, Error::to_string).await?;
-        }
         // The process's codec: clients produce with it; each service with its own choice.
         let codec = Arc::new(Codec::new(
             self.config.service.codec.unwrap_or_default(),
@@ -599,6 +604,13 @@ impl App {
             &self.config.schema_registry,
         )?);
         let stop = CancellationToken::new();
+        if let (Some(registry), None) = (&registry, &dev_registry) {
+            tokio::spawn(wait::watch_registry(
+                registry.clone(),
+                health.clone(),
+                stop.clone(),
+            ));
+        }
         let wants_store =
             !self.migrations.is_empty() || self.services.iter().any(|s| s.transactional());
         let store = match wants_store {

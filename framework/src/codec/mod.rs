@@ -102,7 +102,15 @@ impl Codec {
         settings: &SchemaRegistryConfig,
     ) -> Result<Self> {
         let (auto_register, strategy) = (settings.auto_register, settings.subject_strategy);
-        apache_avro::util::max_allocation_bytes(settings.max_allocation_bytes);
+        let limit = apache_avro::util::max_allocation_bytes(settings.max_allocation_bytes);
+        if limit != settings.max_allocation_bytes {
+            tracing::warn!(
+                limit,
+                asked = settings.max_allocation_bytes,
+                "schema_registry.max_allocation_bytes: an earlier codec of this process set \
+                 Avro's allocation limit, which is set once per process"
+            );
+        }
         let avro =
             match registry {
                 None if produce == CodecKind::Avro => return Err(Error::Config(

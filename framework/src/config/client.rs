@@ -11,10 +11,13 @@
 //!   committed meanwhile: no connection, no fetch. No panic, no exit: librdkafka keeps trying,
 //!   so a rotated secret or a mended ACL heals the process without a restart.
 //! - **OAUTHBEARER.** librdkafka asks for a token before the first login and again when 80 % of
-//!   the token's lifetime has passed; every atoll client answers from the application's
-//!   [`TokenProvider`] (an async function: a company IdP, AWS MSK IAM) run on the process's
-//!   runtime. With `kafka.security.sasl.oidc` librdkafka fetches tokens itself and the
-//!   provider is not asked.
+//!   the token's lifetime has passed; every atoll client answers from one [`TokenProvider`]
+//!   (an async function run on the process's runtime): the application's (a company IdP, AWS
+//!   MSK IAM), or atoll's OpenID Connect client with `kafka.security.sasl.oidc`. A token less
+//!   than half through its life is shared by all the process's clients. A client that makes a
+//!   blocking call before it is first polled polls once first, so that its first token is
+//!   asked for; the admin client is never polled (rust-rdkafka), so topics cannot be created
+//!   with OAUTHBEARER.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -99,6 +102,8 @@ struct Inner {
     principal: String,
     bootstrap: String,
     tokens: Option<(Arc<dyn TokenProvider>, tokio::runtime::Handle)>,
+    /// The last token the provider gave, and when.
+    token: Mutex<Option<(OAuthToken, SystemTime)>>,
     report: Box<dyn Fn(Access) + Send + Sync>,
     gate: Mutex<LogGate>,
 }
@@ -126,6 +131,7 @@ impl ClientHooks {
             principal,
             bootstrap,
             tokens,
+            token: Mutex::new(None),
             report: Box::new(report),
             gate: Mutex::new(LogGate::new(Duration::from_secs(60), 512)),
         }))
@@ -191,43 +197,41 @@ impl ClientHooks {
                         (App::oauth_token_provider) or set kafka.security.sasl.oidc"
                 .into());
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let asked = provider.token();
-        runtime.spawn(async move {
-            let _ = tx.send(asked.await);
-        });
-        let answer = rx
-            .recv_timeout(TOKEN_TIMEOUT)
-            .map_err(|_| {
-                format!(
-                    "the OAUTHBEARER token provider gave no token within {} s",
-                    TOKEN_TIMEOUT.as_secs()
-                )
-            })
-            .and_then(|r| r.map_err(|e| format!("the OAUTHBEARER token provider failed: {e}")));
-        let token = match answer {
-            Ok(token) => token,
-            Err(e) => {
-                if let Some(suppressed) = self.admit(&e) {
-                    tracing::error!(suppressed, "{e}");
+        let token = match self.shared_token() {
+            Some(token) => token,
+            None => match ask(provider.as_ref(), runtime) {
+                Ok(token) => {
+                    let fetched = SystemTime::now();
+                    *self.0.token.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((token.clone(), fetched));
+                    tracing::debug!(principal = token.principal, "OAUTHBEARER token refreshed");
+                    token
                 }
-                return Err(e.into());
-            }
+                Err(e) => {
+                    if let Some(suppressed) = self.admit(&e) {
+                        tracing::error!(suppressed, "{e}");
+                    }
+                    return Err(e.into());
+                }
+            },
         };
         let lifetime_ms = token
             .expires_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        tracing::debug!(
-            principal = token.principal,
-            lifetime_ms,
-            "OAUTHBEARER token refreshed"
-        );
         Ok(rdkafka::client::OAuthToken {
             token: token.token.expose().to_owned(),
             principal_name: token.principal,
             lifetime_ms,
         })
+    }
+
+    /// The token another client of the process got, while less than half its life has
+    /// passed: every client asks at 80 % of its token's life, and one answer serves them all.
+    fn shared_token(&self) -> Option<OAuthToken> {
+        let shared = self.0.token.lock().unwrap_or_else(|p| p.into_inner());
+        let (token, fetched) = shared.as_ref()?;
+        fresh(*fetched, token.expires_at, SystemTime::now()).then(|| token.clone())
     }
 
     /// `Some(lines held back since)` when a line keyed `key` may show now.
@@ -353,6 +357,40 @@ pub(crate) fn connected(statistics: &Statistics) -> bool {
         .any(|b| b.state == "UP" && !matches!(b.source.as_str(), "internal" | "logical"))
 }
 
+/// A token from `provider`, run on `runtime`, waiting at most [`TOKEN_TIMEOUT`] (then the ask
+/// is dropped); `Err` saying why not.
+fn ask(
+    provider: &dyn TokenProvider,
+    runtime: &tokio::runtime::Handle,
+) -> Result<OAuthToken, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asked = provider.token();
+    let task = runtime.spawn(async move {
+        let _ = tx.send(asked.await);
+    });
+    let answer = rx.recv_timeout(TOKEN_TIMEOUT);
+    task.abort();
+    match answer {
+        Ok(answer) => answer.map_err(|e| format!("the OAUTHBEARER token provider failed: {e}")),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "the OAUTHBEARER token provider gave no token within {} s",
+            TOKEN_TIMEOUT.as_secs()
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(
+            "the OAUTHBEARER token provider's task ended without a token (the runtime is stopping)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Whether a token fetched at `fetched`, expiring at `expires`, has less than half its life
+/// behind it at `now`.
+fn fresh(fetched: SystemTime, expires: SystemTime, now: SystemTime) -> bool {
+    let life = expires.duration_since(fetched).unwrap_or_default();
+    let lived = now.duration_since(fetched).unwrap_or_default();
+    lived < life / 2
+}
+
 /// Whether `error` says a TLS handshake or a SASL login failed: librdkafka's authentication
 /// and SSL errors, and a transport failure that OpenSSL explains (the broker's TLS alert, e.g.
 /// `certificate required` when mutual TLS finds no client certificate).
@@ -363,7 +401,13 @@ fn is_authentication(error: &KafkaError, reason: &str) -> bool {
             | RDKafkaErrorCode::SSL
             | RDKafkaErrorCode::SaslAuthenticationFailed,
         ) => true,
-        Some(RDKafkaErrorCode::BrokerTransportFailure) => reason.contains("SSL routines"),
+        // Not a TLS connection merely closed ("unexpected eof"): a handshake or an alert.
+        Some(RDKafkaErrorCode::BrokerTransportFailure) => {
+            reason.contains("SSL routines")
+                && ["alert", "certificate", "handshake"]
+                    .iter()
+                    .any(|w| reason.contains(w))
+        }
         _ => false,
     }
 }
@@ -503,6 +547,9 @@ mod tests {
         let alert = "ssl://127.0.0.1:9093/bootstrap: Receive failed: error:0A00045C:SSL \
                      routines::tlsv13 alert certificate required: SSL alert number 116";
         hooks.error("producer", &transport, alert);
+        let closed = "ssl://127.0.0.1:9093/1: Disconnected: error:0A000126:SSL \
+                      routines::unexpected eof while reading";
+        hooks.error("producer", &transport, closed);
         hooks.connected();
         assert_eq!(
             *reports.lock().unwrap(),
@@ -525,6 +572,30 @@ mod tests {
         let provider = "Failed to acquire SASL OAUTHBEARER token: the token endpoint \
                         http://idp/token answered 401: {}";
         assert_eq!(broker_reason(provider), provider);
+    }
+
+    #[test]
+    fn a_token_is_shared_while_less_than_half_its_life_has_passed() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let s = Duration::from_secs;
+        let cases = [
+            (s(0), s(100), true),
+            (s(49), s(100), true),
+            (s(50), s(100), false),
+            (s(80), s(100), false),
+            (s(1), s(0), false),
+        ];
+        for (lived, life, want) in cases {
+            assert_eq!(
+                fresh(t0, t0 + life, t0 + lived),
+                want,
+                "{lived:?} of {life:?}"
+            );
+        }
+        assert!(
+            fresh(t0, t0 + s(10), t0 - s(5)),
+            "a clock set back counts no time lived"
+        );
     }
 
     #[test]

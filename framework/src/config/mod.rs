@@ -34,7 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{Error, Result};
 pub use client::{OAuthToken, TokenProvider};
 pub use listener::{DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode, RetryMode};
-pub use registry::{Registry, RegistryAuth, SchemaRegistryConfig};
+pub use registry::{Registry, RegistryAnswer, RegistryAuth, SchemaRegistryConfig};
 pub use secret::{redact_url, Secret, REDACTED};
 pub use security::{
     KafkaSecurity, OidcConfig, OidcLogin, SaslConfig, SaslMechanism, SecurityProtocol, TokenSource,
@@ -107,6 +107,8 @@ impl fmt::Debug for KafkaConfig {
 pub(crate) fn is_secret_property(name: &str) -> bool {
     name.contains("password")
         || name.contains("secret")
+        || name.contains("passphrase")
+        || name.contains("private.key")
         || matches!(name, "ssl.key.pem" | "ssl_key" | "sasl.oauthbearer.config")
 }
 
@@ -281,7 +283,7 @@ impl Default for SagaConfig {
 }
 
 /// `telemetry.*`: how [`telemetry::init`](crate::ops::telemetry::init) sets up logs and traces.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TelemetryConfig {
@@ -294,14 +296,31 @@ pub struct TelemetryConfig {
     /// exported to its `/v1/traces`, and `traceparent` is written on every record produced.
     /// Unset: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is) or
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` appended), as OpenTelemetry SDKs read them;
-    /// off when none is set.
+    /// off when none is set. Shown and serialized without a password it may hold.
+    #[serde(serialize_with = "secret::serialize_shown_url")]
     pub otlp_endpoint: Option<String>,
     /// PEM file of the certificate authority that signed the collector's certificate (default:
     /// the system's trusted authorities).
     pub otlp_ca_file: Option<PathBuf>,
     /// Headers sent with every export, e.g. `authorization = "Bearer …"`; their values are
-    /// secrets. Unset: `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k=v`).
+    /// secrets. `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k=v`) is read too, and wins for a header
+    /// both name (as the OpenTelemetry exporter merges them).
     pub otlp_headers: BTreeMap<String, Secret>,
+}
+
+impl fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryConfig")
+            .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
+            .field(
+                "otlp_endpoint",
+                &self.otlp_endpoint.as_deref().map(redact_url),
+            )
+            .field("otlp_ca_file", &self.otlp_ca_file)
+            .field("otlp_headers", &self.otlp_headers)
+            .finish()
+    }
 }
 
 /// `telemetry.log_format`.
@@ -360,7 +379,7 @@ fn describe(e: &figment::Error) -> String {
 const UNDERSCORED: &[&str] = &["log_level"];
 
 /// `session_timeout_ms` → `session.timeout.ms`; names in [`UNDERSCORED`] stay as they are.
-fn property_name(key: &str) -> String {
+pub(crate) fn property_name(key: &str) -> String {
     let key = key.to_lowercase();
     if UNDERSCORED.contains(&key.as_str()) {
         key
@@ -386,9 +405,15 @@ impl Config {
 
     /// The layered providers, for callers that add their own.
     pub fn figment(path: &std::path::Path) -> Figment {
-        Figment::from(Serialized::defaults(Config::default()))
+        let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
-            .merge(Env::prefixed("ATOLL_").split("__").ignore(&["config"]))
+            .merge(Env::prefixed("ATOLL_").split("__").ignore(&["config"]));
+        // Secrets in the environment as they are written (see `secrets_in_env`).
+        secret::secrets_in_env(std::env::vars())
+            .into_iter()
+            .fold(figment, |f, (key, text)| {
+                f.merge(Serialized::default(&key, text))
+            })
     }
 
     /// Extracts and checks a configuration.
@@ -583,6 +608,35 @@ mod tests {
             jail.set_env("ATOLL_LISTENERS__CHARGE__RETRY", "sometimes");
             let e = load_in(jail).unwrap_err().to_string();
             assert!(e.contains("listeners.charge.retry"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_from_the_environment_keep_their_text_and_never_show_in_errors() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_STORE__PASSWORD", "007");
+            jail.set_env("ATOLL_SCHEMA_REGISTRY__URL", "https://registry");
+            jail.set_env("ATOLL_SCHEMA_REGISTRY__USERNAME", "key");
+            jail.set_env("ATOLL_SCHEMA_REGISTRY__PASSWORD", "[12345678]");
+            let c = load_in(jail).unwrap();
+            assert_eq!(c.store.password.as_ref().map(Secret::expose), Some("007"));
+            let shown = format!("{c:?}");
+            assert!(
+                !shown.contains("007") && !shown.contains("12345678"),
+                "{shown}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            // A mistake elsewhere: the error names the key, not a secret.
+            jail.set_env("ATOLL_STORE__PASSWORD", "12345678");
+            jail.set_env("ATOLL_STORE__MAX_CONNECTIONS", "many");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(
+                e.contains("store.max_connections") && !e.contains("12345678"),
+                "{e}"
+            );
             Ok(())
         });
     }

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::client::{OAuthToken, TokenProvider};
+use super::registry::pem_certificate;
 use super::secret::redact_url;
 use super::security::OidcLogin;
 use crate::error::BoxError;
@@ -32,8 +33,38 @@ pub(crate) struct OidcTokens {
 #[derive(Deserialize)]
 struct Answer {
     access_token: String,
+    /// Seconds; some providers (Azure AD v1) write it as a string.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<Seconds>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Number(u64),
+    Text(String),
+}
+
+impl Seconds {
+    fn get(&self) -> Option<u64> {
+        match self {
+            Self::Number(n) => Some(*n),
+            Self::Text(t) => t.trim().parse().ok(),
+        }
+    }
+}
+
+/// When a token expires: `expires_in` seconds from `now`, else the JWT's `exp`, else in an
+/// hour; never past a year from now (a huge value is no reason to panic or to keep a token).
+fn expiry(expires_in: Option<u64>, exp: Option<u64>, now: SystemTime) -> SystemTime {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let latest = now + year;
+    let at = match (expires_in, exp) {
+        (Some(secs), _) => now.checked_add(Duration::from_secs(secs)),
+        (None, Some(exp)) => SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp)),
+        (None, None) => now.checked_add(DEFAULT_LIFETIME),
+    };
+    at.map_or(latest, |at| at.min(latest))
 }
 
 /// The claims of a JWT that matter here.
@@ -48,20 +79,10 @@ struct Claims {
 impl OidcTokens {
     /// A provider for `login`; `Err` when its CA file is not a certificate.
     pub(crate) fn new(login: OidcLogin) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        // Shorter than the clients' wait for a token, so that its own error is the one told.
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(8));
         if let Some(ca) = &login.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                format!(
-                    "kafka.security.sasl.oidc.ca_file: cannot read `{}`: {e}",
-                    ca.display()
-                )
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                format!(
-                    "kafka.security.sasl.oidc.ca_file: `{}` is not a PEM certificate: {e}",
-                    ca.display()
-                )
-            })?;
+            let cert = pem_certificate("kafka.security.sasl.oidc.ca_file", ca)?;
             builder = builder.add_root_certificate(cert);
         }
         let http = builder
@@ -96,12 +117,11 @@ impl OidcTokens {
             format!("the token endpoint {endpoint} answered without an access_token: {e}")
         })?;
         let claims = claims(&answer.access_token);
-        let now = SystemTime::now();
-        let expires_at = match (answer.expires_in, claims.as_ref().and_then(|c| c.exp)) {
-            (Some(secs), _) => now + Duration::from_secs(secs),
-            (None, Some(exp)) => SystemTime::UNIX_EPOCH + Duration::from_secs(exp),
-            (None, None) => now + DEFAULT_LIFETIME,
-        };
+        let expires_at = expiry(
+            answer.expires_in.as_ref().and_then(Seconds::get),
+            claims.as_ref().and_then(|c| c.exp),
+            SystemTime::now(),
+        );
         let principal = claims
             .and_then(|c| c.sub)
             .unwrap_or_else(|| login.client_id.clone());
@@ -131,6 +151,25 @@ mod tests {
     fn jwt(claims: &str) -> String {
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(claims))
+    }
+
+    #[test]
+    fn the_expiry_is_bounded() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let cases = [
+            (Some(60), None, now + Duration::from_secs(60)),
+            (None, Some(1_700_000_100), now + Duration::from_secs(100)),
+            (None, None, now + DEFAULT_LIFETIME),
+            (Some(u64::MAX), None, now + year),
+            (None, Some(u64::MAX), now + year),
+        ];
+        for (expires_in, exp, want) in cases {
+            assert_eq!(expiry(expires_in, exp, now), want, "{expires_in:?} {exp:?}");
+        }
+        let text: Answer =
+            serde_json::from_str(r#"{"access_token":"t","expires_in":"3599"}"#).unwrap();
+        assert_eq!(text.expires_in.and_then(|s| s.get()), Some(3599));
     }
 
     #[test]

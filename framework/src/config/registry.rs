@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 use super::secret::{redact_url, Secret};
 
 /// `schema_registry.*`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SchemaRegistryConfig {
     /// The registry's base URL (`https://registry.example.com`). Unset with
     /// `service.codec = avro` and the embedded broker: an in-process development registry is
-    /// started.
+    /// started. Shown and serialized without a password it may hold.
+    #[serde(serialize_with = "super::secret::serialize_shown_url")]
     pub url: Option<String>,
     /// Whether producers register their schemas (default `true`, for development). With
     /// `false`, producing an event whose subject is missing fails with a permanent error.
@@ -39,6 +40,23 @@ pub struct SchemaRegistryConfig {
     pub token: Option<Secret>,
     /// A file holding the bearer token (instead of `token`).
     pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SchemaRegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistryConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("auto_register", &self.auto_register)
+            .field("subject_strategy", &self.subject_strategy)
+            .field("max_allocation_bytes", &self.max_allocation_bytes)
+            .field("ca_file", &self.ca_file)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("token", &self.token)
+            .field("token_file", &self.token_file)
+            .finish()
+    }
 }
 
 impl Default for SchemaRegistryConfig {
@@ -75,11 +93,22 @@ pub enum RegistryAuth {
 }
 
 /// A registry checked and its secrets read: where it is, which CA to trust, how to log in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Shown without a password its URL may hold.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Registry {
     url: String,
     ca_file: Option<PathBuf>,
     auth: RegistryAuth,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("url", &self.shown())
+            .field("ca_file", &self.ca_file)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 impl Registry {
@@ -141,32 +170,55 @@ impl Registry {
         }
     }
 
-    /// Asks the registry for its configuration (`GET /config`), logged in: `Err` saying what
-    /// answered instead (unreachable, `401`, a TLS failure), without a secret.
-    pub async fn check(&self) -> Result<(), String> {
+    /// Asks the registry for its configuration (`GET /config`), logged in, and says what
+    /// it came to, without a secret.
+    pub async fn check(&self) -> RegistryAnswer {
         let timeout = Duration::from_secs(10);
-        let client = self.client(timeout)?.build().map_err(|e| e.to_string())?;
-        let url = format!("{}/config", self.url.trim_end_matches('/'));
-        let answer = self.login(client.get(&url)).send().await.map_err(|e| {
-            format!(
-                "schema registry {} is unreachable: {}",
-                self.shown(),
-                chain(&e)
-            )
-        })?;
-        let status = answer.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let hint = match status.as_u16() {
-            401 | 403 => " (check schema_registry.username and password, or token)",
-            _ => "",
+        let built = self
+            .client(timeout)
+            .and_then(|b| b.build().map_err(|e| e.to_string()));
+        let client = match built {
+            Ok(client) => client,
+            Err(e) => return RegistryAnswer::Failed(e),
         };
-        Err(format!(
-            "schema registry {} answered {status}{hint}",
-            self.shown()
-        ))
+        let url = format!("{}/config", self.url.trim_end_matches('/'));
+        let shown = self.shown();
+        let answer = match self.login(client.get(&url)).send().await {
+            Ok(answer) => answer,
+            Err(e) => {
+                return RegistryAnswer::Failed(format!(
+                    "schema registry {shown} is unreachable: {}",
+                    chain(&e)
+                ))
+            }
+        };
+        let status = answer.status();
+        match status.as_u16() {
+            200..=299 => RegistryAnswer::Ready,
+            401 => RegistryAnswer::Failed(format!(
+                "schema registry {shown} answered {status} (check schema_registry.username and password, or token)"
+            )),
+            403 => RegistryAnswer::Forbidden(format!(
+                "schema registry {shown} answered {status} to GET /config: logged in, but not allowed to read the configuration"
+            )),
+            404 => RegistryAnswer::Failed(format!(
+                "schema registry {shown} answered {status} to GET /config: is schema_registry.url the registry's base URL?"
+            )),
+            _ => RegistryAnswer::Failed(format!("schema registry {shown} answered {status}")),
+        }
     }
+}
+
+/// What [`Registry::check`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAnswer {
+    /// The registry answered, the login accepted.
+    Ready,
+    /// Logged in, but not allowed to read the configuration: the login may still be allowed
+    /// what the process needs (subjects).
+    Forbidden(String),
+    /// Unreachable, refused, or not a registry: why.
+    Failed(String),
 }
 
 /// An error and its sources, `: `-separated (reqwest's own message hides the TLS reason).
@@ -209,20 +261,16 @@ impl Login for reqwest::blocking::RequestBuilder {
     }
 }
 
-/// Reads a PEM certificate, naming the file when it cannot.
+/// Reads the PEM certificate at `path`, set by `key`; `Err` names the key and the file.
+pub(crate) fn pem_certificate(key: &str, path: &Path) -> Result<reqwest::Certificate, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("{key}: cannot read `{}`: {e}", path.display()))?;
+    reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| format!("{key}: `{}` is not a PEM certificate: {e}", path.display()))
+}
+
 fn certificate(path: &Path) -> Result<reqwest::Certificate, String> {
-    let pem = std::fs::read(path).map_err(|e| {
-        format!(
-            "schema_registry.ca_file: cannot read `{}`: {e}",
-            path.display()
-        )
-    })?;
-    reqwest::Certificate::from_pem(&pem).map_err(|e| {
-        format!(
-            "schema_registry.ca_file: `{}` is not a PEM certificate: {e}",
-            path.display()
-        )
-    })
+    pem_certificate("schema_registry.ca_file", path)
 }
 
 impl SchemaRegistryConfig {
@@ -377,6 +425,6 @@ mod tests {
         let r = with(|c| c.url = Some("https://key:p@ss@registry:8081".into()))
             .unwrap()
             .unwrap();
-        assert_eq!(r.shown(), "https://key:[redacted]@registry:8081");
+        assert_eq!(r.shown(), "https://key:[redacted]@registry:8081/");
     }
 }

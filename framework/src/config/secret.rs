@@ -106,10 +106,78 @@ impl Serialize for Secret {
     }
 }
 
+/// Reads text, and numbers and booleans as their text (`password = 12345678` in TOML). What
+/// is not a scalar is an error that names its kind, never its content.
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Self::new)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret (text)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+        }
+        d.deserialize_any(Text)
     }
+}
+
+/// Secret settings given in the environment, with their text as it is, as `(key, text)`
+/// (`store.password`, …) for the configuration to take over figment's reading: figment reads
+/// an `ATOLL_*` value as a TOML-like value (`007` a number, `[x]` an array, `"x"` unquoted),
+/// which would change a password, or put it in an error message when it is not text.
+///
+/// A variable is a secret setting when its last key is `password`, `token`,
+/// `client_secret` or `key_password`, when it is an OTLP header, or a librdkafka property
+/// whose name holds a secret.
+pub(crate) fn secrets_in_env(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    const SECRET_KEYS: &[&str] = &["password", "token", "client_secret", "key_password"];
+    vars.filter_map(|(name, value)| {
+        let rest = name.strip_prefix("ATOLL_")?;
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        let last = path.last()?;
+        let secret = match path
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["telemetry", "otlp_headers", _] => true,
+            ["kafka", "properties", property] => {
+                super::is_secret_property(&super::property_name(property))
+            }
+            _ => SECRET_KEYS.contains(&last.as_str()),
+        };
+        secret.then(|| (path.join("."), value))
+    })
+    .collect()
+}
+
+/// Serializes an optional URL as [`redact_url`] shows it (`#[serde(serialize_with)]`).
+pub(crate) fn serialize_shown_url<S: Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    url.as_deref().map(redact_url).serialize(s)
 }
 
 /// Query parameters whose values are secrets (`password`, `sslpassword`, `token`, …).
@@ -120,35 +188,32 @@ fn secret_parameter(name: &str) -> bool {
         .any(|s| name.contains(s))
 }
 
-/// `url` for messages: its password (everything between the user's `:` and the last `@`, so a
-/// password holding `@`, `/` or `?` is hidden whole) and the values of secret query parameters
-/// (`?password=`, `sslpassword`, `token`) replaced by `[redacted]`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// `text` for messages, without a secret it may hold: a URL's password is shown as
+/// `[redacted]` and so are the values of its secret query parameters (`?password=`,
+/// `sslpassword`, `token`, …). A URL whose form is in doubt (it does not parse, or holds an
+/// `@` past its host, as a password written unencoded can make it) is shown as its scheme and
+/// `[redacted]`: showing less is the safe side.
+pub fn redact_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return match text.contains('@') {
+            true => REDACTED.to_owned(),
+            false => text.to_owned(),
+        };
     };
-    let (authority_and_path, query) = match rest.rfind('@') {
-        // The login ends at the last `@`: what follows is host, path and query.
-        Some(at) => {
-            let (login, after) = (&rest[..at], &rest[at + 1..]);
-            let shown_login = match login.split_once(':') {
-                Some((user, _)) => format!("{user}:{REDACTED}"),
-                None => login.to_owned(),
-            };
-            let (host, query) = after
-                .split_once('?')
-                .map_or((after, None), |(h, q)| (h, Some(q)));
-            (format!("{shown_login}@{host}"), query)
-        }
-        None => {
-            let (host, query) = rest
-                .split_once('?')
-                .map_or((rest, None), |(h, q)| (h, Some(q)));
-            (host.to_owned(), query)
-        }
+    let doubtful = || format!("{scheme}://{REDACTED}");
+    let Ok(url) = url::Url::parse(text) else {
+        return doubtful();
     };
-    let mut shown = format!("{scheme}://{authority_and_path}");
-    if let Some(query) = query {
+    let past_host = [Some(url.path()), url.query(), url.fragment()];
+    if past_host.iter().flatten().any(|part| part.contains('@')) || rest.contains('\\') {
+        return doubtful();
+    }
+    let mut shown = url.clone();
+    let password = url.password().is_some();
+    if password && shown.set_password(None).is_err() {
+        return doubtful();
+    }
+    if let Some(query) = url.query() {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
@@ -156,8 +221,15 @@ pub fn redact_url(url: &str) -> String {
                 _ => pair.to_owned(),
             })
             .collect();
-        shown.push('?');
-        shown.push_str(&pairs.join("&"));
+        shown.set_query(Some(&pairs.join("&")));
+    }
+    let mut shown = shown.to_string();
+    if password {
+        // The login is `user@`: the first `@` past the scheme, now that the password is gone.
+        let start = shown.find("://").map_or(0, |i| i + 3);
+        if let Some(at) = shown[start..].find('@') {
+            shown.insert_str(start + at, &format!(":{REDACTED}"));
+        }
     }
     shown
 }
@@ -183,6 +255,50 @@ mod tests {
         assert_eq!(s.expose(), "hunter2");
         let back: Secret = serde_json::from_str("\"hunter2\"").unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn secret_settings_in_the_environment_are_kept_as_text() {
+        let vars = [
+            ("ATOLL_STORE__PASSWORD", "007"),
+            ("ATOLL_SCHEMA_REGISTRY__TOKEN", "[abc]"),
+            ("ATOLL_KAFKA__SECURITY__SASL__PASSWORD", "\"quoted\""),
+            ("ATOLL_KAFKA__SECURITY__SASL__OIDC__CLIENT_SECRET", "1.50"),
+            ("ATOLL_KAFKA__SECURITY__KEY_PASSWORD", "true"),
+            ("ATOLL_TELEMETRY__OTLP_HEADERS__AUTHORIZATION", "Bearer 1"),
+            ("ATOLL_KAFKA__PROPERTIES__SASL_PASSWORD", "{a=b}"),
+            ("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000"),
+            ("ATOLL_STORE__PASSWORD_FILE", "/run/secrets/db"),
+            ("ATOLL_STORE__URL", "postgres://db/x"),
+            ("OTHER_PASSWORD", "x"),
+        ];
+        let got = secrets_in_env(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let want = [
+            ("store.password", "007"),
+            ("schema_registry.token", "[abc]"),
+            ("kafka.security.sasl.password", "\"quoted\""),
+            ("kafka.security.sasl.oidc.client_secret", "1.50"),
+            ("kafka.security.key_password", "true"),
+            ("telemetry.otlp_headers.authorization", "Bearer 1"),
+            ("kafka.properties.sasl_password", "{a=b}"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn anything_but_text_is_read_as_text_or_refused_without_its_content() {
+        for (json, text) in [("12345678", "12345678"), ("true", "true"), ("-3", "-3")] {
+            let s: Secret = serde_json::from_str(json).unwrap();
+            assert_eq!(s.expose(), text);
+        }
+        let e = serde_json::from_str::<Secret>(r#"["hunter2"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a secret") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -462,13 +462,17 @@ impl SaslConfig {
                 )),
                 Some(oidc) => {
                     let okey = |k: &str| format!("kafka.security.sasl.oidc.{k}");
-                    if !(oidc.token_endpoint_url.starts_with("https://")
-                        || oidc.token_endpoint_url.starts_with("http://"))
-                    {
+                    let url = &oidc.token_endpoint_url;
+                    let loopback = url::Url::parse(url).is_ok_and(|u| {
+                        u.scheme() == "http"
+                            && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+                    });
+                    if !(url.starts_with("https://") || loopback) {
                         return Err(format!(
-                            "{} `{}` must be an https:// URL",
+                            "{} `{}` must be an https:// URL (the client secret is sent to it; \
+                             http only to a loopback address)",
                             okey("token_endpoint_url"),
-                            super::secret::redact_url(&oidc.token_endpoint_url)
+                            super::secret::redact_url(url)
                         ));
                     }
                     if let Some(ca) = &oidc.ca_file {

@@ -610,13 +610,20 @@ impl<S: Service> ListenerEnv<S> {
         let Some(target) = ReplyTarget::parse(inc.reply_to, inc.reply_partition)? else {
             return Ok(());
         };
-        match self.producer.partitions(target.topic).await {
-            Ok(partitions) => target.fits(partitions),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot check a reply address now");
-                Ok(())
+        // What was read a while ago may be out of date (a topic created or grown since): a
+        // record is refused only on a fresh read.
+        for fresh in [false, true] {
+            match self.producer.partitions(target.topic, fresh).await {
+                Ok(partitions) if target.fits(partitions).is_ok() => return Ok(()),
+                Ok(partitions) if fresh => return target.fits(partitions),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot check a reply address now");
+                    return Ok(());
+                }
             }
         }
+        Ok(())
     }
 
     /// The handled record's metadata. A record without a `ce_id` (or with an empty one) is
@@ -1035,6 +1042,8 @@ fn committed_offset(
         })
         .create("offset lookup")
         .map_err(|e| crate::error::Error::kafka("creating a consumer", e))?;
+    // Serves the request for a first OAUTHBEARER token, before the blocking call below.
+    let _ = consumer.poll(Duration::ZERO);
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     let got = consumer

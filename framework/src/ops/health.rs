@@ -13,6 +13,7 @@
 //!   ready until a client connects again) and no partition is stopped behind a failing write,
 //!   and until shutdown begins.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,17 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::client::Access;
+
+/// What, beside the consumers, can keep the process from being ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Condition {
+    /// The start waits for the cluster or the registry.
+    Start,
+    /// A Kafka client's login or TLS handshake was refused.
+    Kafka,
+    /// The schema registry cannot be reached or refuses the login.
+    Registry,
+}
 
 /// The process's health, fed by its listeners' poll threads.
 #[derive(Debug)]
@@ -29,10 +41,9 @@ pub(crate) struct Health {
     stopping: AtomicBool,
     /// Whether the start completed.
     started: AtomicBool,
-    /// What the start waits for, while it waits.
-    waiting: Mutex<Option<String>>,
-    /// The last failed login of a client, until a client connects.
-    refused: Mutex<Option<String>>,
+    /// What keeps the process from being ready beside its consumers, by what reports it: the
+    /// start's wait, a refused Kafka login, the schema registry.
+    conditions: Mutex<BTreeMap<Condition, String>>,
     consumers: Mutex<Vec<Arc<ConsumerHealth>>>,
     /// Fatal errors clients reported: the process must be restarted.
     fatal: Mutex<Vec<String>>,
@@ -187,8 +198,7 @@ impl Health {
             stalled_after,
             stopping: AtomicBool::new(false),
             started: AtomicBool::new(false),
-            waiting: Mutex::default(),
-            refused: Mutex::default(),
+            conditions: Mutex::default(),
             consumers: Mutex::default(),
             fatal: Mutex::default(),
         }
@@ -197,20 +207,30 @@ impl Health {
     /// The start completed: readiness is up to the consumers from now on.
     pub(crate) fn started(&self) {
         self.started.store(true, Ordering::Relaxed);
+        self.condition(Condition::Start, None);
+    }
+
+    /// `condition` keeps the process from being ready, for `why` (`None`: no longer).
+    pub(crate) fn condition(&self, condition: Condition, why: Option<String>) {
+        let mut conditions = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
+        match why {
+            Some(why) => conditions.insert(condition, why),
+            None => conditions.remove(&condition),
+        };
     }
 
     /// The start waits for `why` (`None`: no longer).
     pub(crate) fn waiting(&self, why: Option<String>) {
-        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        self.condition(Condition::Start, why);
     }
 
     /// What the clients' last login attempt came to.
     pub(crate) fn access(&self, access: Access) {
-        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        *refused = match access {
+        let why = match access {
             Access::Refused(why) => Some(why),
             Access::Granted => None,
         };
+        self.condition(Condition::Kafka, why);
     }
 
     /// Watches a new consumer, named e.g. `acme.shop.orders/place_order`.
@@ -287,13 +307,13 @@ impl Health {
         if self.stopping.load(Ordering::Relaxed) {
             reasons.push("shutting down".to_owned());
         }
-        if !self.started.load(Ordering::Relaxed) {
-            let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            reasons.push(waiting.clone().unwrap_or_else(|| "starting".to_owned()));
+        let conditions = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
+        let starting = !self.started.load(Ordering::Relaxed);
+        if starting && !conditions.contains_key(&Condition::Start) {
+            reasons.push("starting".to_owned());
         }
-        if let Some(why) = &*self.refused.lock().unwrap_or_else(|p| p.into_inner()) {
-            reasons.push(why.clone());
-        }
+        reasons.extend(conditions.values().cloned());
+        drop(conditions);
         for c in &consumers {
             if !c.joined {
                 reasons.push(format!("{}: has not joined its group yet", c.consumer));

@@ -149,8 +149,12 @@ impl Drop for Server {
     }
 }
 
+/// How long connections may take to finish their requests once the server stops (a client
+/// trickling a body, a streaming route): then they are dropped.
+const GRACE: Duration = Duration::from_secs(5);
+
 /// Accepts connections until `stop`, each served by HTTP/1 with a header read timeout; then
-/// lets the connections finish their requests (graceful shutdown) and waits for them.
+/// lets the connections finish their requests (graceful shutdown) for at most [`GRACE`].
 async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -158,8 +162,9 @@ async fn serve(
     stop: CancellationToken,
     what: &'static str,
 ) {
-    let connections = tokio_util::task::TaskTracker::new();
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let stream = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -190,8 +195,11 @@ async fn serve(
             }
         });
     }
-    connections.close();
-    connections.wait().await;
+    let finished = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(GRACE, finished).await.is_err() {
+        tracing::debug!("{what}: connections still open after {GRACE:?} are dropped");
+        connections.abort_all();
+    }
 }
 
 fn probe(report: Report) -> Response {

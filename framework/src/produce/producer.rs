@@ -25,12 +25,17 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub(crate) struct Producer {
     inner: Inner,
-    /// Partition counts of the cluster's topics, and when they were read.
-    topics: Arc<std::sync::Mutex<Option<Topics>>>,
+    /// The cluster's topics, as last read.
+    topics: Arc<TopicCache>,
 }
 
-/// The cluster's topics with their partition counts, and when they were read.
-type Topics = (std::time::Instant, HashMap<String, i32>);
+/// The cluster's topics with their partition counts, when they were read, and the lock
+/// that makes reads one at a time.
+#[derive(Debug, Default)]
+struct TopicCache {
+    known: std::sync::Mutex<Option<(std::time::Instant, HashMap<String, i32>)>>,
+    reading: tokio::sync::Mutex<()>,
+}
 
 /// How long the cluster's topics, once read, are trusted.
 const TOPICS_FOR: Duration = Duration::from_secs(30);
@@ -175,25 +180,30 @@ impl Producer {
     }
 
     /// How many partitions `topic` has (`None`: it does not exist), from the metadata of all
-    /// the cluster's topics (asking for one topic by name can make a broker create it),
-    /// read again after 30 s or when `topic` is not among them. A recording producer knows
-    /// every topic, with as many partitions as asked for.
+    /// the cluster's topics (asking for one topic by name can make a broker create it). What
+    /// was read is trusted for 30 s, unless `fresh` asks for a new read; reads are one at a
+    /// time and at most one a second (a flood of records naming unknown topics costs no
+    /// more). A recording producer knows every topic, with as many partitions as asked for.
     ///
     /// # Errors
     /// [`Error::Kafka`] when the cluster did not answer.
-    pub(crate) async fn partitions(&self, topic: &str) -> Result<Option<i32>> {
+    pub(crate) async fn partitions(&self, topic: &str, fresh: bool) -> Result<Option<i32>> {
         let producer = match &self.inner {
             Inner::Kafka(p) => p.clone(),
             #[cfg(feature = "testing")]
             Inner::Recording(_) => return Ok(Some(i32::MAX)),
         };
-        {
-            let known = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, topics)) = &*known {
-                if let (Some(n), true) = (topics.get(topic), at.elapsed() < TOPICS_FOR) {
-                    return Ok(Some(*n));
-                }
-            }
+        let known = |within: Duration| -> Option<Option<i32>> {
+            let topics = self.topics.known.lock().unwrap_or_else(|p| p.into_inner());
+            let (at, topics) = topics.as_ref()?;
+            (at.elapsed() < within).then(|| topics.get(topic).copied())
+        };
+        if let (false, Some(Some(n))) = (fresh, known(TOPICS_FOR)) {
+            return Ok(Some(n));
+        }
+        let _reading = self.topics.reading.lock().await;
+        if let Some(n) = known(Duration::from_secs(1)) {
+            return Ok(n);
         }
         let read = tokio::task::spawn_blocking(move || {
             producer
@@ -210,7 +220,7 @@ impl Producer {
         .map_err(|_| Error::kafka("reading the cluster's topics", KafkaError::Canceled))?
         .map_err(|e| Error::kafka("reading the cluster's topics", e))?;
         let n = read.get(topic).copied();
-        *self.topics.lock().unwrap_or_else(|p| p.into_inner()) =
+        *self.topics.known.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), read));
         Ok(n)
     }

@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
 
 use crate::config::client::{Clients, Hooked};
+use crate::error::Error;
 
 /// A record produced by an exactly-once listener's handler, held until the transaction that
 /// commits its source record's offset.
@@ -132,7 +133,9 @@ impl TxProducer {
                     .set("enable.idempotence", "true");
             })
             .create(&format!("tx {transactional_id}"))
-            .map_err(|e| format!("creating the transactional producer: {e}"))?;
+            .map_err(|e| Error::kafka("creating the transactional producer", e).to_string())?;
+        // Serves the request for a first OAUTHBEARER token, before the blocking call below.
+        inner.poll(Duration::ZERO);
         inner
             .init_transactions(CALL_TIMEOUT)
             .map_err(|e| format!("registering transactional.id `{transactional_id}`: {e}"))?;

@@ -848,7 +848,12 @@ fn read_partition(
                     .set("enable.partition.eof", "true");
             })
             .create("saga restore")
-            .map_err(|e| Error::kafka(what(), e))?,
+            .map_err(|e| Error::kafka(what(), e))
+            .inspect(|c: &Reader| {
+                // Serves the request for a first OAUTHBEARER token, before the blocking
+                // calls below.
+                let _ = c.poll(Duration::ZERO);
+            })?,
     };
     let (low, high) = consumer
         .fetch_watermarks(topic, p, Duration::from_secs(10))

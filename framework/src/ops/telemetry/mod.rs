@@ -170,18 +170,8 @@ fn otlp_provider(
     let mut builder =
         reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(10));
     if let Some(ca) = &config.otlp_ca_file {
-        let pem = std::fs::read(ca).map_err(|e| {
-            Error::Config(format!(
-                "telemetry.otlp_ca_file: cannot read `{}`: {e}",
-                ca.display()
-            ))
-        })?;
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-            Error::Config(format!(
-                "telemetry.otlp_ca_file: `{}` is not a PEM certificate: {e}",
-                ca.display()
-            ))
-        })?;
+        let cert = crate::config::registry::pem_certificate("telemetry.otlp_ca_file", ca)
+            .map_err(Error::Config)?;
         builder = builder.add_root_certificate(cert);
     }
     // The blocking client runs a runtime of its own, which may not be made on a thread of
