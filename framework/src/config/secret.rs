@@ -201,13 +201,16 @@ pub fn redact_url(text: &str) -> String {
         };
     };
     let doubtful = || format!("{scheme}://{REDACTED}");
+    // The login ends at the last `@` before the host; an `@` past the first `/`, `?` or `#`
+    // after `://` (as written, before the parser resolves `..` away or drops tabs) means the
+    // form is in doubt, and so do controls and spaces, which the parser drops.
+    let authority_end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    if rest[authority_end..].contains('@') || text.chars().any(|c| c.is_control() || c == ' ') {
+        return doubtful();
+    }
     let Ok(url) = url::Url::parse(text) else {
         return doubtful();
     };
-    let past_host = [Some(url.path()), url.query(), url.fragment()];
-    if past_host.iter().flatten().any(|part| part.contains('@')) || rest.contains('\\') {
-        return doubtful();
-    }
     let mut shown = url.clone();
     let password = url.password().is_some();
     if password && shown.set_password(None).is_err() {
@@ -227,8 +230,10 @@ pub fn redact_url(text: &str) -> String {
     if password {
         // The login is `user@`: the first `@` past the scheme, now that the password is gone.
         let start = shown.find("://").map_or(0, |i| i + 3);
-        if let Some(at) = shown[start..].find('@') {
-            shown.insert_str(start + at, &format!(":{REDACTED}"));
+        match shown[start..].find('@') {
+            Some(at) => shown.insert_str(start + at, &format!(":{REDACTED}")),
+            // No user: the login was the password alone.
+            None => shown.insert_str(start, &format!(":{REDACTED}@")),
         }
     }
     shown
