@@ -11,8 +11,9 @@
 //!   hand-over to the producer, from [`record`], into a nanosecond HdrHistogram;
 //! - peak RSS: the process's high-water resident set (each run is a process of its own).
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -127,14 +128,10 @@ pub(crate) fn record(ts_us: u64, added: Option<Duration>) {
     }
     if m.latency {
         let latency = now_us().saturating_sub(ts_us).max(1);
-        let _ = m
-            .histogram
-            .lock()
-            .expect("poisoned")
-            .record(latency.min(60_000_000));
+        let _ = m.histogram.lock().record(latency.min(60_000_000));
         if let Some(added) = added {
             let ns = (added.as_nanos() as u64).clamp(1, 60_000_000_000);
-            let _ = m.added.lock().expect("poisoned").record(ns);
+            let _ = m.added.lock().record(ns);
         }
     }
     if n == m.warmup + m.records {
@@ -157,9 +154,9 @@ impl Meter {
             .expect("started at the first measured record");
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
         let cpu_us = (cpu() - cpu0).as_secs_f64() * 1e6 / self.records as f64;
-        let h = self.histogram.lock().expect("poisoned");
+        let h = self.histogram.lock();
         let quantile = |q| self.latency.then(|| h.value_at_quantile(q));
-        let added = self.added.lock().expect("poisoned");
+        let added = self.added.lock();
         let added_quantile =
             |q| (!added.is_empty()).then(|| added.value_at_quantile(q) as f64 / 1e3);
         Report {

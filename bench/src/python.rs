@@ -7,13 +7,13 @@ use anyhow::bail;
 
 use crate::payload::{INPUT, OUTPUT_FASTSTREAM};
 
-/// The virtualenv's Python: `ATOLL_FASTSTREAM_PYTHON`, or where `scripts/install-faststream`
+/// The virtualenv's Python: `ATOLL_TEST_FASTSTREAM_PYTHON`, or where `scripts/install-faststream`
 /// puts it.
 fn interpreter() -> PathBuf {
-    interpreter_from(std::env::var_os("ATOLL_FASTSTREAM_PYTHON"))
+    interpreter_from(std::env::var_os("ATOLL_TEST_FASTSTREAM_PYTHON"))
 }
 
-/// The interpreter `ATOLL_FASTSTREAM_PYTHON` (`named`) names, or the default venv's.
+/// The interpreter `ATOLL_TEST_FASTSTREAM_PYTHON` (`named`) names, or the default venv's.
 fn interpreter_from(named: Option<std::ffi::OsString>) -> PathBuf {
     named.map_or_else(
         || {
@@ -29,7 +29,7 @@ fn installed(python: PathBuf) -> anyhow::Result<PathBuf> {
     if !python.exists() {
         bail!(
             "FastStream is not installed at {} (scripts/install-faststream installs it; \
-             ATOLL_FASTSTREAM_PYTHON names another interpreter)",
+             ATOLL_TEST_FASTSTREAM_PYTHON names another interpreter)",
             python.display()
         );
     }

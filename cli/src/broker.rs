@@ -21,12 +21,8 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    /// Loads the configuration and checks that the broker answers.
-    pub(crate) fn connect(runtime: tokio::runtime::Handle) -> anyhow::Result<Self> {
-        Self::connect_to(runtime, None)
-    }
-
-    /// As [`Broker::connect`], at `bootstrap` when given (else the configured address).
+    /// Loads the configuration and checks that the broker at `bootstrap` (else the configured
+    /// one) answers.
     pub(crate) fn connect_to(
         runtime: tokio::runtime::Handle,
         bootstrap: Option<String>,

@@ -28,7 +28,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "atoll",
-    about = "Operate atoll services: topics and ACLs from the manifests, dead letters, views"
+    version,
+    about = "Operate atoll services: topics and ACLs from the manifests, dead letters, views",
+    after_help = "Exit codes: 0 done; 1 failed; 2 `plan --detailed-exitcode` found changes to make; 64 the command line is wrong."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,11 +40,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Dead-letter topics (`<service>.private.dlq`).
-    #[command(subcommand)]
-    Dlq(DlqCmd),
+    Dlq {
+        #[command(flatten)]
+        kafka: Kafka,
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
     /// Views: read models that listeners build from facts in the service's store.
-    #[command(subcommand)]
-    View(ViewCmd),
+    View {
+        #[command(flatten)]
+        kafka: Kafka,
+        #[command(subcommand)]
+        cmd: ViewCmd,
+    },
     /// Compare the manifests with the cluster: topics to create, partitions to add, configs to
     /// change, topics no service declares; with `--registry`, each event's schema against the
     /// registry.
@@ -52,7 +62,8 @@ enum Cmd {
         /// The schema registry to check the schemas (`<dir>/avro/`) against.
         #[arg(long)]
         registry: Option<String>,
-        /// Exit 0 when nothing would change, 2 when something would, 1 on error.
+        /// Exit 0 when nothing would change, 2 when something would, 1 on error (64: a wrong
+        /// command line).
         #[arg(long)]
         detailed_exitcode: bool,
         /// Plan to delete the namespaces' topics that no service declares.
@@ -136,8 +147,15 @@ enum Cmd {
 struct Target {
     /// The directory of the manifests (`<company>.<namespace>.json`), e.g. `topics`.
     dir: PathBuf,
+    #[command(flatten)]
+    kafka: Kafka,
+}
+
+/// The cluster a command talks to.
+#[derive(Args)]
+struct Kafka {
     /// The broker, instead of `ATOLL_KAFKA__BOOTSTRAP_SERVERS`.
-    #[arg(long)]
+    #[arg(long, global = true, value_name = "HOST:PORT")]
     bootstrap: Option<String>,
 }
 
@@ -234,7 +252,18 @@ struct Select {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` are "errors" printed to standard output.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(USAGE);
+        }
+    };
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || run(cli, runtime)).await;
     match result {
@@ -250,13 +279,20 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The exit code of a wrong command line (`EX_USAGE`): not 2, which `plan --detailed-exitcode`
+/// means as "changes to make".
+const USAGE: u8 = 64;
+
 /// Runs the command; the exit code on success.
 fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
     let out = &mut std::io::stdout().lock();
-    let cmd = match cli.command {
-        Cmd::Dlq(cmd) => cmd,
-        Cmd::View(ViewCmd::Rebuild { group, dry_run }) => {
-            return view::rebuild(runtime, &group, dry_run, out).map(|()| 0);
+    let (kafka, cmd) = match cli.command {
+        Cmd::Dlq { kafka, cmd } => (kafka, cmd),
+        Cmd::View {
+            kafka,
+            cmd: ViewCmd::Rebuild { group, dry_run },
+        } => {
+            return view::rebuild(runtime, kafka.bootstrap, &group, dry_run, out).map(|()| 0);
         }
         Cmd::Plan {
             target,
@@ -345,7 +381,7 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
         }
         Cmd::CreateAclsInChild { target, principal } => {
             let manifests = Manifest::read_dir(&target.dir)?;
-            let broker = broker::Broker::connect_to(runtime, target.bootstrap.clone())?;
+            let broker = broker::Broker::connect_to(runtime, target.kafka.bootstrap.clone())?;
             let acls = acls::derive(&manifests, &acls::Principals(principal))
                 .map_err(anyhow::Error::msg)?;
             cluster::create_acls(&broker, &acls)?;
@@ -367,7 +403,7 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             return Ok(0);
         }
     };
-    let broker = broker::Broker::connect(runtime)?;
+    let broker = broker::Broker::connect_to(runtime, kafka.bootstrap)?;
     match cmd {
         DlqCmd::List { topic } => dlq::list(&broker, &topic, out),
         DlqCmd::Show { topic, at } => dlq::show(&broker, &topic, at.partition, at.offset, out),
@@ -418,7 +454,7 @@ fn planned(
     delete: bool,
 ) -> anyhow::Result<Planned> {
     let manifests = Manifest::read_dir(&target.dir)?;
-    let broker = broker::Broker::connect_to(runtime, target.bootstrap.clone())?;
+    let broker = broker::Broker::connect_to(runtime, target.kafka.bootstrap.clone())?;
     let declared = plan::declared(&manifests);
     let actual = cluster::actual(&broker, &manifests, &declared)?;
     let plan = plan::plan(&declared, &actual, delete);

@@ -19,6 +19,7 @@ use crate::broker::Broker;
 /// fail, the groups are put back where they were, and the view stays as it was.
 pub(crate) fn rebuild(
     runtime: tokio::runtime::Handle,
+    bootstrap: Option<String>,
     group: &str,
     dry_run: bool,
     out: &mut impl Write,
@@ -44,7 +45,7 @@ pub(crate) fn rebuild(
             }
         );
     };
-    let broker = Broker::connect(runtime.clone())?;
+    let broker = Broker::connect_to(runtime.clone(), bootstrap)?;
     // Everything that can be checked is checked before anything changes.
     view.check()?;
     for feed in &view.feeds {

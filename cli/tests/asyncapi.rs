@@ -13,7 +13,7 @@ const VALIDATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/asyncapi/vali
 
 /// The node_modules holding `@asyncapi/parser` (`scripts/install-node-tools` installs it).
 fn node_modules() -> PathBuf {
-    let dir = std::env::var_os("ATOLL_NODE_MODULES").map_or_else(
+    let dir = std::env::var_os("ATOLL_TEST_NODE_MODULES").map_or_else(
         || {
             let home = std::env::var_os("HOME").expect("HOME");
             Path::new(&home).join(".local/share/atoll/node/node_modules")

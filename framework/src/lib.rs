@@ -155,7 +155,7 @@ pub mod dead_letter {
 
 /// The non-blocking retry topic's `atoll_retry_*` headers.
 pub mod retry_topic {
-    pub use crate::consume::retry_topic::{
+    pub use crate::contract::retry_topic::{
         ATTEMPTS, DELIVERY, ERROR, LISTENER, NOT_BEFORE, ORIGINAL_OFFSET, ORIGINAL_PARTITION,
         ORIGINAL_TOPIC,
     };

@@ -36,25 +36,29 @@
 //! pending step sent, answer with a canned reply or let the step time out, and check where it
 //! stands.
 
+use parking_lot::Mutex;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::codec::Codec;
+use crate::config::listener::DeliveryMode;
 use crate::contract::codec::CodecKind;
 use crate::contract::envelope::{Incoming, Outgoing};
 use crate::contract::event::{Command, Event, Reply};
 use crate::error::HandlerError;
 use crate::handler::context::{Context, Meta};
+use crate::handler::delivery::{Acks, Begun, Delivery, Outboxed, Settled, Sink, Unsettled};
 use crate::handler::hooks::HookRuntime;
 use crate::handler::listener::{CallError, Handlers, Listener};
-use crate::handler::transaction::{self, TxCell};
 use crate::produce::{Producer, Recorded};
 use crate::saga::state::{SagaState, Status};
 use crate::saga::{saga_listener, start_type, state_type, timeout_type, SagaOf};
-use crate::store::{outbox, Store};
+use crate::store::Store;
 
 /// A listener call's result as the handler's.
 fn called(result: Result<(), CallError>) -> Result<(), HandlerError> {
@@ -143,7 +147,7 @@ pub struct TestBed<S> {
 impl<S> fmt::Debug for TestBed<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestBed")
-            .field("recorded", &self.sink.lock().map(|s| s.len()).unwrap_or(0))
+            .field("recorded", &self.sink.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -186,16 +190,16 @@ impl<S: Handlers> TestBed<S> {
     /// A context as a handler gets it for a record with metadata `meta`: what is produced
     /// through it is recorded here. For calling a handler method directly.
     pub fn context_for(&self, meta: Meta) -> Context<S> {
-        self.context_in(meta, None)
+        self.context_in(meta, Sink::producer())
     }
 
-    fn context_in(&self, meta: Meta, tx: Option<Arc<TxCell>>) -> Context<S> {
+    fn context_in(&self, meta: Meta, sink: Arc<Sink>) -> Context<S> {
         Context::new(
             self.producer.clone(),
             self.codec.clone(),
             self.source.clone(),
             Arc::new(meta),
-            tx,
+            sink,
         )
     }
 
@@ -270,54 +274,76 @@ impl<S: Handlers> TestBed<S> {
             .unwrap_or_else(|| panic!("no listener of `{}` handles `{ce_type}`", S::ID))
     }
 
+    /// How `listener`'s outputs leave, as in a running service: through the bed's store when
+    /// its handler takes `Tx`, staged when it is exactly once.
+    fn delivery_of(&self, listener: &Listener<S>) -> Result<Delivery, HandlerError> {
+        if !listener.is_transactional() {
+            return Ok(match listener.settings().delivery {
+                Some(DeliveryMode::ExactlyOnce) => Delivery::ExactlyOnce,
+                _ => Delivery::AtLeastOnce,
+            });
+        }
+        let store = self.store.clone().unwrap_or_else(|| {
+            panic!(
+                "listener `{}` is transactional: give the test bed a store, `TestBed::new(…).with_store(Store::connect(…).await?)`",
+                listener.name()
+            )
+        });
+        let outbox = Outboxed {
+            store,
+            producer: self.producer.clone(),
+            backoff: Backoff::new(Duration::ZERO, Duration::ZERO),
+        };
+        Ok(Delivery::Transactional {
+            group: listener.group_id().map_err(HandlerError::permanent)?,
+            outbox: Arc::new(outbox),
+        })
+    }
+
+    /// Delivers a record to `listener` through the runtime's own delivery: begin, call,
+    /// settle (the acknowledgements awaited; what an exactly-once listener staged is recorded
+    /// as its Kafka transaction would commit it).
     async fn call(
         &self,
         listener: &Listener<S>,
         meta: Meta,
         payload: &[u8],
     ) -> Result<(), HandlerError> {
-        if !listener.is_transactional() {
-            let ctx = self.context_for(meta);
-            return called(listener.call(self.svc.clone(), ctx, payload).await);
-        }
-        let store = self.store.as_ref().unwrap_or_else(|| {
-            panic!(
-                "listener `{}` is transactional: give the test bed a store, `TestBed::new(…).with_store(Store::connect(…).await?)`",
-                listener.name()
-            )
-        });
-        let group = listener.group_id().map_err(HandlerError::permanent)?;
-        let Some(cell) = transaction::begin(store, &group, &meta.id)
-            .await
-            .map_err(HandlerError::from)?
-        else {
+        let delivery = self.delivery_of(listener)?;
+        let sink = match delivery.begin(&meta).await? {
+            Begun::Fresh(sink) => sink,
             // Handled before: skipped, as a running service would.
-            return Ok(());
+            Begun::Duplicate => return Ok(()),
         };
-        let ctx = self.context_in(meta, Some(cell.clone()));
+        let ctx = self.context_in(meta, sink.clone());
         called(listener.call(self.svc.clone(), ctx, payload).await)?;
-        let committed = transaction::commit(&cell)
-            .await
-            .map_err(HandlerError::from)?;
-        outbox::publish(store, &self.producer, &committed)
-            .await
-            .map_err(HandlerError::from)?;
-        Ok(())
+        let never = CancellationToken::new();
+        match sink.settle(Acks::Wait, &never).await {
+            Ok(Settled::Done | Settled::Acking(_)) => Ok(()),
+            Ok(Settled::Staged(outputs)) => {
+                for o in outputs {
+                    let bytes = o.key.as_deref();
+                    self.producer
+                        .send_to(&o.topic, o.partition, bytes, &o.payload, o.headers)
+                        .await?
+                        .acked()
+                        .await?;
+                }
+                Ok(())
+            }
+            Err(Unsettled::NotAcknowledged(e) | Unsettled::Store(e)) => Err(e.into()),
+            Err(Unsettled::Revoked) => Err(HandlerError::transient("the test bed stopped")),
+        }
     }
 
     /// Every record produced so far, oldest first.
     pub fn records(&self) -> Vec<Produced> {
-        self.sink
-            .lock()
-            .expect("poisoned")
-            .iter()
-            .map(Produced::of)
-            .collect()
+        self.sink.lock().iter().map(Produced::of).collect()
     }
 
     /// Forgets what was produced so far.
     pub fn clear(&self) {
-        self.sink.lock().expect("poisoned").clear();
+        self.sink.lock().clear();
     }
 
     fn of_type<E: Event>(&self) -> Vec<E> {
@@ -355,7 +381,6 @@ impl<S: Handlers> TestBed<S> {
                 runtime: tokio::runtime::Handle::current(),
                 stop: stop.clone(),
                 saga: crate::config::SagaConfig::default(),
-                dead_letter_headers: crate::consume::dead_letter::headers_of,
             });
             hooks.assigned(&[0]);
         }

@@ -118,14 +118,15 @@ async fn a_flow_across_three_services_is_one_trace() {
         spans
             .iter()
             .find(|s| {
-                s.name == "process"
+                // OpenTelemetry's messaging conventions: `<operation> <destination>`.
+                s.name == format!("process {topic}")
                     && attribute(s, "messaging.destination.name").as_deref() == Some(topic)
             })
             .unwrap_or_else(|| panic!("no process span of {topic}: {spans:#?}"))
     };
     let send = spans
         .iter()
-        .find(|s| s.name == "send")
+        .find(|s| s.name == "send acme.test.alpha.commands")
         .expect("the client's send span");
     let alpha = process("acme.test.alpha.commands");
     let beta = process("acme.test.alpha.events");

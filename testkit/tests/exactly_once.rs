@@ -243,7 +243,7 @@ async fn a_zombies_late_commit_is_fenced() {
         &env(
             &broker,
             "zombie",
-            &[("TEST_ATOLL_HOLD_TRANSACTION_MS", "20000")],
+            &[("ATOLL_TEST_HOLD_TRANSACTION_MS", "20000")],
         ),
     );
     one_item_once_joined(&broker, &a).await;
@@ -308,7 +308,7 @@ async fn a_zombie_saga_owners_late_state_write_is_fenced() {
         &journey(
             &broker,
             "zombie-saga",
-            &[("TEST_ATOLL_HOLD_TRANSACTION_MS", "20000")],
+            &[("ATOLL_TEST_HOLD_TRANSACTION_MS", "20000")],
         ),
     );
     journey_joined(&a);
@@ -489,7 +489,7 @@ async fn sagas_rewound_after_failed_transactions_end_once() {
         &journey(
             &broker,
             "rewound",
-            &[("TEST_ATOLL_FAIL_TRANSACTION_EVERY", "2")],
+            &[("ATOLL_TEST_FAIL_TRANSACTION_EVERY", "2")],
         ),
     );
     journey_joined(&p);
@@ -608,7 +608,9 @@ async fn outputs_are_written_once_though_transactions_fail() {
             &broker,
             "p0",
             &[
-                ("TEST_ATOLL_FAIL_TRANSACTION_EVERY", "3"),
+                // Every other one: at least two fail however few there are (a slow machine
+                // makes fewer, larger transactions; CI once saw a single failure with every 3rd).
+                ("ATOLL_TEST_FAIL_TRANSACTION_EVERY", "2"),
                 // Many small transactions.
                 ("ATOLL_LISTENER__COMMIT_BATCH", "25"),
             ],

@@ -94,7 +94,7 @@ async fn json_logs_and_spans_exported_to_the_configured_collector() {
     let all: Vec<u8> = exports.into_iter().flat_map(|(_, b)| b).collect();
     for expected in [
         "acme.test.probe",
-        "process",
+        "process acme.test.probe.commands",
         "messaging.system",
         "acme.test.probe.commands",
         "acme.test.probe-work",

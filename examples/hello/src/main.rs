@@ -39,14 +39,17 @@ impl Hello {
 
 #[tokio::main]
 async fn main() -> atoll::Result<()> {
-    let running = App::from_env()?.service(Hello).start().await?;
-    let client = running.client("acme.demo.hello-driver");
-    for name in ["ada", "grace", "edsger"] {
-        client.send(&Greet { name: name.into() }).await?;
-    }
-    while running.stats().iter().map(|s| s.handled).sum::<u64>() < 3 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    running.shutdown().await;
-    Ok(())
+    App::from_env()?
+        .service(Hello)
+        .run_with(async |running| {
+            let client = running.client("acme.demo.hello-driver");
+            for name in ["ada", "grace", "edsger"] {
+                client.send(&Greet { name: name.into() }).await?;
+            }
+            while running.stats().iter().map(|s| s.handled).sum::<u64>() < 3 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(())
+        })
+        .await
 }

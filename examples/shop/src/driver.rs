@@ -1,9 +1,10 @@
 //! The driver: places orders and watches them reach a terminal fact.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll::config::Config;
@@ -302,13 +303,13 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
         }
     }
     let deadline = Instant::now() + timeout;
-    while seen.lock().expect("poisoned").terminal.len() < n && Instant::now() < deadline {
+    while seen.lock().terminal.len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stock = match baseline {
         None => StockCheck::Unchecked,
         Some(baseline) => {
-            let terminal = seen.lock().expect("poisoned").terminal.clone();
+            let terminal = seen.lock().terminal.clone();
             let expected = expected_stock(baseline, &placed, &terminal);
             // Releases of cancelled orders may still be on their way: poll for a while.
             let mut got = BTreeMap::new();
@@ -341,7 +342,7 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
     tokio::task::spawn_blocking(move || watcher.join())
         .await?
         .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
-    let seen = seen.lock().expect("poisoned");
+    let seen = seen.lock();
     let completed = seen.terminal.values().filter(|c| **c).count();
     Ok(Summary {
         placed: n,
@@ -362,7 +363,7 @@ async fn wait_sales(running: &Running, seen: &Mutex<Seen>, prefix: &str) -> Sale
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (raw, ended, facts) = {
-            let mut seen = seen.lock().expect("poisoned");
+            let mut seen = seen.lock();
             let raw = std::mem::take(&mut seen.sales);
             (raw, seen.terminal.clone(), seen.end_facts.clone())
         };
@@ -424,12 +425,7 @@ async fn wait_report(
 ) -> Option<BTreeMap<String, i64>> {
     let deadline = Instant::now() + timeout;
     loop {
-        let raw = seen
-            .lock()
-            .expect("poisoned")
-            .reports
-            .get(request_id)
-            .cloned();
+        let raw = seen.lock().reports.get(request_id).cloned();
         if let Some((content_type, payload)) = raw {
             return match running
                 .decode::<StockReported>(content_type.as_deref(), &payload)
@@ -503,16 +499,13 @@ fn watch(
             // Keyed by day: the order id is in the payload, checked once decoded.
             let content_type = header_str(&msg, "content-type").map(str::to_owned);
             let payload = msg.payload().unwrap_or_default().to_vec();
-            seen.lock()
-                .expect("poisoned")
-                .sales
-                .push((content_type, payload));
+            seen.lock().sales.push((content_type, payload));
             continue;
         }
         if !key.starts_with(prefix) {
             continue;
         }
-        let mut seen = seen.lock().expect("poisoned");
+        let mut seen = seen.lock();
         if msg.topic() == stock_events {
             let content_type = header_str(&msg, "content-type").map(str::to_owned);
             let payload = msg.payload().unwrap_or_default().to_vec();

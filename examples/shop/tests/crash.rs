@@ -77,7 +77,7 @@ async fn a_crash_between_the_commit_and_the_publish_loses_nothing() {
     // Payments aborts after its 20th commit, before publishing what that one emitted and
     // replied; restarted, it finds the record's inbox row (the record is skipped) and publishes
     // the rows its first handling left behind.
-    let mut payments = shop.serve("payments", &[("TEST_ATOLL_CRASH_AFTER_COMMITS", "20")]);
+    let mut payments = shop.serve("payments", &[("ATOLL_TEST_CRASH_AFTER_COMMITS", "20")]);
     joined(&[&fixed[0], &fixed[1], &fixed[2], &payments]);
     let place = shop.place(&["--orders", "100", "--rate", "20", "--timeout-secs", "180"]);
     let crashed = wait_until(Duration::from_secs(120), || !payments.running());

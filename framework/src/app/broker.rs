@@ -107,12 +107,12 @@ impl Drop for EmbeddedBroker {
 pub fn reach(client: &ClientConfig, timeout: Duration) -> Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let (who, bootstrap) = who_and_where(client);
-    let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let refused = std::sync::Arc::new(parking_lot::Mutex::new(None));
     let hooks = {
         let refused = refused.clone();
         ClientHooks::new(who, bootstrap.clone(), None, move |access| {
             if let Access::Refused(why) = access {
-                *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                *refused.lock() = Some(why);
             }
         })
     };
@@ -127,7 +127,7 @@ pub fn reach(client: &ClientConfig, timeout: Duration) -> Result<()> {
     };
     // The client's errors reach its callbacks when it is polled.
     let _ = consumer.poll(Duration::from_millis(200));
-    let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let refused = refused.lock().take();
     let what = match refused {
         Some(why) => why,
         None => format!("no answer from the cluster at {bootstrap} within {timeout:?}"),

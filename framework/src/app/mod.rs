@@ -6,7 +6,7 @@ pub(crate) mod wait;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::FutureProducer;
@@ -25,13 +25,15 @@ use crate::config::listener::{DeliveryMode, ListenerConfig, ListenerSettings, Re
 use crate::config::{Config, Registry};
 use crate::consume::consumer;
 use crate::consume::consumer::{Assignment, ListenerThread};
+use crate::consume::env::{Counters, Group, Io, ListenerEnv, Mode, Setup};
+use crate::consume::retry::Policy;
 use crate::consume::routing::{Inbox, Routes};
-use crate::consume::worker::{ListenerEnv, Mode};
 use crate::contract::codec::CodecKind;
 use crate::contract::service::{owned_topics, Service, TopicSpec};
 use crate::contract::topic::ServiceId;
 use crate::error::{Error, Result};
 use crate::handler::context::Client;
+use crate::handler::delivery::{Delivery, Outboxed};
 use crate::handler::hooks::HookRuntime;
 use crate::handler::listener::{all_listeners, is_inbox, Handlers, Listener};
 use crate::handler::transaction::StoreTx;
@@ -180,11 +182,11 @@ impl<S: Handlers> ErasedService for Registered<S> {
                     runtime: env.runtime.clone(),
                     stop: env.stop.clone(),
                     saga: env.config.saga.clone(),
-                    dead_letter_headers: crate::consume::dead_letter::headers_of,
                 });
             }
             let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));
             let permits = crate::consume::lanes::Permits::new(config.max_in_flight);
+            let delivery = delivery_of(&listener, &config, env)?;
             let mut modes = vec![(Mode::Main, listener.topic().clone())];
             if routes.retry_designated == Some(listener.name())
                 || config.retry == RetryMode::NonBlocking
@@ -199,27 +201,28 @@ impl<S: Handlers> ErasedService for Registered<S> {
                 let lenv = Arc::new(ListenerEnv {
                     svc: self.0.clone(),
                     listener: listener.clone(),
-                    routes: routes.clone(),
-                    producer: env.producer.clone(),
-                    codec: codec.clone(),
-                    source: source.clone(),
-                    config: config.clone(),
-                    stop: env.stop.clone(),
-                    store: env.store.cloned(),
-                    finished: Default::default(),
-                    topic,
-                    mode,
-                    group: listener.group_id()?,
-                    consumer_group: match mode {
-                        Mode::Main => listener.group_id()?,
-                        Mode::Retry => format!("{}.retry", listener.group_id()?),
+                    setup: Setup {
+                        config: config.clone(),
+                        topic,
+                        group: Group::new(listener.group_id()?, mode),
+                        routes: routes.clone(),
+                        source: source.clone(),
+                        process: env.process.to_owned(),
                     },
-                    metrics: metrics.clone(),
-                    permits: permits.clone(),
-                    clients: clients.clone(),
-                    process: env.process.to_owned(),
-                    passed: Mutex::default(),
-                    health: health.clone(),
+                    io: Io {
+                        producer: env.producer.clone(),
+                        codec: codec.clone(),
+                        clients: clients.clone(),
+                        delivery: delivery.clone(),
+                        stop: env.stop.clone(),
+                    },
+                    counters: Counters {
+                        finished: Default::default(),
+                        metrics: metrics.clone(),
+                        permits: permits.clone(),
+                        health: health.clone(),
+                        retry_groups: Default::default(),
+                    },
                 });
                 threads.push(consumer::spawn(lenv, env.runtime.clone(), health)?);
             }
@@ -291,6 +294,36 @@ fn distinct_migrations(sets: &mut [sqlx::migrate::Migrator]) -> Result<()> {
 }
 
 /// A listener's settings: `listener.*` ← its code ← `listeners.<name>`.
+/// How `listener`'s outputs leave: through the store when its handler takes `Tx`, else as its
+/// `delivery` setting says.
+fn delivery_of<S: Service>(
+    listener: &Listener<S>,
+    config: &ListenerConfig,
+    env: &StartEnv<'_>,
+) -> Result<Delivery> {
+    if !listener.is_transactional() {
+        return Ok(match config.delivery {
+            DeliveryMode::AtLeastOnce => Delivery::AtLeastOnce,
+            DeliveryMode::ExactlyOnce => Delivery::ExactlyOnce,
+        });
+    }
+    let store = env.store.cloned().ok_or_else(|| {
+        Error::Config(format!(
+            "listener `{}` takes `Tx`, and the process has no store",
+            listener.name()
+        ))
+    })?;
+    let outbox = Outboxed {
+        store,
+        producer: env.producer.clone(),
+        backoff: Policy::of(config).backoff,
+    };
+    Ok(Delivery::Transactional {
+        group: listener.group_id()?,
+        outbox: Arc::new(outbox),
+    })
+}
+
 fn listener_config(config: &Config, name: &str, code: &ListenerSettings) -> Result<ListenerConfig> {
     let mut resolved = config.listener.merged(code);
     for (key, over) in &config.listeners {
@@ -642,7 +675,12 @@ impl App {
             }
         }
         health.started();
-        tracing::info!(process, services = ?ids, "atoll started");
+        let services = ids
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(process, services, "atoll started");
         Ok(Running {
             stop,
             threads,
@@ -688,15 +726,24 @@ impl App {
     }
 
     /// Starts, then runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+    ///
+    /// Logs go to standard error unless the application installed a `tracing` subscriber
+    /// first (see [`run_until`](Self::run_until)).
     pub async fn run(self) -> Result<()> {
         self.run_until(crate::app::shutdown::signal()).await
     }
 
     /// Starts, then runs until `shutdown` completes, then shuts down gracefully.
     ///
+    /// Unless the application installed a `tracing` subscriber first, this installs atoll's
+    /// ([`telemetry::init`](crate::telemetry::init) with `telemetry.*`: the `RUST_LOG` filter,
+    /// else `telemetry.log_filter`, else `info`; text, or JSON with `telemetry.log_format`),
+    /// so that the start, each listener's partitions and the shutdown are logged.
+    ///
     /// A shutdown during the start (which waits while the cluster cannot be reached or
     /// refuses the login) ends it where it is: nothing was consumed yet.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let _logs = self.default_logs()?;
         let mut shutdown = std::pin::pin!(shutdown);
         let running = tokio::select! {
             running = self.start() => running?,
@@ -708,6 +755,33 @@ impl App {
         shutdown.await;
         running.shutdown().await;
         Ok(())
+    }
+
+    /// Starts, runs `job` with the running process (a demo's driver, a batch), then shuts
+    /// down gracefully once it returns, or on SIGTERM or Ctrl-C first; the job's error is the
+    /// result. Logs as [`run_until`](Self::run_until) does.
+    pub async fn run_with(self, job: impl AsyncFnOnce(&Running) -> Result<()>) -> Result<()> {
+        let _logs = self.default_logs()?;
+        let running = self.start().await?;
+        let done = tokio::select! {
+            done = job(&running) => done,
+            () = crate::app::shutdown::signal() => Ok(()),
+        };
+        running.shutdown().await;
+        done
+    }
+
+    /// atoll's logs, unless the application installed a `tracing` subscriber: named after the
+    /// first registered service.
+    fn default_logs(&self) -> Result<Option<crate::ops::telemetry::Telemetry>> {
+        if tracing::dispatcher::has_been_set() {
+            return Ok(None);
+        }
+        let name = self
+            .services
+            .first()
+            .map_or_else(|| "atoll".to_owned(), |s| s.id().to_string());
+        crate::ops::telemetry::init(&self.config.telemetry, &name, "info").map(Some)
     }
 }
 

@@ -16,9 +16,10 @@ pub(crate) mod registry;
 pub use crate::contract::codec::{schema_of, subject, CodecKind, SubjectStrategy, AVRO, JSON};
 pub use registry::DevRegistry;
 
+use parking_lot::Mutex;
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
@@ -247,7 +248,7 @@ impl Avro {
     /// The datum reader from schema `id` to `E`'s schema, resolved once per pair.
     async fn reader<E: Event>(&self, id: u32) -> std::result::Result<Arc<Reader>, DecodeError> {
         let key = (id, TypeId::of::<E>());
-        if let Some(r) = self.readers.lock().expect("poisoned").get(&key) {
+        if let Some(r) = self.readers.lock().get(&key) {
             return Ok(r.clone());
         }
         let writer = self.decoder.get_schema(id).await.map_err(|e| {
@@ -275,10 +276,7 @@ impl Avro {
                 .map_err(resolve)?
         };
         let built = Arc::new(Reader { datum });
-        self.readers
-            .lock()
-            .expect("poisoned")
-            .insert(key, built.clone());
+        self.readers.lock().insert(key, built.clone());
         Ok(built)
     }
 
@@ -290,7 +288,7 @@ impl Avro {
         topic: &TopicName,
     ) -> Result<(u32, Arc<GenericDatumWriter<'static>>)> {
         let key = (topic.to_string(), TypeId::of::<E>());
-        if let Some(w) = self.writers.lock().expect("poisoned").get(&key) {
+        if let Some(w) = self.writers.lock().get(&key) {
             return Ok(w.clone());
         }
         let schema = schema_of::<E>()?;
@@ -312,10 +310,7 @@ impl Avro {
             Error::Schema(format!("schema {} does not resolve: {e}", registered.id))
         })?;
         let entry = (registered.id, Arc::new(writer));
-        self.writers
-            .lock()
-            .expect("poisoned")
-            .insert(key, entry.clone());
+        self.writers.lock().insert(key, entry.clone());
         Ok(entry)
     }
 

@@ -12,9 +12,10 @@
 //! `GET|PUT /config` and `GET|PUT /config/{s}`. Ids are global; registering a schema that a
 //! subject already has returns its id.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use apache_avro::Schema;
 use axum::extract::{Path, State};
@@ -251,7 +252,7 @@ impl Store {
 }
 
 async fn subjects(State(store): State<Shared>) -> Response {
-    let store = store.lock().expect("poisoned");
+    let store = store.lock();
     let names: Vec<&String> = store
         .subjects
         .iter()
@@ -262,7 +263,7 @@ async fn subjects(State(store): State<Shared>) -> Response {
 }
 
 async fn versions(State(store): State<Shared>, Path(subject): Path<String>) -> Response {
-    let store = store.lock().expect("poisoned");
+    let store = store.lock();
     match store.versions(&subject) {
         Some(ids) => Json((1..=ids.len()).collect::<Vec<_>>()).into_response(),
         None => subject_not_found(&subject),
@@ -273,7 +274,7 @@ async fn version(
     State(store): State<Shared>,
     Path((subject, version)): Path<(String, String)>,
 ) -> Response {
-    let store = store.lock().expect("poisoned");
+    let store = store.lock();
     match store.find(&subject, &version) {
         Ok((v, id)) => store.registered(&subject, v, id),
         Err(e) => *e,
@@ -289,7 +290,7 @@ async fn register(
         Ok(s) => s,
         Err(e) => return *e,
     };
-    let mut store = store.lock().expect("poisoned");
+    let mut store = store.lock();
     let existing = store.id_of(&schema);
     if let Some(id) = existing {
         if store
@@ -323,7 +324,7 @@ async fn lookup(
         Ok(s) => s,
         Err(e) => return *e,
     };
-    let store = store.lock().expect("poisoned");
+    let store = store.lock();
     let Some(ids) = store.versions(&subject) else {
         return subject_not_found(&subject);
     };
@@ -337,7 +338,7 @@ async fn lookup(
 }
 
 async fn by_id(State(store): State<Shared>, Path(id): Path<u32>) -> Response {
-    let store = store.lock().expect("poisoned");
+    let store = store.lock();
     match store.schemas.get((id as usize).wrapping_sub(1)) {
         Some((text, _)) => Json(json!({"schema": text})).into_response(),
         None => error(StatusCode::NOT_FOUND, 40403, "Schema not found"),
@@ -353,7 +354,7 @@ async fn compatibility(
         Ok(s) => s,
         Err(e) => return *e,
     };
-    let store = store.lock().expect("poisoned");
+    let store = store.lock();
     let (v, _) = match store.find(&subject, &version) {
         Ok(found) => found,
         Err(e) => return *e,
@@ -371,17 +372,17 @@ struct ConfigBody {
 }
 
 async fn global_config(State(store): State<Shared>) -> Response {
-    let level = store.lock().expect("poisoned").global;
+    let level = store.lock().global;
     Json(json!({"compatibilityLevel": level})).into_response()
 }
 
 async fn set_global_config(State(store): State<Shared>, Json(body): Json<ConfigBody>) -> Response {
-    store.lock().expect("poisoned").global = body.compatibility;
+    store.lock().global = body.compatibility;
     Json(json!({"compatibility": body.compatibility})).into_response()
 }
 
 async fn subject_config(State(store): State<Shared>, Path(subject): Path<String>) -> Response {
-    let store = store.lock().expect("poisoned");
+    let store = store.lock();
     match store.config.get(&subject) {
         Some(level) => Json(json!({"compatibilityLevel": level})).into_response(),
         None => error(
@@ -397,10 +398,6 @@ async fn set_subject_config(
     Path(subject): Path<String>,
     Json(body): Json<ConfigBody>,
 ) -> Response {
-    store
-        .lock()
-        .expect("poisoned")
-        .config
-        .insert(subject, body.compatibility);
+    store.lock().config.insert(subject, body.compatibility);
     Json(json!({"compatibility": body.compatibility})).into_response()
 }

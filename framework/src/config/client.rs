@@ -19,9 +19,10 @@
 //!   asked for; the admin client is never polled (rust-rdkafka), so topics cannot be created
 //!   with OAUTHBEARER.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -202,8 +203,7 @@ impl ClientHooks {
             None => match ask(provider.as_ref(), runtime) {
                 Ok(token) => {
                     let fetched = SystemTime::now();
-                    *self.0.token.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((token.clone(), fetched));
+                    *self.0.token.lock() = Some((token.clone(), fetched));
                     tracing::debug!(principal = token.principal, "OAUTHBEARER token refreshed");
                     token
                 }
@@ -229,14 +229,14 @@ impl ClientHooks {
     /// The token another client of the process got, while less than half its life has
     /// passed: every client asks at 80 % of its token's life, and one answer serves them all.
     fn shared_token(&self) -> Option<OAuthToken> {
-        let shared = self.0.token.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = self.0.token.lock();
         let (token, fetched) = shared.as_ref()?;
         fresh(*fetched, token.expires_at, SystemTime::now()).then(|| token.clone())
     }
 
     /// `Some(lines held back since)` when a line keyed `key` may show now.
     fn admit(&self, key: &str) -> Option<u64> {
-        let mut gate = self.0.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gate = self.0.gate.lock();
         match gate.admit(key, Instant::now()) {
             Gate::Show { suppressed } => Some(suppressed),
             Gate::Hide => None,
@@ -528,7 +528,7 @@ mod tests {
         let hooks = {
             let reports = reports.clone();
             ClientHooks::new("alice".into(), "127.0.0.1:9092".into(), None, move |a| {
-                reports.lock().unwrap().push(a)
+                reports.lock().push(a)
             })
         };
         let error = KafkaError::Global(RDKafkaErrorCode::Authentication);
@@ -552,7 +552,7 @@ mod tests {
         hooks.error("producer", &transport, closed);
         hooks.connected();
         assert_eq!(
-            *reports.lock().unwrap(),
+            *reports.lock(),
             [
                 Access::Refused(
                     "authentication failed for alice at 127.0.0.1:9092: SASL authentication \

@@ -388,6 +388,20 @@ pub(crate) fn property_name(key: &str) -> String {
     }
 }
 
+/// The prefix, after `ATOLL_`, of the variables atoll's test harness and tools read
+/// (`ATOLL_TEST_BOOTSTRAP`, `ATOLL_TEST_NODE_MODULES`, …): never configuration, so that a service
+/// started beside them does not take them for unknown keys.
+pub(crate) const TEST_VARS: &str = "TEST_";
+
+/// Whether the `ATOLL_` variable `key` (the rest of its name) is not configuration: the
+/// configuration file's path, or a test setting.
+fn is_reserved(key: &str) -> bool {
+    key.eq_ignore_ascii_case("config")
+        || key
+            .get(..TEST_VARS.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(TEST_VARS))
+}
+
 impl Config {
     /// Loads defaults ← `atoll.toml` (or the file named by `ATOLL_CONFIG`) ← `ATOLL_*`.
     pub fn load() -> Result<Self> {
@@ -407,7 +421,11 @@ impl Config {
     pub fn figment(path: &std::path::Path) -> Figment {
         let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
-            .merge(Env::prefixed("ATOLL_").split("__").ignore(&["config"]));
+            .merge(
+                Env::prefixed("ATOLL_")
+                    .filter(|key| !is_reserved(key.as_str()))
+                    .split("__"),
+            );
         // Secrets in the environment as they are written (see `secrets_in_env`).
         secret::secrets_in_env(std::env::vars())
             .into_iter()
@@ -531,6 +549,23 @@ mod tests {
             assert_eq!(c.kafka.properties["log_level"], "7");
             assert_eq!(c.service.process_name.as_deref(), Some("orders-0"));
             assert_eq!(c.listener.handler_timeout(), Duration::from_secs(5));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn test_settings_are_not_configuration() {
+        Jail::expect_with(|jail| {
+            // What the test harness and the tools read: never the loader's.
+            jail.set_env("ATOLL_TEST_BOOTSTRAP", "127.0.0.1:9092");
+            jail.set_env("ATOLL_TEST_NODE_MODULES", "/opt/node_modules");
+            jail.set_env("ATOLL_TEST_CRASH_AFTER_COMMITS", "20");
+            let c = load_in(jail).unwrap();
+            assert_eq!(c, Config::default());
+            // A near miss is still an unknown key, named.
+            jail.set_env("ATOLL_TESTS", "1");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("tests"), "{e}");
             Ok(())
         });
     }

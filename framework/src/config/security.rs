@@ -282,10 +282,38 @@ impl KafkaSecurity {
                 tokens: TokenSource::None,
             });
         }
-        let key = |k: &str| format!("kafka.security.{k}");
         let mut set = |name: &'static str, value: Value| properties.push((name, value));
         let protocol = self.protocol;
         set("security.protocol", Value::Text(protocol.as_str().into()));
+        let certificate = self.tls(&mut set)?;
+        let (principal, tokens) = match (&self.sasl, protocol.sasl()) {
+            (None, false) => (certificate.unwrap_or_else(|| "anonymous".to_owned()), TokenSource::None),
+            (None, true) => {
+                return Err(format!(
+                    "kafka.security.protocol `{}` needs kafka.security.sasl (its mechanism and login)",
+                    protocol.as_str()
+                ))
+            }
+            (Some(_), false) => {
+                return Err(format!(
+                    "kafka.security.sasl is set, but kafka.security.protocol is `{}`: use `sasl_plaintext` or `sasl_ssl`",
+                    protocol.as_str()
+                ))
+            }
+            (Some(sasl), true) => sasl.resolve(&mut set)?,
+        };
+        Ok(Resolved {
+            properties,
+            principal,
+            tokens,
+        })
+    }
+
+    /// Checks the TLS settings and adds their properties; the client certificate's principal,
+    /// with mutual TLS.
+    fn tls(&self, set: &mut impl FnMut(&'static str, Value)) -> Result<Option<String>, String> {
+        let key = |k: &str| format!("kafka.security.{k}");
+        let protocol = self.protocol;
         let tls_files = [
             ("ca_file", &self.ca_file),
             ("certificate_file", &self.certificate_file),
@@ -313,12 +341,9 @@ impl KafkaSecurity {
                 readable(path).map_err(|e| format!("{}: {e}", key(k)))?;
             }
         }
-        let mut principal = "anonymous".to_owned();
-        match (&self.certificate_file, &self.key_file) {
-            (Some(cert), Some(_)) => {
-                principal = format!("the client certificate {}", cert.display())
-            }
-            (None, None) => {}
+        let principal = match (&self.certificate_file, &self.key_file) {
+            (Some(cert), Some(_)) => Some(format!("the client certificate {}", cert.display())),
+            (None, None) => None,
             (Some(_), None) | (None, Some(_)) => {
                 return Err(format!(
                     "{} and {} go together (mutual TLS needs both)",
@@ -326,18 +351,15 @@ impl KafkaSecurity {
                     key("key_file")
                 ))
             }
-        }
+        };
         let key_password = Secret::resolve(
             &key("key_password"),
             self.key_password.as_ref(),
             self.key_password_file.as_deref(),
         )?;
         if key_password.is_some() && self.key_file.is_none() {
-            return Err(format!(
-                "{} is set without {}",
-                key("key_password"),
-                key("key_file")
-            ));
+            let (password, file) = (key("key_password"), key("key_file"));
+            return Err(format!("{password} is set without {file}"));
         }
         if let Some(ca) = &self.ca_file {
             set("ssl.ca.location", path_value(ca));
@@ -360,32 +382,7 @@ impl KafkaSecurity {
                 Value::Text(algorithm.into()),
             );
         }
-        let mut tokens = TokenSource::None;
-        match (&self.sasl, protocol.sasl()) {
-            (None, false) => {}
-            (None, true) => {
-                return Err(format!(
-                    "kafka.security.protocol `{}` needs kafka.security.sasl (its mechanism and login)",
-                    protocol.as_str()
-                ))
-            }
-            (Some(_), false) => {
-                return Err(format!(
-                    "kafka.security.sasl is set, but kafka.security.protocol is `{}`: use `sasl_plaintext` or `sasl_ssl`",
-                    protocol.as_str()
-                ))
-            }
-            (Some(sasl), true) => {
-                let (who, source) = sasl.resolve(&mut set)?;
-                principal = who;
-                tokens = source;
-            }
-        }
-        Ok(Resolved {
-            properties,
-            principal,
-            tokens,
-        })
+        Ok(principal)
     }
 }
 
@@ -395,18 +392,34 @@ impl SaslConfig {
         &self,
         set: &mut impl FnMut(&'static str, Value),
     ) -> Result<(String, TokenSource), String> {
-        let key = |k: &str| format!("kafka.security.sasl.{k}");
         let mechanism = self.mechanism;
         set("sasl.mechanisms", Value::Text(mechanism.as_str().into()));
+        self.check_applies()?;
+        match mechanism {
+            SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                self.login(set)
+            }
+            SaslMechanism::OAuthBearer => match &self.oidc {
+                None => Ok((
+                    "the token provider's principal".to_owned(),
+                    TokenSource::Application,
+                )),
+                Some(oidc) => oidc.resolve(),
+            },
+            SaslMechanism::Gssapi => self.kerberos(set),
+        }
+    }
+
+    /// `Err` naming a setting the mechanism does not use.
+    fn check_applies(&self) -> Result<(), String> {
+        let mechanism = self.mechanism;
         let not_for = |k: &str, given: bool| -> Result<(), String> {
-            if given {
-                Err(format!(
-                    "{} does not apply to SASL mechanism {}",
-                    key(k),
+            match given {
+                true => Err(format!(
+                    "kafka.security.sasl.{k} does not apply to SASL mechanism {}",
                     mechanism.as_str()
-                ))
-            } else {
-                Ok(())
+                )),
+                false => Ok(()),
             }
         };
         let login = matches!(
@@ -418,10 +431,8 @@ impl SaslConfig {
             || self.kerberos_keytab.is_some();
         if !login {
             not_for("username", self.username.is_some())?;
-            not_for(
-                "password",
-                self.password.is_some() || self.password_file.is_some(),
-            )?;
+            let password = self.password.is_some() || self.password_file.is_some();
+            not_for("password", password)?;
         }
         if mechanism != SaslMechanism::OAuthBearer {
             not_for("oidc", self.oidc.is_some())?;
@@ -429,103 +440,104 @@ impl SaslConfig {
         if mechanism != SaslMechanism::Gssapi {
             not_for("kerberos_*", kerberos)?;
         }
-        match mechanism {
-            SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-                let user = self
-                    .username
-                    .clone()
-                    .filter(|u| !u.is_empty())
-                    .ok_or_else(|| {
-                        format!("{} is needed for {}", key("username"), mechanism.as_str())
-                    })?;
-                let password = Secret::resolve(
-                    &key("password"),
-                    self.password.as_ref(),
-                    self.password_file.as_deref(),
-                )?
-                .ok_or_else(|| {
-                    format!(
-                        "{} (or {}) is needed for {}",
-                        key("password"),
-                        key("password_file"),
-                        mechanism.as_str()
-                    )
-                })?;
-                set("sasl.username", Value::Text(user.clone()));
-                set("sasl.password", Value::Secret(password));
-                Ok((user, TokenSource::None))
-            }
-            SaslMechanism::OAuthBearer => match &self.oidc {
-                None => Ok((
-                    "the token provider's principal".to_owned(),
-                    TokenSource::Application,
-                )),
-                Some(oidc) => {
-                    let okey = |k: &str| format!("kafka.security.sasl.oidc.{k}");
-                    let url = &oidc.token_endpoint_url;
-                    let loopback = url::Url::parse(url).is_ok_and(|u| {
-                        u.scheme() == "http"
-                            && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
-                    });
-                    if !(url.starts_with("https://") || loopback) {
-                        return Err(format!(
-                            "{} `{}` must be an https:// URL (the client secret is sent to it; \
-                             http only to a loopback address)",
-                            okey("token_endpoint_url"),
-                            super::secret::redact_url(url)
-                        ));
-                    }
-                    if let Some(ca) = &oidc.ca_file {
-                        readable(ca).map_err(|e| format!("{}: {e}", okey("ca_file")))?;
-                    }
-                    let secret = Secret::resolve(
-                        &okey("client_secret"),
-                        oidc.client_secret.as_ref(),
-                        oidc.client_secret_file.as_deref(),
-                    )?
-                    .ok_or_else(|| {
-                        format!(
-                            "{} (or {}) is needed",
-                            okey("client_secret"),
-                            okey("client_secret_file")
-                        )
-                    })?;
-                    Ok((
-                        format!("the OAuth client {}", oidc.client_id),
-                        TokenSource::Oidc(OidcLogin {
-                            token_endpoint_url: oidc.token_endpoint_url.clone(),
-                            client_id: oidc.client_id.clone(),
-                            client_secret: secret,
-                            scope: oidc.scope.clone(),
-                            ca_file: oidc.ca_file.clone(),
-                        }),
-                    ))
-                }
-            },
-            SaslMechanism::Gssapi => {
-                if !cfg!(feature = "gssapi") {
-                    return Err(format!(
-                        "{} GSSAPI (Kerberos) needs atoll built with its `gssapi` cargo feature",
-                        key("mechanism")
-                    ));
-                }
-                if let Some(keytab) = &self.kerberos_keytab {
-                    readable(keytab).map_err(|e| format!("{}: {e}", key("kerberos_keytab")))?;
-                    set("sasl.kerberos.keytab", path_value(keytab));
-                }
-                if let Some(name) = &self.kerberos_service_name {
-                    set("sasl.kerberos.service.name", Value::Text(name.clone()));
-                }
-                let who = match &self.kerberos_principal {
-                    Some(p) => {
-                        set("sasl.kerberos.principal", Value::Text(p.clone()));
-                        p.clone()
-                    }
-                    None => "the Kerberos principal".to_owned(),
-                };
-                Ok((who, TokenSource::None))
-            }
+        Ok(())
+    }
+
+    /// A username and password (PLAIN, SCRAM).
+    fn login(
+        &self,
+        set: &mut impl FnMut(&'static str, Value),
+    ) -> Result<(String, TokenSource), String> {
+        let key = |k: &str| format!("kafka.security.sasl.{k}");
+        let mechanism = self.mechanism.as_str();
+        let user = self
+            .username
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| format!("{} is needed for {mechanism}", key("username")))?;
+        let password = Secret::resolve(
+            &key("password"),
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+        )?
+        .ok_or_else(|| {
+            let (password, file) = (key("password"), key("password_file"));
+            format!("{password} (or {file}) is needed for {mechanism}")
+        })?;
+        set("sasl.username", Value::Text(user.clone()));
+        set("sasl.password", Value::Secret(password));
+        Ok((user, TokenSource::None))
+    }
+
+    /// Kerberos, when atoll is built with it.
+    fn kerberos(
+        &self,
+        set: &mut impl FnMut(&'static str, Value),
+    ) -> Result<(String, TokenSource), String> {
+        let key = |k: &str| format!("kafka.security.sasl.{k}");
+        if !cfg!(feature = "gssapi") {
+            return Err(format!(
+                "{} GSSAPI (Kerberos) needs atoll built with its `gssapi` cargo feature",
+                key("mechanism")
+            ));
         }
+        if let Some(keytab) = &self.kerberos_keytab {
+            readable(keytab).map_err(|e| format!("{}: {e}", key("kerberos_keytab")))?;
+            set("sasl.kerberos.keytab", path_value(keytab));
+        }
+        if let Some(name) = &self.kerberos_service_name {
+            set("sasl.kerberos.service.name", Value::Text(name.clone()));
+        }
+        let who = match &self.kerberos_principal {
+            Some(p) => {
+                set("sasl.kerberos.principal", Value::Text(p.clone()));
+                p.clone()
+            }
+            None => "the Kerberos principal".to_owned(),
+        };
+        Ok((who, TokenSource::None))
+    }
+}
+
+impl OidcConfig {
+    /// Checks the OpenID Connect client and reads its secret: tokens atoll fetches.
+    fn resolve(&self) -> Result<(String, TokenSource), String> {
+        let okey = |k: &str| format!("kafka.security.sasl.oidc.{k}");
+        let url = &self.token_endpoint_url;
+        let loopback = url::Url::parse(url).is_ok_and(|u| {
+            u.scheme() == "http"
+                && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+        });
+        if !(url.starts_with("https://") || loopback) {
+            return Err(format!(
+                "{} `{}` must be an https:// URL (the client secret is sent to it; \
+                 http only to a loopback address)",
+                okey("token_endpoint_url"),
+                super::secret::redact_url(url)
+            ));
+        }
+        if let Some(ca) = &self.ca_file {
+            readable(ca).map_err(|e| format!("{}: {e}", okey("ca_file")))?;
+        }
+        let secret = Secret::resolve(
+            &okey("client_secret"),
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_deref(),
+        )?
+        .ok_or_else(|| {
+            let (secret, file) = (okey("client_secret"), okey("client_secret_file"));
+            format!("{secret} (or {file}) is needed")
+        })?;
+        Ok((
+            format!("the OAuth client {}", self.client_id),
+            TokenSource::Oidc(OidcLogin {
+                token_endpoint_url: self.token_endpoint_url.clone(),
+                client_id: self.client_id.clone(),
+                client_secret: secret,
+                scope: self.scope.clone(),
+                ca_file: self.ca_file.clone(),
+            }),
+        ))
     }
 }
 
@@ -582,25 +594,25 @@ mod tests {
         p
     }
 
-    #[test]
-    fn each_setting_becomes_its_librdkafka_properties() {
-        let pem = file();
-        let pem_s = pem.display().to_string();
+    /// Name, section, the properties it becomes, the principal it names.
+    type Case<'a> = (&'a str, KafkaSecurity, Vec<(&'a str, &'a str)>, &'a str);
+
+    /// The TLS sections of [`each_setting_becomes_its_librdkafka_properties`], with `pem` as
+    /// their files (`pem_s` its path as text).
+    fn property_cases<'a>(pem: &Path, pem_s: &'a str) -> Vec<Case<'a>> {
         let tls = |protocol| KafkaSecurity {
             protocol,
-            ca_file: Some(pem.clone()),
+            ca_file: Some(pem.to_owned()),
             ..KafkaSecurity::default()
         };
-        /// Name, section, the properties it becomes, the principal it names.
-        type Case<'a> = (&'a str, KafkaSecurity, Vec<(&'a str, &'a str)>, &'a str);
-        let cases: Vec<Case<'_>> = vec![
+        vec![
             ("default", KafkaSecurity::default(), vec![], "anonymous"),
             (
                 "tls with a CA",
                 tls(SecurityProtocol::Ssl),
                 vec![
                     ("security.protocol", "ssl"),
-                    ("ssl.ca.location", &pem_s),
+                    ("ssl.ca.location", pem_s),
                     ("ssl.endpoint.identification.algorithm", "https"),
                 ],
                 "anonymous",
@@ -608,22 +620,33 @@ mod tests {
             (
                 "mutual tls, encrypted key, no host check",
                 KafkaSecurity {
-                    certificate_file: Some(pem.clone()),
-                    key_file: Some(pem.clone()),
+                    certificate_file: Some(pem.to_owned()),
+                    key_file: Some(pem.to_owned()),
                     key_password: Some(Secret::new("k")),
                     verify_hostname: false,
                     ..tls(SecurityProtocol::Ssl)
                 },
                 vec![
                     ("security.protocol", "ssl"),
-                    ("ssl.ca.location", &pem_s),
-                    ("ssl.certificate.location", &pem_s),
-                    ("ssl.key.location", &pem_s),
+                    ("ssl.ca.location", pem_s),
+                    ("ssl.certificate.location", pem_s),
+                    ("ssl.key.location", pem_s),
                     ("ssl.key.password", "<secret>"),
                     ("ssl.endpoint.identification.algorithm", "none"),
                 ],
                 "the client certificate",
             ),
+        ]
+    }
+
+    /// The SASL sections of [`property_cases`].
+    fn sasl_property_cases<'a>(pem: &Path, pem_s: &'a str) -> Vec<Case<'a>> {
+        let tls = |protocol| KafkaSecurity {
+            protocol,
+            ca_file: Some(pem.to_owned()),
+            ..KafkaSecurity::default()
+        };
+        vec![
             (
                 "scram over tls",
                 KafkaSecurity {
@@ -632,7 +655,7 @@ mod tests {
                 },
                 vec![
                     ("security.protocol", "sasl_ssl"),
-                    ("ssl.ca.location", &pem_s),
+                    ("ssl.ca.location", pem_s),
                     ("ssl.endpoint.identification.algorithm", "https"),
                     ("sasl.mechanisms", "SCRAM-SHA-512"),
                     ("sasl.username", "alice"),
@@ -686,13 +709,22 @@ mod tests {
                 },
                 vec![
                     ("security.protocol", "sasl_ssl"),
-                    ("ssl.ca.location", &pem_s),
+                    ("ssl.ca.location", pem_s),
                     ("ssl.endpoint.identification.algorithm", "https"),
                     ("sasl.mechanisms", "OAUTHBEARER"),
                 ],
                 "the OAuth client orders",
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn each_setting_becomes_its_librdkafka_properties() {
+        let pem = file();
+        let pem_s = pem.display().to_string();
+        let cases = property_cases(&pem, &pem_s)
+            .into_iter()
+            .chain(sasl_property_cases(&pem, &pem_s));
         for (name, security, want, principal) in cases {
             let r = security.resolve().unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(shown(&r), want, "{name}");
@@ -704,15 +736,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn settings_that_cannot_work_name_their_key() {
-        let pem = file();
+    /// The TLS sections of [`settings_that_cannot_work_name_their_key`], and what their errors
+    /// say: `pem` is a readable file.
+    fn refused_cases(pem: &Path) -> Vec<(&'static str, KafkaSecurity, &'static [&'static str])> {
         let missing = PathBuf::from("/nonexistent/ca.pem");
-        let cases: Vec<(&str, KafkaSecurity, &[&str])> = vec![
+        vec![
             (
                 "a CA without TLS",
                 KafkaSecurity {
-                    ca_file: Some(pem.clone()),
+                    ca_file: Some(pem.to_owned()),
                     ..KafkaSecurity::default()
                 },
                 &["kafka.security.ca_file", "`ssl` or `sasl_ssl`"],
@@ -730,7 +762,7 @@ mod tests {
                 "a certificate without its key",
                 KafkaSecurity {
                     protocol: SecurityProtocol::Ssl,
-                    certificate_file: Some(pem.clone()),
+                    certificate_file: Some(pem.to_owned()),
                     ..KafkaSecurity::default()
                 },
                 &["kafka.security.key_file", "go together"],
@@ -743,6 +775,13 @@ mod tests {
                 },
                 &["needs kafka.security.sasl"],
             ),
+        ]
+    }
+
+    /// The SASL sections of [`refused_cases`].
+    fn refused_sasl_cases() -> Vec<(&'static str, KafkaSecurity, &'static [&'static str])> {
+        let missing = PathBuf::from("/nonexistent/ca.pem");
+        vec![
             (
                 "a login without a sasl protocol",
                 KafkaSecurity {
@@ -793,7 +832,13 @@ mod tests {
                     "OAUTHBEARER",
                 ],
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn settings_that_cannot_work_name_their_key() {
+        let pem = file();
+        let cases = refused_cases(&pem).into_iter().chain(refused_sasl_cases());
         for (name, security, parts) in cases {
             let e = security.resolve().unwrap_err();
             for part in parts {

@@ -57,7 +57,7 @@ pub(crate) struct Rewind {
     requested: AtomicBool,
     /// Why the listener must stop: its transactional producer was fenced by a newer instance
     /// ([`TxFailure::Fenced`]), or the broker has no transactions.
-    stop: std::sync::Mutex<Option<String>>,
+    stop: parking_lot::Mutex<Option<String>>,
     /// Whether `stop` is set.
     stopping: AtomicBool,
     /// Counts the rewinds carried out; a commit taken before the latest one is dropped.
@@ -80,7 +80,7 @@ impl Rewind {
         if !self.stopping.load(Ordering::SeqCst) {
             return None;
         }
-        self.stop.lock().expect("poisoned").clone()
+        self.stop.lock().clone()
     }
 
     /// Whether a transaction committed since the last call.
@@ -347,7 +347,7 @@ fn run_transactional<C: ConsumerContext>(
                     // Nothing more is committed: the newer instance owns the work.
                     failure @ (TxFailure::Fenced(_) | TxFailure::Unsupported(_)) => {
                         drop_through = Some(u64::MAX);
-                        *requests.rewind.stop.lock().expect("poisoned") = Some(failure.to_string());
+                        *requests.rewind.stop.lock() = Some(failure.to_string());
                         requests.rewind.stopping.store(true, Ordering::SeqCst);
                     }
                     TxFailure::Aborted(_) => {}

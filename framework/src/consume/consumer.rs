@@ -11,9 +11,10 @@
 //! `listener.drain_timeout_ms`) and waits for their commit; a partition whose progress that
 //! commit missed is [`parked`] until it comes back.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::config::client::connected;
@@ -30,10 +31,11 @@ use crate::config::DeliveryMode;
 use crate::consume::close;
 use crate::consume::committer;
 use crate::consume::committer::{Batch, CommitQueue, Commits};
+use crate::consume::env::{ListenerEnv, Mode};
 use crate::consume::parked::{self, Parked};
 use crate::consume::received::Received;
 use crate::consume::watermark::Watermark;
-use crate::consume::worker::{run_partition, Delivered, ListenerEnv, Mode, PartitionShared};
+use crate::consume::worker::{run_partition, Delivered, PartitionShared};
 use crate::contract::envelope::RecordView;
 use crate::contract::service::Service;
 use crate::error::{Error, Result};
@@ -78,7 +80,7 @@ impl<S: Service> ClientContext for ListenerContext<S> {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let hooks = self.env.clients.hooks();
+        let hooks = self.env.io.clients.hooks();
         hooks.log(self.env.listener.name(), level, fac, message);
     }
 
@@ -90,7 +92,7 @@ impl<S: Service> ClientContext for ListenerContext<S> {
             Some(RDKafkaErrorCode::Fatal) => self.health.fatal(format!("{error}: {reason}")),
             _ => {}
         }
-        let hooks = self.env.clients.hooks();
+        let hooks = self.env.io.clients.hooks();
         hooks.error(self.env.listener.name(), &error, reason);
     }
 
@@ -98,16 +100,16 @@ impl<S: Service> ClientContext for ListenerContext<S> {
         &self,
         _: Option<&str>,
     ) -> std::result::Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        self.env.clients.hooks().token()
+        self.env.io.clients.hooks().token()
     }
 
     fn stats(&self, statistics: Statistics) {
         let up = connected(&statistics);
         self.health.broker_up(up);
         if up {
-            self.env.clients.hooks().connected();
+            self.env.io.clients.hooks().connected();
         }
-        let Some(topic) = statistics.topics.get(self.env.topic.as_str()) else {
+        let Some(topic) = statistics.topics.get(self.env.setup.topic.as_str()) else {
             return;
         };
         for (p, part) in &topic.partitions {
@@ -115,7 +117,7 @@ impl<S: Service> ClientContext for ListenerContext<S> {
                 continue;
             }
             if let Some(lag) = lag(part) {
-                self.env.metrics.set_lag(&topic.topic, *p, lag);
+                self.env.counters.metrics.set_lag(&topic.topic, *p, lag);
             }
         }
     }
@@ -140,21 +142,26 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                 let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(
                     listener = self.env.listener.name(),
-                    topic = self.env.topic.as_str(),
+                    topic = self.env.setup.topic.as_str(),
                     ?revoked,
                     "partitions revoked"
                 );
                 {
-                    let mut st = self.state.lock().expect("poisoned");
+                    let mut st = self.state.lock();
                     st.partitions.retain(|p| !revoked.contains(p));
                     st.revocations += 1;
                 }
-                self.env.metrics.assigned.dec_by(revoked.len() as i64);
                 self.env
+                    .counters
                     .metrics
-                    .forget_lag(self.env.topic.as_str(), &revoked);
+                    .assigned
+                    .dec_by(revoked.len() as i64);
+                self.env
+                    .counters
+                    .metrics
+                    .forget_lag(self.env.setup.topic.as_str(), &revoked);
                 let taken = {
-                    let mut slots = self.slots.lock().expect("poisoned");
+                    let mut slots = self.slots.lock();
                     revoked
                         .iter()
                         .filter_map(|p| slots.remove(p).map(|s| (*p, s)))
@@ -168,7 +175,9 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     );
                     self.parked.park(p, part);
                 }
-                if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+                if let (Some(hooks), Mode::Main) =
+                    (self.env.listener.hooks(), self.env.setup.group.mode)
+                {
                     hooks.revoked(&revoked);
                 }
             }
@@ -176,19 +185,25 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                 let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(
                     listener = self.env.listener.name(),
-                    topic = self.env.topic.as_str(),
+                    topic = self.env.setup.topic.as_str(),
                     ?assigned,
                     "partitions assigned"
                 );
                 self.catch_up(consumer, &assigned);
-                if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+                if let (Some(hooks), Mode::Main) =
+                    (self.env.listener.hooks(), self.env.setup.group.mode)
+                {
                     hooks.assigned(&assigned);
                 }
-                self.env.metrics.assigned.inc_by(assigned.len() as i64);
+                self.env
+                    .counters
+                    .metrics
+                    .assigned
+                    .inc_by(assigned.len() as i64);
                 self.health.joined();
                 // An assignment comes from the group coordinator: a broker answered.
                 self.health.broker_up(true);
-                let mut st = self.state.lock().expect("poisoned");
+                let mut st = self.state.lock();
                 st.partitions.extend(assigned);
                 st.partitions.sort_unstable();
                 st.partitions.dedup();
@@ -210,7 +225,7 @@ impl<S: Service> ListenerContext<S> {
         if back.is_empty() {
             return;
         }
-        let (listener, topic) = (self.env.listener.name(), self.env.topic.as_str());
+        let (listener, topic) = (self.env.listener.name(), self.env.setup.topic.as_str());
         wait_drained(&self.env, back.iter().map(|(_, part)| part.as_ref()));
         let mut tpl = TopicPartitionList::new();
         for (p, _) in &back {
@@ -230,7 +245,7 @@ impl<S: Service> ListenerContext<S> {
         let offsets = batch.offsets.clone();
         if self
             .commits
-            .commit_within(batch, self.env.config.drain_timeout())
+            .commit_within(batch, self.env.setup.config.drain_timeout())
         {
             tracing::info!(
                 listener,
@@ -263,7 +278,7 @@ fn release<S: Service>(
     // failed.
     let batch = batch(taken.iter().map(|(p, s)| (p, s)), |w| w.committable());
     let landed = consumer.context().commits.commit_and_wait(batch);
-    if env.config.delivery == DeliveryMode::ExactlyOnce {
+    if env.setup.config.delivery == DeliveryMode::ExactlyOnce {
         return Vec::new();
     }
     taken
@@ -285,7 +300,7 @@ fn stop_slots<S: Service>(
     for (p, slot) in taken {
         slot.shared.cancel.cancel();
         if slot.paused {
-            let _ = consumer.resume(&partition_list(env.topic.as_str(), *p));
+            let _ = consumer.resume(&partition_list(env.setup.topic.as_str(), *p));
         }
     }
     wait_drained(env, taken.iter().map(|(_, s)| s.shared.as_ref()));
@@ -294,7 +309,7 @@ fn stop_slots<S: Service>(
 /// Waits up to the drain timeout for `parts`' records in flight to finish.
 fn wait_drained<'a, S>(env: &ListenerEnv<S>, parts: impl Iterator<Item = &'a PartitionShared>) {
     let parts: Vec<&PartitionShared> = parts.collect();
-    let deadline = Instant::now() + env.config.drain_timeout();
+    let deadline = Instant::now() + env.setup.config.drain_timeout();
     while parts
         .iter()
         .any(|part| part.in_flight.load(Ordering::SeqCst) > 0)
@@ -315,7 +330,7 @@ fn batch<'a>(
 ) -> Batch {
     let mut batch = Batch::default();
     for (p, slot) in slots {
-        let mut watermark = slot.shared.watermark.lock().expect("poisoned");
+        let mut watermark = slot.shared.watermark.lock();
         if let Some(o) = pick(&mut watermark) {
             batch.offsets.push((*p, o));
             batch.outputs.extend(watermark.take_staged(o));
@@ -353,7 +368,7 @@ impl ListenerThread {
 
     /// The listener's assignment now.
     pub(crate) fn assignment(&self) -> Assignment {
-        self.state.lock().expect("poisoned").clone()
+        self.state.lock().clone()
     }
 
     /// Waits for the thread to end (after the stop token was cancelled).
@@ -364,20 +379,14 @@ impl ListenerThread {
     }
 }
 
-/// Creates the listener's consumer, subscribes, and starts its poll thread.
-pub(crate) fn spawn<S: Service>(
-    env: Arc<ListenerEnv<S>>,
-    runtime: tokio::runtime::Handle,
-    health: Arc<ConsumerHealth>,
-) -> Result<ListenerThread> {
-    let mut config = env.clients.config().clone();
-    let (metrics, mode) = (env.metrics.clone(), env.mode);
-    let group = env.consumer_group.clone();
+/// The listener consumer's settings, and where a partition without a committed offset starts.
+fn consumer_config<S>(env: &ListenerEnv<S>) -> (ClientConfig, Offset) {
+    let mut config = env.io.clients.config().clone();
     set_default(&mut config, "auto.offset.reset", "earliest");
     // Outputs of aborted transactions (exactly-once listeners, here or upstream) are never
     // handled; committed ones once their transaction commits.
     set_default(&mut config, "isolation.level", "read_committed");
-    if env.config.delivery == DeliveryMode::ExactlyOnce {
+    if env.setup.config.delivery == DeliveryMode::ExactlyOnce {
         // Its rewinds read committed offsets, which are stable only so.
         config.set("isolation.level", "read_committed");
     }
@@ -388,10 +397,34 @@ pub(crate) fn spawn<S: Service>(
     // Lag per partition and broker reachability come from the statistics.
     set_default(&mut config, "statistics.interval.ms", "5000");
     config
-        .set("group.id", &group)
+        .set("group.id", &env.setup.group.joined)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
+    (config, reset_to)
+}
+
+/// How the listener's committer commits: offsets alone, or in Kafka transactions with the
+/// outputs (exactly once, under `<group>.<process name>`).
+fn commits_of<S>(env: &ListenerEnv<S>) -> Commits {
+    match env.setup.config.delivery {
+        DeliveryMode::AtLeastOnce => Commits::Plain,
+        DeliveryMode::ExactlyOnce => Commits::Transactional {
+            clients: env.io.clients.clone(),
+            transactional_id: format!("{}.{}", env.setup.group.joined, env.setup.process),
+        },
+    }
+}
+
+/// Creates the listener's consumer, subscribes, and starts its poll thread.
+pub(crate) fn spawn<S: Service>(
+    env: Arc<ListenerEnv<S>>,
+    runtime: tokio::runtime::Handle,
+    health: Arc<ConsumerHealth>,
+) -> Result<ListenerThread> {
+    let (metrics, mode) = (env.counters.metrics.clone(), env.setup.group.mode);
+    let group = env.setup.group.joined.clone();
+    let (config, reset_to) = consumer_config(&env);
     let slots = Arc::new(Slots::default());
     let state = Arc::new(Mutex::new(Assignment {
         service: S::ID,
@@ -413,49 +446,35 @@ pub(crate) fn spawn<S: Service>(
             .create_with_context(context)
             .map_err(|e| Error::kafka(format!("creating the consumer of group `{group}`"), e))?,
     );
-    let commits = match env.config.delivery {
-        DeliveryMode::AtLeastOnce => Commits::Plain,
-        DeliveryMode::ExactlyOnce => Commits::Transactional {
-            clients: env.clients.clone(),
-            transactional_id: format!("{group}.{}", env.process),
-        },
-    };
     let committer = committer::spawn(
         consumer.clone(),
         requests,
-        env.topic.as_str().to_owned(),
-        env.metrics.clone(),
+        env.setup.topic.as_str().to_owned(),
+        env.counters.metrics.clone(),
         format!("atoll-commit-{}", env.listener.name()),
-        commits,
+        commits_of(&env),
     )?;
-    // The committer ends once asked, not when the consumer is dropped (it holds the consumer,
-    // whose context holds its queue): stopped and joined when the listener does not start.
-    let abandon = |consumer: &BaseConsumer<ListenerContext<S>>,
-                   committer: thread::JoinHandle<()>| {
+    if let Err(e) = consumer.subscribe(&[env.setup.topic.as_str()]) {
+        // The committer ends once asked, not when the consumer is dropped (it holds the
+        // consumer, whose context holds its queue).
         consumer.context().commits.stop();
         let _ = committer.join();
-    };
-    if let Err(e) = consumer.subscribe(&[env.topic.as_str()]) {
-        abandon(&consumer, committer);
         return Err(Error::kafka(format!("subscribing `{group}`"), e));
     }
-    let poll_consumer = consumer.clone();
+    let poll = PollLoop {
+        consumer: consumer.clone(),
+        topic: env.setup.topic.as_str().into(),
+        env,
+        slots,
+        runtime,
+        committer,
+        reset_to,
+        rewinds: rewind_backoff().iter(),
+        consecutive: 0,
+    };
     let handle = thread::Builder::new()
-        .name(format!("atoll-{}", env.listener.name()))
-        .spawn(move || {
-            PollLoop {
-                consumer: poll_consumer,
-                topic: env.topic.as_str().into(),
-                env,
-                slots,
-                runtime,
-                committer,
-                reset_to,
-                rewinds: rewind_backoff().iter(),
-                consecutive: 0,
-            }
-            .run()
-        });
+        .name(format!("atoll-{}", poll.env.listener.name()))
+        .spawn(move || poll.run());
     let handle = match handle {
         Ok(handle) => handle,
         Err(source) => {
@@ -499,11 +518,11 @@ fn rewind_backoff() -> crate::backoff::Backoff {
 
 impl<S: Service> PollLoop<S> {
     fn run(mut self) {
-        let interval = self.env.config.commit_interval();
-        let batch = self.env.config.commit_batch;
+        let interval = self.env.setup.config.commit_interval();
+        let batch = self.env.setup.config.commit_batch;
         let mut last_commit = Instant::now();
         let mut any_paused = false;
-        while !self.env.stop.is_cancelled() {
+        while !self.env.io.stop.is_cancelled() {
             self.consumer.context().health.polled();
             let timeout = if any_paused {
                 Duration::from_millis(10)
@@ -526,41 +545,49 @@ impl<S: Service> PollLoop<S> {
             if any_paused {
                 any_paused = self.resume_drained();
             }
-            let (stop, rewind) = {
-                let rewind = self.consumer.context().commits.rewind();
-                (rewind.stop(), rewind.requested())
-            };
-            if let Some(why) = stop {
-                // Fenced (another process with this process name owns the work), or no
-                // transactions at all: stop at once, commit nothing, leave the group. A restart
-                // does not mend it until the configuration (or the broker) changes.
-                tracing::error!(
-                    listener = self.env.listener.name(),
-                    why,
-                    "the listener stops"
-                );
-                self.consumer.context().health.fatal(format!(
-                    "listener `{}` stopped: {why}",
-                    self.env.listener.name()
-                ));
+            if self.fatal_or_rewound() {
                 break;
             }
-            if rewind {
-                self.rewind();
-            }
-            if self.env.finished.load(Ordering::Relaxed) >= batch
+            if self.env.counters.finished.load(Ordering::Relaxed) >= batch
                 || last_commit.elapsed() >= interval
             {
                 // Records finishing from here on count towards the next batch.
-                self.env.finished.swap(0, Ordering::Relaxed);
+                self.env.counters.finished.swap(0, Ordering::Relaxed);
                 self.commit();
                 last_commit = Instant::now();
             }
         }
-        let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
+        self.close();
+    }
+
+    /// Stops when the committer says the listener cannot go on (`true`); rewinds when it asks.
+    fn fatal_or_rewound(&mut self) -> bool {
+        let (stop, rewind) = {
+            let rewind = self.consumer.context().commits.rewind();
+            (rewind.stop(), rewind.requested())
+        };
+        if let Some(why) = stop {
+            // Fenced (another process with this process name owns the work), or no
+            // transactions at all: stop at once, commit nothing, leave the group. A restart
+            // does not mend it until the configuration (or the broker) changes.
+            let name = self.env.listener.name();
+            tracing::error!(listener = name, why, "the listener stops");
+            let health = &self.consumer.context().health;
+            health.fatal(format!("listener `{name}` stopped: {why}"));
+            return true;
+        }
+        if rewind {
+            self.rewind();
+        }
+        false
+    }
+
+    /// Releases every partition, stops the committer and closes the consumer.
+    fn close(self) {
+        let taken: Vec<(i32, Slot)> = self.slots.lock().drain().collect();
         let partitions: Vec<i32> = taken.iter().map(|(p, _)| *p).collect();
         release(&self.consumer, &self.env, taken);
-        if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+        if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.setup.group.mode) {
             hooks.revoked(&partitions);
         }
         let context = self.consumer.context();
@@ -572,7 +599,7 @@ impl<S: Service> PollLoop<S> {
         // Dropping the consumer (the last reference, the committer's gone) closes it: it leaves
         // the group unless membership is static. Bounded, since librdkafka's close is not.
         let name = self.env.listener.name();
-        let deadline = self.env.config.drain_timeout();
+        let deadline = self.env.setup.config.drain_timeout();
         if !close::drop_within(self.consumer, deadline, format!("atoll-close-{name}")) {
             tracing::warn!(
                 listener = name,
@@ -585,11 +612,11 @@ impl<S: Service> PollLoop<S> {
 
     /// Hands a record to its partition's worker; whether the partition is paused now.
     fn dispatch(&self, delivered: Delivered) -> bool {
-        self.env.metrics.consumed.inc();
+        self.env.counters.metrics.consumed.inc();
         let p = delivered.msg.partition();
-        let mut slots = self.slots.lock().expect("poisoned");
+        let mut slots = self.slots.lock();
         let slot = slots.entry(p).or_insert_with(|| {
-            let shared = Arc::new(PartitionShared::new(self.env.stop.child_token()));
+            let shared = Arc::new(PartitionShared::new(self.env.io.stop.child_token()));
             let (tx, rx) = mpsc::unbounded_channel();
             self.runtime
                 .spawn(run_partition(self.env.clone(), shared.clone(), rx));
@@ -599,16 +626,12 @@ impl<S: Service> PollLoop<S> {
                 paused: false,
             }
         });
-        slot.shared
-            .watermark
-            .lock()
-            .expect("poisoned")
-            .start(delivered.msg.offset());
+        slot.shared.watermark.lock().start(delivered.msg.offset());
         let queued = slot.shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
         if slot.tx.send(delivered).is_err() {
             tracing::error!(partition = p, "partition worker is gone");
         }
-        if queued >= self.env.config.max_buffered && !slot.paused {
+        if queued >= self.env.setup.config.max_buffered && !slot.paused {
             match self.consumer.pause(&self.partition(p)) {
                 Ok(()) => {
                     tracing::debug!(partition = p, queued, "partition paused");
@@ -623,9 +646,9 @@ impl<S: Service> PollLoop<S> {
     /// Resumes paused partitions that drained to half their buffer; whether any stays paused.
     /// librdkafka fetches a resumed partition again from the last record it delivered.
     fn resume_drained(&self) -> bool {
-        let low = self.env.config.max_buffered / 2;
+        let low = self.env.setup.config.max_buffered / 2;
         let mut any = false;
-        for (p, slot) in self.slots.lock().expect("poisoned").iter_mut() {
+        for (p, slot) in self.slots.lock().iter_mut() {
             if slot.paused && slot.shared.queued.load(Ordering::SeqCst) <= low {
                 match self.consumer.resume(&self.partition(*p)) {
                     Ok(()) => {
@@ -642,10 +665,7 @@ impl<S: Service> PollLoop<S> {
 
     /// Commits every watermark that moved since the last commit.
     fn commit(&self) {
-        let batch = batch(
-            self.slots.lock().expect("poisoned").iter(),
-            Watermark::take_commit,
-        );
+        let batch = batch(self.slots.lock().iter(), Watermark::take_commit);
         self.consumer.context().commits.commit(batch);
     }
 
@@ -658,7 +678,7 @@ impl<S: Service> PollLoop<S> {
     /// doubling to 30 s) before their rewind, so a transaction that can never commit does not
     /// spin.
     fn rewind(&mut self) {
-        let taken: Vec<(i32, Slot)> = self.slots.lock().expect("poisoned").drain().collect();
+        let taken: Vec<(i32, Slot)> = self.slots.lock().drain().collect();
         // Their handlers finish (or time out; up to the drain timeout): none may still be
         // running when the hooks start again below, or it would write into their fresh state.
         stop_slots(&self.consumer, &self.env, &taken);
@@ -679,7 +699,7 @@ impl<S: Service> PollLoop<S> {
             "a transaction failed: the partitions are handled again from their committed offsets"
         );
         std::thread::sleep(delay);
-        let topic = self.env.topic.as_str();
+        let topic = self.env.setup.topic.as_str();
         let committed = self.consumer.assignment().and_then(|assigned| {
             self.consumer
                 .committed_offsets(assigned, Duration::from_secs(10))
@@ -709,7 +729,7 @@ impl<S: Service> PollLoop<S> {
                 return;
             }
         }
-        if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.mode) {
+        if let (Some(hooks), Mode::Main) = (self.env.listener.hooks(), self.env.setup.group.mode) {
             // What they keep in memory (a saga's states) may include the aborted work: they
             // start again from what was committed, as on a new assignment.
             let partitions: Vec<i32> = committed
@@ -724,6 +744,6 @@ impl<S: Service> PollLoop<S> {
     }
 
     fn partition(&self, p: i32) -> TopicPartitionList {
-        partition_list(self.env.topic.as_str(), p)
+        partition_list(self.env.setup.topic.as_str(), p)
     }
 }

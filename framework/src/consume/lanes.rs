@@ -10,9 +10,10 @@
 //! give its item back (its outputs were not acknowledged): it then runs again first in its
 //! key's lane, never beside the key's later items.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -147,7 +148,7 @@ where
     /// goes last; one given back goes before the later ones still waiting); gives it back when
     /// the key had no lane, which the caller then starts (the key now counts as running).
     fn enqueue(&self, key: &Arc<[u8]>, seq: u64, item: T) -> Option<(u64, T)> {
-        let mut waiting = self.waiting.lock().expect("poisoned");
+        let mut waiting = self.waiting.lock();
         if let Some(lane) = waiting.get_mut(&**key) {
             let at = lane.partition_point(|(s, _)| *s < seq);
             lane.insert(at, (seq, item));
@@ -164,7 +165,7 @@ where
             while let Some((seq, item)) = next {
                 let permit = acquire(&self.permits.handlers, &self.cancel).await;
                 self.run(Some(&key), seq, item, permit).await;
-                let mut waiting = self.waiting.lock().expect("poisoned");
+                let mut waiting = self.waiting.lock();
                 next = waiting.get_mut(&*key).and_then(VecDeque::pop_front);
                 if next.is_none() {
                     waiting.remove(&*key);
@@ -430,7 +431,7 @@ mod tests {
                     let now = r.fetch_add(1, Ordering::SeqCst) + 1;
                     m.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(2)).await;
-                    o.lock().unwrap().push((i, again));
+                    o.lock().push((i, again));
                     r.fetch_sub(1, Ordering::SeqCst);
                     Some(async move {
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -446,7 +447,7 @@ mod tests {
             lanes.admit(Some(Arc::from(&b"k"[..])), (i, false)).await;
         }
         lanes.finish().await;
-        let order = order.lock().unwrap().clone();
+        let order = order.lock().clone();
         assert_eq!(
             most.load(Ordering::SeqCst),
             1,
@@ -483,7 +484,7 @@ mod tests {
             move |(i, again): (u32, bool)| {
                 let o = o.clone();
                 async move {
-                    o.lock().unwrap().push((i, again));
+                    o.lock().push((i, again));
                     let work = if i == 2 { 100 } else { 5 };
                     tokio::time::sleep(Duration::from_millis(work)).await;
                     Some(async move {
@@ -501,7 +502,7 @@ mod tests {
             lanes.admit(Some(Arc::from(&b"k"[..])), (i, false)).await;
         }
         lanes.finish().await;
-        let order = order.lock().unwrap().clone();
+        let order = order.lock().clone();
         let again: Vec<u32> = order.iter().filter(|x| x.1).map(|x| x.0).collect();
         assert_eq!(
             again,

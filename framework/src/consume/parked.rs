@@ -6,8 +6,9 @@
 //! handled twice (unless the group committed past them meanwhile). A partition that goes
 //! elsewhere is handled again from its committed offset by its new owner: at least once.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rdkafka::TopicPartitionList;
 
@@ -21,12 +22,12 @@ pub(crate) struct Parked(Mutex<HashMap<i32, Arc<PartitionShared>>>);
 impl Parked {
     /// Keeps partition `p`'s state until it is assigned here again (replacing an older one).
     pub(crate) fn park(&self, p: i32, part: Arc<PartitionShared>) {
-        self.0.lock().expect("poisoned").insert(p, part);
+        self.0.lock().insert(p, part);
     }
 
     /// The parked states of those of `partitions` parked here, taken out.
     pub(crate) fn take(&self, partitions: &[i32]) -> Vec<(i32, Arc<PartitionShared>)> {
-        let mut parked = self.0.lock().expect("poisoned");
+        let mut parked = self.0.lock();
         partitions
             .iter()
             .filter_map(|p| parked.remove(p).map(|part| (*p, part)))
@@ -71,7 +72,7 @@ pub(crate) fn catch_up_batch(
             continue;
         }
         let committed = entry.offset().to_raw().filter(|o| *o >= 0);
-        let watermark = part.watermark.lock().expect("poisoned");
+        let watermark = part.watermark.lock();
         if let Some(o) = catch_up(watermark.committable(), watermark.first(), committed) {
             batch.offsets.push((*p, o));
         }
@@ -114,7 +115,7 @@ mod tests {
     fn handled(offsets: std::ops::Range<i64>) -> Arc<PartitionShared> {
         let part = PartitionShared::new(CancellationToken::new());
         {
-            let mut w = part.watermark.lock().unwrap();
+            let mut w = part.watermark.lock();
             for o in offsets.clone() {
                 w.start(o);
             }

@@ -6,11 +6,13 @@
 //! copies the headers into one buffer with an index, and shares the topic's name.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use rdkafka::message::{BorrowedMessage, Header, Headers};
 use rdkafka::Message;
 
-use crate::contract::envelope::RecordView;
+use crate::contract::envelope::{Envelope, RecordView};
+use crate::handler::context::Meta;
 
 /// A record copied off the consumer.
 #[derive(Debug)]
@@ -54,6 +56,48 @@ impl Received {
             key: key.map(<[u8]>::to_vec),
             payload: payload.map(<[u8]>::to_vec),
             headers: headers.map(FlatHeaders::copy),
+        }
+    }
+}
+
+impl Received {
+    /// The metadata `listener`'s handler gets for this record, whose envelope is `inc` and
+    /// which the poll thread received at `received`. A record without a `ce_id` (or with an
+    /// empty one) is given one from where it was written, the same on every delivery: ids are
+    /// never empty, so two such records are never taken for one (an inbox duplicate, a saga's
+    /// redelivered input).
+    pub(crate) fn meta(
+        &self,
+        listener: &'static str,
+        inc: &Envelope<'_>,
+        received: Instant,
+    ) -> Meta {
+        let id = inc.id.filter(|id| !id.is_empty()).map_or_else(
+            || format!("{}/{}/{}", self.topic, self.partition, self.offset),
+            str::to_owned,
+        );
+        let own = |v: Option<&str>| v.map(str::to_owned);
+        Meta {
+            listener,
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            key: self
+                .key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map(str::to_owned),
+            key_bytes: self.key.clone(),
+            correlation_id: inc.correlation_id.map_or_else(|| id.clone(), str::to_owned),
+            id,
+            ce_type: inc.ce_type.unwrap_or_default().to_owned(),
+            reply_to: own(inc.reply_to),
+            causation_id: own(inc.causation_id),
+            // Checked before the record was handled.
+            reply_partition: inc.reply_partition.and_then(|p| p.parse().ok()),
+            content_type: own(inc.content_type),
+            time: own(inc.time),
+            received_at: Some(received),
         }
     }
 }

@@ -1,11 +1,10 @@
-//! What follows a handler attempt: the pure decision core of retries and dead letters.
+//! What follows a failed handler attempt: the pure decision core of retries and dead letters.
 //!
-//! [`next`] maps an attempt's [`Outcome`], where the record stands ([`Attempt`]) and the
+//! [`next`] maps a failed attempt's [`Outcome`], where the record stands ([`Attempt`]) and the
 //! listener's [`Policy`] to what the worker does next ([`Next`]). It does no I/O and reads no
 //! clock: the worker carries the decision out (sleeps, re-publishes, dead-letters).
 //!
 //! The rules:
-//! - success is [`Next::Done`];
 //! - bad input (the payload does not decode) is dead-lettered at once: retrying cannot help;
 //! - a permanent failure (a handler's permanent error, a panic) is dead-lettered at once;
 //! - a transient failure (a handler's transient error, a timeout) is retried in place, with
@@ -22,11 +21,9 @@ use crate::backoff::Backoff;
 use crate::config::{ListenerConfig, RetryMode};
 use crate::contract::dead_letter::DeadLetterKind;
 
-/// How one attempt ended.
+/// How an attempt failed (a success is finished: nothing follows it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The handler succeeded (what it produced is acknowledged, or handed over to be).
-    Succeeded,
     /// The record's payload did not decode into the listener's event type.
     BadInput,
     /// The attempt failed: the handler's error, a panic or a timeout.
@@ -94,8 +91,6 @@ impl Policy {
 /// What the worker does after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
-    /// The record is finished.
-    Done,
     /// Try again in place after this delay; the partition waits.
     RetryIn(Duration),
     /// Re-publish the record to the retry topic (delivery `attempt.delivery + 1`).
@@ -107,7 +102,6 @@ pub(crate) enum Next {
 /// What follows `outcome` for a record at `attempt` under `policy`.
 pub(crate) fn next(outcome: Outcome, attempt: Attempt, policy: &Policy) -> Next {
     let (kind, permanent) = match outcome {
-        Outcome::Succeeded => return Next::Done,
         Outcome::BadInput => return Next::DeadLetter(DeadLetterKind::Decode),
         Outcome::Unavailable => return Next::RetryIn(policy.backoff.delay(attempt.tries)),
         Outcome::Failed { kind, permanent } => (kind, permanent),
@@ -189,8 +183,6 @@ mod tests {
         let unlimited = policy(0, Strict, 3);
         #[rustfmt::skip]
         let table: &[(&str, Outcome, Attempt, &Policy, Next)] = &[
-            ("success is done",                       Outcome::Succeeded,  at(1, 0), &strict, Next::Done),
-            ("success after retries is done",         Outcome::Succeeded,  at(3, 2), &non_blocking, Next::Done),
             ("bad input is dead-lettered at once",    Outcome::BadInput,   at(1, 0), &unlimited, Next::DeadLetter(Decode)),
             ("bad input on the retry topic too",      Outcome::BadInput,   at(1, 1), &non_blocking, Next::DeadLetter(Decode)),
             ("a permanent error is dead-lettered",    permanent(Handler),  at(1, 0), &non_blocking, Next::DeadLetter(Handler)),

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::contract::retry_topic::RetryState;
 use crate::contract::topic::TopicName;
 
 /// A topic of the service that only it reads and whose every type it must know: its
@@ -32,11 +33,16 @@ pub(crate) struct Routes {
 /// What to do with a record.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route {
+    /// Handle it.
     Handle,
+    /// Handle it: it is on the retry topic, with this retry state.
+    HandleRetry(RetryState),
+    /// Leave it to another listener.
     Skip,
+    /// Dead-letter it as bad input, saying why.
     Reject(String),
     /// A retry-topic record of a listener that no longer reads the retry topic.
-    Orphan,
+    Orphan(RetryState),
 }
 
 /// Routes a record of type `ce_type` for listener `name` of types `mine` on `topic`.
@@ -71,9 +77,93 @@ pub(crate) fn route(
     }
 }
 
+/// Routes a record on the retry topic for listener `name`. `state` is its retry state, which
+/// names the listener it is for (`None`: missing or malformed headers); `valid` says whether
+/// that name can be a listener's.
+///
+/// A listener that reads the retry topic handles its own records there and skips the others'.
+/// The designated listener takes the records of listeners that no longer read it (to
+/// dead-letter them in their name) and rejects those it cannot place; every other listener
+/// skips them.
+pub(crate) fn route_retry(
+    routes: &Routes,
+    name: &str,
+    state: Option<RetryState>,
+    valid: impl FnOnce(&str) -> Result<(), String>,
+) -> Route {
+    let designated = routes.retry_designated == Some(name);
+    match state {
+        Some(st) if routes.retry_readers.contains(st.listener.as_str()) => {
+            if st.listener == name {
+                Route::HandleRetry(st)
+            } else {
+                Route::Skip
+            }
+        }
+        Some(st) if designated => match valid(&st.listener) {
+            Ok(()) => Route::Orphan(st),
+            Err(e) => Route::Reject(format!(
+                "record on the retry topic names listener `{}`, which cannot be: {e}",
+                st.listener
+            )),
+        },
+        None if designated => {
+            Route::Reject("record on the retry topic has no valid atoll_retry_* headers".into())
+        }
+        Some(_) | None => Route::Skip,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_topic() {
+        let routes = Routes {
+            retry_designated: Some("charge"),
+            retry_readers: ["charge", "ship"].into_iter().collect(),
+            ..Routes::default()
+        };
+        let st = |listener: &str| RetryState {
+            listener: listener.to_owned(),
+            attempts: 3,
+            delivery: 1,
+            not_before: std::time::SystemTime::UNIX_EPOCH,
+            origin: crate::contract::retry_topic::Origin {
+                topic: "acme.shop.orders.commands".into(),
+                partition: 0,
+                offset: 7,
+            },
+        };
+        let ok = |_: &str| Ok(());
+        let rejected = |r: Route, what: &str| matches!(r, Route::Reject(e) if e.contains(what));
+        // (listener, the record is for) → route
+        let cases = [
+            ("charge", Some("charge"), Route::HandleRetry(st("charge"))),
+            ("ship", Some("ship"), Route::HandleRetry(st("ship"))),
+            ("ship", Some("charge"), Route::Skip),
+            ("charge", Some("ship"), Route::Skip),
+            // A listener no longer reading the retry topic: the designated one takes it.
+            ("charge", Some("audit"), Route::Orphan(st("audit"))),
+            ("ship", Some("audit"), Route::Skip),
+            ("audit", Some("audit"), Route::Skip),
+            ("ship", None, Route::Skip),
+        ];
+        for (name, to, want) in cases {
+            let got = route_retry(&routes, name, to.map(st), ok);
+            assert_eq!(got, want, "{name} for {to:?}");
+        }
+        let bad = |_: &str| Err("bad name".to_owned());
+        assert!(rejected(
+            route_retry(&routes, "charge", Some(st("Not Valid")), bad),
+            "names listener `Not Valid`, which cannot be: bad name"
+        ));
+        assert!(rejected(
+            route_retry(&routes, "charge", None, ok),
+            "no valid atoll_retry_* headers"
+        ));
+    }
 
     fn inbox() -> Inbox {
         Inbox {

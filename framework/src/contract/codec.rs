@@ -2,9 +2,10 @@
 //! schema derived from an event type and its registry subject. The codecs themselves live in
 //! the runtime (`codec/`).
 
+use parking_lot::Mutex;
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use apache_avro::schema::{Name, RecordSchema};
 use apache_avro::Schema;
@@ -70,7 +71,7 @@ pub fn subject<E: Event>(
 pub fn schema_of<E: Event>() -> Result<Arc<Schema>, ContractError> {
     static SCHEMAS: OnceLock<Mutex<HashMap<TypeId, Arc<Schema>>>> = OnceLock::new();
     let cache = SCHEMAS.get_or_init(Default::default);
-    if let Some(s) = cache.lock().expect("poisoned").get(&TypeId::of::<E>()) {
+    if let Some(s) = cache.lock().get(&TypeId::of::<E>()) {
         return Ok(s.clone());
     }
     let Some(Schema::Record(record)) = E::avro_schema() else {
@@ -83,10 +84,7 @@ pub fn schema_of<E: Event>() -> Result<Arc<Schema>, ContractError> {
         name: canonical_name::<E>()?,
         ..record
     }));
-    cache
-        .lock()
-        .expect("poisoned")
-        .insert(TypeId::of::<E>(), schema.clone());
+    cache.lock().insert(TypeId::of::<E>(), schema.clone());
     Ok(schema)
 }
 

@@ -312,102 +312,19 @@ impl Manifest {
         }
         let mut seen = BTreeSet::new();
         for (i, s) in self.services.iter().enumerate() {
-            let at = |field: &str| format!("services[{i}].{field}");
-            check_service(&s.service).map_err(|why| (at("service"), why))?;
+            let at = |(field, why): (String, String)| (format!("services[{i}].{field}"), why);
+            check_service(&s.service).map_err(|why| at(("service".into(), why)))?;
             if namespace_of(&s.service) != self.namespace {
-                return Err((
-                    at("service"),
-                    format!("`{}` is not in namespace `{}`", s.service, self.namespace),
-                ));
+                let why = format!("`{}` is not in namespace `{}`", s.service, self.namespace);
+                return Err(at(("service".into(), why)));
             }
             if !seen.insert(&s.service) {
-                return Err((at("service"), format!("`{}` is listed twice", s.service)));
+                let why = format!("`{}` is listed twice", s.service);
+                return Err(at(("service".into(), why)));
             }
-            for (j, t) in s.topics.iter().enumerate() {
-                if t.name.service_prefix() != s.service {
-                    return Err((
-                        at(&format!("topics[{j}].name")),
-                        format!("`{}` is not a topic of `{}`", t.name, s.service),
-                    ));
-                }
-                if t.partitions < 1 {
-                    return Err((
-                        at(&format!("topics[{j}].partitions")),
-                        format!("{} partitions; a topic has at least 1", t.partitions),
-                    ));
-                }
-            }
-            let mut names = BTreeSet::new();
-            for (j, t) in s.topics.iter().enumerate() {
-                if !names.insert(t.name.as_str()) {
-                    return Err((
-                        at(&format!("topics[{j}].name")),
-                        format!("`{}` is listed twice", t.name),
-                    ));
-                }
-            }
-            let mut types = BTreeSet::new();
-            for (j, e) in s.events.iter().enumerate() {
-                let field = |f: &str| at(&format!("events[{j}].{f}"));
-                if e.ce_type != format!("{}.{}.v{}", s.service, e.name, e.version) {
-                    return Err((
-                        field("type"),
-                        format!(
-                            "`{}` is not `{}.<name>.v<version>` with name `{}` and version {}",
-                            e.ce_type, s.service, e.name, e.version
-                        ),
-                    ));
-                }
-                if !types.insert(e.ce_type.as_str()) {
-                    return Err((field("type"), format!("`{}` is listed twice", e.ce_type)));
-                }
-                // Each kind travels on its owner's topic of that kind; a reply on the
-                // requester's reply topic, so it names none.
-                let expected = match e.kind {
-                    Kind::Fact => Some(format!("{}.events", s.service)),
-                    Kind::Command => Some(format!("{}.commands", s.service)),
-                    Kind::Result => Some(format!("{}.results", s.service)),
-                    Kind::Reply => None,
-                };
-                if e.topic != expected {
-                    let want = expected.map_or("no topic".to_owned(), |t| format!("`{t}`"));
-                    return Err((
-                        field("topic"),
-                        format!("a {} of `{}` travels on {want}", e.kind.as_str(), s.service),
-                    ));
-                }
-                if e.reply.is_some() && e.kind != Kind::Command {
-                    return Err((field("reply"), "only a command has a reply".into()));
-                }
-                let safe = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-                if let Some(subject) = &e.subject {
-                    if subject.is_empty() || subject.contains("..") || !subject.chars().all(safe) {
-                        return Err((
-                            field("subject"),
-                            format!("`{subject}` is not a registry subject atoll writes"),
-                        ));
-                    }
-                }
-            }
-            let mut listeners = BTreeSet::new();
-            for (j, l) in s.listeners.iter().enumerate() {
-                if !listeners.insert(l.name.as_str()) {
-                    return Err((
-                        at(&format!("listeners[{j}].name")),
-                        format!("`{}` is listed twice", l.name),
-                    ));
-                }
-                l.topic
-                    .parse::<TopicName>()
-                    .map_err(|why| (at(&format!("listeners[{j}].topic")), why.to_string()))?;
-                let prefix = format!("{}-", s.service);
-                if !l.group_id.starts_with(&prefix) {
-                    return Err((
-                        at(&format!("listeners[{j}].group_id")),
-                        format!("`{}` does not start with `{prefix}`", l.group_id),
-                    ));
-                }
-            }
+            s.check_topics().map_err(at)?;
+            s.check_events().map_err(at)?;
+            s.check_listeners().map_err(at)?;
         }
         Ok(())
     }
@@ -445,6 +362,95 @@ fn check_service(name: &str) -> Result<(), String> {
         .parse::<TopicName>()
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// A field of a service's manifest (`topics[0].name`) that is wrong, and why.
+type FieldError = (String, String);
+
+impl ServiceManifest {
+    /// Each topic is the service's, has a partition, and is listed once.
+    fn check_topics(&self) -> Result<(), FieldError> {
+        let mut names = BTreeSet::new();
+        for (j, t) in self.topics.iter().enumerate() {
+            let field = |f: &str| format!("topics[{j}].{f}");
+            if t.name.service_prefix() != self.service {
+                let why = format!("`{}` is not a topic of `{}`", t.name, self.service);
+                return Err((field("name"), why));
+            }
+            if t.partitions < 1 {
+                let why = format!("{} partitions; a topic has at least 1", t.partitions);
+                return Err((field("partitions"), why));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err((field("name"), format!("`{}` is listed twice", t.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each event type is named after the service, listed once, on its owner's topic of its
+    /// kind, with a reply only on a command and a subject atoll writes.
+    fn check_events(&self) -> Result<(), FieldError> {
+        let service = &self.service;
+        let mut types = BTreeSet::new();
+        for (j, e) in self.events.iter().enumerate() {
+            let field = |f: &str| format!("events[{j}].{f}");
+            if e.ce_type != format!("{service}.{}.v{}", e.name, e.version) {
+                let why = format!(
+                    "`{}` is not `{service}.<name>.v<version>` with name `{}` and version {}",
+                    e.ce_type, e.name, e.version
+                );
+                return Err((field("type"), why));
+            }
+            if !types.insert(e.ce_type.as_str()) {
+                return Err((field("type"), format!("`{}` is listed twice", e.ce_type)));
+            }
+            // Each kind travels on its owner's topic of that kind; a reply on the requester's
+            // reply topic, so it names none.
+            let expected = match e.kind {
+                Kind::Fact => Some(format!("{service}.events")),
+                Kind::Command => Some(format!("{service}.commands")),
+                Kind::Result => Some(format!("{service}.results")),
+                Kind::Reply => None,
+            };
+            if e.topic != expected {
+                let want = expected.map_or("no topic".to_owned(), |t| format!("`{t}`"));
+                let why = format!("a {} of `{service}` travels on {want}", e.kind.as_str());
+                return Err((field("topic"), why));
+            }
+            if e.reply.is_some() && e.kind != Kind::Command {
+                return Err((field("reply"), "only a command has a reply".into()));
+            }
+            let safe = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+            if let Some(subject) = &e.subject {
+                if subject.is_empty() || subject.contains("..") || !subject.chars().all(safe) {
+                    let why = format!("`{subject}` is not a registry subject atoll writes");
+                    return Err((field("subject"), why));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each listener is listed once, reads a valid topic, and is in a group of the service.
+    fn check_listeners(&self) -> Result<(), FieldError> {
+        let prefix = format!("{}-", self.service);
+        let mut listeners = BTreeSet::new();
+        for (j, l) in self.listeners.iter().enumerate() {
+            let field = |f: &str| format!("listeners[{j}].{f}");
+            if !listeners.insert(l.name.as_str()) {
+                return Err((field("name"), format!("`{}` is listed twice", l.name)));
+            }
+            l.topic
+                .parse::<TopicName>()
+                .map_err(|why| (field("topic"), why.to_string()))?;
+            if !l.group_id.starts_with(&prefix) {
+                let why = format!("`{}` does not start with `{prefix}`", l.group_id);
+                return Err((field("group_id"), why));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub(crate) mod event;
 pub(crate) mod files;
 pub(crate) mod manifest;
 pub(crate) mod reply;
+pub(crate) mod retry_topic;
 pub(crate) mod service;
 pub(crate) mod topic;
 

@@ -1,7 +1,7 @@
 //! What a handler gets besides its event: typed producing and the record's metadata.
 
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::codec::Codec;
 use crate::contract::envelope::Outgoing;
@@ -9,6 +9,7 @@ use crate::contract::event::{Command, Event, FactOf};
 use crate::contract::service::Service;
 use crate::contract::topic::TopicName;
 use crate::error::{Error, Result};
+use crate::handler::delivery::Sink;
 use crate::handler::transaction::TxCell;
 use crate::ops::telemetry::propagation::inject_current;
 use crate::produce::transactional::Output;
@@ -106,17 +107,9 @@ struct Scope {
     source: Arc<str>,
     /// Shared by every attempt at the record.
     meta: Arc<Meta>,
-    produced: Mutex<Vec<Pending>>,
-    /// The record's transaction, in a transactional listener: what is produced goes to its
-    /// outbox.
-    tx: Option<Arc<TxCell>>,
-    /// In an exactly-once listener, what is produced waits here for the Kafka transaction
-    /// that commits the record's offset.
-    stage: Option<Arc<Stage>>,
+    /// Where this attempt's records go (see [`crate::handler::delivery`]).
+    sink: Arc<Sink>,
 }
-
-/// The outputs of a record handled by an exactly-once listener, in the order produced.
-pub(crate) type Stage = Mutex<Vec<Output>>;
 
 /// The handler's context for service `S`: emit its facts, send commands, read the metadata.
 ///
@@ -147,49 +140,33 @@ impl<S> std::fmt::Debug for Context<S> {
 impl<S> Context<S> {
     /// The record's transaction, in a transactional listener.
     pub(crate) fn tx_cell(&self) -> Option<&Arc<TxCell>> {
-        self.scope.tx.as_ref()
+        match &*self.scope.sink {
+            Sink::Outbox(cell, _) => Some(cell),
+            Sink::Producer(_) | Sink::Stage(_) => None,
+        }
     }
 }
 
 impl<S: Service> Context<S> {
-    /// A context for the record `meta` describes; its records go to the outbox of `tx` when
-    /// given (a transactional listener's), else to the producer.
+    /// A context for the record `meta` describes, whose records go to `sink`.
     pub(crate) fn new(
         producer: Producer,
         codec: Arc<Codec>,
         source: Arc<str>,
         meta: Arc<Meta>,
-        tx: Option<Arc<TxCell>>,
+        sink: Arc<Sink>,
     ) -> Self {
         let scope = Scope {
             producer,
             codec,
             source,
             meta,
-            produced: Mutex::new(Vec::new()),
-            tx,
-            stage: None,
+            sink,
         };
         Self {
             scope: Arc::new(scope),
             _service: PhantomData,
         }
-    }
-
-    /// A context whose records wait in `stage` for the Kafka transaction of an exactly-once
-    /// listener (see [`Stage`]).
-    pub(crate) fn staged(
-        producer: Producer,
-        codec: Arc<Codec>,
-        source: Arc<str>,
-        meta: Arc<Meta>,
-        stage: Arc<Stage>,
-    ) -> Self {
-        let mut ctx = Self::new(producer, codec, source, meta, None);
-        Arc::get_mut(&mut ctx.scope)
-            .expect("a new context is not shared yet")
-            .stage = Some(stage);
-        ctx
     }
 
     /// The handled record's metadata.
@@ -280,8 +257,8 @@ impl<S: Service> Context<S> {
     /// acknowledged before the handled record's offset is committed.
     pub(crate) async fn produce(&self, record: Record<'_>) -> Result<String> {
         let (id, pending) = self.start_produce(record).await?;
-        if let Some(pending) = pending {
-            self.scope.produced.lock().expect("poisoned").push(pending);
+        if let (Some(pending), Sink::Producer(produced)) = (pending, &*self.scope.sink) {
+            produced.lock().push(pending);
         }
         Ok(id)
     }
@@ -315,50 +292,43 @@ impl<S: Service> Context<S> {
         }
         .headers();
         let headers = inject_current(headers);
-        if let Some(tx) = &self.scope.tx {
-            tx.push(OutboxRecord {
-                topic: record.topic.to_string(),
-                partition: record.partition,
-                key,
-                payload,
-                headers: header_pairs(&headers),
-                ce_id: id.clone(),
-            });
-            return Ok((id, None));
+        match &*self.scope.sink {
+            Sink::Outbox(tx, _) => {
+                tx.push(OutboxRecord {
+                    topic: record.topic.to_string(),
+                    partition: record.partition,
+                    key,
+                    payload,
+                    headers: header_pairs(&headers),
+                    ce_id: id.clone(),
+                });
+                Ok((id, None))
+            }
+            Sink::Stage(stage) => {
+                stage.lock().push(Output {
+                    topic: record.topic.to_string(),
+                    partition: record.partition,
+                    key,
+                    payload,
+                    headers,
+                });
+                Ok((id, None))
+            }
+            Sink::Producer(_) => {
+                let pending = self
+                    .scope
+                    .producer
+                    .send_to(
+                        record.topic.as_str(),
+                        record.partition,
+                        key.as_deref(),
+                        &payload,
+                        headers,
+                    )
+                    .await?;
+                Ok((id, Some(pending)))
+            }
         }
-        if let Some(stage) = &self.scope.stage {
-            stage.lock().expect("poisoned").push(Output {
-                topic: record.topic.to_string(),
-                partition: record.partition,
-                key,
-                payload,
-                headers,
-            });
-            return Ok((id, None));
-        }
-        let bytes = key.as_deref();
-        let pending = self
-            .scope
-            .producer
-            .send_to(
-                record.topic.as_str(),
-                record.partition,
-                bytes,
-                &payload,
-                headers,
-            )
-            .await?;
-        Ok((id, Some(pending)))
-    }
-
-    /// Waits for the broker to acknowledge everything produced so far.
-    pub(crate) async fn acked(&self) -> Result<()> {
-        Pending::all(self.take_produced()).await
-    }
-
-    /// What was produced so far and not yet awaited.
-    pub(crate) fn take_produced(&self) -> Vec<Pending> {
-        std::mem::take(&mut *self.scope.produced.lock().expect("poisoned"))
     }
 }
 

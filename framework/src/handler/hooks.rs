@@ -31,16 +31,4 @@ pub(crate) struct HookRuntime {
     pub(crate) stop: CancellationToken,
     /// How long sagas' state is kept, and how long a restore may read.
     pub(crate) saga: crate::config::SagaConfig,
-    /// Builds a dead letter's headers: the consume layer's, handed down by the app.
-    pub(crate) dead_letter_headers: DeadLetterHeaders,
 }
-
-/// Builds the headers of a dead letter of a record: its listener, failure kind, error and
-/// attempts.
-pub(crate) type DeadLetterHeaders = fn(
-    &rdkafka::message::OwnedMessage,
-    &str,
-    crate::contract::dead_letter::DeadLetterKind,
-    &str,
-    u32,
-) -> rdkafka::message::OwnedHeaders;

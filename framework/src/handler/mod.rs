@@ -1,9 +1,10 @@
 //! The handler layer: what a handler sees and how it is called — the [`Context`](context::Context)
 //! it produces through, the extractors, the [`Listener`](listener::Listener) that decodes a
-//! record and calls the handler, what its `Ok` value becomes, and the hooks of listeners with
-//! partition-bound state.
+//! record and calls the handler, what its `Ok` value becomes, how its outputs leave
+//! ([`delivery`]), and the hooks of listeners with partition-bound state.
 
 pub(crate) mod context;
+pub(crate) mod delivery;
 pub(crate) mod hooks;
 pub(crate) mod listener;
 pub(crate) mod output;

@@ -2,12 +2,15 @@
 //! (through the [`Tx`] extractor), and so do the record's inbox row and the records the
 //! handler produces, which wait in the outbox until the commit.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::{MappedMutexGuard, MutexGuard};
 
 use super::context::{Context, FromContext, Meta};
+use super::delivery::{Outboxed, Sink};
 use crate::codec::Codec;
 use crate::contract::service::Service;
 use crate::error::{Error, Result};
@@ -40,13 +43,13 @@ impl TxCell {
 
     /// Adds a record to publish once the transaction commits.
     pub(crate) fn push(&self, record: OutboxRecord) {
-        self.outbox.lock().expect("poisoned").push(record);
+        self.outbox.lock().push(record);
     }
 
     /// The transaction and the records produced in it, once the handler returned.
     pub(crate) async fn finish(&self) -> Option<(Transaction<'static, Any>, Vec<OutboxRecord>)> {
         let tx = self.tx.lock().await.take()?;
-        let records = std::mem::take(&mut *self.outbox.lock().expect("poisoned"));
+        let records = std::mem::take(&mut *self.outbox.lock());
         Some((tx, records))
     }
 }
@@ -176,13 +179,14 @@ impl<S: Service> StoreTx<S> {
             id,
             ..Meta::default()
         };
-        let ctx = Context::new(
-            producer.clone(),
-            codec,
-            source,
-            Arc::new(meta),
-            Some(cell.clone()),
-        );
+        // Its commit publishes once (the relay takes over on failure): no backoff of its own.
+        let outbox = Arc::new(Outboxed {
+            store: store.clone(),
+            producer: producer.clone(),
+            backoff: crate::backoff::Backoff::new(Duration::ZERO, Duration::ZERO),
+        });
+        let sink = Arc::new(Sink::Outbox(cell.clone(), outbox));
+        let ctx = Context::new(producer.clone(), codec, source, Arc::new(meta), sink);
         Ok(Self {
             ctx,
             cell,

@@ -13,9 +13,10 @@
 //!   ready until a client connects again) and no partition is stopped behind a failing write,
 //!   and until shutdown begins.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -71,7 +72,7 @@ impl ConsumerHealth {
     /// `unordered` ordering). `true` when the partition was not stopped before.
     pub(crate) fn blocked(&self, partition: i32, why: String, first: bool) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
-        let mut blocked = self.blocked.lock().expect("poisoned");
+        let mut blocked = self.blocked.lock();
         match blocked.iter_mut().find(|b| b.0 == partition) {
             Some(entry) => {
                 entry.1 = why;
@@ -88,7 +89,7 @@ impl ConsumerHealth {
     /// One of `partition`'s failing writes ended (it succeeded, or it was given up). `true`
     /// when the partition moves again (none of its writes fails any more).
     pub(crate) fn unblocked(&self, partition: i32) -> bool {
-        let mut blocked = self.blocked.lock().expect("poisoned");
+        let mut blocked = self.blocked.lock();
         let Some(i) = blocked.iter().position(|b| b.0 == partition) else {
             return false;
         };
@@ -102,7 +103,7 @@ impl ConsumerHealth {
 
     /// The client reported a fatal error: it will do nothing from now on.
     pub(crate) fn fatal(&self, why: String) {
-        self.fatal.lock().expect("poisoned").get_or_insert(why);
+        self.fatal.lock().get_or_insert(why);
     }
 
     /// The poll loop came round.
@@ -136,7 +137,6 @@ impl ConsumerHealth {
             blocked: self
                 .blocked
                 .lock()
-                .expect("poisoned")
                 .iter()
                 .map(|(p, why, since, _)| Blocked {
                     partition: *p,
@@ -144,7 +144,7 @@ impl ConsumerHealth {
                     for_ms: now_ms.saturating_sub(*since),
                 })
                 .collect(),
-            fatal: self.fatal.lock().expect("poisoned").clone(),
+            fatal: self.fatal.lock().clone(),
         }
     }
 }
@@ -212,7 +212,7 @@ impl Health {
 
     /// `condition` keeps the process from being ready, for `why` (`None`: no longer).
     pub(crate) fn condition(&self, condition: Condition, why: Option<String>) {
-        let mut conditions = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conditions = self.conditions.lock();
         match why {
             Some(why) => conditions.insert(condition, why),
             None => conditions.remove(&condition),
@@ -246,13 +246,13 @@ impl Health {
             fatal: Mutex::default(),
         });
         c.polled();
-        self.consumers.lock().expect("poisoned").push(c.clone());
+        self.consumers.lock().push(c.clone());
         c
     }
 
     /// A client not tied to one consumer (the producer) reported a fatal error.
     pub(crate) fn fatal(&self, why: String) {
-        self.fatal.lock().expect("poisoned").push(why);
+        self.fatal.lock().push(why);
     }
 
     /// Shutdown began: not ready any more.
@@ -262,7 +262,7 @@ impl Health {
 
     fn statuses(&self) -> Vec<ConsumerStatus> {
         let now = self.epoch.elapsed().as_millis() as u64;
-        let consumers = self.consumers.lock().expect("poisoned");
+        let consumers = self.consumers.lock();
         consumers.iter().map(|c| c.status(now)).collect()
     }
 
@@ -270,7 +270,7 @@ impl Health {
     pub(crate) fn live(&self) -> Report {
         let consumers = self.statuses();
         let limit = self.stalled_after.as_millis() as u64;
-        let mut reasons = self.fatal.lock().expect("poisoned").clone();
+        let mut reasons = self.fatal.lock().clone();
         for c in consumers.iter().filter(|c| !c.stopped) {
             if c.since_last_poll_ms > limit {
                 reasons.push(format!(
@@ -307,7 +307,7 @@ impl Health {
         if self.stopping.load(Ordering::Relaxed) {
             reasons.push("shutting down".to_owned());
         }
-        let conditions = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
+        let conditions = self.conditions.lock();
         let starting = !self.started.load(Ordering::Relaxed);
         if starting && !conditions.contains_key(&Condition::Start) {
             reasons.push("starting".to_owned());

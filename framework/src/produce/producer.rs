@@ -2,10 +2,10 @@
 //! produces (the handler's context, the client); dead letters and retries keep the original
 //! headers. The producer moves bytes.
 
+#[cfg(feature = "testing")]
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-#[cfg(feature = "testing")]
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -33,7 +33,7 @@ pub(crate) struct Producer {
 /// that makes reads one at a time.
 #[derive(Debug, Default)]
 struct TopicCache {
-    known: std::sync::Mutex<Option<(std::time::Instant, HashMap<String, i32>)>>,
+    known: parking_lot::Mutex<Option<(std::time::Instant, HashMap<String, i32>)>>,
     reading: tokio::sync::Mutex<()>,
 }
 
@@ -194,7 +194,7 @@ impl Producer {
             Inner::Recording(_) => return Ok(Some(i32::MAX)),
         };
         let known = |within: Duration| -> Option<Option<i32>> {
-            let topics = self.topics.known.lock().unwrap_or_else(|p| p.into_inner());
+            let topics = self.topics.known.lock();
             let (at, topics) = topics.as_ref()?;
             (at.elapsed() < within).then(|| topics.get(topic).copied())
         };
@@ -220,8 +220,7 @@ impl Producer {
         .map_err(|_| Error::kafka("reading the cluster's topics", KafkaError::Canceled))?
         .map_err(|e| Error::kafka("reading the cluster's topics", e))?;
         let n = read.get(topic).copied();
-        *self.topics.known.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), read));
+        *self.topics.known.lock() = Some((std::time::Instant::now(), read));
         Ok(n)
     }
 
@@ -280,7 +279,7 @@ impl Producer {
             Inner::Kafka(p) => p,
             #[cfg(feature = "testing")]
             Inner::Recording(sink) => {
-                sink.lock().expect("poisoned").push(Recorded {
+                sink.lock().push(Recorded {
                     topic: topic.to_owned(),
                     partition,
                     key: key.map(<[u8]>::to_vec),

@@ -63,9 +63,9 @@ impl std::fmt::Display for TxFailure {
 }
 
 /// The variable of the zombie test hook (see [`hold_point`]).
-pub(crate) const HOLD_TRANSACTION_MS: &str = "TEST_ATOLL_HOLD_TRANSACTION_MS";
+pub(crate) const HOLD_TRANSACTION_MS: &str = "ATOLL_TEST_HOLD_TRANSACTION_MS";
 
-/// A test hook for a zombie: with `TEST_ATOLL_HOLD_TRANSACTION_MS=n` in its environment, the
+/// A test hook for a zombie: with `ATOLL_TEST_HOLD_TRANSACTION_MS=n` in its environment, the
 /// process waits `n` ms inside every transaction, after its outputs and offsets were sent and
 /// before the commit (as after a long pause), so that another process can take its partitions
 /// meanwhile. Without the variable it does nothing.
@@ -79,9 +79,9 @@ fn hold_point() {
 }
 
 /// The variable of the failure test hook (see [`fail_point`]).
-pub(crate) const FAIL_TRANSACTION_EVERY: &str = "TEST_ATOLL_FAIL_TRANSACTION_EVERY";
+pub(crate) const FAIL_TRANSACTION_EVERY: &str = "ATOLL_TEST_FAIL_TRANSACTION_EVERY";
 
-/// A test hook for failed transactions: with `TEST_ATOLL_FAIL_TRANSACTION_EVERY=n` in its
+/// A test hook for failed transactions: with `ATOLL_TEST_FAIL_TRANSACTION_EVERY=n` in its
 /// environment, every n-th transaction of the process fails just before its commit (as when
 /// the broker refuses it), and is aborted. Without the variable it does nothing.
 fn fail_point() -> Result<(), KafkaError> {

@@ -1,9 +1,10 @@
 //! Runs a saga: its listener on `private.reply`, the per-partition state restored from
 //! `private.saga`, and the timers that turn deadlines into timeout records.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -12,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{next_generation, parse_request_id, Match, Phase, SagaState, Status, StepInfo};
 use super::{start_type, state_type, timeout_type, types, Saga, Step};
-use crate::backoff::Backoff;
+use crate::backoff::{sleep_unless, Backoff};
 use crate::codec::DecodeError;
 use crate::config::client::{Clients, Hooked};
+use crate::contract::dead_letter::{DeadLetterKind, Failure};
 use crate::contract::envelope::Outgoing;
 use crate::contract::service::Service;
 use crate::error::{Error, HandlerError};
@@ -68,6 +70,9 @@ struct Part {
     generation: AtomicU64,
 }
 
+/// How the engine's writes (timeouts, states, dead letters) wait out a broker that refuses them.
+const WRITES: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -87,21 +92,20 @@ impl<D: Saga> PartitionHooks for Engine<D> {
             let sweep = sweeper::<D>(rt.clone(), part.clone());
             rt.runtime.spawn(async move {
                 // Until restored (a restore out of time continues where it stopped), or revoked.
-                let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).iter();
-                while let Err(e) = restore().await {
-                    tracing::warn!(saga = D::NAME, partition = p, error = %e, "restoring saga state not finished; continuing");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
-                        () = part.cancel.cancelled() => return,
-                    }
+                let restored = Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+                    .retry_until_cancelled(&part.cancel, &restore, |e, _| {
+                        tracing::warn!(saga = D::NAME, partition = p, error = %e, "restoring saga state not finished; continuing");
+                    })
+                    .await;
+                if restored.is_some() {
+                    sweep.await;
                 }
-                sweep.await;
             });
         }
     }
 
     fn revoked(&self, partitions: &[i32]) {
-        let mut parts = self.parts.lock().expect("poisoned");
+        let mut parts = self.parts.lock();
         for p in partitions {
             if let Some(part) = parts.remove(p) {
                 part.cancel.cancel();
@@ -139,7 +143,6 @@ impl<D: Saga> Engine<D> {
     fn part(&self, p: i32) -> Arc<Part> {
         self.parts
             .lock()
-            .expect("poisoned")
             .entry(p)
             .or_insert_with(|| {
                 let cancel = self.rt.get().map(|rt| rt.stop.child_token());
@@ -373,7 +376,7 @@ impl<D: Saga> Engine<D> {
             self.arm(part, st, &p.request_id, p.deadline_ms);
             return Ok(());
         }
-        if let Some(t) = part.timers.lock().expect("poisoned").remove(&st.key) {
+        if let Some(t) = part.timers.lock().remove(&st.key) {
             t.cancel();
         }
         match st.status {
@@ -419,12 +422,7 @@ fn arm<D: Saga>(
     deadline_ms: u64,
 ) {
     let token = part.cancel.child_token();
-    if let Some(old) = part
-        .timers
-        .lock()
-        .expect("poisoned")
-        .insert(st.key.clone(), token.clone())
-    {
+    if let Some(old) = part.timers.lock().insert(st.key.clone(), token.clone()) {
         old.cancel();
     }
     let (rt, p) = (rt.clone(), part.partition);
@@ -435,32 +433,28 @@ fn arm<D: Saga>(
     );
     rt.runtime.clone().spawn(async move {
         let wait = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = token.cancelled() => return,
+        if !sleep_unless(&token, wait).await {
+            return;
         }
         let topic = <D::Service as Service>::ID.reply();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).iter();
-        loop {
+        let write = || async {
             let (headers, _) = Outgoing {
                 correlation_id: Some(&correlation),
                 causation_id: Some(&request_id),
                 ..Outgoing::new(timeout_type::<D>(), &rt.source)
             }
             .headers();
-            let sent = match rt.producer.send_to(topic.as_str(), Some(p), Some(key.as_bytes()), b"{}", headers).await {
-                Ok(pending) => pending.acked().await,
-                Err(e) => Err(e),
-            };
-            match sent {
-                Ok(()) => return,
-                Err(e) => tracing::warn!(saga = D::NAME, key, error = %e, "cannot write a saga timeout; retrying"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-                () = token.cancelled() => return,
-            }
-        }
+            rt.producer
+                .send_to(topic.as_str(), Some(p), Some(key.as_bytes()), b"{}", headers)
+                .await?
+                .acked()
+                .await
+        };
+        WRITES
+            .retry_until_cancelled(&token, write, |e, _| {
+                tracing::warn!(saga = D::NAME, key, error = %e, "cannot write a saga timeout; retrying");
+            })
+            .await;
     });
 }
 
@@ -670,55 +664,43 @@ async fn send_writes<D: Saga>(
     writes: Vec<Write>,
 ) -> Vec<crate::produce::Pending> {
     let topic = <D::Service as Service>::ID.saga();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).iter();
     let mut pending = Vec::new();
     for write in writes {
-        loop {
-            let send = async {
-                match &write {
-                    Write::Tombstone(key) => {
-                        rt.producer
-                            .tombstone(topic.as_str(), part.partition, key.as_bytes())
-                            .await
-                    }
-                    Write::State(st) => {
-                        let (payload, content_type) = json(state_type::<D>(), &**st)?;
-                        let (headers, _) = Outgoing {
-                            correlation_id: Some(&st.correlation_id),
-                            content_type: Some(content_type),
-                            ..Outgoing::new(state_type::<D>(), &rt.source)
-                        }
-                        .headers();
-                        rt.producer
-                            .send_to(
-                                topic.as_str(),
-                                Some(part.partition),
-                                Some(st.key.as_bytes()),
-                                &payload,
-                                headers,
-                            )
-                            .await
-                    }
+        let send = || async {
+            match &write {
+                Write::Tombstone(key) => {
+                    rt.producer
+                        .tombstone(topic.as_str(), part.partition, key.as_bytes())
+                        .await
                 }
-            };
-            let sent = tokio::select! {
-                biased;
-                () = part.cancel.cancelled() => return pending,
-                sent = send => sent,
-            };
-            match sent {
-                Ok(p) => {
-                    pending.push(p);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(saga = D::NAME, error = %e, "cannot write to the saga state topic; retrying")
+                Write::State(st) => {
+                    let (payload, content_type) = json(state_type::<D>(), &**st)?;
+                    let (headers, _) = Outgoing {
+                        correlation_id: Some(&st.correlation_id),
+                        content_type: Some(content_type),
+                        ..Outgoing::new(state_type::<D>(), &rt.source)
+                    }
+                    .headers();
+                    rt.producer
+                        .send_to(
+                            topic.as_str(),
+                            Some(part.partition),
+                            Some(st.key.as_bytes()),
+                            &payload,
+                            headers,
+                        )
+                        .await
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-                () = part.cancel.cancelled() => return pending,
-            }
+        };
+        let sent = WRITES
+            .retry_until_cancelled(&part.cancel, send, |e, _| {
+                tracing::warn!(saga = D::NAME, error = %e, "cannot write to the saga state topic; retrying");
+            })
+            .await;
+        match sent {
+            Some(p) => pending.push(p),
+            None => break,
         }
     }
     pending
@@ -759,30 +741,31 @@ async fn dead_letter_states<D: Saga>(
             "saga `{}` state does not decode: the saga is forgotten",
             D::NAME
         );
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).iter();
-        loop {
-            let kind = crate::contract::dead_letter::DeadLetterKind::Decode;
-            let headers = (rt.dead_letter_headers)(&m, listener, kind, &error, 1);
-            let written = tokio::select! {
-                w = async {
-                    rt.producer
-                        .send(dlq.as_str(), m.key(), m.payload().unwrap_or_default(), headers)
-                        .await?
-                        .acked()
-                        .await
-                } => w,
-                () = part.cancel.cancelled() => return,
-            };
-            match written {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(saga = D::NAME, error = %e, "cannot dead-letter an unreadable saga state; retrying")
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-                () = part.cancel.cancelled() => return,
-            }
+        let failure = Failure {
+            kind: DeadLetterKind::Decode,
+            error,
+            attempts: 1,
+        };
+        let write = || async {
+            let headers = failure.headers(&m, listener);
+            rt.producer
+                .send(
+                    dlq.as_str(),
+                    m.key(),
+                    m.payload().unwrap_or_default(),
+                    headers,
+                )
+                .await?
+                .acked()
+                .await
+        };
+        let written = WRITES
+            .retry_until_cancelled(&part.cancel, write, |e, _| {
+                tracing::warn!(saga = D::NAME, error = %e, "cannot dead-letter an unreadable saga state; retrying");
+            })
+            .await;
+        if written.is_none() {
+            return;
         }
     }
 }
@@ -793,9 +776,8 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
     let retention = rt.saga.retention_ms;
     let every = Duration::from_millis((retention / 4).clamp(1_000, 3_600_000));
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = part.cancel.cancelled() => return,
+        if !sleep_unless(&part.cancel, every).await {
+            return;
         }
         let now = now_ms();
         {

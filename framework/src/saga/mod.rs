@@ -83,9 +83,10 @@
 mod engine;
 pub(crate) mod state;
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -308,7 +309,7 @@ impl<D: 'static> Step<D> {
 /// Leaks each distinct string once: the few per-saga names and types that must be `'static`.
 fn interned(s: String) -> &'static str {
     static SEEN: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut seen = SEEN.get_or_init(Default::default).lock().expect("poisoned");
+    let mut seen = SEEN.get_or_init(Default::default).lock();
     if let Some(s) = seen.get(s.as_str()) {
         return s;
     }

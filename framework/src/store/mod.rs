@@ -66,12 +66,12 @@ pub struct Store {
 /// delete per record would cost a transaction (and a sync) per record.
 #[derive(Debug, Default)]
 struct Published {
-    ids: std::sync::Mutex<Vec<i64>>,
+    ids: parking_lot::Mutex<Vec<i64>>,
     wake: tokio::sync::Notify,
     task: OnceLock<()>,
     /// Rows this process is publishing (sent, not yet deleted): a record delivered again
     /// must not publish them a second time.
-    sending: std::sync::Mutex<std::collections::HashSet<i64>>,
+    sending: parking_lot::Mutex<std::collections::HashSet<i64>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -172,17 +172,13 @@ impl Store {
     /// Marks outbox rows as being published by this process, until
     /// [`forget_published`](Self::forget_published) deletes them.
     pub(crate) fn sending(&self, ids: &[i64]) {
-        self.published
-            .sending
-            .lock()
-            .expect("poisoned")
-            .extend(ids.iter().copied());
+        self.published.sending.lock().extend(ids.iter().copied());
     }
 
     /// Unmarks rows whose publish failed: the record's next delivery, or the relay, publishes
     /// them.
     pub(crate) fn not_sending(&self, ids: &[i64]) {
-        let mut sending = self.published.sending.lock().expect("poisoned");
+        let mut sending = self.published.sending.lock();
         for id in ids {
             sending.remove(id);
         }
@@ -190,11 +186,7 @@ impl Store {
 
     /// Whether this process is publishing outbox row `id`.
     pub(crate) fn is_sending(&self, id: i64) -> bool {
-        self.published
-            .sending
-            .lock()
-            .expect("poisoned")
-            .contains(&id)
+        self.published.sending.lock().contains(&id)
     }
 
     /// Deletes these published outbox rows soon, batched with others. Rows a crash keeps from
@@ -203,7 +195,7 @@ impl Store {
         if ids.is_empty() {
             return;
         }
-        self.published.ids.lock().expect("poisoned").extend(ids);
+        self.published.ids.lock().extend(ids);
         self.published.task.get_or_init(|| {
             let store = self.clone();
             tokio::spawn(async move {
@@ -211,7 +203,7 @@ impl Store {
                     store.published.wake.notified().await;
                     // Gather what the next records publish meanwhile.
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    let ids = std::mem::take(&mut *store.published.ids.lock().expect("poisoned"));
+                    let ids = std::mem::take(&mut *store.published.ids.lock());
                     for chunk in ids.chunks(1_000) {
                         if let Err(e) = outbox::delete(&store, chunk).await {
                             tracing::warn!(error = %e, rows = chunk.len(), "deleting published outbox rows failed; the relay will publish them again");
@@ -276,9 +268,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Store {
 }
 
 /// The variable of the crash test hook (see [`crash_point`]).
-pub(crate) const CRASH_AFTER_COMMITS: &str = "TEST_ATOLL_CRASH_AFTER_COMMITS";
+pub(crate) const CRASH_AFTER_COMMITS: &str = "ATOLL_TEST_CRASH_AFTER_COMMITS";
 
-/// A test hook for the crash the relay exists for: with `TEST_ATOLL_CRASH_AFTER_COMMITS=n` in
+/// A test hook for the crash the relay exists for: with `ATOLL_TEST_CRASH_AFTER_COMMITS=n` in
 /// its environment, the process aborts right after its n-th committed transaction, before that
 /// transaction's outbox rows are published. Without the variable it does nothing.
 pub(crate) fn crash_point() {

@@ -209,26 +209,7 @@ async fn publish_where(
             // This process is publishing it already.
             continue;
         }
-        let topic: String = row.try_get("topic").map_err(&get)?;
-        let partition: Option<i32> = row.try_get("record_partition").map_err(&get)?;
-        let key: Option<Vec<u8>> = row.try_get("record_key").map_err(&get)?;
-        let payload: Vec<u8> = row.try_get("payload").map_err(&get)?;
-        let headers: Vec<u8> = row.try_get("headers").map_err(&get)?;
-        let headers = decode_headers(&headers).ok_or_else(|| Error::Store {
-            what: format!("outbox row {id}"),
-            source: sqlx::Error::Decode("its headers do not decode".into()),
-        })?;
-        pending.push(
-            producer
-                .send_to(
-                    &topic,
-                    partition,
-                    key.as_deref(),
-                    &payload,
-                    owned_headers(&headers),
-                )
-                .await?,
-        );
+        pending.push(send_row(producer, row, id).await?);
         ids.push(id);
     }
     Pending::all(pending).await?;
@@ -247,6 +228,24 @@ async fn publish_where(
             .map_err(store_error("deleting published outbox rows"))?;
     }
     Ok(ids.len())
+}
+
+/// Sends the outbox row `id` as it was read.
+async fn send_row(producer: &Producer, row: &sqlx::any::AnyRow, id: i64) -> Result<Pending> {
+    let get = store_error("reading an outbox row");
+    let topic: String = row.try_get("topic").map_err(&get)?;
+    let partition: Option<i32> = row.try_get("record_partition").map_err(&get)?;
+    let key: Option<Vec<u8>> = row.try_get("record_key").map_err(&get)?;
+    let payload: Vec<u8> = row.try_get("payload").map_err(&get)?;
+    let headers: Vec<u8> = row.try_get("headers").map_err(&get)?;
+    let headers = decode_headers(&headers).ok_or_else(|| Error::Store {
+        what: format!("outbox row {id}"),
+        source: sqlx::Error::Decode("its headers do not decode".into()),
+    })?;
+    let headers = owned_headers(&headers);
+    producer
+        .send_to(&topic, partition, key.as_deref(), &payload, headers)
+        .await
 }
 
 /// A committed transaction's outbox: its rows' ids and the records, still in memory.

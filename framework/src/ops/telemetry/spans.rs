@@ -1,6 +1,8 @@
-//! The spans atoll opens: `process` around each handled record (kind consumer) and `send`
-//! around each command a [`Client`](crate::Client) sends (kind producer), with the
-//! OpenTelemetry messaging attributes when an OpenTelemetry layer records them.
+//! The spans atoll opens: `process <topic>` around each handled record (kind consumer) and
+//! `send <topic>` around each command a [`Client`](crate::Client) sends (kind producer), named
+//! and attributed as OpenTelemetry's messaging semantic conventions say (`<operation name>
+//! <destination name>`) when an OpenTelemetry layer records them; logs show them as `process`
+//! and `send`, with the topic as a field.
 
 use crate::contract::envelope::{record_header, RecordView};
 use opentelemetry::trace::{Status, TraceContextExt};
@@ -18,6 +20,7 @@ pub(crate) fn process<M: RecordView>(
 ) -> tracing::Span {
     let span = tracing::info_span!(
         "process",
+        otel.name = format!("process {}", msg.topic()),
         otel.kind = "consumer",
         listener,
         topic = msg.topic(),
@@ -64,7 +67,12 @@ pub(crate) fn process<M: RecordView>(
 
 /// The span of a command sent to `topic` from outside a handler: the start of a trace.
 pub(crate) fn send(topic: &str) -> tracing::Span {
-    let span = tracing::info_span!("send", otel.kind = "producer", topic);
+    let span = tracing::info_span!(
+        "send",
+        otel.name = format!("send {topic}"),
+        otel.kind = "producer",
+        topic
+    );
     if traced(&span) {
         span.set_attribute("messaging.system", "kafka");
         span.set_attribute("messaging.operation.type", "send");
