@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # The shop's services in one image: `docker build -t atoll-shop .`, then
 # `docker run atoll-shop serve orders` (configuration through ATOLL_* environment variables).
+# The image also holds the `atoll` operator tool and the shop's manifests
+# (/usr/share/atoll/topics): `docker run --entrypoint atoll atoll-shop apply /usr/share/atoll/topics`.
 
 # --- build: the release binary, librdkafka compiled in ---
 FROM rust:1.95-slim-bookworm AS build
@@ -13,8 +15,8 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p example-shop \
-    && cp target/release/shop /usr/local/bin/shop
+    cargo build --release --locked -p example-shop -p atoll-cli \
+    && cp target/release/shop target/release/atoll /usr/local/bin/
 
 # --- runtime: slim, non-root ---
 FROM debian:bookworm-slim
@@ -22,7 +24,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin atoll
-COPY --from=build /usr/local/bin/shop /usr/local/bin/shop
+COPY --from=build /usr/local/bin/shop /usr/local/bin/atoll /usr/local/bin/
+COPY --from=build /src/topics /usr/share/atoll/topics
 USER 10001:10001
 # Health and metrics: /health/live, /health/ready, /metrics.
 ENV ATOLL_HTTP__ADDR=0.0.0.0:8080

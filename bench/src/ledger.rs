@@ -19,14 +19,14 @@ use crate::payload::{Deposit, Deposited, Ledger, OUTPUT_LEDGER, PARTITIONS};
 impl Ledger {
     /// One UPDATE (an upsert of the account's balance) and one emit, in one transaction.
     #[listener(name = "deposit")]
-    async fn deposit(&self, ctx: Context<Self>, tx: Tx, d: Deposit) -> HandlerResult {
+    async fn deposit(&self, ctx: Context<Self>, mut tx: Tx, d: Deposit) -> HandlerResult {
         sqlx::query(
             "INSERT INTO bench_accounts (id, cents) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET cents = bench_accounts.cents + excluded.cents",
         )
         .bind(&d.account)
         .bind(d.amount_cents)
-        .execute(&mut *tx.conn().await)
+        .execute(&mut *tx)
         .await?;
         ctx.emit(Deposited {
             id: d.id,

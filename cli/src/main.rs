@@ -185,7 +185,7 @@ enum ViewCmd {
     /// (and every group feeding the same tables) to the start of its topic, empty the view's
     /// tables and forget the groups' inbox rows. The service rebuilds the view when it starts.
     Rebuild {
-        /// A consumer group feeding the view, e.g. `acme.shop.storefront-order-placed`.
+        /// A consumer group feeding the view, e.g. `acme.shop.storefront-orders`.
         group: String,
         /// Print what would be rewound and emptied; change nothing.
         #[arg(long)]

@@ -102,7 +102,7 @@ fn expected() -> BTreeSet<Row> {
             &["orders.events"],
             true,
             false,
-            &["completed", "cancelled"],
+            &["outcomes"],
         ),
     ];
     let mut rows = BTreeSet::new();
@@ -200,7 +200,7 @@ fn the_commands_create_the_same_acls() {
     assert_eq!(operations, want.len(), "{text}");
     assert!(
         text.lines().any(|l| l.contains("'User:acme.shop.analytics'")
-            && l.contains("--operation Write --operation Describe --transactional-id 'acme.shop.analytics-completed.' --resource-pattern-type prefixed")),
+            && l.contains("--operation Write --operation Describe --transactional-id 'acme.shop.analytics-outcomes.' --resource-pattern-type prefixed")),
         "{text}"
     );
     let principal = atoll(

@@ -72,7 +72,7 @@ fn the_shops_document_validates() {
     }
     assert!(text.contains("schemaFormat: application/vnd.apache.avro+json;version=1.9.0"));
     assert!(
-        text.contains("acme.shop.storefront-order-placed"),
+        text.contains("acme.shop.storefront-orders"),
         "a listener's group"
     );
     std::fs::remove_file(path).unwrap();

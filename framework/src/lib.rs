@@ -5,7 +5,7 @@
 //! on their `.commands` topic (sole subscriber), and keep `.private.*` topics (DLQ, …).
 //!
 //! ```no_run
-//! use atoll::{event_service, handlers, App, Context, Event, HandlerResult};
+//! use atoll::{event_service, handlers, App, Event, HandlerResult};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[event_service(company = "acme", namespace = "shop", name = "orders")]
@@ -28,9 +28,8 @@
 //! #[handlers]
 //! impl Orders {
 //!     #[listener(name = "place-order")]
-//!     async fn place(&self, ctx: Context<Self>, cmd: PlaceOrder) -> HandlerResult {
-//!         ctx.emit(OrderPlaced { order_id: cmd.order_id }).await?;
-//!         Ok(())
+//!     async fn place(&self, cmd: PlaceOrder) -> HandlerResult<OrderPlaced> {
+//!         Ok(OrderPlaced { order_id: cmd.order_id })
 //!     }
 //! }
 //!
@@ -84,13 +83,14 @@ mod store;
 pub mod testing;
 
 pub use app::{App, Running};
-pub use atoll_macros::{event_service, handlers, Event};
+pub use atoll_macros::{event_service, handlers, Event, Events};
 pub use consume::consumer::Assignment;
 pub use contract::event::{Command, Event, EventKind, FactOf, ListenableBy, Reply, Request};
 pub use contract::service::Service;
 pub use contract::topic::{PrivateTopic, ServiceId, TopicKind, TopicName, TopicNameError};
 pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
 pub use handler::context::{Client, Context, FromContext, Meta};
+pub use handler::input::{Input, InputType};
 pub use handler::listener::{describe, HandlerResult, Handlers, Listener};
 pub use handler::output::Output;
 pub use handler::transaction::{StoreTx, Tx};
@@ -100,28 +100,65 @@ pub use store::view::{View, ViewFeed};
 pub use store::{Backend, Store};
 
 /// The manual: guides to writing, running and testing services, and the architecture
-/// reference (the same text as the repository's `docs/`).
+/// reference (the same text as the repository's `docs/`), in the order to learn them:
+///
+/// | guide | covers |
+/// |---|---|
+/// | [`services`](guide::services) | writing a service: events, listeners, extractors, producing |
+/// | [`testing`](guide::testing) | testing handlers and sagas with `atoll::testing`; the test suite |
+/// | [`delivery_and_ordering`](guide::delivery_and_ordering) | at-least-once delivery, commits, ordering modes, exactly once |
+/// | [`failures`](guide::failures) | transient and permanent failures, retries, dead letters, the `atoll` tool |
+/// | [`configuration`](guide::configuration) | every key, its environment variable and default; logs |
+/// | [`operations`](guide::operations) | health, metrics, traces, shutdown, topics as code, docker compose |
+/// | [`security`](guide::security) | TLS and SASL to Kafka, the registry, PostgreSQL and OTLP; secrets |
+/// | [`avro_and_contracts`](guide::avro_and_contracts) | Avro, the schema registry, schema evolution |
+/// | [`store`](guide::store) | durable state: transactional listeners, inbox, outbox, views |
+/// | [`sagas`](guide::sagas) | request and reply, orchestrated sagas |
+/// | [`reliability`](guide::reliability) | the chaos run and the fault tests |
+/// | [`performance`](guide::performance) | the benchmark's method and figures |
+/// | [`architecture`](guide::architecture) | layers, the record's path, the contracts |
+//
+// The guides link to each other with reference links (`[failures][failures.md]`, see
+// `scripts/guide-links`): each guide defines them for the repository page, and
+// `guide-links.md`, put first, defines them for rustdoc (the first definition wins).
 pub mod guide {
+    #[doc = include_str!("../guide-links.md")]
     #[doc = include_str!("../../docs/services.md")]
     pub mod services {}
-    #[doc = include_str!("../../docs/delivery-and-ordering.md")]
-    pub mod delivery_and_ordering {}
-    #[doc = include_str!("../../docs/failures.md")]
-    pub mod failures {}
-    #[doc = include_str!("../../docs/sagas.md")]
-    pub mod sagas {}
-    #[doc = include_str!("../../docs/store.md")]
-    pub mod store {}
-    #[doc = include_str!("../../docs/avro-and-contracts.md")]
-    pub mod avro_and_contracts {}
-    #[doc = include_str!("../../docs/operations.md")]
-    pub mod operations {}
-    #[doc = include_str!("../../docs/security.md")]
-    pub mod security {}
+    #[doc = include_str!("../guide-links.md")]
     #[doc = include_str!("../../docs/testing.md")]
     pub mod testing {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/delivery-and-ordering.md")]
+    pub mod delivery_and_ordering {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/failures.md")]
+    pub mod failures {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/configuration.md")]
+    pub mod configuration {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/operations.md")]
+    pub mod operations {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/security.md")]
+    pub mod security {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/avro-and-contracts.md")]
+    pub mod avro_and_contracts {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/store.md")]
+    pub mod store {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/sagas.md")]
+    pub mod sagas {}
+    #[doc = include_str!("../guide-links.md")]
+    #[doc = include_str!("../../docs/reliability.md")]
+    pub mod reliability {}
+    #[doc = include_str!("../guide-links.md")]
     #[doc = include_str!("../../docs/performance.md")]
     pub mod performance {}
+    #[doc = include_str!("../guide-links.md")]
     #[doc = include_str!("../../docs/architecture.md")]
     pub mod architecture {}
 }
@@ -177,7 +214,9 @@ pub mod telemetry {
 pub mod __private {
     pub use crate::contract::codec::{AvroProbe, AvroProbeDerived, AvroProbeNone};
     pub use crate::contract::service::ce_type_of;
+    pub use crate::handler::input::{decode_as, none_of};
     pub use crate::handler::listener::SagaListeners;
+    pub use crate::handler::output::{emit_output, reply_output};
     pub use crate::saga::{saga_listener, DeclaredSaga, SagaOf};
     pub use apache_avro::Schema as AvroSchemaValue;
     pub use futures::future::BoxFuture;

@@ -162,11 +162,16 @@ async fn metrics_move_with_traffic_and_report_lag_per_partition() {
         .map(|(labels, _)| {
             let get = |k: &str| labels.iter().find(|(lk, _)| lk == k).unwrap().1.clone();
             assert_eq!(get("topic"), "acme.test.gate.commands");
+            assert_eq!(get("group"), "acme.test.gate-jobs");
             get("partition")
         })
         .collect();
     partitions.sort();
     assert_eq!(partitions, ["0", "1", "2"]);
+    // Behind in time too: the age of what the consumer reads (it waits behind the gate).
+    let seconds = m.values("atoll_consumer_lag_seconds", &CMDS);
+    assert_eq!(seconds.len(), 3, "{seconds:?}");
+    assert!(seconds.iter().all(|(_, s)| *s >= 0.0), "{seconds:?}");
     assert!(m.sum("atoll_records_in_flight", &svc) >= 1.0, "{m:?}");
     assert!(m.sum("atoll_records_consumed_total", &svc) >= 1.0);
     assert_eq!(m.sum("atoll_records_handled_total", &svc), 0.0);
@@ -191,6 +196,16 @@ async fn metrics_move_with_traffic_and_report_lag_per_partition() {
     );
     let m = scrape(addr).await;
     assert_eq!(m.sum("atoll_records_consumed_total", &svc), f64::from(N));
+    // The dead letters were produced, and their acknowledgements timed.
+    assert!(
+        m.sum("atoll_records_produced_total", &[]) >= refused,
+        "{m:?}"
+    );
+    assert!(
+        m.sum("atoll_produce_latency_seconds_count", &[]) >= refused,
+        "{m:?}"
+    );
+    assert_eq!(m.sum("atoll_produce_errors_total", &[]), 0.0);
     assert_eq!(
         m.sum(
             "atoll_records_failed_total",

@@ -37,11 +37,11 @@ struct Credited {
 #[handlers]
 impl Ledger {
     #[listener(name = "credit", max_attempts = 1)]
-    async fn credit(&self, ctx: Context<Self>, tx: Tx, cmd: Credit) -> HandlerResult {
+    async fn credit(&self, ctx: Context<Self>, mut tx: Tx, cmd: Credit) -> HandlerResult {
         sqlx::query("UPDATE accounts SET cents = cents + $1 WHERE id = $2")
             .bind(cmd.cents)
             .bind(&cmd.account)
-            .execute(&mut *tx.conn().await)
+            .execute(&mut *tx)
             .await?;
         ctx.emit(Credited {
             account: cmd.account,

@@ -153,10 +153,23 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
             }
         }
     });
+    // A fact or result its own service's handlers may return (emitted); a reply any handler
+    // may return (sent to the command's reply topic).
+    let emitted = quote::quote_spanned! {kind_span=>
+        impl ::atoll::Output<#service> for #ident {
+            fn send(
+                self,
+                ctx: &::atoll::Context<#service>,
+            ) -> impl ::std::future::Future<Output = ::atoll::Result<()>> + ::std::marker::Send {
+                ::atoll::__private::emit_output(self, ctx)
+            }
+        }
+    };
     let kind_impls = match kind {
         Kind::Fact => quote::quote_spanned! {kind_span=>
             impl ::atoll::FactOf<#service> for #ident {}
             impl<S: ::atoll::Service> ::atoll::ListenableBy<S> for #ident {}
+            #emitted
         },
         Kind::Command => quote::quote_spanned! {kind_span=>
             impl ::atoll::Command for #ident {}
@@ -166,12 +179,21 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
         Kind::Reply => quote::quote_spanned! {kind_span=>
             impl ::atoll::Reply for #ident {}
             impl<S: ::atoll::Service> ::atoll::ListenableBy<S> for #ident {}
+            impl<S: ::atoll::Service> ::atoll::Output<S> for #ident {
+                fn send(
+                    self,
+                    ctx: &::atoll::Context<S>,
+                ) -> impl ::std::future::Future<Output = ::atoll::Result<()>> + ::std::marker::Send {
+                    ::atoll::__private::reply_output(self, ctx)
+                }
+            }
         },
         // Published by its owner alone, like a fact, on the owner's `results` topic, which the
         // owner must declare.
         Kind::Result => quote::quote_spanned! {kind_span=>
             impl ::atoll::FactOf<#service> for #ident {}
             impl<S: ::atoll::Service> ::atoll::ListenableBy<S> for #ident {}
+            #emitted
             const _: () = ::std::assert!(
                 <#service as ::atoll::Service>::PUBLISHES_RESULTS,
                 "a `result` event's service publishes results: declare `#[event_service(…, results = true)]` on it"

@@ -22,6 +22,10 @@ struct Handler {
     method: syn::Ident,
     extractors: Vec<Type>,
     event: Type,
+    /// What the handler returns in its `Ok`, when its return type says it plainly
+    /// (`HandlerResult<T>`, `Result<T, E>`): named so that a type it cannot return is an error
+    /// at the return type.
+    output: Option<Type>,
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -109,13 +113,17 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         return quote!(#block #fallback #errors);
     }
     let listeners = handlers.iter().map(|h| {
-        let Handler { name, settings, view, method, extractors, event } = h;
+        let Handler { name, settings, view, method, extractors, event, output } = h;
+        let output = match output {
+            Some(t) => quote!(#t),
+            None => quote!(_),
+        };
         let extract = extractors.iter().map(|ty| {
             quote_spanned! {ty.span()=>
                 <#ty as ::atoll::FromContext<#self_ty>>::from_context(&ctx)
             }
         });
-        let new = quote_spanned! {event.span()=> ::atoll::Listener::<#self_ty>::new::<#event, _, _, _> };
+        let new = quote_spanned! {event.span()=> ::atoll::Listener::<#self_ty>::new::<#event, _, _, #output> };
         let transactional = extractors.iter().map(|ty| {
             quote_spanned! {ty.span()=> <#ty as ::atoll::FromContext<#self_ty>>::TRANSACTIONAL }
         });
@@ -342,5 +350,28 @@ fn signature(
         method: sig.ident.clone(),
         extractors: typed,
         event: event?,
+        output: ok_type(&sig.output),
     })
+}
+
+/// `T` of a return type `HandlerResult<T>` or `Result<T, E>` (`()` for a bare `HandlerResult`);
+/// `None` for anything else (an alias of the application's: the compiler infers it).
+fn ok_type(output: &ReturnType) -> Option<Type> {
+    let ReturnType::Type(_, ty) = output else {
+        return None;
+    };
+    let Type::Path(path) = &**ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    match (&last.arguments, last.ident.to_string().as_str()) {
+        (syn::PathArguments::None, "HandlerResult") => Some(syn::parse_quote!(())),
+        (syn::PathArguments::AngleBracketed(args), "HandlerResult" | "Result") => {
+            match args.args.first()? {
+                syn::GenericArgument::Type(t) => Some(t.clone()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }

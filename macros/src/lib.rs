@@ -6,6 +6,7 @@
 
 mod errors;
 mod event;
+mod events;
 mod handlers;
 mod segment;
 mod service;
@@ -145,4 +146,49 @@ pub fn handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(item: TokenStream) -> TokenStream {
     event::expand(item.into()).into()
+}
+
+/// Declares what one listener takes when it takes several event types of one topic: an enum
+/// with one variant per event type, each holding the event.
+///
+/// ```
+/// # use atoll::{event_service, handlers, Event, Events, HandlerResult};
+/// # use serde::{Deserialize, Serialize};
+/// # #[event_service(company = "acme", namespace = "shop", name = "orders")]
+/// # pub struct Orders;
+/// # #[event_service(company = "acme", namespace = "shop", name = "storefront")]
+/// # pub struct Storefront;
+/// # #[derive(Debug, Serialize, Deserialize, Event)]
+/// # #[event(fact, name = "order_placed", version = 1, service = Orders)]
+/// # pub struct OrderPlaced { pub order_id: String }
+/// # #[derive(Debug, Serialize, Deserialize, Event)]
+/// # #[event(fact, name = "order_completed", version = 1, service = Orders)]
+/// # pub struct OrderCompleted { pub order_id: String }
+/// #[derive(Debug, Events)]
+/// pub enum OrderFacts {
+///     Placed(OrderPlaced),
+///     Completed(OrderCompleted),
+/// }
+///
+/// #[handlers]
+/// impl Storefront {
+///     // One listener, one consumer group, for both facts.
+///     #[listener(name = "orders")]
+///     async fn order(&self, fact: OrderFacts) -> HandlerResult {
+///         match fact {
+///             OrderFacts::Placed(p) => println!("placed {}", p.order_id),
+///             OrderFacts::Completed(c) => println!("completed {}", c.order_id),
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// Each record is decoded as the variant its `ce_type` names; types the enum does not name are
+/// skipped. The types must travel on one topic as one kind (facts of one service, say, or
+/// replies); a service's listener may take only what it may listen to, so an enum naming
+/// another service's command does not compile as its input.
+#[proc_macro_derive(Events)]
+pub fn derive_events(item: TokenStream) -> TokenStream {
+    events::expand(item.into()).into()
 }

@@ -166,10 +166,10 @@ mod outage {
     #[handlers]
     impl Counter {
         #[listener(name = "bump", max_attempts = 2, backoff_ms = 50, max_backoff_ms = 200)]
-        async fn bump(&self, tx: Tx, cmd: Bump) -> HandlerResult {
+        async fn bump(&self, mut tx: Tx, cmd: Bump) -> HandlerResult {
             sqlx::query("UPDATE counts SET n = n + 1 WHERE k = $1")
                 .bind(&cmd.key)
-                .execute(&mut *tx.conn().await)
+                .execute(&mut *tx)
                 .await?;
             Ok(())
         }
@@ -269,11 +269,11 @@ mod test_bed {
     #[handlers]
     impl Wallet {
         #[listener(name = "deposit")]
-        async fn deposit(&self, ctx: Context<Self>, tx: Tx, cmd: Deposit) -> HandlerResult {
+        async fn deposit(&self, ctx: Context<Self>, mut tx: Tx, cmd: Deposit) -> HandlerResult {
             sqlx::query("UPDATE wallets SET cents = cents + $1 WHERE id = $2")
                 .bind(cmd.cents)
                 .bind(&cmd.id)
-                .execute(&mut *tx.conn().await)
+                .execute(&mut *tx)
                 .await?;
             ctx.emit(Deposited {
                 id: cmd.id,

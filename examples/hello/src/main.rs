@@ -1,7 +1,7 @@
 //! A service in 40 lines (the driver in `main` below them): `greet` commands in, `greeted`
 //! facts out. `cargo run -p example-hello` starts it on the embedded broker, sends three
 //! greetings, waits until they were handled and stops.
-use atoll::{event_service, handlers, App, Context, Event, HandlerResult};
+use atoll::{event_service, handlers, App, Event, HandlerResult};
 use serde::{Deserialize, Serialize};
 
 #[event_service(company = "acme", namespace = "demo", name = "hello")]
@@ -25,15 +25,13 @@ pub struct Greeted {
 #[handlers]
 impl Hello {
     #[listener(name = "greet")]
-    async fn greet(&self, ctx: Context<Self>, cmd: Greet) -> HandlerResult {
+    async fn greet(&self, cmd: Greet) -> HandlerResult<Greeted> {
         let greeting = format!("hello, {}", cmd.name);
         println!("{greeting}");
-        ctx.emit(Greeted {
+        Ok(Greeted {
             name: cmd.name,
             greeting,
         })
-        .await?;
-        Ok(())
     }
 }
 

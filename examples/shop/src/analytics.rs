@@ -3,7 +3,7 @@
 //! line, however often analytics handles it again (after a crash, or when its partitions move).
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Context, Event, HandlerResult};
+use atoll::{event_service, handlers, Event, Events, HandlerResult, Meta};
 use serde::{Deserialize, Serialize};
 
 use crate::orders::{OrderCancelled, OrderCompleted};
@@ -35,18 +35,13 @@ pub struct DailySales {
     pub completed: bool,
 }
 
-impl Analytics {
-    /// The line of `order_id`'s outcome, dated by the fact's `ce_time`.
-    async fn line(&self, ctx: &Context<Self>, order_id: String, completed: bool) -> HandlerResult {
-        let day = day_of(ctx.meta().time.as_deref());
-        ctx.emit(DailySales {
-            day,
-            order_id,
-            completed,
-        })
-        .await?;
-        Ok(())
-    }
+/// An order's outcome, as the orders service publishes it.
+#[derive(Debug, Events)]
+pub enum OrderOutcome {
+    /// It completed.
+    Completed(OrderCompleted),
+    /// It was cancelled.
+    Cancelled(OrderCancelled),
 }
 
 /// The UTC day of an RFC 3339 time (`ce_time`), or `undated` without one.
@@ -59,21 +54,23 @@ fn day_of(time: Option<&str>) -> String {
 
 #[handlers]
 impl Analytics {
-    /// A completed order's line.
-    #[listener(name = "completed", delivery = "exactly_once")]
-    async fn completed(&self, ctx: Context<Self>, fact: OrderCompleted) -> HandlerResult {
-        self.line(&ctx, fact.order_id, true).await
-    }
-
-    /// A cancelled order's line.
-    #[listener(name = "cancelled", delivery = "exactly_once")]
-    async fn cancelled(&self, ctx: Context<Self>, fact: OrderCancelled) -> HandlerResult {
-        self.line(&ctx, fact.order_id, false).await
+    /// An ended order's line, dated by its fact's `ce_time`.
+    #[listener(name = "outcomes", delivery = "exactly_once")]
+    async fn outcome(&self, meta: Meta, fact: OrderOutcome) -> HandlerResult<DailySales> {
+        let (order_id, completed) = match fact {
+            OrderOutcome::Completed(f) => (f.order_id, true),
+            OrderOutcome::Cancelled(f) => (f.order_id, false),
+        };
+        Ok(DailySales {
+            day: day_of(meta.time.as_deref()),
+            order_id,
+            completed,
+        })
     }
 }
 
 /// Analytics' listeners: `exactly_once`, which needs a broker with Kafka transactions.
-pub const LISTENERS: [&str; 2] = ["completed", "cancelled"];
+pub const LISTENERS: [&str; 1] = ["outcomes"];
 
 /// Sets analytics' listeners to at-least-once in `config`, for a broker without transactions
 /// (tansu): its results may then repeat after a crash or a rebalance.

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult, Tx};
+use atoll::{event_service, handlers, Event, HandlerError, HandlerResult, Tx};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
@@ -240,24 +240,21 @@ async fn movement(
 impl Inventory {
     /// Reports the stock levels as a fact.
     #[listener(name = "report-stock")]
-    async fn report_stock(&self, ctx: Context<Self>, tx: Tx, cmd: ReportStock) -> HandlerResult {
-        let levels = levels(&mut *tx.conn().await).await?;
-        ctx.emit(StockReported {
+    async fn report_stock(&self, mut tx: Tx, cmd: ReportStock) -> HandlerResult<StockReported> {
+        let levels = levels(&mut tx).await?;
+        Ok(StockReported {
             request_id: cmd.request_id,
             levels,
         })
-        .await?;
-        Ok(())
     }
 
     /// Reserves an order's stock, all or nothing, and replies with the outcome.
     #[listener(name = "reserve-stock")]
     async fn reserve_stock(
         &self,
-        ctx: Context<Self>,
-        tx: Tx,
+        mut tx: Tx,
         cmd: ReserveStock,
-    ) -> HandlerResult<StockReservation> {
+    ) -> HandlerResult<(Option<StockReserved>, StockReservation)> {
         let ReserveStock { order_id, items } = cmd;
         if let Some(bad) = items.iter().find(|i| i.qty < 1) {
             return Err(HandlerError::permanent(format!(
@@ -265,39 +262,34 @@ impl Inventory {
                 bad.sku, bad.qty
             )));
         }
-        let outcome = reserve(&mut *tx.conn().await, &order_id, &items).await?;
-        if outcome == Ok(true) {
-            ctx.emit(StockReserved {
-                order_id: order_id.clone(),
-                items,
-            })
-            .await?;
-        }
-        Ok(StockReservation {
+        let outcome = reserve(&mut tx, &order_id, &items).await?;
+        let reserved = (outcome == Ok(true)).then(|| StockReserved {
+            order_id: order_id.clone(),
+            items,
+        });
+        let reservation = StockReservation {
             order_id,
             reserved: outcome.is_ok(),
             reason: outcome.err(),
-        })
+        };
+        Ok((reserved, reservation))
     }
 
     /// Releases an order's reservation, if it has one, and replies.
     #[listener(name = "release-stock")]
     async fn release_stock(
         &self,
-        ctx: Context<Self>,
-        tx: Tx,
+        mut tx: Tx,
         cmd: ReleaseStock,
-    ) -> HandlerResult<StockRelease> {
-        let released = release(&mut *tx.conn().await, &cmd.order_id).await?;
-        if released {
-            ctx.emit(StockReleased {
-                order_id: cmd.order_id.clone(),
-            })
-            .await?;
-        }
-        Ok(StockRelease {
+    ) -> HandlerResult<(Option<StockReleased>, StockRelease)> {
+        let released = release(&mut tx, &cmd.order_id).await?;
+        let fact = released.then(|| StockReleased {
+            order_id: cmd.order_id.clone(),
+        });
+        let reply = StockRelease {
             order_id: cmd.order_id,
             released,
-        })
+        };
+        Ok((fact, reply))
     }
 }

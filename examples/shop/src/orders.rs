@@ -126,6 +126,7 @@ fn judged(ok: bool, reason: Option<String>, what: &str) -> Result<(), String> {
 
 impl Saga for OrderSaga {
     const NAME: &'static str = "order";
+    const STEP_TIMEOUT: Duration = Orders::STEP_TIMEOUT;
 
     fn id(&self) -> String {
         self.order_id.clone()
@@ -145,8 +146,7 @@ impl Saga for OrderSaga {
             )
             .compensate(|o: &Self| ReleaseStock {
                 order_id: o.order_id.clone(),
-            })
-            .timeout(Orders::STEP_TIMEOUT),
+            }),
             Step::new(
                 "charge-payment",
                 |o: &Self| ChargePayment {
@@ -158,8 +158,7 @@ impl Saga for OrderSaga {
             )
             .compensate(|o: &Self| RefundPayment {
                 order_id: o.order_id.clone(),
-            })
-            .timeout(Orders::STEP_TIMEOUT),
+            }),
             Step::new(
                 "arrange-shipment",
                 |o: &Self| ArrangeShipment {
@@ -167,8 +166,7 @@ impl Saga for OrderSaga {
                     customer_id: o.customer_id.clone(),
                 },
                 |_: &mut Self, r: ShipmentResult| judged(r.scheduled, r.reason, "shipping failed"),
-            )
-            .timeout(Orders::STEP_TIMEOUT),
+            ),
         ]
     }
 

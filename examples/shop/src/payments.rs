@@ -5,7 +5,7 @@
 //! transaction with its inbox row and the facts it emits, so no order is charged twice.
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult, Tx};
+use atoll::{event_service, handlers, Event, HandlerError, HandlerResult, Tx};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
@@ -197,10 +197,13 @@ impl Payments {
     )]
     async fn charge(
         &self,
-        ctx: Context<Self>,
-        tx: Tx,
+        mut tx: Tx,
         cmd: ChargePayment,
-    ) -> HandlerResult<ChargeResult> {
+    ) -> HandlerResult<(
+        Option<PaymentCharged>,
+        Option<PaymentDeclined>,
+        ChargeResult,
+    )> {
         if self.flaky > 0.0 && rand::random::<f64>() < self.flaky {
             return Err(HandlerError::transient(
                 "payment gateway timed out (simulated)",
@@ -212,51 +215,42 @@ impl Payments {
                 cmd.amount_cents
             )));
         }
-        let outcome = charge_once(&mut *tx.conn().await, &cmd).await?;
+        let outcome = charge_once(&mut tx, &cmd).await?;
         let order_id = cmd.order_id.clone();
-        match &outcome {
-            Ok(true) => {
-                ctx.emit(PaymentCharged {
-                    order_id: order_id.clone(),
-                    amount_cents: cmd.amount_cents,
-                })
-                .await?
-            }
-            Ok(false) => {}
-            Err(reason) => {
-                ctx.emit(PaymentDeclined {
-                    order_id: order_id.clone(),
-                    reason: reason.clone(),
-                })
-                .await?
-            }
-        }
-        Ok(ChargeResult {
+        // Charged now (not when the charge was made before: its fact went out then), or
+        // declined.
+        let charged = (outcome == Ok(true)).then(|| PaymentCharged {
+            order_id: order_id.clone(),
+            amount_cents: cmd.amount_cents,
+        });
+        let declined = outcome.as_ref().err().map(|reason| PaymentDeclined {
+            order_id: order_id.clone(),
+            reason: reason.clone(),
+        });
+        let result = ChargeResult {
             order_id,
             charged: outcome.is_ok(),
             reason: outcome.err(),
-        })
+        };
+        Ok((charged, declined, result))
     }
 
     /// Refunds the order's charge, if any.
     #[listener(name = "refund")]
     async fn refund_payment(
         &self,
-        ctx: Context<Self>,
-        tx: Tx,
+        mut tx: Tx,
         cmd: RefundPayment,
-    ) -> HandlerResult<RefundResult> {
-        let cents = refund(&mut *tx.conn().await, &cmd.order_id).await?;
-        if cents > 0 {
-            ctx.emit(PaymentRefunded {
-                order_id: cmd.order_id.clone(),
-                amount_cents: cents,
-            })
-            .await?;
-        }
-        Ok(RefundResult {
+    ) -> HandlerResult<(Option<PaymentRefunded>, RefundResult)> {
+        let cents = refund(&mut tx, &cmd.order_id).await?;
+        let refunded = (cents > 0).then(|| PaymentRefunded {
+            order_id: cmd.order_id.clone(),
+            amount_cents: cents,
+        });
+        let result = RefundResult {
             order_id: cmd.order_id,
             refunded_cents: cents,
-        })
+        };
+        Ok((refunded, result))
     }
 }

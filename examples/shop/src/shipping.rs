@@ -1,7 +1,7 @@
 //! `acme.shop.shipping`: arranges shipments; no carrier delivers to "remote" customers.
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Context, Event, HandlerResult};
+use atoll::{event_service, handlers, Event, HandlerResult};
 use serde::{Deserialize, Serialize};
 
 /// The shipping service.
@@ -53,28 +53,28 @@ impl Shipping {
     #[listener(name = "ship")]
     async fn ship(
         &self,
-        ctx: Context<Self>,
         cmd: ArrangeShipment,
-    ) -> HandlerResult<ShipmentResult> {
+    ) -> HandlerResult<(Option<ShipmentScheduled>, ShipmentResult)> {
         let ArrangeShipment {
             order_id,
             customer_id,
         } = cmd;
         if customer_id.starts_with(Self::UNREACHABLE_PREFIX) {
-            return Ok(ShipmentResult {
+            let declined = ShipmentResult {
                 order_id,
                 scheduled: false,
                 reason: Some(format!("no carrier delivers to customer {customer_id}")),
-            });
+            };
+            return Ok((None, declined));
         }
-        ctx.emit(ShipmentScheduled {
+        let scheduled = ShipmentScheduled {
             order_id: order_id.clone(),
-        })
-        .await?;
-        Ok(ShipmentResult {
+        };
+        let result = ShipmentResult {
             order_id,
             scheduled: true,
             reason: None,
-        })
+        };
+        Ok((Some(scheduled), result))
     }
 }

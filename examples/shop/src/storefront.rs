@@ -3,10 +3,11 @@
 //!
 //! Each fact fills its own columns of `storefront_orders` (created by
 //! [`crate::migrations::storefront`]), stamped with the fact's own `ce_time`. So the view is
-//! the same whatever order its five topics are read in, and `atoll view rebuild
-//! acme.shop.storefront-order-placed` rebuilds it from the facts to the same answers.
+//! the same whatever order its three topics are read in, and `atoll view rebuild
+//! acme.shop.storefront-orders` rebuilds it from the facts to the same answers. The orders'
+//! three facts come to one listener (one consumer group), as one [`OrderFacts`].
 
-use atoll::{event_service, handlers, HandlerResult, Meta, Store, Tx};
+use atoll::{event_service, handlers, Events, HandlerResult, Meta, Store, Tx};
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,17 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 use crate::orders::{OrderCancelled, OrderCompleted, OrderPlaced};
 use crate::payments::PaymentCharged;
 use crate::shipping::ShipmentScheduled;
+
+/// The orders' facts the storefront reads, all on `acme.shop.orders.events`.
+#[derive(Debug, Events)]
+pub enum OrderFacts {
+    /// Who ordered, how much, when.
+    Placed(OrderPlaced),
+    /// The order completed.
+    Completed(OrderCompleted),
+    /// The order was cancelled, and why.
+    Cancelled(OrderCancelled),
+}
 
 /// The storefront service.
 #[event_service(company = "acme", namespace = "shop", name = "storefront")]
@@ -137,7 +149,12 @@ pub async fn order_status(
 }
 
 /// Sets `column` of `order_id`'s row to the fact's time, creating the row if needed.
-async fn stamp(tx: &Tx, meta: &Meta, order_id: &str, column: &str) -> sqlx::Result<()> {
+async fn stamp(
+    conn: &mut AnyConnection,
+    meta: &Meta,
+    order_id: &str,
+    column: &str,
+) -> sqlx::Result<()> {
     let sql = format!(
         "INSERT INTO storefront_orders (order_id, {column}) VALUES ($1, $2)
          ON CONFLICT (order_id) DO UPDATE SET {column} = excluded.{column}"
@@ -146,7 +163,7 @@ async fn stamp(tx: &Tx, meta: &Meta, order_id: &str, column: &str) -> sqlx::Resu
     sqlx::query(AssertSqlSafe(sql))
         .bind(order_id)
         .bind(at)
-        .execute(&mut *tx.conn().await)
+        .execute(conn)
         .await?;
     Ok(())
 }
@@ -160,51 +177,47 @@ fn now() -> String {
 
 #[handlers]
 impl Storefront {
-    /// An order was placed: who, how much, when.
-    #[listener(name = "order-placed", view = "storefront_orders")]
-    async fn placed(&self, meta: Meta, tx: Tx, fact: OrderPlaced) -> HandlerResult {
-        stamp(&tx, &meta, &fact.order_id, "placed_at").await?;
-        sqlx::query(
-            "UPDATE storefront_orders SET customer_id = $1, amount_cents = $2 WHERE order_id = $3",
-        )
-        .bind(&fact.customer_id)
-        .bind(fact.amount_cents)
-        .bind(&fact.order_id)
-        .execute(&mut *tx.conn().await)
-        .await?;
+    /// A fact of the orders: its stamp, and what it says of the order.
+    #[listener(name = "orders", view = "storefront_orders")]
+    async fn order(&self, meta: Meta, mut tx: Tx, fact: OrderFacts) -> HandlerResult {
+        match fact {
+            OrderFacts::Placed(fact) => {
+                stamp(&mut tx, &meta, &fact.order_id, "placed_at").await?;
+                sqlx::query(
+                    "UPDATE storefront_orders SET customer_id = $1, amount_cents = $2 WHERE order_id = $3",
+                )
+                .bind(&fact.customer_id)
+                .bind(fact.amount_cents)
+                .bind(&fact.order_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            OrderFacts::Completed(fact) => {
+                stamp(&mut tx, &meta, &fact.order_id, "completed_at").await?;
+            }
+            OrderFacts::Cancelled(fact) => {
+                stamp(&mut tx, &meta, &fact.order_id, "cancelled_at").await?;
+                sqlx::query("UPDATE storefront_orders SET reason = $1 WHERE order_id = $2")
+                    .bind(&fact.reason)
+                    .bind(&fact.order_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
     /// An order was charged.
     #[listener(name = "payment-charged", view = "storefront_orders")]
-    async fn charged(&self, meta: Meta, tx: Tx, fact: PaymentCharged) -> HandlerResult {
-        stamp(&tx, &meta, &fact.order_id, "charged_at").await?;
+    async fn charged(&self, meta: Meta, mut tx: Tx, fact: PaymentCharged) -> HandlerResult {
+        stamp(&mut tx, &meta, &fact.order_id, "charged_at").await?;
         Ok(())
     }
 
     /// An order's shipment was scheduled.
     #[listener(name = "shipment-scheduled", view = "storefront_orders")]
-    async fn shipped(&self, meta: Meta, tx: Tx, fact: ShipmentScheduled) -> HandlerResult {
-        stamp(&tx, &meta, &fact.order_id, "shipped_at").await?;
-        Ok(())
-    }
-
-    /// An order completed.
-    #[listener(name = "order-completed", view = "storefront_orders")]
-    async fn completed(&self, meta: Meta, tx: Tx, fact: OrderCompleted) -> HandlerResult {
-        stamp(&tx, &meta, &fact.order_id, "completed_at").await?;
-        Ok(())
-    }
-
-    /// An order was cancelled, and why.
-    #[listener(name = "order-cancelled", view = "storefront_orders")]
-    async fn cancelled(&self, meta: Meta, tx: Tx, fact: OrderCancelled) -> HandlerResult {
-        stamp(&tx, &meta, &fact.order_id, "cancelled_at").await?;
-        sqlx::query("UPDATE storefront_orders SET reason = $1 WHERE order_id = $2")
-            .bind(&fact.reason)
-            .bind(&fact.order_id)
-            .execute(&mut *tx.conn().await)
-            .await?;
+    async fn shipped(&self, meta: Meta, mut tx: Tx, fact: ShipmentScheduled) -> HandlerResult {
+        stamp(&mut tx, &meta, &fact.order_id, "shipped_at").await?;
         Ok(())
     }
 }

@@ -89,12 +89,21 @@ fn kafka_runs_in_kraft_mode_with_a_schema_registry() {
         "KRaft needs no ZooKeeper"
     );
     let kafka = &services["kafka"];
-    assert!(kafka["image"]
-        .as_str()
-        .unwrap()
-        .starts_with("apache/kafka:"));
+    let image = kafka["image"].as_str().unwrap();
+    assert!(image.starts_with("apache/kafka:4."), "Kafka 4: {image}");
     let kenv = env(kafka);
     let get = |k: &str| kenv.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    // A host listener, published: a service run on the host joins the same cluster.
+    let advertised = get("KAFKA_ADVERTISED_LISTENERS").unwrap();
+    assert!(
+        advertised.contains("HOST://localhost:29092"),
+        "{advertised}"
+    );
+    assert!(get("KAFKA_LISTENERS").unwrap().contains("HOST://:29092"));
+    assert!(get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP")
+        .unwrap()
+        .contains("HOST:PLAINTEXT"));
+    assert!(strings(&kafka["ports"]).contains(&"29092:29092".to_owned()));
     assert!(get("KAFKA_PROCESS_ROLES").unwrap().contains("controller"));
     assert!(get("KAFKA_CONTROLLER_QUORUM_VOTERS").is_some());
     assert!(get("CLUSTER_ID").is_some());
@@ -107,13 +116,46 @@ fn kafka_runs_in_kraft_mode_with_a_schema_registry() {
     assert!(registry["healthcheck"]["test"].is_sequence());
 }
 
+/// Whether `atoll <command>` parses: the operator tool built beside `shop` (the workspace's
+/// tests build both).
+fn atoll_parses(command: &[String]) -> Result<(), String> {
+    let atoll = Path::new(SHOP).with_file_name("atoll");
+    if !atoll.exists() {
+        return Err(format!(
+            "{} is not built: `cargo build -p atoll-cli` (scripts/test builds it)",
+            atoll.display()
+        ));
+    }
+    let out = Command::new(&atoll)
+        .args(command)
+        .arg("--help")
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 #[test]
-fn a_one_shot_job_creates_the_topics_before_the_services_start() {
+fn a_one_shot_job_applies_the_checked_in_manifests_before_the_services_start() {
     let c = compose();
     let job = &c["services"]["topics"];
+    assert_eq!(strings(&job["entrypoint"]), ["atoll"]);
     let command = strings(&job["command"]);
-    assert_eq!(command, ["topics", "--create"]);
-    parses(&command).unwrap();
+    assert_eq!(command, ["apply", "/usr/share/atoll/topics"]);
+    atoll_parses(&command).unwrap();
+    // The image holds the tool and the manifests the job applies.
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("-p atoll-cli"),
+        "the image builds `atoll`"
+    );
+    assert!(
+        dockerfile.contains("COPY --from=build /src/topics /usr/share/atoll/topics"),
+        "the image holds the manifests"
+    );
     assert_eq!(job["restart"].as_str(), Some("no"));
     assert_eq!(
         job["depends_on"]["kafka"]["condition"].as_str(),
@@ -259,5 +301,48 @@ fn the_stateful_services_keep_their_state_in_a_postgresql_database_each() {
     for name in ["orders", "shipping"] {
         let config = load(&env(&services[name])).unwrap();
         assert!(config.store.url.is_none(), "{name} keeps no state");
+    }
+}
+
+#[test]
+fn prometheus_scrapes_every_service() {
+    let c = compose();
+    let prometheus = &c["services"]["prometheus"];
+    assert!(prometheus["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("prom/prometheus:"));
+    let volumes = strings(&prometheus["volumes"]);
+    assert!(
+        volumes.contains(&"./ops/prometheus.yml:/etc/prometheus/prometheus.yml:ro".to_owned()),
+        "{volumes:?}"
+    );
+    let text = std::fs::read_to_string(root().join("ops/prometheus.yml")).unwrap();
+    let config: Value = serde_yaml_ng::from_str(&text).expect("ops/prometheus.yml is YAML");
+    let targets: Vec<String> = config["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .filter(|job| job["metrics_path"].as_str().unwrap_or("/metrics") == "/metrics")
+        .flat_map(|job| {
+            job["static_configs"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|sc| strings(&sc["targets"]))
+        .collect();
+    for name in SERVICES {
+        let port = load(&env(&c["services"][*name]))
+            .unwrap()
+            .http
+            .addr
+            .expect("the metrics endpoint")
+            .port();
+        let target = format!("{name}:{port}");
+        assert!(
+            targets.contains(&target),
+            "{target} not scraped: {targets:?}"
+        );
     }
 }

@@ -41,7 +41,7 @@ use crate::ops::health::Health;
 use crate::ops::http::{Endpoints, Server};
 use crate::ops::metrics::Metrics;
 use crate::ops::stats::ListenerStats;
-use crate::produce::{Events, Producer};
+use crate::produce::{Events, ProduceMetrics, Producer};
 use crate::store::view;
 use crate::store::{Store, StoreSlot};
 use atoll_naming::check_table;
@@ -83,6 +83,171 @@ struct ViewDecl {
 
 struct Registered<S>(Arc<S>);
 
+/// What every listener of one service shares.
+struct Shared {
+    routes: Arc<Routes>,
+    /// `ce_source` of what the service produces.
+    source: Arc<str>,
+    /// The service's codec.
+    codec: Arc<Codec>,
+    /// The process's clients, named after the process and the service.
+    clients: Clients,
+}
+
+/// The process's clients as service `S`'s: the process name leads the client id, and so the
+/// member id the range assignor orders members by (a restarted process gets the same
+/// partitions back); a configured process name is the static member id.
+fn service_clients<S: Service>(env: &StartEnv<'_>) -> Clients {
+    let service = &env.config.service;
+    env.clients.with(|c| {
+        c.set("client.id", format!("{}-{}", env.process, S::ID));
+        if let (Some(name), true) = (&service.process_name, service.static_membership) {
+            c.set("group.instance.id", name);
+        }
+    })
+}
+
+/// Checks `listeners` (distinct names, valid groups, what each takes) and resolves their
+/// settings; the routes between them (inboxes, the retry topic's readers).
+fn routes_and_configs<S: Service>(
+    listeners: &[Listener<S>],
+    config: &Config,
+) -> Result<(Routes, Vec<ListenerConfig>)> {
+    let mut routes = Routes::default();
+    let mut configs = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.iter().enumerate() {
+        if listeners[..i].iter().any(|o| o.name() == l.name()) {
+            return Err(Error::Declaration(format!(
+                "service `{}` declares listener `{}` twice",
+                S::ID,
+                l.name()
+            )));
+        }
+        l.group_id()?;
+        l.declaration().map_err(|why| {
+            Error::Declaration(format!(
+                "listener `{}` of `{}` cannot take what it takes: {why}",
+                l.name(),
+                S::ID
+            ))
+        })?;
+        if is_inbox::<S>(l.topic()) {
+            let inbox = routes
+                .inboxes
+                .entry(l.topic().clone())
+                .or_insert_with(|| Inbox {
+                    types: HashSet::new(),
+                    designated: l.name(),
+                });
+            inbox.types.extend(l.ce_types());
+        }
+        let resolved = listener_config(config, l.name(), l.settings())?;
+        check_modes(l, &resolved)?;
+        if resolved.retry == RetryMode::NonBlocking {
+            routes.retry_designated.get_or_insert(l.name());
+            routes.retry_readers.insert(l.name());
+        }
+        configs.push(resolved);
+    }
+    // Someone reads the retry topic even when no listener uses it any more: records left
+    // there by a listener since set to `strict`, or renamed, are dead-lettered.
+    if routes.retry_designated.is_none() {
+        routes.retry_designated = listeners.first().map(Listener::name);
+    }
+    Ok((routes, configs))
+}
+
+/// `Err` when `l`'s modes cannot work together: a saga retries in order; exactly once
+/// neither goes through the retry topic nor runs in the store's transaction.
+fn check_modes<S: Service>(l: &Listener<S>, config: &ListenerConfig) -> Result<()> {
+    if l.hooks().is_some() && config.retry == RetryMode::NonBlocking {
+        return Err(Error::Config(format!(
+            "listener `{}` runs a saga, whose inputs are handled in order: its retry mode must be `strict`",
+            l.name()
+        )));
+    }
+    if config.delivery != DeliveryMode::ExactlyOnce {
+        return Ok(());
+    }
+    let why = if config.retry == RetryMode::NonBlocking {
+        "its retry mode is `non_blocking`: a record sent to the retry topic and then handled again after an aborted transaction would be there twice, and so would its outputs; use `strict`"
+    } else if l.is_transactional() {
+        "its handler takes `Tx`: the store's transaction and outbox already make its effects happen once; drop one of the two"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config(format!(
+        "listener `{}` cannot be `exactly_once`: {why}",
+        l.name()
+    )))
+}
+
+impl<S: Handlers> Registered<S> {
+    /// Starts `listener`'s consumers: on its topic, and on the retry topic when it reads it.
+    fn spawn_listener(
+        &self,
+        env: &StartEnv<'_>,
+        shared: &Shared,
+        listener: Listener<S>,
+        config: ListenerConfig,
+        threads: &mut Vec<ListenerThread>,
+    ) -> Result<()> {
+        if let Some(hooks) = listener.hooks() {
+            hooks.started(HookRuntime {
+                producer: env.producer.clone(),
+                clients: Some(env.clients.clone()),
+                source: shared.source.clone(),
+                runtime: env.runtime.clone(),
+                stop: env.stop.clone(),
+                saga: env.config.saga.clone(),
+            });
+        }
+        let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));
+        let permits = crate::consume::lanes::Permits::new(config.max_in_flight);
+        let delivery = delivery_of(&listener, &config, env)?;
+        let mut modes = vec![(Mode::Main, listener.topic().clone())];
+        if shared.routes.retry_designated == Some(listener.name())
+            || config.retry == RetryMode::NonBlocking
+        {
+            modes.push((Mode::Retry, S::ID.retry()));
+        }
+        for (mode, topic) in modes {
+            let suffix = if mode == Mode::Retry { " (retry)" } else { "" };
+            let health = env
+                .health
+                .consumer(format!("{}/{}{suffix}", S::ID, listener.name()));
+            let lenv = Arc::new(ListenerEnv {
+                svc: self.0.clone(),
+                listener: listener.clone(),
+                setup: Setup {
+                    config: config.clone(),
+                    topic,
+                    group: Group::new(listener.group_id()?, mode),
+                    routes: shared.routes.clone(),
+                    source: shared.source.clone(),
+                    process: env.process.to_owned(),
+                },
+                io: Io {
+                    producer: env.producer.clone(),
+                    codec: shared.codec.clone(),
+                    clients: shared.clients.clone(),
+                    delivery: delivery.clone(),
+                    stop: env.stop.clone(),
+                },
+                counters: Counters {
+                    finished: Default::default(),
+                    metrics: metrics.clone(),
+                    permits: permits.clone(),
+                    health: health.clone(),
+                    retry_groups: Default::default(),
+                },
+            });
+            threads.push(consumer::spawn(lenv, env.runtime.clone(), health)?);
+        }
+        Ok(())
+    }
+}
+
 impl<S: Handlers> ErasedService for Registered<S> {
     fn id(&self) -> ServiceId {
         S::ID
@@ -104,128 +269,18 @@ impl<S: Handlers> ErasedService for Registered<S> {
 
     fn start(&self, env: &StartEnv<'_>, threads: &mut Vec<ListenerThread>) -> Result<()> {
         let listeners = all_listeners::<S>();
-        let mut routes = Routes::default();
-        let mut configs = Vec::with_capacity(listeners.len());
-        for (i, l) in listeners.iter().enumerate() {
-            if listeners[..i].iter().any(|o| o.name() == l.name()) {
-                return Err(Error::Declaration(format!(
-                    "service `{}` declares listener `{}` twice",
-                    S::ID,
-                    l.name()
-                )));
-            }
-            l.group_id()?;
-            if is_inbox::<S>(l.topic()) {
-                let inbox = routes
-                    .inboxes
-                    .entry(l.topic().clone())
-                    .or_insert_with(|| Inbox {
-                        types: HashSet::new(),
-                        designated: l.name(),
-                    });
-                inbox.types.extend(l.ce_types());
-            }
-            let config = listener_config(env.config, l.name(), l.settings())?;
-            if l.hooks().is_some() && config.retry == RetryMode::NonBlocking {
-                return Err(Error::Config(format!(
-                    "listener `{}` runs a saga, whose inputs are handled in order: its retry mode must be `strict`",
-                    l.name()
-                )));
-            }
-            if config.delivery == DeliveryMode::ExactlyOnce {
-                let why = if config.retry == RetryMode::NonBlocking {
-                    Some("its retry mode is `non_blocking`: a record sent to the retry topic and then handled again after an aborted transaction would be there twice, and so would its outputs; use `strict`")
-                } else if l.is_transactional() {
-                    Some("its handler takes `Tx`: the store's transaction and outbox already make its effects happen once; drop one of the two")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    return Err(Error::Config(format!(
-                        "listener `{}` cannot be `exactly_once`: {why}",
-                        l.name()
-                    )));
-                }
-            }
-            if config.retry == RetryMode::NonBlocking {
-                routes.retry_designated.get_or_insert(l.name());
-                routes.retry_readers.insert(l.name());
-            }
-            configs.push(config);
-        }
-        // Someone reads the retry topic even when no listener uses it any more: records left
-        // there by a listener since set to `strict`, or renamed, are dead-lettered.
-        if routes.retry_designated.is_none() {
-            routes.retry_designated = listeners.first().map(Listener::name);
-        }
-        let routes = Arc::new(routes);
-        let source: Arc<str> = format!("{}/{}", S::ID, env.process).into();
-        let codec = Arc::new(
-            env.codec
-                .producing(env.config.service.codec.unwrap_or(S::CODEC))?,
-        );
-        let service = &env.config.service;
-        let clients = env.clients.with(|c| {
-            // The process name leads the client id, and so the member id the range assignor
-            // orders members by: a restarted process gets the same partitions back.
-            c.set("client.id", format!("{}-{}", env.process, S::ID));
-            if let (Some(name), true) = (&service.process_name, service.static_membership) {
-                c.set("group.instance.id", name);
-            }
-        });
+        let (routes, configs) = routes_and_configs(&listeners, env.config)?;
+        let shared = Shared {
+            routes: Arc::new(routes),
+            source: format!("{}/{}", S::ID, env.process).into(),
+            codec: Arc::new(
+                env.codec
+                    .producing(env.config.service.codec.unwrap_or(S::CODEC))?,
+            ),
+            clients: service_clients::<S>(env),
+        };
         for (listener, config) in listeners.into_iter().zip(configs) {
-            if let Some(hooks) = listener.hooks() {
-                hooks.started(HookRuntime {
-                    producer: env.producer.clone(),
-                    clients: Some(env.clients.clone()),
-                    source: source.clone(),
-                    runtime: env.runtime.clone(),
-                    stop: env.stop.clone(),
-                    saga: env.config.saga.clone(),
-                });
-            }
-            let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));
-            let permits = crate::consume::lanes::Permits::new(config.max_in_flight);
-            let delivery = delivery_of(&listener, &config, env)?;
-            let mut modes = vec![(Mode::Main, listener.topic().clone())];
-            if routes.retry_designated == Some(listener.name())
-                || config.retry == RetryMode::NonBlocking
-            {
-                modes.push((Mode::Retry, S::ID.retry()));
-            }
-            for (mode, topic) in modes {
-                let suffix = if mode == Mode::Retry { " (retry)" } else { "" };
-                let health = env
-                    .health
-                    .consumer(format!("{}/{}{suffix}", S::ID, listener.name()));
-                let lenv = Arc::new(ListenerEnv {
-                    svc: self.0.clone(),
-                    listener: listener.clone(),
-                    setup: Setup {
-                        config: config.clone(),
-                        topic,
-                        group: Group::new(listener.group_id()?, mode),
-                        routes: routes.clone(),
-                        source: source.clone(),
-                        process: env.process.to_owned(),
-                    },
-                    io: Io {
-                        producer: env.producer.clone(),
-                        codec: codec.clone(),
-                        clients: clients.clone(),
-                        delivery: delivery.clone(),
-                        stop: env.stop.clone(),
-                    },
-                    counters: Counters {
-                        finished: Default::default(),
-                        metrics: metrics.clone(),
-                        permits: permits.clone(),
-                        health: health.clone(),
-                        retry_groups: Default::default(),
-                    },
-                });
-                threads.push(consumer::spawn(lenv, env.runtime.clone(), health)?);
-            }
+            self.spawn_listener(env, &shared, listener, config, threads)?;
         }
         Ok(())
     }
@@ -461,9 +516,9 @@ impl App {
         by_name.into_values().collect()
     }
 
-    /// Connects (or starts the embedded broker), creates missing topics and starts every
-    /// listener. Must be called within a multi-threaded Tokio runtime.
-    pub async fn start(mut self) -> Result<Running> {
+    /// The service ids, once checked: none registered twice, and every `listeners.<name>` of
+    /// the configuration names a listener of the process.
+    fn checked_services(&self) -> Result<Vec<ServiceId>> {
         let mut ids: Vec<ServiceId> = self.services.iter().map(|s| s.id()).collect();
         ids.sort();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -488,14 +543,80 @@ impl App {
                 names.join(", ")
             )));
         }
-        let views = self
-            .services
+        Ok(ids)
+    }
+
+    /// The views every service's listeners build.
+    fn all_views(&self) -> Result<Vec<(ServiceId, Vec<ViewDecl>)>> {
+        self.services
             .iter()
             .map(|s| Ok((s.id(), s.views()?)))
-            .collect::<Result<Vec<_>>>()?;
-        distinct_migrations(&mut self.migrations)?;
+            .collect()
+    }
+
+    /// Creates the declared topics that are missing: on the embedded broker always, on a
+    /// cluster when `kafka.create_topics` says so (waiting, unready, while it cannot).
+    async fn create_topics(
+        &self,
+        embedded: Option<&EmbeddedBroker>,
+        clients: &Clients,
+        health: &Health,
+    ) -> Result<()> {
         let topics = self.declared_topics();
-        let (embedded, bootstrap) = match &self.config.kafka.bootstrap_servers {
+        match embedded {
+            Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t)),
+            None if self.config.kafka.create_topics => {
+                create_topics_with(clients, &topics, health).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The services' store, when a listener is transactional or the app has migrations.
+    async fn store(
+        &self,
+        producer: &Producer,
+        stop: &CancellationToken,
+        views: &[(ServiceId, Vec<ViewDecl>)],
+    ) -> Result<Option<Store>> {
+        let wants_store =
+            !self.migrations.is_empty() || self.services.iter().any(|s| s.transactional());
+        match wants_store {
+            true => self.open_store(producer, stop, views).await.map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// Serves health, metrics and the app's routes on `http.addr`, if set.
+    async fn serve(&mut self, endpoints: Endpoints, store: &StoreSlot) -> Result<Option<Server>> {
+        let Some(addr) = self.config.http.addr else {
+            return Ok(None);
+        };
+        let routes = self
+            .routes
+            .take()
+            .map(|r| r.layer(axum::Extension(store.clone())));
+        Server::endpoints(addr, &self.config.http, endpoints, routes)
+            .await
+            .map(Some)
+    }
+
+    /// Starts every service's listeners; on an error, whatever started stops first.
+    async fn start_services(&self, env: &StartEnv<'_>) -> Result<Vec<ListenerThread>> {
+        let mut threads = Vec::new();
+        for s in &self.services {
+            if let Err(e) = s.start(env, &mut threads) {
+                env.stop.cancel();
+                join_all(threads).await;
+                return Err(e);
+            }
+        }
+        Ok(threads)
+    }
+
+    /// The configured cluster, or the embedded broker without one.
+    fn broker(&self) -> Result<(Option<EmbeddedBroker>, String)> {
+        Ok(match &self.config.kafka.bootstrap_servers {
             Some(b) => (None, b.clone()),
             None => {
                 let broker = EmbeddedBroker::start()?;
@@ -506,7 +627,92 @@ impl App {
                 );
                 (Some(broker), b)
             }
+        })
+    }
+
+    /// Every Kafka client's settings and hooks: the security section, and where OAUTHBEARER
+    /// tokens come from (the app's provider or atoll's OpenID Connect client).
+    fn clients(
+        &self,
+        bootstrap: &str,
+        runtime: &tokio::runtime::Handle,
+        health: &Arc<Health>,
+    ) -> Result<Clients> {
+        let config = client_config(&self.config, bootstrap)?;
+        let security = self
+            .config
+            .kafka
+            .security_properties()
+            .map_err(Error::Config)?;
+        let tokens: Option<Arc<dyn TokenProvider>> = match (security.tokens(), &self.tokens) {
+            (TokenSource::Oidc(_), Some(_)) => {
+                return Err(Error::Config(
+                    "kafka.security.sasl.oidc is set and the app gives a token provider \
+                     (App::oauth_token_provider): keep one"
+                        .into(),
+                ))
+            }
+            (TokenSource::Oidc(login), None) => Some(Arc::new(
+                OidcTokens::new(login.clone()).map_err(Error::Config)?,
+            )),
+            (_, app) => app.clone(),
         };
+        if needs_token_provider(&config) && self.config.kafka.create_topics {
+            return Err(Error::Config(
+                "kafka.create_topics with OAUTHBEARER: the admin client that creates topics \
+                 cannot be given tokens (rust-rdkafka serves no token request of it); set \
+                 kafka.create_topics = false and create the topics beforehand (`atoll apply` \
+                 with another login, or the platform's tooling)"
+                    .into(),
+            ));
+        }
+        if needs_token_provider(&config) && tokens.is_none() {
+            return Err(Error::Config(
+                "kafka.security.sasl.mechanism OAUTHBEARER takes its tokens from \
+                 App::oauth_token_provider, which this app does not give; or set \
+                 kafka.security.sasl.oidc for atoll to fetch them from an OpenID Connect \
+                 provider"
+                    .into(),
+            ));
+        }
+        let tokens = tokens.map(|p| (p, runtime.clone()));
+        let health = health.clone();
+        let hooks = ClientHooks::new(
+            principal(&self.config),
+            bootstrap.to_owned(),
+            tokens,
+            move |access| health.access(access),
+        );
+        Ok(Clients::new(config, hooks))
+    }
+
+    /// The configured schema registry, or, on the embedded broker, a development registry when
+    /// a service produces Avro.
+    async fn registry(&self, embedded: bool) -> Result<(Option<Registry>, Option<DevRegistry>)> {
+        let configured = &self.config.schema_registry;
+        let avro = |kind: CodecKind| kind == CodecKind::Avro;
+        let wants_avro = match self.config.service.codec {
+            Some(kind) => avro(kind),
+            None => self.services.iter().any(|s| avro(s.codec())),
+        };
+        let dev_registry = match (&configured.url, wants_avro, embedded) {
+            (None, true, true) => Some(DevRegistry::start().await?),
+            _ => None,
+        };
+        let registry = match &dev_registry {
+            Some(dev) => Some(Registry::open(dev.url())),
+            None => configured.resolve().map_err(Error::Config)?,
+        };
+        Ok((registry, dev_registry))
+    }
+
+    /// Connects (or starts the embedded broker), creates missing topics and starts every
+    /// listener. Must be called within a multi-threaded Tokio runtime.
+    pub async fn start(mut self) -> Result<Running> {
+        let ids = self.checked_services()?;
+        let views = self.all_views()?;
+        distinct_migrations(&mut self.migrations)?;
+        let (embedded, bootstrap) = self.broker()?;
         let process = self
             .config
             .service
@@ -515,121 +721,20 @@ impl App {
             .unwrap_or_else(random_name);
         let health = Arc::new(Health::new(self.config.http.stalled_after()));
         let runtime = tokio::runtime::Handle::current();
-        let clients = {
-            let config = client_config(&self.config, &bootstrap)?;
-            let security = self
-                .config
-                .kafka
-                .security_properties()
-                .map_err(Error::Config)?;
-            let tokens: Option<Arc<dyn TokenProvider>> = match (security.tokens(), &self.tokens) {
-                (TokenSource::Oidc(_), Some(_)) => {
-                    return Err(Error::Config(
-                        "kafka.security.sasl.oidc is set and the app gives a token provider \
-                         (App::oauth_token_provider): keep one"
-                            .into(),
-                    ))
-                }
-                (TokenSource::Oidc(login), None) => Some(Arc::new(
-                    OidcTokens::new(login.clone()).map_err(Error::Config)?,
-                )),
-                (_, app) => app.clone(),
-            };
-            if needs_token_provider(&config) && self.config.kafka.create_topics {
-                return Err(Error::Config(
-                    "kafka.create_topics with OAUTHBEARER: the admin client that creates topics \
-                     cannot be given tokens (rust-rdkafka serves no token request of it); set \
-                     kafka.create_topics = false and create the topics beforehand (`atoll apply` \
-                     with another login, or the platform's tooling)"
-                        .into(),
-                ));
-            }
-            if needs_token_provider(&config) && tokens.is_none() {
-                return Err(Error::Config(
-                    "kafka.security.sasl.mechanism OAUTHBEARER takes its tokens from \
-                     App::oauth_token_provider, which this app does not give; or set \
-                     kafka.security.sasl.oidc for atoll to fetch them from an OpenID Connect \
-                     provider"
-                        .into(),
-                ));
-            }
-            let tokens = tokens.map(|p| (p, runtime.clone()));
-            let health = health.clone();
-            let hooks = ClientHooks::new(
-                principal(&self.config),
-                bootstrap.clone(),
-                tokens,
-                move |access| health.access(access),
-            );
-            Clients::new(config, hooks)
-        };
-        let mut pconf = clients.config().clone();
-        set_default(&mut pconf, "linger.ms", "5");
-        // Broker reachability (and a login that works again) come from the statistics.
-        set_default(&mut pconf, "statistics.interval.ms", "5000");
-        // A retried batch is neither duplicated nor reordered (a pass-through property can
-        // turn it off for a broker without idempotent producers). Not where the configuration
-        // asks for what idempotence cannot give (`acks` 0 or 1, more than 5 requests in flight):
-        // the client would refuse to start.
-        let compatible = !matches!(pconf.get("acks"), Some("0" | "1"))
-            && pconf
-                .get("max.in.flight.requests.per.connection")
-                .and_then(|n| n.parse::<u32>().ok())
-                .is_none_or(|n| n <= 5);
-        if compatible {
-            set_default(&mut pconf, "enable.idempotence", "true");
-        }
-        pconf.set("client.id", format!("atoll-{process}"));
-        let events = {
-            let health = health.clone();
-            Events::new(clients.hooks().clone(), move |why| health.fatal(why))
-        };
-        let producer: FutureProducer<Events> = pconf
-            .create_with_context(events)
-            .map_err(|e| Error::kafka("creating the producer", e))?;
-        let producer = Producer::new(producer);
-        // Probes answer from here on: live, and not ready until every listener joined.
+        let clients = self.clients(&bootstrap, &runtime, &health)?;
         let metrics = Arc::new(Metrics::default());
+        let producer = producer(&clients, &process, &health, metrics.produce())?;
+        // Probes answer from here on: live, and not ready until every listener joined.
         let store_slot = StoreSlot::default();
-        let http = match self.config.http.addr {
-            Some(addr) => Some(
-                Server::endpoints(
-                    addr,
-                    &self.config.http,
-                    Endpoints {
-                        health: health.clone(),
-                        metrics: metrics.clone(),
-                        producer: producer.clone(),
-                    },
-                    self.routes
-                        .take()
-                        .map(|r| r.layer(axum::Extension(store_slot.clone()))),
-                )
-                .await?,
-            ),
-            None => None,
+        let endpoints = Endpoints {
+            health: health.clone(),
+            metrics: metrics.clone(),
+            producer: producer.clone(),
         };
-        match &embedded {
-            Some(broker) => topics.iter().try_for_each(|t| broker.create_topic(t))?,
-            None if self.config.kafka.create_topics => {
-                create_topics_with(&clients, &topics, &health).await?
-            }
-            None => {}
-        }
-        let registry = &self.config.schema_registry;
-        let avro = |kind: CodecKind| kind == CodecKind::Avro;
-        let wants_avro = match self.config.service.codec {
-            Some(kind) => avro(kind),
-            None => self.services.iter().any(|s| avro(s.codec())),
-        };
-        let dev_registry = match (&registry.url, wants_avro, &embedded) {
-            (None, true, Some(_)) => Some(DevRegistry::start().await?),
-            _ => None,
-        };
-        let registry = match &dev_registry {
-            Some(dev) => Some(Registry::open(dev.url())),
-            None => registry.resolve().map_err(Error::Config)?,
-        };
+        let http = self.serve(endpoints, &store_slot).await?;
+        self.create_topics(embedded.as_ref(), &clients, &health)
+            .await?;
+        let (registry, dev_registry) = self.registry(embedded.is_some()).await?;
         // The process's codec: clients produce with it; each service with its own choice.
         let codec = Arc::new(Codec::new(
             self.config.service.codec.unwrap_or_default(),
@@ -644,12 +749,7 @@ impl App {
                 stop.clone(),
             ));
         }
-        let wants_store =
-            !self.migrations.is_empty() || self.services.iter().any(|s| s.transactional());
-        let store = match wants_store {
-            true => Some(self.open_store(&producer, &stop, &views).await?),
-            false => None,
-        };
+        let store = self.store(&producer, &stop, &views).await?;
         if let Some(store) = &store {
             store_slot.set(store.clone());
         }
@@ -665,15 +765,7 @@ impl App {
             health: &health,
             store: store.as_ref(),
         };
-        let mut threads = Vec::new();
-        for s in &self.services {
-            if let Err(e) = s.start(&env, &mut threads) {
-                // Whatever started stops before the error is returned.
-                stop.cancel();
-                join_all(threads).await;
-                return Err(e);
-            }
-        }
+        let threads = self.start_services(&env).await?;
         health.started();
         let services = ids
             .iter()
@@ -783,6 +875,41 @@ impl App {
             .map_or_else(|| "atoll".to_owned(), |s| s.id().to_string());
         crate::ops::telemetry::init(&self.config.telemetry, &name, "info").map(Some)
     }
+}
+
+/// The process's one producer: idempotent unless the configuration asks for what idempotence
+/// cannot give, lingering 5 ms, named after the process.
+fn producer(
+    clients: &Clients,
+    process: &str,
+    health: &Arc<Health>,
+    metrics: Arc<ProduceMetrics>,
+) -> Result<Producer> {
+    let mut pconf = clients.config().clone();
+    set_default(&mut pconf, "linger.ms", "5");
+    // Broker reachability (and a login that works again) come from the statistics.
+    set_default(&mut pconf, "statistics.interval.ms", "5000");
+    // A retried batch is neither duplicated nor reordered (a pass-through property can
+    // turn it off for a broker without idempotent producers). Not where the configuration
+    // asks for what idempotence cannot give (`acks` 0 or 1, more than 5 requests in flight):
+    // the client would refuse to start.
+    let compatible = !matches!(pconf.get("acks"), Some("0" | "1"))
+        && pconf
+            .get("max.in.flight.requests.per.connection")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_none_or(|n| n <= 5);
+    if compatible {
+        set_default(&mut pconf, "enable.idempotence", "true");
+    }
+    pconf.set("client.id", format!("atoll-{process}"));
+    let events = {
+        let health = health.clone();
+        Events::new(clients.hooks().clone(), move |why| health.fatal(why))
+    };
+    let producer: FutureProducer<Events> = pconf
+        .create_with_context(events)
+        .map_err(|e| Error::kafka("creating the producer", e))?;
+    Ok(Producer::new(producer, metrics))
 }
 
 fn random_name() -> String {

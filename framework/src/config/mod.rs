@@ -1,4 +1,4 @@
-//! Configuration (see `docs/architecture.md#configuration`): defaults ← `atoll.toml` (path from `ATOLL_CONFIG`) ←
+//! Configuration (see `docs/configuration.md`): defaults ← `atoll.toml` (path from `ATOLL_CONFIG`) ←
 //! environment `ATOLL_*`, nested with `__`.
 //!
 //! ```text

@@ -47,6 +47,9 @@ struct Slot {
     shared: Arc<PartitionShared>,
     tx: mpsc::UnboundedSender<Delivered>,
     paused: bool,
+    /// The timestamp of the last record received (ms since the Unix epoch): how far behind
+    /// in time the partition is, while it lags.
+    received_ms: Option<i64>,
 }
 
 type Slots = Mutex<HashMap<i32, Slot>>;
@@ -112,15 +115,32 @@ impl<S: Service> ClientContext for ListenerContext<S> {
         let Some(topic) = statistics.topics.get(self.env.setup.topic.as_str()) else {
             return;
         };
+        let group = &self.env.setup.group.joined;
+        let slots = self.slots.lock();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         for (p, part) in &topic.partitions {
             if *p < 0 || !part.desired {
                 continue;
             }
             if let Some(lag) = lag(part) {
-                self.env.counters.metrics.set_lag(&topic.topic, *p, lag);
+                let received = slots.get(p).and_then(|s| s.received_ms);
+                let seconds = lag_seconds(lag, received, now_ms);
+                let metrics = &self.env.counters.metrics;
+                metrics.set_lag(&topic.topic, group, *p, lag, seconds);
             }
         }
     }
+}
+
+/// How far behind in time a partition is: none when it does not lag; else the age of the last
+/// record received from it (the consumer reads about there), when known.
+fn lag_seconds(lag: i64, received_ms: Option<i64>, now_ms: i64) -> Option<f64> {
+    if lag <= 0 {
+        return Some(0.0);
+    }
+    received_ms.map(|at| (now_ms - at).max(0) as f64 / 1000.0)
 }
 
 /// A partition's lag: from the committed offset, or before the first commit from the start of
@@ -156,10 +176,8 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     .metrics
                     .assigned
                     .dec_by(revoked.len() as i64);
-                self.env
-                    .counters
-                    .metrics
-                    .forget_lag(self.env.setup.topic.as_str(), &revoked);
+                let (topic, group) = (self.env.setup.topic.as_str(), &self.env.setup.group.joined);
+                self.env.counters.metrics.forget_lag(topic, group, &revoked);
                 let taken = {
                     let mut slots = self.slots.lock();
                     revoked
@@ -624,8 +642,10 @@ impl<S: Service> PollLoop<S> {
                 shared,
                 tx,
                 paused: false,
+                received_ms: None,
             }
         });
+        slot.received_ms = delivered.msg.timestamp_ms().or(slot.received_ms);
         slot.shared.watermark.lock().start(delivered.msg.offset());
         let queued = slot.shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
         if slot.tx.send(delivered).is_err() {

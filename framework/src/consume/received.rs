@@ -23,6 +23,8 @@ pub(crate) struct Received {
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
     headers: Option<FlatHeaders>,
+    /// When it was written (its timestamp, in ms since the Unix epoch), if the broker says.
+    timestamp_ms: Option<i64>,
 }
 
 impl Received {
@@ -36,7 +38,13 @@ impl Received {
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
             headers: msg.headers().map(FlatHeaders::copy),
+            timestamp_ms: msg.timestamp().to_millis(),
         }
+    }
+
+    /// When the record was written (ms since the Unix epoch), if the broker says.
+    pub(crate) fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
     }
 
     /// A record with these parts (tests).
@@ -56,6 +64,7 @@ impl Received {
             key: key.map(<[u8]>::to_vec),
             payload: payload.map(<[u8]>::to_vec),
             headers: headers.map(FlatHeaders::copy),
+            timestamp_ms: None,
         }
     }
 }

@@ -299,6 +299,14 @@ impl<S: Service> ListenerEnv<S> {
             }
             Route::Handle => self.handle(delivered, incoming, None, cancel, acks).await,
             Route::HandleRetry(st) => {
+                // Not before its time.
+                let wait = st
+                    .not_before
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                if !sleep_unless(cancel, wait).await {
+                    return Handled::Abandoned;
+                }
                 self.handle(delivered, incoming, Some(st), cancel, acks)
                     .await
             }
@@ -306,7 +314,8 @@ impl<S: Service> ListenerEnv<S> {
         }
     }
 
-    /// Handles a record routed to this listener; `state` is its retry state on the retry topic.
+    /// Handles a record routed to this listener; `state` is its retry state on the retry topic
+    /// (its time has come).
     /// Each attempt's outcome goes to the retry core ([`retry::next`]), whose decision this
     /// carries out.
     async fn handle(
@@ -318,15 +327,6 @@ impl<S: Service> ListenerEnv<S> {
         acks: Acks,
     ) -> Handled {
         let msg = &delivered.msg;
-        if let Some(st) = &state {
-            let wait = st
-                .not_before
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            if !sleep_unless(cancel, wait).await {
-                return Handled::Abandoned;
-            }
-        }
         if let Err(error) = self.acceptable(msg, &inc).await {
             return self
                 .bad_input(msg, DeadLetterKind::Decode, error, cancel)

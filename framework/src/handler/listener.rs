@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use crate::codec::DecodeError;
 use crate::config::listener::ListenerSettings;
 use crate::config::DeliveryMode;
-use crate::contract::event::{EventKind, ListenableBy};
+use crate::contract::event::EventKind;
 use crate::contract::service::{
     owned_topics, Delivery, ListenerDescription, Service, ServiceDescription,
 };
@@ -17,6 +17,7 @@ use crate::contract::topic::{PrivateTopic, TopicKind, TopicName, TopicNameError}
 use crate::error::HandlerError;
 use crate::handler::context::Context;
 use crate::handler::hooks::PartitionHooks;
+use crate::handler::input::{one_topic, Input, InputType};
 use crate::handler::output::Output;
 
 /// The listeners of a service's sagas: implemented by `#[event_service]` (none unless it lists
@@ -85,6 +86,8 @@ pub struct Listener<S> {
     kind: EventKind,
     topic: TopicName,
     partitions: i32,
+    /// `Err` saying why the types it takes cannot be one listener's (checked at start).
+    declared: Result<(), String>,
     settings: ListenerSettings,
     handler: Arc<HandlerFn<S>>,
     hooks: Option<Arc<dyn PartitionHooks>>,
@@ -104,6 +107,7 @@ impl<S> Clone for Listener<S> {
             kind: self.kind,
             topic: self.topic.clone(),
             partitions: self.partitions,
+            declared: self.declared.clone(),
             settings: self.settings.clone(),
             handler: self.handler.clone(),
             hooks: self.hooks.clone(),
@@ -125,34 +129,38 @@ impl<S> fmt::Debug for Listener<S> {
 }
 
 impl<S: Service> Listener<S> {
-    /// A listener for event `E` that calls `handler`.
+    /// A listener for `E` (an event, or an enum of several of one topic: see [`Input`]) that
+    /// calls `handler`.
     ///
     /// A reply listener consumes this service's own `private.reply` topic; any other listener
-    /// consumes the event owner's topic.
+    /// consumes the events' owner's topic.
     pub fn new<E, H, F, O>(name: &'static str, handler: H) -> Self
     where
-        E: ListenableBy<S>,
+        E: Input<S>,
         H: Fn(Arc<S>, Context<S>, E) -> F + Send + Sync + 'static,
         F: Future<Output = HandlerResult<O>> + Send + 'static,
-        O: Output,
+        O: Output<S>,
     {
-        let topic = match E::KIND {
+        let inputs = E::types();
+        let declared = one_topic(&inputs);
+        let first = inputs.first().cloned().unwrap_or_else(InputType::none);
+        let topic = match first.kind {
             EventKind::Reply => S::ID.reply(),
-            _ => E::topic(),
+            _ => first.topic,
         };
         let handler = Arc::new(handler);
         Self {
             name,
-            types: vec![E::ce_type()],
-            kind: E::KIND,
+            types: inputs.iter().map(|t| t.ce_type).collect(),
+            kind: first.kind,
             topic,
-            partitions: <E::Service as Service>::PARTITIONS,
+            partitions: first.partitions,
+            declared,
             settings: ListenerSettings::default(),
             handler: handler_fn(move |svc, ctx: Context<S>, payload: &[u8]| {
                 let handler = handler.clone();
                 Box::pin(async move {
-                    let content_type = ctx.meta().content_type.as_deref();
-                    let event: E = match ctx.codec().decode(content_type, payload).await {
+                    let event: E = match E::decode(&ctx, payload).await {
                         Ok(event) => event,
                         Err(DecodeError::Bad(why)) => return Err(CallError::Decode(why)),
                         Err(DecodeError::Unavailable(why)) => {
@@ -185,6 +193,7 @@ impl<S: Service> Listener<S> {
             kind: EventKind::Reply,
             topic: S::ID.reply(),
             partitions: S::PARTITIONS,
+            declared: Ok(()),
             settings: ListenerSettings::default(),
             handler,
             hooks: Some(hooks),
@@ -245,6 +254,12 @@ impl<S: Service> Listener<S> {
     /// The commands the listener is known to send, by type.
     pub fn sends(&self) -> &[&'static str] {
         &self.sends
+    }
+
+    /// `Err` saying why the event types it takes cannot be one listener's: they travel on
+    /// different topics, or are of different kinds.
+    pub fn declaration(&self) -> Result<(), String> {
+        self.declared.clone()
     }
 
     /// The listener's name.

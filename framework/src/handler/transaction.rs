@@ -6,8 +6,9 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Any, AnyConnection, Transaction};
-use tokio::sync::{MappedMutexGuard, MutexGuard};
+use sqlx::any::AnyQueryResult;
+use sqlx::{Any, AnyConnection, Execute, Transaction};
+use tokio::sync::{MappedMutexGuard, MutexGuard, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use super::context::{Context, FromContext, Meta};
 use super::delivery::{Outboxed, Sink};
@@ -21,7 +22,7 @@ use crate::store::{inbox, Store};
 /// A record's open transaction and the outbox rows its handler produced.
 #[derive(Debug)]
 pub(crate) struct TxCell {
-    tx: tokio::sync::Mutex<Option<Transaction<'static, Any>>>,
+    tx: Arc<tokio::sync::Mutex<Option<Transaction<'static, Any>>>>,
     outbox: Mutex<Vec<OutboxRecord>>,
     /// The record being handled (see [`source`]); none outside listeners.
     source: Option<String>,
@@ -35,7 +36,7 @@ pub(crate) fn source(group: &str, id: &str) -> String {
 impl TxCell {
     pub(crate) fn new(tx: Transaction<'static, Any>, source: Option<String>) -> Arc<Self> {
         Arc::new(Self {
-            tx: tokio::sync::Mutex::new(Some(tx)),
+            tx: Arc::new(tokio::sync::Mutex::new(Some(tx))),
             outbox: Mutex::default(),
             source,
         })
@@ -87,34 +88,63 @@ pub(crate) async fn commit(cell: &TxCell) -> Result<Committed> {
 /// it is transactional.
 ///
 /// Its SQL, the record's inbox row (so a redelivered record is skipped) and everything the
-/// handler emits, sends or replies (written to the outbox, published after the commit) commit
-/// together when the handler returns `Ok`, and roll back when it fails.
+/// handler emits, sends, replies or returns (written to the outbox, published after the
+/// commit) commit together when the handler returns `Ok`, and roll back when it fails. It is
+/// the transaction's connection, as sqlx's `Transaction` is: run queries on `&mut *tx`, or
+/// with [`execute`](Self::execute).
 ///
 /// ```ignore
 /// #[listener(name = "reserve-stock")]
-/// async fn reserve(&self, ctx: Context<Self>, tx: Tx, cmd: ReserveStock) -> HandlerResult<StockReservation> {
+/// async fn reserve(&self, mut tx: Tx, cmd: ReserveStock) -> HandlerResult<(StockReserved, StockReservation)> {
 ///     sqlx::query("UPDATE stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1")
 ///         .bind(cmd.qty)
 ///         .bind(&cmd.sku)
-///         .execute(&mut *tx.conn().await)
+///         .execute(&mut *tx)
 ///         .await?;
-///     ctx.emit(StockReserved { order_id: cmd.order_id.clone() }).await?; // in the outbox
-///     Ok(StockReservation { order_id: cmd.order_id, reserved: true, reason: None })
+///     let reserved = StockReserved { order_id: cmd.order_id.clone() }; // to the outbox
+///     Ok((reserved, StockReservation { order_id: cmd.order_id, reserved: true, reason: None }))
 /// }
 /// ```
-#[derive(Debug, Clone)]
+///
+/// A handler takes it once, and holds it only while it runs: the transaction commits once the
+/// handler returned (a `Tx` kept past that, in a spawned task, holds the commit up).
 pub struct Tx {
-    cell: Arc<TxCell>,
+    conn: OwnedMappedMutexGuard<Option<Transaction<'static, Any>>, AnyConnection>,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
 }
 
 impl Tx {
-    /// The transaction's connection, for `sqlx` queries: `.execute(&mut *tx.conn().await)`.
-    /// Hold it only while querying (it is locked meanwhile).
+    /// Runs `query` in the transaction: `tx.execute(sqlx::query("…").bind(…)).await?`.
     ///
-    /// # Panics
-    /// When called after the handler returned (the transaction is committed then).
-    pub async fn conn(&self) -> MappedMutexGuard<'_, AnyConnection> {
-        lock(&self.cell).await
+    /// # Errors
+    /// The database's.
+    pub async fn execute<'q, E>(
+        &mut self,
+        query: E,
+    ) -> std::result::Result<AnyQueryResult, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Any>,
+    {
+        sqlx::Executor::execute(&mut *self.conn, query).await
     }
 }
 
@@ -131,12 +161,21 @@ impl<S> FromContext<S> for Tx {
     const TRANSACTIONAL: bool = true;
 
     fn from_context(ctx: &Context<S>) -> Self {
-        Self {
-            cell: ctx
-                .tx_cell()
-                .expect("a handler that takes `Tx` runs in a transactional listener")
-                .clone(),
-        }
+        let cell = ctx
+            .tx_cell()
+            .expect("a handler that takes `Tx` runs in a transactional listener");
+        // Nobody holds it before the handler runs: only a second `Tx` argument would.
+        let guard = cell
+            .tx
+            .clone()
+            .try_lock_owned()
+            .expect("a handler takes `Tx` once");
+        let conn = OwnedMutexGuard::map(guard, |tx| {
+            &mut **tx
+                .as_mut()
+                .expect("the transaction is used only until it is committed")
+        });
+        Self { conn }
     }
 }
 
@@ -195,7 +234,7 @@ impl<S: Service> StoreTx<S> {
         })
     }
 
-    /// The transaction's connection, for `sqlx` queries (see [`Tx::conn`]).
+    /// The transaction's connection, for `sqlx` queries (a listener's [`Tx`] is its connection itself).
     pub async fn conn(&self) -> MappedMutexGuard<'_, AnyConnection> {
         lock(&self.cell).await
     }

@@ -27,7 +27,11 @@
 //! | `atoll_handler_duration_seconds` | histogram | one handler attempt |
 //! | `atoll_records_in_flight` | gauge | records taken up and not yet finished |
 //! | `atoll_assigned_partitions` | gauge | partitions assigned now |
-//! | `atoll_consumer_lag` | gauge | records behind the partition's end, labels `topic`, `partition` (librdkafka statistics, every `statistics.interval.ms`, default 5 s) |
+//! | `atoll_consumer_lag` | gauge | records behind the partition's end, labels `group`, `topic`, `partition` (librdkafka statistics, every `statistics.interval.ms`, default 5 s) |
+//! | `atoll_consumer_lag_seconds` | gauge | how far behind in time: the age of the last record received from a lagging partition (0 when it does not lag), same labels |
+//! | `atoll_records_produced_total` | counter | records the broker acknowledged (process-wide) |
+//! | `atoll_produce_errors_total` | counter | records the broker did not take (process-wide) |
+//! | `atoll_produce_latency_seconds` | histogram | from handing a record to the producer to its acknowledgement (process-wide) |
 //! | `atoll_commit_duration_seconds` | histogram | offset commit round trip |
 //! | `atoll_commits_failed_total` | counter | offset commits the broker refused |
 //! | `atoll_producer_queue_depth` | gauge | records produced, not yet acknowledged (process-wide) |

@@ -4,6 +4,8 @@
 //! Each [`App`](crate::App) has a registry of its own, so several apps in one process (tests,
 //! `shop demo`) never mix their figures.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -16,6 +18,7 @@ use prometheus_client::registry::Registry;
 use crate::contract::dead_letter::DeadLetterKind;
 use crate::contract::topic::ServiceId;
 use crate::ops::stats::ListenerStats;
+use crate::produce::ProduceMetrics;
 
 /// The `kind` of `atoll_records_failed_total` for a dependency out of reach.
 pub(crate) const UNAVAILABLE: &str = "unavailable";
@@ -35,14 +38,18 @@ struct FailureLabels {
     kind: String,
 }
 
-/// One partition a listener consumes.
+/// One partition a listener's consumer group consumes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     service: String,
     listener: String,
+    group: String,
     topic: String,
     partition: i32,
 }
+
+/// A gauge of seconds.
+type Seconds = Gauge<f64, AtomicU64>;
 
 /// 0.5 ms to 16 s, doubling.
 fn duration_buckets() -> Histogram {
@@ -64,9 +71,11 @@ pub(crate) struct Metrics {
     blocked: Family<ListenerLabels, Gauge>,
     assigned: Family<ListenerLabels, Gauge>,
     lag: Family<PartitionLabels, Gauge>,
+    lag_seconds: Family<PartitionLabels, Seconds>,
     commit_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
     commits_failed: Family<ListenerLabels, Counter>,
     producer_queue: Gauge,
+    produce: Arc<ProduceMetrics>,
 }
 
 impl Default for Metrics {
@@ -84,9 +93,11 @@ impl Default for Metrics {
             blocked: Family::default(),
             assigned: Family::default(),
             lag: Family::default(),
+            lag_seconds: Family::default(),
             commit_duration: Family::new_with_constructor(duration_buckets),
             commits_failed: Family::default(),
             producer_queue: Gauge::default(),
+            produce: Arc::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -141,8 +152,28 @@ impl Default for Metrics {
         );
         r.register(
             "atoll_consumer_lag",
-            "Records behind the partition's end, from the committed offset (librdkafka statistics)",
+            "Records behind the partition's end, from the group's committed offset (librdkafka statistics)",
             m.lag.clone(),
+        );
+        r.register(
+            "atoll_consumer_lag_seconds",
+            "How far behind in time a lagging partition is: the age of the last record received from it (0 when it does not lag)",
+            m.lag_seconds.clone(),
+        );
+        r.register(
+            "atoll_records_produced",
+            "Records the broker acknowledged (outputs, outbox records, dead letters, retry-topic copies, saga records)",
+            m.produce.produced.clone(),
+        );
+        r.register(
+            "atoll_produce_errors",
+            "Records the broker did not take (their producers retry or fail as each path says)",
+            m.produce.failed.clone(),
+        );
+        r.register(
+            "atoll_produce_latency_seconds",
+            "Time from handing a record to the producer to the broker's acknowledgement",
+            m.produce.latency.clone(),
         );
         r.register(
             "atoll_commit_duration_seconds",
@@ -164,6 +195,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// What the producer counts into.
+    pub(crate) fn produce(&self) -> Arc<ProduceMetrics> {
+        self.produce.clone()
+    }
+
     /// The metrics of one listener (created on first use).
     pub(crate) fn listener(&self, service: ServiceId, listener: &'static str) -> ListenerMetrics {
         let labels = ListenerLabels {
@@ -198,6 +234,7 @@ impl Metrics {
                 kind: UNAVAILABLE.to_owned(),
             }),
             lag: self.lag.clone(),
+            lag_seconds: self.lag_seconds.clone(),
         }
     }
 
@@ -268,6 +305,7 @@ pub(crate) struct ListenerMetrics {
     pub(crate) unavailable: Counter,
     failed: FailedCounters,
     lag: Family<PartitionLabels, Gauge>,
+    lag_seconds: Family<PartitionLabels, Seconds>,
 }
 
 impl ListenerMetrics {
@@ -281,24 +319,37 @@ impl ListenerMetrics {
         histogram.observe(took.as_secs_f64());
     }
 
-    /// Sets the lag of `topic`'s `partition`.
-    pub(crate) fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
-        self.lag
-            .get_or_create(&self.partition(topic, partition))
-            .set(lag);
-    }
-
-    /// Drops the lag of partitions no longer assigned.
-    pub(crate) fn forget_lag(&self, topic: &str, partitions: &[i32]) {
-        for p in partitions {
-            self.lag.remove(&self.partition(topic, *p));
+    /// Sets the lag of `topic`'s `partition` for consumer group `group`: in records, and in
+    /// seconds when known.
+    pub(crate) fn set_lag(
+        &self,
+        topic: &str,
+        group: &str,
+        partition: i32,
+        records: i64,
+        seconds: Option<f64>,
+    ) {
+        let labels = self.partition(topic, group, partition);
+        self.lag.get_or_create(&labels).set(records);
+        if let Some(s) = seconds {
+            self.lag_seconds.get_or_create(&labels).set(s);
         }
     }
 
-    fn partition(&self, topic: &str, partition: i32) -> PartitionLabels {
+    /// Drops the lag of partitions no longer assigned to `group`.
+    pub(crate) fn forget_lag(&self, topic: &str, group: &str, partitions: &[i32]) {
+        for p in partitions {
+            let labels = self.partition(topic, group, *p);
+            self.lag.remove(&labels);
+            self.lag_seconds.remove(&labels);
+        }
+    }
+
+    fn partition(&self, topic: &str, group: &str, partition: i32) -> PartitionLabels {
         PartitionLabels {
             service: self.service.to_string(),
             listener: self.listener.to_owned(),
+            group: group.to_owned(),
             topic: topic.to_owned(),
             partition,
         }
@@ -328,14 +379,21 @@ mod tests {
         l.consumed.inc();
         l.handled.inc();
         l.failed(DeadLetterKind::Timeout);
-        l.set_lag("acme.shop.orders.commands", 3, 42);
+        l.set_lag("acme.shop.orders.commands", "g", 3, 42, Some(1.5));
+        let produce = m.produce();
+        produce.produced.inc();
+        produce.latency.observe(0.002);
         ListenerMetrics::observe(&l.handler_duration, Duration::from_millis(3));
         let text = m.encode(7);
         for line in [
             r#"atoll_records_consumed_total{service="acme.shop.orders",listener="place_order"} 1"#,
             r#"atoll_records_handled_total{service="acme.shop.orders",listener="place_order"} 1"#,
             r#"atoll_records_failed_total{service="acme.shop.orders",listener="place_order",kind="timeout"} 1"#,
-            r#"atoll_consumer_lag{service="acme.shop.orders",listener="place_order",topic="acme.shop.orders.commands",partition="3"} 42"#,
+            r#"atoll_consumer_lag{service="acme.shop.orders",listener="place_order",group="g",topic="acme.shop.orders.commands",partition="3"} 42"#,
+            r#"atoll_consumer_lag_seconds{service="acme.shop.orders",listener="place_order",group="g",topic="acme.shop.orders.commands",partition="3"} 1.5"#,
+            "atoll_records_produced_total 1",
+            "atoll_produce_errors_total 0",
+            "atoll_produce_latency_seconds_count 1",
             r#"atoll_handler_duration_seconds_count{service="acme.shop.orders",listener="place_order"} 1"#,
             "atoll_producer_queue_depth 7",
         ] {
@@ -359,7 +417,7 @@ mod tests {
                 "{series} {want}"
             );
         }
-        l.forget_lag("acme.shop.orders.commands", &[3]);
+        l.forget_lag("acme.shop.orders.commands", "g", &[3]);
         assert!(!m.encode(0).contains("partition=\"3\""));
         let s = l.snapshot();
         assert_eq!((s.handled, s.retries, s.dead_lettered), (1, 0, 0));

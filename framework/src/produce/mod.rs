@@ -6,4 +6,4 @@ pub(crate) mod transactional;
 
 #[cfg(feature = "testing")]
 pub(crate) use producer::Recorded;
-pub(crate) use producer::{Events, Pending, Producer};
+pub(crate) use producer::{Events, Pending, ProduceMetrics, Producer};

@@ -14,6 +14,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use rdkafka::statistics::Statistics;
 
 use crate::backoff::Backoff;
@@ -27,6 +29,28 @@ pub(crate) struct Producer {
     inner: Inner,
     /// The cluster's topics, as last read.
     topics: Arc<TopicCache>,
+    metrics: Arc<ProduceMetrics>,
+}
+
+/// What the producer counts of the records whose acknowledgement atoll awaits (every record a
+/// handler, the outbox, a dead letter or a saga produces): acknowledged, failed, and how long
+/// from the send to the answer.
+#[derive(Debug)]
+pub(crate) struct ProduceMetrics {
+    pub(crate) produced: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) latency: Histogram,
+}
+
+impl Default for ProduceMetrics {
+    fn default() -> Self {
+        Self {
+            produced: Counter::default(),
+            failed: Counter::default(),
+            // 0.5 ms to 16 s, doubling.
+            latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        }
+    }
 }
 
 /// The cluster's topics with their partition counts, when they were read, and the lock
@@ -120,6 +144,9 @@ impl std::fmt::Debug for Producer {
 pub(crate) struct Pending {
     /// `None`: recorded, so acknowledged already.
     delivery: Option<DeliveryFuture>,
+    /// When it was sent, and where its answer is counted.
+    sent: std::time::Instant,
+    metrics: Arc<ProduceMetrics>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -134,7 +161,7 @@ impl Pending {
         let Some(delivery) = self.delivery else {
             return Ok(());
         };
-        match delivery.await {
+        let answer = match delivery.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((source, record))) => Err(Error::Produce {
                 topic: rdkafka::Message::topic(&record).to_owned(),
@@ -145,7 +172,18 @@ impl Pending {
                 topic: "(unknown: the producer was closed)".to_owned(),
                 source: KafkaError::Canceled,
             }),
+        };
+        let m = &self.metrics;
+        match &answer {
+            Ok(()) => {
+                m.produced.inc();
+                m.latency.observe(self.sent.elapsed().as_secs_f64());
+            }
+            Err(_) => {
+                m.failed.inc();
+            }
         }
+        answer
     }
 }
 
@@ -163,10 +201,12 @@ impl Pending {
 }
 
 impl Producer {
-    pub(crate) fn new(inner: FutureProducer<Events>) -> Self {
+    /// librdkafka's producer, counting into `metrics`.
+    pub(crate) fn new(inner: FutureProducer<Events>, metrics: Arc<ProduceMetrics>) -> Self {
         Self {
             inner: Inner::Kafka(Arc::new(inner)),
             topics: Arc::default(),
+            metrics,
         }
     }
 
@@ -176,6 +216,7 @@ impl Producer {
         Self {
             inner: Inner::Recording(sink),
             topics: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -286,7 +327,7 @@ impl Producer {
                     payload: payload.map(<[u8]>::to_vec).unwrap_or_default(),
                     headers,
                 });
-                return Ok(Pending { delivery: None });
+                return Ok(self.pending(None));
             }
         };
         let mut headers = Some(headers);
@@ -306,11 +347,7 @@ impl Producer {
                 record = record.headers(h);
             }
             match producer.send_result(record) {
-                Ok(delivery) => {
-                    return Ok(Pending {
-                        delivery: Some(delivery),
-                    })
-                }
+                Ok(delivery) => return Ok(self.pending(Some(delivery))),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
                     headers = record.headers;
                     tokio::time::sleep(backoff.next_delay()).await;
@@ -322,6 +359,15 @@ impl Producer {
                     })
                 }
             }
+        }
+    }
+
+    /// A record on its way, sent now.
+    fn pending(&self, delivery: Option<DeliveryFuture>) -> Pending {
+        Pending {
+            delivery,
+            sent: std::time::Instant::now(),
+            metrics: self.metrics.clone(),
         }
     }
 

@@ -20,7 +20,7 @@ use crate::contract::dead_letter::{DeadLetterKind, Failure};
 use crate::contract::envelope::Outgoing;
 use crate::contract::service::Service;
 use crate::error::{Error, HandlerError};
-use crate::handler::context::{json, Context, Record};
+use crate::handler::context::{json, Context, Meta, Record};
 use crate::handler::hooks::{HookRuntime, PartitionHooks};
 use crate::handler::listener::{handler_fn, CallError, HandlerResult, Listener};
 
@@ -122,7 +122,7 @@ impl<D: Saga> Engine<D> {
             .map(|s| StepInfo {
                 name: s.name,
                 compensated: s.compensation.is_some(),
-                timeout: s.timeout,
+                timeout: s.timeout.unwrap_or(D::STEP_TIMEOUT),
             })
             .collect();
         Self {
@@ -206,114 +206,15 @@ impl<D: Saga> Engine<D> {
         }
         let now = now_ms();
         let mut states = part.states.lock().await;
-        let next = if meta.ce_type == start_type::<D>() {
-            let data: D = serde_json::from_slice(payload).map_err(|e| {
-                HandlerError::permanent(format!("saga start does not decode as `{}`: {e}", D::NAME))
-            })?;
-            let key = Self::key(&data.id());
-            match states.get(&key) {
-                Some(st) if st.input == meta.id => {
-                    let st = st.clone();
-                    return self.effects(&ctx, &part, &st).await;
-                }
-                Some(_) => {
-                    tracing::info!(saga = D::NAME, key, "saga already started; start ignored");
-                    return Ok(());
-                }
-                None => {
-                    let data = serde_json::to_value(&data).map_err(HandlerError::permanent)?;
-                    SagaState::start(
-                        key,
-                        data,
-                        meta.id.clone(),
-                        meta.correlation_id.clone(),
-                        now,
-                        &self.infos,
-                    )
-                }
-            }
+        let input = if meta.ce_type == start_type::<D>() {
+            self.on_start(&meta, payload, &states, now)?
         } else {
-            let timeout = meta.ce_type == timeout_type::<D>();
-            let Some(causation) = meta.causation_id.as_deref() else {
-                tracing::warn!(
-                    saga = D::NAME,
-                    ce_type = meta.ce_type,
-                    "reply without ce_causationid ignored: it answers no request"
-                );
-                return Ok(());
-            };
-
-            let Some((key, _)) = parse_request_id(causation).filter(|(k, _)| is_ours::<D>(k))
-            else {
-                tracing::debug!(saga = D::NAME, causation, "not a reply to this saga");
-                return Ok(());
-            };
-            let Some(st) = states.get(key) else {
-                tracing::warn!(saga = D::NAME, key, causation, partition = meta.partition, "reply for an unknown saga ignored (did the replier drop atoll_reply_partition?)");
-                return Ok(());
-            };
-            if st.input == meta.id {
-                let st = st.clone();
-                return self.effects(&ctx, &part, &st).await;
-            }
-            match st.classify(causation) {
-                Match::Pending(_, _) if timeout => {
-                    tracing::warn!(saga = D::NAME, key, causation, "saga step timed out");
-                    st.timed_out(meta.id.clone(), now, &self.infos)
-                }
-                Match::Pending(Phase::Action, i) => {
-                    let step = &self.steps[i];
-                    self.expect_type(step.reply_type, &meta.ce_type, step.name)?;
-                    let mut data: D =
-                        serde_json::from_value(st.data.clone()).map_err(HandlerError::permanent)?;
-                    let content_type = meta.content_type.as_deref();
-                    let verdict = match (step.judge)(ctx.codec(), content_type, payload).await {
-                        Ok(verdict) => verdict,
-                        Err(DecodeError::Bad(why)) => {
-                            return Err(HandlerError::permanent(format!(
-                                "reply does not decode as `{}`: {why}",
-                                step.reply_type
-                            )))
-                        }
-                        Err(DecodeError::Unavailable(why)) => {
-                            return Err(HandlerError::transient(Error::Registry(why)))
-                        }
-                    };
-                    let outcome = verdict(&mut data);
-                    if let Err(reason) = &outcome {
-                        tracing::info!(
-                            saga = D::NAME,
-                            key,
-                            step = step.name,
-                            reason,
-                            "saga step failed"
-                        );
-                    }
-                    let data = serde_json::to_value(&data).map_err(HandlerError::permanent)?;
-                    st.action_replied(outcome, data, meta.id.clone(), now, &self.infos)
-                }
-                Match::Pending(Phase::Compensation, i) => {
-                    let step = &self.steps[i];
-                    let expected = step.compensation.as_ref().map_or("", |c| c.1);
-                    self.expect_type(expected, &meta.ce_type, step.name)?;
-                    st.compensation_replied(meta.id.clone(), now, &self.infos)
-                }
-                Match::Replied | Match::TimedOut | Match::Unknown if timeout => {
-                    tracing::debug!(saga = D::NAME, key, causation, "stale timeout ignored");
-                    return Ok(());
-                }
-                ignored => {
-                    let why = match ignored {
-                        Match::Replied => {
-                            "duplicate reply ignored: its request was already answered"
-                        }
-                        Match::TimedOut => "late reply ignored: its step had timed out",
-                        _ => "reply to an unknown request ignored",
-                    };
-                    tracing::warn!(saga = D::NAME, key, causation, "{why}");
-                    return Ok(());
-                }
-            }
+            self.on_reply(&ctx, payload, &states, now).await?
+        };
+        let next = match input {
+            Moved::Ignored => return Ok(()),
+            Moved::Again(st) => return self.effects(&ctx, &part, &st).await,
+            Moved::To(next) => next,
         };
         let next = SagaState {
             generation: part.generation.load(Ordering::Relaxed),
@@ -331,6 +232,146 @@ impl<D: Saga> Engine<D> {
         states.insert(next.key.clone(), next.clone());
         drop(states);
         self.effects(&ctx, &part, &next).await
+    }
+
+    /// What a start does: a new saga, unless one of its id exists.
+    fn on_start(
+        &self,
+        meta: &Meta,
+        payload: &[u8],
+        states: &HashMap<String, SagaState>,
+        now: u64,
+    ) -> HandlerResult<Moved> {
+        let data: D = serde_json::from_slice(payload).map_err(|e| {
+            HandlerError::permanent(format!("saga start does not decode as `{}`: {e}", D::NAME))
+        })?;
+        let key = Self::key(&data.id());
+        Ok(match states.get(&key) {
+            Some(st) if st.input == meta.id => Moved::Again(st.clone()),
+            Some(_) => {
+                tracing::info!(saga = D::NAME, key, "saga already started; start ignored");
+                Moved::Ignored
+            }
+            None => {
+                let data = serde_json::to_value(&data).map_err(HandlerError::permanent)?;
+                Moved::To(SagaState::start(
+                    key,
+                    data,
+                    meta.id.clone(),
+                    meta.correlation_id.clone(),
+                    now,
+                    &self.infos,
+                ))
+            }
+        })
+    }
+
+    /// What a reply (or a step's timeout) does to the saga whose request it answers.
+    async fn on_reply(
+        &self,
+        ctx: &Context<D::Service>,
+        payload: &[u8],
+        states: &HashMap<String, SagaState>,
+        now: u64,
+    ) -> HandlerResult<Moved> {
+        let meta = ctx.meta();
+        let timeout = meta.ce_type == timeout_type::<D>();
+        let Some(causation) = meta.causation_id.as_deref() else {
+            tracing::warn!(
+                saga = D::NAME,
+                ce_type = meta.ce_type,
+                "reply without ce_causationid ignored: it answers no request"
+            );
+            return Ok(Moved::Ignored);
+        };
+        let Some((key, _)) = parse_request_id(causation).filter(|(k, _)| is_ours::<D>(k)) else {
+            tracing::debug!(saga = D::NAME, causation, "not a reply to this saga");
+            return Ok(Moved::Ignored);
+        };
+        let Some(st) = states.get(key) else {
+            tracing::warn!(
+                saga = D::NAME,
+                key,
+                causation,
+                partition = meta.partition,
+                "reply for an unknown saga ignored (did the replier drop atoll_reply_partition?)"
+            );
+            return Ok(Moved::Ignored);
+        };
+        if st.input == meta.id {
+            return Ok(Moved::Again(st.clone()));
+        }
+        Ok(match st.classify(causation) {
+            Match::Pending(_, _) if timeout => {
+                tracing::warn!(saga = D::NAME, key, causation, "saga step timed out");
+                Moved::To(st.timed_out(meta.id.clone(), now, &self.infos))
+            }
+            Match::Pending(Phase::Action, i) => {
+                Moved::To(self.action_replied(ctx, payload, st, i, now).await?)
+            }
+            Match::Pending(Phase::Compensation, i) => {
+                let step = &self.steps[i];
+                let expected = step.compensation.as_ref().map_or("", |c| c.1);
+                self.expect_type(expected, &meta.ce_type, step.name)?;
+                Moved::To(st.compensation_replied(meta.id.clone(), now, &self.infos))
+            }
+            Match::Replied | Match::TimedOut | Match::Unknown if timeout => {
+                tracing::debug!(saga = D::NAME, key, causation, "stale timeout ignored");
+                Moved::Ignored
+            }
+            ignored => {
+                let why = match ignored {
+                    Match::Replied => "duplicate reply ignored: its request was already answered",
+                    Match::TimedOut => "late reply ignored: its step had timed out",
+                    _ => "reply to an unknown request ignored",
+                };
+                tracing::warn!(saga = D::NAME, key, causation, "{why}");
+                Moved::Ignored
+            }
+        })
+    }
+
+    /// The saga after step `i`'s action was answered: the step's judge reads the reply into the
+    /// saga's data and says whether the step succeeded.
+    async fn action_replied(
+        &self,
+        ctx: &Context<D::Service>,
+        payload: &[u8],
+        st: &SagaState,
+        i: usize,
+        now: u64,
+    ) -> HandlerResult<SagaState> {
+        let meta = ctx.meta();
+        let step = &self.steps[i];
+        self.expect_type(step.reply_type, &meta.ce_type, step.name)?;
+        let mut data: D =
+            serde_json::from_value(st.data.clone()).map_err(HandlerError::permanent)?;
+        let content_type = meta.content_type.as_deref();
+        let verdict = match (step.judge)(ctx.codec(), content_type, payload).await {
+            Ok(verdict) => verdict,
+            Err(DecodeError::Bad(why)) => {
+                return Err(HandlerError::permanent(format!(
+                    "reply does not decode as `{}`: {why}",
+                    step.reply_type
+                )))
+            }
+            Err(DecodeError::Unavailable(why)) => {
+                return Err(HandlerError::transient(Error::Registry(why)))
+            }
+        };
+        let outcome = verdict(&mut data);
+        if let Err(reason) = &outcome {
+            let key = &st.key;
+            tracing::info!(
+                saga = D::NAME,
+                key,
+                step = step.name,
+                reason,
+                "saga step failed"
+            );
+        }
+        let data = serde_json::to_value(&data).map_err(HandlerError::permanent)?;
+        Ok(st.action_replied(outcome, data, meta.id.clone(), now, &self.infos))
     }
 
     fn expect_type(&self, expected: &str, got: &str, step: &str) -> HandlerResult {
@@ -518,62 +559,7 @@ async fn restore<D: Saga>(
     progress.reader = reader;
     let now = now_ms();
     for m in read {
-        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-        if !is_ours::<D>(&key) {
-            continue;
-        }
-        // A later record of the saga supersedes an unreadable one.
-        progress.unreadable.remove(&key);
-        let Some(value) = m.payload() else {
-            progress.sagas.remove(&key);
-            continue;
-        };
-        match serde_json::from_slice::<SagaState>(value) {
-            Ok(mut st) => {
-                if st.is_ended() && st.ended_ms.is_none() {
-                    // Written before states carried it: it ended when its record was written.
-                    let written = m
-                        .timestamp()
-                        .to_millis()
-                        .and_then(|t| u64::try_from(t).ok());
-                    st.ended_ms = Some(written.unwrap_or(now));
-                }
-                progress.newest = progress.newest.max(st.generation);
-                let current = match progress.sagas.get(&key) {
-                    Some(Restored::Live { state, .. }) => Some(state.rank()),
-                    Some(Restored::Expired { rank }) => Some(*rank),
-                    None => None,
-                };
-                if current.is_none_or(|c| st.supersedes(c)) {
-                    let restored = if st.expired(now, retention) {
-                        Restored::Expired { rank: st.rank() }
-                    } else {
-                        Restored::Live {
-                            state: Box::new(st),
-                            overtaken: false,
-                        }
-                    };
-                    progress.sagas.insert(key, restored);
-                } else {
-                    tracing::warn!(
-                        saga = D::NAME,
-                        key,
-                        offset = m.offset(),
-                        generation = st.generation,
-                        version = st.version,
-                        "a state written late by an earlier owner is passed over"
-                    );
-                    if let Some(Restored::Live { overtaken, .. }) = progress.sagas.get_mut(&key) {
-                        *overtaken = true;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(saga = D::NAME, key, offset = m.offset(), error = %e, "saga state does not decode: dead-lettered, the saga forgotten");
-                progress.sagas.remove(&key);
-                progress.unreadable.insert(key, m);
-            }
-        }
+        take_record::<D>(&mut progress, m, now, retention);
     }
     progress.next = Some(next);
     if !done {
@@ -589,6 +575,88 @@ async fn restore<D: Saga>(
             "saga state of partition {p}: revoked while restoring"
         )));
     }
+    install::<D>(&rt, &part, &mut progress, listener, now).await;
+    Ok(())
+}
+
+/// Takes one record read from `private.saga` into what the restore has read: the latest
+/// state of its saga, unless an earlier owner wrote it late; an expired end; a tombstone; or
+/// an unreadable record, to dead-letter.
+fn take_record<D: Saga>(
+    progress: &mut Progress,
+    m: rdkafka::message::OwnedMessage,
+    now: u64,
+    retention: u64,
+) {
+    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+    if !is_ours::<D>(&key) {
+        return;
+    }
+    // A later record of the saga supersedes an unreadable one.
+    progress.unreadable.remove(&key);
+    let Some(value) = m.payload() else {
+        progress.sagas.remove(&key);
+        return;
+    };
+    match serde_json::from_slice::<SagaState>(value) {
+        Ok(mut st) => {
+            if st.is_ended() && st.ended_ms.is_none() {
+                // Written before states carried it: it ended when its record was written.
+                let written = m
+                    .timestamp()
+                    .to_millis()
+                    .and_then(|t| u64::try_from(t).ok());
+                st.ended_ms = Some(written.unwrap_or(now));
+            }
+            progress.newest = progress.newest.max(st.generation);
+            let current = match progress.sagas.get(&key) {
+                Some(Restored::Live { state, .. }) => Some(state.rank()),
+                Some(Restored::Expired { rank }) => Some(*rank),
+                None => None,
+            };
+            if current.is_none_or(|c| st.supersedes(c)) {
+                let restored = if st.expired(now, retention) {
+                    Restored::Expired { rank: st.rank() }
+                } else {
+                    Restored::Live {
+                        state: Box::new(st),
+                        overtaken: false,
+                    }
+                };
+                progress.sagas.insert(key, restored);
+            } else {
+                tracing::warn!(
+                    saga = D::NAME,
+                    key,
+                    offset = m.offset(),
+                    generation = st.generation,
+                    version = st.version,
+                    "a state written late by an earlier owner is passed over"
+                );
+                if let Some(Restored::Live { overtaken, .. }) = progress.sagas.get_mut(&key) {
+                    *overtaken = true;
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(saga = D::NAME, key, offset = m.offset(), error = %e, "saga state does not decode: dead-lettered, the saga forgotten");
+            progress.sagas.remove(&key);
+            progress.unreadable.insert(key, m);
+        }
+    }
+}
+
+/// Installs what a restore read as the partition's states: tombstones the expired sagas,
+/// writes overtaken states again, re-arms the timeouts of those waiting, and dead-letters the
+/// unreadable records (in the name of `listener`).
+async fn install<D: Saga>(
+    rt: &HookRuntime,
+    part: &Arc<Part>,
+    progress: &mut Progress,
+    listener: &'static str,
+    now: u64,
+) {
+    let p = part.partition;
     let generation = next_generation(progress.newest, now);
     part.generation.store(generation, Ordering::Relaxed);
     let mut states = part.states.lock().await;
@@ -619,13 +687,13 @@ async fn restore<D: Saga>(
     let writes = writes
         .chain(overtaken.into_iter().map(|st| Write::State(Box::new(st))))
         .collect();
-    let written = send_writes::<D>(&rt, &part, writes).await;
-    await_writes::<D>(&part, written).await;
+    let written = send_writes::<D>(rt, part, writes).await;
+    await_writes::<D>(part, written).await;
     let mut waiting = 0;
     for st in states.values() {
         if let Some(pending) = &st.pending {
             waiting += 1;
-            arm::<D>(&rt, &part, st, &pending.request_id, pending.deadline_ms);
+            arm::<D>(rt, part, st, &pending.request_id, pending.deadline_ms);
         }
     }
     tracing::info!(
@@ -644,7 +712,16 @@ async fn restore<D: Saga>(
     rt.runtime.spawn(async move {
         dead_letter_states::<D>(&rt2, &part2, unreadable, listener).await;
     });
-    Ok(())
+}
+
+/// What an input does to its saga.
+enum Moved {
+    /// Nothing: a stale, duplicate or foreign input.
+    Ignored,
+    /// This input moved the saga here before (it is delivered again): its effects again.
+    Again(SagaState),
+    /// To this state.
+    To(SagaState),
 }
 
 /// What a restore writes to the partition's `private.saga`.

@@ -141,6 +141,10 @@ pub trait Saga:
     /// The steps, in order.
     fn steps() -> Vec<Step<Self>>;
 
+    /// How long each step (and its compensation) waits for its reply, unless the step says
+    /// otherwise with [`Step::timeout`]; 30 s unless the saga says otherwise.
+    const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
     /// Runs once when every step succeeded: emit the outcome as a fact.
     fn completed(self, ctx: Context<Self::Service>) -> impl Future<Output = HandlerResult> + Send;
 
@@ -228,7 +232,8 @@ pub struct Step<D> {
     reply_type: &'static str,
     judge: Judge<D>,
     compensation: Option<(Make<D>, &'static str)>,
-    timeout: Duration,
+    /// Its own timeout; `None`: the saga's [`Saga::STEP_TIMEOUT`].
+    timeout: Option<Duration>,
     /// The types of the commands it sends: its action's, then its compensation's.
     commands: Vec<&'static str>,
 }
@@ -245,9 +250,6 @@ impl<D> std::fmt::Debug for Step<D> {
 }
 
 impl<D: 'static> Step<D> {
-    /// The default time a step waits for its reply.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
     /// A step named `name` that sends `action(&data)` and judges its reply (the command's
     /// declared [`Request::Reply`]) with `on_reply(&mut data, reply)`: `Ok(())` goes on,
     /// `Err(reason)` fails the saga (and runs the compensations of the steps before this one).
@@ -273,7 +275,7 @@ impl<D: 'static> Step<D> {
                 },
             ),
             compensation: None,
-            timeout: Self::DEFAULT_TIMEOUT,
+            timeout: None,
             commands: vec![C::ce_type()],
         }
     }
@@ -293,10 +295,11 @@ impl<D: 'static> Step<D> {
         self
     }
 
-    /// How long the step (and its compensation) waits for a reply; 30 s by default.
+    /// How long the step (and its compensation) waits for a reply, instead of the saga's
+    /// [`Saga::STEP_TIMEOUT`].
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
         self
     }
 

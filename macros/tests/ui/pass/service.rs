@@ -63,6 +63,108 @@ fn main() {
     Orders.not_a_handler();
     with_settings::check();
     results::check();
+    returns::check();
+    events::check();
+}
+
+mod events {
+    use super::*;
+    use atoll::Events;
+
+    #[event_service(company = "acme", namespace = "shop", name = "storefront")]
+    pub struct Storefront;
+
+    #[derive(Serialize, Deserialize, Event)]
+    #[event(fact, name = "order_cancelled", version = 1, service = Orders)]
+    pub struct OrderCancelled {
+        #[event(key)]
+        pub order_id: String,
+    }
+
+    #[derive(Events)]
+    pub enum OrderFacts {
+        Placed(OrderPlaced),
+        Cancelled(OrderCancelled),
+    }
+
+    #[handlers]
+    impl Storefront {
+        #[listener(name = "orders")]
+        async fn order(&self, fact: OrderFacts) -> HandlerResult {
+            match fact {
+                OrderFacts::Placed(_) | OrderFacts::Cancelled(_) => Ok(()),
+            }
+        }
+    }
+
+    pub fn check() {
+        let l = &<Storefront as atoll::Handlers>::listeners()[0];
+        assert_eq!(l.topic().as_str(), "acme.shop.orders.events");
+        assert_eq!(
+            l.ce_types(),
+            ["acme.shop.orders.order_placed.v2", "acme.shop.orders.order_cancelled.v1"]
+        );
+        assert!(l.declaration().is_ok());
+    }
+}
+
+mod returns {
+    use super::*;
+
+    #[event_service(company = "acme", namespace = "shop", name = "shipping")]
+    pub struct Shipping;
+
+    #[derive(Serialize, Deserialize, Event)]
+    #[event(command, name = "ship", version = 1, service = Shipping)]
+    pub struct Ship {
+        #[event(key)]
+        pub order_id: String,
+        pub parcels: u32,
+    }
+
+    #[derive(Serialize, Deserialize, Event)]
+    #[event(fact, name = "shipped", version = 1, service = Shipping)]
+    pub struct Shipped {
+        #[event(key)]
+        pub order_id: String,
+    }
+
+    #[derive(Serialize, Deserialize, Event)]
+    #[event(fact, name = "parcel_sent", version = 1, service = Shipping)]
+    pub struct ParcelSent {
+        pub n: u32,
+    }
+
+    #[derive(Serialize, Deserialize, Event)]
+    #[event(reply, name = "ship_result", version = 1, service = Shipping)]
+    pub struct ShipResult {
+        pub ok: bool,
+    }
+
+    #[handlers]
+    impl Shipping {
+        // Facts of its own, several, optional, and a reply: all returned.
+        #[listener(name = "ship")]
+        async fn ship(
+            &self,
+            cmd: Ship,
+        ) -> HandlerResult<(Shipped, Vec<ParcelSent>, Option<ShipResult>)> {
+            let parcels = (0..cmd.parcels).map(|n| ParcelSent { n }).collect();
+            let shipped = Shipped {
+                order_id: cmd.order_id,
+            };
+            Ok((shipped, parcels, Some(ShipResult { ok: true })))
+        }
+
+        #[listener(name = "paid")]
+        async fn paid(&self, _fact: PaymentCharged) -> HandlerResult<Option<Shipped>> {
+            Ok(None)
+        }
+    }
+
+    pub fn check() {
+        assert_eq!(<Shipping as atoll::Handlers>::listeners().len(), 2);
+    }
 }
 
 mod results {
