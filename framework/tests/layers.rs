@@ -5,7 +5,9 @@
 //! Reads every source file under `src/`, takes each `crate::<module>` path outside comments,
 //! and checks it against the order below (the order `lib.rs` documents).
 
-use std::path::{Path, PathBuf};
+mod source;
+
+use std::path::Path;
 
 /// The layers from the bottom up; a file's layer is its first path component under `src/`.
 const LAYERS: &[&[&str]] = &[
@@ -28,20 +30,8 @@ fn rank(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
 }
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
-/// The layer of a file: `src/<layer>/…` or `src/<layer>.rs`.
-fn layer_of(src: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(src).expect("under src/");
+/// The layer of a file (its path from `src/`): `<layer>/…` or `<layer>.rs`.
+fn layer_of(rel: &Path) -> String {
     let first = rel.components().next().expect("a path").as_os_str();
     first.to_string_lossy().trim_end_matches(".rs").to_owned()
 }
@@ -106,18 +96,9 @@ fn crate_paths(text: &str) -> Vec<(usize, String)> {
 
 #[test]
 fn every_file_imports_only_its_own_layer_and_those_below() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut all = Vec::new();
-    files(&src, &mut all);
-    assert!(
-        all.len() > 20,
-        "found only {} files under {}",
-        all.len(),
-        src.display()
-    );
     let mut violations = Vec::new();
-    for file in &all {
-        let layer = layer_of(&src, file);
+    for (file, text) in &source::files() {
+        let layer = layer_of(file);
         let Some(own) = rank(&layer) else {
             violations.push(format!(
                 "{}: `{layer}` is in no layer; add it to LAYERS (and to the table in lib.rs)",
@@ -125,8 +106,7 @@ fn every_file_imports_only_its_own_layer_and_those_below() {
             ));
             continue;
         };
-        let text = std::fs::read_to_string(file).expect("readable");
-        for (line, module) in crate_paths(&text) {
+        for (line, module) in crate_paths(text) {
             match rank(&module) {
                 // Items re-exported at the crate root are named by their layer, never the root.
                 None => violations.push(format!(
@@ -150,11 +130,10 @@ fn every_file_imports_only_its_own_layer_and_those_below() {
 
 #[test]
 fn the_contract_layer_imports_nothing_from_the_runtime() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut contract = Vec::new();
-    files(&src.join("contract"), &mut contract);
-    for file in contract {
-        let text = std::fs::read_to_string(&file).expect("readable");
+    let contract = source::files()
+        .into_iter()
+        .filter(|(file, _)| layer_of(file) == "contract");
+    for (file, text) in contract {
         for (line, module) in crate_paths(&text) {
             assert_eq!(
                 module,

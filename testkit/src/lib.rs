@@ -245,6 +245,22 @@ impl Tansu {
 
     fn start_with(options: TansuOptions) -> Self {
         if let Some(bootstrap) = external_bootstrap() {
+            let needs = [
+                (options.proxy, "a fault proxy in front of the broker"),
+                (options.tls.is_some(), "TLS (stunnel) in front of the broker"),
+                (!options.users.is_empty(), "SCRAM users on a broker that checks logins"),
+                (
+                    options.transactions,
+                    "Kafka transactions (it starts noida-db; whether an external cluster has them it cannot tell)",
+                ),
+            ];
+            if let Some((_, what)) = needs.iter().find(|(needed, _)| *needed) {
+                panic!(
+                    "this test needs the harness's own broker, with {what}: {BOOTSTRAP_ENV} \
+                     points the tests at an external cluster ({bootstrap}), which the harness \
+                     cannot set up so; run it without {BOOTSTRAP_ENV}"
+                );
+            }
             static EXTERNAL: AtomicUsize = AtomicUsize::new(0);
             let scratch = std::env::temp_dir().join(format!(
                 "atoll-kafka-{}-{}",

@@ -66,9 +66,9 @@ fn load(env: &[(String, String)]) -> Result<atoll::config::Config, String> {
     out.unwrap()
 }
 
-/// Whether `shop <command>` parses (clap validates everything before `--help`).
-fn parses(command: &[String]) -> Result<(), String> {
-    let out = Command::new(SHOP)
+/// Whether `<bin> <command>` parses (clap validates everything before `--help`).
+fn parses_with(bin: &Path, command: &[String]) -> Result<(), String> {
+    let out = Command::new(bin)
         .args(command)
         .arg("--help")
         .output()
@@ -78,6 +78,11 @@ fn parses(command: &[String]) -> Result<(), String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// Whether `shop <command>` parses.
+fn parses(command: &[String]) -> Result<(), String> {
+    parses_with(Path::new(SHOP), command)
 }
 
 #[test]
@@ -126,16 +131,7 @@ fn atoll_parses(command: &[String]) -> Result<(), String> {
             atoll.display()
         ));
     }
-    let out = Command::new(&atoll)
-        .args(command)
-        .arg("--help")
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    parses_with(&atoll, command)
 }
 
 #[test]

@@ -491,10 +491,12 @@ mod tests {
         assert_eq!(m.file_name(), "acme.shop.json");
     }
 
-    /// Each bad input, the field the error names, and a word of the reason.
-    #[test]
-    fn bad_input_names_the_field() {
-        let cases = [
+    /// A change to the sample (from, to), the field its error names, and a word of the reason.
+    type Bad = (&'static str, &'static str, &'static str, &'static str);
+
+    /// Bad changes to the sample's top level and topics.
+    fn bad_topics() -> [Bad; 8] {
+        [
             (
                 "\"acme.shop.orders.events\", \"partitions\": 6",
                 "\"acme.shop.orders.Events\", \"partitions\": 6",
@@ -538,8 +540,12 @@ mod tests {
                 "services[0].topics[0].size",
                 "unknown field",
             ),
-        ];
-        let more = [
+        ]
+    }
+
+    /// Bad changes to the sample's events, listeners and names.
+    fn bad_events() -> [Bad; 6] {
+        [
             (
                 "\"topic\": \"acme.shop.orders.events\" }",
                 "\"topic\": \"acme.shop.orders.results\" }",
@@ -576,8 +582,13 @@ mod tests {
                 "services[0].service",
                 "Orders",
             ),
-        ];
-        for (from, to, field, why) in cases.into_iter().chain(more) {
+        ]
+    }
+
+    /// Each bad input, the field the error names, and a word of the reason.
+    #[test]
+    fn bad_input_names_the_field() {
+        for (from, to, field, why) in bad_topics().into_iter().chain(bad_events()) {
             let text = sample().replacen(from, to, 1);
             assert_ne!(text, sample(), "{from}");
             let (f, w) = Manifest::parse(&text).unwrap_err();
