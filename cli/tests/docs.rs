@@ -138,7 +138,7 @@ fn the_page_renders_with_every_service() {
     assert_eq!(dom.matches("<details>").count(), 23, "every event's schema");
     assert_eq!(
         dom.matches("<tr class=\"listener\">").count(),
-        15,
+        12,
         "every listener"
     );
     assert!(
