@@ -58,7 +58,7 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
     let bounds = types
         .iter()
         .map(|t| quote::quote_spanned! {t.span()=> #t: ::atoll::ListenableBy<S>});
-    let listed = types.iter().map(|t| quote!(::atoll::InputType::of::<#t>()));
+    let (first, others) = (types[0], &types[1..]);
     let arms = variants.iter().map(|(v, t)| {
         quote! {
             if ce_type == <#t as ::atoll::Event>::ce_type() {
@@ -71,8 +71,11 @@ pub(crate) fn expand(item: TokenStream) -> TokenStream {
         where
             #(#bounds,)*
         {
-            fn types() -> ::std::vec::Vec<::atoll::InputType> {
-                ::std::vec![#(#listed),*]
+            fn types() -> (::atoll::InputType, ::std::vec::Vec<::atoll::InputType>) {
+                (
+                    ::atoll::InputType::of::<#first>(),
+                    ::std::vec![#(::atoll::InputType::of::<#others>()),*],
+                )
             }
 
             fn decode<'a>(

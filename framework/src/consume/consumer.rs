@@ -767,3 +767,28 @@ impl<S: Service> PollLoop<S> {
         partition_list(self.env.setup.topic.as_str(), p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_in_seconds_is_the_age_of_what_the_consumer_reads() {
+        // (records behind, last received at, now) → seconds
+        let cases = [
+            (0, Some(1_000), 9_000, Some(0.0)),
+            (0, None, 9_000, Some(0.0)),
+            (5, Some(1_000), 9_500, Some(8.5)),
+            (5, None, 9_000, None),
+            // A clock behind the record's timestamp: not negative.
+            (5, Some(10_000), 9_000, Some(0.0)),
+        ];
+        for (lag, received, now, want) in cases {
+            assert_eq!(
+                lag_seconds(lag, received, now),
+                want,
+                "{lag} {received:?} {now}"
+            );
+        }
+    }
+}

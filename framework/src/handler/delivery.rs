@@ -74,13 +74,6 @@ pub(crate) enum Sink {
     Stage(Mutex<Vec<Output>>),
 }
 
-impl Sink {
-    /// A sink that produces at once (outside any listener's delivery: tests, tools).
-    pub(crate) fn producer() -> Arc<Self> {
-        Arc::new(Self::Producer(Mutex::default()))
-    }
-}
-
 /// How an attempt begins.
 #[derive(Debug)]
 pub(crate) enum Begun {
@@ -181,6 +174,11 @@ impl Delivery {
 }
 
 impl Sink {
+    /// A sink that produces at once (outside any listener's delivery: tests, tools).
+    pub(crate) fn producer() -> Arc<Self> {
+        Arc::new(Self::Producer(Mutex::default()))
+    }
+
     /// Settles the outputs of an attempt whose handler succeeded.
     pub(crate) async fn settle(
         &self,

@@ -23,18 +23,6 @@ pub struct InputType {
 }
 
 impl InputType {
-    /// No type: where a listener that takes none (refused at start) is looked for.
-    pub(crate) fn none() -> Self {
-        Self {
-            ce_type: "",
-            kind: EventKind::Fact,
-            topic: "atoll.none.none.events"
-                .parse()
-                .expect("a valid topic name"),
-            partitions: 1,
-        }
-    }
-
     /// Event type `E`.
     pub fn of<E: Event>() -> Self {
         Self {
@@ -70,8 +58,9 @@ impl InputType {
     note = "a listener takes an event `{S}` may listen to (any fact, reply or result, or a command of `{S}`'s own), or an enum of several declared with `#[derive(Events)]`, each of its variants one that `{S}` may listen to: a service is the sole subscriber of its own commands"
 )]
 pub trait Input<S: Service>: Sized + Send + 'static {
-    /// The event types it takes, in declaration order.
-    fn types() -> Vec<InputType>;
+    /// The event types it takes, in declaration order: the first, then the others (an enum
+    /// without variants does not derive).
+    fn types() -> (InputType, Vec<InputType>);
 
     /// Decodes the handled record's payload as the type its `ce_type` names.
     fn decode<'a>(
@@ -81,8 +70,8 @@ pub trait Input<S: Service>: Sized + Send + 'static {
 }
 
 impl<S: Service, E: ListenableBy<S>> Input<S> for E {
-    fn types() -> Vec<InputType> {
-        vec![InputType::of::<E>()]
+    fn types() -> (InputType, Vec<InputType>) {
+        (InputType::of::<E>(), Vec::new())
     }
 
     fn decode<'a>(
@@ -115,13 +104,11 @@ pub fn none_of(ce_type: &str, set: &str) -> DecodeError {
     DecodeError::Bad(format!("`{ce_type}` is none of the types of `{set}`"))
 }
 
-/// `Err` saying why `types` cannot be one listener's: they must travel on one topic, as one
-/// kind (replies from several services all come to the listener's own reply topic).
-pub(crate) fn one_topic(types: &[InputType]) -> Result<(), String> {
-    let Some(first) = types.first() else {
-        return Err("it takes no event type".into());
-    };
-    for t in &types[1..] {
+/// `Err` saying why `others` cannot be one listener's with `first`: they must travel on one
+/// topic, as one kind (replies from several services all come to the listener's own reply
+/// topic).
+pub(crate) fn one_topic(first: &InputType, others: &[InputType]) -> Result<(), String> {
+    for t in others {
         if t.kind != first.kind {
             return Err(format!(
                 "`{}` is a {:?} and `{}` a {:?}: one listener takes events of one kind",
@@ -171,31 +158,28 @@ mod tests {
             "acme.shop.orders.commands",
         );
         let reply = |c, topic| t(c, EventKind::Reply, topic);
-        let cases: Vec<(Vec<InputType>, Option<&str>)> = vec![
-            (vec![placed.clone()], None),
-            (vec![placed.clone(), completed.clone()], None),
+        let charge_result = reply(
+            "acme.shop.payments.charge_result.v1",
+            "acme.shop.payments.private.reply",
+        );
+        let reserve_result = reply(
+            "acme.shop.inventory.reserve_result.v1",
+            "acme.shop.inventory.private.reply",
+        );
+        let cases: Vec<(InputType, Vec<InputType>, Option<&str>)> = vec![
+            (placed.clone(), vec![], None),
+            (placed.clone(), vec![completed], None),
             (
-                vec![placed.clone(), charged],
+                placed.clone(),
+                vec![charged],
                 Some("one listener reads one topic"),
             ),
-            (vec![placed.clone(), place], Some("one kind")),
-            (
-                vec![
-                    reply(
-                        "acme.shop.payments.charge_result.v1",
-                        "acme.shop.payments.private.reply",
-                    ),
-                    reply(
-                        "acme.shop.inventory.reserve_result.v1",
-                        "acme.shop.inventory.private.reply",
-                    ),
-                ],
-                None,
-            ),
-            (vec![], Some("no event type")),
+            (placed, vec![place], Some("one kind")),
+            (charge_result, vec![reserve_result], None),
         ];
-        for (types, want) in cases {
-            let got = one_topic(&types);
+        for (first, others, want) in cases {
+            let types = (&first, &others);
+            let got = one_topic(&first, &others);
             match want {
                 None => assert!(got.is_ok(), "{types:?}: {got:?}"),
                 Some(why) => {

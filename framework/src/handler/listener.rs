@@ -17,7 +17,7 @@ use crate::contract::topic::{PrivateTopic, TopicKind, TopicName, TopicNameError}
 use crate::error::HandlerError;
 use crate::handler::context::Context;
 use crate::handler::hooks::PartitionHooks;
-use crate::handler::input::{one_topic, Input, InputType};
+use crate::handler::input::{one_topic, Input};
 use crate::handler::output::Output;
 
 /// The listeners of a service's sagas: implemented by `#[event_service]` (none unless it lists
@@ -141,9 +141,11 @@ impl<S: Service> Listener<S> {
         F: Future<Output = HandlerResult<O>> + Send + 'static,
         O: Output<S>,
     {
-        let inputs = E::types();
-        let declared = one_topic(&inputs);
-        let first = inputs.first().cloned().unwrap_or_else(InputType::none);
+        let (first, others) = E::types();
+        let declared = one_topic(&first, &others);
+        let types = std::iter::once(first.ce_type)
+            .chain(others.iter().map(|t| t.ce_type))
+            .collect();
         let topic = match first.kind {
             EventKind::Reply => S::ID.reply(),
             _ => first.topic,
@@ -151,7 +153,7 @@ impl<S: Service> Listener<S> {
         let handler = Arc::new(handler);
         Self {
             name,
-            types: inputs.iter().map(|t| t.ce_type).collect(),
+            types,
             kind: first.kind,
             topic,
             partitions: first.partitions,
