@@ -18,7 +18,8 @@
 //! so [`Tansu::config`] and [`Tansu::env`]) return that address, and each `Tansu` still has
 //! its own scratch directory for stores. A cluster the harness does not run cannot be faulted
 //! or restarted: [`Tansu::proxy`] returns `None` and [`Tansu::restart`] panics; tests that need
-//! them can check [`Tansu::is_external`]. Topics are not deleted between tests there.
+//! them can check [`Tansu::is_external`]. The tests of a process then take turns, each on an
+//! emptied cluster (see [`external`]): **point it only at a throwaway cluster.**
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub struct Tansu {
     authentication: bool,
     /// A scratch directory for the stores of the processes on this broker, removed on drop.
     scratch: PathBuf,
+    /// Against an external cluster, this test's turn on it (see [`external`]).
+    turn: Option<external::Turn>,
 }
 
 /// TLS in front of the broker ([`TansuOptions::tls`]): the server's certificate, and for
@@ -261,6 +264,7 @@ impl Tansu {
                      cannot set up so; run it without {BOOTSTRAP_ENV}"
                 );
             }
+            let turn = external::Turn::take(&bootstrap);
             static EXTERNAL: AtomicUsize = AtomicUsize::new(0);
             let scratch = std::env::temp_dir().join(format!(
                 "atoll-kafka-{}-{}",
@@ -279,6 +283,7 @@ impl Tansu {
                 front: None,
                 authentication: false,
                 scratch,
+                turn: Some(turn),
             };
         }
         assert!(
@@ -330,6 +335,7 @@ impl Tansu {
                 front,
                 authentication: false,
                 scratch,
+                turn: None,
             };
             broker.spawn();
             if broker.wait_ready(Instant::now() + Duration::from_secs(15)) {
@@ -554,7 +560,7 @@ impl Tansu {
     /// Whether this is an external cluster (`ATOLL_TEST_BOOTSTRAP`), which the harness
     /// neither runs, faults nor restarts.
     pub fn is_external(&self) -> bool {
-        self.bin.is_none()
+        self.turn.is_some()
     }
 
     /// What clients bootstrap from: `127.0.0.1:<port>` of tansu, or of its proxy when there is
@@ -746,6 +752,7 @@ pub fn text(m: &OwnedMessage) -> &str {
         .unwrap_or("")
 }
 
+pub mod external;
 pub mod pki;
 pub mod postgres;
 pub mod probe;

@@ -1,0 +1,353 @@
+//! The outbox: records a transactional handler produced, written in its transaction and
+//! published after the commit.
+//!
+//! What it guarantees, under kills, failed acknowledgements and several replicas on one
+//! database:
+//! - **every row is published at least once**: a row is deleted only once the broker
+//!   acknowledged it; a row published twice (a kill between the acknowledgement and the delete)
+//!   keeps its `ce_id`, so downstream inboxes drop the repeat;
+//! - **no two publishers send a row at the same time**: a publisher sends only rows it
+//!   claimed, and a claim is a lease in the *database's* clock (no clock of a process is
+//!   compared with another's). The commit path claims its rows in the transaction that writes
+//!   them and publishes them from memory; [`inflight`] renews the leases of rows on their way
+//!   and deletes or gives back the rows once the broker answered; the relay ([`relay`]) claims
+//!   free rows only, one claimer at a time;
+//! - **rows of one key leave in the order they were written**: a transaction whose key has an
+//!   older row in the outbox that this process is not itself sending leaves its rows to the
+//!   relay ([`route`]), and the relay claims no row of a key while an older one is held by
+//!   another publisher or waiting out a failure. (Two records of one key handled in one
+//!   partition commit in order; outputs of one key written from different partitions at once
+//!   have no order to keep.) One case is left: when the broker fails a row after it accepted
+//!   a later row of the same key from the same producer, the failed row goes out after it;
+//!   the idempotent producer makes that rare (its retries keep order), not impossible;
+//! - **one bad row stalls nothing**: rows are settled one by one, and a row that can never be
+//!   published (too large, a partition its topic lacks, refused for minutes) is dead-lettered
+//!   with its cause ([`verdict`]), counted, and shown on the readiness probe while it is
+//!   retried.
+//!
+//! The design follows the transactional outbox as Debezium and MassTransit run it (the row is
+//! the truth, a relay polls it), with two differences: rows are first sent from memory by the
+//! process that wrote them (no read of the table on the hot path), and claims are leases
+//! rather than row locks held across the broker's round trip, which SQLite (one writer for
+//! the whole file) could not afford.
+
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+pub(crate) mod inflight;
+pub(crate) mod relay;
+pub(crate) mod verdict;
+
+use super::{Backend, Store};
+use crate::error::{Error, Result};
+use crate::produce::{Pending, Producer};
+use inflight::InFlight;
+
+/// A record waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutboxRecord {
+    pub(crate) topic: String,
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) headers: Vec<(String, Option<Vec<u8>>)>,
+    pub(crate) ce_id: String,
+}
+
+fn store_error(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |source| Error::Store {
+        what: what.into(),
+        source,
+    }
+}
+
+/// `headers` as bytes: per header, the key's length (u16), the key, the value's length (i32,
+/// -1 for none) and the value, big-endian.
+pub(crate) fn encode_headers(headers: &[(String, Option<Vec<u8>>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in headers {
+        let key_len = u16::try_from(key.len()).expect("header keys are short");
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(key.as_bytes());
+        match value {
+            Some(v) => {
+                let len = i32::try_from(v.len()).expect("header values fit i32");
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    out
+}
+
+/// The headers [`encode_headers`] wrote; `None` when the bytes are not such headers.
+pub(crate) fn decode_headers(mut bytes: &[u8]) -> Option<Vec<(String, Option<Vec<u8>>)>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (bytes.get(..n)?, bytes.get(n..)?);
+        *bytes = tail;
+        Some(head)
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let key_len = u16::from_be_bytes(take(&mut bytes, 2)?.try_into().ok()?);
+        let key = std::str::from_utf8(take(&mut bytes, key_len.into())?).ok()?;
+        let len = i32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+        let value = match usize::try_from(len) {
+            Ok(n) => Some(take(&mut bytes, n)?.to_vec()),
+            Err(_) if len == -1 => None,
+            Err(_) => return None,
+        };
+        out.push((key.to_owned(), value));
+    }
+    Some(out)
+}
+
+/// The key/value pairs of Kafka headers.
+pub(crate) fn header_pairs(headers: &OwnedHeaders) -> Vec<(String, Option<Vec<u8>>)> {
+    headers
+        .iter()
+        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+        .collect()
+}
+
+fn owned_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
+    pairs.iter().fold(
+        OwnedHeaders::new_with_capacity(pairs.len()),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: value.as_deref(),
+            })
+        },
+    )
+}
+
+
+/// Where an outbox row came from: the record whose handling wrote it (none outside
+/// listeners), and the dead-letter topic of its service, should it never be publishable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub(crate) source: Option<&'a str>,
+    pub(crate) dead_letters: &'a str,
+}
+
+/// How a committed transaction's rows leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// From memory, by this process, right after the commit: the transaction claimed them for
+    /// it (no other publisher takes them while its lease is renewed).
+    Direct,
+    /// By the relay, after older rows of their keys: some were still in the outbox.
+    Relay,
+}
+
+/// How `records` (about to be written in the caller's transaction) leave: [`Route::Relay`]
+/// when the outbox holds an older row of one of their keys that `publisher` is not sending
+/// itself (left by a crash, given back after a failed publish, or being sent by another
+/// process), since sending them now would overtake it.
+pub(crate) async fn route(
+    conn: &mut AnyConnection,
+    records: &[OutboxRecord],
+    publisher: i64,
+) -> Result<Route> {
+    let mut seen: Vec<(&str, &[u8])> = Vec::new();
+    for r in records {
+        let Some(key) = r.key.as_deref() else {
+            continue;
+        };
+        if seen.contains(&(r.topic.as_str(), key)) {
+            continue;
+        }
+        seen.push((r.topic.as_str(), key));
+        let older = sqlx::query(
+            "SELECT id FROM atoll_outbox WHERE topic = $1 AND record_key = $2
+             AND (claimed_by IS NULL OR claimed_by <> $3) LIMIT 1",
+        )
+        .bind(&r.topic)
+        .bind(key)
+        .bind(publisher)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error("reading the outbox"))?;
+        if older.is_some() {
+            return Ok(Route::Relay);
+        }
+    }
+    Ok(Route::Direct)
+}
+
+/// Writes `records` into the outbox within the caller's transaction; their row ids, in order.
+/// [`Route::Direct`] rows are claimed by `publisher` for a lease (in the database's time);
+/// [`Route::Relay`] rows are free for the relay at once.
+pub(crate) async fn insert(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    records: &[OutboxRecord],
+    origin: Origin<'_>,
+    route: Route,
+    publisher: i64,
+) -> Result<Vec<i64>> {
+    let (claimed_by, lease) = match route {
+        Route::Direct => (Some(publisher), LEASE_MS),
+        Route::Relay => (None, 0),
+    };
+    let now = backend.now_ms_sql();
+    let sql = format!(
+        "INSERT INTO atoll_outbox (topic, record_partition, record_key, payload, headers, ce_id,
+             source, dead_letter_topic, claimed_by, created_at, available_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {now}, {now} + $10) RETURNING id"
+    );
+    let mut ids = Vec::with_capacity(records.len());
+    for r in records {
+        let row = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(&r.topic)
+            .bind(r.partition)
+            .bind(r.key.as_deref())
+            .bind(r.payload.as_slice())
+            .bind(encode_headers(&r.headers))
+            .bind(&r.ce_id)
+            .bind(origin.source)
+            .bind(origin.dead_letters)
+            .bind(claimed_by)
+            .bind(lease)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(store_error("writing the outbox"))?;
+        ids.push(
+            row.try_get::<i64, _>(0)
+                .map_err(store_error("reading an outbox id"))?,
+        );
+    }
+    Ok(ids)
+}
+
+/// How long a publisher's claim on a row lasts unless renewed (see [`inflight`]): longer than
+/// a renewal's interval, short enough that rows a crashed process claimed are taken over soon.
+pub(crate) const LEASE_MS: i64 = 15_000;
+
+/// A committed transaction's outbox: its rows' ids, the records still in memory, and how they
+/// leave.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    pub(crate) ids: Vec<i64>,
+    pub(crate) records: Vec<OutboxRecord>,
+    pub(crate) route: Route,
+}
+
+/// Produces a committed transaction's records from memory, in their order (no read of the
+/// table). On the first record the client refuses, the rest are not sent: the pending
+/// acknowledgements of those sent, and the ids of those not (with why), which go back to the
+/// relay.
+pub(crate) async fn send(producer: &Producer, committed: &Committed) -> Sent {
+    let mut sent = Sent::default();
+    for (i, (r, id)) in committed.records.iter().zip(&committed.ids).enumerate() {
+        match producer
+            .send_to(
+                &r.topic,
+                r.partition,
+                r.key.as_deref(),
+                &r.payload,
+                owned_headers(&r.headers),
+            )
+            .await
+        {
+            Ok(pending) => sent.pending.push((*id, pending)),
+            Err(e) => {
+                sent.refused = Some((committed.ids[i..].to_vec(), e));
+                break;
+            }
+        }
+    }
+    sent
+}
+
+/// What [`send`] handed to the client, and what it did not.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    /// Each row's pending acknowledgement.
+    pub(crate) pending: Vec<(i64, Pending)>,
+    /// The rows from the first one refused on, and why it was.
+    pub(crate) refused: Option<(Vec<i64>, Error)>,
+}
+
+impl Sent {
+    /// Waits for the acknowledgements; hands acknowledged rows to `inflight` for deletion and
+    /// the others back to the relay. The first failure, if any.
+    pub(crate) async fn settle(self, inflight: &InFlight) -> Result<()> {
+        let mut first = None;
+        let mut acked = Vec::with_capacity(self.pending.len());
+        let mut failed = Vec::new();
+        for (id, pending) in self.pending {
+            match pending.acked().await {
+                Ok(()) => acked.push(id),
+                Err(e) => {
+                    failed.push(id);
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if let Some((ids, e)) = self.refused {
+            failed.extend(ids);
+            first.get_or_insert(e);
+        }
+        inflight.acked(acked);
+        inflight.give_back(failed);
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Deletes rows `ids` (published and acknowledged) in one statement.
+pub(crate) async fn delete(store: &Store, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let backend = store.backend();
+    let sql = format!("DELETE FROM atoll_outbox WHERE {}", backend.id_in(1));
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(backend.id_list(ids))
+        .execute(store.pool())
+        .await
+        .map_err(store_error("deleting published outbox rows"))?;
+    Ok(())
+}
+
+/// Publishes a committed transaction's records from memory and waits for the broker. On
+/// failure the rows go back to the relay.
+pub(crate) async fn publish(store: &Store, producer: &Producer, committed: &Committed) -> Result<()> {
+    let inflight = store.inflight();
+    match committed.route {
+        Route::Relay => {
+            inflight.wake_relay();
+            Ok(())
+        }
+        Route::Direct => {
+            inflight.sending(&committed.ids);
+            send(producer, committed).await.settle(&inflight).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_including_binary_and_empty_values() {
+        let headers = vec![
+            ("ce_id".to_owned(), Some(b"0193-abc".to_vec())),
+            ("binary".to_owned(), Some(vec![0, 159, 255])),
+            ("empty".to_owned(), Some(Vec::new())),
+            ("none".to_owned(), None),
+        ];
+        let bytes = encode_headers(&headers);
+        assert_eq!(decode_headers(&bytes), Some(headers.clone()));
+        assert_eq!(decode_headers(&[]), Some(Vec::new()));
+        // Truncated or with a bad length: not headers.
+        assert_eq!(decode_headers(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_headers(&[0, 1, b'k', 0xff, 0xff, 0xff, 0xfe]), None);
+        let owned = owned_headers(&headers);
+        assert_eq!(header_pairs(&owned), headers);
+    }
+
+}
