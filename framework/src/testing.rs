@@ -39,12 +39,10 @@
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::config::listener::DeliveryMode;
 use crate::contract::codec::CodecKind;
@@ -226,6 +224,7 @@ impl<S: Handlers> TestBed<S> {
             key,
             correlation_id: id.clone(),
             id,
+            source: Some("test".to_owned()),
             ce_type: ce_type.to_owned(),
             reply_to,
             causation_id,
@@ -292,7 +291,7 @@ impl<S: Handlers> TestBed<S> {
         let outbox = Outboxed {
             store,
             producer: self.producer.clone(),
-            backoff: Backoff::new(Duration::ZERO, Duration::ZERO),
+            dead_letters: S::ID.dlq().to_string(),
         };
         Ok(Delivery::Transactional {
             group: listener.group_id().map_err(HandlerError::permanent)?,
@@ -317,8 +316,7 @@ impl<S: Handlers> TestBed<S> {
         };
         let ctx = self.context_in(meta, sink.clone());
         called(listener.call(self.svc.clone(), ctx, payload).await)?;
-        let never = CancellationToken::new();
-        match sink.settle(Acks::Wait, &never).await {
+        match sink.settle(Acks::Wait).await {
             Ok(Settled::Done | Settled::Acking(_)) => Ok(()),
             Ok(Settled::Staged(outputs)) => {
                 for o in outputs {
@@ -332,7 +330,6 @@ impl<S: Handlers> TestBed<S> {
                 Ok(())
             }
             Err(Unsettled::NotAcknowledged(e) | Unsettled::Store(e)) => Err(e.into()),
-            Err(Unsettled::Revoked) => Err(HandlerError::transient("the test bed stopped")),
         }
     }
 

@@ -28,8 +28,9 @@ async fn schema_versions(store: &Store) -> Vec<i64> {
         .collect()
 }
 
-/// atoll's own migrations: inbox and outbox, views, outbox rows naming their record.
-const ATOLL_VERSIONS: [i64; 3] = [1, 2, 3];
+/// atoll's own migrations: inbox and outbox, views, outbox rows naming their record, outbox
+/// claims and dead letters, inbox rows naming the event's source.
+const ATOLL_VERSIONS: [i64; 5] = [1, 2, 3, 4, 5];
 
 async fn table_is_empty(store: &Store, table: &str) {
     let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
@@ -366,5 +367,247 @@ mod test_bed {
                 cents: 1,
             })
             .await;
+    }
+}
+
+/// The outbox's SQL on PostgreSQL (its own statements: the database's clock, id lists, the
+/// relay's claim under an advisory lock): a key's later output waits behind an older row, a
+/// row another publisher holds is left alone until its lease runs out, and an unpublishable
+/// output is dead-lettered and kept. (The same guarantees on SQLite:
+/// `framework/tests/outbox.rs`.)
+mod outbox {
+    use std::time::Duration;
+
+    use atoll::config::Config;
+    use atoll::envelope::Outgoing;
+    use atoll::{event_service, handlers, App, Context, Event, HandlerResult, Tx};
+    use atoll_testkit::Postgres;
+    use rdkafka::message::{Headers, OwnedMessage};
+    use rdkafka::Message;
+    use serde::{Deserialize, Serialize};
+
+    #[event_service(company = "acme", namespace = "test", name = "journal", partitions = 1)]
+    pub(crate) struct Journal;
+
+    #[derive(Debug, Serialize, Deserialize, Event)]
+    #[event(command, name = "write", version = 1, service = Journal)]
+    pub(crate) struct Write {
+        #[event(key)]
+        pub(crate) page: String,
+        pub(crate) line: i64,
+        pub(crate) memo: usize,
+    }
+
+    #[derive(Debug, Serialize, Deserialize, Event)]
+    #[event(fact, name = "written", version = 1, service = Journal)]
+    pub(crate) struct Written {
+        #[event(key)]
+        pub(crate) page: String,
+        pub(crate) line: i64,
+        pub(crate) memo: String,
+    }
+
+    #[handlers]
+    impl Journal {
+        #[listener(name = "write", max_attempts = 1)]
+        async fn write(&self, ctx: Context<Self>, mut tx: Tx, cmd: Write) -> HandlerResult {
+            sqlx::query("INSERT INTO lines (page, line) VALUES ($1, $2)")
+                .bind(&cmd.page)
+                .bind(cmd.line)
+                .execute(&mut *tx)
+                .await?;
+            ctx.emit(Written {
+                page: cmd.page,
+                line: cmd.line,
+                memo: "m".repeat(cmd.memo),
+            })
+            .await?;
+            Ok(())
+        }
+    }
+
+    const EVENTS: &str = "acme.test.journal.events";
+    const DLQ: &str = "acme.test.journal.private.dlq";
+    const MAX_BYTES: usize = 20_000;
+
+    async fn start(pg: &Postgres, name: &str) -> (atoll::Running, std::path::PathBuf) {
+        let dir = super::tempdir(name);
+        std::fs::write(
+            dir.join("1_lines.sql"),
+            "CREATE TABLE lines (page TEXT NOT NULL, line BIGINT NOT NULL);",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.store.url = Some(pg.database(name));
+        config
+            .kafka
+            .properties
+            .insert("message.max.bytes".into(), MAX_BYTES.to_string());
+        let migrator = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+        let running = App::new(config)
+            .service(Journal)
+            .migrations(migrator)
+            .start()
+            .await
+            .expect("start");
+        (running, dir)
+    }
+
+    async fn write(running: &atoll::Running, id: &str, page: &str, line: i64, memo: usize) {
+        let (headers, _) = Outgoing {
+            id: Some(id),
+            ..Outgoing::new(Write::ce_type(), "test")
+        }
+        .headers();
+        let payload = serde_json::to_vec(&Write {
+            page: page.into(),
+            line,
+            memo,
+        })
+        .unwrap();
+        running
+            .client("test")
+            .send_raw(
+                "acme.test.journal.commands",
+                Some(page.as_bytes()),
+                &payload,
+                headers,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn read(running: &atoll::Running, topic: &str, n: usize, secs: u64) -> Vec<OwnedMessage> {
+        let bootstrap = running.bootstrap_servers().to_owned();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            atoll_testkit::read_topic(&bootstrap, &topic, n, Duration::from_secs(secs))
+        })
+        .await
+        .unwrap()
+    }
+
+    fn lines(facts: &[OwnedMessage]) -> Vec<i64> {
+        facts
+            .iter()
+            .map(|m| {
+                serde_json::from_slice::<Written>(m.payload().unwrap())
+                    .unwrap()
+                    .line
+            })
+            .collect()
+    }
+
+    /// Leaves page `page`'s fact `line` in the outbox, as a crashed process would; held by
+    /// another publisher for `held_ms` more of the database's time when given.
+    async fn leave_row(
+        running: &atoll::Running,
+        page: &str,
+        line: i64,
+        held_ms: Option<i64>,
+    ) -> String {
+        let (headers, id) = Outgoing::new(Written::ce_type(), "left").headers();
+        let mut encoded = Vec::new();
+        for h in headers.iter() {
+            let value = h.value.unwrap();
+            encoded.extend_from_slice(&u16::try_from(h.key.len()).unwrap().to_be_bytes());
+            encoded.extend_from_slice(h.key.as_bytes());
+            encoded.extend_from_slice(&i32::try_from(value.len()).unwrap().to_be_bytes());
+            encoded.extend_from_slice(value);
+        }
+        let payload = serde_json::to_vec(&Written {
+            page: page.into(),
+            line,
+            memo: String::new(),
+        })
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO atoll_outbox (topic, record_key, payload, headers, ce_id, created_at,
+                 claimed_by, available_at, dead_letter_topic)
+             VALUES ($1, $2, $3, $4, $5, 0, $6,
+                 CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) + $7, $8)",
+        )
+        .bind(EVENTS)
+        .bind(page.as_bytes())
+        .bind(payload)
+        .bind(encoded)
+        .bind(&id)
+        .bind(held_ms.map(|_| 4242_i64))
+        .bind(held_ms.unwrap_or(0))
+        .bind(DLQ)
+        .execute(running.store().unwrap().pool())
+        .await
+        .unwrap();
+        id
+    }
+
+    async fn outbox_rows(running: &atoll::Running) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_outbox")
+            .fetch_one(running.store().unwrap().pool())
+            .await
+            .unwrap();
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keys_output_waits_behind_an_older_row_another_publisher_holds() {
+        let pg = Postgres::start();
+        let (running, dir) = start(&pg, "held").await;
+        let left = leave_row(&running, "a", 1, Some(3_000)).await;
+        write(&running, "w-2", "a", 2, 0).await;
+        let early = read(&running, EVENTS, 1, 2).await;
+        assert!(
+            early.is_empty(),
+            "nothing before the held row's lease runs out"
+        );
+        let facts = read(&running, EVENTS, 3, 10).await;
+        assert_eq!(lines(&facts), [1, 2], "the older row first, each once");
+        assert_eq!(
+            atoll::envelope::header_str(&facts[0], "ce_id"),
+            Some(left.as_str())
+        );
+        let mut empty = false;
+        for _ in 0..100 {
+            if outbox_rows(&running).await == 0 {
+                empty = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(empty, "published rows are deleted");
+        running.shutdown().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unpublishable_output_is_dead_lettered_and_kept_and_the_next_goes_out() {
+        let pg = Postgres::start();
+        let (running, dir) = start(&pg, "large").await;
+        write(&running, "w-1", "a", 1, MAX_BYTES * 2).await;
+        write(&running, "w-2", "b", 2, 0).await;
+        let facts = read(&running, EVENTS, 1, 20).await;
+        assert_eq!(lines(&facts), [2]);
+        let dead = read(&running, DLQ, 1, 20).await;
+        assert_eq!(dead.len(), 1, "one dead letter");
+        assert_eq!(
+            atoll::envelope::header_str(&dead[0], "atoll_dlq_error_kind"),
+            Some("publish")
+        );
+        let mut kept = 0;
+        for _ in 0..100 {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_outbox_dead")
+                .fetch_one(running.store().unwrap().pool())
+                .await
+                .unwrap();
+            kept = n;
+            if kept == 1 && outbox_rows(&running).await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(kept, 1, "the row is kept in atoll_outbox_dead");
+        assert_eq!(outbox_rows(&running).await, 0);
+        running.shutdown().await;
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

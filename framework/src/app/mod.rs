@@ -26,7 +26,6 @@ use crate::config::{Config, Registry};
 use crate::consume::consumer;
 use crate::consume::consumer::{Assignment, ListenerThread};
 use crate::consume::env::{Counters, Group, Io, ListenerEnv, Mode, Setup};
-use crate::consume::retry::Policy;
 use crate::consume::routing::{Inbox, Routes};
 use crate::contract::codec::CodecKind;
 use crate::contract::service::{owned_topics, Service, TopicSpec};
@@ -43,7 +42,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::stats::ListenerStats;
 use crate::produce::{Events, ProduceMetrics, Producer};
 use crate::store::view;
-use crate::store::{Store, StoreSlot};
+use crate::store::{Store, StoreSlot, Watch};
 use atoll_naming::check_table;
 
 /// What the runtime needs to start a service's listeners.
@@ -348,7 +347,6 @@ fn distinct_migrations(sets: &mut [sqlx::migrate::Migrator]) -> Result<()> {
     Ok(())
 }
 
-/// A listener's settings: `listener.*` ← its code ← `listeners.<name>`.
 /// How `listener`'s outputs leave: through the store when its handler takes `Tx`, else as its
 /// `delivery` setting says.
 fn delivery_of<S: Service>(
@@ -371,7 +369,7 @@ fn delivery_of<S: Service>(
     let outbox = Outboxed {
         store,
         producer: env.producer.clone(),
-        backoff: Policy::of(config).backoff,
+        dead_letters: S::ID.dlq().to_string(),
     };
     Ok(Delivery::Transactional {
         group: listener.group_id()?,
@@ -576,13 +574,17 @@ impl App {
     async fn store(
         &self,
         producer: &Producer,
+        watch: Watch,
         stop: &CancellationToken,
         views: &[(ServiceId, Vec<ViewDecl>)],
     ) -> Result<Option<Store>> {
         let wants_store =
             !self.migrations.is_empty() || self.services.iter().any(|s| s.transactional());
         match wants_store {
-            true => self.open_store(producer, stop, views).await.map(Some),
+            true => self
+                .open_store(producer, watch, stop, views)
+                .await
+                .map(Some),
             false => Ok(None),
         }
     }
@@ -749,10 +751,10 @@ impl App {
                 stop.clone(),
             ));
         }
-        let store = self.store(&producer, &stop, &views).await?;
-        if let Some(store) = &store {
-            store_slot.set(store.clone());
-        }
+        let store = self
+            .store(&producer, Watch::new(&health, &metrics), &stop, &views)
+            .await?;
+        store_slot.set(store.as_ref());
         let env = StartEnv {
             clients: &clients,
             producer: &producer,
@@ -794,6 +796,7 @@ impl App {
     async fn open_store(
         &self,
         producer: &Producer,
+        watch: Watch,
         stop: &CancellationToken,
         views: &[(ServiceId, Vec<ViewDecl>)],
     ) -> Result<Store> {
@@ -812,6 +815,7 @@ impl App {
             store.clone(),
             producer.clone(),
             self.config.store.inbox_retention(),
+            watch,
             stop.clone(),
         ));
         Ok(store)

@@ -59,11 +59,6 @@ impl Failed {
                 failed(DeadLetterKind::Handler, false),
                 format!("produced record not acknowledged: {e}"),
             ),
-            // Revoked first: not finished (the retry's sleep sees the cancellation).
-            Self::Unsettled(Unsettled::Revoked) => (
-                Outcome::Unavailable,
-                "revoked before its outputs were published".into(),
-            ),
             Self::Unsettled(Unsettled::Store(e)) | Self::Store(e) => store_failed(&e),
         }
     }
@@ -172,11 +167,6 @@ mod tests {
                 Failed::Unsettled(Unsettled::NotAcknowledged(Error::Config("x".into()))),
                 failed(DeadLetterKind::Handler, false),
                 "produced record not acknowledged",
-            ),
-            (
-                Failed::Unsettled(Unsettled::Revoked),
-                Outcome::Unavailable,
-                "revoked before its outputs were published",
             ),
             (
                 Failed::Unsettled(Unsettled::Store(store_error(true))),

@@ -99,6 +99,7 @@ impl Received {
             key_bytes: self.key.clone(),
             correlation_id: inc.correlation_id.map_or_else(|| id.clone(), str::to_owned),
             id,
+            source: own(inc.source),
             ce_type: inc.ce_type.unwrap_or_default().to_owned(),
             reply_to: own(inc.reply_to),
             causation_id: own(inc.causation_id),

@@ -341,7 +341,7 @@ impl<S: Service> ListenerEnv<S> {
         let (mut tries, mut in_place) = (0, 0);
         loop {
             tries += 1;
-            let (outcome, error) = match self.attempt(msg, &meta, acks, cancel).await {
+            let (outcome, error) = match self.attempt(msg, &meta, acks).await {
                 Ok(settled) => {
                     self.counters.metrics.handled.inc();
                     return Handled::Finished(settled);
@@ -403,7 +403,6 @@ impl<S: Service> ListenerEnv<S> {
         msg: &Received,
         meta: &Arc<Meta>,
         acks: Acks,
-        cancel: &CancellationToken,
     ) -> Result<Settled, Failed> {
         let sink = match self.io.delivery.begin(meta).await.map_err(Failed::Store)? {
             Begun::Fresh(sink) => sink,
@@ -418,7 +417,7 @@ impl<S: Service> ListenerEnv<S> {
         let source = self.setup.source.clone();
         let ctx = Context::<S>::new(producer, codec, source, meta.clone(), sink.clone());
         self.call(ctx, msg.payload().unwrap_or_default()).await?;
-        sink.settle(acks, cancel).await.map_err(Failed::Unsettled)
+        sink.settle(acks).await.map_err(Failed::Unsettled)
     }
 
     /// Runs the handler within its time budget, catching its panic.

@@ -47,10 +47,14 @@ pub enum DeadLetterKind {
     Panic,
     /// The handler exceeded its time budget.
     Timeout,
+    /// An output of a transactional handler could not be published from the store's outbox
+    /// (larger than the broker takes, a partition its topic lacks, or refused for minutes).
+    Publish,
 }
 
 impl DeadLetterKind {
-    /// Every kind.
+    /// The kinds of a listener's failed attempts (every kind but [`Publish`](Self::Publish),
+    /// which is the outbox's).
     pub const ALL: [Self; 5] = [
         Self::Decode,
         Self::UnknownType,
@@ -67,6 +71,7 @@ impl DeadLetterKind {
             Self::Handler => "handler",
             Self::Panic => "panic",
             Self::Timeout => "timeout",
+            Self::Publish => "publish",
         }
     }
 }

@@ -77,6 +77,9 @@ pub struct Meta {
     pub key_bytes: Option<Vec<u8>>,
     /// `ce_id`.
     pub id: String,
+    /// `ce_source`: who produced the record. With `ce_id` it identifies the event (CloudEvents:
+    /// producers keep ids unique per source), so a transactional listener's inbox keys on both.
+    pub source: Option<String>,
     /// `ce_type`.
     pub ce_type: String,
     /// `ce_correlationid` (the record's own id when it had none).

@@ -11,10 +11,10 @@
 //!   is settled once the broker acknowledged them (now, or in the background while the
 //!   partition's next record is handled).
 //! - **Transactional** (the handler takes `Tx`): its SQL, the record's inbox row and its
-//!   outputs (in the outbox) commit together; the committed records are then published from
-//!   memory, before the partition's (or the key's) next record, so each key keeps its order.
-//!   A record handled before is not called again: what its first handling left in the outbox
-//!   goes out instead.
+//!   outputs (in the outbox) commit together, and the record is finished: its outputs can no
+//!   longer be lost. They are published from memory right after the commit, or by the relay
+//!   when an older row of one of their keys is still in the outbox (see `store::outbox` for
+//!   what that guarantees). A record handled before is not called again.
 //! - **Exactly once**: the outputs are staged and leave with the record's offset, in the
 //!   Kafka transaction of the listener's committer.
 //!
@@ -25,15 +25,15 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use super::context::Meta;
 use super::transaction::{self, TxCell};
-use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::produce::transactional::Output;
 use crate::produce::{Pending, Producer};
-use crate::store::{outbox, Store};
+use crate::store::outbox::inflight::InFlight;
+use crate::store::outbox::{self, Route, Sent};
+use crate::store::Store;
 
 /// How a listener's outputs leave, chosen at start from its handler (a `Tx` makes it
 /// transactional) and its `delivery` setting.
@@ -59,8 +59,8 @@ pub(crate) struct Outboxed {
     pub(crate) store: Store,
     /// Publishes the committed outbox rows.
     pub(crate) producer: Producer,
-    /// How a publish the broker refuses is waited out.
-    pub(crate) backoff: Backoff,
+    /// The service's dead-letter topic, for a row that can never be published.
+    pub(crate) dead_letters: String,
 }
 
 /// Where one attempt's outputs go, as its [`Context`](super::context::Context) produces them.
@@ -79,8 +79,8 @@ pub(crate) enum Sink {
 pub(crate) enum Begun {
     /// Call the handler with this sink.
     Fresh(Arc<Sink>),
-    /// Handled before (its inbox row exists): not called again; what its first handling left
-    /// in the outbox was published.
+    /// Handled before (its inbox row exists): not called again. What its first handling left
+    /// in the outbox is the relay's.
     Duplicate,
 }
 
@@ -112,34 +112,39 @@ pub(crate) enum Unsettled {
     NotAcknowledged(Error),
     /// The store did not commit the record's transaction.
     Store(Error),
-    /// The partition was revoked, or the process is stopping, before the committed outputs
-    /// were published: the record is not finished, and whoever handles it next finds its inbox
-    /// row and publishes them first (or the relay does).
-    Revoked,
 }
 
-/// Acknowledgements a finished record still awaits, and the outbox rows to delete once they
-/// land.
+/// Acknowledgements a finished record still awaits.
 #[derive(Debug)]
-pub(crate) struct Acking {
-    pending: Vec<Pending>,
-    rows: Option<(Store, Vec<i64>)>,
+pub(crate) enum Acking {
+    /// Records the handler produced: one not acknowledged fails the record.
+    Produced(Vec<Pending>),
+    /// Committed outbox rows on their way: the record is finished whatever the broker says,
+    /// as its outputs are in the outbox; an acknowledged row is deleted, a failed one goes to
+    /// the relay.
+    Outboxed(Sent, Arc<InFlight>),
 }
 
 impl Acking {
-    /// Waits for the acknowledgements, then hands the outbox rows to the store's batched
-    /// delete (not here: the partition's loop does not poll this future while it handles the
-    /// next record, which may need the connection a delete would hold; SQLite has one).
+    /// Waits for the acknowledgements. Outbox rows are then handed to the store's batched
+    /// delete, or back to the relay (not here: the partition's loop does not poll this future
+    /// while it handles the next record, which may need the connection a delete would hold;
+    /// SQLite has one).
     pub(crate) async fn acked(self) -> Result<()> {
-        let acked = Pending::all(self.pending).await;
-        if let Some((store, ids)) = self.rows {
-            match acked {
-                Ok(()) => store.forget_published(ids),
-                // Left for the record's next delivery, or the relay.
-                Err(_) => store.not_sending(&ids),
+        match self {
+            Self::Produced(pending) => Pending::all(pending).await,
+            Self::Outboxed(sent, inflight) => {
+                left_to_relay(sent.settle(&inflight).await);
+                Ok(())
             }
         }
-        acked
+    }
+}
+
+/// Logs a publish from the outbox that failed: the relay takes its rows over.
+fn left_to_relay(settled: Result<()>) {
+    if let Err(e) = settled {
+        tracing::warn!(error = %e, "publishing from the outbox failed; the relay takes the rows over");
     }
 }
 
@@ -152,21 +157,9 @@ impl Delivery {
             Self::AtLeastOnce => Begun::Fresh(Sink::producer()),
             Self::ExactlyOnce => Begun::Fresh(Arc::new(Sink::Stage(Mutex::default()))),
             Self::Transactional { group, outbox: o } => {
-                match transaction::begin(&o.store, group, &meta.id).await? {
+                match transaction::begin(&o.store, group, meta).await? {
                     Some(cell) => Begun::Fresh(Arc::new(Sink::Outbox(cell, o.clone()))),
-                    None => {
-                        // A crash may have come between its commit and its publish: what it
-                        // produced goes out now, before the records after it.
-                        let source = transaction::source(group, &meta.id);
-                        let n = outbox::publish_left_by(&o.store, &o.producer, &source).await?;
-                        if n > 0 {
-                            tracing::info!(
-                                rows = n,
-                                "published what the record's first handling left behind"
-                            );
-                        }
-                        Begun::Duplicate
-                    }
+                    None => Begun::Duplicate,
                 }
             }
         })
@@ -180,20 +173,13 @@ impl Sink {
     }
 
     /// Settles the outputs of an attempt whose handler succeeded.
-    pub(crate) async fn settle(
-        &self,
-        acks: Acks,
-        cancel: &CancellationToken,
-    ) -> std::result::Result<Settled, Unsettled> {
+    pub(crate) async fn settle(&self, acks: Acks) -> std::result::Result<Settled, Unsettled> {
         match self {
             Sink::Producer(produced) => {
                 let pending = std::mem::take(&mut *produced.lock());
                 match acks {
                     _ if pending.is_empty() => Ok(Settled::Done),
-                    Acks::Background => Ok(Settled::Acking(Acking {
-                        pending,
-                        rows: None,
-                    })),
+                    Acks::Background => Ok(Settled::Acking(Acking::Produced(pending))),
                     Acks::Wait => Pending::all(pending)
                         .await
                         .map(|()| Settled::Done)
@@ -201,52 +187,33 @@ impl Sink {
                 }
             }
             Sink::Stage(staged) => Ok(Settled::Staged(std::mem::take(&mut *staged.lock()))),
-            Sink::Outbox(cell, outbox) => outbox.commit(cell, acks, cancel).await,
+            Sink::Outbox(cell, outbox) => outbox.commit(cell, acks).await,
         }
     }
 }
 
 impl Outboxed {
-    /// Commits the record's transaction with its outbox rows, then publishes them from memory,
-    /// retrying while the broker refuses them, until revoked.
-    async fn commit(
-        &self,
-        cell: &TxCell,
-        acks: Acks,
-        cancel: &CancellationToken,
-    ) -> std::result::Result<Settled, Unsettled> {
-        let committed = transaction::commit(cell).await.map_err(Unsettled::Store)?;
-        let rows = committed.ids.len();
-        let failed = |e: Error, _| {
-            tracing::warn!(error = %e, rows, "publishing the outbox failed; retrying");
-        };
+    /// Commits the record's transaction with its outbox rows, then sends them from memory
+    /// (or wakes the relay, when older rows of their keys come first).
+    async fn commit(&self, cell: &TxCell, acks: Acks) -> std::result::Result<Settled, Unsettled> {
+        let committed = transaction::commit(cell, self)
+            .await
+            .map_err(Unsettled::Store)?;
+        let inflight = self.store.inflight();
+        if committed.ids.is_empty() {
+            return Ok(Settled::Done);
+        }
+        if committed.route == Route::Relay {
+            inflight.wake_relay();
+            return Ok(Settled::Done);
+        }
+        inflight.sending(&committed.ids);
+        let sent = outbox::send(&self.producer, &committed).await;
         match acks {
+            Acks::Background => Ok(Settled::Acking(Acking::Outboxed(sent, inflight))),
             Acks::Wait => {
-                let publish = || outbox::publish(&self.store, &self.producer, &committed);
-                self.backoff
-                    .retry_until_cancelled(cancel, publish, failed)
-                    .await
-                    .map(|()| Settled::Done)
-                    .ok_or(Unsettled::Revoked)
-            }
-            Acks::Background => {
-                // Not the relay's while this process publishes them.
-                self.store.sending(&committed.ids);
-                let send = || outbox::send(&self.producer, &committed.records);
-                match self
-                    .backoff
-                    .retry_until_cancelled(cancel, send, failed)
-                    .await
-                {
-                    Some(pending) => Ok(Settled::Acking(Acking {
-                        pending,
-                        rows: Some((self.store.clone(), committed.ids)),
-                    })),
-                    None => {
-                        self.store.not_sending(&committed.ids);
-                        Err(Unsettled::Revoked)
-                    }
-                }
+                left_to_relay(sent.settle_now(&self.store).await);
+                Ok(Settled::Done)
             }
         }
     }

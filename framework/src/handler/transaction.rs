@@ -4,7 +4,6 @@
 
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::any::AnyQueryResult;
 use sqlx::{Any, AnyConnection, Execute, Transaction};
@@ -16,7 +15,7 @@ use crate::codec::Codec;
 use crate::contract::service::Service;
 use crate::error::{Error, Result};
 use crate::produce::Producer;
-use crate::store::outbox::{self, Committed, OutboxRecord};
+use crate::store::outbox::{self, Committed, Origin, OutboxRecord, Route};
 use crate::store::{inbox, Store};
 
 /// A record's open transaction and the outbox rows its handler produced.
@@ -55,33 +54,52 @@ impl TxCell {
     }
 }
 
-/// Begins a record's transaction on `store` and claims its inbox row for `group`: `None` when
-/// the group handled `id` before (the record is to be skipped).
-pub(crate) async fn begin(store: &Store, group: &str, id: &str) -> Result<Option<Arc<TxCell>>> {
+/// Begins the transaction of the record `meta` describes on `store` and claims its inbox row
+/// for `group`: `None` when the group handled the event before (the record is to be skipped).
+pub(crate) async fn begin(store: &Store, group: &str, meta: &Meta) -> Result<Option<Arc<TxCell>>> {
     let mut tx = store.pool().begin().await.map_err(|source| Error::Store {
         what: "beginning a transaction".into(),
         source,
     })?;
-    if !inbox::claim(&mut tx, group, id).await? {
+    let event = inbox::EventId {
+        source: meta.source.as_deref().unwrap_or_default(),
+        id: &meta.id,
+    };
+    if !inbox::claim(&mut tx, group, event).await? {
         return Ok(None);
     }
-    Ok(Some(TxCell::new(tx, Some(source(group, id)))))
+    Ok(Some(TxCell::new(tx, Some(source(group, &meta.id)))))
 }
 
 /// Commits a handled record's transaction with the outbox rows its handler produced: their
-/// ids and records, to publish.
-pub(crate) async fn commit(cell: &TxCell) -> Result<Committed> {
+/// ids and records, to publish, and whether this process sends them from memory (claimed in
+/// the transaction) or the relay does.
+pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
     let (mut tx, records) = cell
         .finish()
         .await
         .expect("a handler's transaction is finished once");
-    let ids = outbox::insert(&mut tx, &records, cell.source.as_deref()).await?;
+    let publisher = to.store.inflight().direct;
+    let route = match records.is_empty() {
+        true => Route::Direct,
+        false => outbox::route(&mut tx, &records, publisher).await?,
+    };
+    let origin = Origin {
+        source: cell.source.as_deref(),
+        dead_letters: &to.dead_letters,
+    };
+    let backend = to.store.backend();
+    let ids = outbox::insert(&mut tx, backend, &records, origin, route, publisher).await?;
     tx.commit().await.map_err(|source| Error::Store {
         what: "committing".into(),
         source,
     })?;
     crate::store::crash_point();
-    Ok(Committed { ids, records })
+    Ok(Committed {
+        ids,
+        records,
+        route,
+    })
 }
 
 /// The record's database transaction, as a handler argument: a listener whose handler takes
@@ -187,8 +205,7 @@ impl<S> FromContext<S> for Tx {
 pub struct StoreTx<S> {
     ctx: Context<S>,
     cell: Arc<TxCell>,
-    store: Store,
-    producer: Producer,
+    outbox: Arc<Outboxed>,
 }
 
 impl<S> std::fmt::Debug for StoreTx<S> {
@@ -218,20 +235,14 @@ impl<S: Service> StoreTx<S> {
             id,
             ..Meta::default()
         };
-        // Its commit publishes once (the relay takes over on failure): no backoff of its own.
         let outbox = Arc::new(Outboxed {
             store: store.clone(),
             producer: producer.clone(),
-            backoff: crate::backoff::Backoff::new(Duration::ZERO, Duration::ZERO),
+            dead_letters: S::ID.dlq().to_string(),
         });
-        let sink = Arc::new(Sink::Outbox(cell.clone(), outbox));
-        let ctx = Context::new(producer.clone(), codec, source, Arc::new(meta), sink);
-        Ok(Self {
-            ctx,
-            cell,
-            store: store.clone(),
-            producer,
-        })
+        let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
+        let ctx = Context::new(producer, codec, source, Arc::new(meta), sink);
+        Ok(Self { ctx, cell, outbox })
     }
 
     /// The transaction's connection, for `sqlx` queries (a listener's [`Tx`] is its connection itself).
@@ -244,10 +255,13 @@ impl<S: Service> StoreTx<S> {
         &self.ctx
     }
 
-    /// Commits, then publishes what was emitted or sent and waits for the broker. When the
-    /// publish fails the rows stay in the outbox and the relay publishes them; the error says so.
+    /// Commits, then publishes what was emitted or sent and waits for the broker (or, when
+    /// older rows of their keys are still in the outbox, leaves them to the relay, which
+    /// publishes them after those). When the publish fails the rows stay in the outbox and the
+    /// relay publishes them; the error says so.
     pub async fn commit(self) -> Result<()> {
-        let committed = commit(&self.cell).await?;
-        outbox::publish(&self.store, &self.producer, &committed).await
+        let committed = commit(&self.cell, &self.outbox).await?;
+        let (store, producer) = (&self.outbox.store, &self.outbox.producer);
+        outbox::publish(store, producer, &committed).await
     }
 }

@@ -32,6 +32,8 @@ pub(crate) enum Condition {
     Kafka,
     /// The schema registry cannot be reached or refuses the login.
     Registry,
+    /// An outbox row keeps failing to be published (it holds up the later rows of its key).
+    Outbox,
 }
 
 /// The process's health, fed by its listeners' poll threads.

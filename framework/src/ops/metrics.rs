@@ -56,6 +56,18 @@ fn duration_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+/// The outbox's metrics, fed by the relay of the app's store.
+#[derive(Debug, Default)]
+pub(crate) struct OutboxMetrics {
+    /// Rows the relay published (left by a crash, given back after a failed publish, or
+    /// queued behind an older row of their key).
+    pub(crate) relayed: Counter,
+    /// Failed tries at publishing a row.
+    pub(crate) failed: Counter,
+    /// Rows that could never be published, written to their service's DLQ.
+    pub(crate) dead_lettered: Counter,
+}
+
 /// Every metric family of one app.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -76,6 +88,7 @@ pub(crate) struct Metrics {
     commits_failed: Family<ListenerLabels, Counter>,
     producer_queue: Gauge,
     produce: Arc<ProduceMetrics>,
+    outbox: Arc<OutboxMetrics>,
 }
 
 impl Default for Metrics {
@@ -98,6 +111,7 @@ impl Default for Metrics {
             commits_failed: Family::default(),
             producer_queue: Gauge::default(),
             produce: Arc::default(),
+            outbox: Arc::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -176,6 +190,21 @@ impl Default for Metrics {
             m.produce.latency.clone(),
         );
         r.register(
+            "atoll_outbox_relayed",
+            "Outbox rows the relay published (left by a crash, given back after a failed publish, or queued behind an older row of their key)",
+            m.outbox.relayed.clone(),
+        );
+        r.register(
+            "atoll_outbox_publish_failures",
+            "Failed tries at publishing an outbox row",
+            m.outbox.failed.clone(),
+        );
+        r.register(
+            "atoll_outbox_dead_lettered",
+            "Outbox rows that could never be published, written to their service's DLQ",
+            m.outbox.dead_lettered.clone(),
+        );
+        r.register(
             "atoll_commit_duration_seconds",
             "Time from an offset commit request to the broker's answer",
             m.commit_duration.clone(),
@@ -198,6 +227,11 @@ impl Metrics {
     /// What the producer counts into.
     pub(crate) fn produce(&self) -> Arc<ProduceMetrics> {
         self.produce.clone()
+    }
+
+    /// The outbox's metrics, for the store's relay.
+    pub(crate) fn outbox(&self) -> Arc<OutboxMetrics> {
+        self.outbox.clone()
     }
 
     /// The metrics of one listener (created on first use).
@@ -270,14 +304,17 @@ impl FailedCounters {
         }
     }
 
-    /// The series of `kind`; a new kind fails to compile here until it has one.
-    fn of(&self, kind: DeadLetterKind) -> &Counter {
+    /// The series of `kind`; a new kind fails to compile here until it has one. `None` for
+    /// [`DeadLetterKind::Publish`], which is no attempt of a listener's (the outbox counts it
+    /// in `atoll_outbox_dead_lettered_total`).
+    fn of(&self, kind: DeadLetterKind) -> Option<&Counter> {
         match kind {
-            DeadLetterKind::Decode => &self.decode,
-            DeadLetterKind::UnknownType => &self.unknown_type,
-            DeadLetterKind::Handler => &self.handler,
-            DeadLetterKind::Panic => &self.panic,
-            DeadLetterKind::Timeout => &self.timeout,
+            DeadLetterKind::Decode => Some(&self.decode),
+            DeadLetterKind::UnknownType => Some(&self.unknown_type),
+            DeadLetterKind::Handler => Some(&self.handler),
+            DeadLetterKind::Panic => Some(&self.panic),
+            DeadLetterKind::Timeout => Some(&self.timeout),
+            DeadLetterKind::Publish => None,
         }
     }
 }
@@ -311,7 +348,9 @@ pub(crate) struct ListenerMetrics {
 impl ListenerMetrics {
     /// Counts a failed attempt of `kind`.
     pub(crate) fn failed(&self, kind: DeadLetterKind) {
-        self.failed.of(kind).inc();
+        if let Some(series) = self.failed.of(kind) {
+            series.inc();
+        }
     }
 
     /// Observes a duration in seconds into `histogram`.
@@ -394,6 +433,7 @@ mod tests {
             "atoll_records_produced_total 1",
             "atoll_produce_errors_total 0",
             "atoll_produce_latency_seconds_count 1",
+            "atoll_outbox_dead_lettered_total 0",
             r#"atoll_handler_duration_seconds_count{service="acme.shop.orders",listener="place_order"} 1"#,
             "atoll_producer_queue_depth 7",
         ] {

@@ -1,5 +1,6 @@
-//! The inbox: which records each transactional listener has handled, by consumer group and
-//! `ce_id`. A record's row is inserted in the transaction of its handler's effects, so a
+//! The inbox: which events each transactional listener has handled, by consumer group,
+//! `ce_source` and `ce_id` (CloudEvents makes ids unique per source only: two producers may
+//! reuse one id). A record's row is inserted in the transaction of its handler's effects, so a
 //! redelivered record finds it and is skipped: its effects, and its outbox rows, exist already.
 
 use sqlx::{AnyConnection, AssertSqlSafe};
@@ -7,15 +8,29 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 use super::{now_ms, Backend, Store};
 use crate::error::{Error, Result};
 
-/// Claims `ce_id` for `group` within the caller's transaction: `true` when this is its first
+/// What identifies an event: its `ce_source` (empty when the record has none) and `ce_id` (a
+/// record without one is known by topic, partition and offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EventId<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) id: &'a str,
+}
+
+/// Claims `event` for `group` within the caller's transaction: `true` when this is its first
 /// delivery, `false` when the group handled it before.
-pub(crate) async fn claim(conn: &mut AnyConnection, group: &str, ce_id: &str) -> Result<bool> {
+pub(crate) async fn claim(
+    conn: &mut AnyConnection,
+    group: &str,
+    event: EventId<'_>,
+) -> Result<bool> {
     let done = sqlx::query(
-        "INSERT INTO atoll_inbox (consumer_group, ce_id, received_at) VALUES ($1, $2, $3)
-         ON CONFLICT (consumer_group, ce_id) DO NOTHING",
+        "INSERT INTO atoll_inbox (consumer_group, ce_source, ce_id, received_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (consumer_group, ce_source, ce_id) DO NOTHING",
     )
     .bind(group)
-    .bind(ce_id)
+    .bind(event.source)
+    .bind(event.id)
     .bind(now_ms())
     .execute(conn)
     .await

@@ -27,7 +27,10 @@ use sqlx::AnyPool;
 use crate::config::secret::redact_url;
 use crate::config::store::StoreConfig;
 use crate::error::{Error, Result};
+use crate::ops::health::{Condition, Health};
+use crate::ops::metrics::{Metrics, OutboxMetrics};
 use crate::produce::Producer;
+use outbox::inflight::InFlight;
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,34 @@ impl Backend {
             )))
         }
     }
+
+    /// SQL for the database's clock, in milliseconds since the Unix epoch. Leases and backoffs
+    /// of outbox rows are kept in it: every process on the database then reads one clock.
+    pub(crate) fn now_ms_sql(self) -> &'static str {
+        match self {
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        }
+    }
+
+    /// SQL for "`id` is one of the ids bound as parameter `$param`" (see
+    /// [`id_list`](Self::id_list)): one statement text whatever the number of ids, so the
+    /// database prepares it once.
+    pub(crate) fn id_in(self, param: usize) -> String {
+        match self {
+            Self::Postgres => format!("id = ANY(CAST(string_to_array(${param}, ',') AS BIGINT[]))"),
+            Self::Sqlite => format!("id IN (SELECT value FROM json_each(${param}))"),
+        }
+    }
+
+    /// `ids` as the one parameter [`id_in`](Self::id_in) takes.
+    pub(crate) fn id_list(self, ids: &[i64]) -> String {
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        match self {
+            Self::Postgres => list,
+            Self::Sqlite => format!("[{list}]"),
+        }
+    }
 }
 
 /// A connected, migrated store: a pool of database connections.
@@ -59,19 +90,7 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    published: Arc<Published>,
-}
-
-/// Outbox rows published and acknowledged, waiting to be deleted in batches by one task: a
-/// delete per record would cost a transaction (and a sync) per record.
-#[derive(Debug, Default)]
-struct Published {
-    ids: parking_lot::Mutex<Vec<i64>>,
-    wake: tokio::sync::Notify,
-    task: OnceLock<()>,
-    /// Rows this process is publishing (sent, not yet deleted): a record delivered again
-    /// must not publish them a second time.
-    sending: parking_lot::Mutex<std::collections::HashSet<i64>>,
+    inflight: Arc<InFlight>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -140,7 +159,7 @@ impl Store {
         let store = Self {
             pool,
             backend,
-            published: Arc::default(),
+            inflight: Arc::default(),
         };
         let mut conn = store.acquire().await?;
         schema::migrate(&mut conn, backend).await?;
@@ -169,51 +188,11 @@ impl Store {
         })
     }
 
-    /// Marks outbox rows as being published by this process, until
-    /// [`forget_published`](Self::forget_published) deletes them.
-    pub(crate) fn sending(&self, ids: &[i64]) {
-        self.published.sending.lock().extend(ids.iter().copied());
-    }
-
-    /// Unmarks rows whose publish failed: the record's next delivery, or the relay, publishes
-    /// them.
-    pub(crate) fn not_sending(&self, ids: &[i64]) {
-        let mut sending = self.published.sending.lock();
-        for id in ids {
-            sending.remove(id);
-        }
-    }
-
-    /// Whether this process is publishing outbox row `id`.
-    pub(crate) fn is_sending(&self, id: i64) -> bool {
-        self.published.sending.lock().contains(&id)
-    }
-
-    /// Deletes these published outbox rows soon, batched with others. Rows a crash keeps from
-    /// being deleted are published again by the relay: repeats that keep their `ce_id`.
-    pub(crate) fn forget_published(&self, ids: Vec<i64>) {
-        if ids.is_empty() {
-            return;
-        }
-        self.published.ids.lock().extend(ids);
-        self.published.task.get_or_init(|| {
-            let store = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    store.published.wake.notified().await;
-                    // Gather what the next records publish meanwhile.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    let ids = std::mem::take(&mut *store.published.ids.lock());
-                    for chunk in ids.chunks(1_000) {
-                        if let Err(e) = outbox::delete(&store, chunk).await {
-                            tracing::warn!(error = %e, rows = chunk.len(), "deleting published outbox rows failed; the relay will publish them again");
-                        }
-                    }
-                    store.not_sending(&ids);
-                }
-            });
-        });
-        self.published.wake.notify_one();
+    /// What this process is publishing from the outbox (the task writing the broker's
+    /// answers runs from the first call on).
+    pub(crate) fn inflight(&self) -> Arc<InFlight> {
+        self.inflight.start(self);
+        self.inflight.clone()
     }
 
     /// The connection pool, for queries outside a listener.
@@ -240,9 +219,11 @@ impl Store {
 pub(crate) struct StoreSlot(Arc<OnceLock<Store>>);
 
 impl StoreSlot {
-    /// Makes `store` available to the routes.
-    pub(crate) fn set(&self, store: Store) {
-        let _ = self.0.set(store);
+    /// Makes `store`, if the process has one, available to the routes.
+    pub(crate) fn set(&self, store: Option<&Store>) {
+        if let Some(store) = store {
+            let _ = self.0.set(store.clone());
+        }
     }
 }
 
@@ -289,48 +270,90 @@ pub(crate) fn crash_point() {
     }
 }
 
-/// How often the relay looks for outbox rows left behind, and how old they must be: older
-/// than any publish in progress right after a commit.
+/// How often the relay looks for outbox rows without waiting to be woken (rows another
+/// process gave back, or leases that ran out).
 const RELAY_EVERY: Duration = Duration::from_secs(1);
-const RELAY_GRACE_MS: i64 = 5_000;
+/// How many rows the relay claims at a time.
+const RELAY_BATCH: i64 = 500;
 /// How often old inbox rows are pruned, and how many per statement.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const PRUNE_BATCH: i64 = 10_000;
 
-/// The store's background work until `stop`: the outbox relay (rows a crash or a failed
-/// publish left behind are published, oldest first) and the pruning of inbox rows older than
-/// `retention`.
+/// What the store's background work reports to.
+#[derive(Debug, Clone)]
+pub(crate) struct Watch {
+    health: Arc<Health>,
+    metrics: Arc<OutboxMetrics>,
+}
+
+impl Watch {
+    /// Reports to the app's `health` and its outbox `metrics`.
+    pub(crate) fn new(health: &Arc<Health>, metrics: &Metrics) -> Self {
+        Self {
+            health: health.clone(),
+            metrics: metrics.outbox(),
+        }
+    }
+}
+
+/// The store's background work until `stop`: the outbox relay (woken by the commit path, or
+/// every second) and the pruning of inbox rows older than `retention`.
 pub(crate) async fn background(
     store: Store,
     producer: Producer,
     retention: Duration,
+    watch: Watch,
     stop: CancellationToken,
 ) {
+    let inflight = store.inflight();
     let mut relay = tokio::time::interval(RELAY_EVERY);
+    relay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = relay.tick() => {
-                match outbox::relay_once(&store, &producer, RELAY_GRACE_MS, 500).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "outbox relay published rows left behind"),
-                    Err(e) => tracing::warn!(error = %e, "outbox relay failed; trying again"),
+            () = inflight.relay_woken() => relay_all(&store, &producer, &watch, &stop).await,
+            _ = relay.tick() => relay_all(&store, &producer, &watch, &stop).await,
+            _ = prune.tick() => prune_inbox(&store, now_ms().saturating_sub(retention_ms)).await,
+        }
+    }
+}
+
+/// Relays until a pass finds fewer rows than it could take, then shows what keeps failing on
+/// the readiness probe.
+async fn relay_all(store: &Store, producer: &Producer, watch: &Watch, stop: &CancellationToken) {
+    loop {
+        match outbox::relay::relay_once(store, producer, RELAY_BATCH, &watch.metrics).await {
+            Ok(pass) => {
+                if pass.published > 0 {
+                    tracing::info!(rows = pass.published, "outbox relay published rows");
+                }
+                if pass.claimed < RELAY_BATCH as usize || stop.is_cancelled() {
+                    break;
                 }
             }
-            _ = prune.tick() => {
-                let before = now_ms().saturating_sub(retention_ms);
-                loop {
-                    match inbox::prune(&store, before, PRUNE_BATCH).await {
-                        Ok(n) if n as i64 == PRUNE_BATCH => continue,
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "pruning the inbox failed; trying later");
-                            break;
-                        }
-                    }
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox relay failed; trying again");
+                break;
+            }
+        }
+    }
+    match outbox::relay::failing(store).await {
+        Ok(why) => watch.health.condition(Condition::Outbox, why),
+        Err(e) => tracing::warn!(error = %e, "reading the outbox's failing rows failed"),
+    }
+}
+
+/// Deletes inbox rows received before `before`, a batch at a time.
+async fn prune_inbox(store: &Store, before: i64) {
+    loop {
+        match inbox::prune(store, before, PRUNE_BATCH).await {
+            Ok(n) if n as i64 == PRUNE_BATCH => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning the inbox failed; trying later");
+                break;
             }
         }
     }
@@ -352,20 +375,33 @@ mod tests {
         (Store::connect(&config).await.unwrap(), dir)
     }
 
+    fn event<'a>(source: &'a str, id: &'a str) -> inbox::EventId<'a> {
+        inbox::EventId { source, id }
+    }
+
     #[tokio::test]
-    async fn the_inbox_claims_once_per_group_and_prunes_old_rows() {
+    async fn the_inbox_claims_once_per_group_and_event_and_prunes_old_rows() {
         let (store, dir) = sqlite("inbox").await;
         let mut tx = store.pool().begin().await.unwrap();
-        assert!(inbox::claim(&mut tx, "g1", "e1").await.unwrap());
-        assert!(
-            !inbox::claim(&mut tx, "g1", "e1").await.unwrap(),
-            "a repeat"
-        );
-        assert!(
-            inbox::claim(&mut tx, "g2", "e1").await.unwrap(),
-            "another group"
-        );
+        for (group, source, id, first, why) in [
+            ("g1", "s", "e1", true, "a first delivery"),
+            ("g1", "s", "e1", false, "a repeat"),
+            ("g2", "s", "e1", true, "another group"),
+            // Two producers may reuse an id: the event is the pair.
+            ("g1", "t", "e1", true, "the same id from another source"),
+            ("g1", "", "e1", true, "the same id without a source"),
+            ("g1", "", "e1", false, "a repeat without a source"),
+        ] {
+            let claimed = inbox::claim(&mut tx, group, event(source, id))
+                .await
+                .unwrap();
+            assert_eq!(claimed, first, "{why}");
+        }
         tx.commit().await.unwrap();
+        sqlx::query("DELETE FROM atoll_inbox WHERE ce_source <> 's'")
+            .execute(store.pool())
+            .await
+            .unwrap();
         sqlx::query("UPDATE atoll_inbox SET received_at = 5 WHERE consumer_group = 'g1'")
             .execute(store.pool())
             .await
@@ -389,11 +425,11 @@ mod tests {
     async fn a_rolled_back_transaction_leaves_no_inbox_row() {
         let (store, dir) = sqlite("rollback").await;
         let mut tx = store.pool().begin().await.unwrap();
-        assert!(inbox::claim(&mut tx, "g", "e").await.unwrap());
+        assert!(inbox::claim(&mut tx, "g", event("s", "e")).await.unwrap());
         drop(tx);
         let mut tx = store.pool().begin().await.unwrap();
         assert!(
-            inbox::claim(&mut tx, "g", "e").await.unwrap(),
+            inbox::claim(&mut tx, "g", event("s", "e")).await.unwrap(),
             "claimable again"
         );
         std::fs::remove_dir_all(dir).unwrap();

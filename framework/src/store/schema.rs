@@ -77,11 +77,89 @@ const MIGRATIONS: &[Migration] = &[
         postgres: &[OUTBOX_SOURCE, OUTBOX_SOURCE_INDEX],
         sqlite: &[OUTBOX_SOURCE, OUTBOX_SOURCE_INDEX],
     },
+    Migration {
+        version: 4,
+        name: "outbox claims, failures and dead letters",
+        postgres: &[
+            "ALTER TABLE atoll_outbox ADD COLUMN available_at BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE atoll_outbox ADD COLUMN claimed_by BIGINT",
+            "ALTER TABLE atoll_outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE atoll_outbox ADD COLUMN last_error TEXT",
+            "ALTER TABLE atoll_outbox ADD COLUMN dead_letter_topic TEXT",
+            OUTBOX_KEY_INDEX,
+            OUTBOX_FAILING_INDEX,
+            "CREATE TABLE atoll_outbox_dead (
+            id BIGINT PRIMARY KEY,
+            topic TEXT NOT NULL,
+            record_partition INTEGER,
+            record_key BYTEA,
+            payload BYTEA NOT NULL,
+            headers BYTEA NOT NULL,
+            ce_id TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            source TEXT,
+            attempts INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            failed_at BIGINT NOT NULL)",
+        ],
+        sqlite: &[
+            "ALTER TABLE atoll_outbox ADD COLUMN available_at INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE atoll_outbox ADD COLUMN claimed_by INTEGER",
+            "ALTER TABLE atoll_outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE atoll_outbox ADD COLUMN last_error TEXT",
+            "ALTER TABLE atoll_outbox ADD COLUMN dead_letter_topic TEXT",
+            OUTBOX_KEY_INDEX,
+            OUTBOX_FAILING_INDEX,
+            "CREATE TABLE atoll_outbox_dead (
+            id INTEGER PRIMARY KEY,
+            topic TEXT NOT NULL,
+            record_partition INTEGER,
+            record_key BLOB,
+            payload BLOB NOT NULL,
+            headers BLOB NOT NULL,
+            ce_id TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            source TEXT,
+            attempts INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            failed_at INTEGER NOT NULL)",
+        ],
+    },
+    Migration {
+        version: 5,
+        name: "the inbox knows each event's source",
+        postgres: &[
+            "ALTER TABLE atoll_inbox ADD COLUMN ce_source TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE atoll_inbox DROP CONSTRAINT atoll_inbox_pkey",
+            "ALTER TABLE atoll_inbox ADD PRIMARY KEY (consumer_group, ce_source, ce_id)",
+        ],
+        // SQLite cannot change a table's primary key: a new table takes the rows over.
+        sqlite: &[
+            "CREATE TABLE atoll_inbox_v5 (
+            consumer_group TEXT NOT NULL,
+            ce_source TEXT NOT NULL,
+            ce_id TEXT NOT NULL,
+            received_at INTEGER NOT NULL,
+            PRIMARY KEY (consumer_group, ce_source, ce_id))",
+            "INSERT INTO atoll_inbox_v5 (consumer_group, ce_source, ce_id, received_at)
+            SELECT consumer_group, '', ce_id, received_at FROM atoll_inbox",
+            "DROP TABLE atoll_inbox",
+            "ALTER TABLE atoll_inbox_v5 RENAME TO atoll_inbox",
+            "CREATE INDEX atoll_inbox_received_at ON atoll_inbox (received_at)",
+        ],
+    },
 ];
 
-/// The record (consumer group and inbox id) whose handling wrote an outbox row: when that
-/// record is delivered again after a crash, its rows are published before the records after
-/// it (see `outbox::publish_left_by`).
+/// A key's rows in order: for the check that no older row of a key is held (see
+/// `outbox::route` and the relay's claim).
+const OUTBOX_KEY_INDEX: &str =
+    "CREATE INDEX atoll_outbox_key ON atoll_outbox (topic, record_key, id)";
+/// The rows that failed at least once, for the readiness probe (few, so a partial index).
+const OUTBOX_FAILING_INDEX: &str =
+    "CREATE INDEX atoll_outbox_failing ON atoll_outbox (id) WHERE attempts > 0";
+
+/// The record (consumer group and inbox id) whose handling wrote an outbox row: the dead letter
+/// of a row that can never be published names its group.
 const OUTBOX_SOURCE: &str = "ALTER TABLE atoll_outbox ADD COLUMN source TEXT";
 const OUTBOX_SOURCE_INDEX: &str = "CREATE INDEX atoll_outbox_source ON atoll_outbox (source)";
 

@@ -123,7 +123,6 @@ fn owned_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
     )
 }
 
-
 /// Where an outbox row came from: the record whose handling wrote it (none outside
 /// listeners), and the dead-letter topic of its service, should it never be publishable.
 #[derive(Debug, Clone, Copy)]
@@ -275,6 +274,26 @@ impl Sent {
     /// Waits for the acknowledgements; hands acknowledged rows to `inflight` for deletion and
     /// the others back to the relay. The first failure, if any.
     pub(crate) async fn settle(self, inflight: &InFlight) -> Result<()> {
+        let (acked, first) = self.answers(inflight).await;
+        inflight.acked(acked);
+        first.map_or(Ok(()), Err)
+    }
+
+    /// As [`settle`](Self::settle), deleting the acknowledged rows before it returns (for a
+    /// caller that reads the outbox next: a test bed, a transaction outside listeners).
+    pub(crate) async fn settle_now(self, store: &Store) -> Result<()> {
+        let inflight = store.inflight();
+        let (acked, first) = self.answers(&inflight).await;
+        match delete(store, &acked).await {
+            Ok(()) => inflight.forget(&acked),
+            // Left for the batched delete.
+            Err(_) => inflight.acked(acked),
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The rows the broker acknowledged, and the first failure; the failed rows are given back.
+    async fn answers(self, inflight: &InFlight) -> (Vec<i64>, Option<Error>) {
         let mut first = None;
         let mut acked = Vec::with_capacity(self.pending.len());
         let mut failed = Vec::new();
@@ -291,9 +310,8 @@ impl Sent {
             failed.extend(ids);
             first.get_or_insert(e);
         }
-        inflight.acked(acked);
         inflight.give_back(failed);
-        first.map_or(Ok(()), Err)
+        (acked, first)
     }
 }
 
@@ -314,7 +332,11 @@ pub(crate) async fn delete(store: &Store, ids: &[i64]) -> Result<()> {
 
 /// Publishes a committed transaction's records from memory and waits for the broker. On
 /// failure the rows go back to the relay.
-pub(crate) async fn publish(store: &Store, producer: &Producer, committed: &Committed) -> Result<()> {
+pub(crate) async fn publish(
+    store: &Store,
+    producer: &Producer,
+    committed: &Committed,
+) -> Result<()> {
     let inflight = store.inflight();
     match committed.route {
         Route::Relay => {
@@ -323,7 +345,7 @@ pub(crate) async fn publish(store: &Store, producer: &Producer, committed: &Comm
         }
         Route::Direct => {
             inflight.sending(&committed.ids);
-            send(producer, committed).await.settle(&inflight).await
+            send(producer, committed).await.settle_now(store).await
         }
     }
 }
@@ -349,5 +371,4 @@ mod tests {
         let owned = owned_headers(&headers);
         assert_eq!(header_pairs(&owned), headers);
     }
-
 }

@@ -1,0 +1,225 @@
+//! The rows this process is publishing, and what becomes of them once the broker answered.
+//!
+//! A publisher (the commit path, or this process's relay) claims a row for [`LEASE_MS`] of the
+//! database's clock. While the row is on its way its lease is renewed every
+//! [`RENEW_EVERY`], so no other publisher takes it however slow the broker is; should the
+//! process die, renewals stop and the lease runs out. Once the broker answered, an
+//! acknowledged row is deleted and a failed one is given back (its claim dropped, free at
+//! once), and the relay is woken to take it. Deletes and give-backs are batched by one task,
+//! one statement each: a statement per record would cost a transaction (and a sync) per
+//! record. A batch the database refuses is kept for the next round, never dropped: a row
+//! acknowledged but not deleted would be published again.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sqlx::AssertSqlSafe;
+use tokio::sync::Notify;
+
+use super::LEASE_MS;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// How often the leases of rows on their way are renewed: well within [`LEASE_MS`].
+pub(crate) const RENEW_EVERY: Duration = Duration::from_millis(LEASE_MS as u64 / 3);
+/// How long the task gathers answers before a batch (what the next records publish meanwhile).
+const GATHER: Duration = Duration::from_millis(10);
+/// Rows per statement.
+const CHUNK: usize = 1_000;
+
+/// This process's publishing: its claims' identities, the rows it is sending, and the answers
+/// waiting to be written.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    /// The commit path's identity in `claimed_by`: rows it claimed in their transaction.
+    pub(crate) direct: i64,
+    /// The relay's identity in `claimed_by`: distinct from `direct`, so that a transaction
+    /// does not send a key's rows before older ones this process's relay has claimed but not
+    /// yet handed to the producer.
+    pub(crate) relay: i64,
+    /// Rows claimed and not yet answered: their leases are renewed.
+    sending: Mutex<HashSet<i64>>,
+    /// Acknowledged rows to delete.
+    acked: Mutex<Vec<i64>>,
+    /// Rows whose publish failed, to give back to the relay.
+    failed: Mutex<Vec<i64>>,
+    wake: Notify,
+    relay_wake: Notify,
+    task: OnceLock<()>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        // Random, positive, distinct: two processes never share one.
+        let direct = (rand::random::<u64>() >> 2) as i64 + 1;
+        Self {
+            direct,
+            relay: -direct,
+            sending: Mutex::default(),
+            acked: Mutex::default(),
+            failed: Mutex::default(),
+            wake: Notify::new(),
+            relay_wake: Notify::new(),
+            task: OnceLock::new(),
+        }
+    }
+}
+
+impl InFlight {
+    /// Rows just claimed and about to be sent: their leases are renewed until answered.
+    pub(crate) fn sending(&self, ids: &[i64]) {
+        self.sending.lock().extend(ids.iter().copied());
+    }
+
+    /// Rows no longer on their way, settled by the caller: their leases are no longer renewed.
+    pub(crate) fn forget(&self, ids: &[i64]) {
+        forget(&self.sending, ids);
+    }
+
+    /// Rows the broker acknowledged: deleted soon.
+    pub(crate) fn acked(&self, ids: Vec<i64>) {
+        if !ids.is_empty() {
+            self.acked.lock().extend(ids);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Rows whose publish failed: given back to the relay soon.
+    pub(crate) fn give_back(&self, ids: Vec<i64>) {
+        if !ids.is_empty() {
+            self.failed.lock().extend(ids);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wakes the relay: rows are waiting for it.
+    pub(crate) fn wake_relay(&self) {
+        self.relay_wake.notify_one();
+    }
+
+    /// Resolves when [`wake_relay`](Self::wake_relay) was called (since the last time).
+    pub(crate) async fn relay_woken(&self) {
+        self.relay_wake.notified().await;
+    }
+
+    /// Starts the task that writes the answers and renews the leases, once per store.
+    pub(crate) fn start(&self, store: &Store) {
+        self.task.get_or_init(|| {
+            tokio::spawn(bookkeeping(store.clone()));
+        });
+    }
+}
+
+/// Writes answers as they come and renews leases every [`RENEW_EVERY`], for the process's life.
+async fn bookkeeping(store: Store) {
+    let inflight = store.inflight();
+    let mut renew = tokio::time::interval(RENEW_EVERY);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = inflight.wake.notified() => tokio::time::sleep(GATHER).await,
+            _ = renew.tick() => {
+                if let Err(e) = renew_leases(&store).await {
+                    tracing::warn!(error = %e, "renewing the outbox rows' leases failed; trying again");
+                }
+            }
+        }
+        if let Err(e) = write_answers(&store).await {
+            tracing::warn!(error = %e, "writing what the broker answered to the outbox failed; trying again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            inflight.wake.notify_one();
+        }
+    }
+}
+
+/// Deletes the acknowledged rows and gives back the failed ones; what the database refuses
+/// stays for the next round.
+async fn write_answers(store: &Store) -> Result<()> {
+    let inflight = store.inflight();
+    let acked = std::mem::take(&mut *inflight.acked.lock());
+    let failed = std::mem::take(&mut *inflight.failed.lock());
+    let mut left = (Vec::new(), Vec::new());
+    let mut first_err = None;
+    for chunk in acked.chunks(CHUNK) {
+        match super::delete(store, chunk).await {
+            Ok(()) => forget(&inflight.sending, chunk),
+            Err(e) => {
+                left.0.extend_from_slice(chunk);
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    for chunk in failed.chunks(CHUNK) {
+        match give_back(store, chunk).await {
+            Ok(()) => forget(&inflight.sending, chunk),
+            Err(e) => {
+                left.1.extend_from_slice(chunk);
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        inflight.wake_relay();
+    }
+    inflight.acked.lock().extend(left.0);
+    inflight.failed.lock().extend(left.1);
+    first_err.map_or(Ok(()), Err)
+}
+
+fn forget(sending: &Mutex<HashSet<i64>>, ids: &[i64]) {
+    let mut sending = sending.lock();
+    for id in ids {
+        sending.remove(id);
+    }
+}
+
+/// Drops this process's claims on `ids`: free for the relay at once.
+async fn give_back(store: &Store, ids: &[i64]) -> Result<()> {
+    let inflight = store.inflight();
+    let backend = store.backend();
+    let sql = format!(
+        "UPDATE atoll_outbox SET claimed_by = NULL, available_at = 0
+         WHERE {} AND claimed_by IN ($2, $3)",
+        backend.id_in(1)
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(backend.id_list(ids))
+        .bind(inflight.direct)
+        .bind(inflight.relay)
+        .execute(store.pool())
+        .await
+        .map_err(|source| Error::Store {
+            what: "giving outbox rows back to the relay".into(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Extends the leases of the rows on their way by [`LEASE_MS`] from now (the database's now).
+async fn renew_leases(store: &Store) -> Result<()> {
+    let inflight = store.inflight();
+    let ids: Vec<i64> = inflight.sending.lock().iter().copied().collect();
+    let backend = store.backend();
+    let sql = format!(
+        "UPDATE atoll_outbox SET available_at = {} + $2
+         WHERE {} AND claimed_by IN ($3, $4)",
+        backend.now_ms_sql(),
+        backend.id_in(1)
+    );
+    for chunk in ids.chunks(CHUNK) {
+        sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(backend.id_list(chunk))
+            .bind(LEASE_MS)
+            .bind(inflight.direct)
+            .bind(inflight.relay)
+            .execute(store.pool())
+            .await
+            .map_err(|source| Error::Store {
+                what: "renewing outbox leases".into(),
+                source,
+            })?;
+    }
+    Ok(())
+}
