@@ -106,6 +106,7 @@ struct User {
 #[derive(Debug, Clone, Default)]
 pub struct TansuOptions {
     proxy: bool,
+    own: bool,
     sqlite: bool,
     transactions: bool,
     tls: Option<TlsFront>,
@@ -119,6 +120,15 @@ impl TansuOptions {
     /// [`Tansu::bootstrap`] is the proxy's address and [`Tansu::proxy`] controls it.
     pub fn proxy(mut self, on: bool) -> Self {
         self.proxy = on;
+        self
+    }
+
+    /// Whether the test needs a broker no other test shares: one that leaves the broker in a
+    /// state later tests would trip over (a group member tansu never evicts, say). The
+    /// harness's own broker always is; an external cluster (`ATOLL_TEST_BOOTSTRAP`) is not, so
+    /// such a test fails there, saying so.
+    pub fn own(mut self, on: bool) -> Self {
+        self.own = on;
         self
     }
 
@@ -250,6 +260,10 @@ impl Tansu {
         if let Some(bootstrap) = external_bootstrap() {
             let needs = [
                 (options.proxy, "a fault proxy in front of the broker"),
+                (
+                    options.own,
+                    "no other test sharing it (it leaves the broker in a state later tests would trip over)",
+                ),
                 (options.tls.is_some(), "TLS (stunnel) in front of the broker"),
                 (!options.users.is_empty(), "SCRAM users on a broker that checks logins"),
                 (

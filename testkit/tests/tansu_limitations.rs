@@ -89,12 +89,12 @@ async fn tansu_cannot_fetch_from_inside_a_record_batch() {
 /// tansu keeps a member whose heartbeats stopped (a paused process) in its group: its
 /// partitions are not given to the other members after `session.timeout.ms` (6 s here), as
 /// Kafka does, but wait until it comes back. The fault tests pause processes with that in
-/// mind.
+/// mind. The members it keeps stay for the broker's life, so the test takes a broker of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tansu_keeps_a_silent_member_in_its_group() {
     use atoll_testkit::process::{wait_until, Proc};
     const PROBE: &str = env!("CARGO_BIN_EXE_probe");
-    let broker = Tansu::start();
+    let broker = Tansu::builder().own(true).start();
     broker.driver().await.shutdown().await;
     let env = broker.env();
     let silent = Proc::start(PROBE, &[], &env);
