@@ -75,18 +75,28 @@ impl Impl {
         }
     }
 
+    /// The listener atoll's worker runs (`None` for the others): its settings are given to
+    /// that listener only, as a setting naming a listener the process lacks stops its start.
+    pub(crate) fn listener(self) -> Option<&'static str> {
+        match self {
+            Self::Atoll | Self::AtollEos => Some("relay"),
+            Self::AtollTx => Some("deposit"),
+            Self::Raw | Self::Ruststream | Self::Faststream => None,
+        }
+    }
+
     /// The consumer group the implementation reads the input with.
     pub(crate) fn group(self) -> String {
+        let atoll = |id: atoll::ServiceId| {
+            let listener = self.listener().expect("atoll's workers have a listener");
+            id.group_id(listener).expect("a valid listener name")
+        };
         match self {
             Self::Raw => "bench-raw".to_owned(),
             Self::Ruststream => "bench-ruststream".to_owned(),
             Self::Faststream => "bench-faststream".to_owned(),
-            Self::Atoll | Self::AtollEos => <payload::Relay as atoll::Service>::ID
-                .group_id("relay")
-                .expect("a valid listener name"),
-            Self::AtollTx => <payload::Ledger as atoll::Service>::ID
-                .group_id("deposit")
-                .expect("a valid listener name"),
+            Self::Atoll | Self::AtollEos => atoll(<payload::Relay as atoll::Service>::ID),
+            Self::AtollTx => atoll(<payload::Ledger as atoll::Service>::ID),
         }
     }
 

@@ -607,29 +607,34 @@ fn spawn_worker(
             .env("ATOLL_SERVICE__STATIC_MEMBERSHIP", "false")
             .env("ATOLL_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
             .env("ATOLL_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "500")
-            .env(
-                match v.imp {
-                    Impl::AtollTx => "ATOLL_LISTENERS__DEPOSIT__ORDERING",
-                    _ => "ATOLL_LISTENERS__RELAY__ORDERING",
-                },
-                v.ordering,
-            )
             .env("ATOLL_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", FETCH_WAIT_MS)
-            .env(
-                "ATOLL_LISTENERS__RELAY__DELIVERY",
-                match v.imp {
-                    Impl::AtollEos => "exactly_once",
-                    _ => "at_least_once",
-                },
-            )
-            .envs(v.store.iter().map(|url| ("ATOLL_STORE__URL", url)))
-            .envs(
-                v.max_buffered
-                    .map(|n| ("ATOLL_LISTENERS__RELAY__MAX_BUFFERED", n.to_string())),
-            );
+            .envs(listener_env(v))
+            .envs(v.store.iter().map(|url| ("ATOLL_STORE__URL", url)));
         command
     };
     Ok(command.stdout(Stdio::piped()).kill_on_drop(true).spawn()?)
+}
+
+/// The settings of atoll's worker listener as environment variables (none for the other
+/// implementations): its ordering, its delivery when exactly once, and its buffer when set.
+fn listener_env(v: &Variant) -> Vec<(String, String)> {
+    let Some(listener) = v.imp.listener() else {
+        return Vec::new();
+    };
+    let key = |setting: &str| {
+        format!(
+            "ATOLL_LISTENERS__{}__{setting}",
+            listener.to_ascii_uppercase()
+        )
+    };
+    let mut env = vec![(key("ORDERING"), v.ordering.to_owned())];
+    if v.imp == Impl::AtollEos {
+        env.push((key("DELIVERY"), "exactly_once".to_owned()));
+    }
+    if let Some(n) = v.max_buffered {
+        env.push((key("MAX_BUFFERED"), n.to_string()));
+    }
+    env
 }
 
 /// Scenario 7: `n` processes of the relay listener in one group on 12 partitions. Each run has
@@ -1028,13 +1033,55 @@ fn print_table(rows: &[Row]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{median, parse_report, Plan};
+    use super::{listener_env, median, parse_report, variant, Plan, Variant};
     use clap::Parser;
 
     #[derive(Debug, Parser)]
     struct Cli {
         #[command(flatten)]
         plan: Plan,
+    }
+
+    #[test]
+    fn each_worker_gets_settings_for_its_own_listener_only() {
+        use crate::Impl;
+        let with_buffer = |imp| Variant {
+            max_buffered: Some(7),
+            ..variant(imp, "key", 10)
+        };
+        let keys =
+            |v: &Variant| -> Vec<String> { listener_env(v).into_iter().map(|(k, _)| k).collect() };
+        for (imp, want) in [
+            (Impl::Raw, vec![]),
+            (Impl::Faststream, vec![]),
+            (Impl::Ruststream, vec![]),
+            (
+                Impl::Atoll,
+                vec![
+                    "ATOLL_LISTENERS__RELAY__ORDERING",
+                    "ATOLL_LISTENERS__RELAY__MAX_BUFFERED",
+                ],
+            ),
+            (
+                Impl::AtollEos,
+                vec![
+                    "ATOLL_LISTENERS__RELAY__ORDERING",
+                    "ATOLL_LISTENERS__RELAY__DELIVERY",
+                    "ATOLL_LISTENERS__RELAY__MAX_BUFFERED",
+                ],
+            ),
+            // The transactional worker's listener is `deposit`: a `relay` setting stopped its
+            // start (`listeners.relay names no listener of this process`).
+            (
+                Impl::AtollTx,
+                vec![
+                    "ATOLL_LISTENERS__DEPOSIT__ORDERING",
+                    "ATOLL_LISTENERS__DEPOSIT__MAX_BUFFERED",
+                ],
+            ),
+        ] {
+            assert_eq!(keys(&with_buffer(imp)), want, "{imp:?}");
+        }
     }
 
     #[test]

@@ -101,19 +101,39 @@ pub enum Error {
     },
 }
 
-/// Whether retrying `e` later may succeed: the database unreachable, the pool exhausted, or the
-/// transaction a victim of a conflict (PostgreSQL's serialization failure `40001` and deadlock
-/// `40P01`, SQLite's `BUSY` and `LOCKED`).
+/// Whether retrying `e` later may succeed: the database unreachable or going away (a failover),
+/// the pool or the server out of connections, or the transaction a victim of a conflict.
+///
+/// PostgreSQL's SQLSTATEs (appendix A of its manual): class `08` (connection exceptions),
+/// `40001` serialization failure and `40P01` deadlock, `53300` too many connections, `55P03`
+/// lock not available, `57P01`–`57P03` administrator or crash shutdown and "cannot connect
+/// now" (a server starting or stopping). SQLite's result codes: `5` `BUSY`, `6` `LOCKED`, and
+/// their extended codes `261`, `517`. A protocol or TLS error is a connection cut mid-exchange.
 pub(crate) fn sql_is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("40001" | "40P01" | "57P01" | "57P03" | "5" | "6" | "261" | "517")
-        ),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "40001"
+                        | "40P01"
+                        | "53300"
+                        | "55P03"
+                        | "57P01"
+                        | "57P02"
+                        | "57P03"
+                        | "5"
+                        | "6"
+                        | "261"
+                        | "517"
+                )
+        }),
         _ => false,
     }
 }
@@ -295,6 +315,75 @@ impl<T, E: Into<BoxError>> ResultExt<T> for Result<T, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database's error with a code, as a driver reports it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "error"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn which_database_errors_are_waited_out() {
+        let db = |code| sqlx::Error::Database(Box::new(Coded(code)));
+        for (error, transient, what) in [
+            (db("08000"), true, "connection exception"),
+            (db("08006"), true, "connection failure"),
+            (db("08001"), true, "cannot establish a connection"),
+            (db("08P01"), true, "protocol violation"),
+            (db("40001"), true, "serialization failure"),
+            (db("40P01"), true, "deadlock"),
+            (db("53300"), true, "too many connections"),
+            (db("55P03"), true, "lock not available"),
+            (db("57P01"), true, "administrator shutdown (a failover)"),
+            (db("57P02"), true, "crash shutdown"),
+            (db("57P03"), true, "cannot connect now"),
+            (db("5"), true, "SQLite busy"),
+            (db("517"), true, "SQLite busy snapshot"),
+            (db("23505"), false, "unique violation: the handler's error"),
+            (db("42P01"), false, "undefined table: a bug"),
+            (db("22P02"), false, "invalid text: bad input"),
+            (
+                sqlx::Error::Protocol("unexpected end".into()),
+                true,
+                "a cut mid-message",
+            ),
+            (sqlx::Error::PoolTimedOut, true, "the pool exhausted"),
+            (
+                sqlx::Error::RowNotFound,
+                false,
+                "no row: the handler's error",
+            ),
+        ] {
+            assert_eq!(sql_is_transient(&error), transient, "{what}: {error}");
+        }
+    }
 
     fn io() -> std::io::Error {
         std::io::Error::other("disk on fire")

@@ -179,11 +179,12 @@ fn fact(page: &str, line: i64) -> (Vec<u8>, Vec<u8>, String) {
     (payload, encoded(&headers), id)
 }
 
-/// Writes an outbox row as a process would have left it, with the columns every schema
+/// Writes an outbox row in `tx` as a process would have left it, with the columns every schema
 /// version has: for `page`'s fact number `line`, to `partition` (none: the partitioner's),
-/// created at `created_at`.
+/// created at `created_at`. Callers that change the row further do so in the same transaction,
+/// before the relay may see it.
 async fn leave_row(
-    running: &atoll::Running,
+    tx: &mut sqlx::AnyConnection,
     page: &str,
     line: i64,
     partition: Option<i32>,
@@ -201,10 +202,19 @@ async fn leave_row(
     .bind(headers)
     .bind(&id)
     .bind(created_at)
-    .execute(running.store().unwrap().pool())
+    .execute(&mut *tx)
     .await
     .unwrap();
     id
+}
+
+/// Runs `sql` in `tx`.
+async fn run(tx: &mut sqlx::AnyConnection, sql: &'static str) {
+    sqlx::query(sql).execute(&mut *tx).await.unwrap();
+}
+
+async fn begin(running: &atoll::Running) -> sqlx::Transaction<'static, sqlx::Any> {
+    running.store().unwrap().pool().begin().await.unwrap()
 }
 
 async fn eventually_empty(running: &atoll::Running, table: &str) -> bool {
@@ -257,14 +267,16 @@ async fn an_output_too_large_to_publish_is_dead_lettered_and_stalls_nothing() {
 async fn the_relay_settles_each_row_on_its_own() {
     let (running, dir) = start("independent").await;
     // Three rows left behind, the oldest for a partition the topic does not have.
-    leave_row(&running, "p", 1, Some(99), 0).await;
-    let q = leave_row(&running, "q", 2, None, 0).await;
-    let r = leave_row(&running, "r", 3, None, 0).await;
-    sqlx::query("UPDATE atoll_outbox SET dead_letter_topic = $1")
-        .bind(DLQ)
-        .execute(running.store().unwrap().pool())
-        .await
-        .unwrap();
+    let mut tx = begin(&running).await;
+    leave_row(&mut tx, "p", 1, Some(99), 0).await;
+    let q = leave_row(&mut tx, "q", 2, None, 0).await;
+    let r = leave_row(&mut tx, "r", 3, None, 0).await;
+    run(
+        &mut tx,
+        "UPDATE atoll_outbox SET dead_letter_topic = 'acme.test.journal.private.dlq'",
+    )
+    .await;
+    tx.commit().await.unwrap();
 
     // The good rows go out, once each, although the first one fails; a second's more is
     // waited to see any repeat.
@@ -302,9 +314,17 @@ async fn a_row_that_keeps_failing_shows_on_the_readiness_probe() {
         })
         .await
     );
-    // A row no one can publish nor dead-letter: it names no dead-letter topic (as rows written
-    // before atoll recorded one).
-    leave_row(&running, "p", 1, Some(99), 0).await;
+    // A row whose headers do not decode (its bytes damaged): neither the record's fault as far
+    // as anyone can tell nor an outage, so it is tried ten times over minutes.
+    let mut tx = begin(&running).await;
+    leave_row(&mut tx, "p", 1, None, 0).await;
+    run(
+        &mut tx,
+        "UPDATE atoll_outbox SET headers = X'000978',
+         dead_letter_topic = 'acme.test.journal.private.dlq'",
+    )
+    .await;
+    tx.commit().await.unwrap();
     let mut unready = None;
     for _ in 0..100 {
         let (status, body) = common::get(addr, "/health/ready").await;
@@ -316,7 +336,7 @@ async fn a_row_that_keeps_failing_shows_on_the_readiness_probe() {
     }
     let body = unready.expect("not ready while the row fails");
     assert!(
-        body.contains("outbox row") && body.contains(EVENTS),
+        body.contains("outbox row") && body.contains(EVENTS) && body.contains("do not decode"),
         "{body}"
     );
     // Once it is dealt with (an operator deletes it), ready again.
@@ -340,14 +360,15 @@ async fn a_row_another_publisher_holds_is_not_sent_twice_whatever_the_clocks_say
     let (running, dir) = start("held").await;
     // A row another process claimed for 3 more seconds of the database's clock and is
     // sending; its writer's clock was far behind, so by any comparison of clocks it is old.
-    let id = leave_row(&running, "h", 1, None, 0).await;
-    sqlx::query(
+    let mut tx = begin(&running).await;
+    let id = leave_row(&mut tx, "h", 1, None, 0).await;
+    run(
+        &mut tx,
         "UPDATE atoll_outbox SET claimed_by = 4242,
          available_at = CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) + 3000",
     )
-    .execute(running.store().unwrap().pool())
-    .await
-    .unwrap();
+    .await;
+    tx.commit().await.unwrap();
     let early = read(&running, EVENTS, 1, 2).await;
     assert!(early.is_empty(), "the relay left the held row alone");
     // The other process died: its lease runs out and the relay takes the row over, once.
@@ -367,11 +388,30 @@ async fn a_keys_later_output_never_overtakes_an_older_row_left_in_the_outbox() {
     let (running, dir) = start("order").await;
     // Page a's fact 1 was left in the outbox just now (a crash between the offset's commit
     // and the row's delete); the next record of page a comes.
-    leave_row(&running, "a", 1, None, now_ms()).await;
+    let mut tx = begin(&running).await;
+    leave_row(&mut tx, "a", 1, None, now_ms()).await;
+    tx.commit().await.unwrap();
     write(&running, "w-2", "a", 2, 0).await;
     let facts = read(&running, EVENTS, 3, 10).await;
     assert_eq!(lines(&facts), [1, 2], "the older row first, each once");
     assert!(eventually_empty(&running, "atoll_outbox").await);
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_from_before_dead_letter_topics_is_kept_not_retried_forever() {
+    let (running, dir) = start("legacy").await;
+    // Written before atoll recorded dead-letter topics, for a partition its topic lacks.
+    let mut tx = begin(&running).await;
+    let id = leave_row(&mut tx, "p", 1, Some(99), 0).await;
+    tx.commit().await.unwrap();
+    assert!(eventually_empty(&running, "atoll_outbox").await);
+    let (kept,): (String,) = sqlx::query_as("SELECT ce_id FROM atoll_outbox_dead")
+        .fetch_one(running.store().unwrap().pool())
+        .await
+        .unwrap();
+    assert_eq!(kept, id, "kept in the store");
     running.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }

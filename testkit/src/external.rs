@@ -11,7 +11,9 @@
 //!   with `_` (Kafka's `__consumer_offsets`, Confluent's `_schemas` stay) is deleted, which
 //!   also drops the offsets committed for it (Kafka since KIP-496 and tansu alike), and then
 //!   every consumer group is deleted. Groups with members still alive are left; their
-//!   offsets went with the topics.
+//!   offsets went with the topics. When there were groups, the turn then waits out a session
+//!   timeout, so that members of processes the last test killed are gone before the next
+//!   ones join.
 //!
 //! Test binaries run one after another (`cargo test`), so processes do not overlap. Point
 //! `ATOLL_TEST_BOOTSTRAP` only at a throwaway cluster: the tests empty it.
@@ -158,8 +160,22 @@ async fn empty_async(bootstrap: &str) -> Result<(), String> {
         // Groups with live members (of a process another test left running) refuse; their
         // offsets went with the topics, so they are harmless.
         let _ = admin.delete_groups(&names, &options).await;
+        // A member of a process the last test killed is still in its group until its session
+        // times out (tansu drops it only then, at the next member's join or heartbeat): had
+        // the next test's processes joined before, the dead member would have been given
+        // partitions too.
+        tokio::time::sleep(session_timeout() + Duration::from_millis(500)).await;
     }
     Ok(())
+}
+
+/// The session timeout of the harness's clients (see [`crate::TANSU_PROPERTIES`]).
+fn session_timeout() -> Duration {
+    crate::TANSU_PROPERTIES
+        .iter()
+        .find(|(k, _)| *k == "session.timeout.ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis)
 }
 
 fn disposable_topics(consumer: &BaseConsumer, timeout: Duration) -> Result<Vec<String>, String> {

@@ -1070,6 +1070,9 @@ impl Running {
         join_all(std::mem::take(&mut self.threads)).await;
         let producer = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        if let Some(store) = &self.store {
+            store.finish_publishing().await;
+        }
         if let Some(server) = self.http.take() {
             server.stop().await;
         }

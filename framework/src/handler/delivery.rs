@@ -31,8 +31,7 @@ use super::transaction::{self, TxCell};
 use crate::error::{Error, Result};
 use crate::produce::transactional::Output;
 use crate::produce::{Pending, Producer};
-use crate::store::outbox::inflight::InFlight;
-use crate::store::outbox::{self, Route, Sent};
+use crate::store::outbox::{self, Delete, Route, Settling};
 use crate::store::Store;
 
 /// How a listener's outputs leave, chosen at start from its handler (a `Tx` makes it
@@ -121,30 +120,20 @@ pub(crate) enum Acking {
     Produced(Vec<Pending>),
     /// Committed outbox rows on their way: the record is finished whatever the broker says,
     /// as its outputs are in the outbox; an acknowledged row is deleted, a failed one goes to
-    /// the relay.
-    Outboxed(Sent, Arc<InFlight>),
+    /// the relay (by their own task, which records each answer as it comes).
+    Outboxed(Settling),
 }
 
 impl Acking {
-    /// Waits for the acknowledgements. Outbox rows are then handed to the store's batched
-    /// delete, or back to the relay (not here: the partition's loop does not poll this future
-    /// while it handles the next record, which may need the connection a delete would hold;
-    /// SQLite has one).
+    /// Waits for the acknowledgements.
     pub(crate) async fn acked(self) -> Result<()> {
         match self {
             Self::Produced(pending) => Pending::all(pending).await,
-            Self::Outboxed(sent, inflight) => {
-                left_to_relay(sent.settle(&inflight).await);
+            Self::Outboxed(settling) => {
+                outbox::left_to_relay(settling.answered().await);
                 Ok(())
             }
         }
-    }
-}
-
-/// Logs a publish from the outbox that failed: the relay takes its rows over.
-fn left_to_relay(settled: Result<()>) {
-    if let Err(e) = settled {
-        tracing::warn!(error = %e, "publishing from the outbox failed; the relay takes the rows over");
     }
 }
 
@@ -210,9 +199,12 @@ impl Outboxed {
         inflight.sending(&committed.ids);
         let sent = outbox::send(&self.producer, &committed).await;
         match acks {
-            Acks::Background => Ok(Settled::Acking(Acking::Outboxed(sent, inflight))),
+            Acks::Background => Ok(Settled::Acking(Acking::Outboxed(
+                sent.settle(&self.store, Delete::Batched),
+            ))),
             Acks::Wait => {
-                left_to_relay(sent.settle_now(&self.store).await);
+                let settling = sent.settle(&self.store, Delete::Now);
+                outbox::left_to_relay(settling.answered().await);
                 Ok(Settled::Done)
             }
         }

@@ -65,7 +65,7 @@ pub(crate) async fn begin(store: &Store, group: &str, meta: &Meta) -> Result<Opt
         source: meta.source.as_deref().unwrap_or_default(),
         id: &meta.id,
     };
-    if !inbox::claim(&mut tx, group, event).await? {
+    if !inbox::claim(&mut tx, group, event, store.legacy_inbox_before()).await? {
         return Ok(None);
     }
     Ok(Some(TxCell::new(tx, Some(source(group, &meta.id)))))
@@ -79,17 +79,17 @@ pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
         .finish()
         .await
         .expect("a handler's transaction is finished once");
-    let publisher = to.store.inflight().direct;
+    let inflight = to.store.inflight();
     let route = match records.is_empty() {
         true => Route::Direct,
-        false => outbox::route(&mut tx, &records, publisher).await?,
+        false => outbox::route(&mut tx, &records, &inflight).await?,
     };
     let origin = Origin {
         source: cell.source.as_deref(),
         dead_letters: &to.dead_letters,
     };
     let backend = to.store.backend();
-    let ids = outbox::insert(&mut tx, backend, &records, origin, route, publisher).await?;
+    let ids = outbox::insert(&mut tx, backend, &records, origin, route, inflight.direct).await?;
     tx.commit().await.map_err(|source| Error::Store {
         what: "committing".into(),
         source,
@@ -257,11 +257,16 @@ impl<S: Service> StoreTx<S> {
 
     /// Commits, then publishes what was emitted or sent and waits for the broker (or, when
     /// older rows of their keys are still in the outbox, leaves them to the relay, which
-    /// publishes them after those). When the publish fails the rows stay in the outbox and the
-    /// relay publishes them; the error says so.
+    /// publishes them after those).
+    ///
+    /// # Errors
+    /// When the transaction does not commit. Once it committed its outputs can no longer be
+    /// lost: a publish that fails is left to the relay (and logged), not returned, so that a
+    /// caller does not run the transaction again.
     pub async fn commit(self) -> Result<()> {
         let committed = commit(&self.cell, &self.outbox).await?;
         let (store, producer) = (&self.outbox.store, &self.outbox.producer);
-        outbox::publish(store, producer, &committed).await
+        outbox::publish(store, producer, &committed).await;
+        Ok(())
     }
 }

@@ -17,11 +17,14 @@ pub(crate) struct EventId<'a> {
 }
 
 /// Claims `event` for `group` within the caller's transaction: `true` when this is its first
-/// delivery, `false` when the group handled it before.
+/// delivery, `false` when the group handled it before. Until the rows written before the
+/// inbox knew sources are pruned (`legacy_before`: when it learnt them, 0 once none is left),
+/// a row of such an id without a source counts as handled too.
 pub(crate) async fn claim(
     conn: &mut AnyConnection,
     group: &str,
     event: EventId<'_>,
+    legacy_before: i64,
 ) -> Result<bool> {
     let done = sqlx::query(
         "INSERT INTO atoll_inbox (consumer_group, ce_source, ce_id, received_at)
@@ -32,13 +35,46 @@ pub(crate) async fn claim(
     .bind(event.source)
     .bind(event.id)
     .bind(now_ms())
-    .execute(conn)
+    .execute(&mut *conn)
     .await
-    .map_err(|source| Error::Store {
-        what: "writing the inbox".into(),
+    .map_err(failed("writing the inbox"))?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if legacy_before == 0 || event.source.is_empty() {
+        return Ok(true);
+    }
+    let old = sqlx::query(
+        "SELECT 1 FROM atoll_inbox WHERE consumer_group = $1 AND ce_source = '' AND ce_id = $2
+         AND received_at < $3",
+    )
+    .bind(group)
+    .bind(event.id)
+    .bind(legacy_before)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(failed("reading the inbox"))?;
+    Ok(old.is_none())
+}
+
+/// When the inbox learnt sources (migration 5), if rows written before it are left (0 when
+/// none is): [`claim`] then checks those too.
+pub(crate) async fn legacy_before(store: &Store) -> Result<i64> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT s.applied_at FROM atoll_schema s WHERE s.version = 5 AND EXISTS (
+             SELECT 1 FROM atoll_inbox i WHERE i.ce_source = '' AND i.received_at < s.applied_at)",
+    )
+    .fetch_optional(store.pool())
+    .await
+    .map_err(failed("reading the inbox"))?;
+    Ok(row.map_or(0, |(at,)| at))
+}
+
+fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |source| Error::Store {
+        what: what.into(),
         source,
-    })?;
-    Ok(done.rows_affected() == 1)
+    }
 }
 
 /// Deletes up to `batch` inbox rows received before `before_ms`; how many it deleted.

@@ -11,7 +11,7 @@ pub(crate) mod outbox;
 pub(crate) mod schema;
 pub(crate) mod view;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -91,6 +91,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     inflight: Arc<InFlight>,
+    /// See [`inbox::legacy_before`].
+    legacy_inbox: Arc<AtomicI64>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -160,9 +162,12 @@ impl Store {
             pool,
             backend,
             inflight: Arc::default(),
+            legacy_inbox: Arc::default(),
         };
         let mut conn = store.acquire().await?;
         schema::migrate(&mut conn, backend).await?;
+        drop(conn);
+        store.check_legacy_inbox().await?;
         Ok(store)
     }
 
@@ -193,6 +198,24 @@ impl Store {
     pub(crate) fn inflight(&self) -> Arc<InFlight> {
         self.inflight.start(self);
         self.inflight.clone()
+    }
+
+    /// At shutdown, once the producer flushed: deletes the rows the broker acknowledged and
+    /// gives back the others, so that none is published again.
+    pub(crate) async fn finish_publishing(&self) {
+        self.inflight().drain(self, Duration::from_secs(5)).await;
+    }
+
+    /// When the inbox learnt sources, while rows written before are left (0 once none is).
+    pub(crate) fn legacy_inbox_before(&self) -> i64 {
+        self.legacy_inbox.load(Ordering::Relaxed)
+    }
+
+    /// Reads whether inbox rows written before it learnt sources are left.
+    async fn check_legacy_inbox(&self) -> Result<()> {
+        let before = inbox::legacy_before(self).await?;
+        self.legacy_inbox.store(before, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The connection pool, for queries outside a listener.
@@ -353,9 +376,12 @@ async fn prune_inbox(store: &Store, before: i64) {
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "pruning the inbox failed; trying later");
-                break;
+                return;
             }
         }
+    }
+    if let Err(e) = store.check_legacy_inbox().await {
+        tracing::warn!(error = %e, "reading the inbox failed; trying later");
     }
 }
 
@@ -392,7 +418,7 @@ mod tests {
             ("g1", "", "e1", true, "the same id without a source"),
             ("g1", "", "e1", false, "a repeat without a source"),
         ] {
-            let claimed = inbox::claim(&mut tx, group, event(source, id))
+            let claimed = inbox::claim(&mut tx, group, event(source, id), 0)
                 .await
                 .unwrap();
             assert_eq!(claimed, first, "{why}");
@@ -422,14 +448,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rows_from_before_the_inbox_knew_sources_still_count_until_pruned() {
+        let (store, dir) = sqlite("legacy").await;
+        assert_eq!(store.legacy_inbox_before(), 0, "a new store has none");
+        // As migration 5 left a row of the version before: no source, received before it.
+        sqlx::query("INSERT INTO atoll_inbox VALUES ('g', '', 'e1', 1)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.check_legacy_inbox().await.unwrap();
+        let before = store.legacy_inbox_before();
+        assert!(before > 1, "{before}");
+        let mut tx = store.pool().begin().await.unwrap();
+        for (source, id, first, why) in [
+            (
+                "s",
+                "e1",
+                false,
+                "handled before the upgrade, redelivered after it",
+            ),
+            ("s", "e2", true, "a new event"),
+        ] {
+            let claimed = inbox::claim(&mut tx, "g", event(source, id), before)
+                .await
+                .unwrap();
+            assert_eq!(claimed, first, "{why}");
+        }
+        drop(tx);
+        sqlx::query("DELETE FROM atoll_inbox")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.check_legacy_inbox().await.unwrap();
+        assert_eq!(store.legacy_inbox_before(), 0, "pruned: checked no more");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_rolled_back_transaction_leaves_no_inbox_row() {
         let (store, dir) = sqlite("rollback").await;
         let mut tx = store.pool().begin().await.unwrap();
-        assert!(inbox::claim(&mut tx, "g", event("s", "e")).await.unwrap());
+        assert!(inbox::claim(&mut tx, "g", event("s", "e"), 0)
+            .await
+            .unwrap());
         drop(tx);
         let mut tx = store.pool().begin().await.unwrap();
         assert!(
-            inbox::claim(&mut tx, "g", event("s", "e")).await.unwrap(),
+            inbox::claim(&mut tx, "g", event("s", "e"), 0)
+                .await
+                .unwrap(),
             "claimable again"
         );
         std::fs::remove_dir_all(dir).unwrap();

@@ -3,7 +3,10 @@
 //! A publisher (the commit path, or this process's relay) claims a row for [`LEASE_MS`] of the
 //! database's clock. While the row is on its way its lease is renewed every
 //! [`RENEW_EVERY`], so no other publisher takes it however slow the broker is; should the
-//! process die, renewals stop and the lease runs out. Once the broker answered, an
+//! process die, renewals stop and the lease runs out. Renewals share the store's connections
+//! with the handlers: should none be had for about 12 s (a database out of reach, a pool
+//! exhausted) a lease can run out under a row still on its way, and another process may send
+//! it too (a repeat with its `ce_id`). Once the broker answered, an
 //! acknowledged row is deleted and a failed one is given back (its claim dropped, free at
 //! once), and the relay is woken to take it. Deletes and give-backs are batched by one task,
 //! one statement each: a statement per record would cost a transaction (and a sync) per
@@ -22,8 +25,9 @@ use super::LEASE_MS;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
-/// How often the leases of rows on their way are renewed: well within [`LEASE_MS`].
-pub(crate) const RENEW_EVERY: Duration = Duration::from_millis(LEASE_MS as u64 / 3);
+/// How often the leases of rows on their way are renewed: four renewals may fail in a row
+/// before a lease runs out.
+pub(crate) const RENEW_EVERY: Duration = Duration::from_millis(LEASE_MS as u64 / 5);
 /// How long the task gathers answers before a batch (what the next records publish meanwhile).
 const GATHER: Duration = Duration::from_millis(10);
 /// Rows per statement.
@@ -78,7 +82,13 @@ impl InFlight {
         forget(&self.sending, ids);
     }
 
-    /// Rows the broker acknowledged: deleted soon.
+    /// Whether row `id` is on its way from this process (claimed, sent, not failed; perhaps
+    /// acknowledged and waiting to be deleted).
+    pub(crate) fn is_sending(&self, id: i64) -> bool {
+        self.sending.lock().contains(&id)
+    }
+
+    /// Rows the broker acknowledged: deleted soon (on their way until then).
     pub(crate) fn acked(&self, ids: Vec<i64>) {
         if !ids.is_empty() {
             self.acked.lock().extend(ids);
@@ -86,9 +96,11 @@ impl InFlight {
         }
     }
 
-    /// Rows whose publish failed: given back to the relay soon.
+    /// Rows whose publish failed: no longer on their way from now (so no later row of their
+    /// keys is sent past them), and given back to the relay soon.
     pub(crate) fn give_back(&self, ids: Vec<i64>) {
         if !ids.is_empty() {
+            forget(&self.sending, &ids);
             self.failed.lock().extend(ids);
             self.wake.notify_one();
         }
@@ -102,6 +114,30 @@ impl InFlight {
     /// Resolves when [`wake_relay`](Self::wake_relay) was called (since the last time).
     pub(crate) async fn relay_woken(&self) {
         self.relay_wake.notified().await;
+    }
+
+    /// At shutdown, once the producer flushed: writes the answers still queued, until no row
+    /// is on its way or `within` passed (rows left then are published again by whoever takes
+    /// them over: repeats with their `ce_id`).
+    pub(crate) async fn drain(&self, store: &Store, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Err(e) = write_answers(store).await {
+                tracing::warn!(error = %e, "writing the outbox's last answers failed");
+            }
+            let left = self.sending.lock().len();
+            if left == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    rows = left,
+                    "outbox rows still on their way at shutdown; they will be published again"
+                );
+                return;
+            }
+            tokio::time::sleep(GATHER).await;
+        }
     }
 
     /// Starts the task that writes the answers and renews the leases, once per store.
@@ -153,7 +189,7 @@ async fn write_answers(store: &Store) -> Result<()> {
     }
     for chunk in failed.chunks(CHUNK) {
         match give_back(store, chunk).await {
-            Ok(()) => forget(&inflight.sending, chunk),
+            Ok(()) => {}
             Err(e) => {
                 left.1.extend_from_slice(chunk);
                 first_err.get_or_insert(e);
@@ -175,7 +211,8 @@ fn forget(sending: &Mutex<HashSet<i64>>, ids: &[i64]) {
     }
 }
 
-/// Drops this process's claims on `ids`: free for the relay at once.
+/// Drops this process's claims on `ids`: free for the relay at once. (They left `sending` when
+/// they failed: a relay claiming one meanwhile adds it back, and that entry stays.)
 async fn give_back(store: &Store, ids: &[i64]) -> Result<()> {
     let inflight = store.inflight();
     let backend = store.backend();

@@ -142,13 +142,13 @@ pub(crate) enum Route {
 }
 
 /// How `records` (about to be written in the caller's transaction) leave: [`Route::Relay`]
-/// when the outbox holds an older row of one of their keys that `publisher` is not sending
-/// itself (left by a crash, given back after a failed publish, or being sent by another
-/// process), since sending them now would overtake it.
+/// when the outbox holds an older row of one of their keys that this process is not sending
+/// itself right now (left by a crash, given back after a failed publish, claimed by the relay
+/// or by another process), since sending them now would overtake it.
 pub(crate) async fn route(
     conn: &mut AnyConnection,
     records: &[OutboxRecord],
-    publisher: i64,
+    inflight: &InFlight,
 ) -> Result<Route> {
     let mut seen: Vec<(&str, &[u8])> = Vec::new();
     for r in records {
@@ -160,21 +160,35 @@ pub(crate) async fn route(
         }
         seen.push((r.topic.as_str(), key));
         let older = sqlx::query(
-            "SELECT id FROM atoll_outbox WHERE topic = $1 AND record_key = $2
-             AND (claimed_by IS NULL OR claimed_by <> $3) LIMIT 1",
+            "SELECT id, claimed_by FROM atoll_outbox WHERE topic = $1 AND record_key = $2
+             LIMIT $3",
         )
         .bind(&r.topic)
         .bind(key)
-        .bind(publisher)
-        .fetch_optional(&mut *conn)
+        .bind(ROUTE_LOOKS_AT + 1)
+        .fetch_all(&mut *conn)
         .await
         .map_err(store_error("reading the outbox"))?;
-        if older.is_some() {
+        let ours = |row: &sqlx::any::AnyRow| -> Result<bool> {
+            let get = store_error("reading an outbox row");
+            let id: i64 = row.try_get("id").map_err(&get)?;
+            let by: Option<i64> = row.try_get("claimed_by").map_err(&get)?;
+            Ok(by == Some(inflight.direct) && inflight.is_sending(id))
+        };
+        if older.len() as i64 > ROUTE_LOOKS_AT {
             return Ok(Route::Relay);
+        }
+        for row in &older {
+            if !ours(row)? {
+                return Ok(Route::Relay);
+            }
         }
     }
     Ok(Route::Direct)
 }
+
+/// How many rows of a key [`route`] looks at: more are a backlog, and the relay's.
+const ROUTE_LOOKS_AT: i64 = 1_000;
 
 /// Writes `records` into the outbox within the caller's transaction; their row ids, in order.
 /// [`Route::Direct`] rows are claimed by `publisher` for a lease (in the database's time);
@@ -270,48 +284,73 @@ pub(crate) struct Sent {
     pub(crate) refused: Option<(Vec<i64>, Error)>,
 }
 
+/// When acknowledged rows are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delete {
+    /// Soon, batched with others' (a listener's records).
+    Batched,
+    /// Before the settling ends (for a caller that reads the outbox next: a test bed, a
+    /// transaction outside listeners).
+    Now,
+}
+
 impl Sent {
-    /// Waits for the acknowledgements; hands acknowledged rows to `inflight` for deletion and
-    /// the others back to the relay. The first failure, if any.
-    pub(crate) async fn settle(self, inflight: &InFlight) -> Result<()> {
-        let (acked, first) = self.answers(inflight).await;
-        inflight.acked(acked);
-        first.map_or(Ok(()), Err)
+    /// Settles the rows in a task of their own, so that each answer is recorded as it comes,
+    /// whoever awaits the handle, and even when no one does (a caller's future dropped).
+    pub(crate) fn settle(self, store: &Store, when: Delete) -> Settling {
+        let store = store.clone();
+        Settling(tokio::spawn(async move {
+            let inflight = store.inflight();
+            let (acked, first) = self.answers(&inflight).await;
+            match when {
+                Delete::Batched => inflight.acked(acked),
+                Delete::Now => match delete(&store, &acked).await {
+                    Ok(()) => inflight.forget(&acked),
+                    // Left for the batched delete.
+                    Err(_) => inflight.acked(acked),
+                },
+            }
+            first.map_or(Ok(()), Err)
+        }))
     }
 
-    /// As [`settle`](Self::settle), deleting the acknowledged rows before it returns (for a
-    /// caller that reads the outbox next: a test bed, a transaction outside listeners).
-    pub(crate) async fn settle_now(self, store: &Store) -> Result<()> {
-        let inflight = store.inflight();
-        let (acked, first) = self.answers(&inflight).await;
-        match delete(store, &acked).await {
-            Ok(()) => inflight.forget(&acked),
-            // Left for the batched delete.
-            Err(_) => inflight.acked(acked),
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    /// The rows the broker acknowledged, and the first failure; the failed rows are given back.
+    /// The rows the broker acknowledged, and the first failure; each failed row is given back
+    /// as soon as its answer comes.
     async fn answers(self, inflight: &InFlight) -> (Vec<i64>, Option<Error>) {
         let mut first = None;
         let mut acked = Vec::with_capacity(self.pending.len());
-        let mut failed = Vec::new();
         for (id, pending) in self.pending {
             match pending.acked().await {
                 Ok(()) => acked.push(id),
                 Err(e) => {
-                    failed.push(id);
+                    inflight.give_back(vec![id]);
                     first.get_or_insert(e);
                 }
             }
         }
         if let Some((ids, e)) = self.refused {
-            failed.extend(ids);
+            inflight.give_back(ids);
             first.get_or_insert(e);
         }
-        inflight.give_back(failed);
         (acked, first)
+    }
+}
+
+/// Rows being settled by their task: [`Settling::answered`] waits for the broker's answers.
+#[derive(Debug)]
+pub(crate) struct Settling(tokio::task::JoinHandle<Result<()>>);
+
+impl Settling {
+    /// Waits until every row was answered: `Err` with the first failure (the failed rows are
+    /// the relay's by then).
+    pub(crate) async fn answered(self) -> Result<()> {
+        match self.0.await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "settling outbox rows panicked; their leases run out for the relay");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -330,29 +369,121 @@ pub(crate) async fn delete(store: &Store, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Publishes a committed transaction's records from memory and waits for the broker. On
-/// failure the rows go back to the relay.
-pub(crate) async fn publish(
-    store: &Store,
-    producer: &Producer,
-    committed: &Committed,
-) -> Result<()> {
+/// Publishes a committed transaction's records from memory and waits for the broker (or wakes
+/// the relay, when they are its). A failed publish is left to the relay: logged, not returned,
+/// as the transaction committed.
+pub(crate) async fn publish(store: &Store, producer: &Producer, committed: &Committed) {
     let inflight = store.inflight();
     match committed.route {
-        Route::Relay => {
-            inflight.wake_relay();
-            Ok(())
-        }
+        Route::Relay => inflight.wake_relay(),
         Route::Direct => {
             inflight.sending(&committed.ids);
-            send(producer, committed).await.settle_now(store).await
+            let sent = send(producer, committed).await;
+            left_to_relay(sent.settle(store, Delete::Now).answered().await);
         }
+    }
+}
+
+/// Logs a publish from the outbox that failed: the relay takes its rows over.
+pub(crate) fn left_to_relay(answered: Result<()>) {
+    if let Err(e) = answered {
+        tracing::warn!(error = %e, "publishing from the outbox failed; the relay takes the rows over");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(key: Option<&str>) -> OutboxRecord {
+        OutboxRecord {
+            topic: "t".into(),
+            partition: None,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            payload: Vec::new(),
+            headers: Vec::new(),
+            ce_id: "x".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_goes_out_directly_only_behind_rows_this_process_is_sending() {
+        let dir = std::env::temp_dir().join(format!("atoll-route-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = crate::config::store::StoreConfig {
+            path: dir.join("s.db"),
+            ..Default::default()
+        };
+        let store = Store::connect(&config).await.unwrap();
+        let inflight = store.inflight();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let origin = Origin {
+            source: None,
+            dead_letters: "dlq",
+        };
+        let k = [record(Some("k"))];
+        let route_of = async |conn: &mut AnyConnection, records: &[OutboxRecord]| {
+            route(conn, records, &inflight).await.unwrap()
+        };
+        assert_eq!(
+            route_of(&mut conn, &k).await,
+            Route::Direct,
+            "nothing older"
+        );
+        let (backend, me) = (store.backend(), inflight.direct);
+        let ids = insert(&mut conn, backend, &k, origin, Route::Direct, me)
+            .await
+            .unwrap();
+        inflight.sending(&ids);
+        assert_eq!(
+            route_of(&mut conn, &k).await,
+            Route::Direct,
+            "behind its own row on its way (the producer keeps their order)"
+        );
+        inflight.give_back(ids.clone());
+        assert_eq!(
+            route_of(&mut conn, &k).await,
+            Route::Relay,
+            "behind its own row that failed: the relay sends that one first"
+        );
+        assert_eq!(
+            route_of(&mut conn, &[record(Some("j"))]).await,
+            Route::Direct,
+            "another key"
+        );
+        assert_eq!(
+            route_of(&mut conn, &[record(None)]).await,
+            Route::Direct,
+            "no key: no order to keep"
+        );
+        let other = [record(Some("o"))];
+        insert(&mut conn, backend, &other, origin, Route::Direct, me + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            route_of(&mut conn, &other).await,
+            Route::Relay,
+            "behind another publisher's row"
+        );
+        insert(
+            &mut conn,
+            backend,
+            &[record(Some("r"))],
+            origin,
+            Route::Relay,
+            me,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            route_of(&mut conn, &[record(Some("r"))]).await,
+            Route::Relay,
+            "behind a row left to the relay"
+        );
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn headers_round_trip_including_binary_and_empty_values() {

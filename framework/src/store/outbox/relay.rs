@@ -126,18 +126,27 @@ pub(crate) async fn relay_once(
             Ok(pending) => pending.acked().await,
             Err(e) => Err(e),
         };
-        match answer {
-            Ok(()) => acked.push(row.id),
-            Err(e) => {
-                metrics.failed.inc();
+        let Err(e) = answer else {
+            acked.push(row.id);
+            continue;
+        };
+        metrics.failed.inc();
+        // Its lease is renewed while it is dead-lettered or its failure recorded.
+        match settle_failure(store, producer, row, &e).await {
+            Ok(Verdict::DeadLetter) => {
+                metrics.dead_lettered.inc();
+                pass.dead_lettered += 1;
                 inflight.forget(&[row.id]);
-                match settle_failure(store, producer, row, &e).await? {
-                    Verdict::DeadLetter => {
-                        metrics.dead_lettered.inc();
-                        pass.dead_lettered += 1;
-                    }
-                    Verdict::Retry(_) => pass.failed += 1,
-                }
+            }
+            Ok(Verdict::Retry(_)) => {
+                pass.failed += 1;
+                inflight.forget(&[row.id]);
+            }
+            Err(db) => {
+                // Not recorded: given back without a backoff, tried again soon.
+                tracing::warn!(row = row.id, error = %db, "recording an outbox row's failure failed");
+                pass.failed += 1;
+                inflight.give_back(vec![row.id]);
             }
         }
     }
@@ -260,7 +269,8 @@ async fn settle_failure(
 }
 
 /// Writes `row` to its service's dead-letter topic (with its payload, or, when that is too
-/// large, a pointer naming where it is kept), then moves it to `atoll_outbox_dead`.
+/// large, a pointer naming where it is kept), then moves it to `atoll_outbox_dead` (a row that
+/// names no dead-letter topic is moved alone).
 async fn dead_letter(
     store: &Store,
     producer: &Producer,
@@ -268,12 +278,15 @@ async fn dead_letter(
     error: &str,
     attempts: u32,
 ) -> Result<()> {
-    let topic = row.dead_letter_topic.as_deref().ok_or_else(|| {
-        Error::Config(format!(
-            "outbox row {} names no dead-letter topic (it was written before atoll recorded one)",
-            row.id
-        ))
-    })?;
+    let Some(topic) = row.dead_letter_topic.as_deref() else {
+        // Written before atoll recorded one: kept in the store alone.
+        tracing::error!(
+            row = row.id, topic = %row.topic, error,
+            "an outbox row written before atoll recorded dead-letter topics could never be \
+             published; it is kept in atoll_outbox_dead"
+        );
+        return bury(store, row.id, error).await;
+    };
     let msg = row.message();
     // The record's group (its source is `<group> <id>`), or the outbox outside listeners.
     let listener = row
