@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Default)]
 struct Counter {
     handled: Arc<AtomicUsize>,
+    /// The `n` of each tick handled.
+    seen: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Event)]
@@ -27,7 +29,8 @@ struct Tick {
 #[handlers]
 impl Counter {
     #[listener(name = "ticks")]
-    async fn tick(&self, _tick: Tick) -> HandlerResult {
+    async fn tick(&self, tick: Tick) -> HandlerResult {
+        self.seen.lock().unwrap().push(tick.n);
         self.handled.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -102,4 +105,56 @@ async fn commits_by_count_before_the_interval_and_in_full_on_shutdown() {
         "shutdown commits everything that finished"
     );
     host.shutdown().await;
+}
+
+/// A group without committed offsets starts where `listener.start_from` says: from the oldest
+/// record (`earliest`, the default), or from the records written after it joined (`latest`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_starts_where_start_from_says() {
+    use atoll::config::StartFrom;
+    for start_from in [StartFrom::Earliest, StartFrom::Latest] {
+        let host = App::new(Config::default())
+            .topics(atoll::contract::owned_topics::<Counter>())
+            .start()
+            .await
+            .unwrap();
+        let client = host.client("test");
+        // Three records before the group exists.
+        for n in 0..3 {
+            client.send(&Tick { n }).await.unwrap();
+        }
+        let mut config = Config::default();
+        config.kafka.bootstrap_servers = Some(host.bootstrap_servers().to_owned());
+        config.kafka.create_topics = false;
+        config.listener.start_from = start_from;
+        let svc = Counter::default();
+        let running = App::new(config).service(svc.clone()).start().await.unwrap();
+        // Once the group reads, the records written from then on are handled either way: ticks
+        // from 100 until one is.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut n = 100;
+        while !svc.seen.lock().unwrap().iter().any(|s| *s >= 100) && Instant::now() < deadline {
+            client.send(&Tick { n }).await.unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Anything more would come within this.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seen = svc.seen.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|s| *s >= 100),
+            "{start_from:?}: reading: {seen:?}"
+        );
+        let before: Vec<u32> = seen.iter().copied().filter(|s| *s < 100).collect();
+        let want: Vec<u32> = match start_from {
+            StartFrom::Earliest => vec![0, 1, 2],
+            _ => vec![],
+        };
+        assert_eq!(
+            before, want,
+            "{start_from:?}: the records written before the group"
+        );
+        running.shutdown().await;
+        host.shutdown().await;
+    }
 }

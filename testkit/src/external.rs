@@ -5,7 +5,7 @@
 //! not: services have fixed topic names and consumer groups (`<service>-<listener>`), so two
 //! tests running at once would read each other's records, and a test reading a topic from its
 //! start would see what an earlier test left. So against an external cluster:
-//! - the tests of one process take turns: a [`Turn`] is held by each [`crate::Tansu`] until it
+//! - the tests of one process take turns: a `Turn` is held by each [`crate::Tansu`] until it
 //!   is dropped (a second `Tansu` made by the same thread joins the turn it holds);
 //! - the first `Tansu` of a turn empties the cluster: every topic whose name does not start
 //!   with `_` (Kafka's `__consumer_offsets`, Confluent's `_schemas` stay) is deleted, which

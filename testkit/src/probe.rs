@@ -81,7 +81,9 @@ impl Probe {
 /// The pipeline service: `acme.test.pipeline`, 4 partitions. Its `relay` listener is
 /// exactly-once: each `item` command becomes two `relayed` facts naming the command's
 /// partition and offset, committed with the command's offset in one Kafka transaction. Run by
-/// the `probe` binary with `PROBE_SERVICE=pipeline` (`PROBE_DELAY_MS` applies).
+/// the `probe` binary with `PROBE_SERVICE=pipeline` (`PROBE_DELAY_MS` applies; with
+/// `PROBE_POISON_EVERY=n`, every `n`-th item of a key, numbers `n-1`, `2n-1`, …, fails for good
+/// and is dead-lettered).
 #[event_service(
     company = "acme",
     namespace = "test",
@@ -92,6 +94,8 @@ impl Probe {
 pub struct Pipeline {
     /// Sleep per record.
     pub delay: Duration,
+    /// Every `n`-th item of a key fails for good.
+    pub poison_every: Option<u32>,
 }
 
 /// An input of the pipeline.
@@ -123,10 +127,14 @@ pub struct Relayed {
 }
 
 impl Pipeline {
-    /// Configured from `PROBE_DELAY_MS`.
+    /// Configured from `PROBE_DELAY_MS` and `PROBE_POISON_EVERY`.
     pub fn from_env() -> Self {
         Self {
             delay: Probe::from_env().delay,
+            poison_every: std::env::var("PROBE_POISON_EVERY")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n > 0),
         }
     }
 }
@@ -138,6 +146,15 @@ impl Pipeline {
     async fn relay(&self, ctx: Context<Self>, item: Item) -> HandlerResult {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
+        }
+        if self
+            .poison_every
+            .is_some_and(|every| item.n % every == every - 1)
+        {
+            return Err(HandlerError::permanent(format!(
+                "item {}/{} is poison",
+                item.key, item.n
+            )));
         }
         let meta = ctx.meta().clone();
         for part in 0..2 {

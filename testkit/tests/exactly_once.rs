@@ -592,6 +592,61 @@ async fn on_a_broker_without_transactions_the_listener_stops_and_says_why() {
     assert!(log.contains("does not support Kafka transactions"), "{log}");
 }
 
+/// A record an exactly-once listener dead-letters is dead-lettered once, though the
+/// transactions of its offset fail and it is handled again: its dead letter is written in that
+/// transaction, not beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_written_once_though_its_transaction_fails() {
+    const KEYS: u32 = 10;
+    const PER_KEY: u32 = 12;
+    const POISON_EVERY: u32 = 3;
+    let broker = broker().await;
+    let mut p = Proc::start(
+        PROBE,
+        &[],
+        &env(
+            &broker,
+            "p0",
+            &[
+                ("ATOLL_TEST_FAIL_TRANSACTION_EVERY", "2"),
+                ("ATOLL_LISTENER__COMMIT_BATCH", "5"),
+                // Items 2, 5, 8 and 11 of every key fail for good: dead letters in many
+                // transactions, some of which fail.
+                ("PROBE_POISON_EVERY", "3"),
+            ],
+        ),
+    );
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || send_items(&b, KEYS, PER_KEY, Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let poison = (KEYS * (PER_KEY / POISON_EVERY)) as usize;
+    let total = 2 * (KEYS * PER_KEY) as usize - 2 * poison;
+    let b = broker.bootstrap();
+    let (outputs, dead) = tokio::task::spawn_blocking(move || {
+        let outputs = outputs(&b, total, Duration::from_secs(180));
+        // A dead letter written twice would follow.
+        std::thread::sleep(Duration::from_secs(2));
+        let dlq = "acme.test.pipeline.private.dlq";
+        let dead = atoll_testkit::read_topic(&b, dlq, poison + 1, Duration::from_secs(10));
+        (outputs.len(), dead.len())
+    })
+    .await
+    .unwrap();
+    let log = p.log();
+    p.terminate();
+    assert_eq!(outputs, total, "every other item's outputs\n{log}");
+    let rewinds = log.matches("a transaction failed").count();
+    assert!(
+        rewinds >= 2,
+        "transactions failed and were rewound: {rewinds}\n{log}"
+    );
+    assert_eq!(
+        dead, poison,
+        "one dead letter per poison item ({rewinds} transactions rewound)"
+    );
+}
+
 /// Transactions that fail inside a live process (every third is refused just before its
 /// commit, by a test hook; on noida-db the one after an abort can fail too, with `skipped
 /// sequence numbers`) are aborted, and the partitions handled again from their committed

@@ -271,7 +271,7 @@ impl<S: Handlers> ErasedService for Registered<S> {
         let (routes, configs) = routes_and_configs(&listeners, env.config)?;
         let shared = Shared {
             routes: Arc::new(routes),
-            source: format!("{}/{}", S::ID, env.process).into(),
+            source: S::ID.to_string().into(),
             codec: Arc::new(
                 env.codec
                     .producing(env.config.service.codec.unwrap_or(S::CODEC))?,
@@ -720,7 +720,7 @@ impl App {
             .service
             .process_name
             .clone()
-            .unwrap_or_else(random_name);
+            .unwrap_or_else(default_process_name);
         let health = Arc::new(Health::new(self.config.http.stalled_after()));
         let runtime = tokio::runtime::Handle::current();
         let clients = self.clients(&bootstrap, &runtime, &health)?;
@@ -916,11 +916,46 @@ fn producer(
     Ok(Producer::new(producer, metrics))
 }
 
-fn random_name() -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..4)
-        .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
-        .collect()
+/// The process name when `service.process_name` is not set (see [`process_name_of`]).
+fn default_process_name() -> String {
+    static APPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nth = APPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    process_name_of(host_name().as_deref(), std::process::id(), nth)
+}
+
+/// The host's name: `HOSTNAME` (which containers set), else the kernel's.
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// `<host>-<pid>` for the process's first app (`-<n>` added for the n-th after it), in the
+/// characters a process name may have. Two processes never share one, on one host or two (an
+/// exactly-once listener's `transactional.id` is made from it, and two producers with one
+/// fence each other), and a container's restart keeps it (the same host name, the same pid 1),
+/// so a restarted exactly-once listener fences its previous instance's open transaction at
+/// once.
+fn process_name_of(host: Option<&str>, pid: u32, nth: usize) -> String {
+    let host: String = host
+        .unwrap_or_default()
+        .chars()
+        .map(|c| match c {
+            c if c.is_ascii_alphanumeric() || "._-".contains(c) => c,
+            _ => '-',
+        })
+        .take(160)
+        .collect();
+    let host = match host.trim_matches('-') {
+        "" => "process",
+        h => h,
+    };
+    match nth {
+        0 => format!("{host}-{pid}"),
+        n => format!("{host}-{pid}-{n}"),
+    }
 }
 
 /// Whether clients made from `config` log in with OAUTHBEARER tokens that the application
@@ -1023,13 +1058,9 @@ impl Running {
             .collect()
     }
 
-    /// A client that sends commands with `ce_source` `<name>/<process>`.
+    /// A client that sends commands with `ce_source` `<name>`.
     pub fn client(&self, name: &str) -> Client {
-        Client::new(
-            self.producer.clone(),
-            self.codec.clone(),
-            format!("{name}/{}", self.process).into(),
-        )
+        Client::new(self.producer.clone(), self.codec.clone(), name.into())
     }
 
     /// The services' database, when the process uses one (a transactional listener, or
@@ -1056,7 +1087,7 @@ impl Running {
             store,
             self.producer.clone(),
             self.codec.clone(),
-            format!("{}/{}", S::ID, self.process).into(),
+            S::ID.to_string().into(),
         )
         .await
     }
@@ -1083,5 +1114,32 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_name_of;
+
+    #[test]
+    fn default_process_names_are_unique_per_process_and_stable_per_container() {
+        for (host, pid, nth, name) in [
+            (Some("orders-7d9f8-x2k1"), 1, 0, "orders-7d9f8-x2k1-1"),
+            // The same container restarted: the same name (its predecessor is fenced).
+            (Some("orders-7d9f8-x2k1"), 1, 0, "orders-7d9f8-x2k1-1"),
+            // Another replica, or another process on the same host: another name.
+            (Some("orders-7d9f8-q9z3"), 1, 0, "orders-7d9f8-q9z3-1"),
+            (Some("laptop.local"), 4242, 0, "laptop.local-4242"),
+            // A second app in the same process.
+            (Some("laptop.local"), 4242, 1, "laptop.local-4242-1"),
+            // Characters a process name may not have become `-`.
+            (Some("my host:1"), 7, 0, "my-host-1-7"),
+            (None, 7, 0, "process-7"),
+            (Some("--"), 7, 0, "process-7"),
+        ] {
+            assert_eq!(process_name_of(host, pid, nth), name);
+        }
+        let long = "h".repeat(500);
+        assert!(process_name_of(Some(&long), u32::MAX, usize::MAX).len() <= 200);
     }
 }

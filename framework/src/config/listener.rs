@@ -68,6 +68,32 @@ pub enum DeliveryMode {
     ExactlyOnce,
 }
 
+/// Where a listener's consumer group starts reading a partition it has no committed offset
+/// for: a new group, a renamed listener (its group is `<service>-<listener>`), or a group
+/// whose offsets the broker dropped after `offsets.retention.minutes` without commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The partition's oldest record: nothing is missed, and what is still retained is
+    /// handled (again, for a group whose offsets were dropped; a transactional listener's inbox
+    /// skips what it still remembers).
+    #[default]
+    Earliest,
+    /// Records written from then on: nothing is handled again, and what came before is never
+    /// handled.
+    Latest,
+}
+
+impl StartFrom {
+    /// librdkafka's `auto.offset.reset`.
+    pub(crate) fn offset_reset(self) -> &'static str {
+        match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+        }
+    }
+}
+
 macro_rules! listener_settings {
     ($($(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr,)+) => {
         /// `listener.*`: the resolved settings of a listener (defaults for every listener in
@@ -137,6 +163,9 @@ listener_settings! {
     max_in_flight: usize = 256,
     /// `at_least_once`, or `exactly_once`: outputs and offsets in one Kafka transaction.
     delivery: DeliveryMode = DeliveryMode::AtLeastOnce,
+    /// Where a partition without a committed offset starts: `earliest` or `latest`
+    /// (librdkafka's `auto.offset.reset`, which `kafka.properties` may not set).
+    start_from: StartFrom = StartFrom::Earliest,
 }
 
 impl ListenerConfig {

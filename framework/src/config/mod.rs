@@ -33,7 +33,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 pub use client::{OAuthToken, TokenProvider};
-pub use listener::{DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode, RetryMode};
+pub use listener::{
+    DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode, RetryMode, StartFrom,
+};
 pub use registry::{Registry, RegistryAnswer, RegistryAuth, SchemaRegistryConfig};
 pub use secret::{redact_url, Secret, REDACTED};
 pub use security::{
@@ -155,6 +157,14 @@ impl KafkaConfig {
                 ));
             }
         }
+        if self.properties.contains_key("auto.offset.reset") {
+            return Err(
+                "kafka.properties sets auto.offset.reset: set listener.start_from \
+                        (`earliest` or `latest`) for every listener, or \
+                        listeners.<name>.start_from for one, instead"
+                    .into(),
+            );
+        }
         if self
             .properties
             .get("sasl.oauthbearer.method")
@@ -188,8 +198,8 @@ impl Default for KafkaConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ServiceConfig {
-    /// The process name: static group membership when set; a random 4-character name and
-    /// dynamic membership when not.
+    /// The process name: static group membership when set; `<host name>-<pid>` and dynamic
+    /// membership when not.
     pub process_name: Option<String>,
     /// Whether a configured process name becomes `group.instance.id` (static membership:
     /// a restart within `session.timeout.ms` causes no rebalance). Default `true`.
@@ -512,6 +522,19 @@ mod tests {
 
     fn load_in(jail: &Jail) -> Result<Config> {
         Config::from_figment(Config::figment(&jail.directory().join("atoll.toml")))
+    }
+
+    #[test]
+    fn where_a_new_group_starts_is_a_listener_setting_not_a_raw_property() {
+        let mut c = Config::default();
+        c.kafka
+            .properties
+            .insert("auto.offset.reset".into(), "latest".into());
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("listener.start_from"), "{e}");
+        let mut c = Config::default();
+        c.listener.start_from = StartFrom::Latest;
+        assert!(c.check().is_ok());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::config::client::connected;
 use crate::config::kafka::set_default;
-use crate::config::DeliveryMode;
+use crate::config::{DeliveryMode, StartFrom};
 use crate::consume::close;
 use crate::consume::committer;
 use crate::consume::committer::{Batch, CommitQueue, Commits};
@@ -400,7 +400,8 @@ impl ListenerThread {
 /// The listener consumer's settings, and where a partition without a committed offset starts.
 fn consumer_config<S>(env: &ListenerEnv<S>) -> (ClientConfig, Offset) {
     let mut config = env.io.clients.config().clone();
-    set_default(&mut config, "auto.offset.reset", "earliest");
+    let start_from = env.setup.config.start_from;
+    config.set("auto.offset.reset", start_from.offset_reset());
     // Outputs of aborted transactions (exactly-once listeners, here or upstream) are never
     // handled; committed ones once their transaction commits.
     set_default(&mut config, "isolation.level", "read_committed");
@@ -408,9 +409,9 @@ fn consumer_config<S>(env: &ListenerEnv<S>) -> (ClientConfig, Offset) {
         // Its rewinds read committed offsets, which are stable only so.
         config.set("isolation.level", "read_committed");
     }
-    let reset_to = match config.get("auto.offset.reset") {
-        Some("latest" | "end" | "largest") => Offset::End,
-        _ => Offset::Beginning,
+    let reset_to = match start_from {
+        StartFrom::Earliest => Offset::Beginning,
+        StartFrom::Latest => Offset::End,
     };
     // Lag per partition and broker reachability come from the statistics.
     set_default(&mut config, "statistics.interval.ms", "5000");

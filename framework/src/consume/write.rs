@@ -1,6 +1,7 @@
 //! Writing a record elsewhere until the broker acknowledges it: its copy on the retry topic,
 //! its dead letter. The partition waits behind such a write (its order is kept), and shows so
-//! in health and `atoll_partitions_blocked` while the write fails.
+//! in health and `atoll_partitions_blocked` while the write fails. An exactly-once listener's
+//! dead letter is staged instead, and commits with the record's offset.
 
 use rdkafka::message::OwnedHeaders;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,21 @@ use crate::contract::dead_letter::{DeadLetterKind, Failure};
 use crate::contract::envelope::RecordView;
 use crate::contract::service::Service;
 use crate::contract::topic::TopicName;
-use crate::handler::delivery::Settled;
+use crate::handler::delivery::{Delivery, Settled};
+use crate::produce::transactional::Output;
+
+/// What a record costs beyond its key, value and headers' bytes (its batch's and its own
+/// framing), with room to spare.
+const RECORD_OVERHEAD: usize = 512;
+
+/// The bytes of `headers`' keys and values.
+fn header_bytes(headers: &OwnedHeaders) -> usize {
+    use rdkafka::message::Headers;
+    headers
+        .iter()
+        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+        .sum()
+}
 
 /// How a [`ListenerEnv::write`] ended.
 pub(crate) enum Written {
@@ -63,6 +78,9 @@ impl<S: Service> ListenerEnv<S> {
         mut failure: Failure,
         cancel: &CancellationToken,
     ) -> Handled {
+        if matches!(self.io.delivery, Delivery::ExactlyOnce) {
+            return self.stage_dead_letter(msg, listener, failure);
+        }
         let topic = S::ID.dlq();
         let payload = msg.payload().unwrap_or_default();
         let headers = || failure.headers(msg, listener);
@@ -85,13 +103,58 @@ impl<S: Service> ListenerEnv<S> {
         };
         match written {
             Written::Yes => {
-                self.counters.metrics.dead_lettered.inc();
-                crate::ops::telemetry::spans::failed(failure.kind.as_str(), &failure.error);
-                tracing::warn!(kind = %failure.kind, error = failure.error, attempts = failure.attempts, dlq = topic.as_str(), "record dead-lettered");
+                self.dead_lettered(&failure, &topic);
                 Handled::Finished(Settled::Done)
             }
             Written::Abandoned | Written::TooLarge(_) => Handled::Abandoned,
         }
+    }
+
+    /// An exactly-once listener's dead letter: staged, so that it commits with the record's
+    /// offset in the listener's Kafka transaction. A transaction that aborts (and the record
+    /// handled again) then leaves no dead letter behind, and the dead letter is written once.
+    /// One that would be larger than the producer takes is a pointer from the start (a record
+    /// the producer refused would abort every transaction it is in).
+    fn stage_dead_letter(&self, msg: &Received, listener: &str, mut failure: Failure) -> Handled {
+        let topic = S::ID.dlq();
+        let payload = msg.payload().unwrap_or_default();
+        let headers = failure.headers(msg, listener);
+        let size = payload.len() + msg.key().map_or(0, <[u8]>::len) + header_bytes(&headers);
+        let (payload, headers) = if size + RECORD_OVERHEAD <= self.max_record_bytes() {
+            (payload.to_vec(), headers)
+        } else {
+            failure.error = format!(
+                "{}; the record ({} bytes) is too large for the DLQ: its payload is a pointer to the original record",
+                failure.error,
+                payload.len()
+            );
+            failure.pointer(msg, listener)
+        };
+        self.dead_lettered(&failure, &topic);
+        Handled::Finished(Settled::Staged(vec![Output {
+            topic: topic.to_string(),
+            partition: None,
+            key: msg.key().map(<[u8]>::to_vec),
+            payload,
+            headers,
+        }]))
+    }
+
+    /// The largest record the producer sends (`message.max.bytes`, librdkafka's default 1 MB).
+    fn max_record_bytes(&self) -> usize {
+        self.io
+            .clients
+            .config()
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000)
+    }
+
+    /// Counts, traces and logs a dead letter written (or staged) to `topic`.
+    fn dead_lettered(&self, failure: &Failure, topic: &TopicName) {
+        self.counters.metrics.dead_lettered.inc();
+        crate::ops::telemetry::spans::failed(failure.kind.as_str(), &failure.error);
+        tracing::warn!(kind = %failure.kind, error = failure.error, attempts = failure.attempts, dlq = topic.as_str(), "record dead-lettered");
     }
 
     /// Writes `payload` with the record's key and `headers()` to `topic` until the broker
