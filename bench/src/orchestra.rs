@@ -228,7 +228,8 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         }
     }
     if plan.runs(4) && plan.impls.contains(&Impl::AtollTx) {
-        let pg = atoll_testkit::Postgres::start();
+        // As production runs it: every commit synced.
+        let pg = atoll_testkit::Postgres::durable();
         let store = Some(pg.database("bench"));
         let (_tansu, bootstrap) = broker(
             &plan,

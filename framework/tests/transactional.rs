@@ -1,7 +1,8 @@
 //! A transactional listener on the embedded broker and a SQLite store: the handler's SQL, the
 //! record's inbox row and what it emits commit together; a record delivered twice changes the
 //! database once and its outputs appear once; outputs left in the outbox are published by the
-//! relay; a failing handler rolls everything back. (The outbox's own guarantees: `outbox.rs`.)
+//! relay; a failing handler rolls everything back. (The outbox's own guarantees, on SQLite and
+//! PostgreSQL: `testkit/tests/outbox.rs`.)
 
 mod common;
 

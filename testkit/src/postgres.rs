@@ -23,6 +23,8 @@ pub struct Postgres {
     owner: Option<&'static str>,
     /// Whether the server offers TLS (`ssl = on`), with a certificate in its data directory.
     tls: bool,
+    /// Whether it syncs its writes (`fsync`; `synchronous_commit` is on either way).
+    durable: bool,
 }
 
 /// The directory holding `initdb` and `pg_ctl`: `$PG_BIN`, the `PATH`, or Debian's
@@ -61,16 +63,23 @@ impl Postgres {
     /// # Panics
     /// When PostgreSQL is not installed or does not start: the test must not pass without it.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, false)
+    }
+
+    /// As [`start`](Self::start), with `fsync` on (tests run without it: they never survive the
+    /// machine's crash, and it would slow them): as production runs, for measuring the store's
+    /// write path (the benchmark's transactional scenario).
+    pub fn durable() -> Self {
+        Self::start_with(None, true)
     }
 
     /// As [`start`](Self::start), offering TLS (`ssl = on`) with `server`'s certificate:
     /// clients asking for `sslmode=verify-full` check it against the authority that signed it.
     pub fn start_tls(server: &Pair) -> Self {
-        Self::start_with(Some(server))
+        Self::start_with(Some(server), false)
     }
 
-    fn start_with(tls: Option<&Pair>) -> Self {
+    fn start_with(tls: Option<&Pair>, durable: bool) -> Self {
         let bin = postgres_bin().unwrap_or_else(|| {
             panic!("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql); install Debian's `postgresql` (`.ci/run` does) or set PG_BIN: this test needs a database")
         });
@@ -87,6 +96,7 @@ impl Postgres {
             bin,
             owner,
             tls: tls.is_some(),
+            durable,
         };
         let data = pg.dir.join("data");
         pg.run(
@@ -129,9 +139,10 @@ impl Postgres {
 
     fn try_start(&self) -> bool {
         let mut options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync={} -c max_connections=200",
             self.port,
-            path(&self.dir)
+            path(&self.dir),
+            if self.durable { "on" } else { "off" }
         );
         if self.tls {
             options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");

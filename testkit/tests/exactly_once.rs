@@ -592,6 +592,27 @@ async fn on_a_broker_without_transactions_the_listener_stops_and_says_why() {
     assert!(log.contains("does not support Kafka transactions"), "{log}");
 }
 
+/// A pipeline process whose every other transaction is refused just before its commit (by a
+/// test hook: at least two fail however few there are, as a slow machine makes fewer, larger
+/// transactions; CI once saw a single failure with every third), committing after
+/// `commit_batch` records (many small transactions), with `extra` settings.
+fn failing_transactions(broker: &Tansu, commit_batch: &str, extra: &[(&str, &str)]) -> Proc {
+    let mut settings = vec![
+        ("ATOLL_TEST_FAIL_TRANSACTION_EVERY", "2"),
+        ("ATOLL_LISTENER__COMMIT_BATCH", commit_batch),
+    ];
+    settings.extend_from_slice(extra);
+    Proc::start(PROBE, &[], &env(broker, "p0", &settings))
+}
+
+/// Writes `per_key` items for each of `keys` keys, a round every 200 ms.
+async fn send_paced(broker: &Tansu, keys: u32, per_key: u32) {
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || send_items(&b, keys, per_key, Duration::from_millis(200)))
+        .await
+        .unwrap();
+}
+
 /// A record an exactly-once listener dead-letters is dead-lettered once, though the
 /// transactions of its offset fail and it is handled again: its dead letter is written in that
 /// transaction, not beside it.
@@ -601,25 +622,10 @@ async fn a_dead_letter_is_written_once_though_its_transaction_fails() {
     const PER_KEY: u32 = 12;
     const POISON_EVERY: u32 = 3;
     let broker = broker().await;
-    let mut p = Proc::start(
-        PROBE,
-        &[],
-        &env(
-            &broker,
-            "p0",
-            &[
-                ("ATOLL_TEST_FAIL_TRANSACTION_EVERY", "2"),
-                ("ATOLL_LISTENER__COMMIT_BATCH", "5"),
-                // Items 2, 5, 8 and 11 of every key fail for good: dead letters in many
-                // transactions, some of which fail.
-                ("PROBE_POISON_EVERY", "3"),
-            ],
-        ),
-    );
-    let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_items(&b, KEYS, PER_KEY, Duration::from_millis(200)))
-        .await
-        .unwrap();
+    // Items 2, 5, 8 and 11 of every key fail for good: dead letters in many transactions, some
+    // of which fail.
+    let mut p = failing_transactions(&broker, "5", &[("PROBE_POISON_EVERY", "3")]);
+    send_paced(&broker, KEYS, PER_KEY).await;
     let poison = (KEYS * (PER_KEY / POISON_EVERY)) as usize;
     let total = 2 * (KEYS * PER_KEY) as usize - 2 * poison;
     let b = broker.bootstrap();
@@ -656,25 +662,8 @@ async fn outputs_are_written_once_though_transactions_fail() {
     const KEYS: u32 = 20;
     const PER_KEY: u32 = 25;
     let broker = broker().await;
-    let mut p = Proc::start(
-        PROBE,
-        &[],
-        &env(
-            &broker,
-            "p0",
-            &[
-                // Every other one: at least two fail however few there are (a slow machine
-                // makes fewer, larger transactions; CI once saw a single failure with every 3rd).
-                ("ATOLL_TEST_FAIL_TRANSACTION_EVERY", "2"),
-                // Many small transactions.
-                ("ATOLL_LISTENER__COMMIT_BATCH", "25"),
-            ],
-        ),
-    );
-    let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_items(&b, KEYS, PER_KEY, Duration::from_millis(200)))
-        .await
-        .unwrap();
+    let mut p = failing_transactions(&broker, "25", &[]);
+    send_paced(&broker, KEYS, PER_KEY).await;
     let total = 2 * (KEYS * PER_KEY) as usize;
     let b = broker.bootstrap();
     let read = tokio::task::spawn_blocking(move || {

@@ -1,0 +1,495 @@
+//! The outbox's guarantees, each on SQLite and on a real PostgreSQL (a throwaway server per
+//! test), with the embedded broker: one bad row stalls nothing and is dead-lettered with its
+//! cause; the relay settles rows one by one; a row another publisher holds is not sent twice,
+//! whatever the clocks say; a key's later output never overtakes an older row of that key left
+//! in the outbox; a row that keeps failing shows on the readiness probe.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use atoll::config::Config;
+use atoll::envelope::{header_str as header, Outgoing};
+use atoll::{event_service, handlers, App, Context, Event, HandlerResult, Tx};
+use atoll_testkit::Postgres;
+use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::Message;
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "test", name = "journal", partitions = 1)]
+struct Journal;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "write", version = 1, service = Journal)]
+struct Write {
+    #[event(key)]
+    page: String,
+    line: i64,
+    /// The size of the memo the fact carries: large enough, and the fact cannot be published.
+    memo: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "written", version = 1, service = Journal)]
+struct Written {
+    #[event(key)]
+    page: String,
+    line: i64,
+    memo: String,
+}
+
+#[handlers]
+impl Journal {
+    #[listener(name = "write", max_attempts = 1)]
+    async fn write(&self, ctx: Context<Self>, mut tx: Tx, cmd: Write) -> HandlerResult {
+        sqlx::query("INSERT INTO lines (page, line) VALUES ($1, $2)")
+            .bind(&cmd.page)
+            .bind(cmd.line)
+            .execute(&mut *tx)
+            .await?;
+        ctx.emit(Written {
+            page: cmd.page,
+            line: cmd.line,
+            memo: "m".repeat(cmd.memo),
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+const EVENTS: &str = "acme.test.journal.events";
+const DLQ: &str = "acme.test.journal.private.dlq";
+/// The largest record the test's clients produce.
+const MAX_BYTES: usize = 20_000;
+
+/// The store a test runs on.
+enum Db {
+    Sqlite,
+    Postgres(Postgres),
+}
+
+impl Db {
+    fn postgres() -> Self {
+        Self::Postgres(Postgres::start())
+    }
+
+    /// The database's clock in milliseconds, in its SQL.
+    fn now_ms(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Self::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+}
+
+/// A running journal service and its scratch directory.
+struct Journalist {
+    running: atoll::Running,
+    dir: std::path::PathBuf,
+    db: Db,
+}
+
+impl Journalist {
+    /// The journal service on `db`, with the `lines` table, serving its probes.
+    async fn start(db: Db, name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "atoll-outbox-{name}-{}-{}",
+            std::process::id(),
+            matches!(db, Db::Sqlite)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("migrations")).unwrap();
+        std::fs::write(
+            dir.join("migrations/1_lines.sql"),
+            "CREATE TABLE lines (page TEXT NOT NULL, line BIGINT NOT NULL);",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        match &db {
+            Db::Sqlite => config.store.path = dir.join("journal.db"),
+            Db::Postgres(pg) => config.store.url = Some(pg.database(name)),
+        }
+        config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+        config
+            .kafka
+            .properties
+            .insert("message.max.bytes".into(), MAX_BYTES.to_string());
+        let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
+            .await
+            .unwrap();
+        let running = App::new(config)
+            .service(Journal)
+            .migrations(migrator)
+            .start()
+            .await
+            .expect("start");
+        Self { running, dir, db }
+    }
+
+    async fn stop(self) {
+        self.running.shutdown().await;
+        std::fs::remove_dir_all(self.dir).unwrap();
+    }
+
+    async fn write(&self, id: &str, page: &str, line: i64, memo: usize) {
+        let (headers, _) = Outgoing {
+            id: Some(id),
+            ..Outgoing::new(Write::ce_type(), "test")
+        }
+        .headers();
+        let payload = serde_json::to_vec(&Write {
+            page: page.into(),
+            line,
+            memo,
+        })
+        .unwrap();
+        self.running
+            .client("test")
+            .send_raw(
+                "acme.test.journal.commands",
+                Some(page.as_bytes()),
+                &payload,
+                headers,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The records of `topic`: until `n` were read, or `secs` passed.
+    async fn read(&self, topic: &str, n: usize, secs: u64) -> Vec<OwnedMessage> {
+        let bootstrap = self.running.bootstrap_servers().to_owned();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            atoll_testkit::read_topic(&bootstrap, &topic, n, Duration::from_secs(secs))
+        })
+        .await
+        .unwrap()
+    }
+
+    fn pool(&self) -> &sqlx::AnyPool {
+        self.running.store().unwrap().pool()
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(self.pool())
+            .await
+            .unwrap();
+        n
+    }
+
+    async fn eventually_empty(&self, table: &str) -> bool {
+        for _ in 0..100 {
+            if self.count(table).await == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// `GET <path>` of the service's HTTP server: the status and body.
+    async fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.running.http_addr().unwrap());
+        tokio::task::spawn_blocking(move || {
+            let r = reqwest::blocking::get(url).unwrap();
+            (r.status().as_u16(), r.text().unwrap())
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The first readiness answer with `status` within 10 s: its body.
+    async fn ready_answer(&self, status: u16) -> Option<String> {
+        for _ in 0..100 {
+            let (s, body) = self.get("/health/ready").await;
+            if s == status {
+                return Some(body);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    async fn begin(&self) -> sqlx::Transaction<'static, sqlx::Any> {
+        self.pool().begin().await.unwrap()
+    }
+}
+
+/// The `line` of each `written` fact.
+fn lines(facts: &[OwnedMessage]) -> Vec<i64> {
+    facts
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Written>(m.payload().unwrap())
+                .unwrap()
+                .line
+        })
+        .collect()
+}
+
+fn ce_ids(records: &[OwnedMessage]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|m| header(m, "ce_id").unwrap())
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The outbox's encoding of `headers` (key length, key, value length, value).
+fn encoded(headers: &OwnedHeaders) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    for h in headers.iter() {
+        let key = h.key.as_bytes();
+        encoded.extend_from_slice(&u16::try_from(key.len()).unwrap().to_be_bytes());
+        encoded.extend_from_slice(key);
+        let value = h.value.unwrap();
+        encoded.extend_from_slice(&i32::try_from(value.len()).unwrap().to_be_bytes());
+        encoded.extend_from_slice(value);
+    }
+    encoded
+}
+
+/// Writes an outbox row in `tx` as a process would have left it, with the columns every schema
+/// version has: `page`'s fact number `line`, to `partition` (none: the partitioner's), created
+/// at `created_at`; its `ce_id`. Callers that change the row further do so in the same
+/// transaction, before the relay may see it.
+async fn leave_row(
+    tx: &mut sqlx::AnyConnection,
+    page: &str,
+    line: i64,
+    partition: Option<i32>,
+    created_at: i64,
+) -> String {
+    let (headers, id) = Outgoing::new(Written::ce_type(), "left").headers();
+    let payload = serde_json::to_vec(&Written {
+        page: page.into(),
+        line,
+        memo: String::new(),
+    })
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO atoll_outbox (topic, record_partition, record_key, payload, headers, ce_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(EVENTS)
+    .bind(partition)
+    .bind(page.as_bytes())
+    .bind(payload)
+    .bind(encoded(&headers))
+    .bind(&id)
+    .bind(created_at)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    id
+}
+
+/// Names the journal's DLQ on the rows in `tx` (left rows name none).
+async fn name_dead_letter_topic(tx: &mut sqlx::AnyConnection) {
+    sqlx::query("UPDATE atoll_outbox SET dead_letter_topic = $1")
+        .bind(DLQ)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+}
+
+async fn too_large_output(db: Db) {
+    let j = Journalist::start(db, "large").await;
+    j.write("w-1", "a", 1, MAX_BYTES * 2).await;
+    j.write("w-2", "a", 2, 0).await;
+
+    // The next record's fact goes out: the first one's does not hold the partition.
+    let facts = j.read(EVENTS, 1, 20).await;
+    assert_eq!(lines(&facts), [2], "the publishable fact, alone");
+    assert_eq!(j.count("lines").await, 2, "both records were handled");
+
+    // The unpublishable fact is dead-lettered with its cause, as a pointer (it is too large
+    // for the DLQ too), and kept in the store.
+    let dead = j.read(DLQ, 1, 20).await;
+    assert_eq!(dead.len(), 1, "one dead letter");
+    let h = |name| header(&dead[0], name).map(str::to_owned);
+    assert_eq!(h("atoll_dlq_error_kind").as_deref(), Some("publish"));
+    assert_eq!(
+        h("atoll_dlq_listener").as_deref(),
+        Some("acme.test.journal-write")
+    );
+    assert_eq!(h("atoll_dlq_original_topic").as_deref(), Some(EVENTS));
+    let error = h("atoll_dlq_error").unwrap();
+    assert!(
+        error.contains("too large") || error.contains("MessageSizeTooLarge"),
+        "{error}"
+    );
+    assert!(error.contains("atoll_outbox_dead"), "{error}");
+    assert!(h("atoll_dlq_payload_omitted").is_some());
+    assert!(j.eventually_empty("atoll_outbox").await);
+    assert_eq!(j.count("atoll_outbox_dead").await, 1);
+    let (_, metrics) = j.get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "atoll_outbox_dead_lettered_total 1"),
+        "{metrics}"
+    );
+    j.stop().await;
+}
+
+async fn rows_settled_each_on_its_own(db: Db) {
+    let j = Journalist::start(db, "independent").await;
+    // Three rows left behind, the oldest for a partition the topic does not have.
+    let mut tx = j.begin().await;
+    leave_row(&mut tx, "p", 1, Some(99), 0).await;
+    let q = leave_row(&mut tx, "q", 2, None, 0).await;
+    let r = leave_row(&mut tx, "r", 3, None, 0).await;
+    name_dead_letter_topic(&mut tx).await;
+    tx.commit().await.unwrap();
+
+    // The good rows go out, once each, although the first one fails; a further wait would
+    // show a repeat.
+    let facts = j.read(EVENTS, 3, 6).await;
+    assert_eq!(ce_ids(&facts), [q.as_str(), r.as_str()]);
+
+    let dead = j.read(DLQ, 1, 20).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], "atoll_dlq_error_kind"), Some("publish"));
+    assert_eq!(
+        header(&dead[0], "atoll_dlq_listener"),
+        Some("outbox"),
+        "a row written outside listeners"
+    );
+    assert_eq!(lines(&dead), [1], "with its payload");
+    assert!(j.eventually_empty("atoll_outbox").await);
+    j.stop().await;
+}
+
+async fn failing_row_on_the_readiness_probe(db: Db) {
+    let j = Journalist::start(db, "unready").await;
+    assert!(j.ready_answer(200).await.is_some(), "ready at first");
+    // A row whose headers do not decode (its bytes damaged): neither the record's fault as far
+    // as anyone can tell nor an outage, so it is tried ten times over minutes.
+    let mut tx = j.begin().await;
+    leave_row(&mut tx, "p", 1, None, 0).await;
+    name_dead_letter_topic(&mut tx).await;
+    sqlx::query("UPDATE atoll_outbox SET headers = $1")
+        .bind(vec![0_u8, 9, b'x'])
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let body = j
+        .ready_answer(503)
+        .await
+        .expect("not ready while the row fails");
+    assert!(
+        body.contains("outbox row") && body.contains(EVENTS) && body.contains("do not decode"),
+        "{body}"
+    );
+    // Once it is dealt with (an operator deletes it), ready again.
+    sqlx::query("DELETE FROM atoll_outbox")
+        .execute(j.pool())
+        .await
+        .unwrap();
+    assert!(j.ready_answer(200).await.is_some(), "ready again");
+    j.stop().await;
+}
+
+async fn held_row_not_sent_twice(db: Db) {
+    let j = Journalist::start(db, "held").await;
+    // A row another process claimed for 3 more seconds of the database's clock and is
+    // sending; its writer's clock was far behind, so by any comparison of clocks it is old.
+    let mut tx = j.begin().await;
+    let id = leave_row(&mut tx, "h", 1, None, 0).await;
+    let hold = format!(
+        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} + 3000",
+        j.db.now_ms()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(hold))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // A later output of its key waits behind it.
+    j.write("w-2", "h", 2, 0).await;
+    let early = j.read(EVENTS, 1, 2).await;
+    assert!(early.is_empty(), "the relay left the held row alone");
+    // The other process died: its lease runs out, and the relay takes the row over, once,
+    // then the later output.
+    let facts = j.read(EVENTS, 3, 8).await;
+    assert_eq!(lines(&facts), [1, 2]);
+    assert_eq!(ce_ids(&facts)[0], id);
+    assert!(j.eventually_empty("atoll_outbox").await);
+    j.stop().await;
+}
+
+async fn later_output_behind_a_left_row(db: Db) {
+    let j = Journalist::start(db, "order").await;
+    // Page a's fact 1 was left in the outbox just now (a crash between the offset's commit
+    // and the row's delete); the next record of page a comes.
+    let mut tx = j.begin().await;
+    leave_row(&mut tx, "a", 1, None, now_ms()).await;
+    tx.commit().await.unwrap();
+    j.write("w-2", "a", 2, 0).await;
+    let facts = j.read(EVENTS, 3, 10).await;
+    assert_eq!(lines(&facts), [1, 2], "the older row first, each once");
+    assert!(j.eventually_empty("atoll_outbox").await);
+    j.stop().await;
+}
+
+async fn row_without_dead_letter_topic_kept(db: Db) {
+    let j = Journalist::start(db, "legacy").await;
+    // Written before atoll recorded dead-letter topics, for a partition its topic lacks.
+    let mut tx = j.begin().await;
+    let id = leave_row(&mut tx, "p", 1, Some(99), 0).await;
+    tx.commit().await.unwrap();
+    assert!(
+        j.eventually_empty("atoll_outbox").await,
+        "not retried forever"
+    );
+    let (kept,): (String,) = sqlx::query_as("SELECT ce_id FROM atoll_outbox_dead")
+        .fetch_one(j.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept, id, "kept in the store");
+    j.stop().await;
+}
+
+/// One test per scenario and database.
+macro_rules! on_both {
+    ($($scenario:ident: $sqlite:ident, $postgres:ident;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(Db::Sqlite).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            $scenario(Db::postgres()).await;
+        }
+    )+};
+}
+
+on_both! {
+    too_large_output:
+        an_output_too_large_to_publish_is_dead_lettered_and_stalls_nothing_sqlite,
+        an_output_too_large_to_publish_is_dead_lettered_and_stalls_nothing_postgres;
+    rows_settled_each_on_its_own:
+        the_relay_settles_each_row_on_its_own_sqlite,
+        the_relay_settles_each_row_on_its_own_postgres;
+    failing_row_on_the_readiness_probe:
+        a_row_that_keeps_failing_shows_on_the_readiness_probe_sqlite,
+        a_row_that_keeps_failing_shows_on_the_readiness_probe_postgres;
+    held_row_not_sent_twice:
+        a_row_another_publisher_holds_is_not_sent_twice_whatever_the_clocks_say_sqlite,
+        a_row_another_publisher_holds_is_not_sent_twice_whatever_the_clocks_say_postgres;
+    later_output_behind_a_left_row:
+        a_keys_later_output_never_overtakes_an_older_row_left_in_the_outbox_sqlite,
+        a_keys_later_output_never_overtakes_an_older_row_left_in_the_outbox_postgres;
+    row_without_dead_letter_topic_kept:
+        a_row_from_before_dead_letter_topics_is_kept_not_retried_forever_sqlite,
+        a_row_from_before_dead_letter_topics_is_kept_not_retried_forever_postgres;
+}
