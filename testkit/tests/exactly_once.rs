@@ -613,18 +613,74 @@ async fn send_paced(broker: &Tansu, keys: u32, per_key: u32) {
         .unwrap();
 }
 
+/// An exactly-once listener's dead letter that would be larger than the producer takes is a
+/// pointer from the start: staged whole, it would abort every transaction it is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_too_large_to_stage_is_a_pointer() {
+    const KEYS: u32 = 3;
+    const PER_KEY: u32 = 3;
+    let broker = broker().await;
+    // Item 2 of every key fails for good; the producer takes records of up to 1,000 bytes,
+    // less than the dead letter with the record's headers and the error would be.
+    let mut p = Proc::start(
+        PROBE,
+        &[],
+        &env(
+            &broker,
+            "p0",
+            &[
+                ("PROBE_POISON_EVERY", "3"),
+                ("ATOLL_KAFKA__PROPERTIES__MESSAGE_MAX_BYTES", "1000"),
+            ],
+        ),
+    );
+    send_paced(&broker, KEYS, PER_KEY).await;
+    let b = broker.bootstrap();
+    let (outputs, dead) = tokio::task::spawn_blocking(move || {
+        let outputs = outputs(
+            &b,
+            2 * (KEYS * (PER_KEY - 1)) as usize,
+            Duration::from_secs(120),
+        );
+        let dlq = "acme.test.pipeline.private.dlq";
+        let dead = read_topic(&b, dlq, KEYS as usize + 1, Duration::from_secs(10));
+        (outputs.len(), dead)
+    })
+    .await
+    .unwrap();
+    let log = p.log();
+    p.terminate();
+    assert_eq!(
+        outputs,
+        2 * (KEYS * (PER_KEY - 1)) as usize,
+        "the other items' outputs\n{log}"
+    );
+    assert_eq!(
+        dead.len(),
+        KEYS as usize,
+        "one dead letter per poison item\n{log}"
+    );
+    for d in &dead {
+        assert!(
+            header(d, "atoll_dlq_payload_omitted").is_some(),
+            "a pointer"
+        );
+        assert_eq!(header(d, "atoll_dlq_error_kind"), Some("handler"));
+    }
+}
+
 /// A record an exactly-once listener dead-letters is dead-lettered once, though the
 /// transactions of its offset fail and it is handled again: its dead letter is written in that
 /// transaction, not beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_is_written_once_though_its_transaction_fails() {
-    const KEYS: u32 = 10;
+    const KEYS: u32 = 5;
     const PER_KEY: u32 = 12;
     const POISON_EVERY: u32 = 3;
     let broker = broker().await;
     // Items 2, 5, 8 and 11 of every key fail for good: dead letters in many transactions, some
     // of which fail.
-    let mut p = failing_transactions(&broker, "5", &[("PROBE_POISON_EVERY", "3")]);
+    let mut p = failing_transactions(&broker, "10", &[("PROBE_POISON_EVERY", "3")]);
     send_paced(&broker, KEYS, PER_KEY).await;
     let poison = (KEYS * (PER_KEY / POISON_EVERY)) as usize;
     let total = 2 * (KEYS * PER_KEY) as usize - 2 * poison;
