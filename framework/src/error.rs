@@ -138,6 +138,15 @@ pub(crate) fn sql_is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// What a failed database operation `what` (e.g. "writing the outbox") becomes: for
+/// `map_err`.
+pub(crate) fn store_error(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |source| Error::Store {
+        what: what.into(),
+        source,
+    }
+}
+
 impl Error {
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {

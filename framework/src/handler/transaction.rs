@@ -13,7 +13,7 @@ use super::context::{Context, FromContext, Meta};
 use super::delivery::{Outboxed, Sink};
 use crate::codec::Codec;
 use crate::contract::service::Service;
-use crate::error::{Error, Result};
+use crate::error::{store_error, Result};
 use crate::produce::Producer;
 use crate::store::outbox::{self, Committed, Origin, OutboxRecord, Route};
 use crate::store::{inbox, Store};
@@ -57,10 +57,11 @@ impl TxCell {
 /// Begins the transaction of the record `meta` describes on `store` and claims its inbox row
 /// for `group`: `None` when the group handled the event before (the record is to be skipped).
 pub(crate) async fn begin(store: &Store, group: &str, meta: &Meta) -> Result<Option<Arc<TxCell>>> {
-    let mut tx = store.pool().begin().await.map_err(|source| Error::Store {
-        what: "beginning a transaction".into(),
-        source,
-    })?;
+    let mut tx = store
+        .pool()
+        .begin()
+        .await
+        .map_err(store_error("beginning a transaction"))?;
     let event = inbox::EventId {
         source: meta.source.as_deref().unwrap_or_default(),
         id: &meta.id,
@@ -90,10 +91,7 @@ pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
     };
     let backend = to.store.backend();
     let ids = outbox::insert(&mut tx, backend, &records, origin, route, inflight.direct).await?;
-    tx.commit().await.map_err(|source| Error::Store {
-        what: "committing".into(),
-        source,
-    })?;
+    tx.commit().await.map_err(store_error("committing"))?;
     crate::store::crash_point();
     Ok(Committed {
         ids,
@@ -223,10 +221,11 @@ impl<S: Service> StoreTx<S> {
         codec: Arc<Codec>,
         source: Arc<str>,
     ) -> Result<Self> {
-        let tx = store.pool().begin().await.map_err(|source| Error::Store {
-            what: "beginning a transaction".into(),
-            source,
-        })?;
+        let tx = store
+            .pool()
+            .begin()
+            .await
+            .map_err(store_error("beginning a transaction"))?;
         let cell = TxCell::new(tx, None);
         // A new flow: the transaction's own id correlates what it produces.
         let id = uuid::Uuid::now_v7().to_string();

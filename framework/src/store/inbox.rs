@@ -6,7 +6,7 @@
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::{now_ms, Backend, Store};
-use crate::error::{Error, Result};
+use crate::error::{store_error, Result};
 
 /// What identifies an event: its `ce_source` (empty when the record has none) and `ce_id` (a
 /// record without one is known by topic, partition and offset).
@@ -37,7 +37,7 @@ pub(crate) async fn claim(
     .bind(now_ms())
     .execute(&mut *conn)
     .await
-    .map_err(failed("writing the inbox"))?;
+    .map_err(store_error("writing the inbox"))?;
     if done.rows_affected() != 1 {
         return Ok(false);
     }
@@ -53,7 +53,7 @@ pub(crate) async fn claim(
     .bind(legacy_before)
     .fetch_optional(&mut *conn)
     .await
-    .map_err(failed("reading the inbox"))?;
+    .map_err(store_error("reading the inbox"))?;
     Ok(old.is_none())
 }
 
@@ -66,15 +66,8 @@ pub(crate) async fn legacy_before(store: &Store) -> Result<i64> {
     )
     .fetch_optional(store.pool())
     .await
-    .map_err(failed("reading the inbox"))?;
+    .map_err(store_error("reading the inbox"))?;
     Ok(row.map_or(0, |(at,)| at))
-}
-
-fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |source| Error::Store {
-        what: what.into(),
-        source,
-    }
 }
 
 /// Deletes up to `batch` inbox rows received before `before_ms`; how many it deleted.
@@ -92,9 +85,6 @@ pub(crate) async fn prune(store: &Store, before_ms: i64, batch: i64) -> Result<u
         .bind(batch)
         .execute(store.pool())
         .await
-        .map_err(|source| Error::Store {
-            what: "pruning the inbox".into(),
-            source,
-        })?;
+        .map_err(store_error("pruning the inbox"))?;
     Ok(done.rows_affected())
 }

@@ -26,7 +26,7 @@ use sqlx::AnyPool;
 
 use crate::config::secret::redact_url;
 use crate::config::store::StoreConfig;
-use crate::error::{Error, Result};
+use crate::error::{store_error, Error, Result};
 use crate::ops::health::{Condition, Health};
 use crate::ops::metrics::{Metrics, OutboxMetrics};
 use crate::produce::Producer;
@@ -229,10 +229,10 @@ impl Store {
     }
 
     async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        self.pool.acquire().await.map_err(|source| Error::Store {
-            what: "acquiring a connection".into(),
-            source,
-        })
+        self.pool
+            .acquire()
+            .await
+            .map_err(store_error("acquiring a connection"))
     }
 }
 
@@ -349,8 +349,13 @@ async fn relay_all(store: &Store, producer: &Producer, watch: &Watch, stop: &Can
     loop {
         match outbox::relay::relay_once(store, producer, RELAY_BATCH, &watch.metrics).await {
             Ok(pass) => {
-                if pass.published > 0 {
-                    tracing::info!(rows = pass.published, "outbox relay published rows");
+                if pass.claimed > 0 {
+                    tracing::info!(
+                        rows = pass.published,
+                        failed = pass.failed,
+                        dead_lettered = pass.dead_lettered,
+                        "outbox relay published rows"
+                    );
                 }
                 if pass.claimed < RELAY_BATCH as usize || stop.is_cancelled() {
                     break;

@@ -22,7 +22,7 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::Notify;
 
 use super::LEASE_MS;
-use crate::error::{Error, Result};
+use crate::error::{store_error, Result};
 use crate::store::Store;
 
 /// How often the leases of rows on their way are renewed: four renewals may fail in a row
@@ -227,10 +227,7 @@ async fn give_back(store: &Store, ids: &[i64]) -> Result<()> {
         .bind(inflight.relay)
         .execute(store.pool())
         .await
-        .map_err(|source| Error::Store {
-            what: "giving outbox rows back to the relay".into(),
-            source,
-        })?;
+        .map_err(store_error("giving outbox rows back to the relay"))?;
     Ok(())
 }
 
@@ -245,6 +242,7 @@ async fn renew_leases(store: &Store) -> Result<()> {
         backend.now_ms_sql(),
         backend.id_in(1)
     );
+    let sql: std::sync::Arc<str> = sql.into();
     for chunk in ids.chunks(CHUNK) {
         sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(backend.id_list(chunk))
@@ -253,10 +251,7 @@ async fn renew_leases(store: &Store) -> Result<()> {
             .bind(inflight.relay)
             .execute(store.pool())
             .await
-            .map_err(|source| Error::Store {
-                what: "renewing outbox leases".into(),
-                source,
-            })?;
+            .map_err(store_error("renewing outbox leases"))?;
     }
     Ok(())
 }

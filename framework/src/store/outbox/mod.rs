@@ -39,7 +39,7 @@ pub(crate) mod relay;
 pub(crate) mod verdict;
 
 use super::{Backend, Store};
-use crate::error::{Error, Result};
+use crate::error::{store_error, Error, Result};
 use crate::produce::{Pending, Producer};
 use inflight::InFlight;
 
@@ -52,13 +52,6 @@ pub(crate) struct OutboxRecord {
     pub(crate) payload: Vec<u8>,
     pub(crate) headers: Vec<(String, Option<Vec<u8>>)>,
     pub(crate) ce_id: String,
-}
-
-fn store_error(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |source| Error::Store {
-        what: what.into(),
-        source,
-    }
 }
 
 /// `headers` as bytes: per header, the key's length (u16), the key, the value's length (i32,
@@ -211,6 +204,8 @@ pub(crate) async fn insert(
              source, dead_letter_topic, claimed_by, created_at, available_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {now}, {now} + $10) RETURNING id"
     );
+    // Shared by the records' statements, not copied for each.
+    let sql: std::sync::Arc<str> = sql.into();
     let mut ids = Vec::with_capacity(records.len());
     for r in records {
         let row = sqlx::query(AssertSqlSafe(sql.clone()))

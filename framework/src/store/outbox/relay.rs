@@ -14,9 +14,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::verdict::{self, Cause, Verdict};
-use super::{decode_headers, owned_headers, store_error, LEASE_MS};
+use super::{decode_headers, owned_headers, LEASE_MS};
 use crate::contract::dead_letter::{DeadLetterKind, Failure};
-use crate::error::{Error, Result};
+use crate::error::{store_error, Error, Result};
 use crate::ops::metrics::OutboxMetrics;
 use crate::produce::{Pending, Producer};
 use crate::store::{Backend, Store};
