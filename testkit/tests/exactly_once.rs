@@ -50,14 +50,15 @@ fn env(broker: &Tansu, name: &str, extra: &[(&str, &str)]) -> Vec<(String, Strin
     env
 }
 
-/// Writes `per_key` items for each of `keys` keys (a round of one item per key every `pace`),
+/// Writes items `rounds` for each of `keys` keys (a round of one item per key every `pace`),
 /// idempotently, one record per batch (noida-db, like tansu, serves a fetch only from the start
 /// of a batch).
-fn send_items(bootstrap: &str, keys: u32, per_key: u32, pace: Duration) {
+fn send_items(bootstrap: &str, keys: u32, rounds: std::ops::Range<u32>, pace: Duration) {
     use rdkafka::producer::{BaseRecord, Producer};
     let producer = atoll_testkit::raw_producer(bootstrap);
-    for n in 0..per_key {
-        if n > 0 && !pace.is_zero() {
+    let first = rounds.start;
+    for n in rounds {
+        if n > first && !pace.is_zero() {
             producer.flush(Duration::from_secs(60)).unwrap();
             std::thread::sleep(pace);
         }
@@ -96,7 +97,7 @@ async fn one_item_once_joined(broker: &Tansu, p: &Proc) {
         p.log()
     );
     let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_items(&b, 1, 1, Duration::ZERO))
+    tokio::task::spawn_blocking(move || send_items(&b, 1, 0..1, Duration::ZERO))
         .await
         .unwrap();
 }
@@ -181,7 +182,7 @@ async fn outputs_are_written_once_though_processes_are_killed_ten_times() {
         .map(|n| Proc::start(PROBE, &[], &env(&broker, n, &[("PROBE_DELAY_MS", "1")])))
         .collect();
     let b = broker.bootstrap();
-    let sender = std::thread::spawn(move || send_items(&b, KEYS, PER_KEY, Duration::ZERO));
+    let sender = std::thread::spawn(move || send_items(&b, KEYS, 0..PER_KEY, Duration::ZERO));
     let mut rng = rand::rngs::StdRng::seed_from_u64(16);
     let mut kills = 0;
     let total = 2 * (KEYS * PER_KEY) as usize;
@@ -608,9 +609,41 @@ fn failing_transactions(broker: &Tansu, commit_batch: &str, extra: &[(&str, &str
 /// Writes `per_key` items for each of `keys` keys, a round every 200 ms.
 async fn send_paced(broker: &Tansu, keys: u32, per_key: u32) {
     let b = broker.bootstrap();
-    tokio::task::spawn_blocking(move || send_items(&b, keys, per_key, Duration::from_millis(200)))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        send_items(&b, keys, 0..per_key, Duration::from_millis(200))
+    })
+    .await
+    .unwrap();
+}
+
+/// Writes `per_key` items for each of `keys` keys (a round every 200 ms) in `steps` steps, each
+/// waiting until the outputs of the rounds sent so far (`outputs_after(rounds)`) can be read.
+/// A `read_committed` reader sees outputs only once their transaction committed, so the process
+/// commits at least `steps` transactions, one after another, however fast or slow it runs (a
+/// slow one would otherwise take the whole backlog in two or three).
+async fn send_in_steps(
+    broker: &Tansu,
+    keys: u32,
+    per_key: u32,
+    steps: u32,
+    outputs_after: impl Fn(u32) -> usize + Send + 'static,
+) -> Result<(), String> {
+    let b = broker.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let per_step = per_key.div_ceil(steps);
+        for start in (0..per_key).step_by(per_step as usize) {
+            let end = (start + per_step).min(per_key);
+            send_items(&b, keys, start..end, Duration::from_millis(200));
+            let want = outputs_after(end);
+            let got = outputs(&b, want, Duration::from_secs(120)).len();
+            if got < want {
+                return Err(format!("{got} of {want} outputs after {end} rounds"));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap()
 }
 
 /// An exactly-once listener's dead letter that would be larger than the producer takes is a
@@ -681,7 +714,14 @@ async fn a_dead_letter_is_written_once_though_its_transaction_fails() {
     // Items 2, 5, 8 and 11 of every key fail for good: dead letters in many transactions, some
     // of which fail.
     let mut p = failing_transactions(&broker, "10", &[("PROBE_POISON_EVERY", "3")]);
-    send_paced(&broker, KEYS, PER_KEY).await;
+    // Four steps, so at least three transactions fail. Rounds 2, 5, 8, 11 have no outputs.
+    let sent = send_in_steps(&broker, KEYS, PER_KEY, 4, |rounds| {
+        2 * (KEYS * (rounds - (rounds + 1) / POISON_EVERY)) as usize
+    })
+    .await;
+    if let Err(e) = sent {
+        panic!("{e}\n{}", p.log());
+    }
     let poison = (KEYS * (PER_KEY / POISON_EVERY)) as usize;
     let total = 2 * (KEYS * PER_KEY) as usize - 2 * poison;
     let b = broker.bootstrap();
@@ -709,7 +749,7 @@ async fn a_dead_letter_is_written_once_though_its_transaction_fails() {
     );
 }
 
-/// Transactions that fail inside a live process (every third is refused just before its
+/// Transactions that fail inside a live process (every second is refused just before its
 /// commit, by a test hook; on noida-db the one after an abort can fail too, with `skipped
 /// sequence numbers`) are aborted, and the partitions handled again from their committed
 /// offsets: a `read_committed` reader still sees each output once.
@@ -719,7 +759,14 @@ async fn outputs_are_written_once_though_transactions_fail() {
     const PER_KEY: u32 = 25;
     let broker = broker().await;
     let mut p = failing_transactions(&broker, "25", &[]);
-    send_paced(&broker, KEYS, PER_KEY).await;
+    // Five steps, so at least four transactions fail.
+    let sent = send_in_steps(&broker, KEYS, PER_KEY, 5, |rounds| {
+        2 * (KEYS * rounds) as usize
+    })
+    .await;
+    if let Err(e) = sent {
+        panic!("{e}\n{}", p.log());
+    }
     let total = 2 * (KEYS * PER_KEY) as usize;
     let b = broker.bootstrap();
     let read = tokio::task::spawn_blocking(move || {
@@ -734,7 +781,6 @@ async fn outputs_are_written_once_though_transactions_fail() {
     p.terminate();
     assert_eq!(read.0, total, "all outputs\n{log}");
     let rewinds = log.matches("a transaction failed").count();
-    // Items arrive over 5 s, so the transactions are many (their number varies).
     assert!(
         rewinds >= 2,
         "transactions failed and were rewound: {rewinds}\n{log}"
