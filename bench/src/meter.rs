@@ -101,15 +101,9 @@ fn cpu() -> Duration {
     t(usage.user_time()) + t(usage.system_time())
 }
 
-/// The peak resident set of this process image, from `VmHWM` in `/proc/self/status` (not
-/// getrusage's `ru_maxrss`, which Linux carries over from the parent across `exec`).
+/// The peak resident set of this process image.
 fn max_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
+    atoll_testkit::process::peak_rss_mib("/proc/self/status").unwrap_or(f64::NAN)
 }
 
 /// Books one handled record that the producer stamped at `ts_us`, with the latency the

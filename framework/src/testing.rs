@@ -378,6 +378,7 @@ impl<S: Handlers> TestBed<S> {
                 runtime: tokio::runtime::Handle::current(),
                 stop: stop.clone(),
                 saga: crate::config::SagaConfig::default(),
+                sagas_live: Default::default(),
             });
             hooks.assigned(&[0]);
         }

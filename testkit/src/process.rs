@@ -152,6 +152,23 @@ impl Proc {
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// The process's peak resident set so far, in MiB (see [`peak_rss_mib`]).
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        peak_rss_mib(&format!("/proc/{}/status", self.child.id()))
+    }
+}
+
+/// The peak resident set of a process image, in MiB, from `VmHWM` in its `status` file under
+/// `/proc` (not getrusage's `ru_maxrss`, which Linux carries over from the parent across
+/// `exec`); `None` when it cannot be read.
+pub fn peak_rss_mib(status_file: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(status_file).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
 }
 
 impl Drop for Proc {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use atoll::envelope::{header_str, CAUSATION_ID, ID, REPLY_PARTITION, REPLY_TO, TYPE};
 use atoll::{event_service, handlers, App, Context, Event, HandlerResult, Saga, Service, Step};
+use atoll_testkit::probe::Journey;
+use atoll_testkit::process::{wait_until, Proc};
 use atoll_testkit::{read_topic, text, Tansu};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -211,6 +213,15 @@ fn log() -> &'static Mutex<Vec<u8>> {
     })
 }
 
+/// What was logged of `key`.
+fn lines_of(key: &str) -> String {
+    String::from_utf8_lossy(&log().lock().unwrap_or_else(|e| e.into_inner()))
+        .lines()
+        .filter(|l| l.contains(key))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn logged(needle: &str, key: &str) -> bool {
     String::from_utf8_lossy(&log().lock().unwrap_or_else(|e| e.into_inner()))
         .lines()
@@ -370,37 +381,20 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
         .find(|m| header_str(*m, "ce_type") == Some(RoomBooked::ce_type()))
         .expect("the room's reply");
     assert_eq!(header_str(original, CAUSATION_ID), Some("trip/dup@1"));
-    let mut headers = OwnedHeaders::new();
-    for h in original.headers().unwrap().iter() {
-        let value = if h.key == ID {
-            Some(&b"duplicate-1"[..])
-        } else {
-            h.value
-        };
-        headers = headers.insert(Header { key: h.key, value });
-    }
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    producer
-        .send(
-            BaseRecord::to(original.topic())
-                .partition(original.partition())
-                .key(original.key().unwrap())
-                .payload(original.payload().unwrap())
-                .headers(headers),
-        )
-        .map_err(|(e, _)| e)
-        .unwrap();
-    producer.flush(Duration::from_secs(10)).unwrap();
+    send_again(&broker, original, Some("duplicate-1"));
 
     assert_eq!(outcome(&broker, "dup"), TripBooked::ce_type());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !logged("duplicate reply ignored", "trip/dup") && Instant::now() < deadline {
+    // Ignored while the saga waits for its seat, or once it has ended (an ended saga is held
+    // without its history: a duplicate and a late reply are told apart no more).
+    let ignored = || {
+        logged("duplicate reply ignored", "trip/dup")
+            || logged("reply ignored: its saga has ended", "trip/dup")
+    };
+    while !ignored() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(logged("duplicate reply ignored", "trip/dup"));
+    assert!(ignored(), "{}", lines_of("trip/dup"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Started (1), room booked (2), seat booked and completed (3): nothing more.
     assert_eq!(versions(&broker, "trip/dup", 3), [1, 2, 3]);
@@ -426,6 +420,124 @@ fn once_each(commands: &[OwnedMessage]) -> Vec<&OwnedMessage> {
 }
 
 /// The distinct `ce_id`s of `commands`: the requests they carry, however often each was sent.
+/// Writes `original` again to its partition, with `ce_id` `id` if given (else its own).
+fn send_again(broker: &Tansu, original: &OwnedMessage, id: Option<&str>) {
+    let mut headers = OwnedHeaders::new();
+    for h in original.headers().unwrap().iter() {
+        let value = match id {
+            Some(id) if h.key == ID => Some(id.as_bytes()),
+            _ => h.value,
+        };
+        headers = headers.insert(Header { key: h.key, value });
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::to(original.topic())
+                .partition(original.partition())
+                .key(original.key().unwrap())
+                .payload(original.payload().unwrap())
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// An ended saga is held reduced, without its state; the input that ended it, delivered again
+/// (as when an output of the end was not acknowledged), redoes the end from the state read back
+/// from `private.saga`: the outcome fact again, no new state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_sagas_ending_input_delivered_again_redoes_its_end() {
+    let broker = Tansu::start();
+    let running = start(&broker).await;
+    plan(&running, "redo").await;
+    assert_eq!(outcome(&broker, "redo"), TripBooked::ce_type());
+    let replies = read_topic(
+        &broker.bootstrap(),
+        Trips::ID.reply().as_ref(),
+        usize::MAX,
+        Duration::from_secs(1),
+    );
+    let ending = replies
+        .iter()
+        .find(|m| {
+            header_str(*m, "ce_type") == Some(SeatBooked::ce_type())
+                && header_str(*m, CAUSATION_ID).is_some_and(|c| c.starts_with("trip/redo@"))
+        })
+        .expect("the seat's reply, which ended the saga");
+    send_again(&broker, ending, None);
+    let facts = keyed(&broker, Trips::ID.events().as_ref(), "redo", 2);
+    assert_eq!(facts.len(), 2, "the end redone:\n{}", lines_of("trip/redo"));
+    assert!(facts
+        .iter()
+        .all(|f| header_str(f, "ce_type") == Some(TripBooked::ce_type())));
+    assert_eq!(versions(&broker, "trip/redo", 3), [1, 2, 3], "no new state");
+    assert!(
+        !logged("ignored", "trip/redo"),
+        "not taken for a late reply:\n{}",
+        lines_of("trip/redo")
+    );
+    running.shutdown().await;
+}
+
+/// With `saga.max_live` at 1, a saga's start while another runs is dead-lettered with its
+/// cause, `atoll_sagas_live` shows the one, and a start once that one ended runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_past_the_live_cap_is_dead_lettered_with_its_cause() {
+    let broker = Tansu::start();
+    log();
+    let mut config = broker.config();
+    config.saga.max_live = 1;
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    let running = App::new(config)
+        .service(Hotel)
+        .service(Flight)
+        .service(Trips)
+        .start()
+        .await
+        .unwrap();
+    // The first trip's seat waits 3 s: it is live meanwhile.
+    delays()
+        .lock()
+        .unwrap()
+        .insert("flight-cap-a".into(), 3_000);
+    plan(&running, "cap-a").await;
+    keyed(&broker, Flight::ID.commands().as_ref(), "cap-a", 1);
+    let url = format!("http://{}/metrics", running.http_addr().unwrap());
+    let metrics =
+        tokio::task::spawn_blocking(move || reqwest::blocking::get(url).unwrap().text().unwrap())
+            .await
+            .unwrap();
+    let gauge = metrics
+        .lines()
+        .find(|l| l.starts_with("atoll_sagas_live{") && l.contains("trip-saga"))
+        .unwrap_or_else(|| panic!("the gauge of live sagas:\n{metrics}"));
+    assert!(gauge.ends_with(" 1"), "{gauge}");
+    plan(&running, "cap-b").await;
+    let dead = read_topic(
+        &broker.bootstrap(),
+        Trips::ID.dlq().as_ref(),
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), 1, "{}", lines_of("cap-"));
+    let error = header_str(&dead[0], "atoll_dlq_error").unwrap_or_default();
+    assert!(error.contains("saga.max_live"), "{error}");
+    assert_eq!(outcome(&broker, "cap-a"), TripBooked::ce_type());
+    // Ended: it no longer counts.
+    plan(&running, "cap-c").await;
+    assert_eq!(outcome(&broker, "cap-c"), TripBooked::ce_type());
+    assert!(
+        keyed(&broker, Trips::ID.events().as_ref(), "cap-b", 0).is_empty(),
+        "the refused trip never ran"
+    );
+    running.shutdown().await;
+}
+
 fn requests(commands: &[OwnedMessage]) -> BTreeSet<String> {
     commands
         .iter()
@@ -617,39 +729,18 @@ async fn a_restore_over_100k_ended_sagas_keeps_none_and_a_new_saga_runs() {
     const ENDED: usize = 100_000;
     let broker = with_topics(Tansu::start()).await;
     let saga_topic = Trips::ID.saga().to_string();
-    let b = broker.bootstrap();
-    let t = saga_topic.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &b)
-            .set("queue.buffering.max.messages", "1000000");
-        for (k, v) in atoll_testkit::TANSU_PROPERTIES {
-            config.set(*k, *v);
-        }
-        let producer: BaseProducer = config.create().unwrap();
-        let send = |key: &str, value: &str| loop {
-            match producer.send(BaseRecord::to(&t).key(key).payload(value)) {
-                Ok(()) => break,
-                Err((_, _)) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        };
-        for i in 0..ENDED {
+    let states = (0..ENDED)
+        .map(|i| {
             let key = format!("trip/old-{i}");
             let state = serde_json::json!({
                 "key": key, "version": 3, "status": "completed", "data": {"trip_id": format!("old-{i}")},
                 "reason": null, "pending": null, "history": [], "input": "x", "correlation_id": "c",
                 "ended_ms": 1,
             });
-            send(&key, &state.to_string());
-        }
-        send("trip/garbage", "{not a saga state");
-        producer.flush(Duration::from_secs(120)).unwrap();
-    })
-    .await
-    .unwrap();
+            (key, state.to_string())
+        })
+        .chain([("trip/garbage".to_owned(), "{not a saga state".to_owned())]);
+    write_states(&broker, &saga_topic, states).await;
 
     let mut config = broker.config();
     config.saga.restore_timeout_ms = 300;
@@ -730,4 +821,108 @@ async fn a_restore_over_100k_ended_sagas_keeps_none_and_a_new_saga_runs() {
     );
     assert_eq!(header_str(&dead[0], "atoll_dlq_error_kind"), Some("decode"));
     running.shutdown().await;
+}
+
+/// Writes `states` (key, value) to `topic`, in order.
+async fn write_states(
+    broker: &Tansu,
+    topic: &str,
+    states: impl Iterator<Item = (String, String)> + Send + 'static,
+) {
+    let (b, t) = (broker.bootstrap(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &b)
+            .set("queue.buffering.max.messages", "1000000");
+        for (k, v) in atoll_testkit::TANSU_PROPERTIES {
+            config.set(*k, *v);
+        }
+        let producer: BaseProducer = config.create().unwrap();
+        for (key, value) in states {
+            let mut record = BaseRecord::to(&t).key(&key).payload(&value);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(300)).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// A restore takes each record of `private.saga` as it reads it: the process holds one entry
+/// per saga, never the partition's records. The journey's state topic holds
+/// `ATOLL_TEST_SAGA_RECORDS` records (default 100,000; about 1 KiB each) of treks with four
+/// versions each (three running, the last completed a moment ago, so within its retention);
+/// the journey process restores them all and its peak resident set stays under 100 MiB (196 MiB
+/// before records were taken as read and ended sagas reduced). With
+/// `ATOLL_TEST_SAGA_RECORDS=1000000` (the figure docs/performance.md reports) the bound is
+/// 200 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_restore_holds_sagas_not_records() {
+    const VERSIONS: usize = 4;
+    let records: usize = std::env::var("ATOLL_TEST_SAGA_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let limit_mib = if records > 100_000 { 200.0 } else { 100.0 };
+    let broker = Tansu::start();
+    let driver = App::new(broker.config())
+        .topics(atoll::contract::owned_topics::<Journey>())
+        .start()
+        .await
+        .unwrap();
+    driver.shutdown().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let pad = "x".repeat(800);
+    let states = (0..records).map(move |n| {
+        let (i, version) = (n / VERSIONS, n % VERSIONS + 1);
+        let key = format!("trek/m{i}");
+        let ended = version == VERSIONS;
+        let state = serde_json::json!({
+            "key": key, "version": version,
+            "status": if ended { "completed" } else { "running" },
+            "data": {"id": format!("m{i}"), "pad": pad}, "reason": null, "pending": null,
+            "history": [], "input": format!("in-{i}-{version}"), "correlation_id": "c",
+            "ended_ms": if ended { Some(now) } else { None },
+        });
+        (key, state.to_string())
+    });
+    let started = Instant::now();
+    write_states(&broker, Journey::ID.saga().as_ref(), states).await;
+    println!(
+        "{records} saga state records written in {:?}",
+        started.elapsed()
+    );
+    let mut env = broker.env();
+    env.push(("PROBE_SERVICE".into(), "journey".into()));
+    env.push(("ATOLL_SAGA__RESTORE_TIMEOUT_MS".into(), "600000".into()));
+    let mut p = Proc::start(env!("CARGO_BIN_EXE_probe"), &[], &env);
+    let started = Instant::now();
+    let restored = wait_until(Duration::from_secs(600), || {
+        p.log().matches("saga state restored").count() >= 2
+    });
+    let peak = p.peak_rss_mib();
+    let log = p.log();
+    p.terminate();
+    assert!(restored, "both partitions restored\n{log}");
+    println!(
+        "restored in {:?}; peak resident set {peak:?} MiB",
+        started.elapsed()
+    );
+    let peak = peak.expect("the process's peak resident set");
+    assert!(
+        peak < limit_mib,
+        "peak resident set {peak:.0} MiB, over {limit_mib} MiB, restoring {records} records"
+    );
 }

@@ -199,6 +199,7 @@ impl<S: Handlers> Registered<S> {
                 runtime: env.runtime.clone(),
                 stop: env.stop.clone(),
                 saga: env.config.saga.clone(),
+                sagas_live: env.metrics.sagas_live(S::ID, listener.name()),
             });
         }
         let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));

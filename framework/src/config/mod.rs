@@ -281,6 +281,11 @@ pub struct SagaConfig {
     /// (the partition's next record continues where it stopped; a restore never starts
     /// again from scratch). Default 60,000 ms.
     pub restore_timeout_ms: u64,
+    /// How many running or compensating sagas of one saga type this process holds at most
+    /// (each is held whole in memory; ended ones are held reduced and do not count). A start
+    /// past the cap is dead-lettered with the cause, to be replayed once sagas ended or the cap
+    /// was raised. Default 100,000.
+    pub max_live: usize,
 }
 
 impl Default for SagaConfig {
@@ -288,6 +293,7 @@ impl Default for SagaConfig {
         Self {
             retention_ms: 7 * 24 * 3_600_000,
             restore_timeout_ms: 60_000,
+            max_live: 100_000,
         }
     }
 }
@@ -471,6 +477,9 @@ impl Config {
             return Err(Error::Config(
                 "saga.restore_timeout_ms must be above 0".to_owned(),
             ));
+        }
+        if self.saga.max_live == 0 {
+            return Err(Error::Config("saga.max_live must be above 0".to_owned()));
         }
         if self.http.stalled_after_ms == 0 {
             return Err(Error::Config(

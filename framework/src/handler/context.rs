@@ -267,13 +267,14 @@ impl<S: Service> Context<S> {
     }
 
     /// Like [`produce`](Self::produce), and waits for the acknowledgement now (in a
-    /// transaction, or staged: not at all; the commit publishes it).
-    pub(crate) async fn produce_acked(&self, record: Record<'_>) -> Result<String> {
-        let (id, pending) = self.start_produce(record).await?;
-        if let Some(pending) = pending {
-            pending.acked().await?;
+    /// transaction, or staged: not at all; the commit publishes it): the offset the record was
+    /// written at, when known then.
+    pub(crate) async fn produce_acked(&self, record: Record<'_>) -> Result<Option<i64>> {
+        let (_, pending) = self.start_produce(record).await?;
+        match pending {
+            Some(pending) => pending.acked_at().await,
+            None => Ok(None),
         }
-        Ok(id)
     }
 
     /// Hands the record to the producer, or to the transaction's outbox (no pending

@@ -29,6 +29,8 @@ pub(crate) struct HookRuntime {
     pub(crate) source: Arc<str>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) stop: CancellationToken,
-    /// How long sagas' state is kept, and how long a restore may read.
+    /// How long sagas' state is kept, how long a restore may read, how many sagas are held.
     pub(crate) saga: crate::config::SagaConfig,
+    /// The listener's gauge of live sagas.
+    pub(crate) sagas_live: prometheus_client::metrics::gauge::Gauge,
 }

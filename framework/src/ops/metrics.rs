@@ -87,6 +87,7 @@ pub(crate) struct Metrics {
     commit_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
     commits_failed: Family<ListenerLabels, Counter>,
     producer_queue: Gauge,
+    sagas_live: Family<ListenerLabels, Gauge>,
     produce: Arc<ProduceMetrics>,
     outbox: Arc<OutboxMetrics>,
 }
@@ -110,6 +111,7 @@ impl Default for Metrics {
             commit_duration: Family::new_with_constructor(duration_buckets),
             commits_failed: Family::default(),
             producer_queue: Gauge::default(),
+            sagas_live: Family::default(),
             produce: Arc::default(),
             outbox: Arc::default(),
         };
@@ -190,6 +192,11 @@ impl Default for Metrics {
             m.produce.latency.clone(),
         );
         r.register(
+            "atoll_sagas_live",
+            "Running or compensating sagas the saga's listener holds in this process (saga.max_live caps them)",
+            m.sagas_live.clone(),
+        );
+        r.register(
             "atoll_outbox_relayed",
             "Outbox rows the relay published (left by a crash, given back after a failed publish, or queued behind an older row of their key)",
             m.outbox.relayed.clone(),
@@ -227,6 +234,14 @@ impl Metrics {
     /// What the producer counts into.
     pub(crate) fn produce(&self) -> Arc<ProduceMetrics> {
         self.produce.clone()
+    }
+
+    /// The gauge of the live sagas of saga listener `listener`.
+    pub(crate) fn sagas_live(&self, service: ServiceId, listener: &'static str) -> Gauge {
+        self.sagas_live.get_or_create_owned(&ListenerLabels {
+            service: service.to_string(),
+            listener: listener.to_owned(),
+        })
     }
 
     /// The outbox's metrics, for the store's relay.

@@ -158,11 +158,17 @@ impl std::fmt::Debug for Pending {
 impl Pending {
     /// Waits until the broker acknowledged the record.
     pub(crate) async fn acked(self) -> Result<()> {
+        self.acked_at().await.map(drop)
+    }
+
+    /// Waits until the broker acknowledged the record: the offset it was written at, `None`
+    /// when it was recorded (a unit test's producer).
+    pub(crate) async fn acked_at(self) -> Result<Option<i64>> {
         let Some(delivery) = self.delivery else {
-            return Ok(());
+            return Ok(None);
         };
         let answer = match delivery.await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(delivered)) => Ok(Some(delivered.offset)),
             Ok(Err((source, record))) => Err(Error::Produce {
                 topic: rdkafka::Message::topic(&record).to_owned(),
                 source,
@@ -175,7 +181,7 @@ impl Pending {
         };
         let m = &self.metrics;
         match &answer {
-            Ok(()) => {
+            Ok(_) => {
                 m.produced.inc();
                 m.latency.observe(self.sent.elapsed().as_secs_f64());
             }

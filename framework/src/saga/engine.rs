@@ -2,8 +2,8 @@
 //! `private.saga`, and the timers that turn deadlines into timeout records.
 
 use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::resident::{Afterwards, Ended, Resident};
 use super::state::{next_generation, parse_request_id, Match, Phase, SagaState, Status, StepInfo};
 use super::{start_type, state_type, timeout_type, types, Saga, Step};
 use crate::backoff::{sleep_unless, Backoff};
@@ -54,6 +55,8 @@ struct Engine<D: Saga> {
     infos: Vec<StepInfo>,
     rt: OnceLock<HookRuntime>,
     parts: Mutex<HashMap<i32, Arc<Part>>>,
+    /// The live sagas of the partitions this process owns (capped by `saga.max_live`).
+    live: Arc<AtomicI64>,
 }
 
 /// One assigned partition: its sagas and their timers.
@@ -62,12 +65,53 @@ struct Part {
     restored: tokio::sync::OnceCell<()>,
     /// How far the restore got: a restore that ran out of time continues from here.
     progress: tokio::sync::Mutex<Progress>,
-    states: tokio::sync::Mutex<HashMap<String, SagaState>>,
+    states: tokio::sync::Mutex<HashMap<String, Resident>>,
     timers: Mutex<HashMap<String, CancellationToken>>,
     cancel: CancellationToken,
     /// This owner's generation, which its state records carry (set by the restore; see
     /// [`next_generation`]).
     generation: AtomicU64,
+    live: LiveCount,
+}
+
+impl Part {
+    /// Puts `saga` under `key` in `states` (this partition's), counting it if it is live.
+    fn put(&self, states: &mut HashMap<String, Resident>, key: String, saga: Resident) {
+        let added = i64::from(saga.is_live());
+        let removed = states
+            .insert(key, saga)
+            .map_or(0, |old| i64::from(old.is_live()));
+        self.live.add(added - removed);
+    }
+}
+
+/// A partition's count of its live sagas, within the process's total for the saga (and its
+/// gauge, `atoll_sagas_live`).
+struct LiveCount {
+    /// This partition's live sagas; `None` once revoked: its sagas no longer count, though a
+    /// handler still running on it may put one.
+    own: Mutex<Option<i64>>,
+    total: Arc<AtomicI64>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl LiveCount {
+    fn add(&self, delta: i64) {
+        let mut own = self.own.lock();
+        if let Some(n) = own.as_mut() {
+            *n += delta;
+            let total = self.total.fetch_add(delta, Ordering::Relaxed) + delta;
+            self.gauge.set(total);
+        }
+    }
+
+    /// Takes this partition's sagas out of the total.
+    fn detach(&self) {
+        if let Some(n) = self.own.lock().take() {
+            let total = self.total.fetch_sub(n, Ordering::Relaxed) - n;
+            self.gauge.set(total);
+        }
+    }
 }
 
 /// How the engine's writes (timeouts, states, dead letters) wait out a broker that refuses them.
@@ -109,6 +153,7 @@ impl<D: Saga> PartitionHooks for Engine<D> {
         for p in partitions {
             if let Some(part) = parts.remove(p) {
                 part.cancel.cancel();
+                part.live.detach();
             }
         }
     }
@@ -131,6 +176,7 @@ impl<D: Saga> Engine<D> {
             infos,
             rt: OnceLock::new(),
             parts: Mutex::new(HashMap::new()),
+            live: Arc::default(),
         }
     }
 
@@ -145,7 +191,8 @@ impl<D: Saga> Engine<D> {
             .lock()
             .entry(p)
             .or_insert_with(|| {
-                let cancel = self.rt.get().map(|rt| rt.stop.child_token());
+                let rt = self.rt.get();
+                let cancel = rt.map(|rt| rt.stop.child_token());
                 Arc::new(Part {
                     partition: p,
                     restored: tokio::sync::OnceCell::new(),
@@ -154,6 +201,11 @@ impl<D: Saga> Engine<D> {
                     timers: Default::default(),
                     cancel: cancel.unwrap_or_default(),
                     generation: AtomicU64::new(0),
+                    live: LiveCount {
+                        own: Mutex::new(Some(0)),
+                        total: self.live.clone(),
+                        gauge: rt.map(|rt| rt.sagas_live.clone()).unwrap_or_default(),
+                    },
                 })
             })
             .clone()
@@ -214,6 +266,10 @@ impl<D: Saga> Engine<D> {
         let next = match input {
             Moved::Ignored => return Ok(()),
             Moved::Again(st) => return self.effects(&ctx, &part, &st).await,
+            Moved::RedoEnd(at) => {
+                drop(states);
+                return self.redo_end(&ctx, &part, at).await;
+            }
             Moved::To(next) => next,
         };
         let next = SagaState {
@@ -221,17 +277,59 @@ impl<D: Saga> Engine<D> {
             ..next
         };
         let payload = json(state_type::<D>(), &next);
-        ctx.produce_acked(Record {
-            partition: Some(meta.partition),
-            key: Some(next.key.clone().into_bytes()),
-            ce_type: state_type::<D>(),
-            payload,
-            ..Record::default_for(<D::Service as Service>::ID.saga())
-        })
-        .await?;
-        states.insert(next.key.clone(), next.clone());
+        let at = ctx
+            .produce_acked(Record {
+                partition: Some(meta.partition),
+                key: Some(next.key.clone().into_bytes()),
+                ce_type: state_type::<D>(),
+                payload,
+                ..Record::default_for(<D::Service as Service>::ID.saga())
+            })
+            .await?;
+        part.put(
+            &mut states,
+            next.key.clone(),
+            Resident::Live(Box::new(next.clone())),
+        );
         drop(states);
-        self.effects(&ctx, &part, &next).await
+        self.effects(&ctx, &part, &next).await?;
+        if let (true, Some(at)) = (next.is_ended(), at) {
+            // Its end is done: from here on it is held reduced. Its input delivered again (an
+            // output of the end not acknowledged) reads the state back from `at`.
+            let mut states = part.states.lock().await;
+            if let Some(kept) = states.get_mut(&next.key) {
+                if kept.rank() == next.rank() {
+                    *kept = Resident::Ended(Ended::of(&next, at, now));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Redoes the end of a saga held reduced, whose ending input was delivered again: its
+    /// state is read back from offset `at` of its partition of `private.saga`.
+    async fn redo_end(
+        &self,
+        ctx: &Context<D::Service>,
+        part: &Arc<Part>,
+        at: i64,
+    ) -> HandlerResult {
+        let rt = self.rt()?;
+        let Some(clients) = rt.clients.clone() else {
+            return Ok(());
+        };
+        let (topic, p) = (
+            <D::Service as Service>::ID.saga().to_string(),
+            part.partition,
+        );
+        let st = tokio::task::spawn_blocking(move || read_state_at(&clients, &topic, p, at))
+            .await
+            .map_err(|e| Error::Saga(format!("reading a saga state back failed: {e}")))??;
+        if st.input != ctx.meta().id {
+            // Another input whose id hashes alike: not the saga's ending input.
+            return Ok(());
+        }
+        self.effects(ctx, part, &st).await
     }
 
     /// What a start does: a new saga, unless one of its id exists.
@@ -239,7 +337,7 @@ impl<D: Saga> Engine<D> {
         &self,
         meta: &Meta,
         payload: &[u8],
-        states: &HashMap<String, SagaState>,
+        states: &HashMap<String, Resident>,
         now: u64,
     ) -> HandlerResult<Moved> {
         let data: D = serde_json::from_slice(payload).map_err(|e| {
@@ -247,12 +345,23 @@ impl<D: Saga> Engine<D> {
         })?;
         let key = Self::key(&data.id());
         Ok(match states.get(&key) {
-            Some(st) if st.input == meta.id => Moved::Again(st.clone()),
+            Some(Resident::Live(st)) if st.input == meta.id => Moved::Again((**st).clone()),
+            Some(Resident::Ended(ended)) if ended.input(&meta.id) != Afterwards::Ignore => {
+                Moved::from(ended.input(&meta.id))
+            }
             Some(_) => {
                 tracing::info!(saga = D::NAME, key, "saga already started; start ignored");
                 Moved::Ignored
             }
             None => {
+                let live = self.live.load(Ordering::Relaxed);
+                let cap = self.rt().map_or(usize::MAX, |rt| rt.saga.max_live);
+                if usize::try_from(live).is_ok_and(|live| live >= cap) {
+                    return Err(HandlerError::permanent(format!(
+                        "saga `{}` has {live} live sagas in this process, its cap (saga.max_live): not started; replay this start from the DLQ once sagas have ended or the cap was raised",
+                        D::NAME
+                    )));
+                }
                 let data = serde_json::to_value(&data).map_err(HandlerError::permanent)?;
                 Moved::To(SagaState::start(
                     key,
@@ -271,7 +380,7 @@ impl<D: Saga> Engine<D> {
         &self,
         ctx: &Context<D::Service>,
         payload: &[u8],
-        states: &HashMap<String, SagaState>,
+        states: &HashMap<String, Resident>,
         now: u64,
     ) -> HandlerResult<Moved> {
         let meta = ctx.meta();
@@ -288,18 +397,33 @@ impl<D: Saga> Engine<D> {
             tracing::debug!(saga = D::NAME, causation, "not a reply to this saga");
             return Ok(Moved::Ignored);
         };
-        let Some(st) = states.get(key) else {
-            tracing::warn!(
+        let st = match states.get(key) {
+            Some(Resident::Live(st)) => st,
+            Some(Resident::Ended(ended)) => {
+                let then = Moved::from(ended.input(&meta.id));
+                if matches!(then, Moved::Ignored) && !timeout {
+                    tracing::warn!(
+                        saga = D::NAME,
+                        key,
+                        causation,
+                        "late reply ignored: its saga has ended (or a duplicate)"
+                    );
+                }
+                return Ok(then);
+            }
+            None => {
+                tracing::warn!(
                 saga = D::NAME,
                 key,
                 causation,
                 partition = meta.partition,
                 "reply for an unknown saga ignored (did the replier drop atoll_reply_partition?)"
             );
-            return Ok(Moved::Ignored);
+                return Ok(Moved::Ignored);
+            }
         };
         if st.input == meta.id {
-            return Ok(Moved::Again(st.clone()));
+            return Ok(Moved::Again((**st).clone()));
         }
         Ok(match st.classify(causation) {
             Match::Pending(_, _) if timeout => {
@@ -504,8 +628,15 @@ fn arm<D: Saga>(
 struct Progress {
     /// The next offset to read; `None` before the first read.
     next: Option<i64>,
-    /// The latest state of each saga read so far.
-    sagas: HashMap<String, Restored>,
+    /// The latest state of each saga read so far, as the partition will hold it (see
+    /// [`Resident`]), but those ended longer ago than the retention.
+    sagas: HashMap<String, Resident>,
+    /// Those: ended longer ago than the retention. Only their rank is remembered, until they
+    /// are tombstoned (the tombstone ends the key, whatever was written before it).
+    expired: HashMap<String, (u64, u64)>,
+    /// Sagas of `sagas` after whose state an earlier owner's late write was read: it is the
+    /// key's last record (which compaction would keep) until the state is written again.
+    overtaken: HashSet<String>,
     /// The newest generation read.
     newest: u64,
     /// State records that do not decode and are their saga's latest record, to dead-letter.
@@ -514,18 +645,13 @@ struct Progress {
     reader: Option<Reader>,
 }
 
-/// A saga's latest state, as restored.
-enum Restored {
-    /// Boxed: most entries of a long-lived partition are `Expired`, and small. `overtaken`:
-    /// an earlier owner's late write was read after it, and is the key's last record (which
-    /// compaction would keep) until this state is written again.
-    Live {
-        state: Box<SagaState>,
-        overtaken: bool,
-    },
-    /// Ended longer ago than the retention: only its rank is remembered, until it is
-    /// tombstoned (the tombstone ends the key, whatever was written before it).
-    Expired { rank: (u64, u64) },
+impl Progress {
+    /// Forgets what was read of saga `key`.
+    fn forget(&mut self, key: &str) {
+        self.sagas.remove(key);
+        self.expired.remove(key);
+        self.overtaken.remove(key);
+    }
 }
 
 /// Loads partition `part` of `private.saga` (every saga of type `D` in it) and re-arms the
@@ -545,23 +671,36 @@ async fn restore<D: Saga>(
     };
     let p = part.partition;
     let mut progress = part.progress.lock().await;
-    let (name, from, reader) = (topic.to_string(), progress.next, progress.reader.take());
     let (timeout, retention) = (
         Duration::from_millis(rt.saga.restore_timeout_ms),
         rt.saga.retention_ms,
     );
-    let (read, next, reader) = tokio::task::spawn_blocking(move || {
-        read_partition(&clients, reader, &name, p, from, timeout)
+    // Each record is taken into what was read as it arrives, never buffered: memory holds one
+    // entry per saga, however many records the partition has.
+    let (name, mut read) = (topic.to_string(), std::mem::take(&mut *progress));
+    let (mut read, result) = tokio::task::spawn_blocking(move || {
+        let (from, reader) = (read.next, read.reader.take());
+        let now = now_ms();
+        let result = read_partition(&clients, reader, &name, p, from, timeout, |m| {
+            take_record::<D>(&mut read, m, now, retention)
+        });
+        (read, result)
     })
     .await
-    .map_err(|e| Error::Saga(format!("restore task failed: {e}")))??;
-    let done = reader.is_none();
-    progress.reader = reader;
+    .map_err(|e| Error::Saga(format!("restore task failed: {e}")))?;
+    // What was read is kept though the read failed: the next attempt continues from it.
+    let (next, reader) = match result {
+        Ok(at) => at,
+        Err(e) => {
+            *progress = read;
+            return Err(e);
+        }
+    };
+    read.reader = reader;
+    let done = read.reader.is_none();
     let now = now_ms();
-    for m in read {
-        take_record::<D>(&mut progress, m, now, retention);
-    }
-    progress.next = Some(next);
+    read.next = Some(next);
+    *progress = read;
     if !done {
         return Err(Error::Saga(format!(
             "restoring `{topic}` partition {p}: not at its end within saga.restore_timeout_ms ({} ms); read up to offset {next}, continuing from there",
@@ -584,7 +723,7 @@ async fn restore<D: Saga>(
 /// an unreadable record, to dead-letter.
 fn take_record<D: Saga>(
     progress: &mut Progress,
-    m: rdkafka::message::OwnedMessage,
+    m: &rdkafka::message::BorrowedMessage<'_>,
     now: u64,
     retention: u64,
 ) {
@@ -595,7 +734,7 @@ fn take_record<D: Saga>(
     // A later record of the saga supersedes an unreadable one.
     progress.unreadable.remove(&key);
     let Some(value) = m.payload() else {
-        progress.sagas.remove(&key);
+        progress.forget(&key);
         return;
     };
     match serde_json::from_slice::<SagaState>(value) {
@@ -610,20 +749,17 @@ fn take_record<D: Saga>(
             }
             progress.newest = progress.newest.max(st.generation);
             let current = match progress.sagas.get(&key) {
-                Some(Restored::Live { state, .. }) => Some(state.rank()),
-                Some(Restored::Expired { rank }) => Some(*rank),
-                None => None,
+                Some(saga) => Some(saga.rank()),
+                None => progress.expired.get(&key).copied(),
             };
             if current.is_none_or(|c| st.supersedes(c)) {
-                let restored = if st.expired(now, retention) {
-                    Restored::Expired { rank: st.rank() }
+                progress.forget(&key);
+                if st.expired(now, retention) {
+                    progress.expired.insert(key, st.rank());
                 } else {
-                    Restored::Live {
-                        state: Box::new(st),
-                        overtaken: false,
-                    }
-                };
-                progress.sagas.insert(key, restored);
+                    let saga = Resident::restored(st, m.offset(), now);
+                    progress.sagas.insert(key, saga);
+                }
             } else {
                 tracing::warn!(
                     saga = D::NAME,
@@ -633,15 +769,15 @@ fn take_record<D: Saga>(
                     version = st.version,
                     "a state written late by an earlier owner is passed over"
                 );
-                if let Some(Restored::Live { overtaken, .. }) = progress.sagas.get_mut(&key) {
-                    *overtaken = true;
+                if progress.sagas.contains_key(&key) {
+                    progress.overtaken.insert(key);
                 }
             }
         }
         Err(e) => {
             tracing::error!(saga = D::NAME, key, offset = m.offset(), error = %e, "saga state does not decode: dead-lettered, the saga forgotten");
-            progress.sagas.remove(&key);
-            progress.unreadable.insert(key, m);
+            progress.forget(&key);
+            progress.unreadable.insert(key, m.detach());
         }
     }
 }
@@ -660,22 +796,27 @@ async fn install<D: Saga>(
     let generation = next_generation(progress.newest, now);
     part.generation.store(generation, Ordering::Relaxed);
     let mut states = part.states.lock().await;
-    let (mut expired, mut overtaken) = (Vec::new(), Vec::new());
-    for (key, restored) in progress.sagas.drain() {
-        match restored {
-            Restored::Live {
-                state,
-                overtaken: late,
-            } => {
-                let st = states.entry(key).or_insert(*state);
-                if late {
-                    // Written again as it is, it is the key's last record once more.
-                    overtaken.push(st.clone());
-                }
+    let restored = std::mem::take(&mut progress.sagas);
+    if states.is_empty() {
+        // Taken over as it is: a partition with many sagas is not held twice meanwhile.
+        let live = restored.values().filter(|s| s.is_live()).count();
+        part.live.add(i64::try_from(live).unwrap_or(i64::MAX));
+        *states = restored;
+    } else {
+        for (key, saga) in restored {
+            if !states.contains_key(&key) {
+                part.put(&mut states, key, saga);
             }
-            Restored::Expired { .. } => expired.push(key),
         }
     }
+    let expired: Vec<String> = std::mem::take(&mut progress.expired).into_keys().collect();
+    // Written again as they are, they are their keys' last records once more.
+    let overtaken = std::mem::take(&mut progress.overtaken)
+        .into_iter()
+        .filter_map(|key| states.get(&key).cloned())
+        .collect();
+    // An ended saga is held reduced: its state is read back to be written again.
+    let overtaken = whole_states::<D>(rt, p, overtaken).await;
     let unreadable: Vec<_> = std::mem::take(&mut progress.unreadable)
         .into_values()
         .collect();
@@ -690,7 +831,8 @@ async fn install<D: Saga>(
     let written = send_writes::<D>(rt, part, writes).await;
     await_writes::<D>(part, written).await;
     let mut waiting = 0;
-    for st in states.values() {
+    for saga in states.values() {
+        let Resident::Live(st) = saga else { continue };
         if let Some(pending) = &st.pending {
             waiting += 1;
             arm::<D>(rt, part, st, &pending.request_id, pending.deadline_ms);
@@ -700,6 +842,7 @@ async fn install<D: Saga>(
         saga = D::NAME,
         partition = p,
         sagas = states.len(),
+        live = states.values().filter(|s| s.is_live()).count(),
         waiting,
         expired = expired.len(),
         overtaken = rewritten,
@@ -722,6 +865,18 @@ enum Moved {
     Again(SagaState),
     /// To this state.
     To(SagaState),
+    /// This input ended the saga, held reduced, before: its end again, from the state record
+    /// at this offset of `private.saga`.
+    RedoEnd(i64),
+}
+
+impl From<Afterwards> for Moved {
+    fn from(then: Afterwards) -> Self {
+        match then {
+            Afterwards::Redo(at) => Self::RedoEnd(at),
+            Afterwards::Ignore => Self::Ignored,
+        }
+    }
 }
 
 /// What a restore writes to the partition's `private.saga`.
@@ -861,11 +1016,13 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
             let mut states = part.states.lock().await;
             let keys: Vec<String> = states
                 .iter()
-                .filter(|(_, st)| st.expired(now, retention))
+                .filter(|(_, saga)| saga.expired(now, retention))
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in &keys {
-                states.remove(k);
+                if states.remove(k).is_some_and(|saga| saga.is_live()) {
+                    part.live.add(-1);
+                }
             }
             // Written before the states are released (see `restore`).
             let writes = keys.into_iter().map(Write::Tombstone).collect();
@@ -878,9 +1035,90 @@ async fn sweeper<D: Saga>(rt: HookRuntime, part: Arc<Part>) {
 /// A consumer reading a partition of saga state.
 type Reader = BaseConsumer<Hooked>;
 
-/// Records of one partition from `from` (or its start) towards the high watermark, for at
-/// most `timeout`, with `reader` if an earlier call left one: what was read, the next offset
-/// to read, and the reader to continue with, `None` once the end was reached.
+/// A consumer of saga state: assigned, not subscribed, so the group is never joined and
+/// nothing is committed.
+fn new_reader(clients: &Clients, topic: &str) -> Result<Reader, rdkafka::error::KafkaError> {
+    let reader: Reader = clients
+        .with(|c| {
+            c.set("group.id", format!("{topic}.restore"))
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                // Only what was committed: an aborted transaction's states never were. Its end
+                // is the last stable offset, which the end-of-partition event marks (the high
+                // watermark may lie past a commit marker no poll returns).
+                .set("isolation.level", "read_committed")
+                .set("enable.partition.eof", "true")
+                // Records are taken as they arrive: a small read-ahead is enough, and it bounds
+                // what a restore of a large partition holds (librdkafka's default is 64 MiB).
+                .set("queued.max.messages.kbytes", "8192");
+        })
+        .create("saga restore")?;
+    // Serves the request for a first OAUTHBEARER token, before the blocking calls that follow.
+    let _ = reader.poll(Duration::ZERO);
+    Ok(reader)
+}
+
+/// The saga state at offset `at` of partition `p` of `topic` (blocking): an ended saga's
+/// whole state, read back.
+fn read_state_at(clients: &Clients, topic: &str, p: i32, at: i64) -> Result<SagaState, Error> {
+    let what = || format!("reading back the saga state at `{topic}` partition {p} offset {at}");
+    let reader = new_reader(clients, topic).map_err(|e| Error::kafka(what(), e))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Offset(at))
+        .and_then(|()| reader.assign(&tpl))
+        .map_err(|e| Error::kafka(what(), e))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.offset() == at => {
+                return serde_json::from_slice(m.payload().unwrap_or_default())
+                    .map_err(|e| Error::Saga(format!("{}: {e}", what())));
+            }
+            Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                return Err(Error::Saga(format!("{}: not there", what())));
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "{}", what()),
+            None => {}
+        }
+    }
+    Err(Error::Saga(format!("{}: timed out", what())))
+}
+
+/// The whole states of `sagas`, reading back those held reduced (one that cannot be read is
+/// left out, with a warning).
+async fn whole_states<D: Saga>(rt: &HookRuntime, p: i32, sagas: Vec<Resident>) -> Vec<SagaState> {
+    let mut whole = Vec::with_capacity(sagas.len());
+    for saga in sagas {
+        match saga {
+            Resident::Live(st) => whole.push(*st),
+            Resident::Ended(ended) => {
+                let Some(clients) = rt.clients.clone() else {
+                    continue;
+                };
+                let topic = <D::Service as Service>::ID.saga().to_string();
+                let read = tokio::task::spawn_blocking(move || {
+                    read_state_at(&clients, &topic, p, ended.at)
+                })
+                .await;
+                match read {
+                    Ok(Ok(st)) => whole.push(st),
+                    Ok(Err(e)) => {
+                        tracing::warn!(saga = D::NAME, error = %e, "an overtaken state is not written again")
+                    }
+                    Err(e) => {
+                        tracing::warn!(saga = D::NAME, error = %e, "an overtaken state is not written again")
+                    }
+                }
+            }
+        }
+    }
+    whole
+}
+
+/// Reads one partition from `from` (or its start) towards the high watermark, for at most
+/// `timeout`, handing each record to `take` as it arrives, with `reader` if an earlier call left
+/// one: the next offset to read, and the reader to continue with, `None` once the end was
+/// reached.
 fn read_partition(
     clients: &Clients,
     reader: Option<Reader>,
@@ -888,39 +1126,20 @@ fn read_partition(
     p: i32,
     from: Option<i64>,
     timeout: Duration,
-) -> Result<(Vec<rdkafka::message::OwnedMessage>, i64, Option<Reader>), Error> {
+    mut take: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<(i64, Option<Reader>), Error> {
     let what = || format!("reading saga state `{topic}` partition {p}");
     let deadline = std::time::Instant::now() + timeout;
     let consumer = match reader {
         Some(c) => c,
-        // Assigned, not subscribed: the group is never joined and nothing is committed.
-        None => clients
-            .with(|c| {
-                c.set("group.id", format!("{topic}.restore"))
-                    .set("enable.auto.commit", "false")
-                    .set("auto.offset.reset", "earliest")
-                    // Only what was committed: an aborted transaction's states never were.
-                    // Its end is the last stable offset, which the end-of-partition event
-                    // marks (the high watermark may lie past a commit marker no poll
-                    // returns).
-                    .set("isolation.level", "read_committed")
-                    .set("enable.partition.eof", "true");
-            })
-            .create("saga restore")
-            .map_err(|e| Error::kafka(what(), e))
-            .inspect(|c: &Reader| {
-                // Serves the request for a first OAUTHBEARER token, before the blocking
-                // calls below.
-                let _ = c.poll(Duration::ZERO);
-            })?,
+        None => new_reader(clients, topic).map_err(|e| Error::kafka(what(), e))?,
     };
     let (low, high) = consumer
         .fetch_watermarks(topic, p, Duration::from_secs(10))
         .map_err(|e| Error::kafka(what(), e))?;
     let start = from.unwrap_or(low).max(low);
-    let mut out = Vec::new();
     if high <= start {
-        return Ok((out, start, None));
+        return Ok((start, None));
     }
     if consumer.assignment().map_or(true, |a| a.count() == 0) {
         let mut tpl = TopicPartitionList::new();
@@ -933,9 +1152,9 @@ fn read_partition(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 next = m.offset() + 1;
-                out.push(m.detach());
+                take(&m);
                 if next >= high {
-                    return Ok((out, next, None));
+                    return Ok((next, None));
                 }
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
@@ -949,12 +1168,12 @@ fn read_partition(
                         what()
                     );
                 }
-                return Ok((out, next, None));
+                return Ok((next, None));
             }
             // Errors here are reported by the client and retried by it until the deadline.
             Some(Err(e)) => tracing::debug!(error = %e, "{}", what()),
             None => {}
         }
     }
-    Ok((out, next, Some(consumer)))
+    Ok((next, Some(consumer)))
 }

@@ -81,6 +81,7 @@
 //! ```
 
 mod engine;
+mod resident;
 pub(crate) mod state;
 
 use parking_lot::Mutex;
