@@ -243,6 +243,98 @@ mod outage {
     }
 }
 
+/// Transactional handlers that hold their connections do not starve the rest of the process:
+/// with more handlers in flight than the pool has connections, a query of the process's own (an
+/// HTTP route's, the outbox relay's) still gets one.
+mod pool {
+    use std::time::{Duration, Instant};
+
+    use atoll::config::{Config, OrderingMode};
+    use atoll::{event_service, handlers, App, Event, HandlerResult, Tx};
+    use atoll_testkit::Postgres;
+    use serde::{Deserialize, Serialize};
+
+    #[event_service(company = "acme", namespace = "test", name = "slow", partitions = 1)]
+    pub(crate) struct Slow;
+
+    #[derive(Debug, Serialize, Deserialize, Event)]
+    #[event(command, name = "hold", version = 1, service = Slow)]
+    pub(crate) struct Hold {
+        #[event(key)]
+        pub(crate) key: String,
+    }
+
+    #[handlers]
+    impl Slow {
+        #[listener(name = "hold")]
+        async fn hold(&self, mut tx: Tx, cmd: Hold) -> HandlerResult {
+            sqlx::query("INSERT INTO held (k) VALUES ($1)")
+                .bind(&cmd.key)
+                .execute(&mut *tx)
+                .await?;
+            // Holds the transaction's connection.
+            HOLDING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Ok(())
+        }
+    }
+
+    /// Handlers that ran their insert and hold their transaction.
+    static HOLDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handlers_holding_connections_leave_the_process_a_connection() {
+        let pg = Postgres::start();
+        let dir = super::tempdir("pool");
+        std::fs::write(
+            dir.join("1_held.sql"),
+            "CREATE TABLE held (k TEXT NOT NULL);",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.store.url = Some(pg.database("slow"));
+        config.store.max_connections = 4;
+        config.store.connect_timeout_ms = 1_000;
+        config.listener.ordering = OrderingMode::Key;
+        config.listener.max_in_flight = 16;
+        let migrator = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+        let running = App::new(config)
+            .service(Slow)
+            .migrations(migrator)
+            .start()
+            .await
+            .expect("start");
+        let client = running.client("test");
+        for k in 0..12 {
+            client
+                .send(&Hold {
+                    key: format!("k{k}"),
+                })
+                .await
+                .unwrap();
+        }
+        let pool = running.store().unwrap().pool().clone();
+        // Until the handlers hold all they can.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while HOLDING.load(std::sync::atomic::Ordering::SeqCst) < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let answer = sqlx::query_as::<_, (i32,)>("SELECT 1")
+            .fetch_one(&pool)
+            .await;
+        assert!(
+            answer.is_ok(),
+            "a query beside {} handlers holding connections got none in {:?}: {answer:?}",
+            12,
+            started.elapsed()
+        );
+        running.shutdown().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 mod test_bed {
     use atoll::testing::TestBed;
     use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult, Store, Tx};

@@ -22,6 +22,10 @@ use crate::store::{inbox, Store};
 #[derive(Debug)]
 pub(crate) struct TxCell {
     tx: Arc<tokio::sync::Mutex<Option<Transaction<'static, Any>>>>,
+    /// A handler's slot of the pool (see `Store::handler_slot`), released once the
+    /// transaction ended (committed, or the cell dropped); none for a transaction begun
+    /// outside a listener.
+    slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
     outbox: Mutex<Vec<OutboxRecord>>,
     /// The record being handled (see [`source`]); none outside listeners.
     source: Option<String>,
@@ -33,9 +37,14 @@ pub(crate) fn source(group: &str, id: &str) -> String {
 }
 
 impl TxCell {
-    pub(crate) fn new(tx: Transaction<'static, Any>, source: Option<String>) -> Arc<Self> {
+    pub(crate) fn new(
+        tx: Transaction<'static, Any>,
+        source: Option<String>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             tx: Arc::new(tokio::sync::Mutex::new(Some(tx))),
+            slot: Mutex::new(slot),
             outbox: Mutex::default(),
             source,
         })
@@ -57,6 +66,7 @@ impl TxCell {
 /// Begins the transaction of the record `meta` describes on `store` and claims its inbox row
 /// for `group`: `None` when the group handled the event before (the record is to be skipped).
 pub(crate) async fn begin(store: &Store, group: &str, meta: &Meta) -> Result<Option<Arc<TxCell>>> {
+    let slot = store.handler_slot().await;
     let mut tx = store
         .pool()
         .begin()
@@ -69,7 +79,11 @@ pub(crate) async fn begin(store: &Store, group: &str, meta: &Meta) -> Result<Opt
     if !inbox::claim(&mut tx, group, event, store.legacy_inbox_before()).await? {
         return Ok(None);
     }
-    Ok(Some(TxCell::new(tx, Some(source(group, &meta.id)))))
+    Ok(Some(TxCell::new(
+        tx,
+        Some(source(group, &meta.id)),
+        Some(slot),
+    )))
 }
 
 /// Commits a handled record's transaction with the outbox rows its handler produced: their
@@ -92,6 +106,7 @@ pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
     let backend = to.store.backend();
     let ids = outbox::insert(&mut tx, backend, &records, origin, route, inflight.direct).await?;
     tx.commit().await.map_err(store_error("committing"))?;
+    drop(cell.slot.lock().take());
     crate::store::crash_point();
     Ok(Committed {
         ids,
@@ -226,7 +241,7 @@ impl<S: Service> StoreTx<S> {
             .begin()
             .await
             .map_err(store_error("beginning a transaction"))?;
-        let cell = TxCell::new(tx, None);
+        let cell = TxCell::new(tx, None, None);
         // A new flow: the transaction's own id correlates what it produces.
         let id = uuid::Uuid::now_v7().to_string();
         let meta = Meta {

@@ -89,6 +89,8 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The connections handlers' transactions may hold at a time (see [`handler_slots`]).
+    handler_slots: Arc<tokio::sync::Semaphore>,
     backend: Backend,
     inflight: Arc<InFlight>,
     /// See [`inbox::legacy_before`].
@@ -160,6 +162,7 @@ impl Store {
             })?;
         let store = Self {
             pool,
+            handler_slots: Arc::new(tokio::sync::Semaphore::new(handler_slots(connections))),
             backend,
             inflight: Arc::default(),
             legacy_inbox: Arc::default(),
@@ -228,12 +231,35 @@ impl Store {
         self.backend
     }
 
+    /// Waits for one of the connections a handler's transaction may hold: the transaction
+    /// holds the slot until it ends.
+    pub(crate) async fn handler_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.handler_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the handler slots are never closed")
+    }
+
     async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
         self.pool
             .acquire()
             .await
             .map_err(store_error("acquiring a connection"))
     }
+}
+
+/// Connections held back from handlers' transactions, for the rest of the process: the outbox
+/// relay and its deletes, HTTP routes, queries of the application's own.
+const RESERVED: u32 = 2;
+
+/// How many of a pool's `connections` handlers' transactions may hold at a time: all but
+/// [`RESERVED`], and at least one. A transactional handler holds its connection for its whole
+/// run, so without a bound the handlers in flight (up to `max_in_flight` per listener) take
+/// every connection and the relay and the routes wait behind them.
+fn handler_slots(connections: u32) -> usize {
+    let reserved = RESERVED.min(connections.saturating_sub(1));
+    usize::try_from(connections - reserved).unwrap_or(1).max(1)
 }
 
 /// The store as HTTP routes see it: empty until the store is open (the HTTP server answers
@@ -408,6 +434,22 @@ mod tests {
 
     fn event<'a>(source: &'a str, id: &'a str) -> inbox::EventId<'a> {
         inbox::EventId { source, id }
+    }
+
+    #[test]
+    fn handlers_leave_connections_to_the_rest_of_the_process() {
+        #[rustfmt::skip]
+        let cases = [
+            // connections, handler slots, why
+            (8, 6, "the default: two held back"),
+            (3, 1, "three: one for handlers"),
+            (2, 1, "two: one each"),
+            (1, 1, "one (SQLite): shared, handlers queue with the rest"),
+            (100, 98, "many"),
+        ];
+        for (connections, slots, why) in cases {
+            assert_eq!(handler_slots(connections), slots, "{why}");
+        }
     }
 
     #[tokio::test]
