@@ -162,13 +162,14 @@ impl Pending {
     }
 
     /// Waits until the broker acknowledged the record: the offset it was written at, `None`
-    /// when it was recorded (a unit test's producer).
+    /// when it was recorded (a unit test's producer) or the broker did not say.
     pub(crate) async fn acked_at(self) -> Result<Option<i64>> {
         let Some(delivery) = self.delivery else {
             return Ok(None);
         };
         let answer = match delivery.await {
-            Ok(Ok(delivered)) => Ok(Some(delivered.offset)),
+            // -1 when the broker does not say (`acks=0`).
+            Ok(Ok(delivered)) => Ok(Some(delivered.offset).filter(|at| *at >= 0)),
             Ok(Err((source, record))) => Err(Error::Produce {
                 topic: rdkafka::Message::topic(&record).to_owned(),
                 source,

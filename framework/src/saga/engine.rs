@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::resident::{Afterwards, Ended, Resident};
+use super::resident::{Afterwards, Resident};
 use super::state::{next_generation, parse_request_id, Match, Phase, SagaState, Status, StepInfo};
 use super::{start_type, state_type, timeout_type, types, Saga, Step};
 use crate::backoff::{sleep_unless, Backoff};
@@ -100,16 +100,16 @@ impl LiveCount {
         let mut own = self.own.lock();
         if let Some(n) = own.as_mut() {
             *n += delta;
-            let total = self.total.fetch_add(delta, Ordering::Relaxed) + delta;
-            self.gauge.set(total);
+            self.total.fetch_add(delta, Ordering::Relaxed);
+            self.gauge.inc_by(delta);
         }
     }
 
     /// Takes this partition's sagas out of the total.
     fn detach(&self) {
         if let Some(n) = self.own.lock().take() {
-            let total = self.total.fetch_sub(n, Ordering::Relaxed) - n;
-            self.gauge.set(total);
+            self.total.fetch_sub(n, Ordering::Relaxed);
+            self.gauge.dec_by(n);
         }
     }
 }
@@ -265,7 +265,12 @@ impl<D: Saga> Engine<D> {
         };
         let next = match input {
             Moved::Ignored => return Ok(()),
-            Moved::Again(st) => return self.effects(&ctx, &part, &st).await,
+            Moved::Again(st) => {
+                drop(states);
+                self.effects(&ctx, &part, &st).await?;
+                self.reduce(&part, &st, now).await;
+                return Ok(());
+            }
             Moved::RedoEnd(at) => {
                 drop(states);
                 return self.redo_end(&ctx, &part, at).await;
@@ -286,24 +291,32 @@ impl<D: Saga> Engine<D> {
                 ..Record::default_for(<D::Service as Service>::ID.saga())
             })
             .await?;
-        part.put(
-            &mut states,
-            next.key.clone(),
-            Resident::Live(Box::new(next.clone())),
-        );
+        let held = Resident::Whole {
+            state: Box::new(next.clone()),
+            at,
+        };
+        part.put(&mut states, next.key.clone(), held);
         drop(states);
         self.effects(&ctx, &part, &next).await?;
-        if let (true, Some(at)) = (next.is_ended(), at) {
-            // Its end is done: from here on it is held reduced. Its input delivered again (an
-            // output of the end not acknowledged) reads the state back from `at`.
-            let mut states = part.states.lock().await;
-            if let Some(kept) = states.get_mut(&next.key) {
-                if kept.rank() == next.rank() {
-                    *kept = Resident::Ended(Ended::of(&next, at, now));
+        self.reduce(&part, &next, now).await;
+        Ok(())
+    }
+
+    /// Once the effects of `st` are done: an ended saga is held reduced from here on, when its
+    /// state record's offset is known (its ending input delivered again, as when an output of
+    /// its end was not acknowledged, reads the state back from there).
+    async fn reduce(&self, part: &Part, st: &SagaState, now: u64) {
+        if !st.is_ended() {
+            return;
+        }
+        let mut states = part.states.lock().await;
+        if let Some(kept) = states.get_mut(&st.key) {
+            if kept.rank() == st.rank() {
+                if let Some(reduced) = kept.reduced(now) {
+                    *kept = reduced;
                 }
             }
         }
-        Ok(())
     }
 
     /// Redoes the end of a saga held reduced, whose ending input was delivered again: its
@@ -322,9 +335,20 @@ impl<D: Saga> Engine<D> {
             <D::Service as Service>::ID.saga().to_string(),
             part.partition,
         );
-        let st = tokio::task::spawn_blocking(move || read_state_at(&clients, &topic, p, at))
+        let read = tokio::task::spawn_blocking(move || read_state_at(&clients, &topic, p, at))
             .await
-            .map_err(|e| Error::Saga(format!("reading a saga state back failed: {e}")))??;
+            .map_err(|e| HandlerError::transient(format!("reading a saga state back: {e}")))?;
+        let st = match read {
+            Ok(Some(st)) => st,
+            // The broker struggles: tried again (a saga's listener tries without limit).
+            Err(e) => return Err(HandlerError::transient(e)),
+            Ok(None) => {
+                return Err(HandlerError::permanent(format!(
+                    "the ended saga's state at offset {at} of `{}` partition {p} is gone: its end cannot be redone",
+                    <D::Service as Service>::ID.saga()
+                )))
+            }
+        };
         if st.input != ctx.meta().id {
             // Another input whose id hashes alike: not the saga's ending input.
             return Ok(());
@@ -345,7 +369,9 @@ impl<D: Saga> Engine<D> {
         })?;
         let key = Self::key(&data.id());
         Ok(match states.get(&key) {
-            Some(Resident::Live(st)) if st.input == meta.id => Moved::Again((**st).clone()),
+            Some(Resident::Whole { state, .. }) if state.input == meta.id => {
+                Moved::Again((**state).clone())
+            }
             Some(Resident::Ended(ended)) if ended.input(&meta.id) != Afterwards::Ignore => {
                 Moved::from(ended.input(&meta.id))
             }
@@ -398,7 +424,7 @@ impl<D: Saga> Engine<D> {
             return Ok(Moved::Ignored);
         };
         let st = match states.get(key) {
-            Some(Resident::Live(st)) => st,
+            Some(Resident::Whole { state, .. }) => state,
             Some(Resident::Ended(ended)) => {
                 let then = Moved::from(ended.input(&meta.id));
                 if matches!(then, Moved::Ignored) && !timeout {
@@ -714,7 +740,7 @@ async fn restore<D: Saga>(
             "saga state of partition {p}: revoked while restoring"
         )));
     }
-    install::<D>(&rt, &part, &mut progress, listener, now).await;
+    install::<D>(&rt, &part, &mut progress, listener, now).await?;
     Ok(())
 }
 
@@ -791,8 +817,25 @@ async fn install<D: Saga>(
     progress: &mut Progress,
     listener: &'static str,
     now: u64,
-) {
+) -> Result<(), Error> {
     let p = part.partition;
+    // Overtaken sagas are written again whole: those held reduced are read back first, before
+    // anything is installed (a read that fails leaves the restore to be tried again). They are
+    // held whole: the offset of their record is the rewrite's.
+    let overtaken: Vec<Resident> = progress
+        .overtaken
+        .iter()
+        .filter_map(|key| progress.sagas.get(key).cloned())
+        .collect();
+    let overtaken = whole_states::<D>(rt, p, overtaken).await?;
+    for st in &overtaken {
+        let held = Resident::Whole {
+            state: Box::new(st.clone()),
+            at: None,
+        };
+        progress.sagas.insert(st.key.clone(), held);
+    }
+    progress.overtaken.clear();
     let generation = next_generation(progress.newest, now);
     part.generation.store(generation, Ordering::Relaxed);
     let mut states = part.states.lock().await;
@@ -810,13 +853,6 @@ async fn install<D: Saga>(
         }
     }
     let expired: Vec<String> = std::mem::take(&mut progress.expired).into_keys().collect();
-    // Written again as they are, they are their keys' last records once more.
-    let overtaken = std::mem::take(&mut progress.overtaken)
-        .into_iter()
-        .filter_map(|key| states.get(&key).cloned())
-        .collect();
-    // An ended saga is held reduced: its state is read back to be written again.
-    let overtaken = whole_states::<D>(rt, p, overtaken).await;
     let unreadable: Vec<_> = std::mem::take(&mut progress.unreadable)
         .into_values()
         .collect();
@@ -832,7 +868,9 @@ async fn install<D: Saga>(
     await_writes::<D>(part, written).await;
     let mut waiting = 0;
     for saga in states.values() {
-        let Resident::Live(st) = saga else { continue };
+        let Resident::Whole { state: st, .. } = saga else {
+            continue;
+        };
         if let Some(pending) = &st.pending {
             waiting += 1;
             arm::<D>(rt, part, st, &pending.request_id, pending.deadline_ms);
@@ -855,6 +893,7 @@ async fn install<D: Saga>(
     rt.runtime.spawn(async move {
         dead_letter_states::<D>(&rt2, &part2, unreadable, listener).await;
     });
+    Ok(())
 }
 
 /// What an input does to its saga.
@@ -1037,16 +1076,18 @@ type Reader = BaseConsumer<Hooked>;
 
 /// A consumer of saga state: assigned, not subscribed, so the group is never joined and
 /// nothing is committed.
-fn new_reader(clients: &Clients, topic: &str) -> Result<Reader, rdkafka::error::KafkaError> {
+/// `isolation` is its `isolation.level`.
+fn new_reader(
+    clients: &Clients,
+    topic: &str,
+    isolation: &str,
+) -> Result<Reader, rdkafka::error::KafkaError> {
     let reader: Reader = clients
         .with(|c| {
             c.set("group.id", format!("{topic}.restore"))
                 .set("enable.auto.commit", "false")
                 .set("auto.offset.reset", "earliest")
-                // Only what was committed: an aborted transaction's states never were. Its end
-                // is the last stable offset, which the end-of-partition event marks (the high
-                // watermark may lie past a commit marker no poll returns).
-                .set("isolation.level", "read_committed")
+                .set("isolation.level", isolation)
                 .set("enable.partition.eof", "true")
                 // Records are taken as they arrive: a small read-ahead is enough, and it bounds
                 // what a restore of a large partition holds (librdkafka's default is 64 MiB).
@@ -1059,10 +1100,18 @@ fn new_reader(clients: &Clients, topic: &str) -> Result<Reader, rdkafka::error::
 }
 
 /// The saga state at offset `at` of partition `p` of `topic` (blocking): an ended saga's
-/// whole state, read back.
-fn read_state_at(clients: &Clients, topic: &str, p: i32, at: i64) -> Result<SagaState, Error> {
+/// whole state, read back; `None` when it is not there (or does not decode).
+fn read_state_at(
+    clients: &Clients,
+    topic: &str,
+    p: i32,
+    at: i64,
+) -> Result<Option<SagaState>, Error> {
     let what = || format!("reading back the saga state at `{topic}` partition {p} offset {at}");
-    let reader = new_reader(clients, topic).map_err(|e| Error::kafka(what(), e))?;
+    // The record at `at` was written (or read) already: an open transaction of another saga
+    // of the service, before it on the partition, must not hide it.
+    let reader =
+        new_reader(clients, topic, "read_uncommitted").map_err(|e| Error::kafka(what(), e))?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Offset(at))
         .and_then(|()| reader.assign(&tpl))
@@ -1071,11 +1120,14 @@ fn read_state_at(clients: &Clients, topic: &str, p: i32, at: i64) -> Result<Saga
     while std::time::Instant::now() < deadline {
         match reader.poll(Duration::from_millis(100)) {
             Some(Ok(m)) if m.offset() == at => {
-                return serde_json::from_slice(m.payload().unwrap_or_default())
-                    .map_err(|e| Error::Saga(format!("{}: {e}", what())));
+                let state = serde_json::from_slice(m.payload().unwrap_or_default());
+                if let Err(e) = &state {
+                    tracing::error!(error = %e, "{}: it does not decode", what());
+                }
+                return Ok(state.ok());
             }
             Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
-                return Err(Error::Saga(format!("{}: not there", what())));
+                return Ok(None);
             }
             Some(Err(e)) => tracing::debug!(error = %e, "{}", what()),
             None => {}
@@ -1084,13 +1136,17 @@ fn read_state_at(clients: &Clients, topic: &str, p: i32, at: i64) -> Result<Saga
     Err(Error::Saga(format!("{}: timed out", what())))
 }
 
-/// The whole states of `sagas`, reading back those held reduced (one that cannot be read is
-/// left out, with a warning).
-async fn whole_states<D: Saga>(rt: &HookRuntime, p: i32, sagas: Vec<Resident>) -> Vec<SagaState> {
+/// The whole states of `sagas`, reading back those held reduced; fails when one cannot be
+/// read back.
+async fn whole_states<D: Saga>(
+    rt: &HookRuntime,
+    p: i32,
+    sagas: Vec<Resident>,
+) -> Result<Vec<SagaState>, Error> {
     let mut whole = Vec::with_capacity(sagas.len());
     for saga in sagas {
         match saga {
-            Resident::Live(st) => whole.push(*st),
+            Resident::Whole { state, .. } => whole.push(*state),
             Resident::Ended(ended) => {
                 let Some(clients) = rt.clients.clone() else {
                     continue;
@@ -1099,20 +1155,19 @@ async fn whole_states<D: Saga>(rt: &HookRuntime, p: i32, sagas: Vec<Resident>) -
                 let read = tokio::task::spawn_blocking(move || {
                     read_state_at(&clients, &topic, p, ended.at)
                 })
-                .await;
-                match read {
-                    Ok(Ok(st)) => whole.push(st),
-                    Ok(Err(e)) => {
-                        tracing::warn!(saga = D::NAME, error = %e, "an overtaken state is not written again")
-                    }
-                    Err(e) => {
-                        tracing::warn!(saga = D::NAME, error = %e, "an overtaken state is not written again")
-                    }
-                }
+                .await
+                .map_err(|e| Error::Saga(format!("reading a saga state back: {e}")))??;
+                let state = read.ok_or_else(|| {
+                    Error::Saga(format!(
+                        "an overtaken saga's state at offset {} of partition {p} is gone",
+                        ended.at
+                    ))
+                })?;
+                whole.push(state);
             }
         }
     }
-    whole
+    Ok(whole)
 }
 
 /// Reads one partition from `from` (or its start) towards the high watermark, for at most
@@ -1132,7 +1187,12 @@ fn read_partition(
     let deadline = std::time::Instant::now() + timeout;
     let consumer = match reader {
         Some(c) => c,
-        None => new_reader(clients, topic).map_err(|e| Error::kafka(what(), e))?,
+        // Only what was committed: an aborted transaction's states never were. Its end is the
+        // last stable offset, which the end-of-partition event marks (the high watermark may
+        // lie past a commit marker no poll returns).
+        None => {
+            new_reader(clients, topic, "read_committed").map_err(|e| Error::kafka(what(), e))?
+        }
     };
     let (low, high) = consumer
         .fetch_watermarks(topic, p, Duration::from_secs(10))

@@ -16,8 +16,12 @@ use super::state::SagaState;
 /// One saga as the partition's owner holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Resident {
-    /// Running or compensating, or ended where its state record's offset is not known yet.
-    Live(Box<SagaState>),
+    /// Running or compensating; or ended, until its end is done (then it is reduced, when the
+    /// offset of its state record, `at`, is known).
+    Whole {
+        state: Box<SagaState>,
+        at: Option<i64>,
+    },
     /// Completed or failed.
     Ended(Ended),
 }
@@ -73,14 +77,17 @@ impl Resident {
         if state.is_ended() {
             Self::Ended(Ended::of(&state, at, now))
         } else {
-            Self::Live(Box::new(state))
+            Self::Whole {
+                state: Box::new(state),
+                at: Some(at),
+            }
         }
     }
 
     /// Its last state's (generation, version).
     pub(crate) fn rank(&self) -> (u64, u64) {
         match self {
-            Self::Live(st) => st.rank(),
+            Self::Whole { state, .. } => state.rank(),
             Self::Ended(e) => e.rank,
         }
     }
@@ -88,14 +95,25 @@ impl Resident {
     /// Whether it ended at least `retention_ms` before `now_ms`: its record is then tombstoned.
     pub(crate) fn expired(&self, now_ms: u64, retention_ms: u64) -> bool {
         match self {
-            Self::Live(st) => st.expired(now_ms, retention_ms),
+            Self::Whole { state, .. } => state.expired(now_ms, retention_ms),
             Self::Ended(e) => now_ms.saturating_sub(e.ended_ms) >= retention_ms,
         }
     }
 
     /// Whether it is running or compensating.
     pub(crate) fn is_live(&self) -> bool {
-        matches!(self, Self::Live(st) if !st.is_ended())
+        matches!(self, Self::Whole { state, .. } if !state.is_ended())
+    }
+
+    /// Reduced, if it is an ended saga held whole at a known offset; `None` otherwise.
+    pub(crate) fn reduced(&self, now: u64) -> Option<Self> {
+        match self {
+            Self::Whole {
+                state,
+                at: Some(at),
+            } if state.is_ended() => Some(Self::Ended(Ended::of(state, *at, now))),
+            _ => None,
+        }
     }
 }
 
@@ -141,7 +159,7 @@ mod tests {
         for (what, status, ended_ms, whole) in cases {
             let st = state(*status, *ended_ms);
             let kept = Resident::restored(st.clone(), 42, now);
-            assert_eq!(matches!(kept, Resident::Live(_)), *whole, "{what}");
+            assert_eq!(matches!(kept, Resident::Whole { .. }), *whole, "{what}");
             assert_eq!(kept.rank(), st.rank(), "{what}: the rank is kept");
             assert_eq!(kept.is_live(), *whole, "{what}");
             if let Resident::Ended(e) = kept {
@@ -166,10 +184,38 @@ mod tests {
     }
 
     #[test]
+    fn which_sagas_held_whole_are_reduced_once_their_end_is_done() {
+        let whole = |status, at| Resident::Whole {
+            state: Box::new(state(status, Some(5))),
+            at,
+        };
+        #[rustfmt::skip]
+        let cases: &[(&str, Resident, bool)] = &[
+            ("ended, its record's offset known",   whole(Status::Completed, Some(9)), true),
+            ("ended, failed",                      whole(Status::Failed, Some(9)),    true),
+            ("ended, its offset not known",        whole(Status::Completed, None),    false),
+            ("running",                            whole(Status::Running, Some(9)),   false),
+        ];
+        for (what, saga, reduced) in cases {
+            let r = saga.reduced(0);
+            assert_eq!(r.is_some(), *reduced, "{what}");
+            if let Some(Resident::Ended(e)) = r {
+                assert_eq!((e.at, e.rank, e.ended_ms), (9, saga.rank(), 5), "{what}");
+            }
+        }
+    }
+
+    #[test]
     fn when_a_saga_expires() {
-        let whole = Resident::Live(Box::new(state(Status::Completed, Some(100))));
+        let whole = Resident::Whole {
+            state: Box::new(state(Status::Completed, Some(100))),
+            at: None,
+        };
         let reduced = Resident::Ended(Ended::of(&state(Status::Completed, Some(100)), 1, 0));
-        let running = Resident::Live(Box::new(state(Status::Running, None)));
+        let running = Resident::Whole {
+            state: Box::new(state(Status::Running, None)),
+            at: Some(3),
+        };
         #[rustfmt::skip]
         let cases: &[(&str, &Resident, u64, bool)] = &[
             ("a whole ended saga, before its retention",  &whole,   149, false),
