@@ -25,6 +25,9 @@ struct Credit {
     cents: i64,
     /// Fail after the update (and the emit): nothing of it may remain.
     fail: bool,
+    /// Hold the transaction this long first, in ms (records queue up behind it meanwhile).
+    #[serde(default)]
+    hold_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize, Event)]
@@ -39,6 +42,7 @@ struct Credited {
 impl Ledger {
     #[listener(name = "credit", max_attempts = 1)]
     async fn credit(&self, ctx: Context<Self>, mut tx: Tx, cmd: Credit) -> HandlerResult {
+        tokio::time::sleep(Duration::from_millis(cmd.hold_ms)).await;
         sqlx::query("UPDATE accounts SET cents = cents + $1 WHERE id = $2")
             .bind(cmd.cents)
             .bind(&cmd.account)
@@ -71,8 +75,12 @@ fn store_dir(name: &str) -> std::path::PathBuf {
 
 /// The ledger service on a SQLite store in a fresh directory, with the accounts table.
 async fn start(name: &str) -> (atoll::Running, std::path::PathBuf) {
+    start_with(name, Config::default()).await
+}
+
+/// [`start`] with `config` (its store's path set here).
+async fn start_with(name: &str, mut config: Config) -> (atoll::Running, std::path::PathBuf) {
     let dir = store_dir(name);
-    let mut config = Config::default();
     config.store.path = dir.join("ledger.db");
     let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
         .await
@@ -126,6 +134,7 @@ async fn a_record_delivered_twice_changes_the_database_once_and_emits_once() {
             account: account.into(),
             cents,
             fail,
+            hold_ms: 0,
         })
         .unwrap()
     };
@@ -266,6 +275,7 @@ async fn the_same_id_from_two_sources_is_two_events() {
             account: "a".into(),
             cents: 5,
             fail: false,
+            hold_ms: 0,
         })
         .unwrap();
         client
@@ -421,4 +431,101 @@ async fn a_route_that_takes_the_store_answers_503_in_a_process_without_one() {
         (503, "the service's store is not open")
     );
     running.shutdown().await;
+}
+
+/// Records that wait behind a slow one are handled in batches, each batch one transaction:
+/// each record once, each account's facts in order, and a record that fails in a batch alone
+/// takes the per-record path (dead-lettered after its one attempt) without failing its
+/// neighbours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
+    const RECORDS: i64 = 60;
+    let mut config = Config::default();
+    config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    let (running, dir) = start_with("batches", config).await;
+    let client = running.client("test");
+    let send = |n: i64, fail: bool, hold_ms: u64| {
+        let client = client.clone();
+        async move {
+            let account = if n % 2 == 0 { "a" } else { "b" };
+            let id = format!("r-{n}");
+            let (headers, _) = Outgoing {
+                id: Some(&id),
+                ..Outgoing::new(Credit::ce_type(), "test")
+            }
+            .headers();
+            let payload = serde_json::to_vec(&Credit {
+                account: account.into(),
+                cents: n,
+                fail,
+                hold_ms,
+            })
+            .unwrap();
+            client
+                .send_raw(
+                    "acme.test.ledger.commands",
+                    Some(account.as_bytes()),
+                    &payload,
+                    headers,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // The first holds its transaction: the others queue up behind it. Record 31 fails;
+    // record 10 comes twice (one ce_id), as a producer's retry would send it.
+    send(0, false, 1_500).await;
+    for n in 1..RECORDS {
+        send(n, n == 31, 0).await;
+        if n == 10 {
+            send(n, false, 0).await;
+        }
+    }
+    let (a, b): (i64, i64) = (
+        (0..RECORDS).filter(|n| n % 2 == 0).sum(),
+        (0..RECORDS).filter(|n| n % 2 == 1 && *n != 31).sum(),
+    );
+    assert!(
+        common::eventually(30, || async {
+            balance(&running, "a").await == a && balance(&running, "b").await == b
+        })
+        .await,
+        "every record once: a {} of {a}, b {} of {b}",
+        balance(&running, "a").await,
+        balance(&running, "b").await
+    );
+    let facts = credited(&running, RECORDS as usize).await;
+    assert_eq!(
+        facts.len(),
+        RECORDS as usize - 1,
+        "a fact per record but the failed one"
+    );
+    for account in ["a", "b"] {
+        let cents: Vec<i64> = facts
+            .iter()
+            .filter(|c| c.account == account)
+            .map(|c| c.cents)
+            .collect();
+        assert!(
+            cents.windows(2).all(|w| w[0] < w[1]),
+            "{account}'s facts in order: {cents:?}"
+        );
+    }
+    let stats = running.stats();
+    assert_eq!(stats[0].dead_lettered, 1, "the failing record: {stats:?}");
+    let metrics = common::scrape(running.http_addr().unwrap()).await;
+    let with = [("listener", "credit")];
+    assert_eq!(
+        metrics.sum("atoll_records_deduplicated_total", &with),
+        1.0,
+        "record 10's second copy skipped"
+    );
+    let batches = metrics.sum("atoll_store_batch_records_count", &with);
+    let batched = metrics.sum("atoll_store_batch_records_sum", &with);
+    assert!(
+        batches >= 1.0 && batched >= 10.0 && batched / batches > 1.5,
+        "records committed in batches: {batched} in {batches}"
+    );
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -166,6 +166,12 @@ listener_settings! {
     /// Where a partition without a committed offset starts: `earliest` or `latest`
     /// (librdkafka's `auto.offset.reset`, which `kafka.properties` may not set).
     start_from: StartFrom = StartFrom::Earliest,
+    /// A transactional listener with `partition` ordering handles up to this many of a
+    /// partition's records already waiting in one database transaction (one `COMMIT`); 1
+    /// handles each in its own.
+    store_batch: usize = 100,
+    /// A batch's transaction takes no further record once it has been open this long, in ms.
+    store_batch_ms: u64 = 100,
 }
 
 impl ListenerConfig {
@@ -177,6 +183,11 @@ impl ListenerConfig {
     /// The commit interval.
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// How long a batch's transaction takes further records (`store_batch_ms`).
+    pub fn store_batch_time(&self) -> Duration {
+        Duration::from_millis(self.store_batch_ms)
     }
 
     /// The drain deadline.
@@ -198,6 +209,8 @@ impl ListenerConfig {
             ("commit_batch", self.commit_batch),
             ("max_buffered", self.max_buffered as u64),
             ("max_in_flight", self.max_in_flight as u64),
+            ("store_batch", self.store_batch as u64),
+            ("store_batch_ms", self.store_batch_ms),
             ("backoff_ms", self.backoff_ms),
         ] {
             if v == 0 {

@@ -9,6 +9,7 @@
 //! decision out: sleep and try again, re-publish to the retry topic or dead-letter (their
 //! headers are contracts: [`crate::contract::retry_topic`], [`crate::contract::dead_letter`]).
 
+pub(crate) mod batch;
 pub(crate) mod close;
 pub(crate) mod committer;
 pub(crate) mod consumer;

@@ -96,46 +96,89 @@ pub(crate) async fn run_partition<S: Service>(
     part: Arc<PartitionShared>,
     rx: mpsc::UnboundedReceiver<Delivered>,
 ) {
+    let batch = env.setup.config.store_batch;
     match env.setup.config.ordering {
-        OrderingMode::Partition => sequential(env, part, rx).await,
+        OrderingMode::Partition if batch > 1 && env.io.delivery.is_transactional() => {
+            sequential(env, part, rx, batch).await
+        }
+        OrderingMode::Partition => sequential(env, part, rx, 1).await,
         mode => concurrent(env, part, rx, mode).await,
     }
 }
+
+/// What awaits its acknowledgements in the background: the records it finishes.
+type Acked = Vec<(Delivered, crate::error::Result<()>)>;
 
 /// One record at a time: a record's handler starts once the previous one returned. What a
 /// handler produced is acknowledged in the background, for at most `max_in_flight` records at
 /// a time; a record is finished (committable) once its outputs are acknowledged. A record whose
 /// outputs are not acknowledged is handled again at once, waiting for its acknowledgements
-/// this time (so its outputs may follow those of records after it).
+/// this time (so its outputs may follow those of records after it). With `batch` above 1 (a
+/// transactional listener), the records already waiting, up to `batch`, are handled in one
+/// database transaction (see [`super::batch`]).
 async fn sequential<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
     mut rx: mpsc::UnboundedReceiver<Delivered>,
+    batch: usize,
 ) {
     let bound = env.setup.config.max_in_flight.max(1);
-    let mut acks = FuturesUnordered::new();
+    let mut acks = FuturesUnordered::<futures::future::BoxFuture<'static, Acked>>::new();
     loop {
         tokio::select! {
             biased;
-            Some((msg, acked)) = acks.next() => {
-                if let Some(msg) = settled(&env, &part, msg, acked) {
-                    handle_one(&env, &part, msg, Acks::Wait).await;
+            Some(acked) = acks.next() => {
+                for (msg, acked) in acked {
+                    if let Some(msg) = settled(&env, &part, msg, acked) {
+                        handle_one(&env, &part, msg, Acks::Wait).await;
+                    }
                 }
             }
             msg = rx.recv(), if acks.len() < bound => {
                 let Some(msg) = msg else { break };
                 take_up(&env, &part);
-                if let Some((msg, acking)) = handle_one(&env, &part, msg, Acks::Background).await {
-                    acks.push(async move { (msg, acking.acked().await) });
+                let mut waiting = vec![msg];
+                while waiting.len() < batch {
+                    let Ok(msg) = rx.try_recv() else { break };
+                    take_up(&env, &part);
+                    waiting.push(msg);
+                }
+                let unacked = if waiting.len() == 1 {
+                    let msg = waiting.pop().expect("one record");
+                    handle_one(&env, &part, msg, Acks::Background)
+                        .await
+                        .map(|(msg, acking)| (vec![msg], acking))
+                        .into_iter()
+                        .collect()
+                } else {
+                    super::batch::run(&env, &part, waiting).await
+                };
+                for (msgs, acking) in unacked {
+                    acks.push(Box::pin(async move {
+                        let acked = acking.acked().await;
+                        acked_each(msgs, acked)
+                    }));
                 }
             }
         }
     }
-    while let Some((msg, acked)) = acks.next().await {
-        if let Some(msg) = settled(&env, &part, msg, acked) {
-            handle_one(&env, &part, msg, Acks::Wait).await;
+    while let Some(acked) = acks.next().await {
+        for (msg, acked) in acked {
+            if let Some(msg) = settled(&env, &part, msg, acked) {
+                handle_one(&env, &part, msg, Acks::Wait).await;
+            }
         }
     }
+}
+
+/// The answer for `msgs` that one acknowledgement settles: each finished once it landed; a
+/// failure fails the first (a record's own outputs are never shared: a batch's are outbox
+/// rows, which never fail their records).
+fn acked_each(msgs: Vec<Delivered>, acked: crate::error::Result<()>) -> Acked {
+    let mut acked = Some(acked);
+    msgs.into_iter()
+        .map(|msg| (msg, acked.take().unwrap_or(Ok(()))))
+        .collect()
 }
 
 /// Records of a key in order, keys concurrently (`Key`), or all concurrently (`Unordered`),
@@ -187,7 +230,7 @@ async fn concurrent<S: Service>(
 
 /// Finishes a record whose outputs were being acknowledged; if they were not, says so and
 /// returns it, to be handled again.
-fn settled<S: Service>(
+pub(super) fn settled<S: Service>(
     env: &ListenerEnv<S>,
     part: &PartitionShared,
     msg: Delivered,
@@ -214,7 +257,7 @@ fn settled<S: Service>(
 
 /// Handles one record (unless its partition was revoked): a record whose outputs are still to
 /// be acknowledged is returned with them (with [`Acks::Background`]); any other is done with.
-async fn handle_one<S: Service>(
+pub(super) async fn handle_one<S: Service>(
     env: &ListenerEnv<S>,
     part: &PartitionShared,
     msg: Delivered,
@@ -238,26 +281,55 @@ async fn handle_one<S: Service>(
 }
 
 /// A worker takes a record up: it is in flight until [`done_with`].
-fn take_up<S>(env: &ListenerEnv<S>, part: &PartitionShared) {
+pub(super) fn take_up<S>(env: &ListenerEnv<S>, part: &PartitionShared) {
     part.in_flight.fetch_add(1, Ordering::SeqCst);
     env.counters.metrics.in_flight.inc();
 }
 
 /// A record is finished: its offset may be committed, with its staged `outputs` (exactly-once
 /// listeners).
-fn finish<S>(env: &ListenerEnv<S>, part: &PartitionShared, msg: &Received, outputs: Vec<Output>) {
+pub(super) fn finish<S>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    msg: &Received,
+    outputs: Vec<Output>,
+) {
     part.watermark.lock().finish_with(msg.offset(), outputs);
     env.counters.finished.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Done with a record, finished or not.
-fn done_with<S>(env: &ListenerEnv<S>, part: &PartitionShared) {
+pub(super) fn done_with<S>(env: &ListenerEnv<S>, part: &PartitionShared) {
     part.queued.fetch_sub(1, Ordering::SeqCst);
     part.in_flight.fetch_sub(1, Ordering::SeqCst);
     env.counters.metrics.in_flight.dec();
 }
 
 impl<S: Service> ListenerEnv<S> {
+    /// Where a record goes (see [`route`]).
+    pub(super) fn route_of(&self, msg: &Received, incoming: &Envelope<'_>) -> Route {
+        let (name, setup) = (self.listener.name(), &self.setup);
+        if incoming
+            .replay_group
+            .is_some_and(|g| g != setup.group.listener)
+        {
+            // A replayed dead letter is for the listener that dead-lettered it.
+            return Route::Skip;
+        }
+        match setup.group.mode {
+            Mode::Main => route(
+                setup.routes.inboxes.get(&setup.topic),
+                &setup.topic,
+                (name, self.listener.ce_types()),
+                incoming.ce_type,
+            ),
+            // Records on the retry topic carry their retry state.
+            Mode::Retry => route_retry(&setup.routes, name, RetryState::read(msg), |l| {
+                S::ID.group_id(l).map(drop).map_err(|e| e.to_string())
+            }),
+        }
+    }
+
     /// Routes one record and carries the route out.
     async fn process(
         &self,
@@ -270,27 +342,7 @@ impl<S: Service> ListenerEnv<S> {
         if let Some(t) = incoming.ce_type {
             tracing::Span::current().record("ce_type", t);
         }
-        let (name, setup) = (self.listener.name(), &self.setup);
-        let route = if incoming
-            .replay_group
-            .is_some_and(|g| g != setup.group.listener)
-        {
-            // A replayed dead letter is for the listener that dead-lettered it.
-            Route::Skip
-        } else {
-            match setup.group.mode {
-                Mode::Main => route(
-                    setup.routes.inboxes.get(&setup.topic),
-                    &setup.topic,
-                    (name, self.listener.ce_types()),
-                    incoming.ce_type,
-                ),
-                // Records on the retry topic carry their retry state.
-                Mode::Retry => route_retry(&setup.routes, name, RetryState::read(msg), |l| {
-                    S::ID.group_id(l).map(drop).map_err(|e| e.to_string())
-                }),
-            }
-        };
+        let route = self.route_of(msg, &incoming);
         match route {
             Route::Skip => Handled::Finished(Settled::Done),
             Route::Reject(error) => {
@@ -421,7 +473,7 @@ impl<S: Service> ListenerEnv<S> {
     }
 
     /// Runs the handler within its time budget, catching its panic.
-    async fn call(&self, ctx: Context<S>, payload: &[u8]) -> Result<(), Failed> {
+    pub(super) async fn call(&self, ctx: Context<S>, payload: &[u8]) -> Result<(), Failed> {
         let budget = self.setup.config.handler_timeout();
         let fut = self.listener.call(self.svc.clone(), ctx, payload);
         let started = Instant::now();
@@ -476,7 +528,11 @@ impl<S: Service> ListenerEnv<S> {
 
     /// `Err` saying why the record is bad input before any attempt: a bad reply address, or
     /// no value.
-    async fn acceptable(&self, msg: &Received, inc: &Envelope<'_>) -> Result<(), String> {
+    pub(super) async fn acceptable(
+        &self,
+        msg: &Received,
+        inc: &Envelope<'_>,
+    ) -> Result<(), String> {
         self.reply_target(inc).await?;
         match msg.payload() {
             Some(_) => Ok(()),

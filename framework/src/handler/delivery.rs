@@ -31,7 +31,7 @@ use super::transaction::{self, TxCell};
 use crate::error::{Error, Result};
 use crate::produce::transactional::Output;
 use crate::produce::{Pending, Producer};
-use crate::store::outbox::{self, Delete, Route, Settling};
+use crate::store::outbox::{self, Committed, Delete, Route, Settling};
 use crate::store::Store;
 
 /// How a listener's outputs leave, chosen at start from its handler (a `Tx` makes it
@@ -138,6 +138,11 @@ impl Acking {
 }
 
 impl Delivery {
+    /// Whether outputs go through the store's transaction and outbox.
+    pub(crate) fn is_transactional(&self) -> bool {
+        matches!(self, Self::Transactional { .. })
+    }
+
     /// Begins an attempt at the record `meta` describes: its sink, or, for a transactional
     /// listener that handled the record before, [`Begun::Duplicate`] once what that handling
     /// left in the outbox is published.
@@ -182,30 +187,36 @@ impl Sink {
 }
 
 impl Outboxed {
-    /// Commits the record's transaction with its outbox rows, then sends them from memory
-    /// (or wakes the relay, when older rows of their keys come first).
+    /// Commits the record's transaction with its outbox rows, then publishes them (see
+    /// [`publish`](Self::publish)).
     async fn commit(&self, cell: &TxCell, acks: Acks) -> std::result::Result<Settled, Unsettled> {
         let committed = transaction::commit(cell, self)
             .await
             .map_err(Unsettled::Store)?;
+        Ok(self.publish(committed, acks).await)
+    }
+
+    /// Sends committed outbox rows from memory (or wakes the relay, when older rows of their
+    /// keys come first).
+    pub(crate) async fn publish(&self, committed: Committed, acks: Acks) -> Settled {
         let inflight = self.store.inflight();
         if committed.ids.is_empty() {
-            return Ok(Settled::Done);
+            return Settled::Done;
         }
         if committed.route == Route::Relay {
             inflight.wake_relay();
-            return Ok(Settled::Done);
+            return Settled::Done;
         }
         inflight.sending(&committed.ids);
         let sent = outbox::send(&self.producer, &committed).await;
         match acks {
-            Acks::Background => Ok(Settled::Acking(Acking::Outboxed(
-                sent.settle(&self.store, Delete::Batched),
-            ))),
+            Acks::Background => {
+                Settled::Acking(Acking::Outboxed(sent.settle(&self.store, Delete::Batched)))
+            }
             Acks::Wait => {
                 let settling = sent.settle(&self.store, Delete::Now);
                 outbox::left_to_relay(settling.answered().await);
-                Ok(Settled::Done)
+                Settled::Done
             }
         }
     }

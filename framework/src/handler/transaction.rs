@@ -94,6 +94,8 @@ pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
         .finish()
         .await
         .expect("a handler's transaction is finished once");
+    // Given back once the transaction ended, committed or not.
+    let _slot = cell.slot.lock().take();
     let inflight = to.store.inflight();
     let route = match records.is_empty() {
         true => Route::Direct,
@@ -106,13 +108,123 @@ pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
     let backend = to.store.backend();
     let ids = outbox::insert(&mut tx, backend, &records, origin, route, inflight.direct).await?;
     tx.commit().await.map_err(store_error("committing"))?;
-    drop(cell.slot.lock().take());
     crate::store::crash_point();
     Ok(Committed {
         ids,
         records,
         route,
     })
+}
+
+/// The one database transaction of a batch of a partition's records: each record's handler
+/// runs in it in turn, with a cell of its own (its outbox rows, its source); their inbox rows
+/// are claimed together once they ran, and one `COMMIT` ends it.
+#[derive(Debug)]
+pub(crate) struct BatchTx {
+    /// The transaction and the handler slot it holds.
+    shared: Arc<TxCell>,
+}
+
+/// How a batch's transaction ended.
+#[derive(Debug)]
+pub(crate) enum BatchEnd {
+    /// Committed, with every record's outbox rows, in order.
+    Committed(Committed),
+    /// Rolled back: some records were handled before (their inbox rows exist; `true`: fresh).
+    HandledBefore(Vec<bool>),
+}
+
+impl BatchTx {
+    /// Begins the batch's transaction, once one of the handlers' slots of the pool is free.
+    pub(crate) async fn begin(store: &Store) -> Result<Self> {
+        let slot = store.handler_slot().await;
+        let tx = store
+            .pool()
+            .begin()
+            .await
+            .map_err(store_error("beginning a transaction"))?;
+        Ok(Self {
+            shared: TxCell::new(tx, None, Some(slot)),
+        })
+    }
+
+    /// The cell of the record `meta` describes, for `group`: the batch's transaction, the
+    /// record's own outbox rows.
+    pub(crate) fn cell(&self, group: &str, meta: &Meta) -> Arc<TxCell> {
+        Arc::new(TxCell {
+            tx: self.shared.tx.clone(),
+            outbox: Mutex::default(),
+            source: Some(source(group, &meta.id)),
+            slot: Mutex::new(None),
+        })
+    }
+
+    /// Waits until no handler holds the transaction (a `Tx` kept past its handler's return).
+    pub(crate) async fn idle(&self) {
+        drop(self.shared.tx.lock().await);
+    }
+
+    /// Claims the inbox rows of the records handled in the batch (`handled`: each record's
+    /// event and cell, in offset order) for `group`, and, when none was handled before,
+    /// commits them with their outbox rows; else rolls back.
+    pub(crate) async fn commit(
+        self,
+        to: &Outboxed,
+        group: &str,
+        handled: &[(inbox::EventId<'_>, Arc<TxCell>)],
+    ) -> Result<BatchEnd> {
+        let mut tx = self
+            .shared
+            .tx
+            .lock()
+            .await
+            .take()
+            .expect("a batch's transaction is finished once");
+        // Given back once the transaction ended, committed or not.
+        let _slot = self.shared.slot.lock().take();
+        let backend = to.store.backend();
+        let events: Vec<_> = handled.iter().map(|(event, _)| *event).collect();
+        let fresh = inbox::claim_all(&mut tx, backend, group, &events).await?;
+        if fresh.iter().any(|f| !f) {
+            return Ok(BatchEnd::HandledBefore(fresh));
+        }
+        // Every record's rows, in order, and how many are each record's.
+        let mut all = Vec::new();
+        let mut counts = Vec::with_capacity(handled.len());
+        for (_, cell) in handled {
+            let rows = std::mem::take(&mut *cell.outbox.lock());
+            counts.push(rows.len());
+            all.extend(rows);
+        }
+        let inflight = to.store.inflight();
+        let route = match all.is_empty() {
+            true => Route::Direct,
+            false => outbox::route(&mut tx, &all, &inflight).await?,
+        };
+        let mut ids = Vec::with_capacity(all.len());
+        let mut at = 0;
+        for ((_, cell), n) in handled.iter().zip(counts) {
+            if n == 0 {
+                continue;
+            }
+            let origin = Origin {
+                source: cell.source.as_deref(),
+                dead_letters: &to.dead_letters,
+            };
+            let rows = &all[at..at + n];
+            at += n;
+            ids.extend(
+                outbox::insert(&mut tx, backend, rows, origin, route, inflight.direct).await?,
+            );
+        }
+        tx.commit().await.map_err(store_error("committing"))?;
+        crate::store::crash_point();
+        Ok(BatchEnd::Committed(Committed {
+            ids,
+            records: all,
+            route,
+        }))
+    }
 }
 
 /// The record's database transaction, as a handler argument: a listener whose handler takes

@@ -56,6 +56,11 @@ fn duration_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+/// Buckets of records per batch: 1, 2, 4 … 1,024.
+fn batch_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
 /// The outbox's metrics, fed by the relay of the app's store.
 #[derive(Debug, Default)]
 pub(crate) struct OutboxMetrics {
@@ -86,6 +91,7 @@ pub(crate) struct Metrics {
     lag_seconds: Family<PartitionLabels, Seconds>,
     commit_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
     commits_failed: Family<ListenerLabels, Counter>,
+    store_batch: Family<ListenerLabels, Histogram, fn() -> Histogram>,
     producer_queue: Gauge,
     sagas_live: Family<ListenerLabels, Gauge>,
     produce: Arc<ProduceMetrics>,
@@ -110,6 +116,7 @@ impl Default for Metrics {
             lag_seconds: Family::default(),
             commit_duration: Family::new_with_constructor(duration_buckets),
             commits_failed: Family::default(),
+            store_batch: Family::new_with_constructor(batch_buckets),
             producer_queue: Gauge::default(),
             sagas_live: Family::default(),
             produce: Arc::default(),
@@ -192,6 +199,11 @@ impl Default for Metrics {
             m.produce.latency.clone(),
         );
         r.register(
+            "atoll_store_batch_records",
+            "Records a transactional listener committed in one database transaction (one observation per batch)",
+            m.store_batch.clone(),
+        );
+        r.register(
             "atoll_sagas_live",
             "Running or compensating sagas the saga's listener holds in this process (saga.max_live caps them)",
             m.sagas_live.clone(),
@@ -269,6 +281,7 @@ impl Metrics {
             assigned: self.assigned.get_or_create_owned(&labels),
             commit_duration: self.commit_duration.get_or_create_owned(&labels),
             commits_failed: self.commits_failed.get_or_create_owned(&labels),
+            store_batch: self.store_batch.get_or_create_owned(&labels),
             // One series per kind from the start: nothing to look up when an attempt fails.
             failed: FailedCounters::new(|kind| {
                 self.failed.get_or_create_owned(&FailureLabels {
@@ -352,6 +365,8 @@ pub(crate) struct ListenerMetrics {
     pub(crate) assigned: Gauge,
     pub(crate) commit_duration: Histogram,
     pub(crate) commits_failed: Counter,
+    /// Records per committed batch of a transactional listener.
+    pub(crate) store_batch: Histogram,
     /// Attempts that failed because a dependency was out of reach (registry, store):
     /// `atoll_records_failed_total{kind="unavailable"}`.
     pub(crate) unavailable: Counter,

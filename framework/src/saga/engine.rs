@@ -819,23 +819,7 @@ async fn install<D: Saga>(
     now: u64,
 ) -> Result<(), Error> {
     let p = part.partition;
-    // Overtaken sagas are written again whole: those held reduced are read back first, before
-    // anything is installed (a read that fails leaves the restore to be tried again). They are
-    // held whole: the offset of their record is the rewrite's.
-    let overtaken: Vec<Resident> = progress
-        .overtaken
-        .iter()
-        .filter_map(|key| progress.sagas.get(key).cloned())
-        .collect();
-    let overtaken = whole_states::<D>(rt, p, overtaken).await?;
-    for st in &overtaken {
-        let held = Resident::Whole {
-            state: Box::new(st.clone()),
-            at: None,
-        };
-        progress.sagas.insert(st.key.clone(), held);
-    }
-    progress.overtaken.clear();
+    let overtaken = overtaken_whole::<D>(rt, p, progress).await?;
     let generation = next_generation(progress.newest, now);
     part.generation.store(generation, Ordering::Relaxed);
     let mut states = part.states.lock().await;
@@ -1134,6 +1118,32 @@ fn read_state_at(
         }
     }
     Err(Error::Saga(format!("{}: timed out", what())))
+}
+
+/// The overtaken sagas of what a restore read, to be written again whole: those held reduced
+/// are read back first, before anything is installed (a read that fails leaves the restore to
+/// be tried again). They are held whole from here on: the offset of their record will be the
+/// rewrite's.
+async fn overtaken_whole<D: Saga>(
+    rt: &HookRuntime,
+    p: i32,
+    progress: &mut Progress,
+) -> Result<Vec<SagaState>, Error> {
+    let overtaken: Vec<Resident> = progress
+        .overtaken
+        .iter()
+        .filter_map(|key| progress.sagas.get(key).cloned())
+        .collect();
+    let overtaken = whole_states::<D>(rt, p, overtaken).await?;
+    for st in &overtaken {
+        let held = Resident::Whole {
+            state: Box::new(st.clone()),
+            at: None,
+        };
+        progress.sagas.insert(st.key.clone(), held);
+    }
+    progress.overtaken.clear();
+    Ok(overtaken)
 }
 
 /// The whole states of `sagas`, reading back those held reduced; fails when one cannot be

@@ -57,6 +57,47 @@ pub(crate) async fn claim(
     Ok(old.is_none())
 }
 
+/// Claims `events` for `group` within the caller's transaction, in one statement (the events
+/// as one JSON parameter: one statement text whatever their number): for each, in order,
+/// `true` when this is its first delivery. An event twice in `events` is claimed by its first
+/// occurrence. Rows written before the inbox knew sources are not looked at: the caller uses
+/// [`claim`] while `legacy_before` is not 0.
+pub(crate) async fn claim_all(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    group: &str,
+    events: &[EventId<'_>],
+) -> Result<Vec<bool>> {
+    let pairs: Vec<[&str; 2]> = events.iter().map(|e| [e.source, e.id]).collect();
+    let json = serde_json::to_string(&pairs).expect("strings serialize");
+    let rows = match backend {
+        Backend::Postgres => "SELECT $1, e->>0, e->>1, $2 FROM json_array_elements(CAST($3 AS json)) AS e",
+        // `WHERE true`: SQLite reads `ON CONFLICT` after a bare `SELECT … FROM` as a join's.
+        Backend::Sqlite => {
+            "SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), $2 FROM json_each($3) WHERE true"
+        }
+    };
+    let sql = format!(
+        "INSERT INTO atoll_inbox (consumer_group, ce_source, ce_id, received_at) {rows}
+         ON CONFLICT (consumer_group, ce_source, ce_id) DO NOTHING RETURNING ce_source, ce_id"
+    );
+    let claimed: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(group)
+        .bind(now_ms())
+        .bind(json)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error("writing the inbox"))?;
+    let mut fresh: std::collections::HashSet<(&str, &str)> = claimed
+        .iter()
+        .map(|(source, id)| (source.as_str(), id.as_str()))
+        .collect();
+    Ok(events
+        .iter()
+        .map(|e| fresh.remove(&(e.source, e.id)))
+        .collect())
+}
+
 /// When the inbox learnt sources (migration 5), if rows written before it are left (0 when
 /// none is): [`claim`] then checks those too.
 pub(crate) async fn legacy_before(store: &Store) -> Result<i64> {

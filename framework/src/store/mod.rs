@@ -495,6 +495,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_claims_its_events_in_one_statement() {
+        let (store, dir) = sqlite("claim-all").await;
+        let mut tx = store.pool().begin().await.unwrap();
+        assert!(inbox::claim(&mut tx, "g", event("s", "old"), 0)
+            .await
+            .unwrap());
+        let events = [
+            event("s", "e1"),
+            event("s", "old"),
+            event("t", "e1"),
+            event("s", "e1"),
+            event("", "e2"),
+        ];
+        let fresh = inbox::claim_all(&mut tx, Backend::Sqlite, "g", &events)
+            .await
+            .unwrap();
+        assert_eq!(
+            fresh,
+            [true, false, true, false, true],
+            "new; handled before; another source's; twice in the batch; no source"
+        );
+        let again = inbox::claim_all(&mut tx, Backend::Sqlite, "g", &events[..1])
+            .await
+            .unwrap();
+        assert_eq!(again, [false], "claimed by the batch");
+        let other = inbox::claim_all(&mut tx, Backend::Sqlite, "h", &events[..1])
+            .await
+            .unwrap();
+        assert_eq!(other, [true], "another group's");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn rows_from_before_the_inbox_knew_sources_still_count_until_pruned() {
         let (store, dir) = sqlite("legacy").await;
         assert_eq!(store.legacy_inbox_before(), 0, "a new store has none");

@@ -1,0 +1,343 @@
+//! A transactional listener's batches: with `partition` ordering, the records of a partition
+//! already waiting when the worker takes one (up to `listener.store_batch`) are handled in
+//! one database transaction.
+//!
+//! Why: a record of a transactional listener costs its transaction's `BEGIN`, its inbox row,
+//! its outbox rows and a `COMMIT` besides its handler's own SQL, and the `COMMIT` waits for
+//! the database's log to reach the disk. Databases amortise that wait by committing many
+//! transactions in one flush (PostgreSQL's `commit_delay`, "group commit"); Kafka Streams
+//! commits its state stores once per `commit.interval.ms`, not per record. Here the records of
+//! a batch run their handlers one after another, in offset order, in one transaction; their
+//! inbox rows are claimed by one statement once they ran, their outbox rows written, and one
+//! `COMMIT` ends it. A batch forms only of what is already waiting (a trickle gives batches of
+//! one, which take the per-record path unchanged; a backlog grows them), and it takes no
+//! further record once open for `listener.store_batch_ms`.
+//!
+//! One failing record must not fail its neighbours, nor change its own fate: [`after`] (a pure
+//! core) splits the batch. The records before it are redone as a batch, it alone takes the
+//! per-record path (its retry budget, backoff and dead letter as ever), the records after it
+//! form the next batch: the partition's order holds. Records handled before (their inbox rows
+//! exist: a redelivery after a crash) are skipped and the others redone. A store that fails
+//! (unreachable, a lost conflict) sends every record of the batch to the per-record path,
+//! which waits the outage out. Records the batch path does not take (on the retry topic,
+//! replayed dead letters, those the listener does not handle, bad input) go alone too.
+//!
+//! A handler may therefore run more than once for one delivery (its batch redone): its SQL
+//! rolls back each time, its outputs are in the outbox, so only effects outside the database
+//! repeat, as with any at-least-once redelivery.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::env::{ListenerEnv, Mode};
+use super::routing::Route;
+use super::worker::{done_with, finish, handle_one, Delivered, PartitionShared};
+use crate::contract::envelope::{Envelope, RecordView};
+use crate::contract::service::Service;
+use crate::error::Error;
+use crate::handler::context::{Context, Meta};
+use crate::handler::delivery::{Acking, Acks, Delivery, Settled, Sink};
+use crate::handler::transaction::{BatchEnd, BatchTx, TxCell};
+use crate::store::inbox::EventId;
+
+/// What an attempt at a batch came to.
+#[derive(Debug)]
+pub(crate) enum Ran {
+    /// Its first `taken` records committed (all of them, unless the batch's time ran out).
+    Committed(usize),
+    /// The handler of record `i` failed (or the record is not for the batch path).
+    FailedAt(usize),
+    /// Rolled back: the records marked `false` were handled before (of the first ones, as many
+    /// as ran).
+    HandledBefore(Vec<bool>),
+    /// The store failed (beginning, claiming or committing), or cannot take batches yet (rows
+    /// from before the inbox knew sources are left).
+    Store,
+}
+
+/// What becomes of a batch's records after an attempt, by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Attempted again as a batch.
+    Batch(Vec<usize>),
+    /// Handled alone, through the per-record path.
+    Alone(usize),
+    /// Finished without a call: handled before.
+    Skip(usize),
+}
+
+/// The steps that follow an attempt at a batch of `n` records that came to `ran` (the
+/// committed records are done with and take none).
+pub(crate) fn after(n: usize, ran: &Ran) -> Vec<Step> {
+    let batch = |from: usize, to: usize| -> Option<Step> {
+        match to.saturating_sub(from) {
+            0 => None,
+            1 => Some(Step::Alone(from)),
+            _ => Some(Step::Batch((from..to).collect())),
+        }
+    };
+    match ran {
+        Ran::Committed(taken) => batch(*taken, n).into_iter().collect(),
+        Ran::FailedAt(i) => [batch(0, *i), Some(Step::Alone(*i)), batch(i + 1, n)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Ran::HandledBefore(fresh) => {
+            let mut steps: Vec<Step> = (0..fresh.len())
+                .filter(|i| !fresh[*i])
+                .map(Step::Skip)
+                .collect();
+            let again: Vec<usize> = (0..n)
+                .filter(|i| fresh.get(*i).copied().unwrap_or(true))
+                .collect();
+            steps.extend(match again.len() {
+                0 => None,
+                1 => Some(Step::Alone(again[0])),
+                _ => Some(Step::Batch(again)),
+            });
+            steps
+        }
+        Ran::Store => (0..n).map(Step::Alone).collect(),
+    }
+}
+
+/// A piece of a partition's records on their way through [`run`].
+enum Piece {
+    Batch(Vec<Delivered>),
+    Alone(Delivered),
+    Skip(Delivered),
+}
+
+/// Handles `records` (a partition's, in offset order) in batches, splitting them as [`after`]
+/// says. What awaits acknowledgement is returned, in order: each with the records it finishes.
+pub(crate) async fn run<S: Service>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    records: Vec<Delivered>,
+) -> Vec<(Vec<Delivered>, Acking)> {
+    let mut unacked = Vec::new();
+    let mut pieces = VecDeque::from([Piece::Batch(records)]);
+    while let Some(piece) = pieces.pop_front() {
+        let batch = match piece {
+            Piece::Alone(msg) => {
+                if let Some((msg, acking)) = handle_one(env, part, msg, Acks::Background).await {
+                    unacked.push((vec![msg], acking));
+                }
+                continue;
+            }
+            Piece::Skip(msg) => {
+                env.counters.metrics.deduplicated.inc();
+                tracing::info!(offset = msg.msg.offset(), "handled before (inbox): skipped");
+                finish(env, part, &msg.msg, Vec::new());
+                done_with(env, part);
+                continue;
+            }
+            Piece::Batch(batch) if batch.len() < 2 => {
+                pieces.extend(batch.into_iter().map(Piece::Alone));
+                continue;
+            }
+            Piece::Batch(batch) => batch,
+        };
+        if part.cancel.is_cancelled() {
+            // Revoked or stopping: given up, delivered again.
+            for _ in &batch {
+                done_with(env, part);
+            }
+            continue;
+        }
+        let (ran, settled) = env.attempt_batch(&batch, &part.cancel).await;
+        let mut batch = batch.into_iter().map(Some).collect::<Vec<_>>();
+        if let (Ran::Committed(taken), Some(settled)) = (&ran, settled) {
+            let done: Vec<Delivered> = batch[..*taken]
+                .iter_mut()
+                .filter_map(Option::take)
+                .collect();
+            match settled {
+                Settled::Acking(acking) => unacked.push((done, acking)),
+                Settled::Done | Settled::Staged(_) => {
+                    for msg in done {
+                        finish(env, part, &msg.msg, Vec::new());
+                        done_with(env, part);
+                    }
+                }
+            }
+        }
+        let steps = after(batch.len(), &ran);
+        let mut take = |i: usize| batch[i].take().expect("a record takes one step");
+        let next: Vec<Piece> = steps
+            .into_iter()
+            .map(|step| match step {
+                Step::Batch(ids) => Piece::Batch(ids.into_iter().map(&mut take).collect()),
+                Step::Alone(i) => Piece::Alone(take(i)),
+                Step::Skip(i) => Piece::Skip(take(i)),
+            })
+            .collect();
+        for piece in next.into_iter().rev() {
+            pieces.push_front(piece);
+        }
+    }
+    unacked
+}
+
+impl<S: Service> ListenerEnv<S> {
+    /// Whether a record may be handled in a batch: a first delivery from the listener's own
+    /// topic, of a type it handles, with a value and a good reply address.
+    async fn batchable(&self, msg: &Delivered) -> bool {
+        if self.setup.group.mode != Mode::Main {
+            return false;
+        }
+        let incoming = Envelope::read(msg.msg.headers());
+        self.route_of(&msg.msg, &incoming) == Route::Handle
+            && self.acceptable(&msg.msg, &incoming).await.is_ok()
+    }
+
+    /// Runs `batch`'s handlers in one transaction and commits it (see the module's doc): what
+    /// it came to, and once committed, the published outputs' settlement.
+    async fn attempt_batch(
+        &self,
+        batch: &[Delivered],
+        cancel: &CancellationToken,
+    ) -> (Ran, Option<Settled>) {
+        let Delivery::Transactional { group, outbox } = &self.io.delivery else {
+            unreachable!("only transactional listeners run batches")
+        };
+        if outbox.store.legacy_inbox_before() != 0 {
+            // Inbox rows from before the inbox knew sources are looked up record by record
+            // (see `store::inbox::claim`) until they are pruned.
+            return (Ran::Store, None);
+        }
+        // The records before the first the batch path does not take.
+        let mut limit = 0;
+        while limit < batch.len() && self.batchable(&batch[limit]).await {
+            limit += 1;
+        }
+        if limit == 0 {
+            return (Ran::FailedAt(0), None);
+        }
+        let tx = match BatchTx::begin(&outbox.store).await {
+            Ok(tx) => tx,
+            Err(e) => return (self.store_failed(&e), None),
+        };
+        let handled = match self.run_handlers(&tx, &batch[..limit], cancel).await {
+            Ok(handled) => handled,
+            Err(ran) => return (ran, None),
+        };
+        let events: Vec<_> = handled
+            .iter()
+            .map(|(meta, cell)| {
+                let event = EventId {
+                    source: meta.source.as_deref().unwrap_or_default(),
+                    id: &meta.id,
+                };
+                (event, cell.clone())
+            })
+            .collect();
+        match tx.commit(outbox, group, &events).await {
+            Err(e) => (self.store_failed(&e), None),
+            Ok(BatchEnd::HandledBefore(fresh)) => (Ran::HandledBefore(fresh), None),
+            Ok(BatchEnd::Committed(committed)) => {
+                let taken = handled.len();
+                let metrics = &self.counters.metrics;
+                metrics.handled.inc_by(taken as u64);
+                metrics.store_batch.observe(taken as f64);
+                let settled = outbox.publish(committed, Acks::Background).await;
+                (Ran::Committed(taken), Some(settled))
+            }
+        }
+    }
+
+    /// Runs the handlers of `batch`'s records in `tx`, one after another, until the batch's time
+    /// is out: each record's metadata and cell; `Err` once one fails.
+    async fn run_handlers(
+        &self,
+        tx: &BatchTx,
+        batch: &[Delivered],
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(Arc<Meta>, Arc<TxCell>)>, Ran> {
+        let Delivery::Transactional { group, outbox } = &self.io.delivery else {
+            unreachable!("only transactional listeners run batches")
+        };
+        let started = Instant::now();
+        let budget = self.setup.config.store_batch_time();
+        let mut handled = Vec::with_capacity(batch.len());
+        for (i, delivered) in batch.iter().enumerate() {
+            if i > 0 && started.elapsed() >= budget {
+                break;
+            }
+            if cancel.is_cancelled() {
+                return Err(Ran::FailedAt(i));
+            }
+            let msg = &delivered.msg;
+            let incoming = Envelope::read(msg.headers());
+            let meta = Arc::new(msg.meta(self.listener.name(), &incoming, delivered.at));
+            let cell = tx.cell(group, &meta);
+            let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
+            let io = &self.io;
+            let ctx = Context::<S>::new(
+                io.producer.clone(),
+                io.codec.clone(),
+                self.setup.source.clone(),
+                meta.clone(),
+                sink,
+            );
+            let span = crate::ops::telemetry::spans::process(
+                msg,
+                self.listener.name(),
+                &self.setup.group.joined,
+            );
+            let payload = msg.payload().unwrap_or_default();
+            if let Err(failed) = self.call(ctx, payload).instrument(span).await {
+                let (_, error) = failed.outcome();
+                tracing::debug!(
+                    offset = msg.offset(),
+                    error,
+                    "a record failed in a batch; its neighbours are redone without it"
+                );
+                return Err(Ran::FailedAt(i));
+            }
+            tx.idle().await;
+            handled.push((meta, cell));
+        }
+        Ok(handled)
+    }
+
+    /// A batch's store failed: its records go alone, and wait the failure out there.
+    fn store_failed(&self, e: &Error) -> Ran {
+        tracing::warn!(error = %e, "a batch's transaction failed; its records are handled one by one");
+        Ran::Store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_follows_a_batch() {
+        use Step::{Alone, Batch, Skip};
+        #[rustfmt::skip]
+        let cases: Vec<(&str, usize, Ran, Vec<Step>)> = vec![
+            ("all committed: nothing",                   4, Ran::Committed(4), vec![]),
+            ("out of time: the rest, as a batch",        5, Ran::Committed(2), vec![Batch(vec![2, 3, 4])]),
+            ("out of time, one left: alone",             3, Ran::Committed(2), vec![Alone(2)]),
+            ("the first fails: it alone, then the rest", 4, Ran::FailedAt(0), vec![Alone(0), Batch(vec![1, 2, 3])]),
+            ("one in the middle fails",                  5, Ran::FailedAt(2), vec![Batch(vec![0, 1]), Alone(2), Batch(vec![3, 4])]),
+            ("the second fails: each side alone",        3, Ran::FailedAt(1), vec![Alone(0), Alone(1), Alone(2)]),
+            ("the last fails",                           3, Ran::FailedAt(2), vec![Batch(vec![0, 1]), Alone(2)]),
+            ("handled before: skipped, the rest again",  4, Ran::HandledBefore(vec![true, false, true, true]),
+                                                            vec![Skip(1), Batch(vec![0, 2, 3])]),
+            ("of those that ran; the others again too",  5, Ran::HandledBefore(vec![false, true]),
+                                                            vec![Skip(0), Batch(vec![1, 2, 3, 4])]),
+            ("all but one handled before",               3, Ran::HandledBefore(vec![false, false, true]),
+                                                            vec![Skip(0), Skip(1), Alone(2)]),
+            ("the store failed: every record alone",     3, Ran::Store, vec![Alone(0), Alone(1), Alone(2)]),
+        ];
+        for (what, n, ran, steps) in cases {
+            assert_eq!(after(n, &ran), steps, "{what}");
+        }
+    }
+}
