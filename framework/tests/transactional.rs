@@ -529,3 +529,41 @@ async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
     running.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A batch whose time runs out takes no further record: the records it claimed but did not
+/// run are given back (their inbox rows deleted before its commit) and form the next batch, so
+/// each is handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_out_of_time_gives_back_the_records_it_did_not_run() {
+    const RECORDS: i64 = 30;
+    let mut config = Config::default();
+    config.listener.store_batch_ms = 1;
+    let (running, dir) = start_with("batch-time", config).await;
+    let client = running.client("test");
+    // The first holds: the others wait, then each batch runs one or two of them (2 ms each)
+    // before its time is out.
+    for n in 0..RECORDS {
+        client
+            .send(&Credit {
+                account: "a".into(),
+                cents: 1,
+                fail: false,
+                hold_ms: if n == 0 { 1_000 } else { 2 },
+            })
+            .await
+            .unwrap();
+    }
+    assert!(
+        common::eventually(30, || async { balance(&running, "a").await == RECORDS }).await,
+        "every record once: {} of {RECORDS}",
+        balance(&running, "a").await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(balance(&running, "a").await, RECORDS, "and no more");
+    assert_eq!(
+        credited(&running, RECORDS as usize + 1).await.len(),
+        RECORDS as usize
+    );
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

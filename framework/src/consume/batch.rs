@@ -6,9 +6,9 @@
 //! its outbox rows and a `COMMIT` besides its handler's own SQL, and the `COMMIT` waits for
 //! the database's log to reach the disk. Databases amortise that wait by committing many
 //! transactions in one flush (PostgreSQL's `commit_delay`, "group commit"); Kafka Streams
-//! commits its state stores once per `commit.interval.ms`, not per record. Here the records of
-//! a batch run their handlers one after another, in offset order, in one transaction; their
-//! inbox rows are claimed by one statement once they ran, their outbox rows written, and one
+//! commits its state stores once per `commit.interval.ms`, not per record. Here a batch's
+//! transaction claims its records' inbox rows in one statement, runs the handlers of those not
+//! handled before one after another, in offset order, writes their outbox rows, and one
 //! `COMMIT` ends it. A batch forms only of what is already waiting (a trickle gives batches of
 //! one, which take the per-record path unchanged; a backlog grows them), and it takes no
 //! further record once open for `listener.store_batch_ms`.
@@ -16,15 +16,17 @@
 //! One failing record must not fail its neighbours, nor change its own fate: [`after`] (a pure
 //! core) splits the batch. The records before it are redone as a batch, it alone takes the
 //! per-record path (its retry budget, backoff and dead letter as ever), the records after it
-//! form the next batch: the partition's order holds. Records handled before (their inbox rows
-//! exist: a redelivery after a crash) are skipped and the others redone. A store that fails
+//! form the next batch: the partition's order holds. (So a failing record is called once more
+//! than its budget says: in the batch, then its own attempts; the batch's failure is counted
+//! in `atoll_records_failed_total`.) Records handled before (their inbox rows exist: a
+//! redelivery after a crash) are skipped without a call. A store that fails
 //! (unreachable, a lost conflict) sends every record of the batch to the per-record path,
 //! which waits the outage out. Records the batch path does not take (on the retry topic,
 //! replayed dead letters, those the listener does not handle, bad input) go alone too.
 //!
-//! A handler may therefore run more than once for one delivery (its batch redone): its SQL
-//! rolls back each time, its outputs are in the outbox, so only effects outside the database
-//! repeat, as with any at-least-once redelivery.
+//! A handler may therefore run more than once for one delivery (its batch redone after a
+//! neighbour failed): its SQL rolls back each time, its outputs are in the outbox, so only
+//! effects outside the database repeat, as with any at-least-once redelivery.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,19 +43,17 @@ use crate::contract::service::Service;
 use crate::error::Error;
 use crate::handler::context::{Context, Meta};
 use crate::handler::delivery::{Acking, Acks, Delivery, Settled, Sink};
-use crate::handler::transaction::{BatchEnd, BatchTx, TxCell};
+use crate::handler::transaction::{BatchTx, TxCell};
 use crate::store::inbox::EventId;
 
 /// What an attempt at a batch came to.
 #[derive(Debug)]
 pub(crate) enum Ran {
-    /// Its first `taken` records committed (all of them, unless the batch's time ran out).
+    /// Its first `taken` records committed, or were skipped as handled before (all of them,
+    /// unless the batch's time ran out or a record the batch path does not take came).
     Committed(usize),
     /// The handler of record `i` failed (or the record is not for the batch path).
     FailedAt(usize),
-    /// Rolled back: the records marked `false` were handled before (of the first ones, as many
-    /// as ran).
-    HandledBefore(Vec<bool>),
     /// The store failed (beginning, claiming or committing), or cannot take batches yet (rows
     /// from before the inbox knew sources are left).
     Store,
@@ -66,8 +66,6 @@ pub(crate) enum Step {
     Batch(Vec<usize>),
     /// Handled alone, through the per-record path.
     Alone(usize),
-    /// Finished without a call: handled before.
-    Skip(usize),
 }
 
 /// The steps that follow an attempt at a batch of `n` records that came to `ran` (the
@@ -86,21 +84,6 @@ pub(crate) fn after(n: usize, ran: &Ran) -> Vec<Step> {
             .into_iter()
             .flatten()
             .collect(),
-        Ran::HandledBefore(fresh) => {
-            let mut steps: Vec<Step> = (0..fresh.len())
-                .filter(|i| !fresh[*i])
-                .map(Step::Skip)
-                .collect();
-            let again: Vec<usize> = (0..n)
-                .filter(|i| fresh.get(*i).copied().unwrap_or(true))
-                .collect();
-            steps.extend(match again.len() {
-                0 => None,
-                1 => Some(Step::Alone(again[0])),
-                _ => Some(Step::Batch(again)),
-            });
-            steps
-        }
         Ran::Store => (0..n).map(Step::Alone).collect(),
     }
 }
@@ -109,7 +92,6 @@ pub(crate) fn after(n: usize, ran: &Ran) -> Vec<Step> {
 enum Piece {
     Batch(Vec<Delivered>),
     Alone(Delivered),
-    Skip(Delivered),
 }
 
 /// Handles `records` (a partition's, in offset order) in batches, splitting them as [`after`]
@@ -129,15 +111,10 @@ pub(crate) async fn run<S: Service>(
                 }
                 continue;
             }
-            Piece::Skip(msg) => {
-                env.counters.metrics.deduplicated.inc();
-                tracing::info!(offset = msg.msg.offset(), "handled before (inbox): skipped");
-                finish(env, part, &msg.msg, Vec::new());
-                done_with(env, part);
-                continue;
-            }
             Piece::Batch(batch) if batch.len() < 2 => {
-                pieces.extend(batch.into_iter().map(Piece::Alone));
+                for msg in batch.into_iter().rev() {
+                    pieces.push_front(Piece::Alone(msg));
+                }
                 continue;
             }
             Piece::Batch(batch) => batch,
@@ -173,7 +150,6 @@ pub(crate) async fn run<S: Service>(
             .map(|step| match step {
                 Step::Batch(ids) => Piece::Batch(ids.into_iter().map(&mut take).collect()),
                 Step::Alone(i) => Piece::Alone(take(i)),
-                Step::Skip(i) => Piece::Skip(take(i)),
             })
             .collect();
         for piece in next.into_iter().rev() {
@@ -218,63 +194,87 @@ impl<S: Service> ListenerEnv<S> {
         if limit == 0 {
             return (Ran::FailedAt(0), None);
         }
-        let tx = match BatchTx::begin(&outbox.store).await {
+        let metas: Vec<Arc<Meta>> = batch[..limit]
+            .iter()
+            .map(|d| {
+                let incoming = Envelope::read(d.msg.headers());
+                Arc::new(d.msg.meta(self.listener.name(), &incoming, d.at))
+            })
+            .collect();
+        let events: Vec<EventId<'_>> = metas
+            .iter()
+            .map(|meta| EventId {
+                source: meta.source.as_deref().unwrap_or_default(),
+                id: &meta.id,
+            })
+            .collect();
+        let store = &outbox.store;
+        let tx = match BatchTx::begin(store).await {
             Ok(tx) => tx,
             Err(e) => return (self.store_failed(&e), None),
         };
-        let handled = match self.run_handlers(&tx, &batch[..limit], cancel).await {
-            Ok(handled) => handled,
+        let fresh = match tx.claim(store, group, &events).await {
+            Ok(fresh) => fresh,
+            Err(e) => return (self.store_failed(&e), None),
+        };
+        let (taken, handled) = match self.run_handlers(&tx, batch, &metas, &fresh, cancel).await {
+            Ok(ran) => ran,
             Err(ran) => return (ran, None),
         };
-        let events: Vec<_> = handled
-            .iter()
-            .map(|(meta, cell)| {
-                let event = EventId {
-                    source: meta.source.as_deref().unwrap_or_default(),
-                    id: &meta.id,
-                };
-                (event, cell.clone())
-            })
-            .collect();
-        match tx.commit(outbox, group, &events).await {
-            Err(e) => (self.store_failed(&e), None),
-            Ok(BatchEnd::HandledBefore(fresh)) => (Ran::HandledBefore(fresh), None),
-            Ok(BatchEnd::Committed(committed)) => {
-                let taken = handled.len();
-                let metrics = &self.counters.metrics;
-                metrics.handled.inc_by(taken as u64);
-                metrics.store_batch.observe(taken as f64);
-                let settled = outbox.publish(committed, Acks::Background).await;
-                (Ran::Committed(taken), Some(settled))
+        if taken < limit {
+            let left: Vec<_> = (taken..limit)
+                .filter(|i| fresh[*i])
+                .map(|i| events[i])
+                .collect();
+            if let Err(e) = tx.unclaim(store, group, &left).await {
+                return (self.store_failed(&e), None);
             }
         }
+        let committed = match tx.commit(outbox, &handled).await {
+            Ok(committed) => committed,
+            Err(e) => return (self.store_failed(&e), None),
+        };
+        let metrics = &self.counters.metrics;
+        metrics.handled.inc_by(handled.len() as u64);
+        metrics.store_batch.observe(taken as f64);
+        for (meta, _) in metas[..taken].iter().zip(&fresh).filter(|(_, f)| !**f) {
+            metrics.deduplicated.inc();
+            tracing::info!(ce_id = meta.id, "handled before (inbox): skipped");
+        }
+        let settled = outbox.publish(committed, Acks::Background).await;
+        (Ran::Committed(taken), Some(settled))
     }
 
-    /// Runs the handlers of `batch`'s records in `tx`, one after another, until the batch's time
-    /// is out: each record's metadata and cell; `Err` once one fails.
+    /// Runs the handlers of `batch`'s records (`metas` of them, claimed: `fresh` says which
+    /// were not handled before) in `tx`, one after another, until the batch's time is out: how
+    /// many records it took (run, or skipped as handled before), and the cells of those run;
+    /// `Err` once one fails.
     async fn run_handlers(
         &self,
         tx: &BatchTx,
         batch: &[Delivered],
+        metas: &[Arc<Meta>],
+        fresh: &[bool],
         cancel: &CancellationToken,
-    ) -> Result<Vec<(Arc<Meta>, Arc<TxCell>)>, Ran> {
+    ) -> Result<(usize, Vec<Arc<TxCell>>), Ran> {
         let Delivery::Transactional { group, outbox } = &self.io.delivery else {
             unreachable!("only transactional listeners run batches")
         };
         let started = Instant::now();
         let budget = self.setup.config.store_batch_time();
-        let mut handled = Vec::with_capacity(batch.len());
-        for (i, delivered) in batch.iter().enumerate() {
+        let mut handled = Vec::with_capacity(metas.len());
+        for (i, meta) in metas.iter().enumerate() {
             if i > 0 && started.elapsed() >= budget {
-                break;
+                return Ok((i, handled));
             }
             if cancel.is_cancelled() {
                 return Err(Ran::FailedAt(i));
             }
-            let msg = &delivered.msg;
-            let incoming = Envelope::read(msg.headers());
-            let meta = Arc::new(msg.meta(self.listener.name(), &incoming, delivered.at));
-            let cell = tx.cell(group, &meta);
+            if !fresh[i] {
+                continue;
+            }
+            let msg = &batch[i].msg;
+            let cell = tx.cell(group, meta);
             let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
             let io = &self.io;
             let ctx = Context::<S>::new(
@@ -291,22 +291,24 @@ impl<S: Service> ListenerEnv<S> {
             );
             let payload = msg.payload().unwrap_or_default();
             if let Err(failed) = self.call(ctx, payload).instrument(span).await {
-                let (_, error) = failed.outcome();
-                tracing::debug!(
+                let (outcome, error) = failed.outcome();
+                self.count_failure(outcome);
+                tracing::info!(
                     offset = msg.offset(),
                     error,
-                    "a record failed in a batch; its neighbours are redone without it"
+                    "a record failed in a batch: it is handled alone, its neighbours again without it"
                 );
                 return Err(Ran::FailedAt(i));
             }
             tx.idle().await;
-            handled.push((meta, cell));
+            handled.push(cell);
         }
-        Ok(handled)
+        Ok((metas.len(), handled))
     }
 
     /// A batch's store failed: its records go alone, and wait the failure out there.
     fn store_failed(&self, e: &Error) -> Ran {
+        self.counters.metrics.unavailable.inc();
         tracing::warn!(error = %e, "a batch's transaction failed; its records are handled one by one");
         Ran::Store
     }
@@ -318,7 +320,7 @@ mod tests {
 
     #[test]
     fn what_follows_a_batch() {
-        use Step::{Alone, Batch, Skip};
+        use Step::{Alone, Batch};
         #[rustfmt::skip]
         let cases: Vec<(&str, usize, Ran, Vec<Step>)> = vec![
             ("all committed: nothing",                   4, Ran::Committed(4), vec![]),
@@ -328,12 +330,6 @@ mod tests {
             ("one in the middle fails",                  5, Ran::FailedAt(2), vec![Batch(vec![0, 1]), Alone(2), Batch(vec![3, 4])]),
             ("the second fails: each side alone",        3, Ran::FailedAt(1), vec![Alone(0), Alone(1), Alone(2)]),
             ("the last fails",                           3, Ran::FailedAt(2), vec![Batch(vec![0, 1]), Alone(2)]),
-            ("handled before: skipped, the rest again",  4, Ran::HandledBefore(vec![true, false, true, true]),
-                                                            vec![Skip(1), Batch(vec![0, 2, 3])]),
-            ("of those that ran; the others again too",  5, Ran::HandledBefore(vec![false, true]),
-                                                            vec![Skip(0), Batch(vec![1, 2, 3, 4])]),
-            ("all but one handled before",               3, Ran::HandledBefore(vec![false, false, true]),
-                                                            vec![Skip(0), Skip(1), Alone(2)]),
             ("the store failed: every record alone",     3, Ran::Store, vec![Alone(0), Alone(1), Alone(2)]),
         ];
         for (what, n, ran, steps) in cases {

@@ -98,7 +98,11 @@ pub(crate) async fn run_partition<S: Service>(
 ) {
     let batch = env.setup.config.store_batch;
     match env.setup.config.ordering {
-        OrderingMode::Partition if batch > 1 && env.io.delivery.is_transactional() => {
+        OrderingMode::Partition
+            if batch > 1
+                && env.io.delivery.is_transactional()
+                && env.setup.group.mode == Mode::Main =>
+        {
             sequential(env, part, rx, batch).await
         }
         OrderingMode::Partition => sequential(env, part, rx, 1).await,
@@ -124,17 +128,20 @@ async fn sequential<S: Service>(
 ) {
     let bound = env.setup.config.max_in_flight.max(1);
     let mut acks = FuturesUnordered::<futures::future::BoxFuture<'static, Acked>>::new();
+    // Records whose acknowledgements are awaited (a batch's are awaited together).
+    let mut awaited = 0;
     loop {
         tokio::select! {
             biased;
             Some(acked) = acks.next() => {
+                awaited -= acked.len();
                 for (msg, acked) in acked {
                     if let Some(msg) = settled(&env, &part, msg, acked) {
                         handle_one(&env, &part, msg, Acks::Wait).await;
                     }
                 }
             }
-            msg = rx.recv(), if acks.len() < bound => {
+            msg = rx.recv(), if awaited < bound => {
                 let Some(msg) = msg else { break };
                 take_up(&env, &part);
                 let mut waiting = vec![msg];
@@ -154,6 +161,7 @@ async fn sequential<S: Service>(
                     super::batch::run(&env, &part, waiting).await
                 };
                 for (msgs, acking) in unacked {
+                    awaited += msgs.len();
                     acks.push(Box::pin(async move {
                         let acked = acking.acked().await;
                         acked_each(msgs, acked)
@@ -564,7 +572,7 @@ impl<S: Service> ListenerEnv<S> {
     }
 
     /// Counts a failed attempt under its [`failure_label`].
-    fn count_failure(&self, outcome: Outcome) {
+    pub(super) fn count_failure(&self, outcome: Outcome) {
         let metrics = &self.counters.metrics;
         match outcome {
             Outcome::Unavailable => {

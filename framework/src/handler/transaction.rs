@@ -116,22 +116,13 @@ pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
     })
 }
 
-/// The one database transaction of a batch of a partition's records: each record's handler
-/// runs in it in turn, with a cell of its own (its outbox rows, its source); their inbox rows
-/// are claimed together once they ran, and one `COMMIT` ends it.
+/// The one database transaction of a batch of a partition's records: it claims their inbox
+/// rows first, in one statement; each record's handler then runs in it in turn, with a cell of
+/// its own (its outbox rows, its source); one `COMMIT` ends it.
 #[derive(Debug)]
 pub(crate) struct BatchTx {
     /// The transaction and the handler slot it holds.
     shared: Arc<TxCell>,
-}
-
-/// How a batch's transaction ended.
-#[derive(Debug)]
-pub(crate) enum BatchEnd {
-    /// Committed, with every record's outbox rows, in order.
-    Committed(Committed),
-    /// Rolled back: some records were handled before (their inbox rows exist; `true`: fresh).
-    HandledBefore(Vec<bool>),
 }
 
 impl BatchTx {
@@ -146,6 +137,30 @@ impl BatchTx {
         Ok(Self {
             shared: TxCell::new(tx, None, Some(slot)),
         })
+    }
+
+    /// Claims the inbox rows of `events` for `group`: for each, `true` when it was not
+    /// handled before.
+    pub(crate) async fn claim(
+        &self,
+        store: &Store,
+        group: &str,
+        events: &[inbox::EventId<'_>],
+    ) -> Result<Vec<bool>> {
+        let mut conn = lock(&self.shared).await;
+        inbox::claim_all(&mut conn, store.backend(), group, events).await
+    }
+
+    /// Gives back the inbox rows of `events`, claimed but not handled (the batch's time ran
+    /// out before them).
+    pub(crate) async fn unclaim(
+        &self,
+        store: &Store,
+        group: &str,
+        events: &[inbox::EventId<'_>],
+    ) -> Result<()> {
+        let mut conn = lock(&self.shared).await;
+        inbox::unclaim_all(&mut conn, store.backend(), group, events).await
     }
 
     /// The cell of the record `meta` describes, for `group`: the batch's transaction, the
@@ -164,15 +179,9 @@ impl BatchTx {
         drop(self.shared.tx.lock().await);
     }
 
-    /// Claims the inbox rows of the records handled in the batch (`handled`: each record's
-    /// event and cell, in offset order) for `group`, and, when none was handled before,
-    /// commits them with their outbox rows; else rolls back.
-    pub(crate) async fn commit(
-        self,
-        to: &Outboxed,
-        group: &str,
-        handled: &[(inbox::EventId<'_>, Arc<TxCell>)],
-    ) -> Result<BatchEnd> {
+    /// Commits the batch with the outbox rows of the records handled in it (`handled`: their
+    /// cells, in offset order).
+    pub(crate) async fn commit(self, to: &Outboxed, handled: &[Arc<TxCell>]) -> Result<Committed> {
         let mut tx = self
             .shared
             .tx
@@ -183,15 +192,10 @@ impl BatchTx {
         // Given back once the transaction ended, committed or not.
         let _slot = self.shared.slot.lock().take();
         let backend = to.store.backend();
-        let events: Vec<_> = handled.iter().map(|(event, _)| *event).collect();
-        let fresh = inbox::claim_all(&mut tx, backend, group, &events).await?;
-        if fresh.iter().any(|f| !f) {
-            return Ok(BatchEnd::HandledBefore(fresh));
-        }
         // Every record's rows, in order, and how many are each record's.
         let mut all = Vec::new();
         let mut counts = Vec::with_capacity(handled.len());
-        for (_, cell) in handled {
+        for cell in handled {
             let rows = std::mem::take(&mut *cell.outbox.lock());
             counts.push(rows.len());
             all.extend(rows);
@@ -203,7 +207,7 @@ impl BatchTx {
         };
         let mut ids = Vec::with_capacity(all.len());
         let mut at = 0;
-        for ((_, cell), n) in handled.iter().zip(counts) {
+        for (cell, n) in handled.iter().zip(counts) {
             if n == 0 {
                 continue;
             }
@@ -219,11 +223,11 @@ impl BatchTx {
         }
         tx.commit().await.map_err(store_error("committing"))?;
         crate::store::crash_point();
-        Ok(BatchEnd::Committed(Committed {
+        Ok(Committed {
             ids,
             records: all,
             route,
-        }))
+        })
     }
 }
 

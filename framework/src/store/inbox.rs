@@ -68,8 +68,6 @@ pub(crate) async fn claim_all(
     group: &str,
     events: &[EventId<'_>],
 ) -> Result<Vec<bool>> {
-    let pairs: Vec<[&str; 2]> = events.iter().map(|e| [e.source, e.id]).collect();
-    let json = serde_json::to_string(&pairs).expect("strings serialize");
     let rows = match backend {
         Backend::Postgres => "SELECT $1, e->>0, e->>1, $2 FROM json_array_elements(CAST($3 AS json)) AS e",
         // `WHERE true`: SQLite reads `ON CONFLICT` after a bare `SELECT … FROM` as a join's.
@@ -81,6 +79,7 @@ pub(crate) async fn claim_all(
         "INSERT INTO atoll_inbox (consumer_group, ce_source, ce_id, received_at) {rows}
          ON CONFLICT (consumer_group, ce_source, ce_id) DO NOTHING RETURNING ce_source, ce_id"
     );
+    let json = as_json(events);
     let claimed: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(group)
         .bind(now_ms())
@@ -92,10 +91,48 @@ pub(crate) async fn claim_all(
         .iter()
         .map(|(source, id)| (source.as_str(), id.as_str()))
         .collect();
-    Ok(events
+    let claimed_here: Vec<bool> = events
         .iter()
         .map(|e| fresh.remove(&(e.source, e.id)))
-        .collect())
+        .collect();
+    if !fresh.is_empty() {
+        // Never taken for "handled before" (skipped: lost) by a mismatch of the two texts.
+        let why = "the inbox returned events it was not given".to_owned();
+        return Err(store_error("writing the inbox")(sqlx::Error::Protocol(why)));
+    }
+    Ok(claimed_here)
+}
+
+/// Deletes the inbox rows of `events` for `group` within the caller's transaction, in one
+/// statement: claimed by [`claim_all`] in it, but not handled after all.
+pub(crate) async fn unclaim_all(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    group: &str,
+    events: &[EventId<'_>],
+) -> Result<()> {
+    let rows = match backend {
+        Backend::Postgres => "SELECT e->>0, e->>1 FROM json_array_elements(CAST($2 AS json)) AS e",
+        Backend::Sqlite => {
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($2)"
+        }
+    };
+    let sql = format!(
+        "DELETE FROM atoll_inbox WHERE consumer_group = $1 AND (ce_source, ce_id) IN ({rows})"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(group)
+        .bind(as_json(events))
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error("writing the inbox"))?;
+    Ok(())
+}
+
+/// `events` as one JSON parameter: an array of `[source, id]` pairs.
+fn as_json(events: &[EventId<'_>]) -> String {
+    let pairs: Vec<[&str; 2]> = events.iter().map(|e| [e.source, e.id]).collect();
+    serde_json::to_string(&pairs).expect("strings serialize")
 }
 
 /// When the inbox learnt sources (migration 5), if rows written before it are left (0 when

@@ -524,6 +524,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(other, [true], "another group's");
+        // Claimed, then not handled after all: given back, and only those.
+        inbox::unclaim_all(&mut tx, Backend::Sqlite, "g", &events[..3])
+            .await
+            .unwrap();
+        let again = inbox::claim_all(&mut tx, Backend::Sqlite, "g", &events)
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            [true, true, true, false, false],
+            "given back: e1, old, t/e1"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
