@@ -51,6 +51,9 @@ pub(crate) struct Plan {
     /// Records in the backlog the transactional listener drains in scenario 4.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) tx_records: u64,
+    /// Records per second of scenario 4's steady run.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) tx_rate: u64,
     /// Records in the backlog drained at least once and exactly once in scenario 5 (noida-db
     /// answers a fetch with the whole backlog of each partition, whatever the fetch limits: at
     /// 200,000 records the 106 MB response exceeds librdkafka's `receive.message.max.bytes`).
@@ -248,7 +251,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             plan.tx_records
         );
         rows.extend(rounds(&bootstrap, &name, &[drain], plan.rounds, None).await?);
-        let rate = 1_000;
+        let rate = plan.tx_rate;
         let steady = Variant {
             warmup: rate,
             records: rate * plan.latency_secs,

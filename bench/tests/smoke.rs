@@ -15,7 +15,14 @@ fn every_scenario_runs_once_on_a_tiny_input() {
     let out = Command::new(env!("CARGO_BIN_EXE_atoll-bench"))
         .args(["--rounds", "1", "--records", "2000", "--keys", "50"])
         .args(["--io-ms", "1", "--io-records", "100", "--latency-secs", "1"])
-        .args(["--tx-records", "300", "--eos-records", "1000"])
+        .args([
+            "--tx-records",
+            "300",
+            "--tx-rate",
+            "500",
+            "--eos-records",
+            "1000",
+        ])
         .args(["--batched-records", "2000", "--scale-records", "2000"])
         .args(["--processes", "1,2", "--backlogs", "2000"])
         .args(["--impl", "raw,atoll,atoll-tx,atoll-eos"])

@@ -1,7 +1,8 @@
 //! The chaos run: the shop with two processes per service on tansu (SQLite storage, behind a
 //! fault proxy) and PostgreSQL, orders placed at a steady rate while a seeded schedule kills
 //! and pauses processes, cuts the broker off and restarts it. Every order must end, stock be
-//! conserved, no order charged twice, nothing valid dead-lettered.
+//! conserved, no order charged twice, nothing valid dead-lettered, and each order's inventory
+//! facts (a transactional service, two replicas on PostgreSQL) in the order they were written.
 //!
 //! This test runs a short schedule; `scripts/chaos` runs the full one (`CHAOS_FULL=1`:
 //! 10,000 orders, ≥ 20 kills, ≥ 5 pauses, 2 blackouts, a broker restart). `CHAOS_SEED` picks
@@ -252,11 +253,16 @@ async fn the_shop_survives_a_seeded_chaos_schedule() {
     // Outputs written twice, by `ce_id` (at-least-once services may repeat a fact after a
     // kill; consumers deduplicate by `ce_id`).
     let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut out_of_order = Vec::new();
     for topic in
         ["orders", "inventory", "payments", "shipping"].map(|s| format!("acme.shop.{s}.events"))
     {
         let read_for = Duration::from_secs(if full { 30 } else { 5 });
-        for m in read_topic(&broker.bootstrap(), &topic, usize::MAX, read_for) {
+        let facts = read_topic(&broker.bootstrap(), &topic, usize::MAX, read_for);
+        if topic.contains("inventory") {
+            out_of_order = released_before_reserved(&facts);
+        }
+        for m in facts {
             let id = atoll_testkit::header(&m, "ce_id")
                 .unwrap_or_default()
                 .to_owned();
@@ -281,5 +287,35 @@ async fn the_shop_survives_a_seeded_chaos_schedule() {
         "nothing valid dead-lettered: {summary}"
     );
     assert!(stdout.contains("stock: conserved"), "{stdout}");
+    assert!(
+        out_of_order.is_empty(),
+        "each order's inventory facts in the order they were written (a transactional service's \
+         outbox under kills): released before reserved for {out_of_order:?}"
+    );
     effects_once(&shop, &summary).await;
+}
+
+/// The orders whose `stock_released` fact comes before their `stock_reserved` one on the
+/// inventory's events topic (first occurrences by `ce_id`): a release is written only after
+/// its order's reservation committed, so its fact must follow.
+fn released_before_reserved(facts: &[rdkafka::message::OwnedMessage]) -> Vec<String> {
+    use rdkafka::Message;
+    let mut seen = std::collections::HashSet::new();
+    let mut reserved = std::collections::HashSet::new();
+    let mut wrong = Vec::new();
+    for m in facts {
+        let id = atoll_testkit::header(m, "ce_id").unwrap_or_default();
+        if !seen.insert(id.to_owned()) {
+            continue;
+        }
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        match atoll_testkit::header(m, "ce_type").unwrap_or_default() {
+            t if t.ends_with(".stock_reserved.v1") => {
+                reserved.insert(key);
+            }
+            t if t.ends_with(".stock_released.v1") && !reserved.contains(&key) => wrong.push(key),
+            _ => {}
+        }
+    }
+    wrong
 }
