@@ -114,6 +114,25 @@ async fn credited(running: &atoll::Running, n: usize) -> Vec<Credited> {
         .collect()
 }
 
+/// Sends `credit` with `ce_id` `id`.
+async fn send_credit(client: &atoll::Client, id: &str, credit: &Credit) {
+    let (headers, _) = Outgoing {
+        id: Some(id),
+        ..Outgoing::new(Credit::ce_type(), "test")
+    }
+    .headers();
+    let payload = serde_json::to_vec(credit).unwrap();
+    client
+        .send_raw(
+            "acme.test.ledger.commands",
+            Some(credit.account.as_bytes()),
+            &payload,
+            headers,
+        )
+        .await
+        .unwrap();
+}
+
 async fn balance(running: &atoll::Running, account: &str) -> i64 {
     let (cents,): (i64,) = sqlx::query_as("SELECT cents FROM accounts WHERE id = $1")
         .bind(account)
@@ -129,38 +148,16 @@ async fn a_record_delivered_twice_changes_the_database_once_and_emits_once() {
     let client = running.client("test");
     // The same record twice (one ce_id), as a redelivery after a lost commit would bring it;
     // then a record that fails after writing; then a last one to wait for.
-    let credit = |account: &str, cents, fail| {
-        serde_json::to_vec(&Credit {
-            account: account.into(),
-            cents,
-            fail,
-            hold_ms: 0,
-        })
-        .unwrap()
+    let credit = |account: &str, cents, fail| Credit {
+        account: account.into(),
+        cents,
+        fail,
+        hold_ms: 0,
     };
-    let send = |id: &'static str, account: &'static str, payload: Vec<u8>| {
-        let client = client.clone();
-        async move {
-            let (headers, _) = Outgoing {
-                id: Some(id),
-                ..Outgoing::new(Credit::ce_type(), "test")
-            }
-            .headers();
-            client
-                .send_raw(
-                    "acme.test.ledger.commands",
-                    Some(account.as_bytes()),
-                    &payload,
-                    headers,
-                )
-                .await
-                .unwrap();
-        }
-    };
-    send("c-1", "a", credit("a", 500, false)).await;
-    send("c-1", "a", credit("a", 500, false)).await;
-    send("c-2", "a", credit("a", 70, true)).await;
-    send("c-3", "b", credit("b", 9, false)).await;
+    send_credit(&client, "c-1", &credit("a", 500, false)).await;
+    send_credit(&client, "c-1", &credit("a", 500, false)).await;
+    send_credit(&client, "c-2", &credit("a", 70, true)).await;
+    send_credit(&client, "c-3", &credit("b", 9, false)).await;
 
     assert!(
         common::eventually(20, || async { balance(&running, "b").await == 9 }).await,
@@ -448,28 +445,13 @@ async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
         let client = client.clone();
         async move {
             let account = if n % 2 == 0 { "a" } else { "b" };
-            let id = format!("r-{n}");
-            let (headers, _) = Outgoing {
-                id: Some(&id),
-                ..Outgoing::new(Credit::ce_type(), "test")
-            }
-            .headers();
-            let payload = serde_json::to_vec(&Credit {
+            let credit = Credit {
                 account: account.into(),
                 cents: n,
                 fail,
                 hold_ms,
-            })
-            .unwrap();
-            client
-                .send_raw(
-                    "acme.test.ledger.commands",
-                    Some(account.as_bytes()),
-                    &payload,
-                    headers,
-                )
-                .await
-                .unwrap();
+            };
+            send_credit(&client, &format!("r-{n}"), &credit).await;
         }
     };
     // The first holds its transaction: the others queue up behind it. Record 31 fails;

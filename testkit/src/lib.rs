@@ -696,6 +696,25 @@ pub fn raw_producer(bootstrap: &str) -> rdkafka::producer::BaseProducer {
     config.create().expect("a producer")
 }
 
+/// Hands `record` to `producer`, polling while its queue is full.
+pub fn send_waiting<K, P>(
+    producer: &rdkafka::producer::BaseProducer,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// Reads `topic` from the beginning of every partition until `n` records were read or
 /// `timeout` passed, as a `read_committed` consumer.
 pub fn read_topic(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {

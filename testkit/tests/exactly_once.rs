@@ -70,19 +70,11 @@ fn send_items(bootstrap: &str, keys: u32, rounds: std::ops::Range<u32>, pace: Du
                 n,
             })
             .unwrap();
-            let mut record = BaseRecord::to(INPUTS)
+            let record = BaseRecord::to(INPUTS)
                 .key(&key)
                 .payload(&payload)
                 .headers(headers);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-            }
+            atoll_testkit::send_waiting(&producer, record);
             producer.poll(Duration::ZERO);
         }
     }

@@ -229,8 +229,13 @@ fn logged(needle: &str, key: &str) -> bool {
 }
 
 async fn start(broker: &Tansu) -> atoll::Running {
+    start_with(broker.config()).await
+}
+
+/// The three services with `config`.
+async fn start_with(config: atoll::config::Config) -> atoll::Running {
     log();
-    App::new(broker.config())
+    App::new(config)
         .service(Hotel)
         .service(Flight)
         .service(Trips)
@@ -370,16 +375,7 @@ async fn a_duplicated_reply_does_not_advance_the_saga_twice() {
     assert_eq!(requests(&seat).len(), 1, "the saga reached its second step");
     // Duplicate the room's reply: same payload, key, partition and causation, a new ce_id
     // (as when the hotel handled its command twice).
-    let replies = read_topic(
-        &broker.bootstrap(),
-        Trips::ID.reply().as_ref(),
-        usize::MAX,
-        Duration::from_secs(1),
-    );
-    let original = replies
-        .iter()
-        .find(|m| header_str(*m, "ce_type") == Some(RoomBooked::ce_type()))
-        .expect("the room's reply");
+    let original = &reply_of(&broker, RoomBooked::ce_type(), "dup");
     assert_eq!(header_str(original, CAUSATION_ID), Some("trip/dup@1"));
     send_again(&broker, original, Some("duplicate-1"));
 
@@ -420,6 +416,24 @@ fn once_each(commands: &[OwnedMessage]) -> Vec<&OwnedMessage> {
 }
 
 /// The distinct `ce_id`s of `commands`: the requests they carry, however often each was sent.
+/// The reply of type `ce_type` to a request of trip `id`'s saga, on the saga's reply topic.
+fn reply_of(broker: &Tansu, ce_type: &str, id: &str) -> OwnedMessage {
+    let replies = read_topic(
+        &broker.bootstrap(),
+        Trips::ID.reply().as_ref(),
+        usize::MAX,
+        Duration::from_secs(1),
+    );
+    let request = format!("trip/{id}@");
+    replies
+        .into_iter()
+        .find(|m| {
+            header_str(m, "ce_type") == Some(ce_type)
+                && header_str(m, CAUSATION_ID).is_some_and(|c| c.starts_with(&request))
+        })
+        .unwrap_or_else(|| panic!("a `{ce_type}` reply to trip {id}"))
+}
+
 /// Writes `original` again to its partition, with `ce_id` `id` if given (else its own).
 fn send_again(broker: &Tansu, original: &OwnedMessage, id: Option<&str>) {
     let mut headers = OwnedHeaders::new();
@@ -430,16 +444,23 @@ fn send_again(broker: &Tansu, original: &OwnedMessage, id: Option<&str>) {
         };
         headers = headers.insert(Header { key: h.key, value });
     }
+    let to = (original.topic(), original.partition());
+    let record = (original.key().unwrap(), original.payload().unwrap());
+    send_record(broker, to, record, headers);
+}
+
+/// Writes a record (key, payload) with `headers` to `to` (topic, partition), and waits for it.
+fn send_record(broker: &Tansu, to: (&str, i32), record: (&[u8], &[u8]), headers: OwnedHeaders) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .create()
         .unwrap();
     producer
         .send(
-            BaseRecord::to(original.topic())
-                .partition(original.partition())
-                .key(original.key().unwrap())
-                .payload(original.payload().unwrap())
+            BaseRecord::to(to.0)
+                .partition(to.1)
+                .key(record.0)
+                .payload(record.1)
                 .headers(headers),
         )
         .map_err(|(e, _)| e)
@@ -456,20 +477,9 @@ async fn an_ended_sagas_ending_input_delivered_again_redoes_its_end() {
     let running = start(&broker).await;
     plan(&running, "redo").await;
     assert_eq!(outcome(&broker, "redo"), TripBooked::ce_type());
-    let replies = read_topic(
-        &broker.bootstrap(),
-        Trips::ID.reply().as_ref(),
-        usize::MAX,
-        Duration::from_secs(1),
-    );
-    let ending = replies
-        .iter()
-        .find(|m| {
-            header_str(*m, "ce_type") == Some(SeatBooked::ce_type())
-                && header_str(*m, CAUSATION_ID).is_some_and(|c| c.starts_with("trip/redo@"))
-        })
-        .expect("the seat's reply, which ended the saga");
-    send_again(&broker, ending, None);
+    // The seat's reply ended it.
+    let ending = reply_of(&broker, SeatBooked::ce_type(), "redo");
+    send_again(&broker, &ending, None);
     let facts = keyed(&broker, Trips::ID.events().as_ref(), "redo", 2);
     assert_eq!(facts.len(), 2, "the end redone:\n{}", lines_of("trip/redo"));
     assert!(facts
@@ -493,13 +503,7 @@ async fn a_start_past_the_live_cap_is_dead_lettered_with_its_cause() {
     let mut config = broker.config();
     config.saga.max_live = 1;
     config.http.addr = Some("127.0.0.1:0".parse().unwrap());
-    let running = App::new(config)
-        .service(Hotel)
-        .service(Flight)
-        .service(Trips)
-        .start()
-        .await
-        .unwrap();
+    let running = start_with(config).await;
     // The first trip's seat waits 3 s: it is live meanwhile.
     delays()
         .lock()
@@ -568,21 +572,7 @@ fn reply(broker: &Tansu, to: (&str, i32), key: &str, request: &str, ce_type: &st
             key: CAUSATION_ID,
             value: Some(request),
         });
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    producer
-        .send(
-            BaseRecord::to(to.0)
-                .partition(to.1)
-                .key(key)
-                .payload(payload)
-                .headers(headers),
-        )
-        .map_err(|(e, _)| e)
-        .unwrap();
-    producer.flush(Duration::from_secs(10)).unwrap();
+    send_record(broker, to, (key.as_bytes(), payload.as_bytes()), headers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,13 +734,7 @@ async fn a_restore_over_100k_ended_sagas_keeps_none_and_a_new_saga_runs() {
 
     let mut config = broker.config();
     config.saga.restore_timeout_ms = 300;
-    let running = App::new(config)
-        .service(Hotel)
-        .service(Flight)
-        .service(Trips)
-        .start()
-        .await
-        .unwrap();
+    let running = start_with(config).await;
     let started = Instant::now();
     // Restored and tombstoned in every partition with sagas: then the new saga's 2 s step
     // timeout does not race the tombstones for the broker.
@@ -840,16 +824,7 @@ async fn write_states(
         }
         let producer: BaseProducer = config.create().unwrap();
         for (key, value) in states {
-            let mut record = BaseRecord::to(&t).key(&key).payload(&value);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-            }
+            atoll_testkit::send_waiting(&producer, BaseRecord::to(&t).key(&key).payload(&value));
         }
         producer.flush(Duration::from_secs(300)).unwrap();
     })
