@@ -439,6 +439,7 @@ async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
     const RECORDS: i64 = 60;
     let mut config = Config::default();
     config.http.addr = Some("127.0.0.1:0".parse().unwrap());
+    config.listener.store_batch = 100;
     let (running, dir) = start_with("batches", config).await;
     let client = running.client("test");
     let send = |n: i64, fail: bool, hold_ms: u64| {
@@ -519,6 +520,7 @@ async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
 async fn a_batch_out_of_time_gives_back_the_records_it_did_not_run() {
     const RECORDS: i64 = 30;
     let mut config = Config::default();
+    config.listener.store_batch = 100;
     config.listener.store_batch_ms = 1;
     let (running, dir) = start_with("batch-time", config).await;
     let client = running.client("test");

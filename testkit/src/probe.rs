@@ -319,3 +319,69 @@ impl Depot {
         Ok(Loaded {})
     }
 }
+
+/// The tally service: `acme.test.tally`, 4 partitions, a transactional listener on the store.
+/// Each `add` command counts one for its key (an upsert of `tallies`) and emits an `added`
+/// fact carrying the command's number, in one transaction with the command's inbox row. Run by
+/// the `probe` binary with `PROBE_SERVICE=tally` (and `ATOLL_STORE__URL`); its table comes
+/// from [`Tally::migrations`].
+#[event_service(company = "acme", namespace = "test", name = "tally", partitions = 4)]
+#[derive(Debug, Default)]
+pub struct Tally;
+
+/// Count one for `key`; `n` numbers the commands of a key, from 0.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "add", version = 1, service = Tally)]
+pub struct Add {
+    /// The key.
+    #[event(key)]
+    pub key: String,
+    /// The command's number within its key.
+    pub n: u32,
+}
+
+/// `key` was counted for its command number `n`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(fact, name = "added", version = 1, service = Tally)]
+pub struct Added {
+    /// The key.
+    #[event(key)]
+    pub key: String,
+    /// The command's number within its key.
+    pub n: u32,
+}
+
+impl Tally {
+    /// The `tallies` table (key, count).
+    pub fn migrations() -> sqlx::migrate::Migrator {
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
+        use sqlx::SqlSafeStr;
+        let sql = "CREATE TABLE tallies (k TEXT PRIMARY KEY, n BIGINT NOT NULL)";
+        Migrator::with_migrations(vec![Migration::new(
+            1,
+            "tallies".into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )])
+    }
+}
+
+#[handlers]
+impl Tally {
+    /// Counts, and says so, in one transaction.
+    #[listener(name = "add")]
+    async fn add(&self, mut tx: atoll::Tx, cmd: Add) -> HandlerResult<Added> {
+        sqlx::query(
+            "INSERT INTO tallies (k, n) VALUES ($1, 1)
+             ON CONFLICT (k) DO UPDATE SET n = tallies.n + 1",
+        )
+        .bind(&cmd.key)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Added {
+            key: cmd.key,
+            n: cmd.n,
+        })
+    }
+}
