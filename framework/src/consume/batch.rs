@@ -41,8 +41,8 @@ use super::worker::{done_with, finish, handle_one, Delivered, PartitionShared};
 use crate::contract::envelope::{Envelope, RecordView};
 use crate::contract::service::Service;
 use crate::error::Error;
-use crate::handler::context::{Context, Meta};
-use crate::handler::delivery::{Acking, Acks, Delivery, Settled, Sink};
+use crate::handler::context::Meta;
+use crate::handler::delivery::{Acking, Acks, Delivery, Outboxed, Settled, Sink};
 use crate::handler::transaction::{BatchTx, TxCell};
 use crate::store::inbox::EventId;
 
@@ -217,7 +217,8 @@ impl<S: Service> ListenerEnv<S> {
             Ok(fresh) => fresh,
             Err(e) => return (self.store_failed(&e), None),
         };
-        let (taken, handled) = match self.run_handlers(&tx, batch, &metas, &fresh, cancel).await {
+        let run = self.run_handlers(&tx, (group, outbox), batch, (&metas, &fresh), cancel);
+        let (taken, handled) = match run.await {
             Ok(ran) => ran,
             Err(ran) => return (ran, None),
         };
@@ -252,14 +253,11 @@ impl<S: Service> ListenerEnv<S> {
     async fn run_handlers(
         &self,
         tx: &BatchTx,
+        (group, outbox): (&str, &Arc<Outboxed>),
         batch: &[Delivered],
-        metas: &[Arc<Meta>],
-        fresh: &[bool],
+        (metas, fresh): (&[Arc<Meta>], &[bool]),
         cancel: &CancellationToken,
     ) -> Result<(usize, Vec<Arc<TxCell>>), Ran> {
-        let Delivery::Transactional { group, outbox } = &self.io.delivery else {
-            unreachable!("only transactional listeners run batches")
-        };
         let started = Instant::now();
         let budget = self.setup.config.store_batch_time();
         let mut handled = Vec::with_capacity(metas.len());
@@ -276,14 +274,7 @@ impl<S: Service> ListenerEnv<S> {
             let msg = &batch[i].msg;
             let cell = tx.cell(group, meta);
             let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
-            let io = &self.io;
-            let ctx = Context::<S>::new(
-                io.producer.clone(),
-                io.codec.clone(),
-                self.setup.source.clone(),
-                meta.clone(),
-                sink,
-            );
+            let ctx = self.context(meta, sink);
             let span = crate::ops::telemetry::spans::process(
                 msg,
                 self.listener.name(),

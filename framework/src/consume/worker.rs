@@ -40,7 +40,7 @@ use crate::contract::reply::ReplyTarget;
 use crate::contract::retry_topic::{Origin, RetryState};
 use crate::contract::service::Service;
 use crate::handler::context::{Context, Meta};
-use crate::handler::delivery::{Acking, Acks, Begun, Settled};
+use crate::handler::delivery::{Acking, Acks, Begun, Settled, Sink};
 use crate::ops::metrics::ListenerMetrics;
 use crate::produce::transactional::Output;
 
@@ -472,12 +472,25 @@ impl<S: Service> ListenerEnv<S> {
                 return Ok(Settled::Done);
             }
         };
+        self.call(
+            self.context(meta, sink.clone()),
+            msg.payload().unwrap_or_default(),
+        )
+        .await?;
+        sink.settle(acks).await.map_err(Failed::Unsettled)
+    }
+
+    /// The context of an attempt at the record `meta` describes, producing into `sink`.
+    pub(super) fn context(&self, meta: &Arc<Meta>, sink: Arc<Sink>) -> Context<S> {
         let io = &self.io;
         let (producer, codec) = (io.producer.clone(), io.codec.clone());
-        let source = self.setup.source.clone();
-        let ctx = Context::<S>::new(producer, codec, source, meta.clone(), sink.clone());
-        self.call(ctx, msg.payload().unwrap_or_default()).await?;
-        sink.settle(acks).await.map_err(Failed::Unsettled)
+        Context::new(
+            producer,
+            codec,
+            self.setup.source.clone(),
+            meta.clone(),
+            sink,
+        )
     }
 
     /// Runs the handler within its time budget, catching its panic.

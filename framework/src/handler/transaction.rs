@@ -90,28 +90,54 @@ pub(crate) async fn begin(store: &Store, group: &str, meta: &Meta) -> Result<Opt
 /// ids and records, to publish, and whether this process sends them from memory (claimed in
 /// the transaction) or the relay does.
 pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
-    let (mut tx, records) = cell
+    let (tx, records) = cell
         .finish()
         .await
         .expect("a handler's transaction is finished once");
     // Given back once the transaction ended, committed or not.
     let _slot = cell.slot.lock().take();
+    commit_rows(tx, to, vec![(cell.source.as_deref(), records)]).await
+}
+
+/// Writes the outbox rows of the records handled in `tx` (`rows`: each record's source and
+/// rows, in offset order) and commits it: one route for them all (see [`outbox::route`]), the
+/// rows claimed by this process when it sends them itself.
+async fn commit_rows(
+    mut tx: Transaction<'static, Any>,
+    to: &Outboxed,
+    rows: Vec<(Option<&str>, Vec<OutboxRecord>)>,
+) -> Result<Committed> {
+    // Every record's rows, in order, and how many are each record's.
+    let mut all = Vec::new();
+    let mut counts = Vec::with_capacity(rows.len());
+    for (source, records) in rows {
+        counts.push((source, records.len()));
+        all.extend(records);
+    }
     let inflight = to.store.inflight();
-    let route = match records.is_empty() {
+    let route = match all.is_empty() {
         true => Route::Direct,
-        false => outbox::route(&mut tx, &records, &inflight).await?,
-    };
-    let origin = Origin {
-        source: cell.source.as_deref(),
-        dead_letters: &to.dead_letters,
+        false => outbox::route(&mut tx, &all, &inflight).await?,
     };
     let backend = to.store.backend();
-    let ids = outbox::insert(&mut tx, backend, &records, origin, route, inflight.direct).await?;
+    let mut ids = Vec::with_capacity(all.len());
+    let mut at = 0;
+    for (source, n) in counts {
+        let origin = Origin {
+            source,
+            dead_letters: &to.dead_letters,
+        };
+        let records = &all[at..at + n];
+        at += n;
+        ids.extend(
+            outbox::insert(&mut tx, backend, records, origin, route, inflight.direct).await?,
+        );
+    }
     tx.commit().await.map_err(store_error("committing"))?;
     crate::store::crash_point();
     Ok(Committed {
         ids,
-        records,
+        records: all,
         route,
     })
 }
@@ -182,7 +208,7 @@ impl BatchTx {
     /// Commits the batch with the outbox rows of the records handled in it (`handled`: their
     /// cells, in offset order).
     pub(crate) async fn commit(self, to: &Outboxed, handled: &[Arc<TxCell>]) -> Result<Committed> {
-        let mut tx = self
+        let tx = self
             .shared
             .tx
             .lock()
@@ -191,43 +217,14 @@ impl BatchTx {
             .expect("a batch's transaction is finished once");
         // Given back once the transaction ended, committed or not.
         let _slot = self.shared.slot.lock().take();
-        let backend = to.store.backend();
-        // Every record's rows, in order, and how many are each record's.
-        let mut all = Vec::new();
-        let mut counts = Vec::with_capacity(handled.len());
-        for cell in handled {
-            let rows = std::mem::take(&mut *cell.outbox.lock());
-            counts.push(rows.len());
-            all.extend(rows);
-        }
-        let inflight = to.store.inflight();
-        let route = match all.is_empty() {
-            true => Route::Direct,
-            false => outbox::route(&mut tx, &all, &inflight).await?,
-        };
-        let mut ids = Vec::with_capacity(all.len());
-        let mut at = 0;
-        for (cell, n) in handled.iter().zip(counts) {
-            if n == 0 {
-                continue;
-            }
-            let origin = Origin {
-                source: cell.source.as_deref(),
-                dead_letters: &to.dead_letters,
-            };
-            let rows = &all[at..at + n];
-            at += n;
-            ids.extend(
-                outbox::insert(&mut tx, backend, rows, origin, route, inflight.direct).await?,
-            );
-        }
-        tx.commit().await.map_err(store_error("committing"))?;
-        crate::store::crash_point();
-        Ok(Committed {
-            ids,
-            records: all,
-            route,
-        })
+        let rows = handled
+            .iter()
+            .map(|cell| {
+                let records = std::mem::take(&mut *cell.outbox.lock());
+                (cell.source.as_deref(), records)
+            })
+            .collect();
+        commit_rows(tx, to, rows).await
     }
 }
 
