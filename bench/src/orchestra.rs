@@ -635,10 +635,6 @@ fn listener_env(v: &Variant) -> Vec<(String, String)> {
     if v.imp == Impl::AtollEos {
         env.push((key("DELIVERY"), "exactly_once".to_owned()));
     }
-    if v.imp == Impl::AtollTx {
-        // Batched store transactions (opt-in: docs/store.md, "Batches").
-        env.push((key("STORE_BATCH"), "100".to_owned()));
-    }
     if let Some(n) = v.max_buffered {
         env.push((key("MAX_BUFFERED"), n.to_string()));
     }
@@ -1084,7 +1080,6 @@ mod tests {
                 Impl::AtollTx,
                 vec![
                     "ATOLL_LISTENERS__DEPOSIT__ORDERING",
-                    "ATOLL_LISTENERS__DEPOSIT__STORE_BATCH",
                     "ATOLL_LISTENERS__DEPOSIT__MAX_BUFFERED",
                 ],
             ),

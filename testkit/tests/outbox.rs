@@ -75,7 +75,7 @@ impl Db {
     fn now_ms(&self) -> &'static str {
         match self {
             Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-            Self::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Self::Postgres(_) => "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)",
         }
     }
 }
@@ -447,6 +447,36 @@ async fn later_output_behind_a_left_row(db: Db) {
     j.stop().await;
 }
 
+async fn given_back_row_behind_newer_held_ones(db: Db) {
+    let j = Journalist::start(db, "behind").await;
+    // Page n's fact 1 was given back to the relays (its publish failed) while its fact 2, sent
+    // after it, is still held by another process's relay for 3 more seconds.
+    let mut tx = j.begin().await;
+    leave_row(&mut tx, "n", 1, None, now_ms()).await;
+    leave_row(&mut tx, "n", 2, None, now_ms()).await;
+    let hold = format!(
+        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} + 3000
+         WHERE id = (SELECT MAX(id) FROM atoll_outbox)",
+        j.db.now_ms()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(hold))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let early = j.read(EVENTS, 1, 2).await;
+    assert!(
+        early.is_empty(),
+        "fact 1 waits while fact 2 of its key is on its way elsewhere: {:?}",
+        lines(&early)
+    );
+    // The other process died: its lease runs out, and this relay sends the key, in order.
+    let facts = j.read(EVENTS, 3, 8).await;
+    assert_eq!(lines(&facts), [1, 2]);
+    assert!(j.eventually_empty("atoll_outbox").await);
+    j.stop().await;
+}
+
 async fn row_without_dead_letter_topic_kept(db: Db) {
     let j = Journalist::start(db, "legacy").await;
     // Written before atoll recorded dead-letter topics, for a partition its topic lacks.
@@ -496,6 +526,9 @@ on_both! {
     later_output_behind_a_left_row:
         a_keys_later_output_never_overtakes_an_older_row_left_in_the_outbox_sqlite,
         a_keys_later_output_never_overtakes_an_older_row_left_in_the_outbox_postgres;
+    given_back_row_behind_newer_held_ones:
+        a_row_given_back_waits_while_a_newer_row_of_its_key_is_held_sqlite,
+        a_row_given_back_waits_while_a_newer_row_of_its_key_is_held_postgres;
     row_without_dead_letter_topic_kept:
         a_row_from_before_dead_letter_topics_is_kept_not_retried_forever_sqlite,
         a_row_from_before_dead_letter_topics_is_kept_not_retried_forever_postgres;

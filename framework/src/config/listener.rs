@@ -167,9 +167,9 @@ listener_settings! {
     /// (librdkafka's `auto.offset.reset`, which `kafka.properties` may not set).
     start_from: StartFrom = StartFrom::Earliest,
     /// A transactional listener with `partition` ordering handles up to this many of a
-    /// partition's records already waiting in one database transaction (one `COMMIT`); 1 (the
-    /// default) handles each in its own.
-    store_batch: usize = 1,
+    /// partition's records already waiting in one database transaction (one `COMMIT`); 1
+    /// handles each in its own.
+    store_batch: usize = 100,
     /// A batch's transaction takes no further record once it has been open this long, in ms.
     store_batch_ms: u64 = 100,
 }

@@ -208,7 +208,7 @@ impl Outboxed {
             return Settled::Done;
         }
         inflight.sending(&committed.ids);
-        let sent = outbox::send(&self.producer, &committed).await;
+        let sent = outbox::send(&self.producer, &inflight, &committed).await;
         match acks {
             Acks::Background => {
                 Settled::Acking(Acking::Outboxed(sent.settle(&self.store, Delete::Batched)))

@@ -58,9 +58,14 @@ impl Backend {
 
     /// SQL for the database's clock, in milliseconds since the Unix epoch. Leases and backoffs
     /// of outbox rows are kept in it: every process on the database then reads one clock.
+    ///
+    /// It reads the clock once per statement (PostgreSQL's `statement_timestamp()`, SQLite's
+    /// `'now'`): a relay's claim asks "is this row's lease over?" of many rows, and a clock
+    /// read per row (`clock_timestamp()`) could see a lease still running for a key's oldest
+    /// row and over for its newer rows, which the relay would then claim past it.
     pub(crate) fn now_ms_sql(self) -> &'static str {
         match self {
-            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)",
             Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
         }
     }

@@ -244,10 +244,11 @@ pub(crate) struct Committed {
 }
 
 /// Produces a committed transaction's records from memory, in their order (no read of the
-/// table). On the first record the client refuses, the rest are not sent: the pending
-/// acknowledgements of those sent, and the ids of those not (with why), which go back to the
-/// relay.
-pub(crate) async fn send(producer: &Producer, committed: &Committed) -> Sent {
+/// table). On the first record the client refuses, the rest are not sent: they go back to the
+/// relay at once, before anything else is sent, so that a later transaction's rows of their
+/// keys wait behind them (see [`route`]); the pending acknowledgements of those sent, and why
+/// the rest were not.
+pub(crate) async fn send(producer: &Producer, inflight: &InFlight, committed: &Committed) -> Sent {
     let mut sent = Sent::default();
     for (i, (r, id)) in committed.records.iter().zip(&committed.ids).enumerate() {
         match producer
@@ -262,7 +263,8 @@ pub(crate) async fn send(producer: &Producer, committed: &Committed) -> Sent {
         {
             Ok(pending) => sent.pending.push((*id, pending)),
             Err(e) => {
-                sent.refused = Some((committed.ids[i..].to_vec(), e));
+                inflight.give_back(committed.ids[i..].to_vec());
+                sent.refused = Some(e);
                 break;
             }
         }
@@ -275,8 +277,8 @@ pub(crate) async fn send(producer: &Producer, committed: &Committed) -> Sent {
 pub(crate) struct Sent {
     /// Each row's pending acknowledgement.
     pub(crate) pending: Vec<(i64, Pending)>,
-    /// The rows from the first one refused on, and why it was.
-    pub(crate) refused: Option<(Vec<i64>, Error)>,
+    /// Why the client refused a row (that row and the rest were given back to the relay).
+    pub(crate) refused: Option<Error>,
 }
 
 /// When acknowledged rows are deleted.
@@ -323,8 +325,7 @@ impl Sent {
                 }
             }
         }
-        if let Some((ids, e)) = self.refused {
-            inflight.give_back(ids);
+        if let Some(e) = self.refused {
             first.get_or_insert(e);
         }
         (acked, first)
@@ -373,7 +374,7 @@ pub(crate) async fn publish(store: &Store, producer: &Producer, committed: &Comm
         Route::Relay => inflight.wake_relay(),
         Route::Direct => {
             inflight.sending(&committed.ids);
-            let sent = send(producer, committed).await;
+            let sent = send(producer, &inflight, committed).await;
             left_to_relay(sent.settle(store, Delete::Now).answered().await);
         }
     }

@@ -173,8 +173,10 @@ async fn send(producer: &Producer, row: &Claimed) -> Result<Pending> {
         .await
 }
 
-/// Claims up to `batch` free rows for this process's relay, oldest first, none of a key whose
-/// older row is held: by a publisher, or waiting out a failure.
+/// Claims up to `batch` free rows for this process's relay, oldest first, none of a key with
+/// another row held: by a publisher, or waiting out a failure. Not only an older row: a row
+/// given back after a failure (or whose lease ran out) while newer rows of its key are on
+/// their way must wait until they are gone, or two relays would send the key at once.
 async fn claim(store: &Store, batch: i64) -> Result<Vec<Claimed>> {
     let backend = store.backend();
     let now = backend.now_ms_sql();
@@ -186,7 +188,7 @@ async fn claim(store: &Store, batch: i64) -> Result<Vec<Claimed>> {
              AND NOT EXISTS (
                  SELECT 1 FROM atoll_outbox p
                  WHERE p.topic = o.topic AND p.record_key = o.record_key
-                 AND p.id < o.id AND p.available_at > {now})
+                 AND p.id <> o.id AND p.available_at > {now})
              ORDER BY o.id LIMIT $3)
          RETURNING id, topic, record_partition, record_key, payload, headers, attempts,
              dead_letter_topic, source"
