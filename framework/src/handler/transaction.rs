@@ -15,7 +15,7 @@ use crate::codec::Codec;
 use crate::contract::service::Service;
 use crate::error::{store_error, Result};
 use crate::produce::Producer;
-use crate::store::outbox::{self, Committed, Origin, OutboxRecord, Route};
+use crate::store::outbox::{self, Committed, NewRow, OutboxRecord, Route};
 use crate::store::{inbox, Store};
 
 /// A record's open transaction and the outbox rows its handler produced.
@@ -115,24 +115,29 @@ async fn commit_rows(
         all.extend(records);
     }
     let inflight = to.store.inflight();
+    let backend = to.store.backend();
     let route = match all.is_empty() {
         true => Route::Direct,
-        false => outbox::route(&mut tx, &all, &inflight).await?,
+        false => outbox::route(&mut tx, backend, &all, &inflight).await?,
     };
-    let backend = to.store.backend();
-    let mut ids = Vec::with_capacity(all.len());
-    let mut at = 0;
+    let mut new_rows = Vec::with_capacity(all.len());
+    let mut left = all.iter();
     for (source, n) in counts {
-        let origin = Origin {
-            source,
-            dead_letters: &to.dead_letters,
-        };
-        let records = &all[at..at + n];
-        at += n;
-        ids.extend(
-            outbox::insert(&mut tx, backend, records, origin, route, inflight.direct).await?,
+        new_rows.extend(
+            left.by_ref()
+                .take(n)
+                .map(|record| NewRow { record, source }),
         );
     }
+    let ids = outbox::insert(
+        &mut tx,
+        backend,
+        &new_rows,
+        &to.dead_letters,
+        route,
+        inflight.direct,
+    )
+    .await?;
     tx.commit().await.map_err(store_error("committing"))?;
     crate::store::crash_point();
     Ok(Committed {

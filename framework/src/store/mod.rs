@@ -88,6 +88,42 @@ impl Backend {
             Self::Sqlite => format!("[{list}]"),
         }
     }
+
+    /// SQL for "`record_key` is one of the keys bound as parameter `$param`" (see
+    /// [`key_list`](Self::key_list)): one statement text whatever the number of keys.
+    pub(crate) fn key_in(self, param: usize) -> String {
+        match self {
+            Self::Postgres => format!(
+                "record_key IN (SELECT decode(substr(k, 2), 'hex') \
+                 FROM unnest(string_to_array(${param}, ',')) AS k)"
+            ),
+            Self::Sqlite => {
+                format!("record_key IN (SELECT unhex(substr(value, 2)) FROM json_each(${param}))")
+            }
+        }
+    }
+
+    /// `keys` as the one parameter [`key_in`](Self::key_in) takes: each in hex after a `x`
+    /// (so that an empty key is an element too).
+    pub(crate) fn key_list(self, keys: &[&[u8]]) -> String {
+        use std::fmt::Write as _;
+        let hex = |k: &[u8]| {
+            k.iter().fold(String::from("x"), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+        };
+        let list = keys.iter().map(|k| hex(k));
+        match self {
+            Self::Postgres => list.collect::<Vec<_>>().join(","),
+            Self::Sqlite => format!(
+                "[{}]",
+                list.map(|h| format!("\"{h}\""))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
 }
 
 /// A connected, migrated store: a pool of database connections.

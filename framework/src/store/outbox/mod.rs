@@ -14,8 +14,8 @@
 //!   free rows only, one claimer at a time;
 //! - **rows of one key leave in the order they were written**: a transaction whose key has an
 //!   older row in the outbox that this process is not itself sending leaves its rows to the
-//!   relay ([`route`]), and the relay claims no row of a key while an older one is held by
-//!   another publisher or waiting out a failure. (Two records of one key handled in one
+//!   relay ([`route`]), and the relay claims no row of a key while another one is held by
+//!   a publisher or waiting out a failure (reading the clock once per claim). (Two records of one key handled in one
 //!   partition commit in order; outputs of one key written from different partitions at once
 //!   have no order to keep.) One case is left: when the broker fails a row after it accepted
 //!   a later row of the same key from the same producer, the failed row goes out after it;
@@ -116,12 +116,12 @@ fn owned_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
     )
 }
 
-/// Where an outbox row came from: the record whose handling wrote it (none outside
-/// listeners), and the dead-letter topic of its service, should it never be publishable.
+/// A row about to be written: its record, and the record whose handling wrote it (none
+/// outside listeners).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Origin<'a> {
+pub(crate) struct NewRow<'a> {
+    pub(crate) record: &'a OutboxRecord,
     pub(crate) source: Option<&'a str>,
-    pub(crate) dead_letters: &'a str,
 }
 
 /// How a committed transaction's rows leave.
@@ -140,39 +140,48 @@ pub(crate) enum Route {
 /// or by another process), since sending them now would overtake it.
 pub(crate) async fn route(
     conn: &mut AnyConnection,
+    backend: Backend,
     records: &[OutboxRecord],
     inflight: &InFlight,
 ) -> Result<Route> {
-    let mut seen: Vec<(&str, &[u8])> = Vec::new();
+    // Each topic's keys, each once: one statement per topic (a batch's records have one).
+    let mut topics: Vec<(&str, Vec<&[u8]>)> = Vec::new();
     for r in records {
         let Some(key) = r.key.as_deref() else {
             continue;
         };
-        if seen.contains(&(r.topic.as_str(), key)) {
-            continue;
-        }
-        seen.push((r.topic.as_str(), key));
-        let older = sqlx::query(
-            "SELECT id, claimed_by FROM atoll_outbox WHERE topic = $1 AND record_key = $2
-             LIMIT $3",
-        )
-        .bind(&r.topic)
-        .bind(key)
-        .bind(ROUTE_LOOKS_AT + 1)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(store_error("reading the outbox"))?;
-        let ours = |row: &sqlx::any::AnyRow| -> Result<bool> {
-            let get = store_error("reading an outbox row");
-            let id: i64 = row.try_get("id").map_err(&get)?;
-            let by: Option<i64> = row.try_get("claimed_by").map_err(&get)?;
-            Ok(by == Some(inflight.direct) && inflight.is_sending(id))
+        let at = match topics.iter().position(|(t, _)| *t == r.topic) {
+            Some(at) => at,
+            None => {
+                topics.push((&r.topic, Vec::new()));
+                topics.len() - 1
+            }
         };
+        if !topics[at].1.contains(&key) {
+            topics[at].1.push(key);
+        }
+    }
+    let sql: std::sync::Arc<str> = format!(
+        "SELECT id, claimed_by FROM atoll_outbox WHERE topic = $1 AND {} LIMIT $3",
+        backend.key_in(2)
+    )
+    .into();
+    for (topic, keys) in topics {
+        let older = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(topic)
+            .bind(backend.key_list(&keys))
+            .bind(ROUTE_LOOKS_AT + 1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(store_error("reading the outbox"))?;
         if older.len() as i64 > ROUTE_LOOKS_AT {
             return Ok(Route::Relay);
         }
+        let get = store_error("reading an outbox row");
         for row in &older {
-            if !ours(row)? {
+            let id: i64 = row.try_get("id").map_err(&get)?;
+            let by: Option<i64> = row.try_get("claimed_by").map_err(&get)?;
+            if by != Some(inflight.direct) || !inflight.is_sending(id) {
                 return Ok(Route::Relay);
             }
         }
@@ -180,17 +189,21 @@ pub(crate) async fn route(
     Ok(Route::Direct)
 }
 
-/// How many rows of a key [`route`] looks at: more are a backlog, and the relay's.
+/// How many rows of a topic's keys [`route`] looks at: more are a backlog, and the relay's.
 const ROUTE_LOOKS_AT: i64 = 1_000;
 
-/// Writes `records` into the outbox within the caller's transaction; their row ids, in order.
+/// Writes `rows` into the outbox within the caller's transaction, naming `dead_letters` as
+/// where each goes should it never be publishable; their row ids, in order.
 /// [`Route::Direct`] rows are claimed by `publisher` for a lease (in the database's time);
 /// [`Route::Relay`] rows are free for the relay at once.
+///
+/// Many rows take few statements: chunks of [`INSERT_CHUNKS`] rows, each one statement whose
+/// text depends only on its size, so the database prepares each size once.
 pub(crate) async fn insert(
     conn: &mut AnyConnection,
     backend: Backend,
-    records: &[OutboxRecord],
-    origin: Origin<'_>,
+    rows: &[NewRow<'_>],
+    dead_letters: &str,
     route: Route,
     publisher: i64,
 ) -> Result<Vec<i64>> {
@@ -198,36 +211,78 @@ pub(crate) async fn insert(
         Route::Direct => (Some(publisher), LEASE_MS),
         Route::Relay => (None, 0),
     };
-    let now = backend.now_ms_sql();
-    let sql = format!(
-        "INSERT INTO atoll_outbox (topic, record_partition, record_key, payload, headers, ce_id,
-             source, dead_letter_topic, claimed_by, created_at, available_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {now}, {now} + $10) RETURNING id"
-    );
-    // Shared by the records' statements, not copied for each.
-    let sql: std::sync::Arc<str> = sql.into();
-    let mut ids = Vec::with_capacity(records.len());
-    for r in records {
-        let row = sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(&r.topic)
-            .bind(r.partition)
-            .bind(r.key.as_deref())
-            .bind(r.payload.as_slice())
-            .bind(encode_headers(&r.headers))
-            .bind(&r.ce_id)
-            .bind(origin.source)
-            .bind(origin.dead_letters)
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut left = rows;
+    while !left.is_empty() {
+        let n = chunk(left.len());
+        let (now, rest) = left.split_at(n);
+        left = rest;
+        let sql = insert_sql(backend, n);
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(dead_letters)
             .bind(claimed_by)
-            .bind(lease)
-            .fetch_one(&mut *conn)
+            .bind(lease);
+        for row in now {
+            let r = row.record;
+            query = query
+                .bind(&r.topic)
+                .bind(r.partition)
+                .bind(r.key.as_deref())
+                .bind(r.payload.as_slice())
+                .bind(encode_headers(&r.headers))
+                .bind(&r.ce_id)
+                .bind(row.source);
+        }
+        let written = query
+            .fetch_all(&mut *conn)
             .await
             .map_err(store_error("writing the outbox"))?;
-        ids.push(
-            row.try_get::<i64, _>(0)
-                .map_err(store_error("reading an outbox id"))?,
-        );
+        let mut chunk_ids = written
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(store_error("reading an outbox id"))?;
+        // Ids are drawn in the order of the rows in the statement; `RETURNING` need not keep it.
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids);
     }
     Ok(ids)
+}
+
+/// The sizes of the statements [`insert`] writes rows with, largest first.
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// The rows the next statement of [`insert`] writes when `left` are left: the largest chunk
+/// that fits.
+fn chunk(left: usize) -> usize {
+    INSERT_CHUNKS.into_iter().find(|&n| n <= left).unwrap_or(1)
+}
+
+/// The statement writing `rows` outbox rows: the dead-letter topic, the claimer and the lease
+/// (`$1`–`$3`) shared, then seven values per row.
+fn insert_sql(backend: Backend, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let now = backend.now_ms_sql();
+    let mut sql = String::from(
+        "INSERT INTO atoll_outbox (topic, record_partition, record_key, payload, headers, ce_id,
+             source, dead_letter_topic, claimed_by, created_at, available_at) VALUES ",
+    );
+    for i in 0..rows {
+        let p = 4 + i * 7;
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            sql,
+            "{sep}(${p}, ${}, ${}, ${}, ${}, ${}, ${}, $1, $2, {now}, {now} + $3)",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6
+        );
+    }
+    sql.push_str(" RETURNING id");
+    sql
 }
 
 /// How long a publisher's claim on a row lasts unless renewed (see [`inflight`]): longer than
@@ -402,33 +457,33 @@ mod tests {
         }
     }
 
+    fn rows(records: &[OutboxRecord]) -> Vec<NewRow<'_>> {
+        records
+            .iter()
+            .map(|record| NewRow {
+                record,
+                source: None,
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_key_goes_out_directly_only_behind_rows_this_process_is_sending() {
-        let dir = std::env::temp_dir().join(format!("atoll-route-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = crate::config::store::StoreConfig {
-            path: dir.join("s.db"),
-            ..Default::default()
-        };
-        let store = Store::connect(&config).await.unwrap();
+        let (store, dir) = scratch_store("route").await;
         let inflight = store.inflight();
         let mut conn = store.pool().acquire().await.unwrap();
-        let origin = Origin {
-            source: None,
-            dead_letters: "dlq",
-        };
+        let backend = store.backend();
         let k = [record(Some("k"))];
         let route_of = async |conn: &mut AnyConnection, records: &[OutboxRecord]| {
-            route(conn, records, &inflight).await.unwrap()
+            route(conn, backend, records, &inflight).await.unwrap()
         };
         assert_eq!(
             route_of(&mut conn, &k).await,
             Route::Direct,
             "nothing older"
         );
-        let (backend, me) = (store.backend(), inflight.direct);
-        let ids = insert(&mut conn, backend, &k, origin, Route::Direct, me)
+        let me = inflight.direct;
+        let ids = insert(&mut conn, backend, &rows(&k), "dlq", Route::Direct, me)
             .await
             .unwrap();
         inflight.sending(&ids);
@@ -454,9 +509,16 @@ mod tests {
             "no key: no order to keep"
         );
         let other = [record(Some("o"))];
-        insert(&mut conn, backend, &other, origin, Route::Direct, me + 1)
-            .await
-            .unwrap();
+        insert(
+            &mut conn,
+            backend,
+            &rows(&other),
+            "dlq",
+            Route::Direct,
+            me + 1,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             route_of(&mut conn, &other).await,
             Route::Relay,
@@ -465,8 +527,8 @@ mod tests {
         insert(
             &mut conn,
             backend,
-            &[record(Some("r"))],
-            origin,
+            &rows(&[record(Some("r"))]),
+            "dlq",
             Route::Relay,
             me,
         )
@@ -477,6 +539,138 @@ mod tests {
             Route::Relay,
             "behind a row left to the relay"
         );
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn many_rows_take_few_statements() {
+        // rows left, the next statement's rows
+        for (left, n) in [
+            (1, 1),
+            (3, 1),
+            (4, 4),
+            (15, 4),
+            (16, 16),
+            (63, 16),
+            (64, 64),
+            (500, 64),
+        ] {
+            assert_eq!(chunk(left), n, "{left} left");
+        }
+        let sql = insert_sql(Backend::Postgres, 2);
+        assert!(
+            sql.contains("($4, $5, $6, $7, $8, $9, $10, $1, $2,"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("($11, $12, $13, $14, $15, $16, $17, $1, $2,"),
+            "{sql}"
+        );
+    }
+
+    /// A store on a fresh SQLite file in a directory named after `name`.
+    async fn scratch_store(name: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("atoll-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = crate::config::store::StoreConfig {
+            path: dir.join("s.db"),
+            ..Default::default()
+        };
+        (Store::connect(&config).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn rows_written_in_chunks_keep_their_order_and_sources() {
+        let (store, dir) = scratch_store("chunks").await;
+        let mut conn = store.pool().acquire().await.unwrap();
+        let records: Vec<OutboxRecord> = (0..87)
+            .map(|i| OutboxRecord {
+                ce_id: format!("id-{i}"),
+                ..record(Some(&format!("k{}", i % 5)))
+            })
+            .collect();
+        let sources: Vec<String> = (0..87).map(|i| format!("src-{}", i / 10)).collect();
+        let new_rows: Vec<NewRow<'_>> = records
+            .iter()
+            .zip(&sources)
+            .map(|(record, s)| NewRow {
+                record,
+                source: Some(s),
+            })
+            .collect();
+        let ids = insert(
+            &mut conn,
+            store.backend(),
+            &new_rows,
+            "dlq",
+            Route::Relay,
+            1,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids.len(), 87);
+        let written: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT id, ce_id, source FROM atoll_outbox ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let expected: Vec<(i64, String, String)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, format!("id-{i}"), format!("src-{}", i / 10)))
+            .collect();
+        assert_eq!(
+            written, expected,
+            "each id is its row's, in the order given"
+        );
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn route_finds_older_rows_of_any_of_its_keys_binary_and_empty_ones_too() {
+        let (store, dir) = scratch_store("route-keys").await;
+        let inflight = store.inflight();
+        let backend = store.backend();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let keyed = |key: &[u8]| OutboxRecord {
+            key: Some(key.to_vec()),
+            ..record(None)
+        };
+        let binary = keyed(&[0, 0xff, b',', b'"']);
+        let empty = keyed(b"");
+        for left in [&binary, &empty] {
+            insert(
+                &mut conn,
+                backend,
+                &rows(std::slice::from_ref(left)),
+                "dlq",
+                Route::Relay,
+                1,
+            )
+            .await
+            .unwrap();
+        }
+        for (records, expected) in [
+            (vec![keyed(b"a"), keyed(b"b")], Route::Direct),
+            (vec![keyed(b"a"), binary.clone()], Route::Relay),
+            (vec![empty.clone(), keyed(b"b")], Route::Relay),
+            (vec![keyed(&[0, 0xff]), keyed(b"x")], Route::Direct),
+            (
+                vec![OutboxRecord {
+                    topic: "other".into(),
+                    ..binary.clone()
+                }],
+                Route::Direct,
+            ),
+        ] {
+            let got = route(&mut conn, backend, &records, &inflight)
+                .await
+                .unwrap();
+            assert_eq!(got, expected, "{records:?}");
+        }
         drop(conn);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -177,6 +177,11 @@ async fn send(producer: &Producer, row: &Claimed) -> Result<Pending> {
 /// another row held: by a publisher, or waiting out a failure. Not only an older row: a row
 /// given back after a failure (or whose lease ran out) while newer rows of its key are on
 /// their way must wait until they are gone, or two relays would send the key at once.
+///
+/// The held keys are one set the database hashes once (`NOT IN`), not a lookup per free row:
+/// with thousands of rows free and thousands held (a backlog at thousands of records a
+/// second), PostgreSQL planned the lookup as a nested loop over every pair and one claim ran
+/// for minutes.
 async fn claim(store: &Store, batch: i64) -> Result<Vec<Claimed>> {
     let backend = store.backend();
     let now = backend.now_ms_sql();
@@ -185,10 +190,9 @@ async fn claim(store: &Store, batch: i64) -> Result<Vec<Claimed>> {
          WHERE id IN (
              SELECT o.id FROM atoll_outbox o
              WHERE o.available_at <= {now}
-             AND NOT EXISTS (
-                 SELECT 1 FROM atoll_outbox p
-                 WHERE p.topic = o.topic AND p.record_key = o.record_key
-                 AND p.id <> o.id AND p.available_at > {now})
+             AND (o.record_key IS NULL OR (o.topic, o.record_key) NOT IN (
+                 SELECT p.topic, p.record_key FROM atoll_outbox p
+                 WHERE p.available_at > {now} AND p.record_key IS NOT NULL))
              ORDER BY o.id LIMIT $3)
          RETURNING id, topic, record_partition, record_key, payload, headers, attempts,
              dead_letter_topic, source"
