@@ -450,12 +450,12 @@ async fn later_output_behind_a_left_row(db: Db) {
 async fn given_back_row_behind_newer_held_ones(db: Db) {
     let j = Journalist::start(db, "behind").await;
     // Page n's fact 1 was given back to the relays (its publish failed) while its fact 2, sent
-    // after it, is still held by another process's relay for 3 more seconds.
+    // after it, is still held by another process's relay for 10 more seconds.
     let mut tx = j.begin().await;
     leave_row(&mut tx, "n", 1, None, now_ms()).await;
     leave_row(&mut tx, "n", 2, None, now_ms()).await;
     let hold = format!(
-        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} + 3000
+        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} + 10000
          WHERE id = (SELECT MAX(id) FROM atoll_outbox)",
         j.db.now_ms()
     );
@@ -464,14 +464,14 @@ async fn given_back_row_behind_newer_held_ones(db: Db) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let early = j.read(EVENTS, 1, 2).await;
+    let early = j.read(EVENTS, 1, 5).await;
     assert!(
         early.is_empty(),
         "fact 1 waits while fact 2 of its key is on its way elsewhere: {:?}",
         lines(&early)
     );
     // The other process died: its lease runs out, and this relay sends the key, in order.
-    let facts = j.read(EVENTS, 3, 8).await;
+    let facts = j.read(EVENTS, 3, 15).await;
     assert_eq!(lines(&facts), [1, 2]);
     assert!(j.eventually_empty("atoll_outbox").await);
     j.stop().await;

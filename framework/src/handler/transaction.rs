@@ -15,7 +15,7 @@ use crate::codec::Codec;
 use crate::contract::service::Service;
 use crate::error::{store_error, Result};
 use crate::produce::Producer;
-use crate::store::outbox::{self, Committed, NewRow, OutboxRecord, Route};
+use crate::store::outbox::{self, Committed, NewRow, OutboxRecord, Route, Routed};
 use crate::store::{inbox, Store};
 
 /// A record's open transaction and the outbox rows its handler produced.
@@ -101,7 +101,8 @@ pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
 
 /// Writes the outbox rows of the records handled in `tx` (`rows`: each record's source and
 /// rows, in offset order) and commits it: one route for them all (see [`outbox::route`]), the
-/// rows claimed by this process when it sends them itself.
+/// rows claimed by this process when it sends them itself, after the older rows of their keys
+/// it took over.
 async fn commit_rows(
     mut tx: Transaction<'static, Any>,
     to: &Outboxed,
@@ -116,8 +117,11 @@ async fn commit_rows(
     }
     let inflight = to.store.inflight();
     let backend = to.store.backend();
-    let route = match all.is_empty() {
-        true => Route::Direct,
+    let Routed { route, older } = match all.is_empty() {
+        true => Routed {
+            route: Route::Direct,
+            older: Vec::new(),
+        },
         false => outbox::route(&mut tx, backend, &all, &inflight).await?,
     };
     let mut new_rows = Vec::with_capacity(all.len());
@@ -140,9 +144,13 @@ async fn commit_rows(
     .await?;
     tx.commit().await.map_err(store_error("committing"))?;
     crate::store::crash_point();
+    // The older rows it took over go first.
+    let (mut older_ids, mut records): (Vec<i64>, Vec<OutboxRecord>) = older.into_iter().unzip();
+    older_ids.extend(ids);
+    records.extend(all);
     Ok(Committed {
-        ids,
-        records: all,
+        ids: older_ids,
+        records,
         route,
     })
 }

@@ -70,6 +70,17 @@ impl Backend {
         }
     }
 
+    /// SQL for the database's clock as a row is written, in milliseconds since the Unix epoch:
+    /// where a lease ends. Not [`now_ms_sql`](Self::now_ms_sql): a claim that ran for seconds
+    /// would otherwise write leases already that much shorter. (SQLite's statements are short
+    /// and its clock is read once per statement either way.)
+    pub(crate) fn clock_ms_sql(self) -> &'static str {
+        match self {
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Self::Sqlite => self.now_ms_sql(),
+        }
+    }
+
     /// SQL for "`id` is one of the ids bound as parameter `$param`" (see
     /// [`id_list`](Self::id_list)): one statement text whatever the number of ids, so the
     /// database prepares it once.

@@ -239,7 +239,7 @@ async fn renew_leases(store: &Store) -> Result<()> {
     let sql = format!(
         "UPDATE atoll_outbox SET available_at = {} + $2
          WHERE {} AND claimed_by IN ($3, $4)",
-        backend.now_ms_sql(),
+        backend.clock_ms_sql(),
         backend.id_in(1)
     );
     let sql: std::sync::Arc<str> = sql.into();

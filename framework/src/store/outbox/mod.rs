@@ -12,9 +12,9 @@
 //!   them and publishes them from memory; [`inflight`] renews the leases of rows on their way
 //!   and deletes or gives back the rows once the broker answered; the relay ([`relay`]) claims
 //!   free rows only, one claimer at a time;
-//! - **rows of one key leave in the order they were written**: a transaction whose key has an
-//!   older row in the outbox that this process is not itself sending leaves its rows to the
-//!   relay ([`route`]), and the relay claims no row of a key while another one is held by
+//! - **rows of one key leave in the order they were written**: a transaction whose key has a
+//!   free older row in the outbox claims it and sends it first; one whose key has an older
+//!   row held elsewhere leaves its rows to the relay ([`route`]), and the relay claims no row of a key while another one is held by
 //!   a publisher or waiting out a failure (reading the clock once per claim). (Two records of one key handled in one
 //!   partition commit in order; outputs of one key written from different partitions at once
 //!   have no order to keep.) One case is left: when the broker fails a row after it accepted
@@ -134,16 +134,29 @@ pub(crate) enum Route {
     Relay,
 }
 
-/// How `records` (about to be written in the caller's transaction) leave: [`Route::Relay`]
-/// when the outbox holds an older row of one of their keys that this process is not sending
-/// itself right now (left by a crash, given back after a failed publish, claimed by the relay
-/// or by another process), since sending them now would overtake it.
+/// How `records` (about to be written in the caller's transaction) leave, and the older rows
+/// of their keys this process takes over to send first.
+///
+/// An older row of one of their keys in the outbox is either
+/// - on its way from this process: the producer keeps the order;
+/// - free (left by a crash, or given back after a failed publish, and not waiting out a
+///   backoff): the transaction claims it for this process ([`Routed::older`]), to be sent
+///   before its own rows, so that a key does not stay the relay's for as long as records of
+///   it keep coming (after a restart, every key with a row left would, and at a steady rate
+///   above the relay's the outbox would grow without end);
+/// - anything else (claimed by the relay or by another process, waiting out a backoff): the
+///   transaction's rows are the relay's ([`Route::Relay`]), since sending them now would
+///   overtake it.
 pub(crate) async fn route(
     conn: &mut AnyConnection,
     backend: Backend,
     records: &[OutboxRecord],
     inflight: &InFlight,
-) -> Result<Route> {
+) -> Result<Routed> {
+    let relay = Routed {
+        route: Route::Relay,
+        older: Vec::new(),
+    };
     // Each topic's keys, each once: one statement per topic (a batch's records have one).
     let mut topics: Vec<(&str, Vec<&[u8]>)> = Vec::new();
     for r in records {
@@ -162,34 +175,121 @@ pub(crate) async fn route(
         }
     }
     let sql: std::sync::Arc<str> = format!(
-        "SELECT id, claimed_by FROM atoll_outbox WHERE topic = $1 AND {} LIMIT $3",
-        backend.key_in(2)
+        "SELECT id, claimed_by,
+             CASE WHEN available_at <= {} AND attempts = 0 THEN 1 ELSE 0 END AS free
+         FROM atoll_outbox WHERE topic = $1 AND {} LIMIT $2",
+        backend.now_ms_sql(),
+        backend.key_in(3)
     )
     .into();
+    let mut free = Vec::new();
     for (topic, keys) in topics {
+        let looks_at = ROUTE_LOOKS_AT * keys.len() as i64;
         let older = sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(topic)
+            .bind(looks_at + 1)
             .bind(backend.key_list(&keys))
-            .bind(ROUTE_LOOKS_AT + 1)
             .fetch_all(&mut *conn)
             .await
             .map_err(store_error("reading the outbox"))?;
-        if older.len() as i64 > ROUTE_LOOKS_AT {
-            return Ok(Route::Relay);
+        if older.len() as i64 > looks_at {
+            return Ok(relay);
         }
         let get = store_error("reading an outbox row");
         for row in &older {
             let id: i64 = row.try_get("id").map_err(&get)?;
             let by: Option<i64> = row.try_get("claimed_by").map_err(&get)?;
-            if by != Some(inflight.direct) || !inflight.is_sending(id) {
-                return Ok(Route::Relay);
+            let is_free: i32 = row.try_get("free").map_err(&get)?;
+            if is_free == 1 {
+                free.push(id);
+            } else if by != Some(inflight.direct) || !inflight.is_sending(id) {
+                return Ok(relay);
             }
         }
     }
-    Ok(Route::Direct)
+    if free.is_empty() {
+        return Ok(Routed {
+            route: Route::Direct,
+            older: Vec::new(),
+        });
+    }
+    match take_over(conn, backend, &free, inflight.direct).await? {
+        Some(older) => Ok(Routed {
+            route: Route::Direct,
+            older,
+        }),
+        None => Ok(relay),
+    }
 }
 
-/// How many rows of a topic's keys [`route`] looks at: more are a backlog, and the relay's.
+/// Claims the free rows `ids` for `publisher` in the caller's transaction: their records, by
+/// id; `None` when another publisher claimed one of them first (the rows this claimed are
+/// given back, in the same transaction).
+async fn take_over(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &[i64],
+    publisher: i64,
+) -> Result<Option<Vec<(i64, OutboxRecord)>>> {
+    // `available_at` again in the `WHERE`: PostgreSQL checks it anew on a row another
+    // transaction claimed while this one waited for it, and leaves that row alone.
+    let sql = format!(
+        "UPDATE atoll_outbox SET claimed_by = $2, available_at = {} + $3
+         WHERE {} AND available_at <= {} AND attempts = 0
+         RETURNING id, topic, record_partition, record_key, payload, headers, ce_id",
+        backend.clock_ms_sql(),
+        backend.id_in(1),
+        backend.now_ms_sql()
+    );
+    let failed = store_error("taking over outbox rows");
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(backend.id_list(ids))
+        .bind(publisher)
+        .bind(LEASE_MS)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(&failed)?;
+    let mut taken = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let get = store_error("reading an outbox row");
+        let headers: Vec<u8> = row.try_get("headers").map_err(&get)?;
+        let record = OutboxRecord {
+            topic: row.try_get("topic").map_err(&get)?,
+            partition: row.try_get("record_partition").map_err(&get)?,
+            key: row.try_get("record_key").map_err(&get)?,
+            payload: row.try_get("payload").map_err(&get)?,
+            // As the relay sends them: headers that do not decode are left off.
+            headers: decode_headers(&headers).unwrap_or_default(),
+            ce_id: row.try_get("ce_id").map_err(&get)?,
+        };
+        taken.push((row.try_get::<i64, _>("id").map_err(&get)?, record));
+    }
+    if taken.len() < ids.len() {
+        let back: Vec<i64> = taken.iter().map(|(id, _)| *id).collect();
+        let sql = format!(
+            "UPDATE atoll_outbox SET claimed_by = NULL, available_at = 0 WHERE {}",
+            backend.id_in(1)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(backend.id_list(&back))
+            .execute(&mut *conn)
+            .await
+            .map_err(&failed)?;
+        return Ok(None);
+    }
+    taken.sort_by_key(|(id, _)| *id);
+    Ok(Some(taken))
+}
+
+/// How a transaction's rows leave ([`route`]), and the older rows of their keys it took over.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub(crate) route: Route,
+    /// Free older rows of the transaction's keys, claimed by it: sent first, in id order.
+    pub(crate) older: Vec<(i64, OutboxRecord)>,
+}
+
+/// How many rows per key [`route`] looks at: more are a backlog, and the relay's.
 const ROUTE_LOOKS_AT: i64 = 1_000;
 
 /// Writes `rows` into the outbox within the caller's transaction, naming `dead_letters` as
@@ -262,7 +362,7 @@ fn chunk(left: usize) -> usize {
 /// (`$1`–`$3`) shared, then seven values per row.
 fn insert_sql(backend: Backend, rows: usize) -> String {
     use std::fmt::Write as _;
-    let now = backend.now_ms_sql();
+    let (now, clock) = (backend.now_ms_sql(), backend.clock_ms_sql());
     let mut sql = String::from(
         "INSERT INTO atoll_outbox (topic, record_partition, record_key, payload, headers, ce_id,
              source, dead_letter_topic, claimed_by, created_at, available_at) VALUES ",
@@ -272,7 +372,7 @@ fn insert_sql(backend: Backend, rows: usize) -> String {
         let sep = if i == 0 { "" } else { ", " };
         let _ = write!(
             sql,
-            "{sep}(${p}, ${}, ${}, ${}, ${}, ${}, ${}, $1, $2, {now}, {now} + $3)",
+            "{sep}(${p}, ${}, ${}, ${}, ${}, ${}, ${}, $1, $2, {now}, {clock} + $3)",
             p + 1,
             p + 2,
             p + 3,
@@ -475,7 +575,10 @@ mod tests {
         let backend = store.backend();
         let k = [record(Some("k"))];
         let route_of = async |conn: &mut AnyConnection, records: &[OutboxRecord]| {
-            route(conn, backend, records, &inflight).await.unwrap()
+            route(conn, backend, records, &inflight)
+                .await
+                .unwrap()
+                .route
         };
         assert_eq!(
             route_of(&mut conn, &k).await,
@@ -524,20 +627,57 @@ mod tests {
             Route::Relay,
             "behind another publisher's row"
         );
-        insert(
+        // A row left free (to the relay, or by a crash): taken over, to be sent first.
+        let left = OutboxRecord {
+            ce_id: "left".into(),
+            ..record(Some("r"))
+        };
+        let left_ids = insert(
             &mut conn,
             backend,
-            &rows(&[record(Some("r"))]),
+            &rows(std::slice::from_ref(&left)),
             "dlq",
             Route::Relay,
             me,
         )
         .await
         .unwrap();
+        let routed = route(&mut conn, backend, &[record(Some("r"))], &inflight)
+            .await
+            .unwrap();
         assert_eq!(
-            route_of(&mut conn, &[record(Some("r"))]).await,
+            routed.route,
+            Route::Direct,
+            "behind a free row it took over"
+        );
+        assert_eq!(routed.older, vec![(left_ids[0], left)]);
+        let (by,): (Option<i64>,) =
+            sqlx::query_as("SELECT claimed_by FROM atoll_outbox WHERE id = $1")
+                .bind(left_ids[0])
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(by, Some(me), "claimed by this process");
+        // A row waiting out a backoff after failures: the relay's, and so are the key's next.
+        let failed = insert(
+            &mut conn,
+            backend,
+            &rows(&[record(Some("f"))]),
+            "dlq",
             Route::Relay,
-            "behind a row left to the relay"
+            me,
+        )
+        .await
+        .unwrap();
+        sqlx::query("UPDATE atoll_outbox SET attempts = 2 WHERE id = $1")
+            .bind(failed[0])
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            route_of(&mut conn, &[record(Some("f"))]).await,
+            Route::Relay,
+            "behind a row that failed before"
         );
         drop(conn);
         std::fs::remove_dir_all(dir).unwrap();
@@ -605,17 +745,29 @@ mod tests {
             store.backend(),
             &new_rows,
             "dlq",
-            Route::Relay,
-            1,
+            Route::Direct,
+            7,
         )
         .await
         .unwrap();
         assert_eq!(ids.len(), 87);
-        let written: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT id, ce_id, source FROM atoll_outbox ORDER BY id")
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap();
+        let written: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, ce_id, source, dead_letter_topic, claimed_by, available_at - created_at
+             FROM atoll_outbox ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let shared =
+            |(id, ce_id, source, dlq, by, lease): &(i64, String, String, String, i64, i64)| {
+                assert_eq!((dlq.as_str(), *by), ("dlq", 7), "row {id}");
+                assert!(
+                    (LEASE_MS - 1_000..=LEASE_MS + 1_000).contains(lease),
+                    "row {id}: {lease}"
+                );
+                (*id, ce_id.clone(), source.clone())
+            };
+        let written: Vec<(i64, String, String)> = written.iter().map(shared).collect();
         let expected: Vec<(i64, String, String)> = ids
             .iter()
             .enumerate()
@@ -647,7 +799,8 @@ mod tests {
                 backend,
                 &rows(std::slice::from_ref(left)),
                 "dlq",
-                Route::Relay,
+                // Held by another publisher.
+                Route::Direct,
                 1,
             )
             .await
@@ -668,7 +821,8 @@ mod tests {
         ] {
             let got = route(&mut conn, backend, &records, &inflight)
                 .await
-                .unwrap();
+                .unwrap()
+                .route;
             assert_eq!(got, expected, "{records:?}");
         }
         drop(conn);

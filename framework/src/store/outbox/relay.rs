@@ -2,8 +2,8 @@
 //! failed publish, or queued behind an older row of their key), each row on its own.
 //!
 //! A pass claims up to a batch of free rows (one claimer at a time: on PostgreSQL under an
-//! advisory lock, on SQLite under the file's one writer), skipping every row of a key whose
-//! older row is claimed or waiting out a failure. It sends them in order, stopping a key at
+//! advisory lock, on SQLite under the file's one writer), skipping every row of a key with
+//! another row claimed or waiting out a failure. It sends them in order, stopping a key at
 //! its first refused row, and settles each row by what the broker answered: acknowledged
 //! rows are deleted, failed ones are tried again later or dead-lettered as [`verdict`] says.
 //! One bad row never keeps the others from being published.
@@ -178,22 +178,29 @@ async fn send(producer: &Producer, row: &Claimed) -> Result<Pending> {
 /// given back after a failure (or whose lease ran out) while newer rows of its key are on
 /// their way must wait until they are gone, or two relays would send the key at once.
 ///
-/// The held keys are one set the database hashes once (`NOT IN`), not a lookup per free row:
-/// with thousands of rows free and thousands held (a backlog at thousands of records a
-/// second), PostgreSQL planned the lookup as a nested loop over every pair and one claim ran
-/// for minutes.
+/// The held rows are joined with the free ones as sets, not looked up per free row: with
+/// thousands of rows free and thousands held (a backlog at thousands of records a second)
+/// PostgreSQL, whose statistics said a few rows were held, planned a nested loop over every
+/// pair, and one claim ran for minutes. On PostgreSQL the claim's transaction turns nested
+/// loops off, which leaves a hash (or merge) anti-join; SQLite looks each key up in its index.
+/// The clock is read once for every row's "is it held?" (see [`crate::store::Backend::now_ms_sql`]); the
+/// leases it writes end [`LEASE_MS`] from when the rows are written. The outer `WHERE` asks
+/// again whether each row is free: PostgreSQL checks that anew on a row a committing
+/// transaction took over ([`super::route`]) while this claim waited for it, and skips it.
 async fn claim(store: &Store, batch: i64) -> Result<Vec<Claimed>> {
     let backend = store.backend();
-    let now = backend.now_ms_sql();
+    let (now, clock) = (backend.now_ms_sql(), backend.clock_ms_sql());
     let sql = format!(
-        "UPDATE atoll_outbox SET claimed_by = $1, available_at = {now} + $2
+        "UPDATE atoll_outbox SET claimed_by = $1, available_at = {clock} + $2
          WHERE id IN (
              SELECT o.id FROM atoll_outbox o
              WHERE o.available_at <= {now}
-             AND (o.record_key IS NULL OR (o.topic, o.record_key) NOT IN (
-                 SELECT p.topic, p.record_key FROM atoll_outbox p
-                 WHERE p.available_at > {now} AND p.record_key IS NOT NULL))
+             AND NOT EXISTS (
+                 SELECT 1 FROM atoll_outbox p
+                 WHERE p.topic = o.topic AND p.record_key = o.record_key
+                 AND p.available_at > {now})
              ORDER BY o.id LIMIT $3)
+         AND available_at <= {now}
          RETURNING id, topic, record_partition, record_key, payload, headers, attempts,
              dead_letter_topic, source"
     );
@@ -207,6 +214,11 @@ async fn claim(store: &Store, batch: i64) -> Result<Vec<Claimed>> {
             let mut tx = store.pool().begin().await.map_err(&failed)?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(&failed)?;
+            // The held rows hashed once (or merged), never looked up per free row: see above.
+            sqlx::query("SET LOCAL enable_nestloop = off")
                 .execute(&mut *tx)
                 .await
                 .map_err(&failed)?;
