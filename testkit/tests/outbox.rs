@@ -477,6 +477,29 @@ async fn given_back_row_behind_newer_held_ones(db: Db) {
     j.stop().await;
 }
 
+async fn later_output_behind_a_crashed_publishers_row(db: Db) {
+    let j = Journalist::start(db, "crashed").await;
+    // Page c's fact 1 was claimed by a process that died before sending it: its lease ran out
+    // just now. The next record of page c takes it over (or the relay does, if first).
+    let mut tx = j.begin().await;
+    leave_row(&mut tx, "c", 1, None, now_ms()).await;
+    let expire = format!(
+        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} - 1",
+        j.db.now_ms()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(expire))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    j.write("w-2", "c", 2, 0).await;
+    j.write("w-3", "c", 3, 0).await;
+    let facts = j.read(EVENTS, 4, 10).await;
+    assert_eq!(lines(&facts), [1, 2, 3], "the older row first, each once");
+    assert!(j.eventually_empty("atoll_outbox").await);
+    j.stop().await;
+}
+
 async fn row_without_dead_letter_topic_kept(db: Db) {
     let j = Journalist::start(db, "legacy").await;
     // Written before atoll recorded dead-letter topics, for a partition its topic lacks.
@@ -529,6 +552,9 @@ on_both! {
     given_back_row_behind_newer_held_ones:
         a_row_given_back_waits_while_a_newer_row_of_its_key_is_held_sqlite,
         a_row_given_back_waits_while_a_newer_row_of_its_key_is_held_postgres;
+    later_output_behind_a_crashed_publishers_row:
+        a_row_a_dead_publisher_held_goes_out_before_its_keys_next_sqlite,
+        a_row_a_dead_publisher_held_goes_out_before_its_keys_next_postgres;
     row_without_dead_letter_topic_kept:
         a_row_from_before_dead_letter_topics_is_kept_not_retried_forever_sqlite,
         a_row_from_before_dead_letter_topics_is_kept_not_retried_forever_postgres;

@@ -176,9 +176,9 @@ pub(crate) async fn route(
     }
     let sql: std::sync::Arc<str> = format!(
         "SELECT id, claimed_by,
-             CASE WHEN available_at <= {} AND attempts = 0 THEN 1 ELSE 0 END AS free
+             CASE WHEN {} THEN 1 ELSE 0 END AS free
          FROM atoll_outbox WHERE topic = $1 AND {} LIMIT $2",
-        backend.now_ms_sql(),
+        free_sql(backend),
         backend.key_in(3)
     )
     .into();
@@ -207,6 +207,10 @@ pub(crate) async fn route(
             }
         }
     }
+    if free.len() as i64 > ROUTE_LOOKS_AT {
+        // A backlog: the relay's.
+        return Ok(relay);
+    }
     if free.is_empty() {
         return Ok(Routed {
             route: Route::Direct,
@@ -222,24 +226,43 @@ pub(crate) async fn route(
     }
 }
 
+/// SQL for "the row is free for a committing transaction to take over": no one's lease
+/// runs, it never failed, and it was not given back after a failed send (`available_at` 0:
+/// the relay's, which counts attempts, backs off and dead-letters).
+fn free_sql(backend: Backend) -> String {
+    format!(
+        "available_at > 0 AND available_at <= {} AND attempts = 0",
+        backend.now_ms_sql()
+    )
+}
+
 /// Claims the free rows `ids` for `publisher` in the caller's transaction: their records, by
-/// id; `None` when another publisher claimed one of them first (the rows this claimed are
-/// given back, in the same transaction).
+/// id; `None` when it could not take them all (another publisher claimed one first, or one's
+/// headers do not decode: the relay's to dead-letter), the rows it took given back in the same
+/// transaction.
 async fn take_over(
     conn: &mut AnyConnection,
     backend: Backend,
     ids: &[i64],
     publisher: i64,
 ) -> Result<Option<Vec<(i64, OutboxRecord)>>> {
-    // `available_at` again in the `WHERE`: PostgreSQL checks it anew on a row another
-    // transaction claimed while this one waited for it, and leaves that row alone.
+    // The rows free again in the `WHERE`: PostgreSQL checks that anew on a row claimed while
+    // this waited for it. On PostgreSQL it waits for none: a row another transaction locks
+    // (the relay claiming it) is skipped, so the two never wait for each other.
+    let pick = match backend {
+        Backend::Postgres => format!(
+            "id IN (SELECT id FROM atoll_outbox WHERE {} AND {} ORDER BY id FOR UPDATE SKIP LOCKED)",
+            backend.id_in(1),
+            free_sql(backend)
+        ),
+        Backend::Sqlite => format!("{} AND {}", backend.id_in(1), free_sql(backend)),
+    };
     let sql = format!(
         "UPDATE atoll_outbox SET claimed_by = $2, available_at = {} + $3
-         WHERE {} AND available_at <= {} AND attempts = 0
+         WHERE {pick} AND {}
          RETURNING id, topic, record_partition, record_key, payload, headers, ce_id",
         backend.clock_ms_sql(),
-        backend.id_in(1),
-        backend.now_ms_sql()
+        free_sql(backend)
     );
     let failed = store_error("taking over outbox rows");
     let rows = sqlx::query(AssertSqlSafe(sql))
@@ -250,33 +273,45 @@ async fn take_over(
         .await
         .map_err(&failed)?;
     let mut taken = Vec::with_capacity(rows.len());
+    let mut all_decode = true;
     for row in &rows {
         let get = store_error("reading an outbox row");
         let headers: Vec<u8> = row.try_get("headers").map_err(&get)?;
+        let id: i64 = row.try_get("id").map_err(&get)?;
+        let Some(headers) = decode_headers(&headers) else {
+            all_decode = false;
+            taken.push((id, None));
+            continue;
+        };
         let record = OutboxRecord {
             topic: row.try_get("topic").map_err(&get)?,
             partition: row.try_get("record_partition").map_err(&get)?,
             key: row.try_get("record_key").map_err(&get)?,
             payload: row.try_get("payload").map_err(&get)?,
-            // As the relay sends them: headers that do not decode are left off.
-            headers: decode_headers(&headers).unwrap_or_default(),
+            headers,
             ce_id: row.try_get("ce_id").map_err(&get)?,
         };
-        taken.push((row.try_get::<i64, _>("id").map_err(&get)?, record));
+        taken.push((id, Some(record)));
     }
-    if taken.len() < ids.len() {
+    if taken.len() < ids.len() || !all_decode {
         let back: Vec<i64> = taken.iter().map(|(id, _)| *id).collect();
-        let sql = format!(
-            "UPDATE atoll_outbox SET claimed_by = NULL, available_at = 0 WHERE {}",
-            backend.id_in(1)
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(backend.id_list(&back))
-            .execute(&mut *conn)
-            .await
-            .map_err(&failed)?;
+        if !back.is_empty() {
+            let sql = format!(
+                "UPDATE atoll_outbox SET claimed_by = NULL, available_at = 0 WHERE {}",
+                backend.id_in(1)
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(backend.id_list(&back))
+                .execute(&mut *conn)
+                .await
+                .map_err(&failed)?;
+        }
         return Ok(None);
     }
+    let mut taken: Vec<(i64, OutboxRecord)> = taken
+        .into_iter()
+        .filter_map(|(id, r)| r.map(|r| (id, r)))
+        .collect();
     taken.sort_by_key(|(id, _)| *id);
     Ok(Some(taken))
 }
@@ -601,6 +636,16 @@ mod tests {
             Route::Relay,
             "behind its own row that failed: the relay sends that one first"
         );
+        // Once the give-back is written too: still the relay's (it counts the attempt).
+        sqlx::query("UPDATE atoll_outbox SET claimed_by = NULL, available_at = 0")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            route_of(&mut conn, &k).await,
+            Route::Relay,
+            "behind its own row given back"
+        );
         assert_eq!(
             route_of(&mut conn, &[record(Some("j"))]).await,
             Route::Direct,
@@ -627,9 +672,13 @@ mod tests {
             Route::Relay,
             "behind another publisher's row"
         );
-        // A row left free (to the relay, or by a crash): taken over, to be sent first.
+        // A row left free (to the relay, or by a crash): taken over, to be sent first, as it
+        // was written.
         let left = OutboxRecord {
             ce_id: "left".into(),
+            partition: Some(3),
+            headers: vec![("ce_id".into(), Some(b"left".to_vec())), ("n".into(), None)],
+            payload: b"{}".to_vec(),
             ..record(Some("r"))
         };
         let left_ids = insert(
@@ -679,6 +728,61 @@ mod tests {
             Route::Relay,
             "behind a row that failed before"
         );
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_take_over_that_cannot_take_every_row_takes_none() {
+        let (store, dir) = scratch_store("take-over").await;
+        let backend = store.backend();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let write = async |conn: &mut AnyConnection, route: Route| {
+            insert(conn, backend, &rows(&[record(Some("k"))]), "dlq", route, 5)
+                .await
+                .unwrap()[0]
+        };
+        let (free, held) = (
+            write(&mut conn, Route::Relay).await,
+            write(&mut conn, Route::Direct).await,
+        );
+        // One of the rows asked for was claimed by another publisher meanwhile.
+        let taken = take_over(&mut conn, backend, &[free, held], 9)
+            .await
+            .unwrap();
+        assert!(taken.is_none());
+        let claims: Vec<(i64, Option<i64>, i64)> =
+            sqlx::query_as("SELECT id, claimed_by, available_at FROM atoll_outbox ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            (claims[0].0, claims[0].1, claims[0].2),
+            (free, None, 0),
+            "given back"
+        );
+        assert_eq!(
+            (claims[1].0, claims[1].1),
+            (held, Some(5)),
+            "left to its holder"
+        );
+        // A row whose headers do not decode: the relay's, which dead-letters it.
+        let broken = write(&mut conn, Route::Relay).await;
+        sqlx::query("UPDATE atoll_outbox SET headers = $1 WHERE id = $2")
+            .bind(vec![0u8, 9, b'x'])
+            .bind(broken)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let taken = take_over(&mut conn, backend, &[broken], 9).await.unwrap();
+        assert!(taken.is_none());
+        let (by,): (Option<i64>,) =
+            sqlx::query_as("SELECT claimed_by FROM atoll_outbox WHERE id = $1")
+                .bind(broken)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(by, None, "given back");
         drop(conn);
         std::fs::remove_dir_all(dir).unwrap();
     }
