@@ -207,10 +207,6 @@ pub(crate) async fn route(
             }
         }
     }
-    if free.len() as i64 > ROUTE_LOOKS_AT {
-        // A backlog: the relay's.
-        return Ok(relay);
-    }
     if free.is_empty() {
         return Ok(Routed {
             route: Route::Direct,
