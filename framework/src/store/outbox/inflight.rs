@@ -45,6 +45,9 @@ pub(crate) struct InFlight {
     pub(crate) relay: i64,
     /// Rows claimed and not yet answered: their leases are renewed.
     sending: Mutex<HashSet<i64>>,
+    /// Rows of the relay's already handed to the producer and not failed: the producer keeps
+    /// their order with rows a transaction sends after them (see [`InFlight::is_handed`]).
+    handed: Mutex<HashSet<i64>>,
     /// Acknowledged rows to delete.
     acked: Mutex<Vec<i64>>,
     /// Rows whose publish failed, to give back to the relay.
@@ -62,6 +65,7 @@ impl Default for InFlight {
             direct,
             relay: -direct,
             sending: Mutex::default(),
+            handed: Mutex::default(),
             acked: Mutex::default(),
             failed: Mutex::default(),
             wake: Notify::new(),
@@ -79,13 +83,30 @@ impl InFlight {
 
     /// Rows no longer on their way, settled by the caller: their leases are no longer renewed.
     pub(crate) fn forget(&self, ids: &[i64]) {
-        forget(&self.sending, ids);
+        forget(self, ids);
     }
 
     /// Whether row `id` is on its way from this process (claimed, sent, not failed; perhaps
     /// acknowledged and waiting to be deleted).
     pub(crate) fn is_sending(&self, id: i64) -> bool {
         self.sending.lock().contains(&id)
+    }
+
+    /// The relay handed row `id` to the producer: rows sent after it keep their order.
+    pub(crate) fn handed(&self, id: i64) {
+        self.handed.lock().insert(id);
+    }
+
+    /// The relay's row `id` failed: rows of its key must wait for it again.
+    pub(crate) fn not_handed(&self, id: i64) {
+        self.handed.lock().remove(&id);
+    }
+
+    /// Whether the relay's row `id` was handed to the producer and has not failed (perhaps
+    /// acknowledged and waiting to be deleted): a transaction's rows of its key may then be
+    /// sent behind it by the same producer, instead of waiting in the outbox for the relay.
+    pub(crate) fn is_handed(&self, id: i64) -> bool {
+        self.handed.lock().contains(&id)
     }
 
     /// Rows the broker acknowledged: deleted soon (on their way until then).
@@ -100,7 +121,7 @@ impl InFlight {
     /// keys is sent past them), and given back to the relay soon.
     pub(crate) fn give_back(&self, ids: Vec<i64>) {
         if !ids.is_empty() {
-            forget(&self.sending, &ids);
+            forget(self, &ids);
             self.failed.lock().extend(ids);
             self.wake.notify_one();
         }
@@ -180,7 +201,7 @@ async fn write_answers(store: &Store) -> Result<()> {
     let mut first_err = None;
     for chunk in acked.chunks(CHUNK) {
         match super::delete(store, chunk).await {
-            Ok(()) => forget(&inflight.sending, chunk),
+            Ok(()) => forget(&inflight, chunk),
             Err(e) => {
                 left.0.extend_from_slice(chunk);
                 first_err.get_or_insert(e);
@@ -204,10 +225,12 @@ async fn write_answers(store: &Store) -> Result<()> {
     first_err.map_or(Ok(()), Err)
 }
 
-fn forget(sending: &Mutex<HashSet<i64>>, ids: &[i64]) {
-    let mut sending = sending.lock();
+fn forget(inflight: &InFlight, ids: &[i64]) {
+    let mut sending = inflight.sending.lock();
+    let mut handed = inflight.handed.lock();
     for id in ids {
         sending.remove(id);
+        handed.remove(id);
     }
 }
 

@@ -138,7 +138,8 @@ pub(crate) enum Route {
 /// of their keys this process takes over to send first.
 ///
 /// An older row of one of their keys in the outbox is either
-/// - on its way from this process: the producer keeps the order;
+/// - on its way from this process (sent by the commit path, or handed to the producer by the
+///   relay): the producer keeps the order;
 /// - free (left by a crash, or given back after a failed publish, and not waiting out a
 ///   backoff): the transaction claims it for this process ([`Routed::older`]), to be sent
 ///   before its own rows, so that a key does not stay the relay's for as long as records of
@@ -200,9 +201,14 @@ pub(crate) async fn route(
             let id: i64 = row.try_get("id").map_err(&get)?;
             let by: Option<i64> = row.try_get("claimed_by").map_err(&get)?;
             let is_free: i32 = row.try_get("free").map_err(&get)?;
+            let ours = match by {
+                Some(by) if by == inflight.direct => inflight.is_sending(id),
+                Some(by) if by == inflight.relay => inflight.is_handed(id),
+                _ => false,
+            };
             if is_free == 1 {
                 free.push(id);
-            } else if by != Some(inflight.direct) || !inflight.is_sending(id) {
+            } else if !ours {
                 return Ok(relay);
             }
         }
@@ -667,6 +673,35 @@ mod tests {
             route_of(&mut conn, &other).await,
             Route::Relay,
             "behind another publisher's row"
+        );
+        // A row this process's relay claimed: behind it once it is handed to the producer.
+        let by_relay = insert(
+            &mut conn,
+            backend,
+            &rows(&[record(Some("h"))]),
+            "dlq",
+            Route::Direct,
+            inflight.relay,
+        )
+        .await
+        .unwrap();
+        let h = [record(Some("h"))];
+        assert_eq!(
+            route_of(&mut conn, &h).await,
+            Route::Relay,
+            "claimed, not sent yet"
+        );
+        inflight.handed(by_relay[0]);
+        assert_eq!(
+            route_of(&mut conn, &h).await,
+            Route::Direct,
+            "handed to the producer"
+        );
+        inflight.not_handed(by_relay[0]);
+        assert_eq!(
+            route_of(&mut conn, &h).await,
+            Route::Relay,
+            "its publish failed"
         );
         // A row left free (to the relay, or by a crash): taken over, to be sent first, as it
         // was written.

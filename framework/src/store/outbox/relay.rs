@@ -114,8 +114,10 @@ pub(crate) async fn relay_once(
             continue;
         }
         let result = send(producer, row).await;
-        if let (Err(_), Some(k)) = (&result, key) {
-            stopped.push(k);
+        match (&result, key) {
+            (Err(_), Some(k)) => stopped.push(k),
+            (Ok(_), _) => inflight.handed(row.id),
+            (Err(_), None) => {}
         }
         sent.push((row, result));
     }
@@ -130,6 +132,8 @@ pub(crate) async fn relay_once(
             acked.push(row.id);
             continue;
         };
+        // Before anything else: rows of its key written from now on wait for it.
+        inflight.not_handed(row.id);
         metrics.failed.inc();
         // Its lease is renewed while it is dead-lettered or its failure recorded.
         match settle_failure(store, producer, row, &e).await {
