@@ -674,6 +674,37 @@ mod tests {
             Route::Relay,
             "behind another publisher's row"
         );
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A scratch store, its directory, a connection, and `route`'s answer for records.
+    async fn routing(
+        name: &str,
+    ) -> (
+        Store,
+        std::path::PathBuf,
+        sqlx::pool::PoolConnection<sqlx::Any>,
+    ) {
+        let (store, dir) = scratch_store(name).await;
+        let conn = store.pool().acquire().await.unwrap();
+        (store, dir, conn)
+    }
+
+    async fn route_of(store: &Store, conn: &mut AnyConnection, records: &[OutboxRecord]) -> Route {
+        route(conn, store.backend(), records, &store.inflight())
+            .await
+            .unwrap()
+            .route
+    }
+
+    #[tokio::test]
+    async fn a_key_goes_out_directly_behind_rows_its_relay_handed_to_the_producer() {
+        let (store, dir, mut conn) = routing("route-relay").await;
+        let (inflight, backend) = (store.inflight(), store.backend());
+        let route_of = async |conn: &mut AnyConnection, records: &[OutboxRecord]| {
+            route_of(&store, conn, records).await
+        };
         // A row this process's relay claimed: behind it once it is handed to the producer.
         let by_relay = insert(
             &mut conn,
@@ -703,6 +734,18 @@ mod tests {
             Route::Relay,
             "its publish failed"
         );
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn free_older_rows_are_taken_over_and_failed_ones_left_to_the_relay() {
+        let (store, dir, mut conn) = routing("route-free").await;
+        let (inflight, backend) = (store.inflight(), store.backend());
+        let me = inflight.direct;
+        let route_of = async |conn: &mut AnyConnection, records: &[OutboxRecord]| {
+            route_of(&store, conn, records).await
+        };
         // A row left free (to the relay, or by a crash): taken over, to be sent first, as it
         // was written.
         let left = OutboxRecord {
