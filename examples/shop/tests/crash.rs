@@ -75,9 +75,9 @@ async fn a_crash_between_the_commit_and_the_publish_loses_nothing() {
         .map(|s| shop.serve(s, &[]))
         .collect();
     // Payments aborts after its 20th commit, before publishing what that one emitted and
-    // replied; restarted, it finds the record's inbox row (the record is skipped), and its relay
-    // publishes the rows the first handling left behind once their claim runs out (later
-    // outputs of their keys wait behind them).
+    // replied; restarted, it finds the record's inbox row (the record is skipped), and the rows
+    // the first handling left behind are published once their claim runs out, by its relay or
+    // by the next transaction of their key (later outputs of their keys wait behind them).
     let mut payments = shop.serve("payments", &[("ATOLL_TEST_CRASH_AFTER_COMMITS", "20")]);
     joined(&[&fixed[0], &fixed[1], &fixed[2], &payments]);
     let place = shop.place(&["--orders", "100", "--rate", "20", "--timeout-secs", "180"]);
@@ -104,9 +104,8 @@ async fn a_crash_between_the_commit_and_the_publish_loses_nothing() {
     );
     assert_eq!(field(&summary, "dead_lettered"), 0, "{summary}");
     effects_once(&shop, &summary).await;
-    // The rows left behind went out, through the relay.
-    let log = payments.log();
-    assert!(log.contains("outbox relay published rows"), "{log}");
+    // The rows left behind went out (through the relay, or taken over by a later transaction
+    // of their key once their claim ran out), and every effect happened once.
     let left: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_outbox")
         .fetch_one(&shop.pool("payments").await)
         .await
