@@ -297,6 +297,20 @@ async fn leave_row(
     id
 }
 
+/// Marks the rows in `tx` that match `which` (SQL) as claimed by another process (4242), its
+/// lease ending `lease_ms` from the database's now (below zero: it ran out).
+async fn held_elsewhere(tx: &mut sqlx::AnyConnection, db: &Db, lease_ms: i64, which: &str) {
+    let hold = format!(
+        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} + $1 WHERE {which}",
+        db.now_ms()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(hold))
+        .bind(lease_ms)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+}
+
 /// Names the journal's DLQ on the rows in `tx` (left rows name none).
 async fn name_dead_letter_topic(tx: &mut sqlx::AnyConnection) {
     sqlx::query("UPDATE atoll_outbox SET dead_letter_topic = $1")
@@ -411,14 +425,7 @@ async fn held_row_not_sent_twice(db: Db) {
     // sending; its writer's clock was far behind, so by any comparison of clocks it is old.
     let mut tx = j.begin().await;
     let id = leave_row(&mut tx, "h", 1, None, 0).await;
-    let hold = format!(
-        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} + 3000",
-        j.db.now_ms()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(hold))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    held_elsewhere(&mut tx, &j.db, 3_000, "TRUE").await;
     tx.commit().await.unwrap();
     // A later output of its key waits behind it.
     j.write("w-2", "h", 2, 0).await;
@@ -454,15 +461,13 @@ async fn given_back_row_behind_newer_held_ones(db: Db) {
     let mut tx = j.begin().await;
     leave_row(&mut tx, "n", 1, None, now_ms()).await;
     leave_row(&mut tx, "n", 2, None, now_ms()).await;
-    let hold = format!(
-        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} + 10000
-         WHERE id = (SELECT MAX(id) FROM atoll_outbox)",
-        j.db.now_ms()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(hold))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    held_elsewhere(
+        &mut tx,
+        &j.db,
+        10_000,
+        "id = (SELECT MAX(id) FROM atoll_outbox)",
+    )
+    .await;
     tx.commit().await.unwrap();
     let early = j.read(EVENTS, 1, 5).await;
     assert!(
@@ -483,14 +488,7 @@ async fn later_output_behind_a_crashed_publishers_row(db: Db) {
     // just now. The next record of page c takes it over (or the relay does, if first).
     let mut tx = j.begin().await;
     leave_row(&mut tx, "c", 1, None, now_ms()).await;
-    let expire = format!(
-        "UPDATE atoll_outbox SET claimed_by = 4242, available_at = {} - 1",
-        j.db.now_ms()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(expire))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    held_elsewhere(&mut tx, &j.db, -1, "TRUE").await;
     tx.commit().await.unwrap();
     j.write("w-2", "c", 2, 0).await;
     j.write("w-3", "c", 3, 0).await;
