@@ -10,7 +10,7 @@ use atoll::{handlers, App, Context, HandlerResult, Tx};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::SqlSafeStr;
+use sqlx::{Postgres, SqlSafeStr};
 
 use crate::meter;
 use crate::payload::{Deposit, Deposited, Ledger, OUTPUT_LEDGER, PARTITIONS};
@@ -19,7 +19,7 @@ use crate::payload::{Deposit, Deposited, Ledger, OUTPUT_LEDGER, PARTITIONS};
 impl Ledger {
     /// One UPDATE (an upsert of the account's balance) and one emit, in one transaction.
     #[listener(name = "deposit")]
-    async fn deposit(&self, ctx: Context<Self>, mut tx: Tx, d: Deposit) -> HandlerResult {
+    async fn deposit(&self, ctx: Context<Self>, mut tx: Tx<Postgres>, d: Deposit) -> HandlerResult {
         sqlx::query(
             "INSERT INTO bench_accounts (id, cents) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET cents = bench_accounts.cents + excluded.cents",

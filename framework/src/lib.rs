@@ -96,6 +96,7 @@ pub use handler::output::Output;
 pub use handler::transaction::{StoreTx, Tx};
 pub use ops::stats::ListenerStats;
 pub use saga::{Saga, Step};
+pub use store::driver::{Driver, TxDriver};
 pub use store::view::{View, ViewFeed};
 pub use store::{Backend, Store};
 

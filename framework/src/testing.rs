@@ -56,6 +56,7 @@ use crate::handler::listener::{CallError, Handlers, Listener};
 use crate::produce::{Producer, Recorded};
 use crate::saga::state::{SagaState, Status};
 use crate::saga::{saga_listener, start_type, state_type, timeout_type, SagaOf};
+use crate::store::driver::Driver;
 use crate::store::Store;
 
 /// A listener call's result as the handler's.
@@ -288,11 +289,10 @@ impl<S: Handlers> TestBed<S> {
                 listener.name()
             )
         });
-        let outbox = Outboxed {
-            store,
-            producer: self.producer.clone(),
-            dead_letters: S::ID.dlq().to_string(),
-        };
+        let driver = listener.driver().unwrap_or(Driver::Any);
+        let outbox = Outboxed::new::<S>(store, self.producer.clone(), driver).map_err(|why| {
+            HandlerError::permanent(format!("listener `{}`: {why}", listener.name()))
+        })?;
         Ok(Delivery::Transactional {
             group: listener.group_id().map_err(HandlerError::permanent)?,
             outbox: Arc::new(outbox),

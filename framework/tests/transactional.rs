@@ -367,6 +367,34 @@ async fn a_view_whose_handler_takes_no_transaction_is_refused_at_start() {
     );
 }
 
+#[event_service(company = "acme", namespace = "test", name = "native")]
+struct Native;
+
+#[handlers]
+impl Native {
+    /// Runs on sqlx's native PostgreSQL driver.
+    #[listener(name = "credited")]
+    async fn credited(&self, _tx: Tx<sqlx::Postgres>, _fact: Credited) -> HandlerResult {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_native_postgres_handler_on_a_sqlite_store_is_refused_at_start() {
+    let dir = store_dir("native");
+    let mut config = Config::default();
+    config.store.path = dir.join("native.db");
+    let err = App::new(config).service(Native).start().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("listener `credited`")
+            && text.contains("`Tx<Postgres>`")
+            && text.contains("postgres://"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[tokio::test]
 async fn two_sets_of_migrations_sharing_a_version_are_refused_at_start() {
     let step = |version, name: &'static str| {

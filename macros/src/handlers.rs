@@ -125,7 +125,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         });
         let new = quote_spanned! {event.span()=> ::atoll::Listener::<#self_ty>::new::<#event, _, _, #output> };
         let transactional = extractors.iter().map(|ty| {
-            quote_spanned! {ty.span()=> <#ty as ::atoll::FromContext<#self_ty>>::TRANSACTIONAL }
+            quote_spanned! {ty.span()=> <#ty as ::atoll::FromContext<#self_ty>>::TRANSACTION }
         });
         quote! {
             #new(#name, |svc: ::atoll::__private::Arc<#self_ty>, ctx: ::atoll::Context<#self_ty>, event: #event| {
@@ -137,7 +137,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 #(#settings)*
                 settings
             })
-            .transactional(false #(|| #transactional)*)
+            .transaction(::std::option::Option::None #(.or(#transactional))*)
             .view(&[#(#view),*])
         }
     });

@@ -371,7 +371,7 @@ impl Tally {
 impl Tally {
     /// Counts, and says so, in one transaction.
     #[listener(name = "add")]
-    async fn add(&self, mut tx: atoll::Tx, cmd: Add) -> HandlerResult<Added> {
+    async fn add(&self, mut tx: atoll::Tx<sqlx::Postgres>, cmd: Add) -> HandlerResult<Added> {
         sqlx::query(
             "INSERT INTO tallies (k, n) VALUES ($1, 1)
              ON CONFLICT (k) DO UPDATE SET n = tallies.n + 1",

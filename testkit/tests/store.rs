@@ -449,6 +449,127 @@ mod test_bed {
         assert_eq!(outbox, 0);
     }
 
+    /// A wallet on sqlx's native PostgreSQL driver: its handler binds an array, which the
+    /// `Any` driver cannot.
+    mod native {
+        use atoll::testing::TestBed;
+        use atoll::{event_service, handlers, Context, Event, HandlerResult, Store, Tx};
+        use serde::{Deserialize, Serialize};
+        use sqlx::Postgres;
+
+        #[event_service(company = "acme", namespace = "test", name = "purse", partitions = 1)]
+        pub(crate) struct Purse;
+
+        #[derive(Debug, Serialize, Deserialize, Event)]
+        #[event(command, name = "split", version = 1, service = Purse)]
+        pub(crate) struct Split {
+            #[event(key)]
+            pub(crate) purse: String,
+            pub(crate) ids: Vec<String>,
+            pub(crate) cents: i64,
+        }
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+        #[event(fact, name = "split_done", version = 1, service = Purse)]
+        pub(crate) struct SplitDone {
+            #[event(key)]
+            pub(crate) first: String,
+            pub(crate) wallets: u64,
+        }
+
+        #[handlers]
+        impl Purse {
+            #[listener(name = "split")]
+            async fn split(
+                &self,
+                ctx: Context<Self>,
+                mut tx: Tx<Postgres>,
+                cmd: Split,
+            ) -> HandlerResult {
+                let done = sqlx::query(
+                    "INSERT INTO purses (id, cents) SELECT id, $2 FROM UNNEST($1::text[]) AS id
+                     ON CONFLICT (id) DO UPDATE SET cents = purses.cents + excluded.cents",
+                )
+                .bind(&cmd.ids)
+                .bind(cmd.cents)
+                .execute(&mut *tx)
+                .await?;
+                ctx.emit(SplitDone {
+                    first: cmd.ids[0].clone(),
+                    wallets: done.rows_affected(),
+                })
+                .await?;
+                Ok(())
+            }
+        }
+
+        /// The array statement runs in the record's transaction and its fact leaves through
+        /// the outbox.
+        #[tokio::test]
+        async fn a_handler_on_the_native_postgres_driver_binds_arrays_in_its_transaction() {
+            let pg = atoll_testkit::Postgres::start();
+            let store = Store::connect(&super::super::pg_config(pg.database("purse")))
+                .await
+                .unwrap();
+            sqlx::query("CREATE TABLE purses (id TEXT PRIMARY KEY, cents BIGINT NOT NULL)")
+                .execute(store.postgres().expect("a PostgreSQL store's native pool"))
+                .await
+                .unwrap();
+            let bed = TestBed::new(Purse).with_store(store.clone());
+            let split = || Split {
+                purse: "s".into(),
+                ids: vec!["p".into(), "q".into(), "r".into()],
+                cents: 5,
+            };
+            bed.handle(split()).await.unwrap();
+            let (total,): (i64,) = sqlx::query_as("SELECT SUM(cents)::BIGINT FROM purses")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(total, 15);
+            assert_eq!(
+                bed.emitted::<SplitDone>(),
+                [SplitDone {
+                    first: "p".into(),
+                    wallets: 3
+                }]
+            );
+            let (outbox,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM atoll_outbox")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(outbox, 0, "published and deleted");
+        }
+
+        /// On SQLite there is no native PostgreSQL driver: the listener says so, with what
+        /// to take instead, and nothing is written.
+        #[tokio::test]
+        async fn a_native_postgres_handler_on_sqlite_says_what_it_needs() {
+            let dir = super::super::tempdir("purse-sqlite");
+            let store = Store::connect(&super::super::sqlite_config(&dir))
+                .await
+                .unwrap();
+            let bed = TestBed::new(Purse).with_store(store.clone());
+            let err = bed
+                .handle(Split {
+                    purse: "s".into(),
+                    ids: vec!["p".into()],
+                    cents: 1,
+                })
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("listener `split`")
+                    && text.contains("`Tx<Postgres>`")
+                    && text.contains("postgres://"),
+                "{text}"
+            );
+            assert!(bed.emitted::<SplitDone>().is_empty());
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
     #[tokio::test]
     #[should_panic(expected = "give the test bed a store")]
     async fn a_transactional_listener_without_a_store_says_what_to_do() {

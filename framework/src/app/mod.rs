@@ -41,6 +41,7 @@ use crate::ops::http::{Endpoints, Server};
 use crate::ops::metrics::Metrics;
 use crate::ops::stats::ListenerStats;
 use crate::produce::{Events, ProduceMetrics, Producer};
+use crate::store::driver::Driver;
 use crate::store::view;
 use crate::store::{Store, StoreSlot, Watch};
 use atoll_naming::check_table;
@@ -367,11 +368,9 @@ fn delivery_of<S: Service>(
             listener.name()
         ))
     })?;
-    let outbox = Outboxed {
-        store,
-        producer: env.producer.clone(),
-        dead_letters: S::ID.dlq().to_string(),
-    };
+    let driver = listener.driver().unwrap_or(Driver::Any);
+    let outbox = Outboxed::new::<S>(store, env.producer.clone(), driver)
+        .map_err(|why| Error::Config(format!("listener `{}`: {why}", listener.name())))?;
     Ok(Delivery::Transactional {
         group: listener.group_id()?,
         outbox: Arc::new(outbox),

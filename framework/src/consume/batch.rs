@@ -209,7 +209,7 @@ impl<S: Service> ListenerEnv<S> {
             })
             .collect();
         let store = &outbox.store;
-        let tx = match BatchTx::begin(store).await {
+        let tx = match BatchTx::begin(store, outbox.driver).await {
             Ok(tx) => tx,
             Err(e) => return (self.store_failed(&e), None),
         };

@@ -345,10 +345,10 @@ impl<S: Service> Context<S> {
     note = "handler arguments are `&self`, then extractors (`Context<Self>`, `Meta`), then the event as the last argument"
 )]
 pub trait FromContext<S>: Sized {
-    /// Whether the extractor needs the record's transaction: a handler taking one makes its
-    /// listener transactional.
+    /// The driver of the record's transaction, when the extractor needs one: a handler taking
+    /// one makes its listener transactional, on that driver.
     #[doc(hidden)]
-    const TRANSACTIONAL: bool = false;
+    const TRANSACTION: Option<crate::store::driver::Driver> = None;
 
     /// Extracts the value.
     fn from_context(ctx: &Context<S>) -> Self;

@@ -28,9 +28,11 @@ use parking_lot::Mutex;
 
 use super::context::Meta;
 use super::transaction::{self, TxCell};
+use crate::contract::service::Service;
 use crate::error::{Error, Result};
 use crate::produce::transactional::Output;
 use crate::produce::{Pending, Producer};
+use crate::store::driver::Driver;
 use crate::store::outbox::{self, Committed, Delete, Route, Settling};
 use crate::store::Store;
 
@@ -60,6 +62,8 @@ pub(crate) struct Outboxed {
     pub(crate) producer: Producer,
     /// The service's dead-letter topic, for a row that can never be published.
     pub(crate) dead_letters: String,
+    /// The driver its transactions begin on.
+    pub(crate) driver: Driver,
 }
 
 /// Where one attempt's outputs go, as its [`Context`](super::context::Context) produces them.
@@ -151,7 +155,7 @@ impl Delivery {
             Self::AtLeastOnce => Begun::Fresh(Sink::producer()),
             Self::ExactlyOnce => Begun::Fresh(Arc::new(Sink::Stage(Mutex::default()))),
             Self::Transactional { group, outbox: o } => {
-                match transaction::begin(&o.store, group, meta).await? {
+                match transaction::begin(&o.store, o.driver, group, meta).await? {
                     Some(cell) => Begun::Fresh(Arc::new(Sink::Outbox(cell, o.clone()))),
                     None => Begun::Duplicate,
                 }
@@ -187,6 +191,27 @@ impl Sink {
 }
 
 impl Outboxed {
+    /// The outbox of service `S`'s transactions on `driver`, on `store`.
+    ///
+    /// # Errors
+    /// Why `store` cannot run transactions of `driver` (the native PostgreSQL driver on
+    /// SQLite).
+    pub(crate) fn new<S: Service>(
+        store: Store,
+        producer: Producer,
+        driver: Driver,
+    ) -> std::result::Result<Self, String> {
+        if driver == Driver::Postgres && store.postgres().is_none() {
+            return Err(crate::store::needs_postgres(driver));
+        }
+        Ok(Self {
+            store,
+            producer,
+            dead_letters: S::ID.dlq().to_string(),
+            driver,
+        })
+    }
+
     /// Commits the record's transaction with its outbox rows, then publishes them (see
     /// [`publish`](Self::publish)).
     async fn commit(&self, cell: &TxCell, acks: Acks) -> std::result::Result<Settled, Unsettled> {

@@ -19,6 +19,7 @@ use crate::handler::context::Context;
 use crate::handler::hooks::PartitionHooks;
 use crate::handler::input::{one_topic, Input};
 use crate::handler::output::Output;
+use crate::store::driver::Driver;
 
 /// The listeners of a service's sagas: implemented by `#[event_service]` (none unless it lists
 /// `sagas = […]`).
@@ -91,8 +92,9 @@ pub struct Listener<S> {
     settings: ListenerSettings,
     handler: Arc<HandlerFn<S>>,
     hooks: Option<Arc<dyn PartitionHooks>>,
-    /// Whether each record runs in a database transaction (its handler takes `Tx`).
-    transactional: bool,
+    /// The driver each record's database transaction runs on, when it runs in one (its
+    /// handler takes `Tx`).
+    transaction: Option<Driver>,
     /// The tables of the view it builds, if it builds one.
     view: &'static [&'static str],
     /// The commands it sends, by type, where the code says (a saga's steps).
@@ -111,7 +113,7 @@ impl<S> Clone for Listener<S> {
             settings: self.settings.clone(),
             handler: self.handler.clone(),
             hooks: self.hooks.clone(),
-            transactional: self.transactional,
+            transaction: self.transaction,
             view: self.view,
             sends: self.sends.clone(),
         }
@@ -175,7 +177,7 @@ impl<S: Service> Listener<S> {
                 })
             }),
             hooks: None,
-            transactional: false,
+            transaction: None,
             view: &[],
             sends: Vec::new(),
         }
@@ -199,7 +201,7 @@ impl<S: Service> Listener<S> {
             settings: ListenerSettings::default(),
             handler,
             hooks: Some(hooks),
-            transactional: false,
+            transaction: None,
             view: &[],
             sends: Vec::new(),
         }
@@ -213,12 +215,12 @@ impl<S: Service> Listener<S> {
         self
     }
 
-    /// Makes each record's handling one database transaction (set by `#[handlers]` when the
-    /// handler takes a `Tx`): its SQL, its inbox row and its outputs (through the outbox)
-    /// commit together.
+    /// Makes each record's handling one database transaction on `driver` (set by
+    /// `#[handlers]` when the handler takes a `Tx`): its SQL, its inbox row and its outputs
+    /// (through the outbox) commit together. `None`: no transaction.
     #[must_use]
-    pub fn transactional(mut self, transactional: bool) -> Self {
-        self.transactional = transactional;
+    pub fn transaction(mut self, driver: Option<Driver>) -> Self {
+        self.transaction = driver;
         self
     }
 
@@ -238,7 +240,12 @@ impl<S: Service> Listener<S> {
 
     /// Whether records are handled in a database transaction.
     pub fn is_transactional(&self) -> bool {
-        self.transactional
+        self.transaction.is_some()
+    }
+
+    /// The driver of its records' transactions; `None` when it is not transactional.
+    pub fn driver(&self) -> Option<Driver> {
+        self.transaction
     }
 
     /// What the listener sets in code.

@@ -5,8 +5,7 @@
 use parking_lot::Mutex;
 use std::sync::Arc;
 
-use sqlx::any::AnyQueryResult;
-use sqlx::{Any, AnyConnection, Execute, Transaction};
+use sqlx::{AnyConnection, Execute};
 use tokio::sync::{MappedMutexGuard, MutexGuard, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use super::context::{Context, FromContext, Meta};
@@ -15,13 +14,14 @@ use crate::codec::Codec;
 use crate::contract::service::Service;
 use crate::error::{store_error, Result};
 use crate::produce::Producer;
+use crate::store::driver::{Driver, OpenTx, TxDriver};
 use crate::store::outbox::{self, Committed, NewRow, OutboxRecord, Route, Routed};
 use crate::store::{inbox, Store};
 
 /// A record's open transaction and the outbox rows its handler produced.
 #[derive(Debug)]
 pub(crate) struct TxCell {
-    tx: Arc<tokio::sync::Mutex<Option<Transaction<'static, Any>>>>,
+    tx: Arc<tokio::sync::Mutex<Option<OpenTx>>>,
     /// A handler's slot of the pool (see `Store::handler_slot`), released once the
     /// transaction ended (committed, or the cell dropped); none for a transaction begun
     /// outside a listener.
@@ -38,7 +38,7 @@ pub(crate) fn source(group: &str, id: &str) -> String {
 
 impl TxCell {
     pub(crate) fn new(
-        tx: Transaction<'static, Any>,
+        tx: OpenTx,
         source: Option<String>,
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Arc<Self> {
@@ -56,27 +56,29 @@ impl TxCell {
     }
 
     /// The transaction and the records produced in it, once the handler returned.
-    pub(crate) async fn finish(&self) -> Option<(Transaction<'static, Any>, Vec<OutboxRecord>)> {
+    pub(crate) async fn finish(&self) -> Option<(OpenTx, Vec<OutboxRecord>)> {
         let tx = self.tx.lock().await.take()?;
         let records = std::mem::take(&mut *self.outbox.lock());
         Some((tx, records))
     }
 }
 
-/// Begins the transaction of the record `meta` describes on `store` and claims its inbox row
-/// for `group`: `None` when the group handled the event before (the record is to be skipped).
-pub(crate) async fn begin(store: &Store, group: &str, meta: &Meta) -> Result<Option<Arc<TxCell>>> {
+/// Begins the transaction of the record `meta` describes on `store`, on `driver`, and claims
+/// its inbox row for `group`: `None` when the group handled the event before (the record is to
+/// be skipped).
+pub(crate) async fn begin(
+    store: &Store,
+    driver: Driver,
+    group: &str,
+    meta: &Meta,
+) -> Result<Option<Arc<TxCell>>> {
     let slot = store.handler_slot().await;
-    let mut tx = store
-        .pool()
-        .begin()
-        .await
-        .map_err(store_error("beginning a transaction"))?;
+    let mut tx = store.begin(driver).await?;
     let event = inbox::EventId {
         source: meta.source.as_deref().unwrap_or_default(),
         id: &meta.id,
     };
-    if !inbox::claim(&mut tx, group, event, store.legacy_inbox_before()).await? {
+    if !inbox::claim(&mut tx.conn(), group, event, store.legacy_inbox_before()).await? {
         return Ok(None);
     }
     Ok(Some(TxCell::new(
@@ -104,7 +106,7 @@ pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
 /// rows claimed by this process when it sends them itself, after the older rows of their keys
 /// it took over.
 async fn commit_rows(
-    mut tx: Transaction<'static, Any>,
+    mut tx: OpenTx,
     to: &Outboxed,
     rows: Vec<(Option<&str>, Vec<OutboxRecord>)>,
 ) -> Result<Committed> {
@@ -122,7 +124,7 @@ async fn commit_rows(
             route: Route::Direct,
             older: Vec::new(),
         },
-        false => outbox::route(&mut tx, backend, &all, &inflight).await?,
+        false => outbox::route(&mut tx.conn(), backend, &all, &inflight).await?,
     };
     let mut new_rows = Vec::with_capacity(all.len());
     let mut left = all.iter();
@@ -134,7 +136,7 @@ async fn commit_rows(
         );
     }
     let ids = outbox::insert(
-        &mut tx,
+        &mut tx.conn(),
         backend,
         &new_rows,
         &to.dead_letters,
@@ -165,14 +167,11 @@ pub(crate) struct BatchTx {
 }
 
 impl BatchTx {
-    /// Begins the batch's transaction, once one of the handlers' slots of the pool is free.
-    pub(crate) async fn begin(store: &Store) -> Result<Self> {
+    /// Begins the batch's transaction on `driver`, once one of the handlers' slots of the
+    /// pool is free.
+    pub(crate) async fn begin(store: &Store, driver: Driver) -> Result<Self> {
         let slot = store.handler_slot().await;
-        let tx = store
-            .pool()
-            .begin()
-            .await
-            .map_err(store_error("beginning a transaction"))?;
+        let tx = store.begin(driver).await?;
         Ok(Self {
             shared: TxCell::new(tx, None, Some(slot)),
         })
@@ -186,8 +185,8 @@ impl BatchTx {
         group: &str,
         events: &[inbox::EventId<'_>],
     ) -> Result<Vec<bool>> {
-        let mut conn = lock(&self.shared).await;
-        inbox::claim_all(&mut conn, store.backend(), group, events).await
+        let mut tx = lock(&self.shared).await;
+        inbox::claim_all(&mut tx.conn(), store.backend(), group, events).await
     }
 
     /// Gives back the inbox rows of `events`, claimed but not handled (the batch's time ran
@@ -198,8 +197,8 @@ impl BatchTx {
         group: &str,
         events: &[inbox::EventId<'_>],
     ) -> Result<()> {
-        let mut conn = lock(&self.shared).await;
-        inbox::unclaim_all(&mut conn, store.backend(), group, events).await
+        let mut tx = lock(&self.shared).await;
+        inbox::unclaim_all(&mut tx.conn(), store.backend(), group, events).await
     }
 
     /// The cell of the record `meta` describes, for `group`: the batch's transaction, the
@@ -263,33 +262,44 @@ impl BatchTx {
 /// }
 /// ```
 ///
+/// `D` is the sqlx driver it runs on (see [`TxDriver`]):
+/// - `Tx` (sqlx's `Any`): the same handler runs on PostgreSQL and on SQLite, as `store.url`
+///   says, with the types both know (integers, floats, text, bytes);
+/// - `Tx<sqlx::Postgres>`: sqlx's native PostgreSQL driver, a `PgConnection`: every
+///   PostgreSQL type (arrays for one `UNNEST` statement over many rows, JSON, UUIDs, times)
+///   and no conversion of each argument and column. The service then needs a PostgreSQL
+///   store: on SQLite it is refused at start.
+///
 /// A handler takes it once, and holds it only while it runs: the transaction commits once the
 /// handler returned (a `Tx` kept past that, in a spawned task, holds the commit up).
-pub struct Tx {
-    conn: OwnedMappedMutexGuard<Option<Transaction<'static, Any>>, AnyConnection>,
+pub struct Tx<D: TxDriver = sqlx::Any> {
+    conn: OwnedMappedMutexGuard<Option<OpenTx>, D::Connection>,
 }
 
-impl std::fmt::Debug for Tx {
+impl<D: TxDriver> std::fmt::Debug for Tx<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tx").finish_non_exhaustive()
     }
 }
 
-impl std::ops::Deref for Tx {
-    type Target = AnyConnection;
+impl<D: TxDriver> std::ops::Deref for Tx<D> {
+    type Target = D::Connection;
 
-    fn deref(&self) -> &AnyConnection {
+    fn deref(&self) -> &D::Connection {
         &self.conn
     }
 }
 
-impl std::ops::DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
+impl<D: TxDriver> std::ops::DerefMut for Tx<D> {
+    fn deref_mut(&mut self) -> &mut D::Connection {
         &mut self.conn
     }
 }
 
-impl Tx {
+impl<D: TxDriver> Tx<D>
+where
+    for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,
+{
     /// Runs `query` in the transaction: `tx.execute(sqlx::query("…").bind(…)).await?`.
     ///
     /// # Errors
@@ -297,25 +307,24 @@ impl Tx {
     pub async fn execute<'q, E>(
         &mut self,
         query: E,
-    ) -> std::result::Result<AnyQueryResult, sqlx::Error>
+    ) -> std::result::Result<D::QueryResult, sqlx::Error>
     where
-        E: 'q + Execute<'q, Any>,
+        E: 'q + Execute<'q, D>,
     {
         sqlx::Executor::execute(&mut *self.conn, query).await
     }
 }
 
-/// The connection of `cell`'s open transaction.
-async fn lock(cell: &TxCell) -> MappedMutexGuard<'_, AnyConnection> {
+/// The open transaction of `cell`.
+async fn lock(cell: &TxCell) -> MappedMutexGuard<'_, OpenTx> {
     MutexGuard::map(cell.tx.lock().await, |tx| {
-        &mut **tx
-            .as_mut()
+        tx.as_mut()
             .expect("the transaction is used only until it is committed")
     })
 }
 
-impl<S> FromContext<S> for Tx {
-    const TRANSACTIONAL: bool = true;
+impl<S, D: TxDriver> FromContext<S> for Tx<D> {
+    const TRANSACTION: Option<Driver> = Some(D::DRIVER);
 
     fn from_context(ctx: &Context<S>) -> Self {
         let cell = ctx
@@ -328,9 +337,10 @@ impl<S> FromContext<S> for Tx {
             .try_lock_owned()
             .expect("a handler takes `Tx` once");
         let conn = OwnedMutexGuard::map(guard, |tx| {
-            &mut **tx
+            let tx = tx
                 .as_mut()
-                .expect("the transaction is used only until it is committed")
+                .expect("the transaction is used only until it is committed");
+            D::connection(tx).expect("a listener's transactions run on its handler's driver")
         });
         Self { conn }
     }
@@ -362,11 +372,7 @@ impl<S: Service> StoreTx<S> {
         codec: Arc<Codec>,
         source: Arc<str>,
     ) -> Result<Self> {
-        let tx = store
-            .pool()
-            .begin()
-            .await
-            .map_err(store_error("beginning a transaction"))?;
+        let tx = store.begin(Driver::Any).await?;
         let cell = TxCell::new(tx, None, None);
         // A new flow: the transaction's own id correlates what it produces.
         let id = uuid::Uuid::now_v7().to_string();
@@ -375,11 +381,10 @@ impl<S: Service> StoreTx<S> {
             id,
             ..Meta::default()
         };
-        let outbox = Arc::new(Outboxed {
-            store: store.clone(),
-            producer: producer.clone(),
-            dead_letters: S::ID.dlq().to_string(),
-        });
+        let outbox = Arc::new(
+            Outboxed::new::<S>(store.clone(), producer.clone(), Driver::Any)
+                .expect("every store runs `Any` transactions"),
+        );
         let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
         let ctx = Context::new(producer, codec, source, Arc::new(meta), sink);
         Ok(Self { ctx, cell, outbox })
@@ -387,7 +392,10 @@ impl<S: Service> StoreTx<S> {
 
     /// The transaction's connection, for `sqlx` queries (a listener's [`Tx`] is its connection itself).
     pub async fn conn(&self) -> MappedMutexGuard<'_, AnyConnection> {
-        lock(&self.cell).await
+        MappedMutexGuard::map(lock(&self.cell).await, |tx| match tx {
+            OpenTx::Any(tx) => &mut **tx,
+            OpenTx::Postgres(_) => unreachable!("a store transaction is begun on `Any`"),
+        })
     }
 
     /// Emits facts of `S` and sends commands within the transaction (to its outbox).

@@ -3,8 +3,9 @@
 //! reuse one id). A record's row is inserted in the transaction of its handler's effects, so a
 //! redelivered record finds it and is skipped: its effects, and its outbox rows, exist already.
 
-use sqlx::{AnyConnection, AssertSqlSafe};
+use sqlx::AssertSqlSafe;
 
+use super::driver::{on_conn, Conn};
 use super::{now_ms, Backend, Store};
 use crate::error::{store_error, Result};
 
@@ -21,12 +22,12 @@ pub(crate) struct EventId<'a> {
 /// inbox knew sources are pruned (`legacy_before`: when it learnt them, 0 once none is left),
 /// a row of such an id without a source counts as handled too.
 pub(crate) async fn claim(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     group: &str,
     event: EventId<'_>,
     legacy_before: i64,
 ) -> Result<bool> {
-    let done = sqlx::query(
+    let inserted = on_conn!(conn, |c| sqlx::query(
         "INSERT INTO atoll_inbox (consumer_group, ce_source, ce_id, received_at)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (consumer_group, ce_source, ce_id) DO NOTHING",
@@ -35,24 +36,27 @@ pub(crate) async fn claim(
     .bind(event.source)
     .bind(event.id)
     .bind(now_ms())
-    .execute(&mut *conn)
+    .execute(c)
     .await
+    .map(|done| done.rows_affected()))
     .map_err(store_error("writing the inbox"))?;
-    if done.rows_affected() != 1 {
+    if inserted != 1 {
         return Ok(false);
     }
     if legacy_before == 0 || event.source.is_empty() {
         return Ok(true);
     }
-    let old = sqlx::query(
-        "SELECT 1 FROM atoll_inbox WHERE consumer_group = $1 AND ce_source = '' AND ce_id = $2
+    let old: Option<(String,)> = on_conn!(conn, |c| {
+        sqlx::query_as(
+        "SELECT ce_id FROM atoll_inbox WHERE consumer_group = $1 AND ce_source = '' AND ce_id = $2
          AND received_at < $3",
     )
     .bind(group)
     .bind(event.id)
     .bind(legacy_before)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(c)
     .await
+    })
     .map_err(store_error("reading the inbox"))?;
     Ok(old.is_none())
 }
@@ -63,7 +67,7 @@ pub(crate) async fn claim(
 /// occurrence. Rows written before the inbox knew sources are not looked at: the caller uses
 /// [`claim`] while `legacy_before` is not 0.
 pub(crate) async fn claim_all(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     group: &str,
     events: &[EventId<'_>],
@@ -80,12 +84,13 @@ pub(crate) async fn claim_all(
          ON CONFLICT (consumer_group, ce_source, ce_id) DO NOTHING RETURNING ce_source, ce_id"
     );
     let json = as_json(events);
-    let claimed: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
-        .bind(group)
-        .bind(now_ms())
-        .bind(json)
-        .fetch_all(&mut *conn)
-        .await
+    let claimed: Vec<(String, String)> =
+        on_conn!(conn, |c| sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(group)
+            .bind(now_ms())
+            .bind(json.as_str())
+            .fetch_all(c)
+            .await)
         .map_err(store_error("writing the inbox"))?;
     let mut fresh: std::collections::HashSet<(&str, &str)> = claimed
         .iter()
@@ -106,7 +111,7 @@ pub(crate) async fn claim_all(
 /// Deletes the inbox rows of `events` for `group` within the caller's transaction, in one
 /// statement: claimed by [`claim_all`] in it, but not handled after all.
 pub(crate) async fn unclaim_all(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     group: &str,
     events: &[EventId<'_>],
@@ -120,12 +125,14 @@ pub(crate) async fn unclaim_all(
     let sql = format!(
         "DELETE FROM atoll_inbox WHERE consumer_group = $1 AND (ce_source, ce_id) IN ({rows})"
     );
-    sqlx::query(AssertSqlSafe(sql))
+    let json = as_json(events);
+    on_conn!(conn, |c| sqlx::query(AssertSqlSafe(sql.as_str()))
         .bind(group)
-        .bind(as_json(events))
-        .execute(&mut *conn)
+        .bind(json.as_str())
+        .execute(c)
         .await
-        .map_err(store_error("writing the inbox"))?;
+        .map(drop))
+    .map_err(store_error("writing the inbox"))?;
     Ok(())
 }
 

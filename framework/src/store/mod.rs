@@ -6,6 +6,7 @@
 //! transactional listener's writes, its record's inbox row and the records it produces (the
 //! outbox) commit in one transaction.
 
+pub(crate) mod driver;
 pub(crate) mod inbox;
 pub(crate) mod outbox;
 pub(crate) mod schema;
@@ -22,7 +23,8 @@ use axum::http::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::AnyPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AnyPool, PgPool};
 
 use crate::config::secret::redact_url;
 use crate::config::store::StoreConfig;
@@ -30,6 +32,7 @@ use crate::error::{store_error, Error, Result};
 use crate::ops::health::{Condition, Health};
 use crate::ops::metrics::{Metrics, OutboxMetrics};
 use crate::produce::Producer;
+use driver::{Driver, OpenTx};
 use outbox::inflight::InFlight;
 
 /// Which database a store runs on.
@@ -141,6 +144,9 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The native pool of a PostgreSQL store, for handlers taking `Tx<Postgres>`: it opens
+    /// connections only once one asks for one, up to the handlers' slots.
+    postgres: Option<PgPool>,
     /// The connections handlers' transactions may hold at a time (see [`handler_slots`]).
     handler_slots: Arc<tokio::sync::Semaphore>,
     backend: Backend,
@@ -212,9 +218,15 @@ impl Store {
                 what: format!("connecting to {}", redact_url(&url)),
                 source,
             })?;
+        let slots = handler_slots(connections);
+        let postgres = match backend {
+            Backend::Postgres => Some(native_pool(config, &url, slots)?),
+            Backend::Sqlite => None,
+        };
         let store = Self {
             pool,
-            handler_slots: Arc::new(tokio::sync::Semaphore::new(handler_slots(connections))),
+            postgres,
+            handler_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             backend,
             inflight: Arc::default(),
             legacy_inbox: Arc::default(),
@@ -278,6 +290,30 @@ impl Store {
         &self.pool
     }
 
+    /// The native PostgreSQL pool (sqlx's `Postgres` driver, the one `Tx<Postgres>` runs
+    /// on); `None` on SQLite.
+    pub fn postgres(&self) -> Option<&PgPool> {
+        self.postgres.as_ref()
+    }
+
+    /// Begins a transaction on `driver`'s pool.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when no connection is had; [`Error::Config`] for the native
+    /// PostgreSQL driver on a SQLite store (refused at start for listeners).
+    pub(crate) async fn begin(&self, driver: Driver) -> Result<OpenTx> {
+        let begun = "beginning a transaction";
+        match (driver, &self.postgres) {
+            (Driver::Any, _) => Ok(OpenTx::Any(
+                self.pool.begin().await.map_err(store_error(begun))?,
+            )),
+            (Driver::Postgres, Some(pool)) => Ok(OpenTx::Postgres(
+                pool.begin().await.map_err(store_error(begun))?,
+            )),
+            (Driver::Postgres, None) => Err(Error::Config(needs_postgres(driver))),
+        }
+    }
+
     /// Which database it is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -299,6 +335,32 @@ impl Store {
             .await
             .map_err(store_error("acquiring a connection"))
     }
+}
+
+/// The native PostgreSQL pool of the store at `url`: `slots` connections at most (only
+/// handlers' transactions use it), opened when first asked for.
+fn native_pool(config: &StoreConfig, url: &str, slots: usize) -> Result<PgPool> {
+    let mut options: PgConnectOptions = url.parse().map_err(|source| Error::Store {
+        what: format!("reading store.url {}", redact_url(url)),
+        source,
+    })?;
+    if let Some(password) = config.password().map_err(Error::Config)? {
+        options = options.password(password.expose());
+    }
+    Ok(PgPoolOptions::new()
+        .max_connections(u32::try_from(slots).unwrap_or(u32::MAX))
+        .test_before_acquire(false)
+        .acquire_timeout(config.connect_timeout())
+        .connect_lazy_with(options))
+}
+
+/// Why a transaction of `driver` cannot run on a SQLite store.
+pub(crate) fn needs_postgres(driver: Driver) -> String {
+    format!(
+        "`{}` runs on sqlx's native PostgreSQL driver: store.url must be a postgres:// URL \
+         (a handler for PostgreSQL and SQLite takes `Tx`)",
+        driver.tx_type()
+    )
 }
 
 /// Connections held back from handlers' transactions, for the rest of the process: the outbox
@@ -517,9 +579,14 @@ mod tests {
             ("g1", "", "e1", true, "the same id without a source"),
             ("g1", "", "e1", false, "a repeat without a source"),
         ] {
-            let claimed = inbox::claim(&mut tx, group, event(source, id), 0)
-                .await
-                .unwrap();
+            let claimed = inbox::claim(
+                &mut driver::Conn::from(&mut *tx),
+                group,
+                event(source, id),
+                0,
+            )
+            .await
+            .unwrap();
             assert_eq!(claimed, first, "{why}");
         }
         tx.commit().await.unwrap();
@@ -550,9 +617,11 @@ mod tests {
     async fn a_batch_claims_its_events_in_one_statement() {
         let (store, dir) = sqlite("claim-all").await;
         let mut tx = store.pool().begin().await.unwrap();
-        assert!(inbox::claim(&mut tx, "g", event("s", "old"), 0)
-            .await
-            .unwrap());
+        assert!(
+            inbox::claim(&mut driver::Conn::from(&mut *tx), "g", event("s", "old"), 0)
+                .await
+                .unwrap()
+        );
         let events = [
             event("s", "e1"),
             event("s", "old"),
@@ -560,29 +629,54 @@ mod tests {
             event("s", "e1"),
             event("", "e2"),
         ];
-        let fresh = inbox::claim_all(&mut tx, Backend::Sqlite, "g", &events)
-            .await
-            .unwrap();
+        let fresh = inbox::claim_all(
+            &mut driver::Conn::from(&mut *tx),
+            Backend::Sqlite,
+            "g",
+            &events,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             fresh,
             [true, false, true, false, true],
             "new; handled before; another source's; twice in the batch; no source"
         );
-        let again = inbox::claim_all(&mut tx, Backend::Sqlite, "g", &events[..1])
-            .await
-            .unwrap();
+        let again = inbox::claim_all(
+            &mut driver::Conn::from(&mut *tx),
+            Backend::Sqlite,
+            "g",
+            &events[..1],
+        )
+        .await
+        .unwrap();
         assert_eq!(again, [false], "claimed by the batch");
-        let other = inbox::claim_all(&mut tx, Backend::Sqlite, "h", &events[..1])
-            .await
-            .unwrap();
+        let other = inbox::claim_all(
+            &mut driver::Conn::from(&mut *tx),
+            Backend::Sqlite,
+            "h",
+            &events[..1],
+        )
+        .await
+        .unwrap();
         assert_eq!(other, [true], "another group's");
         // Claimed, then not handled after all: given back, and only those.
-        inbox::unclaim_all(&mut tx, Backend::Sqlite, "g", &events[..3])
-            .await
-            .unwrap();
-        let again = inbox::claim_all(&mut tx, Backend::Sqlite, "g", &events)
-            .await
-            .unwrap();
+        inbox::unclaim_all(
+            &mut driver::Conn::from(&mut *tx),
+            Backend::Sqlite,
+            "g",
+            &events[..3],
+        )
+        .await
+        .unwrap();
+        let again = inbox::claim_all(
+            &mut driver::Conn::from(&mut *tx),
+            Backend::Sqlite,
+            "g",
+            &events,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             again,
             [true, true, true, false, false],
@@ -613,9 +707,14 @@ mod tests {
             ),
             ("s", "e2", true, "a new event"),
         ] {
-            let claimed = inbox::claim(&mut tx, "g", event(source, id), before)
-                .await
-                .unwrap();
+            let claimed = inbox::claim(
+                &mut driver::Conn::from(&mut *tx),
+                "g",
+                event(source, id),
+                before,
+            )
+            .await
+            .unwrap();
             assert_eq!(claimed, first, "{why}");
         }
         drop(tx);
@@ -632,13 +731,15 @@ mod tests {
     async fn a_rolled_back_transaction_leaves_no_inbox_row() {
         let (store, dir) = sqlite("rollback").await;
         let mut tx = store.pool().begin().await.unwrap();
-        assert!(inbox::claim(&mut tx, "g", event("s", "e"), 0)
-            .await
-            .unwrap());
+        assert!(
+            inbox::claim(&mut driver::Conn::from(&mut *tx), "g", event("s", "e"), 0)
+                .await
+                .unwrap()
+        );
         drop(tx);
         let mut tx = store.pool().begin().await.unwrap();
         assert!(
-            inbox::claim(&mut tx, "g", event("s", "e"), 0)
+            inbox::claim(&mut driver::Conn::from(&mut *tx), "g", event("s", "e"), 0)
                 .await
                 .unwrap(),
             "claimable again"

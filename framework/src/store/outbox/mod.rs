@@ -32,12 +32,13 @@
 //! the whole file) could not afford.
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 pub(crate) mod inflight;
 pub(crate) mod relay;
 pub(crate) mod verdict;
 
+use super::driver::{on_conn, Conn};
 use super::{Backend, Store};
 use crate::error::{store_error, Error, Result};
 use crate::produce::{Pending, Producer};
@@ -149,7 +150,7 @@ pub(crate) enum Route {
 ///   transaction's rows are the relay's ([`Route::Relay`]), since sending them now would
 ///   overtake it.
 pub(crate) async fn route(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     records: &[OutboxRecord],
     inflight: &InFlight,
@@ -186,21 +187,19 @@ pub(crate) async fn route(
     let mut free = Vec::new();
     for (topic, keys) in topics {
         let looks_at = ROUTE_LOOKS_AT * keys.len() as i64;
-        let older = sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(topic)
-            .bind(looks_at + 1)
-            .bind(backend.key_list(&keys))
-            .fetch_all(&mut *conn)
-            .await
+        let keys = backend.key_list(&keys);
+        let older: Vec<(i64, Option<i64>, i32)> =
+            on_conn!(conn, |c| sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(topic)
+                .bind(looks_at + 1)
+                .bind(keys.as_str())
+                .fetch_all(c)
+                .await)
             .map_err(store_error("reading the outbox"))?;
         if older.len() as i64 > looks_at {
             return Ok(relay);
         }
-        let get = store_error("reading an outbox row");
-        for row in &older {
-            let id: i64 = row.try_get("id").map_err(&get)?;
-            let by: Option<i64> = row.try_get("claimed_by").map_err(&get)?;
-            let is_free: i32 = row.try_get("free").map_err(&get)?;
+        for (id, by, is_free) in older {
             let ours = match by {
                 Some(by) if by == inflight.direct => inflight.is_sending(id),
                 Some(by) if by == inflight.relay => inflight.is_handed(id),
@@ -243,7 +242,7 @@ fn free_sql(backend: Backend) -> String {
 /// headers do not decode: the relay's to dead-letter), the rows it took given back in the same
 /// transaction.
 async fn take_over(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     ids: &[i64],
     publisher: i64,
@@ -267,31 +266,29 @@ async fn take_over(
         free_sql(backend)
     );
     let failed = store_error("taking over outbox rows");
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(backend.id_list(ids))
+    let list = backend.id_list(ids);
+    let rows: Vec<TakenRow> = on_conn!(conn, |c| sqlx::query_as(AssertSqlSafe(sql.as_str()))
+        .bind(list.as_str())
         .bind(publisher)
         .bind(LEASE_MS)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(&failed)?;
+        .fetch_all(c)
+        .await)
+    .map_err(&failed)?;
     let mut taken = Vec::with_capacity(rows.len());
     let mut all_decode = true;
-    for row in &rows {
-        let get = store_error("reading an outbox row");
-        let headers: Vec<u8> = row.try_get("headers").map_err(&get)?;
-        let id: i64 = row.try_get("id").map_err(&get)?;
+    for (id, topic, partition, key, payload, headers, ce_id) in rows {
         let Some(headers) = decode_headers(&headers) else {
             all_decode = false;
             taken.push((id, None));
             continue;
         };
         let record = OutboxRecord {
-            topic: row.try_get("topic").map_err(&get)?,
-            partition: row.try_get("record_partition").map_err(&get)?,
-            key: row.try_get("record_key").map_err(&get)?,
-            payload: row.try_get("payload").map_err(&get)?,
+            topic,
+            partition,
+            key,
+            payload,
             headers,
-            ce_id: row.try_get("ce_id").map_err(&get)?,
+            ce_id,
         };
         taken.push((id, Some(record)));
     }
@@ -302,11 +299,13 @@ async fn take_over(
                 "UPDATE atoll_outbox SET claimed_by = NULL, available_at = 0 WHERE {}",
                 backend.id_in(1)
             );
-            sqlx::query(AssertSqlSafe(sql))
-                .bind(backend.id_list(&back))
-                .execute(&mut *conn)
+            let list = backend.id_list(&back);
+            on_conn!(conn, |c| sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(list.as_str())
+                .execute(c)
                 .await
-                .map_err(&failed)?;
+                .map(drop))
+            .map_err(&failed)?;
         }
         return Ok(None);
     }
@@ -317,6 +316,18 @@ async fn take_over(
     taken.sort_by_key(|(id, _)| *id);
     Ok(Some(taken))
 }
+
+/// An outbox row [`take_over`] claimed: id, topic, partition, key, payload, encoded headers,
+/// `ce_id`.
+type TakenRow = (
+    i64,
+    String,
+    Option<i32>,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+);
 
 /// How a transaction's rows leave ([`route`]), and the older rows of their keys it took over.
 #[derive(Debug)]
@@ -337,7 +348,7 @@ const ROUTE_LOOKS_AT: i64 = 1_000;
 /// Many rows take few statements: chunks of [`INSERT_CHUNKS`] rows, each one statement whose
 /// text depends only on its size, so the database prepares each size once.
 pub(crate) async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     rows: &[NewRow<'_>],
     dead_letters: &str,
@@ -355,30 +366,26 @@ pub(crate) async fn insert(
         let (now, rest) = left.split_at(n);
         left = rest;
         let sql = insert_sql(backend, n);
-        let mut query = sqlx::query(AssertSqlSafe(sql))
-            .bind(dead_letters)
-            .bind(claimed_by)
-            .bind(lease);
-        for row in now {
-            let r = row.record;
-            query = query
-                .bind(&r.topic)
-                .bind(r.partition)
-                .bind(r.key.as_deref())
-                .bind(r.payload.as_slice())
-                .bind(encode_headers(&r.headers))
-                .bind(&r.ce_id)
-                .bind(row.source);
-        }
-        let written = query
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(store_error("writing the outbox"))?;
-        let mut chunk_ids = written
-            .iter()
-            .map(|row| row.try_get::<i64, _>(0))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(store_error("reading an outbox id"))?;
+        let written: Vec<(i64,)> = on_conn!(conn, |c| {
+            let mut query = sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(dead_letters)
+                .bind(claimed_by)
+                .bind(lease);
+            for row in now {
+                let r = row.record;
+                query = query
+                    .bind(&r.topic)
+                    .bind(r.partition)
+                    .bind(r.key.as_deref())
+                    .bind(r.payload.as_slice())
+                    .bind(encode_headers(&r.headers))
+                    .bind(&r.ce_id)
+                    .bind(row.source);
+            }
+            query.fetch_all(c).await
+        })
+        .map_err(store_error("writing the outbox"))?;
+        let mut chunk_ids: Vec<i64> = written.into_iter().map(|(id,)| id).collect();
         // Ids are drawn in the order of the rows in the statement; `RETURNING` need not keep it.
         chunk_ids.sort_unstable();
         ids.extend(chunk_ids);
@@ -582,6 +589,7 @@ pub(crate) fn left_to_relay(answered: Result<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::AnyConnection;
 
     fn record(key: Option<&str>) -> OutboxRecord {
         OutboxRecord {
@@ -612,7 +620,7 @@ mod tests {
         let backend = store.backend();
         let k = [record(Some("k"))];
         let route_of = async |conn: &mut AnyConnection, records: &[OutboxRecord]| {
-            route(conn, backend, records, &inflight)
+            route(&mut Conn::from(conn), backend, records, &inflight)
                 .await
                 .unwrap()
                 .route
@@ -623,9 +631,16 @@ mod tests {
             "nothing older"
         );
         let me = inflight.direct;
-        let ids = insert(&mut conn, backend, &rows(&k), "dlq", Route::Direct, me)
-            .await
-            .unwrap();
+        let ids = insert(
+            &mut Conn::from(&mut *conn),
+            backend,
+            &rows(&k),
+            "dlq",
+            Route::Direct,
+            me,
+        )
+        .await
+        .unwrap();
         inflight.sending(&ids);
         assert_eq!(
             route_of(&mut conn, &k).await,
@@ -660,7 +675,7 @@ mod tests {
         );
         let other = [record(Some("o"))];
         insert(
-            &mut conn,
+            &mut Conn::from(&mut *conn),
             backend,
             &rows(&other),
             "dlq",
@@ -692,10 +707,15 @@ mod tests {
     }
 
     async fn route_of(store: &Store, conn: &mut AnyConnection, records: &[OutboxRecord]) -> Route {
-        route(conn, store.backend(), records, &store.inflight())
-            .await
-            .unwrap()
-            .route
+        route(
+            &mut Conn::from(conn),
+            store.backend(),
+            records,
+            &store.inflight(),
+        )
+        .await
+        .unwrap()
+        .route
     }
 
     #[tokio::test]
@@ -707,7 +727,7 @@ mod tests {
         };
         // A row this process's relay claimed: behind it once it is handed to the producer.
         let by_relay = insert(
-            &mut conn,
+            &mut Conn::from(&mut *conn),
             backend,
             &rows(&[record(Some("h"))]),
             "dlq",
@@ -756,7 +776,7 @@ mod tests {
             ..record(Some("r"))
         };
         let left_ids = insert(
-            &mut conn,
+            &mut Conn::from(&mut *conn),
             backend,
             &rows(std::slice::from_ref(&left)),
             "dlq",
@@ -765,9 +785,14 @@ mod tests {
         )
         .await
         .unwrap();
-        let routed = route(&mut conn, backend, &[record(Some("r"))], &inflight)
-            .await
-            .unwrap();
+        let routed = route(
+            &mut Conn::from(&mut *conn),
+            backend,
+            &[record(Some("r"))],
+            &inflight,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             routed.route,
             Route::Direct,
@@ -783,7 +808,7 @@ mod tests {
         assert_eq!(by, Some(me), "claimed by this process");
         // A row waiting out a backoff after failures: the relay's, and so are the key's next.
         let failed = insert(
-            &mut conn,
+            &mut Conn::from(&mut *conn),
             backend,
             &rows(&[record(Some("f"))]),
             "dlq",
@@ -812,16 +837,23 @@ mod tests {
         let backend = store.backend();
         let mut conn = store.pool().acquire().await.unwrap();
         let write = async |conn: &mut AnyConnection, route: Route| {
-            insert(conn, backend, &rows(&[record(Some("k"))]), "dlq", route, 5)
-                .await
-                .unwrap()[0]
+            insert(
+                &mut Conn::from(conn),
+                backend,
+                &rows(&[record(Some("k"))]),
+                "dlq",
+                route,
+                5,
+            )
+            .await
+            .unwrap()[0]
         };
         let (free, held) = (
             write(&mut conn, Route::Relay).await,
             write(&mut conn, Route::Direct).await,
         );
         // One of the rows asked for was claimed by another publisher meanwhile.
-        let taken = take_over(&mut conn, backend, &[free, held], 9)
+        let taken = take_over(&mut Conn::from(&mut *conn), backend, &[free, held], 9)
             .await
             .unwrap();
         assert!(taken.is_none());
@@ -848,7 +880,9 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
-        let taken = take_over(&mut conn, backend, &[broken], 9).await.unwrap();
+        let taken = take_over(&mut Conn::from(&mut *conn), backend, &[broken], 9)
+            .await
+            .unwrap();
         assert!(taken.is_none());
         let (by,): (Option<i64>,) =
             sqlx::query_as("SELECT claimed_by FROM atoll_outbox WHERE id = $1")
@@ -919,7 +953,7 @@ mod tests {
             })
             .collect();
         let ids = insert(
-            &mut conn,
+            &mut Conn::from(&mut *conn),
             store.backend(),
             &new_rows,
             "dlq",
@@ -973,7 +1007,7 @@ mod tests {
         let empty = keyed(b"");
         for left in [&binary, &empty] {
             insert(
-                &mut conn,
+                &mut Conn::from(&mut *conn),
                 backend,
                 &rows(std::slice::from_ref(left)),
                 "dlq",
@@ -997,7 +1031,7 @@ mod tests {
                 Route::Direct,
             ),
         ] {
-            let got = route(&mut conn, backend, &records, &inflight)
+            let got = route(&mut Conn::from(&mut *conn), backend, &records, &inflight)
                 .await
                 .unwrap()
                 .route;
