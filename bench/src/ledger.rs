@@ -3,17 +3,24 @@
 //! as a consumer of the output topic reads it. So the rate counts records through the whole
 //! path (transaction, outbox, broker), and the latency runs from the input's production to the
 //! output's consumption, outbox publish included.
+//!
+//! The set-based variant (`--impl atoll-tx-set`) takes each store batch in one call: one
+//! `UNNEST` upsert of the batch's accounts (summed per account first: one statement cannot
+//! update a row twice), then an emit per record.
 
 use std::time::Duration;
 
-use atoll::{handlers, App, Context, HandlerResult, Tx};
+use atoll::{handlers, App, Batch, Context, HandlerResult, Tx};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Postgres, SqlSafeStr};
 
 use crate::meter;
-use crate::payload::{Deposit, Deposited, Ledger, OUTPUT_LEDGER, PARTITIONS};
+use crate::payload::{
+    Deposit, Deposited, Ledger, LedgerSet, SetDeposit, SetDeposited, OUTPUT_LEDGER,
+    OUTPUT_LEDGER_SET, PARTITIONS,
+};
 
 #[handlers]
 impl Ledger {
@@ -39,6 +46,49 @@ impl Ledger {
     }
 }
 
+#[handlers]
+impl LedgerSet {
+    /// One upsert of the batch's accounts and an emit per record, in one transaction.
+    #[listener(name = "deposit")]
+    async fn deposit(&self, mut tx: Tx<Postgres>, batch: Batch<Self, SetDeposit>) -> HandlerResult {
+        let mut sums: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for d in batch.events() {
+            *sums.entry(d.account.as_str()).or_default() += d.amount_cents;
+        }
+        let (ids, cents): (Vec<&str>, Vec<i64>) = sums.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO bench_accounts (id, cents) SELECT * FROM UNNEST($1::text[], $2::bigint[])
+             ON CONFLICT (id) DO UPDATE SET cents = bench_accounts.cents + excluded.cents",
+        )
+        .bind(&ids)
+        .bind(&cents)
+        .execute(&mut *tx)
+        .await?;
+        for record in &batch {
+            let d = &record.event;
+            record
+                .ctx
+                .emit(SetDeposited {
+                    id: d.id,
+                    ts_us: d.ts_us,
+                    account: d.account.clone(),
+                    amount_cents: d.amount_cents,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Which ledger a run starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    /// [`Ledger`]: a call per record.
+    PerRecord,
+    /// [`LedgerSet`]: a call per batch.
+    Set,
+}
+
 fn accounts() -> Migrator {
     Migrator::with_migrations(vec![Migration::new(
         1,
@@ -52,7 +102,15 @@ fn accounts() -> Migrator {
 
 /// Runs the ledger (store from `ATOLL_STORE__URL`) and a reader of its output until the meter
 /// has its records; `ready` is called once every partition is assigned.
-pub(crate) async fn run(bootstrap: &str, ready: impl FnOnce()) -> anyhow::Result<meter::Report> {
+pub(crate) async fn run(
+    bootstrap: &str,
+    kind: Kind,
+    ready: impl FnOnce(),
+) -> anyhow::Result<meter::Report> {
+    let output = match kind {
+        Kind::PerRecord => OUTPUT_LEDGER,
+        Kind::Set => OUTPUT_LEDGER_SET,
+    };
     // The reader starts at the output's end, before the ledger can publish anything.
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -62,15 +120,17 @@ pub(crate) async fn run(bootstrap: &str, ready: impl FnOnce()) -> anyhow::Result
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        let (_, high) = reader.fetch_watermarks(OUTPUT_LEDGER, p, Duration::from_secs(10))?;
-        tpl.add_partition_offset(OUTPUT_LEDGER, p, Offset::Offset(high))?;
+        let (_, high) = reader.fetch_watermarks(output, p, Duration::from_secs(10))?;
+        tpl.add_partition_offset(output, p, Offset::Offset(high))?;
     }
     reader.assign(&tpl)?;
-    let running = App::from_env()?
-        .service(Ledger)
-        .migrations(accounts())
-        .start()
-        .await?;
+    let app = App::from_env()?.migrations(accounts());
+    let running = match kind {
+        Kind::PerRecord => app.service(Ledger),
+        Kind::Set => app.service(LedgerSet),
+    }
+    .start()
+    .await?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reading = {
         let stop = stop.clone();

@@ -58,6 +58,8 @@ pub(crate) enum Impl {
     Faststream,
     /// atoll's transactional listener on PostgreSQL (scenario 4).
     AtollTx,
+    /// atoll's transactional listener on PostgreSQL with a set-based handler (scenario 4).
+    AtollTxSet,
     /// atoll's relay listener, `exactly_once` (scenario 5, on a broker with transactions).
     AtollEos,
 }
@@ -71,6 +73,7 @@ impl Impl {
             Self::Ruststream => "ruststream-rdkafka",
             Self::Faststream => "FastStream (Python)",
             Self::AtollTx => "atoll, transactional",
+            Self::AtollTxSet => "atoll, transactional, set-based",
             Self::AtollEos => "atoll, exactly once",
         }
     }
@@ -80,7 +83,7 @@ impl Impl {
     pub(crate) fn listener(self) -> Option<&'static str> {
         match self {
             Self::Atoll | Self::AtollEos => Some("relay"),
-            Self::AtollTx => Some("deposit"),
+            Self::AtollTx | Self::AtollTxSet => Some("deposit"),
             Self::Raw | Self::Ruststream | Self::Faststream => None,
         }
     }
@@ -97,6 +100,7 @@ impl Impl {
             Self::Faststream => "bench-faststream".to_owned(),
             Self::Atoll | Self::AtollEos => atoll(<payload::Relay as atoll::Service>::ID),
             Self::AtollTx => atoll(<payload::Ledger as atoll::Service>::ID),
+            Self::AtollTxSet => atoll(<payload::LedgerSet as atoll::Service>::ID),
         }
     }
 
@@ -105,6 +109,7 @@ impl Impl {
         use atoll::Event;
         match self {
             Self::AtollTx => (payload::INPUT_LEDGER, payload::Deposit::ce_type()),
+            Self::AtollTxSet => (payload::INPUT_LEDGER_SET, payload::SetDeposit::ce_type()),
             _ => (payload::INPUT, payload::Transfer::ce_type()),
         }
     }
@@ -194,7 +199,8 @@ async fn worker(work: Work) -> anyhow::Result<()> {
         #[cfg(not(feature = "peers"))]
         Impl::Ruststream => anyhow::bail!("built without the `peers` feature"),
         Impl::Faststream => anyhow::bail!("FastStream runs as a Python process, not a worker"),
-        Impl::AtollTx => ledger::run(&work.bootstrap, ready).await?,
+        Impl::AtollTx => ledger::run(&work.bootstrap, ledger::Kind::PerRecord, ready).await?,
+        Impl::AtollTxSet => ledger::run(&work.bootstrap, ledger::Kind::Set, ready).await?,
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string(&report)?)?;

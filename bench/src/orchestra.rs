@@ -75,7 +75,7 @@ pub(crate) struct Plan {
     #[arg(long, default_value_t = 5_000)]
     pub(crate) faststream_records: u64,
     /// Implementations to run (default: all).
-    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::Faststream, Impl::AtollTx, Impl::AtollEos])]
+    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::Faststream, Impl::AtollTx, Impl::AtollTxSet, Impl::AtollEos])]
     pub(crate) impls: Vec<Impl>,
     /// Scenarios to run (1: drain, 2: simulated I/O, 3: latency, 4: transactional on
     /// PostgreSQL, 5: at-least-once against exactly-once on noida-db, 6: batched drain,
@@ -230,21 +230,25 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, pace).await?);
         }
     }
-    if plan.runs(4) && plan.impls.contains(&Impl::AtollTx) {
+    let tx_impls = [Impl::AtollTx, Impl::AtollTxSet];
+    for imp in tx_impls
+        .into_iter()
+        .filter(|i| plan.runs(4) && plan.impls.contains(i))
+    {
         // As production runs it: every commit synced.
         let pg = atoll_testkit::Postgres::durable();
         let store = Some(pg.database("bench"));
         let (_tansu, bootstrap) = broker(
             &plan,
             Setup {
-                input: Impl::AtollTx.input(),
+                input: imp.input(),
                 ..Setup::backlog(plan.tx_records)
             },
         )
         .await?;
         let drain = Variant {
             store: store.clone(),
-            ..variant(Impl::AtollTx, "partition", plan.tx_records)
+            ..variant(imp, "partition", plan.tx_records)
         };
         let name = format!(
             "4: transactional on PostgreSQL, 1 upsert + 1 emit per record, drain {}",
@@ -257,7 +261,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             records: rate * plan.latency_secs,
             latency: true,
             store,
-            ..variant(Impl::AtollTx, "partition", 0)
+            ..variant(imp, "partition", 0)
         };
         let name = format!("4: transactional, steady {rate} records/s, input → output read");
         let pace = Some((rate, plan.keys));
@@ -1078,6 +1082,13 @@ mod tests {
             // start (`listeners.relay names no listener of this process`).
             (
                 Impl::AtollTx,
+                vec![
+                    "ATOLL_LISTENERS__DEPOSIT__ORDERING",
+                    "ATOLL_LISTENERS__DEPOSIT__MAX_BUFFERED",
+                ],
+            ),
+            (
+                Impl::AtollTxSet,
                 vec![
                     "ATOLL_LISTENERS__DEPOSIT__ORDERING",
                     "ATOLL_LISTENERS__DEPOSIT__MAX_BUFFERED",

@@ -55,45 +55,65 @@ impl From<&Transfer> for Relayed {
     }
 }
 
-/// The transactional service of scenario 4: it owns `bench.perf.ledger.commands` and
-/// `.events`, and keeps account balances in PostgreSQL.
-#[event_service(company = "bench", namespace = "perf", name = "ledger", partitions = 6)]
-#[derive(Debug, Default)]
-pub(crate) struct Ledger;
+/// Declares a ledger service of scenario 4 (`$name`: it owns `bench.perf.$name.commands` and
+/// `.events`, and keeps account balances in PostgreSQL), its input and its output.
+macro_rules! ledger {
+    ($(#[$doc:meta])* $service:ident, $name:tt, $deposit:ident, $deposited:ident) => {
+        $(#[$doc])*
+        #[event_service(company = "bench", namespace = "perf", name = $name, partitions = 6)]
+        #[derive(Debug, Default)]
+        pub(crate) struct $service;
 
-/// Scenario 4's input: the same JSON as [`Transfer`], a command of the ledger.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[event(command, name = "deposit", version = 1, service = Ledger)]
-pub(crate) struct Deposit {
-    /// Sequence number.
-    pub(crate) id: u64,
-    /// When the producer sent it, in microseconds since the epoch.
-    pub(crate) ts_us: u64,
-    /// The key: one of `keys` accounts.
-    #[event(key)]
-    pub(crate) account: String,
-    /// Amount.
-    pub(crate) amount_cents: i64,
-    /// Currency.
-    pub(crate) currency: String,
-    /// Padding.
-    pub(crate) memo: String,
+        /// Scenario 4's input: the same JSON as [`Transfer`], a command of the ledger.
+        #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+        #[event(command, name = "deposit", version = 1, service = $service)]
+        pub(crate) struct $deposit {
+            /// Sequence number.
+            pub(crate) id: u64,
+            /// When the producer sent it, in microseconds since the epoch.
+            pub(crate) ts_us: u64,
+            /// The key: one of `keys` accounts.
+            #[event(key)]
+            pub(crate) account: String,
+            /// Amount.
+            pub(crate) amount_cents: i64,
+            /// Currency.
+            pub(crate) currency: String,
+            /// Padding.
+            pub(crate) memo: String,
+        }
+
+        /// Scenario 4's output, one per input, published through the outbox.
+        #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+        #[event(fact, name = "deposited", version = 1, service = $service)]
+        pub(crate) struct $deposited {
+            /// The input's sequence number.
+            pub(crate) id: u64,
+            /// The input's timestamp.
+            pub(crate) ts_us: u64,
+            /// The input's account.
+            #[event(key)]
+            pub(crate) account: String,
+            /// The input's amount.
+            pub(crate) amount_cents: i64,
+        }
+    };
 }
 
-/// Scenario 4's output, one per input, published through the outbox.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[event(fact, name = "deposited", version = 1, service = Ledger)]
-pub(crate) struct Deposited {
-    /// The input's sequence number.
-    pub(crate) id: u64,
-    /// The input's timestamp.
-    pub(crate) ts_us: u64,
-    /// The input's account.
-    #[event(key)]
-    pub(crate) account: String,
-    /// The input's amount.
-    pub(crate) amount_cents: i64,
-}
+ledger!(
+    /// The transactional service of scenario 4: its handler is called once per record.
+    Ledger,
+    "ledger",
+    Deposit,
+    Deposited
+);
+ledger!(
+    /// Scenario 4's set-based ledger: its handler takes each store batch in one call.
+    LedgerSet,
+    "ledger_set",
+    SetDeposit,
+    SetDeposited
+);
 
 /// Input record `id` with timestamp `ts_us`, keyed by one of `keys` accounts.
 pub(crate) fn transfer(id: u64, ts_us: u64, keys: u64) -> Transfer {
@@ -114,6 +134,10 @@ pub(crate) const INPUT: &str = "bench.perf.relay.commands";
 pub(crate) const INPUT_LEDGER: &str = "bench.perf.ledger.commands";
 /// The output topic of the transactional ledger.
 pub(crate) const OUTPUT_LEDGER: &str = "bench.perf.ledger.events";
+/// The input topic of the set-based ledger (scenario 4).
+pub(crate) const INPUT_LEDGER_SET: &str = "bench.perf.ledger_set.commands";
+/// The output topic of the set-based ledger.
+pub(crate) const OUTPUT_LEDGER_SET: &str = "bench.perf.ledger_set.events";
 /// The output topic of atoll.
 pub(crate) const OUTPUT_ATOLL: &str = "bench.perf.relay.events";
 /// The output topic of the raw rdkafka loop.
@@ -143,5 +167,7 @@ mod tests {
         assert_eq!(Relayed::topic().as_str(), OUTPUT_ATOLL);
         assert_eq!(Deposit::topic().as_str(), INPUT_LEDGER);
         assert_eq!(Deposited::topic().as_str(), OUTPUT_LEDGER);
+        assert_eq!(SetDeposit::topic().as_str(), INPUT_LEDGER_SET);
+        assert_eq!(SetDeposited::topic().as_str(), OUTPUT_LEDGER_SET);
     }
 }

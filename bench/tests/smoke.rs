@@ -25,7 +25,7 @@ fn every_scenario_runs_once_on_a_tiny_input() {
         ])
         .args(["--batched-records", "2000", "--scale-records", "2000"])
         .args(["--processes", "1,2", "--backlogs", "2000"])
-        .args(["--impl", "raw,atoll,atoll-tx,atoll-eos"])
+        .args(["--impl", "raw,atoll,atoll-tx,atoll-tx-set,atoll-eos"])
         .arg("--json")
         .arg(&json)
         .output()

@@ -89,6 +89,7 @@ pub use contract::event::{Command, Event, EventKind, FactOf, ListenableBy, Reply
 pub use contract::service::Service;
 pub use contract::topic::{PrivateTopic, ServiceId, TopicKind, TopicName, TopicNameError};
 pub use error::{BoxError, Error, FailureKind, HandlerError, Result, ResultExt};
+pub use handler::batch::{Batch, BatchRecord};
 pub use handler::context::{Client, Context, FromContext, Meta};
 pub use handler::input::{Input, InputType};
 pub use handler::listener::{describe, HandlerResult, Handlers, Listener};

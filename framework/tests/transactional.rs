@@ -579,3 +579,203 @@ async fn a_batch_out_of_time_gives_back_the_records_it_did_not_run() {
     running.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A service whose handler takes the whole batch in one call (set-based).
+#[event_service(company = "acme", namespace = "test", name = "payer", partitions = 1)]
+struct Payer;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "pay", version = 1, service = Payer)]
+struct Pay {
+    #[event(key)]
+    account: String,
+    cents: i64,
+    /// Fails every call it is in, after the writes.
+    fail: bool,
+    /// Holds the call this long first, in ms.
+    hold_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "paid", version = 1, service = Payer)]
+struct Paid {
+    #[event(key)]
+    account: String,
+    cents: i64,
+}
+
+/// The set-based handler's calls, in order: how many records each held, and whether the
+/// failing one was among them.
+static CALLS: std::sync::Mutex<Vec<(usize, bool)>> = std::sync::Mutex::new(Vec::new());
+
+#[handlers]
+impl Payer {
+    #[listener(name = "pay", max_attempts = 1)]
+    async fn pay(&self, mut tx: Tx, batch: atoll::Batch<Self, Pay>) -> HandlerResult {
+        let failing = batch.events().any(|p| p.fail);
+        CALLS.lock().unwrap().push((batch.len(), failing));
+        let hold = batch.events().map(|p| p.hold_ms).max().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        for record in &batch {
+            let pay = &record.event;
+            sqlx::query("UPDATE accounts SET cents = cents + $1 WHERE id = $2")
+                .bind(pay.cents)
+                .bind(&pay.account)
+                .execute(&mut *tx)
+                .await?;
+            record
+                .ctx
+                .emit(Paid {
+                    account: pay.account.clone(),
+                    cents: pay.cents,
+                })
+                .await?;
+        }
+        if batch.events().any(|p| p.fail) {
+            return Err(HandlerError::permanent("refused after writing"));
+        }
+        Ok(())
+    }
+}
+
+/// Records waiting behind a slow one come to a set-based handler in calls of many; a call that
+/// fails is split in halves until the failing record is alone, which is dead-lettered after its
+/// one attempt: every other record commits once, each account's facts in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one_alone() {
+    const RECORDS: i64 = 40;
+    let dir = store_dir("set-based");
+    let mut config = Config::default();
+    config.store.path = dir.join("payer.db");
+    config.listener.store_batch = 100;
+    let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
+        .await
+        .unwrap();
+    let running = App::new(config)
+        .service(Payer)
+        .migrations(migrator)
+        .start()
+        .await
+        .unwrap();
+    let client = running.client("test");
+    for n in 0..RECORDS {
+        let pay = Pay {
+            account: if n % 2 == 0 { "a" } else { "b" }.into(),
+            cents: n,
+            fail: n == 23,
+            hold_ms: if n == 0 { 1_500 } else { 0 },
+        };
+        client.send(&pay).await.unwrap();
+    }
+    let (a, b): (i64, i64) = (
+        (0..RECORDS).filter(|n| n % 2 == 0).sum(),
+        (0..RECORDS).filter(|n| n % 2 == 1 && *n != 23).sum(),
+    );
+    assert!(
+        common::eventually(30, || async {
+            balance(&running, "a").await == a && balance(&running, "b").await == b
+        })
+        .await,
+        "every record once: a {} of {a}, b {} of {b}",
+        balance(&running, "a").await,
+        balance(&running, "b").await
+    );
+    let bootstrap = running.bootstrap_servers().to_owned();
+    let facts = tokio::task::spawn_blocking(move || {
+        common::read_topic_within(
+            &bootstrap,
+            "acme.test.payer.events",
+            1,
+            RECORDS as usize,
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .unwrap();
+    let facts: Vec<Paid> = facts
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        facts.len(),
+        RECORDS as usize - 1,
+        "a fact per record but the failed one"
+    );
+    for account in ["a", "b"] {
+        let cents: Vec<i64> = facts
+            .iter()
+            .filter(|p| p.account == account)
+            .map(|p| p.cents)
+            .collect();
+        assert!(
+            cents.windows(2).all(|w| w[0] < w[1]),
+            "{account}'s facts in order: {cents:?}"
+        );
+    }
+    let stats = running.stats();
+    assert_eq!(stats[0].dead_lettered, 1, "the failing record: {stats:?}");
+    let calls = CALLS.lock().unwrap().clone();
+    assert!(
+        calls.iter().any(|(n, _)| *n > 10),
+        "the waiting records came in calls of many: {calls:?}"
+    );
+    let with_failing: Vec<usize> = calls.iter().filter(|(_, f)| *f).map(|(n, _)| *n).collect();
+    assert!(
+        with_failing.len() >= 3
+            && with_failing.windows(2).all(|w| w[1] < w[0])
+            && with_failing.last() == Some(&1),
+        "the failing record's calls shrank by halves until it was alone: {calls:?}"
+    );
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Set-based listeners need the store's batches: without a `Tx`, or with an ordering that
+/// runs a transaction per record, every call would hold one record.
+#[tokio::test]
+async fn a_set_based_listener_that_would_never_get_a_batch_is_refused_at_start() {
+    let dir = store_dir("set-refused");
+    let mut config = Config::default();
+    config.store.path = dir.join("payer.db");
+    config.listener.ordering = atoll::config::OrderingMode::Key;
+    let err = App::new(config).service(Payer).start().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("listener `pay` takes a `Batch`") && text.contains("`partition`"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[event_service(company = "acme", namespace = "test", name = "loose")]
+struct Loose;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "nudge", version = 1, service = Loose)]
+struct Nudge {
+    #[event(key)]
+    id: String,
+}
+
+#[handlers]
+impl Loose {
+    /// Takes a batch but no `Tx`: no store transaction would ever batch its records.
+    #[listener(name = "nudge")]
+    async fn nudge(&self, _batch: atoll::Batch<Self, Nudge>) -> HandlerResult {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_set_based_listener_without_a_transaction_is_refused_at_start() {
+    let err = App::new(Config::default())
+        .service(Loose)
+        .start()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("listener `nudge` takes a `Batch`") && text.contains("no `Tx`"),
+        "{text}"
+    );
+}

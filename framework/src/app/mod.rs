@@ -21,7 +21,9 @@ use crate::app::broker::{create_topics_with, EmbeddedBroker};
 use crate::codec::registry::DevRegistry;
 use crate::codec::Codec;
 use crate::config::listener::names_listener;
-use crate::config::listener::{DeliveryMode, ListenerConfig, ListenerSettings, RetryMode};
+use crate::config::listener::{
+    DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode, RetryMode,
+};
 use crate::config::{Config, Registry};
 use crate::consume::consumer;
 use crate::consume::consumer::{Assignment, ListenerThread};
@@ -34,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::handler::context::Client;
 use crate::handler::delivery::{Delivery, Outboxed};
 use crate::handler::hooks::HookRuntime;
-use crate::handler::listener::{all_listeners, is_inbox, Handlers, Listener};
+use crate::handler::listener::{all_listeners, is_inbox, Calls, Handlers, Listener};
 use crate::handler::transaction::StoreTx;
 use crate::ops::health::Health;
 use crate::ops::http::{Endpoints, Server};
@@ -166,6 +168,9 @@ fn check_modes<S: Service>(l: &Listener<S>, config: &ListenerConfig) -> Result<(
             l.name()
         )));
     }
+    if l.calls() == Calls::Batch {
+        check_set(l, config)?;
+    }
     if config.delivery != DeliveryMode::ExactlyOnce {
         return Ok(());
     }
@@ -178,6 +183,22 @@ fn check_modes<S: Service>(l: &Listener<S>, config: &ListenerConfig) -> Result<(
     };
     Err(Error::Config(format!(
         "listener `{}` cannot be `exactly_once`: {why}",
+        l.name()
+    )))
+}
+
+/// `Err` when set-based listener `l` would never be given more than one record a call: its
+/// records are batched only in a store transaction, with `partition` ordering.
+fn check_set<S: Service>(l: &Listener<S>, config: &ListenerConfig) -> Result<()> {
+    let why = if !l.is_transactional() {
+        "its handler takes no `Tx`"
+    } else if config.ordering != OrderingMode::Partition {
+        "its ordering is not `partition` (`key` and `unordered` run a transaction per record)"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config(format!(
+        "listener `{}` takes a `Batch`, whose records are handled in one store transaction: {why}",
         l.name()
     )))
 }

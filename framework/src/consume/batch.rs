@@ -43,6 +43,7 @@ use crate::contract::service::Service;
 use crate::error::Error;
 use crate::handler::context::Meta;
 use crate::handler::delivery::{Acking, Acks, Delivery, Outboxed, Settled, Sink};
+use crate::handler::listener::Calls;
 use crate::handler::transaction::{BatchTx, TxCell};
 use crate::store::inbox::EventId;
 
@@ -54,6 +55,9 @@ pub(crate) enum Ran {
     Committed(usize),
     /// The handler of record `i` failed (or the record is not for the batch path).
     FailedAt(usize),
+    /// A set-based handler's call of the whole batch failed: which record made it fail is
+    /// not known.
+    CallFailed,
     /// The store failed (beginning, claiming or committing), or cannot take batches yet (rows
     /// from before the inbox knew sources are left).
     Store,
@@ -81,6 +85,11 @@ pub(crate) fn after(n: usize, ran: &Ran) -> Vec<Step> {
     match ran {
         Ran::Committed(taken) => batch(*taken, n).into_iter().collect(),
         Ran::FailedAt(i) => [batch(0, *i), Some(Step::Alone(*i)), batch(i + 1, n)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        // Halves, until the failing record is alone: its neighbours commit in batches.
+        Ran::CallFailed => [batch(0, n / 2), batch(n / 2, n)]
             .into_iter()
             .flatten()
             .collect(),
@@ -217,7 +226,7 @@ impl<S: Service> ListenerEnv<S> {
             Ok(fresh) => fresh,
             Err(e) => return (self.store_failed(&e), None),
         };
-        let run = self.run_handlers(&tx, (group, outbox), batch, (&metas, &fresh), cancel);
+        let run = self.run_calls(&tx, (group, outbox), batch, (&metas, &fresh), cancel);
         let (taken, handled) = match run.await {
             Ok(ran) => ran,
             Err(ran) => return (ran, None),
@@ -297,6 +306,68 @@ impl<S: Service> ListenerEnv<S> {
         Ok((metas.len(), handled))
     }
 
+    /// Runs the handlers of `batch`'s records in `tx` as the listener takes them: a call per
+    /// record ([`run_handlers`](Self::run_handlers)) or one for them all
+    /// ([`call_set`](Self::call_set)).
+    async fn run_calls(
+        &self,
+        tx: &BatchTx,
+        to: (&str, &Arc<Outboxed>),
+        batch: &[Delivered],
+        claimed: (&[Arc<Meta>], &[bool]),
+        cancel: &CancellationToken,
+    ) -> Result<(usize, Vec<Arc<TxCell>>), Ran> {
+        match self.listener.calls() {
+            Calls::Each => self.run_handlers(tx, to, batch, claimed, cancel).await,
+            Calls::Batch => self.call_set(tx, to, batch, claimed).await,
+        }
+    }
+
+    /// Calls a set-based handler once with the records of `batch` not handled before (`metas`
+    /// of them, claimed: `fresh` says which), each with a cell of its own in `tx`: the records
+    /// it took (all of them) and the cells of those in the call; `Err` when it fails.
+    async fn call_set(
+        &self,
+        tx: &BatchTx,
+        (group, outbox): (&str, &Arc<Outboxed>),
+        batch: &[Delivered],
+        (metas, fresh): (&[Arc<Meta>], &[bool]),
+    ) -> Result<(usize, Vec<Arc<TxCell>>), Ran> {
+        let mut cells = Vec::with_capacity(metas.len());
+        let mut members = Vec::with_capacity(metas.len());
+        for (i, meta) in metas.iter().enumerate().filter(|(i, _)| fresh[*i]) {
+            let cell = tx.cell(group, meta);
+            let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
+            let payload = batch[i].msg.payload().unwrap_or_default().to_vec();
+            members.push((self.context(meta, sink), payload));
+            cells.push(cell);
+        }
+        let Some((first, payload)) = members.first().cloned() else {
+            return Ok((metas.len(), cells));
+        };
+        let first_msg = &batch[fresh.iter().position(|f| *f).unwrap_or_default()].msg;
+        let span = crate::ops::telemetry::spans::process(
+            first_msg,
+            self.listener.name(),
+            &self.setup.group.joined,
+        );
+        let calls = members.len();
+        let ctx = first.with_members(members);
+        if let Err(failed) = self.call(ctx, &payload).instrument(span).await {
+            let (outcome, error) = failed.outcome();
+            self.count_failure(outcome);
+            tracing::info!(
+                offset = first_msg.offset(),
+                records = calls,
+                error,
+                "a set-based handler's batch failed: its halves are handled again"
+            );
+            return Err(Ran::CallFailed);
+        }
+        tx.idle().await;
+        Ok((metas.len(), cells))
+    }
+
     /// A batch's store failed: its records go alone, and wait the failure out there.
     fn store_failed(&self, e: &Error) -> Ran {
         self.counters.metrics.unavailable.inc();
@@ -322,6 +393,9 @@ mod tests {
             ("the second fails: each side alone",        3, Ran::FailedAt(1), vec![Alone(0), Alone(1), Alone(2)]),
             ("the last fails",                           3, Ran::FailedAt(2), vec![Batch(vec![0, 1]), Alone(2)]),
             ("the store failed: every record alone",     3, Ran::Store, vec![Alone(0), Alone(1), Alone(2)]),
+            ("a set's call failed: its halves",          5, Ran::CallFailed, vec![Batch(vec![0, 1]), Batch(vec![2, 3, 4])]),
+            ("a set of two failed: each alone",          2, Ran::CallFailed, vec![Alone(0), Alone(1)]),
+            ("a set of three failed",                    3, Ran::CallFailed, vec![Alone(0), Batch(vec![1, 2])]),
         ];
         for (what, n, ran, steps) in cases {
             assert_eq!(after(n, &ran), steps, "{what}");

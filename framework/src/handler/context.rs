@@ -103,7 +103,7 @@ pub struct Meta {
     pub received_at: Option<std::time::Instant>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Scope {
     producer: Producer,
     codec: Arc<Codec>,
@@ -112,6 +112,9 @@ struct Scope {
     meta: Arc<Meta>,
     /// Where this attempt's records go (see [`crate::handler::delivery`]).
     sink: Arc<Sink>,
+    /// A set-based handler's call: the batch's records, each its scope and payload (see
+    /// [`crate::handler::batch`]); empty for a call with one record.
+    members: Arc<[(Arc<Scope>, Vec<u8>)]>,
 }
 
 /// The handler's context for service `S`: emit its facts, send commands, read the metadata.
@@ -148,6 +151,37 @@ impl<S> Context<S> {
             Sink::Producer(_) | Sink::Stage(_) => None,
         }
     }
+
+    /// The records of a set-based handler's call, each its context and payload; `None` for a
+    /// call with one record (its payload is the call's).
+    pub(crate) fn batch_members(&self) -> Option<impl Iterator<Item = (Context<S>, &[u8])>> {
+        if self.scope.members.is_empty() {
+            return None;
+        }
+        Some(self.scope.members.iter().map(|(scope, payload)| {
+            let ctx = Self {
+                scope: scope.clone(),
+                _service: PhantomData,
+            };
+            (ctx, payload.as_slice())
+        }))
+    }
+
+    /// This context for a set-based handler's call of `members` (each record's context and
+    /// payload, in offset order).
+    pub(crate) fn with_members(&self, members: Vec<(Context<S>, Vec<u8>)>) -> Self {
+        let scope = Scope {
+            members: members
+                .into_iter()
+                .map(|(ctx, payload)| (ctx.scope, payload))
+                .collect(),
+            ..(*self.scope).clone()
+        };
+        Self {
+            scope: Arc::new(scope),
+            _service: PhantomData,
+        }
+    }
 }
 
 impl<S: Service> Context<S> {
@@ -165,6 +199,7 @@ impl<S: Service> Context<S> {
             source,
             meta,
             sink,
+            members: Arc::new([]),
         };
         Self {
             scope: Arc::new(scope),

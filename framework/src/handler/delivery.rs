@@ -232,7 +232,7 @@ impl Outboxed {
             inflight.wake_relay();
             return Settled::Done;
         }
-        inflight.sending(&committed.ids);
+        inflight.sending(&committed.ids, committed.claimed_at);
         let sent = outbox::send(&self.producer, &inflight, &committed).await;
         match acks {
             Acks::Background => {

@@ -58,6 +58,10 @@ impl InputType {
     note = "a listener takes an event `{S}` may listen to (any fact, reply or result, or a command of `{S}`'s own), or an enum of several declared with `#[derive(Events)]`, each of its variants one that `{S}` may listen to: a service is the sole subscriber of its own commands"
 )]
 pub trait Input<S: Service>: Sized + Send + 'static {
+    /// Whether it is a whole batch of records (a set-based handler's [`Batch`](super::batch::Batch)).
+    #[doc(hidden)]
+    const SET: bool = false;
+
     /// The event types it takes, in declaration order: the first, then the others (an enum
     /// without variants does not derive).
     fn types() -> (InputType, Vec<InputType>);

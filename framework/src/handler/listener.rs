@@ -77,6 +77,16 @@ where
     Arc::new(f)
 }
 
+/// How a listener's handler takes records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Calls {
+    /// One record per call.
+    Each,
+    /// A store batch's records per call (it takes a [`Batch`](super::batch::Batch)): one
+    /// record when handled alone.
+    Batch,
+}
+
 /// One listener: a name, the event type it handles and its handler.
 ///
 /// Built by `#[handlers]`; each listener is its own consumer group.
@@ -95,6 +105,9 @@ pub struct Listener<S> {
     /// The driver each record's database transaction runs on, when it runs in one (its
     /// handler takes `Tx`).
     transaction: Option<Driver>,
+    /// How its handler takes records: one per call, or a batch per call (it takes a
+    /// [`Batch`](super::batch::Batch)).
+    calls: Calls,
     /// The tables of the view it builds, if it builds one.
     view: &'static [&'static str],
     /// The commands it sends, by type, where the code says (a saga's steps).
@@ -114,6 +127,7 @@ impl<S> Clone for Listener<S> {
             handler: self.handler.clone(),
             hooks: self.hooks.clone(),
             transaction: self.transaction,
+            calls: self.calls,
             view: self.view,
             sends: self.sends.clone(),
         }
@@ -178,6 +192,7 @@ impl<S: Service> Listener<S> {
             }),
             hooks: None,
             transaction: None,
+            calls: if E::SET { Calls::Batch } else { Calls::Each },
             view: &[],
             sends: Vec::new(),
         }
@@ -202,6 +217,7 @@ impl<S: Service> Listener<S> {
             handler,
             hooks: Some(hooks),
             transaction: None,
+            calls: Calls::Each,
             view: &[],
             sends: Vec::new(),
         }
@@ -241,6 +257,11 @@ impl<S: Service> Listener<S> {
     /// Whether records are handled in a database transaction.
     pub fn is_transactional(&self) -> bool {
         self.transaction.is_some()
+    }
+
+    /// How its handler takes records.
+    pub(crate) fn calls(&self) -> Calls {
+        self.calls
     }
 
     /// The driver of its records' transactions; `None` when it is not transactional.

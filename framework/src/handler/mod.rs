@@ -3,6 +3,7 @@
 //! record and calls the handler, what its `Ok` value becomes, how its outputs leave
 //! ([`delivery`]), and the hooks of listeners with partition-bound state.
 
+pub(crate) mod batch;
 pub(crate) mod context;
 pub(crate) mod delivery;
 pub(crate) mod hooks;

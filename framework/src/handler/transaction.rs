@@ -119,6 +119,7 @@ async fn commit_rows(
     }
     let inflight = to.store.inflight();
     let backend = to.store.backend();
+    let claimed_at = std::time::Instant::now();
     let Routed { route, older } = match all.is_empty() {
         true => Routed {
             route: Route::Direct,
@@ -154,6 +155,7 @@ async fn commit_rows(
         ids: older_ids,
         records,
         route,
+        claimed_at,
     })
 }
 

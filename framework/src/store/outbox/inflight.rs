@@ -1,9 +1,12 @@
 //! The rows this process is publishing, and what becomes of them once the broker answered.
 //!
 //! A publisher (the commit path, or this process's relay) claims a row for [`LEASE_MS`] of the
-//! database's clock. While the row is on its way its lease is renewed every
-//! [`RENEW_EVERY`], so no other publisher takes it however slow the broker is; should the
-//! process die, renewals stop and the lease runs out. Renewals share the store's connections
+//! database's clock. A row still on its way [`RENEW_EVERY`] after its lease was taken or last
+//! renewed has it renewed, so no other publisher takes it however slow the broker is; should
+//! the process die, renewals stop and the lease runs out. Rows the broker answers sooner (all
+//! of them, when it keeps up) are never renewed: a renewal is an update of the row, and at
+//! thousands of rows a second updates of rows about to be deleted anyway bloat the table
+//! (each a new row version and index entries) until the deletes themselves slow down. Renewals share the store's connections
 //! with the handlers: should none be had for about 12 s (a database out of reach, a pool
 //! exhausted) a lease can run out under a row still on its way, and another process may send
 //! it too (a repeat with its `ce_id`). Once the broker answered, an
@@ -13,9 +16,9 @@
 //! record. A batch the database refuses is kept for the next round, never dropped: a row
 //! acknowledged but not deleted would be published again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sqlx::AssertSqlSafe;
@@ -25,8 +28,8 @@ use super::LEASE_MS;
 use crate::error::{store_error, Result};
 use crate::store::Store;
 
-/// How often the leases of rows on their way are renewed: four renewals may fail in a row
-/// before a lease runs out.
+/// How often the leases of rows on their way are renewed, and how long after its lease was
+/// taken a row's is first renewed: four renewals may fail in a row before a lease runs out.
 pub(crate) const RENEW_EVERY: Duration = Duration::from_millis(LEASE_MS as u64 / 5);
 /// How long the task gathers answers before a batch (what the next records publish meanwhile).
 const GATHER: Duration = Duration::from_millis(10);
@@ -43,8 +46,10 @@ pub(crate) struct InFlight {
     /// does not send a key's rows before older ones this process's relay has claimed but not
     /// yet handed to the producer.
     pub(crate) relay: i64,
-    /// Rows claimed and not yet answered: their leases are renewed.
-    sending: Mutex<HashSet<i64>>,
+    /// Rows claimed and not yet answered, each with when its lease was taken or last renewed
+    /// (by this process's clock, read before the statement that wrote it): renewed once
+    /// [`RENEW_EVERY`] old.
+    sending: Mutex<HashMap<i64, Instant>>,
     /// Rows of the relay's already handed to the producer and not failed: the producer keeps
     /// their order with rows a transaction sends after them (see [`InFlight::is_handed`]).
     handed: Mutex<HashSet<i64>>,
@@ -76,9 +81,12 @@ impl Default for InFlight {
 }
 
 impl InFlight {
-    /// Rows just claimed and about to be sent: their leases are renewed until answered.
-    pub(crate) fn sending(&self, ids: &[i64]) {
-        self.sending.lock().extend(ids.iter().copied());
+    /// Rows just claimed (their leases written by a statement begun at `claimed_at`) and
+    /// about to be sent: their leases are renewed until answered.
+    pub(crate) fn sending(&self, ids: &[i64], claimed_at: Instant) {
+        self.sending
+            .lock()
+            .extend(ids.iter().map(|id| (*id, claimed_at)));
     }
 
     /// Rows no longer on their way, settled by the caller: their leases are no longer renewed.
@@ -89,7 +97,7 @@ impl InFlight {
     /// Whether row `id` is on its way from this process (claimed, sent, not failed; perhaps
     /// acknowledged and waiting to be deleted).
     pub(crate) fn is_sending(&self, id: i64) -> bool {
-        self.sending.lock().contains(&id)
+        self.sending.lock().contains_key(&id)
     }
 
     /// The relay handed row `id` to the producer: rows sent after it keep their order.
@@ -175,18 +183,23 @@ async fn bookkeeping(store: Store) {
     let mut renew = tokio::time::interval(RENEW_EVERY);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            () = inflight.wake.notified() => tokio::time::sleep(GATHER).await,
-            _ = renew.tick() => {
-                if let Err(e) = renew_leases(&store).await {
-                    tracing::warn!(error = %e, "renewing the outbox rows' leases failed; trying again");
-                }
+        let renewal = tokio::select! {
+            () = inflight.wake.notified() => {
+                tokio::time::sleep(GATHER).await;
+                false
             }
-        }
+            _ = renew.tick() => true,
+        };
+        // Answers first: a row deleted needs no renewal.
         if let Err(e) = write_answers(&store).await {
             tracing::warn!(error = %e, "writing what the broker answered to the outbox failed; trying again");
             tokio::time::sleep(Duration::from_millis(200)).await;
             inflight.wake.notify_one();
+        }
+        if renewal {
+            if let Err(e) = renew_leases(&store).await {
+                tracing::warn!(error = %e, "renewing the outbox rows' leases failed; trying again");
+            }
         }
     }
 }
@@ -254,10 +267,24 @@ async fn give_back(store: &Store, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Extends the leases of the rows on their way by [`LEASE_MS`] from now (the database's now).
+/// Which of the rows on their way (each with when its lease was written) are due a renewal at
+/// `now`: those whose lease is [`RENEW_EVERY`] old.
+fn due(sending: &HashMap<i64, Instant>, now: Instant) -> Vec<i64> {
+    let mut due: Vec<i64> = sending
+        .iter()
+        .filter(|(_, at)| now.saturating_duration_since(**at) >= RENEW_EVERY)
+        .map(|(id, _)| *id)
+        .collect();
+    due.sort_unstable();
+    due
+}
+
+/// Extends the leases of the rows on their way that are due (see [`due`]) by [`LEASE_MS`]
+/// from now (the database's now).
 async fn renew_leases(store: &Store) -> Result<()> {
     let inflight = store.inflight();
-    let ids: Vec<i64> = inflight.sending.lock().iter().copied().collect();
+    let now = Instant::now();
+    let ids = due(&inflight.sending.lock(), now);
     let backend = store.backend();
     let sql = format!(
         "UPDATE atoll_outbox SET available_at = {} + $2
@@ -275,6 +302,54 @@ async fn renew_leases(store: &Store) -> Result<()> {
             .execute(store.pool())
             .await
             .map_err(store_error("renewing outbox leases"))?;
+        // Those still on their way (not answered meanwhile) were renewed from `now` on.
+        let mut sending = inflight.sending.lock();
+        for id in chunk {
+            if let Some(at) = sending.get_mut(id) {
+                *at = (*at).max(now);
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rows_on_their_way_for_a_renewal_interval_are_renewed() {
+        let now = Instant::now();
+        let ago = |ms: u64| now - Duration::from_millis(ms);
+        let every = RENEW_EVERY.as_millis() as u64;
+        #[rustfmt::skip]
+        type Case = (&'static str, Vec<(i64, Instant)>, Vec<i64>);
+        let cases: Vec<Case> = vec![
+            ("none on their way", vec![], vec![]),
+            (
+                "just claimed: the lease is fresh",
+                vec![(1, now), (2, ago(10))],
+                vec![],
+            ),
+            (
+                "one interval old: due",
+                vec![(1, ago(every)), (2, ago(every - 1))],
+                vec![1],
+            ),
+            (
+                "long waiting ones, in id order",
+                vec![(9, ago(3 * every)), (4, ago(every + 5))],
+                vec![4, 9],
+            ),
+            (
+                "claimed after now (a later claim)",
+                vec![(1, now + Duration::from_millis(5))],
+                vec![],
+            ),
+        ];
+        for (what, sending, want) in cases {
+            let sending: HashMap<i64, Instant> = sending.into_iter().collect();
+            assert_eq!(due(&sending, now), want, "{what}");
+        }
+    }
 }

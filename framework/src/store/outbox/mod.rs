@@ -440,6 +440,8 @@ pub(crate) struct Committed {
     pub(crate) ids: Vec<i64>,
     pub(crate) records: Vec<OutboxRecord>,
     pub(crate) route: Route,
+    /// When the statements claiming its rows began (their leases run from then at the latest).
+    pub(crate) claimed_at: std::time::Instant,
 }
 
 /// Produces a committed transaction's records from memory, in their order (no read of the
@@ -572,7 +574,7 @@ pub(crate) async fn publish(store: &Store, producer: &Producer, committed: &Comm
     match committed.route {
         Route::Relay => inflight.wake_relay(),
         Route::Direct => {
-            inflight.sending(&committed.ids);
+            inflight.sending(&committed.ids, committed.claimed_at);
             let sent = send(producer, &inflight, committed).await;
             left_to_relay(sent.settle(store, Delete::Now).answered().await);
         }
@@ -641,7 +643,7 @@ mod tests {
         )
         .await
         .unwrap();
-        inflight.sending(&ids);
+        inflight.sending(&ids, std::time::Instant::now());
         assert_eq!(
             route_of(&mut conn, &k).await,
             Route::Direct,

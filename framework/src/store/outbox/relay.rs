@@ -92,6 +92,7 @@ pub(crate) async fn relay_once(
     batch: i64,
     metrics: &OutboxMetrics,
 ) -> Result<Pass> {
+    let claimed_at = std::time::Instant::now();
     let rows = claim(store, batch).await?;
     let mut pass = Pass {
         claimed: rows.len(),
@@ -102,7 +103,7 @@ pub(crate) async fn relay_once(
     }
     let inflight = store.inflight();
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    inflight.sending(&ids);
+    inflight.sending(&ids, claimed_at);
     // A key whose row was refused sends nothing after it in this pass.
     let mut stopped: Vec<(&str, &[u8])> = Vec::new();
     let mut sent: Vec<(&Claimed, Result<Pending>)> = Vec::with_capacity(rows.len());
