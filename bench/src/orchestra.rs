@@ -21,8 +21,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::meter::{self, Report};
 use crate::payload::{
-    transfer, INPUT, INPUT_LEDGER, OUTPUT_ATOLL, OUTPUT_FASTSTREAM, OUTPUT_LEDGER, OUTPUT_RAW,
-    OUTPUT_RUSTSTREAM, PARTITIONS,
+    transfer, INPUT, INPUT_LEDGER, INPUT_LEDGER_SET, OUTPUT_ATOLL, OUTPUT_FASTSTREAM,
+    OUTPUT_LEDGER, OUTPUT_LEDGER_SET, OUTPUT_RAW, OUTPUT_RUSTSTREAM, PARTITIONS,
 };
 use crate::Impl;
 
@@ -846,6 +846,8 @@ async fn create_topics(bootstrap: &str, partitions: i32) -> anyhow::Result<()> {
         OUTPUT_FASTSTREAM,
         INPUT_LEDGER,
         OUTPUT_LEDGER,
+        INPUT_LEDGER_SET,
+        OUTPUT_LEDGER_SET,
     ]
     .iter()
     .map(|t| {

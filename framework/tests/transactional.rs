@@ -779,3 +779,44 @@ async fn a_set_based_listener_without_a_transaction_is_refused_at_start() {
         "{text}"
     );
 }
+
+#[event_service(company = "acme", namespace = "test", name = "echo")]
+struct Echo;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "ping", version = 1, service = Echo)]
+struct Ping {
+    #[event(key)]
+    id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "pinged", version = 1, service = Echo)]
+struct Pinged {
+    #[event(key)]
+    id: String,
+}
+
+#[handlers]
+impl Echo {
+    /// Returns an output from a set-based call: whose would it be?
+    #[listener(name = "ping")]
+    async fn ping(&self, _tx: Tx, batch: atoll::Batch<Self, Ping>) -> HandlerResult<Pinged> {
+        let id = batch.events().map(|p| p.id.clone()).collect();
+        Ok(Pinged { id })
+    }
+}
+
+#[tokio::test]
+async fn a_set_based_handler_that_returns_outputs_is_refused_at_start() {
+    let dir = store_dir("set-outputs");
+    let mut config = Config::default();
+    config.store.path = dir.join("echo.db");
+    let err = App::new(config).service(Echo).start().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("listener `ping`") && text.contains("returns outputs"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -24,6 +24,11 @@
 //! which waits the outage out. Records the batch path does not take (on the retry topic,
 //! replayed dead letters, those the listener does not handle, bad input) go alone too.
 //!
+//! A set-based handler (it takes a `Batch`) is called once with the batch's records not
+//! handled before. Which record made a failed call fail is not known: the batch is split in
+//! halves ([`Ran::CallFailed`]), each called again, until the failing record is alone and
+//! takes the per-record path (a failing record thus costs about log₂ n calls more).
+//!
 //! A handler may therefore run more than once for one delivery (its batch redone after a
 //! neighbour failed): its SQL rolls back each time, its outputs are in the outbox, so only
 //! effects outside the database repeat, as with any at-least-once redelivery.
@@ -319,7 +324,7 @@ impl<S: Service> ListenerEnv<S> {
     ) -> Result<(usize, Vec<Arc<TxCell>>), Ran> {
         match self.listener.calls() {
             Calls::Each => self.run_handlers(tx, to, batch, claimed, cancel).await,
-            Calls::Batch => self.call_set(tx, to, batch, claimed).await,
+            Calls::Batch => self.call_set(tx, to, batch, claimed, cancel).await,
         }
     }
 
@@ -332,6 +337,7 @@ impl<S: Service> ListenerEnv<S> {
         (group, outbox): (&str, &Arc<Outboxed>),
         batch: &[Delivered],
         (metas, fresh): (&[Arc<Meta>], &[bool]),
+        cancel: &CancellationToken,
     ) -> Result<(usize, Vec<Arc<TxCell>>), Ran> {
         let mut cells = Vec::with_capacity(metas.len());
         let mut members = Vec::with_capacity(metas.len());
@@ -341,6 +347,9 @@ impl<S: Service> ListenerEnv<S> {
             let payload = batch[i].msg.payload().unwrap_or_default().to_vec();
             members.push((self.context(meta, sink), payload));
             cells.push(cell);
+        }
+        if cancel.is_cancelled() {
+            return Err(Ran::FailedAt(0));
         }
         let Some((first, payload)) = members.first().cloned() else {
             return Ok((metas.len(), cells));

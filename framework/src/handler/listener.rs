@@ -77,6 +77,19 @@ where
     Arc::new(f)
 }
 
+/// `Err` when a set-based handler (it takes a [`Batch`](super::batch::Batch)) returns outputs:
+/// they would be the batch's first record's, and their number would depend on how records
+/// happened to be batched.
+fn set_returns_nothing<O: 'static>(set: bool) -> Result<(), String> {
+    if set && std::any::TypeId::of::<O>() != std::any::TypeId::of::<()>() {
+        return Err(
+            "it takes a `Batch` and returns outputs: a set-based handler returns `HandlerResult`, each record's outputs go through its own context (`record.ctx.emit(…)`)"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
 /// How a listener's handler takes records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Calls {
@@ -158,7 +171,7 @@ impl<S: Service> Listener<S> {
         O: Output<S>,
     {
         let (first, others) = E::types();
-        let declared = one_topic(&first, &others);
+        let declared = one_topic(&first, &others).and_then(|()| set_returns_nothing::<O>(E::SET));
         let types = std::iter::once(first.ce_type)
             .chain(others.iter().map(|t| t.ce_type))
             .collect();

@@ -1,18 +1,19 @@
 //! The rows this process is publishing, and what becomes of them once the broker answered.
 //!
 //! A publisher (the commit path, or this process's relay) claims a row for [`LEASE_MS`] of the
-//! database's clock. A row still on its way [`RENEW_EVERY`] after its lease was taken or last
-//! renewed has it renewed, so no other publisher takes it however slow the broker is; should
-//! the process die, renewals stop and the lease runs out. Rows the broker answers sooner (all
-//! of them, when it keeps up) are never renewed: a renewal is an update of the row, and at
-//! thousands of rows a second updates of rows about to be deleted anyway bloat the table
-//! (each a new row version and index entries) until the deletes themselves slow down. Renewals share the store's connections
-//! with the handlers: should none be had for about 12 s (a database out of reach, a pool
-//! exhausted) a lease can run out under a row still on its way, and another process may send
-//! it too (a repeat with its `ce_id`). Once the broker answered, an
-//! acknowledged row is deleted and a failed one is given back (its claim dropped, free at
-//! once), and the relay is woken to take it. Deletes and give-backs are batched by one task,
-//! one statement each: a statement per record would cost a transaction (and a sync) per
+//! database's clock. A row still on its way [`RENEW_AFTER`] after its lease was written has
+//! it renewed (rows due are looked for every [`RENEW_EVERY`]), and again each time it is that
+//! old, so no other publisher takes it however slow the broker is; should the process die,
+//! renewals stop and the lease runs out. Rows the broker answers sooner (all of them, while it
+//! keeps up) are never renewed: a renewal is an update of the row, and at thousands of rows a
+//! second, updates of rows about to be deleted bloat the table (each a new row version and
+//! index entries) until the deletes themselves slow down. Renewals share the store's
+//! connections with the handlers: should none be had for about 12 s (a database out of reach,
+//! a pool exhausted) a lease can run out under a row still on its way, and another process may
+//! send it too (a repeat with its `ce_id`). Once the broker answered, an acknowledged row is
+//! deleted and a failed one is given back (its claim dropped, free at once), and the relay is
+//! woken to take it. Deletes and give-backs are batched by one task, one statement each: a
+//! statement per record would cost a transaction (and a sync) per
 //! record. A batch the database refuses is kept for the next round, never dropped: a row
 //! acknowledged but not deleted would be published again.
 
@@ -28,9 +29,12 @@ use super::LEASE_MS;
 use crate::error::{store_error, Result};
 use crate::store::Store;
 
-/// How often the leases of rows on their way are renewed, and how long after its lease was
-/// taken a row's is first renewed: four renewals may fail in a row before a lease runs out.
-pub(crate) const RENEW_EVERY: Duration = Duration::from_millis(LEASE_MS as u64 / 5);
+/// How long after its lease was written a row still on its way has it renewed.
+pub(crate) const RENEW_AFTER: Duration = Duration::from_millis(LEASE_MS as u64 / 7);
+/// How often the rows due a renewal are renewed: a row's lease is renewed within
+/// [`RENEW_AFTER`] + `RENEW_EVERY` (3 s) of being written, so four renewals may fail in a
+/// row before it runs out.
+pub(crate) const RENEW_EVERY: Duration = Duration::from_millis(LEASE_MS as u64 / 15);
 /// How long the task gathers answers before a batch (what the next records publish meanwhile).
 const GATHER: Duration = Duration::from_millis(10);
 /// Rows per statement.
@@ -48,7 +52,7 @@ pub(crate) struct InFlight {
     pub(crate) relay: i64,
     /// Rows claimed and not yet answered, each with when its lease was taken or last renewed
     /// (by this process's clock, read before the statement that wrote it): renewed once
-    /// [`RENEW_EVERY`] old.
+    /// [`RENEW_AFTER`] old.
     sending: Mutex<HashMap<i64, Instant>>,
     /// Rows of the relay's already handed to the producer and not failed: the producer keeps
     /// their order with rows a transaction sends after them (see [`InFlight::is_handed`]).
@@ -190,16 +194,16 @@ async fn bookkeeping(store: Store) {
             }
             _ = renew.tick() => true,
         };
-        // Answers first: a row deleted needs no renewal.
-        if let Err(e) = write_answers(&store).await {
-            tracing::warn!(error = %e, "writing what the broker answered to the outbox failed; trying again");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            inflight.wake.notify_one();
-        }
+        // Renewals first: answers that the database is slow to take must not hold them up.
         if renewal {
             if let Err(e) = renew_leases(&store).await {
                 tracing::warn!(error = %e, "renewing the outbox rows' leases failed; trying again");
             }
+        }
+        if let Err(e) = write_answers(&store).await {
+            tracing::warn!(error = %e, "writing what the broker answered to the outbox failed; trying again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            inflight.wake.notify_one();
         }
     }
 }
@@ -268,11 +272,11 @@ async fn give_back(store: &Store, ids: &[i64]) -> Result<()> {
 }
 
 /// Which of the rows on their way (each with when its lease was written) are due a renewal at
-/// `now`: those whose lease is [`RENEW_EVERY`] old.
+/// `now`: those whose lease is [`RENEW_AFTER`] old.
 fn due(sending: &HashMap<i64, Instant>, now: Instant) -> Vec<i64> {
     let mut due: Vec<i64> = sending
         .iter()
-        .filter(|(_, at)| now.saturating_duration_since(**at) >= RENEW_EVERY)
+        .filter(|(_, at)| now.saturating_duration_since(**at) >= RENEW_AFTER)
         .map(|(id, _)| *id)
         .collect();
     due.sort_unstable();
@@ -321,7 +325,7 @@ mod tests {
     fn only_rows_on_their_way_for_a_renewal_interval_are_renewed() {
         let now = Instant::now();
         let ago = |ms: u64| now - Duration::from_millis(ms);
-        let every = RENEW_EVERY.as_millis() as u64;
+        let every = RENEW_AFTER.as_millis() as u64;
         #[rustfmt::skip]
         type Case = (&'static str, Vec<(i64, Instant)>, Vec<i64>);
         let cases: Vec<Case> = vec![
