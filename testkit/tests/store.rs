@@ -30,7 +30,7 @@ async fn schema_versions(store: &Store) -> Vec<i64> {
 
 /// atoll's own migrations: inbox and outbox, views, outbox rows naming their record, outbox
 /// claims and dead letters, inbox rows naming the event's source.
-const ATOLL_VERSIONS: [i64; 5] = [1, 2, 3, 4, 5];
+const ATOLL_VERSIONS: [i64; 6] = [1, 2, 3, 4, 5, 6];
 
 async fn table_is_empty(store: &Store, table: &str) {
     let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))

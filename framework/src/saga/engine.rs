@@ -335,9 +335,11 @@ impl<D: Saga> Engine<D> {
             <D::Service as Service>::ID.saga().to_string(),
             part.partition,
         );
-        let read = tokio::task::spawn_blocking(move || read_state_at(&clients, &topic, p, at))
-            .await
-            .map_err(|e| HandlerError::transient(format!("reading a saga state back: {e}")))?;
+        let read = tokio::task::spawn_blocking(move || {
+            read_state_at(&clients, &topic, p, at, READ_BACK_WITHIN)
+        })
+        .await
+        .map_err(|e| HandlerError::transient(format!("reading a saga state back: {e}")))?;
         let st = match read {
             Ok(Some(st)) => st,
             // The broker struggles: tried again (a saga's listener tries without limit).
@@ -1083,13 +1085,19 @@ fn new_reader(
     Ok(reader)
 }
 
+/// How long reading a saga state back may take before it fails (a transient failure: the
+/// read is tried again).
+const READ_BACK_WITHIN: Duration = Duration::from_secs(10);
+
 /// The saga state at offset `at` of partition `p` of `topic` (blocking): an ended saga's
-/// whole state, read back; `None` when it is not there (or does not decode).
+/// whole state, read back; `None` when it is not there (or does not decode); `Err` when it
+/// could not be read `within` that time.
 fn read_state_at(
     clients: &Clients,
     topic: &str,
     p: i32,
     at: i64,
+    within: Duration,
 ) -> Result<Option<SagaState>, Error> {
     let what = || format!("reading back the saga state at `{topic}` partition {p} offset {at}");
     // The record at `at` was written (or read) already: an open transaction of another saga
@@ -1100,7 +1108,7 @@ fn read_state_at(
     tpl.add_partition_offset(topic, p, Offset::Offset(at))
         .and_then(|()| reader.assign(&tpl))
         .map_err(|e| Error::kafka(what(), e))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + within;
     while std::time::Instant::now() < deadline {
         match reader.poll(Duration::from_millis(100)) {
             Some(Ok(m)) if m.offset() == at => {
@@ -1163,7 +1171,7 @@ async fn whole_states<D: Saga>(
                 };
                 let topic = <D::Service as Service>::ID.saga().to_string();
                 let read = tokio::task::spawn_blocking(move || {
-                    read_state_at(&clients, &topic, p, ended.at)
+                    read_state_at(&clients, &topic, p, ended.at, READ_BACK_WITHIN)
                 })
                 .await
                 .map_err(|e| Error::Saga(format!("reading a saga state back: {e}")))??;
@@ -1246,4 +1254,67 @@ fn read_partition(
         }
     }
     Ok((next, Some(consumer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::client::ClientHooks;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    use rdkafka::ClientConfig;
+
+    fn clients_of(bootstrap: &str) -> Clients {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", bootstrap);
+        Clients::new(
+            config,
+            ClientHooks::detached("test".into(), bootstrap.into()),
+        )
+    }
+
+    /// An ended saga's state is read back from its offset; a record there that is not a state,
+    /// or an offset no longer there (compacted away, past the end), is "gone" (`None`: its
+    /// end cannot be redone, the input is dead-lettered); a broker that does not answer is a
+    /// failure to try again (`Err`).
+    #[test]
+    fn a_state_is_read_back_from_its_offset_or_is_gone_or_the_read_fails() {
+        let cluster = MockCluster::new(1).unwrap();
+        let topic = "acme.test.s.private.saga";
+        cluster.create_topic(topic, 1, 1).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        let state = SagaState::start(
+            "order/o1".into(),
+            serde_json::json!({"n": 1}),
+            "in-1".into(),
+            "flow".into(),
+            1_000,
+            &[],
+        );
+        let json = serde_json::to_vec(&state).unwrap();
+        for payload in [json.as_slice(), b"not a state"] {
+            producer
+                .send(BaseRecord::to(topic).key("order/o1").payload(payload))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(5)).unwrap();
+        let clients = clients_of(&cluster.bootstrap_servers());
+        let within = Duration::from_secs(5);
+        #[rustfmt::skip]
+        let cases = [
+            ("the state at its offset", 0, Some(state)),
+            ("a record there that is no state", 1, None),
+            ("an offset past the end", 7, None),
+        ];
+        for (what, at, want) in cases {
+            let got = read_state_at(&clients, topic, 0, at, within).unwrap();
+            assert_eq!(got, want, "{what}");
+        }
+        let dead = clients_of("127.0.0.1:1");
+        let err = read_state_at(&dead, topic, 0, 0, Duration::from_millis(500)).unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
 }

@@ -148,7 +148,22 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX atoll_inbox_received_at ON atoll_inbox (received_at)",
         ],
     },
+    Migration {
+        version: 6,
+        name: "the outbox is a queue",
+        postgres: &[
+            OUTBOX_NO_SOURCE_INDEX,
+            // A safety net beside atoll's own vacuums (see `outbox::vacuum`): by dead rows,
+            // not by a share of the (small) live ones, and unthrottled.
+            "ALTER TABLE atoll_outbox SET (autovacuum_vacuum_scale_factor = 0,
+             autovacuum_vacuum_threshold = 10000, autovacuum_vacuum_cost_delay = 0)",
+        ],
+        sqlite: &[OUTBOX_NO_SOURCE_INDEX],
+    },
 ];
+
+/// No query looks rows up by their source: the index only cost every insert and delete.
+const OUTBOX_NO_SOURCE_INDEX: &str = "DROP INDEX IF EXISTS atoll_outbox_source";
 
 /// A key's rows in order: for the check that no older row of a key is held (see
 /// `outbox::route` and the relay's claim).

@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use sqlx::AssertSqlSafe;
 use tokio::sync::Notify;
 
+use super::vacuum::Vacuum;
 use super::LEASE_MS;
 use crate::error::{store_error, Result};
 use crate::store::Store;
@@ -64,6 +65,8 @@ pub(crate) struct InFlight {
     wake: Notify,
     relay_wake: Notify,
     task: OnceLock<()>,
+    /// What this process deleted since it last vacuumed the table.
+    pub(crate) vacuum: Vacuum,
 }
 
 impl Default for InFlight {
@@ -80,6 +83,7 @@ impl Default for InFlight {
             wake: Notify::new(),
             relay_wake: Notify::new(),
             task: OnceLock::new(),
+            vacuum: Vacuum::default(),
         }
     }
 }
@@ -205,6 +209,7 @@ async fn bookkeeping(store: Store) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             inflight.wake.notify_one();
         }
+        super::vacuum::if_due(&store, &inflight.vacuum).await;
     }
 }
 

@@ -36,6 +36,7 @@ use sqlx::AssertSqlSafe;
 
 pub(crate) mod inflight;
 pub(crate) mod relay;
+pub(crate) mod vacuum;
 pub(crate) mod verdict;
 
 use super::driver::{on_conn, Conn};
@@ -558,11 +559,12 @@ pub(crate) async fn delete(store: &Store, ids: &[i64]) -> Result<()> {
     }
     let backend = store.backend();
     let sql = format!("DELETE FROM atoll_outbox WHERE {}", backend.id_in(1));
-    sqlx::query(AssertSqlSafe(sql))
+    let done = sqlx::query(AssertSqlSafe(sql))
         .bind(backend.id_list(ids))
         .execute(store.pool())
         .await
         .map_err(store_error("deleting published outbox rows"))?;
+    store.inflight.vacuum.deleted(done.rows_affected());
     Ok(())
 }
 
