@@ -154,9 +154,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: &[
             OUTBOX_NO_SOURCE_INDEX,
             // A safety net beside atoll's own vacuums (see `outbox::vacuum`): by dead rows,
-            // not by a share of the (small) live ones, and unthrottled.
+            // not by a share of the (small) live ones, and unthrottled. No vacuum truncates
+            // the table: that takes a lock every writer waits for, and a queue's table grows
+            // back at once.
             "ALTER TABLE atoll_outbox SET (autovacuum_vacuum_scale_factor = 0,
-             autovacuum_vacuum_threshold = 10000, autovacuum_vacuum_cost_delay = 0)",
+             autovacuum_vacuum_threshold = 10000, autovacuum_vacuum_cost_delay = 0,
+             vacuum_truncate = false)",
         ],
         sqlite: &[OUTBOX_NO_SOURCE_INDEX],
     },

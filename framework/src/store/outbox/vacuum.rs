@@ -8,7 +8,9 @@
 //! route, the relay's claim) walks that key's dead index entries and reads their pages: in the
 //! benchmark a route lookup of two keys read 550 pages for 17 live rows. So the process that
 //! deletes runs `VACUUM` once it deleted [`AFTER_ROWS`] rows, at most once per
-//! [`MIN_INTERVAL`], with `SKIP_LOCKED` so that replicas never queue behind each other's.
+//! [`MIN_INTERVAL`], with `SKIP_LOCKED` so that replicas never queue behind each other's, and
+//! `TRUNCATE OFF`: giving the table's empty end back to the system takes a lock that every
+//! writer waits for (seen in the benchmark), and a queue's table grows back at once.
 //! Queue libraries on PostgreSQL do the same (PGMQ and pg-boss vacuum their queue tables on a
 //! schedule); SQLite reuses a deleted row's space at once and needs none.
 
@@ -65,7 +67,7 @@ pub(crate) async fn if_due(store: &Store, vacuum: &Vacuum) {
     vacuum.deleted.fetch_sub(deleted, Ordering::Relaxed);
     *vacuum.last.lock() = Instant::now();
     let started = Instant::now();
-    match sqlx::raw_sql("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) atoll_outbox")
+    match sqlx::raw_sql("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON, TRUNCATE OFF) atoll_outbox")
         .execute(store.pool())
         .await
     {
