@@ -789,8 +789,7 @@ impl MachineCpu {
 
 /// Empties the transactional run's inbox: the runs of a scenario read the same input again,
 /// which the inbox would otherwise skip as repeats. `TRUNCATE`, not `DELETE`: deleted rows
-/// stay in the table as dead versions of the very ids the next run claims again, and each
-/// claim would walk them until a vacuum (a second drain round once ran at 3,000 records/s).
+/// would stay in the table as dead versions of the very ids the next run claims again.
 async fn forget_handled(url: &str) -> anyhow::Result<()> {
     let mut config = atoll::config::StoreConfig::default();
     config.url = Some(url.to_owned());
