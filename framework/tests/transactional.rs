@@ -96,15 +96,18 @@ async fn start_with(name: &str, mut config: Config) -> (atoll::Running, std::pat
 
 /// The `credited` facts on the events topic: until `n` were read, or 5 s passed.
 async fn credited(running: &atoll::Running, n: usize) -> Vec<Credited> {
+    facts_on(running, "acme.test.ledger.events", n).await
+}
+
+/// The facts on `topic` (one partition): until `n` were read, or 5 s passed.
+async fn facts_on<T: serde::de::DeserializeOwned>(
+    running: &atoll::Running,
+    topic: &'static str,
+    n: usize,
+) -> Vec<T> {
     let bootstrap = running.bootstrap_servers().to_owned();
     let facts = tokio::task::spawn_blocking(move || {
-        common::read_topic_within(
-            &bootstrap,
-            "acme.test.ledger.events",
-            1,
-            n,
-            Duration::from_secs(5),
-        )
+        common::read_topic_within(&bootstrap, topic, 1, n, Duration::from_secs(5))
     })
     .await
     .unwrap();
@@ -112,6 +115,34 @@ async fn credited(running: &atoll::Running, n: usize) -> Vec<Credited> {
         .iter()
         .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
         .collect()
+}
+
+/// Waits until accounts a and b hold `a` and `b` cents (every record once), or fails.
+async fn balances_reach(running: &atoll::Running, a: i64, b: i64) {
+    assert!(
+        common::eventually(30, || async {
+            balance(running, "a").await == a && balance(running, "b").await == b
+        })
+        .await,
+        "every record once: a {} of {a}, b {} of {b}",
+        balance(running, "a").await,
+        balance(running, "b").await
+    );
+}
+
+/// Asserts that each account's amounts, `(account, cents)` in the order read, rise.
+fn each_account_in_order<'a>(facts: impl Iterator<Item = (&'a str, i64)> + Clone) {
+    for account in ["a", "b"] {
+        let cents: Vec<i64> = facts
+            .clone()
+            .filter(|(a, _)| *a == account)
+            .map(|(_, c)| c)
+            .collect();
+        assert!(
+            cents.windows(2).all(|w| w[0] < w[1]),
+            "{account}'s facts in order: {cents:?}"
+        );
+    }
 }
 
 /// Sends `credit` with `ce_id` `id`.
@@ -496,32 +527,14 @@ async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
         (0..RECORDS).filter(|n| n % 2 == 0).sum(),
         (0..RECORDS).filter(|n| n % 2 == 1 && *n != 31).sum(),
     );
-    assert!(
-        common::eventually(30, || async {
-            balance(&running, "a").await == a && balance(&running, "b").await == b
-        })
-        .await,
-        "every record once: a {} of {a}, b {} of {b}",
-        balance(&running, "a").await,
-        balance(&running, "b").await
-    );
+    balances_reach(&running, a, b).await;
     let facts = credited(&running, RECORDS as usize).await;
     assert_eq!(
         facts.len(),
         RECORDS as usize - 1,
         "a fact per record but the failed one"
     );
-    for account in ["a", "b"] {
-        let cents: Vec<i64> = facts
-            .iter()
-            .filter(|c| c.account == account)
-            .map(|c| c.cents)
-            .collect();
-        assert!(
-            cents.windows(2).all(|w| w[0] < w[1]),
-            "{account}'s facts in order: {cents:?}"
-        );
-    }
+    each_account_in_order(facts.iter().map(|c| (c.account.as_str(), c.cents)));
     let stats = running.stats();
     assert_eq!(stats[0].dead_lettered, 1, "the failing record: {stats:?}");
     let metrics = common::scrape(running.http_addr().unwrap()).await;
@@ -671,47 +684,14 @@ async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one
         (0..RECORDS).filter(|n| n % 2 == 0).sum(),
         (0..RECORDS).filter(|n| n % 2 == 1 && *n != 23).sum(),
     );
-    assert!(
-        common::eventually(30, || async {
-            balance(&running, "a").await == a && balance(&running, "b").await == b
-        })
-        .await,
-        "every record once: a {} of {a}, b {} of {b}",
-        balance(&running, "a").await,
-        balance(&running, "b").await
-    );
-    let bootstrap = running.bootstrap_servers().to_owned();
-    let facts = tokio::task::spawn_blocking(move || {
-        common::read_topic_within(
-            &bootstrap,
-            "acme.test.payer.events",
-            1,
-            RECORDS as usize,
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .unwrap();
-    let facts: Vec<Paid> = facts
-        .iter()
-        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
-        .collect();
+    balances_reach(&running, a, b).await;
+    let facts: Vec<Paid> = facts_on(&running, "acme.test.payer.events", RECORDS as usize).await;
     assert_eq!(
         facts.len(),
         RECORDS as usize - 1,
         "a fact per record but the failed one"
     );
-    for account in ["a", "b"] {
-        let cents: Vec<i64> = facts
-            .iter()
-            .filter(|p| p.account == account)
-            .map(|p| p.cents)
-            .collect();
-        assert!(
-            cents.windows(2).all(|w| w[0] < w[1]),
-            "{account}'s facts in order: {cents:?}"
-        );
-    }
+    each_account_in_order(facts.iter().map(|p| (p.account.as_str(), p.cents)));
     let stats = running.stats();
     assert_eq!(stats[0].dead_lettered, 1, "the failing record: {stats:?}");
     let calls = CALLS.lock().unwrap().clone();

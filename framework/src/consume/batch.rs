@@ -41,12 +41,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::env::{ListenerEnv, Mode};
+use super::received::Received;
 use super::routing::Route;
 use super::worker::{done_with, finish, handle_one, Delivered, PartitionShared};
 use crate::contract::envelope::{Envelope, RecordView};
 use crate::contract::service::Service;
 use crate::error::Error;
-use crate::handler::context::Meta;
+use crate::handler::context::{Context, Meta};
 use crate::handler::delivery::{Acking, Acks, Delivery, Outboxed, Settled, Sink};
 use crate::handler::listener::Calls;
 use crate::handler::transaction::{BatchTx, TxCell};
@@ -286,23 +287,9 @@ impl<S: Service> ListenerEnv<S> {
                 continue;
             }
             let msg = &batch[i].msg;
-            let cell = tx.cell(group, meta);
-            let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
-            let ctx = self.context(meta, sink);
-            let span = crate::ops::telemetry::spans::process(
-                msg,
-                self.listener.name(),
-                &self.setup.group.joined,
-            );
+            let (ctx, cell) = self.record_context(tx, (group, outbox), meta);
             let payload = msg.payload().unwrap_or_default();
-            if let Err(failed) = self.call(ctx, payload).instrument(span).await {
-                let (outcome, error) = failed.outcome();
-                self.count_failure(outcome);
-                tracing::info!(
-                    offset = msg.offset(),
-                    error,
-                    "a record failed in a batch: it is handled alone, its neighbours again without it"
-                );
+            if self.call_in_batch(ctx, msg, payload).await.is_err() {
                 return Err(Ran::FailedAt(i));
             }
             tx.idle().await;
@@ -342,10 +329,8 @@ impl<S: Service> ListenerEnv<S> {
         let mut cells = Vec::with_capacity(metas.len());
         let mut members = Vec::with_capacity(metas.len());
         for (i, meta) in metas.iter().enumerate().filter(|(i, _)| fresh[*i]) {
-            let cell = tx.cell(group, meta);
-            let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
-            let payload = batch[i].msg.payload().unwrap_or_default().to_vec();
-            members.push((self.context(meta, sink), payload));
+            let (ctx, cell) = self.record_context(tx, (group, outbox), meta);
+            members.push((ctx, batch[i].msg.payload().unwrap_or_default().to_vec()));
             cells.push(cell);
         }
         if cancel.is_cancelled() {
@@ -355,26 +340,51 @@ impl<S: Service> ListenerEnv<S> {
             return Ok((metas.len(), cells));
         };
         let first_msg = &batch[fresh.iter().position(|f| *f).unwrap_or_default()].msg;
-        let span = crate::ops::telemetry::spans::process(
-            first_msg,
-            self.listener.name(),
-            &self.setup.group.joined,
-        );
-        let calls = members.len();
         let ctx = first.with_members(members);
-        if let Err(failed) = self.call(ctx, &payload).instrument(span).await {
-            let (outcome, error) = failed.outcome();
-            self.count_failure(outcome);
-            tracing::info!(
-                offset = first_msg.offset(),
-                records = calls,
-                error,
-                "a set-based handler's batch failed: its halves are handled again"
-            );
+        if self.call_in_batch(ctx, first_msg, &payload).await.is_err() {
             return Err(Ran::CallFailed);
         }
         tx.idle().await;
         Ok((metas.len(), cells))
+    }
+
+    /// The context of the record `meta` describes in batch transaction `tx`, and its cell (its
+    /// outbox rows, its source).
+    fn record_context(
+        &self,
+        tx: &BatchTx,
+        (group, outbox): (&str, &Arc<Outboxed>),
+        meta: &Arc<Meta>,
+    ) -> (Context<S>, Arc<TxCell>) {
+        let cell = tx.cell(group, meta);
+        let sink = Arc::new(Sink::Outbox(cell.clone(), outbox.clone()));
+        (self.context(meta, sink), cell)
+    }
+
+    /// Calls the handler in a batch with `ctx` (for record `msg`, or a set-based call's first),
+    /// in the record's span: a failure is counted and logged (the batch is split after it).
+    async fn call_in_batch(
+        &self,
+        ctx: Context<S>,
+        msg: &Received,
+        payload: &[u8],
+    ) -> Result<(), ()> {
+        let span = crate::ops::telemetry::spans::process(
+            msg,
+            self.listener.name(),
+            &self.setup.group.joined,
+        );
+        let Err(failed) = self.call(ctx, payload).instrument(span).await else {
+            return Ok(());
+        };
+        let (outcome, error) = failed.outcome();
+        self.count_failure(outcome);
+        tracing::info!(
+            offset = msg.offset(),
+            error,
+            "a call failed in a batch: its record is handled alone, or its set's halves again"
+        );
+        Err(())
     }
 
     /// A batch's store failed: its records go alone, and wait the failure out there.
