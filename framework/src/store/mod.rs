@@ -617,11 +617,10 @@ mod tests {
     async fn a_batch_claims_its_events_in_one_statement() {
         let (store, dir) = sqlite("claim-all").await;
         let mut tx = store.pool().begin().await.unwrap();
-        assert!(
-            inbox::claim(&mut driver::Conn::from(&mut *tx), "g", event("s", "old"), 0)
-                .await
-                .unwrap()
-        );
+        let mut conn = driver::Conn::from(&mut *tx);
+        assert!(inbox::claim(&mut conn, "g", event("s", "old"), 0)
+            .await
+            .unwrap());
         let events = [
             event("s", "e1"),
             event("s", "old"),
@@ -629,54 +628,29 @@ mod tests {
             event("s", "e1"),
             event("", "e2"),
         ];
-        let fresh = inbox::claim_all(
-            &mut driver::Conn::from(&mut *tx),
-            Backend::Sqlite,
-            "g",
-            &events,
-        )
-        .await
-        .unwrap();
+        let fresh = inbox::claim_all(&mut conn, Backend::Sqlite, "g", &events)
+            .await
+            .unwrap();
         assert_eq!(
             fresh,
             [true, false, true, false, true],
             "new; handled before; another source's; twice in the batch; no source"
         );
-        let again = inbox::claim_all(
-            &mut driver::Conn::from(&mut *tx),
-            Backend::Sqlite,
-            "g",
-            &events[..1],
-        )
-        .await
-        .unwrap();
+        let again = inbox::claim_all(&mut conn, Backend::Sqlite, "g", &events[..1])
+            .await
+            .unwrap();
         assert_eq!(again, [false], "claimed by the batch");
-        let other = inbox::claim_all(
-            &mut driver::Conn::from(&mut *tx),
-            Backend::Sqlite,
-            "h",
-            &events[..1],
-        )
-        .await
-        .unwrap();
+        let other = inbox::claim_all(&mut conn, Backend::Sqlite, "h", &events[..1])
+            .await
+            .unwrap();
         assert_eq!(other, [true], "another group's");
         // Claimed, then not handled after all: given back, and only those.
-        inbox::unclaim_all(
-            &mut driver::Conn::from(&mut *tx),
-            Backend::Sqlite,
-            "g",
-            &events[..3],
-        )
-        .await
-        .unwrap();
-        let again = inbox::claim_all(
-            &mut driver::Conn::from(&mut *tx),
-            Backend::Sqlite,
-            "g",
-            &events,
-        )
-        .await
-        .unwrap();
+        inbox::unclaim_all(&mut conn, Backend::Sqlite, "g", &events[..3])
+            .await
+            .unwrap();
+        let again = inbox::claim_all(&mut conn, Backend::Sqlite, "g", &events)
+            .await
+            .unwrap();
         assert_eq!(
             again,
             [true, true, true, false, false],
