@@ -46,7 +46,7 @@ type Grants = (
 fn expected() -> BTreeSet<Row> {
     let p = "acme.shop";
     let own_private = |s: &str| {
-        ["dlq", "retry", "reply"]
+        ["dlq", "retry", "reply", "status"]
             .iter()
             .map(|t| format!("{p}.{s}.private.{t}"))
             .collect::<Vec<_>>()

@@ -103,16 +103,20 @@ pub enum PrivateTopic {
     /// `private.replayed`: which dead letters were replayed (compacted, written by the
     /// operator tool).
     Replayed,
+    /// `private.status`: what each process of the service is doing, published every few
+    /// seconds (compacted, keyed by process; read by the operator console).
+    Status,
 }
 
 impl PrivateTopic {
     /// Every private topic atoll knows.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Dlq,
         Self::Retry,
         Self::Reply,
         Self::Saga,
         Self::Replayed,
+        Self::Status,
     ];
 
     /// The name after `private.`.
@@ -123,6 +127,7 @@ impl PrivateTopic {
             Self::Reply => "reply",
             Self::Saga => "saga",
             Self::Replayed => "replayed",
+            Self::Status => "status",
         }
     }
 
@@ -133,7 +138,25 @@ impl PrivateTopic {
 
     /// Whether the topic is compacted (keeps the last record per key).
     pub const fn compacted(self) -> bool {
-        matches!(self, Self::Saga | Self::Replayed)
+        matches!(self, Self::Saga | Self::Replayed | Self::Status)
+    }
+
+    /// The topic configuration atoll creates it with: `cleanup.policy=compact` for a compacted
+    /// one; the status topic also rolls a segment every hour (compaction never touches the
+    /// segment being written, so a process's many status records shrink to one an hour later)
+    /// and drops a record after a day (a process that died without its tombstone leaves no
+    /// record behind for longer than that).
+    pub const fn config(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Status => &[
+                ("cleanup.policy", "compact,delete"),
+                ("segment.ms", "3600000"),
+                ("retention.ms", "86400000"),
+                ("delete.retention.ms", "3600000"),
+            ],
+            Self::Saga | Self::Replayed => &[("cleanup.policy", "compact")],
+            Self::Dlq | Self::Retry | Self::Reply => &[],
+        }
     }
 
     /// The length of the longest `.private.<name>` suffix atoll appends to a service id:
@@ -175,5 +198,11 @@ mod tests {
         assert_eq!(PrivateTopic::from_name("inbox"), None);
         assert_eq!(PrivateTopic::longest_suffix(), ".private.replayed".len());
         assert!(PrivateTopic::Saga.compacted() && !PrivateTopic::Dlq.compacted());
+        for p in PrivateTopic::ALL {
+            let compact = p.config().iter().any(|(k, v)| {
+                *k == "cleanup.policy" && v.split(',').any(|policy| policy == "compact")
+            });
+            assert_eq!(compact, p.compacted(), "{p:?}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod broker;
 pub(crate) mod shutdown;
+pub(crate) mod status;
 pub(crate) mod wait;
 
 use std::collections::{BTreeMap, HashSet};
@@ -224,7 +225,9 @@ impl<S: Handlers> Registered<S> {
                 sagas_live: env.metrics.sagas_live(S::ID, listener.name()),
             });
         }
-        let metrics = Arc::new(env.metrics.listener(S::ID, listener.name()));
+        let metrics = env
+            .metrics
+            .listener(S::ID, listener.name(), &listener.group_id()?);
         let permits = crate::consume::lanes::Permits::new(config.max_in_flight);
         let delivery = delivery_of(&listener, &config, env)?;
         let mut modes = vec![(Mode::Main, listener.topic().clone())];
@@ -732,6 +735,7 @@ impl App {
     /// Connects (or starts the embedded broker), creates missing topics and starts every
     /// listener. Must be called within a multi-threaded Tokio runtime.
     pub async fn start(mut self) -> Result<Running> {
+        let started_ms = crate::ops::status::now_ms();
         let ids = self.checked_services()?;
         let views = self.all_views()?;
         distinct_migrations(&mut self.migrations)?;
@@ -789,13 +793,10 @@ impl App {
             store: store.as_ref(),
         };
         let threads = self.start_services(&env).await?;
+        let status = status::Publisher::spawn(&env, metrics.clone(), ids.clone(), started_ms);
         health.started();
-        let services = ids
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        tracing::info!(process, services, "atoll started");
+        let services: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        tracing::info!(process, services = services.join(", "), "atoll started");
         Ok(Running {
             stop,
             threads,
@@ -808,6 +809,7 @@ impl App {
             health,
             http,
             store,
+            status,
             _embedded: embedded,
         })
     }
@@ -1011,6 +1013,8 @@ pub struct Running {
     health: Arc<Health>,
     http: Option<Server>,
     store: Option<Store>,
+    /// The status publisher (see [`status`]), unless `status.interval_ms` is 0.
+    status: Option<tokio::task::JoinHandle<()>>,
     _embedded: Option<EmbeddedBroker>,
 }
 
@@ -1120,6 +1124,10 @@ impl Running {
         self.health.stopping();
         self.stop.cancel();
         join_all(std::mem::take(&mut self.threads)).await;
+        // Its tombstones go out before the producer's last flush.
+        if let Some(status) = self.status.take() {
+            let _ = status.await;
+        }
         let producer = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
         if let Some(store) = &self.store {

@@ -69,6 +69,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Sagas' state.
     pub saga: SagaConfig,
+    /// The status record each process publishes for the operator console.
+    pub status: StatusConfig,
 }
 
 /// `kafka.*`.
@@ -295,6 +297,34 @@ impl Default for SagaConfig {
             restore_timeout_ms: 60_000,
             max_live: 100_000,
         }
+    }
+}
+
+/// `status.*`: the status record each process publishes on its services' `private.status`
+/// topics (see [`crate::contract::status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StatusConfig {
+    /// How often, in milliseconds (default 5,000); `0` publishes none.
+    pub interval_ms: u64,
+    /// The application's build, shown with the process (its version or commit, say).
+    pub build: Option<String>,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 5_000,
+            build: None,
+        }
+    }
+}
+
+impl StatusConfig {
+    /// How often to publish, if at all.
+    pub fn interval(&self) -> Option<std::time::Duration> {
+        (self.interval_ms > 0).then(|| std::time::Duration::from_millis(self.interval_ms))
     }
 }
 

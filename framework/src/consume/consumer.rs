@@ -38,6 +38,7 @@ use crate::consume::watermark::Watermark;
 use crate::consume::worker::{run_partition, Delivered, PartitionShared};
 use crate::contract::envelope::RecordView;
 use crate::contract::service::Service;
+use crate::contract::status::PartitionStatus;
 use crate::error::{Error, Result};
 use crate::ops::health::ConsumerHealth;
 use crate::ops::metrics::ListenerMetrics;
@@ -113,24 +114,42 @@ impl<S: Service> ClientContext for ListenerContext<S> {
             self.env.io.clients.hooks().connected();
         }
         let Some(topic) = statistics.topics.get(self.env.setup.topic.as_str()) else {
+            // It holds none of the topic's partitions.
+            let metrics = &self.env.counters.metrics;
+            metrics
+                .observed
+                .holds(self.env.setup.topic.as_str(), Vec::new());
             return;
         };
         let group = &self.env.setup.group.joined;
         let slots = self.slots.lock();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = crate::ops::status::now_ms();
+        let metrics = &self.env.counters.metrics;
+        let blocked = self.health.blocked_now();
+        let mut held = Vec::new();
         for (p, part) in &topic.partitions {
             if *p < 0 || !part.desired {
                 continue;
             }
-            if let Some(lag) = lag(part) {
-                let received = slots.get(p).and_then(|s| s.received_ms);
-                let seconds = lag_seconds(lag, received, now_ms);
-                let metrics = &self.env.counters.metrics;
+            let lag = lag(part);
+            let received = slots.get(p).and_then(|s| s.received_ms);
+            let seconds = lag.and_then(|lag| lag_seconds(lag, received, now_ms));
+            if let Some(lag) = lag {
                 metrics.set_lag(&topic.topic, group, *p, lag, seconds);
             }
+            held.push(PartitionStatus {
+                topic: topic.topic.clone(),
+                partition: *p,
+                committed: (part.committed_offset >= 0).then_some(part.committed_offset),
+                end: (part.hi_offset >= 0).then_some(part.hi_offset),
+                lag,
+                lag_seconds: seconds,
+                paused: slots.get(p).is_some_and(|s| s.paused),
+                blocked: blocked.iter().find(|b| b.0 == *p).map(|b| b.1.clone()),
+            });
         }
+        held.sort_by_key(|p| p.partition);
+        metrics.observed.holds(&topic.topic, held);
     }
 }
 

@@ -42,6 +42,7 @@ use crate::contract::service::Service;
 use crate::handler::context::{Context, Meta};
 use crate::handler::delivery::{Acking, Acks, Begun, Settled, Sink};
 use crate::ops::metrics::ListenerMetrics;
+use crate::ops::status::Then;
 use crate::produce::transactional::Output;
 
 /// A partition's state, shared by the poll thread and the worker.
@@ -429,7 +430,10 @@ impl<S: Service> ListenerEnv<S> {
                         ?delay,
                         "handler failed; retrying in place"
                     );
-                    self.counters.metrics.retried.inc();
+                    let metrics = &self.counters.metrics;
+                    metrics.retried.inc();
+                    let at = (msg.topic(), msg.partition(), msg.offset());
+                    (metrics.observed).failed(kind, &error, Then::Retrying, at);
                     if !sleep_unless(cancel, delay).await {
                         return Handled::Abandoned;
                     }
@@ -500,7 +504,9 @@ impl<S: Service> ListenerEnv<S> {
         let started = Instant::now();
         let ended = tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await;
         let metrics = &self.counters.metrics;
-        ListenerMetrics::observe(&metrics.handler_duration, started.elapsed());
+        let took = started.elapsed();
+        ListenerMetrics::observe(&metrics.handler_duration, took);
+        metrics.observed.handled_in(took);
         match ended {
             Err(_) => Err(Failed::TimedOut(budget)),
             Ok(Err(panic)) => Err(Failed::Panicked(panic_message(&*panic))),
@@ -527,7 +533,10 @@ impl<S: Service> ListenerEnv<S> {
         let (kind, error, attempts) = (failure.kind, &failure.error, failure.attempts);
         tracing::warn!(kind = %kind, error, attempts, delivery, "handler failed; sent to the retry topic");
         crate::ops::telemetry::spans::failed(kind.as_str(), error);
-        self.counters.metrics.retried.inc();
+        let metrics = &self.counters.metrics;
+        metrics.retried.inc();
+        let at = (msg.topic(), msg.partition(), msg.offset());
+        (metrics.observed).failed(kind.as_str(), error, Then::RetryTopic, at);
         let payload = msg.payload().unwrap_or_default();
         let headers = || st.headers(msg, error);
         let topic = S::ID.retry();

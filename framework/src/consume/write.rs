@@ -14,6 +14,7 @@ use crate::contract::envelope::RecordView;
 use crate::contract::service::Service;
 use crate::contract::topic::TopicName;
 use crate::handler::delivery::{Delivery, Settled};
+use crate::ops::status::Then;
 use crate::produce::transactional::Output;
 
 /// What a record costs beyond its key, value and headers' bytes (its batch's and its own
@@ -103,7 +104,7 @@ impl<S: Service> ListenerEnv<S> {
         };
         match written {
             Written::Yes => {
-                self.dead_lettered(&failure, &topic);
+                self.dead_lettered(msg, &failure, &topic);
                 Handled::Finished(Settled::Done)
             }
             Written::Abandoned | Written::TooLarge(_) => Handled::Abandoned,
@@ -130,7 +131,7 @@ impl<S: Service> ListenerEnv<S> {
             );
             failure.pointer(msg, listener)
         };
-        self.dead_lettered(&failure, &topic);
+        self.dead_lettered(msg, &failure, &topic);
         Handled::Finished(Settled::Staged(vec![Output {
             topic: topic.to_string(),
             partition: None,
@@ -150,9 +151,13 @@ impl<S: Service> ListenerEnv<S> {
             .unwrap_or(1_000_000)
     }
 
-    /// Counts, traces and logs a dead letter written (or staged) to `topic`.
-    fn dead_lettered(&self, failure: &Failure, topic: &TopicName) {
-        self.counters.metrics.dead_lettered.inc();
+    /// Counts, traces, shows and logs a dead letter of `msg` written (or staged) to `topic`.
+    fn dead_lettered(&self, msg: &Received, failure: &Failure, topic: &TopicName) {
+        let metrics = &self.counters.metrics;
+        metrics.dead_lettered.inc();
+        let at = (msg.topic(), msg.partition(), msg.offset());
+        let kind = failure.kind.as_str();
+        (metrics.observed).failed(kind, &failure.error, Then::DeadLettered, at);
         crate::ops::telemetry::spans::failed(failure.kind.as_str(), &failure.error);
         tracing::warn!(kind = %failure.kind, error = failure.error, attempts = failure.attempts, dlq = topic.as_str(), "record dead-lettered");
     }

@@ -3,10 +3,11 @@
 //! Topic names and service identity (`topic`), event types (`event`), what a service
 //! declares (`service`), the CloudEvents envelope (`envelope`), the dead-letter headers
 //! (`dead_letter`), codec kinds and derived Avro schemas (`codec`), schema compatibility
-//! (`compat`), the checked-in contract files (`files`) and the namespace manifest (`manifest`).
+//! (`compat`), the checked-in contract files (`files`), the namespace manifest (`manifest`)
+//! and the status record processes publish for the operator console (`status`).
 //!
 //! The public items here are the ones tools need: what services declare, the checked-in
-//! contract files and compatibility levels. Topic names and event types are at the crate root.
+//! contract files, compatibility levels and the status record. Topic names and event types are at the crate root.
 //!
 //! This layer imports nothing from the runtime (`framework/tests/layers.rs` checks it): tools
 //! can rely on it without starting anything.
@@ -21,6 +22,7 @@ pub(crate) mod manifest;
 pub(crate) mod reply;
 pub(crate) mod retry_topic;
 pub(crate) mod service;
+pub mod status;
 pub(crate) mod topic;
 
 pub use compat::Compatibility;

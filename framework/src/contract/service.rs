@@ -66,8 +66,8 @@ mod config_map {
 }
 
 /// The topics service `S` owns: `events`, `commands`, `results` when it publishes results,
-/// `private.dlq`, `private.retry`, `private.reply`, and `private.saga` (compacted) when it runs
-/// sagas. (`private.replayed` is created by the operator tool when it first replays a dead
+/// `private.dlq`, `private.retry`, `private.reply`, `private.saga` (compacted) when it runs
+/// sagas, and `private.status` (compacted, one partition). (`private.replayed` is created by the operator tool when it first replays a dead
 /// letter.)
 pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
     let mut topics = vec![
@@ -86,6 +86,8 @@ pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
             .into_iter()
             .map(|p| TopicSpec::private(S::ID, p, S::PARTITIONS)),
     );
+    // One record per process, read whole by the console: one partition is plenty.
+    topics.push(TopicSpec::private(S::ID, PrivateTopic::Status, 1));
     for t in &mut topics {
         let kind = &t.name.as_str()[S::ID.to_string().len() + 1..];
         for (_, key, value) in S::TOPIC_CONFIG.iter().filter(|(k, _, _)| *k == kind) {
@@ -99,11 +101,11 @@ pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
 impl TopicSpec {
     /// One of atoll's private topics of service `id`, compacted when that topic is.
     pub fn private(id: ServiceId, which: PrivateTopic, partitions: i32) -> Self {
-        let config = if which.compacted() {
-            vec![("cleanup.policy".to_owned(), "compact".to_owned())]
-        } else {
-            Vec::new()
-        };
+        let config = which
+            .config()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Self {
             name: id.private_topic(which),
             partitions,

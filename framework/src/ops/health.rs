@@ -103,6 +103,12 @@ impl ConsumerHealth {
         true
     }
 
+    /// The partitions stopped behind failing writes now, and why.
+    pub(crate) fn blocked_now(&self) -> Vec<(i32, String)> {
+        let blocked = self.blocked.lock();
+        blocked.iter().map(|b| (b.0, b.1.clone())).collect()
+    }
+
     /// The client reported a fatal error: it will do nothing from now on.
     pub(crate) fn fatal(&self, why: String) {
         self.fatal.lock().get_or_insert(why);

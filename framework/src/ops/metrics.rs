@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use crate::contract::dead_letter::DeadLetterKind;
 use crate::contract::topic::ServiceId;
 use crate::ops::stats::ListenerStats;
+use crate::ops::status::Observed;
 use crate::produce::ProduceMetrics;
 
 /// The `kind` of `atoll_records_failed_total` for a dependency out of reach.
@@ -96,6 +97,10 @@ pub(crate) struct Metrics {
     sagas_live: Family<ListenerLabels, Gauge>,
     produce: Arc<ProduceMetrics>,
     outbox: Arc<OutboxMetrics>,
+    /// Every listener's metrics, in the order they were made: the status record reads them.
+    listeners: parking_lot::Mutex<Vec<Arc<ListenerMetrics>>>,
+    /// The live-saga gauges, by service and saga listener.
+    sagas: parking_lot::Mutex<Vec<(ServiceId, &'static str, Gauge)>>,
 }
 
 impl Default for Metrics {
@@ -121,6 +126,8 @@ impl Default for Metrics {
             sagas_live: Family::default(),
             produce: Arc::default(),
             outbox: Arc::default(),
+            listeners: Default::default(),
+            sagas: Default::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -250,10 +257,31 @@ impl Metrics {
 
     /// The gauge of the live sagas of saga listener `listener`.
     pub(crate) fn sagas_live(&self, service: ServiceId, listener: &'static str) -> Gauge {
-        self.sagas_live.get_or_create_owned(&ListenerLabels {
+        let gauge = self.sagas_live.get_or_create_owned(&ListenerLabels {
             service: service.to_string(),
             listener: listener.to_owned(),
-        })
+        });
+        self.sagas.lock().push((service, listener, gauge.clone()));
+        gauge
+    }
+
+    /// The live sagas of saga listener `listener`, if it is one.
+    pub(crate) fn sagas_of(&self, service: ServiceId, listener: &str) -> Option<i64> {
+        let sagas = self.sagas.lock();
+        let found = sagas
+            .iter()
+            .find(|(s, l, _)| *s == service && *l == listener);
+        found.map(|(_, _, gauge)| gauge.get())
+    }
+
+    /// The metrics of every listener of `service`, in the order they were made.
+    pub(crate) fn listeners_of(&self, service: ServiceId) -> Vec<Arc<ListenerMetrics>> {
+        let listeners = self.listeners.lock();
+        listeners
+            .iter()
+            .filter(|l| l.service == service)
+            .cloned()
+            .collect()
     }
 
     /// The outbox's metrics, for the store's relay.
@@ -261,13 +289,37 @@ impl Metrics {
         self.outbox.clone()
     }
 
-    /// The metrics of one listener (created on first use).
-    pub(crate) fn listener(&self, service: ServiceId, listener: &'static str) -> ListenerMetrics {
+    /// The metrics of one listener (made on first use): `group` is its consumer group.
+    pub(crate) fn listener(
+        &self,
+        service: ServiceId,
+        listener: &'static str,
+        group: &str,
+    ) -> Arc<ListenerMetrics> {
+        let mut listeners = self.listeners.lock();
+        if let Some(made) = listeners
+            .iter()
+            .find(|l| l.service == service && l.listener == listener)
+        {
+            return made.clone();
+        }
+        let made = Arc::new(self.make_listener(service, listener, group));
+        listeners.push(made.clone());
+        made
+    }
+
+    fn make_listener(
+        &self,
+        service: ServiceId,
+        listener: &'static str,
+        group: &str,
+    ) -> ListenerMetrics {
         let labels = ListenerLabels {
             service: service.to_string(),
             listener: listener.to_owned(),
         };
         ListenerMetrics {
+            observed: Observed::new(group),
             service,
             listener,
             consumed: self.consumed.get_or_create_owned(&labels),
@@ -313,7 +365,7 @@ impl Metrics {
 /// `atoll_records_failed_total` of one listener, one series per [`DeadLetterKind`]: made once,
 /// so a failed attempt looks nothing up.
 #[derive(Debug)]
-struct FailedCounters {
+pub(crate) struct FailedCounters {
     decode: Counter,
     unknown_type: Counter,
     handler: Counter,
@@ -345,13 +397,23 @@ impl FailedCounters {
             DeadLetterKind::Publish => None,
         }
     }
+
+    /// Each kind's count.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (DeadLetterKind, u64)> + '_ {
+        DeadLetterKind::ALL
+            .into_iter()
+            .filter_map(|kind| Some((kind, self.of(kind)?.get())))
+    }
 }
 
 /// One listener's metrics, shared by its main and retry consumers.
 #[derive(Debug)]
 pub(crate) struct ListenerMetrics {
-    service: ServiceId,
-    listener: &'static str,
+    pub(crate) service: ServiceId,
+    pub(crate) listener: &'static str,
+    /// What the status record shows beyond the counters: handling-time percentiles, the last
+    /// failures, the partitions held.
+    pub(crate) observed: Observed,
     pub(crate) consumed: Counter,
     pub(crate) handled: Counter,
     pub(crate) retried: Counter,
@@ -370,7 +432,7 @@ pub(crate) struct ListenerMetrics {
     /// Attempts that failed because a dependency was out of reach (registry, store):
     /// `atoll_records_failed_total{kind="unavailable"}`.
     pub(crate) unavailable: Counter,
-    failed: FailedCounters,
+    pub(crate) failed: FailedCounters,
     lag: Family<PartitionLabels, Gauge>,
     lag_seconds: Family<PartitionLabels, Seconds>,
 }
@@ -444,7 +506,7 @@ mod tests {
     fn the_exposition_names_every_family_with_its_labels() {
         let m = Metrics::default();
         let id = ServiceId::new("acme", "shop", "orders").unwrap();
-        let l = m.listener(id, "place_order");
+        let l = m.listener(id, "place_order", "acme.shop.orders-place_order");
         l.consumed.inc();
         l.handled.inc();
         l.failed(DeadLetterKind::Timeout);

@@ -10,6 +10,7 @@ pub(crate) mod driver;
 pub(crate) mod inbox;
 pub(crate) mod outbox;
 pub(crate) mod schema;
+pub(crate) mod sizes;
 pub(crate) mod view;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -698,6 +699,37 @@ mod tests {
             .unwrap();
         store.check_legacy_inbox().await.unwrap();
         assert_eq!(store.legacy_inbox_before(), 0, "pruned: checked no more");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sizes_count_the_waiting_outbox_rows_their_age_and_the_inbox() {
+        let (store, dir) = sqlite("sizes").await;
+        let empty = sizes::sizes(&store).await.unwrap();
+        assert_eq!(
+            (empty.outbox_rows, empty.oldest_ms, empty.inbox_rows),
+            (0, None, 0)
+        );
+        let ten_seconds_ago = format!(
+            "INSERT INTO atoll_outbox (topic, payload, headers, ce_id, created_at)
+             VALUES ('t', x'00', x'00', 'e', {} - 10000)",
+            Backend::Sqlite.now_ms_sql()
+        );
+        for _ in 0..2 {
+            sqlx::query(sqlx::AssertSqlSafe(ten_seconds_ago.clone()))
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        let mut tx = store.pool().begin().await.unwrap();
+        inbox::claim(&mut driver::Conn::from(&mut *tx), "g", event("s", "e"), 0)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let two = sizes::sizes(&store).await.unwrap();
+        assert_eq!((two.outbox_rows, two.inbox_rows), (2, 1));
+        let age = two.oldest_ms.unwrap();
+        assert!((10_000..60_000).contains(&age), "{age} ms");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

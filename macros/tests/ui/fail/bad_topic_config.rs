@@ -1,7 +1,7 @@
 use atoll::event_service;
 
 // A topic the service does not own (no `results = true`), a config given twice, a name that
-// is not a config's, and entries of the wrong shape.
+// is not a config's, the status topic's policy, and entries of the wrong shape.
 #[event_service(
     company = "acme",
     namespace = "shop",
@@ -11,6 +11,7 @@ use atoll::event_service;
         ("events", "retention.ms", "1000"),
         ("events", "retention.ms", "2000"),
         ("events", "Retention", "1"),
+        ("private.status", "cleanup.policy", "delete"),
         ("events", "retention.ms"),
         "retention.ms",
     ]
