@@ -1,0 +1,78 @@
+//! # atoll console
+//!
+//! The operator console of atoll services: one web page of every service's processes (alive
+//! or stale), listeners (lag in records and seconds with its trend, throughput, p99 handling
+//! time, failures, dead letters, live sagas), each listener's partitions with their owners,
+//! committed and end offsets and blocked or paused state, its last failures with their cause,
+//! and the store's outbox and inbox.
+//!
+//! It reads nothing but the cluster: every process publishes its status on its service's
+//! `private.status` topic (see `atoll::contract::status`), and the console reads those
+//! topics. `atoll console` serves it; a service serves it inside its own HTTP server by
+//! nesting [`Console::router`] into [`atoll::App::routes`]:
+//!
+//! ```no_run
+//! # fn f(app: atoll::App, client: rdkafka::ClientConfig) -> Result<atoll::App, atoll_console::SourceError> {
+//! let console = atoll_console::Console::start(&client, "/console")?;
+//! let app = app.routes(axum::Router::new().nest("/console", console.router()));
+//! # Ok(app) }
+//! ```
+//!
+//! Built on axum (the routes), maud (pages rendered on the server, every value escaped), htmx
+//! (each page refreshes its content in place) and uPlot (the charts): no front-end build, and
+//! every figure is in the page's HTML, readable by a script or a test.
+
+mod fleet;
+mod pages;
+mod server;
+mod source;
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub use fleet::{Fleet, ListenerView, Liveness, Point, ProcessView, ServiceView, Trend, HISTORY};
+pub use source::{Source, SourceError, DISCOVER_EVERY};
+
+/// A running console: the reader of the status topics, and what it read.
+#[derive(Debug)]
+pub struct Console {
+    fleet: Arc<Mutex<Fleet>>,
+    base: String,
+    _source: Source,
+}
+
+impl Console {
+    /// Starts reading the cluster `client` reaches (address and security, as the services
+    /// have them); the pages will be served under `base` (`""` at the root, or the path the
+    /// router is nested at, without a trailing `/`).
+    ///
+    /// # Errors
+    /// The consumer cannot be made from `client`.
+    pub fn start(client: &rdkafka::ClientConfig, base: &str) -> Result<Self, SourceError> {
+        let fleet = Arc::new(Mutex::new(Fleet::default()));
+        let source = Source::start(client, fleet.clone())?;
+        Ok(Self {
+            fleet,
+            base: base.trim_end_matches('/').to_owned(),
+            _source: source,
+        })
+    }
+
+    /// The pages' routes, to serve at the base path given to [`start`](Self::start). The
+    /// console reads the cluster as long as this `Console` lives.
+    pub fn router(&self) -> axum::Router {
+        server::routes(server::Shared {
+            fleet: self.fleet.clone(),
+            base: self.base.clone(),
+        })
+    }
+
+    /// Every service as the console sees it now.
+    pub fn services(&self) -> Vec<ServiceView> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.fleet.lock().services(now)
+    }
+}
