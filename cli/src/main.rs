@@ -10,6 +10,7 @@ mod acls;
 mod asyncapi;
 mod broker;
 mod cluster;
+mod console;
 mod dlq;
 mod docs;
 mod graph;
@@ -29,7 +30,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "atoll",
     version,
-    about = "Operate atoll services: topics and ACLs from the manifests, dead letters, views",
+    about = "Operate atoll services: topics and ACLs from the manifests, dead letters, views, the console",
     after_help = "Exit codes: 0 done; 1 failed; 2 `plan --detailed-exitcode` found changes to make; 64 the command line is wrong."
 )]
 struct Cli {
@@ -45,6 +46,15 @@ enum Cmd {
         kafka: Kafka,
         #[command(subcommand)]
         cmd: DlqCmd,
+    },
+    /// Serve the operator console: every service's processes, listeners, lag, failures and
+    /// store, read from their status topics, on a web page.
+    Console {
+        #[command(flatten)]
+        kafka: Kafka,
+        /// Where to serve it; a loopback address unless you mean others to reach it.
+        #[arg(long, default_value = "127.0.0.1:9800", value_name = "HOST:PORT")]
+        listen: std::net::SocketAddr,
     },
     /// Views: read models that listeners build from facts in the service's store.
     View {
@@ -288,6 +298,9 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
     let out = &mut std::io::stdout().lock();
     let (kafka, cmd) = match cli.command {
         Cmd::Dlq { kafka, cmd } => (kafka, cmd),
+        Cmd::Console { kafka, listen } => {
+            return console::serve(runtime, kafka.bootstrap, listen, out).map(|()| 0);
+        }
         Cmd::View {
             kafka,
             cmd: ViewCmd::Rebuild { group, dry_run },

@@ -29,6 +29,8 @@ pub type Point = (i64, i64, f64);
 #[derive(Debug, Default)]
 pub struct Fleet {
     processes: BTreeMap<(String, String), VecDeque<ProcessStatus>>,
+    /// Services whose status topic exists: shown even when no process of theirs runs.
+    known: std::collections::BTreeSet<String>,
 }
 
 /// Whether a process still reports.
@@ -122,6 +124,12 @@ pub struct ServiceView {
 }
 
 impl Fleet {
+    /// Knows `service` (its status topic exists), so that it is shown when none of its
+    /// processes runs: a service nobody runs is what an operator most needs to see.
+    pub fn know(&mut self, service: &str) {
+        self.known.insert(service.to_owned());
+    }
+
     /// Takes a record read from a status topic: `value` `None` is a tombstone (the process
     /// stopped). A record older than the process's last is ignored (read again after a
     /// reassignment, say).
@@ -147,6 +155,9 @@ impl Fleet {
     /// Every service as of `now_ms`, by name.
     pub fn services(&self, now_ms: i64) -> Vec<ServiceView> {
         let mut services: BTreeMap<&str, Vec<&VecDeque<ProcessStatus>>> = BTreeMap::new();
+        for service in &self.known {
+            services.entry(service).or_default();
+        }
         for ((service, _), history) in &self.processes {
             services.entry(service).or_default().push(history);
         }
@@ -428,6 +439,10 @@ mod tests {
                 ("old", Liveness::Stale(80))
             ]
         );
+        fleet.know("acme.shop.payments");
+        let services = fleet.services(20_000);
+        assert_eq!(services[1].name, "acme.shop.payments");
+        assert!(services[1].processes.is_empty() && services[1].listeners.is_empty());
         let place = &orders.listeners[0];
         assert_eq!(place.processes, ["a", "b"]);
         assert_eq!((place.lag, place.partitions.len()), (21, 2));

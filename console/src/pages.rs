@@ -24,9 +24,24 @@ pub(crate) const STYLE: &str = "console.css";
 /// How often a page refreshes its content, in seconds.
 pub(crate) const REFRESH_SECONDS: u32 = 5;
 
+/// The overview's address: the base path itself (a router nested at `/console` answers
+/// `/console`, not `/console/`), or `/` at the root.
+pub(crate) fn home(base: &str) -> String {
+    if base.is_empty() {
+        "/".to_owned()
+    } else {
+        base.to_owned()
+    }
+}
+
 /// A whole page: the layout around `main`, whose content is fetched again from `path` (below
-/// `base`) every [`REFRESH_SECONDS`].
+/// `base`; `/` is the overview) every [`REFRESH_SECONDS`].
 pub(crate) fn page(base: &str, title: &str, path: &str, main: Markup) -> Markup {
+    let refresh = if path == "/" {
+        home(base)
+    } else {
+        format!("{base}{path}")
+    };
     let asset = |name: &str| format!("{base}/assets/{name}");
     html! {
         (DOCTYPE)
@@ -47,11 +62,11 @@ pub(crate) fn page(base: &str, title: &str, path: &str, main: Markup) -> Markup 
                 header {
                     strong { "atoll console" }
                     nav {
-                        a href=(format!("{base}/")) { "Overview" }
+                        a href=(home(base)) { "Overview" }
                         a href=(format!("{base}/store")) { "Store" }
                     }
                 }
-                main id="main" hx-get=(format!("{base}{path}"))
+                main id="main" hx-get=(refresh)
                     hx-trigger=(format!("every {REFRESH_SECONDS}s")) hx-swap="innerHTML" {
                     (main)
                 }
@@ -79,8 +94,11 @@ pub(crate) fn overview(base: &str, services: &[ServiceView]) -> Markup {
                 code { "<service>.private.status" } "." }
         }
         @for s in services {
-            section.service data-service=(s.name) {
+            section.service data-service=(s.name) data-processes=(s.processes.len()) {
                 h2 { (s.name) }
+                @if s.processes.is_empty() {
+                    p.stale { "No process of this service runs: what is sent to it waits." }
+                }
                 (process_table(&s.processes))
                 (listener_table(base, s))
             }

@@ -79,8 +79,14 @@ fn read(consumer: &BaseConsumer, fleet: &Mutex<Fleet>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         if discovered.is_none_or(|at| at.elapsed() >= DISCOVER_EVERY) {
             discovered = Some(Instant::now());
-            if let Err(e) = discover(consumer, &mut known) {
-                tracing::warn!(error = %e, "console: cannot list the status topics");
+            match discover(consumer, &mut known) {
+                Ok(()) => {
+                    let mut fleet = fleet.lock();
+                    for topic in &known {
+                        fleet.know(topic.strip_suffix(SUFFIX).unwrap_or(topic));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "console: cannot list the status topics"),
             }
         }
         match consumer.poll(Duration::from_millis(200)) {

@@ -785,6 +785,7 @@ pub fn text(m: &OwnedMessage) -> &str {
         .unwrap_or("")
 }
 
+pub mod browser;
 pub mod external;
 pub mod pki;
 pub mod postgres;

@@ -57,6 +57,10 @@ enum Cmd {
         service: String,
         #[command(flatten)]
         options: ShopOptions,
+        /// Also serve the operator console (every service's status) under `/console` on
+        /// ATOLL_HTTP__ADDR.
+        #[arg(long)]
+        console: bool,
     },
     /// Place orders with services running elsewhere; exit non-zero unless every order ends.
     Place {
@@ -149,6 +153,24 @@ fn ready_url(config: &Config) -> anyhow::Result<String> {
     Ok(format!("http://{addr}/health/ready"))
 }
 
+/// `app` serving the operator console under `/console`, reading the cluster it runs on; the
+/// console reads as long as the returned value lives.
+fn with_console(
+    app: App,
+    config: &Config,
+) -> anyhow::Result<(App, Option<atoll_console::Console>)> {
+    let Some(bootstrap) = &config.kafka.bootstrap_servers else {
+        anyhow::bail!("--console reads the cluster: set ATOLL_KAFKA__BOOTSTRAP_SERVERS");
+    };
+    if config.http.addr.is_none() {
+        anyhow::bail!("--console is served on the service's HTTP server: set ATOLL_HTTP__ADDR");
+    }
+    let client = atoll::broker::client_config(config, bootstrap)?;
+    let console = atoll_console::Console::start(&client, "/console")?;
+    let app = app.routes(axum::Router::new().nest("/console", console.router()));
+    Ok((app, Some(console)))
+}
+
 /// Exit 0 when `url` answers 200.
 async fn health(url: &str) -> anyhow::Result<ExitCode> {
     let client = reqwest::Client::builder()
@@ -192,10 +214,18 @@ async fn main() -> anyhow::Result<ExitCode> {
             };
             drive(app, &config, &plan).await
         }
-        Cmd::Serve { service, options } => {
+        Cmd::Serve {
+            service,
+            options,
+            console,
+        } => {
             let (config, _telemetry) = configured(&format!("acme.shop.{service}"), "info")?;
-            let app =
-                with_service(App::new(config), &service, &options.checked()?)?.topics(all_topics());
+            let app = with_service(App::new(config.clone()), &service, &options.checked()?)?
+                .topics(all_topics());
+            let (app, _console) = match console {
+                true => with_console(app, &config)?,
+                false => (app, None),
+            };
             app.run().await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,266 @@
+//! The operator console, as a person uses it: the shop's six services on tansu, the console
+//! served inside storefront (`shop serve storefront --console`), read with headless Chromium.
+//! With orders done, payments stopped (three orders' sagas then wait for it) and a dead letter
+//! made, the pages must show what the cluster holds: the committed offsets and lag of a
+//! listener's partitions, the dead letters on a service's DLQ, the sagas waiting, the service
+//! nobody runs. Screenshots of the pages land in `target/console-screenshots/` (and, with
+//! `ATOLL_SCREENSHOTS=<dir>`, there: `scripts/console-screenshots` writes the docs' pictures).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use atoll_testkit::browser;
+use atoll_testkit::process::{wait_until, Proc};
+use atoll_testkit::Tansu;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, TopicPartitionList};
+
+const SHOP: &str = env!("CARGO_BIN_EXE_shop");
+
+/// The statistics (committed offsets, ends) and status records come every second.
+const FAST: [(&str, &str); 2] = [
+    ("ATOLL_STATUS__INTERVAL_MS", "1000"),
+    ("ATOLL_KAFKA__PROPERTIES__STATISTICS_INTERVAL_MS", "1000"),
+];
+
+fn serve(broker: &Tansu, service: &str, extra: &[(String, String)]) -> Proc {
+    let mut env = broker.env();
+    env.push((
+        "ATOLL_STORE__PATH".to_owned(),
+        broker.store_path(service).display().to_string(),
+    ));
+    if service == "analytics" {
+        env.extend(example_shop::analytics::without_transactions_env());
+    }
+    env.extend(FAST.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(extra.iter().cloned());
+    let mut args = vec!["serve", service];
+    if service == "storefront" {
+        args.push("--console");
+    }
+    Proc::start(SHOP, &args, &env)
+}
+
+fn place(broker: &Tansu, orders: &str, timeout_secs: &str) -> bool {
+    Command::new(SHOP)
+        .args(["place", "--orders", orders, "--timeout-secs", timeout_secs])
+        .envs(broker.env())
+        .output()
+        .expect("run shop place")
+        .status
+        .success()
+}
+
+/// The value of attribute `attr` after the first `from` marker that follows each marker of
+/// `path` in turn (a section, then a row, then a cell).
+fn attr(dom: &str, path: &[&str], attr: &str) -> Option<String> {
+    let mut at = 0;
+    for marker in path {
+        at += dom[at..].find(marker)? + marker.len();
+    }
+    let key = format!("{attr}=\"");
+    let start = at + dom[at..].find(&key)? + key.len();
+    let end = start + dom[start..].find('"')?;
+    Some(dom[start..end].to_owned())
+}
+
+/// Per partition: (committed, end) of `group` on `topic`, as the cluster has them.
+fn cluster_offsets(bootstrap: &str, group: &str, topic: &str) -> BTreeMap<i32, (i64, i64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, end) = c
+                .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
+                .unwrap();
+            (e.partition(), (e.offset().to_raw().unwrap_or(-1), end))
+        })
+        .collect()
+}
+
+/// Records on `topic`, all partitions.
+fn records_on(bootstrap: &str, topic: &str) -> i64 {
+    cluster_offsets(bootstrap, "atoll-test-count", topic)
+        .values()
+        .map(|(_, end)| end)
+        .sum()
+}
+
+fn screenshots_dir() -> PathBuf {
+    std::env::var_os("ATOLL_SCREENSHOTS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots"),
+        PathBuf::from,
+    )
+}
+
+#[test]
+fn the_console_shows_the_shop_as_the_cluster_holds_it() {
+    let broker = Tansu::start();
+    let bootstrap = broker.bootstrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut procs: BTreeMap<&str, Proc> = example_shop::SERVICES
+        .iter()
+        .map(|s| {
+            let extra = match *s {
+                "storefront" => vec![("ATOLL_HTTP__ADDR".to_owned(), http.to_string())],
+                _ => Vec::new(),
+            };
+            (*s, serve(&broker, s, &extra))
+        })
+        .collect();
+    let joined = wait_until(Duration::from_secs(60), || {
+        procs
+            .values()
+            .all(|p| p.log().contains("partitions assigned"))
+    });
+    assert!(joined, "services did not join");
+    assert!(place(&broker, "20", "120"), "20 orders end");
+
+    // Payments stops: the next orders' sagas wait for their charge.
+    procs.get_mut("payments").unwrap().terminate();
+    assert!(
+        !place(&broker, "3", "3"),
+        "the orders cannot end without payments"
+    );
+    // A record no listener can read, for inventory's DLQ.
+    let producer = atoll_testkit::raw_producer(&bootstrap);
+    atoll_testkit::send_waiting(
+        &producer,
+        rdkafka::producer::BaseRecord::to("acme.shop.inventory.commands")
+            .key("garbage")
+            .payload("{not json"),
+    );
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+
+    let base = format!("http://{http}/console");
+    let dlq = "acme.shop.inventory.private.dlq";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let overview = loop {
+        let dom = browser::dom(&base);
+        let inventory = "data-service=\"acme.shop.inventory\"";
+        let dead: i64 = ["report-stock", "reserve-stock", "release-stock"]
+            .iter()
+            .filter_map(|l| {
+                let row = format!("data-listener=\"{l}\"");
+                attr(&dom, &[inventory, &row], "data-dead-lettered")?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .sum();
+        let sagas = attr(
+            &dom,
+            &["data-service=\"acme.shop.orders\"", "data-sagas-live=\"3\""],
+            "data-sagas-live",
+        );
+        let payments = dom.contains("data-service=\"acme.shop.payments\" data-processes=\"0\"");
+        if dead > 0 && dead == records_on(&bootstrap, dlq) && sagas.is_some() && payments {
+            break dom;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the console never showed it all:\n{dom}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(overview.contains("data-services=\"6\""), "{overview}");
+    assert!(
+        overview.contains("data-alive=\"5\""),
+        "five processes run: {overview}"
+    );
+
+    // A listener's page: its partitions' committed offsets and lag, as the cluster has them.
+    let group = "acme.shop.inventory-reserve-stock";
+    let topic = "acme.shop.inventory.commands";
+    let page = format!("{base}/listener?service=acme.shop.inventory&name=reserve-stock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listener = loop {
+        let dom = browser::dom(&page);
+        let cluster = cluster_offsets(&bootstrap, group, topic);
+        let shown: BTreeMap<i32, (i64, i64)> = cluster
+            .keys()
+            .filter_map(|p| {
+                let row = format!("data-partition=\"{p}\" data-topic=\"{topic}\"");
+                let committed = attr(&dom, &[&row], "data-committed")?.parse().ok()?;
+                let lag: i64 = attr(&dom, &[&row], "data-lag")?.parse().ok()?;
+                Some((*p, (committed, committed + lag)))
+            })
+            .collect();
+        if shown == cluster && cluster.values().any(|(c, _)| *c > 0) {
+            break dom;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page shows {shown:?}, the cluster holds {cluster:?}:\n{dom}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        listener.contains("class=\"uplot"),
+        "the chart is drawn: {listener}"
+    );
+
+    let store = browser::dom(&format!("{base}/store"));
+    assert!(
+        attr(
+            &store,
+            &["data-service=\"acme.shop.inventory\""],
+            "data-outbox-rows"
+        )
+        .is_some(),
+        "inventory's store: {store}"
+    );
+
+    let dir = screenshots_dir();
+    browser::screenshot(&base, &dir.join("console-overview.png"), 1400, 1400);
+    browser::screenshot(&page, &dir.join("console-listener.png"), 1400, 1000);
+    browser::screenshot(
+        &format!("{base}/store"),
+        &dir.join("console-store.png"),
+        1400,
+        700,
+    );
+    for p in procs.values_mut() {
+        if p.running() {
+            p.terminate();
+        }
+    }
+}
+
+#[test]
+fn the_console_needs_the_cluster_and_the_http_server() {
+    for (env, says) in [
+        (vec![], "--console reads the cluster: set ATOLL_KAFKA__BOOTSTRAP_SERVERS"),
+        (
+            vec![("ATOLL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")],
+            "--console is served on the service's HTTP server: set ATOLL_HTTP__ADDR",
+        ),
+    ] {
+        let out = Command::new(SHOP)
+            .args(["serve", "shipping", "--console"])
+            .env_remove("ATOLL_KAFKA__BOOTSTRAP_SERVERS")
+            .env_remove("ATOLL_HTTP__ADDR")
+            .envs(env)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
+    }
+}
