@@ -173,6 +173,18 @@ struct Variant {
     through_shutdown: bool,
     /// atoll's `max_buffered`, when not its default.
     max_buffered: Option<u64>,
+    /// atoll's `status.interval_ms`, when not its default (0: no status records).
+    status_ms: Option<u64>,
+}
+
+impl Variant {
+    /// Its mode in the table: the ordering, and what else sets it apart.
+    fn mode(&self) -> String {
+        match self.status_ms {
+            Some(0) => format!("{}, no status records", self.ordering),
+            _ => self.ordering.to_owned(),
+        }
+    }
 }
 
 /// Runs the plan: prints progress to stderr, the table to stdout, and writes the JSON.
@@ -220,11 +232,18 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
                 latency: true,
                 ..variant(imp, "partition", 0)
             };
-            let variants: Vec<Variant> = [Impl::Raw, Impl::Atoll]
+            let mut variants: Vec<Variant> = [Impl::Raw, Impl::Atoll]
                 .into_iter()
                 .filter(|imp| plan.impls.contains(imp))
                 .map(latency)
                 .collect();
+            // What the status records cost: the same listener without them.
+            if plan.impls.contains(&Impl::Atoll) {
+                variants.push(Variant {
+                    status_ms: Some(0),
+                    ..latency(Impl::Atoll)
+                });
+            }
             let name = format!("3: steady {rate} records/s");
             let pace = Some((rate, plan.keys));
             rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, pace).await?);
@@ -406,6 +425,7 @@ fn variant(imp: Impl, ordering: &'static str, records: u64) -> Variant {
         store: None,
         through_shutdown: false,
         max_buffered: None,
+        status_ms: None,
     }
 }
 
@@ -461,7 +481,7 @@ async fn rounds(
             eprintln!(
                 "{scenario} | {} {} | round {round}{} | {:.0} records/s, {:.1} µs CPU/record, p50 {:?} µs, p99 {:?} µs, added p50 {:?} µs, p99 {:?} µs, {:.0} MiB",
                 v.imp.label(),
-                v.ordering,
+                v.mode(),
                 if round == 0 { " (discarded)" } else { "" },
                 report.rate,
                 report.cpu_us,
@@ -507,7 +527,7 @@ fn summarize(scenario: &str, v: &Variant, runs: &[Report]) -> Row {
     Row {
         scenario: scenario.to_owned(),
         implementation: v.imp.label(),
-        mode: v.ordering.to_owned(),
+        mode: v.mode(),
         rounds: runs.len(),
         records: v.records,
         rate: of(|r| r.rate),
@@ -641,6 +661,9 @@ fn listener_env(v: &Variant) -> Vec<(String, String)> {
     }
     if let Some(n) = v.max_buffered {
         env.push((key("MAX_BUFFERED"), n.to_string()));
+    }
+    if let Some(ms) = v.status_ms {
+        env.push(("ATOLL_STATUS__INTERVAL_MS".to_owned(), ms.to_string()));
     }
     env
 }

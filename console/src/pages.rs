@@ -98,9 +98,12 @@ pub(crate) fn overview(base: &str, services: &[ServiceView]) -> Markup {
                 h2 { (s.name) }
                 @if s.processes.is_empty() {
                     p.stale { "No process of this service runs: what is sent to it waits." }
+                } @else {
+                    (process_table(&s.processes))
                 }
-                (process_table(&s.processes))
-                (listener_table(base, s))
+                @if !s.listeners.is_empty() {
+                    (listener_table(base, s))
+                }
             }
         }
     }

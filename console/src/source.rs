@@ -1,5 +1,5 @@
-//! Reads every service's status topic into the [`Fleet`]: a consumer without a group (it
-//! commits nothing and joins nothing, so any number of consoles read side by side) assigned
+//! Reads every service's status topic into the [`Fleet`]: a consumer that joins no group and
+//! commits nothing (so any number of consoles read side by side), assigned
 //! every partition of each `<service>.private.status` topic from its beginning. It looks for
 //! new status topics every [`DISCOVER_EVERY`] (a service deployed after the console started
 //! shows up then).
@@ -46,6 +46,11 @@ impl Source {
     /// The consumer cannot be made (a bad property, say).
     pub fn start(client: &ClientConfig, fleet: Arc<Mutex<Fleet>>) -> Result<Self, SourceError> {
         let mut client = client.clone();
+        // librdkafka wants a group for its consumer's calls, though this one never joins it
+        // (it assigns partitions itself) and commits nothing to it.
+        if client.get("group.id").is_none() {
+            client.set("group.id", "atoll-console");
+        }
         client
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
@@ -97,7 +102,8 @@ fn read(consumer: &BaseConsumer, fleet: &Mutex<Fleet>, stop: &AtomicBool) {
     }
 }
 
-/// Assigns the partitions of status topics not read yet, from their beginning.
+/// Assigns the partitions of status topics not read yet, from their beginning (beside those
+/// assigned before, which go on where they are).
 fn discover(consumer: &BaseConsumer, known: &mut BTreeSet<String>) -> Result<(), SourceError> {
     let metadata = consumer.fetch_metadata(None, TIMEOUT)?;
     let mut new = TopicPartitionList::new();

@@ -4,7 +4,7 @@
 //! made, the pages must show what the cluster holds: the committed offsets and lag of a
 //! listener's partitions, the dead letters on a service's DLQ, the sagas waiting, the service
 //! nobody runs. Screenshots of the pages land in `target/console-screenshots/` (and, with
-//! `ATOLL_SCREENSHOTS=<dir>`, there: `scripts/console-screenshots` writes the docs' pictures).
+//! `SHOP_SCREENSHOTS=<dir>`, there: `scripts/console-screenshots` writes the docs' pictures).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -102,7 +102,7 @@ fn records_on(bootstrap: &str, topic: &str) -> i64 {
 }
 
 fn screenshots_dir() -> PathBuf {
-    std::env::var_os("ATOLL_SCREENSHOTS").map_or_else(
+    std::env::var_os("SHOP_SCREENSHOTS").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots"),
         PathBuf::from,
     )
@@ -131,7 +131,16 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
             .values()
             .all(|p| p.log().contains("partitions assigned"))
     });
-    assert!(joined, "services did not join");
+    assert!(
+        joined,
+        "services did not join:\n{}",
+        procs
+            .iter()
+            .filter(|(_, p)| !p.log().contains("partitions assigned"))
+            .map(|(s, p)| format!("--- {s} ---\n{}", p.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(place(&broker, "20", "120"), "20 orders end");
 
     // Payments stops: the next orders' sagas wait for their charge.
@@ -167,16 +176,21 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
             .sum();
         let sagas = attr(
             &dom,
-            &["data-service=\"acme.shop.orders\"", "data-sagas-live=\"3\""],
+            &[
+                "data-service=\"acme.shop.orders\"",
+                "data-listener=\"order-saga\"",
+            ],
             "data-sagas-live",
         );
         let payments = dom.contains("data-service=\"acme.shop.payments\" data-processes=\"0\"");
-        if dead > 0 && dead == records_on(&bootstrap, dlq) && sagas.is_some() && payments {
+        let on_dlq = records_on(&bootstrap, dlq);
+        if dead > 0 && dead == on_dlq && sagas.as_deref() == Some("3") && payments {
             break dom;
         }
         assert!(
             Instant::now() < deadline,
-            "the console never showed it all:\n{dom}"
+            "the console never showed it all ({dead} dead letters shown, {on_dlq} on {dlq}, \
+             sagas {sagas:?}, payments without processes: {payments}):\n{dom}"
         );
         std::thread::sleep(Duration::from_secs(1));
     };
@@ -247,7 +261,10 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
 #[test]
 fn the_console_needs_the_cluster_and_the_http_server() {
     for (env, says) in [
-        (vec![], "--console reads the cluster: set ATOLL_KAFKA__BOOTSTRAP_SERVERS"),
+        (
+            vec![],
+            "--console reads the cluster: set ATOLL_KAFKA__BOOTSTRAP_SERVERS",
+        ),
         (
             vec![("ATOLL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")],
             "--console is served on the service's HTTP server: set ATOLL_HTTP__ADDR",
