@@ -1,14 +1,12 @@
 //! The connection to the broker, configured like the services (`ATOLL_*`, `atoll.toml`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use atoll::broker::client_config;
 use atoll::config::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -16,7 +14,6 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Broker {
     client: ClientConfig,
     bootstrap: String,
-    producer: FutureProducer,
     runtime: tokio::runtime::Handle,
 }
 
@@ -36,11 +33,9 @@ impl Broker {
         atoll::broker::reach(&client, TIMEOUT).with_context(|| {
             format!("cannot reach the broker at {bootstrap} (ATOLL_KAFKA__BOOTSTRAP_SERVERS)")
         })?;
-        let producer = client.create()?;
         Ok(Self {
             client,
             bootstrap,
-            producer,
             runtime,
         })
     }
@@ -80,70 +75,6 @@ impl Broker {
             bail!("topic `{topic}` does not exist on {}", self.bootstrap);
         }
         Ok(parts)
-    }
-
-    /// Every record of `topic` now: each partition from its start to its end.
-    pub(crate) fn read_all(&self, topic: &str) -> anyhow::Result<Vec<OwnedMessage>> {
-        let consumer = self.consumer()?;
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining = 0usize;
-        let mut ends = Vec::new();
-        for p in self.partitions(topic)? {
-            let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-            if high > low {
-                tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-                remaining += 1;
-                ends.push((p, high));
-            }
-        }
-        let mut out = Vec::new();
-        if remaining == 0 {
-            return Ok(out);
-        }
-        consumer.assign(&tpl)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut done = std::collections::HashSet::new();
-        while done.len() < remaining {
-            if Instant::now() > deadline {
-                bail!("reading `{topic}` timed out");
-            }
-            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let msg = msg?.detach();
-            let (p, o) = (msg.partition(), msg.offset());
-            if ends.iter().any(|&(q, high)| q == p && o + 1 >= high) {
-                done.insert(p);
-            }
-            out.push(msg);
-        }
-        out.sort_by_key(|m| (m.partition(), m.offset()));
-        Ok(out)
-    }
-
-    /// Sends one record and waits until the broker acknowledged it.
-    pub(crate) fn send(&self, record: FutureRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
-        let topic = record.topic.to_owned();
-        self.runtime
-            .block_on(self.producer.send(record, TIMEOUT))
-            .map_err(|(e, _)| e)
-            .with_context(|| format!("producing to `{topic}`"))?;
-        Ok(())
-    }
-
-    /// Creates `topic` as a compacted topic unless it exists.
-    pub(crate) fn ensure_compacted(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
-        if self.partitions(topic).is_ok() {
-            return Ok(());
-        }
-        let spec = atoll::contract::TopicSpec {
-            name: topic.parse()?,
-            partitions,
-            config: vec![("cleanup.policy".into(), "compact".into())],
-        };
-        self.runtime
-            .block_on(atoll::broker::create_topics(&self.client, &[spec]))?;
-        Ok(())
     }
 
     /// How many members `group` has now (0: no consumer of it is running).

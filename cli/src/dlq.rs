@@ -1,23 +1,12 @@
-//! `atoll dlq list | show | replay`.
-//!
-//! A replay re-publishes a dead letter to its original topic with its key, value and original
-//! headers, plus `atoll_replayed_from` (`<dlq>/<partition>/<offset>`) and `atoll_replay_group`
-//! (the consumer group of the listener that dead-lettered it: only that listener handles it
-//! again, others on the same topic skip it). What was replayed is remembered durably in the
-//! compacted topic `<service>.private.replayed`, keyed by `<dlq>/<partition>/<offset>`; a record
-//! found there is not replayed again unless `--force`. The marker is written after the replay
-//! was acknowledged: a crash between the two can replay one record twice (at least once).
+//! `atoll dlq list | show | replay`, on the engine of `atoll_console::dlq` (the console's
+//! dead-letter page runs the same): a replay re-publishes dead letters to their original topic
+//! for the listener that failed them, remembers each in `<service>.private.replayed`, and skips
+//! those replayed before unless `--force`.
 
-use std::collections::HashMap;
 use std::io::Write;
 
-use anyhow::{bail, Context as _};
 use atoll::dead_letter as h;
-use atoll::envelope::{header_str as header, REPLAYED_FROM, REPLAY_GROUP};
-use atoll::{PrivateTopic, TopicName};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureRecord;
-use rdkafka::Message;
+use atoll_console::dlq::{self, DeadLetter, Filter, Kafka, Redrive};
 
 use crate::broker::Broker;
 
@@ -32,16 +21,26 @@ pub(crate) enum Selection {
     All,
 }
 
-fn dlq_topic(topic: &str) -> anyhow::Result<TopicName> {
-    let t: TopicName = topic.parse()?;
-    if t.private_kind() != Some(PrivateTopic::Dlq) {
-        bail!("`{topic}` is not a dead-letter topic; those are named `<company>.<namespace>.<service>.private.dlq`");
+impl Selection {
+    /// The filter choosing them, within `[from, to)` (Unix ms) when given.
+    pub(crate) fn filter(&self, from_ms: Option<i64>, to_ms: Option<i64>) -> Filter {
+        let base = Filter {
+            from_ms,
+            to_ms,
+            ..Filter::default()
+        };
+        match self {
+            Self::At(p, o) => Filter {
+                at: Some((*p, *o)),
+                ..base
+            },
+            Self::Type(t) => Filter {
+                ce_type: Some(t.clone()),
+                ..base
+            },
+            Self::All => base,
+        }
     }
-    Ok(t)
-}
-
-fn id(topic: &str, m: &OwnedMessage) -> String {
-    format!("{topic}/{}/{}", m.partition(), m.offset())
 }
 
 /// `bytes` safe to print to a terminal: control characters (C0, DEL and C1: what drives a
@@ -65,8 +64,9 @@ fn printable(bytes: &[u8]) -> String {
 }
 
 /// A header's value, printable (`-` when absent).
-fn shown_header(m: &OwnedMessage, name: &str) -> String {
-    header(m, name).map_or_else(|| "-".to_owned(), |v| printable(v.as_bytes()))
+fn shown_header(d: &DeadLetter, name: &str) -> String {
+    d.header(name)
+        .map_or_else(|| "-".to_owned(), |v| printable(v.as_bytes()))
 }
 
 fn one_line(s: &str, max: usize) -> String {
@@ -80,62 +80,29 @@ fn one_line(s: &str, max: usize) -> String {
 
 /// `atoll dlq list`.
 pub(crate) fn list(broker: &Broker, topic: &str, out: &mut impl Write) -> anyhow::Result<()> {
-    dlq_topic(topic)?;
-    let records = broker.read_all(topic)?;
+    dlq::dlq_topic(topic)?;
+    let records = Kafka::new(broker.client())?.read_all(topic)?;
     writeln!(
         out,
         "{:<10} {:<25} {:<40} {:<16} {:<12} {:<8} ERROR",
         "OFFSET", "TIME", "TYPE", "KEY", "KIND", "ATTEMPTS"
     )?;
-    for m in &records {
-        let key = m.key().map(printable).unwrap_or_default();
+    for d in &records {
+        let key = d.key.as_deref().map(printable).unwrap_or_default();
         writeln!(
             out,
             "{:<10} {:<25} {:<40} {:<16} {:<12} {:<8} {}",
-            format!("{}:{}", m.partition(), m.offset()),
-            shown_header(m, h::FAILED_AT),
-            shown_header(m, "ce_type"),
+            format!("{}:{}", d.partition, d.offset),
+            shown_header(d, h::FAILED_AT),
+            shown_header(d, "ce_type"),
             one_line(&key, 16),
-            shown_header(m, h::ERROR_KIND),
-            shown_header(m, h::ATTEMPTS),
-            one_line(&shown_header(m, h::ERROR), 100),
+            shown_header(d, h::ERROR_KIND),
+            shown_header(d, h::ATTEMPTS),
+            one_line(&shown_header(d, h::ERROR), 100),
         )?;
     }
     writeln!(out, "{} dead letter(s) in {topic}", records.len())?;
     Ok(())
-}
-
-fn find(
-    records: &[OwnedMessage],
-    topic: &str,
-    partition: Option<i32>,
-    offset: i64,
-) -> anyhow::Result<usize> {
-    let hits: Vec<usize> = records
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.offset() == offset && partition.is_none_or(|p| p == m.partition()))
-        .map(|(i, _)| i)
-        .collect();
-    match hits.as_slice() {
-        [i] => Ok(*i),
-        [] => bail!(
-            "no record at offset {offset}{} in `{topic}`",
-            partition
-                .map(|p| format!(" of partition {p}"))
-                .unwrap_or_default()
-        ),
-        many => {
-            let parts: Vec<String> = many
-                .iter()
-                .map(|&i| records[i].partition().to_string())
-                .collect();
-            bail!(
-                "offset {offset} is in partitions {} of `{topic}`; add --partition",
-                parts.join(", ")
-            )
-        }
-    }
 }
 
 /// `atoll dlq show`.
@@ -146,23 +113,22 @@ pub(crate) fn show(
     offset: i64,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    dlq_topic(topic)?;
-    let records = broker.read_all(topic)?;
-    let m = &records[find(&records, topic, partition, offset)?];
-    writeln!(out, "record {}", id(topic, m))?;
+    dlq::dlq_topic(topic)?;
+    let records = Kafka::new(broker.client())?.read_all(topic)?;
+    let one = Selection::At(partition, offset).filter(None, None);
+    let d = one.select(topic, &records)?[0];
+    writeln!(out, "record {}", d.id(topic))?;
     writeln!(
         out,
         "key: {}",
-        m.key().map_or_else(|| "(none)".into(), printable)
+        d.key.as_deref().map_or_else(|| "(none)".into(), printable)
     )?;
     writeln!(out, "headers:")?;
-    if let Some(hs) = m.headers() {
-        for x in hs.iter() {
-            let v = x.value.map_or_else(|| "(null)".into(), printable);
-            writeln!(out, "  {}: {v}", printable(x.key.as_bytes()))?;
-        }
+    for (k, v) in &d.headers {
+        let v = v.as_deref().map_or_else(|| "(null)".into(), printable);
+        writeln!(out, "  {}: {v}", printable(k.as_bytes()))?;
     }
-    let payload = m.payload().unwrap_or_default();
+    let payload = d.payload.as_deref().unwrap_or_default();
     let shown = match serde_json::from_slice::<serde_json::Value>(payload) {
         // serde_json escapes only the controls below U+0020: DEL and C1 pass.
         Ok(v) => serde_json::to_string_pretty(&v)?
@@ -184,128 +150,26 @@ pub(crate) fn show(
 pub(crate) fn replay(
     broker: &Broker,
     topic: &str,
-    selection: &Selection,
-    dry_run: bool,
-    force: bool,
+    how: &Redrive,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let dlq = dlq_topic(topic)?;
-    let records = broker.read_all(topic)?;
-    let chosen: Vec<&OwnedMessage> = match selection {
-        Selection::At(p, o) => vec![&records[find(&records, topic, *p, *o)?]],
-        Selection::Type(t) => records
-            .iter()
-            .filter(|m| header(*m, "ce_type") == Some(t.as_str()))
-            .collect(),
-        Selection::All => records.iter().collect(),
+    let kafka = Kafka::new(broker.client())?;
+    let mut written = Ok(());
+    let summary = dlq::redrive(&kafka, topic, how, |outcome| {
+        if written.is_ok() {
+            written = writeln!(out, "{outcome}");
+        }
+    })?;
+    written?;
+    let verb = if how.dry_run {
+        "would replay"
+    } else {
+        "replayed"
     };
-    let memory = dlq.private_sibling(PrivateTopic::Replayed)?.to_string();
-    let partitions = broker.partitions(topic)?.len() as i32;
-    if !dry_run {
-        broker
-            .ensure_compacted(&memory, partitions)
-            .with_context(|| format!("creating `{memory}`"))?;
-    }
-    let replayed: HashMap<String, String> = match broker.read_all(&memory) {
-        Ok(marks) => marks
-            .iter()
-            .filter_map(|m| {
-                let k = String::from_utf8_lossy(m.key()?).into_owned();
-                Some((
-                    k,
-                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                ))
-            })
-            .collect(),
-        Err(_) if dry_run => HashMap::new(),
-        Err(e) => return Err(e),
-    };
-    let (mut done, mut skipped) = (0, 0);
-    for m in chosen {
-        let rid = id(topic, m);
-        if let (Some(when), false) = (replayed.get(&rid), force) {
-            writeln!(
-                out,
-                "skip {rid}: already replayed ({when}); --force replays it again"
-            )?;
-            skipped += 1;
-            continue;
-        }
-        let (Some(target), Some(listener)) = (header(m, h::ORIGINAL_TOPIC), header(m, h::LISTENER))
-        else {
-            bail!(
-                "{rid} has no {} / {} header: not an atoll dead letter",
-                h::ORIGINAL_TOPIC,
-                h::LISTENER
-            );
-        };
-        if target.ends_with(".private.saga") {
-            writeln!(
-                out,
-                "skip {rid}: a saga state that did not decode; it cannot be replayed (the saga was forgotten)"
-            )?;
-            skipped += 1;
-            continue;
-        }
-        if let Some(size) = header(m, h::PAYLOAD_OMITTED) {
-            let (p, o) = (
-                header(m, h::ORIGINAL_PARTITION).unwrap_or("?"),
-                header(m, h::ORIGINAL_OFFSET).unwrap_or("?"),
-            );
-            writeln!(
-                out,
-                "skip {rid}: its payload ({size} bytes) was too large for the DLQ and is not in it; the original is {target} partition {p} offset {o}"
-            )?;
-            skipped += 1;
-            continue;
-        }
-        let group = format!("{}-{listener}", dlq.service_prefix());
-        if dry_run {
-            writeln!(out, "would replay {rid} to {target} for {group}")?;
-            done += 1;
-            continue;
-        }
-        let mut headers = OwnedHeaders::new();
-        if let Some(hs) = m.headers() {
-            for x in hs
-                .iter()
-                .filter(|x| !x.key.starts_with("atoll_dlq_") && !x.key.starts_with("atoll_replay"))
-            {
-                headers = headers.insert(x);
-            }
-        }
-        headers = headers
-            .insert(Header {
-                key: REPLAYED_FROM,
-                value: Some(rid.as_str()),
-            })
-            .insert(Header {
-                key: REPLAY_GROUP,
-                value: Some(group.as_str()),
-            });
-        let mut record = FutureRecord::<[u8], [u8]>::to(target).headers(headers);
-        if let Some(k) = m.key() {
-            record = record.key(k);
-        }
-        if let Some(p) = m.payload() {
-            record = record.payload(p);
-        }
-        broker.send(record)?;
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)?;
-        let mark = format!("{now} to {target}");
-        broker.send(
-            FutureRecord::to(&memory)
-                .key(rid.as_bytes())
-                .payload(mark.as_bytes()),
-        )?;
-        writeln!(out, "replayed {rid} to {target} for {group}")?;
-        done += 1;
-    }
-    let verb = if dry_run { "would replay" } else { "replayed" };
     writeln!(
         out,
-        "{verb} {done}, skipped {skipped} (already replayed, or without payload)"
+        "{verb} {}, skipped {} (already replayed, or without payload)",
+        summary.redriven, summary.skipped
     )?;
     Ok(())
 }
@@ -330,16 +194,6 @@ mod tests {
         for (bytes, want) in cases {
             assert_eq!(printable(bytes), *want, "{bytes:?}");
         }
-    }
-
-    #[test]
-    fn only_dead_letter_topics() {
-        assert!(dlq_topic("acme.shop.orders.private.dlq").is_ok());
-        let e = dlq_topic("acme.shop.orders.events")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not a dead-letter topic"), "{e}");
-        assert!(dlq_topic("not a topic").is_err());
     }
 
     #[test]

@@ -226,12 +226,17 @@ enum DlqCmd {
         /// With `--offset`: the record's partition.
         #[arg(long, requires = "offset")]
         partition: Option<i32>,
+        #[command(flatten)]
+        window: Window,
         /// Print what would be replayed; write nothing.
         #[arg(long)]
         dry_run: bool,
         /// Replay records that were replayed before.
         #[arg(long)]
         force: bool,
+        /// At most this many records per second (default: as fast as the broker takes them).
+        #[arg(long, value_name = "RECORDS_PER_SECOND")]
+        rate: Option<f64>,
     },
 }
 
@@ -244,6 +249,40 @@ struct At {
     /// The record's partition.
     #[arg(long)]
     partition: Option<i32>,
+}
+
+/// Dead letters written to the DLQ within a time window (RFC 3339, e.g.
+/// `2026-12-07T08:00:00Z`).
+#[derive(Args)]
+struct Window {
+    /// Only those dead-lettered at or after this time.
+    #[arg(long)]
+    from: Option<String>,
+    /// Only those dead-lettered before this time.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl Window {
+    fn start_ms(&self) -> anyhow::Result<Option<i64>> {
+        self.from
+            .as_deref()
+            .map(|t| unix_ms("--from", t))
+            .transpose()
+    }
+
+    fn end_ms(&self) -> anyhow::Result<Option<i64>> {
+        self.to.as_deref().map(|t| unix_ms("--to", t)).transpose()
+    }
+}
+
+/// An RFC 3339 time as Unix milliseconds.
+fn unix_ms(flag: &str, time: &str) -> anyhow::Result<i64> {
+    let t = time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            anyhow::anyhow!("{flag} `{time}` is not an RFC 3339 time (2026-12-07T08:00:00Z): {e}")
+        })?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 #[derive(Args)]
@@ -424,15 +463,23 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
             topic,
             select,
             partition,
+            window,
             dry_run,
             force,
+            rate,
         } => {
             let selection = match (select.offset, select.ce_type) {
                 (Some(offset), _) => dlq::Selection::At(partition, offset),
                 (None, Some(t)) => dlq::Selection::Type(t),
                 (None, None) => dlq::Selection::All,
             };
-            dlq::replay(&broker, &topic, &selection, dry_run, force, out)
+            let how = atoll_console::dlq::Redrive {
+                filter: selection.filter(window.start_ms()?, window.end_ms()?),
+                dry_run,
+                force,
+                per_second: rate,
+            };
+            dlq::replay(&broker, &topic, &how, out)
         }
     }
     .map(|()| 0)

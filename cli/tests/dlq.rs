@@ -95,10 +95,46 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
 
     let dry = atoll(&env, &["dlq", "replay", DLQ, "--all", "--dry-run"]);
     assert!(stdout(&dry).contains("would replay 2"), "{}", stdout(&dry));
+    // By the time they were dead-lettered: none after a time to come, both within a window.
+    let replay_window = |window: &[&str]| {
+        let mut args = vec!["dlq", "replay", DLQ, "--all", "--dry-run"];
+        args.extend_from_slice(window);
+        atoll(&env, &args)
+    };
+    let later = replay_window(&["--from", "2999-01-01T00:00:00Z"]);
+    assert!(
+        stdout(&later).contains("would replay 0"),
+        "{}",
+        stdout(&later)
+    );
+    let earlier = replay_window(&["--to", "2000-01-01T00:00:00Z"]);
+    assert!(
+        stdout(&earlier).contains("would replay 0"),
+        "{}",
+        stdout(&earlier)
+    );
+    let within = replay_window(&[
+        "--from",
+        "2000-01-01T00:00:00Z",
+        "--to",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert!(
+        stdout(&within).contains("would replay 2"),
+        "{}",
+        stdout(&within)
+    );
+    let bad = replay_window(&["--from", "yesterday"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--from `yesterday` is not an RFC 3339 time"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
-    // The handler is fixed: replay, and each listener handles `bad` once more.
+    // The handler is fixed: replay (spaced out), and each listener handles `bad` once more.
     let fixed = Proc::start(probe_bin(), &[], &env);
-    let replay = atoll(&env, &["dlq", "replay", DLQ, "--all"]);
+    let replay = atoll(&env, &["dlq", "replay", DLQ, "--all", "--rate", "50"]);
     assert!(
         replay.status.success(),
         "{}",

@@ -22,6 +22,7 @@
 //! (each page refreshes its content in place) and uPlot (the charts): no front-end build, and
 //! every figure is in the page's HTML, readable by a script or a test.
 
+pub mod dlq;
 mod fleet;
 mod pages;
 mod server;

@@ -1,0 +1,164 @@
+//! The cluster, as the dead-letter tools need it: every record of a topic, a topic's
+//! partitions, a compacted topic made when missing, and a record sent and acknowledged. Blocking
+//! calls: run them off the async workers (`spawn_blocking`), inside a Tokio runtime.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use super::letter::DeadLetter;
+use super::DlqError;
+
+/// How long one request to the broker may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long reading a whole topic may take.
+const READ_WITHIN: Duration = Duration::from_secs(60);
+
+/// A connection for reading and redriving dead letters.
+pub struct Kafka {
+    client: ClientConfig,
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kafka").finish_non_exhaustive()
+    }
+}
+
+impl Kafka {
+    /// Connects with `client` (address and security, as the services have them).
+    ///
+    /// # Errors
+    /// The producer cannot be made from `client`.
+    pub fn new(client: &ClientConfig) -> Result<Self, DlqError> {
+        Ok(Self {
+            client: client.clone(),
+            producer: client.create()?,
+        })
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer, DlqError> {
+        let mut c = self.client.clone();
+        c.set("group.id", "atoll-dlq")
+            .set("enable.auto.commit", "false");
+        Ok(c.create()?)
+    }
+
+    /// The partitions of `topic`.
+    ///
+    /// # Errors
+    /// [`DlqError::NoTopic`] when it does not exist.
+    pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, DlqError> {
+        let md = self.consumer()?.fetch_metadata(Some(topic), TIMEOUT)?;
+        let parts: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if parts.is_empty() {
+            return Err(DlqError::NoTopic(topic.to_owned()));
+        }
+        Ok(parts)
+    }
+
+    /// Every record of `topic` now: each partition from its start to its end, in partition and
+    /// offset order.
+    ///
+    /// # Errors
+    /// The topic does not exist, or cannot be read within a minute.
+    pub fn read_all(&self, topic: &str) -> Result<Vec<DeadLetter>, DlqError> {
+        let consumer = self.consumer()?;
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for p in self.partitions(topic)? {
+            let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+            if high > low {
+                tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+                ends.push((p, high));
+            }
+        }
+        let mut out = Vec::new();
+        if ends.is_empty() {
+            return Ok(out);
+        }
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + READ_WITHIN;
+        let mut done = HashSet::new();
+        while done.len() < ends.len() {
+            if Instant::now() > deadline {
+                return Err(DlqError::Timeout(topic.to_owned()));
+            }
+            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let msg = msg?;
+            let (p, o) = (msg.partition(), msg.offset());
+            if ends.iter().any(|&(q, high)| q == p && o + 1 >= high) {
+                done.insert(p);
+            }
+            out.push(DeadLetter::of(&msg));
+        }
+        out.sort_by_key(|m| (m.partition, m.offset));
+        Ok(out)
+    }
+
+    /// Sends one record and waits until the broker acknowledged it.
+    ///
+    /// # Errors
+    /// [`DlqError::Send`] when the broker did not take it.
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(String, Option<Vec<u8>>)],
+    ) -> Result<(), DlqError> {
+        let mut hs = OwnedHeaders::new();
+        for (k, v) in headers {
+            hs = hs.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(hs);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        let sent = self.producer.send(record, TIMEOUT);
+        tokio::runtime::Handle::current()
+            .block_on(sent)
+            .map_err(|(e, _)| DlqError::Send {
+                topic: topic.to_owned(),
+                error: e,
+            })?;
+        Ok(())
+    }
+
+    /// Creates `topic` as a compacted topic with `partitions` unless it exists.
+    ///
+    /// # Errors
+    /// The broker refused to create it.
+    pub fn ensure_compacted(&self, topic: &str, partitions: i32) -> Result<(), DlqError> {
+        if self.partitions(topic).is_ok() {
+            return Ok(());
+        }
+        let spec = atoll::contract::TopicSpec {
+            name: topic.parse()?,
+            partitions,
+            config: vec![("cleanup.policy".into(), "compact".into())],
+        };
+        tokio::runtime::Handle::current()
+            .block_on(atoll::broker::create_topics(&self.client, &[spec]))?;
+        Ok(())
+    }
+}
