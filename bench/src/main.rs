@@ -43,6 +43,53 @@ enum Command {
     /// One measured run (started by the orchestrator).
     #[command(hide = true)]
     Worker(Work),
+    /// What the status record costs a process: assembling and serializing one record, and
+    /// observing one handler attempt; and what share of a listener's CPU that is.
+    StatusCost(StatusCost),
+}
+
+/// `status-cost`'s settings.
+#[derive(Debug, clap::Args)]
+struct StatusCost {
+    /// Listeners in the service.
+    #[arg(long, default_value_t = 10)]
+    listeners: usize,
+    /// Partitions each listener holds.
+    #[arg(long, default_value_t = 12)]
+    partitions: usize,
+    /// Records assembled.
+    #[arg(long, default_value_t = 2_000)]
+    rounds: u32,
+    /// The listener's CPU per record to compare with, in µs (scenario 3's atoll at 1,000
+    /// records/s measured 28–36 µs).
+    #[arg(long, default_value_t = 30.0)]
+    cpu_us: f64,
+    /// How often the record is published, in ms (the default `status.interval_ms`).
+    #[arg(long, default_value_t = 5_000)]
+    interval_ms: u64,
+}
+
+/// Prints what the status record costs (see [`StatusCost`]).
+fn status_cost(c: &StatusCost) {
+    let (record, attempt) = atoll::__private::status_cost(c.listeners, c.partitions, c.rounds);
+    let record_us = record.as_secs_f64() * 1e6;
+    let attempt_us = attempt.as_secs_f64() * 1e6;
+    println!(
+        "status record of {} listeners × {} partitions: {record_us:.1} µs to assemble and serialize; one handler attempt's observation: {:.1} ns",
+        c.listeners,
+        c.partitions,
+        attempt_us * 1e3
+    );
+    println!(
+        "| records/s | status CPU per second | share of the listener's CPU ({} µs/record) |",
+        c.cpu_us
+    );
+    println!("|---|---|---|");
+    for rate in [100.0, 1_000.0, 10_000.0] {
+        let per_second = record_us * 1_000.0 / c.interval_ms as f64 + attempt_us * rate;
+        let share = per_second / (rate * c.cpu_us) * 100.0;
+        println!("| {rate:.0} | {per_second:.1} µs | {share:.3}% |");
+    }
 }
 
 /// The implementations measured.
@@ -176,6 +223,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Some(Command::Worker(work)) => runtime.block_on(worker(work)),
+        Some(Command::StatusCost(c)) => {
+            status_cost(&c);
+            Ok(())
+        }
         None => runtime.block_on(orchestra::run(cli.plan)),
     }
 }

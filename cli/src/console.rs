@@ -22,8 +22,21 @@ pub(crate) fn serve(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let broker = Broker::connect_to(runtime.clone(), bootstrap)?;
-    let console = atoll_console::Console::start(broker.client(), "")?;
-    writeln!(out, "atoll console: http://{addr}/ (Ctrl-C stops it)")?;
+    let token = atoll::config::Config::load()?
+        .console
+        .token()
+        .map_err(anyhow::Error::msg)?;
+    let acts = token.is_some();
+    let console = atoll_console::Console::start(broker.client(), "", token)?;
+    let mode = if acts {
+        "actions ask for console.token"
+    } else {
+        "read-only: console.token is not set"
+    };
+    writeln!(
+        out,
+        "atoll console: http://{addr}/ ({mode}; Ctrl-C stops it)"
+    )?;
     if !addr.ip().is_loopback() {
         writeln!(
             out,

@@ -4,7 +4,9 @@
 //! or stale), listeners (lag in records and seconds with its trend, throughput, p99 handling
 //! time, failures, dead letters, live sagas), each listener's partitions with their owners,
 //! committed and end offsets and blocked or paused state, its last failures with their cause,
-//! and the store's outbox and inbox.
+//! the store's outbox and inbox, and each service's dead letters, which it redrives to their
+//! original topic for whoever gives its token ([`dlq`] is the engine, shared with
+//! `atoll dlq`).
 //!
 //! It reads nothing but the cluster: every process publishes its status on its service's
 //! `private.status` topic (see `atoll::contract::status`), and the console reads those
@@ -12,8 +14,9 @@
 //! nesting [`Console::router`] into [`atoll::App::routes`]:
 //!
 //! ```no_run
-//! # fn f(app: atoll::App, client: rdkafka::ClientConfig) -> Result<atoll::App, atoll_console::SourceError> {
-//! let console = atoll_console::Console::start(&client, "/console")?;
+//! # fn f(app: atoll::App, client: rdkafka::ClientConfig) -> Result<atoll::App, atoll_console::StartError> {
+//! let token = app.config().console.token().expect("a readable token");
+//! let console = atoll_console::Console::start(&client, "/console", token)?;
 //! let app = app.routes(axum::Router::new().nest("/console", console.router()));
 //! # Ok(app) }
 //! ```
@@ -22,8 +25,10 @@
 //! (each page refreshes its content in place) and uPlot (the charts): no front-end build, and
 //! every figure is in the page's HTML, readable by a script or a test.
 
+mod dead_letters;
 pub mod dlq;
 mod fleet;
+mod guard;
 mod pages;
 mod server;
 mod source;
@@ -35,27 +40,48 @@ use parking_lot::Mutex;
 pub use fleet::{Fleet, ListenerView, Liveness, Point, ProcessView, ServiceView, Trend, HISTORY};
 pub use source::{Source, SourceError, DISCOVER_EVERY};
 
-/// A running console: the reader of the status topics, and what it read.
+/// A running console: the reader of the status topics, what it read, and the connection its
+/// dead-letter pages use.
 #[derive(Debug)]
 pub struct Console {
     fleet: Arc<Mutex<Fleet>>,
     base: String,
+    kafka: Arc<dlq::Kafka>,
+    guard: Arc<guard::Guard>,
     _source: Source,
+}
+
+/// Why the console cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The status reader cannot be made.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The dead-letter connection cannot be made.
+    #[error(transparent)]
+    Dlq(#[from] dlq::DlqError),
 }
 
 impl Console {
     /// Starts reading the cluster `client` reaches (address and security, as the services
     /// have them); the pages will be served under `base` (`""` at the root, or the path the
-    /// router is nested at, without a trailing `/`).
+    /// router is nested at, without a trailing `/`). With a `token` (`console.token`), its
+    /// actions ask for it; without one, the console only shows.
     ///
     /// # Errors
-    /// The consumer cannot be made from `client`.
-    pub fn start(client: &rdkafka::ClientConfig, base: &str) -> Result<Self, SourceError> {
+    /// The clients cannot be made from `client`.
+    pub fn start(
+        client: &rdkafka::ClientConfig,
+        base: &str,
+        token: Option<atoll::config::Secret>,
+    ) -> Result<Self, StartError> {
         let fleet = Arc::new(Mutex::new(Fleet::default()));
         let source = Source::start(client, fleet.clone())?;
         Ok(Self {
             fleet,
             base: base.trim_end_matches('/').to_owned(),
+            kafka: Arc::new(dlq::Kafka::new(client)?),
+            guard: Arc::new(guard::Guard::new(token)),
             _source: source,
         })
     }
@@ -66,6 +92,8 @@ impl Console {
         server::routes(server::Shared {
             fleet: self.fleet.clone(),
             base: self.base.clone(),
+            kafka: self.kafka.clone(),
+            guard: self.guard.clone(),
         })
     }
 

@@ -64,6 +64,7 @@ pub(crate) fn page(base: &str, title: &str, path: &str, main: Markup) -> Markup 
                     nav {
                         a href=(home(base)) { "Overview" }
                         a href=(format!("{base}/store")) { "Store" }
+                        a href=(format!("{base}/dlq")) { "Dead letters" }
                     }
                 }
                 main id="main" hx-get=(refresh)
@@ -95,7 +96,7 @@ pub(crate) fn overview(base: &str, services: &[ServiceView]) -> Markup {
         }
         @for s in services {
             section.service data-service=(s.name) data-processes=(s.processes.len()) {
-                h2 { (s.name) }
+                h2 { (s.name) " " a.dlq href=(format!("{base}/dlq?service={}", s.name)) { "dead letters" } }
                 @if s.processes.is_empty() {
                     p.stale { "No process of this service runs: what is sent to it waits." }
                 } @else {

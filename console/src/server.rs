@@ -4,16 +4,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use maud::Markup;
 use parking_lot::Mutex;
 use serde::Deserialize;
 
+use crate::dead_letters;
+use crate::dlq::{self, Kafka, Redrive};
 use crate::fleet::Fleet;
+use crate::guard::Guard;
 use crate::pages;
 
 /// What the routes read.
@@ -22,6 +25,10 @@ pub(crate) struct Shared {
     pub(crate) fleet: Arc<Mutex<Fleet>>,
     /// The path the console is served under (`""` at the root, `/console` nested).
     pub(crate) base: String,
+    /// Reads and redrives dead letters.
+    pub(crate) kafka: Arc<Kafka>,
+    /// Who may act.
+    pub(crate) guard: Arc<Guard>,
 }
 
 /// The routes, relative to the console's base path.
@@ -30,6 +37,8 @@ pub(crate) fn routes(shared: Shared) -> Router {
         .route("/", get(overview))
         .route("/listener", get(listener))
         .route("/store", get(store))
+        .route("/dlq", get(dead_letters))
+        .route("/dlq/redrive", post(redrive))
         .route("/assets/{file}", get(asset))
         .with_state(Arc::new(shared))
         .layer(axum::middleware::map_response(secure))
@@ -141,4 +150,176 @@ async fn asset(Path(file): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+async fn dead_letters(
+    State(s): State<Arc<Shared>>,
+    Query(query): Query<dead_letters::Query>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(service) = query.service.clone() else {
+        let services: Vec<String> = s
+            .fleet
+            .lock()
+            .services(now_ms())
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        let main = dead_letters::index(&s.base, &services);
+        return answer(&headers, &s, "Dead letters", "/dlq", main);
+    };
+    let path = format!("/dlq?service={service}");
+    let filter = match query.filter() {
+        Ok(f) => f,
+        Err(why) => {
+            let page = answer(
+                &headers,
+                &s,
+                "Dead letters",
+                &path,
+                dead_letters::refused(&why),
+            );
+            return (StatusCode::BAD_REQUEST, page).into_response();
+        }
+    };
+    let dlq = format!("{service}.private.dlq");
+    let kafka = s.kafka.clone();
+    let read = tokio::task::spawn_blocking(move || kafka.read_all(&dlq)).await;
+    let all = match read {
+        Ok(Ok(all)) => all,
+        Ok(Err(e)) => {
+            let page = answer(
+                &headers,
+                &s,
+                "Dead letters",
+                &path,
+                pages::not_found(&e.to_string()),
+            );
+            return (StatusCode::NOT_FOUND, page).into_response();
+        }
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let letters: Vec<&dlq::DeadLetter> = all.iter().filter(|d| filter.matches(d)).collect();
+    let shown = dead_letters::Shown {
+        base: &s.base,
+        service: &service,
+        query: &query,
+        letters: &letters,
+        total: all.len(),
+        csrf: s.guard.acts().then(|| s.guard.csrf()),
+    };
+    answer(
+        &headers,
+        &s,
+        "Dead letters",
+        &path,
+        dead_letters::page(&shown),
+    )
+}
+
+/// The redrive form's fields: the filter's (or one dead letter's `at`), the token, the
+/// anti-forgery value, the rate and whether it is a dry run.
+#[derive(Debug, Deserialize)]
+struct RedriveForm {
+    service: String,
+    #[serde(rename = "type", default)]
+    ce_type: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    cause: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    at: String,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rate: String,
+    dry_run: Option<String>,
+}
+
+async fn redrive(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(form): Form<RedriveForm>,
+) -> Response {
+    let path = format!("/dlq?service={}", form.service);
+    if let Err(refused) = s.guard.check(&headers, &form.token, &form.csrf) {
+        tracing::warn!(
+            service = form.service,
+            why = refused.say(),
+            "console: a redrive was refused"
+        );
+        let page = answer(
+            &headers,
+            &s,
+            "Refused",
+            &path,
+            dead_letters::refused(refused.say()),
+        );
+        return (StatusCode::FORBIDDEN, page).into_response();
+    }
+    let query = dead_letters::Query {
+        service: Some(form.service.clone()),
+        ce_type: form.ce_type,
+        kind: form.kind,
+        cause: form.cause,
+        key: form.key,
+        from: form.from,
+        to: form.to,
+        at: form.at,
+    };
+    let filter = match query.filter() {
+        Ok(f) => f,
+        Err(why) => {
+            let page = answer(&headers, &s, "Refused", &path, dead_letters::refused(&why));
+            return (StatusCode::BAD_REQUEST, page).into_response();
+        }
+    };
+    let how = Redrive {
+        filter,
+        dry_run: form.dry_run.is_some(),
+        force: false,
+        per_second: form.rate.trim().parse().ok(),
+    };
+    let dlq = format!("{}.private.dlq", form.service);
+    let kafka = s.kafka.clone();
+    let dry_run = how.dry_run;
+    let ran = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        let summary = dlq::redrive(&kafka, &dlq, &how, |o| lines.push(o.to_string()));
+        summary.map(|summary| (lines, summary))
+    })
+    .await;
+    match ran {
+        Ok(Ok((lines, summary))) => {
+            tracing::info!(
+                service = form.service,
+                dry_run,
+                redriven = summary.redriven,
+                skipped = summary.skipped,
+                "console: dead letters redriven"
+            );
+            let main = dead_letters::redriven(&s.base, &form.service, &lines, dry_run);
+            answer(&headers, &s, "Redriven", &path, main)
+        }
+        Ok(Err(e)) => {
+            let page = answer(
+                &headers,
+                &s,
+                "Failed",
+                &path,
+                dead_letters::refused(&e.to_string()),
+            );
+            (StatusCode::BAD_GATEWAY, page).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

@@ -63,7 +63,7 @@ async fn a_process_shows_up_with_its_listener_and_goes_when_it_stops() {
         .await
         .unwrap();
     let client = atoll::broker::client_config(&config, &cluster.bootstrap_servers()).unwrap();
-    let console = Console::start(&client, "").unwrap();
+    let console = Console::start(&client, "", None).unwrap();
     let process = running.process_name().to_owned();
     until(&console, "the process and its handled record", |s| {
         s.iter().any(|s| {

@@ -214,6 +214,7 @@ pub mod telemetry {
 /// Used by the code the macros generate; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::app::status::status_cost;
     pub use crate::contract::codec::{AvroProbe, AvroProbeDerived, AvroProbeNone};
     pub use crate::contract::service::ce_type_of;
     pub use crate::handler::input::{decode_as, none_of};

@@ -19,6 +19,9 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 const SHOP: &str = env!("CARGO_BIN_EXE_shop");
 
+/// The console's action token (storefront serves the console).
+const TOKEN: &str = "console-token-7f3a";
+
 /// The statistics (committed offsets, ends) and status records come every second.
 const FAST: [(&str, &str); 2] = [
     ("ATOLL_STATUS__INTERVAL_MS", "1000"),
@@ -120,7 +123,10 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
         .iter()
         .map(|s| {
             let extra = match *s {
-                "storefront" => vec![("ATOLL_HTTP__ADDR".to_owned(), http.to_string())],
+                "storefront" => vec![
+                    ("ATOLL_HTTP__ADDR".to_owned(), http.to_string()),
+                    ("ATOLL_CONSOLE__TOKEN".to_owned(), TOKEN.to_owned()),
+                ],
                 _ => Vec::new(),
             };
             (*s, serve(&broker, s, &extra))
@@ -242,12 +248,25 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
         "inventory's store: {store}"
     );
 
+    dead_letters(&base, &bootstrap, dlq);
+    let storefront = procs["storefront"].log();
+    assert!(
+        !storefront.contains(TOKEN),
+        "the token in a log:\n{storefront}"
+    );
+
     let dir = screenshots_dir();
     browser::screenshot(&base, &dir.join("console-overview.png"), 1400, 1400);
     browser::screenshot(&page, &dir.join("console-listener.png"), 1400, 1000);
     browser::screenshot(
         &format!("{base}/store"),
         &dir.join("console-store.png"),
+        1400,
+        700,
+    );
+    browser::screenshot(
+        &format!("{base}/dlq?service=acme.shop.inventory"),
+        &dir.join("console-dead-letters.png"),
         1400,
         700,
     );
@@ -280,4 +299,121 @@ fn the_console_needs_the_cluster_and_the_http_server() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(says), "{err}");
     }
+}
+
+/// The dead-letter page shows inventory's DLQ as the cluster holds it; a redrive is refused
+/// without the token, with a wrong one, and from a form the console did not serve; with the
+/// token, a dry run says what it would do and a redrive re-publishes the record for the
+/// listener that failed it.
+fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
+    let page = format!("{base}/dlq?service=acme.shop.inventory");
+    let dom = browser::dom(&page);
+    let total = attr(&dom, &[], "data-dead-letters-total").unwrap();
+    assert_eq!(
+        total.parse::<i64>().unwrap(),
+        records_on(bootstrap, dlq),
+        "{dom}"
+    );
+    let at = attr(&dom, &["<tbody>"], "data-dlq").expect("a dead letter's row");
+    assert!(
+        dom.contains("\"garbage\"") || dom.contains(">garbage<"),
+        "its key: {dom}"
+    );
+    let csrf = attr(&dom, &["name=\"csrf\""], "value").expect("the redrive form");
+    assert!(!dom.contains(TOKEN));
+
+    let post = |fields: &[(&str, &str)], origin: &str| {
+        let client = reqwest::blocking::Client::new();
+        let r = client
+            .post(format!("{base}/dlq/redrive"))
+            .header("Origin", origin)
+            .form(fields)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let ours = format!(
+        "http://{}",
+        base.trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+    );
+    let one = |token: &'static str, csrf: &str, dry: bool| {
+        let mut f = vec![
+            ("service", "acme.shop.inventory".to_owned()),
+            ("at", at.clone()),
+            ("token", token.to_owned()),
+            ("csrf", csrf.to_owned()),
+            ("rate", "5".to_owned()),
+        ];
+        if dry {
+            f.push(("dry_run", "on".to_owned()));
+        }
+        f
+    };
+    let fields =
+        |f: &[(&'static str, String)]| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    for (form, origin, says) in [
+        (
+            one("", &csrf, false),
+            ours.as_str(),
+            "the token is not this console's",
+        ),
+        (
+            one("wrong", &csrf, false),
+            ours.as_str(),
+            "the token is not this console's",
+        ),
+        (
+            one(TOKEN, "forged", false),
+            ours.as_str(),
+            "did not come from this console's own page",
+        ),
+        (
+            one(TOKEN, &csrf, false),
+            "http://evil.example",
+            "did not come from this console's own page",
+        ),
+    ] {
+        let f = fields(&form);
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = post(&pairs, origin);
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains(says) && !body.contains(TOKEN), "{body}");
+    }
+    assert_eq!(
+        records_on(bootstrap, dlq),
+        total.parse::<i64>().unwrap(),
+        "nothing redriven"
+    );
+
+    let dry = fields(&one(TOKEN, &csrf, true));
+    let pairs: Vec<(&str, &str)> = dry.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = post(&pairs, &ours);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("would replay acme.shop.inventory.private.dlq/"),
+        "{body}"
+    );
+
+    let commands = "acme.shop.inventory.commands";
+    let before = records_on(bootstrap, commands);
+    let real = fields(&one(TOKEN, &csrf, false));
+    let pairs: Vec<(&str, &str)> = real.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = post(&pairs, &ours);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("replayed acme.shop.inventory.private.dlq/"),
+        "{body}"
+    );
+    assert!(!body.contains(TOKEN));
+    assert_eq!(
+        records_on(bootstrap, commands),
+        before + 1,
+        "re-published once"
+    );
+    // A second redrive of the same dead letter is skipped: it was remembered.
+    let (_, again) = post(&pairs, &ours);
+    assert!(again.contains("already replayed"), "{again}");
 }

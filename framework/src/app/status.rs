@@ -124,32 +124,111 @@ impl Publisher {
 
     /// The record of `service` now.
     fn record(&self, service: ServiceId, sizes: Option<Sizes>) -> ProcessStatus {
-        let listeners = self.metrics.listeners_of(service);
-        let listeners = listeners
-            .iter()
-            .map(|l| listener_status(l, self.metrics.sagas_of(service, l.listener)))
-            .collect();
-        let outbox = self.metrics.outbox();
-        ProcessStatus {
-            format: STATUS_FORMAT,
-            service: service.to_string(),
-            process: self.process.clone(),
-            atoll_version: env!("CARGO_PKG_VERSION").to_owned(),
-            build: self.build.clone(),
+        let identity = Identity {
+            process: &self.process,
+            build: self.build.as_deref(),
             started_ms: self.started_ms,
-            at_ms: now_ms(),
-            interval_ms: self.interval.as_millis() as u64,
-            listeners,
-            outbox: sizes.map(|s| OutboxStatus {
-                rows: s.outbox_rows,
-                oldest_seconds: s.oldest_ms.map(|ms| ms as f64 / 1000.0),
-                relayed: outbox.relayed.get(),
-                failed: outbox.failed.get(),
-                dead_lettered: outbox.dead_lettered.get(),
-            }),
-            inbox: sizes.map(|s| InboxStatus { rows: s.inbox_rows }),
-        }
+            interval: self.interval,
+        };
+        process_status(&self.metrics, service, &identity, sizes)
     }
+}
+
+/// Who publishes: the process, its build, when it started, how often it publishes.
+struct Identity<'a> {
+    process: &'a str,
+    build: Option<&'a str>,
+    started_ms: i64,
+    interval: Duration,
+}
+
+/// The record of `service` from what `metrics` counted and the store's `sizes`.
+fn process_status(
+    metrics: &Metrics,
+    service: ServiceId,
+    who: &Identity<'_>,
+    sizes: Option<Sizes>,
+) -> ProcessStatus {
+    let listeners = metrics.listeners_of(service);
+    let listeners = listeners
+        .iter()
+        .map(|l| listener_status(l, metrics.sagas_of(service, l.listener)))
+        .collect();
+    let outbox = metrics.outbox();
+    ProcessStatus {
+        format: STATUS_FORMAT,
+        service: service.to_string(),
+        process: who.process.to_owned(),
+        atoll_version: env!("CARGO_PKG_VERSION").to_owned(),
+        build: who.build.map(str::to_owned),
+        started_ms: who.started_ms,
+        at_ms: now_ms(),
+        interval_ms: who.interval.as_millis() as u64,
+        listeners,
+        outbox: sizes.map(|s| OutboxStatus {
+            rows: s.outbox_rows,
+            oldest_seconds: s.oldest_ms.map(|ms| ms as f64 / 1000.0),
+            relayed: outbox.relayed.get(),
+            failed: outbox.failed.get(),
+            dead_lettered: outbox.dead_lettered.get(),
+        }),
+        inbox: sizes.map(|s| InboxStatus { rows: s.inbox_rows }),
+    }
+}
+
+/// What the status record costs, for the benchmark (`atoll-bench status-cost`): the mean
+/// time to assemble and serialize one service's record of `listeners` listeners, each holding
+/// `partitions` partitions and the most failures a record keeps, over `rounds` rounds; and the
+/// mean time one handler attempt's observation (the handling-time histogram) adds.
+#[doc(hidden)]
+pub fn status_cost(listeners: usize, partitions: usize, rounds: u32) -> (Duration, Duration) {
+    let metrics = Metrics::default();
+    let service = ServiceId::new("acme", "bench", "status").expect("a valid id");
+    let names: Vec<&'static str> = (0..listeners)
+        .map(|i| &*Box::leak(format!("listener-{i}").into_boxed_str()))
+        .collect();
+    for name in &names {
+        let l = metrics.listener(service, name, &format!("{service}-{name}"));
+        for n in 0..crate::contract::status::LAST_ERRORS as i64 {
+            let cause = "the payment provider answered 503 Service Unavailable";
+            let at = ("acme.bench.status.commands", 0, n);
+            l.observed
+                .failed("handler", cause, crate::ops::status::Then::Retrying, at);
+        }
+        let held = (0..partitions as i32)
+            .map(|p| crate::contract::status::PartitionStatus {
+                topic: "acme.bench.status.commands".into(),
+                partition: p,
+                committed: Some(1_000_000),
+                end: Some(1_000_100),
+                lag: Some(100),
+                lag_seconds: Some(0.2),
+                paused: false,
+                blocked: None,
+            })
+            .collect();
+        l.observed.holds("acme.bench.status.commands", held);
+    }
+    let who = Identity {
+        process: "bench-1",
+        build: Some("bench"),
+        started_ms: 0,
+        interval: Duration::from_secs(5),
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        let record = process_status(&metrics, service, &who, None);
+        std::hint::black_box(serde_json::to_vec(&record).expect("serializes"));
+    }
+    let per_record = started.elapsed() / rounds.max(1);
+    let l = metrics.listener(service, names.first().copied().unwrap_or("l"), "g");
+    let attempts = 1_000_000u32;
+    let started = std::time::Instant::now();
+    for i in 0..attempts {
+        l.observed
+            .handled_in(Duration::from_micros(u64::from(i % 5_000)));
+    }
+    (per_record, started.elapsed() / attempts)
 }
 
 /// Waits (a while) for the broker to take `sent`; a status record that did not make it is

@@ -71,6 +71,8 @@ pub struct Config {
     pub saga: SagaConfig,
     /// The status record each process publishes for the operator console.
     pub status: StatusConfig,
+    /// The operator console's actions.
+    pub console: ConsoleConfig,
 }
 
 /// `kafka.*`.
@@ -297,6 +299,35 @@ impl Default for SagaConfig {
             restore_timeout_ms: 60_000,
             max_live: 100_000,
         }
+    }
+}
+
+/// `console.*`: what the operator console (`atoll console`, or served inside a service) lets
+/// its users do. Without a token it only shows; with one, its actions (redriving dead letters)
+/// ask for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ConsoleConfig {
+    /// The token the console's actions ask for (a secret: shown and serialized as
+    /// `[redacted]`).
+    pub token: Option<Secret>,
+    /// A file holding the token instead (a mounted secret).
+    pub token_file: Option<PathBuf>,
+}
+
+impl ConsoleConfig {
+    /// The token, from `token` or `token_file`; `None` when neither is set.
+    ///
+    /// # Errors
+    /// Both are set, or the file cannot be read or is empty (the message names the file, never
+    /// what it holds).
+    pub fn token(&self) -> std::result::Result<Option<Secret>, String> {
+        Secret::resolve(
+            "console.token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+        )
     }
 }
 
