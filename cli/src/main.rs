@@ -235,7 +235,7 @@ enum DlqCmd {
         #[arg(long)]
         force: bool,
         /// At most this many records per second (default: as fast as the broker takes them).
-        #[arg(long, value_name = "RECORDS_PER_SECOND")]
+        #[arg(long, value_name = "RECORDS_PER_SECOND", value_parser = rate)]
         rate: Option<f64>,
     },
 }
@@ -273,6 +273,15 @@ impl Window {
 
     fn end_ms(&self) -> anyhow::Result<Option<i64>> {
         self.to.as_deref().map(|t| unix_ms("--to", t)).transpose()
+    }
+}
+
+/// `--rate`: records per second, from 0.01 to 1,000,000.
+fn rate(text: &str) -> Result<f64, String> {
+    match atoll_console::dlq::rate(text) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err("a rate is needed".to_owned()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -91,14 +91,19 @@ async fn apply_creates_the_shop_and_plan_then_sees_only_whats_new() {
         .filter(|(t, _)| t.starts_with("acme.shop."))
         .collect();
     assert_eq!(shop_topics.len(), creates, "{on_broker:?}");
-    // Five topics each, the analytics results and the orders saga state.
+    // Six topics each (the status topic among them), the analytics results and the orders
+    // saga state.
     assert_eq!(
         creates,
-        6 * 5 + 2,
+        6 * 6 + 2,
         "six services' topics:\n{}",
         text(&first)
     );
-    assert!(shop_topics.iter().all(|(_, p)| *p == 6), "{shop_topics:?}");
+    let declared = |t: &str| if t.ends_with(".private.status") { 1 } else { 6 };
+    assert!(
+        shop_topics.iter().all(|(t, p)| *p == declared(t)),
+        "{shop_topics:?}"
+    );
     // Applied: nothing more to do, and a second apply changes nothing.
     let again = plan(shop, &b, &[]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));

@@ -28,6 +28,10 @@ pub(crate) struct Query {
     /// One dead letter, `<partition>:<offset>` (the redrive form of a row).
     #[serde(default)]
     pub(crate) at: String,
+    /// When the page the redrive form is on was made (Unix ms): a redrive leaves out what was
+    /// dead-lettered after, which the operator did not see.
+    #[serde(default)]
+    pub(crate) shown_at: String,
 }
 
 impl Query {
@@ -47,6 +51,19 @@ impl Query {
                 Some((Some(p), o))
             }
         };
+        let to_ms = given(&self.to).map(|t| unix_ms(&t)).transpose()?;
+        let shown_at = match given(&self.shown_at) {
+            None => None,
+            Some(t) => Some(
+                t.parse::<i64>()
+                    .map_err(|_| format!("`{t}` is no time in milliseconds"))?,
+            ),
+        };
+        // Up to the page's making, at most: nothing the operator did not see.
+        let to_ms = match (to_ms, shown_at.map(|t| t + 1)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Ok(Filter {
             at,
             ce_type: given(&self.ce_type),
@@ -54,7 +71,7 @@ impl Query {
             cause: given(&self.cause),
             key: given(&self.key),
             from_ms: given(&self.from).map(|t| unix_ms(&t)).transpose()?,
-            to_ms: given(&self.to).map(|t| unix_ms(&t)).transpose()?,
+            to_ms,
         })
     }
 }
@@ -83,7 +100,7 @@ pub(crate) fn index(base: &str, services: &[String]) -> Markup {
         h1 { "Dead letters" }
         ul.services {
             @for s in services {
-                li { a href=(format!("{base}/dlq?service={s}")) { (s) } }
+                li { a href=(crate::pages::dlq_href(base, s)) { (s) } }
             }
         }
     }
@@ -98,6 +115,8 @@ pub(crate) struct Shown<'a> {
     pub(crate) total: usize,
     /// The anti-forgery value, when the console has actions.
     pub(crate) csrf: Option<&'a str>,
+    /// When the page was made (Unix ms).
+    pub(crate) now_ms: i64,
 }
 
 /// A service's dead letters.
@@ -195,6 +214,7 @@ fn redrive_form(s: &Shown<'_>, csrf: &str, at: &str, label: &str) -> Markup {
         form.redrive method="post" action=(format!("{}/dlq/redrive", s.base)) {
             input type="hidden" name="csrf" value=(csrf);
             input type="hidden" name="service" value=(s.service);
+            input type="hidden" name="shown_at" value=(s.now_ms);
             @if at.is_empty() {
                 input type="hidden" name="type" value=(q.ce_type);
                 input type="hidden" name="kind" value=(q.kind);
@@ -220,7 +240,7 @@ pub(crate) fn redriven(base: &str, service: &str, lines: &[String], dry_run: boo
         pre.outcome data-outcome-lines=(lines.len()) {
             @for l in lines { (l) "\n" }
         }
-        p { a href=(format!("{base}/dlq?service={service}")) { "Back to the dead letters" } }
+        p { a href=(crate::pages::dlq_href(base, service)) { "Back to the dead letters" } }
     }
 }
 
@@ -249,6 +269,16 @@ mod tests {
         assert_eq!(f.at, Some((Some(2), 15)));
         assert_eq!(f.from_ms, Some(1_796_630_400_000));
         assert_eq!(f.to_ms, Some(1_796_634_000_000));
+        let seen = Query {
+            to: "2026-12-07T09:00:00Z".into(),
+            shown_at: "1796630400000".into(),
+            ..Query::default()
+        };
+        assert_eq!(
+            seen.filter().unwrap().to_ms,
+            Some(1_796_630_400_001),
+            "the page's time"
+        );
         let bad = Query {
             from: "yesterday".into(),
             ..Query::default()

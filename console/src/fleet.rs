@@ -170,8 +170,11 @@ impl Fleet {
 
 /// Whether a process whose last record is `last` is alive at `now_ms`.
 pub(crate) fn liveness(last: &ProcessStatus, now_ms: i64) -> Liveness {
-    let age = now_ms - last.at_ms;
-    let limit = STALE_AFTER_INTERVALS * last.interval_ms as i64 + 2_000;
+    let age = now_ms.saturating_sub(last.at_ms);
+    let interval = i64::try_from(last.interval_ms).unwrap_or(i64::MAX);
+    let limit = STALE_AFTER_INTERVALS
+        .saturating_mul(interval)
+        .saturating_add(2_000);
     if age <= limit {
         Liveness::Alive
     } else {
@@ -297,18 +300,23 @@ fn history(name: &str, alive: &[&VecDeque<ProcessStatus>]) -> Vec<Point> {
     let mut times: Vec<i64> = per_process.iter().flatten().map(|p| p.0).collect();
     times.sort_unstable();
     times.dedup();
+    // Each process's cursor: how many of its points lie at or before the time at hand.
+    let mut upto = vec![0usize; per_process.len()];
     times
         .into_iter()
         .map(|t| {
             let mut lag = 0;
             let mut rate = 0.0;
-            for points in &per_process {
-                let upto: Vec<&(i64, i64, u64)> = points.iter().filter(|p| p.0 <= t).collect();
-                if let Some(last) = upto.last() {
+            for (points, n) in per_process.iter().zip(upto.iter_mut()) {
+                while *n < points.len() && points[*n].0 <= t {
+                    *n += 1;
+                }
+                let seen = &points[..*n];
+                if let Some(last) = seen.last() {
                     lag += last.1;
                 }
-                if let [.., before, last] = upto.as_slice() {
-                    rate += rate_between(**before, **last);
+                if let [.., before, last] = seen {
+                    rate += rate_between(*before, *last);
                 }
             }
             (t, lag, rate)
@@ -408,6 +416,9 @@ mod tests {
         assert_eq!(liveness(&r, 100_000), Liveness::Alive);
         assert_eq!(liveness(&r, 117_000), Liveness::Alive);
         assert_eq!(liveness(&r, 117_001), Liveness::Stale(17));
+        let mut odd = r.clone();
+        odd.interval_ms = u64::MAX;
+        assert_eq!(liveness(&odd, i64::MAX), Liveness::Alive, "no overflow");
     }
 
     #[test]

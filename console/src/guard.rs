@@ -85,14 +85,14 @@ impl Guard {
     }
 }
 
-/// Whether the browser says the request came from another site: `Sec-Fetch-Site` other than
-/// `same-origin` or `none` (typed or bookmarked), or an `Origin` whose host is not `Host`.
+/// Whether the browser says the request came from another site. Browsers that send
+/// `Sec-Fetch-Site` say it there: anything but `same-origin` (or `none`: typed, bookmarked) is
+/// another site's. Older ones are judged by `Origin` against `Host` (which a proxy may rewrite:
+/// hence the browsers' own word first).
 fn cross_site(headers: &HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = text("sec-fetch-site") {
-        if site != "same-origin" && site != "none" {
-            return true;
-        }
+        return site != "same-origin" && site != "none";
     }
     match (text("origin"), text("host")) {
         (Some(origin), Some(host)) => {
@@ -132,12 +132,19 @@ mod tests {
             ("host", "127.0.0.1:9800"),
             ("origin", "http://127.0.0.1:9800"),
         ];
+        // Behind a proxy that rewrites `Host`: the browser's `Sec-Fetch-Site` decides.
+        let proxied = [
+            ("sec-fetch-site", "same-origin"),
+            ("host", "127.0.0.1:9800"),
+            ("origin", "https://ops.example.com"),
+        ];
         type Headers<'a> = &'a [(&'static str, &'static str)];
         #[rustfmt::skip]
-        let cases: [(Headers, &str, &str, Result<(), Refused>); 9] = [
+        let cases: [(Headers, &str, &str, Result<(), Refused>); 10] = [
             (&ours, "s3cret", &csrf, Ok(())),
             (&[("host", "h")], "s3cret", &csrf, Ok(())),
             (&[("sec-fetch-site", "same-origin")], "s3cret", &csrf, Ok(())),
+            (&proxied, "s3cret", &csrf, Ok(())),
             (&ours, "s3cre", &csrf, Err(Refused::WrongToken)),
             (&ours, "", &csrf, Err(Refused::WrongToken)),
             (&ours, "s3cret", "", Err(Refused::Forged)),

@@ -48,6 +48,7 @@ pub struct Console {
     base: String,
     kafka: Arc<dlq::Kafka>,
     guard: Arc<guard::Guard>,
+    redriving: Arc<tokio::sync::Mutex<()>>,
     _source: Source,
 }
 
@@ -82,6 +83,7 @@ impl Console {
             base: base.trim_end_matches('/').to_owned(),
             kafka: Arc::new(dlq::Kafka::new(client)?),
             guard: Arc::new(guard::Guard::new(token)),
+            redriving: Arc::default(),
             _source: source,
         })
     }
@@ -94,6 +96,7 @@ impl Console {
             base: self.base.clone(),
             kafka: self.kafka.clone(),
             guard: self.guard.clone(),
+            redriving: self.redriving.clone(),
         })
     }
 

@@ -34,14 +34,17 @@ pub(crate) fn home(base: &str) -> String {
     }
 }
 
-/// A whole page: the layout around `main`, whose content is fetched again from `path` (below
-/// `base`; `/` is the overview) every [`REFRESH_SECONDS`].
-pub(crate) fn page(base: &str, title: &str, path: &str, main: Markup) -> Markup {
-    let refresh = if path == "/" {
-        home(base)
-    } else {
-        format!("{base}{path}")
-    };
+/// A whole page: the layout around `main`, whose content is fetched again every
+/// [`REFRESH_SECONDS`] from `refresh` (below `base`; `/` is the overview) when given. Pages
+/// with forms (the dead letters) are not refreshed: a refresh would wipe what is being typed.
+pub(crate) fn page(base: &str, title: &str, refresh: Option<&str>, main: Markup) -> Markup {
+    let refresh = refresh.map(|path| {
+        if path == "/" {
+            home(base)
+        } else {
+            format!("{base}{path}")
+        }
+    });
     let asset = |name: &str| format!("{base}/assets/{name}");
     html! {
         (DOCTYPE)
@@ -67,9 +70,13 @@ pub(crate) fn page(base: &str, title: &str, path: &str, main: Markup) -> Markup 
                         a href=(format!("{base}/dlq")) { "Dead letters" }
                     }
                 }
-                main id="main" hx-get=(refresh)
-                    hx-trigger=(format!("every {REFRESH_SECONDS}s")) hx-swap="innerHTML" {
-                    (main)
+                @if let Some(refresh) = refresh {
+                    main id="main" hx-get=(refresh)
+                        hx-trigger=(format!("every {REFRESH_SECONDS}s")) hx-swap="innerHTML" {
+                        (main)
+                    }
+                } @else {
+                    main id="main" { (main) }
                 }
             }
         }
@@ -96,7 +103,7 @@ pub(crate) fn overview(base: &str, services: &[ServiceView]) -> Markup {
         }
         @for s in services {
             section.service data-service=(s.name) data-processes=(s.processes.len()) {
-                h2 { (s.name) " " a.dlq href=(format!("{base}/dlq?service={}", s.name)) { "dead letters" } }
+                h2 { (s.name) " " a.dlq href=(dlq_href(base, &s.name)) { "dead letters" } }
                 @if s.processes.is_empty() {
                     p.stale { "No process of this service runs: what is sent to it waits." }
                 } @else {
@@ -267,9 +274,14 @@ pub(crate) fn listener_href(base: &str, service: &str, listener: &str) -> String
     )
 }
 
+/// The link to a service's dead letters.
+pub(crate) fn dlq_href(base: &str, service: &str) -> String {
+    format!("{base}/dlq?service={}", query(service))
+}
+
 /// `s` as a query value: service and listener names are `[a-z0-9._-]`, which need no
 /// escaping; anything else is percent-encoded.
-fn query(s: &str) -> String {
+pub(crate) fn query(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),

@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     pub(crate) kafka: Arc<Kafka>,
     /// Who may act.
     pub(crate) guard: Arc<Guard>,
+    /// Held while a redrive runs: one at a time, so that a double click or a retried request
+    /// cannot send the same dead letters twice (each run reads the markers once, at its start).
+    pub(crate) redriving: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The routes, relative to the console's base path.
@@ -71,20 +74,28 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The page, or its `<main>` alone for htmx's refresh.
-fn answer(headers: &HeaderMap, s: &Shared, title: &str, path: &str, main: Markup) -> Response {
+/// The page, or its `<main>` alone for htmx's refresh (from `refresh`, when the page has one).
+fn answer(
+    headers: &HeaderMap,
+    s: &Shared,
+    title: &str,
+    refresh: Option<&str>,
+    main: Markup,
+) -> Response {
     let markup = if headers.contains_key("hx-request") {
         main
     } else {
-        pages::page(&s.base, title, path, main)
+        pages::page(&s.base, title, refresh, main)
     };
-    Html(markup.into_string()).into_response()
+    // The fragment and the page differ by that header: caches (and the Back button) must
+    // not give one for the other.
+    ([(header::VARY, "HX-Request")], Html(markup.into_string())).into_response()
 }
 
 async fn overview(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let services = s.fleet.lock().services(now_ms());
     let main = pages::overview(&s.base, &services);
-    answer(&headers, &s, "Overview", "/", main)
+    answer(&headers, &s, "Overview", Some("/"), main)
 }
 
 /// `?service=…&name=…`.
@@ -108,14 +119,14 @@ async fn listener(
     match found {
         Some(l) => {
             let main = pages::listener(&which.service, l);
-            answer(&headers, &s, &which.name, &path, main)
+            answer(&headers, &s, &which.name, Some(&path), main)
         }
         None => {
             let what = format!(
                 "No running process of {} reports a listener {}.",
                 which.service, which.name
             );
-            let page = answer(&headers, &s, "Not found", &path, pages::not_found(&what));
+            let page = answer(&headers, &s, "Not found", None, pages::not_found(&what));
             (StatusCode::NOT_FOUND, page).into_response()
         }
     }
@@ -123,7 +134,13 @@ async fn listener(
 
 async fn store(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let services = s.fleet.lock().services(now_ms());
-    answer(&headers, &s, "Store", "/store", pages::store(&services))
+    answer(
+        &headers,
+        &s,
+        "Store",
+        Some("/store"),
+        pages::store(&services),
+    )
 }
 
 /// The scripts and style sheets, built into the binary.
@@ -157,6 +174,7 @@ async fn dead_letters(
     Query(query): Query<dead_letters::Query>,
     headers: HeaderMap,
 ) -> Response {
+    let title = "Dead letters";
     let Some(service) = query.service.clone() else {
         let services: Vec<String> = s
             .fleet
@@ -165,39 +183,28 @@ async fn dead_letters(
             .into_iter()
             .map(|v| v.name)
             .collect();
-        let main = dead_letters::index(&s.base, &services);
-        return answer(&headers, &s, "Dead letters", "/dlq", main);
+        return answer(
+            &headers,
+            &s,
+            title,
+            None,
+            dead_letters::index(&s.base, &services),
+        );
     };
-    let path = format!("/dlq?service={service}");
+    let fail = |status: StatusCode, why: &str| {
+        let page = answer(&headers, &s, title, None, dead_letters::refused(why));
+        (status, page).into_response()
+    };
     let filter = match query.filter() {
         Ok(f) => f,
-        Err(why) => {
-            let page = answer(
-                &headers,
-                &s,
-                "Dead letters",
-                &path,
-                dead_letters::refused(&why),
-            );
-            return (StatusCode::BAD_REQUEST, page).into_response();
-        }
+        Err(why) => return fail(StatusCode::BAD_REQUEST, &why),
     };
     let dlq = format!("{service}.private.dlq");
     let kafka = s.kafka.clone();
-    let read = tokio::task::spawn_blocking(move || kafka.read_all(&dlq)).await;
-    let all = match read {
+    let all = match tokio::task::spawn_blocking(move || kafka.read_all(&dlq)).await {
         Ok(Ok(all)) => all,
-        Ok(Err(e)) => {
-            let page = answer(
-                &headers,
-                &s,
-                "Dead letters",
-                &path,
-                pages::not_found(&e.to_string()),
-            );
-            return (StatusCode::NOT_FOUND, page).into_response();
-        }
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Ok(Err(e)) => return fail(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let letters: Vec<&dlq::DeadLetter> = all.iter().filter(|d| filter.matches(d)).collect();
     let shown = dead_letters::Shown {
@@ -207,19 +214,15 @@ async fn dead_letters(
         letters: &letters,
         total: all.len(),
         csrf: s.guard.acts().then(|| s.guard.csrf()),
+        now_ms: now_ms(),
     };
-    answer(
-        &headers,
-        &s,
-        "Dead letters",
-        &path,
-        dead_letters::page(&shown),
-    )
+    answer(&headers, &s, title, None, dead_letters::page(&shown))
 }
 
-/// The redrive form's fields: the filter's (or one dead letter's `at`), the token, the
-/// anti-forgery value, the rate and whether it is a dry run.
-#[derive(Debug, Deserialize)]
+/// The redrive form's fields: the filter's (or one dead letter's `at`), when the page was
+/// made, the token, the anti-forgery value, the rate and whether it is a dry run. (No `Debug`:
+/// it holds the token.)
+#[derive(Deserialize)]
 struct RedriveForm {
     service: String,
     #[serde(rename = "type", default)]
@@ -237,6 +240,8 @@ struct RedriveForm {
     #[serde(default)]
     at: String,
     #[serde(default)]
+    shown_at: String,
+    #[serde(default)]
     token: String,
     #[serde(default)]
     csrf: String,
@@ -245,54 +250,64 @@ struct RedriveForm {
     dry_run: Option<String>,
 }
 
+impl RedriveForm {
+    /// The redrive it asks for.
+    fn redrive(&self) -> Result<Redrive, String> {
+        let query = dead_letters::Query {
+            service: Some(self.service.clone()),
+            ce_type: self.ce_type.clone(),
+            kind: self.kind.clone(),
+            cause: self.cause.clone(),
+            key: self.key.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            at: self.at.clone(),
+            shown_at: self.shown_at.clone(),
+        };
+        let per_second = match self.rate.trim() {
+            "" => None,
+            rate => dlq::rate(rate).map_err(|e| e.to_string())?,
+        };
+        Ok(Redrive {
+            filter: query.filter()?,
+            dry_run: self.dry_run.is_some(),
+            force: false,
+            per_second,
+        })
+    }
+}
+
 async fn redrive(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
     Form(form): Form<RedriveForm>,
 ) -> Response {
-    let path = format!("/dlq?service={}", form.service);
+    let refuse = |status: StatusCode, why: &str| {
+        let page = answer(&headers, &s, "Refused", None, dead_letters::refused(why));
+        (status, page).into_response()
+    };
+    let service = form.service.clone();
     if let Err(refused) = s.guard.check(&headers, &form.token, &form.csrf) {
         tracing::warn!(
-            service = form.service,
+            service,
             why = refused.say(),
             "console: a redrive was refused"
         );
-        let page = answer(
-            &headers,
-            &s,
-            "Refused",
-            &path,
-            dead_letters::refused(refused.say()),
-        );
-        return (StatusCode::FORBIDDEN, page).into_response();
+        return refuse(StatusCode::FORBIDDEN, refused.say());
     }
-    let query = dead_letters::Query {
-        service: Some(form.service.clone()),
-        ce_type: form.ce_type,
-        kind: form.kind,
-        cause: form.cause,
-        key: form.key,
-        from: form.from,
-        to: form.to,
-        at: form.at,
+    let how = match form.redrive() {
+        Ok(how) => how,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, &why),
     };
-    let filter = match query.filter() {
-        Ok(f) => f,
-        Err(why) => {
-            let page = answer(&headers, &s, "Refused", &path, dead_letters::refused(&why));
-            return (StatusCode::BAD_REQUEST, page).into_response();
-        }
+    let Ok(running) = s.redriving.clone().try_lock_owned() else {
+        let why = "a redrive is running: wait for its end, then look at the dead letters again";
+        return refuse(StatusCode::CONFLICT, why);
     };
-    let how = Redrive {
-        filter,
-        dry_run: form.dry_run.is_some(),
-        force: false,
-        per_second: form.rate.trim().parse().ok(),
-    };
-    let dlq = format!("{}.private.dlq", form.service);
+    let dlq = format!("{service}.private.dlq");
     let kafka = s.kafka.clone();
     let dry_run = how.dry_run;
     let ran = tokio::task::spawn_blocking(move || {
+        let _running = running;
         let mut lines = Vec::new();
         let summary = dlq::redrive(&kafka, &dlq, &how, |o| lines.push(o.to_string()));
         summary.map(|summary| (lines, summary))
@@ -301,25 +316,16 @@ async fn redrive(
     match ran {
         Ok(Ok((lines, summary))) => {
             tracing::info!(
-                service = form.service,
+                service,
                 dry_run,
                 redriven = summary.redriven,
                 skipped = summary.skipped,
                 "console: dead letters redriven"
             );
-            let main = dead_letters::redriven(&s.base, &form.service, &lines, dry_run);
-            answer(&headers, &s, "Redriven", &path, main)
+            let main = dead_letters::redriven(&s.base, &service, &lines, dry_run);
+            answer(&headers, &s, "Redriven", None, main)
         }
-        Ok(Err(e)) => {
-            let page = answer(
-                &headers,
-                &s,
-                "Failed",
-                &path,
-                dead_letters::refused(&e.to_string()),
-            );
-            (StatusCode::BAD_GATEWAY, page).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Ok(Err(e)) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -63,7 +63,8 @@ impl Kafka {
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         if parts.is_empty() {
-            return Err(DlqError::NoTopic(topic.to_owned()));
+            let at = self.client.get("bootstrap.servers").unwrap_or_default();
+            return Err(DlqError::NoTopic(topic.to_owned(), at.to_owned()));
         }
         Ok(parts)
     }

@@ -8,7 +8,7 @@ mod redrive;
 
 pub use kafka::Kafka;
 pub use letter::{DeadLetter, Filter};
-pub use redrive::{decide, dlq_topic, headers, redrive, Decision, Outcome, Redrive, Summary};
+pub use redrive::{decide, dlq_topic, headers, rate, redrive, Decision, Outcome, Redrive, Summary};
 
 /// Why a dead-letter operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +17,9 @@ pub enum DlqError {
     /// The topic named is not a DLQ.
     #[error("`{0}` is not a dead-letter topic; those are named `<company>.<namespace>.<service>.private.dlq`")]
     NotADlq(String),
-    /// The topic does not exist.
-    #[error("topic `{0}` does not exist")]
-    NoTopic(String),
+    /// The topic does not exist (on the cluster at the address given).
+    #[error("topic `{0}` does not exist on {1}")]
+    NoTopic(String, String),
     /// No record at the offset asked for.
     #[error("no record at offset {offset}{} in `{dlq}`", partition.map(|p| format!(" of partition {p}")).unwrap_or_default())]
     NoRecordAt {
@@ -50,6 +50,9 @@ pub enum DlqError {
         /// The record's id.
         id: String,
     },
+    /// A rate that is no number of records per second from 0.01 to 1,000,000.
+    #[error("`{0}` is no rate: give records per second, from 0.01 to 1000000")]
+    BadRate(String),
     /// Reading took too long.
     #[error("reading `{0}` timed out")]
     Timeout(String),

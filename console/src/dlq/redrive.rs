@@ -146,6 +146,20 @@ pub fn headers(d: &DeadLetter, id: &str, group: &str) -> Vec<(String, Option<Vec
     out
 }
 
+/// The slowest and the fastest rate a redrive takes, in records per second.
+const RATES: std::ops::RangeInclusive<f64> = 0.01..=1_000_000.0;
+
+/// A redrive's rate from text: records per second, within 0.01 and 1,000,000.
+///
+/// # Errors
+/// [`DlqError::BadRate`] for anything else.
+pub fn rate(text: &str) -> Result<Option<f64>, DlqError> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if RATES.contains(&r) => Ok(Some(r)),
+        _ => Err(DlqError::BadRate(text.to_owned())),
+    }
+}
+
 /// Checks that `topic` is a DLQ (`<service>.private.dlq`).
 ///
 /// # Errors
@@ -187,10 +201,11 @@ pub fn redrive(
         Err(_) if how.dry_run => HashMap::new(),
         Err(e) => return Err(e),
     };
-    let gap = how
-        .per_second
-        .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let gap = match how.per_second {
+        None => None,
+        Some(r) if RATES.contains(&r) => Some(Duration::from_secs_f64(1.0 / r)),
+        Some(r) => return Err(DlqError::BadRate(r.to_string())),
+    };
     let mut summary = Summary::default();
     let mut last: Option<Instant> = None;
     for d in chosen {
@@ -309,6 +324,18 @@ mod tests {
         let keys: Vec<&str> = hs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["ce_type", REPLAYED_FROM, REPLAY_GROUP]);
         assert_eq!(hs[1].1.as_deref(), Some(&b"x/0/1"[..]));
+    }
+
+    #[test]
+    fn rates_are_records_per_second_within_bounds() {
+        #[rustfmt::skip]
+        let cases = [
+            ("10", Some(Some(10.0))), ("0.5", Some(Some(0.5))), ("0", None), ("1e-20", None),
+            ("-3", None), ("NaN", None), ("inf", None), ("fast", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(rate(text).ok(), want, "{text}");
+        }
     }
 
     #[test]

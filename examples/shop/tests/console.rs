@@ -388,6 +388,14 @@ fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
         "nothing redriven"
     );
 
+    let mut slow = fields(&one(TOKEN, &csrf, true));
+    slow.retain(|(k, _)| *k != "rate");
+    slow.push(("rate", "0".to_owned()));
+    let pairs: Vec<(&str, &str)> = slow.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = post(&pairs, &ours);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`0` is no rate"), "{body}");
+
     let dry = fields(&one(TOKEN, &csrf, true));
     let pairs: Vec<(&str, &str)> = dry.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (status, body) = post(&pairs, &ours);

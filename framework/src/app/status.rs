@@ -31,6 +31,9 @@ const PARTITION: i32 = 0;
 /// How long a round waits for the broker's acknowledgements before it gives up on them.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
+/// How long the tombstones may take to be handed to the producer at shutdown.
+const HAND_OVER: Duration = Duration::from_secs(1);
+
 /// What the publisher reads and where it writes.
 pub(super) struct Publisher {
     producer: Producer,
@@ -66,30 +69,40 @@ impl Publisher {
         Some(tokio::spawn(publisher.run(env.stop.clone())))
     }
 
-    /// Publishes every interval until `stop`, then the tombstones.
+    /// Publishes every interval until `stop` (a round under way is dropped), then hands the
+    /// tombstones to the producer: the shutdown's flush sends them, and waits for them as long
+    /// as it waits for anything.
     async fn run(self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => self.publish().await,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.publish() => {}
             }
         }
-        let mut sent = Vec::new();
-        for service in &self.services {
-            let topic = service.private_topic(PrivateTopic::Status);
-            let key = self.process.as_bytes();
-            match self
-                .producer
-                .tombstone(topic.as_str(), PARTITION, key)
-                .await
-            {
-                Ok(pending) => sent.push(pending),
-                Err(e) => tracing::debug!(error = %e, "cannot remove the process's status record"),
+        let tombstones = async {
+            for service in &self.services {
+                let topic = service.private_topic(PrivateTopic::Status);
+                let key = self.process.as_bytes();
+                if let Err(e) = self
+                    .producer
+                    .tombstone(topic.as_str(), PARTITION, key)
+                    .await
+                {
+                    tracing::debug!(error = %e, "cannot remove the process's status record");
+                }
             }
+        };
+        // Handing them over waits only while the producer's queue is full (a broker long out
+        // of reach): then the shutdown goes on without them.
+        if tokio::time::timeout(HAND_OVER, tombstones).await.is_err() {
+            tracing::debug!("the status tombstones were not handed over in {HAND_OVER:?}");
         }
-        acked(sent).await;
     }
 
     /// One round: each service's record.

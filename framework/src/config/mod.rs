@@ -323,11 +323,19 @@ impl ConsoleConfig {
     /// Both are set, or the file cannot be read or is empty (the message names the file, never
     /// what it holds).
     pub fn token(&self) -> std::result::Result<Option<Secret>, String> {
-        Secret::resolve(
+        let token = Secret::resolve(
             "console.token",
             self.token.as_ref(),
             self.token_file.as_deref(),
-        )
+        )?;
+        match token {
+            // An empty token (a template's unset variable, say) would let anyone act.
+            Some(t) if t.expose().trim().is_empty() => Err(
+                "console.token is empty: give a token, or unset it to keep the console read-only"
+                    .into(),
+            ),
+            token => Ok(token),
+        }
     }
 }
 
@@ -592,6 +600,21 @@ mod tests {
 
     fn load_in(jail: &Jail) -> Result<Config> {
         Config::from_figment(Config::figment(&jail.directory().join("atoll.toml")))
+    }
+
+    #[test]
+    fn the_consoles_token_is_set_once_and_never_empty() {
+        let mut c = ConsoleConfig::default();
+        assert_eq!(c.token(), Ok(None), "read-only");
+        c.token = Some(Secret::new("  "));
+        let e = c.token().unwrap_err();
+        assert!(e.contains("console.token is empty"), "{e}");
+        c.token = Some(Secret::new("t0ken"));
+        assert_eq!(c.token().unwrap().unwrap().expose(), "t0ken");
+        c.token_file = Some("/nowhere/token".into());
+        let e = c.token().unwrap_err();
+        assert!(e.contains("both set") && !e.contains("t0ken"), "{e}");
+        assert!(!format!("{c:?}").contains("t0ken"));
     }
 
     #[test]
