@@ -11,18 +11,7 @@ use std::time::{Duration, Instant};
 
 use atoll_testkit::process::{wait_until, Proc};
 use atoll_testkit::Tansu;
-use common::{atoll, ATOLL};
-
-fn probe_bin() -> std::path::PathBuf {
-    let mut p = std::path::PathBuf::from(ATOLL);
-    p.set_file_name("probe");
-    assert!(
-        p.exists(),
-        "{} is missing: run the workspace tests, or `cargo build -p atoll-testkit --bin probe`",
-        p.display()
-    );
-    p
-}
+use common::{atoll, probe_bin, ATOLL};
 
 async fn get(url: &str) -> reqwest::Response {
     reqwest::get(url).await.unwrap()

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{atoll, ATOLL};
+use common::{atoll, probe_bin, ATOLL};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -14,18 +14,6 @@ const DLQ: &str = "acme.test.probe.private.dlq";
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn probe_bin() -> std::path::PathBuf {
-    // The probe binary is built next to this crate's binaries.
-    let mut p = std::path::PathBuf::from(ATOLL);
-    p.set_file_name("probe");
-    assert!(
-        p.exists(),
-        "{} is missing: run the workspace tests, or `cargo build -p atoll-testkit --bin probe`",
-        p.display()
-    );
-    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,8 @@
 //! What the operator tool's tests share.
 
+// Each test crate uses some of them.
+#![allow(dead_code)]
+
 use std::process::{Command, Output};
 
 /// The `atoll` binary under test.
@@ -12,4 +15,16 @@ pub(crate) fn atoll(env: &[(String, String)], args: &[&str]) -> Output {
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .expect("run atoll")
+}
+
+/// The probe service's binary, built beside `atoll` by the workspace's tests.
+pub(crate) fn probe_bin() -> std::path::PathBuf {
+    let mut p = std::path::PathBuf::from(ATOLL);
+    p.set_file_name("probe");
+    assert!(
+        p.exists(),
+        "{} is missing: run the workspace tests, or `cargo build -p atoll-testkit --bin probe`",
+        p.display()
+    );
+    p
 }

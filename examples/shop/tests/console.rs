@@ -6,13 +6,15 @@
 //! nobody runs. Screenshots of the pages land in `target/console-screenshots/` (and, with
 //! `SHOP_SCREENSHOTS=<dir>`, there: `scripts/console-screenshots` writes the docs' pictures).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use atoll_testkit::browser;
-use atoll_testkit::process::{wait_until, Proc};
+use atoll_testkit::process::Proc;
 use atoll_testkit::Tansu;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
@@ -132,21 +134,7 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
             (*s, serve(&broker, s, &extra))
         })
         .collect();
-    let joined = wait_until(Duration::from_secs(60), || {
-        procs
-            .values()
-            .all(|p| p.log().contains("partitions assigned"))
-    });
-    assert!(
-        joined,
-        "services did not join:\n{}",
-        procs
-            .iter()
-            .filter(|(_, p)| !p.log().contains("partitions assigned"))
-            .map(|(s, p)| format!("--- {s} ---\n{}", p.log()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    common::joined(&procs.values().collect::<Vec<_>>());
     assert!(place(&broker, "20", "120"), "20 orders end");
 
     // Payments stops: the next orders' sagas wait for their charge.
