@@ -200,6 +200,14 @@ fn unreachable_broker_and_wrong_topics_are_clear_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("set ATOLL_KAFKA__BOOTSTRAP_SERVERS"));
 
+    // A rate that is no rate is a wrong command line, before any broker is asked.
+    for rate in ["0", "1e-20", "fast"] {
+        let out = atoll(&env, &["dlq", "replay", DLQ, "--all", "--rate", rate]);
+        assert_eq!(out.status.code(), Some(64), "--rate {rate}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("`{rate}` is no rate")), "{err}");
+    }
+
     let broker = Tansu::start();
     let out = atoll(&broker.env(), &["dlq", "list", "acme.test.probe.events"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a dead-letter topic"));
