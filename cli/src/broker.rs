@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use atoll::broker::client_config;
 use atoll::config::Config;
+use atoll_console::dlq::Kafka;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -15,6 +16,8 @@ pub(crate) struct Broker {
     client: ClientConfig,
     bootstrap: String,
     runtime: tokio::runtime::Handle,
+    /// Reads topics whole, sends records and lists partitions (shared with the console).
+    kafka: Kafka,
 }
 
 impl Broker {
@@ -34,6 +37,7 @@ impl Broker {
             format!("cannot reach the broker at {bootstrap} (ATOLL_KAFKA__BOOTSTRAP_SERVERS)")
         })?;
         Ok(Self {
+            kafka: Kafka::new(&client)?,
             client,
             bootstrap,
             runtime,
@@ -62,19 +66,14 @@ impl Broker {
         Ok(c.create()?)
     }
 
-    /// The partitions of `topic`; an error naming it when it does not exist.
+    /// The connection reading and redriving dead letters.
+    pub(crate) fn kafka(&self) -> &Kafka {
+        &self.kafka
+    }
+
+    /// The partitions of `topic`; an error naming it (and the broker) when it does not exist.
     pub(crate) fn partitions(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
-        let md = self.consumer()?.fetch_metadata(Some(topic), TIMEOUT)?;
-        let parts: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if parts.is_empty() {
-            bail!("topic `{topic}` does not exist on {}", self.bootstrap);
-        }
-        Ok(parts)
+        Ok(self.kafka.partitions(topic)?)
     }
 
     /// How many members `group` has now (0: no consumer of it is running).

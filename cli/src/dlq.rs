@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use atoll::dead_letter as h;
-use atoll_console::dlq::{self, DeadLetter, Filter, Kafka, Redrive};
+use atoll_console::dlq::{self, DeadLetter, Filter, Redrive};
 
 use crate::broker::Broker;
 
@@ -81,7 +81,7 @@ fn one_line(s: &str, max: usize) -> String {
 /// `atoll dlq list`.
 pub(crate) fn list(broker: &Broker, topic: &str, out: &mut impl Write) -> anyhow::Result<()> {
     dlq::dlq_topic(topic)?;
-    let records = Kafka::new(broker.client())?.read_all(topic)?;
+    let records = broker.kafka().read_all(topic)?;
     writeln!(
         out,
         "{:<10} {:<25} {:<40} {:<16} {:<12} {:<8} ERROR",
@@ -114,7 +114,7 @@ pub(crate) fn show(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     dlq::dlq_topic(topic)?;
-    let records = Kafka::new(broker.client())?.read_all(topic)?;
+    let records = broker.kafka().read_all(topic)?;
     let one = Selection::At(partition, offset).filter(None, None);
     let d = one.select(topic, &records)?[0];
     writeln!(out, "record {}", d.id(topic))?;
@@ -153,9 +153,8 @@ pub(crate) fn replay(
     how: &Redrive,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let kafka = Kafka::new(broker.client())?;
     let mut written = Ok(());
-    let summary = dlq::redrive(&kafka, topic, how, |outcome| {
+    let summary = dlq::redrive(broker.kafka(), topic, how, |outcome| {
         if written.is_ok() {
             written = writeln!(out, "{outcome}");
         }

@@ -219,28 +219,13 @@ async fn dead_letters(
     answer(&headers, &s, title, None, dead_letters::page(&shown))
 }
 
-/// The redrive form's fields: the filter's (or one dead letter's `at`), when the page was
-/// made, the token, the anti-forgery value, the rate and whether it is a dry run. (No `Debug`:
-/// it holds the token.)
+/// The redrive form's fields: the filter's (or one dead letter's `at`, and when the page was
+/// made), the token, the anti-forgery value, the rate and whether it is a dry run. (No
+/// `Debug`: it holds the token.)
 #[derive(Deserialize)]
 struct RedriveForm {
-    service: String,
-    #[serde(rename = "type", default)]
-    ce_type: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    cause: String,
-    #[serde(default)]
-    key: String,
-    #[serde(default)]
-    from: String,
-    #[serde(default)]
-    to: String,
-    #[serde(default)]
-    at: String,
-    #[serde(default)]
-    shown_at: String,
+    #[serde(flatten)]
+    query: dead_letters::Query,
     #[serde(default)]
     token: String,
     #[serde(default)]
@@ -253,23 +238,12 @@ struct RedriveForm {
 impl RedriveForm {
     /// The redrive it asks for.
     fn redrive(&self) -> Result<Redrive, String> {
-        let query = dead_letters::Query {
-            service: Some(self.service.clone()),
-            ce_type: self.ce_type.clone(),
-            kind: self.kind.clone(),
-            cause: self.cause.clone(),
-            key: self.key.clone(),
-            from: self.from.clone(),
-            to: self.to.clone(),
-            at: self.at.clone(),
-            shown_at: self.shown_at.clone(),
-        };
         let per_second = match self.rate.trim() {
             "" => None,
             rate => dlq::rate(rate).map_err(|e| e.to_string())?,
         };
         Ok(Redrive {
-            filter: query.filter()?,
+            filter: self.query.filter()?,
             dry_run: self.dry_run.is_some(),
             force: false,
             per_second,
@@ -286,7 +260,9 @@ async fn redrive(
         let page = answer(&headers, &s, "Refused", None, dead_letters::refused(why));
         (status, page).into_response()
     };
-    let service = form.service.clone();
+    let Some(service) = form.query.service.clone() else {
+        return refuse(StatusCode::BAD_REQUEST, "which service's dead letters?");
+    };
     if let Err(refused) = s.guard.check(&headers, &form.token, &form.csrf) {
         tracing::warn!(
             service,

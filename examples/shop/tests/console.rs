@@ -19,7 +19,7 @@ use atoll_testkit::Tansu;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
 
-const SHOP: &str = env!("CARGO_BIN_EXE_shop");
+use common::SHOP;
 
 /// The console's action token (storefront serves the console).
 const TOKEN: &str = "console-token-7f3a";
@@ -31,14 +31,7 @@ const FAST: [(&str, &str); 2] = [
 ];
 
 fn serve(broker: &Tansu, service: &str, extra: &[(String, String)]) -> Proc {
-    let mut env = broker.env();
-    env.push((
-        "ATOLL_STORE__PATH".to_owned(),
-        broker.store_path(service).display().to_string(),
-    ));
-    if service == "analytics" {
-        env.extend(example_shop::analytics::without_transactions_env());
-    }
+    let mut env = common::own_sqlite_env(broker, service);
     env.extend(FAST.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     env.extend(extra.iter().cloned());
     let mut args = vec!["serve", service];
@@ -310,7 +303,7 @@ fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
     let csrf = attr(&dom, &["name=\"csrf\""], "value").expect("the redrive form");
     assert!(!dom.contains(TOKEN));
 
-    let post = |fields: &[(&str, &str)], origin: &str| {
+    let post = |fields: &[(&str, String)], origin: &str| {
         let client = reqwest::blocking::Client::new();
         let r = client
             .post(format!("{base}/dlq/redrive"))
@@ -340,8 +333,6 @@ fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
         }
         f
     };
-    let fields =
-        |f: &[(&'static str, String)]| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
     for (form, origin, says) in [
         (
             one("", &csrf, false),
@@ -364,9 +355,7 @@ fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
             "did not come from this console's own page",
         ),
     ] {
-        let f = fields(&form);
-        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (status, body) = post(&pairs, origin);
+        let (status, body) = post(&form, origin);
         assert_eq!(status, 403, "{body}");
         assert!(body.contains(says) && !body.contains(TOKEN), "{body}");
     }
@@ -376,17 +365,19 @@ fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
         "nothing redriven"
     );
 
-    let mut slow = fields(&one(TOKEN, &csrf, true));
+    let mut slow = one(TOKEN, &csrf, true);
     slow.retain(|(k, _)| *k != "rate");
     slow.push(("rate", "0".to_owned()));
-    let pairs: Vec<(&str, &str)> = slow.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, body) = post(&pairs, &ours);
+    let (status, body) = post(&slow, &ours);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("`0` is no rate"), "{body}");
+    let mut nobody = one(TOKEN, &csrf, true);
+    nobody.retain(|(k, _)| *k != "service");
+    let (status, body) = post(&nobody, &ours);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("which service"), "{body}");
 
-    let dry = fields(&one(TOKEN, &csrf, true));
-    let pairs: Vec<(&str, &str)> = dry.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, body) = post(&pairs, &ours);
+    let (status, body) = post(&one(TOKEN, &csrf, true), &ours);
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("would replay acme.shop.inventory.private.dlq/"),
@@ -395,9 +386,8 @@ fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
 
     let commands = "acme.shop.inventory.commands";
     let before = records_on(bootstrap, commands);
-    let real = fields(&one(TOKEN, &csrf, false));
-    let pairs: Vec<(&str, &str)> = real.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, body) = post(&pairs, &ours);
+    let real = one(TOKEN, &csrf, false);
+    let (status, body) = post(&real, &ours);
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("replayed acme.shop.inventory.private.dlq/"),
@@ -410,6 +400,6 @@ fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
         "re-published once"
     );
     // A second redrive of the same dead letter is skipped: it was remembered.
-    let (_, again) = post(&pairs, &ours);
+    let (_, again) = post(&real, &ours);
     assert!(again.contains("already replayed"), "{again}");
 }

@@ -1,26 +1,23 @@
 //! The shop as six service processes plus a driver, on a real broker (tansu), the stateful
 //! services each on a SQLite store of its own.
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
 use atoll_testkit::process::{wait_until, Proc};
 use atoll_testkit::Tansu;
 
-const SHOP: &str = env!("CARGO_BIN_EXE_shop");
+use common::SHOP;
 
 /// Starts `service` on `broker`, its store a SQLite file of its own (one process per file).
 fn serve(broker: &Tansu, service: &str) -> Proc {
-    let mut env = broker.env();
-    env.push((
-        "ATOLL_STORE__PATH".to_owned(),
-        broker.store_path(service).display().to_string(),
-    ));
-    if service == "analytics" {
-        // tansu has no transactions.
-        env.extend(example_shop::analytics::without_transactions_env());
-    }
-    Proc::start(SHOP, &["serve", service], &env)
+    Proc::start(
+        SHOP,
+        &["serve", service],
+        &common::own_sqlite_env(broker, service),
+    )
 }
 
 #[test]

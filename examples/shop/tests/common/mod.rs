@@ -64,6 +64,20 @@ impl Shop {
     }
 }
 
+/// The environment of `service` on `broker` with a SQLite store of its own (one process per
+/// file); analytics at least once, as tansu has no transactions.
+pub(crate) fn own_sqlite_env(broker: &Tansu, service: &str) -> Vec<(String, String)> {
+    let mut env = broker.env();
+    env.push((
+        "ATOLL_STORE__PATH".to_owned(),
+        broker.store_path(service).display().to_string(),
+    ));
+    if service == "analytics" {
+        env.extend(example_shop::analytics::without_transactions_env());
+    }
+    env
+}
+
 /// Waits until every process logged an assignment (it joined its groups).
 pub(crate) fn joined(procs: &[&Proc]) {
     let ok = wait_until(Duration::from_secs(60), || {
