@@ -91,15 +91,21 @@ async fn apply_creates_the_shop_and_plan_then_sees_only_whats_new() {
         .filter(|(t, _)| t.starts_with("acme.shop."))
         .collect();
     assert_eq!(shop_topics.len(), creates, "{on_broker:?}");
-    // Six topics each (the status topic among them), the analytics results and the orders
-    // saga state.
+    // Seven topics each (the status and control topics among them), the analytics results
+    // and the orders saga state.
     assert_eq!(
         creates,
-        6 * 6 + 2,
+        6 * 7 + 2,
         "six services' topics:\n{}",
         text(&first)
     );
-    let declared = |t: &str| if t.ends_with(".private.status") { 1 } else { 6 };
+    let declared = |t: &str| {
+        if t.ends_with(".private.status") || t.ends_with(".private.control") {
+            1
+        } else {
+            6
+        }
+    };
     assert!(
         shop_topics.iter().all(|(t, p)| *p == declared(t)),
         "{shop_topics:?}"

@@ -202,13 +202,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     for (topic, key, _, span) in &topic_config {
         let owned = match topic.as_str() {
             "events" | "commands" | "private.dlq" | "private.retry" | "private.reply"
-            | "private.status" => true,
+            | "private.status" | "private.control" => true,
             "results" => results == Some(true),
             "private.saga" => sagas.as_ref().is_some_and(|s| !s.is_empty()),
             _ => false,
         };
         if !owned {
-            errors.span(*span, format!("the service has no `{topic}` topic; it owns `events`, `commands`, `private.dlq`, `private.retry`, `private.reply`, `private.status`, `results` with `results = true` and `private.saga` with `sagas = […]`"));
+            errors.span(*span, format!("the service has no `{topic}` topic; it owns `events`, `commands`, `private.dlq`, `private.retry`, `private.reply`, `private.status`, `private.control`, `results` with `results = true` and `private.saga` with `sagas = […]`"));
         } else if topic.as_str() == "private.saga" && key == "cleanup.policy" {
             errors.span(
                 *span,
@@ -218,6 +218,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             errors.span(
                 *span,
                 "the status topic stays compacted: its `cleanup.policy` is atoll's",
+            );
+        } else if topic.as_str() == "private.control" && key == "cleanup.policy" {
+            errors.span(
+                *span,
+                "the control topic stays compacted (a hold lasts until it is lifted): its `cleanup.policy` is atoll's",
             );
         } else if !seen.insert((topic.clone(), key.clone())) {
             errors.span(

@@ -106,17 +106,22 @@ pub enum PrivateTopic {
     /// `private.status`: what each process of the service is doing, published every few
     /// seconds (compacted, keyed by process; read by the operator console).
     Status,
+    /// `private.control`: the operator's holds on the service's partitions, written by the
+    /// operator console and read by every process of the service (compacted, keyed by
+    /// `<listener>/<partition>`).
+    Control,
 }
 
 impl PrivateTopic {
     /// Every private topic atoll knows.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Dlq,
         Self::Retry,
         Self::Reply,
         Self::Saga,
         Self::Replayed,
         Self::Status,
+        Self::Control,
     ];
 
     /// The name after `private.`.
@@ -128,6 +133,7 @@ impl PrivateTopic {
             Self::Saga => "saga",
             Self::Replayed => "replayed",
             Self::Status => "status",
+            Self::Control => "control",
         }
     }
 
@@ -138,7 +144,10 @@ impl PrivateTopic {
 
     /// Whether the topic is compacted (keeps the last record per key).
     pub const fn compacted(self) -> bool {
-        matches!(self, Self::Saga | Self::Replayed | Self::Status)
+        matches!(
+            self,
+            Self::Saga | Self::Replayed | Self::Status | Self::Control
+        )
     }
 
     /// The topic configuration atoll creates it with: `cleanup.policy=compact` for a compacted
@@ -154,7 +163,7 @@ impl PrivateTopic {
                 ("retention.ms", "86400000"),
                 ("delete.retention.ms", "3600000"),
             ],
-            Self::Saga | Self::Replayed => &[("cleanup.policy", "compact")],
+            Self::Saga | Self::Replayed | Self::Control => &[("cleanup.policy", "compact")],
             Self::Dlq | Self::Retry | Self::Reply => &[],
         }
     }

@@ -1,6 +1,7 @@
 //! The process: services, their listeners, the shared producer, and the broker they use.
 
 pub(crate) mod broker;
+mod control;
 pub(crate) mod shutdown;
 pub(crate) mod status;
 pub(crate) mod wait;
@@ -29,6 +30,7 @@ use crate::config::{Config, Registry};
 use crate::consume::consumer;
 use crate::consume::consumer::{Assignment, ListenerThread};
 use crate::consume::env::{Counters, Group, Io, ListenerEnv, Mode, Setup};
+use crate::consume::holds::Holds;
 use crate::consume::routing::{Inbox, Routes};
 use crate::contract::codec::CodecKind;
 use crate::contract::service::{owned_topics, Service, TopicSpec};
@@ -61,6 +63,8 @@ struct StartEnv<'a> {
     metrics: &'a Metrics,
     health: &'a Health,
     store: Option<&'a Store>,
+    /// The operator's holds on partitions, which the listeners obey.
+    holds: &'a Arc<Holds>,
 }
 
 trait ErasedService: Send {
@@ -258,6 +262,7 @@ impl<S: Handlers> Registered<S> {
                     clients: shared.clients.clone(),
                     delivery: delivery.clone(),
                     stop: env.stop.clone(),
+                    holds: env.holds.clone(),
                 },
                 counters: Counters {
                     finished: Default::default(),
@@ -780,6 +785,7 @@ impl App {
             .store(&producer, Watch::new(&health, &metrics), &stop, &views)
             .await?;
         store_slot.set(store.as_ref());
+        let holds = control::start(&clients, &ids, stop.clone()).await?;
         let env = StartEnv {
             clients: &clients,
             producer: &producer,
@@ -791,6 +797,7 @@ impl App {
             metrics: &metrics,
             health: &health,
             store: store.as_ref(),
+            holds: &holds,
         };
         let threads = self.start_services(&env).await?;
         let status = status::Publisher::spawn(&env, metrics.clone(), ids.clone(), started_ms);

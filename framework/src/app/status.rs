@@ -218,6 +218,7 @@ pub fn status_cost(listeners: usize, partitions: usize, rounds: u32) -> (Duratio
                 lag_seconds: Some(0.2),
                 paused: false,
                 blocked: None,
+                held: None,
             })
             .collect();
         l.observed.holds("acme.bench.status.commands", held);

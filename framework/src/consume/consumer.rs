@@ -12,7 +12,7 @@
 //! commit missed is [`parked`] until it comes back.
 
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -32,6 +32,7 @@ use crate::consume::close;
 use crate::consume::committer;
 use crate::consume::committer::{Batch, CommitQueue, Commits};
 use crate::consume::env::{ListenerEnv, Mode};
+use crate::consume::holds;
 use crate::consume::parked::{self, Parked};
 use crate::consume::received::Received;
 use crate::consume::watermark::Watermark;
@@ -64,6 +65,8 @@ struct ListenerContext<S> {
     commits: CommitQueue,
     /// Partitions taken away before their progress was committed.
     parked: Parked,
+    /// Partitions it paused for an operator's hold (see [`holds`]).
+    held: Mutex<BTreeSet<i32>>,
 }
 
 /// A listener's current assignment, as seen by its rebalance callbacks.
@@ -122,6 +125,7 @@ impl<S: Service> ClientContext for ListenerContext<S> {
             return;
         };
         let group = &self.env.setup.group.joined;
+        let holds = self.holds_now();
         let slots = self.slots.lock();
         let now_ms = crate::ops::status::now_ms();
         let metrics = &self.env.counters.metrics;
@@ -146,6 +150,7 @@ impl<S: Service> ClientContext for ListenerContext<S> {
                 lag_seconds: seconds,
                 paused: slots.get(p).is_some_and(|s| s.paused),
                 blocked: blocked.iter().find(|b| b.0 == *p).map(|b| b.1.clone()),
+                held: holds.get(p).cloned(),
             });
         }
         held.sort_by_key(|p| p.partition);
@@ -190,6 +195,8 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
                     st.partitions.retain(|p| !revoked.contains(p));
                     st.revocations += 1;
                 }
+                // Not paused for whoever owns them next here: a hold is obeyed anew then.
+                self.obey_holds(consumer);
                 self.env
                     .counters
                     .metrics
@@ -248,9 +255,86 @@ impl<S: Service> ConsumerContext for ListenerContext<S> {
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
         }
     }
+
+    /// Once the partitions are assigned (pausing one only works then), before any of their
+    /// records is fetched: the held ones are paused.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            self.obey_holds(consumer);
+        }
+    }
 }
 
 impl<S: Service> ListenerContext<S> {
+    /// The holds on the partitions it paused for them, by partition.
+    fn holds_now(&self) -> std::collections::BTreeMap<i32, crate::contract::control::Hold> {
+        let held = self.held.lock().clone();
+        let mut holds = self.holds();
+        holds.retain(|p, _| held.contains(p));
+        holds
+    }
+
+    /// The holds on its listener: none on the retry topic's consumer (a hold names a
+    /// partition of the listener's topic).
+    fn holds(&self) -> std::collections::BTreeMap<i32, crate::contract::control::Hold> {
+        match self.env.setup.group.mode {
+            Mode::Main => {
+                let service = S::ID.to_string();
+                self.env.io.holds.of(&service, self.env.listener.name())
+            }
+            Mode::Retry => Default::default(),
+        }
+    }
+
+    /// Pauses the held partitions it owns and resumes those it paused for a hold that was
+    /// lifted or that it no longer owns (unless a full buffer keeps one paused).
+    fn obey_holds(&self, consumer: &BaseConsumer<Self>) {
+        let holds = self.holds();
+        let assigned = self.state.lock().partitions.clone();
+        let full: BTreeSet<i32> = self
+            .slots
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.paused)
+            .map(|(p, _)| *p)
+            .collect();
+        let mut held = self.held.lock();
+        let plan = holds::plan(&assigned, &holds, &held);
+        let (listener, topic) = (self.env.listener.name(), self.env.setup.topic.as_str());
+        for p in plan.pause {
+            let hold = &holds[&p];
+            match consumer.pause(&partition_list(topic, p)) {
+                Ok(()) => {
+                    tracing::info!(
+                        listener,
+                        partition = p,
+                        by = hold.by,
+                        reason = hold.reason,
+                        "partition held by an operator: paused"
+                    );
+                    held.insert(p);
+                }
+                Err(e) => {
+                    tracing::warn!(listener, partition = p, error = %e, "cannot pause a held partition; tried again on the next change")
+                }
+            }
+        }
+        for p in plan.release {
+            held.remove(&p);
+            if full.contains(&p) {
+                continue;
+            }
+            match consumer.resume(&partition_list(topic, p)) {
+                Ok(()) => {
+                    tracing::info!(listener, partition = p, "partition no longer held: resumed")
+                }
+                Err(e) => {
+                    tracing::warn!(listener, partition = p, error = %e, "cannot resume a partition no longer held")
+                }
+            }
+        }
+    }
+
     /// Commits what partitions given back to this consumer progressed while they were parked
     /// (see [`parked`]), before their fetch starts from the committed offset: waits for their
     /// records still in flight, then commits their watermarks where [`parked::catch_up`] says
@@ -478,6 +562,7 @@ pub(crate) fn spawn<S: Service>(
         health,
         commits,
         parked: Parked::default(),
+        held: Mutex::default(),
     };
     let consumer: Arc<BaseConsumer<ListenerContext<S>>> = Arc::new(
         config
@@ -560,8 +645,14 @@ impl<S: Service> PollLoop<S> {
         let batch = self.env.setup.config.commit_batch;
         let mut last_commit = Instant::now();
         let mut any_paused = false;
+        let mut holds_seen = 0;
         while !self.env.io.stop.is_cancelled() {
             self.consumer.context().health.polled();
+            let holds_now = self.env.io.holds.generation();
+            if holds_now != holds_seen {
+                self.consumer.context().obey_holds(&self.consumer);
+                holds_seen = holds_now;
+            }
             let timeout = if any_paused {
                 Duration::from_millis(10)
             } else {
@@ -687,9 +778,15 @@ impl<S: Service> PollLoop<S> {
     /// librdkafka fetches a resumed partition again from the last record it delivered.
     fn resume_drained(&self) -> bool {
         let low = self.env.setup.config.max_buffered / 2;
+        let held = self.consumer.context().held.lock().clone();
         let mut any = false;
         for (p, slot) in self.slots.lock().iter_mut() {
             if slot.paused && slot.shared.queued.load(Ordering::SeqCst) <= low {
+                if held.contains(p) {
+                    // Its hold keeps it paused: the buffer no longer does.
+                    slot.paused = false;
+                    continue;
+                }
                 match self.consumer.resume(&self.partition(*p)) {
                     Ok(()) => {
                         tracing::debug!(partition = p, "partition resumed");

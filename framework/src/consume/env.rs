@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::holds::Holds;
 use super::lanes::Permits;
 use super::orphan::RetryGroups;
 use super::retry::Policy;
@@ -94,6 +95,8 @@ pub(crate) struct Io {
     pub(crate) delivery: Delivery,
     /// The process's shutdown.
     pub(crate) stop: CancellationToken,
+    /// The operator's holds on partitions, as the process read them.
+    pub(crate) holds: Arc<Holds>,
 }
 
 /// What a listener's consumer counts and keeps as it runs.

@@ -14,6 +14,7 @@ pub(crate) mod close;
 pub(crate) mod committer;
 pub(crate) mod consumer;
 pub(crate) mod env;
+pub(crate) mod holds;
 pub(crate) mod lanes;
 pub(crate) mod orphan;
 pub(crate) mod outcome;

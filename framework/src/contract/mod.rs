@@ -4,7 +4,8 @@
 //! declares (`service`), the CloudEvents envelope (`envelope`), the dead-letter headers
 //! (`dead_letter`), codec kinds and derived Avro schemas (`codec`), schema compatibility
 //! (`compat`), the checked-in contract files (`files`), the namespace manifest (`manifest`)
-//! and the status record processes publish for the operator console (`status`).
+//! the status record processes publish for the operator console (`status`) and the operator's
+//! holds on partitions that they obey (`control`).
 //!
 //! The public items here are the ones tools need: what services declare, the checked-in
 //! contract files, compatibility levels and the status record. Topic names and event types are at the crate root.
@@ -14,6 +15,7 @@
 
 pub(crate) mod codec;
 pub(crate) mod compat;
+pub mod control;
 pub(crate) mod dead_letter;
 pub(crate) mod envelope;
 pub(crate) mod event;

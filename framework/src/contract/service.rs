@@ -67,7 +67,7 @@ mod config_map {
 
 /// The topics service `S` owns: `events`, `commands`, `results` when it publishes results,
 /// `private.dlq`, `private.retry`, `private.reply`, `private.saga` (compacted) when it runs
-/// sagas, and `private.status` (compacted, one partition). (`private.replayed` is created by the operator tool when it first replays a dead
+/// sagas, `private.status` and `private.control` (compacted, one partition each). (`private.replayed` is created by the operator tool when it first replays a dead
 /// letter.)
 pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
     let mut topics = vec![
@@ -86,8 +86,10 @@ pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
             .into_iter()
             .map(|p| TopicSpec::private(S::ID, p, S::PARTITIONS)),
     );
-    // One record per process, read whole by the console: one partition is plenty.
+    // One record per process, read whole by the console; a few holds, read whole by every
+    // process: one partition is plenty.
     topics.push(TopicSpec::private(S::ID, PrivateTopic::Status, 1));
+    topics.push(TopicSpec::private(S::ID, PrivateTopic::Control, 1));
     for t in &mut topics {
         let kind = &t.name.as_str()[S::ID.to_string().len() + 1..];
         for (_, key, value) in S::TOPIC_CONFIG.iter().filter(|(k, _, _)| *k == kind) {

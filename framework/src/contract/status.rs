@@ -102,6 +102,9 @@ pub struct PartitionStatus {
     pub paused: bool,
     /// Stopped behind a write that keeps failing: why.
     pub blocked: Option<String>,
+    /// Paused by an operator's hold (see [`crate::contract::control`]): who, why and when.
+    #[serde(default)]
+    pub held: Option<crate::contract::control::Hold>,
 }
 
 /// Percentiles of handling times, in milliseconds, over the attempts since the previous record.

@@ -166,6 +166,7 @@ mod tests {
             lag_seconds: Some(1.5),
             paused: false,
             blocked: None,
+            held: None,
         };
         l.observed.holds("t", vec![part.clone()]);
         l.observed.holds("retry", Vec::new());

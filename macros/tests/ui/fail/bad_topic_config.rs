@@ -1,7 +1,7 @@
 use atoll::event_service;
 
 // A topic the service does not own (no `results = true`), a config given twice, a name that
-// is not a config's, the status topic's policy, and entries of the wrong shape.
+// is not a config's, the status and control topics' policies, and entries of the wrong shape.
 #[event_service(
     company = "acme",
     namespace = "shop",
@@ -12,6 +12,7 @@ use atoll::event_service;
         ("events", "retention.ms", "2000"),
         ("events", "Retention", "1"),
         ("private.status", "cleanup.policy", "delete"),
+        ("private.control", "cleanup.policy", "delete"),
         ("events", "retention.ms"),
         "retention.ms",
     ]
