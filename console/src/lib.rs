@@ -4,9 +4,10 @@
 //! or stale), listeners (lag in records and seconds with its trend, throughput, p99 handling
 //! time, failures, dead letters, live sagas), each listener's partitions with their owners,
 //! committed and end offsets and blocked or paused state, its last failures with their cause,
-//! the store's outbox and inbox, and each service's dead letters, which it redrives to their
-//! original topic for whoever gives its token ([`dlq`] is the engine, shared with
-//! `atoll dlq`).
+//! the store's outbox and inbox, and each service's dead letters. For whoever gives its token,
+//! it redrives dead letters to their original topic ([`dlq`] is the engine, shared with
+//! `atoll dlq`) and holds a listener's partition, or lifts the hold (a record on the service's
+//! `private.control` topic, see `atoll::contract::control`).
 //!
 //! It reads nothing but the cluster: every process publishes its status on its service's
 //! `private.status` topic (see `atoll::contract::status`), and the console reads those
@@ -29,6 +30,7 @@ mod dead_letters;
 pub mod dlq;
 mod fleet;
 mod guard;
+mod holds;
 mod pages;
 mod server;
 mod source;

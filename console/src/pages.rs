@@ -171,7 +171,10 @@ fn listener_table(base: &str, s: &ServiceView) -> Markup {
 
 /// A listener's page: its partitions with their owners, its lag and rate over time, its last
 /// failures.
-pub(crate) fn listener(service: &str, l: &ListenerView) -> Markup {
+///
+/// With `csrf` (the console acts), each partition of the listener's topic has a form holding
+/// it, or lifting its hold.
+pub(crate) fn listener(base: &str, service: &str, l: &ListenerView, csrf: Option<&str>) -> Markup {
     let chart = serde_json::json!({
         "t": l.history.iter().map(|p| p.0 as f64 / 1000.0).collect::<Vec<_>>(),
         "lag": l.history.iter().map(|p| p.1).collect::<Vec<_>>(),
@@ -185,7 +188,8 @@ pub(crate) fn listener(service: &str, l: &ListenerView) -> Markup {
         h2 { "Partitions" }
         table.partitions {
             thead { tr { th { "topic" } th { "partition" } th { "owner" } th { "committed" }
-                th { "end" } th { "lag" } th { "lag (s)" } th { "state" } } }
+                th { "end" } th { "lag" } th { "lag (s)" } th { "state" }
+                @if csrf.is_some() { th { "hold" } } } }
             tbody {
                 @for (owner, p) in &l.partitions {
                     tr data-partition=(p.partition) data-topic=(p.topic) {
@@ -196,12 +200,20 @@ pub(crate) fn listener(service: &str, l: &ListenerView) -> Markup {
                         td data-end=[p.end] { (num(p.end)) }
                         td data-lag=[p.lag] { (num(p.lag)) }
                         td { (p.lag_seconds.map_or("–".to_owned(), |s| format!("{s:.1}"))) }
-                        @if let Some(why) = &p.blocked {
+                        @if let Some(h) = &p.held {
+                            td.held data-state="held" data-held-by=(h.by) {
+                                "held by " (h.by) @if !h.reason.is_empty() { ": " (h.reason) }
+                                " (since " (time(h.at_ms)) ")" }
+                        } @else if let Some(why) = &p.blocked {
                             td.blocked data-state="blocked" { "blocked: " (why) }
                         } @else if p.paused {
                             td.paused data-state="paused" { "paused (buffer full)" }
                         } @else {
                             td data-state="running" { "running" }
+                        }
+                        @if let Some(csrf) = csrf {
+                            td { @if !p.topic.ends_with(".private.retry") {
+                                (crate::holds::form(base, service, &l.name, p, csrf)) } }
                         }
                     }
                 }

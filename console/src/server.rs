@@ -17,6 +17,7 @@ use crate::dead_letters;
 use crate::dlq::{self, Kafka, Redrive};
 use crate::fleet::Fleet;
 use crate::guard::Guard;
+use crate::holds::HoldForm;
 use crate::pages;
 
 /// What the routes read.
@@ -39,6 +40,7 @@ pub(crate) fn routes(shared: Shared) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/listener", get(listener))
+        .route("/listener/hold", post(hold))
         .route("/store", get(store))
         .route("/dlq", get(dead_letters))
         .route("/dlq/redrive", post(redrive))
@@ -118,7 +120,8 @@ async fn listener(
     let path = pages::listener_href("", &which.service, &which.name);
     match found {
         Some(l) => {
-            let main = pages::listener(&which.service, l);
+            let csrf = s.guard.acts().then(|| s.guard.csrf());
+            let main = pages::listener(&s.base, &which.service, l, csrf);
             answer(&headers, &s, &which.name, Some(&path), main)
         }
         None => {
@@ -300,6 +303,57 @@ async fn redrive(
             );
             let main = dead_letters::redriven(&s.base, &service, &lines, dry_run);
             answer(&headers, &s, "Redriven", None, main)
+        }
+        Ok(Err(e)) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Holds a listener's partition, or lifts its hold: a record on the service's control topic.
+async fn hold(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(form): Form<HoldForm>,
+) -> Response {
+    let refuse = |status: StatusCode, why: &str| {
+        let page = answer(&headers, &s, "Refused", None, dead_letters::refused(why));
+        (status, page).into_response()
+    };
+    let service = form.service.clone();
+    if let Err(refused) = s.guard.check(&headers, &form.token, &form.csrf) {
+        tracing::warn!(service, why = refused.say(), "console: a hold was refused");
+        return refuse(StatusCode::FORBIDDEN, refused.say());
+    }
+    let change = match form.change(now_ms()) {
+        Ok(change) => change,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, &why),
+    };
+    let kafka = s.kafka.clone();
+    let (topic, key) = (change.topic.clone(), change.key.to_string());
+    let value = change
+        .hold
+        .as_ref()
+        .map(|h| serde_json::to_vec(h).expect("a hold serializes"));
+    let wrote = tokio::task::spawn_blocking(move || {
+        // The control topic has one partition, which every process reads.
+        kafka.put(&topic, 0, key.as_bytes(), value.as_deref())
+    })
+    .await;
+    match wrote {
+        Ok(Ok(())) => {
+            match &change.hold {
+                Some(h) => {
+                    tracing::info!(service, hold = %change.key, by = h.by, reason = h.reason, "console: partition held")
+                }
+                None => tracing::info!(service, hold = %change.key, "console: hold lifted"),
+            }
+            let title = if change.hold.is_some() {
+                "Held"
+            } else {
+                "Hold lifted"
+            };
+            let main = crate::holds::done(&s.base, &service, &change);
+            answer(&headers, &s, title, None, main)
         }
         Ok(Err(e)) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -135,13 +135,38 @@ impl Kafka {
         if let Some(p) = payload {
             record = record.payload(p);
         }
+        self.deliver(record)
+    }
+
+    /// Writes `value` under `key` on `partition` of `topic` (a tombstone when `value` is
+    /// `None`: a compacted topic then forgets the key), and waits until the broker
+    /// acknowledged it.
+    ///
+    /// # Errors
+    /// [`DlqError::Send`] when the broker did not take it.
+    pub fn put(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), DlqError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        self.deliver(record)
+    }
+
+    /// Sends `record` and waits for the broker's acknowledgement.
+    fn deliver(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), DlqError> {
+        let topic = record.topic.to_owned();
         let sent = self.producer.send(record, TIMEOUT);
         tokio::runtime::Handle::current()
             .block_on(sent)
-            .map_err(|(e, _)| DlqError::Send {
-                topic: topic.to_owned(),
-                error: e,
-            })?;
+            .map_err(|(error, _)| DlqError::Send { topic, error })?;
         Ok(())
     }
 

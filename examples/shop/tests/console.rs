@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use atoll_testkit::browser;
+use atoll_testkit::browser::{self, Step};
 use atoll_testkit::process::Proc;
 use atoll_testkit::Tansu;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -230,10 +230,16 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
     );
 
     dead_letters(&base, &bootstrap, dlq);
+    holds(&base, &bootstrap);
     let storefront = procs["storefront"].log();
     assert!(
         !storefront.contains(TOKEN),
         "the token in a log:\n{storefront}"
+    );
+    assert!(
+        storefront.contains("console: partition held")
+            && storefront.contains("console: hold lifted"),
+        "the actions are logged:\n{storefront}"
     );
 
     let dir = screenshots_dir();
@@ -402,4 +408,102 @@ fn dead_letters(base: &str, bootstrap: &str, dlq: &str) {
     // A second redrive of the same dead letter is skipped: it was remembered.
     let (_, again) = post(&real, &ours);
     assert!(again.contains("already replayed"), "{again}");
+}
+
+/// Holds partition 0 of inventory's `reserve-stock` from its page, clicking as a person does:
+/// refused with a wrong token; with the token, the page shows it held and the listener's
+/// committed offset stays put while records arrive on it; lifting the hold (another click)
+/// lets it catch up to the end.
+fn holds(base: &str, bootstrap: &str) {
+    let (group, topic) = (
+        "acme.shop.inventory-reserve-stock",
+        "acme.shop.inventory.commands",
+    );
+    let page = format!("{base}/listener?service=acme.shop.inventory&name=reserve-stock");
+    let row = format!("tr[data-partition=\"0\"][data-topic=\"{topic}\"]");
+    let form = format!("{row} form.hold");
+    let click = |token: &str, hold: bool| {
+        let mut steps = vec![
+            Step::Goto(page.clone()),
+            Step::Wait(format!("{form} button")),
+        ];
+        if hold {
+            steps.push(Step::Click(format!("{row} details.hold summary")));
+            steps.push(Step::Fill(
+                format!("{form} input[name=by]"),
+                "ops-anna".into(),
+            ));
+            steps.push(Step::Fill(
+                format!("{form} input[name=reason]"),
+                "stock count".into(),
+            ));
+        }
+        steps.push(Step::Fill(
+            format!("{form} input[name=token]"),
+            token.into(),
+        ));
+        steps.push(Step::Submit(format!("{form} button")));
+        steps.push(Step::Dom);
+        browser::act(&steps)
+    };
+    let refused = click("not-the-token", true);
+    assert_eq!(refused.statuses, [200, 403], "{:?}", refused.doms);
+    assert!(refused.doms[0].contains("Refused"), "{}", refused.doms[0]);
+
+    let held = click(TOKEN, true);
+    assert_eq!(held.statuses, [200, 200], "{:?}", held.doms);
+    assert!(held.doms[0].contains("data-held=\"0\""), "{}", held.doms[0]);
+    // The owner obeys, and says so in its next status.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dom = browser::dom(&page);
+        let cell = format!("data-partition=\"0\" data-topic=\"{topic}\"");
+        if attr(&dom, &[&cell, "data-state=\"held\""], "data-held-by").as_deref()
+            == Some("ops-anna")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition 0 never shown held:\n{dom}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let before = cluster_offsets(bootstrap, group, topic)[&0];
+    let producer = atoll_testkit::raw_producer(bootstrap);
+    for i in 0..3 {
+        atoll_testkit::send_waiting(
+            &producer,
+            rdkafka::producer::BaseRecord::to(topic)
+                .partition(0)
+                .key(&format!("held-{i}"))
+                .payload("{not json"),
+        );
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+    // Three statistics intervals: a listener that fetched would have committed by then.
+    std::thread::sleep(Duration::from_secs(4));
+    let (committed, end) = cluster_offsets(bootstrap, group, topic)[&0];
+    assert_eq!(end, before.1 + 3, "the records arrived");
+    assert_eq!(committed, before.0, "a held partition makes no progress");
+
+    let lifted = click(TOKEN, false);
+    assert_eq!(lifted.statuses, [200, 200], "{:?}", lifted.doms);
+    assert!(
+        lifted.doms[0].contains("data-lifted=\"0\""),
+        "{}",
+        lifted.doms[0]
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (committed, end) = cluster_offsets(bootstrap, group, topic)[&0];
+        if committed == end {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition 0 did not catch up after its hold was lifted: {committed} of {end}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
