@@ -32,6 +32,7 @@ mod fleet;
 mod guard;
 mod holds;
 mod pages;
+mod sagas;
 mod server;
 mod source;
 

@@ -68,6 +68,7 @@ pub(crate) fn page(base: &str, title: &str, refresh: Option<&str>, main: Markup)
                         a href=(home(base)) { "Overview" }
                         a href=(format!("{base}/store")) { "Store" }
                         a href=(format!("{base}/dlq")) { "Dead letters" }
+                        a href=(format!("{base}/sagas")) { "Sagas" }
                     }
                 }
                 @if let Some(refresh) = refresh {
@@ -315,7 +316,7 @@ fn ms(n: Option<f64>) -> String {
 }
 
 /// Unix milliseconds as `YYYY-MM-DD hh:mm:ss` UTC.
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()

@@ -19,6 +19,7 @@ use crate::fleet::Fleet;
 use crate::guard::Guard;
 use crate::holds::HoldForm;
 use crate::pages;
+use crate::sagas;
 
 /// What the routes read.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub(crate) fn routes(shared: Shared) -> Router {
         .route("/listener/hold", post(hold))
         .route("/store", get(store))
         .route("/dlq", get(dead_letters))
+        .route("/sagas", get(sagas))
+        .route("/saga", get(saga))
         .route("/dlq/redrive", post(redrive))
         .route("/assets/{file}", get(asset))
         .with_state(Arc::new(shared))
@@ -358,4 +361,102 @@ async fn hold(
         Ok(Err(e)) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// The service's saga instances, or (without a service) the services to choose from.
+async fn sagas(
+    State(s): State<Arc<Shared>>,
+    Query(query): Query<sagas::Query>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(service) = query.service.clone() else {
+        let services: Vec<String> = s
+            .fleet
+            .lock()
+            .services(now_ms())
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        return answer(
+            &headers,
+            &s,
+            "Sagas",
+            None,
+            sagas::index(&s.base, &services),
+        );
+    };
+    let show = match sagas::Show::parse(&query.show) {
+        Ok(show) => show,
+        Err(why) => return refused(&headers, &s, StatusCode::BAD_REQUEST, &why),
+    };
+    let (instances, undecoded) = match saga_instances(&s, &service).await {
+        Ok(read) => read,
+        Err((status, why)) => return refused(&headers, &s, status, &why),
+    };
+    let listed = sagas::Listed {
+        base: &s.base,
+        service: &service,
+        show,
+        shown: &query.show,
+        instances: &instances,
+        undecoded,
+        now_ms: now_ms(),
+    };
+    let refresh = sagas::sagas_href("", &service, &query.show);
+    answer(&headers, &s, "Sagas", Some(&refresh), sagas::list(&listed))
+}
+
+/// One saga instance's timeline.
+async fn saga(
+    State(s): State<Arc<Shared>>,
+    Query(query): Query<sagas::Query>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(service) = query.service.clone() else {
+        return refused(
+            &headers,
+            &s,
+            StatusCode::BAD_REQUEST,
+            "which service's saga?",
+        );
+    };
+    let (instances, _) = match saga_instances(&s, &service).await {
+        Ok(read) => read,
+        Err((status, why)) => return refused(&headers, &s, status, &why),
+    };
+    match instances.get(&query.key) {
+        Some(i) => {
+            let main = sagas::instance(&s.base, &service, &query.key, i, now_ms());
+            answer(&headers, &s, &query.key, None, main)
+        }
+        None => {
+            let what = format!(
+                "{service} holds no saga {} (an ended saga is removed once its retention passed).",
+                query.key
+            );
+            let page = answer(&headers, &s, "Not found", None, pages::not_found(&what));
+            (StatusCode::NOT_FOUND, page).into_response()
+        }
+    }
+}
+
+/// Every saga instance of `service`, read from its `private.saga` topic; else the answer's
+/// status and why.
+async fn saga_instances(
+    s: &Shared,
+    service: &str,
+) -> Result<(std::collections::BTreeMap<String, sagas::Instance>, usize), (StatusCode, String)> {
+    let topic = format!("{service}.private.saga");
+    let kafka = s.kafka.clone();
+    match tokio::task::spawn_blocking(move || kafka.read_all(&topic)).await {
+        Ok(Ok(records)) => Ok(sagas::instances(&records)),
+        Ok(Err(e)) => Err((StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// A page saying why the request is refused, with `status`.
+fn refused(headers: &HeaderMap, s: &Shared, status: StatusCode, why: &str) -> Response {
+    let page = answer(headers, s, "Refused", None, dead_letters::refused(why));
+    (status, page).into_response()
 }

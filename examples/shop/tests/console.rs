@@ -231,6 +231,7 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
 
     dead_letters(&base, &bootstrap, dlq);
     holds(&base, &bootstrap);
+    sagas(&base, &bootstrap);
     let storefront = procs["storefront"].log();
     assert!(
         !storefront.contains(TOKEN),
@@ -250,6 +251,12 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
         &dir.join("console-store.png"),
         1400,
         700,
+    );
+    browser::screenshot(
+        &format!("{base}/sagas?service=acme.shop.orders"),
+        &dir.join("console-sagas.png"),
+        1400,
+        900,
     );
     browser::screenshot(
         &format!("{base}/dlq?service=acme.shop.inventory"),
@@ -506,4 +513,106 @@ fn holds(base: &str, bootstrap: &str) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The orders service's saga states now, as its `private.saga` topic holds them (the last
+/// record of each key, as compaction keeps it): by state, and the keys of the live ones.
+fn saga_states(bootstrap: &str) -> (BTreeMap<String, usize>, Vec<String>) {
+    let topic = "acme.shop.orders.private.saga";
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "atoll-test-sagas")
+        .create()
+        .unwrap();
+    let ends = cluster_offsets(bootstrap, "atoll-test-sagas", topic);
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let total: i64 = ends.values().map(|(_, end)| end).sum();
+    let mut latest: BTreeMap<String, Option<atoll::contract::saga::SagaState>> = BTreeMap::new();
+    let (mut read, deadline) = (0, Instant::now() + Duration::from_secs(30));
+    while read < total && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            use rdkafka::Message;
+            read += 1;
+            let key = String::from_utf8_lossy(m.key().unwrap()).into_owned();
+            let state = m.payload().map(|p| serde_json::from_slice(p).unwrap());
+            latest.insert(key, state);
+        }
+    }
+    assert_eq!(read, total, "read the whole saga topic");
+    let mut by_state = BTreeMap::new();
+    let mut live = Vec::new();
+    for (key, state) in latest {
+        let Some(state) = state else { continue };
+        let name = serde_json::to_value(state.status).unwrap();
+        let name = name.as_str().unwrap().to_owned();
+        if state.pending.is_some() {
+            live.push(key);
+        }
+        *by_state.entry(name).or_insert(0) += 1;
+    }
+    (by_state, live)
+}
+
+/// The sagas page counts the orders' saga instances by state as the cluster holds them; the
+/// three waiting for payments (stopped) time out, then their refunds time out too: they are
+/// shown timed out and stuck, and one's page shows its timeline.
+fn sagas(base: &str, bootstrap: &str) {
+    let page = format!("{base}/sagas?service=acme.shop.orders");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (dom, live) = loop {
+        let dom = browser::dom(&page);
+        let (by_state, live) = saga_states(bootstrap);
+        let shown: BTreeMap<String, usize> = ["running", "compensating", "completed", "failed"]
+            .iter()
+            .filter_map(|s| {
+                let n = attr(&dom, &[&format!("data-saga-count=\"{s}\"")], "data-count")?;
+                let n: usize = n.parse().ok()?;
+                (n > 0).then(|| ((*s).to_owned(), n))
+            })
+            .collect();
+        let stuck = attr(&dom, &["data-saga-count=\"stuck\""], "data-count");
+        if shown == by_state && live.len() == 3 && stuck.as_deref() == Some("3") {
+            break (dom, live);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sagas page shows {shown:?} (stuck {stuck:?}), the cluster holds {by_state:?} \
+             with {} live:\n{dom}",
+            live.len()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    for key in &live {
+        let row = format!("data-saga=\"{key}\"");
+        assert_eq!(
+            attr(&dom, &[&row], "data-stuck").as_deref(),
+            Some("true"),
+            "{dom}"
+        );
+        assert_eq!(
+            attr(&dom, &[&row], "data-state").as_deref(),
+            Some("compensating"),
+            "{dom}"
+        );
+    }
+    let timed_out = browser::dom(&format!("{page}&show=timed_out"));
+    let shown: usize = attr(&timed_out, &[], "data-shown")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(shown >= 3, "the timed-out filter: {timed_out}");
+    let one = browser::dom(&format!(
+        "{base}/saga?service=acme.shop.orders&key={}",
+        live[0].replace('/', "%2F")
+    ));
+    assert!(one.contains("data-ended=\"timed_out\""), "{one}");
+    assert!(
+        one.matches("data-version=").count() >= 2,
+        "a timeline of its versions: {one}"
+    );
 }

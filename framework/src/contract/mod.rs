@@ -4,8 +4,8 @@
 //! declares (`service`), the CloudEvents envelope (`envelope`), the dead-letter headers
 //! (`dead_letter`), codec kinds and derived Avro schemas (`codec`), schema compatibility
 //! (`compat`), the checked-in contract files (`files`), the namespace manifest (`manifest`)
-//! the status record processes publish for the operator console (`status`) and the operator's
-//! holds on partitions that they obey (`control`).
+//! the status record processes publish for the operator console (`status`), the operator's
+//! holds on partitions that they obey (`control`) and the saga states (`saga`).
 //!
 //! The public items here are the ones tools need: what services declare, the checked-in
 //! contract files, compatibility levels and the status record. Topic names and event types are at the crate root.
@@ -23,6 +23,7 @@ pub(crate) mod files;
 pub(crate) mod manifest;
 pub(crate) mod reply;
 pub(crate) mod retry_topic;
+pub mod saga;
 pub(crate) mod service;
 pub mod status;
 pub(crate) mod topic;

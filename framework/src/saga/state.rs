@@ -2,55 +2,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// Where a saga is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Status {
-    /// Waiting for the reply to a step's action.
-    Running,
-    /// Waiting for the reply to a step's compensation.
-    Compensating,
-    /// Every step succeeded.
-    Completed,
-    /// A step failed or timed out, and the compensations ran.
-    Failed,
-}
-
-/// Action or compensation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Phase {
-    Action,
-    Compensation,
-}
-
-/// The request a saga waits for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Pending {
-    /// The command's `ce_id`; its reply's `ce_causationid`.
-    pub(crate) request_id: String,
-    pub(crate) phase: Phase,
-    pub(crate) step: usize,
-    /// Unix milliseconds after which the request times out.
-    pub(crate) deadline_ms: u64,
-}
-
-/// How a past request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Ended {
-    Replied,
-    TimedOut,
-}
-
-/// A request that no longer waits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Past {
-    pub(crate) request_id: String,
-    pub(crate) ended: Ended,
-}
+pub(crate) use crate::contract::saga::{Ended, Past, Pending, Phase, SagaState, Status};
 
 /// What the transitions need to know about a step.
 #[derive(Debug, Clone)]
@@ -58,36 +10,6 @@ pub(crate) struct StepInfo {
     pub(crate) name: &'static str,
     pub(crate) compensated: bool,
     pub(crate) timeout: Duration,
-}
-
-/// One saga's state: the value of its record on `private.saga`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SagaState {
-    /// `<saga>/<id>`: the record key.
-    pub(crate) key: String,
-    /// Grows by one per transition.
-    pub(crate) version: u64,
-    pub(crate) status: Status,
-    /// The user's saga data.
-    pub(crate) data: serde_json::Value,
-    /// Why the saga failed, once it fails.
-    pub(crate) reason: Option<String>,
-    pub(crate) pending: Option<Pending>,
-    pub(crate) history: Vec<Past>,
-    /// `ce_id` of the input that made this version: a redelivered input redoes its effects.
-    pub(crate) input: String,
-    /// The flow's correlation id.
-    pub(crate) correlation_id: String,
-    /// Unix milliseconds when the saga completed or failed; its state is removed (tombstoned)
-    /// once the retention has passed since.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ended_ms: Option<u64>,
-    /// The generation of the partition's owner that wrote this version (see
-    /// [`next_generation`]): a restore prefers a later owner's state to a higher version, so a
-    /// revoked owner's late write never wins over its successor's. 0 in states written before
-    /// states carried it.
-    #[serde(default)]
-    pub(crate) generation: u64,
 }
 
 /// The generation of a new owner of a saga partition: past every generation its restore read,

@@ -1,0 +1,100 @@
+//! A saga's state as the saga engine writes it on the service's compacted
+//! `<service>.private.saga` topic, keyed `<saga>/<id>`, one record per transition (a tombstone
+//! once an ended saga's retention passed). The operator console reads it; so can any tool.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a saga is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Status {
+    /// Waiting for the reply to a step's action.
+    Running,
+    /// Waiting for the reply to a step's compensation.
+    Compensating,
+    /// Every step succeeded.
+    Completed,
+    /// A step failed or timed out, and the compensations ran.
+    Failed,
+}
+
+/// Action or compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// A step's action.
+    Action,
+    /// A step's compensation.
+    Compensation,
+}
+
+/// The request a saga waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Pending {
+    /// The command's `ce_id`; its reply's `ce_causationid`.
+    pub request_id: String,
+    /// Whether it is a step's action or its compensation.
+    pub phase: Phase,
+    /// The step's index in the saga's steps.
+    pub step: usize,
+    /// Unix milliseconds after which the request times out.
+    pub deadline_ms: u64,
+}
+
+/// How a past request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Ended {
+    /// Its reply came.
+    Replied,
+    /// It timed out first.
+    TimedOut,
+}
+
+/// A request that no longer waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Past {
+    /// The request's `ce_id`.
+    pub request_id: String,
+    /// How it ended.
+    pub ended: Ended,
+}
+
+/// One saga's state: the value of its record on `private.saga`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SagaState {
+    /// `<saga>/<id>`: the record key.
+    pub key: String,
+    /// Grows by one per transition.
+    pub version: u64,
+    /// Where it is.
+    pub status: Status,
+    /// The user's saga data.
+    pub data: serde_json::Value,
+    /// Why the saga failed, once it fails.
+    pub reason: Option<String>,
+    /// The request it waits for, while it runs or compensates.
+    pub pending: Option<Pending>,
+    /// The requests that no longer wait, oldest first (the last 32).
+    pub history: Vec<Past>,
+    /// `ce_id` of the input that made this version: a redelivered input redoes its effects.
+    pub input: String,
+    /// The flow's correlation id.
+    pub correlation_id: String,
+    /// Unix milliseconds when the saga completed or failed; its state is removed (tombstoned)
+    /// once the retention has passed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// The generation of the partition's owner that wrote this version (see
+    /// `next_generation`): a restore prefers a later owner's state to a higher version, so a
+    /// revoked owner's late write never wins over its successor's. 0 in states written before
+    /// states carried it.
+    #[serde(default)]
+    pub generation: u64,
+}
