@@ -6,8 +6,8 @@ use anyhow::{bail, Context as _};
 use atoll::broker::client_config;
 use atoll::config::Config;
 use atoll_console::dlq::Kafka;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use atoll_console::groups;
+use rdkafka::{ClientConfig, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,13 +59,6 @@ impl Broker {
         self.runtime.block_on(f)
     }
 
-    fn consumer(&self) -> anyhow::Result<BaseConsumer> {
-        let mut c = self.client.clone();
-        c.set("group.id", "atoll-cli")
-            .set("enable.auto.commit", "false");
-        Ok(c.create()?)
-    }
-
     /// The connection reading and redriving dead letters.
     pub(crate) fn kafka(&self) -> &Kafka {
         &self.kafka
@@ -78,64 +71,23 @@ impl Broker {
 
     /// How many members `group` has now (0: no consumer of it is running).
     pub(crate) fn members(&self, group: &str) -> anyhow::Result<usize> {
-        let list = self
-            .consumer()?
-            .fetch_group_list(Some(group), TIMEOUT)
-            .with_context(|| format!("describing consumer group `{group}`"))?;
-        Ok(list
-            .groups()
-            .iter()
-            .filter(|g| g.name() == group)
-            .map(|g| g.members().len())
-            .sum())
-    }
-
-    /// A consumer in `group`, committing nothing by itself.
-    fn member_of(&self, group: &str) -> anyhow::Result<BaseConsumer> {
-        let mut c = self.client.clone();
-        c.set("group.id", group).set("enable.auto.commit", "false");
-        Ok(c.create()?)
+        Ok(groups::members(&self.kafka, group)?)
     }
 
     /// `group`'s committed offsets on every partition of `topic`.
     pub(crate) fn committed(&self, group: &str, topic: &str) -> anyhow::Result<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
-        for p in self.partitions(topic)? {
-            tpl.add_partition(topic, p);
-        }
-        self.member_of(group)?
-            .committed_offsets(tpl, TIMEOUT)
-            .with_context(|| format!("reading the offsets of consumer group `{group}`"))
+        Ok(groups::committed(&self.kafka, group, topic)?)
     }
 
     /// Commits `offsets` for `group` (partitions it never committed are left alone).
     pub(crate) fn commit(&self, group: &str, offsets: &TopicPartitionList) -> anyhow::Result<()> {
-        let mut known = TopicPartitionList::new();
-        for e in offsets.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                known.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))?;
-            }
-        }
-        if known.count() == 0 {
-            return Ok(());
-        }
-        self.member_of(group)?
-            .commit(&known, rdkafka::consumer::CommitMode::Sync)
-            .with_context(|| format!("committing offsets of consumer group `{group}`"))
+        Ok(groups::commit(&self.kafka, group, offsets)?)
     }
 
     /// Commits `group`'s offsets at the start of every partition of `topic` (the oldest record
-    /// the broker still has).
+    /// the broker still has); refused while the group has members.
     pub(crate) fn rewind(&self, group: &str, topic: &str) -> anyhow::Result<()> {
-        let consumer = self.member_of(group)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in self.partitions(topic)? {
-            let (low, _) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-        }
-        consumer
-            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-            .with_context(|| format!("rewinding consumer group `{group}` on `{topic}`"))?;
-        Ok(())
+        let moves = groups::plan(&self.kafka, group, topic, groups::Target::Start)?;
+        Ok(groups::apply(&self.kafka, group, topic, &moves)?)
     }
 }

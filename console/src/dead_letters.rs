@@ -78,7 +78,7 @@ impl Query {
 
 /// An RFC 3339 time, or a `datetime-local` one (`2026-12-07T08:00`, seconds optional) read as
 /// UTC, in Unix milliseconds.
-fn unix_ms(t: &str) -> Result<i64, String> {
+pub(crate) fn unix_ms(t: &str) -> Result<i64, String> {
     use time::format_description::well_known::Rfc3339;
     use time::macros::format_description;
     let parsed = time::OffsetDateTime::parse(t, &Rfc3339).ok().or_else(|| {

@@ -31,6 +31,9 @@ pub struct Fleet {
     processes: BTreeMap<(String, String), VecDeque<ProcessStatus>>,
     /// Services whose status topic exists: shown even when no process of theirs runs.
     known: std::collections::BTreeSet<String>,
+    /// The topics each listener's group reads (not the retry topic), as any record ever read
+    /// showed them: known after the processes stopped, when their groups may be moved.
+    feeds: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// Whether a process still reports.
@@ -139,6 +142,14 @@ impl Fleet {
             self.processes.remove(&key);
             return;
         };
+        for l in &record.listeners {
+            let topics = l.partitions.iter().map(|p| &p.topic);
+            let main = topics.filter(|t| !t.ends_with(".private.retry"));
+            self.feeds
+                .entry(l.group.clone())
+                .or_default()
+                .extend(main.cloned());
+        }
         let history = self.processes.entry(key).or_default();
         if history
             .back()
@@ -150,6 +161,14 @@ impl Fleet {
         while history.len() > HISTORY {
             history.pop_front();
         }
+    }
+
+    /// The topics `group` reads, as its processes' records showed them (none known: empty).
+    pub fn topics_of(&self, group: &str) -> Vec<String> {
+        self.feeds
+            .get(group)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every service as of `now_ms`, by name.
@@ -450,6 +469,12 @@ mod tests {
                 ("old", Liveness::Stale(80))
             ]
         );
+        // What a stopped process's group read stays known.
+        assert_eq!(
+            fleet.topics_of("acme.shop.orders-place"),
+            ["acme.shop.orders.commands"]
+        );
+        assert!(fleet.topics_of("acme.shop.orders-other").is_empty());
         fleet.know("acme.shop.payments");
         let services = fleet.services(20_000);
         assert_eq!(services[1].name, "acme.shop.payments");

@@ -29,8 +29,10 @@
 mod dead_letters;
 pub mod dlq;
 mod fleet;
+pub mod groups;
 mod guard;
 mod holds;
+mod offsets;
 mod pages;
 mod sagas;
 mod server;

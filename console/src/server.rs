@@ -16,8 +16,10 @@ use serde::Deserialize;
 use crate::dead_letters;
 use crate::dlq::{self, Kafka, Redrive};
 use crate::fleet::Fleet;
+use crate::groups::{self as engine, GroupError};
 use crate::guard::Guard;
 use crate::holds::HoldForm;
+use crate::offsets;
 use crate::pages;
 use crate::sagas;
 
@@ -45,6 +47,8 @@ pub(crate) fn routes(shared: Shared) -> Router {
         .route("/store", get(store))
         .route("/dlq", get(dead_letters))
         .route("/sagas", get(sagas))
+        .route("/groups", get(groups))
+        .route("/groups/reset", post(reset))
         .route("/saga", get(saga))
         .route("/dlq/redrive", post(redrive))
         .route("/assets/{file}", get(asset))
@@ -459,4 +463,135 @@ async fn saga_instances(
 fn refused(headers: &HeaderMap, s: &Shared, status: StatusCode, why: &str) -> Response {
     let page = answer(headers, s, "Refused", None, dead_letters::refused(why));
     (status, page).into_response()
+}
+
+/// Which service's groups (`?service=…`).
+#[derive(Debug, Deserialize)]
+struct OfService {
+    service: Option<String>,
+}
+
+/// The service's consumer groups, or (without a service) the services to choose from.
+async fn groups(
+    State(s): State<Arc<Shared>>,
+    Query(of): Query<OfService>,
+    headers: HeaderMap,
+) -> Response {
+    let title = "Consumer groups";
+    let Some(service) = of.service else {
+        let services: Vec<String> = s
+            .fleet
+            .lock()
+            .services(now_ms())
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        return answer(
+            &headers,
+            &s,
+            title,
+            None,
+            offsets::index(&s.base, &services),
+        );
+    };
+    let (kafka, fleet) = (s.kafka.clone(), s.fleet.clone());
+    let prefix = format!("{service}-");
+    let read =
+        tokio::task::spawn_blocking(move || -> Result<Vec<offsets::GroupView>, GroupError> {
+            let mut views = Vec::new();
+            for (name, members) in engine::groups_of(&kafka, &prefix)? {
+                let mut topics = Vec::new();
+                // Not locked while the broker is asked.
+                let known = fleet.lock().topics_of(&name);
+                for topic in known {
+                    let committed = engine::committed(&kafka, &name, &topic)?;
+                    let offsets = committed
+                        .elements_for_topic(&topic)
+                        .iter()
+                        .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0)))
+                        .collect();
+                    topics.push((topic, offsets));
+                }
+                views.push(offsets::GroupView {
+                    name,
+                    members,
+                    topics,
+                });
+            }
+            Ok(views)
+        })
+        .await;
+    match read {
+        Ok(Ok(views)) => {
+            let csrf = s.guard.acts().then(|| s.guard.csrf());
+            let main = offsets::page(&s.base, &service, &views, csrf);
+            answer(&headers, &s, title, None, main)
+        }
+        Ok(Err(e)) => refused(&headers, &s, StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(e) => refused(
+            &headers,
+            &s,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+        ),
+    }
+}
+
+/// Moves a stopped group's offsets to a time (a dry run says where, moving nothing).
+async fn reset(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(form): Form<offsets::ResetForm>,
+) -> Response {
+    let service = form.service.clone();
+    if let Err(refusal) = s.guard.check(&headers, &form.token, &form.csrf) {
+        tracing::warn!(
+            service,
+            why = refusal.say(),
+            "console: a group reset was refused"
+        );
+        return refused(&headers, &s, StatusCode::FORBIDDEN, refusal.say());
+    }
+    let reset = match form.reset() {
+        Ok(reset) => reset,
+        Err(why) => return refused(&headers, &s, StatusCode::BAD_REQUEST, &why),
+    };
+    let (kafka, r) = (s.kafka.clone(), reset.clone());
+    let ran = tokio::task::spawn_blocking(move || {
+        let moves = engine::plan(&kafka, &r.group, &r.topic, r.target)?;
+        if !r.dry_run {
+            engine::apply(&kafka, &r.group, &r.topic, &moves)?;
+        }
+        Ok::<_, GroupError>(moves)
+    })
+    .await;
+    match ran {
+        Ok(Ok(moves)) => {
+            tracing::info!(
+                service,
+                group = reset.group,
+                topic = reset.topic,
+                dry_run = reset.dry_run,
+                ?moves,
+                "console: group offsets moved"
+            );
+            let main = offsets::moved(&s.base, &service, &reset, &moves);
+            answer(&headers, &s, "Group offsets", None, main)
+        }
+        Ok(Err(e @ GroupError::Members { .. })) => {
+            tracing::warn!(
+                service,
+                group = reset.group,
+                "console: a group reset was refused: the group has members"
+            );
+            refused(&headers, &s, StatusCode::CONFLICT, &e.to_string())
+        }
+        Ok(Err(e)) => refused(&headers, &s, StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(e) => refused(
+            &headers,
+            &s,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+        ),
+    }
 }

@@ -28,8 +28,17 @@ async function main() {
           answer.statuses.push(r ? r.status() : 0);
         } else if (step.fill !== undefined) {
           const [sel, text] = step.fill;
-          await page.$eval(sel, (e) => { e.value = ""; });
-          await page.type(sel, text);
+          // A date or time field is typed in segments a person picks: it is set, as a picker
+          // sets it.
+          const picked = await page.$eval(sel, (e, text) => {
+            e.value = "";
+            if (!["date", "time", "datetime-local"].includes(e.type)) return false;
+            e.value = text;
+            e.dispatchEvent(new Event("input", { bubbles: true }));
+            e.dispatchEvent(new Event("change", { bubbles: true }));
+            return true;
+          }, text);
+          if (!picked) await page.type(sel, text);
         } else if (step.check !== undefined) {
           const [sel, on] = step.check;
           await page.$eval(sel, (e, on) => { e.checked = on; }, on);

@@ -683,6 +683,37 @@ impl Drop for Tansu {
     }
 }
 
+/// What a broker's time index answers: writes three records at T+1 s, T+2 s and T+3 s
+/// (offsets 0, 1, 2) to a new one-partition topic `times` (created by `create`), and asks for
+/// the first offset at or after T+2 s. Kafka answers offset 1. Blocking.
+pub fn time_index_answer(bootstrap: &str) -> rdkafka::Offset {
+    use rdkafka::consumer::Consumer;
+    const T: i64 = 1_796_000_000_000;
+    let producer = raw_producer(bootstrap);
+    for at in [1_000, 2_000, 3_000] {
+        send_waiting(
+            &producer,
+            rdkafka::producer::BaseRecord::<str, str>::to("times")
+                .partition(0)
+                .payload("x")
+                .timestamp(T + at),
+        );
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flushed");
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "time-index")
+        .create()
+        .expect("a consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("times", 0, rdkafka::Offset::Offset(T + 2_000))
+        .expect("a partition");
+    let found = consumer
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .expect("an answer");
+    found.elements()[0].offset()
+}
+
 /// A producer for writing test input directly: idempotent, with [`TANSU_PROPERTIES`] (one
 /// record per batch, which both test brokers need to serve a fetch from any offset).
 pub fn raw_producer(bootstrap: &str) -> rdkafka::producer::BaseProducer {

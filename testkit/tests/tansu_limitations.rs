@@ -1,6 +1,10 @@
 //! What tansu 0.6 does differently from Kafka, pinned so that a tansu upgrade that fixes it
 //! is noticed (and the workaround in `atoll_testkit::TANSU_PROPERTIES` can go).
 //!
+//! Its time index answers the partition's start for any time (ListOffsets by timestamp); atoll
+//! checks the answer against the records and searches them when they disagree
+//! (`atoll_console::groups`).
+//!
 //! tansu serves a fetch only from the start of a record batch: fetching from an offset inside
 //! a batch returns nothing for that batch. A consumer that resumes, seeks or restarts from such
 //! an offset skips the rest of the batch. Kafka returns the batch and the client drops the
@@ -208,4 +212,23 @@ async fn records_held_by_a_blackout_are_written_once_without_a_message_timeout()
     assert_eq!(send(&p, 4).await, Ok(4));
     let read = atoll_testkit::read_topic(&broker.bootstrap(), "t", 6, Duration::from_secs(5));
     assert_eq!(read.len(), 5, "each record once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_answers_a_time_with_the_partitions_start() {
+    let broker = Tansu::start();
+    let b = broker.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("times", 1, TopicReplication::Fixed(1));
+    admin
+        .create_topics(&[topic], &Default::default())
+        .await
+        .unwrap();
+    let answer = tokio::task::spawn_blocking(move || atoll_testkit::time_index_answer(&b))
+        .await
+        .unwrap();
+    assert_eq!(answer, Offset::Offset(0), "Kafka answers offset 1");
 }

@@ -43,6 +43,11 @@ impl Kafka {
         })
     }
 
+    /// The client configuration it connects with.
+    pub(crate) fn client(&self) -> &ClientConfig {
+        &self.client
+    }
+
     fn consumer(&self) -> Result<BaseConsumer, DlqError> {
         let mut c = self.client.clone();
         c.set("group.id", "atoll-dlq")

@@ -232,6 +232,7 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
     dead_letters(&base, &bootstrap, dlq);
     holds(&base, &bootstrap);
     sagas(&base, &bootstrap);
+    groups(&base, &bootstrap);
     let storefront = procs["storefront"].log();
     assert!(
         !storefront.contains(TOKEN),
@@ -615,4 +616,46 @@ fn sagas(base: &str, bootstrap: &str) {
         one.matches("data-version=").count() >= 2,
         "a timeline of its versions: {one}"
     );
+}
+
+/// The groups page shows inventory's groups with their members and committed offsets as the
+/// cluster has them; moving a running group's offsets (clicked, with the token) is refused.
+fn groups(base: &str, bootstrap: &str) {
+    let (group, topic) = (
+        "acme.shop.inventory-reserve-stock",
+        "acme.shop.inventory.commands",
+    );
+    let page = format!("{base}/groups?service=acme.shop.inventory");
+    let section = format!("section[data-group=\"{group}\"]");
+    let dom = browser::dom(&page);
+    let marker = format!("data-group=\"{group}\"");
+    assert_eq!(
+        attr(&dom, &[&marker], "data-members").as_deref(),
+        Some("1"),
+        "{dom}"
+    );
+    for (p, (committed, _)) in cluster_offsets(bootstrap, group, topic) {
+        let row = format!("data-partition=\"{p}\"");
+        let shown = attr(
+            &dom,
+            &[&marker, &format!("data-topic=\"{topic}\""), &row],
+            "data-committed",
+        );
+        assert_eq!(shown, Some(committed.to_string()), "partition {p}: {dom}");
+    }
+    let form = format!("{section} form.reset");
+    let acted = browser::act(&[
+        Step::Goto(page.clone()),
+        Step::Click(format!("{section} details.reset summary")),
+        Step::Fill(
+            format!("{form} input[name=time]"),
+            "2026-12-07T08:00:00".into(),
+        ),
+        Step::Check(format!("{form} input[name=dry_run]"), false),
+        Step::Fill(format!("{form} input[name=token]"), TOKEN.into()),
+        Step::Submit(format!("{form} button")),
+        Step::Dom,
+    ]);
+    assert_eq!(acted.statuses, [200, 409], "{:?}", acted.doms);
+    assert!(acted.doms[0].contains("1 member(s)"), "{}", acted.doms[0]);
 }
