@@ -124,6 +124,9 @@ pub struct ServiceView {
     pub processes: Vec<ProcessView>,
     /// Its listeners.
     pub listeners: Vec<ListenerView>,
+    /// Records per second its alive processes send to each topic (each over its last two
+    /// records; 0 with one record).
+    pub produced: BTreeMap<String, f64>,
 }
 
 impl Fleet {
@@ -232,6 +235,7 @@ fn service_view(name: &str, histories: &[&VecDeque<ProcessStatus>], now_ms: i64)
         name: name.to_owned(),
         processes,
         listeners,
+        produced: produced(&alive),
     }
 }
 
@@ -290,6 +294,23 @@ fn listener_view(name: &str, alive: &[&VecDeque<ProcessStatus>]) -> ListenerView
     }
     view.trend = trend(&view.history);
     view
+}
+
+/// Records per second sent to each topic by `alive` processes, summed.
+fn produced(alive: &[&VecDeque<ProcessStatus>]) -> BTreeMap<String, f64> {
+    let mut rates = BTreeMap::new();
+    for history in alive {
+        let Some(last) = history.back() else { continue };
+        let before = history.len().checked_sub(2).and_then(|i| history.get(i));
+        for (topic, n) in &last.produced {
+            let rate = before.map_or(0.0, |b| {
+                let then = b.produced.get(topic).copied().unwrap_or(0);
+                rate_between((b.at_ms, 0, then), (last.at_ms, 0, *n))
+            });
+            *rates.entry(topic.clone()).or_insert(0.0) += rate;
+        }
+    }
+    rates
 }
 
 fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {

@@ -98,6 +98,7 @@ pub fn members(kafka: &Kafka, group: &str) -> Result<usize, GroupError> {
         .member_of("atoll-groups")?
         .fetch_group_list(Some(group), TIMEOUT)
         .map_err(group_error(group))?;
+    // Not listed (or listed `Dead`): no consumer is in it.
     Ok(list
         .groups()
         .iter()
@@ -274,8 +275,9 @@ impl<'a> Reader<'a> {
         let before = answer == low
             || match self.record_at(p, answer - 1)? {
                 Some((o, at)) if o < answer => at < ms,
-                // None left before it (compacted away): nothing to contradict.
-                _ => true,
+                // No record right before it (compacted away, a transaction's marker): the
+                // answer cannot be checked, so the records are searched.
+                _ => false,
             };
         if at_or_after && before {
             return Ok(answer);

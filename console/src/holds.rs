@@ -13,6 +13,9 @@ use atoll::{PrivateTopic, TopicName};
 /// The longest reason kept (longer ones are refused, not cut: the operator sees why).
 const REASON_MAX: usize = 500;
 
+/// The longest name of who asks.
+const BY_MAX: usize = 100;
+
 /// The hold form's fields. (No `Debug`: it holds the token.)
 #[derive(Deserialize)]
 pub(crate) struct HoldForm {
@@ -64,14 +67,16 @@ impl HoldForm {
             .ok_or_else(|| format!("`{}` is no partition", self.partition))?;
         let hold = match self.action.as_str() {
             "hold" => {
-                let reason = self.reason.trim();
-                if reason.chars().count() > REASON_MAX {
-                    return Err(format!("the reason is longer than {REASON_MAX} characters"));
+                let (reason, by) = (self.reason.trim(), self.by.trim());
+                if reason.chars().count() > REASON_MAX || by.chars().count() > BY_MAX {
+                    return Err(format!(
+                        "the reason is longer than {REASON_MAX} characters, or the name than {BY_MAX}"
+                    ));
                 }
-                let by = match self.by.trim() {
-                    "" => "console",
-                    by => by,
-                };
+                if reason.chars().chain(by.chars()).any(char::is_control) {
+                    return Err("the name and the reason are one line of text".into());
+                }
+                let by = if by.is_empty() { "console" } else { by };
                 Some(Hold::new(by, reason, now_ms))
             }
             "lift" => None,
@@ -102,7 +107,7 @@ pub(crate) fn form(
             input type="hidden" name="partition" value=(p.partition);
             input type="hidden" name="action" value=(action);
             @if action == "hold" {
-                input type="text" name="by" placeholder="your name" maxlength="100";
+                input type="text" name="by" placeholder="your name" maxlength=(BY_MAX);
                 input type="text" name="reason" placeholder="why" maxlength=(REASON_MAX);
             }
             input type="password" name="token" placeholder="token" autocomplete="off" required;
@@ -201,6 +206,10 @@ mod tests {
             (
                 form("acme.shop.orders", "place", "3", "hold", &long),
                 "longer than",
+            ),
+            (
+                form("acme.shop.orders", "place", "3", "hold", "a\u{1b}[2J"),
+                "one line",
             ),
         ];
         for (f, why) in cases {

@@ -37,6 +37,7 @@ mod pages;
 mod sagas;
 mod server;
 mod source;
+mod topology;
 
 use std::sync::Arc;
 

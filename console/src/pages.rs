@@ -69,6 +69,7 @@ pub(crate) fn page(base: &str, title: &str, refresh: Option<&str>, main: Markup)
                         a href=(format!("{base}/store")) { "Store" }
                         a href=(format!("{base}/dlq")) { "Dead letters" }
                         a href=(format!("{base}/sagas")) { "Sagas" }
+                        a href=(format!("{base}/topology")) { "Topology" }
                         a href=(format!("{base}/groups")) { "Groups" }
                     }
                 }

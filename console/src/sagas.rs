@@ -26,22 +26,35 @@ pub(crate) const OVERDUE_GRACE_MS: u64 = 10_000;
 /// The most instances a page lists (the counts cover all).
 pub(crate) const LISTED: usize = 500;
 
-/// One saga instance: every version of its state read, oldest first, each with the time its
-/// record was written (when the broker gave one).
+/// One saga instance: every version of its state read, in the order written, each with the
+/// time its record was written (when the broker gave one).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Instance {
     pub(crate) versions: Vec<(Option<i64>, SagaState)>,
+    /// Which version is the latest (see [`SagaState::supersedes`]).
+    latest: usize,
 }
 
 impl Instance {
+    /// The instance of `versions` (at least one), in the order written.
+    fn of(versions: Vec<(Option<i64>, SagaState)>) -> Self {
+        let mut latest = 0;
+        for (i, (_, v)) in versions.iter().enumerate().skip(1) {
+            if v.supersedes(versions[latest].1.rank()) {
+                latest = i;
+            }
+        }
+        Self { versions, latest }
+    }
+
     /// Its latest state.
     pub(crate) fn latest(&self) -> &SagaState {
-        &self.versions.last().expect("an instance has a version").1
+        &self.versions[self.latest].1
     }
 
     /// When its latest state was written.
     pub(crate) fn since_ms(&self) -> Option<i64> {
-        self.versions.last().and_then(|v| v.0)
+        self.versions[self.latest].0
     }
 
     /// How many of its requests timed out.
@@ -61,10 +74,16 @@ impl Instance {
         };
         let now = u64::try_from(now_ms).unwrap_or(0);
         let overdue = now > pending.deadline_ms.saturating_add(OVERDUE_GRACE_MS);
-        // The first timeout of an action turns the saga to compensating; any other is a
-        // compensation's.
-        let undo_timed_out = s.status == Status::Compensating && self.timeouts() >= 2;
-        overdue || undo_timed_out
+        let undo_timed_out = s
+            .history
+            .iter()
+            .any(|p| p.ended == Ended::TimedOut && p.phase == Some(Phase::Compensation));
+        // States written before requests kept their phase: the first timeout of an action
+        // turns the saga to compensating, so any other is a compensation's.
+        let unknown = s.history.iter().any(|p| p.phase.is_none());
+        let undo_timed_out_before =
+            unknown && s.status == Status::Compensating && self.timeouts() >= 2;
+        overdue || undo_timed_out || undo_timed_out_before
     }
 
     fn shown_by(&self, show: Show, now_ms: i64) -> bool {
@@ -155,11 +174,7 @@ pub(crate) fn instances(records: &[DeadLetter]) -> (BTreeMap<String, Instance>, 
     let instances = by_key
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(key, mut versions)| {
-            // Stable: a tie keeps the order read.
-            versions.sort_by_key(|(_, s)| (s.generation, s.version));
-            (key, Instance { versions })
-        })
+        .map(|(key, versions)| (key, Instance::of(versions)))
         .collect();
     (instances, undecoded)
 }
@@ -326,8 +341,13 @@ mod tests {
         let payload = state.map(|(status, version, generation, deadline, timeouts)| {
             let pending = deadline.map(|d| serde_json::json!({
                 "request_id": format!("{key}@{version}"), "phase": "action", "step": 1, "deadline_ms": d }));
+            // An action's timeout, then compensations'.
             let history: Vec<_> = (0..timeouts)
-                .map(|n| serde_json::json!({ "request_id": format!("{key}@{n}"), "ended": "timed_out" }))
+                .map(|n| {
+                    let phase = if n == 0 { "action" } else { "compensation" };
+                    serde_json::json!({ "request_id": format!("{key}@{n}"),
+                        "ended": "timed_out", "phase": phase })
+                })
                 .collect();
             serde_json::to_vec(&serde_json::json!({
                 "key": key, "version": version, "status": status, "data": {}, "reason": null,
@@ -357,6 +377,9 @@ mod tests {
             record("order/2", 1, Some((Completed, 4, 5, None, 0))),
             record("order/2", 2, None),
             record("order/3", 1, Some((Failed, 2, 5, None, 1))),
+            // A rollback to a version of atoll without generations: its version decides.
+            record("order/5", 1, Some((Running, 11, 7, Some(100), 0))),
+            record("order/5", 2, Some((Compensating, 12, 0, Some(100), 0))),
             DeadLetter {
                 key: None,
                 ..record("x", 1, None)
@@ -370,13 +393,14 @@ mod tests {
         assert_eq!(undecoded, 2);
         assert_eq!(
             all.keys().collect::<Vec<_>>(),
-            ["order/1", "order/3"],
+            ["order/1", "order/3", "order/5"],
             "a tombstone removes"
         );
         let one = &all["order/1"];
         assert_eq!((one.latest().status, one.latest().version), (Running, 2));
         assert_eq!(one.versions.len(), 3);
         assert_eq!(one.since_ms(), Some(2));
+        assert_eq!(all["order/5"].latest().version, 12);
     }
 
     #[test]
@@ -403,6 +427,37 @@ mod tests {
                 "{status:?} {deadline:?} {timeouts}"
             );
         }
+    }
+
+    /// A compensating saga with `history` (JSON) and a far deadline.
+    fn compensating(history: serde_json::Value) -> Instance {
+        let state = serde_json::json!({
+            "key": "s/2", "version": 3, "status": "compensating", "data": {}, "reason": "no",
+            "pending": {"request_id": "s/2@3", "phase": "compensation", "step": 0,
+                "deadline_ms": u64::MAX / 2},
+            "history": history, "input": "i", "correlation_id": "c", "generation": 1,
+        });
+        Instance::of(vec![(None, serde_json::from_value(state).unwrap())])
+    }
+
+    #[test]
+    fn an_undo_that_timed_out_is_stuck_whatever_came_before() {
+        // The action failed by its reply, then the compensation timed out once.
+        let failed_then_undo_timed_out = compensating(serde_json::json!([
+            {"request_id": "s/2@1", "ended": "replied", "phase": "action"},
+            {"request_id": "s/2@2", "ended": "timed_out", "phase": "compensation"},
+        ]));
+        assert!(failed_then_undo_timed_out.stuck(0));
+        let action_timed_out = compensating(serde_json::json!([
+            {"request_id": "s/2@1", "ended": "timed_out", "phase": "action"},
+        ]));
+        assert!(!action_timed_out.stuck(0), "it compensates, as it should");
+        // Written before requests kept their phase: two timeouts tell.
+        let before = compensating(serde_json::json!([
+            {"request_id": "s/2@1", "ended": "timed_out"},
+            {"request_id": "s/2@2", "ended": "timed_out"},
+        ]));
+        assert!(before.stuck(0));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::holds::HoldForm;
 use crate::offsets;
 use crate::pages;
 use crate::sagas;
+use crate::topology;
 
 /// What the routes read.
 #[derive(Debug, Clone)]
@@ -47,6 +48,7 @@ pub(crate) fn routes(shared: Shared) -> Router {
         .route("/store", get(store))
         .route("/dlq", get(dead_letters))
         .route("/sagas", get(sagas))
+        .route("/topology", get(topology))
         .route("/groups", get(groups))
         .route("/groups/reset", post(reset))
         .route("/saga", get(saga))
@@ -342,6 +344,9 @@ async fn hold(
         .as_ref()
         .map(|h| serde_json::to_vec(h).expect("a hold serializes"));
     let wrote = tokio::task::spawn_blocking(move || {
+        // Never to a topic the broker would make on the fly, without compaction (a hold would
+        // be dropped with its segment): the service makes its control topic at its start.
+        kafka.partitions(&topic)?;
         // The control topic has one partition, which every process reads.
         kafka.put(&topic, 0, key.as_bytes(), value.as_deref())
     })
@@ -362,6 +367,7 @@ async fn hold(
             let main = crate::holds::done(&s.base, &service, &change);
             answer(&headers, &s, title, None, main)
         }
+        Ok(Err(e @ dlq::DlqError::NoTopic(..))) => refuse(StatusCode::NOT_FOUND, &e.to_string()),
         Ok(Err(e)) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
@@ -406,8 +412,8 @@ async fn sagas(
         undecoded,
         now_ms: now_ms(),
     };
-    let refresh = sagas::sagas_href("", &service, &query.show);
-    answer(&headers, &s, "Sagas", Some(&refresh), sagas::list(&listed))
+    // Not refreshed by itself: each look reads the whole saga topic.
+    answer(&headers, &s, "Sagas", None, sagas::list(&listed))
 }
 
 /// One saga instance's timeline.
@@ -496,10 +502,22 @@ async fn groups(
     };
     let (kafka, fleet) = (s.kafka.clone(), s.fleet.clone());
     let prefix = format!("{service}-");
+    // Names may hold `-`: the groups of a service named `<service>-…` are its, not these.
+    let longer: Vec<String> = s
+        .fleet
+        .lock()
+        .services(now_ms())
+        .into_iter()
+        .filter(|v| v.name.starts_with(&prefix))
+        .map(|v| format!("{}-", v.name))
+        .collect();
     let read =
         tokio::task::spawn_blocking(move || -> Result<Vec<offsets::GroupView>, GroupError> {
             let mut views = Vec::new();
-            for (name, members) in engine::groups_of(&kafka, &prefix)? {
+            let ours = engine::groups_of(&kafka, &prefix)?
+                .into_iter()
+                .filter(|(name, _)| !longer.iter().any(|l| name.starts_with(l)));
+            for (name, members) in ours {
                 let mut topics = Vec::new();
                 // Not locked while the broker is asked.
                 let known = fleet.lock().topics_of(&name);
@@ -556,6 +574,16 @@ async fn reset(
         Ok(reset) => reset,
         Err(why) => return refused(&headers, &s, StatusCode::BAD_REQUEST, &why),
     };
+    let reads = s.fleet.lock().topics_of(&reset.group);
+    if !reads.is_empty() && !reads.contains(&reset.topic) {
+        let why = format!(
+            "consumer group `{}` reads {}, not `{}`",
+            reset.group,
+            reads.join(", "),
+            reset.topic
+        );
+        return refused(&headers, &s, StatusCode::BAD_REQUEST, &why);
+    }
     let (kafka, r) = (s.kafka.clone(), reset.clone());
     let ran = tokio::task::spawn_blocking(move || {
         let moves = engine::plan(&kafka, &r.group, &r.topic, r.target)?;
@@ -594,4 +622,19 @@ async fn reset(
             &e.to_string(),
         ),
     }
+}
+
+/// The topology with live rates.
+async fn topology(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let picture = {
+        let fleet = s.fleet.lock();
+        topology::build(&fleet.services(now_ms()), |group| fleet.topics_of(group))
+    };
+    answer(
+        &headers,
+        &s,
+        "Topology",
+        Some("/topology"),
+        topology::page(&picture),
+    )
 }

@@ -1,7 +1,8 @@
 //! Moving a consumer group's offsets to a time from the console's groups page, on tansu: a
 //! wrong token and a running group are refused and move nothing, a dry run says where each
 //! partition would go and moves nothing, and the move commits each partition's first record at
-//! or after the time (its end where none is). tansu's time index answers the partition's start
+//! or after the time (its end where none is). A hold is not written to a control topic that
+//! does not exist. tansu's time index answers the partition's start
 //! for any time (`testkit/tests/tansu_limitations.rs`): a time before every record takes its
 //! answer, which the records confirm; the others are found by searching the records. (The mock
 //! cluster lists no groups, see `testkit/tests/mock_limitations.rs`.)
@@ -184,6 +185,29 @@ async fn a_stopped_group_moves_to_a_time_and_a_running_one_is_refused() {
         (200, vec![(Some(1), 4), (Some(1), 2)]),
         "{body}"
     );
+
+    // No hold is written to a control topic that does not exist (the broker would make it
+    // without compaction).
+    let hold = http
+        .post(format!("http://{addr}/listener/hold"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("service", "acme.test.moved"),
+            ("listener", "jobs"),
+            ("partition", "0"),
+            ("action", "hold"),
+            ("token", TOKEN),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hold.status().as_u16(), 404);
+    assert!(hold
+        .text()
+        .await
+        .unwrap()
+        .contains("acme.test.moved.private.control` does not exist"));
 
     // A running member: refused, nothing moved.
     let member: BaseConsumer = client(&bootstrap)

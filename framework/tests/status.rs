@@ -82,7 +82,7 @@ async fn a_process_publishes_its_status_and_removes_it_when_it_stops() {
         if let Some(Some(s)) = latest(&records).remove(&process) {
             let done = s.listeners.first().is_some_and(|l| {
                 l.handled == 4 && l.partitions.first().is_some_and(|p| p.committed == Some(5))
-            });
+            }) && s.produced.get("acme.test.watched.private.dlq") == Some(&1);
             if done {
                 break s;
             }
@@ -95,6 +95,8 @@ async fn a_process_publishes_its_status_and_removes_it_when_it_stops() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status.service, "acme.test.watched");
+    // What the process's producer sent: the five jobs, and the one dead letter.
+    assert_eq!(status.produced.get("acme.test.watched.commands"), Some(&5));
     assert_eq!(status.build.as_deref(), Some("build-7"));
     assert_eq!(status.interval_ms, 200);
     assert!(status.at_ms >= status.started_ms);

@@ -233,6 +233,7 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
     holds(&base, &bootstrap);
     sagas(&base, &bootstrap);
     groups(&base, &bootstrap);
+    topology(&base);
     let storefront = procs["storefront"].log();
     assert!(
         !storefront.contains(TOKEN),
@@ -252,6 +253,12 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
         &dir.join("console-store.png"),
         1400,
         700,
+    );
+    browser::screenshot(
+        &format!("{base}/topology"),
+        &dir.join("console-topology.png"),
+        1400,
+        1100,
     );
     browser::screenshot(
         &format!("{base}/sagas?service=acme.shop.orders"),
@@ -658,4 +665,29 @@ fn groups(base: &str, bootstrap: &str) {
     ]);
     assert_eq!(acted.statuses, [200, 409], "{:?}", acted.doms);
     assert!(acted.doms[0].contains("1 member(s)"), "{}", acted.doms[0]);
+}
+
+/// The topology page draws the shop's flows from what its processes report: the orders saga
+/// sends inventory's and payments' commands, inventory reads its own, storefront reads the
+/// orders' facts; each edge with a rate.
+fn topology(base: &str) {
+    let dom = browser::dom(&format!("{base}/topology"));
+    let edges = [
+        ("acme.shop.orders", "acme.shop.inventory.commands"),
+        ("acme.shop.orders", "acme.shop.payments.commands"),
+        ("acme.shop.inventory.commands", "acme.shop.inventory"),
+        ("acme.shop.orders.commands", "acme.shop.orders"),
+    ];
+    for (from, to) in edges {
+        let edge = format!("data-from=\"{from}\" data-to=\"{to}\"");
+        let rate: Option<f64> = attr(&dom, &[&edge], "data-rate").and_then(|r| r.parse().ok());
+        assert!(
+            rate.is_some_and(|r| r >= 0.0),
+            "no edge {from} → {to} with a rate:\n{dom}"
+        );
+    }
+    assert!(
+        !dom.contains(".private.status"),
+        "atoll's own topics are left out: {dom}"
+    );
 }

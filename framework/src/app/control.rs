@@ -3,17 +3,17 @@
 //!
 //! The reader is a consumer assigned partition 0 of every control topic from the beginning
 //! (never a group member, never committing), on a thread of its own. The start waits until it
-//! read what the topics held then (at most [`CATCH_UP`]), so that a partition held before the
+//! read what the topics held then (at most [`CATCH_UP`] from the start of this reader), so that a partition held before the
 //! process started is never handled, even briefly, before its listener knows of the hold. A
 //! record that is not a hold (a key or value it cannot read, a format it does not know) is
 //! logged and skipped: it changes nothing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
@@ -38,71 +38,101 @@ pub(super) async fn start(
     services: &[ServiceId],
     stop: CancellationToken,
 ) -> Result<Arc<Holds>> {
+    let deadline = Instant::now() + CATCH_UP;
     let holds = Arc::new(Holds::default());
-    let topics: HashMap<String, String> = services
-        .iter()
-        .map(|s| {
-            (
-                s.private_topic(PrivateTopic::Control).to_string(),
-                s.to_string(),
-            )
-        })
-        .collect();
-    let consumer: BaseConsumer<Hooked> = clients
-        .with(|c| {
-            c.set("group.id", "atoll-control")
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("enable.partition.eof", "false");
-        })
-        .create("control")
-        .map_err(|e| Error::kafka("creating the reader of the operator's holds", e))?;
-    let mut tpl = TopicPartitionList::new();
-    for topic in topics.keys() {
-        tpl.add_partition_offset(topic, PARTITION, Offset::Beginning)
-            .map_err(|e| Error::kafka("assigning the control topics", e))?;
+    let mut topics = Vec::new();
+    for service in services {
+        let name = service.private_topic(PrivateTopic::Control).to_string();
+        let consumer: BaseConsumer<Hooked> = clients
+            .with(|c| {
+                c.set("group.id", "atoll-control")
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    // The end is known by the event, past any transaction marker.
+                    .set("enable.partition.eof", "true");
+            })
+            .create("control")
+            .map_err(|e| Error::kafka("creating the reader of the operator's holds", e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&name, PARTITION, Offset::Beginning)
+            .and_then(|()| consumer.assign(&tpl))
+            .map_err(|e| Error::kafka(format!("assigning `{name}`"), e))?;
+        // A topic that does not exist holds no hold: nothing to wait for (the reader reads it
+        // once it is made).
+        let missing = consumer
+            .fetch_metadata(Some(&name), Duration::from_secs(5))
+            .is_ok_and(|md| {
+                md.topics()
+                    .iter()
+                    .all(|t| t.name() != name || t.error().is_some() || t.partitions().is_empty())
+            });
+        if missing {
+            tracing::info!(
+                topic = name,
+                "no control topic: no operator's hold to read yet"
+            );
+        }
+        topics.push(Topic {
+            service: service.to_string(),
+            name,
+            consumer,
+            at_end: missing,
+        });
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| Error::kafka("assigning the control topics", e))?;
     let (caught_up, read) = oneshot::channel();
     let reader = Reader {
-        consumer,
         topics,
         holds: holds.clone(),
     };
     thread::Builder::new()
         .name("atoll-control".into())
-        .spawn(move || reader.run(caught_up, stop))
+        .spawn(move || reader.run(caught_up, deadline, stop))
         .map_err(|source| Error::Spawn {
             what: "the reader of the operator's holds".into(),
             source,
         })?;
-    if tokio::time::timeout(CATCH_UP + Duration::from_secs(5), read)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the operator's holds were not read in time: listeners start without them, and obey them once read");
+    // The reader says when it is done, or when the deadline passed; this wait is a backstop.
+    let backstop = tokio::time::Instant::from_std(deadline) + Duration::from_secs(1);
+    match tokio::time::timeout_at(backstop, read).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => tracing::warn!("the reader of the operator's holds stopped: listeners start without them"),
+        Err(_) => tracing::warn!("the operator's holds were not read in time: listeners start without them, and obey them once read"),
     }
     Ok(holds)
 }
 
-struct Reader {
+/// One service's control topic and its reader.
+struct Topic {
+    service: String,
+    name: String,
     consumer: BaseConsumer<Hooked>,
-    /// Control topic → its service.
-    topics: HashMap<String, String>,
+    /// Whether its end was reached once.
+    at_end: bool,
+}
+
+struct Reader {
+    topics: Vec<Topic>,
     holds: Arc<Holds>,
 }
 
 impl Reader {
-    /// Reads until `stop`; says when it read what the topics held at its start.
-    fn run(self, caught_up: oneshot::Sender<()>, stop: CancellationToken) {
-        let mut ends = self.ends();
-        let deadline = Instant::now() + CATCH_UP;
+    /// Reads until `stop`; says when it read what the topics held (each reached its end), or
+    /// once `deadline` passed.
+    fn run(mut self, caught_up: oneshot::Sender<()>, deadline: Instant, stop: CancellationToken) {
         let mut caught_up = Some(caught_up);
         while !stop.is_cancelled() {
+            for t in &mut self.topics {
+                match t.consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => read(&self.holds, t, m.key(), m.payload()),
+                    Some(Err(KafkaError::PartitionEOF(_))) => t.at_end = true,
+                    Some(Err(e)) => {
+                        tracing::debug!(topic = t.name, error = %e, "reading the operator's holds")
+                    }
+                    None => {}
+                }
+            }
             if caught_up.is_some() {
-                let behind = ends.values().any(|end| *end > 0);
+                let behind = self.topics.iter().any(|t| !t.at_end);
                 if behind && Instant::now() >= deadline {
                     tracing::warn!("the operator's holds were not all read in time: listeners start without the rest, and obey them once read");
                 }
@@ -110,57 +140,24 @@ impl Reader {
                     let _ = caught_up.take().map(|tx| tx.send(()));
                 }
             }
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    if let Some(end) = ends.get_mut(m.topic()) {
-                        if m.offset() + 1 >= *end {
-                            *end = 0;
-                        }
-                    }
-                    self.read(m.topic(), m.key(), m.payload());
-                }
-                Some(Err(e)) => tracing::debug!(error = %e, "reading the operator's holds"),
-                None => {}
-            }
         }
     }
+}
 
-    /// Each control topic's end at the start; 0 for one that is empty or cannot be asked
-    /// (a missing topic: its holds are read once it exists).
-    fn ends(&self) -> HashMap<String, i64> {
-        self.topics
-            .keys()
-            .map(|topic| {
-                let end = match self
-                    .consumer
-                    .fetch_watermarks(topic, PARTITION, Duration::from_secs(5))
-                {
-                    Ok((low, high)) if high > low => high,
-                    Ok(_) => 0,
-                    Err(e) => {
-                        tracing::warn!(topic, error = %e, "cannot ask for the end of a control topic: the holds on it are read once it answers");
-                        0
-                    }
-                };
-                (topic.clone(), end)
-            })
-            .collect()
-    }
-
-    /// Records the hold (or its lifting) one record says.
-    fn read(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
-        let Some(service) = self.topics.get(topic) else {
-            return;
-        };
-        match decode(key, value) {
-            Ok((key, hold)) => {
-                let held = hold.is_some();
-                if self.holds.set(service, key.clone(), hold) {
-                    tracing::info!(service, hold = %key, held, "operator's hold read");
-                }
+/// Records the hold (or its lifting) one record of `t` says.
+fn read(holds: &Holds, t: &Topic, key: Option<&[u8]>, value: Option<&[u8]>) {
+    match decode(key, value) {
+        Ok((key, hold)) => {
+            let held = hold.is_some();
+            if holds.set(&t.service, key.clone(), hold) {
+                tracing::info!(service = t.service, hold = %key, held, "operator's hold read");
             }
-            Err(why) => tracing::warn!(topic, why, "a record of the control topic is skipped"),
         }
+        Err(why) => tracing::warn!(
+            topic = t.name,
+            why,
+            "a record of the control topic is skipped"
+        ),
     }
 }
 

@@ -938,7 +938,11 @@ fn producer(
     pconf.set("client.id", format!("atoll-{process}"));
     let events = {
         let health = health.clone();
-        Events::new(clients.hooks().clone(), move |why| health.fatal(why))
+        Events::new(
+            clients.hooks().clone(),
+            move |why| health.fatal(why),
+            metrics.clone(),
+        )
     };
     let producer: FutureProducer<Events> = pconf
         .create_with_context(events)

@@ -143,7 +143,8 @@ impl Publisher {
             started_ms: self.started_ms,
             interval: self.interval,
         };
-        process_status(&self.metrics, service, &identity, sizes)
+        let produced = self.producer.sent_by_topic();
+        process_status(&self.metrics, service, &identity, sizes, produced)
     }
 }
 
@@ -161,6 +162,7 @@ fn process_status(
     service: ServiceId,
     who: &Identity<'_>,
     sizes: Option<Sizes>,
+    produced: std::collections::BTreeMap<String, u64>,
 ) -> ProcessStatus {
     let listeners = metrics.listeners_of(service);
     let listeners = listeners
@@ -186,6 +188,7 @@ fn process_status(
             dead_lettered: outbox.dead_lettered.get(),
         }),
         inbox: sizes.map(|s| InboxStatus { rows: s.inbox_rows }),
+        produced,
     }
 }
 
@@ -231,7 +234,10 @@ pub fn status_cost(listeners: usize, partitions: usize, rounds: u32) -> (Duratio
     };
     let started = std::time::Instant::now();
     for _ in 0..rounds {
-        let record = process_status(&metrics, service, &who, None);
+        let produced = (0..6)
+            .map(|n| (format!("acme.bench.peer{n}.commands"), 1_000_000))
+            .collect();
+        let record = process_status(&metrics, service, &who, None, produced);
         std::hint::black_box(serde_json::to_vec(&record).expect("serializes"));
     }
     let per_record = started.elapsed() / rounds.max(1);

@@ -324,12 +324,15 @@ impl<S: Service> ListenerContext<S> {
             if full.contains(&p) {
                 continue;
             }
+            let lifted = assigned.contains(&p);
             match consumer.resume(&partition_list(topic, p)) {
-                Ok(()) => {
+                Ok(()) if lifted => {
                     tracing::info!(listener, partition = p, "partition no longer held: resumed")
                 }
+                // Taken away while held: whoever owns it next obeys the hold.
+                Ok(()) => tracing::debug!(listener, partition = p, "a held partition was revoked"),
                 Err(e) => {
-                    tracing::warn!(listener, partition = p, error = %e, "cannot resume a partition no longer held")
+                    tracing::warn!(listener, partition = p, error = %e, "cannot resume a partition let go")
                 }
             }
         }
@@ -411,16 +414,19 @@ fn release<S: Service>(
 }
 
 /// Cancels `taken`'s slots, resumes their paused partitions (not to leave one paused for
-/// whoever handles it next in this process), and waits up to the drain timeout for their
+/// whoever handles it next in this process) unless a hold keeps them paused, and waits up to the drain timeout for their
 /// records in flight to finish.
 fn stop_slots<S: Service>(
     consumer: &BaseConsumer<ListenerContext<S>>,
     env: &ListenerEnv<S>,
     taken: &[(i32, Slot)],
 ) {
+    // A partition still held stays paused (a rewind keeps its partitions): a revoked one was
+    // let go by `obey_holds` first.
+    let held = consumer.context().held.lock().clone();
     for (p, slot) in taken {
         slot.shared.cancel.cancel();
-        if slot.paused {
+        if slot.paused && !held.contains(p) {
             let _ = consumer.resume(&partition_list(env.setup.topic.as_str(), *p));
         }
     }

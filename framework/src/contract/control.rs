@@ -23,7 +23,8 @@ pub const CONTROL_FORMAT: u32 = 1;
 pub struct Hold {
     /// [`CONTROL_FORMAT`] when written.
     pub format: u32,
-    /// Who asked for it (e.g. the console and the address its request came from).
+    /// Who asked for it (the operator's name, as typed into the console; `console` when none
+    /// was).
     pub by: String,
     /// Why, as the operator said.
     pub reason: String,

@@ -63,6 +63,10 @@ pub struct Past {
     pub request_id: String,
     /// How it ended.
     pub ended: Ended,
+    /// Whether it was a step's action or its compensation (`None` in states written before
+    /// atoll recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
 }
 
 /// One saga's state: the value of its record on `private.saga`.
@@ -97,4 +101,24 @@ pub struct SagaState {
     /// states carried it.
     #[serde(default)]
     pub generation: u64,
+}
+
+impl SagaState {
+    /// What a restore orders a saga's states by: the writer's generation, then the version.
+    pub fn rank(&self) -> (u64, u64) {
+        (self.generation, self.version)
+    }
+
+    /// Whether this state, read after a state ranked `earlier` (see [`rank`](Self::rank)),
+    /// replaces it: a revoked owner's late write does not replace its successor's. A state
+    /// without a generation (written by a version of atoll before generations, as during a
+    /// rolling upgrade or a rollback) is ordered by its version alone. The saga engine's
+    /// restore and the operator console both take the latest state so.
+    pub fn supersedes(&self, earlier: (u64, u64)) -> bool {
+        if self.generation == 0 || earlier.0 == 0 {
+            self.version >= earlier.1
+        } else {
+            self.rank() >= earlier
+        }
+    }
 }

@@ -44,6 +44,13 @@ pub struct ProcessStatus {
     pub outbox: Option<OutboxStatus>,
     /// The inbox of the process's store, when it has one.
     pub inbox: Option<InboxStatus>,
+    /// Records the process's producer sent to each topic since it started (librdkafka's
+    /// statistics, every `statistics.interval.ms`): facts, results, commands, replies, relayed
+    /// outbox rows, dead letters. The producer is shared by the services of a process: every
+    /// service's record shows all of it. Exactly-once listeners' outputs (sent by their own
+    /// transactional producers) are not counted.
+    #[serde(default)]
+    pub produced: BTreeMap<String, u64>,
 }
 
 /// One listener of the process (its consumers of the listener's topic and of the retry topic).
@@ -204,6 +211,7 @@ mod tests {
             listeners: Vec::new(),
             outbox: None,
             inbox: Some(InboxStatus { rows: 3 }),
+            produced: [("acme.shop.orders.events".to_owned(), 7)].into(),
         };
         let json = serde_json::to_vec(&record).unwrap();
         assert_eq!(ProcessStatus::from_json(&json).unwrap(), Some(record));

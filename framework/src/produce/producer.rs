@@ -40,6 +40,8 @@ pub(crate) struct ProduceMetrics {
     pub(crate) produced: Counter,
     pub(crate) failed: Counter,
     pub(crate) latency: Histogram,
+    /// Records sent to each topic, as librdkafka's last statistics counted them.
+    pub(crate) sent: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Default for ProduceMetrics {
@@ -49,6 +51,7 @@ impl Default for ProduceMetrics {
             failed: Counter::default(),
             // 0.5 ms to 16 s, doubling.
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            sent: Default::default(),
         }
     }
 }
@@ -88,17 +91,22 @@ pub(crate) struct Recorded {
 pub(crate) struct Events {
     hooks: ClientHooks,
     on_fatal: Box<dyn Fn(String) + Send + Sync>,
+    /// Where the records sent to each topic are counted.
+    metrics: Arc<ProduceMetrics>,
 }
 
 impl Events {
-    /// Callbacks through `hooks` that report a fatal error to `on_fatal`.
+    /// Callbacks through `hooks` that report a fatal error to `on_fatal` and count the records
+    /// sent to each topic in `metrics`.
     pub(crate) fn new(
         hooks: ClientHooks,
         on_fatal: impl Fn(String) + Send + Sync + 'static,
+        metrics: Arc<ProduceMetrics>,
     ) -> Self {
         Self {
             hooks,
             on_fatal: Box::new(on_fatal),
+            metrics,
         }
     }
 }
@@ -123,6 +131,11 @@ impl ClientContext for Events {
         if connected(&statistics) {
             self.hooks.connected();
         }
+        let sent = statistics.topics.iter().map(|(name, topic)| {
+            let n = topic.partitions.iter().filter(|(p, _)| **p >= 0);
+            (name.clone(), n.map(|(_, part)| part.txmsgs).sum())
+        });
+        *self.metrics.sent.lock() = sent.collect();
     }
 
     fn generate_oauth_token(
@@ -385,6 +398,12 @@ impl Producer {
             #[cfg(feature = "testing")]
             Inner::Recording(_) => 0,
         }
+    }
+
+    /// Records sent to each topic since the producer started, as librdkafka's statistics
+    /// (every `statistics.interval.ms`) last counted them.
+    pub(crate) fn sent_by_topic(&self) -> std::collections::BTreeMap<String, u64> {
+        self.metrics.sent.lock().clone()
     }
 
     /// Waits up to `timeout` for every queued record to be delivered.

@@ -70,23 +70,6 @@ impl SagaState {
         blank.next(now_ms, steps, |st| st.action(0, steps))
     }
 
-    /// What a restore orders a saga's states by: the writer's generation, then the version.
-    pub(crate) fn rank(&self) -> (u64, u64) {
-        (self.generation, self.version)
-    }
-
-    /// Whether this state, read after a state ranked `earlier` (see [`rank`](Self::rank)),
-    /// replaces it: a revoked owner's late write does not replace its successor's. A state
-    /// without a generation (written by a version of atoll before generations, as during a
-    /// rolling upgrade or a rollback) is ordered by its version alone.
-    pub(crate) fn supersedes(&self, earlier: (u64, u64)) -> bool {
-        if self.generation == 0 || earlier.0 == 0 {
-            self.version >= earlier.1
-        } else {
-            self.rank() >= earlier
-        }
-    }
-
     /// How `causation` relates to this saga.
     pub(crate) fn classify(&self, causation: &str) -> Match {
         if let Some(p) = self.pending.as_ref().filter(|p| p.request_id == causation) {
@@ -172,6 +155,7 @@ impl SagaState {
             st.history.push(Past {
                 request_id: p.request_id,
                 ended,
+                phase: Some(p.phase),
             });
             let over = st.history.len().saturating_sub(HISTORY);
             st.history.drain(..over);
