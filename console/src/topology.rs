@@ -112,12 +112,16 @@ pub(crate) fn svg(t: &Topology) -> Markup {
     let height = TOP + rows as f64 * ROW + 10.0;
     let width = x(2) + BOX_W + 10.0;
     let at = |names: &[String], n: &str| names.iter().position(|s| s == n).unwrap_or(0);
+    // The curve from one box to the next column's, and the middle of it (where its rate is).
     let edge = |from: (usize, usize), to: (usize, usize)| {
         let (x1, y1) = (x(from.0) + BOX_W, y(from.1));
         let (x2, y2) = (x(to.0), y(to.1));
         let mid = (x1 + x2) / 2.0;
-        format!("M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}")
+        let path = format!("M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}");
+        (path, (mid, (y1 + y2) / 2.0 - 4.0))
     };
+    // An idle edge shows no figure (its title still says it).
+    let busy = |r: f64| r >= 0.05;
     // Thicker for busier edges: 1 px idle, 2 at 10/s, 3 at 100/s, …
     let stroke = |r: f64| 1.0 + (1.0 + r).log10();
     html! {
@@ -127,18 +131,19 @@ pub(crate) fn svg(t: &Topology) -> Markup {
             text.column x=(x(1)) y="20" { "topics" }
             text.column x=(x(2)) y="20" { "reads" }
             @for (s, topic, r) in &t.sends {
-                @let path = edge((0, at(&t.senders, s)), (1, at(&t.topics, topic)));
+                @let (path, (lx, ly)) = edge((0, at(&t.senders, s)), (1, at(&t.topics, topic)));
                 g.edge data-from=(s) data-to=(topic) data-rate=(r) {
+                    title { (s) " → " (topic) ": " (rate(*r)) }
                     path d=(path) stroke-width=(stroke(*r)) {}
-                    text x=(x(1) - 8.0) y=(y(at(&t.topics, topic)) - 6.0) text-anchor="end" { (rate(*r)) }
+                    @if busy(*r) { text x=(lx) y=(ly) text-anchor="middle" { (rate(*r)) } }
                 }
             }
             @for (topic, s, listeners, r) in &t.reads {
-                @let path = edge((1, at(&t.topics, topic)), (2, at(&t.readers, s)));
+                @let (path, (lx, ly)) = edge((1, at(&t.topics, topic)), (2, at(&t.readers, s)));
                 g.edge data-from=(topic) data-to=(s) data-rate=(r) data-listeners=(listeners.join(" ")) {
+                    title { (topic) " → " (s) " (" (listeners.join(", ")) "): " (rate(*r)) }
                     path d=(path) stroke-width=(stroke(*r)) {}
-                    text x=(x(2) - 8.0) y=(y(at(&t.readers, s)) - 6.0) text-anchor="end" { (rate(*r)) }
-                    title { (listeners.join(", ")) }
+                    @if busy(*r) { text x=(lx) y=(ly) text-anchor="middle" { (rate(*r)) } }
                 }
             }
             @for (c, names, class) in [(0, &t.senders, "service"), (1, &t.topics, "topic"), (2, &t.readers, "service")] {

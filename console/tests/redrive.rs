@@ -1,0 +1,125 @@
+//! Redriving from the console's dead-letter page, on tansu: while one redrive runs (slowly, at
+//! one record a second), a second is refused (409) and sends nothing; the first sends each
+//! dead letter once to its original topic, and a redrive after it skips them all (remembered).
+
+use std::time::Duration;
+
+use atoll::config::Secret;
+use atoll_console::Console;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+const SERVICE: &str = "acme.test.redriven";
+const TOKEN: &str = "redrive-token-1";
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// The value of the first `attr="…"` after `marker` in `html`.
+fn attr(html: &str, marker: &str, attr: &str) -> Option<String> {
+    let at = html.find(marker)? + marker.len();
+    let key = format!("{attr}=\"");
+    let start = at + html[at..].find(&key)? + key.len();
+    Some(html[start..start + html[start..].find('"')?].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_redrive_waits_for_the_first() {
+    let broker = atoll_testkit::Tansu::start();
+    let bootstrap = broker.bootstrap();
+    let (dlq, commands) = (
+        format!("{SERVICE}.private.dlq"),
+        format!("{SERVICE}.commands"),
+    );
+    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
+    let topics =
+        [dlq.as_str(), commands.as_str()].map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)));
+    admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap();
+    let producer: FutureProducer = client(&bootstrap)
+        .set("batch.num.messages", "1")
+        .create()
+        .unwrap();
+    for i in 0..3 {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: atoll::dead_letter::ORIGINAL_TOPIC,
+                value: Some(commands.as_str()),
+            })
+            .insert(Header {
+                key: atoll::dead_letter::LISTENER,
+                value: Some("jobs"),
+            });
+        let key = format!("k{i}");
+        let record = FutureRecord::to(&dlq)
+            .key(&key)
+            .payload("{}")
+            .headers(headers);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+
+    let console = Console::start(&client(&bootstrap), "", Some(Secret::new(TOKEN))).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = console.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("http://{addr}/dlq?service={SERVICE}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        attr(&page, "", "data-dead-letters-total").as_deref(),
+        Some("3"),
+        "{page}"
+    );
+    let csrf = attr(&page, "name=\"csrf\"", "value").expect("the redrive form");
+    let redrive = || {
+        let form = [
+            ("csrf", csrf.clone()),
+            ("service", SERVICE.to_owned()),
+            ("rate", "1".to_owned()),
+            ("token", TOKEN.to_owned()),
+        ];
+        let request = http
+            .post(format!("http://{addr}/dlq/redrive"))
+            .header("sec-fetch-site", "same-origin")
+            .form(&form);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let first = tokio::spawn(redrive());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, body) = redrive().await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("a redrive is running"), "{body}");
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let replayed = format!("replayed {SERVICE}.private.dlq/");
+    assert_eq!(body.matches(&replayed).count(), 3, "each once: {body}");
+    let kafka = atoll_console::dlq::Kafka::new(&client(&bootstrap)).unwrap();
+    let sent = tokio::task::spawn_blocking(move || kafka.read_all(&commands).unwrap().len())
+        .await
+        .unwrap();
+    assert_eq!(sent, 3, "the second redrive sent nothing");
+    let (status, again) = redrive().await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again.matches("skip ").count(), 3, "remembered: {again}");
+}
