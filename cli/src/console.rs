@@ -22,12 +22,9 @@ pub(crate) fn serve(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let broker = Broker::connect_to(runtime.clone(), bootstrap)?;
-    let token = atoll::config::Config::load()?
-        .console
-        .token()
-        .map_err(anyhow::Error::msg)?;
-    let acts = token.is_some();
-    let console = atoll_console::Console::start(broker.client(), "", token)?;
+    let config = atoll::config::Config::load()?;
+    let console = atoll_console::Console::from_config(broker.client(), "", &config)?;
+    let acts = console.acts();
     let mode = if acts {
         "actions ask for console.token"
     } else {

@@ -115,6 +115,8 @@ pub(crate) struct Shown<'a> {
     pub(crate) total: usize,
     /// The anti-forgery value, when the console has actions.
     pub(crate) csrf: Option<&'a str>,
+    /// Avro payloads decoded through the schema registry, by `(partition, offset)`.
+    pub(crate) decoded: &'a std::collections::HashMap<(i32, i64), String>,
     /// When the page was made (Unix ms).
     pub(crate) now_ms: i64,
 }
@@ -177,7 +179,8 @@ fn row(s: &Shown<'_>, d: &DeadLetter) -> Markup {
                         }
                     } }
                     h3 { "payload" }
-                    pre.payload { (payload(d.payload.as_deref())) }
+                    pre.payload { (s.decoded.get(&(d.partition, d.offset)).cloned()
+                        .unwrap_or_else(|| payload(d.payload.as_deref()))) }
                     @if let Some(csrf) = s.csrf {
                         (redrive_form(s, csrf, &at, "Redrive this one"))
                     }

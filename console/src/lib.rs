@@ -16,8 +16,7 @@
 //!
 //! ```no_run
 //! # fn f(app: atoll::App, client: rdkafka::ClientConfig) -> Result<atoll::App, atoll_console::StartError> {
-//! let token = app.config().console.token().expect("a readable token");
-//! let console = atoll_console::Console::start(&client, "/console", token)?;
+//! let console = atoll_console::Console::from_config(&client, "/console", app.config())?;
 //! let app = app.routes(axum::Router::new().nest("/console", console.router()));
 //! # Ok(app) }
 //! ```
@@ -55,6 +54,8 @@ pub struct Console {
     kafka: Arc<dlq::Kafka>,
     guard: Arc<guard::Guard>,
     redriving: Arc<tokio::sync::Mutex<()>>,
+    /// Decodes Avro payloads, when a schema registry is configured.
+    codec: Option<Arc<atoll::codec::Codec>>,
     _source: Source,
 }
 
@@ -67,6 +68,12 @@ pub enum StartError {
     /// The dead-letter connection cannot be made.
     #[error(transparent)]
     Dlq(#[from] dlq::DlqError),
+    /// The configuration is wrong (the token's file, the schema registry).
+    #[error("{0}")]
+    Config(String),
+    /// The schema registry's client cannot be made.
+    #[error(transparent)]
+    Codec(#[from] atoll::Error),
 }
 
 impl Console {
@@ -90,8 +97,35 @@ impl Console {
             kafka: Arc::new(dlq::Kafka::new(client)?),
             guard: Arc::new(guard::Guard::new(token)),
             redriving: Arc::default(),
+            codec: None,
             _source: source,
         })
+    }
+
+    /// As [`start`](Self::start), with what `config` says: the token (`console.token` or
+    /// `console.token_file`) and the schema registry (`schema_registry.*`) whose schemas decode
+    /// Avro dead letters.
+    ///
+    /// # Errors
+    /// The clients cannot be made, the token's file cannot be read, or the registry's settings
+    /// are wrong.
+    pub fn from_config(
+        client: &rdkafka::ClientConfig,
+        base: &str,
+        config: &atoll::config::Config,
+    ) -> Result<Self, StartError> {
+        let token = config.console.token().map_err(StartError::Config)?;
+        let mut console = Self::start(client, base, token)?;
+        let registry = config
+            .schema_registry
+            .resolve()
+            .map_err(StartError::Config)?;
+        if let Some(registry) = registry {
+            let json = atoll::codec::CodecKind::Json;
+            let codec = atoll::codec::Codec::new(json, Some(&registry), &config.schema_registry)?;
+            console.codec = Some(Arc::new(codec));
+        }
+        Ok(console)
     }
 
     /// The pages' routes, to serve at the base path given to [`start`](Self::start). The
@@ -103,7 +137,13 @@ impl Console {
             kafka: self.kafka.clone(),
             guard: self.guard.clone(),
             redriving: self.redriving.clone(),
+            codec: self.codec.clone(),
         })
+    }
+
+    /// Whether its actions are open (to whoever gives its token); else it only shows.
+    pub fn acts(&self) -> bool {
+        self.guard.acts()
     }
 
     /// Every service as the console sees it now.

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     /// Held while a redrive runs: one at a time, so that a double click or a retried request
     /// cannot send the same dead letters twice (each run reads the markers once, at its start).
     pub(crate) redriving: Arc<tokio::sync::Mutex<()>>,
+    /// Decodes Avro payloads, when a schema registry is configured.
+    pub(crate) codec: Option<Arc<atoll::codec::Codec>>,
 }
 
 /// The routes, relative to the console's base path.
@@ -219,7 +221,9 @@ async fn dead_letters(
         Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let letters: Vec<&dlq::DeadLetter> = all.iter().filter(|d| filter.matches(d)).collect();
+    let decoded = avro_payloads(s.codec.as_deref(), &letters).await;
     let shown = dead_letters::Shown {
+        decoded: &decoded,
         base: &s.base,
         service: &service,
         query: &query,
@@ -637,4 +641,27 @@ async fn topology(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
         Some("/topology"),
         topology::page(&picture),
     )
+}
+
+/// The Avro payloads of `letters` as pretty JSON (or why not), by `(partition, offset)`;
+/// nothing without a registry (the page then says which schema each was written with).
+async fn avro_payloads(
+    codec: Option<&atoll::codec::Codec>,
+    letters: &[&dlq::DeadLetter],
+) -> std::collections::HashMap<(i32, i64), String> {
+    let mut decoded = std::collections::HashMap::new();
+    let Some(codec) = codec else {
+        return decoded;
+    };
+    for d in letters {
+        let Some(payload @ [0, _, _, _, _, ..]) = d.payload.as_deref() else {
+            continue;
+        };
+        let text = match codec.avro_to_json(payload).await {
+            Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+            Err(e) => format!("Avro, {} bytes, not decoded: {e}", payload.len()),
+        };
+        decoded.insert((d.partition, d.offset), text);
+    }
+    decoded
 }

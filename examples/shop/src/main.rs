@@ -166,8 +166,7 @@ fn with_console(
         anyhow::bail!("--console is served on the service's HTTP server: set ATOLL_HTTP__ADDR");
     }
     let client = atoll::broker::client_config(config, bootstrap)?;
-    let token = config.console.token().map_err(anyhow::Error::msg)?;
-    let console = atoll_console::Console::start(&client, "/console", token)?;
+    let console = atoll_console::Console::from_config(&client, "/console", config)?;
     let app = app.routes(axum::Router::new().nest("/console", console.router()));
     Ok((app, Some(console)))
 }

@@ -37,12 +37,14 @@ use crate::contract::topic::TopicName;
 use crate::error::{Error, Result};
 
 /// Why a payload did not decode.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// Bad input: wrong magic byte, unknown schema id, incompatible or malformed payload.
+    #[error("{0}")]
     Bad(String),
     /// The registry could not be asked: try again later.
+    #[error("{0} (the schema registry could not be asked)")]
     Unavailable(String),
 }
 
@@ -191,6 +193,36 @@ impl Codec {
                 Ok((bytes, AVRO))
             }
         }
+    }
+
+    /// A payload in the schema registry's Avro wire format as JSON, decoded with the writer's
+    /// schema (fetched from the registry by the id in its header, then kept): for tools that
+    /// show records whose type they do not know, as the operator console's dead-letter page.
+    ///
+    /// # Errors
+    /// No registry is configured, the payload is not in the wire format, its schema cannot be
+    /// fetched, or it does not decode with it.
+    pub async fn avro_to_json(
+        &self,
+        payload: &[u8],
+    ) -> std::result::Result<serde_json::Value, DecodeError> {
+        let Some(avro) = &self.avro else {
+            return Err(DecodeError::Bad(
+                "an Avro record, but no schema_registry.url is configured to read it".into(),
+            ));
+        };
+        if payload.len() < 5 || payload[0] != 0 {
+            return Err(DecodeError::Bad(
+                "not the Confluent wire format (a zero byte, then a 4-byte schema id)".into(),
+            ));
+        }
+        let decoded = avro
+            .decoder
+            .decode(Some(payload))
+            .await
+            .map_err(|e| DecodeError::Bad(format!("the Avro record does not decode: {e}")))?;
+        serde_json::Value::try_from(decoded.value)
+            .map_err(|e| DecodeError::Bad(format!("the Avro value has no JSON form: {e}")))
     }
 
     /// Decodes a payload of `content_type` (JSON when absent).
