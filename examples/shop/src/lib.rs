@@ -43,6 +43,9 @@ pub const SERVICES: &[&str] = &[
 pub struct Options {
     /// The probability that a charge fails transiently, from 0 (never) to below 1.
     pub flaky_payments: f64,
+    /// Fault injection: the orders service dead-letters every order (see
+    /// [`orders::Orders::refuse`]).
+    pub refuse_orders: bool,
 }
 
 impl Options {
@@ -61,7 +64,7 @@ impl Options {
 /// Registers one service by name.
 pub fn with_service(app: App, name: &str, options: &Options) -> anyhow::Result<App> {
     Ok(match name {
-        "orders" => app.service(orders::Orders),
+        "orders" => app.service(orders::Orders::new(options.refuse_orders)),
         "inventory" => app
             .service(inventory::Inventory)
             .migrations(migrations::inventory()),
@@ -121,17 +124,20 @@ mod tests {
     #[test]
     fn flakiness_must_be_a_probability() {
         assert!(super::Options {
-            flaky_payments: 0.3
+            flaky_payments: 0.3,
+            ..Default::default()
         }
         .check()
         .is_ok());
         assert!(super::Options {
-            flaky_payments: 1.0
+            flaky_payments: 1.0,
+            ..Default::default()
         }
         .check()
         .is_err());
         assert!(super::Options {
-            flaky_payments: -0.1
+            flaky_payments: -0.1,
+            ..Default::default()
         }
         .check()
         .is_err());

@@ -113,12 +113,16 @@ struct ShopOptions {
     /// Probability (0 to below 1) that a charge fails transiently; retries heal it.
     #[arg(long, default_value_t = 0.0)]
     flaky_payments: f64,
+    /// Dead-letter every order (a deploy with a bug): restart without it, then redrive them.
+    #[arg(long)]
+    refuse_orders: bool,
 }
 
 impl ShopOptions {
     fn checked(&self) -> anyhow::Result<Options> {
         let o = Options {
             flaky_payments: self.flaky_payments,
+            refuse_orders: self.refuse_orders,
         };
         o.check()?;
         Ok(o)

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Context, Event, HandlerResult, Saga, Step};
+use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult, Saga, Step};
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{ReleaseStock, ReserveStock, StockReservation};
@@ -18,11 +18,20 @@ use crate::shipping::{ArrangeShipment, ShipmentResult};
 /// The orders service.
 #[event_service(company = "acme", namespace = "shop", name = "orders", sagas = [OrderSaga])]
 #[derive(Debug, Default)]
-pub struct Orders;
+pub struct Orders {
+    /// Fault injection (`--refuse-orders`): every order is dead-lettered, as by a deploy with
+    /// a bug; the orders wait in the DLQ for the fix and a redrive.
+    pub refuse: bool,
+}
 
 impl Orders {
     /// How long each step of an order waits for its reply.
     pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+    /// The orders service; with `refuse`, it dead-letters every order (see [`Orders::refuse`]).
+    pub fn new(refuse: bool) -> Self {
+        Self { refuse }
+    }
 }
 
 /// One line of an order.
@@ -194,6 +203,12 @@ impl Orders {
     /// order ends terminal.
     #[listener(name = "place-order")]
     async fn place_order(&self, ctx: Context<Self>, cmd: PlaceOrder) -> HandlerResult {
+        if self.refuse {
+            return Err(HandlerError::permanent(format!(
+                "order {} refused: this orders service runs with --refuse-orders",
+                cmd.order_id
+            )));
+        }
         if let Some(reason) = cmd.invalid() {
             ctx.emit(OrderCancelled {
                 order_id: cmd.order_id,

@@ -1,5 +1,6 @@
 //! The operator console, as a person uses it: the shop's six services on tansu, the console
-//! served inside storefront (`shop serve storefront --console`), read with headless Chromium.
+//! served inside storefront (`shop serve storefront --console`), read with headless Chromium
+//! and clicked with puppeteer-core (holds, group resets, redrives).
 //! With orders done, payments stopped (three orders' sagas then wait for it) and a dead letter
 //! made, the pages must show what the cluster holds: the committed offsets and lag of a
 //! listener's partitions, the dead letters on a service's DLQ, the sagas waiting, the service
@@ -19,7 +20,9 @@ use atoll_testkit::Tansu;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
 
+use atoll::Event;
 use common::SHOP;
+use example_shop::orders::{OrderCancelled, OrderCompleted};
 
 /// The console's action token (storefront serves the console).
 const TOKEN: &str = "console-token-7f3a";
@@ -31,14 +34,20 @@ const FAST: [(&str, &str); 2] = [
 ];
 
 fn serve(broker: &Tansu, service: &str, extra: &[(String, String)]) -> Proc {
+    serve_with(broker, service, extra, &[])
+}
+
+/// As [`serve`], with more arguments (a fault to inject).
+fn serve_with(broker: &Tansu, service: &str, extra: &[(String, String)], args: &[&str]) -> Proc {
     let mut env = common::own_sqlite_env(broker, service);
     env.extend(FAST.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     env.extend(extra.iter().cloned());
-    let mut args = vec!["serve", service];
+    let mut all = vec!["serve", service];
     if service == "storefront" {
-        args.push("--console");
+        all.push("--console");
     }
-    Proc::start(SHOP, &args, &env)
+    all.extend(args);
+    Proc::start(SHOP, &all, &env)
 }
 
 fn place(broker: &Tansu, orders: &str, timeout_secs: &str) -> bool {
@@ -272,6 +281,7 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
         1400,
         700,
     );
+    redrive_ends_an_order(&broker, &base, &mut procs);
     for p in procs.values_mut() {
         if p.running() {
             p.terminate();
@@ -690,4 +700,74 @@ fn topology(base: &str) {
         !dom.contains(".private.status"),
         "atoll's own topics are left out: {dom}"
     );
+}
+
+/// A deploy of orders with a bug dead-letters an order; once orders runs fixed (and payments
+/// runs again), a redrive clicked on the dead-letter page ends that order.
+fn redrive_ends_an_order(broker: &Tansu, base: &str, procs: &mut BTreeMap<&str, Proc>) {
+    let bootstrap = broker.bootstrap();
+    let kafka =
+        atoll_console::dlq::Kafka::new(ClientConfig::new().set("bootstrap.servers", &bootstrap))
+            .unwrap();
+    let read = |topic: &str| {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let _inside = runtime.enter();
+        kafka.read_all(topic).unwrap()
+    };
+    let dlq = "acme.shop.orders.private.dlq";
+    procs.get_mut("orders").unwrap().terminate();
+    let refusing = serve_with(broker, "orders", &[], &["--refuse-orders"]);
+    common::joined(&[&refusing]);
+    let before = records_on(&bootstrap, dlq);
+    assert!(!place(broker, "1", "5"), "a refused order does not end");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while records_on(&bootstrap, dlq) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the refused order was not dead-lettered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let letters = read(dlq);
+    let order = letters
+        .last()
+        .and_then(|d| d.key.clone())
+        .expect("the order's key");
+    let order = String::from_utf8(order).unwrap();
+
+    // The fix: orders as it should run, and payments back.
+    let mut refusing = refusing;
+    refusing.terminate();
+    procs.insert("orders", serve(broker, "orders", &[]));
+    procs.insert("payments", serve(broker, "payments", &[]));
+    common::joined(&[&procs["orders"], &procs["payments"]]);
+    let acted = browser::act(&[
+        Step::Goto(format!("{base}/dlq?service=acme.shop.orders")),
+        Step::Fill("form.redrive input[name=token]".into(), TOKEN.into()),
+        Step::Check("form.redrive input[name=dry_run]".into(), false),
+        Step::Submit("form.redrive button".into()),
+        Step::Dom,
+    ]);
+    assert_eq!(acted.statuses, [200, 200], "{:?}", acted.doms);
+    assert!(
+        acted.doms[0].contains(&format!("replayed {dlq}/")),
+        "{}",
+        acted.doms[0]
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ended = read("acme.shop.orders.events").into_iter().any(|e| {
+            e.key.as_deref() == Some(order.as_bytes())
+                && [OrderCompleted::ce_type(), OrderCancelled::ce_type()]
+                    .contains(&e.ce_type().unwrap_or_default())
+        });
+        if ended {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {order} did not end after its redrive"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

@@ -46,7 +46,7 @@ fn saga(id: &str) -> OrderSaga {
 
 #[tokio::test]
 async fn orders_places_a_valid_order_and_cancels_an_invalid_one() {
-    let bed = TestBed::new(Orders);
+    let bed = TestBed::new(Orders::default());
     bed.handle(order("o-1", 700)).await.unwrap();
     let placed = bed.emitted::<OrderPlaced>();
     assert_eq!(placed.len(), 1);
@@ -81,7 +81,7 @@ async fn orders_places_a_valid_order_and_cancels_an_invalid_one() {
 
 #[tokio::test]
 async fn the_order_saga_completes_when_every_step_succeeds() {
-    let bed = TestBed::new(Orders);
+    let bed = TestBed::new(Orders::default());
     let run = bed.saga::<OrderSaga>();
     run.start(saga("o-1")).await.unwrap();
     assert_eq!(
@@ -129,7 +129,7 @@ async fn the_order_saga_completes_when_every_step_succeeds() {
 
 #[tokio::test]
 async fn a_declined_payment_releases_the_stock_and_cancels_the_order() {
-    let bed = TestBed::new(Orders);
+    let bed = TestBed::new(Orders::default());
     let run = bed.saga::<OrderSaga>();
     run.start(saga("o-2")).await.unwrap();
     run.reply(StockReservation {
@@ -175,7 +175,7 @@ async fn a_declined_payment_releases_the_stock_and_cancels_the_order() {
 
 #[tokio::test]
 async fn a_timed_out_step_is_compensated_with_the_steps_before_it() {
-    let bed = TestBed::new(Orders);
+    let bed = TestBed::new(Orders::default());
     let run = bed.saga::<OrderSaga>();
     run.start(saga("o-3")).await.unwrap();
     run.reply(StockReservation {
