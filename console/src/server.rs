@@ -272,10 +272,7 @@ async fn redrive(
     headers: HeaderMap,
     Form(form): Form<RedriveForm>,
 ) -> Response {
-    let refuse = |status: StatusCode, why: &str| {
-        let page = answer(&headers, &s, "Refused", None, dead_letters::refused(why));
-        (status, page).into_response()
-    };
+    let refuse = |status: StatusCode, why: &str| refused(&headers, &s, status, why);
     let Some(service) = form.query.service.clone() else {
         return refuse(StatusCode::BAD_REQUEST, "which service's dead letters?");
     };
@@ -328,10 +325,7 @@ async fn hold(
     headers: HeaderMap,
     Form(form): Form<HoldForm>,
 ) -> Response {
-    let refuse = |status: StatusCode, why: &str| {
-        let page = answer(&headers, &s, "Refused", None, dead_letters::refused(why));
-        (status, page).into_response()
-    };
+    let refuse = |status: StatusCode, why: &str| refused(&headers, &s, status, why);
     let service = form.service.clone();
     if let Err(refused) = s.guard.check(&headers, &form.token, &form.csrf) {
         tracing::warn!(service, why = refused.say(), "console: a hold was refused");
