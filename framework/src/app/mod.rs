@@ -737,6 +737,12 @@ impl App {
         Ok((registry, dev_registry))
     }
 
+    /// `service.process_name`, else `<host>-<pid>`.
+    fn process_name(&self) -> String {
+        let configured = self.config.service.process_name.clone();
+        configured.unwrap_or_else(default_process_name)
+    }
+
     /// Connects (or starts the embedded broker), creates missing topics and starts every
     /// listener. Must be called within a multi-threaded Tokio runtime.
     pub async fn start(mut self) -> Result<Running> {
@@ -745,12 +751,7 @@ impl App {
         let views = self.all_views()?;
         distinct_migrations(&mut self.migrations)?;
         let (embedded, bootstrap) = self.broker()?;
-        let process = self
-            .config
-            .service
-            .process_name
-            .clone()
-            .unwrap_or_else(default_process_name);
+        let process = self.process_name();
         let health = Arc::new(Health::new(self.config.http.stalled_after()));
         let runtime = tokio::runtime::Handle::current();
         let clients = self.clients(&bootstrap, &runtime, &health)?;
