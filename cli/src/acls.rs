@@ -2,7 +2,8 @@
 //!
 //! A service's principal may:
 //! - write its own `events`, `results` and `private.*` topics, and read its `commands` and
-//!   `private.*` topics (it is their sole publisher, or their sole subscriber);
+//!   `private.*` topics (it is their sole publisher, or their sole subscriber), except
+//!   `private.control`, which it only reads (the operator console writes the holds);
 //! - read every topic its listeners consume (other services' facts and results);
 //! - write the `commands` topic of every command it sends (a saga's steps), and the
 //!   `private.reply` topic of every service that sends it a command it answers;
@@ -117,6 +118,11 @@ pub(crate) fn derive(manifests: &[Manifest], principals: &Principals) -> Result<
                     Operation::Write,
                 ),
                 TopicKind::Commands => {
+                    add(ResourceType::Topic, Pattern::Literal, name, Operation::Read)
+                }
+                // The operators' holds: the service obeys them, the operator console writes
+                // them.
+                TopicKind::Private(p) if p == atoll::PrivateTopic::Control.name() => {
                     add(ResourceType::Topic, Pattern::Literal, name, Operation::Read)
                 }
                 // Private topics, and any kind a later convention adds: the owner's alone.

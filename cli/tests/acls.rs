@@ -125,6 +125,13 @@ fn expected() -> BTreeSet<Row> {
             row("Write", "topic", "literal", t.clone());
             row("Read", "topic", "literal", t.clone());
         }
+        // The operators' holds: read only.
+        row(
+            "Read",
+            "topic",
+            "literal",
+            format!("{p}.{s}.private.control"),
+        );
         row("Write", "topic", "literal", format!("{p}.{s}.events"));
         if results {
             row("Write", "topic", "literal", format!("{p}.{s}.results"));

@@ -296,12 +296,25 @@ fn listener_view(name: &str, alive: &[&VecDeque<ProcessStatus>]) -> ListenerView
     view
 }
 
-/// Records per second sent to each topic by `alive` processes, summed.
+/// How far back the rate of records sent is taken from: the producer's counts move once per
+/// statistics interval, which the status records are not aligned with.
+const PRODUCED_OVER_MS: i64 = 15_000;
+
+/// Records per second sent to each topic by `alive` processes, summed: each process's over
+/// its records of the last [`PRODUCED_OVER_MS`] or more (since it started), 0 with one record.
 fn produced(alive: &[&VecDeque<ProcessStatus>]) -> BTreeMap<String, f64> {
     let mut rates = BTreeMap::new();
     for history in alive {
         let Some(last) = history.back() else { continue };
-        let before = history.len().checked_sub(2).and_then(|i| history.get(i));
+        let same_run = history.iter().filter(|r| r.started_ms == last.started_ms);
+        let before = same_run
+            .take_while(|r| r.at_ms < last.at_ms)
+            .filter(|r| r.at_ms <= last.at_ms - PRODUCED_OVER_MS)
+            .last()
+            .or_else(|| {
+                let earliest = history.iter().find(|r| r.started_ms == last.started_ms);
+                earliest.filter(|r| r.at_ms < last.at_ms)
+            });
         for (topic, n) in &last.produced {
             let rate = before.map_or(0.0, |b| {
                 let then = b.produced.get(topic).copied().unwrap_or(0);
@@ -448,6 +461,37 @@ mod tests {
         for (before, after, want) in cases {
             assert_eq!(rate_between(before, after), want, "{before:?} {after:?}");
         }
+    }
+
+    #[test]
+    fn rates_sent_span_fifteen_seconds_of_one_run() {
+        let topic = "acme.shop.orders.events";
+        let sent = |at_ms: i64, started_ms: i64, n: u64| {
+            let mut r = record("a", at_ms, 0, 0);
+            r.started_ms = started_ms;
+            r.produced = [(topic.to_owned(), n)].into();
+            r
+        };
+        let rate = |records: Vec<ProcessStatus>| {
+            let mut fleet = Fleet::default();
+            for r in records {
+                fleet.apply("acme.shop.orders", "a", Some(r));
+            }
+            fleet.services(20_000)[0].produced.get(topic).copied()
+        };
+        // From the record 15 s or more before the last: 300 in 20 s.
+        let steady = vec![sent(0, 0, 0), sent(10_000, 0, 100), sent(20_000, 0, 300)];
+        assert_eq!(rate(steady), Some(15.0));
+        // Fewer than 15 s of records: from the first.
+        assert_eq!(rate(vec![sent(0, 0, 0), sent(5_000, 0, 50)]), Some(10.0));
+        assert_eq!(rate(vec![sent(15_000, 0, 7)]), Some(0.0), "one record");
+        // A restart under the same name: the records before it are another run's.
+        let restarted = vec![
+            sent(0, 0, 900),
+            sent(10_000, 9_000, 10),
+            sent(20_000, 9_000, 110),
+        ];
+        assert_eq!(rate(restarted), Some(10.0));
     }
 
     #[test]

@@ -74,16 +74,18 @@ impl Instance {
         };
         let now = u64::try_from(now_ms).unwrap_or(0);
         let overdue = now > pending.deadline_ms.saturating_add(OVERDUE_GRACE_MS);
-        let undo_timed_out = s
-            .history
-            .iter()
-            .any(|p| p.ended == Ended::TimedOut && p.phase == Some(Phase::Compensation));
-        // States written before requests kept their phase: the first timeout of an action
-        // turns the saga to compensating, so any other is a compensation's.
-        let unknown = s.history.iter().any(|p| p.phase.is_none());
-        let undo_timed_out_before =
-            unknown && s.status == Status::Compensating && self.timeouts() >= 2;
-        overdue || undo_timed_out || undo_timed_out_before
+        // Its last request: a compensation that timed out (and is being asked again). One
+        // answered since is a saga recovering, not stuck.
+        let undo_timed_out = s.history.last().is_some_and(|p| {
+            p.ended == Ended::TimedOut
+                && match p.phase {
+                    Some(phase) => phase == Phase::Compensation,
+                    // Written before requests kept their phase: the first timeout of an action
+                    // turns the saga to compensating, so any other is a compensation's.
+                    None => s.status == Status::Compensating && self.timeouts() >= 2,
+                }
+        });
+        overdue || undo_timed_out
     }
 
     fn shown_by(&self, show: Show, now_ms: i64) -> bool {
@@ -458,6 +460,13 @@ mod tests {
             {"request_id": "s/2@2", "ended": "timed_out"},
         ]));
         assert!(before.stuck(0));
+        // The compensation asked again, and answered: recovering.
+        let answered = compensating(serde_json::json!([
+            {"request_id": "s/2@1", "ended": "timed_out", "phase": "action"},
+            {"request_id": "s/2@2", "ended": "timed_out", "phase": "compensation"},
+            {"request_id": "s/2@3", "ended": "replied", "phase": "compensation"},
+        ]));
+        assert!(!answered.stuck(0));
     }
 
     #[test]

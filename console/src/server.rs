@@ -637,8 +637,15 @@ async fn topology(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
     )
 }
 
-/// The Avro payloads of `letters` as pretty JSON (or why not), by `(partition, offset)`;
-/// nothing without a registry (the page then says which schema each was written with).
+/// How long a page may spend decoding Avro payloads (a registry out of reach costs its
+/// timeout per schema).
+const DECODE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The Avro payloads of `letters` (content type `application/avro`) as pretty JSON, or why
+/// not, by `(partition, offset)`; nothing without a registry (the page then says which schema
+/// each was written with). A schema that failed is not asked for again, a registry out of
+/// reach stops the decoding, and so does [`DECODE_WITHIN`]: the page shows the rest by their
+/// schema id.
 async fn avro_payloads(
     codec: Option<&atoll::codec::Codec>,
     letters: &[&dlq::DeadLetter],
@@ -647,13 +654,29 @@ async fn avro_payloads(
     let Some(codec) = codec else {
         return decoded;
     };
+    let deadline = tokio::time::Instant::now() + DECODE_WITHIN;
+    let mut failed: std::collections::HashMap<[u8; 4], String> = Default::default();
     for d in letters {
-        let Some(payload @ [0, _, _, _, _, ..]) = d.payload.as_deref() else {
+        let avro = d.header(atoll::envelope::CONTENT_TYPE) == Some(atoll::codec::AVRO);
+        let Some(payload @ [0, a, b, c, e, ..]) = d.payload.as_deref().filter(|_| avro) else {
             continue;
         };
-        let text = match codec.avro_to_json(payload).await {
-            Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
-            Err(e) => format!("Avro, {} bytes, not decoded: {e}", payload.len()),
+        let id = [*a, *b, *c, *e];
+        let text = match failed.get(&id) {
+            Some(why) => why.clone(),
+            None => match tokio::time::timeout_at(deadline, codec.avro_to_json(payload)).await {
+                Ok(Ok(v)) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+                Ok(Err(e @ atoll::codec::DecodeError::Unavailable(_))) => {
+                    decoded.insert((d.partition, d.offset), format!("Avro, not decoded: {e}"));
+                    break;
+                }
+                Ok(Err(e)) => {
+                    let why = format!("Avro, not decoded: {e}");
+                    failed.insert(id, why.clone());
+                    why
+                }
+                Err(_) => break,
+            },
         };
         decoded.insert((d.partition, d.offset), text);
     }

@@ -58,9 +58,14 @@ async fn avro_dead_letters_show_as_json() {
     client.set("bootstrap.servers", cluster.bootstrap_servers());
     let producer: FutureProducer = client.create().unwrap();
     for payload in [framed(id, &datum), framed(9_999, &datum)] {
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: atoll::envelope::CONTENT_TYPE,
+            value: Some(atoll::codec::AVRO),
+        });
         let record = FutureRecord::<str, [u8]>::to(DLQ)
             .key("k")
-            .payload(&payload);
+            .payload(&payload)
+            .headers(headers);
         producer
             .send(record, Duration::from_secs(10))
             .await

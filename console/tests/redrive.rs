@@ -106,7 +106,22 @@ async fn a_second_redrive_waits_for_the_first() {
         }
     };
     let first = tokio::spawn(redrive());
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Running: its first record (of three, a second apart) is on the original topic.
+    let kafka = atoll_console::dlq::Kafka::new(&client(&bootstrap)).unwrap();
+    let kafka = std::sync::Arc::new(kafka);
+    let sent = |kafka: std::sync::Arc<atoll_console::dlq::Kafka>, topic: String| async move {
+        tokio::task::spawn_blocking(move || kafka.read_all(&topic).unwrap().len())
+            .await
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sent(kafka.clone(), commands.clone()).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first redrive never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, body) = redrive().await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("a redrive is running"), "{body}");
@@ -114,11 +129,11 @@ async fn a_second_redrive_waits_for_the_first() {
     assert_eq!(status, 200, "{body}");
     let replayed = format!("replayed {SERVICE}.private.dlq/");
     assert_eq!(body.matches(&replayed).count(), 3, "each once: {body}");
-    let kafka = atoll_console::dlq::Kafka::new(&client(&bootstrap)).unwrap();
-    let sent = tokio::task::spawn_blocking(move || kafka.read_all(&commands).unwrap().len())
-        .await
-        .unwrap();
-    assert_eq!(sent, 3, "the second redrive sent nothing");
+    assert_eq!(
+        sent(kafka.clone(), commands.clone()).await,
+        3,
+        "the second redrive sent nothing"
+    );
     let (status, again) = redrive().await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again.matches("skip ").count(), 3, "remembered: {again}");

@@ -729,10 +729,12 @@ fn redrive_ends_an_order(broker: &Tansu, base: &str, procs: &mut BTreeMap<&str, 
         std::thread::sleep(Duration::from_millis(500));
     }
     let letters = read(dlq);
-    let order = letters
-        .last()
+    let refused = letters
+        .iter()
+        .find(|d| d.cause().is_some_and(|c| c.contains("--refuse-orders")));
+    let order = refused
         .and_then(|d| d.key.clone())
-        .expect("the order's key");
+        .expect("the refused order's key");
     let order = String::from_utf8(order).unwrap();
 
     // The fix: orders as it should run, and payments back.

@@ -48,6 +48,8 @@ pub(super) async fn start(
                 c.set("group.id", "atoll-control")
                     .set("enable.auto.commit", "false")
                     .set("auto.offset.reset", "earliest")
+                    // Never made on the fly, without compaction, by asking for it.
+                    .set("allow.auto.create.topics", "false")
                     // The end is known by the event, past any transaction marker.
                     .set("enable.partition.eof", "true");
             })
@@ -57,26 +59,11 @@ pub(super) async fn start(
         tpl.add_partition_offset(&name, PARTITION, Offset::Beginning)
             .and_then(|()| consumer.assign(&tpl))
             .map_err(|e| Error::kafka(format!("assigning `{name}`"), e))?;
-        // A topic that does not exist holds no hold: nothing to wait for (the reader reads it
-        // once it is made).
-        let missing = consumer
-            .fetch_metadata(Some(&name), Duration::from_secs(5))
-            .is_ok_and(|md| {
-                md.topics()
-                    .iter()
-                    .all(|t| t.name() != name || t.error().is_some() || t.partitions().is_empty())
-            });
-        if missing {
-            tracing::info!(
-                topic = name,
-                "no control topic: no operator's hold to read yet"
-            );
-        }
         topics.push(Topic {
             service: service.to_string(),
             name,
             consumer,
-            at_end: missing,
+            at_end: false,
         });
     }
     let (caught_up, read) = oneshot::channel();
@@ -119,6 +106,9 @@ impl Reader {
     /// Reads until `stop`; says when it read what the topics held (each reached its end), or
     /// once `deadline` passed.
     fn run(mut self, caught_up: oneshot::Sender<()>, deadline: Instant, stop: CancellationToken) {
+        for t in &mut self.topics {
+            t.at_end = missing(t);
+        }
         let mut caught_up = Some(caught_up);
         while !stop.is_cancelled() {
             for t in &mut self.topics {
@@ -142,6 +132,27 @@ impl Reader {
             }
         }
     }
+}
+
+/// Whether `t`'s topic does not exist: it holds no hold, nothing to wait for (it is read once it
+/// is made). A broker that does not answer: not known to be missing.
+fn missing(t: &Topic) -> bool {
+    let name = t.name.as_str();
+    let missing = t
+        .consumer
+        .fetch_metadata(Some(name), Duration::from_secs(5))
+        .is_ok_and(|md| {
+            md.topics()
+                .iter()
+                .all(|t| t.name() != name || t.error().is_some() || t.partitions().is_empty())
+        });
+    if missing {
+        tracing::info!(
+            topic = name,
+            "no control topic: no operator's hold to read yet"
+        );
+    }
+    missing
 }
 
 /// Records the hold (or its lifting) one record of `t` says.

@@ -216,11 +216,14 @@ impl Codec {
                 "not the Confluent wire format (a zero byte, then a 4-byte schema id)".into(),
             ));
         }
-        let decoded = avro
-            .decoder
-            .decode(Some(payload))
-            .await
-            .map_err(|e| DecodeError::Bad(format!("the Avro record does not decode: {e}")))?;
+        let decoded = avro.decoder.decode(Some(payload)).await.map_err(|e| {
+            let why = format!("the Avro record does not decode: {}", e.error);
+            if e.retriable {
+                DecodeError::Unavailable(why)
+            } else {
+                DecodeError::Bad(why)
+            }
+        })?;
         serde_json::Value::try_from(decoded.value)
             .map_err(|e| DecodeError::Bad(format!("the Avro value has no JSON form: {e}")))
     }

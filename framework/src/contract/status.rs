@@ -44,11 +44,12 @@ pub struct ProcessStatus {
     pub outbox: Option<OutboxStatus>,
     /// The inbox of the process's store, when it has one.
     pub inbox: Option<InboxStatus>,
-    /// Records the process's producer sent to each topic since it started (librdkafka's
-    /// statistics, every `statistics.interval.ms`): facts, results, commands, replies, relayed
-    /// outbox rows, dead letters. The producer is shared by the services of a process: every
-    /// service's record shows all of it. Exactly-once listeners' outputs (sent by their own
-    /// transactional producers) are not counted.
+    /// Records the process's producer transmitted to each topic since it started (librdkafka's
+    /// statistics, every `statistics.interval.ms`; a batch sent again after a failure counts
+    /// again): facts, results, commands, replies, relayed outbox rows, dead letters. The
+    /// producer is shared by the services of a process: every service's record shows all of
+    /// it. Exactly-once listeners' outputs (sent by their own transactional producers) are not
+    /// counted.
     #[serde(default)]
     pub produced: BTreeMap<String, u64>,
 }
