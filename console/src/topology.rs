@@ -162,8 +162,9 @@ pub(crate) fn svg(t: &Topology) -> Markup {
 pub(crate) fn page(t: &Topology) -> Markup {
     html! {
         h1 { "Topology" }
-        p { "Who sends to which topic and who reads it, with records per second over the "
-            "processes' last two status records. Drawn from what runs: a service whose "
+        p { "Who sends to which topic and who reads it, with records per second (sent: over "
+            "the last 15 s or more; handled: over the last two status records). Drawn from "
+            "what runs: a service whose "
             "processes all stopped sends and reads nothing here (" code { "atoll graph" }
             " draws the whole design from the manifests)." }
         @if t.topics.is_empty() { p.empty { "No running process reports a flow yet." } }

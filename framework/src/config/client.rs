@@ -168,8 +168,14 @@ impl ClientHooks {
     }
 
     /// Handles an error librdkafka reported for `client`: an authentication failure is logged
-    /// as such and reported; anything else is logged as a warning (both through the gate).
+    /// as such and reported; the end of a partition is no error; anything else is logged as a
+    /// warning (both through the gate).
     pub(crate) fn error(&self, client: &str, error: &KafkaError, reason: &str) {
+        // The end of a partition, for a reader that asked to be told (`enable.partition.eof`):
+        // news, not an error.
+        if let KafkaError::PartitionEOF(_) = error {
+            return;
+        }
         if is_authentication(error, reason) {
             let message = format!(
                 "authentication failed for {} at {}: {}",
