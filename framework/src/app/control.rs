@@ -31,6 +31,12 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 /// The control topics' partition: they have one, as the status topics.
 const PARTITION: i32 = 0;
 
+/// How often the holds are read again: a new hold is obeyed within about this long.
+const READ_EVERY: Duration = Duration::from_secs(2);
+
+/// How long one round of reading may take.
+const ROUND: Duration = Duration::from_secs(5);
+
 /// Starts reading the holds of `services` (until `stop`); returns them once what the control
 /// topics held was read, or after [`CATCH_UP`], saying so in the log.
 pub(super) async fn start(
@@ -64,6 +70,8 @@ pub(super) async fn start(
             name,
             consumer,
             at_end: false,
+            // Asked by the reader, off the async workers.
+            missing: true,
         });
     }
     let (caught_up, read) = oneshot::channel();
@@ -95,6 +103,8 @@ struct Topic {
     consumer: BaseConsumer<Hooked>,
     /// Whether its end was reached once.
     at_end: bool,
+    /// Whether the topic did not exist when last asked (asked again every round).
+    missing: bool,
 }
 
 struct Reader {
@@ -106,21 +116,14 @@ impl Reader {
     /// Reads until `stop`; says when it read what the topics held (each reached its end), or
     /// once `deadline` passed.
     fn run(mut self, caught_up: oneshot::Sender<()>, deadline: Instant, stop: CancellationToken) {
-        for t in &mut self.topics {
-            t.at_end = missing(t);
-        }
         let mut caught_up = Some(caught_up);
         while !stop.is_cancelled() {
-            for t in &mut self.topics {
-                match t.consumer.poll(Duration::from_millis(100)) {
-                    Some(Ok(m)) => read(&self.holds, t, m.key(), m.payload()),
-                    Some(Err(KafkaError::PartitionEOF(_))) => t.at_end = true,
-                    Some(Err(e)) => {
-                        tracing::debug!(topic = t.name, error = %e, "reading the operator's holds")
-                    }
-                    None => {}
-                }
+            for t in self.topics.iter_mut().filter(|t| t.missing) {
+                t.missing = missing(t);
+                // A topic that does not exist holds no hold: nothing to wait for.
+                t.at_end |= t.missing;
             }
+            self.read_round(&stop);
             if caught_up.is_some() {
                 let behind = self.topics.iter().any(|t| !t.at_end);
                 if behind && Instant::now() >= deadline {
@@ -130,21 +133,77 @@ impl Reader {
                     let _ = caught_up.take().map(|tx| tx.send(()));
                 }
             }
+            // Between rounds, nothing is fetched: a fetch always waiting on an empty topic
+            // would hold a broker's attention for no record (noida-db stalls under it).
+            let resume_at = Instant::now() + READ_EVERY;
+            while Instant::now() < resume_at && !stop.is_cancelled() {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Fetches each topic until its end (or for [`ROUND`] at most), then pauses it.
+    fn read_round(&mut self, stop: &CancellationToken) {
+        let round_ends = Instant::now() + ROUND;
+        let mut ended: Vec<bool> = self.topics.iter().map(|t| t.missing).collect();
+        for t in &self.topics {
+            t.resume();
+        }
+        while ended.iter().any(|e| !e) && Instant::now() < round_ends && !stop.is_cancelled() {
+            for (t, done) in self.topics.iter_mut().zip(ended.iter_mut()) {
+                match t.consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => read(&self.holds, t, m.key(), m.payload()),
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        t.at_end = true;
+                        *done = true;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(topic = t.name, error = %e, "reading the operator's holds")
+                    }
+                    None => {}
+                }
+            }
+        }
+        for t in &self.topics {
+            t.pause();
         }
     }
 }
 
-/// Whether `t`'s topic does not exist: it holds no hold, nothing to wait for (it is read once it
-/// is made). A broker that does not answer: not known to be missing.
+impl Topic {
+    fn partition(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.name, PARTITION);
+        tpl
+    }
+
+    fn pause(&self) {
+        if let Err(e) = self.consumer.pause(&self.partition()) {
+            tracing::debug!(topic = self.name, error = %e, "cannot pause the control topic");
+        }
+    }
+
+    fn resume(&self) {
+        if let Err(e) = self.consumer.resume(&self.partition()) {
+            tracing::debug!(topic = self.name, error = %e, "cannot resume the control topic");
+        }
+    }
+}
+
+/// Whether the broker says `t`'s topic does not exist: it holds no hold, nothing to wait for
+/// (it is read once it is made). A broker that does not answer: not known to be missing.
 fn missing(t: &Topic) -> bool {
     let name = t.name.as_str();
     let missing = t
         .consumer
         .fetch_metadata(Some(name), Duration::from_secs(5))
         .is_ok_and(|md| {
+            // Only the broker's word that it does not know the topic: a transient error is
+            // waited out like any slow answer.
+            let unknown = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
             md.topics()
                 .iter()
-                .all(|t| t.name() != name || t.error().is_some() || t.partitions().is_empty())
+                .any(|t| t.name() == name && t.error() == Some(unknown))
         });
     if missing {
         tracing::info!(

@@ -173,7 +173,8 @@ impl ClientHooks {
     pub(crate) fn error(&self, client: &str, error: &KafkaError, reason: &str) {
         // The end of a partition, for a reader that asked to be told (`enable.partition.eof`):
         // news, not an error.
-        if let KafkaError::PartitionEOF(_) = error {
+        let eof = Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF);
+        if matches!(error, KafkaError::PartitionEOF(_)) || error.rdkafka_error_code() == eof {
             return;
         }
         if is_authentication(error, reason) {
