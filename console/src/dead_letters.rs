@@ -94,18 +94,6 @@ pub(crate) fn unix_ms(t: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("`{t}` is no time (2026-12-07T08:00:00Z)"))
 }
 
-/// The services whose dead letters can be browsed.
-pub(crate) fn index(base: &str, services: &[String]) -> Markup {
-    html! {
-        h1 { "Dead letters" }
-        ul.services {
-            @for s in services {
-                li { a href=(crate::pages::dlq_href(base, s)) { (s) } }
-            }
-        }
-    }
-}
-
 /// What the page shows of a service's DLQ.
 pub(crate) struct Shown<'a> {
     pub(crate) base: &'a str,

@@ -239,23 +239,30 @@ fn service_view(name: &str, histories: &[&VecDeque<ProcessStatus>], now_ms: i64)
     }
 }
 
+impl ListenerView {
+    /// Listener `name`, with nothing counted yet.
+    pub(crate) fn empty(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            group: String::new(),
+            processes: Vec::new(),
+            partitions: Vec::new(),
+            lag: 0,
+            lag_seconds: 0.0,
+            trend: Trend::Unknown,
+            rate: 0.0,
+            p99_ms: None,
+            failed: BTreeMap::new(),
+            dead_lettered: 0,
+            sagas_live: None,
+            last_errors: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+}
+
 fn listener_view(name: &str, alive: &[&VecDeque<ProcessStatus>]) -> ListenerView {
-    let mut view = ListenerView {
-        name: name.to_owned(),
-        group: String::new(),
-        processes: Vec::new(),
-        partitions: Vec::new(),
-        lag: 0,
-        lag_seconds: 0.0,
-        trend: Trend::Unknown,
-        rate: 0.0,
-        p99_ms: None,
-        failed: BTreeMap::new(),
-        dead_lettered: 0,
-        sagas_live: None,
-        last_errors: Vec::new(),
-        history: Vec::new(),
-    };
+    let mut view = ListenerView::empty(name);
     for history in alive {
         let Some(last) = history.back() else { continue };
         let Some(l) = last.listeners.iter().find(|l| l.name == name) else {

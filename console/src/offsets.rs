@@ -26,16 +26,6 @@ pub(crate) fn groups_href(base: &str, service: &str) -> String {
     format!("{base}/groups?service={}", crate::pages::query(service))
 }
 
-/// The services whose groups can be shown.
-pub(crate) fn index(base: &str, services: &[String]) -> Markup {
-    html! {
-        h1 { "Consumer groups" }
-        ul.services {
-            @for s in services { li { a href=(groups_href(base, s)) { (s) } } }
-        }
-    }
-}
-
 /// A service's groups, each with a reset form when the console acts (`csrf`).
 pub(crate) fn page(base: &str, service: &str, groups: &[GroupView], csrf: Option<&str>) -> Markup {
     html! {

@@ -289,6 +289,20 @@ pub(crate) fn listener_href(base: &str, service: &str, listener: &str) -> String
     )
 }
 
+/// A page choosing a service: `title`, and each service linked by `href`.
+pub(crate) fn services_index(
+    title: &str,
+    services: &[String],
+    href: impl Fn(&str) -> String,
+) -> Markup {
+    html! {
+        h1 { (title) }
+        ul.services {
+            @for s in services { li { a href=(href(s)) { (s) } } }
+        }
+    }
+}
+
 /// The link to a service's dead letters.
 pub(crate) fn dlq_href(base: &str, service: &str) -> String {
     format!("{base}/dlq?service={}", query(service))

@@ -205,16 +205,6 @@ fn instance_href(base: &str, service: &str, key: &str) -> String {
     format!("{base}/saga?service={}&key={}", q(service), q(key))
 }
 
-/// The services whose sagas the console can show.
-pub(crate) fn index(base: &str, services: &[String]) -> Markup {
-    html! {
-        h1 { "Sagas" }
-        ul.services {
-            @for s in services { li { a href=(sagas_href(base, s, "")) { (s) } } }
-        }
-    }
-}
-
 /// What the list page shows.
 pub(crate) struct Listed<'a> {
     pub(crate) base: &'a str,

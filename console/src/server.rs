@@ -41,6 +41,14 @@ pub(crate) struct Shared {
     pub(crate) codec: Option<Arc<atoll::codec::Codec>>,
 }
 
+impl Shared {
+    /// The names of the services the console knows, in order.
+    fn service_names(&self) -> Vec<String> {
+        let services = self.fleet.lock().services(now_ms());
+        services.into_iter().map(|v| v.name).collect()
+    }
+}
+
 /// The routes, relative to the console's base path.
 pub(crate) fn routes(shared: Shared) -> Router {
     Router::new()
@@ -190,20 +198,10 @@ async fn dead_letters(
 ) -> Response {
     let title = "Dead letters";
     let Some(service) = query.service.clone() else {
-        let services: Vec<String> = s
-            .fleet
-            .lock()
-            .services(now_ms())
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
-        return answer(
-            &headers,
-            &s,
-            title,
-            None,
-            dead_letters::index(&s.base, &services),
-        );
+        let index = pages::services_index(title, &s.service_names(), |svc| {
+            pages::dlq_href(&s.base, svc)
+        });
+        return answer(&headers, &s, title, None, index);
     };
     let fail = |status: StatusCode, why: &str| {
         let page = answer(&headers, &s, title, None, dead_letters::refused(why));
@@ -378,20 +376,9 @@ async fn sagas(
     headers: HeaderMap,
 ) -> Response {
     let Some(service) = query.service.clone() else {
-        let services: Vec<String> = s
-            .fleet
-            .lock()
-            .services(now_ms())
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
-        return answer(
-            &headers,
-            &s,
-            "Sagas",
-            None,
-            sagas::index(&s.base, &services),
-        );
+        let href = |svc: &str| sagas::sagas_href(&s.base, svc, "");
+        let index = pages::services_index("Sagas", &s.service_names(), href);
+        return answer(&headers, &s, "Sagas", None, index);
     };
     let show = match sagas::Show::parse(&query.show) {
         Ok(show) => show,
@@ -483,31 +470,19 @@ async fn groups(
 ) -> Response {
     let title = "Consumer groups";
     let Some(service) = of.service else {
-        let services: Vec<String> = s
-            .fleet
-            .lock()
-            .services(now_ms())
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
-        return answer(
-            &headers,
-            &s,
-            title,
-            None,
-            offsets::index(&s.base, &services),
-        );
+        let index = pages::services_index(title, &s.service_names(), |svc| {
+            offsets::groups_href(&s.base, svc)
+        });
+        return answer(&headers, &s, title, None, index);
     };
     let (kafka, fleet) = (s.kafka.clone(), s.fleet.clone());
     let prefix = format!("{service}-");
     // Names may hold `-`: the groups of a service named `<service>-…` are its, not these.
     let longer: Vec<String> = s
-        .fleet
-        .lock()
-        .services(now_ms())
+        .service_names()
         .into_iter()
-        .filter(|v| v.name.starts_with(&prefix))
-        .map(|v| format!("{}-", v.name))
+        .filter(|name| name.starts_with(&prefix))
+        .map(|name| format!("{name}-"))
         .collect();
     let read =
         tokio::task::spawn_blocking(move || -> Result<Vec<offsets::GroupView>, GroupError> {

@@ -188,20 +188,9 @@ mod tests {
         view.listeners = listeners
             .iter()
             .map(|(l, r)| ListenerView {
-                name: (*l).to_owned(),
                 group: format!("{name}-{l}"),
-                processes: Vec::new(),
-                partitions: Vec::new(),
-                lag: 0,
-                lag_seconds: 0.0,
-                trend: crate::fleet::Trend::Unknown,
                 rate: *r,
-                p99_ms: None,
-                failed: BTreeMap::new(),
-                dead_lettered: 0,
-                sagas_live: None,
-                last_errors: Vec::new(),
-                history: Vec::new(),
+                ..ListenerView::empty(l)
             })
             .collect();
         view

@@ -2,6 +2,8 @@
 //! registry (atoll's development registry, on librdkafka's mock cluster): a record shows as
 //! JSON; one whose schema the registry does not have says so, and the page still shows.
 
+mod common;
+
 use std::time::Duration;
 
 use apache_avro::types::Value;
@@ -75,10 +77,7 @@ async fn avro_dead_letters_show_as_json() {
     let mut config = atoll::config::Config::default();
     config.schema_registry.url = Some(registry.url().to_owned());
     let console = Console::from_config(&client, "", &config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = console.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let addr = common::serve(&console).await;
     let page = reqwest::get(format!("http://{addr}/dlq?service=acme.test.avro"))
         .await
         .unwrap()

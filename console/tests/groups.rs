@@ -7,6 +7,10 @@
 //! answer, which the records confirm; the others are found by searching the records. (The mock
 //! cluster lists no groups, see `testkit/tests/mock_limitations.rs`.)
 
+mod common;
+
+use common::attr;
+
 use std::time::Duration;
 
 use atoll::config::Secret;
@@ -38,14 +42,6 @@ fn committed(kafka: &atoll_console::dlq::Kafka) -> Vec<Option<i64>> {
         .collect();
     offsets.sort();
     offsets.into_iter().map(|(_, o)| o).collect()
-}
-
-/// The value of the first `attr="…"` after `marker` in `html`.
-fn attr(html: &str, marker: &str, attr: &str) -> Option<String> {
-    let at = html.find(marker)? + marker.len();
-    let key = format!("{attr}=\"");
-    let start = at + html[at..].find(&key)? + key.len();
-    Some(html[start..start + html[start..].find('"')?].to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,10 +88,7 @@ async fn a_stopped_group_moves_to_a_time_and_a_running_one_is_refused() {
     assert_eq!(committed(&kafka), [Some(4), Some(2)]);
 
     let console = Console::start(&client(&bootstrap), "", Some(Secret::new(TOKEN))).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = console.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let addr = common::serve(&console).await;
     let http = reqwest::Client::new();
     let page = http
         .get(format!("http://{addr}/groups?service=acme.test.moved"))

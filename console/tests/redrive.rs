@@ -2,6 +2,10 @@
 //! one record a second), a second is refused (409) and sends nothing; the first sends each
 //! dead letter once to its original topic, and a redrive after it skips them all (remembered).
 
+mod common;
+
+use common::attr;
+
 use std::time::Duration;
 
 use atoll::config::Secret;
@@ -19,14 +23,6 @@ fn client(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     c
-}
-
-/// The value of the first `attr="…"` after `marker` in `html`.
-fn attr(html: &str, marker: &str, attr: &str) -> Option<String> {
-    let at = html.find(marker)? + marker.len();
-    let key = format!("{attr}=\"");
-    let start = at + html[at..].find(&key)? + key.len();
-    Some(html[start..start + html[start..].find('"')?].to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,10 +66,7 @@ async fn a_second_redrive_waits_for_the_first() {
     }
 
     let console = Console::start(&client(&bootstrap), "", Some(Secret::new(TOKEN))).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = console.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let addr = common::serve(&console).await;
     let http = reqwest::Client::new();
     let page = http
         .get(format!("http://{addr}/dlq?service={SERVICE}"))
