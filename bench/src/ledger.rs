@@ -38,6 +38,7 @@ impl Ledger {
         ctx.emit(Deposited {
             id: d.id,
             ts_us: d.ts_us,
+            received_us: received_us(&ctx),
             account: d.account,
             amount_cents: d.amount_cents,
         })
@@ -71,6 +72,7 @@ impl LedgerSet {
                 .emit(SetDeposited {
                     id: d.id,
                     ts_us: d.ts_us,
+                    received_us: received_us(&record.ctx),
                     account: d.account.clone(),
                     amount_cents: d.amount_cents,
                 })
@@ -78,6 +80,16 @@ impl LedgerSet {
         }
         Ok(())
     }
+}
+
+/// When atoll's poll thread received the context's record, in microseconds since the epoch
+/// (now, when atoll does not say).
+fn received_us<S: atoll::Service>(ctx: &Context<S>) -> u64 {
+    let since = ctx
+        .meta()
+        .received_at
+        .map_or(0, |at| at.elapsed().as_micros() as u64);
+    meter::now_us().saturating_sub(since)
 }
 
 /// Which ledger a run starts.
@@ -117,6 +129,9 @@ pub(crate) async fn run(
         .set("group.id", "bench-ledger-reader")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
+        // tansu 0.6 now and then leaves a fetch unanswered: without this the reader waits out
+        // librdkafka's 60 s request timeout before it asks again.
+        .set("socket.timeout.ms", "3000")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
@@ -140,7 +155,14 @@ pub(crate) async fn run(
                     continue;
                 };
                 if let Some(Ok(d)) = m.payload().map(serde_json::from_slice::<Deposited>) {
-                    meter::record(d.ts_us, None);
+                    // atoll's added latency: from its poll thread's receipt of the input to
+                    // the outbox's hand-over of the fact to the producer, which stamps the
+                    // record (milliseconds).
+                    let added = m.timestamp().to_millis().map(|ms| {
+                        let handed_us = u64::try_from(ms).unwrap_or(0) * 1_000;
+                        Duration::from_micros(handed_us.saturating_sub(d.received_us))
+                    });
+                    meter::record(d.ts_us, added);
                 }
             }
         })

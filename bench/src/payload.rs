@@ -91,6 +91,10 @@ macro_rules! ledger {
             pub(crate) id: u64,
             /// The input's timestamp.
             pub(crate) ts_us: u64,
+            /// When atoll's poll thread received the input, in microseconds since the epoch:
+            /// the start of atoll's added latency, which ends when the outbox hands this fact
+            /// to the producer (the record's timestamp).
+            pub(crate) received_us: u64,
             /// The input's account.
             #[event(key)]
             pub(crate) account: String,

@@ -196,6 +196,12 @@ impl Postgres {
         false
     }
 
+    /// What the server logged so far (its `server.log`: errors, and what a test asked it to
+    /// log, such as `auto_explain`'s plans).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
     /// The port the server listens on (`127.0.0.1`; `localhost` names it for TLS).
     pub fn port(&self) -> u16 {
         self.port

@@ -224,6 +224,7 @@ impl<S: Service> ListenerEnv<S> {
             })
             .collect();
         let store = &outbox.store;
+        let started = Instant::now();
         let tx = match BatchTx::begin(store, outbox.driver).await {
             Ok(tx) => tx,
             Err(e) => return (self.store_failed(&e), None),
@@ -232,6 +233,7 @@ impl<S: Service> ListenerEnv<S> {
             Ok(fresh) => fresh,
             Err(e) => return (self.store_failed(&e), None),
         };
+        let claimed = started.elapsed();
         let run = self.run_calls(&tx, (group, outbox), batch, (&metas, &fresh), cancel);
         let (taken, handled) = match run.await {
             Ok(ran) => ran,
@@ -246,10 +248,12 @@ impl<S: Service> ListenerEnv<S> {
                 return (self.store_failed(&e), None);
             }
         }
+        let ran = started.elapsed();
         let committed = match tx.commit(outbox, &handled).await {
             Ok(committed) => committed,
             Err(e) => return (self.store_failed(&e), None),
         };
+        let commit_done = started.elapsed();
         let metrics = &self.counters.metrics;
         metrics.handled.inc_by(handled.len() as u64);
         metrics.store_batch.observe(taken as f64);
@@ -258,6 +262,15 @@ impl<S: Service> ListenerEnv<S> {
             tracing::info!(ce_id = meta.id, "handled before (inbox): skipped");
         }
         let settled = outbox.publish(committed, Acks::Background).await;
+        tracing::debug!(
+            records = taken,
+            waited_us = started.duration_since(batch[0].at).as_micros() as u64,
+            claimed_us = claimed.as_micros() as u64,
+            ran_us = (ran - claimed).as_micros() as u64,
+            committed_us = (commit_done - ran).as_micros() as u64,
+            published_us = (started.elapsed() - commit_done).as_micros() as u64,
+            "store batch"
+        );
         (Ran::Committed(taken), Some(settled))
     }
 

@@ -32,6 +32,20 @@ pub(crate) struct Output {
 /// How long one transactional call may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many times a commit whose outcome is unknown is called again before the transaction is
+/// given up as failed.
+const COMMIT_TRIES: u32 = 10;
+
+/// Whether a commit that failed with `e` may be called again: its flush timed out, or
+/// librdkafka marks the failure retriable (the outcome is not known yet).
+fn commit_may_resume(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_retriable(),
+        KafkaError::Flush(_) => true,
+        _ => false,
+    }
+}
+
 /// Why a transaction did not commit.
 #[derive(Debug)]
 pub(crate) enum TxFailure {
@@ -229,8 +243,15 @@ impl TxProducer {
         let mut tries = 0;
         loop {
             match self.inner.commit_transaction(CALL_TIMEOUT) {
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 10 => tries += 1,
-                Err(KafkaError::Flush(_)) if tries < 10 => tries += 1,
+                Err(e @ (KafkaError::Transaction(_) | KafkaError::Flush(_)))
+                    if tries < COMMIT_TRIES && commit_may_resume(&e) =>
+                {
+                    tries += 1;
+                    tracing::warn!(
+                        transactional_id = %self.id, error = %e, tries,
+                        "a transaction's commit did not end; calling it again"
+                    );
+                }
                 other => return other,
             }
         }

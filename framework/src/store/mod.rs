@@ -104,21 +104,42 @@ impl Backend {
         }
     }
 
-    /// SQL for "`record_key` is one of the keys bound as parameter `$param`" (see
-    /// [`key_list`](Self::key_list)): one statement text whatever the number of keys.
-    pub(crate) fn key_in(self, param: usize) -> String {
+    /// SQL from `FROM` on for the outbox rows of topic `$1` whose key is one of the keys bound
+    /// as `$3` (see [`key_list`](Self::key_list)), at most `$2` of each key: one statement
+    /// text whatever the number of keys.
+    ///
+    /// On PostgreSQL each key is one lookup in the `(topic, record_key, id)` index (a lateral
+    /// join), whatever the planner's statistics say. With the keys as a set to semi-join, it
+    /// planned from the statistics a vacuum of the emptied table had left (no rows) and walked
+    /// every row of the topic in the index for each batch: half a second to two seconds per
+    /// batch at 20,000 rows, with the batch's row locks held meanwhile.
+    pub(crate) fn outbox_rows_of_keys(self) -> &'static str {
         match self {
-            Self::Postgres => format!(
-                "record_key IN (SELECT decode(substr(k, 2), 'hex') \
-                 FROM unnest(string_to_array(${param}, ',')) AS k)"
-            ),
+            Self::Postgres => {
+                "FROM unnest(string_to_array($3, ',')) AS k CROSS JOIN LATERAL (
+                     SELECT id, claimed_by, available_at, attempts FROM atoll_outbox
+                     WHERE topic = $1 AND record_key = decode(substr(k, 2), 'hex') LIMIT $2
+                 ) AS o"
+            }
             Self::Sqlite => {
-                format!("record_key IN (SELECT unhex(substr(value, 2)) FROM json_each(${param}))")
+                "FROM atoll_outbox WHERE topic = $1
+                 AND record_key IN (SELECT unhex(substr(value, 2)) FROM json_each($3))"
             }
         }
     }
 
-    /// `keys` as the one parameter [`key_in`](Self::key_in) takes: each in hex after a `x`
+    /// SQL for "`id` is one of the ids `subquery` selects", written so that the rows are
+    /// found by their ids: on PostgreSQL the subquery runs once and its ids are looked up in
+    /// the primary key (`= ANY(ARRAY(…))`), where `IN (…)` let the planner join it with a walk
+    /// of the whole table when its statistics said the table was empty.
+    pub(crate) fn id_among(self, subquery: &str) -> String {
+        match self {
+            Self::Postgres => format!("id = ANY(ARRAY({subquery}))"),
+            Self::Sqlite => format!("id IN ({subquery})"),
+        }
+    }
+
+    /// `keys` as the parameter [`outbox_rows_of_keys`](Self::outbox_rows_of_keys) takes: each in hex after a `x`
     /// (so that an empty key is an element too).
     pub(crate) fn key_list(self, keys: &[&[u8]]) -> String {
         use std::fmt::Write as _;

@@ -180,9 +180,9 @@ pub(crate) async fn route(
     let sql: std::sync::Arc<str> = format!(
         "SELECT id, claimed_by,
              CASE WHEN {} THEN 1 ELSE 0 END AS free
-         FROM atoll_outbox WHERE topic = $1 AND {} LIMIT $2",
+         {} LIMIT $2",
         free_sql(backend),
-        backend.key_in(3)
+        backend.outbox_rows_of_keys()
     )
     .into();
     let mut free = Vec::new();
@@ -252,11 +252,11 @@ async fn take_over(
     // this waited for it. On PostgreSQL it waits for none: a row another transaction locks
     // (the relay claiming it) is skipped, so the two never wait for each other.
     let pick = match backend {
-        Backend::Postgres => format!(
-            "id IN (SELECT id FROM atoll_outbox WHERE {} AND {} ORDER BY id FOR UPDATE SKIP LOCKED)",
+        Backend::Postgres => backend.id_among(&format!(
+            "SELECT id FROM atoll_outbox WHERE {} AND {} ORDER BY id FOR UPDATE SKIP LOCKED",
             backend.id_in(1),
             free_sql(backend)
-        ),
+        )),
         Backend::Sqlite => format!("{} AND {}", backend.id_in(1), free_sql(backend)),
     };
     let sql = format!(

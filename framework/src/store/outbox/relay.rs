@@ -195,19 +195,21 @@ async fn send(producer: &Producer, row: &Claimed) -> Result<Pending> {
 async fn claim(store: &Store, batch: i64) -> Result<Vec<Claimed>> {
     let backend = store.backend();
     let (now, clock) = (backend.now_ms_sql(), backend.clock_ms_sql());
+    let free = format!(
+        "SELECT o.id FROM atoll_outbox o
+         WHERE o.available_at <= {now}
+         AND NOT EXISTS (
+             SELECT 1 FROM atoll_outbox p
+             WHERE p.topic = o.topic AND p.record_key = o.record_key
+             AND p.available_at > {now})
+         ORDER BY o.id LIMIT $3"
+    );
     let sql = format!(
         "UPDATE atoll_outbox SET claimed_by = $1, available_at = {clock} + $2
-         WHERE id IN (
-             SELECT o.id FROM atoll_outbox o
-             WHERE o.available_at <= {now}
-             AND NOT EXISTS (
-                 SELECT 1 FROM atoll_outbox p
-                 WHERE p.topic = o.topic AND p.record_key = o.record_key
-                 AND p.available_at > {now})
-             ORDER BY o.id LIMIT $3)
-         AND available_at <= {now}
+         WHERE {} AND available_at <= {now}
          RETURNING id, topic, record_partition, record_key, payload, headers, attempts,
-             dead_letter_topic, source"
+             dead_letter_topic, source",
+        backend.id_among(&free)
     );
     let query = sqlx::query(AssertSqlSafe(sql))
         .bind(store.inflight().relay)
