@@ -196,7 +196,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         let (_tansu, bootstrap) = broker(&plan, Setup::backlog(plan.records)).await?;
         let variants = drains(&plan, plan.records, None);
         let name = format!("1: drain a backlog of {} × ~200 B", plan.records);
-        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(2) {
         let many = (plan.io_records * 5).min(plan.records);
@@ -221,7 +221,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "2: {} ms I/O, {PARTITIONS} partitions, {} keys",
             plan.io_ms, plan.keys
         );
-        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(3) {
         let (_tansu, bootstrap) = broker(&plan, Setup::backlog(0)).await?;
@@ -246,7 +246,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             }
             let name = format!("3: steady {rate} records/s");
             let pace = Some((rate, plan.keys));
-            rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, pace).await?);
+            rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, pace).await?);
         }
     }
     let tx_impls = [Impl::AtollTx, Impl::AtollTxSet];
@@ -273,7 +273,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "4: transactional on PostgreSQL, 1 upsert + 1 emit per record, drain {}",
             plan.tx_records
         );
-        rows.extend(rounds(&bootstrap, &name, &[drain], plan.rounds, None).await?);
+        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &[drain], plan.rounds, None).await?);
         let rate = plan.tx_rate;
         let steady = Variant {
             warmup: rate,
@@ -284,7 +284,17 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         };
         let name = format!("4: transactional, steady {rate} records/s, input → output read");
         let pace = Some((rate, plan.keys));
-        rows.extend(rounds(&bootstrap, &name, &[steady], plan.rounds, pace).await?);
+        // Each round on a broker of its own: tansu's fetches slow down as its log grows (it
+        // lists every batch of a partition per fetch), which delivered the input in ever larger
+        // bursts round after round and measured tansu's growth, not the listener.
+        let fresh = Brokers::PerRound(
+            &plan,
+            Setup {
+                input: imp.input(),
+                ..Setup::backlog(0)
+            },
+        );
+        rows.extend(rounds(fresh, &name, &[steady], plan.rounds, pace).await?);
     }
     if plan.runs(5) && plan.impls.contains(&Impl::AtollEos) {
         // tansu never ends a transaction: noida-db serves them (memory storage).
@@ -305,7 +315,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "5: drain {} on noida-db, to the last commit",
             plan.eos_records
         );
-        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(6) {
         let (_tansu, bootstrap) = broker(
@@ -321,7 +331,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "6: drain {} written in batches, no pauses",
             plan.batched_records
         );
-        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
+        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(7) && plan.impls.contains(&Impl::Atoll) {
         for &n in &plan.processes {
@@ -447,11 +457,19 @@ fn drains(plan: &Plan, records: u64, max_buffered: Option<u64>) -> Vec<Variant> 
         .collect()
 }
 
+/// The broker the rounds of a scenario run on.
+enum Brokers<'a> {
+    /// One for every round: its address.
+    Shared(&'a str),
+    /// A fresh one per round (unless the plan names a broker), set up as said.
+    PerRound(&'a Plan, Setup),
+}
+
 /// Runs every variant once per round, alternating, the first round discarded; returns the
 /// medians. With `pace = Some((rate, keys))` the input is produced at `rate` while each run
 /// lasts, starting once the worker has its partitions.
 async fn rounds(
-    bootstrap: &str,
+    brokers: Brokers<'_>,
     scenario: &str,
     variants: &[Variant],
     rounds: usize,
@@ -459,6 +477,11 @@ async fn rounds(
 ) -> anyhow::Result<Vec<Row>> {
     let mut reports: Vec<Vec<Report>> = vec![Vec::new(); variants.len()];
     for round in 0..=rounds {
+        let (_fresh, bootstrap) = match brokers {
+            Brokers::Shared(bootstrap) => (None, bootstrap.to_owned()),
+            Brokers::PerRound(plan, setup) => broker(plan, setup).await?,
+        };
+        let bootstrap = bootstrap.as_str();
         for (i, v) in variants.iter().enumerate() {
             // The first round warms the broker and the implementation up and is discarded; a
             // tenth of the records does that.
