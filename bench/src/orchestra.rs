@@ -196,7 +196,16 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         let (_tansu, bootstrap) = broker(&plan, Setup::backlog(plan.records)).await?;
         let variants = drains(&plan, plan.records, None);
         let name = format!("1: drain a backlog of {} × ~200 B", plan.records);
-        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, None).await?);
+        rows.extend(
+            rounds(
+                Brokers::Shared(&bootstrap),
+                &name,
+                &variants,
+                plan.rounds,
+                None,
+            )
+            .await?,
+        );
     }
     if plan.runs(2) {
         let many = (plan.io_records * 5).min(plan.records);
@@ -221,7 +230,16 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "2: {} ms I/O, {PARTITIONS} partitions, {} keys",
             plan.io_ms, plan.keys
         );
-        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, None).await?);
+        rows.extend(
+            rounds(
+                Brokers::Shared(&bootstrap),
+                &name,
+                &variants,
+                plan.rounds,
+                None,
+            )
+            .await?,
+        );
     }
     if plan.runs(3) {
         let (_tansu, bootstrap) = broker(&plan, Setup::backlog(0)).await?;
@@ -246,7 +264,16 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             }
             let name = format!("3: steady {rate} records/s");
             let pace = Some((rate, plan.keys));
-            rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, pace).await?);
+            rows.extend(
+                rounds(
+                    Brokers::Shared(&bootstrap),
+                    &name,
+                    &variants,
+                    plan.rounds,
+                    pace,
+                )
+                .await?,
+            );
         }
     }
     let tx_impls = [Impl::AtollTx, Impl::AtollTxSet];
@@ -273,7 +300,16 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "4: transactional on PostgreSQL, 1 upsert + 1 emit per record, drain {}",
             plan.tx_records
         );
-        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &[drain], plan.rounds, None).await?);
+        rows.extend(
+            rounds(
+                Brokers::Shared(&bootstrap),
+                &name,
+                &[drain],
+                plan.rounds,
+                None,
+            )
+            .await?,
+        );
         let rate = plan.tx_rate;
         let steady = Variant {
             warmup: rate,
@@ -315,7 +351,16 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "5: drain {} on noida-db, to the last commit",
             plan.eos_records
         );
-        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, None).await?);
+        rows.extend(
+            rounds(
+                Brokers::Shared(&bootstrap),
+                &name,
+                &variants,
+                plan.rounds,
+                None,
+            )
+            .await?,
+        );
     }
     if plan.runs(6) {
         let (_tansu, bootstrap) = broker(
@@ -331,7 +376,16 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "6: drain {} written in batches, no pauses",
             plan.batched_records
         );
-        rows.extend(rounds(Brokers::Shared(&bootstrap), &name, &variants, plan.rounds, None).await?);
+        rows.extend(
+            rounds(
+                Brokers::Shared(&bootstrap),
+                &name,
+                &variants,
+                plan.rounds,
+                None,
+            )
+            .await?,
+        );
     }
     if plan.runs(7) && plan.impls.contains(&Impl::Atoll) {
         for &n in &plan.processes {
