@@ -284,7 +284,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         // As production runs it: every commit synced.
         let pg = atoll_testkit::Postgres::durable();
         let store = Some(pg.database("bench"));
-        let (_tansu, bootstrap) = broker(
+        let (drain_broker, bootstrap) = broker(
             &plan,
             Setup {
                 input: imp.input(),
@@ -310,6 +310,8 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             )
             .await?,
         );
+        // The steady rounds bring their own.
+        drop(drain_broker);
         let rate = plan.tx_rate;
         let steady = Variant {
             warmup: rate,
@@ -515,7 +517,8 @@ fn drains(plan: &Plan, records: u64, max_buffered: Option<u64>) -> Vec<Variant> 
 enum Brokers<'a> {
     /// One for every round: its address.
     Shared(&'a str),
-    /// A fresh one per round (unless the plan names a broker), set up as said.
+    /// A fresh one per round, set up as said; with `--bootstrap`, that broker for every round
+    /// (its topics exist already: creating them again changes nothing).
     PerRound(&'a Plan, Setup),
 }
 

@@ -139,8 +139,8 @@ impl Backend {
         }
     }
 
-    /// `keys` as the parameter [`outbox_rows_of_keys`](Self::outbox_rows_of_keys) takes: each in hex after a `x`
-    /// (so that an empty key is an element too).
+    /// `keys` as the parameter [`outbox_rows_of_keys`](Self::outbox_rows_of_keys) takes: each
+    /// in hex after a `x` (so that an empty key is an element too).
     pub(crate) fn key_list(self, keys: &[&[u8]]) -> String {
         use std::fmt::Write as _;
         let hex = |k: &[u8]| {
