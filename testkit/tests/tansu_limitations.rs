@@ -58,14 +58,10 @@ async fn create_topic_t(bootstrap: &str) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tansu_cannot_fetch_from_inside_a_record_batch() {
-    let broker = Tansu::start();
-    let b = broker.bootstrap();
-    create_topic_t(&b).await;
-    // One batch of 100 records.
+/// Writes records `0` to `99` to topic `t` as one batch (a producer that lingers 100 ms).
+async fn one_batch_of_100(bootstrap: &str) {
     let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &b)
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "100")
         .create()
         .unwrap();
@@ -79,6 +75,14 @@ async fn tansu_cannot_fetch_from_inside_a_record_batch() {
         s.await.unwrap().unwrap();
     }
     p.flush(Duration::from_secs(5)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_cannot_fetch_from_inside_a_record_batch() {
+    let broker = Tansu::start();
+    let b = broker.bootstrap();
+    create_topic_t(&b).await;
+    one_batch_of_100(&b).await;
     let b2 = b.clone();
     let from_start = tokio::task::spawn_blocking(move || first_offset_from(&b2, 0))
         .await
@@ -97,27 +101,15 @@ async fn tansu_cannot_fetch_from_inside_a_record_batch() {
 /// tansu answers the end of a partition (ListOffsets, latest) as if its last record batch held
 /// one record: its base offset plus one, not the offset after its last record. A reader that
 /// starts "at the end" reads the rest of the last batch again, and lag computed from it is
-/// short by that much. One batch of 100 records: tansu answers 1, Kafka 100. (Seen first in the benchmark: 300,000 records written in batches of a few
-/// hundred, and the six partitions' ends added up to 297,394.)
+/// short by that much. One batch of 100 records: tansu answers 1, Kafka 100. (Seen first in
+/// the benchmark: 300,000 records written in batches of a few hundred, and the six
+/// partitions' ends added up to 297,394.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tansu_answers_a_partitions_end_as_if_its_last_batch_held_one_record() {
     let broker = Tansu::start();
     let b = broker.bootstrap();
     create_topic_t(&b).await;
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &b)
-        .set("linger.ms", "100")
-        .create()
-        .unwrap();
-    let sent: Vec<_> = (0..100)
-        .map(|i| {
-            p.send_result(FutureRecord::<str, str>::to("t").payload(&i.to_string()))
-                .unwrap()
-        })
-        .collect();
-    for s in sent {
-        s.await.unwrap().unwrap();
-    }
+    one_batch_of_100(&b).await;
     let b2 = b.clone();
     let (_, read) = tokio::task::spawn_blocking(move || first_offset_from(&b2, 0))
         .await
