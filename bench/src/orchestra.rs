@@ -196,16 +196,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         let (_tansu, bootstrap) = broker(&plan, Setup::backlog(plan.records)).await?;
         let variants = drains(&plan, plan.records, None);
         let name = format!("1: drain a backlog of {} × ~200 B", plan.records);
-        rows.extend(
-            rounds(
-                Brokers::Shared(&bootstrap),
-                &name,
-                &variants,
-                plan.rounds,
-                None,
-            )
-            .await?,
-        );
+        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(2) {
         let many = (plan.io_records * 5).min(plan.records);
@@ -230,16 +221,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "2: {} ms I/O, {PARTITIONS} partitions, {} keys",
             plan.io_ms, plan.keys
         );
-        rows.extend(
-            rounds(
-                Brokers::Shared(&bootstrap),
-                &name,
-                &variants,
-                plan.rounds,
-                None,
-            )
-            .await?,
-        );
+        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(3) {
         let (_tansu, bootstrap) = broker(&plan, Setup::backlog(0)).await?;
@@ -264,16 +246,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             }
             let name = format!("3: steady {rate} records/s");
             let pace = Some((rate, plan.keys));
-            rows.extend(
-                rounds(
-                    Brokers::Shared(&bootstrap),
-                    &name,
-                    &variants,
-                    plan.rounds,
-                    pace,
-                )
-                .await?,
-            );
+            rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, pace).await?);
         }
     }
     let tx_impls = [Impl::AtollTx, Impl::AtollTxSet];
@@ -300,16 +273,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "4: transactional on PostgreSQL, 1 upsert + 1 emit per record, drain {}",
             plan.tx_records
         );
-        rows.extend(
-            rounds(
-                Brokers::Shared(&bootstrap),
-                &name,
-                &[drain],
-                plan.rounds,
-                None,
-            )
-            .await?,
-        );
+        rows.extend(rounds(&bootstrap, &name, &[drain], plan.rounds, None).await?);
         // The steady rounds bring their own.
         drop(drain_broker);
         let rate = plan.tx_rate;
@@ -332,7 +296,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
                 ..Setup::backlog(0)
             },
         );
-        rows.extend(rounds(fresh, &name, &[steady], plan.rounds, pace).await?);
+        rows.extend(rounds_on(fresh, &name, &[steady], plan.rounds, pace).await?);
     }
     if plan.runs(5) && plan.impls.contains(&Impl::AtollEos) {
         // tansu never ends a transaction: noida-db serves them (memory storage).
@@ -353,16 +317,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "5: drain {} on noida-db, to the last commit",
             plan.eos_records
         );
-        rows.extend(
-            rounds(
-                Brokers::Shared(&bootstrap),
-                &name,
-                &variants,
-                plan.rounds,
-                None,
-            )
-            .await?,
-        );
+        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(6) {
         let (_tansu, bootstrap) = broker(
@@ -378,16 +333,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             "6: drain {} written in batches, no pauses",
             plan.batched_records
         );
-        rows.extend(
-            rounds(
-                Brokers::Shared(&bootstrap),
-                &name,
-                &variants,
-                plan.rounds,
-                None,
-            )
-            .await?,
-        );
+        rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
     if plan.runs(7) && plan.impls.contains(&Impl::Atoll) {
         for &n in &plan.processes {
@@ -522,10 +468,22 @@ enum Brokers<'a> {
     PerRound(&'a Plan, Setup),
 }
 
+/// [`rounds_on`] one broker for every round.
+async fn rounds(
+    bootstrap: &str,
+    scenario: &str,
+    variants: &[Variant],
+    rounds: usize,
+    pace: Option<(u64, u64)>,
+) -> anyhow::Result<Vec<Row>> {
+    let brokers = Brokers::Shared(bootstrap);
+    rounds_on(brokers, scenario, variants, rounds, pace).await
+}
+
 /// Runs every variant once per round, alternating, the first round discarded; returns the
 /// medians. With `pace = Some((rate, keys))` the input is produced at `rate` while each run
 /// lasts, starting once the worker has its partitions.
-async fn rounds(
+async fn rounds_on(
     brokers: Brokers<'_>,
     scenario: &str,
     variants: &[Variant],

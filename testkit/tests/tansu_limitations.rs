@@ -58,10 +58,14 @@ async fn create_topic_t(bootstrap: &str) {
         .unwrap();
 }
 
-/// Writes records `0` to `99` to topic `t` as one batch (a producer that lingers 100 ms).
-async fn one_batch_of_100(bootstrap: &str) {
+/// A tansu whose topic `t` holds records `0` to `99` as one batch (a producer that lingers
+/// 100 ms), and its address.
+async fn one_batch_of_100() -> (Tansu, String) {
+    let broker = Tansu::start();
+    let bootstrap = broker.bootstrap();
+    create_topic_t(&bootstrap).await;
     let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", &bootstrap)
         .set("linger.ms", "100")
         .create()
         .unwrap();
@@ -75,14 +79,12 @@ async fn one_batch_of_100(bootstrap: &str) {
         s.await.unwrap().unwrap();
     }
     p.flush(Duration::from_secs(5)).unwrap();
+    (broker, bootstrap)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tansu_cannot_fetch_from_inside_a_record_batch() {
-    let broker = Tansu::start();
-    let b = broker.bootstrap();
-    create_topic_t(&b).await;
-    one_batch_of_100(&b).await;
+    let (_broker, b) = one_batch_of_100().await;
     let b2 = b.clone();
     let from_start = tokio::task::spawn_blocking(move || first_offset_from(&b2, 0))
         .await
@@ -106,10 +108,7 @@ async fn tansu_cannot_fetch_from_inside_a_record_batch() {
 /// partitions' ends added up to 297,394.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tansu_answers_a_partitions_end_as_if_its_last_batch_held_one_record() {
-    let broker = Tansu::start();
-    let b = broker.bootstrap();
-    create_topic_t(&b).await;
-    one_batch_of_100(&b).await;
+    let (_broker, b) = one_batch_of_100().await;
     let b2 = b.clone();
     let (_, read) = tokio::task::spawn_blocking(move || first_offset_from(&b2, 0))
         .await
