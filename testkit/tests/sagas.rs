@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use atoll::envelope::{header_str, CAUSATION_ID, ID, REPLY_PARTITION, REPLY_TO, TYPE};
@@ -16,6 +16,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 /// Reply delays by trip id, in milliseconds.
 fn delays() -> &'static Mutex<HashMap<String, u64>> {
@@ -23,9 +24,26 @@ fn delays() -> &'static Mutex<HashMap<String, u64>> {
     DELAYS.get_or_init(Default::default)
 }
 
+/// Replies held until the test lets them go, by trip id: a reply waits for a permit.
+fn holds() -> &'static Mutex<HashMap<String, Arc<Semaphore>>> {
+    static HOLDS: OnceLock<Mutex<HashMap<String, Arc<Semaphore>>>> = OnceLock::new();
+    HOLDS.get_or_init(Default::default)
+}
+
+/// Holds trip `id`'s replies until the returned permit giver is called.
+fn hold(id: &str) -> impl FnOnce() {
+    let gate = Arc::new(Semaphore::new(0));
+    holds().lock().unwrap().insert(id.into(), gate.clone());
+    move || gate.add_permits(Semaphore::MAX_PERMITS)
+}
+
 async fn delay(trip_id: &str) {
     let ms = delays().lock().unwrap().get(trip_id).copied().unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(ms)).await;
+    let gate = holds().lock().unwrap().get(trip_id).cloned();
+    if let Some(gate) = gate {
+        let _passed = gate.acquire().await.expect("a hold is never closed");
+    }
 }
 
 #[event_service(company = "acme", namespace = "test", name = "hotel")]
@@ -504,11 +522,8 @@ async fn a_start_past_the_live_cap_is_dead_lettered_with_its_cause() {
     config.saga.max_live = 1;
     config.http.addr = Some("127.0.0.1:0".parse().unwrap());
     let running = start_with(config).await;
-    // The first trip's seat waits 3 s: it is live meanwhile.
-    delays()
-        .lock()
-        .unwrap()
-        .insert("flight-cap-a".into(), 3_000);
+    // The first trip's seat is held until the second trip was refused: it is live meanwhile.
+    let release = hold("flight-cap-a");
     plan(&running, "cap-a").await;
     keyed(&broker, Flight::ID.commands().as_ref(), "cap-a", 1);
     let url = format!("http://{}/metrics", running.http_addr().unwrap());
@@ -531,6 +546,7 @@ async fn a_start_past_the_live_cap_is_dead_lettered_with_its_cause() {
     assert_eq!(dead.len(), 1, "{}", lines_of("cap-"));
     let error = header_str(&dead[0], "atoll_dlq_error").unwrap_or_default();
     assert!(error.contains("saga.max_live"), "{error}");
+    release();
     assert_eq!(outcome(&broker, "cap-a"), TripBooked::ce_type());
     // Ended: it no longer counts.
     plan(&running, "cap-c").await;
