@@ -150,6 +150,7 @@ fn routes_and_configs<S: Service>(
         }
         let resolved = listener_config(config, l.name(), l.settings())?;
         check_modes(l, &resolved)?;
+        check_group_protocol(l.name(), &resolved, config)?;
         if resolved.retry == RetryMode::NonBlocking {
             routes.retry_designated.get_or_insert(l.name());
             routes.retry_readers.insert(l.name());
@@ -162,6 +163,26 @@ fn routes_and_configs<S: Service>(
         routes.retry_designated = listeners.first().map(Listener::name);
     }
     Ok((routes, configs))
+}
+
+/// `Err` naming the property when `kafka.properties` sets one that listener `name`'s group
+/// protocol does not take: librdkafka would refuse to create its consumer, with a message that
+/// names neither the listener nor the setting that chose the protocol.
+fn check_group_protocol(name: &str, listener: &ListenerConfig, config: &Config) -> Result<()> {
+    let protocol = listener.group_protocol;
+    match protocol
+        .refuses()
+        .iter()
+        .find(|p| config.kafka.properties.contains_key(**p))
+    {
+        Some(property) => Err(Error::Config(format!(
+            "listener `{name}` uses the `{}` group protocol (group_protocol), which takes no \
+             `{property}`: the broker's group settings decide it; remove it from \
+             kafka.properties, or keep the listener on `classic`",
+            protocol.property()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `Err` when `l`'s modes cannot work together: a saga retries in order; exactly once

@@ -94,6 +94,46 @@ impl StartFrom {
     }
 }
 
+/// Which consumer group protocol a listener's consumer speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupProtocol {
+    /// The original protocol: the members join, one of them assigns the partitions, every
+    /// member stops while the group rebalances. Every Kafka broker has it.
+    #[default]
+    Classic,
+    /// KIP-848's protocol: the broker assigns the partitions and hands them over one member
+    /// at a time, so the members that keep theirs go on while the group changes. Needs a broker
+    /// that has it (Apache Kafka 4.0 and later, or one that says so); librdkafka takes no
+    /// `session.timeout.ms`, `heartbeat.interval.ms` or `partition.assignment.strategy` with
+    /// it (the broker's group settings decide them), so atoll refuses those in
+    /// `kafka.properties` for such a listener.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// librdkafka's `group.protocol`.
+    pub(crate) fn property(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
+
+    /// The client properties this protocol does not take.
+    pub(crate) fn refuses(self) -> &'static [&'static str] {
+        match self {
+            Self::Classic => &[],
+            Self::Consumer => &[
+                "session.timeout.ms",
+                "heartbeat.interval.ms",
+                "partition.assignment.strategy",
+                "group.protocol.type",
+            ],
+        }
+    }
+}
+
 macro_rules! listener_settings {
     ($($(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr,)+) => {
         /// `listener.*`: the resolved settings of a listener (defaults for every listener in
@@ -172,6 +212,9 @@ listener_settings! {
     store_batch: usize = 100,
     /// A batch's transaction takes no further record once it has been open this long, in ms.
     store_batch_ms: u64 = 100,
+    /// The consumer group protocol: `classic`, or `consumer` (KIP-848; librdkafka's
+    /// `group.protocol`, which `kafka.properties` may not set).
+    group_protocol: GroupProtocol = GroupProtocol::Classic,
 }
 
 impl ListenerConfig {

@@ -34,7 +34,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{Error, Result};
 pub use client::{OAuthToken, TokenProvider};
 pub use listener::{
-    DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode, RetryMode, StartFrom,
+    DeliveryMode, GroupProtocol, ListenerConfig, ListenerSettings, OrderingMode, RetryMode,
+    StartFrom,
 };
 pub use registry::{Registry, RegistryAnswer, RegistryAuth, SchemaRegistryConfig};
 pub use secret::{redact_url, Secret, REDACTED};
@@ -160,6 +161,14 @@ impl KafkaConfig {
                     "kafka.bootstrap_servers `{servers}` must be a comma-separated list of host:port"
                 ));
             }
+        }
+        if self.properties.contains_key("group.protocol") {
+            return Err(
+                "kafka.properties sets group.protocol: set listener.group_protocol \
+                        (`classic` or `consumer`) for every listener, or \
+                        listeners.<name>.group_protocol for one, instead"
+                    .into(),
+            );
         }
         if self.properties.contains_key("auto.offset.reset") {
             return Err(

@@ -511,6 +511,7 @@ fn consumer_config<S>(env: &ListenerEnv<S>) -> (ClientConfig, Offset) {
     let mut config = env.io.clients.config().clone();
     let start_from = env.setup.config.start_from;
     config.set("auto.offset.reset", start_from.offset_reset());
+    config.set("group.protocol", env.setup.config.group_protocol.property());
     // Outputs of aborted transactions (exactly-once listeners, here or upstream) are never
     // handled; committed ones once their transaction commits.
     set_default(&mut config, "isolation.level", "read_committed");
