@@ -640,6 +640,19 @@ mod tests {
     }
 
     #[test]
+    fn the_group_protocol_is_a_listener_setting_not_a_raw_property() {
+        let mut c = Config::default();
+        c.kafka
+            .properties
+            .insert("group.protocol".into(), "consumer".into());
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("listener.group_protocol"), "{e}");
+        let mut c = Config::default();
+        c.listener.group_protocol = GroupProtocol::Consumer;
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
     fn defaults_mean_embedded_broker() {
         Jail::expect_with(|jail| {
             let c = load_in(jail).unwrap();
