@@ -268,3 +268,38 @@ async fn tansu_answers_a_time_with_the_partitions_start() {
         .unwrap();
     assert_eq!(answer, Offset::Offset(0), "Kafka answers offset 1");
 }
+
+/// tansu has no KIP-848 consumer groups (`ConsumerGroupHeartbeat`): a consumer with
+/// `group.protocol = consumer` never gets a partition there, and is told nothing. Listeners set to the `consumer`
+/// group protocol need a broker that has it (Apache Kafka 4.0 or later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_has_no_kip_848_consumer_groups() {
+    let broker = Tansu::start();
+    let b = broker.bootstrap();
+    create_topic_t(&b).await;
+    let (assigned, errors) = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("group.id", "kip848")
+            .set("group.protocol", "consumer")
+            .create()
+            .unwrap();
+        c.subscribe(&["t"]).unwrap();
+        let mut errors = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            if let Some(Err(e)) = c.poll(Duration::from_millis(100)) {
+                errors.push(e.to_string());
+            }
+        }
+        (c.assignment().unwrap().count(), errors)
+    })
+    .await
+    .unwrap();
+    // Nor does it say why: the consumer hears no error, and waits.
+    assert_eq!(
+        (assigned, errors),
+        (0, Vec::<String>::new()),
+        "assigned partitions, errors"
+    );
+}
