@@ -71,11 +71,15 @@ impl Proc {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut o = o.lock().unwrap();
-                if let Some(a) = parse_assigned(&line) {
-                    o.assigned.retain(|(l, _)| *l != a.0);
-                    o.assigned.push(a);
-                } else if let Some(l) = parse_revoked(&line) {
-                    o.assigned.retain(|(x, _)| *x != l);
+                if let Some((listener, change)) = parse_change(&line) {
+                    let at = match o.assigned.iter().position(|(l, _)| *l == listener) {
+                        Some(at) => at,
+                        None => {
+                            o.assigned.push((listener, Vec::new()));
+                            o.assigned.len() - 1
+                        }
+                    };
+                    change.apply(&mut o.assigned[at].1);
                 }
                 o.log.push(line);
             }
@@ -187,26 +191,47 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "`kill -{name} {pid}` failed: {status}");
 }
 
-/// A listener's assignment of its own topic (its retry consumer's, of the service's retry
-/// topic, is left out).
-fn parse_assigned(line: &str) -> Option<(String, Vec<i32>)> {
-    if !line.contains("partitions assigned") || line.contains(".private.retry") {
+/// A change of a listener's assignment, as its log line says: the partitions it was given or
+/// those taken from it. The classic protocol takes all and gives all at a rebalance; KIP-848's
+/// (and cooperative assignors) give and take only the ones that move.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+impl Change {
+    fn apply(self, partitions: &mut Vec<i32>) {
+        match self {
+            Self::Assigned(given) => partitions.extend(given),
+            Self::Revoked(taken) => partitions.retain(|p| !taken.contains(p)),
+        }
+        partitions.sort_unstable();
+        partitions.dedup();
+    }
+}
+
+/// A change of a listener's assignment of its own topic (its retry consumer's, of the
+/// service's retry topic, is left out).
+fn parse_change(line: &str) -> Option<(String, Change)> {
+    if line.contains(".private.retry") {
         return None;
     }
+    let (change, list): (fn(Vec<i32>) -> Change, _) = if line.contains("partitions assigned") {
+        (Change::Assigned, "assigned=[")
+    } else if line.contains("partitions revoked") {
+        (Change::Revoked, "revoked=[")
+    } else {
+        return None;
+    };
     let listener = field(line, "listener=\"")?.split('"').next()?.to_owned();
-    let list = field(line, "assigned=[")?.split(']').next()?;
-    let parts = list
+    let parts = field(line, list)?
+        .split(']')
+        .next()?
         .split(',')
         .filter_map(|p| p.trim().parse().ok())
         .collect();
-    Some((listener, parts))
-}
-
-fn parse_revoked(line: &str) -> Option<String> {
-    if !line.contains("partitions revoked") || line.contains(".private.retry") {
-        return None;
-    }
-    Some(field(line, "listener=\"")?.split('"').next()?.to_owned())
+    Some((listener, change(parts)))
 }
 
 fn field<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
@@ -232,10 +257,23 @@ mod tests {
     #[test]
     fn parses_assignment_logs() {
         let line = r#"2026-11-22T16:00:00Z  INFO atoll::consume::consumer: partitions assigned listener="work" assigned=[0, 1, 5]"#;
-        assert_eq!(parse_assigned(line), Some(("work".into(), vec![0, 1, 5])));
+        assert_eq!(
+            parse_change(line),
+            Some(("work".into(), Change::Assigned(vec![0, 1, 5])))
+        );
         let line =
             r#"INFO atoll::consume::consumer: partitions revoked listener="audit" revoked=[2]"#;
-        assert_eq!(parse_revoked(line), Some("audit".into()));
-        assert_eq!(parse_assigned("something else"), None);
+        assert_eq!(
+            parse_change(line),
+            Some(("audit".into(), Change::Revoked(vec![2])))
+        );
+        assert_eq!(parse_change("something else"), None);
+        // Given and taken one at a time (KIP-848), or all at once (classic).
+        let mut held = vec![0, 1, 5];
+        Change::Revoked(vec![1, 5]).apply(&mut held);
+        Change::Assigned(vec![3]).apply(&mut held);
+        assert_eq!(held, [0, 3]);
+        Change::Revoked(vec![0, 3]).apply(&mut held);
+        assert!(held.is_empty());
     }
 }
