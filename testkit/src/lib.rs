@@ -714,6 +714,30 @@ pub fn time_index_answer(bootstrap: &str) -> rdkafka::Offset {
     found.elements()[0].offset()
 }
 
+/// What a broker gives a consumer of the next-generation group protocol (KIP-848,
+/// `group.protocol = consumer`) subscribed to `topic` within 8 s: how many partitions it was
+/// assigned, and the errors it heard. Kafka 4 assigns every partition of a topic to a lone
+/// member. Blocking.
+pub fn consumer_protocol_answer(bootstrap: &str, topic: &str) -> (usize, Vec<String>) {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kip848")
+        .set("group.protocol", "consumer")
+        .create()
+        .expect("a consumer");
+    consumer.subscribe(&[topic]).expect("subscribed");
+    let mut errors = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            errors.push(e.to_string());
+        }
+    }
+    let assigned = consumer.assignment().expect("an assignment").count();
+    (assigned, errors)
+}
+
 /// A producer for writing test input directly: idempotent, with [`TANSU_PROPERTIES`] (one
 /// record per batch, which both test brokers need to serve a fetch from any offset).
 pub fn raw_producer(bootstrap: &str) -> rdkafka::producer::BaseProducer {

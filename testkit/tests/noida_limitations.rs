@@ -104,3 +104,46 @@ fn noida_takes_any_plain_password() {
         assert!(answered.is_ok(), "password {password}: {answered:?}");
     }
 }
+
+/// noida-db has no KIP-848 consumer groups either (see `tansu_limitations.rs`): a consumer with
+/// `group.protocol = consumer` never gets a partition, and is told nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noida_has_no_kip_848_consumer_groups() {
+    let broker = Tansu::builder().transactions(true).start();
+    let b = broker.bootstrap();
+    create_topics(&b, &["t"]).await;
+    let answer =
+        tokio::task::spawn_blocking(move || atoll_testkit::consumer_protocol_answer(&b, "t"))
+            .await
+            .unwrap();
+    assert_eq!(answer, (0, Vec::new()), "assigned partitions, errors");
+}
+
+/// Not a limitation: noida-db answers a time with the first offset at or after it, as Kafka
+/// does (tansu and the mock cluster do not). Pinned because the tests of replay and reset by
+/// time run on noida-db for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noida_answers_a_time_as_kafka_does() {
+    let broker = Tansu::builder().transactions(true).start();
+    let b = broker.bootstrap();
+    create_topics(&b, &["times"]).await;
+    let answer = tokio::task::spawn_blocking(move || atoll_testkit::time_index_answer(&b))
+        .await
+        .unwrap();
+    assert_eq!(answer, Offset::Offset(1));
+}
+
+async fn create_topics(bootstrap: &str, names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topics: Vec<_> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+        .collect();
+    admin
+        .create_topics(&topics, &Default::default())
+        .await
+        .unwrap();
+}
