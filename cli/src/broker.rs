@@ -84,10 +84,24 @@ impl Broker {
         Ok(groups::commit(&self.kafka, group, offsets)?)
     }
 
-    /// Commits `group`'s offsets at the start of every partition of `topic` (the oldest record
-    /// the broker still has); refused while the group has members.
-    pub(crate) fn rewind(&self, group: &str, topic: &str) -> anyhow::Result<()> {
-        let moves = groups::plan(&self.kafka, group, topic, groups::Target::Start)?;
-        Ok(groups::apply(&self.kafka, group, topic, &moves)?)
+    /// Where `group`'s offsets on every partition of `topic` would move to reach `target`;
+    /// refused while the group has members.
+    pub(crate) fn plan_move(
+        &self,
+        group: &str,
+        topic: &str,
+        target: groups::Target,
+    ) -> anyhow::Result<Vec<groups::Move>> {
+        Ok(groups::plan(&self.kafka, group, topic, target)?)
+    }
+
+    /// Commits `moves` for `group` on `topic`.
+    pub(crate) fn apply_move(
+        &self,
+        group: &str,
+        topic: &str,
+        moves: &[groups::Move],
+    ) -> anyhow::Result<()> {
+        Ok(groups::apply(&self.kafka, group, topic, moves)?)
     }
 }

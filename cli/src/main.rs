@@ -14,6 +14,7 @@ mod console;
 mod dlq;
 mod docs;
 mod graph;
+mod group;
 mod plan;
 mod schemas;
 mod view;
@@ -55,6 +56,13 @@ enum Cmd {
         /// Where to serve it; a loopback address unless you mean others to reach it.
         #[arg(long, default_value = "127.0.0.1:9800", value_name = "HOST:PORT")]
         listen: std::net::SocketAddr,
+    },
+    /// Consumer groups: move a stopped group's offsets.
+    Group {
+        #[command(flatten)]
+        kafka: Kafka,
+        #[command(subcommand)]
+        cmd: GroupCmd,
     },
     /// Views: read models that listeners build from facts in the service's store.
     View {
@@ -190,6 +198,38 @@ enum AclFormat {
 }
 
 #[derive(Subcommand)]
+enum GroupCmd {
+    /// Move the group's committed offsets on a topic, with its consumers stopped (refused
+    /// while it has members): to each partition's first record at or after a time, or to the
+    /// start. Prints each partition's move.
+    Reset {
+        /// The consumer group, e.g. `acme.shop.payments-charge`.
+        group: String,
+        /// The topic whose offsets move.
+        #[arg(long)]
+        topic: String,
+        #[command(flatten)]
+        to: ResetTo,
+        /// Print where each partition would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Where `group reset` moves a group.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ResetTo {
+    /// To each partition's first record written at or after this time (RFC 3339, e.g.
+    /// `2026-12-07T10:00:00Z`); to its end where none is.
+    #[arg(long)]
+    to_time: Option<String>,
+    /// To each partition's oldest record.
+    #[arg(long)]
+    to_start: bool,
+}
+
+#[derive(Subcommand)]
 enum ViewCmd {
     /// Rebuild the view a consumer group feeds, with the service stopped: rewind the group
     /// (and every group feeding the same tables) to the start of its topic, empty the view's
@@ -197,6 +237,12 @@ enum ViewCmd {
     Rebuild {
         /// A consumer group feeding the view, e.g. `acme.shop.storefront-orders`.
         group: String,
+        /// Keep the view's tables and apply over them the facts written at or after this time
+        /// (RFC 3339): each group moves back to its first fact at or after it, never forward.
+        /// For views whose handlers set what a fact says; without it, the tables are emptied
+        /// and every fact applied again.
+        #[arg(long)]
+        from: Option<String>,
         /// Print what would be rewound and emptied; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -351,9 +397,35 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
         }
         Cmd::View {
             kafka,
-            cmd: ViewCmd::Rebuild { group, dry_run },
+            cmd:
+                ViewCmd::Rebuild {
+                    group,
+                    from,
+                    dry_run,
+                },
         } => {
-            return view::rebuild(runtime, kafka.bootstrap, &group, dry_run, out).map(|()| 0);
+            let from = match from {
+                Some(t) => view::From::Time(unix_ms("--from", &t)?),
+                None => view::From::Start,
+            };
+            return view::rebuild(runtime, kafka.bootstrap, &group, from, dry_run, out).map(|()| 0);
+        }
+        Cmd::Group {
+            kafka,
+            cmd:
+                GroupCmd::Reset {
+                    group: name,
+                    topic,
+                    to,
+                    dry_run,
+                },
+        } => {
+            let target = match to.to_time {
+                Some(t) => atoll_console::groups::Target::Time(unix_ms("--to-time", &t)?),
+                None => atoll_console::groups::Target::Start,
+            };
+            let broker = broker::Broker::connect_to(runtime, kafka.bootstrap)?;
+            return group::reset(&broker, &name, &topic, target, dry_run, out).map(|()| 0);
         }
         Cmd::Plan {
             target,

@@ -1,4 +1,5 @@
-//! `atoll view rebuild <group>`: empties a view and replays its facts from the start.
+//! `atoll view rebuild <group> [--from TIME]`: empties a view and replays its facts from the
+//! start; with `--from`, keeps the view and applies its facts from that time on over it.
 //!
 //! The view's tables and the groups that feed it come from the service's store
 //! (`atoll_views`, written by the service at start), so the tool needs no code of the service:
@@ -8,19 +9,84 @@ use std::io::Write;
 
 use anyhow::{bail, Context as _};
 use atoll::config::Config;
-use atoll::Store;
+use atoll::{Store, ViewFeed};
+
+use atoll_console::groups::{self, Move, Target};
 
 use crate::broker::Broker;
 
-/// Rebuilds the view `group` feeds; with `dry_run`, only says what it would do.
+/// Where a rebuild replays the view's facts from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum From {
+    /// The start of each topic: the tables are emptied.
+    Start,
+    /// Each partition's first fact at or after this time (Unix ms, with the text given): the
+    /// tables are kept and those facts applied over them. No group moves forward.
+    Time(i64),
+}
+
+/// Whether what is said was done, or would be by a run without `--dry-run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Yes,
+    Not,
+}
+
+impl From {
+    /// Says where one of the view's groups moved.
+    fn say_move(
+        self,
+        feed: &ViewFeed,
+        moves: &[Move],
+        done: Done,
+        out: &mut impl Write,
+    ) -> anyhow::Result<()> {
+        let (group, topic) = (&feed.group, &feed.topic);
+        match (self, done) {
+            (Self::Start, Done::Yes) => writeln!(out, "rewound {group} to the start of {topic}")?,
+            (Self::Start, Done::Not) => {
+                writeln!(out, "would rewind {group} to the start of {topic}")?;
+            }
+            (Self::Time(_), Done::Yes) => writeln!(out, "moved {group} on {topic}:")?,
+            (Self::Time(_), Done::Not) => writeln!(out, "would move {group} on {topic}:")?,
+        }
+        if let Self::Time(_) = self {
+            crate::group::write_moves(moves, out)?;
+        }
+        Ok(())
+    }
+
+    /// Says what became of the view's tables.
+    fn say_tables(self, tables: &str, done: Done, out: &mut impl Write) -> anyhow::Result<()> {
+        match (self, done) {
+            (Self::Start, Done::Yes) => writeln!(out, "emptied {tables}")?,
+            (Self::Start, Done::Not) => writeln!(out, "would empty {tables}")?,
+            (Self::Time(_), Done::Yes) => {
+                writeln!(
+                    out,
+                    "kept {tables}: the facts from the time on are applied over them"
+                )?;
+            }
+            (Self::Time(_), Done::Not) => writeln!(
+                out,
+                "would keep {tables} and apply the facts from the time on over them"
+            )?,
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds the view `group` feeds from `from`; with `dry_run`, only says what it would do.
 ///
-/// Everything is checked first (the tables' names, the topics, that no group has members).
-/// Then the groups are rewound and the tables emptied in one transaction; should either
-/// fail, the groups are put back where they were, and the view stays as it was.
+/// Everything is checked first (the tables' names, the topics, that no group has members)
+/// and every move planned. Then the groups are moved and the view reset (its tables emptied,
+/// or kept) in one transaction; should either fail, the groups are put back where they were,
+/// and the view stays as it was.
 pub(crate) fn rebuild(
     runtime: tokio::runtime::Handle,
     bootstrap: Option<String>,
     group: &str,
+    from: From,
     dry_run: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -46,8 +112,10 @@ pub(crate) fn rebuild(
         );
     };
     let broker = Broker::connect_to(runtime.clone(), bootstrap)?;
-    // Everything that can be checked is checked before anything changes.
+    // Everything that can be checked is checked, and every move planned, before anything
+    // changes.
     view.check()?;
+    let mut planned = Vec::new();
     for feed in &view.feeds {
         broker.partitions(&feed.topic)?;
         let members = broker.members(&feed.group)?;
@@ -57,29 +125,37 @@ pub(crate) fn rebuild(
                 feed.group
             );
         }
+        let moves = match from {
+            From::Start => broker.plan_move(&feed.group, &feed.topic, Target::Start)?,
+            From::Time(ms) => groups::backwards_only(&broker.plan_move(
+                &feed.group,
+                &feed.topic,
+                Target::Time(ms),
+            )?),
+        };
+        planned.push((feed, moves));
     }
+    let tables = view.tables.join(", ");
     if dry_run {
-        for feed in &view.feeds {
-            writeln!(
-                out,
-                "would rewind {} to the start of {}",
-                feed.group, feed.topic
-            )?;
+        for (feed, moves) in &planned {
+            from.say_move(feed, moves, Done::Not, out)?;
         }
-        writeln!(out, "would empty {}", view.tables.join(", "))?;
-        return Ok(());
+        return from.say_tables(&tables, Done::Not, out);
     }
     // Where each group was, to put it back should a later step fail: a group left at the
     // start of its topic beside a view that was not emptied would apply old facts again once
     // their inbox rows are pruned.
     let mut saved = Vec::new();
     let rebuilt = (|| -> anyhow::Result<()> {
-        for feed in &view.feeds {
+        for (feed, moves) in &planned {
             saved.push((feed, broker.committed(&feed.group, &feed.topic)?));
-            broker.rewind(&feed.group, &feed.topic)?;
-            writeln!(out, "rewound {} to the start of {}", feed.group, feed.topic)?;
+            broker.apply_move(&feed.group, &feed.topic, moves)?;
+            from.say_move(feed, moves, Done::Yes, out)?;
         }
-        runtime.block_on(store.reset_view(&view))?;
+        match from {
+            From::Start => runtime.block_on(store.reset_view(&view))?,
+            From::Time(_) => runtime.block_on(store.reopen_view(&view))?,
+        }
         Ok(())
     })();
     if let Err(e) = rebuilt {
@@ -94,7 +170,7 @@ pub(crate) fn rebuild(
         }
         return Err(e.context("the rebuild failed; the groups were put back where they were"));
     }
-    writeln!(out, "emptied {}", view.tables.join(", "))?;
+    from.say_tables(&tables, Done::Yes, out)?;
     writeln!(
         out,
         "the view is rebuilt from the facts when the service starts"

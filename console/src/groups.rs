@@ -1,15 +1,6 @@
 //! Moving a consumer group's committed offsets: to a time (each partition's first record at or
-//! after it) or to the start of a topic. The console's groups page and `atoll view rebuild`
-//! are built on it.
-//!
-//! A time is looked up in the broker's time index (ListOffsets by timestamp), and the answer is
-//! checked against the records around it: the record at the offset found must be at or after
-//! the time, the one before it before. Brokers without a working time index answer the start
-//! (tansu) or the end (librdkafka's mock cluster) of the partition for any time (see
-//! `testkit/tests/*_limitations.rs`); when the check fails, the offset is found by a binary
-//! search over the partition's records, reading one record per step, which assumes that
-//! record times do not go back within a partition (true of `LogAppendTime` and of producers
-//! with one clock).
+//! after it, found by [`crate::times`]) or to the start of a topic. The console's groups page,
+//! `atoll group reset` and `atoll view rebuild` are built on it.
 //!
 //! Only a group without members is moved. A running member would not read from the new
 //! offsets until its partitions are assigned again, and would overwrite them with its own
@@ -20,7 +11,7 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::dlq::{DlqError, Kafka};
 
@@ -167,138 +158,45 @@ pub fn plan(
     }
     let now = committed(kafka, group, topic)?;
     let consumer = kafka.member_of(group)?;
-    let mut moves = Vec::new();
-    let mut by_time = TopicPartitionList::new();
+    let mut ranges = Vec::new();
     for e in now.elements_for_topic(topic) {
-        let p = e.partition();
-        let from = e.offset().to_raw().filter(|o| *o >= 0);
         let (low, high) = consumer
-            .fetch_watermarks(topic, p, TIMEOUT)
+            .fetch_watermarks(topic, e.partition(), TIMEOUT)
             .map_err(group_error(group))?;
-        match target {
-            Target::Start => moves.push(Move {
-                partition: p,
-                from,
-                to: low,
-            }),
-            Target::Time(ms) => {
-                by_time
-                    .add_partition_offset(topic, p, Offset::Offset(ms))
-                    .map_err(group_error(group))?;
-                // Where none is at or after the time: the end.
-                moves.push(Move {
-                    partition: p,
-                    from,
-                    to: high,
-                });
-            }
-        }
+        ranges.push((e.partition(), low, high));
     }
-    if let Target::Time(ms) = target {
-        let found = consumer
-            .offsets_for_times(by_time, TIMEOUT)
-            .map_err(group_error(group))?;
-        let reader = Reader::new(kafka, topic)?;
-        for m in &mut moves {
-            let answer = found
-                .find_partition(topic, m.partition)
+    let targets: Vec<(i32, i64)> = match target {
+        Target::Start => ranges.iter().map(|&(p, low, _)| (p, low)).collect(),
+        Target::Time(ms) => crate::times::offsets_at(kafka, topic, ms, &ranges)?,
+    };
+    Ok(targets
+        .into_iter()
+        .map(|(partition, to)| Move {
+            partition,
+            from: now
+                .find_partition(topic, partition)
                 .and_then(|e| e.offset().to_raw())
-                .filter(|o| *o >= 0);
-            let (low, high) = consumer
-                .fetch_watermarks(topic, m.partition, TIMEOUT)
-                .map_err(group_error(group))?;
-            m.to = reader.offset_at(m.partition, ms, low, high, answer)?;
-        }
-    }
-    Ok(moves)
-}
-
-/// Reads single records of one topic, for their times.
-struct Reader<'a> {
-    consumer: BaseConsumer,
-    topic: &'a str,
-}
-
-impl<'a> Reader<'a> {
-    fn new(kafka: &Kafka, topic: &'a str) -> Result<Self, DlqError> {
-        let mut c = kafka.client().clone();
-        c.set("group.id", "atoll-groups")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
-        Ok(Self {
-            consumer: c.create()?,
-            topic,
+                .filter(|o| *o >= 0),
+            to,
         })
-    }
+        .collect())
+}
 
-    /// The offset and time of the first record at or after `offset` of partition `p`; `None`
-    /// when there is none (the end).
-    fn record_at(&self, p: i32, offset: i64) -> Result<Option<(i64, i64)>, DlqError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(self.topic, p, Offset::Offset(offset))?;
-        self.consumer.assign(&tpl)?;
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::time::Instant::now() < deadline {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                // A broker may answer with the whole batch holding the offset.
-                Some(Ok(m)) if m.offset() >= offset => {
-                    let at = m.timestamp().to_millis().unwrap_or(i64::MIN);
-                    return Ok(Some((m.offset(), at)));
-                }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
-                Some(Err(e)) => return Err(e.into()),
-                _ => {}
-            }
-        }
-        Err(DlqError::Timeout(format!(
-            "{} partition {p} at offset {offset}",
-            self.topic
-        )))
-    }
-
-    /// The first offset of partition `p` (`low`..`high`) whose record is at or after `ms`
-    /// (`high` when none is): the broker's `answer` when the records around it agree, else a
-    /// binary search.
-    fn offset_at(
-        &self,
-        p: i32,
-        ms: i64,
-        low: i64,
-        high: i64,
-        answer: Option<i64>,
-    ) -> Result<i64, DlqError> {
-        let answer = answer.unwrap_or(high).clamp(low, high);
-        let at_or_after = match self.record_at(p, answer)? {
-            Some((_, at)) => at >= ms,
-            None => true,
-        };
-        let before = answer == low
-            || match self.record_at(p, answer - 1)? {
-                Some((o, at)) if o < answer => at < ms,
-                // No record right before it (compacted away, a transaction's marker): the
-                // answer cannot be checked, so the records are searched.
-                _ => false,
-            };
-        if at_or_after && before {
-            return Ok(answer);
-        }
-        tracing::debug!(
-            topic = self.topic,
-            partition = p,
-            answer,
-            "the broker's time index does not agree with the records: searching them"
-        );
-        let (mut lo, mut hi) = (low, high);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.record_at(p, mid)? {
-                Some((o, at)) if o < hi && at < ms => lo = o + 1,
-                // At or after the time, or no record from `mid` up to `hi`.
-                _ => hi = mid,
-            }
-        }
-        Ok(lo)
-    }
+/// `moves` that never skip a record the group has not handled: a partition the group committed
+/// nothing on is left out (it starts where the listener's `auto.offset.reset` says), and one
+/// whose committed offset is before its target stays where it is. For rebuilding a view from a
+/// time, which must apply every fact since that time.
+pub fn backwards_only(moves: &[Move]) -> Vec<Move> {
+    moves
+        .iter()
+        .filter_map(|m| {
+            let from = m.from?;
+            Some(Move {
+                to: m.to.min(from),
+                ..*m
+            })
+        })
+        .collect()
 }
 
 /// Commits `moves` for `group` on `topic`.
@@ -334,4 +232,32 @@ pub fn commit(kafka: &Kafka, group: &str, offsets: &TopicPartitionList) -> Resul
         .member_of(group)?
         .commit(&known, CommitMode::Sync)
         .map_err(group_error(group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_move_backwards_only_never_skips_a_record() {
+        let m = |partition, from, to| Move {
+            partition,
+            from,
+            to,
+        };
+        // (committed, target) → the move kept, if any.
+        let cases = [
+            ((Some(10), 4), Some(4)),
+            ((Some(10), 10), Some(10)),
+            // The group has not reached the time yet: it stays.
+            ((Some(3), 7), Some(3)),
+            // Nothing committed: left to the listener's start.
+            ((None, 7), None),
+        ];
+        for ((from, to), want) in cases {
+            let got = backwards_only(&[m(0, from, to)]);
+            let want: Vec<Move> = want.map(|to| m(0, from, to)).into_iter().collect();
+            assert_eq!(got, want, "{from:?} → {to}");
+        }
+    }
 }

@@ -36,6 +36,7 @@ mod pages;
 mod sagas;
 mod server;
 mod source;
+mod times;
 mod topology;
 
 use std::sync::Arc;

@@ -684,11 +684,16 @@ impl Drop for Tansu {
 }
 
 /// What a broker's time index answers: writes three records at T+1 s, T+2 s and T+3 s
-/// (offsets 0, 1, 2) to a new one-partition topic `times` (created by `create`), and asks for
-/// the first offset at or after T+2 s. Kafka answers offset 1. Blocking.
+/// (offsets 0, 1, 2; T an hour ago, within any retention) to a new one-partition topic `times`
+/// (created by `create`), and asks for the first offset at or after T+2 s. Kafka answers
+/// offset 1. Blocking.
 pub fn time_index_answer(bootstrap: &str) -> rdkafka::Offset {
     use rdkafka::consumer::Consumer;
-    const T: i64 = 1_796_000_000_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let t = now - 3_600_000;
     let producer = raw_producer(bootstrap);
     for at in [1_000, 2_000, 3_000] {
         send_waiting(
@@ -696,7 +701,7 @@ pub fn time_index_answer(bootstrap: &str) -> rdkafka::Offset {
             rdkafka::producer::BaseRecord::<str, str>::to("times")
                 .partition(0)
                 .payload("x")
-                .timestamp(T + at),
+                .timestamp(t + at),
         );
     }
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flushed");
@@ -706,7 +711,7 @@ pub fn time_index_answer(bootstrap: &str) -> rdkafka::Offset {
         .create()
         .expect("a consumer");
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("times", 0, rdkafka::Offset::Offset(T + 2_000))
+    tpl.add_partition_offset("times", 0, rdkafka::Offset::Offset(t + 2_000))
         .expect("a partition");
     let found = consumer
         .offsets_for_times(tpl, Duration::from_secs(10))

@@ -83,14 +83,40 @@ impl Kafka {
     /// # Errors
     /// The topic does not exist, or cannot be read within a minute.
     pub fn read_all(&self, topic: &str) -> Result<Vec<DeadLetter>, DlqError> {
+        self.read_between(topic, None, None)
+    }
+
+    /// The records of `topic` written at or after `from_ms` and before `to_ms` (Unix ms; no
+    /// bound where `None`), in partition and offset order. Each partition is read from its
+    /// first record at or after `from_ms` to its first at or after `to_ms` (see
+    /// [`crate::times`]), not from its start.
+    ///
+    /// # Errors
+    /// The topic does not exist, or cannot be read within a minute.
+    pub fn read_between(
+        &self,
+        topic: &str,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> Result<Vec<DeadLetter>, DlqError> {
         let consumer = self.consumer()?;
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = Vec::new();
+        let mut ranges = Vec::new();
         for p in self.partitions(topic)? {
             let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-            if high > low {
-                tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-                ends.push((p, high));
+            ranges.push((p, low, high));
+        }
+        let edge = |ms: Option<i64>, otherwise: fn(&(i32, i64, i64)) -> i64| match ms {
+            Some(ms) => crate::times::offsets_at(self, topic, ms, &ranges),
+            None => Ok(ranges.iter().map(|r| (r.0, otherwise(r))).collect()),
+        };
+        let starts = edge(from_ms, |r| r.1)?;
+        let stops = edge(to_ms, |r| r.2)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for ((p, start), (_, end)) in starts.into_iter().zip(stops) {
+            if end > start {
+                tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
+                ends.push((p, start, end));
             }
         }
         let mut out = Vec::new();
@@ -113,14 +139,15 @@ impl Kafka {
                 Some(msg) => msg?,
             };
             let (p, o) = (msg.partition(), msg.offset());
-            let Some(&(_, high)) = ends.iter().find(|(q, _)| *q == p) else {
+            let Some(&(_, start, end)) = ends.iter().find(|(q, ..)| *q == p) else {
                 continue;
             };
-            if o + 1 >= high {
+            if o + 1 >= end {
                 done.insert(p);
             }
-            // What was written after the read began is left for the next read.
-            if o < high {
+            // A broker may answer with the whole batch holding the start; what was written
+            // after the read began is left for the next read.
+            if (start..end).contains(&o) {
                 out.push(DeadLetter::of(&msg));
             }
         }

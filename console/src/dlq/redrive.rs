@@ -182,7 +182,7 @@ pub fn redrive(
     mut report: impl FnMut(&Outcome),
 ) -> Result<Summary, DlqError> {
     let topic = dlq_topic(dlq)?;
-    let all = kafka.read_all(dlq)?;
+    let all = kafka.read_between(dlq, how.filter.from_ms, how.filter.to_ms)?;
     let chosen = how.filter.select(dlq, &all)?;
     let memory = topic.private_sibling(PrivateTopic::Replayed)?.to_string();
     if !how.dry_run {

@@ -51,6 +51,15 @@ impl View {
 /// One registered listener: group, topic, tables.
 type Row = (String, String, Vec<String>);
 
+/// What a view's reset does with its tables.
+#[derive(Debug, Clone, Copy)]
+enum Tables {
+    /// Empties them: the view is rebuilt from the start of its topics.
+    Emptied,
+    /// Keeps them: the facts from a time on are applied over them.
+    Kept,
+}
+
 /// The view that `group` feeds, grown to every listener sharing a table with it (and so on):
 /// `None` when `group` feeds no registered view.
 fn closure(rows: &[Row], group: &str) -> Option<View> {
@@ -160,17 +169,35 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] when the database fails; nothing is changed then.
     pub async fn reset_view(&self, view: &View) -> Result<()> {
+        self.forget_view(view, Tables::Emptied).await
+    }
+
+    /// Forgets the view's listeners' inbox rows and keeps its tables, so that the records
+    /// delivered again (from a time the listeners' offsets were moved back to) are applied
+    /// over the view as it is: for views whose handlers set what a fact says (upserts), not
+    /// for those that add to what is there. Rewind the offsets first, with the service
+    /// stopped.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the database fails; nothing is changed then.
+    pub async fn reopen_view(&self, view: &View) -> Result<()> {
+        self.forget_view(view, Tables::Kept).await
+    }
+
+    async fn forget_view(&self, view: &View, tables: Tables) -> Result<()> {
         let mut tx = self
             .pool()
             .begin()
             .await
             .map_err(failed("beginning a transaction"))?;
         view.check()?;
-        for table in &view.tables {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
-                .execute(&mut *tx)
-                .await
-                .map_err(failed(&format!("emptying view table `{table}`")))?;
+        if let Tables::Emptied = tables {
+            for table in &view.tables {
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed(&format!("emptying view table `{table}`")))?;
+            }
         }
         for feed in &view.feeds {
             sqlx::query("DELETE FROM atoll_inbox WHERE consumer_group = $1")
