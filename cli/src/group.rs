@@ -24,7 +24,14 @@ pub(crate) fn reset(
     }
     let verb = if dry_run { "would move" } else { "moved" };
     writeln!(out, "{verb} {group} on {topic}:")?;
-    write_moves(&moves, out)
+    write_moves(&moves, out)?;
+    if moves.iter().all(|m| m.from.is_none()) {
+        writeln!(
+            out,
+            "note: {group} had committed nothing on {topic}: a new group, or a mistyped name?"
+        )?;
+    }
+    Ok(())
 }
 
 /// One line per partition: `partition P: FROM -> TO` (`-` where nothing was committed).

@@ -405,8 +405,8 @@ fn run(cli: Cli, runtime: tokio::runtime::Handle) -> anyhow::Result<u8> {
                 },
         } => {
             let from = match from {
-                Some(t) => view::From::Time(unix_ms("--from", &t)?),
-                None => view::From::Start,
+                Some(t) => view::Since::Time(unix_ms("--from", &t)?),
+                None => view::Since::Start,
             };
             return view::rebuild(runtime, kafka.bootstrap, &group, from, dry_run, out).map(|()| 0);
         }

@@ -17,7 +17,7 @@ use crate::broker::Broker;
 
 /// Where a rebuild replays the view's facts from.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum From {
+pub(crate) enum Since {
     /// The start of each topic: the tables are emptied.
     Start,
     /// Each partition's first fact at or after this time (Unix ms, with the text given): the
@@ -32,7 +32,7 @@ enum Done {
     Not,
 }
 
-impl From {
+impl Since {
     /// Says where one of the view's groups moved.
     fn say_move(
         self,
@@ -76,7 +76,7 @@ impl From {
     }
 }
 
-/// Rebuilds the view `group` feeds from `from`; with `dry_run`, only says what it would do.
+/// Rebuilds the view `group` feeds from `since`; with `dry_run`, only says what it would do.
 ///
 /// Everything is checked first (the tables' names, the topics, that no group has members)
 /// and every move planned. Then the groups are moved and the view reset (its tables emptied,
@@ -86,7 +86,7 @@ pub(crate) fn rebuild(
     runtime: tokio::runtime::Handle,
     bootstrap: Option<String>,
     group: &str,
-    from: From,
+    since: Since,
     dry_run: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -125,9 +125,9 @@ pub(crate) fn rebuild(
                 feed.group
             );
         }
-        let moves = match from {
-            From::Start => broker.plan_move(&feed.group, &feed.topic, Target::Start)?,
-            From::Time(ms) => groups::backwards_only(&broker.plan_move(
+        let moves = match since {
+            Since::Start => broker.plan_move(&feed.group, &feed.topic, Target::Start)?,
+            Since::Time(ms) => groups::backwards_only(&broker.plan_move(
                 &feed.group,
                 &feed.topic,
                 Target::Time(ms),
@@ -138,9 +138,9 @@ pub(crate) fn rebuild(
     let tables = view.tables.join(", ");
     if dry_run {
         for (feed, moves) in &planned {
-            from.say_move(feed, moves, Done::Not, out)?;
+            since.say_move(feed, moves, Done::Not, out)?;
         }
-        return from.say_tables(&tables, Done::Not, out);
+        return since.say_tables(&tables, Done::Not, out);
     }
     // Where each group was, to put it back should a later step fail: a group left at the
     // start of its topic beside a view that was not emptied would apply old facts again once
@@ -150,11 +150,11 @@ pub(crate) fn rebuild(
         for (feed, moves) in &planned {
             saved.push((feed, broker.committed(&feed.group, &feed.topic)?));
             broker.apply_move(&feed.group, &feed.topic, moves)?;
-            from.say_move(feed, moves, Done::Yes, out)?;
+            since.say_move(feed, moves, Done::Yes, out)?;
         }
-        match from {
-            From::Start => runtime.block_on(store.reset_view(&view))?,
-            From::Time(_) => runtime.block_on(store.reopen_view(&view))?,
+        match since {
+            Since::Start => runtime.block_on(store.reset_view(&view))?,
+            Since::Time(ms) => runtime.block_on(store.reopen_view(&view, ms))?,
         }
         Ok(())
     })();
@@ -170,7 +170,7 @@ pub(crate) fn rebuild(
         }
         return Err(e.context("the rebuild failed; the groups were put back where they were"));
     }
-    from.say_tables(&tables, Done::Yes, out)?;
+    since.say_tables(&tables, Done::Yes, out)?;
     writeln!(
         out,
         "the view is rebuilt from the facts when the service starts"

@@ -1,7 +1,7 @@
 //! `atoll group reset --to-time` and `atoll dlq replay --from/--to` on noida-db, whose time
-//! index answers as Kafka's does (`testkit/tests/noida_limitations.rs`): tansu's answers every
-//! time with the partition's start and the mock cluster's with its end, so on those the tools
-//! fall back to searching the records (`console/tests/groups.rs` tests that on tansu).
+//! index answers as Kafka's does (`testkit/tests/noida_limitations.rs`). tansu's answers every
+//! time with the partition's start (the mock cluster's with its end), so there the records are
+//! searched: the window test reads the same window on both.
 
 mod common;
 
@@ -287,4 +287,50 @@ async fn a_replay_takes_the_dead_letters_within_its_window() {
     let mut payloads: Vec<&str> = sent.iter().map(text).collect();
     payloads.sort();
     assert_eq!(payloads, ["2000", "2500", "3000"]);
+}
+
+/// The window's records, exactly: each partition read from its first record at or after the
+/// start to its first at or after the end, on noida-db (the broker's answer) and on tansu (whose
+/// time index answers the partition's start: the records are searched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_is_read_from_its_first_record_to_its_last_whatever_the_time_index() {
+    const TOPIC: &str = "acme.test.window.events";
+    for broker in [Tansu::builder().transactions(true).start(), Tansu::start()] {
+        let b = broker.bootstrap();
+        create(&b, &[TOPIC]).await;
+        let read = tokio::task::spawn_blocking(move || {
+            write_timed(&b, TOPIC, &[]);
+            let kafka =
+                atoll_console::dlq::Kafka::new(ClientConfig::new().set("bootstrap.servers", &b))
+                    .unwrap();
+            let t = t();
+            [
+                (Some(t + 2_000), Some(t + 4_000)),
+                (None, Some(t + 1_500)),
+                (Some(t + 2_600), None),
+                (Some(t + 60_000), None),
+                (None, None),
+            ]
+            .map(|(from, to)| {
+                let got = kafka.read_between(TOPIC, from, to).unwrap();
+                got.iter()
+                    .map(|d| (d.partition, d.offset))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            read,
+            [
+                vec![(0, 1), (0, 2), (1, 1)],
+                vec![(0, 0)],
+                vec![(0, 2), (0, 3)],
+                vec![],
+                vec![(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1)],
+            ],
+            "{}",
+            broker.bootstrap()
+        );
+    }
 }

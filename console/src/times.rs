@@ -62,7 +62,10 @@ impl<'a> Reader<'a> {
         let mut c = kafka.client().clone();
         c.set("group.id", "atoll-groups")
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            // Offsets and times only: a transaction still open must not hold a read back
+            // until it ends (`read_committed` reads no further than its start).
+            .set("isolation.level", "read_uncommitted");
         Ok(Self {
             consumer: c.create()?,
             topic,
@@ -79,11 +82,13 @@ impl<'a> Reader<'a> {
         while std::time::Instant::now() < deadline {
             match self.consumer.poll(Duration::from_millis(100)) {
                 // A broker may answer with the whole batch holding the offset.
-                Some(Ok(m)) if m.offset() >= offset => {
+                Some(Ok(m)) if m.partition() == p && m.offset() >= offset => {
                     let at = m.timestamp().to_millis().unwrap_or(i64::MIN);
                     return Ok(Some((m.offset(), at)));
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(q))) if q == p => {
+                    return Ok(None)
+                }
                 Some(Err(e)) => return Err(e.into()),
                 _ => {}
             }
@@ -106,10 +111,12 @@ impl<'a> Reader<'a> {
         answer: Option<i64>,
     ) -> Result<i64, DlqError> {
         let answer = answer.unwrap_or(high).clamp(low, high);
-        let at_or_after = match self.record_at(p, answer)? {
-            Some((_, at)) => at >= ms,
-            None => true,
-        };
+        // Nothing at the end yet (what is written meanwhile is after any time asked for).
+        let at_or_after = answer == high
+            || match self.record_at(p, answer)? {
+                Some((_, at)) => at >= ms,
+                None => true,
+            };
         let before = answer == low
             || match self.record_at(p, answer - 1)? {
                 Some((o, at)) if o < answer => at < ms,

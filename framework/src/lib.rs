@@ -181,6 +181,14 @@ pub mod __fuzz {
     }
 }
 
+/// Interceptors: tower layers around a service's handlers ([`App::layer`],
+/// [`App::listener_layer`]).
+pub mod layer {
+    pub use crate::handler::layer::{
+        from_fn, Failed, FromFn, FromFnService, Handling, Incoming, Next,
+    };
+}
+
 /// The CloudEvents envelope: header names, what atoll writes on a record it produces
 /// ([`Outgoing`](envelope::Outgoing)) and what it reads from one it consumes.
 pub mod envelope {

@@ -315,7 +315,11 @@ impl<S: Handlers> TestBed<S> {
             Begun::Duplicate => return Ok(()),
         };
         let ctx = self.context_in(meta, sink.clone());
-        called(listener.call(self.svc.clone(), ctx, payload).await)?;
+        called(
+            listener
+                .call(self.svc.clone(), ctx, payload, Vec::new)
+                .await,
+        )?;
         match sink.settle(Acks::Wait).await {
             Ok(Settled::Done | Settled::Acking(_)) => Ok(()),
             Ok(Settled::Staged(outputs)) => {

@@ -35,10 +35,12 @@ use crate::consume::routing::{Inbox, Routes};
 use crate::contract::codec::CodecKind;
 use crate::contract::service::{owned_topics, Service, TopicSpec};
 use crate::contract::topic::ServiceId;
+use crate::error::BoxError;
 use crate::error::{Error, Result};
 use crate::handler::context::Client;
 use crate::handler::delivery::{Delivery, Outboxed};
 use crate::handler::hooks::HookRuntime;
+use crate::handler::layer::{AnyLayer, Handling, Incoming, Scope, ServiceLayer};
 use crate::handler::listener::{all_listeners, is_inbox, Calls, Handlers, Listener};
 use crate::handler::transaction::StoreTx;
 use crate::ops::health::Health;
@@ -50,6 +52,7 @@ use crate::store::driver::Driver;
 use crate::store::view;
 use crate::store::{Store, StoreSlot, Watch};
 use atoll_naming::check_table;
+use tower::{Layer, Service as TowerService};
 
 /// What the runtime needs to start a service's listeners.
 struct StartEnv<'a> {
@@ -65,6 +68,8 @@ struct StartEnv<'a> {
     store: Option<&'a Store>,
     /// The operator's holds on partitions, which the listeners obey.
     holds: &'a Arc<Holds>,
+    /// The layers given for the services' handlers, in the order given.
+    layers: &'a [Arc<dyn AnyLayer>],
 }
 
 trait ErasedService: Send {
@@ -319,7 +324,16 @@ impl<S: Handlers> ErasedService for Registered<S> {
     }
 
     fn start(&self, env: &StartEnv<'_>, threads: &mut Vec<ListenerThread>) -> Result<()> {
-        let listeners = all_listeners::<S>();
+        let layers: Vec<&ServiceLayer<S>> = env
+            .layers
+            .iter()
+            .filter_map(|l| l.as_any().downcast_ref())
+            .collect();
+        let listeners = all_listeners::<S>()
+            .into_iter()
+            .map(|l| l.with_layers(self.0.clone(), &layers))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(Error::Declaration)?;
         let (routes, configs) = routes_and_configs(&listeners, env.config)?;
         let shared = Shared {
             routes: Arc::new(routes),
@@ -459,6 +473,7 @@ pub struct App {
     migrations: Vec<sqlx::migrate::Migrator>,
     routes: Option<axum::Router>,
     tokens: Option<Arc<dyn TokenProvider>>,
+    layers: Vec<Arc<dyn AnyLayer>>,
 }
 
 impl fmt::Debug for App {
@@ -481,6 +496,7 @@ impl App {
             migrations: Vec::new(),
             routes: None,
             tokens: None,
+            layers: Vec::new(),
         }
     }
 
@@ -518,6 +534,57 @@ impl App {
     /// Registers a service.
     pub fn service<S: Handlers>(mut self, service: S) -> Self {
         self.services.push(Box::new(Registered(Arc::new(service))));
+        self
+    }
+
+    /// Wraps every handler of service `S` (each of its listeners' calls, one record each) in
+    /// `layer`, a [tower] layer: an authorisation check, a tenant scope, a timeout (see
+    /// [`crate::layer`]). Layers given first are outermost, and a service's layers wrap in the
+    /// order given whether for the service or one listener. A listener that takes a `Batch`
+    /// cannot be wrapped: name the others with [`listener_layer`](Self::listener_layer).
+    ///
+    /// ```no_run
+    /// # use atoll::{event_service, handlers, App};
+    /// # #[event_service(company = "acme", namespace = "shop", name = "payments")]
+    /// # struct Payments;
+    /// # #[handlers] impl Payments {}
+    /// use std::time::Duration;
+    /// # fn f(app: App) -> App {
+    /// app.service(Payments)
+    ///     .layer::<Payments, _>(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+    /// # }
+    /// ```
+    pub fn layer<S, L>(mut self, layer: L) -> Self
+    where
+        S: Handlers,
+        L: Layer<Handling<S>> + Send + Sync + 'static,
+        L::Service: TowerService<Incoming<S>, Response = (), Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as TowerService<Incoming<S>>>::Future: Send + 'static,
+    {
+        let layer = ServiceLayer::<S>::new(Scope::All, layer);
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Wraps the handler of service `S`'s listener `listener` in `layer` (see
+    /// [`layer`](Self::layer)); a start naming no listener of `S` fails.
+    pub fn listener_layer<S, L>(mut self, listener: &'static str, layer: L) -> Self
+    where
+        S: Handlers,
+        L: Layer<Handling<S>> + Send + Sync + 'static,
+        L::Service: TowerService<Incoming<S>, Response = (), Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as TowerService<Incoming<S>>>::Future: Send + 'static,
+    {
+        let layer = ServiceLayer::<S>::new(Scope::Listener(listener), layer);
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -580,6 +647,7 @@ impl App {
             .iter()
             .flat_map(|s| s.listener_names())
             .collect();
+        self.check_layers()?;
         if let Some(key) = self
             .config
             .listeners
@@ -592,6 +660,28 @@ impl App {
             )));
         }
         Ok(ids)
+    }
+
+    /// `Err` when a layer is for a service this app does not register, or names a listener
+    /// its service does not have.
+    fn check_layers(&self) -> Result<()> {
+        for layer in &self.layers {
+            let Some(service) = self.services.iter().find(|s| s.id() == layer.service()) else {
+                return Err(Error::Declaration(format!(
+                    "a layer is given for service `{}`, which this app does not register",
+                    layer.service()
+                )));
+            };
+            let names = service.listener_names();
+            if let Some(name) = layer.listener().filter(|n| !names.contains(n)) {
+                return Err(Error::Declaration(format!(
+                    "a layer is given for listener `{name}` of `{}`, which has none of that name; its listeners are: {}",
+                    layer.service(),
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The views every service's listeners build.
@@ -820,6 +910,7 @@ impl App {
             health: &health,
             store: store.as_ref(),
             holds: &holds,
+            layers: &self.layers,
         };
         let threads = self.start_services(&env).await?;
         let status = status::Publisher::spawn(&env, metrics.clone(), ids.clone(), started_ms);

@@ -294,8 +294,7 @@ impl<S: Service> ListenerEnv<S> {
             }
             let msg = &batch[i].msg;
             let (ctx, cell) = self.record_context(tx, (group, outbox), meta);
-            let payload = msg.payload().unwrap_or_default();
-            if self.call_in_batch(ctx, msg, payload).await.is_err() {
+            if self.call_in_batch(ctx, msg).await.is_err() {
                 return Err(Ran::FailedAt(i));
             }
             tx.idle().await;
@@ -342,12 +341,12 @@ impl<S: Service> ListenerEnv<S> {
         if cancel.is_cancelled() {
             return Err(Ran::FailedAt(0));
         }
-        let Some((first, payload)) = members.first().cloned() else {
+        let Some((first, _)) = members.first().cloned() else {
             return Ok((metas.len(), cells));
         };
         let first_msg = &batch[fresh.iter().position(|f| *f).unwrap_or_default()].msg;
         let ctx = first.with_members(members);
-        if self.call_in_batch(ctx, first_msg, &payload).await.is_err() {
+        if self.call_in_batch(ctx, first_msg).await.is_err() {
             return Err(Ran::CallFailed);
         }
         tx.idle().await;
@@ -369,18 +368,13 @@ impl<S: Service> ListenerEnv<S> {
 
     /// Calls the handler in a batch with `ctx` (for record `msg`, or a set-based call's first),
     /// in the record's span: a failure is counted and logged (the batch is split after it).
-    async fn call_in_batch(
-        &self,
-        ctx: Context<S>,
-        msg: &Received,
-        payload: &[u8],
-    ) -> Result<(), ()> {
+    async fn call_in_batch(&self, ctx: Context<S>, msg: &Received) -> Result<(), ()> {
         let span = crate::ops::telemetry::spans::process(
             msg,
             self.listener.name(),
             &self.setup.group.joined,
         );
-        let Err(failed) = self.call(ctx, payload).instrument(span).await else {
+        let Err(failed) = self.call(ctx, msg).instrument(span).await else {
             return Ok(());
         };
         let (outcome, error) = failed.outcome();

@@ -47,6 +47,19 @@ impl Received {
         self.timestamp_ms
     }
 
+    /// Its headers, copied for a listener's layers.
+    pub(crate) fn header_list(&self) -> crate::handler::layer::HeaderList {
+        let Some(headers) = &self.headers else {
+            return Vec::new();
+        };
+        (0..headers.count())
+            .map(|i| {
+                let h = headers.get(i);
+                (h.key.to_owned(), h.value.map(<[u8]>::to_vec))
+            })
+            .collect()
+    }
+
     /// A record with these parts (tests).
     #[cfg(test)]
     pub(crate) fn new(

@@ -476,11 +476,7 @@ impl<S: Service> ListenerEnv<S> {
                 return Ok(Settled::Done);
             }
         };
-        self.call(
-            self.context(meta, sink.clone()),
-            msg.payload().unwrap_or_default(),
-        )
-        .await?;
+        self.call(self.context(meta, sink.clone()), msg).await?;
         sink.settle(acks).await.map_err(Failed::Unsettled)
     }
 
@@ -497,10 +493,13 @@ impl<S: Service> ListenerEnv<S> {
         )
     }
 
-    /// Runs the handler within its time budget, catching its panic.
-    pub(super) async fn call(&self, ctx: Context<S>, payload: &[u8]) -> Result<(), Failed> {
+    /// Runs the handler on `msg` within its time budget, catching its panic.
+    pub(super) async fn call(&self, ctx: Context<S>, msg: &Received) -> Result<(), Failed> {
         let budget = self.setup.config.handler_timeout();
-        let fut = self.listener.call(self.svc.clone(), ctx, payload);
+        let payload = msg.payload().unwrap_or_default();
+        let fut = self
+            .listener
+            .call(self.svc.clone(), ctx, payload, || msg.header_list());
         let started = Instant::now();
         let ended = tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind()).await;
         let metrics = &self.counters.metrics;

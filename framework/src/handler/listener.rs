@@ -18,6 +18,7 @@ use crate::error::HandlerError;
 use crate::handler::context::Context;
 use crate::handler::hooks::PartitionHooks;
 use crate::handler::input::{one_topic, Input};
+use crate::handler::layer::{self, Handling, HeaderList, ServiceLayer};
 use crate::handler::output::Output;
 use crate::store::driver::Driver;
 
@@ -125,6 +126,9 @@ pub struct Listener<S> {
     view: &'static [&'static str],
     /// The commands it sends, by type, where the code says (a saga's steps).
     sends: Vec<&'static str>,
+    /// Its handler wrapped in the layers given for it (see [`super::layer`]); `None`: called
+    /// directly.
+    layered: Option<Handling<S>>,
 }
 
 impl<S> Clone for Listener<S> {
@@ -143,6 +147,7 @@ impl<S> Clone for Listener<S> {
             calls: self.calls,
             view: self.view,
             sends: self.sends.clone(),
+            layered: self.layered.clone(),
         }
     }
 }
@@ -208,6 +213,7 @@ impl<S: Service> Listener<S> {
             calls: if E::SET { Calls::Batch } else { Calls::Each },
             view: &[],
             sends: Vec::new(),
+            layered: None,
         }
     }
 
@@ -233,6 +239,7 @@ impl<S: Service> Listener<S> {
             calls: Calls::Each,
             view: &[],
             sends: Vec::new(),
+            layered: None,
         }
     }
 
@@ -346,14 +353,40 @@ impl<S: Service> Listener<S> {
         S::ID.group_id(self.name)
     }
 
-    /// Decodes `payload` and runs the handler.
+    /// Wraps its handler, called on `svc`, in those of `layers` that take it (see
+    /// [`super::layer`]).
+    ///
+    /// # Errors
+    /// Why it cannot be: a set-based handler takes a batch per call, and a layer wraps one
+    /// record's.
+    pub(crate) fn with_layers(
+        mut self,
+        svc: Arc<S>,
+        layers: &[&ServiceLayer<S>],
+    ) -> Result<Self, String> {
+        self.layered = layer::stack(svc, self.handler.clone(), self.name, layers);
+        if self.layered.is_some() && self.calls == Calls::Batch {
+            return Err(format!(
+                "listener `{}` takes a `Batch`, and a layer wraps one record's call: give its layers to the service's other listeners (`App::listener_layer`)",
+                self.name
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Decodes `payload` and runs the handler, through its layers if it has any (they see
+    /// the record's `headers`).
     pub(crate) fn call<'a>(
-        &self,
+        &'a self,
         svc: Arc<S>,
         ctx: Context<S>,
         payload: &'a [u8],
+        headers: impl FnOnce() -> HeaderList,
     ) -> BoxFuture<'a, Result<(), CallError>> {
-        (self.handler)(svc, ctx, payload)
+        match &self.layered {
+            Some(stack) => Box::pin(layer::run(stack, ctx, payload, headers())),
+            None => (self.handler)(svc, ctx, payload),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod context;
 pub(crate) mod delivery;
 pub(crate) mod hooks;
 pub(crate) mod input;
+pub(crate) mod layer;
 pub(crate) mod listener;
 pub(crate) mod output;
 pub(crate) mod transaction;

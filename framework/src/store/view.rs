@@ -56,9 +56,18 @@ type Row = (String, String, Vec<String>);
 enum Tables {
     /// Empties them: the view is rebuilt from the start of its topics.
     Emptied,
-    /// Keeps them: the facts from a time on are applied over them.
-    Kept,
+    /// Keeps them: the facts from a time on are applied over them; the inbox rows of records
+    /// handled since `handled_since` (Unix ms) are forgotten.
+    Kept {
+        /// Unix ms.
+        handled_since: i64,
+    },
 }
+
+/// How far apart the clocks of a record's producer and of the service handling it may be,
+/// for [`Store::reopen_view`]: a record written at a time was handled no earlier than this
+/// before it.
+const CLOCK_SKEW_MS: i64 = 60_000;
 
 /// The view that `group` feeds, grown to every listener sharing a table with it (and so on):
 /// `None` when `group` feeds no registered view.
@@ -172,16 +181,20 @@ impl Store {
         self.forget_view(view, Tables::Emptied).await
     }
 
-    /// Forgets the view's listeners' inbox rows and keeps its tables, so that the records
-    /// delivered again (from a time the listeners' offsets were moved back to) are applied
-    /// over the view as it is: for views whose handlers set what a fact says (upserts), not
-    /// for those that add to what is there. Rewind the offsets first, with the service
-    /// stopped.
+    /// Keeps the view's tables and forgets the inbox rows its listeners wrote for records
+    /// handled at or after `since_ms` (Unix ms; less a minute, for the clocks of the records'
+    /// producers and of the service), so that the records written since then, delivered again
+    /// (the listeners' offsets moved back to that time), are applied over the view as it is:
+    /// for views whose handlers set what a fact says (upserts), not for those that add to what
+    /// is there. Rows of records handled before stay, so a record delivered again from before
+    /// the time (a partition its group had committed nothing on) is still skipped as a repeat.
+    /// Move the offsets first, with the service stopped.
     ///
     /// # Errors
     /// [`Error::Store`] when the database fails; nothing is changed then.
-    pub async fn reopen_view(&self, view: &View) -> Result<()> {
-        self.forget_view(view, Tables::Kept).await
+    pub async fn reopen_view(&self, view: &View, since_ms: i64) -> Result<()> {
+        let handled_since = since_ms.saturating_sub(CLOCK_SKEW_MS);
+        self.forget_view(view, Tables::Kept { handled_since }).await
     }
 
     async fn forget_view(&self, view: &View, tables: Tables) -> Result<()> {
@@ -191,6 +204,10 @@ impl Store {
             .await
             .map_err(failed("beginning a transaction"))?;
         view.check()?;
+        let handled_since = match tables {
+            Tables::Emptied => i64::MIN,
+            Tables::Kept { handled_since } => handled_since,
+        };
         if let Tables::Emptied = tables {
             for table in &view.tables {
                 sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
@@ -200,8 +217,9 @@ impl Store {
             }
         }
         for feed in &view.feeds {
-            sqlx::query("DELETE FROM atoll_inbox WHERE consumer_group = $1")
+            sqlx::query("DELETE FROM atoll_inbox WHERE consumer_group = $1 AND received_at >= $2")
                 .bind(&feed.group)
+                .bind(handled_since)
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("forgetting the view's inbox rows"))?;
