@@ -70,6 +70,7 @@ pub fn with_service(app: App, name: &str, options: &Options) -> anyhow::Result<A
             .migrations(migrations::inventory()),
         "payments" => app
             .service(payments::Payments::new(options.flaky_payments))
+            .layer::<payments::Payments, _>(atoll::layer::from_fn(payments::orders_only))
             .migrations(migrations::payments()),
         "shipping" => app.service(shipping::Shipping),
         "storefront" => app

@@ -5,7 +5,8 @@
 //! transaction with its inbox row and the facts it emits, so no order is charged twice.
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Event, HandlerError, HandlerResult, Tx};
+use atoll::layer::{Incoming, Next};
+use atoll::{event_service, handlers, BoxError, Event, HandlerError, HandlerResult, Tx};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
@@ -25,6 +26,25 @@ impl Payments {
     pub fn new(flaky: f64) -> Self {
         Self { flaky }
     }
+}
+
+/// The one service payments takes commands from: the orders saga charges and refunds.
+const ORDERS: &str = "acme.shop.orders";
+
+/// An interceptor around every payments handler (see [`crate::with_service`]): a command
+/// from anyone but the orders service is dead-lettered unhandled, naming its sender. Commands
+/// name their sender in `ce_source`; a cluster's ACLs decide who may write to the topic at
+/// all, this decides whose commands are acted on.
+pub async fn orders_only(record: Incoming<Payments>, next: Next<Payments>) -> Result<(), BoxError> {
+    let from = record.meta().source.as_deref();
+    if from != Some(ORDERS) {
+        return Err(HandlerError::permanent(format!(
+            "payments takes commands from {ORDERS} only, not from {}",
+            from.unwrap_or("an unnamed sender")
+        ))
+        .into());
+    }
+    next.run(record).await
 }
 
 /// Charges `cmd.amount_cents` once per order: `Ok(true)` when this call charged, `Ok(false)`
@@ -252,5 +272,15 @@ impl Payments {
             refunded_cents: cents,
         };
         Ok((refunded, result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use atoll::Service;
+
+    #[test]
+    fn the_sender_payments_takes_commands_from_is_the_orders_service() {
+        assert_eq!(super::ORDERS, crate::orders::Orders::ID.to_string());
     }
 }

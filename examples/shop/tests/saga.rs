@@ -9,7 +9,7 @@ use example_shop::inventory::{
     Inventory, ReportStock, StockReleased, StockReported, StockReserved,
 };
 use example_shop::orders::{Item, OrderCancelled, OrderCompleted, Orders, PlaceOrder};
-use example_shop::payments::{PaymentCharged, PaymentRefunded, Payments};
+use example_shop::payments::{ChargePayment, PaymentCharged, PaymentRefunded, Payments};
 use example_shop::shipping::{ShipmentScheduled, Shipping};
 use example_shop::{with_all, Options};
 use rdkafka::message::OwnedMessage;
@@ -142,6 +142,31 @@ async fn each_path_publishes_its_facts_and_runs_its_compensations() {
     });
     assert_eq!(of(&shipped, "happy", ShipmentScheduled::ce_type()).len(), 1);
     assert!(of(&shipped, "unshippable", ShipmentScheduled::ce_type()).is_empty());
+
+    // Payments takes commands from orders only (an interceptor): a charge sent by anyone
+    // else is dead-lettered, naming the sender, and charges nothing.
+    running
+        .client("mallory")
+        .send(&ChargePayment {
+            order_id: "stolen".into(),
+            customer_id: "c-9".into(),
+            amount_cents: 1_000,
+        })
+        .await
+        .unwrap();
+    let dead = records_when(&broker, Payments::ID.dlq().as_ref(), |r| {
+        r.iter().any(|m| m.key() == Some(&b"stolen"[..]))
+    });
+    let stolen: Vec<_> = dead
+        .iter()
+        .filter(|m| m.key() == Some(&b"stolen"[..]))
+        .collect();
+    assert_eq!(stolen.len(), 1, "dead-lettered once");
+    assert_eq!(
+        header(stolen[0], "atoll_dlq_error"),
+        Some("payments takes commands from acme.shop.orders only, not from mallory")
+    );
+    assert_eq!(header(stolen[0], "atoll_dlq_attempts"), Some("1"));
 
     // Only the completed order holds stock.
     client

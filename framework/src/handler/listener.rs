@@ -367,7 +367,7 @@ impl<S: Service> Listener<S> {
         self.layered = layer::stack(svc, self.handler.clone(), self.name, layers);
         if self.layered.is_some() && self.calls == Calls::Batch {
             return Err(format!(
-                "listener `{}` takes a `Batch`, and a layer wraps one record's call: give its layers to the service's other listeners (`App::listener_layer`)",
+                "listener `{}` takes a `Batch`, and a layer wraps one record's call: give the layer to the service's other listeners by name (`App::listener_layer`)",
                 self.name
             ));
         }
