@@ -1,5 +1,5 @@
 //! Moving a consumer group's committed offsets: to a time (each partition's first record at or
-//! after it, found by [`crate::times`]) or to the start of a topic. The console's groups page,
+//! after it, found by the crate's `times` module) or to the start of a topic. The console's groups page,
 //! `atoll group reset` and `atoll view rebuild` are built on it.
 //!
 //! Only a group without members is moved. A running member would not read from the new

@@ -86,7 +86,9 @@ async fn a_second_redrive_waits_for_the_first() {
         let form = [
             ("csrf", csrf.clone()),
             ("service", SERVICE.to_owned()),
-            ("rate", "1".to_owned()),
+            // Three records 4 s apart: a redrive runs for 8 s, time enough on a loaded machine
+            // to see its first record out and ask for a second redrive meanwhile.
+            ("rate", "0.25".to_owned()),
             ("token", TOKEN.to_owned()),
         ];
         let request = http
@@ -99,7 +101,7 @@ async fn a_second_redrive_waits_for_the_first() {
         }
     };
     let first = tokio::spawn(redrive());
-    // Running: its first record (of three, a second apart) is on the original topic.
+    // Running: its first record (of three, 4 s apart) is on the original topic.
     let kafka = atoll_console::dlq::Kafka::new(&client(&bootstrap)).unwrap();
     let kafka = std::sync::Arc::new(kafka);
     let sent = |kafka: std::sync::Arc<atoll_console::dlq::Kafka>, topic: String| async move {

@@ -70,8 +70,16 @@ async fn commits_by_count_before_the_interval_and_in_full_on_shutdown() {
     // Ten records: exactly one batch.
     send_and_wait(0, 10).await;
     let b = bootstrap.clone();
+    // Within 30 s, of an interval of 10 minutes.
     let mid = tokio::task::spawn_blocking(move || {
-        common::committed(&b, "acme.test.counter-ticks", "acme.test.counter.commands")
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let at = common::committed(&b, "acme.test.counter-ticks", "acme.test.counter.commands");
+            if at == Offset::Offset(10) || Instant::now() > deadline {
+                return at;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     })
     .await
     .unwrap();

@@ -51,7 +51,13 @@ async fn an_application_subscriber_is_kept_and_gets_the_logs() {
         .init();
     // Had `run_until` installed its own, it would have failed ("cannot install the tracing
     // subscriber").
-    let stop = tokio::time::sleep(std::time::Duration::from_secs(2));
+    // Stops once it has started, however long that takes.
+    let logged = captured.clone();
+    let stop = async move {
+        while !String::from_utf8_lossy(&logged.0.lock().unwrap()).contains("atoll started") {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
     App::new(Config::default())
         .service(Quiet)
         .run_until(stop)

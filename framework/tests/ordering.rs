@@ -216,17 +216,18 @@ async fn a_rebalance_with_records_in_flight_loses_nothing() {
         config.kafka.properties.insert(k.into(), v.into());
     }
     let svc = Shared::default();
+    let client = host.client("test");
+    // 1,000 records of 40 ms, 8 at a time: about 5 s of work, so the join lands mid-way. All
+    // are sent before the first process starts, so that the sends do not eat into that time.
+    let all: BTreeSet<String> = (0..1000).map(|i| format!("w{i}")).collect();
+    for id in &all {
+        client.send(&Work { id: id.clone() }).await.unwrap();
+    }
     let first = App::new(config.clone())
         .service(svc.clone())
         .start()
         .await
         .unwrap();
-    let client = host.client("test");
-    // 1,000 records of 40 ms, 8 at a time: about 5 s of work, so the join lands mid-way.
-    let all: BTreeSet<String> = (0..1000).map(|i| format!("w{i}")).collect();
-    for id in &all {
-        client.send(&Work { id: id.clone() }).await.unwrap();
-    }
     // A second process joins while the first has records in flight: partitions move.
     assert!(
         wait_for(Duration::from_secs(30), || svc

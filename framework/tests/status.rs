@@ -38,11 +38,19 @@ impl Watched {
 
 const STATUS: &str = "acme.test.watched.private.status";
 
-/// Every record on the status topic now, in order.
+/// Every record on the status topic now, in order: up to its end as the broker tells it.
 async fn status_records(bootstrap: &str) -> Vec<OwnedMessage> {
     let bootstrap = bootstrap.to_owned();
     tokio::task::spawn_blocking(move || {
-        common::read_topic_within(&bootstrap, STATUS, 1, usize::MAX, Duration::from_secs(1))
+        let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let (_, end) =
+            rdkafka::consumer::Consumer::fetch_watermarks(&c, STATUS, 0, Duration::from_secs(10))
+                .unwrap();
+        let n = usize::try_from(end).unwrap();
+        common::read_topic_within(&bootstrap, STATUS, 1, n, Duration::from_secs(30))
     })
     .await
     .unwrap()

@@ -676,7 +676,7 @@ async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one
             account: if n % 2 == 0 { "a" } else { "b" }.into(),
             cents: n,
             fail: n == 23,
-            hold_ms: if n == 0 { 1_500 } else { 0 },
+            hold_ms: if n == 0 { 5_000 } else { 0 },
         };
         client.send(&pay).await.unwrap();
     }

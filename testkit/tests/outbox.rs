@@ -322,6 +322,20 @@ async fn held_elsewhere(tx: &mut sqlx::AnyConnection, db: &Db, lease_ms: i64, wh
         .unwrap();
 }
 
+/// The lease of the rows [`held_elsewhere`] claimed runs out now (its holder died): the
+/// tests hold rows for long enough that the relay leaves them alone whatever the machine's
+/// load, and end the hold themselves.
+async fn lease_lapses(j: &Journalist) {
+    let lapse = format!(
+        "UPDATE atoll_outbox SET available_at = {} - 1 WHERE claimed_by = 4242",
+        j.db.now_ms()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(lapse))
+        .execute(j.pool())
+        .await
+        .unwrap();
+}
+
 /// Names the journal's DLQ on the rows in `tx` (left rows name none).
 async fn name_dead_letter_topic(tx: &mut sqlx::AnyConnection) {
     sqlx::query("UPDATE atoll_outbox SET dead_letter_topic = $1")
@@ -432,11 +446,11 @@ async fn failing_row_on_the_readiness_probe(db: Db) {
 
 async fn held_row_not_sent_twice(db: Db) {
     let j = Journalist::start(db, "held").await;
-    // A row another process claimed for 3 more seconds of the database's clock and is
+    // A row another process claimed for a minute more of the database's clock and is
     // sending; its writer's clock was far behind, so by any comparison of clocks it is old.
     let mut tx = j.begin().await;
     let id = leave_row(&mut tx, "h", 1, None, 0).await;
-    held_elsewhere(&mut tx, &j.db, 3_000, "TRUE").await;
+    held_elsewhere(&mut tx, &j.db, 60_000, "TRUE").await;
     tx.commit().await.unwrap();
     // A later output of its key waits behind it.
     j.write("w-2", "h", 2, 0).await;
@@ -444,6 +458,7 @@ async fn held_row_not_sent_twice(db: Db) {
     assert!(early.is_empty(), "the relay left the held row alone");
     // The other process died: its lease runs out, and the relay takes the row over, once,
     // then the later output.
+    lease_lapses(&j).await;
     let facts = j.read(EVENTS, 3, 8).await;
     assert_eq!(lines(&facts), [1, 2]);
     assert_eq!(ce_ids(&facts)[0], id);
@@ -468,14 +483,14 @@ async fn later_output_behind_a_left_row(db: Db) {
 async fn given_back_row_behind_newer_held_ones(db: Db) {
     let j = Journalist::start(db, "behind").await;
     // Page n's fact 1 was given back to the relays (its publish failed) while its fact 2, sent
-    // after it, is still held by another process's relay for 10 more seconds.
+    // after it, is still held by another process's relay for a minute more.
     let mut tx = j.begin().await;
     leave_row(&mut tx, "n", 1, None, now_ms()).await;
     leave_row(&mut tx, "n", 2, None, now_ms()).await;
     held_elsewhere(
         &mut tx,
         &j.db,
-        10_000,
+        60_000,
         "id = (SELECT MAX(id) FROM atoll_outbox)",
     )
     .await;
@@ -487,6 +502,7 @@ async fn given_back_row_behind_newer_held_ones(db: Db) {
         lines(&early)
     );
     // The other process died: its lease runs out, and this relay sends the key, in order.
+    lease_lapses(&j).await;
     let facts = j.read(EVENTS, 3, 15).await;
     assert_eq!(lines(&facts), [1, 2]);
     assert!(j.eventually_empty("atoll_outbox").await);

@@ -236,7 +236,9 @@ async fn non_blocking_retries_let_the_partition_move_on_then_dead_letter() {
         max_attempts: Some(2),
         retry: Some(RetryMode::NonBlocking),
         retry_topic_attempts: Some(2),
-        retry_topic_delay_ms: Some(1_500),
+        // Its 4th attempt comes no sooner than 3 s + 6 s after its 2nd: time enough, on a
+        // loaded machine, for the 50 records behind it.
+        retry_topic_delay_ms: Some(3_000),
         ..Default::default()
     };
     let running = start(&broker, &svc, settings).await;

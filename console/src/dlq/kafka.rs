@@ -89,7 +89,7 @@ impl Kafka {
     /// The records of `topic` written at or after `from_ms` and before `to_ms` (Unix ms; no
     /// bound where `None`), in partition and offset order. Each partition is read from its
     /// first record at or after `from_ms` to its first at or after `to_ms` (see
-    /// [`crate::times`]), not from its start.
+    /// the crate's `times` module), not from its start.
     ///
     /// # Errors
     /// The topic does not exist, or cannot be read within a minute.

@@ -274,11 +274,12 @@ pub async fn drive(running: &Running, config: &Config, plan: &Plan) -> anyhow::R
         request_id: format!("{run}-stock-{i}"),
     };
     client.send(&report(0)).await?;
+    // Before any order: as long as inventory takes to join its group and answer.
     let baseline = wait_report(
         running,
         &seen,
         &report(0).request_id,
-        Duration::from_secs(10),
+        Duration::from_secs(60),
     )
     .await;
     let started = Instant::now();

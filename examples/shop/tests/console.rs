@@ -180,13 +180,15 @@ fn the_console_shows_the_shop_as_the_cluster_holds_it() {
         );
         let payments = dom.contains("data-service=\"acme.shop.payments\" data-processes=\"0\"");
         let on_dlq = records_on(&bootstrap, dlq);
-        if dead > 0 && dead == on_dlq && sagas.as_deref() == Some("3") && payments {
+        // Every process's status read, the stopped one's tombstone too.
+        let alive = dom.contains("data-alive=\"5\"");
+        if dead > 0 && dead == on_dlq && sagas.as_deref() == Some("3") && payments && alive {
             break dom;
         }
         assert!(
             Instant::now() < deadline,
             "the console never showed it all ({dead} dead letters shown, {on_dlq} on {dlq}, \
-             sagas {sagas:?}, payments without processes: {payments}):\n{dom}"
+             sagas {sagas:?}, payments without processes: {payments}, five alive: {alive}):\n{dom}"
         );
         std::thread::sleep(Duration::from_secs(1));
     };
