@@ -2,7 +2,8 @@
 //!
 //! A [`TestBed`] holds a service and a recording producer: whatever a handler emits, sends or
 //! replies is kept instead of produced, acknowledged at once, and read back typed. Records go
-//! through the same listeners, decoding, extractors and envelope as in a running service.
+//! through the same listeners, decoding, extractors and envelope as in a running service, but
+//! not through the layers an app gives its handlers (`App::layer`).
 //!
 //! ```
 //! # use atoll::{event_service, handlers, Context, Event, HandlerResult};

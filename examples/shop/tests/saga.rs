@@ -167,6 +167,16 @@ async fn each_path_publishes_its_facts_and_runs_its_compensations() {
         Some("payments takes commands from acme.shop.orders only, not from mallory")
     );
     assert_eq!(header(stolen[0], "atoll_dlq_attempts"), Some("1"));
+    let charged = read_topic(
+        &broker.bootstrap(),
+        Payments::ID.events().as_ref(),
+        usize::MAX,
+        Duration::from_secs(2),
+    );
+    assert!(
+        of(&charged, "stolen", PaymentCharged::ce_type()).is_empty(),
+        "nothing charged"
+    );
 
     // Only the completed order holds stock.
     client

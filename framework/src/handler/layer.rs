@@ -3,12 +3,19 @@
 //! scope, a timeout, a concurrency limit, metrics).
 //!
 //! A listener's handler is a [`tower::Service`] of [`Incoming`] records; the layers given to
-//! [`App::layer`](crate::App::layer) (every listener of a service) and
-//! [`App::listener_layer`](crate::App::listener_layer) (one listener) wrap it, the first given
-//! outermost, as `tower::ServiceBuilder` stacks them. A layer's error is the record's failure:
-//! a [`HandlerError`] keeps its kind (`HandlerError::permanent(…).into()` dead-letters the
-//! record at once), any other error (tower's timeout elapsing) is transient and retried. The
-//! record's offset is committed only after the stack's answer, as ever.
+//! [`App::layer`](crate::App::layer) (every listener of a service, its sagas' reply listeners
+//! included) and [`App::listener_layer`](crate::App::listener_layer) (one listener) wrap it,
+//! the first given outermost, as `tower::ServiceBuilder` stacks them. A layer's error is the
+//! record's failure: a [`HandlerError`] keeps its kind (`HandlerError::permanent(…).into()`
+//! dead-letters the record at once), and so does an atoll error; any other error (tower's
+//! timeout elapsing) is transient and retried. The record's offset is committed only after the
+//! stack's answer, as ever.
+//!
+//! Each listener gets a stack of its own: a `tower::limit::ConcurrencyLimitLayer` given for a
+//! service limits each listener apart (`GlobalConcurrencyLimitLayer` shares one limit). The
+//! listener's `handler_timeout_ms` bounds the whole stack, a wait for a permit included. What
+//! atoll decides before the handler (a repeat its inbox knows, a record of a type the listener
+//! does not take) never reaches the layers. `atoll::testing` calls handlers without them.
 //!
 //! Why tower: its layers are the Rust ecosystem's middleware (axum, tonic and hyper share
 //! them), so `tower::timeout`, `tower::limit` and a company's own layers apply to handlers
@@ -115,12 +122,16 @@ impl From<HandlerError> for BoxError {
     }
 }
 
-/// The record's failure that a layered stack's error means: a handler's own (with its kind),
-/// or a layer's, which is transient.
+/// The record's failure that a layered stack's error means: a handler's own (with its kind);
+/// a layer's atoll error, with its kind (as `?` in a handler gives it); any other error of a
+/// layer, transient.
 pub(crate) fn call_error(e: BoxError) -> CallError {
     match e.downcast::<Failed>() {
         Ok(failed) => failed.0,
-        Err(other) => CallError::Handler(HandlerError::transient(other)),
+        Err(other) => match other.downcast::<crate::error::Error>() {
+            Ok(atoll) => CallError::Handler(HandlerError::from(*atoll)),
+            Err(other) => CallError::Handler(HandlerError::transient(other)),
+        },
     }
 }
 
@@ -363,5 +374,48 @@ where
             inner: self.inner.clone(),
         };
         Box::pin((self.f)(record, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a stack's error comes back as: `decode`, or a handler failure and whether it is
+    /// permanent.
+    fn as_failure(e: BoxError) -> (&'static str, bool) {
+        match call_error(e) {
+            CallError::Decode(_) => ("decode", true),
+            CallError::Unavailable(_) => ("unavailable", false),
+            CallError::Handler(h) => ("handler", h.is_permanent()),
+        }
+    }
+
+    #[test]
+    fn a_layers_error_keeps_the_kind_it_was_given() {
+        let cases: Vec<(BoxError, (&str, bool))> = vec![
+            (HandlerError::permanent("refused").into(), ("handler", true)),
+            (HandlerError::transient("later").into(), ("handler", false)),
+            (
+                Box::new(Failed(CallError::Decode("not JSON".into()))),
+                ("decode", true),
+            ),
+            (
+                Box::new(Failed(CallError::Unavailable("registry".into()))),
+                ("unavailable", false),
+            ),
+            (
+                Box::new(crate::error::Error::Config("bad".into())),
+                ("handler", true),
+            ),
+            (
+                Box::new(std::io::Error::other("elapsed")),
+                ("handler", false),
+            ),
+        ];
+        for (error, want) in cases {
+            let shown = error.to_string();
+            assert_eq!(as_failure(error), want, "{shown}");
+        }
     }
 }
