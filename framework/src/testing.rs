@@ -318,9 +318,13 @@ impl<S: Handlers> TestBed<S> {
         let ctx = self.context_in(meta, sink.clone());
         called(
             listener
-                .call(self.svc.clone(), ctx, payload, Vec::new)
+                .call(self.svc.clone(), ctx.clone(), payload, Vec::new)
                 .await,
         )?;
+        // A set-based handler marked its one record failed.
+        if let Some(marked) = ctx.take_mark() {
+            return Err(marked);
+        }
         match sink.settle(Acks::Wait).await {
             Ok(Settled::Done | Settled::Acking(_)) => Ok(()),
             Ok(Settled::Staged(outputs)) => {

@@ -498,7 +498,7 @@ async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
     const RECORDS: i64 = 60;
     let mut config = Config::default();
     config.http.addr = Some("127.0.0.1:0".parse().unwrap());
-    config.listener.store_batch = 100;
+    config.listener.batch_size = 100;
     let (running, dir) = start_with("batches", config).await;
     let client = running.client("test");
     let send = |n: i64, fail: bool, hold_ms: u64| {
@@ -544,8 +544,8 @@ async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
         1.0,
         "record 10's second copy skipped"
     );
-    let batches = metrics.sum("atoll_store_batch_records_count", &with);
-    let batched = metrics.sum("atoll_store_batch_records_sum", &with);
+    let batches = metrics.sum("atoll_batch_records_count", &with);
+    let batched = metrics.sum("atoll_batch_records_sum", &with);
     assert!(
         batches >= 1.0 && batched >= 10.0 && batched / batches > 1.5,
         "records committed in batches: {batched} in {batches}"
@@ -561,7 +561,7 @@ async fn records_waiting_are_handled_in_batches_a_failing_one_alone() {
 async fn a_batch_out_of_time_gives_back_the_records_it_did_not_run() {
     const RECORDS: i64 = 30;
     let mut config = Config::default();
-    config.listener.store_batch = 100;
+    config.listener.batch_size = 100;
     config.listener.store_batch_ms = 1;
     let (running, dir) = start_with("batch-time", config).await;
     let client = running.client("test");
@@ -660,7 +660,7 @@ async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one
     let dir = store_dir("set-based");
     let mut config = Config::default();
     config.store.path = dir.join("payer.db");
-    config.listener.store_batch = 100;
+    config.listener.batch_size = 100;
     let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
         .await
         .unwrap();
@@ -739,15 +739,16 @@ struct Nudge {
 
 #[handlers]
 impl Loose {
-    /// Takes a batch but no `Tx`: no store transaction would ever batch its records.
-    #[listener(name = "nudge")]
+    /// Takes a batch, with records of a key in order but keys concurrently: batches are runs
+    /// of a partition.
+    #[listener(name = "nudge", ordering = "key")]
     async fn nudge(&self, _batch: atoll::Batch<Self, Nudge>) -> HandlerResult {
         Ok(())
     }
 }
 
 #[tokio::test]
-async fn a_set_based_listener_without_a_transaction_is_refused_at_start() {
+async fn a_set_based_listener_not_in_partition_order_is_refused_at_start() {
     let err = App::new(Config::default())
         .service(Loose)
         .start()
@@ -755,7 +756,8 @@ async fn a_set_based_listener_without_a_transaction_is_refused_at_start() {
         .unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("listener `nudge` takes a `Batch`") && text.contains("no `Tx`"),
+        text.contains("listener `nudge` takes a `Batch`")
+            && text.contains("its ordering must be `partition`"),
         "{text}"
     );
 }

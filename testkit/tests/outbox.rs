@@ -115,7 +115,7 @@ impl Journalist {
         }
         config.http.addr = Some("127.0.0.1:0".parse().unwrap());
         // Batched store transactions: records that wait are handled in batches.
-        config.listener.store_batch = 100;
+        config.listener.batch_size = 100;
         config
             .kafka
             .properties
@@ -772,7 +772,7 @@ async fn a_postgres_restart_mid_run_is_waited_out() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("atoll_store_batch_records_count{") && !l.ends_with(" 0")),
+            .any(|l| l.starts_with("atoll_batch_records_count{") && !l.ends_with(" 0")),
         "batches:\n{metrics}"
     );
     assert!(

@@ -26,7 +26,7 @@ use rdkafka::Message;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe");
 const KEYS: u32 = 40;
-/// The most records a batch commits (`listener.store_batch`'s default).
+/// The most records a batch commits (`listener.batch_size`'s default).
 const BATCH: usize = 100;
 
 fn sized(var: &str, default: u32) -> u32 {
@@ -103,7 +103,7 @@ impl Tallies {
         env.push(("ATOLL_SERVICE__PROCESS_NAME".into(), NAMES[i].into()));
         // `TALLY_BATCH=1`: one store transaction per record (see docs/store.md, "Batches").
         if let Ok(b) = std::env::var("TALLY_BATCH") {
-            env.push(("ATOLL_LISTENER__STORE_BATCH".into(), b));
+            env.push(("ATOLL_LISTENER__BATCH_SIZE".into(), b));
         }
         env.extend(self.settings.iter().cloned());
         Proc::start(PROBE, &[], &env)

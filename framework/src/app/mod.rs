@@ -219,17 +219,13 @@ fn check_modes<S: Service>(l: &Listener<S>, config: &ListenerConfig) -> Result<(
 }
 
 /// `Err` when set-based listener `l` would never be given more than one record a call: its
-/// records are batched only in a store transaction, with `partition` ordering.
+/// records come in batches of a partition, one after another, with `partition` ordering only.
 fn check_set<S: Service>(l: &Listener<S>, config: &ListenerConfig) -> Result<()> {
-    let why = if !l.is_transactional() {
-        "its handler takes no `Tx`"
-    } else if config.ordering != OrderingMode::Partition {
-        "its ordering is not `partition` (`key` and `unordered` run a transaction per record)"
-    } else {
+    if config.ordering == OrderingMode::Partition {
         return Ok(());
-    };
+    }
     Err(Error::Config(format!(
-        "listener `{}` takes a `Batch`, whose records are handled in one store transaction: {why}",
+        "listener `{}` takes a `Batch`, whose records come in batches of a partition, one after another: its ordering must be `partition`",
         l.name()
     )))
 }

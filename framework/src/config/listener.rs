@@ -206,10 +206,13 @@ listener_settings! {
     /// Where a partition without a committed offset starts: `earliest` or `latest`
     /// (librdkafka's `auto.offset.reset`, which `kafka.properties` may not set).
     start_from: StartFrom = StartFrom::Earliest,
-    /// A transactional listener with `partition` ordering handles up to this many of a
-    /// partition's records already waiting in one database transaction (one `COMMIT`); 1
-    /// handles each in its own.
-    store_batch: usize = 100,
+    /// With `partition` ordering, up to this many of a partition's records are handled
+    /// together: in one database transaction (one `COMMIT`) for a transactional listener, in
+    /// one call for a handler that takes a `Batch`; 1 handles each alone.
+    batch_size: usize = 100,
+    /// How long a batch waits for more records, from its first record's receipt, in ms; 0
+    /// takes only the records already waiting.
+    batch_wait_ms: u64 = 0,
     /// A batch's transaction takes no further record once it has been open this long, in ms.
     store_batch_ms: u64 = 100,
     /// The consumer group protocol: `classic`, or `consumer` (KIP-848; librdkafka's
@@ -226,6 +229,11 @@ impl ListenerConfig {
     /// The commit interval.
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// How long a batch waits for more records (`batch_wait_ms`).
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_wait_ms)
     }
 
     /// How long a batch's transaction takes further records (`store_batch_ms`).
@@ -252,7 +260,7 @@ impl ListenerConfig {
             ("commit_batch", self.commit_batch),
             ("max_buffered", self.max_buffered as u64),
             ("max_in_flight", self.max_in_flight as u64),
-            ("store_batch", self.store_batch as u64),
+            ("batch_size", self.batch_size as u64),
             ("store_batch_ms", self.store_batch_ms),
             ("backoff_ms", self.backoff_ms),
         ] {

@@ -1,5 +1,5 @@
 //! A transactional listener's batches: with `partition` ordering, the records of a partition
-//! already waiting when the worker takes one (up to `listener.store_batch`) are handled in
+//! already waiting when the worker takes one (up to `listener.batch_size`) are handled in
 //! one database transaction.
 //!
 //! Why: a record of a transactional listener costs its transaction's `BEGIN`, its inbox row,
@@ -32,6 +32,18 @@
 //! A handler may therefore run more than once for one delivery (its batch redone after a
 //! neighbour failed): its SQL rolls back each time, its outputs are in the outbox, so only
 //! effects outside the database repeat, as with any at-least-once redelivery.
+//!
+//! A set-based handler outside a store transaction (at least once, or exactly once) is
+//! batched the same way, with no transaction: one call of the batch's records, each with a
+//! sink of its own (`ListenerEnv::attempt_set`). After a call that succeeded, each record
+//! the handler marked failed (`BatchRecord::fail`) goes alone, and the others are done: each
+//! finished once its own outputs are acknowledged (or with its own staged outputs, exactly
+//! once), as a record handled alone is. So a marked record's retry comes after its batch's
+//! later records: the one change of order a batch makes, the price of not running its
+//! neighbours again. A call that fails is split in halves as above, and its outputs, never
+//! acknowledged, are dropped with their sinks (at least once: those already sent are sent
+//! again with the halves). With `listener.batch_wait_ms`, a batch also waits that long from
+//! its first record's receipt for more records, up to `listener.batch_size`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -48,7 +60,7 @@ use crate::contract::envelope::{Envelope, RecordView};
 use crate::contract::service::Service;
 use crate::error::Error;
 use crate::handler::context::{Context, Meta};
-use crate::handler::delivery::{Acking, Acks, Delivery, Outboxed, Settled, Sink};
+use crate::handler::delivery::{Acking, Acks, Begun, Delivery, Outboxed, Settled, Sink};
 use crate::handler::listener::Calls;
 use crate::handler::transaction::{BatchTx, TxCell};
 use crate::store::inbox::EventId;
@@ -67,6 +79,26 @@ pub(crate) enum Ran {
     /// The store failed (beginning, claiming or committing), or cannot take batches yet (rows
     /// from before the inbox knew sources are left).
     Store,
+    /// A set-based call of its first `taken` records, outside a store transaction, succeeded:
+    /// those not in `failed` are done; those in `failed` (marked by the handler, or whose
+    /// outputs could not be handed over) go alone, in offset order.
+    Kept {
+        /// How many records the call took.
+        taken: usize,
+        /// Which of them failed, in offset order.
+        failed: Vec<usize>,
+    },
+}
+
+/// How the records an attempt at a batch finished are settled.
+#[derive(Debug)]
+pub(crate) enum Settlement {
+    /// None finished.
+    Nothing,
+    /// A store batch's: one settlement of its published outbox rows for all of them.
+    Together(Settled),
+    /// A set-based call's: each record's own, by index (`None`: not finished).
+    Each(Vec<Option<Settled>>),
 }
 
 /// What becomes of a batch's records after an attempt, by index.
@@ -100,6 +132,12 @@ pub(crate) fn after(n: usize, ran: &Ran) -> Vec<Step> {
             .flatten()
             .collect(),
         Ran::Store => (0..n).map(Step::Alone).collect(),
+        // The failed ones alone, then the records the call did not take.
+        Ran::Kept { taken, failed } => failed
+            .iter()
+            .map(|i| Step::Alone(*i))
+            .chain(batch(*taken, n))
+            .collect(),
     }
 }
 
@@ -141,22 +179,29 @@ pub(crate) async fn run<S: Service>(
             }
             continue;
         }
-        let (ran, settled) = env.attempt_batch(&batch, &part.cancel).await;
+        let (ran, settlement) = if env.io.delivery.is_transactional() {
+            env.attempt_batch(&batch, &part.cancel).await
+        } else {
+            env.attempt_set(&batch).await
+        };
         let mut batch = batch.into_iter().map(Some).collect::<Vec<_>>();
-        if let (Ran::Committed(taken), Some(settled)) = (&ran, settled) {
-            let done: Vec<Delivered> = batch[..*taken]
-                .iter_mut()
-                .filter_map(Option::take)
-                .collect();
-            match settled {
-                Settled::Acking(acking) => unacked.push((done, acking)),
-                Settled::Done | Settled::Staged(_) => {
-                    for msg in done {
-                        finish(env, part, &msg.msg, Vec::new());
-                        done_with(env, part);
+        match (&ran, settlement) {
+            (Ran::Committed(taken), Settlement::Together(settled)) => {
+                let done: Vec<Delivered> = batch[..*taken]
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .collect();
+                settle(env, part, done, settled, &mut unacked);
+            }
+            (_, Settlement::Each(each)) => {
+                for (i, settled) in each.into_iter().enumerate() {
+                    if let Some(settled) = settled {
+                        let msg = batch[i].take().expect("a record settles once");
+                        settle(env, part, vec![msg], settled, &mut unacked);
                     }
                 }
             }
+            _ => {}
         }
         let steps = after(batch.len(), &ran);
         let mut take = |i: usize| batch[i].take().expect("a record takes one step");
@@ -174,6 +219,26 @@ pub(crate) async fn run<S: Service>(
     unacked
 }
 
+/// Finishes `done` as `settled` says: at once (with a record's staged outputs, exactly once),
+/// or once its acknowledgements land (`unacked`).
+fn settle<S>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    done: Vec<Delivered>,
+    settled: Settled,
+    unacked: &mut Vec<(Vec<Delivered>, Acking)>,
+) {
+    let mut outputs = match settled {
+        Settled::Acking(acking) => return unacked.push((done, acking)),
+        Settled::Done => Vec::new(),
+        Settled::Staged(outputs) => outputs,
+    };
+    for msg in done {
+        finish(env, part, &msg.msg, std::mem::take(&mut outputs));
+        done_with(env, part);
+    }
+}
+
 impl<S: Service> ListenerEnv<S> {
     /// Whether a record may be handled in a batch: a first delivery from the listener's own
     /// topic, of a type it handles, with a value and a good reply address.
@@ -186,28 +251,86 @@ impl<S: Service> ListenerEnv<S> {
             && self.acceptable(&msg.msg, &incoming).await.is_ok()
     }
 
+    /// How many of `batch`'s records come before the first the batch path does not take.
+    async fn batchable_prefix(&self, batch: &[Delivered]) -> usize {
+        let mut limit = 0;
+        while limit < batch.len() && self.batchable(&batch[limit]).await {
+            limit += 1;
+        }
+        limit
+    }
+
+    /// Calls a set-based handler, outside a store transaction, once with the records of
+    /// `batch` the batch path takes, each with a context and sink of its own (see the module's
+    /// doc): what the call came to, and the settlement of each record it did not fail.
+    async fn attempt_set(&self, batch: &[Delivered]) -> (Ran, Settlement) {
+        let limit = self.batchable_prefix(batch).await;
+        if limit == 0 {
+            return (Ran::FailedAt(0), Settlement::Nothing);
+        }
+        let mut members = Vec::with_capacity(limit);
+        let mut sinks = Vec::with_capacity(limit);
+        for d in &batch[..limit] {
+            let incoming = Envelope::read(d.msg.headers());
+            let meta = Arc::new(d.msg.meta(self.listener.name(), &incoming, d.at));
+            // Outside a store, every record is fresh: only an inbox knows repeats.
+            let Ok(Begun::Fresh(sink)) = self.io.delivery.begin(&meta).await else {
+                return (Ran::FailedAt(0), Settlement::Nothing);
+            };
+            let payload = d.msg.payload().unwrap_or_default().to_vec();
+            members.push((self.context(&meta, sink.clone()), payload));
+            sinks.push(sink);
+        }
+        let contexts: Vec<Context<S>> = members.iter().map(|(ctx, _)| ctx.clone()).collect();
+        let call = contexts[0].with_members(members);
+        if self.call_in_batch(call, &batch[0].msg).await.is_err() {
+            return (Ran::CallFailed, Settlement::Nothing);
+        }
+        let metrics = &self.counters.metrics;
+        metrics.batch.observe(limit as f64);
+        let (mut failed, mut each) = (Vec::new(), Vec::with_capacity(limit));
+        for (i, (ctx, sink)) in contexts.iter().zip(sinks).enumerate() {
+            let settled = match ctx.take_mark() {
+                Some(mark) => Err(mark.to_string()),
+                None => sink.settle(Acks::Background).await.map_err(|e| e.to_string()),
+            };
+            match settled {
+                Ok(settled) => {
+                    metrics.handled.inc();
+                    each.push(Some(settled));
+                }
+                Err(error) => {
+                    tracing::info!(
+                        offset = batch[i].msg.offset(),
+                        error,
+                        "a record failed in its batch's call: it is handled alone next"
+                    );
+                    failed.push(i);
+                    each.push(None);
+                }
+            }
+        }
+        (Ran::Kept { taken: limit, failed }, Settlement::Each(each))
+    }
+
     /// Runs `batch`'s handlers in one transaction and commits it (see the module's doc): what
     /// it came to, and once committed, the published outputs' settlement.
     async fn attempt_batch(
         &self,
         batch: &[Delivered],
         cancel: &CancellationToken,
-    ) -> (Ran, Option<Settled>) {
+    ) -> (Ran, Settlement) {
         let Delivery::Transactional { group, outbox } = &self.io.delivery else {
             unreachable!("only transactional listeners run batches")
         };
         if outbox.store.legacy_inbox_before() != 0 {
             // Inbox rows from before the inbox knew sources are looked up record by record
             // (see `store::inbox::claim`) until they are pruned.
-            return (Ran::Store, None);
+            return (Ran::Store, Settlement::Nothing);
         }
-        // The records before the first the batch path does not take.
-        let mut limit = 0;
-        while limit < batch.len() && self.batchable(&batch[limit]).await {
-            limit += 1;
-        }
+        let limit = self.batchable_prefix(batch).await;
         if limit == 0 {
-            return (Ran::FailedAt(0), None);
+            return (Ran::FailedAt(0), Settlement::Nothing);
         }
         let metas: Vec<Arc<Meta>> = batch[..limit]
             .iter()
@@ -227,17 +350,17 @@ impl<S: Service> ListenerEnv<S> {
         let mut laps = Laps::start(batch[0].at);
         let tx = match BatchTx::begin(store, outbox.driver).await {
             Ok(tx) => tx,
-            Err(e) => return (self.store_failed(&e), None),
+            Err(e) => return (self.store_failed(&e), Settlement::Nothing),
         };
         let fresh = match tx.claim(store, group, &events).await {
             Ok(fresh) => fresh,
-            Err(e) => return (self.store_failed(&e), None),
+            Err(e) => return (self.store_failed(&e), Settlement::Nothing),
         };
         laps.lap();
         let run = self.run_calls(&tx, (group, outbox), batch, (&metas, &fresh), cancel);
         let (taken, handled) = match run.await {
             Ok(ran) => ran,
-            Err(ran) => return (ran, None),
+            Err(ran) => return (ran, Settlement::Nothing),
         };
         if taken < limit {
             let left: Vec<_> = (taken..limit)
@@ -245,18 +368,18 @@ impl<S: Service> ListenerEnv<S> {
                 .map(|i| events[i])
                 .collect();
             if let Err(e) = tx.unclaim(store, group, &left).await {
-                return (self.store_failed(&e), None);
+                return (self.store_failed(&e), Settlement::Nothing);
             }
         }
         laps.lap();
         let committed = match tx.commit(outbox, &handled).await {
             Ok(committed) => committed,
-            Err(e) => return (self.store_failed(&e), None),
+            Err(e) => return (self.store_failed(&e), Settlement::Nothing),
         };
         laps.lap();
         let metrics = &self.counters.metrics;
         metrics.handled.inc_by(handled.len() as u64);
-        metrics.store_batch.observe(taken as f64);
+        metrics.batch.observe(taken as f64);
         for (meta, _) in metas[..taken].iter().zip(&fresh).filter(|(_, f)| !**f) {
             metrics.deduplicated.inc();
             tracing::info!(ce_id = meta.id, "handled before (inbox): skipped");
@@ -264,7 +387,7 @@ impl<S: Service> ListenerEnv<S> {
         let settled = outbox.publish(committed, Acks::Background).await;
         laps.lap();
         laps.log(taken);
-        (Ran::Committed(taken), Some(settled))
+        (Ran::Committed(taken), Settlement::Together(settled))
     }
 
     /// Runs the handlers of `batch`'s records (`metas` of them, claimed: `fresh` says which
@@ -333,8 +456,10 @@ impl<S: Service> ListenerEnv<S> {
     ) -> Result<(usize, Vec<Arc<TxCell>>), Ran> {
         let mut cells = Vec::with_capacity(metas.len());
         let mut members = Vec::with_capacity(metas.len());
+        let mut contexts = Vec::with_capacity(metas.len());
         for (i, meta) in metas.iter().enumerate().filter(|(i, _)| fresh[*i]) {
             let (ctx, cell) = self.record_context(tx, (group, outbox), meta);
+            contexts.push((i, ctx.clone()));
             members.push((ctx, batch[i].msg.payload().unwrap_or_default().to_vec()));
             cells.push(cell);
         }
@@ -348,6 +473,15 @@ impl<S: Service> ListenerEnv<S> {
         let ctx = first.with_members(members);
         if self.call_in_batch(ctx, first_msg).await.is_err() {
             return Err(Ran::CallFailed);
+        }
+        // A record the call marked failed: the transaction rolls back (one statement may hold
+        // its rows), the records before it are redone without it, and it goes alone.
+        if let Some((i, _)) = contexts.iter().find(|(_, ctx)| ctx.take_mark().is_some()) {
+            tracing::info!(
+                offset = batch[*i].msg.offset(),
+                "a record was marked failed in its batch's call: it is handled alone next"
+            );
+            return Err(Ran::FailedAt(*i));
         }
         tx.idle().await;
         Ok((metas.len(), cells))

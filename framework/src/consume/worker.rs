@@ -41,6 +41,7 @@ use crate::contract::retry_topic::{Origin, RetryState};
 use crate::contract::service::Service;
 use crate::handler::context::{Context, Meta};
 use crate::handler::delivery::{Acking, Acks, Begun, Settled, Sink};
+use crate::handler::listener::{CallError, Calls};
 use crate::ops::metrics::ListenerMetrics;
 use crate::ops::status::Then;
 use crate::produce::transactional::Output;
@@ -97,12 +98,11 @@ pub(crate) async fn run_partition<S: Service>(
     part: Arc<PartitionShared>,
     rx: mpsc::UnboundedReceiver<Delivered>,
 ) {
-    let batch = env.setup.config.store_batch;
+    let batch = env.setup.config.batch_size;
+    let batches = env.io.delivery.is_transactional() || env.listener.calls() == Calls::Batch;
     match env.setup.config.ordering {
         OrderingMode::Partition
-            if batch > 1
-                && env.io.delivery.is_transactional()
-                && env.setup.group.mode == Mode::Main =>
+            if batch > 1 && batches && env.setup.group.mode == Mode::Main =>
         {
             sequential(env, part, rx, batch).await
         }
@@ -146,11 +146,7 @@ async fn sequential<S: Service>(
                 let Some(msg) = msg else { break };
                 take_up(&env, &part);
                 let mut waiting = vec![msg];
-                while waiting.len() < batch {
-                    let Ok(msg) = rx.try_recv() else { break };
-                    take_up(&env, &part);
-                    waiting.push(msg);
-                }
+                gather(&env, &part, &mut rx, &mut waiting, batch).await;
                 let unacked = if waiting.len() == 1 {
                     let msg = waiting.pop().expect("one record");
                     handle_one(&env, &part, msg, Acks::Background)
@@ -177,6 +173,32 @@ async fn sequential<S: Service>(
                 handle_one(&env, &part, msg, Acks::Wait).await;
             }
         }
+    }
+}
+
+/// Adds to `waiting` (a batch's first record) the partition's records already waiting, up to
+/// `batch`; with `batch_wait_ms`, waits that long from the first record's receipt for more.
+async fn gather<S: Service>(
+    env: &ListenerEnv<S>,
+    part: &PartitionShared,
+    rx: &mut mpsc::UnboundedReceiver<Delivered>,
+    waiting: &mut Vec<Delivered>,
+    batch: usize,
+) {
+    let until = waiting[0].at + env.setup.config.batch_wait();
+    while waiting.len() < batch {
+        let next = match rx.try_recv() {
+            Ok(msg) => Some(msg),
+            Err(_) if Instant::now() >= until => None,
+            Err(_) => tokio::select! {
+                msg = rx.recv() => msg,
+                () = tokio::time::sleep_until(until.into()) => None,
+                () = part.cancel.cancelled() => None,
+            },
+        };
+        let Some(msg) = next else { break };
+        take_up(env, part);
+        waiting.push(msg);
     }
 }
 
@@ -476,7 +498,12 @@ impl<S: Service> ListenerEnv<S> {
                 return Ok(Settled::Done);
             }
         };
-        self.call(self.context(meta, sink.clone()), msg).await?;
+        let ctx = self.context(meta, sink.clone());
+        self.call(ctx.clone(), msg).await?;
+        // A set-based handler's call of this record alone marked it failed.
+        if let Some(marked) = ctx.take_mark() {
+            return Err(Failed::Call(CallError::Handler(marked)));
+        }
         sink.settle(acks).await.map_err(Failed::Unsettled)
     }
 

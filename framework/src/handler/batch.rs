@@ -1,14 +1,19 @@
-//! A set-based handler's input: the records of a store batch in one call, so that one
-//! statement (an `UNNEST` upsert, a multi-row `INSERT`) can write them all.
+//! A set-based handler's input: a batch of a partition's records in one call, so that one
+//! statement (an `UNNEST` upsert, a multi-row `INSERT`), one bulk request or one aggregate can
+//! take them all.
 //!
-//! A transactional listener with `partition` ordering handles the records already waiting in
-//! one database transaction (see `consume::batch`); its handler is still called once per
-//! record. A handler that takes `Batch<Self, E>` instead of `E` is called once per batch with
-//! all of them, in offset order, each with a context of its own: what a record's context
-//! emits is that record's output (its outbox row names it, its causation is that record). A
-//! record handled alone (a trickle, a retry, a record whose batch failed) comes as a batch of
-//! one. Why: per-record calls leave one statement per record, the last cost of a batch that
-//! the framework cannot remove for the application.
+//! A handler that takes `Batch<Self, E>` instead of `E` is called once per batch with its
+//! records, in offset order, each with a context of its own: what a record's context emits is
+//! that record's output (its causation is that record; in a transactional listener, its outbox
+//! row names it). Batches form of a partition's records, with `partition` ordering: those
+//! already waiting when the worker takes one, up to `listener.batch_size`, or more that come
+//! within `listener.batch_wait_ms` (see `consume::batch`). A record handled alone (a trickle, a
+//! retry, a record whose batch failed) comes as a batch of one. In a transactional listener
+//! the batch runs in one database transaction; outside one, each record's outputs are
+//! acknowledged (at least once) or staged in the Kafka transaction (exactly once) as its own,
+//! and each record's offset is committed once its outputs are. Why: per-record calls leave one
+//! statement or request per record, the last cost of a batch that the framework cannot remove
+//! for the application.
 
 use futures::future::BoxFuture;
 
@@ -16,6 +21,7 @@ use super::context::{Context, Meta};
 use super::input::{Input, InputType};
 use crate::codec::DecodeError;
 use crate::contract::service::Service;
+use crate::error::HandlerError;
 
 /// The records of one call of a set-based handler, in offset order (see the module's doc):
 ///
@@ -34,9 +40,14 @@ use crate::contract::service::Service;
 /// }
 /// ```
 ///
-/// When the call fails, none of it commits, and the batch is split in halves, each called
-/// again, until the failing record is alone: it then takes its retry budget and dead letter
-/// as ever, and its neighbours commit without it. A handler's other extractors (`Meta`,
+/// A record that failed while the others did not is marked with [`BatchRecord::fail`]: its
+/// neighbours are done and not run again, and it alone is called again next. When the whole
+/// call fails (an `Err`, a panic, a timeout), which record made it fail is not known: nothing
+/// of it commits, and the batch is split in halves, each called again, until the failing
+/// record is alone: it then takes its retry budget and dead letter as ever, and its neighbours
+/// are done without it. (In a store transaction, a marked record fails the whole call too: the
+/// transaction rolls back, since one statement may hold the marked record's rows, and the
+/// records before it are run again without it.) A handler's other extractors (`Meta`,
 /// `Context<Self>`) and what it returns belong to the batch's first record.
 pub struct Batch<S, E> {
     records: Vec<BatchRecord<S, E>>,
@@ -54,6 +65,14 @@ impl<S: Service, E> BatchRecord<S, E> {
     /// The record's metadata.
     pub fn meta(&self) -> &Meta {
         self.ctx.meta()
+    }
+
+    /// Marks this record failed, for a call that otherwise succeeded: its neighbours are
+    /// done, and not run again; it alone is called again next, in a batch of one, where a
+    /// failure (returned, or marked again) takes its retry budget, retry topic and dead letter
+    /// as ever. What it emitted in this call is dropped. The first mark stands.
+    pub fn fail(&self, error: impl Into<HandlerError>) {
+        self.ctx.mark_failed(error.into());
     }
 }
 

@@ -8,7 +8,7 @@ use crate::contract::envelope::Outgoing;
 use crate::contract::event::{Command, Event, FactOf};
 use crate::contract::service::Service;
 use crate::contract::topic::TopicName;
-use crate::error::{Error, Result};
+use crate::error::{Error, HandlerError, Result};
 use crate::handler::delivery::Sink;
 use crate::handler::transaction::TxCell;
 use crate::ops::telemetry::propagation::inject_current;
@@ -115,6 +115,20 @@ struct Scope {
     /// A set-based handler's call: the batch's records, each its scope and payload (see
     /// [`crate::handler::batch`]); empty for a call with one record.
     members: Arc<[(Arc<Scope>, Vec<u8>)]>,
+    /// The failure a set-based handler marked this record with (`BatchRecord::fail`).
+    mark: Mark,
+}
+
+/// A record's failure, marked inside a batch's call: the first mark stands. A copy of a scope
+/// starts unmarked (only a set-based call's own context is copied, and its records carry
+/// their marks in their own scopes).
+#[derive(Debug, Default)]
+struct Mark(std::sync::Mutex<Option<HandlerError>>);
+
+impl Clone for Mark {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 /// The handler's context for service `S`: emit its facts, send commands, read the metadata.
@@ -167,6 +181,20 @@ impl<S> Context<S> {
         }))
     }
 
+    /// Marks this record failed with `error` inside its batch's call, unless it was already:
+    /// it is handled alone next, its neighbours are not run again (see
+    /// [`crate::handler::batch`]).
+    pub(crate) fn mark_failed(&self, error: HandlerError) {
+        let mut mark = self.scope.mark.0.lock().unwrap_or_else(|e| e.into_inner());
+        mark.get_or_insert(error);
+    }
+
+    /// The failure this record was marked with, taken off it.
+    pub(crate) fn take_mark(&self) -> Option<HandlerError> {
+        let mut mark = self.scope.mark.0.lock().unwrap_or_else(|e| e.into_inner());
+        mark.take()
+    }
+
     /// This context for a set-based handler's call of `members` (each record's context and
     /// payload, in offset order).
     pub(crate) fn with_members(&self, members: Vec<(Context<S>, Vec<u8>)>) -> Self {
@@ -200,6 +228,7 @@ impl<S: Service> Context<S> {
             meta,
             sink,
             members: Arc::new([]),
+            mark: Mark::default(),
         };
         Self {
             scope: Arc::new(scope),

@@ -92,7 +92,7 @@ pub(crate) struct Metrics {
     lag_seconds: Family<PartitionLabels, Seconds>,
     commit_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
     commits_failed: Family<ListenerLabels, Counter>,
-    store_batch: Family<ListenerLabels, Histogram, fn() -> Histogram>,
+    batch: Family<ListenerLabels, Histogram, fn() -> Histogram>,
     producer_queue: Gauge,
     sagas_live: Family<ListenerLabels, Gauge>,
     produce: Arc<ProduceMetrics>,
@@ -121,7 +121,7 @@ impl Default for Metrics {
             lag_seconds: Family::default(),
             commit_duration: Family::new_with_constructor(duration_buckets),
             commits_failed: Family::default(),
-            store_batch: Family::new_with_constructor(batch_buckets),
+            batch: Family::new_with_constructor(batch_buckets),
             producer_queue: Gauge::default(),
             sagas_live: Family::default(),
             produce: Arc::default(),
@@ -206,9 +206,9 @@ impl Default for Metrics {
             m.produce.latency.clone(),
         );
         r.register(
-            "atoll_store_batch_records",
-            "Records a transactional listener committed in one database transaction (one observation per batch)",
-            m.store_batch.clone(),
+            "atoll_batch_records",
+            "Records handled together: in one database transaction of a transactional listener, or one call of a set-based handler (one observation per batch)",
+            m.batch.clone(),
         );
         r.register(
             "atoll_sagas_live",
@@ -333,7 +333,7 @@ impl Metrics {
             assigned: self.assigned.get_or_create_owned(&labels),
             commit_duration: self.commit_duration.get_or_create_owned(&labels),
             commits_failed: self.commits_failed.get_or_create_owned(&labels),
-            store_batch: self.store_batch.get_or_create_owned(&labels),
+            batch: self.batch.get_or_create_owned(&labels),
             // One series per kind from the start: nothing to look up when an attempt fails.
             failed: FailedCounters::new(|kind| {
                 self.failed.get_or_create_owned(&FailureLabels {
@@ -427,8 +427,9 @@ pub(crate) struct ListenerMetrics {
     pub(crate) assigned: Gauge,
     pub(crate) commit_duration: Histogram,
     pub(crate) commits_failed: Counter,
-    /// Records per committed batch of a transactional listener.
-    pub(crate) store_batch: Histogram,
+    /// Records per batch: a transactional listener's committed transaction, a set-based
+    /// handler's call.
+    pub(crate) batch: Histogram,
     /// Attempts that failed because a dependency was out of reach (registry, store):
     /// `atoll_records_failed_total{kind="unavailable"}`.
     pub(crate) unavailable: Counter,
