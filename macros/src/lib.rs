@@ -93,6 +93,8 @@ pub fn event_service(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///         commit_batch = 1000,      // ... or sooner, after this many records
 ///         drain_timeout_ms = 10000, // how long revocation and shutdown wait for records
 ///         delivery = "exactly_once", // outputs and offsets in one Kafka transaction
+///         batch_size = 100,         // a partition's records per `Batch` call or store transaction
+///         batch_wait_ms = 0,        // how long a batch waits for more records
 ///     )]
 ///     async fn charge(&self, ctx: Context<Self>, meta: Meta, cmd: Charge) -> HandlerResult {
 ///         Ok(())

@@ -70,7 +70,8 @@ impl<S: Service, E> BatchRecord<S, E> {
     /// Marks this record failed, for a call that otherwise succeeded: its neighbours are
     /// done, and not run again; it alone is called again next, in a batch of one, where a
     /// failure (returned, or marked again) takes its retry budget, retry topic and dead letter
-    /// as ever. What it emitted in this call is dropped. The first mark stands.
+    /// as ever. What it emitted in this call fares as a failed attempt's outputs do: sent, at
+    /// least once; dropped, exactly once or in a store transaction. The first mark stands.
     pub fn fail(&self, error: impl Into<HandlerError>) {
         self.ctx.mark_failed(error.into());
     }

@@ -1,0 +1,270 @@
+//! Batch listeners outside a store transaction, on the embedded broker: a handler that takes a
+//! `Batch` is called with a partition's waiting records at once (up to `batch_size`, or more
+//! that come within `batch_wait_ms`), each record's output its own, its offset committed once
+//! every record before it is done. A record the handler marks failed alone is called again,
+//! and retried or dead-lettered as ever, while its neighbours are not run again; a call that
+//! fails as a whole is split until the failing record is alone.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atoll::config::Config;
+use atoll::{event_service, handlers, App, Batch, Event, HandlerError, HandlerResult};
+use rdkafka::{Message, Offset};
+use serde::{Deserialize, Serialize};
+
+#[event_service(company = "acme", namespace = "test", name = "tally", partitions = 1)]
+#[derive(Default, Clone)]
+struct Tally {
+    /// Each call's record ids, in order.
+    calls: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl Tally {
+    fn calls(&self) -> Vec<Vec<String>> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// How many calls record `id` was in.
+    fn calls_of(&self, id: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.iter().any(|i| i == id))
+            .count()
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "vote", version = 1, service = Tally)]
+struct Vote {
+    #[event(key)]
+    id: String,
+    /// Hold the call this long (the first record's, so that the others queue behind it).
+    hold_ms: u64,
+    /// `transient-once`: marked failed in its first call; `permanent`: marked in every call;
+    /// `boom`: fails every call it is in, as a whole.
+    fail: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(fact, name = "counted", version = 1, service = Tally)]
+struct Counted {
+    #[event(key)]
+    id: String,
+}
+
+#[handlers]
+impl Tally {
+    #[listener(name = "votes", max_attempts = 2, backoff_ms = 10)]
+    async fn votes(&self, batch: Batch<Self, Vote>) -> HandlerResult {
+        let ids: Vec<String> = batch.events().map(|v| v.id.clone()).collect();
+        let first_time: Vec<bool> = ids.iter().map(|id| self.calls_of(id) == 0).collect();
+        self.calls.lock().unwrap().push(ids);
+        let hold = batch.events().map(|v| v.hold_ms).max().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        if batch.events().any(|v| v.fail == "boom") {
+            return Err(HandlerError::transient("a boom in the batch"));
+        }
+        for (record, first) in batch.into_iter().zip(first_time) {
+            match record.event.fail.as_str() {
+                "transient-once" if first => {
+                    record.fail(HandlerError::transient("not this time"));
+                    continue;
+                }
+                "permanent" => {
+                    record.fail(HandlerError::permanent(format!(
+                        "vote {} is void",
+                        record.event.id
+                    )));
+                    continue;
+                }
+                _ => {}
+            }
+            record
+                .ctx
+                .emit(Counted {
+                    id: record.event.id.clone(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+const COMMANDS: &str = "acme.test.tally.commands";
+const EVENTS: &str = "acme.test.tally.events";
+const DLQ: &str = "acme.test.tally.private.dlq";
+const GROUP: &str = "acme.test.tally-votes";
+
+/// Starts the service with `config`, sends `votes` (the first holds its call 2 s, so that the
+/// others wait behind it), and waits until `done` holds (or 30 s); then stops it.
+async fn run(config: Config, votes: &[Vote], done: impl Fn(&Tally) -> bool) -> (Tally, String) {
+    let tally = Tally::default();
+    let running = App::new(config).service(tally.clone()).start().await.unwrap();
+    let client = running.client("test");
+    for v in votes {
+        client.send(v).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&tally) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bootstrap = running.bootstrap_servers().to_owned();
+    // Everything is committed (and so the last offset) before the stop's own commit.
+    let b = bootstrap.clone();
+    let n = votes.len() as i64;
+    let committed = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let at = common::committed(&b, GROUP, COMMANDS);
+            if at == Offset::Offset(n) || Instant::now() > deadline {
+                return at;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    assert_eq!(committed, Offset::Offset(n), "every record committed");
+    (tally, bootstrap)
+}
+
+fn votes(n: usize, special: &[(usize, &str)]) -> Vec<Vote> {
+    let special: HashMap<usize, &str> = special.iter().copied().collect();
+    (0..n)
+        .map(|i| Vote {
+            id: format!("v{i}"),
+            hold_ms: if i == 0 { 2_000 } else { 0 },
+            fail: special.get(&i).copied().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
+
+/// The ids of the facts on the events topic, with how many times each was emitted.
+async fn counted(bootstrap: &str, at_least: usize) -> HashMap<String, usize> {
+    let b = bootstrap.to_owned();
+    let facts = tokio::task::spawn_blocking(move || common::read_topic(&b, EVENTS, 1, at_least))
+        .await
+        .unwrap();
+    let mut by_id = HashMap::new();
+    for f in facts {
+        let key = String::from_utf8(f.key().unwrap().to_vec()).unwrap();
+        *by_id.entry(key).or_default() += 1;
+    }
+    by_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_records_come_in_calls_of_many_each_handled_once() {
+    let all = votes(60, &[]);
+    let (tally, bootstrap) = run(Config::default(), &all, |t| {
+        t.calls().iter().map(Vec::len).sum::<usize>() == 60
+    })
+    .await;
+    let calls = tally.calls();
+    assert!(calls.iter().any(|c| c.len() > 10), "calls of many: {calls:?}");
+    let flat: Vec<String> = calls.concat();
+    let want: Vec<String> = all.iter().map(|v| v.id.clone()).collect();
+    assert_eq!(flat, want, "each once, in offset order");
+    let facts = counted(&bootstrap, 60).await;
+    assert_eq!(facts.len(), 60);
+    assert!(facts.values().all(|n| *n == 1), "{facts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marked_record_alone_is_called_again_and_its_neighbours_are_not() {
+    let all = votes(30, &[(13, "transient-once"), (21, "permanent")]);
+    let (tally, bootstrap) = run(Config::default(), &all, |t| {
+        t.calls_of("v13") == 2 && t.calls_of("v21") == 2 && t.calls_of("v29") == 1
+    })
+    .await;
+    for v in &all {
+        let want = if v.fail.is_empty() { 1 } else { 2 };
+        assert_eq!(tally.calls_of(&v.id), want, "{}: {:?}", v.id, tally.calls());
+    }
+    // Alone: its second call is a batch of one.
+    assert!(tally.calls().contains(&vec!["v13".to_owned()]));
+    assert!(tally.calls().contains(&vec!["v21".to_owned()]));
+    let facts = counted(&bootstrap, 29).await;
+    assert_eq!(facts.len(), 29, "all but the void vote: {facts:?}");
+    assert!(!facts.contains_key("v21"));
+    let b = bootstrap.clone();
+    let dead = tokio::task::spawn_blocking(move || {
+        common::read_topic_within(&b, DLQ, 1, 2, Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    assert_eq!(dead.len(), 1, "the void vote alone");
+    assert_eq!(dead[0].key(), Some(&b"v21"[..]));
+    let header = |name| common::header(&dead[0], name).unwrap_or_default().to_owned();
+    assert_eq!(header("atoll_dlq_error"), "vote v21 is void");
+    assert_eq!(header("atoll_dlq_attempts"), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_fails_as_a_whole_is_split_until_its_failing_record_is_alone() {
+    let all = votes(40, &[(25, "boom")]);
+    let (tally, bootstrap) = run(Config::default(), &all, |t| {
+        t.calls().iter().any(|c| c == &["v25".to_owned()]) && t.calls_of("v39") >= 1
+    })
+    .await;
+    let facts = counted(&bootstrap, 39).await;
+    assert_eq!(facts.len(), 39, "every vote but the boom: {facts:?}");
+    assert!(!facts.contains_key("v25"));
+    // Alone, it takes its budget (2 attempts), then its dead letter.
+    let alone = tally
+        .calls()
+        .iter()
+        .filter(|c| c == &&["v25".to_owned()])
+        .count();
+    assert_eq!(alone, 2, "{:?}", tally.calls());
+    let b = bootstrap.clone();
+    let dead = tokio::task::spawn_blocking(move || {
+        common::read_topic_within(&b, DLQ, 1, 2, Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key(), Some(&b"v25"[..]));
+    assert_eq!(
+        common::header(&dead[0], "atoll_dlq_attempts"),
+        Some("2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_size_bounds_a_call_and_batch_wait_gathers_a_trickle() {
+    let mut config = Config::default();
+    config.listener.batch_size = 10;
+    let (tally, _) = run(config, &votes(60, &[]), |t| {
+        t.calls().iter().map(Vec::len).sum::<usize>() == 60
+    })
+    .await;
+    let calls = tally.calls();
+    assert!(calls.iter().all(|c| c.len() <= 10), "{calls:?}");
+    assert!(calls.iter().any(|c| c.len() == 10), "{calls:?}");
+
+    // Records sent one by one, none waiting behind a held one: without a wait, calls of one
+    // or two; with one, a call gathers them.
+    let trickle: Vec<Vote> = (0..8)
+        .map(|i| Vote {
+            id: format!("t{i}"),
+            ..Default::default()
+        })
+        .collect();
+    let mut config = Config::default();
+    config.listener.batch_wait_ms = 3_000;
+    let (tally, _) = run(config, &trickle, |t| {
+        t.calls().iter().map(Vec::len).sum::<usize>() == 8
+    })
+    .await;
+    assert!(
+        tally.calls().len() <= 2,
+        "gathered within the wait: {:?}",
+        tally.calls()
+    );
+}
