@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use atoll::config::Config;
 use atoll::{event_service, handlers, App, Batch, Event, HandlerError, HandlerResult};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,9 @@ struct Vote {
     id: String,
     /// Hold the call this long (the first record's, so that the others queue behind it).
     hold_ms: u64,
+    /// The test waits this long after sending it (not a field the handler reads).
+    #[serde(skip)]
+    gap_ms: u64,
     /// `transient-once`: marked failed in its first call; `permanent`: marked in every call;
     /// `boom`: fails every call it is in, as a whole.
     fail: String,
@@ -99,38 +103,76 @@ const EVENTS: &str = "acme.test.tally.events";
 const DLQ: &str = "acme.test.tally.private.dlq";
 const GROUP: &str = "acme.test.tally-votes";
 
-/// Starts the service with `config`, sends `votes` (the first holds its call 2 s, so that the
-/// others wait behind it), and waits until `done` holds (or 30 s); then stops it.
-async fn run(config: Config, votes: &[Vote], done: impl Fn(&Tally) -> bool) -> (Tally, String) {
+/// What a run came to: the calls, the facts by id (with how often each was emitted), the
+/// dead letters.
+struct Outcome {
+    tally: Tally,
+    facts: HashMap<String, usize>,
+    dead: Vec<OwnedMessage>,
+}
+
+/// Starts the service with `config` (its broker embedded), sends `votes` (the first holds its
+/// call 2 s, so that the others wait behind it), waits until `done` holds (or 30 s) and every
+/// record is committed, and reads at least `facts` facts and the dead letters; then stops it.
+async fn run(
+    config: Config,
+    votes: &[Vote],
+    done: impl Fn(&Tally) -> bool,
+    facts: usize,
+) -> Outcome {
     let tally = Tally::default();
-    let running = App::new(config).service(tally.clone()).start().await.unwrap();
+    let running = App::new(config)
+        .service(tally.clone())
+        .start()
+        .await
+        .unwrap();
+    let assigned = Instant::now() + Duration::from_secs(30);
+    while running
+        .assignments()
+        .iter()
+        .all(|a| a.partitions.is_empty())
+        && Instant::now() < assigned
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let client = running.client("test");
     for v in votes {
         client.send(v).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(v.gap_ms)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done(&tally) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let bootstrap = running.bootstrap_servers().to_owned();
-    // Everything is committed (and so the last offset) before the stop's own commit.
-    let b = bootstrap.clone();
+    let b = running.bootstrap_servers().to_owned();
     let n = votes.len() as i64;
-    let committed = tokio::task::spawn_blocking(move || {
+    let (committed, read, dead) = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let committed = loop {
             let at = common::committed(&b, GROUP, COMMANDS);
             if at == Offset::Offset(n) || Instant::now() > deadline {
-                return at;
+                break at;
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
+        };
+        let read = common::read_topic(&b, EVENTS, 1, facts);
+        let dead = common::read_topic_within(&b, DLQ, 1, usize::MAX, Duration::from_secs(2));
+        (committed, read, dead)
     })
     .await
     .unwrap();
     running.shutdown().await;
     assert_eq!(committed, Offset::Offset(n), "every record committed");
-    (tally, bootstrap)
+    let mut by_id = HashMap::new();
+    for f in read {
+        let key = String::from_utf8(f.key().unwrap().to_vec()).unwrap();
+        *by_id.entry(key).or_default() += 1;
+    }
+    Outcome {
+        tally,
+        facts: by_id,
+        dead,
+    }
 }
 
 fn votes(n: usize, special: &[(usize, &str)]) -> Vec<Vote> {
@@ -140,47 +182,43 @@ fn votes(n: usize, special: &[(usize, &str)]) -> Vec<Vote> {
             id: format!("v{i}"),
             hold_ms: if i == 0 { 2_000 } else { 0 },
             fail: special.get(&i).copied().unwrap_or_default().to_owned(),
+            gap_ms: 0,
         })
         .collect()
-}
-
-/// The ids of the facts on the events topic, with how many times each was emitted.
-async fn counted(bootstrap: &str, at_least: usize) -> HashMap<String, usize> {
-    let b = bootstrap.to_owned();
-    let facts = tokio::task::spawn_blocking(move || common::read_topic(&b, EVENTS, 1, at_least))
-        .await
-        .unwrap();
-    let mut by_id = HashMap::new();
-    for f in facts {
-        let key = String::from_utf8(f.key().unwrap().to_vec()).unwrap();
-        *by_id.entry(key).or_default() += 1;
-    }
-    by_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_records_come_in_calls_of_many_each_handled_once() {
     let all = votes(60, &[]);
-    let (tally, bootstrap) = run(Config::default(), &all, |t| {
-        t.calls().iter().map(Vec::len).sum::<usize>() == 60
-    })
+    let Outcome { tally, facts, dead } = run(
+        Config::default(),
+        &all,
+        |t| t.calls().iter().map(Vec::len).sum::<usize>() == 60,
+        60,
+    )
     .await;
     let calls = tally.calls();
-    assert!(calls.iter().any(|c| c.len() > 10), "calls of many: {calls:?}");
+    assert!(
+        calls.iter().any(|c| c.len() > 10),
+        "calls of many: {calls:?}"
+    );
     let flat: Vec<String> = calls.concat();
     let want: Vec<String> = all.iter().map(|v| v.id.clone()).collect();
     assert_eq!(flat, want, "each once, in offset order");
-    let facts = counted(&bootstrap, 60).await;
     assert_eq!(facts.len(), 60);
     assert!(facts.values().all(|n| *n == 1), "{facts:?}");
+    assert!(dead.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marked_record_alone_is_called_again_and_its_neighbours_are_not() {
     let all = votes(30, &[(13, "transient-once"), (21, "permanent")]);
-    let (tally, bootstrap) = run(Config::default(), &all, |t| {
-        t.calls_of("v13") == 2 && t.calls_of("v21") == 2 && t.calls_of("v29") == 1
-    })
+    let Outcome { tally, facts, dead } = run(
+        Config::default(),
+        &all,
+        |t| t.calls_of("v13") == 2 && t.calls_of("v21") == 2 && t.calls_of("v29") == 1,
+        29,
+    )
     .await;
     for v in &all {
         let want = if v.fail.is_empty() { 1 } else { 2 };
@@ -189,18 +227,15 @@ async fn a_marked_record_alone_is_called_again_and_its_neighbours_are_not() {
     // Alone: its second call is a batch of one.
     assert!(tally.calls().contains(&vec!["v13".to_owned()]));
     assert!(tally.calls().contains(&vec!["v21".to_owned()]));
-    let facts = counted(&bootstrap, 29).await;
     assert_eq!(facts.len(), 29, "all but the void vote: {facts:?}");
     assert!(!facts.contains_key("v21"));
-    let b = bootstrap.clone();
-    let dead = tokio::task::spawn_blocking(move || {
-        common::read_topic_within(&b, DLQ, 1, 2, Duration::from_secs(5))
-    })
-    .await
-    .unwrap();
     assert_eq!(dead.len(), 1, "the void vote alone");
     assert_eq!(dead[0].key(), Some(&b"v21"[..]));
-    let header = |name| common::header(&dead[0], name).unwrap_or_default().to_owned();
+    let header = |name| {
+        common::header(&dead[0], name)
+            .unwrap_or_default()
+            .to_owned()
+    };
     assert_eq!(header("atoll_dlq_error"), "vote v21 is void");
     assert_eq!(header("atoll_dlq_attempts"), "1");
 }
@@ -208,11 +243,19 @@ async fn a_marked_record_alone_is_called_again_and_its_neighbours_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_fails_as_a_whole_is_split_until_its_failing_record_is_alone() {
     let all = votes(40, &[(25, "boom")]);
-    let (tally, bootstrap) = run(Config::default(), &all, |t| {
-        t.calls().iter().any(|c| c == &["v25".to_owned()]) && t.calls_of("v39") >= 1
-    })
+    let Outcome { tally, facts, dead } = run(
+        Config::default(),
+        &all,
+        |t| {
+            t.calls()
+                .iter()
+                .filter(|c| c == &&["v25".to_owned()])
+                .count()
+                == 2
+        },
+        39,
+    )
     .await;
-    let facts = counted(&bootstrap, 39).await;
     assert_eq!(facts.len(), 39, "every vote but the boom: {facts:?}");
     assert!(!facts.contains_key("v25"));
     // Alone, it takes its budget (2 attempts), then its dead letter.
@@ -222,45 +265,43 @@ async fn a_call_that_fails_as_a_whole_is_split_until_its_failing_record_is_alone
         .filter(|c| c == &&["v25".to_owned()])
         .count();
     assert_eq!(alone, 2, "{:?}", tally.calls());
-    let b = bootstrap.clone();
-    let dead = tokio::task::spawn_blocking(move || {
-        common::read_topic_within(&b, DLQ, 1, 2, Duration::from_secs(5))
-    })
-    .await
-    .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].key(), Some(&b"v25"[..]));
-    assert_eq!(
-        common::header(&dead[0], "atoll_dlq_attempts"),
-        Some("2")
-    );
+    assert_eq!(common::header(&dead[0], "atoll_dlq_attempts"), Some("2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_size_bounds_a_call_and_batch_wait_gathers_a_trickle() {
     let mut config = Config::default();
     config.listener.batch_size = 10;
-    let (tally, _) = run(config, &votes(60, &[]), |t| {
-        t.calls().iter().map(Vec::len).sum::<usize>() == 60
-    })
+    let Outcome { tally, .. } = run(
+        config,
+        &votes(60, &[]),
+        |t| t.calls().iter().map(Vec::len).sum::<usize>() == 60,
+        60,
+    )
     .await;
     let calls = tally.calls();
     assert!(calls.iter().all(|c| c.len() <= 10), "{calls:?}");
     assert!(calls.iter().any(|c| c.len() == 10), "{calls:?}");
 
-    // Records sent one by one, none waiting behind a held one: without a wait, calls of one
-    // or two; with one, a call gathers them.
+    // Records sent 200 ms apart, none waiting behind a held one: without a wait, a call each;
+    // with one of 3 s, a call gathers them.
     let trickle: Vec<Vote> = (0..8)
         .map(|i| Vote {
             id: format!("t{i}"),
+            gap_ms: 200,
             ..Default::default()
         })
         .collect();
     let mut config = Config::default();
     config.listener.batch_wait_ms = 3_000;
-    let (tally, _) = run(config, &trickle, |t| {
-        t.calls().iter().map(Vec::len).sum::<usize>() == 8
-    })
+    let Outcome { tally, .. } = run(
+        config,
+        &trickle,
+        |t| t.calls().iter().map(Vec::len).sum::<usize>() == 8,
+        8,
+    )
     .await;
     assert!(
         tally.calls().len() <= 2,

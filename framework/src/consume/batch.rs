@@ -292,7 +292,10 @@ impl<S: Service> ListenerEnv<S> {
         for (i, (ctx, sink)) in contexts.iter().zip(sinks).enumerate() {
             let settled = match ctx.take_mark() {
                 Some(mark) => Err(mark.to_string()),
-                None => sink.settle(Acks::Background).await.map_err(|e| e.to_string()),
+                None => sink
+                    .settle(Acks::Background)
+                    .await
+                    .map_err(|e| format!("{e:?}")),
             };
             match settled {
                 Ok(settled) => {
@@ -310,7 +313,13 @@ impl<S: Service> ListenerEnv<S> {
                 }
             }
         }
-        (Ran::Kept { taken: limit, failed }, Settlement::Each(each))
+        (
+            Ran::Kept {
+                taken: limit,
+                failed,
+            },
+            Settlement::Each(each),
+        )
     }
 
     /// Runs `batch`'s handlers in one transaction and commits it (see the module's doc): what
@@ -595,6 +604,10 @@ mod tests {
             ("a set's call failed: its halves",          5, Ran::CallFailed, vec![Batch(vec![0, 1]), Batch(vec![2, 3, 4])]),
             ("a set of two failed: each alone",          2, Ran::CallFailed, vec![Alone(0), Alone(1)]),
             ("a set of three failed",                    3, Ran::CallFailed, vec![Alone(0), Batch(vec![1, 2])]),
+            ("a set's call kept all",                    4, Ran::Kept { taken: 4, failed: vec![] }, vec![]),
+            ("kept but two marked: each alone, in order", 5, Ran::Kept { taken: 5, failed: vec![1, 3] }, vec![Alone(1), Alone(3)]),
+            ("marked, then the records it did not take", 6, Ran::Kept { taken: 3, failed: vec![0] }, vec![Alone(0), Batch(vec![3, 4, 5])]),
+            ("one left untaken: alone, after the marked", 4, Ran::Kept { taken: 3, failed: vec![2] }, vec![Alone(2), Alone(3)]),
         ];
         for (what, n, ran, steps) in cases {
             assert_eq!(after(n, &ran), steps, "{what}");

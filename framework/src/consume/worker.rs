@@ -101,9 +101,7 @@ pub(crate) async fn run_partition<S: Service>(
     let batch = env.setup.config.batch_size;
     let batches = env.io.delivery.is_transactional() || env.listener.calls() == Calls::Batch;
     match env.setup.config.ordering {
-        OrderingMode::Partition
-            if batch > 1 && batches && env.setup.group.mode == Mode::Main =>
-        {
+        OrderingMode::Partition if batch > 1 && batches && env.setup.group.mode == Mode::Main => {
             sequential(env, part, rx, batch).await
         }
         OrderingMode::Partition => sequential(env, part, rx, 1).await,
