@@ -605,6 +605,9 @@ struct Pay {
     cents: i64,
     /// Fails every call it is in, after the writes.
     fail: bool,
+    /// Is marked failed (permanently) in every call it is in, after the writes.
+    #[serde(default)]
+    mark: bool,
     /// Holds the call this long first, in ms.
     hold_ms: u64,
 }
@@ -636,6 +639,10 @@ impl Payer {
                 .bind(&pay.account)
                 .execute(&mut *tx)
                 .await?;
+            if pay.mark {
+                record.fail(HandlerError::permanent("marked after writing"));
+                continue;
+            }
             record
                 .ctx
                 .emit(Paid {
@@ -676,6 +683,7 @@ async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one
             account: if n % 2 == 0 { "a" } else { "b" }.into(),
             cents: n,
             fail: n == 23,
+            mark: false,
             hold_ms: if n == 0 { 5_000 } else { 0 },
         };
         client.send(&pay).await.unwrap();
@@ -708,10 +716,63 @@ async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one
     );
     running.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
+    a_marked_record_rolls_back_its_batch_and_goes_alone().await;
 }
 
-/// Set-based listeners need the store's batches: without a `Tx`, or with an ordering that
-/// runs a transaction per record, every call would hold one record.
+/// The second half of the set-based test (its calls are counted in the same static): a record
+/// the handler marks failed rolls its batch's transaction back; the records before it commit
+/// in a batch without it, it alone is dead-lettered after its one attempt, the records after
+/// it come next. No halving: its calls are one of many, then its own.
+async fn a_marked_record_rolls_back_its_batch_and_goes_alone() {
+    const RECORDS: i64 = 30;
+    CALLS.lock().unwrap().clear();
+    let dir = store_dir("set-marked");
+    let mut config = Config::default();
+    config.store.path = dir.join("payer.db");
+    let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
+        .await
+        .unwrap();
+    let running = App::new(config)
+        .service(Payer)
+        .migrations(migrator)
+        .start()
+        .await
+        .unwrap();
+    let client = running.client("test");
+    for n in 0..RECORDS {
+        let pay = Pay {
+            account: if n % 2 == 0 { "a" } else { "b" }.into(),
+            cents: n,
+            fail: false,
+            mark: n == 17,
+            hold_ms: if n == 0 { 5_000 } else { 0 },
+        };
+        client.send(&pay).await.unwrap();
+    }
+    let (a, b): (i64, i64) = (
+        (0..RECORDS).filter(|n| n % 2 == 0).sum(),
+        (0..RECORDS).filter(|n| n % 2 == 1 && *n != 17).sum(),
+    );
+    balances_reach(&running, a, b).await;
+    let facts: Vec<Paid> = facts_on(&running, "acme.test.payer.events", RECORDS as usize).await;
+    assert_eq!(
+        facts.len(),
+        RECORDS as usize - 1,
+        "a fact per record but the marked one"
+    );
+    each_account_in_order(facts.iter().map(|p| (p.account.as_str(), p.cents)));
+    assert_eq!(running.stats()[0].dead_lettered, 1);
+    let calls = CALLS.lock().unwrap().clone();
+    assert!(
+        calls.iter().any(|(n, _)| *n > 10),
+        "calls of many: {calls:?}"
+    );
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Set-based listeners take runs of a partition: an ordering that runs a partition's records
+/// concurrently (and a transaction per record) would give every call one record.
 #[tokio::test]
 async fn a_set_based_listener_that_would_never_get_a_batch_is_refused_at_start() {
     let dir = store_dir("set-refused");
@@ -725,41 +786,6 @@ async fn a_set_based_listener_that_would_never_get_a_batch_is_refused_at_start()
         "{text}"
     );
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-#[event_service(company = "acme", namespace = "test", name = "loose")]
-struct Loose;
-
-#[derive(Debug, Serialize, Deserialize, Event)]
-#[event(command, name = "nudge", version = 1, service = Loose)]
-struct Nudge {
-    #[event(key)]
-    id: String,
-}
-
-#[handlers]
-impl Loose {
-    /// Takes a batch, with records of a key in order but keys concurrently: batches are runs
-    /// of a partition.
-    #[listener(name = "nudge", ordering = "key")]
-    async fn nudge(&self, _batch: atoll::Batch<Self, Nudge>) -> HandlerResult {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn a_set_based_listener_not_in_partition_order_is_refused_at_start() {
-    let err = App::new(Config::default())
-        .service(Loose)
-        .start()
-        .await
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.contains("listener `nudge` takes a `Batch`")
-            && text.contains("its ordering must be `partition`"),
-        "{text}"
-    );
 }
 
 #[event_service(company = "acme", namespace = "test", name = "echo")]
