@@ -285,8 +285,8 @@ async fn batch_size_bounds_a_call_and_batch_wait_gathers_a_trickle() {
     assert!(calls.iter().all(|c| c.len() <= 10), "{calls:?}");
     assert!(calls.iter().any(|c| c.len() == 10), "{calls:?}");
 
-    // Records sent 200 ms apart, none waiting behind a held one: without a wait, a call each;
-    // with one of 3 s, a call gathers them.
+    // Records sent 200 ms apart, none waiting behind a held one: without a wait, a call each
+    // (or two, on a slow machine); with one of 3 s, a call gathers them.
     let trickle: Vec<Vote> = (0..8)
         .map(|i| Vote {
             id: format!("t{i}"),
@@ -294,6 +294,14 @@ async fn batch_size_bounds_a_call_and_batch_wait_gathers_a_trickle() {
             ..Default::default()
         })
         .collect();
+    let Outcome { tally, .. } = run(
+        Config::default(),
+        &trickle,
+        |t| t.calls().iter().map(Vec::len).sum::<usize>() == 8,
+        8,
+    )
+    .await;
+    assert!(tally.calls().len() >= 4, "no wait: {:?}", tally.calls());
     let mut config = Config::default();
     config.listener.batch_wait_ms = 3_000;
     let Outcome { tally, .. } = run(

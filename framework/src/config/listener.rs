@@ -210,8 +210,8 @@ listener_settings! {
     /// together: in one database transaction (one `COMMIT`) for a transactional listener, in
     /// one call for a handler that takes a `Batch`; 1 handles each alone.
     batch_size: usize = 100,
-    /// How long a batch waits for more records, from its first record's receipt, in ms; 0
-    /// takes only the records already waiting.
+    /// How long a batch waits for more records, from its first record's receipt, in ms (at
+    /// most a minute); 0 takes only the records already waiting.
     batch_wait_ms: u64 = 0,
     /// A batch's transaction takes no further record once it has been open this long, in ms.
     store_batch_ms: u64 = 100,
@@ -273,9 +273,18 @@ impl ListenerConfig {
                 "{prefix}.max_backoff_ms must be at least {prefix}.backoff_ms"
             ));
         }
+        if self.batch_wait_ms > MAX_BATCH_WAIT_MS {
+            return Err(format!(
+                "{prefix}.batch_wait_ms must be at most {MAX_BATCH_WAIT_MS} (a minute): a batch's first record waits that long"
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest `batch_wait_ms`: a batch's first record waits that long unhandled, and its
+/// partition's finished records uncommitted.
+const MAX_BATCH_WAIT_MS: u64 = 60_000;
 
 /// Whether the `listeners.<key>` override applies to listener `name` (environment variable
 /// names cannot hold `-`, so `place_order` also names `place-order`).
@@ -329,6 +338,14 @@ mod tests {
             .check("listener")
             .unwrap_err()
             .contains("listener.commit_batch"));
+        let bad = ListenerConfig {
+            batch_wait_ms: 3_600_000,
+            ..Default::default()
+        };
+        assert!(bad
+            .check("listeners.tally")
+            .unwrap_err()
+            .contains("listeners.tally.batch_wait_ms must be at most 60000"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! A transactional listener's batches: with `partition` ordering, the records of a partition
-//! already waiting when the worker takes one (up to `listener.batch_size`) are handled in
-//! one database transaction.
+//! A partition's batches: with `partition` ordering, the records of a partition already
+//! waiting when the worker takes one (up to `listener.batch_size`, and those that come within
+//! `listener.batch_wait_ms`) are handled together: a transactional listener's in one database
+//! transaction, a set-based handler's (it takes a `Batch`) in one call.
 //!
 //! Why: a record of a transactional listener costs its transaction's `BEGIN`, its inbox row,
 //! its outbox rows and a `COMMIT` besides its handler's own SQL, and the `COMMIT` waits for
@@ -53,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::env::{ListenerEnv, Mode};
+use super::outcome::Failed;
 use super::received::Received;
 use super::routing::Route;
 use super::worker::{done_with, finish, handle_one, Delivered, PartitionShared};
@@ -61,7 +63,7 @@ use crate::contract::service::Service;
 use crate::error::Error;
 use crate::handler::context::{Context, Meta};
 use crate::handler::delivery::{Acking, Acks, Begun, Delivery, Outboxed, Settled, Sink};
-use crate::handler::listener::Calls;
+use crate::handler::listener::{CallError, Calls};
 use crate::handler::transaction::{BatchTx, TxCell};
 use crate::store::inbox::EventId;
 
@@ -291,18 +293,20 @@ impl<S: Service> ListenerEnv<S> {
         let (mut failed, mut each) = (Vec::new(), Vec::with_capacity(limit));
         for (i, (ctx, sink)) in contexts.iter().zip(sinks).enumerate() {
             let settled = match ctx.take_mark() {
-                Some(mark) => Err(mark.to_string()),
+                Some(mark) => Err(Failed::Call(CallError::Handler(mark))),
                 None => sink
                     .settle(Acks::Background)
                     .await
-                    .map_err(|e| format!("{e:?}")),
+                    .map_err(Failed::Unsettled),
             };
             match settled {
                 Ok(settled) => {
                     metrics.handled.inc();
                     each.push(Some(settled));
                 }
-                Err(error) => {
+                Err(why) => {
+                    let (outcome, error) = why.outcome();
+                    self.count_failure(outcome);
                     tracing::info!(
                         offset = batch[i].msg.offset(),
                         error,
@@ -485,12 +489,20 @@ impl<S: Service> ListenerEnv<S> {
         }
         // A record the call marked failed: the transaction rolls back (one statement may hold
         // its rows), the records before it are redone without it, and it goes alone.
-        if let Some((i, _)) = contexts.iter().find(|(_, ctx)| ctx.take_mark().is_some()) {
+        // (Each further marked record costs its batch's later records another run: mark
+        // rarely, or take no `Tx`.)
+        let marked = contexts
+            .iter()
+            .find_map(|(i, ctx)| ctx.take_mark().map(|mark| (*i, mark)));
+        if let Some((i, mark)) = marked {
+            let (outcome, error) = Failed::Call(CallError::Handler(mark)).outcome();
+            self.count_failure(outcome);
             tracing::info!(
-                offset = batch[*i].msg.offset(),
+                offset = batch[i].msg.offset(),
+                error,
                 "a record was marked failed in its batch's call: it is handled alone next"
             );
-            return Err(Ran::FailedAt(*i));
+            return Err(Ran::FailedAt(i));
         }
         tx.idle().await;
         Ok((metas.len(), cells))

@@ -117,8 +117,10 @@ type Acked = Vec<(Delivered, crate::error::Result<()>)>;
 /// a time; a record is finished (committable) once its outputs are acknowledged. A record whose
 /// outputs are not acknowledged is handled again at once, waiting for its acknowledgements
 /// this time (so its outputs may follow those of records after it). With `batch` above 1 (a
-/// transactional listener), the records already waiting, up to `batch`, are handled in one
-/// database transaction (see [`super::batch`]).
+/// transactional listener, or a handler that takes a `Batch`), the records already waiting,
+/// up to `batch` (and those that come within `batch_wait_ms`), are handled together: in one
+/// database transaction, or one call (see [`super::batch`]). While a batch gathers, finished
+/// records' acknowledgements wait.
 async fn sequential<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
