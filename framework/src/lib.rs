@@ -185,7 +185,7 @@ pub mod __fuzz {
 /// [`App::listener_layer`]).
 pub mod layer {
     pub use crate::handler::layer::{
-        from_fn, Failed, FromFn, FromFnService, Handling, Incoming, Next,
+        from_fn, Failed, FromFn, FromFnService, HandlerLayer, Handling, Incoming, Next,
     };
 }
 

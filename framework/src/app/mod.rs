@@ -35,12 +35,11 @@ use crate::consume::routing::{Inbox, Routes};
 use crate::contract::codec::CodecKind;
 use crate::contract::service::{owned_topics, Service, TopicSpec};
 use crate::contract::topic::ServiceId;
-use crate::error::BoxError;
 use crate::error::{Error, Result};
 use crate::handler::context::Client;
 use crate::handler::delivery::{Delivery, Outboxed};
 use crate::handler::hooks::HookRuntime;
-use crate::handler::layer::{AnyLayer, Handling, Incoming, Scope, ServiceLayer};
+use crate::handler::layer::{AnyLayer, HandlerLayer, Scope, ServiceLayer};
 use crate::handler::listener::{all_listeners, is_inbox, Calls, Handlers, Listener};
 use crate::handler::transaction::StoreTx;
 use crate::ops::health::Health;
@@ -52,7 +51,6 @@ use crate::store::driver::Driver;
 use crate::store::view;
 use crate::store::{Store, StoreSlot, Watch};
 use atoll_naming::check_table;
-use tower::{Layer, Service as TowerService};
 
 /// What the runtime needs to start a service's listeners.
 struct StartEnv<'a> {
@@ -553,13 +551,7 @@ impl App {
     pub fn layer<S, L>(mut self, layer: L) -> Self
     where
         S: Handlers,
-        L: Layer<Handling<S>> + Send + Sync + 'static,
-        L::Service: TowerService<Incoming<S>, Response = (), Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as TowerService<Incoming<S>>>::Future: Send + 'static,
+        L: HandlerLayer<S>,
     {
         let layer = ServiceLayer::<S>::new(Scope::All, layer);
         self.layers.push(Arc::new(layer));
@@ -571,13 +563,7 @@ impl App {
     pub fn listener_layer<S, L>(mut self, listener: &'static str, layer: L) -> Self
     where
         S: Handlers,
-        L: Layer<Handling<S>> + Send + Sync + 'static,
-        L::Service: TowerService<Incoming<S>, Response = (), Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as TowerService<Incoming<S>>>::Future: Send + 'static,
+        L: HandlerLayer<S>,
     {
         let layer = ServiceLayer::<S>::new(Scope::Listener(listener), layer);
         self.layers.push(Arc::new(layer));

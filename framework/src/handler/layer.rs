@@ -227,21 +227,33 @@ impl<S: Service> AnyLayer for ServiceLayer<S> {
     }
 }
 
+/// A tower layer that can wrap service `S`'s handlers: its service takes [`Incoming`] records,
+/// answers `()` or a [`BoxError`], and is cheap to clone and shared across tasks. Every such
+/// layer is one (`tower::timeout::TimeoutLayer`, [`from_fn`]'s, a company's own).
+pub trait HandlerLayer<S>: Send + Sync + 'static {
+    /// `inner` wrapped in this layer, boxed.
+    fn wrap(&self, inner: Handling<S>) -> Handling<S>;
+}
+
+impl<S, L> HandlerLayer<S> for L
+where
+    S: Service,
+    L: Layer<Handling<S>> + Send + Sync + 'static,
+    L::Service:
+        TowerService<Incoming<S>, Response = (), Error = BoxError> + Clone + Send + Sync + 'static,
+    <L::Service as TowerService<Incoming<S>>>::Future: Send + 'static,
+{
+    fn wrap(&self, inner: Handling<S>) -> Handling<S> {
+        BoxCloneSyncService::new(self.layer(inner))
+    }
+}
+
 impl<S: Service> ServiceLayer<S> {
     /// `layer` for the listeners of `S` in `scope`.
-    pub(crate) fn new<L>(scope: Scope, layer: L) -> Self
-    where
-        L: Layer<Handling<S>> + Send + Sync + 'static,
-        L::Service: TowerService<Incoming<S>, Response = (), Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as TowerService<Incoming<S>>>::Future: Send + 'static,
-    {
+    pub(crate) fn new(scope: Scope, layer: impl HandlerLayer<S>) -> Self {
         Self {
             scope,
-            wrap: Arc::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))),
+            wrap: Arc::new(move |inner| layer.wrap(inner)),
         }
     }
 }
