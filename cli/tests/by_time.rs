@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use atoll_testkit::process::wait_until;
 use atoll_testkit::{committed, raw_producer, send_waiting, text, Tansu};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
@@ -60,21 +58,7 @@ fn at(ms: i64) -> String {
 }
 
 async fn create(bootstrap: &str, topics: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let topics: Vec<_> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    atoll_testkit::create_topics(bootstrap, topics, 2).await;
 }
 
 /// Writes one record per entry of [`TIMES`] to `topic`, its payload the time's offset from T

@@ -719,6 +719,27 @@ pub fn time_index_answer(bootstrap: &str) -> rdkafka::Offset {
     found.elements()[0].offset()
 }
 
+/// Creates `topics` with `partitions` each on the broker at `bootstrap`, failing with the
+/// broker's answer when one is refused.
+pub async fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("an admin client");
+    let topics: Vec<_> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for created in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .expect("the broker answers")
+    {
+        created.expect("a topic created");
+    }
+}
+
 /// What a broker gives a consumer of the next-generation group protocol (KIP-848,
 /// `group.protocol = consumer`) subscribed to `topic` within 8 s: how many partitions it was
 /// assigned, and the errors it heard. Kafka 4 assigns every partition of a topic to a lone

@@ -111,7 +111,7 @@ fn noida_takes_any_plain_password() {
 async fn noida_has_no_kip_848_consumer_groups() {
     let broker = Tansu::builder().transactions(true).start();
     let b = broker.bootstrap();
-    create_topics(&b, &["t"]).await;
+    atoll_testkit::create_topics(&b, &["t"], 1).await;
     let answer =
         tokio::task::spawn_blocking(move || atoll_testkit::consumer_protocol_answer(&b, "t"))
             .await
@@ -126,24 +126,9 @@ async fn noida_has_no_kip_848_consumer_groups() {
 async fn noida_answers_a_time_as_kafka_does() {
     let broker = Tansu::builder().transactions(true).start();
     let b = broker.bootstrap();
-    create_topics(&b, &["times"]).await;
+    atoll_testkit::create_topics(&b, &["times"], 1).await;
     let answer = tokio::task::spawn_blocking(move || atoll_testkit::time_index_answer(&b))
         .await
         .unwrap();
     assert_eq!(answer, Offset::Offset(1));
-}
-
-async fn create_topics(bootstrap: &str, names: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let topics: Vec<_> = names
-        .iter()
-        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
-        .collect();
-    admin
-        .create_topics(&topics, &Default::default())
-        .await
-        .unwrap();
 }

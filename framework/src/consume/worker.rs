@@ -500,9 +500,12 @@ impl<S: Service> ListenerEnv<S> {
         };
         let ctx = self.context(meta, sink.clone());
         self.call(ctx.clone(), msg).await?;
-        // A set-based handler's call of this record alone marked it failed.
-        if let Some(marked) = ctx.take_mark() {
-            return Err(Failed::Call(CallError::Handler(marked)));
+        // A set-based handler's call of this record alone marked it failed (only a `Batch`
+        // handler can: other listeners take no lock for it).
+        if self.listener.calls() == Calls::Batch {
+            if let Some(marked) = ctx.take_mark() {
+                return Err(Failed::Call(CallError::Handler(marked)));
+            }
         }
         sink.settle(acks).await.map_err(Failed::Unsettled)
     }
