@@ -658,13 +658,9 @@ impl Payer {
     }
 }
 
-/// Records waiting behind a slow one come to a set-based handler in calls of many; a call that
-/// fails is split in halves until the failing record is alone, which is dead-lettered after its
-/// one attempt: every other record commits once, each account's facts in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one_alone() {
-    const RECORDS: i64 = 40;
-    let dir = store_dir("set-based");
+/// The set-based `Payer` on a store of its own, named `name`, with batches of up to 100.
+async fn start_payer(name: &str) -> (atoll::Running, std::path::PathBuf) {
+    let dir = store_dir(name);
     let mut config = Config::default();
     config.store.path = dir.join("payer.db");
     config.listener.batch_size = 100;
@@ -677,6 +673,16 @@ async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one
         .start()
         .await
         .unwrap();
+    (running, dir)
+}
+
+/// Records waiting behind a slow one come to a set-based handler in calls of many; a call that
+/// fails is split in halves until the failing record is alone, which is dead-lettered after its
+/// one attempt: every other record commits once, each account's facts in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one_alone() {
+    const RECORDS: i64 = 40;
+    let (running, dir) = start_payer("set-based").await;
     let client = running.client("test");
     for n in 0..RECORDS {
         let pay = Pay {
@@ -726,18 +732,7 @@ async fn a_set_based_handler_takes_the_waiting_records_in_one_call_a_failing_one
 async fn a_marked_record_rolls_back_its_batch_and_goes_alone() {
     const RECORDS: i64 = 30;
     CALLS.lock().unwrap().clear();
-    let dir = store_dir("set-marked");
-    let mut config = Config::default();
-    config.store.path = dir.join("payer.db");
-    let migrator = sqlx::migrate::Migrator::new(dir.join("migrations").as_path())
-        .await
-        .unwrap();
-    let running = App::new(config)
-        .service(Payer)
-        .migrations(migrator)
-        .start()
-        .await
-        .unwrap();
+    let (running, dir) = start_payer("set-marked").await;
     let client = running.client("test");
     for n in 0..RECORDS {
         let pay = Pay {
