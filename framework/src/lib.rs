@@ -94,6 +94,7 @@ pub use handler::context::{Client, Context, FromContext, Meta};
 pub use handler::input::{Input, InputType};
 pub use handler::listener::{describe, HandlerResult, Handlers, Listener};
 pub use handler::output::Output;
+pub use handler::schedule::{Due, ScheduleKey};
 pub use handler::transaction::{StoreTx, Tx};
 pub use ops::stats::ListenerStats;
 pub use saga::{Saga, Step};

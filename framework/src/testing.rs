@@ -294,6 +294,10 @@ impl<S: Handlers> TestBed<S> {
         let outbox = Outboxed::new::<S>(store, self.producer.clone(), driver).map_err(|why| {
             HandlerError::permanent(format!("listener `{}`: {why}", listener.name()))
         })?;
+        let outbox = match listener.view_tables() {
+            [] => outbox,
+            _ => outbox.for_view(),
+        };
         Ok(Delivery::Transactional {
             group: listener.group_id().map_err(HandlerError::permanent)?,
             outbox: Arc::new(outbox),

@@ -429,6 +429,10 @@ fn delivery_of<S: Service>(
     let driver = listener.driver().unwrap_or(Driver::Any);
     let outbox = Outboxed::new::<S>(store, env.producer.clone(), driver)
         .map_err(|why| Error::Config(format!("listener `{}`: {why}", listener.name())))?;
+    let outbox = match listener.view_tables() {
+        [] => outbox,
+        _ => outbox.for_view(),
+    };
     Ok(Delivery::Transactional {
         group: listener.group_id()?,
         outbox: Arc::new(outbox),

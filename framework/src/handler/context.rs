@@ -166,6 +166,14 @@ impl<S> Context<S> {
         }
     }
 
+    /// The record's transaction and where its outbox goes, in a transactional listener.
+    pub(crate) fn outbox(&self) -> Option<(&Arc<TxCell>, &crate::handler::delivery::Outboxed)> {
+        match &*self.scope.sink {
+            Sink::Outbox(cell, to) => Some((cell, to)),
+            Sink::Producer(_) | Sink::Stage(_) => None,
+        }
+    }
+
     /// The records of a set-based handler's call, each its context and payload; `None` for a
     /// call with one record (its payload is the call's).
     pub(crate) fn batch_members(&self) -> Option<impl Iterator<Item = (Context<S>, &[u8])>> {
@@ -345,10 +353,47 @@ impl<S: Service> Context<S> {
     /// acknowledgement then: it is published after the commit), or to the stage of an
     /// exactly-once listener (published with the record's offset).
     async fn start_produce(&self, record: Record<'_>) -> Result<(String, Option<Pending>)> {
+        let made = self.outgoing(record)?;
+        let id = made.ce_id.clone();
+        match &*self.scope.sink {
+            Sink::Outbox(tx, _) => {
+                tx.push(made.into_outbox());
+                Ok((id, None))
+            }
+            Sink::Stage(stage) => {
+                stage.lock().push(Output {
+                    topic: made.topic.to_string(),
+                    partition: made.partition,
+                    key: made.key,
+                    payload: made.payload,
+                    headers: made.headers,
+                });
+                Ok((id, None))
+            }
+            Sink::Producer(_) => {
+                let pending = self
+                    .scope
+                    .producer
+                    .send_to(
+                        made.topic.as_str(),
+                        made.partition,
+                        made.key.as_deref(),
+                        &made.payload,
+                        made.headers,
+                    )
+                    .await?;
+                Ok((id, Some(pending)))
+            }
+        }
+    }
+
+    /// `record` as it leaves, within the handled record's flow: its key (the handled record's
+    /// when it names none), its envelope's headers and its `ce_id`.
+    pub(crate) fn outgoing(&self, record: Record<'_>) -> Result<Made> {
         let meta = &self.scope.meta;
         let (payload, content_type) = record.payload?;
         let key = record.key.or_else(|| meta.key_bytes.clone());
-        let (headers, id) = Outgoing {
+        let (headers, ce_id) = Outgoing {
             ce_type: record.ce_type,
             source: &self.scope.source,
             correlation_id: Some(&meta.correlation_id),
@@ -359,43 +404,37 @@ impl<S: Service> Context<S> {
             content_type: Some(content_type),
         }
         .headers();
-        let headers = inject_current(headers);
-        match &*self.scope.sink {
-            Sink::Outbox(tx, _) => {
-                tx.push(OutboxRecord {
-                    topic: record.topic.to_string(),
-                    partition: record.partition,
-                    key,
-                    payload,
-                    headers: header_pairs(&headers),
-                    ce_id: id.clone(),
-                });
-                Ok((id, None))
-            }
-            Sink::Stage(stage) => {
-                stage.lock().push(Output {
-                    topic: record.topic.to_string(),
-                    partition: record.partition,
-                    key,
-                    payload,
-                    headers,
-                });
-                Ok((id, None))
-            }
-            Sink::Producer(_) => {
-                let pending = self
-                    .scope
-                    .producer
-                    .send_to(
-                        record.topic.as_str(),
-                        record.partition,
-                        key.as_deref(),
-                        &payload,
-                        headers,
-                    )
-                    .await?;
-                Ok((id, Some(pending)))
-            }
+        Ok(Made {
+            topic: record.topic,
+            partition: record.partition,
+            key,
+            payload,
+            headers: inject_current(headers),
+            ce_id,
+        })
+    }
+}
+
+/// A record made to leave (see [`Context::outgoing`]).
+pub(crate) struct Made {
+    pub(crate) topic: TopicName,
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) headers: rdkafka::message::OwnedHeaders,
+    pub(crate) ce_id: String,
+}
+
+impl Made {
+    /// The record as an outbox row holds it.
+    pub(crate) fn into_outbox(self) -> OutboxRecord {
+        OutboxRecord {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            key: self.key,
+            payload: self.payload,
+            headers: header_pairs(&self.headers),
+            ce_id: self.ce_id,
         }
     }
 }

@@ -64,6 +64,20 @@ pub(crate) struct Outboxed {
     pub(crate) dead_letters: String,
     /// The driver its transactions begin on.
     pub(crate) driver: Driver,
+    /// The service whose records these are: its scheduled records' keys are its own.
+    pub(crate) service: String,
+    /// Whether its handlers may schedule records.
+    pub(crate) scheduling: Scheduling,
+}
+
+/// Whether a transaction's handler may schedule records (see
+/// [`Context::schedule`](super::context::Context::schedule)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheduling {
+    /// In the transaction, with its outbox.
+    Allowed,
+    /// Refused: a view's listener (a rebuild would schedule everything again, under new ids).
+    View,
 }
 
 /// Where one attempt's outputs go, as its [`Context`](super::context::Context) produces them.
@@ -209,7 +223,17 @@ impl Outboxed {
             producer,
             dead_letters: S::ID.dlq().to_string(),
             driver,
+            service: S::ID.to_string(),
+            scheduling: Scheduling::Allowed,
         })
+    }
+
+    /// The same outbox for a view's listener, whose handlers may not schedule.
+    pub(crate) fn for_view(self) -> Self {
+        Self {
+            scheduling: Scheduling::View,
+            ..self
+        }
     }
 
     /// Commits the record's transaction with its outbox rows, then publishes them (see

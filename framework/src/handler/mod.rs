@@ -11,4 +11,5 @@ pub(crate) mod input;
 pub(crate) mod layer;
 pub(crate) mod listener;
 pub(crate) mod output;
+pub(crate) mod schedule;
 pub(crate) mod transaction;

@@ -16,6 +16,7 @@ use crate::error::{store_error, Result};
 use crate::produce::Producer;
 use crate::store::driver::{Driver, OpenTx, TxDriver};
 use crate::store::outbox::{self, Committed, NewRow, OutboxRecord, Route, Routed};
+use crate::store::schedule::{self, ScheduleOp, Scheduler};
 use crate::store::{inbox, Store};
 
 /// A record's open transaction and the outbox rows its handler produced.
@@ -27,8 +28,17 @@ pub(crate) struct TxCell {
     /// outside a listener.
     slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
     outbox: Mutex<Vec<OutboxRecord>>,
+    /// What the handler asked of the schedule, in order (applied at the commit).
+    schedule: Mutex<Vec<ScheduleOp>>,
     /// The record being handled (see [`source`]); none outside listeners.
     source: Option<String>,
+}
+
+/// What one handled record's cell leaves for the commit.
+struct CellOutput<'a> {
+    source: Option<&'a str>,
+    records: Vec<OutboxRecord>,
+    schedule: Vec<ScheduleOp>,
 }
 
 /// How the outbox names the record whose handling wrote a row: its consumer group and inbox id.
@@ -46,6 +56,7 @@ impl TxCell {
             tx: Arc::new(tokio::sync::Mutex::new(Some(tx))),
             slot: Mutex::new(slot),
             outbox: Mutex::default(),
+            schedule: Mutex::default(),
             source,
         })
     }
@@ -55,11 +66,18 @@ impl TxCell {
         self.outbox.lock().push(record);
     }
 
-    /// The transaction and the records produced in it, once the handler returned.
-    pub(crate) async fn finish(&self) -> Option<(OpenTx, Vec<OutboxRecord>)> {
-        let tx = self.tx.lock().await.take()?;
-        let records = std::mem::take(&mut *self.outbox.lock());
-        Some((tx, records))
+    /// Adds a change to the schedule, applied when the transaction commits.
+    pub(crate) fn schedule(&self, op: ScheduleOp) {
+        self.schedule.lock().push(op);
+    }
+
+    /// What the handler left for the commit: its outbox records and schedule changes.
+    fn output(&self) -> CellOutput<'_> {
+        CellOutput {
+            source: self.source.as_deref(),
+            records: std::mem::take(&mut *self.outbox.lock()),
+            schedule: std::mem::take(&mut *self.schedule.lock()),
+        }
     }
 }
 
@@ -92,30 +110,40 @@ pub(crate) async fn begin(
 /// ids and records, to publish, and whether this process sends them from memory (claimed in
 /// the transaction) or the relay does.
 pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
-    let (tx, records) = cell
-        .finish()
+    let tx = cell
+        .tx
+        .lock()
         .await
+        .take()
         .expect("a handler's transaction is finished once");
     // Given back once the transaction ended, committed or not.
     let _slot = cell.slot.lock().take();
-    commit_rows(tx, to, vec![(cell.source.as_deref(), records)]).await
+    commit_rows(tx, to, vec![cell.output()]).await
 }
 
-/// Writes the outbox rows of the records handled in `tx` (`rows`: each record's source and
-/// rows, in offset order) and commits it: one route for them all (see [`outbox::route`]), the
-/// rows claimed by this process when it sends them itself, after the older rows of their keys
-/// it took over.
+/// Applies the schedule changes and writes the outbox rows of the records handled in `tx`
+/// (`handled`: each record's output, in offset order) and commits it: one route for the rows
+/// (see [`outbox::route`]), claimed by this process when it sends them itself, after the older
+/// rows of their keys it took over.
 async fn commit_rows(
     mut tx: OpenTx,
     to: &Outboxed,
-    rows: Vec<(Option<&str>, Vec<OutboxRecord>)>,
+    handled: Vec<CellOutput<'_>>,
 ) -> Result<Committed> {
     // Every record's rows, in order, and how many are each record's.
     let mut all = Vec::new();
-    let mut counts = Vec::with_capacity(rows.len());
-    for (source, records) in rows {
-        counts.push((source, records.len()));
-        all.extend(records);
+    let mut counts = Vec::with_capacity(handled.len());
+    for out in handled {
+        if !out.schedule.is_empty() {
+            let by = Scheduler {
+                service: &to.service,
+                source: out.source,
+                dead_letters: &to.dead_letters,
+            };
+            schedule::apply(&mut tx.conn(), to.store.backend(), by, &out.schedule).await?;
+        }
+        counts.push((out.source, out.records.len()));
+        all.extend(out.records);
     }
     let inflight = to.store.inflight();
     let backend = to.store.backend();
@@ -209,6 +237,7 @@ impl BatchTx {
         Arc::new(TxCell {
             tx: self.shared.tx.clone(),
             outbox: Mutex::default(),
+            schedule: Mutex::default(),
             source: Some(source(group, &meta.id)),
             slot: Mutex::new(None),
         })
@@ -231,14 +260,8 @@ impl BatchTx {
             .expect("a batch's transaction is finished once");
         // Given back once the transaction ended, committed or not.
         let _slot = self.shared.slot.lock().take();
-        let rows = handled
-            .iter()
-            .map(|cell| {
-                let records = std::mem::take(&mut *cell.outbox.lock());
-                (cell.source.as_deref(), records)
-            })
-            .collect();
-        commit_rows(tx, to, rows).await
+        let outputs = handled.iter().map(|cell| cell.output()).collect();
+        commit_rows(tx, to, outputs).await
     }
 }
 

@@ -72,6 +72,8 @@ pub(crate) struct OutboxMetrics {
     pub(crate) failed: Counter,
     /// Rows that could never be published, written to their service's DLQ.
     pub(crate) dead_lettered: Counter,
+    /// Scheduled records moved to the outbox once due.
+    pub(crate) promoted: Counter,
 }
 
 /// Every metric family of one app.
@@ -229,6 +231,11 @@ impl Default for Metrics {
             "atoll_outbox_dead_lettered",
             "Outbox rows that could never be published, written to their service's DLQ",
             m.outbox.dead_lettered.clone(),
+        );
+        r.register(
+            "atoll_schedule_promoted",
+            "Scheduled records moved to the outbox once due (ctx.schedule), to be published",
+            m.outbox.promoted.clone(),
         );
         r.register(
             "atoll_commit_duration_seconds",

@@ -9,6 +9,7 @@
 pub(crate) mod driver;
 pub(crate) mod inbox;
 pub(crate) mod outbox;
+pub(crate) mod schedule;
 pub(crate) mod schema;
 pub(crate) mod sizes;
 pub(crate) mod view;
@@ -482,7 +483,7 @@ impl Watch {
 }
 
 /// The store's background work until `stop`: the outbox relay (woken by the commit path, or
-/// every second) and the pruning of inbox rows older than `retention`.
+/// every second, when it also moves the due scheduled records to the outbox) and the pruning of inbox rows older than `retention`.
 pub(crate) async fn background(
     store: Store,
     producer: Producer,
@@ -508,6 +509,7 @@ pub(crate) async fn background(
 /// Relays until a pass finds fewer rows than it could take, then shows what keeps failing on
 /// the readiness probe.
 async fn relay_all(store: &Store, producer: &Producer, watch: &Watch, stop: &CancellationToken) {
+    promote_due(store, watch, stop).await;
     loop {
         match outbox::relay::relay_once(store, producer, RELAY_BATCH, &watch.metrics).await {
             Ok(pass) => {
@@ -535,6 +537,28 @@ async fn relay_all(store: &Store, producer: &Producer, watch: &Watch, stop: &Can
     }
 }
 
+/// Moves the scheduled records that are due into the outbox, a batch at a time, for the relay
+/// to publish next.
+async fn promote_due(store: &Store, watch: &Watch, stop: &CancellationToken) {
+    loop {
+        match schedule::promote(store, RELAY_BATCH).await {
+            Ok(moved) => {
+                watch.metrics.promoted.inc_by(moved);
+                if moved > 0 {
+                    tracing::debug!(records = moved, "due scheduled records moved to the outbox");
+                }
+                if moved < RELAY_BATCH as u64 || stop.is_cancelled() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "moving due scheduled records failed; trying again");
+                return;
+            }
+        }
+    }
+}
+
 /// Deletes inbox rows received before `before`, a batch at a time.
 async fn prune_inbox(store: &Store, before: i64) {
     loop {
@@ -553,10 +577,11 @@ async fn prune_inbox(store: &Store, before: i64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    async fn sqlite(name: &str) -> (Store, std::path::PathBuf) {
+    /// A store on a fresh SQLite file named after the test, and its folder.
+    pub(crate) async fn sqlite(name: &str) -> (Store, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("atoll-store-unit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,5 +1,6 @@
 //! atoll's own tables, created by versioned migrations at start: the inbox (records a
-//! transactional listener has handled) and the outbox (records waiting to be published).
+//! transactional listener has handled), the outbox (records waiting to be published) and the
+//! schedule (records waiting until they are due).
 //!
 //! Applied migrations are recorded in `atoll_schema`; on PostgreSQL an advisory lock makes
 //! concurrent starts of several processes wait for each other.
@@ -163,7 +164,51 @@ const MIGRATIONS: &[Migration] = &[
         ],
         sqlite: &[OUTBOX_NO_SOURCE_INDEX],
     },
+    Migration {
+        version: 7,
+        name: "scheduled commands",
+        postgres: &[
+            "CREATE TABLE atoll_schedule (
+            id BIGSERIAL PRIMARY KEY,
+            service TEXT NOT NULL,
+            schedule_key TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            record_partition INTEGER,
+            record_key BYTEA,
+            payload BYTEA NOT NULL,
+            headers BYTEA NOT NULL,
+            ce_id TEXT NOT NULL,
+            due_at BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            source TEXT,
+            dead_letter_topic TEXT NOT NULL,
+            UNIQUE (service, schedule_key))",
+            SCHEDULE_DUE_INDEX,
+        ],
+        sqlite: &[
+            "CREATE TABLE atoll_schedule (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            service TEXT NOT NULL,
+            schedule_key TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            record_partition INTEGER,
+            record_key BLOB,
+            payload BLOB NOT NULL,
+            headers BLOB NOT NULL,
+            ce_id TEXT NOT NULL,
+            due_at INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            source TEXT,
+            dead_letter_topic TEXT NOT NULL,
+            UNIQUE (service, schedule_key))",
+            SCHEDULE_DUE_INDEX,
+        ],
+    },
 ];
+
+/// Scheduled records by when they are due, for the move of the due ones to the outbox (see
+/// `schedule::promote`).
+const SCHEDULE_DUE_INDEX: &str = "CREATE INDEX atoll_schedule_due ON atoll_schedule (due_at, id)";
 
 /// No query looks rows up by their source: the index only cost every insert and delete.
 const OUTBOX_NO_SOURCE_INDEX: &str = "DROP INDEX IF EXISTS atoll_outbox_source";
