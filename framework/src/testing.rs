@@ -57,7 +57,10 @@ use crate::handler::listener::{CallError, Handlers, Listener};
 use crate::produce::{Producer, Recorded};
 use crate::saga::state::{SagaState, Status};
 use crate::saga::{saga_listener, start_type, state_type, timeout_type, SagaOf};
+use crate::ops::metrics::OutboxMetrics;
 use crate::store::driver::Driver;
+use crate::store::outbox::{owned_headers, relay};
+use crate::store::schedule;
 use crate::store::Store;
 
 /// A listener call's result as the handler's.
@@ -132,6 +135,17 @@ fn decode_json<T: DeserializeOwned>(payload: &[u8], what: &str) -> T {
             String::from_utf8_lossy(payload)
         )
     })
+}
+
+/// A command a service scheduled and has not sent yet (see [`TestBed::scheduled`]).
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    /// The key it was scheduled under.
+    pub key: crate::ScheduleKey,
+    /// When it is due.
+    pub due: std::time::SystemTime,
+    /// The command, as it will be sent.
+    pub record: Produced,
 }
 
 /// A service under test: its listeners, fed records directly, and a recording producer.
@@ -377,6 +391,62 @@ impl<S: Handlers> TestBed<S> {
     /// The replies of type `R` the service sent, oldest first.
     pub fn replies<R: Reply>(&self) -> Vec<R> {
         self.of_type()
+    }
+
+    /// The commands the service scheduled ([`Context::schedule`]) and that are still pending,
+    /// soonest due first.
+    ///
+    /// # Errors
+    /// When the bed has no store, or it cannot be read.
+    pub async fn scheduled(&self) -> crate::Result<Vec<Scheduled>> {
+        let store = self.scheduling_store()?;
+        let service = S::ID.to_string();
+        Ok(schedule::pending(store)
+            .await?
+            .into_iter()
+            .filter(|p| p.service == service)
+            .map(|p| {
+                let millis = u64::try_from(p.due_at).unwrap_or_default();
+                Scheduled {
+                    key: crate::ScheduleKey::new(p.key),
+                    due: std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
+                    record: Produced::of(&Recorded {
+                        topic: p.record.topic,
+                        partition: p.record.partition,
+                        key: p.record.key,
+                        payload: p.record.payload,
+                        headers: owned_headers(&p.record.headers),
+                    }),
+                }
+            })
+            .collect())
+    }
+
+    /// Sends every command the service scheduled now, as if its time had come, through the
+    /// store's outbox as a running service would: they are recorded here (read them with
+    /// [`sent`](Self::sent)). Returns how many it sent.
+    ///
+    /// # Errors
+    /// When the bed has no store, or it fails.
+    pub async fn run_scheduled(&self) -> crate::Result<u64> {
+        let store = self.scheduling_store()?;
+        sqlx::query("UPDATE atoll_schedule SET due_at = 0 WHERE service = $1")
+            .bind(S::ID.to_string())
+            .execute(store.pool())
+            .await
+            .map_err(crate::error::store_error("making scheduled records due"))?;
+        let moved = schedule::promote(store, i64::MAX).await?;
+        relay::relay_once(store, &self.producer, i64::MAX, &OutboxMetrics::default()).await?;
+        Ok(moved)
+    }
+
+    fn scheduling_store(&self) -> crate::Result<&Store> {
+        self.store.as_ref().ok_or_else(|| {
+            crate::Error::Config(
+                "scheduled commands live in the store: give the test bed one, `TestBed::new(…).with_store(…)`"
+                    .into(),
+            )
+        })
     }
 
     /// A driver for saga `D` of this service: its listener, fed starts, replies and timeouts.

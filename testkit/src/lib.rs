@@ -873,6 +873,7 @@ pub mod postgres;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod replicas;
 pub mod stunnel;
 
 pub use pki::{Pair, Pki};

@@ -385,3 +385,150 @@ impl Tally {
         })
     }
 }
+
+/// The alarm service: `acme.test.alarm`, 4 partitions, on a PostgreSQL store. `set` schedules
+/// a [`Ring`] under the alarm's key (`alarm/<key>/<n>`: setting it again replaces it) or
+/// cancels it, and `ring` counts each ring in `rings`, in one transaction with its
+/// inbox row (a repeat is dropped there and never counted). `set` keeps when each alarm is due
+/// in `alarms`. Run by the `probe` binary with `PROBE_SERVICE=alarm` (and
+/// `ATOLL_STORE__URL`); its tables come from [`Alarm::migrations`].
+#[event_service(company = "acme", namespace = "test", name = "alarm", partitions = 4)]
+#[derive(Debug, Default)]
+pub struct Alarm;
+
+/// Sets alarm `n` of `key` to ring `after_ms` from now, at `version` (a later version
+/// replaces it).
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "set_alarm", version = 1, service = Alarm)]
+pub struct SetAlarm {
+    /// The key.
+    #[event(key)]
+    pub key: String,
+    /// The alarm's number within its key.
+    pub n: u32,
+    /// Which setting of the alarm this is, from 1.
+    pub version: u32,
+    /// How long from now it rings.
+    pub after_ms: u64,
+}
+
+/// Cancels alarm `n` of `key`.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "cancel_alarm", version = 1, service = Alarm)]
+pub struct CancelAlarm {
+    /// The key.
+    #[event(key)]
+    pub key: String,
+    /// The alarm's number within its key.
+    pub n: u32,
+}
+
+/// Alarm `n` of `key`, set at `version`, rings: the scheduled command.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "ring", version = 1, service = Alarm)]
+pub struct Ring {
+    /// The key.
+    #[event(key)]
+    pub key: String,
+    /// The alarm's number within its key.
+    pub n: u32,
+    /// The setting that rang.
+    pub version: u32,
+}
+
+impl Alarm {
+    /// The schedule key of alarm `n` of `key`.
+    pub fn key(key: &str, n: u32) -> atoll::ScheduleKey {
+        atoll::ScheduleKey::new(format!("alarm/{key}/{n}"))
+    }
+
+    /// The `alarms` table (when each alarm is due, by the process's clock) and the `rings`
+    /// table (how often each alarm rang, at which version, when first).
+    pub fn migrations() -> sqlx::migrate::Migrator {
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
+        use sqlx::SqlSafeStr;
+        let sql = "CREATE TABLE alarms (k TEXT NOT NULL, n BIGINT NOT NULL, version BIGINT NOT NULL,
+                due_ms BIGINT NOT NULL, PRIMARY KEY (k, n));
+            CREATE TABLE rings (k TEXT NOT NULL, n BIGINT NOT NULL, version BIGINT NOT NULL,
+                times BIGINT NOT NULL, rang_ms BIGINT NOT NULL, PRIMARY KEY (k, n))";
+        Migrator::with_migrations(vec![Migration::new(
+            1,
+            "alarms".into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )])
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(now.unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The alarm commands the `set` listener takes, in their order on the partition: a cancel
+/// handled by another listener could run before the setting it cancels.
+#[derive(Debug, atoll::Events)]
+pub enum AlarmCommand {
+    /// Set (or set again).
+    Set(SetAlarm),
+    /// Cancel.
+    Cancel(CancelAlarm),
+}
+
+#[handlers]
+impl Alarm {
+    /// Schedules the ring and notes when it is due, or takes it back.
+    #[listener(name = "set")]
+    async fn set(
+        &self,
+        ctx: Context<Self>,
+        mut tx: atoll::Tx<sqlx::Postgres>,
+        cmd: AlarmCommand,
+    ) -> HandlerResult<()> {
+        let cmd = match cmd {
+            AlarmCommand::Set(cmd) => cmd,
+            AlarmCommand::Cancel(cmd) => {
+                ctx.cancel(&Self::key(&cmd.key, cmd.n)).await?;
+                return Ok(());
+            }
+        };
+        let after = Duration::from_millis(cmd.after_ms);
+        let due = now_ms() + i64::try_from(cmd.after_ms).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO alarms (k, n, version, due_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (k, n) DO UPDATE SET version = $3, due_ms = $4",
+        )
+        .bind(&cmd.key)
+        .bind(i64::from(cmd.n))
+        .bind(i64::from(cmd.version))
+        .bind(due)
+        .execute(&mut *tx)
+        .await?;
+        let ring = Ring {
+            key: cmd.key.clone(),
+            n: cmd.n,
+            version: cmd.version,
+        };
+        ctx.schedule_keyed(Self::key(&cmd.key, cmd.n), ring, after)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts the ring.
+    #[listener(name = "ring")]
+    async fn ring(&self, mut tx: atoll::Tx<sqlx::Postgres>, cmd: Ring) -> HandlerResult<()> {
+        sqlx::query(
+            "INSERT INTO rings (k, n, version, times, rang_ms) VALUES ($1, $2, $3, 1, $4)
+             ON CONFLICT (k, n) DO UPDATE SET times = rings.times + 1",
+        )
+        .bind(&cmd.key)
+        .bind(i64::from(cmd.n))
+        .bind(i64::from(cmd.version))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}

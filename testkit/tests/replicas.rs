@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use atoll::contract::owned_topics;
 use atoll::envelope::{header_str, Outgoing};
-use atoll::{App, Event};
+use atoll::Event;
 use atoll_testkit::probe::{Add, Added, Tally};
-use atoll_testkit::process::Proc;
+use atoll_testkit::replicas::Replicas;
 use atoll_testkit::proxy::Direction;
-use atoll_testkit::{read_topic, Postgres, Tansu};
+use atoll_testkit::{read_topic, Tansu};
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::Message;
@@ -59,54 +59,27 @@ fn send_adds(bootstrap: &str, from: u32, to: u32, pace: Duration) {
 }
 
 /// Two tally processes (`t0`, `t1`) on `broker` and a PostgreSQL of their own.
-struct Tallies {
-    broker: Tansu,
-    url: String,
-    /// Settings of both processes beyond the broker's and the store's.
-    settings: Vec<(String, String)>,
-    procs: Vec<Proc>,
-    _pg: Postgres,
-}
+struct Tallies(Replicas);
 
-const NAMES: [&str; 2] = ["t0", "t1"];
+impl std::ops::Deref for Tallies {
+    type Target = Replicas;
+
+    fn deref(&self) -> &Replicas {
+        &self.0
+    }
+}
 
 impl Tallies {
     /// Creates the tally's topics on `broker` and starts both processes with `settings`.
     async fn start(broker: Tansu, settings: &[(&str, &str)]) -> Self {
-        let pg = Postgres::start();
-        let url = pg.database("tally");
-        let driver = App::new(broker.config())
-            .topics(owned_topics::<Tally>())
-            .start()
-            .await
-            .expect("the tally's topics");
-        driver.shutdown().await;
-        let mut tallies = Self {
-            broker,
-            url,
-            settings: settings
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            procs: Vec::new(),
-            _pg: pg,
-        };
-        tallies.procs = (0..NAMES.len()).map(|i| tallies.spawn(i)).collect();
-        tallies
-    }
-
-    /// Starts process `i` (`t0` or `t1`).
-    fn spawn(&self, i: usize) -> Proc {
-        let mut env = self.broker.env();
-        env.push(("PROBE_SERVICE".into(), "tally".into()));
-        env.push(("ATOLL_STORE__URL".into(), self.url.clone()));
-        env.push(("ATOLL_SERVICE__PROCESS_NAME".into(), NAMES[i].into()));
+        let mut settings = settings.to_vec();
         // `TALLY_BATCH=1`: one store transaction per record (see docs/store.md, "Batches").
-        if let Ok(b) = std::env::var("TALLY_BATCH") {
-            env.push(("ATOLL_LISTENER__BATCH_SIZE".into(), b));
+        let batch = std::env::var("TALLY_BATCH").ok();
+        if let Some(b) = &batch {
+            settings.push(("ATOLL_LISTENER__BATCH_SIZE", b.as_str()));
         }
-        env.extend(self.settings.iter().cloned());
-        Proc::start(PROBE, &[], &env)
+        let topics = owned_topics::<Tally>();
+        Self(Replicas::start(broker, PROBE, "tally", &["t0", "t1"], topics, &settings).await)
     }
 
     /// Sends commands `from..to`, one every 4 ms, on a thread of their own.
@@ -135,14 +108,6 @@ impl Tallies {
         }
         pool.close().await;
         tallies
-    }
-
-    fn logs(&self) -> String {
-        self.procs
-            .iter()
-            .map(Proc::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
     }
 
     /// Asserts every effect of `records` commands once and every fact, each key's in the
@@ -198,12 +163,6 @@ impl Tallies {
         }
         facts.len() - ids.len()
     }
-
-    fn stop(mut self) {
-        for p in &mut self.procs {
-            p.terminate();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,8 +179,7 @@ async fn two_replicas_killed_again_and_again_keep_every_effect_once_and_each_key
     for _ in 0..kills {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..2_500))).await;
         let i = rng.random_range(0..run.procs.len());
-        run.procs[i].kill();
-        run.procs[i] = run.spawn(i);
+        run.0.kill_and_restart(i);
     }
     sender.join().unwrap();
     let duplicates = run.check(records).await;
@@ -230,7 +188,7 @@ async fn two_replicas_killed_again_and_again_keep_every_effect_once_and_each_key
         duplicates <= kills as usize * BATCH,
         "at most a batch written twice per kill: {duplicates}"
     );
-    run.stop();
+    run.0.stop();
 }
 
 /// Without kills, every answer of the broker held for longer than a row's lease (15 s: 20 s)
@@ -269,5 +227,5 @@ async fn acknowledgements_slower_than_a_lease_write_no_fact_twice() {
     proxy.resume();
     let duplicates = run.check(records).await;
     assert_eq!(duplicates, 0, "facts written twice\n{}", run.logs());
-    run.stop();
+    run.0.stop();
 }

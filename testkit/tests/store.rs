@@ -29,8 +29,8 @@ async fn schema_versions(store: &Store) -> Vec<i64> {
 }
 
 /// atoll's own migrations: inbox and outbox, views, outbox rows naming their record, outbox
-/// claims and dead letters, inbox rows naming the event's source.
-const ATOLL_VERSIONS: [i64; 6] = [1, 2, 3, 4, 5, 6];
+/// claims and dead letters, inbox rows naming the event's source, scheduled commands.
+const ATOLL_VERSIONS: [i64; 7] = [1, 2, 3, 4, 5, 6, 7];
 
 async fn table_is_empty(store: &Store, table: &str) {
     let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
@@ -58,6 +58,7 @@ async fn postgres_gets_atolls_tables_once_even_when_processes_start_together() {
     table_is_empty(&store, "atoll_inbox").await;
     table_is_empty(&store, "atoll_outbox").await;
     table_is_empty(&store, "atoll_views").await;
+    table_is_empty(&store, "atoll_schedule").await;
     // A restart finds everything in place.
     let again = Store::connect(&config).await.expect("restart");
     assert_eq!(schema_versions(&again).await, ATOLL_VERSIONS);

@@ -29,10 +29,15 @@ impl ScheduleKey {
         Self(key.into())
     }
 
-    /// The key [`Context::schedule`] gives a command of type `C` whose key is `key`:
-    /// `<ce_type>/<key>`. Cancel it with `ctx.cancel(&ScheduleKey::of::<C>(key))`.
+    /// The key [`Context::schedule`] gives a command of type `C` whose key is `key`: its
+    /// CloudEvents type without the version, then the key
+    /// (`acme.shop.inventory.expire_reservation/o-42`). Cancel it with
+    /// `ctx.cancel(&ScheduleKey::of::<C>(key))`. Without the version, a later version of the
+    /// command replaces or cancels one scheduled before an upgrade.
     pub fn of<C: Event>(key: &str) -> Self {
-        Self(format!("{}/{key}", C::ce_type()))
+        let ce_type = C::ce_type();
+        let unversioned = ce_type.rsplit_once('.').map_or(ce_type, |(t, _)| t);
+        Self(format!("{unversioned}/{key}"))
     }
 
     /// The key as text.

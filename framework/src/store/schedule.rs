@@ -26,9 +26,9 @@
 use sqlx::AssertSqlSafe;
 
 use super::driver::{on_conn, Conn};
-use super::outbox::{encode_headers, OutboxRecord};
+use super::outbox::{decode_headers, encode_headers, OutboxRecord};
 use super::{Backend, Store};
-use crate::error::{store_error, Result};
+use crate::error::{store_error, Error, Result};
 
 /// When a scheduled record is due: after a delay counted from its transaction's commit, or at
 /// a time.
@@ -208,35 +208,61 @@ pub(crate) async fn promote(store: &Store, limit: i64) -> Result<u64> {
 }
 
 /// A scheduled record not yet moved to the outbox, as [`pending`] reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub(crate) service: String,
     pub(crate) key: String,
-    pub(crate) topic: String,
-    pub(crate) ce_id: String,
+    pub(crate) record: OutboxRecord,
     /// When it is due, in milliseconds since the Unix epoch (the database's clock).
     pub(crate) due_at: i64,
 }
 
+/// One row of `atoll_schedule` as [`pending`] reads it.
+type Row = (
+    String,
+    String,
+    String,
+    Option<i32>,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+    i64,
+);
+
 /// The records scheduled and not yet moved to the outbox, soonest due first.
 pub(crate) async fn pending(store: &Store) -> Result<Vec<Pending>> {
-    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-        "SELECT service, schedule_key, topic, ce_id, due_at FROM atoll_schedule
-         ORDER BY due_at, id",
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT service, schedule_key, topic, record_partition, record_key, payload, headers,
+             ce_id, due_at
+         FROM atoll_schedule ORDER BY due_at, id",
     )
     .fetch_all(store.pool())
     .await
     .map_err(store_error("reading the scheduled records"))?;
-    Ok(rows
-        .into_iter()
-        .map(|(service, key, topic, ce_id, due_at)| Pending {
-            service,
-            key,
-            topic,
-            ce_id,
-            due_at,
-        })
-        .collect())
+    rows.into_iter()
+        .map(
+            |(service, key, topic, partition, record_key, payload, headers, ce_id, due_at)| {
+                let headers = decode_headers(&headers).ok_or_else(|| Error::Store {
+                    what: format!("scheduled record `{key}`"),
+                    source: sqlx::Error::Decode("its headers do not decode".into()),
+                })?;
+                Ok(Pending {
+                    service,
+                    key,
+                    record: OutboxRecord {
+                        topic,
+                        partition,
+                        key: record_key,
+                        payload,
+                        headers,
+                        ce_id,
+                    },
+                    due_at,
+                })
+            },
+        )
+        .collect()
 }
 
 #[cfg(test)]
@@ -283,7 +309,7 @@ mod tests {
     fn keys(pending: &[Pending]) -> Vec<(&str, &str)> {
         pending
             .iter()
-            .map(|p| (p.key.as_str(), p.ce_id.as_str()))
+            .map(|p| (p.key.as_str(), p.record.ce_id.as_str()))
             .collect()
     }
 

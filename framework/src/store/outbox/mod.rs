@@ -106,7 +106,7 @@ pub(crate) fn header_pairs(headers: &OwnedHeaders) -> Vec<(String, Option<Vec<u8
         .collect()
 }
 
-fn owned_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
+pub(crate) fn owned_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
     pairs.iter().fold(
         OwnedHeaders::new_with_capacity(pairs.len()),
         |h, (key, value)| {
