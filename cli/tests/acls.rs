@@ -66,8 +66,9 @@ fn expected() -> BTreeSet<Row> {
         ),
         (
             "inventory",
-            &["orders.private.reply"],
-            &[],
+            // Its own commands: the reservations' expiries it schedules.
+            &["orders.private.reply", "inventory.commands"],
+            &["orders.events"],
             false,
             false,
             &[],

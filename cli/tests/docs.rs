@@ -132,13 +132,13 @@ fn the_page_renders_with_every_service() {
     assert!(dom.contains("<svg"), "the picture");
     assert_eq!(
         dom.matches("<tr class=\"event\">").count(),
-        23,
+        24,
         "every event"
     );
-    assert_eq!(dom.matches("<details>").count(), 23, "every event's schema");
+    assert_eq!(dom.matches("<details>").count(), 24, "every event's schema");
     assert_eq!(
         dom.matches("<tr class=\"listener\">").count(),
-        12,
+        14,
         "every listener"
     );
     assert!(

@@ -226,6 +226,12 @@ pub mod __private {
     pub use crate::app::status::status_cost;
     pub use crate::contract::codec::{AvroProbe, AvroProbeDerived, AvroProbeNone};
     pub use crate::contract::service::ce_type_of;
+
+    /// The CloudEvents type of command `C`, as `sends = [C]` declares it: a type that is not a
+    /// command is an error at it.
+    pub fn command_type<C: crate::contract::event::Command>() -> &'static str {
+        C::ce_type()
+    }
     pub use crate::handler::input::{decode_as, none_of};
     pub use crate::handler::listener::SagaListeners;
     pub use crate::handler::output::{emit_output, reply_output};

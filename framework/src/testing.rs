@@ -49,15 +49,16 @@ use crate::config::listener::DeliveryMode;
 use crate::contract::codec::CodecKind;
 use crate::contract::envelope::{Incoming, Outgoing};
 use crate::contract::event::{Command, Event, Reply};
-use crate::error::HandlerError;
+use crate::error::{HandlerError, Result};
 use crate::handler::context::{Context, Meta};
 use crate::handler::delivery::{Acks, Begun, Delivery, Outboxed, Settled, Sink, Unsettled};
 use crate::handler::hooks::HookRuntime;
 use crate::handler::listener::{CallError, Handlers, Listener};
+use crate::handler::schedule::ScheduleKey;
+use crate::ops::metrics::OutboxMetrics;
 use crate::produce::{Producer, Recorded};
 use crate::saga::state::{SagaState, Status};
 use crate::saga::{saga_listener, start_type, state_type, timeout_type, SagaOf};
-use crate::ops::metrics::OutboxMetrics;
 use crate::store::driver::Driver;
 use crate::store::outbox::{owned_headers, relay};
 use crate::store::schedule;
@@ -141,7 +142,7 @@ fn decode_json<T: DeserializeOwned>(payload: &[u8], what: &str) -> T {
 #[derive(Debug, Clone)]
 pub struct Scheduled {
     /// The key it was scheduled under.
-    pub key: crate::ScheduleKey,
+    pub key: ScheduleKey,
     /// When it is due.
     pub due: std::time::SystemTime,
     /// The command, as it will be sent.
@@ -398,7 +399,7 @@ impl<S: Handlers> TestBed<S> {
     ///
     /// # Errors
     /// When the bed has no store, or it cannot be read.
-    pub async fn scheduled(&self) -> crate::Result<Vec<Scheduled>> {
+    pub async fn scheduled(&self) -> Result<Vec<Scheduled>> {
         let store = self.scheduling_store()?;
         let service = S::ID.to_string();
         Ok(schedule::pending(store)
@@ -408,7 +409,7 @@ impl<S: Handlers> TestBed<S> {
             .map(|p| {
                 let millis = u64::try_from(p.due_at).unwrap_or_default();
                 Scheduled {
-                    key: crate::ScheduleKey::new(p.key),
+                    key: ScheduleKey::new(p.key),
                     due: std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
                     record: Produced::of(&Recorded {
                         topic: p.record.topic,
@@ -428,7 +429,7 @@ impl<S: Handlers> TestBed<S> {
     ///
     /// # Errors
     /// When the bed has no store, or it fails.
-    pub async fn run_scheduled(&self) -> crate::Result<u64> {
+    pub async fn run_scheduled(&self) -> Result<u64> {
         let store = self.scheduling_store()?;
         sqlx::query("UPDATE atoll_schedule SET due_at = 0 WHERE service = $1")
             .bind(S::ID.to_string())
@@ -440,9 +441,9 @@ impl<S: Handlers> TestBed<S> {
         Ok(moved)
     }
 
-    fn scheduling_store(&self) -> crate::Result<&Store> {
+    fn scheduling_store(&self) -> Result<&Store> {
         self.store.as_ref().ok_or_else(|| {
-            crate::Error::Config(
+            crate::error::Error::Config(
                 "scheduled commands live in the store: give the test bed one, `TestBed::new(…).with_store(…)`"
                     .into(),
             )

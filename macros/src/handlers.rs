@@ -11,6 +11,8 @@ use syn::{
 use crate::errors::Errors;
 use crate::segment;
 
+const SENDS: &str = "`sends` lists the command types the listener sends (for the manifest and its ACLs), e.g. `sends = [ExpireReservation]`";
+
 const SIGNATURE: &str =
     "a handler is `async fn name(&self, ctx: Context<Self>, event: SomeEvent) -> HandlerResult`";
 
@@ -19,6 +21,8 @@ struct Handler {
     settings: Vec<TokenStream>,
     /// The tables of the view the listener builds (`view = "…"`).
     view: Vec<String>,
+    /// The commands it sends (`sends = [Type, …]`).
+    sends: Vec<syn::Path>,
     method: syn::Ident,
     extractors: Vec<Type>,
     event: Type,
@@ -78,6 +82,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             span,
             settings,
             view,
+            sends,
         }) = listener_attr(&attrs[0], &mut errors)
         else {
             continue;
@@ -93,6 +98,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         names.push((name.clone(), span));
         if let Some(mut h) = signature(f, name, settings, &mut errors) {
             h.view = view;
+            h.sends = sends;
             handlers.push(h);
         }
     }
@@ -113,7 +119,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         return quote!(#block #fallback #errors);
     }
     let listeners = handlers.iter().map(|h| {
-        let Handler { name, settings, view, method, extractors, event, output } = h;
+        let Handler { name, settings, view, sends, method, extractors, event, output } = h;
         let output = match output {
             Some(t) => quote!(#t),
             None => quote!(_),
@@ -139,6 +145,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             })
             .transaction(::std::option::Option::None #(.or(#transactional))*)
             .view(&[#(#view),*])
+            .sending(::std::vec![#(::atoll::__private::command_type::<#sends>()),*])
         }
     });
     quote! {
@@ -158,10 +165,11 @@ struct ListenerAttr {
     span: Span,
     settings: Vec<TokenStream>,
     view: Vec<String>,
+    sends: Vec<syn::Path>,
 }
 
 /// `name = "…"`, then settings as `key = value`: integers, or the modes `retry`, `ordering`
-/// and `delivery` as strings, and `view = "table, …"`. The compiler checks each key against
+/// and `delivery` as strings, `view = "table, …"`, and `sends = [Command, …]`. The compiler checks each key against
 /// `atoll::config::ListenerSettings`.
 fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerAttr> {
     const USAGE: &str = r#"write `#[listener(name = "place-order")]`, optionally with settings such as `max_attempts = 5` or `retry = "non_blocking"`"#;
@@ -175,6 +183,7 @@ fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerA
     let mut name = None;
     let mut settings = Vec::new();
     let mut view = Vec::new();
+    let mut sends = Vec::new();
     for arg in args {
         let Meta::NameValue(nv) = &arg else {
             errors.at(&arg, format!("expected `key = value`; {USAGE}"));
@@ -214,6 +223,15 @@ fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerA
                 other,
                 r#"`view` takes the view's tables as a string, e.g. `view = "order_status"`"#,
             ),
+            ("sends", Expr::Array(list)) => {
+                for command in &list.elems {
+                    match command {
+                        Expr::Path(p) if p.qself.is_none() => sends.push(p.path.clone()),
+                        other => errors.at(other, SENDS),
+                    }
+                }
+            }
+            ("sends", other) => errors.at(other, SENDS),
             (
                 setting @ ("retry" | "ordering" | "delivery"),
                 Expr::Lit(ExprLit {
@@ -275,6 +293,7 @@ fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerA
         span,
         settings,
         view,
+        sends,
     })
 }
 
@@ -347,6 +366,7 @@ fn signature(
         name,
         settings,
         view: Vec::new(),
+        sends: Vec::new(),
         method: sig.ident.clone(),
         extractors: typed,
         event: event?,

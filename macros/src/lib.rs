@@ -109,6 +109,11 @@ pub fn event_service(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `view = "order_status"` (tables separated by commas) declares that the listener builds a
 /// read model in those tables. Its handler takes `Tx`; `atoll view rebuild <group>` empties the
 /// tables and replays the listener's topic from its start (see the store guide).
+///
+/// `sends = [ExpireReservation, …]` declares the commands the listener sends (with
+/// `ctx.send`, `ctx.request` or `ctx.schedule`): the manifest lists them, so the ACLs it
+/// derives let the service write their topics. A type that is not a command is a compile
+/// error.
 #[proc_macro_attribute]
 pub fn handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
     handlers::expand(attr.into(), item.into()).into()

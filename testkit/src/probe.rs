@@ -447,7 +447,8 @@ impl Alarm {
     pub fn migrations() -> sqlx::migrate::Migrator {
         use sqlx::migrate::{Migration, MigrationType, Migrator};
         use sqlx::SqlSafeStr;
-        let sql = "CREATE TABLE alarms (k TEXT NOT NULL, n BIGINT NOT NULL, version BIGINT NOT NULL,
+        let sql =
+            "CREATE TABLE alarms (k TEXT NOT NULL, n BIGINT NOT NULL, version BIGINT NOT NULL,
                 due_ms BIGINT NOT NULL, PRIMARY KEY (k, n));
             CREATE TABLE rings (k TEXT NOT NULL, n BIGINT NOT NULL, version BIGINT NOT NULL,
                 times BIGINT NOT NULL, rang_ms BIGINT NOT NULL, PRIMARY KEY (k, n))";

@@ -111,7 +111,11 @@ impl Plan {
                         key: key.clone(),
                         n,
                     };
-                    send(&key, CancelAlarm::ce_type(), serde_json::to_vec(&cancel).unwrap());
+                    send(
+                        &key,
+                        CancelAlarm::ce_type(),
+                        serde_json::to_vec(&cancel).unwrap(),
+                    );
                 }
             }
             std::thread::sleep(pace);
@@ -190,7 +194,12 @@ async fn scheduled_commands_survive_five_kills_none_lost_or_sent_twice() {
         count(&pool, "atoll_schedule").await,
         count(&pool, "atoll_outbox").await,
     );
-    assert_eq!(left, (0, 0), "schedule and outbox rows left\n{}", run.logs());
+    assert_eq!(
+        left,
+        (0, 0),
+        "schedule and outbox rows left\n{}",
+        run.logs()
+    );
 
     // 1. Each alarm that rings rang once, at its last version; none else rang.
     let mut wrong = Vec::new();
@@ -398,7 +407,8 @@ mod bed {
     }
 
     async fn bed(name: &str) -> (TestBed<Reminders>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("atoll-scheduled-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("atoll-scheduled-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut config = StoreConfig::default();

@@ -3,23 +3,53 @@
 //! Stock, reservations and every stock movement live in the service's store (tables created by
 //! [`crate::migrations::inventory`]); each command is handled in one transaction with its
 //! inbox row and the facts it emits, so a crash or a redelivery never moves stock twice.
+//!
+//! A reservation is held for a limited time ([`Inventory::reservation_hold`]): reserving
+//! schedules an [`ExpireReservation`] of the order, which a release or the order's completion
+//! cancels. When the order's saga dies (its order dead-lettered, the orders service lost), the
+//! expiry puts the stock back, where no compensation would.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Event, HandlerError, HandlerResult, Tx};
+use atoll::{
+    event_service, handlers, Context, Event, HandlerError, HandlerResult, ScheduleKey, Tx,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
-use crate::orders::Item;
+use crate::orders::{Item, OrderCompleted};
 
 /// The SKUs the shop sells (each starts with [`Inventory::INITIAL_STOCK`] units).
 pub const SKUS: &[&str] = &["apple", "banana", "cherry", "date", "elderberry"];
 
 /// The inventory service.
 #[event_service(company = "acme", namespace = "shop", name = "inventory")]
-#[derive(Debug, Default)]
-pub struct Inventory;
+#[derive(Debug)]
+pub struct Inventory {
+    /// How long a reservation is held before it expires, unless released or sold first.
+    pub reservation_hold: Duration,
+}
+
+impl Default for Inventory {
+    /// Reservations held for [`Inventory::RESERVATION_HOLD`].
+    fn default() -> Self {
+        Self {
+            reservation_hold: Self::RESERVATION_HOLD,
+        }
+    }
+}
+
+/// Command (the service's own, scheduled when it reserves): put an order's reservation back if
+/// it is still held, neither released nor sold.
+#[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
+#[event(command, name = "expire_reservation", version = 1, service = Inventory)]
+pub struct ExpireReservation {
+    /// The order.
+    #[event(key)]
+    pub order_id: String,
+}
 
 /// Command: reserve every item of an order, or nothing (a step of the orders saga).
 #[derive(Debug, Clone, Serialize, Deserialize, Event, AvroSchema)]
@@ -106,6 +136,13 @@ pub struct StockReleased {
 impl Inventory {
     /// Units of each SKU the store starts with (its first migration).
     pub const INITIAL_STOCK: i64 = 10_000;
+    /// How long a reservation is held by default: 30 minutes.
+    pub const RESERVATION_HOLD: Duration = Duration::from_secs(30 * 60);
+
+    /// The schedule key of `order_id`'s expiry.
+    fn expiry(order_id: &str) -> ScheduleKey {
+        ScheduleKey::of::<ExpireReservation>(order_id)
+    }
 }
 
 /// Current stock of every SKU.
@@ -197,6 +234,42 @@ async fn release(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool>
     if prior.as_deref() != Some("reserved") {
         return Ok(false);
     }
+    put_back(conn, order_id).await?;
+    Ok(true)
+}
+
+/// Puts an order's reservation back if it is still held (neither released nor sold): whether
+/// it was. A release arriving later finds it released.
+async fn expire(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool> {
+    let held = sqlx::query(
+        "UPDATE inventory_orders SET prior = state, state = 'released'
+         WHERE order_id = $1 AND state = 'reserved'",
+    )
+    .bind(order_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if held {
+        put_back(conn, order_id).await?;
+    }
+    Ok(held)
+}
+
+/// Marks an order's reservation sold (its order completed): it no longer expires.
+async fn sell(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE inventory_orders SET prior = state, state = 'sold'
+         WHERE order_id = $1 AND state = 'reserved'",
+    )
+    .bind(order_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts back the stock an order's reservation took.
+async fn put_back(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<()> {
     // In SKU order, like reservations: the two never wait on each other's rows in a cycle.
     let taken: Vec<(String, i64)> = sqlx::query_as(
         "SELECT sku, delta FROM inventory_movements WHERE order_id = $1 AND kind = 'reserve'
@@ -213,7 +286,7 @@ async fn release(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool>
             .await?;
         movement(conn, order_id, &sku, -delta, "release").await?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Records a stock movement.
@@ -248,10 +321,12 @@ impl Inventory {
         })
     }
 
-    /// Reserves an order's stock, all or nothing, and replies with the outcome.
-    #[listener(name = "reserve-stock")]
+    /// Reserves an order's stock, all or nothing, and replies with the outcome. A new
+    /// reservation is held for [`Inventory::reservation_hold`]: its expiry is scheduled.
+    #[listener(name = "reserve-stock", sends = [ExpireReservation])]
     async fn reserve_stock(
         &self,
+        ctx: Context<Self>,
         mut tx: Tx,
         cmd: ReserveStock,
     ) -> HandlerResult<(Option<StockReserved>, StockReservation)> {
@@ -263,6 +338,12 @@ impl Inventory {
             )));
         }
         let outcome = reserve(&mut tx, &order_id, &items).await?;
+        if outcome == Ok(true) {
+            let expire = ExpireReservation {
+                order_id: order_id.clone(),
+            };
+            ctx.schedule(expire, self.reservation_hold).await?;
+        }
         let reserved = (outcome == Ok(true)).then(|| StockReserved {
             order_id: order_id.clone(),
             items,
@@ -275,14 +356,16 @@ impl Inventory {
         Ok((reserved, reservation))
     }
 
-    /// Releases an order's reservation, if it has one, and replies.
+    /// Releases an order's reservation, if it has one, and replies; its expiry is cancelled.
     #[listener(name = "release-stock")]
     async fn release_stock(
         &self,
+        ctx: Context<Self>,
         mut tx: Tx,
         cmd: ReleaseStock,
     ) -> HandlerResult<(Option<StockReleased>, StockRelease)> {
         let released = release(&mut tx, &cmd.order_id).await?;
+        ctx.cancel(&Self::expiry(&cmd.order_id)).await?;
         let fact = released.then(|| StockReleased {
             order_id: cmd.order_id.clone(),
         });
@@ -291,5 +374,34 @@ impl Inventory {
             released,
         };
         Ok((fact, reply))
+    }
+
+    /// A completed order's reservation is sold: it no longer expires.
+    #[listener(name = "order-completed")]
+    async fn order_completed(
+        &self,
+        ctx: Context<Self>,
+        mut tx: Tx,
+        fact: OrderCompleted,
+    ) -> HandlerResult<()> {
+        sell(&mut tx, &fact.order_id).await?;
+        ctx.cancel(&Self::expiry(&fact.order_id)).await?;
+        Ok(())
+    }
+
+    /// An order's reservation ran out: its stock is put back, if it is still held.
+    #[listener(name = "expire-reservation")]
+    async fn expire_reservation(
+        &self,
+        mut tx: Tx,
+        cmd: ExpireReservation,
+    ) -> HandlerResult<Option<StockReleased>> {
+        let expired = expire(&mut tx, &cmd.order_id).await?;
+        if expired {
+            tracing::info!(order_id = %cmd.order_id, "reservation expired; stock put back");
+        }
+        Ok(expired.then_some(StockReleased {
+            order_id: cmd.order_id,
+        }))
     }
 }

@@ -39,13 +39,27 @@ pub const SERVICES: &[&str] = &[
 ];
 
 /// How the shop's services behave.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
     /// The probability that a charge fails transiently, from 0 (never) to below 1.
     pub flaky_payments: f64,
     /// Fault injection: the orders service dead-letters every order (see
     /// [`orders::Orders::refuse`]).
     pub refuse_orders: bool,
+    /// How long inventory holds a reservation before it expires (see
+    /// [`inventory::Inventory::reservation_hold`]).
+    pub reservation_hold: std::time::Duration,
+}
+
+impl Default for Options {
+    /// Reliable payments, orders accepted, reservations held for 30 minutes.
+    fn default() -> Self {
+        Self {
+            flaky_payments: 0.0,
+            refuse_orders: false,
+            reservation_hold: inventory::Inventory::RESERVATION_HOLD,
+        }
+    }
 }
 
 impl Options {
@@ -57,6 +71,9 @@ impl Options {
                 self.flaky_payments
             );
         }
+        if self.reservation_hold.is_zero() {
+            anyhow::bail!("--reservation-hold-ms must be above 0");
+        }
         Ok(())
     }
 }
@@ -66,7 +83,9 @@ pub fn with_service(app: App, name: &str, options: &Options) -> anyhow::Result<A
     Ok(match name {
         "orders" => app.service(orders::Orders::new(options.refuse_orders)),
         "inventory" => app
-            .service(inventory::Inventory)
+            .service(inventory::Inventory {
+                reservation_hold: options.reservation_hold,
+            })
             .migrations(migrations::inventory()),
         "payments" => app
             .service(payments::Payments::new(options.flaky_payments))

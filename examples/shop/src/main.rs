@@ -116,6 +116,10 @@ struct ShopOptions {
     /// Dead-letter every order (a deploy with a bug): restart without it, then redrive them.
     #[arg(long)]
     refuse_orders: bool,
+    /// How long inventory holds an order's reservation before it expires, unless the order
+    /// completes or is cancelled first (milliseconds; 30 minutes by default).
+    #[arg(long, default_value_t = 1_800_000)]
+    reservation_hold_ms: u64,
 }
 
 impl ShopOptions {
@@ -123,6 +127,7 @@ impl ShopOptions {
         let o = Options {
             flaky_payments: self.flaky_payments,
             refuse_orders: self.refuse_orders,
+            reservation_hold: std::time::Duration::from_millis(self.reservation_hold_ms),
         };
         o.check()?;
         Ok(o)

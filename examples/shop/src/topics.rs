@@ -12,8 +12,8 @@ use atoll::{Event, Request};
 
 use crate::analytics::DailySales;
 use crate::inventory::{
-    ReleaseStock, ReportStock, ReserveStock, StockRelease, StockReleased, StockReported,
-    StockReservation, StockReserved,
+    ExpireReservation, ReleaseStock, ReportStock, ReserveStock, StockRelease, StockReleased,
+    StockReported, StockReservation, StockReserved,
 };
 use crate::orders::{OrderCancelled, OrderCompleted, OrderPlaced, PlaceOrder};
 use crate::payments::{
@@ -48,6 +48,7 @@ fn entries() -> Vec<(EventSpec, Contract)> {
         event::<StockReleased>(),
         event::<ReportStock>(),
         event::<StockReported>(),
+        event::<ExpireReservation>(),
         request::<ChargePayment>(),
         event::<ChargeResult>(),
         request::<RefundPayment>(),

@@ -5,8 +5,8 @@ use atoll::config::StoreConfig;
 use atoll::testing::{SagaStatus, TestBed};
 use atoll::Store;
 use example_shop::inventory::{
-    self, Inventory, ReleaseStock, ReserveStock, StockRelease, StockReleased, StockReservation,
-    StockReserved,
+    self, ExpireReservation, Inventory, ReleaseStock, ReserveStock, StockRelease, StockReleased,
+    StockReservation, StockReserved,
 };
 use example_shop::migrations;
 use example_shop::orders::{
@@ -237,6 +237,77 @@ impl Drop for TempDir {
     }
 }
 
+#[tokio::test]
+async fn inventory_holds_a_reservation_until_it_expires_unless_released_or_sold() {
+    let (store, _dir) = store("inventory-hold", migrations::inventory()).await;
+    let hold = std::time::Duration::from_secs(120);
+    let bed = TestBed::new(Inventory {
+        reservation_hold: hold,
+    })
+    .with_store(store.clone());
+    let reserve = |id: &str| ReserveStock {
+        order_id: id.into(),
+        items: apples(2),
+    };
+    let start = std::time::SystemTime::now();
+    for id in ["kept", "released", "sold"] {
+        bed.request(reserve(id)).await.unwrap();
+    }
+    // A reservation asked again is no new reservation: no second expiry.
+    bed.request(reserve("kept")).await.unwrap();
+    let scheduled = bed.scheduled().await.unwrap();
+    let orders: Vec<String> = scheduled
+        .iter()
+        .map(|s| s.record.decode::<ExpireReservation>().order_id)
+        .collect();
+    assert_eq!(orders, ["kept", "released", "sold"]);
+    let due = scheduled[0].due.duration_since(start).unwrap();
+    assert!(due >= hold - std::time::Duration::from_secs(1), "{due:?}");
+    assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK - 6);
+
+    // A release cancels its expiry; so does the order's completion, which sells the stock.
+    bed.request(ReleaseStock {
+        order_id: "released".into(),
+    })
+    .await
+    .unwrap();
+    bed.handle(OrderCompleted {
+        order_id: "sold".into(),
+    })
+    .await
+    .unwrap();
+    let left: Vec<String> = bed
+        .scheduled()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.key.to_string())
+        .collect();
+    assert_eq!(left, ["acme.shop.inventory.expire_reservation/kept"]);
+
+    // Its time come, the kept reservation expires: its stock is back, once.
+    bed.clear();
+    assert_eq!(bed.run_scheduled().await.unwrap(), 1);
+    let expiries = bed.sent::<ExpireReservation>();
+    assert_eq!(expiries.len(), 1);
+    for _ in 0..2 {
+        bed.handle(expiries[0].clone()).await.unwrap();
+    }
+    // An expiry arriving late (its cancel lost the race) leaves a sold order sold.
+    bed.handle(ExpireReservation {
+        order_id: "sold".into(),
+    })
+    .await
+    .unwrap();
+    let released: Vec<String> = bed
+        .emitted::<StockReleased>()
+        .into_iter()
+        .map(|f| f.order_id)
+        .collect();
+    assert_eq!(released, ["kept"]);
+    assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK - 2);
+}
+
 /// Rows of `sql` (one text and one integer column).
 async fn rows(store: &Store, sql: &'static str) -> Vec<(String, i64)> {
     sqlx::query_as(sql).fetch_all(store.pool()).await.unwrap()
@@ -250,7 +321,7 @@ async fn apple_stock(store: &Store) -> i64 {
 #[tokio::test]
 async fn inventory_reserves_all_or_nothing_and_releases_once() {
     let (store, _dir) = store("inventory", migrations::inventory()).await;
-    let bed = TestBed::new(Inventory).with_store(store.clone());
+    let bed = TestBed::new(Inventory::default()).with_store(store.clone());
     let mut conn = store.pool().acquire().await.unwrap();
     let levels = inventory::levels(&mut conn).await.unwrap();
     drop(conn);
@@ -427,7 +498,7 @@ async fn payments_charges_once_declines_over_the_limit_and_refunds_once() {
 #[tokio::test]
 async fn commands_with_impossible_amounts_are_refused_for_good() {
     let (stock, _dir) = store("amounts", migrations::inventory()).await;
-    let bed = TestBed::new(Inventory).with_store(stock.clone());
+    let bed = TestBed::new(Inventory::default()).with_store(stock.clone());
     let err = bed
         .handle(ReserveStock {
             order_id: "o-1".into(),

@@ -294,10 +294,12 @@ impl<S: Service> Listener<S> {
         &self.settings
     }
 
-    /// Declares the commands the listener sends (by type), for the manifest.
+    /// Declares the commands the listener sends (by type), for the manifest and the ACLs it
+    /// derives (set by `#[handlers]` from `sends = [Command, …]`, and by sagas for their
+    /// steps). Added to those declared before.
     #[must_use]
-    pub(crate) fn sending(mut self, sends: Vec<&'static str>) -> Self {
-        self.sends = sends;
+    pub fn sending(mut self, sends: Vec<&'static str>) -> Self {
+        self.sends.extend(sends);
         self
     }
 

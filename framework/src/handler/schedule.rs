@@ -188,10 +188,7 @@ mod tests {
 
     #[test]
     fn a_delay_counts_from_the_commit_and_a_time_is_kept() {
-        assert_eq!(
-            Due::from(Duration::from_secs(90)).0,
-            DueAt::After(90_000)
-        );
+        assert_eq!(Due::from(Duration::from_secs(90)).0, DueAt::After(90_000));
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         assert_eq!(Due::from(at).0, DueAt::At(1_700_000_000_123));
         // A time before the epoch is due at once, not a panic.

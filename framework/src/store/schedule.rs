@@ -26,9 +26,13 @@
 use sqlx::AssertSqlSafe;
 
 use super::driver::{on_conn, Conn};
-use super::outbox::{decode_headers, encode_headers, OutboxRecord};
+#[cfg(any(test, feature = "testing"))]
+use super::outbox::decode_headers;
+use super::outbox::{encode_headers, OutboxRecord};
 use super::{Backend, Store};
-use crate::error::{store_error, Error, Result};
+#[cfg(any(test, feature = "testing"))]
+use crate::error::Error;
+use crate::error::{store_error, Result};
 
 /// When a scheduled record is due: after a delay counted from its transaction's commit, or at
 /// a time.
@@ -208,6 +212,7 @@ pub(crate) async fn promote(store: &Store, limit: i64) -> Result<u64> {
 }
 
 /// A scheduled record not yet moved to the outbox, as [`pending`] reads it.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub(crate) service: String,
@@ -218,6 +223,7 @@ pub(crate) struct Pending {
 }
 
 /// One row of `atoll_schedule` as [`pending`] reads it.
+#[cfg(any(test, feature = "testing"))]
 type Row = (
     String,
     String,
@@ -231,6 +237,7 @@ type Row = (
 );
 
 /// The records scheduled and not yet moved to the outbox, soonest due first.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) async fn pending(store: &Store) -> Result<Vec<Pending>> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT service, schedule_key, topic, record_partition, record_key, payload, headers,
@@ -293,17 +300,17 @@ mod tests {
 
     async fn commit(store: &Store, by: Scheduler<'_>, ops: &[ScheduleOp]) {
         let mut tx = store.begin(Driver::Any).await.unwrap();
-        apply(&mut tx.conn(), store.backend(), by, ops).await.unwrap();
+        apply(&mut tx.conn(), store.backend(), by, ops)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
 
     async fn outbox(store: &Store) -> Vec<(String, String, Option<String>)> {
-        sqlx::query_as(
-            "SELECT ce_id, dead_letter_topic, source FROM atoll_outbox ORDER BY id",
-        )
-        .fetch_all(store.pool())
-        .await
-        .unwrap()
+        sqlx::query_as("SELECT ce_id, dead_letter_topic, source FROM atoll_outbox ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
     }
 
     fn keys(pending: &[Pending]) -> Vec<(&str, &str)> {
@@ -399,9 +406,14 @@ mod tests {
     async fn a_rolled_back_transaction_schedules_nothing() {
         let (store, dir) = crate::store::tests::sqlite("schedule-rollback").await;
         let mut tx = store.begin(Driver::Any).await.unwrap();
-        apply(&mut tx.conn(), store.backend(), BY, &[put("a", "a1", DueAt::After(0))])
-            .await
-            .unwrap();
+        apply(
+            &mut tx.conn(),
+            store.backend(),
+            BY,
+            &[put("a", "a1", DueAt::After(0))],
+        )
+        .await
+        .unwrap();
         drop(tx);
         assert!(pending(&store).await.unwrap().is_empty());
         let _ = std::fs::remove_dir_all(dir);
