@@ -109,6 +109,8 @@ pub(crate) enum Impl {
     AtollTxSet,
     /// atoll's relay listener, `exactly_once` (scenario 5, on a broker with transactions).
     AtollEos,
+    /// atoll's relay with a batch listener: a `Batch` of records per call (scenario 9).
+    AtollBatch,
 }
 
 impl Impl {
@@ -122,6 +124,7 @@ impl Impl {
             Self::AtollTx => "atoll, transactional",
             Self::AtollTxSet => "atoll, transactional, set-based",
             Self::AtollEos => "atoll, exactly once",
+            Self::AtollBatch => "atoll, batch listener",
         }
     }
 
@@ -129,7 +132,7 @@ impl Impl {
     /// that listener only, as a setting naming a listener the process lacks stops its start.
     pub(crate) fn listener(self) -> Option<&'static str> {
         match self {
-            Self::Atoll | Self::AtollEos => Some("relay"),
+            Self::Atoll | Self::AtollEos | Self::AtollBatch => Some("relay"),
             Self::AtollTx | Self::AtollTxSet => Some("deposit"),
             Self::Raw | Self::Ruststream | Self::Faststream => None,
         }
@@ -148,6 +151,7 @@ impl Impl {
             Self::Atoll | Self::AtollEos => atoll(<payload::Relay as atoll::Service>::ID),
             Self::AtollTx => atoll(<payload::Ledger as atoll::Service>::ID),
             Self::AtollTxSet => atoll(<payload::LedgerSet as atoll::Service>::ID),
+            Self::AtollBatch => atoll(<payload::RelayBatch as atoll::Service>::ID),
         }
     }
 
@@ -157,6 +161,7 @@ impl Impl {
         match self {
             Self::AtollTx => (payload::INPUT_LEDGER, payload::Deposit::ce_type()),
             Self::AtollTxSet => (payload::INPUT_LEDGER_SET, payload::SetDeposit::ce_type()),
+            Self::AtollBatch => (payload::INPUT_BATCH, payload::BatchTransfer::ce_type()),
             _ => (payload::INPUT, payload::Transfer::ce_type()),
         }
     }
@@ -245,6 +250,7 @@ async fn worker(work: Work) -> anyhow::Result<()> {
         Impl::Raw => raw::run(&work, ready).await?,
         Impl::Atoll => relay::run(&work, ready, work.through_shutdown).await?,
         Impl::AtollEos => relay::run(&work, ready, true).await?,
+        Impl::AtollBatch => relay::run_batch(&work, ready).await?,
         #[cfg(feature = "peers")]
         Impl::Ruststream => peer::run(&work, ready).await?,
         #[cfg(not(feature = "peers"))]

@@ -114,9 +114,10 @@ pub(crate) fn record(ts_us: u64, added: Option<Duration>) {
     if n <= m.warmup {
         return;
     }
-    if n == m.warmup + 1 {
-        let _ = m.start.set((Instant::now(), cpu()));
-    }
+    // Not only by the first measured record's own call: another worker thread may reach the
+    // last measured record before that call set the start (it lost the CPU between its count
+    // and its clock), and the report needs a start.
+    m.start.get_or_init(|| (Instant::now(), cpu()));
     if n > m.warmup + m.records {
         return;
     }

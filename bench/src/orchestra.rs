@@ -21,8 +21,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::meter::{self, Report};
 use crate::payload::{
-    transfer, INPUT, INPUT_LEDGER, INPUT_LEDGER_SET, OUTPUT_ATOLL, OUTPUT_FASTSTREAM,
-    OUTPUT_LEDGER, OUTPUT_LEDGER_SET, OUTPUT_RAW, OUTPUT_RUSTSTREAM, PARTITIONS,
+    transfer, INPUT, INPUT_BATCH, INPUT_LEDGER, INPUT_LEDGER_SET, OUTPUT_ATOLL, OUTPUT_BATCH,
+    OUTPUT_FASTSTREAM, OUTPUT_LEDGER, OUTPUT_LEDGER_SET, OUTPUT_RAW, OUTPUT_RUSTSTREAM, PARTITIONS,
 };
 use crate::Impl;
 
@@ -62,6 +62,10 @@ pub(crate) struct Plan {
     /// Records in the backlog drained by scenario 6, written in ordinary batches.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) batched_records: u64,
+    /// Records in the backlog drained by scenario 9 (batch listener against per record),
+    /// written in ordinary batches.
+    #[arg(long, default_value_t = 500_000)]
+    pub(crate) batch_listener_records: u64,
     /// Records written per run of scenario 7 (each process measures 80% of its share).
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) scale_records: u64,
@@ -75,12 +79,12 @@ pub(crate) struct Plan {
     #[arg(long, default_value_t = 5_000)]
     pub(crate) faststream_records: u64,
     /// Implementations to run (default: all).
-    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::Faststream, Impl::AtollTx, Impl::AtollTxSet, Impl::AtollEos])]
+    #[arg(long = "impl", value_enum, value_delimiter = ',', default_values_t = [Impl::Raw, Impl::Atoll, Impl::Ruststream, Impl::Faststream, Impl::AtollTx, Impl::AtollTxSet, Impl::AtollEos, Impl::AtollBatch])]
     pub(crate) impls: Vec<Impl>,
     /// Scenarios to run (1: drain, 2: simulated I/O, 3: latency, 4: transactional on
     /// PostgreSQL, 5: at-least-once against exactly-once on noida-db, 6: batched drain,
-    /// 7: scale-out, 8: memory against backlog).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6, 7, 8])]
+    /// 7: scale-out, 8: memory against backlog, 9: batch listener against per record).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6, 7, 8, 9])]
     pub(crate) scenarios: Vec<u8>,
     /// A smoke run of under two minutes: scenarios 1, 3 and 6 with small inputs, one measured
     /// round, atoll and the raw loop only (overrides those options).
@@ -335,6 +339,9 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         );
         rows.extend(rounds(&bootstrap, &name, &variants, plan.rounds, None).await?);
     }
+    if plan.runs(9) {
+        rows.extend(batch_listener(&plan).await?);
+    }
     if plan.runs(7) && plan.impls.contains(&Impl::Atoll) {
         for &n in &plan.processes {
             rows.push(scale_out(&plan, n).await?);
@@ -365,6 +372,31 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Scenario 9: the same relay, a record per call against a batch per call (`Batch`), each
+/// draining a backlog written in ordinary batches on a broker of its own, never pausing.
+async fn batch_listener(plan: &Plan) -> anyhow::Result<Vec<Row>> {
+    let records = plan.batch_listener_records;
+    let name = format!("9: batch listener against per record, drain {records} written in batches");
+    let mut rows = Vec::new();
+    for imp in [Impl::Atoll, Impl::AtollBatch]
+        .into_iter()
+        .filter(|imp| plan.impls.contains(imp))
+    {
+        let setup = Setup {
+            input: imp.input(),
+            batches: Batches::Ordinary,
+            ..Setup::backlog(records)
+        };
+        let (_tansu, bootstrap) = broker(plan, setup).await?;
+        let drain = Variant {
+            max_buffered: Some(UNPAUSED),
+            ..variant(imp, "partition", records)
+        };
+        rows.extend(rounds(&bootstrap, &name, &[drain], plan.rounds, None).await?);
+    }
+    Ok(rows)
 }
 
 /// What a scenario's broker holds before its runs.
@@ -910,6 +942,8 @@ async fn create_topics(bootstrap: &str, partitions: i32) -> anyhow::Result<()> {
         OUTPUT_LEDGER,
         INPUT_LEDGER_SET,
         OUTPUT_LEDGER_SET,
+        INPUT_BATCH,
+        OUTPUT_BATCH,
     ]
     .iter()
     .map(|t| {
@@ -1181,7 +1215,7 @@ mod tests {
         assert!(!plan.impls.contains(&crate::Impl::Faststream));
         assert!(!plan.impls.contains(&crate::Impl::Ruststream));
         let full = Cli::parse_from(["bench"]).plan;
-        assert_eq!(full.scenarios, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(full.scenarios, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(full.processes, [1, 2, 4]);
     }
 

@@ -119,6 +119,62 @@ ledger!(
     SetDeposited
 );
 
+/// Scenario 9's relay, whose handler takes a batch of a partition's records in one call
+/// ([`atoll::Batch`]); the same work per record as [`Relay`].
+#[event_service(
+    company = "bench",
+    namespace = "perf",
+    name = "relay_batch",
+    partitions = 6
+)]
+#[derive(Debug, Default)]
+pub(crate) struct RelayBatch;
+
+/// Scenario 9's input: the same JSON as [`Transfer`], a command of [`RelayBatch`].
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "transfer", version = 1, service = RelayBatch)]
+pub(crate) struct BatchTransfer {
+    /// Sequence number.
+    pub(crate) id: u64,
+    /// When the producer sent it, in microseconds since the epoch.
+    pub(crate) ts_us: u64,
+    /// The key: one of `keys` accounts.
+    #[event(key)]
+    pub(crate) account: String,
+    /// Amount.
+    pub(crate) amount_cents: i64,
+    /// Currency.
+    pub(crate) currency: String,
+    /// Padding to about 200 bytes.
+    pub(crate) memo: String,
+}
+
+/// Scenario 9's output, one per input: the same JSON as [`Relayed`].
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(fact, name = "transfer_relayed", version = 1, service = RelayBatch)]
+pub(crate) struct BatchRelayed {
+    /// The input's sequence number.
+    pub(crate) id: u64,
+    /// The input's timestamp.
+    pub(crate) ts_us: u64,
+    /// The input's account.
+    #[event(key)]
+    pub(crate) account: String,
+    /// The input's amount.
+    pub(crate) amount_cents: i64,
+}
+
+impl From<&BatchTransfer> for BatchRelayed {
+    fn from(t: &BatchTransfer) -> Self {
+        Self {
+            id: t.id,
+            ts_us: t.ts_us,
+            account: t.account.clone(),
+            amount_cents: t.amount_cents,
+        }
+    }
+}
+
 /// Input record `id` with timestamp `ts_us`, keyed by one of `keys` accounts.
 pub(crate) fn transfer(id: u64, ts_us: u64, keys: u64) -> Transfer {
     Transfer {
@@ -134,6 +190,10 @@ pub(crate) fn transfer(id: u64, ts_us: u64, keys: u64) -> Transfer {
 
 /// The input topic, which every implementation reads (but the transactional one).
 pub(crate) const INPUT: &str = "bench.perf.relay.commands";
+/// The input topic of the batch relay (scenario 9).
+pub(crate) const INPUT_BATCH: &str = "bench.perf.relay_batch.commands";
+/// The output topic of the batch relay.
+pub(crate) const OUTPUT_BATCH: &str = "bench.perf.relay_batch.events";
 /// The input topic of the transactional ledger (scenario 4).
 pub(crate) const INPUT_LEDGER: &str = "bench.perf.ledger.commands";
 /// The output topic of the transactional ledger.
@@ -173,5 +233,7 @@ mod tests {
         assert_eq!(Deposited::topic().as_str(), OUTPUT_LEDGER);
         assert_eq!(SetDeposit::topic().as_str(), INPUT_LEDGER_SET);
         assert_eq!(SetDeposited::topic().as_str(), OUTPUT_LEDGER_SET);
+        assert_eq!(BatchTransfer::topic().as_str(), INPUT_BATCH);
+        assert_eq!(BatchRelayed::topic().as_str(), OUTPUT_BATCH);
     }
 }

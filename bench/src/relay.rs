@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use atoll::{handlers, App, Context, HandlerResult};
+use atoll::{handlers, App, Batch, Context, HandlerResult, Handlers};
 
 use crate::meter;
-use crate::payload::{Relay, Relayed, Transfer};
+use crate::payload::{BatchRelayed, BatchTransfer, Relay, RelayBatch, Relayed, Transfer};
 use crate::Work;
 
 #[handlers]
@@ -24,6 +24,23 @@ impl Relay {
     }
 }
 
+#[handlers]
+impl RelayBatch {
+    /// [`Relay`]'s work, a batch of a partition's records per call: each record's fact
+    /// emitted through its own context, its latency booked as the per-record handler's is.
+    #[listener(name = "relay")]
+    async fn relay(&self, batch: Batch<Self, BatchTransfer>) -> HandlerResult {
+        for record in &batch {
+            let queued = record.meta().received_at.map(|at| at.elapsed());
+            crate::simulated_io().await;
+            let emit = Instant::now();
+            record.ctx.emit(BatchRelayed::from(&record.event)).await?;
+            meter::record(record.event.ts_us, queued.map(|q| q + emit.elapsed()));
+        }
+        Ok(())
+    }
+}
+
 /// Runs the relay service until the meter has its records; `ready` is called once the
 /// worker's share of the partitions is assigned. The broker, the ordering mode and the delivery
 /// come from the environment (`ATOLL_LISTENERS__RELAY__ORDERING`, `…__DELIVERY`), set by the
@@ -34,7 +51,21 @@ pub(crate) async fn run(
     ready: impl FnOnce(),
     through_shutdown: bool,
 ) -> anyhow::Result<meter::Report> {
-    let running = App::from_env()?.service(Relay).start().await?;
+    run_service(Relay, work, ready, through_shutdown).await
+}
+
+/// [`run`] with the batch relay's service (scenario 9).
+pub(crate) async fn run_batch(work: &Work, ready: impl FnOnce()) -> anyhow::Result<meter::Report> {
+    run_service(RelayBatch, work, ready, false).await
+}
+
+async fn run_service<S: Handlers>(
+    svc: S,
+    work: &Work,
+    ready: impl FnOnce(),
+    through_shutdown: bool,
+) -> anyhow::Result<meter::Report> {
+    let running = App::from_env()?.service(svc).start().await?;
     while running
         .assignments()
         .iter()

@@ -53,7 +53,7 @@ use crate::error::{HandlerError, Result};
 use crate::handler::context::{Context, Meta};
 use crate::handler::delivery::{Acks, Begun, Delivery, Outboxed, Settled, Sink, Unsettled};
 use crate::handler::hooks::HookRuntime;
-use crate::handler::listener::{CallError, Handlers, Listener};
+use crate::handler::listener::{CallError, Calls, Handlers, Listener};
 use crate::handler::schedule::ScheduleKey;
 use crate::ops::metrics::OutboxMetrics;
 use crate::produce::{Producer, Recorded};
@@ -344,6 +344,12 @@ impl<S: Handlers> TestBed<S> {
         if let Some(marked) = ctx.take_mark() {
             return Err(marked);
         }
+        self.settle(&sink).await
+    }
+
+    /// Settles a successful attempt's outputs as the runtime would: acknowledged, committed,
+    /// or (exactly once) recorded as the Kafka transaction would commit them.
+    async fn settle(&self, sink: &Sink) -> Result<(), HandlerError> {
         match sink.settle(Acks::Wait).await {
             Ok(Settled::Done | Settled::Acking(_)) => Ok(()),
             Ok(Settled::Staged(outputs)) => {
@@ -359,6 +365,63 @@ impl<S: Handlers> TestBed<S> {
             }
             Err(Unsettled::NotAcknowledged(e) | Unsettled::Store(e)) => Err(e.into()),
         }
+    }
+
+    /// Delivers `events` to the set-based listener of their type (a handler that takes a
+    /// [`Batch`](crate::Batch)) in one call, as the runtime does with a batch of a partition's
+    /// records, each with a context of its own. Returns each record's result, in order: `Ok`
+    /// when its outputs settled, the error it was marked with
+    /// ([`BatchRecord::fail`](crate::BatchRecord::fail)) otherwise.
+    ///
+    /// # Errors
+    /// The whole call's failure (the handler's `Err`): then no record's outputs settle (the
+    /// runtime would split the batch and call its halves again).
+    ///
+    /// # Panics
+    /// When no listener of the service handles `E`, when it does not take a `Batch`, or when
+    /// it is transactional (its batch runs in one store transaction: test its records with
+    /// [`handle`](Self::handle), each a batch of one).
+    pub async fn handle_batch<E: Event>(
+        &self,
+        events: Vec<E>,
+    ) -> Result<Vec<Result<(), HandlerError>>, HandlerError> {
+        let listener = self.listener_of(E::ce_type());
+        assert!(
+            listener.calls() == Calls::Batch && !listener.is_transactional(),
+            "handle_batch: listener `{}` must take a `Batch` and no `Tx`",
+            listener.name()
+        );
+        let delivery = self.delivery_of(&listener)?;
+        let mut records = Vec::with_capacity(events.len());
+        for event in &events {
+            let meta = self.meta(listener.name(), event.key(), E::ce_type(), None, None);
+            let payload = serde_json::to_vec(event).map_err(HandlerError::permanent)?;
+            let Begun::Fresh(sink) = delivery.begin(&meta).await? else {
+                unreachable!("only a transactional listener finds a record handled before");
+            };
+            records.push((self.context_in(meta, sink.clone()), sink, payload));
+        }
+        let Some((first, _, first_payload)) = records.first() else {
+            return Ok(Vec::new());
+        };
+        let members = records
+            .iter()
+            .map(|(ctx, _, payload)| (ctx.clone(), payload.clone()))
+            .collect();
+        let call = first.with_members(members);
+        called(
+            listener
+                .call(self.svc.clone(), call, first_payload, Vec::new)
+                .await,
+        )?;
+        let mut results = Vec::with_capacity(records.len());
+        for (ctx, sink, _) in &records {
+            results.push(match ctx.take_mark() {
+                Some(marked) => Err(marked),
+                None => self.settle(sink).await,
+            });
+        }
+        Ok(results)
     }
 
     /// Every record produced so far, oldest first.
@@ -423,22 +486,28 @@ impl<S: Handlers> TestBed<S> {
             .collect())
     }
 
-    /// Sends every command the service scheduled now, as if its time had come, through the
-    /// store's outbox as a running service would: they are recorded here (read them with
-    /// [`sent`](Self::sent)). Returns how many it sent.
+    /// Sends every command the service scheduled now, as if its time had come, in the order
+    /// they were due, through the store's outbox as a running service would: they are recorded
+    /// here (read them with [`sent`](Self::sent)). Returns how many it sent.
     ///
     /// # Errors
     /// When the bed has no store, or it fails.
     pub async fn run_scheduled(&self) -> Result<u64> {
         let store = self.scheduling_store()?;
-        sqlx::query("UPDATE atoll_schedule SET due_at = 0 WHERE service = $1")
-            .bind(S::ID.to_string())
-            .execute(store.pool())
-            .await
-            .map_err(crate::error::store_error("making scheduled records due"))?;
-        let moved = schedule::promote(store, i64::MAX).await?;
+        // Due at once, in the order they were: each moved back by the latest one's time.
+        let made_due = sqlx::query(
+            "UPDATE atoll_schedule SET due_at = due_at -
+                 (SELECT MAX(due_at) FROM atoll_schedule WHERE service = $1)
+             WHERE service = $1",
+        )
+        .bind(S::ID.to_string())
+        .execute(store.pool())
+        .await
+        .map_err(crate::error::store_error("making scheduled records due"))?
+        .rows_affected();
+        schedule::promote(store, i64::MAX).await?;
         relay::relay_once(store, &self.producer, i64::MAX, &OutboxMetrics::default()).await?;
-        Ok(moved)
+        Ok(made_due)
     }
 
     fn scheduling_store(&self) -> Result<&Store> {

@@ -1,9 +1,13 @@
 //! `acme.shop.analytics`: a pipeline. It turns each order's outcome into a line of the day's
 //! sales on its `results` topic, exactly once (Kafka transactions): each end fact gives one
 //! line, however often analytics handles it again (after a crash, or when its partitions move).
+//!
+//! Its listener takes the outcomes a batch at a time (up to `batch_size`, waiting
+//! `batch_wait_ms` for more): one call per batch, each line staged with its own record's
+//! offset in the listener's Kafka transaction.
 
 use apache_avro::AvroSchema;
-use atoll::{event_service, handlers, Event, Events, HandlerResult, Meta};
+use atoll::{event_service, handlers, Batch, Event, Events, HandlerResult, Meta};
 use serde::{Deserialize, Serialize};
 
 use crate::orders::{OrderCancelled, OrderCompleted};
@@ -52,20 +56,34 @@ fn day_of(time: Option<&str>) -> String {
         .to_owned()
 }
 
-#[handlers]
-impl Analytics {
-    /// An ended order's line, dated by its fact's `ce_time`.
-    #[listener(name = "outcomes", delivery = "exactly_once")]
-    async fn outcome(&self, meta: Meta, fact: OrderOutcome) -> HandlerResult<DailySales> {
-        let (order_id, completed) = match fact {
-            OrderOutcome::Completed(f) => (f.order_id, true),
-            OrderOutcome::Cancelled(f) => (f.order_id, false),
+impl DailySales {
+    /// The line of an ended order, dated by its fact's `ce_time`.
+    pub fn of(meta: &Meta, outcome: &OrderOutcome) -> Self {
+        let (order_id, completed) = match outcome {
+            OrderOutcome::Completed(f) => (f.order_id.clone(), true),
+            OrderOutcome::Cancelled(f) => (f.order_id.clone(), false),
         };
-        Ok(DailySales {
+        Self {
             day: day_of(meta.time.as_deref()),
             order_id,
             completed,
-        })
+        }
+    }
+}
+
+#[handlers]
+impl Analytics {
+    /// A batch of ended orders, a line each. A line that cannot be staged fails its record
+    /// alone: it is handled again by itself, and the batch's other lines stand.
+    #[listener(name = "outcomes", delivery = "exactly_once", batch_wait_ms = 20)]
+    async fn outcomes(&self, batch: Batch<Self, OrderOutcome>) -> HandlerResult<()> {
+        for record in &batch {
+            let line = DailySales::of(record.meta(), &record.event);
+            if let Err(e) = record.ctx.emit(line).await {
+                record.fail(e);
+            }
+        }
+        Ok(())
     }
 }
 

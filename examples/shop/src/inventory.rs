@@ -239,10 +239,11 @@ async fn release(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool>
 }
 
 /// Puts an order's reservation back if it is still held (neither released nor sold): whether
-/// it was. A release arriving later finds it released.
+/// it was. The order is then `expired`: a release arriving later finds nothing to put back, a
+/// reservation is refused, and a completion takes the stock again ([`sell`]).
 async fn expire(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool> {
     let held = sqlx::query(
-        "UPDATE inventory_orders SET prior = state, state = 'released'
+        "UPDATE inventory_orders SET prior = state, state = 'expired'
          WHERE order_id = $1 AND state = 'reserved'",
     )
     .bind(order_id)
@@ -256,16 +257,46 @@ async fn expire(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool> 
     Ok(held)
 }
 
-/// Marks an order's reservation sold (its order completed): it no longer expires.
-async fn sell(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<()> {
-    sqlx::query(
+/// Marks an order's reservation sold (its order completed): it no longer expires. An order
+/// that completes after its reservation expired (its saga outlived the hold, or the expiry
+/// ran before the completion was read) takes its stock again: the goods left. `Ok(false)`
+/// when that stock is gone meanwhile: the stock is then counted short, for an operator.
+async fn sell(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool> {
+    let prior: Option<(Option<String>,)> = sqlx::query_as(
         "UPDATE inventory_orders SET prior = state, state = 'sold'
-         WHERE order_id = $1 AND state = 'reserved'",
+         WHERE order_id = $1 AND state IN ('reserved', 'expired')
+         RETURNING prior",
     )
     .bind(order_id)
-    .execute(conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(())
+    if prior.and_then(|(p,)| p).as_deref() != Some("expired") {
+        return Ok(true);
+    }
+    let taken: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, delta FROM inventory_movements WHERE order_id = $1 AND kind = 'reserve'
+         ORDER BY sku",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (sku, delta) in taken {
+        // `delta` is what the reservation took: negative.
+        let again = sqlx::query(
+            "UPDATE inventory_stock SET qty = qty + $1 WHERE sku = $2 AND qty + $1 >= 0",
+        )
+        .bind(delta)
+        .bind(&sku)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+        if !again {
+            return Ok(false);
+        }
+        movement(conn, order_id, &sku, delta, "sold after expiry").await?;
+    }
+    Ok(true)
 }
 
 /// Puts back the stock an order's reservation took.
@@ -384,12 +415,19 @@ impl Inventory {
         mut tx: Tx,
         fact: OrderCompleted,
     ) -> HandlerResult<()> {
-        sell(&mut tx, &fact.order_id).await?;
+        if !sell(&mut tx, &fact.order_id).await? {
+            return Err(HandlerError::permanent(format!(
+                "order {} completed after its reservation expired, and its stock is gone: \
+                 the stock is counted short",
+                fact.order_id
+            )));
+        }
         ctx.cancel(&Self::expiry(&fact.order_id)).await?;
         Ok(())
     }
 
-    /// An order's reservation ran out: its stock is put back, if it is still held.
+    /// An order's reservation ran out: its stock is put back, if it is still held (the order
+    /// neither released nor sold).
     #[listener(name = "expire-reservation")]
     async fn expire_reservation(
         &self,

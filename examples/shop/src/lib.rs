@@ -51,6 +51,9 @@ pub struct Options {
     pub reservation_hold: std::time::Duration,
 }
 
+/// The shortest reservation hold [`Options::check`] accepts.
+pub const MIN_RESERVATION_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Default for Options {
     /// Reliable payments, orders accepted, reservations held for 30 minutes.
     fn default() -> Self {
@@ -71,8 +74,14 @@ impl Options {
                 self.flaky_payments
             );
         }
-        if self.reservation_hold.is_zero() {
-            anyhow::bail!("--reservation-hold-ms must be above 0");
+        // The orders saga's three steps time out after 15 s each: a hold shorter than a
+        // minute would expire reservations of orders still on their way.
+        if self.reservation_hold < MIN_RESERVATION_HOLD {
+            anyhow::bail!(
+                "--reservation-hold-ms must be at least {} (a minute), not {}",
+                MIN_RESERVATION_HOLD.as_millis(),
+                self.reservation_hold.as_millis()
+            );
         }
         Ok(())
     }
@@ -151,6 +160,12 @@ mod tests {
         .is_ok());
         assert!(super::Options {
             flaky_payments: 1.0,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(super::Options {
+            reservation_hold: std::time::Duration::from_secs(59),
             ..Default::default()
         }
         .check()

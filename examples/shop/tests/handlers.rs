@@ -4,6 +4,7 @@
 use atoll::config::StoreConfig;
 use atoll::testing::{SagaStatus, TestBed};
 use atoll::Store;
+use example_shop::analytics::{Analytics, DailySales};
 use example_shop::inventory::{
     self, ExpireReservation, Inventory, ReleaseStock, ReserveStock, StockRelease, StockReleased,
     StockReservation, StockReserved,
@@ -306,6 +307,50 @@ async fn inventory_holds_a_reservation_until_it_expires_unless_released_or_sold(
         .collect();
     assert_eq!(released, ["kept"]);
     assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK - 2);
+    // An order completing after its reservation expired (its saga outlived the hold) takes
+    // its stock again: the goods left. A release of it then puts nothing back.
+    bed.handle(OrderCompleted {
+        order_id: "kept".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK - 4);
+    bed.request(ReleaseStock {
+        order_id: "kept".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(apple_stock(&store).await, Inventory::INITIAL_STOCK - 4);
+}
+
+#[tokio::test]
+async fn an_order_completing_after_its_expiry_with_the_stock_gone_is_dead_lettered() {
+    let (store, _dir) = store("inventory-short", migrations::inventory()).await;
+    let bed = TestBed::new(Inventory::default()).with_store(store.clone());
+    let reserve = |id: &str, qty| ReserveStock {
+        order_id: id.into(),
+        items: apples(qty),
+    };
+    bed.request(reserve("late", 2)).await.unwrap();
+    bed.run_scheduled().await.unwrap();
+    for expiry in bed.sent::<ExpireReservation>() {
+        bed.handle(expiry).await.unwrap();
+    }
+    // Every apple is reserved by another order meanwhile.
+    bed.request(reserve("all", Inventory::INITIAL_STOCK))
+        .await
+        .unwrap();
+    assert_eq!(apple_stock(&store).await, 0);
+    let err = bed
+        .handle(OrderCompleted {
+            order_id: "late".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(err.to_string().contains("counted short"), "{err}");
+    // Rolled back: nothing taken, the order still expired, its expiry's movement kept.
+    assert_eq!(apple_stock(&store).await, 0);
 }
 
 /// Rows of `sql` (one text and one integer column).
@@ -634,4 +679,35 @@ async fn shipping_schedules_or_explains_why_not() {
         Some(format!("no carrier delivers to customer {customer}").as_str())
     );
     assert!(bed.emitted::<ShipmentScheduled>().is_empty());
+}
+
+#[tokio::test]
+async fn analytics_writes_a_line_per_ended_order_one_call_a_batch() {
+    let bed = TestBed::new(Analytics);
+    let completed = |id: &str| OrderCompleted {
+        order_id: id.into(),
+    };
+    let results = bed
+        .handle_batch(vec![completed("o-1"), completed("o-2"), completed("o-3")])
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let lines = bed.emitted::<DailySales>();
+    let orders: Vec<&str> = lines.iter().map(|l| l.order_id.as_str()).collect();
+    assert_eq!(orders, ["o-1", "o-2", "o-3"], "in the batch's order");
+    // Dated by the fact's `ce_time` (the bed's is now, in UTC).
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    assert!(
+        lines.iter().all(|l| l.completed && l.day == today),
+        "{lines:?}"
+    );
+    // A cancelled order, alone (a batch of one), is a line too.
+    bed.handle(OrderCancelled {
+        order_id: "o-4".into(),
+        reason: "declined".into(),
+    })
+    .await
+    .unwrap();
+    let last = bed.emitted::<DailySales>().pop().unwrap();
+    assert_eq!((last.order_id.as_str(), last.completed), ("o-4", false));
 }

@@ -296,10 +296,14 @@ impl<S: Service> Listener<S> {
 
     /// Declares the commands the listener sends (by type), for the manifest and the ACLs it
     /// derives (set by `#[handlers]` from `sends = [Command, …]`, and by sagas for their
-    /// steps). Added to those declared before.
+    /// steps). Added to those declared before; each type once.
     #[must_use]
     pub fn sending(mut self, sends: Vec<&'static str>) -> Self {
-        self.sends.extend(sends);
+        for ce_type in sends {
+            if !self.sends.contains(&ce_type) {
+                self.sends.push(ce_type);
+            }
+        }
         self
     }
 

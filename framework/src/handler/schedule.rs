@@ -71,9 +71,14 @@ impl From<SystemTime> for Due {
     }
 }
 
+/// `d` in milliseconds, at most [`LATEST_MS`]: a longer delay or a later time is due then,
+/// not an overflow of the database's arithmetic.
 fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.as_millis()).map_or(LATEST_MS, |ms| ms.min(LATEST_MS))
 }
+
+/// The latest a command can be due, and the longest delay: 10,000 years in milliseconds.
+const LATEST_MS: i64 = 10_000 * 365 * 24 * 3_600 * 1_000;
 
 impl Due {
     /// When it is due by this process's clock, in milliseconds since the Unix epoch (for the
@@ -191,8 +196,10 @@ mod tests {
         assert_eq!(Due::from(Duration::from_secs(90)).0, DueAt::After(90_000));
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         assert_eq!(Due::from(at).0, DueAt::At(1_700_000_000_123));
-        // A time before the epoch is due at once, not a panic.
+        // A time before the epoch is due at once, not a panic; "never" is due in 10,000 years,
+        // not an overflow.
         let before = UNIX_EPOCH - Duration::from_secs(1);
         assert_eq!(Due::from(before).0, DueAt::At(0));
+        assert_eq!(Due::from(Duration::MAX).0, DueAt::After(LATEST_MS));
     }
 }

@@ -506,11 +506,13 @@ pub(crate) async fn background(
     }
 }
 
-/// Relays until a pass finds fewer rows than it could take, then shows what keeps failing on
-/// the readiness probe.
+/// Relays until a pass finds fewer rows than it could take and no more scheduled records are
+/// due, then shows what keeps failing on the readiness probe. Each pass first moves a batch of
+/// due scheduled records into the outbox, so that a backlog of them (after an outage) is
+/// published as it is moved, not moved whole first.
 async fn relay_all(store: &Store, producer: &Producer, watch: &Watch, stop: &CancellationToken) {
-    promote_due(store, watch, stop).await;
     loop {
+        let promoted = promote_due(store, watch).await;
         match outbox::relay::relay_once(store, producer, RELAY_BATCH, &watch.metrics).await {
             Ok(pass) => {
                 if pass.claimed > 0 {
@@ -521,7 +523,8 @@ async fn relay_all(store: &Store, producer: &Producer, watch: &Watch, stop: &Can
                         "outbox relay published rows"
                     );
                 }
-                if pass.claimed < RELAY_BATCH as usize || stop.is_cancelled() {
+                let full = pass.claimed == RELAY_BATCH as usize || promoted == RELAY_BATCH as u64;
+                if !full || stop.is_cancelled() {
                     break;
                 }
             }
@@ -537,24 +540,20 @@ async fn relay_all(store: &Store, producer: &Producer, watch: &Watch, stop: &Can
     }
 }
 
-/// Moves the scheduled records that are due into the outbox, a batch at a time, for the relay
-/// to publish next.
-async fn promote_due(store: &Store, watch: &Watch, stop: &CancellationToken) {
-    loop {
-        match schedule::promote(store, RELAY_BATCH).await {
-            Ok(moved) => {
-                watch.metrics.promoted.inc_by(moved);
-                if moved > 0 {
-                    tracing::debug!(records = moved, "due scheduled records moved to the outbox");
-                }
-                if moved < RELAY_BATCH as u64 || stop.is_cancelled() {
-                    return;
-                }
+/// Moves a batch of the scheduled records that are due into the outbox, for the relay to
+/// publish next: how many.
+async fn promote_due(store: &Store, watch: &Watch) -> u64 {
+    match schedule::promote(store, RELAY_BATCH).await {
+        Ok(moved) => {
+            watch.metrics.promoted.inc_by(moved);
+            if moved > 0 {
+                tracing::debug!(records = moved, "due scheduled records moved to the outbox");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "moving due scheduled records failed; trying again");
-                return;
-            }
+            moved
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "moving due scheduled records failed; trying again");
+            0
         }
     }
 }

@@ -30,9 +30,7 @@ use super::driver::{on_conn, Conn};
 use super::outbox::decode_headers;
 use super::outbox::{encode_headers, OutboxRecord};
 use super::{Backend, Store};
-#[cfg(any(test, feature = "testing"))]
-use crate::error::Error;
-use crate::error::{store_error, Result};
+use crate::error::{store_error, Error, Result};
 
 /// When a scheduled record is due: after a delay counted from its transaction's commit, or at
 /// a time.
@@ -155,18 +153,39 @@ fn put_sql(backend: Backend) -> String {
 const MOVED: &str = "topic, record_partition, record_key, payload, headers, ce_id, source,
     dead_letter_topic";
 
-/// Moves up to `limit` due records into the outbox (free, for the relay to publish), oldest
+/// Moves up to `limit` due records into the outbox (free, for the relay to publish), soonest
 /// due first, in one transaction: how many it moved.
 ///
-/// On PostgreSQL one statement deletes and inserts, skipping rows another promoter holds; on
+/// One promoter at a time: on PostgreSQL the move takes a transaction's advisory lock (another
+/// process's promoter holding it, this one moves nothing now), so that a key's commands enter
+/// the outbox, whose ids order the relay's publishing, in the order they are due; rows a
+/// handler's transaction is replacing are skipped (`SKIP LOCKED`), for the next pass. On
 /// SQLite the insert takes the file's one writer first, so its delete sees the same rows (the
-/// bound is read once, from the process's clock, which is the database's there).
+/// bound is read once, from the process's clock, which is the database's there). Either way it
+/// first asks whether anything is due, so that a pass with nothing to move writes nothing.
 pub(crate) async fn promote(store: &Store, limit: i64) -> Result<u64> {
     let failed = store_error("moving due scheduled records to the outbox");
     let backend = store.backend();
     let now = backend.now_ms_sql();
-    match backend {
+    let due_now = format!("SELECT 1 FROM atoll_schedule WHERE due_at <= {now} LIMIT 1");
+    let any: Option<(i32,)> = sqlx::query_as(AssertSqlSafe(due_now))
+        .fetch_optional(store.pool())
+        .await
+        .map_err(&failed)?;
+    if any.is_none() {
+        return Ok(0);
+    }
+    let mut tx = store.pool().begin().await.map_err(&failed)?;
+    let moved = match backend {
         Backend::Postgres => {
+            let (mine,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(PROMOTE_LOCK)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(&failed)?;
+            if !mine {
+                return Ok(0);
+            }
             let sql = format!(
                 "WITH due AS (
                      DELETE FROM atoll_schedule WHERE id IN (
@@ -176,12 +195,12 @@ pub(crate) async fn promote(store: &Store, limit: i64) -> Result<u64> {
                  INSERT INTO atoll_outbox ({MOVED}, claimed_by, created_at, available_at)
                  SELECT {MOVED}, NULL, {now}, 0 FROM due ORDER BY due_at, id"
             );
-            let done = sqlx::query(AssertSqlSafe(sql))
+            sqlx::query(AssertSqlSafe(sql))
                 .bind(limit)
-                .execute(store.pool())
+                .execute(&mut *tx)
                 .await
-                .map_err(failed)?;
-            Ok(done.rows_affected())
+                .map_err(&failed)?
+                .rows_affected()
         }
         Backend::Sqlite => {
             let due = "FROM atoll_schedule WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2";
@@ -191,7 +210,6 @@ pub(crate) async fn promote(store: &Store, limit: i64) -> Result<u64> {
             );
             let delete = format!("DELETE FROM atoll_schedule WHERE id IN (SELECT id {due})");
             let cut = super::now_ms();
-            let mut tx = store.pool().begin().await.map_err(&failed)?;
             let moved = sqlx::query(AssertSqlSafe(insert))
                 .bind(cut)
                 .bind(limit)
@@ -199,17 +217,32 @@ pub(crate) async fn promote(store: &Store, limit: i64) -> Result<u64> {
                 .await
                 .map_err(&failed)?
                 .rows_affected();
-            sqlx::query(AssertSqlSafe(delete))
+            let deleted = sqlx::query(AssertSqlSafe(delete))
                 .bind(cut)
                 .bind(limit)
                 .execute(&mut *tx)
                 .await
-                .map_err(&failed)?;
-            tx.commit().await.map_err(&failed)?;
-            Ok(moved)
+                .map_err(&failed)?
+                .rows_affected();
+            if deleted != moved {
+                // Cannot be while the transaction holds the writer: rolled back, not guessed at.
+                return Err(Error::Store {
+                    what: format!(
+                        "moving due scheduled records: {moved} copied, {deleted} deleted"
+                    ),
+                    source: sqlx::Error::Protocol("the schedule changed during its move".into()),
+                });
+            }
+            moved
         }
-    }
+    };
+    tx.commit().await.map_err(&failed)?;
+    Ok(moved)
 }
+
+/// The key of the advisory lock a PostgreSQL promoter holds ("atollsch" in ASCII, as a
+/// number: apart from the schema's and the relay's).
+const PROMOTE_LOCK: i64 = 0x61_74_6f_6c_6c_73_63_68;
 
 /// A scheduled record not yet moved to the outbox, as [`pending`] reads it.
 #[cfg(any(test, feature = "testing"))]
