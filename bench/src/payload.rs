@@ -4,56 +4,78 @@
 use atoll::{event_service, Event};
 use serde::{Deserialize, Serialize};
 
-/// The service atoll runs in the benchmark: it owns the input (`bench.perf.relay.commands`) and
-/// the output (`bench.perf.relay.events`).
-#[event_service(company = "bench", namespace = "perf", name = "relay", partitions = 6)]
-#[derive(Debug, Default)]
-pub(crate) struct Relay;
+/// Declares a relay service (`$name`: it owns `bench.perf.$name.commands`, its input, and
+/// `.events`, its output), its input and its output.
+macro_rules! relay {
+    ($(#[$doc:meta])* $service:ident, $name:tt, $transfer:ident, $relayed:ident) => {
+        $(#[$doc])*
+        #[event_service(company = "bench", namespace = "perf", name = $name, partitions = 6)]
+        #[derive(Debug, Default)]
+        pub(crate) struct $service;
 
-/// The input: a command of the relay service, about 200 bytes of JSON.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[event(command, name = "transfer", version = 1, service = Relay)]
-pub(crate) struct Transfer {
-    /// Sequence number.
-    pub(crate) id: u64,
-    /// When the producer sent it, in microseconds since the epoch.
-    pub(crate) ts_us: u64,
-    /// The key: one of `keys` accounts.
-    #[event(key)]
-    pub(crate) account: String,
-    /// Amount.
-    pub(crate) amount_cents: i64,
-    /// Currency.
-    pub(crate) currency: String,
-    /// Padding to about 200 bytes.
-    pub(crate) memo: String,
-}
-
-/// The output, one per input.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[event(fact, name = "transfer_relayed", version = 1, service = Relay)]
-pub(crate) struct Relayed {
-    /// The input's sequence number.
-    pub(crate) id: u64,
-    /// The input's timestamp.
-    pub(crate) ts_us: u64,
-    /// The input's account.
-    #[event(key)]
-    pub(crate) account: String,
-    /// The input's amount.
-    pub(crate) amount_cents: i64,
-}
-
-impl From<&Transfer> for Relayed {
-    fn from(t: &Transfer) -> Self {
-        Self {
-            id: t.id,
-            ts_us: t.ts_us,
-            account: t.account.clone(),
-            amount_cents: t.amount_cents,
+        /// The input: a command of the relay service, about 200 bytes of JSON.
+        #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+        #[event(command, name = "transfer", version = 1, service = $service)]
+        pub(crate) struct $transfer {
+            /// Sequence number.
+            pub(crate) id: u64,
+            /// When the producer sent it, in microseconds since the epoch.
+            pub(crate) ts_us: u64,
+            /// The key: one of `keys` accounts.
+            #[event(key)]
+            pub(crate) account: String,
+            /// Amount.
+            pub(crate) amount_cents: i64,
+            /// Currency.
+            pub(crate) currency: String,
+            /// Padding to about 200 bytes.
+            pub(crate) memo: String,
         }
-    }
+
+        /// The output, one per input.
+        #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+        #[event(fact, name = "transfer_relayed", version = 1, service = $service)]
+        pub(crate) struct $relayed {
+            /// The input's sequence number.
+            pub(crate) id: u64,
+            /// The input's timestamp.
+            pub(crate) ts_us: u64,
+            /// The input's account.
+            #[event(key)]
+            pub(crate) account: String,
+            /// The input's amount.
+            pub(crate) amount_cents: i64,
+        }
+
+        impl From<&$transfer> for $relayed {
+            fn from(t: &$transfer) -> Self {
+                Self {
+                    id: t.id,
+                    ts_us: t.ts_us,
+                    account: t.account.clone(),
+                    amount_cents: t.amount_cents,
+                }
+            }
+        }
+    };
 }
+
+relay!(
+    /// The service atoll runs in the benchmark: it owns the input (`bench.perf.relay.commands`)
+    /// and the output (`bench.perf.relay.events`).
+    Relay,
+    "relay",
+    Transfer,
+    Relayed
+);
+relay!(
+    /// Scenario 9's relay, whose handler takes a batch of a partition's records in one call
+    /// ([`atoll::Batch`]); the same work per record as [`Relay`].
+    RelayBatch,
+    "relay_batch",
+    BatchTransfer,
+    BatchRelayed
+);
 
 /// Declares a ledger service of scenario 4 (`$name`: it owns `bench.perf.$name.commands` and
 /// `.events`, and keeps account balances in PostgreSQL), its input and its output.
@@ -118,62 +140,6 @@ ledger!(
     SetDeposit,
     SetDeposited
 );
-
-/// Scenario 9's relay, whose handler takes a batch of a partition's records in one call
-/// ([`atoll::Batch`]); the same work per record as [`Relay`].
-#[event_service(
-    company = "bench",
-    namespace = "perf",
-    name = "relay_batch",
-    partitions = 6
-)]
-#[derive(Debug, Default)]
-pub(crate) struct RelayBatch;
-
-/// Scenario 9's input: the same JSON as [`Transfer`], a command of [`RelayBatch`].
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[event(command, name = "transfer", version = 1, service = RelayBatch)]
-pub(crate) struct BatchTransfer {
-    /// Sequence number.
-    pub(crate) id: u64,
-    /// When the producer sent it, in microseconds since the epoch.
-    pub(crate) ts_us: u64,
-    /// The key: one of `keys` accounts.
-    #[event(key)]
-    pub(crate) account: String,
-    /// Amount.
-    pub(crate) amount_cents: i64,
-    /// Currency.
-    pub(crate) currency: String,
-    /// Padding to about 200 bytes.
-    pub(crate) memo: String,
-}
-
-/// Scenario 9's output, one per input: the same JSON as [`Relayed`].
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[event(fact, name = "transfer_relayed", version = 1, service = RelayBatch)]
-pub(crate) struct BatchRelayed {
-    /// The input's sequence number.
-    pub(crate) id: u64,
-    /// The input's timestamp.
-    pub(crate) ts_us: u64,
-    /// The input's account.
-    #[event(key)]
-    pub(crate) account: String,
-    /// The input's amount.
-    pub(crate) amount_cents: i64,
-}
-
-impl From<&BatchTransfer> for BatchRelayed {
-    fn from(t: &BatchTransfer) -> Self {
-        Self {
-            id: t.id,
-            ts_us: t.ts_us,
-            account: t.account.clone(),
-            amount_cents: t.amount_cents,
-        }
-    }
-}
 
 /// Input record `id` with timestamp `ts_us`, keyed by one of `keys` accounts.
 pub(crate) fn transfer(id: u64, ts_us: u64, keys: u64) -> Transfer {

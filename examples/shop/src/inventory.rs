@@ -273,13 +273,7 @@ async fn sell(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool> {
     if prior.and_then(|(p,)| p).as_deref() != Some("expired") {
         return Ok(true);
     }
-    let taken: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT sku, delta FROM inventory_movements WHERE order_id = $1 AND kind = 'reserve'
-         ORDER BY sku",
-    )
-    .bind(order_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let taken = reserved(conn, order_id).await?;
     for (sku, delta) in taken {
         // `delta` is what the reservation took: negative.
         let again = sqlx::query(
@@ -299,16 +293,21 @@ async fn sell(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<bool> {
     Ok(true)
 }
 
-/// Puts back the stock an order's reservation took.
-async fn put_back(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<()> {
-    // In SKU order, like reservations: the two never wait on each other's rows in a cycle.
-    let taken: Vec<(String, i64)> = sqlx::query_as(
+/// What an order's reservation took: each SKU and its (negative) movement, in SKU order, like
+/// reservations take them, so that the two never wait on each other's rows in a cycle.
+async fn reserved(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
         "SELECT sku, delta FROM inventory_movements WHERE order_id = $1 AND kind = 'reserve'
          ORDER BY sku",
     )
     .bind(order_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(conn)
+    .await
+}
+
+/// Puts back the stock an order's reservation took.
+async fn put_back(conn: &mut AnyConnection, order_id: &str) -> sqlx::Result<()> {
+    let taken = reserved(conn, order_id).await?;
     for (sku, delta) in taken {
         sqlx::query("UPDATE inventory_stock SET qty = qty - $1 WHERE sku = $2")
             .bind(delta)

@@ -210,20 +210,17 @@ pub(crate) async fn promote(store: &Store, limit: i64) -> Result<u64> {
             );
             let delete = format!("DELETE FROM atoll_schedule WHERE id IN (SELECT id {due})");
             let cut = super::now_ms();
-            let moved = sqlx::query(AssertSqlSafe(insert))
-                .bind(cut)
-                .bind(limit)
-                .execute(&mut *tx)
-                .await
-                .map_err(&failed)?
-                .rows_affected();
-            let deleted = sqlx::query(AssertSqlSafe(delete))
-                .bind(cut)
-                .bind(limit)
-                .execute(&mut *tx)
-                .await
-                .map_err(&failed)?
-                .rows_affected();
+            let mut rows = Vec::with_capacity(2);
+            for sql in [insert, delete] {
+                let done = sqlx::query(AssertSqlSafe(sql))
+                    .bind(cut)
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&failed)?;
+                rows.push(done.rows_affected());
+            }
+            let (moved, deleted) = (rows[0], rows[1]);
             if deleted != moved {
                 // Cannot be while the transaction holds the writer: rolled back, not guessed at.
                 return Err(Error::Store {
