@@ -354,13 +354,14 @@ impl<S: Service> Context<S> {
     /// exactly-once listener (published with the record's offset).
     async fn start_produce(&self, record: Record<'_>) -> Result<(String, Option<Pending>)> {
         let made = self.outgoing(record)?;
-        let id = made.ce_id.clone();
         match &*self.scope.sink {
             Sink::Outbox(tx, _) => {
+                let id = made.ce_id.clone();
                 tx.push(made.into_outbox());
                 Ok((id, None))
             }
             Sink::Stage(stage) => {
+                let id = made.ce_id;
                 stage.lock().push(Output {
                     topic: made.topic.to_string(),
                     partition: made.partition,
@@ -371,18 +372,20 @@ impl<S: Service> Context<S> {
                 Ok((id, None))
             }
             Sink::Producer(_) => {
+                let Made {
+                    topic,
+                    partition,
+                    key,
+                    payload,
+                    headers,
+                    ce_id,
+                } = made;
                 let pending = self
                     .scope
                     .producer
-                    .send_to(
-                        made.topic.as_str(),
-                        made.partition,
-                        made.key.as_deref(),
-                        &made.payload,
-                        made.headers,
-                    )
+                    .send_to(topic.as_str(), partition, key.as_deref(), &payload, headers)
                     .await?;
-                Ok((id, Some(pending)))
+                Ok((ce_id, Some(pending)))
             }
         }
     }
