@@ -71,6 +71,18 @@ impl TxCell {
         self.schedule.lock().push(op);
     }
 
+    /// The transaction, once its handlers are done, and the handler slot it held (given back
+    /// when dropped, so once the transaction ended, committed or not).
+    async fn end(&self) -> (OpenTx, Option<tokio::sync::OwnedSemaphorePermit>) {
+        let tx = self
+            .tx
+            .lock()
+            .await
+            .take()
+            .expect("a transaction is finished once");
+        (tx, self.slot.lock().take())
+    }
+
     /// What the handler left for the commit: its outbox records and schedule changes.
     fn output(&self) -> CellOutput<'_> {
         CellOutput {
@@ -110,14 +122,7 @@ pub(crate) async fn begin(
 /// ids and records, to publish, and whether this process sends them from memory (claimed in
 /// the transaction) or the relay does.
 pub(crate) async fn commit(cell: &TxCell, to: &Outboxed) -> Result<Committed> {
-    let tx = cell
-        .tx
-        .lock()
-        .await
-        .take()
-        .expect("a handler's transaction is finished once");
-    // Given back once the transaction ended, committed or not.
-    let _slot = cell.slot.lock().take();
+    let (tx, _slot) = cell.end().await;
     commit_rows(tx, to, vec![cell.output()]).await
 }
 
@@ -251,15 +256,7 @@ impl BatchTx {
     /// Commits the batch with the outbox rows of the records handled in it (`handled`: their
     /// cells, in offset order).
     pub(crate) async fn commit(self, to: &Outboxed, handled: &[Arc<TxCell>]) -> Result<Committed> {
-        let tx = self
-            .shared
-            .tx
-            .lock()
-            .await
-            .take()
-            .expect("a batch's transaction is finished once");
-        // Given back once the transaction ended, committed or not.
-        let _slot = self.shared.slot.lock().take();
+        let (tx, _slot) = self.shared.end().await;
         let outputs = handled.iter().map(|cell| cell.output()).collect();
         commit_rows(tx, to, outputs).await
     }

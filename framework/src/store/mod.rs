@@ -483,7 +483,8 @@ impl Watch {
 }
 
 /// The store's background work until `stop`: the outbox relay (woken by the commit path, or
-/// every second, when it also moves the due scheduled records to the outbox) and the pruning of inbox rows older than `retention`.
+/// every second), which first moves the due scheduled records to the outbox, and the pruning
+/// of inbox rows older than `retention`.
 pub(crate) async fn background(
     store: Store,
     producer: Producer,

@@ -26,8 +26,6 @@
 use sqlx::AssertSqlSafe;
 
 use super::driver::{on_conn, Conn};
-#[cfg(any(test, feature = "testing"))]
-use super::outbox::decode_headers;
 use super::outbox::{encode_headers, OutboxRecord};
 use super::{Backend, Store};
 use crate::error::{store_error, Error, Result};
@@ -252,23 +250,20 @@ pub(crate) struct Pending {
     pub(crate) due_at: i64,
 }
 
-/// One row of `atoll_schedule` as [`pending`] reads it.
-#[cfg(any(test, feature = "testing"))]
-type Row = (
-    String,
-    String,
-    String,
-    Option<i32>,
-    Option<Vec<u8>>,
-    Vec<u8>,
-    Vec<u8>,
-    String,
-    i64,
-);
-
 /// The records scheduled and not yet moved to the outbox, soonest due first.
 #[cfg(any(test, feature = "testing"))]
 pub(crate) async fn pending(store: &Store) -> Result<Vec<Pending>> {
+    type Row = (
+        String,
+        String,
+        String,
+        Option<i32>,
+        Option<Vec<u8>>,
+        Vec<u8>,
+        Vec<u8>,
+        String,
+        i64,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT service, schedule_key, topic, record_partition, record_key, payload, headers,
              ce_id, due_at
@@ -280,21 +275,15 @@ pub(crate) async fn pending(store: &Store) -> Result<Vec<Pending>> {
     rows.into_iter()
         .map(
             |(service, key, topic, partition, record_key, payload, headers, ce_id, due_at)| {
-                let headers = decode_headers(&headers).ok_or_else(|| Error::Store {
+                let stored = (topic, partition, record_key, payload, headers, ce_id);
+                let record = OutboxRecord::stored(stored).ok_or_else(|| Error::Store {
                     what: format!("scheduled record `{key}`"),
                     source: sqlx::Error::Decode("its headers do not decode".into()),
                 })?;
                 Ok(Pending {
                     service,
                     key,
-                    record: OutboxRecord {
-                        topic,
-                        partition,
-                        key: record_key,
-                        payload,
-                        headers,
-                        ce_id,
-                    },
+                    record,
                     due_at,
                 })
             },

@@ -56,6 +56,31 @@ pub(crate) struct OutboxRecord {
     pub(crate) ce_id: String,
 }
 
+/// A record's columns as atoll's tables keep it: topic, partition, key, payload, the headers
+/// as [`encode_headers`] wrote them, and `ce_id`.
+pub(crate) type Stored = (
+    String,
+    Option<i32>,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+);
+
+impl OutboxRecord {
+    /// The record `columns` hold; `None` when its headers do not decode.
+    pub(crate) fn stored((topic, partition, key, payload, headers, ce_id): Stored) -> Option<Self> {
+        Some(Self {
+            topic,
+            partition,
+            key,
+            payload,
+            headers: decode_headers(&headers)?,
+            ce_id,
+        })
+    }
+}
+
 /// `headers` as bytes: per header, the key's length (u16), the key, the value's length (i32,
 /// -1 for none) and the value, big-endian.
 pub(crate) fn encode_headers(headers: &[(String, Option<Vec<u8>>)]) -> Vec<u8> {
@@ -278,20 +303,9 @@ async fn take_over(
     let mut taken = Vec::with_capacity(rows.len());
     let mut all_decode = true;
     for (id, topic, partition, key, payload, headers, ce_id) in rows {
-        let Some(headers) = decode_headers(&headers) else {
-            all_decode = false;
-            taken.push((id, None));
-            continue;
-        };
-        let record = OutboxRecord {
-            topic,
-            partition,
-            key,
-            payload,
-            headers,
-            ce_id,
-        };
-        taken.push((id, Some(record)));
+        let record = OutboxRecord::stored((topic, partition, key, payload, headers, ce_id));
+        all_decode &= record.is_some();
+        taken.push((id, record));
     }
     if taken.len() < ids.len() || !all_decode {
         let back: Vec<i64> = taken.iter().map(|(id, _)| *id).collect();
