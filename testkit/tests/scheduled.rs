@@ -470,6 +470,33 @@ mod bed {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// On PostgreSQL one process moves due commands at a time (so a key's commands enter the
+    /// outbox in due order): while another holds the promoters' lock, nothing moves; once it
+    /// lets go, everything does.
+    #[tokio::test]
+    async fn a_promoter_moves_nothing_while_another_holds_the_lock() {
+        let pg = atoll_testkit::Postgres::start();
+        let mut config = StoreConfig::default();
+        config.url = Some(pg.database("promote"));
+        let store = Store::connect(&config).await.expect("a PostgreSQL store");
+        let bed = TestBed::new(Reminders).with_store(store.clone());
+        bed.handle(plan("a", 1)).await.unwrap();
+        // Another promoter, in its transaction ("atollsch", as the store's promoter takes it).
+        let mut other = store.pool().begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(0x61_74_6f_6c_6c_73_63_68_i64)
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        assert_eq!(bed.run_scheduled().await.unwrap(), 1, "made due");
+        assert!(bed.sent::<Nudge>().is_empty(), "moved past the lock");
+        assert_eq!(bed.scheduled().await.unwrap().len(), 1);
+        other.rollback().await.unwrap();
+        bed.run_scheduled().await.unwrap();
+        assert_eq!(bed.sent::<Nudge>().len(), 1);
+        assert!(bed.scheduled().await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn scheduling_outside_a_transaction_in_a_view_or_without_a_key_is_a_permanent_error() {
         let (bed, dir) = bed("refused").await;
