@@ -168,10 +168,11 @@ impl PrivateTopic {
         }
     }
 
-    /// The length of the longest `.private.<name>` suffix atoll appends to a service id:
-    /// a service id longer than [`MAX_TOPIC_LEN`] minus this cannot own all its topics.
+    /// The length of the longest `.private.<name>` suffix atoll appends to a service id,
+    /// a retry tier's included (`.private.retry-3600000`): a service id longer than
+    /// [`MAX_TOPIC_LEN`] minus this cannot own all its topics.
     pub const fn longest_suffix() -> usize {
-        let mut longest = 0;
+        let mut longest = ".private.".len() + RETRY_TIER_LONGEST;
         let mut i = 0;
         while i < Self::ALL.len() {
             let len = ".private.".len() + Self::ALL[i].name().len();
@@ -184,9 +185,60 @@ impl PrivateTopic {
     }
 }
 
+/// The delays a retry tier may have, in milliseconds: from 100 ms to an hour. Longer delays
+/// are scheduled commands' (`ctx.schedule`).
+pub const RETRY_TIER_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+
+/// The length of the longest retry tier's name, `retry-3600000`.
+const RETRY_TIER_LONGEST: usize = "retry-3600000".len();
+
+/// The name after `private.` of the retry tier of `ms` milliseconds: `retry-<ms>`.
+pub fn retry_tier_name(ms: u64) -> String {
+    format!("retry-{ms}")
+}
+
+/// The delay of the retry tier named `name` (after `private.`): `Some(ms)` for `retry-<ms>`
+/// with `ms` in [`RETRY_TIER_MS`], written without leading zeros (one topic per delay).
+pub fn retry_tier_of(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("retry-")?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: u64 = digits.parse().ok()?;
+    RETRY_TIER_MS.contains(&ms).then_some(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_tiers_are_named_by_their_delay() {
+        for (name, ms) in [
+            ("retry-100", Some(100)),
+            ("retry-1000", Some(1_000)),
+            ("retry-3600000", Some(3_600_000)),
+            // Out of range, not one name per delay, or not a tier.
+            ("retry-99", None),
+            ("retry-3600001", None),
+            ("retry-0100", None),
+            ("retry-", None),
+            ("retry-1e3", None),
+            ("retry", None),
+            ("dlq", None),
+        ] {
+            assert_eq!(retry_tier_of(name), ms, "{name}");
+            if let Some(ms) = ms {
+                assert_eq!(retry_tier_name(ms), name);
+            }
+        }
+        assert_eq!(
+            PrivateTopic::longest_suffix(),
+            ".private.retry-3600000".len()
+        );
+        // Every tier's name is a valid segment.
+        assert!(check_segment("private topic name", &retry_tier_name(3_600_000)).is_ok());
+    }
 
     #[test]
     fn segments() {
@@ -200,12 +252,14 @@ mod tests {
     }
 
     #[test]
-    fn private_topics_round_trip_and_the_longest_suffix_is_replayed() {
+    fn private_topics_round_trip() {
         for p in PrivateTopic::ALL {
             assert_eq!(PrivateTopic::from_name(p.name()), Some(p));
         }
         assert_eq!(PrivateTopic::from_name("inbox"), None);
-        assert_eq!(PrivateTopic::longest_suffix(), ".private.replayed".len());
+        // A retry tier is no fixed private topic (its suffix is the longest: see
+        // `retry_tiers_are_named_by_their_delay`).
+        assert_eq!(PrivateTopic::from_name("retry-1000"), None);
         assert!(PrivateTopic::Saga.compacted() && !PrivateTopic::Dlq.compacted());
         for p in PrivateTopic::ALL {
             let compact = p.config().iter().any(|(k, v)| {

@@ -174,6 +174,13 @@ impl ServiceId {
         self.private_topic(PrivateTopic::Retry)
     }
 
+    /// The retry tier of `ms` milliseconds, `<id>.private.retry-<ms>`: records waiting that
+    /// long for their next delivery (`ms` in [`atoll_naming::RETRY_TIER_MS`]).
+    pub fn retry_tier(&self, ms: u64) -> TopicName {
+        debug_assert!(atoll_naming::RETRY_TIER_MS.contains(&ms), "{ms} ms");
+        TopicName::build(*self, TopicKind::Private(atoll_naming::retry_tier_name(ms)))
+    }
+
     /// The consumer group of one of the service's listeners, `<id>-<listener>`.
     pub fn group_id(&self, listener: &str) -> Result<String, TopicNameError> {
         segment("listener name", listener)?;
@@ -266,6 +273,14 @@ impl TopicName {
     pub fn service(&self) -> (&str, &str, &str) {
         let [c, n, s] = self.ends;
         (&self.name[..c], &self.name[c + 1..n], &self.name[n + 1..s])
+    }
+
+    /// The delay of the retry tier this is (`<service>.private.retry-<ms>`), if it is one.
+    pub fn retry_tier_ms(&self) -> Option<u64> {
+        match &self.kind {
+            TopicKind::Private(name) => atoll_naming::retry_tier_of(name),
+            _ => None,
+        }
     }
 
     /// Which of atoll's private topics this is, if it is one.
@@ -389,6 +404,21 @@ mod tests {
             dlq.private_sibling(PrivateTopic::Replayed),
             Err(TopicNameError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn a_retry_tier_is_a_private_topic_named_by_its_delay() {
+        let tier = ORDERS.retry_tier(10_000);
+        assert_eq!(tier.as_str(), "acme.shop.orders.private.retry-10000");
+        assert_eq!(tier.retry_tier_ms(), Some(10_000));
+        assert_eq!(tier.as_str().parse::<TopicName>().unwrap(), tier);
+        assert_eq!(
+            tier.private_kind(),
+            None,
+            "not one of the fixed private topics"
+        );
+        assert_eq!(ORDERS.retry().retry_tier_ms(), None);
+        assert_eq!(ORDERS.events().retry_tier_ms(), None);
     }
 
     #[test]
