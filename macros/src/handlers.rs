@@ -232,6 +232,23 @@ fn listener_attr(attr: &syn::Attribute, errors: &mut Errors) -> Option<ListenerA
                 }
             }
             ("sends", other) => errors.at(other, SENDS),
+            (_, Expr::Array(list)) => {
+                let mut ints = Vec::with_capacity(list.elems.len());
+                for elem in &list.elems {
+                    match elem {
+                        Expr::Lit(ExprLit {
+                            lit: Lit::Int(i), ..
+                        }) => ints.push(i.clone()),
+                        other => errors.at(
+                            other,
+                            format!(
+                                "`{key}` takes a list of integers, e.g. `{key} = [1000, 10000]`"
+                            ),
+                        ),
+                    }
+                }
+                settings.push(quote_spanned!(key.span()=> settings.#key = ::std::option::Option::Some(::std::vec![#(#ints),*]);));
+            }
             (
                 setting @ ("retry" | "ordering" | "delivery"),
                 Expr::Lit(ExprLit {

@@ -194,6 +194,11 @@ listener_settings! {
     retry_topic_attempts: u32 = 3,
     /// The delay before the first delivery through the retry topic, in ms; it doubles.
     retry_topic_delay_ms: u64 = 1_000,
+    /// The delays of the deliveries through the retry topic, in ms, one per delivery: each a
+    /// retry tier of its own (`<service>.private.retry-<ms>`), from 100 ms to an hour, at most
+    /// 8; deliveries past the ladder take its last. Empty: `retry_topic_delay_ms` doubling, one
+    /// per `retry_topic_attempts`.
+    retry_topic_delays_ms: Vec<u64> = Vec::new(),
     /// Order within a partition: `partition` (sequential), `key` (concurrent across keys,
     /// sequential per key) or `unordered`.
     ordering: OrderingMode = OrderingMode::Partition,
@@ -246,10 +251,37 @@ impl ListenerConfig {
         Duration::from_millis(self.drain_timeout_ms)
     }
 
-    /// The delay before delivery number `n` (from 1) through the retry topic.
+    /// The delay before delivery number `n` (from 1) through the retry topic: its tier's.
     pub fn retry_topic_delay(&self, n: u32) -> Duration {
-        let factor = 1u64 << n.saturating_sub(1).min(20);
-        Duration::from_millis(self.retry_topic_delay_ms.saturating_mul(factor))
+        Duration::from_millis(self.retry_tier(n))
+    }
+
+    /// The retry tiers' delays, in ms, one per delivery through the retry topic:
+    /// `retry_topic_delays_ms`, or else `retry_topic_delay_ms` doubling, one per
+    /// `retry_topic_attempts` (at most `MAX_RETRY_TIERS` (8)), each kept within a tier's range.
+    pub fn retry_ladder(&self) -> Vec<u64> {
+        if !self.retry_topic_delays_ms.is_empty() {
+            return self.retry_topic_delays_ms.clone();
+        }
+        let (low, high) = (
+            *atoll_naming::RETRY_TIER_MS.start(),
+            *atoll_naming::RETRY_TIER_MS.end(),
+        );
+        let steps = (self.retry_topic_attempts as usize).clamp(1, MAX_RETRY_TIERS);
+        (0..steps)
+            .map(|i| {
+                let ms = self.retry_topic_delay_ms.saturating_mul(1 << i);
+                ms.clamp(low, high)
+            })
+            .collect()
+    }
+
+    /// The delay, in ms, of delivery number `n` (from 1) through the retry topic: its rung of
+    /// the ladder, or the last rung past it.
+    pub fn retry_tier(&self, n: u32) -> u64 {
+        let ladder = self.retry_ladder();
+        let rung = (n.max(1) as usize).min(ladder.len()) - 1;
+        ladder[rung]
     }
 
     /// `Err` naming the key when a value cannot work; `prefix` is where it was set.
@@ -273,6 +305,22 @@ impl ListenerConfig {
                 "{prefix}.max_backoff_ms must be at least {prefix}.backoff_ms"
             ));
         }
+        let tiers = &self.retry_topic_delays_ms;
+        if let Some(bad) = tiers
+            .iter()
+            .find(|ms| !atoll_naming::RETRY_TIER_MS.contains(ms))
+        {
+            return Err(format!(
+                "{prefix}.retry_topic_delays_ms: {bad} is out of 100..=3600000 (100 ms to an hour; \
+                 longer delays: ctx.schedule)"
+            ));
+        }
+        if tiers.len() > MAX_RETRY_TIERS {
+            return Err(format!(
+                "{prefix}.retry_topic_delays_ms has {} delays; at most {MAX_RETRY_TIERS} (each is a topic and a consumer)",
+                tiers.len()
+            ));
+        }
         if self.batch_wait_ms > MAX_BATCH_WAIT_MS {
             return Err(format!(
                 "{prefix}.batch_wait_ms must be at most {MAX_BATCH_WAIT_MS} (a minute): a batch's first record waits that long"
@@ -281,6 +329,9 @@ impl ListenerConfig {
         Ok(())
     }
 }
+
+/// The most retry tiers a listener's ladder has.
+pub(crate) const MAX_RETRY_TIERS: usize = 8;
 
 /// The longest `batch_wait_ms`: a batch's first record waits that long unhandled, and its
 /// partition's finished records uncommitted.
@@ -295,6 +346,64 @@ pub(crate) fn names_listener(key: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ladder_is_given_or_derived_from_the_first_delay() {
+        let config = |delay: u64, attempts: u32, delays: Vec<u64>| ListenerConfig {
+            retry_topic_delay_ms: delay,
+            retry_topic_attempts: attempts,
+            retry_topic_delays_ms: delays,
+            ..ListenerConfig::default()
+        };
+        let cases: [(ListenerConfig, &[u64]); 7] = [
+            // Today's delays, from the defaults.
+            (ListenerConfig::default(), &[1_000, 2_000, 4_000]),
+            (config(3_000, 2, vec![]), &[3_000, 6_000]),
+            (config(1_000, 0, vec![]), &[1_000]),
+            (
+                config(100, 12, vec![]),
+                &[100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800],
+            ),
+            (config(50, 3, vec![]), &[100, 100, 200]),
+            (
+                config(2_000_000, 3, vec![]),
+                &[2_000_000, 3_600_000, 3_600_000],
+            ),
+            (config(1_000, 3, vec![500, 60_000]), &[500, 60_000]),
+        ];
+        for (c, ladder) in cases {
+            assert_eq!(c.retry_ladder(), ladder, "{c:?}");
+        }
+        // Past the ladder, its last rung.
+        let c = config(1_000, 5, vec![500, 2_000]);
+        let tiers: Vec<u64> = (1..=5).map(|n| c.retry_tier(n)).collect();
+        assert_eq!(tiers, [500, 2_000, 2_000, 2_000, 2_000]);
+        assert_eq!(c.retry_topic_delay(1), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_ladder_out_of_range_or_too_long_is_refused() {
+        for (delays, says) in [
+            (vec![99], "out of 100..=3600000"),
+            (vec![1_000, 3_600_001], "ctx.schedule"),
+            ((1..=9).map(|i| i * 1_000).collect(), "at most 8"),
+        ] {
+            let c = ListenerConfig {
+                retry_topic_delays_ms: delays,
+                ..ListenerConfig::default()
+            };
+            let e = c.check("listeners.charge").unwrap_err();
+            assert!(
+                e.contains("listeners.charge.retry_topic_delays_ms") && e.contains(says),
+                "{e}"
+            );
+        }
+        let fine = ListenerConfig {
+            retry_topic_delays_ms: vec![100, 3_600_000],
+            ..ListenerConfig::default()
+        };
+        assert_eq!(fine.check("listener"), Ok(()));
+    }
 
     #[test]
     fn overrides_replace_only_what_they_set() {

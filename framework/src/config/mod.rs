@@ -772,6 +772,24 @@ mod tests {
             Ok(())
         });
         Jail::expect_with(|jail| {
+            jail.set_env(
+                "ATOLL_LISTENERS__CHARGE__RETRY_TOPIC_DELAYS_MS",
+                "[500, 2000]",
+            );
+            let c = load_in(jail).unwrap();
+            assert_eq!(
+                c.listeners["charge"].retry_topic_delays_ms,
+                Some(vec![500, 2_000])
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ATOLL_LISTENERS__CHARGE__RETRY_TOPIC_DELAYS_MS", "[50]");
+            let e = load_in(jail).unwrap_err().to_string();
+            assert!(e.contains("listeners.charge.retry_topic_delays_ms"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
             jail.set_env("ATOLL_LISTENERS__CHARGE__BACKOFF_MS", "0");
             let e = load_in(jail).unwrap_err().to_string();
             assert!(e.contains("listeners.charge.backoff_ms"), "{e}");

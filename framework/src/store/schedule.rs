@@ -401,7 +401,10 @@ mod tests {
         // Moved once: a second pass finds nothing more due.
         assert_eq!(promote(&store, 500).await.unwrap(), 0);
         assert_eq!(outbox(&store).await.len(), 3);
-        assert_eq!(keys(&pending(&store).await.unwrap()), [("late", "late")]);
+        let left = pending(&store).await.unwrap();
+        assert_eq!(keys(&left), [("late", "late")]);
+        assert_eq!(left[0].service, BY.service);
+        assert!(left[0].due_at >= now + 3_590_000, "{}", left[0].due_at);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -29,6 +29,11 @@ impl Orders {
     async fn history(&self, _cmd: PlaceOrder) -> HandlerResult {
         Ok(())
     }
+
+    #[listener(name = "ladder", retry_topic_delays_ms = [500, "slow"])]
+    async fn ladder(&self, _cmd: PlaceOrder) -> HandlerResult {
+        Ok(())
+    }
 }
 
 fn main() {}

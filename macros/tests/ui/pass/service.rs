@@ -225,7 +225,13 @@ mod with_settings {
 
     #[handlers]
     impl Billing {
-        #[listener(name = "charged", max_attempts = 5, retry = "non_blocking", retry_topic_delay_ms = 250)]
+        #[listener(
+            name = "charged",
+            max_attempts = 5,
+            retry = "non_blocking",
+            retry_topic_delay_ms = 250,
+            retry_topic_delays_ms = [500, 2000]
+        )]
         async fn charged(&self, _fact: PaymentCharged) -> HandlerResult {
             Ok(())
         }
@@ -236,6 +242,7 @@ mod with_settings {
         assert_eq!(l.settings().max_attempts, Some(5));
         assert_eq!(l.settings().retry, Some(atoll::config::RetryMode::NonBlocking));
         assert_eq!(l.settings().retry_topic_delay_ms, Some(250));
+        assert_eq!(l.settings().retry_topic_delays_ms, Some(vec![500, 2000]));
         assert_eq!(l.settings().backoff_ms, None);
     }
 }
