@@ -144,6 +144,10 @@ fn expected() -> BTreeSet<Row> {
         for t in reads {
             row("Read", "topic", "literal", format!("{p}.{t}"));
         }
+        // Its retry tiers, whichever delays it uses.
+        for op in ["Write", "Read"] {
+            row(op, "topic", "prefixed", format!("{p}.{s}.private.retry-"));
+        }
         row("Read", "group", "prefixed", format!("{p}.{s}-"));
         row(
             "IdempotentWrite",

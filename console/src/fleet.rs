@@ -147,7 +147,7 @@ impl Fleet {
         };
         for l in &record.listeners {
             let topics = l.partitions.iter().map(|p| &p.topic);
-            let main = topics.filter(|t| !t.ends_with(".private.retry"));
+            let main = topics.filter(|t| !atoll::contract::is_retry_topic(t));
             self.feeds
                 .entry(l.group.clone())
                 .or_default()

@@ -209,13 +209,15 @@ pub(crate) fn listener(base: &str, service: &str, l: &ListenerView, csrf: Option
                                 " (since " (time(h.at_ms)) ")" }
                         } @else if let Some(why) = &p.blocked {
                             td.blocked data-state="blocked" { "blocked: " (why) }
+                        } @else if p.paused && atoll::contract::is_retry_topic(&p.topic) {
+                            td.paused data-state="paused" { "paused (waiting until due)" }
                         } @else if p.paused {
                             td.paused data-state="paused" { "paused (buffer full)" }
                         } @else {
                             td data-state="running" { "running" }
                         }
                         @if let Some(csrf) = csrf {
-                            td { @if !p.topic.ends_with(".private.retry") {
+                            td { @if !atoll::contract::is_retry_topic(&p.topic) {
                                 (crate::holds::form(base, service, &l.name, p, csrf)) } }
                         }
                     }

@@ -15,10 +15,9 @@ use crate::fleet::ServiceView;
 
 /// Topics atoll keeps for itself, left out of the picture: they carry no flow between
 /// services.
-const HIDDEN: [&str; 5] = [
+const HIDDEN: [&str; 4] = [
     ".private.status",
     ".private.control",
-    ".private.retry",
     ".private.saga",
     ".private.replayed",
 ];
@@ -40,7 +39,8 @@ pub(crate) struct Topology {
 
 /// The topology of `services`; `topics_of` gives the topics a listener's group reads.
 pub(crate) fn build(services: &[ServiceView], topics_of: impl Fn(&str) -> Vec<String>) -> Topology {
-    let shown = |t: &str| !HIDDEN.iter().any(|h| t.ends_with(h));
+    let shown =
+        |t: &str| !HIDDEN.iter().any(|h| t.ends_with(h)) && !atoll::contract::is_retry_topic(t);
     let mut sends = Vec::new();
     let mut reads: BTreeMap<(String, String), (Vec<String>, f64)> = BTreeMap::new();
     for s in services {
@@ -222,6 +222,7 @@ mod tests {
                     vec![
                         "acme.shop.inventory.commands".into(),
                         "acme.shop.inventory.private.retry".into(),
+                        "acme.shop.inventory.private.retry-1000".into(),
                     ]
                 }
                 _ => Vec::new(),

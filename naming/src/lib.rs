@@ -208,9 +208,29 @@ pub fn retry_tier_of(name: &str) -> Option<u64> {
     RETRY_TIER_MS.contains(&ms).then_some(ms)
 }
 
+/// Whether `topic` is a service's retry topic: its `private.retry`, or one of its retry tiers.
+pub fn is_retry_topic(topic: &str) -> bool {
+    topic
+        .rsplit_once(".private.")
+        .is_some_and(|(_, kind)| kind == "retry" || retry_tier_of(kind).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_topics_are_the_legacy_one_and_the_tiers() {
+        for (topic, want) in [
+            ("acme.shop.orders.private.retry", true),
+            ("acme.shop.orders.private.retry-500", true),
+            ("acme.shop.orders.private.retry-50", false),
+            ("acme.shop.orders.private.dlq", false),
+            ("acme.shop.orders.events", false),
+        ] {
+            assert_eq!(is_retry_topic(topic), want, "{topic}");
+        }
+    }
 
     #[test]
     fn retry_tiers_are_named_by_their_delay() {

@@ -4,9 +4,10 @@ pub(crate) mod broker;
 mod control;
 pub(crate) mod shutdown;
 pub(crate) mod status;
+mod tiers;
 pub(crate) mod wait;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use crate::config::TokenSource;
 use crate::app::broker::{create_topics_with, EmbeddedBroker};
 use crate::codec::registry::DevRegistry;
 use crate::codec::Codec;
-use crate::config::listener::names_listener;
+use crate::config::listener::{names_listener, MAX_RETRY_TIERS};
 use crate::config::listener::{
     DeliveryMode, ListenerConfig, ListenerSettings, OrderingMode, RetryMode,
 };
@@ -33,7 +34,8 @@ use crate::consume::env::{Counters, Group, Io, ListenerEnv, Mode, Setup};
 use crate::consume::holds::Holds;
 use crate::consume::routing::{Inbox, Routes};
 use crate::contract::codec::CodecKind;
-use crate::contract::service::{owned_topics, Service, TopicSpec};
+use crate::contract::retry_topic::Tier;
+use crate::contract::service::{add_retry_tiers, owned_topics, Service, TopicSpec};
 use crate::contract::topic::ServiceId;
 use crate::error::{Error, Result};
 use crate::handler::context::Client;
@@ -68,12 +70,17 @@ struct StartEnv<'a> {
     holds: &'a Arc<Holds>,
     /// The layers given for the services' handlers, in the order given.
     layers: &'a [Arc<dyn AnyLayer>],
+    /// The retry tiers found on the broker, by service: their records are read even when no
+    /// listener's ladder has them any more.
+    retry_tiers: &'a BTreeMap<ServiceId, BTreeSet<u64>>,
 }
 
 trait ErasedService: Send {
     fn id(&self) -> ServiceId;
     fn codec(&self) -> CodecKind;
-    fn topics(&self) -> Vec<TopicSpec>;
+    /// The topics it owns or consumes, with the retry tiers of its listeners' ladders as
+    /// `config` resolves them.
+    fn topics(&self, config: &Config) -> Vec<TopicSpec>;
     /// Starts the service's listeners, adding their threads to `threads` as they start: on
     /// an error, those already started are there for the caller to stop and join.
     fn start(&self, env: &StartEnv<'_>, threads: &mut Vec<ListenerThread>) -> Result<()>;
@@ -118,12 +125,15 @@ fn service_clients<S: Service>(env: &StartEnv<'_>) -> Clients {
 }
 
 /// Checks `listeners` (distinct names, valid groups, what each takes) and resolves their
-/// settings; the routes between them (inboxes, the retry topic's readers).
+/// settings; the routes between them (inboxes, the retry topics' readers). `on_broker` are
+/// the retry tiers of the service found on the broker: read with those of the ladders.
 fn routes_and_configs<S: Service>(
     listeners: &[Listener<S>],
     config: &Config,
+    on_broker: &BTreeSet<u64>,
 ) -> Result<(Routes, Vec<ListenerConfig>)> {
     let mut routes = Routes::default();
+    let mut ladders = BTreeSet::new();
     let mut configs = Vec::with_capacity(listeners.len());
     for (i, l) in listeners.iter().enumerate() {
         if listeners[..i].iter().any(|o| o.name() == l.name()) {
@@ -157,9 +167,20 @@ fn routes_and_configs<S: Service>(
         if resolved.retry == RetryMode::NonBlocking {
             routes.retry_designated.get_or_insert(l.name());
             routes.retry_readers.insert(l.name());
+            ladders.extend(resolved.retry_ladder());
         }
         configs.push(resolved);
     }
+    if ladders.len() > MAX_RETRY_TIERS {
+        return Err(Error::Config(format!(
+            "the listeners of `{}` use {} retry delays together ({ladders:?} ms), more than \
+             {MAX_RETRY_TIERS}: each is a topic and a consumer per non_blocking listener; share \
+             delays between listeners (longer delays: ctx.schedule)",
+            S::ID,
+            ladders.len()
+        )));
+    }
+    routes.tiers = ladders.into_iter().chain(on_broker.iter().copied()).collect();
     // Someone reads the retry topic even when no listener uses it any more: records left
     // there by a listener since set to `strict`, or renamed, are dead-lettered.
     if routes.retry_designated.is_none() {
@@ -258,10 +279,17 @@ impl<S: Handlers> Registered<S> {
         if shared.routes.retry_designated == Some(listener.name())
             || config.retry == RetryMode::NonBlocking
         {
-            modes.push((Mode::Retry, S::ID.retry()));
+            let tiers = shared.routes.tiers.iter().map(|ms| Tier::Ms(*ms));
+            for tier in std::iter::once(Tier::Legacy).chain(tiers) {
+                modes.push((Mode::Retry(tier), tier.topic(S::ID)));
+            }
         }
         for (mode, topic) in modes {
-            let suffix = if mode == Mode::Retry { " (retry)" } else { "" };
+            let suffix = match mode {
+                Mode::Main => String::new(),
+                Mode::Retry(Tier::Legacy) => " (retry)".to_owned(),
+                Mode::Retry(Tier::Ms(ms)) => format!(" (retry-{ms})"),
+            };
             let health = env
                 .health
                 .consumer(format!("{}/{}{suffix}", S::ID, listener.name()));
@@ -307,13 +335,20 @@ impl<S: Handlers> ErasedService for Registered<S> {
         S::CODEC
     }
 
-    fn topics(&self) -> Vec<TopicSpec> {
+    fn topics(&self, config: &Config) -> Vec<TopicSpec> {
         let mut topics = owned_topics::<S>();
+        let mut delays = BTreeSet::new();
         for l in all_listeners::<S>() {
             if !topics.iter().any(|t| &t.name == l.topic()) {
                 topics.push(TopicSpec::plain(l.topic().clone(), l.partitions()));
             }
+            // A listener whose settings cannot work is refused at start, saying why.
+            match listener_config(config, l.name(), l.settings()) {
+                Ok(c) if c.retry == RetryMode::NonBlocking => delays.extend(c.retry_ladder()),
+                Ok(_) | Err(_) => {}
+            }
         }
+        add_retry_tiers(&mut topics, S::ID, delays);
         topics
     }
 
@@ -328,7 +363,8 @@ impl<S: Handlers> ErasedService for Registered<S> {
             .map(|l| l.with_layers(self.0.clone(), &layers))
             .collect::<Result<Vec<_>, String>>()
             .map_err(Error::Declaration)?;
-        let (routes, configs) = routes_and_configs(&listeners, env.config)?;
+        let on_broker = env.retry_tiers.get(&S::ID).cloned().unwrap_or_default();
+        let (routes, configs) = routes_and_configs(&listeners, env.config, &on_broker)?;
         let shared = Shared {
             routes: Arc::new(routes),
             source: S::ID.to_string().into(),
@@ -609,7 +645,7 @@ impl App {
         let all = self
             .services
             .iter()
-            .flat_map(|s| s.topics())
+            .flat_map(|s| s.topics(&self.config))
             .chain(self.extra_topics.clone());
         for t in all {
             by_name.entry(t.name.clone()).or_insert(t);
@@ -884,6 +920,7 @@ impl App {
             .await?;
         store_slot.set(store.as_ref());
         let holds = control::start(&clients, &ids, stop.clone()).await?;
+        let retry_tiers = tiers::on_broker(&clients, &ids).await;
         let env = StartEnv {
             clients: &clients,
             producer: &producer,
@@ -897,6 +934,7 @@ impl App {
             store: store.as_ref(),
             holds: &holds,
             layers: &self.layers,
+            retry_tiers: &retry_tiers,
         };
         let threads = self.start_services(&env).await?;
         let status = status::Publisher::spawn(&env, metrics.clone(), ids.clone(), started_ms);

@@ -3,7 +3,8 @@
 //!
 //! The poll thread never runs handlers, so a slow handler cannot make the consumer exceed
 //! `max.poll.interval.ms`: records are handed to per-partition workers, a partition whose
-//! buffer is full is paused (and resumed when it drained to half), and finished offsets are
+//! buffer is full is paused (and resumed when it drained to half), a retry topic's partition
+//! is paused while its head waits to be due ([`due`]), and finished offsets are
 //! committed from the per-partition [`Watermark`] every
 //! `listener.commit_interval_ms` or every `listener.commit_batch` finished records, whichever
 //! comes first, through the consumer's [`committer`] thread. On revocation and on shutdown the
@@ -16,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -31,6 +32,7 @@ use crate::config::{DeliveryMode, StartFrom};
 use crate::consume::close;
 use crate::consume::committer;
 use crate::consume::committer::{Batch, CommitQueue, Commits};
+use crate::consume::due::{Admit, Due};
 use crate::consume::env::{ListenerEnv, Mode};
 use crate::consume::holds;
 use crate::consume::parked::{self, Parked};
@@ -38,6 +40,7 @@ use crate::consume::received::Received;
 use crate::consume::watermark::Watermark;
 use crate::consume::worker::{run_partition, Delivered, PartitionShared};
 use crate::contract::envelope::RecordView;
+use crate::contract::retry_topic::RetryState;
 use crate::contract::service::Service;
 use crate::contract::status::PartitionStatus;
 use crate::error::{Error, Result};
@@ -48,10 +51,46 @@ use crate::ops::stats::ListenerStats;
 struct Slot {
     shared: Arc<PartitionShared>,
     tx: mpsc::UnboundedSender<Delivered>,
+    /// Whether the consumer paused it (for a full buffer or records held until due).
     paused: bool,
+    /// Whether its buffer is full: it stays paused until it drains to half.
+    full: bool,
+    /// On a retry topic: records polled before they are due (see [`due`]).
+    waiting: Due<Delivered>,
     /// The timestamp of the last record received (ms since the Unix epoch): how far behind
     /// in time the partition is, while it lags.
     received_ms: Option<i64>,
+}
+
+impl Slot {
+    /// How soon the partition wants looking at, when it is paused or holds records: a full
+    /// buffer drains any time; held records fall due, and a partition resumes, when
+    /// [`Due::next_change`] says.
+    fn watch(&self, now: SystemTime) -> Option<Duration> {
+        if self.full {
+            return Some(DRAINING);
+        }
+        if !self.paused && !self.waiting.holds_any() {
+            return None;
+        }
+        let until = self.waiting.next_change().unwrap_or(now);
+        let wait = until.duration_since(now).unwrap_or_default();
+        Some(wait.clamp(Duration::from_millis(1), IDLE))
+    }
+}
+
+/// The poll timeout while no partition needs looking at.
+const IDLE: Duration = Duration::from_millis(100);
+
+/// The poll timeout while a partition's full buffer drains.
+const DRAINING: Duration = Duration::from_millis(10);
+
+/// The sooner of two waits, either absent.
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 type Slots = Mutex<HashMap<i32, Slot>>;
@@ -282,7 +321,7 @@ impl<S: Service> ListenerContext<S> {
                 let service = S::ID.to_string();
                 self.env.io.holds.of(&service, self.env.listener.name())
             }
-            Mode::Retry => Default::default(),
+            Mode::Retry(_) => Default::default(),
         }
     }
 
@@ -651,7 +690,8 @@ impl<S: Service> PollLoop<S> {
         let interval = self.env.setup.config.commit_interval();
         let batch = self.env.setup.config.commit_batch;
         let mut last_commit = Instant::now();
-        let mut any_paused = false;
+        // How soon a paused or waiting partition wants looking at, if any does.
+        let mut watching = None;
         let mut holds_seen = 0;
         while !self.env.io.stop.is_cancelled() {
             self.consumer.context().health.polled();
@@ -660,26 +700,23 @@ impl<S: Service> PollLoop<S> {
                 self.consumer.context().obey_holds(&self.consumer);
                 holds_seen = holds_now;
             }
-            let timeout = if any_paused {
-                Duration::from_millis(10)
-            } else {
-                Duration::from_millis(100)
-            };
+            let timeout = watching.unwrap_or(IDLE);
             match self.consumer.poll(timeout) {
                 Some(Ok(msg)) => {
-                    any_paused |= self.dispatch(Delivered {
+                    let wait = self.dispatch(Delivered {
                         at: Instant::now(),
                         msg: Received::copy(&msg, &self.topic),
-                    })
+                    });
+                    watching = sooner(watching, wait);
                 }
                 Some(Err(e)) => {
                     tracing::warn!(listener = self.env.listener.name(), error = %e, "consumer error")
                 }
                 None => {}
             }
-            // Only a paused partition is looked at: most turns have none.
-            if any_paused {
-                any_paused = self.resume_drained();
+            // Only a paused or waiting partition is looked at: most turns have none.
+            if watching.is_some() {
+                watching = self.release();
             }
             if self.fatal_or_rewound() {
                 break;
@@ -746,10 +783,13 @@ impl<S: Service> PollLoop<S> {
         tracing::info!(listener = name, "listener stopped");
     }
 
-    /// Hands a record to its partition's worker; whether the partition is paused now.
-    fn dispatch(&self, delivered: Delivered) -> bool {
+    /// Hands a record to its partition's worker, or holds it until it is due; how soon the
+    /// partition wants looking at, when it is paused or holds records.
+    fn dispatch(&self, delivered: Delivered) -> Option<Duration> {
         self.env.counters.metrics.consumed.inc();
         let p = delivered.msg.partition();
+        let now = SystemTime::now();
+        let (due, slack) = self.due_of(&delivered.msg, now);
         let mut slots = self.slots.lock();
         let slot = slots.entry(p).or_insert_with(|| {
             let shared = Arc::new(PartitionShared::new(self.env.io.stop.child_token()));
@@ -760,49 +800,96 @@ impl<S: Service> PollLoop<S> {
                 shared,
                 tx,
                 paused: false,
+                full: false,
+                waiting: Due::default(),
                 received_ms: None,
             }
         });
         slot.received_ms = delivered.msg.timestamp_ms().or(slot.received_ms);
+        if let Admit::Now(delivered) = slot.waiting.admit(delivered, due, now, slack) {
+            self.send(p, slot, delivered);
+        }
+        self.settle(p, slot, now, None);
+        slot.watch(now)
+    }
+
+    /// When `msg` is due, and the slack of the topic's tier: only a record on a retry topic
+    /// for this listener waits for a time of its own.
+    fn due_of(&self, msg: &Received, now: SystemTime) -> (Option<SystemTime>, Duration) {
+        let Mode::Retry(tier) = self.env.setup.group.mode else {
+            return (None, Duration::ZERO);
+        };
+        let due = RetryState::read(msg)
+            .filter(|st| st.listener == self.env.listener.name())
+            .map(|st| tier.due(st.not_before, now));
+        (due, tier.slack())
+    }
+
+    /// Starts `delivered` in its partition's watermark and hands it to the partition's worker.
+    fn send(&self, p: i32, slot: &mut Slot, delivered: Delivered) {
         slot.shared.watermark.lock().start(delivered.msg.offset());
         let queued = slot.shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
         if slot.tx.send(delivered).is_err() {
             tracing::error!(partition = p, "partition worker is gone");
         }
-        if queued >= self.env.setup.config.max_buffered && !slot.paused {
+        if queued >= self.env.setup.config.max_buffered {
+            slot.full = true;
+        }
+    }
+
+    /// Pauses partition `p` while its buffer is full or it holds records until due, and
+    /// resumes it once neither is so (unless an operator's hold keeps it paused: `held`).
+    fn settle(&self, p: i32, slot: &mut Slot, now: SystemTime, held: Option<&BTreeSet<i32>>) {
+        let want = slot.full || !slot.waiting.may_resume(now);
+        if want && !slot.paused {
             match self.consumer.pause(&self.partition(p)) {
                 Ok(()) => {
-                    tracing::debug!(partition = p, queued, "partition paused");
-                    slot.paused = true
+                    tracing::debug!(partition = p, full = slot.full, "partition paused");
+                    if !slot.full {
+                        self.env.counters.metrics.retry_pauses.inc();
+                    }
+                    slot.paused = true;
                 }
                 Err(e) => tracing::warn!(partition = p, error = %e, "cannot pause partition"),
             }
+        } else if !want && slot.paused {
+            if held.is_some_and(|h| h.contains(&p)) {
+                // Its hold keeps it paused: the consumer no longer does.
+                slot.paused = false;
+                return;
+            }
+            match self.consumer.resume(&self.partition(p)) {
+                Ok(()) => {
+                    tracing::debug!(partition = p, "partition resumed");
+                    slot.paused = false;
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "cannot resume partition"),
+            }
         }
-        slot.paused
     }
 
-    /// Resumes paused partitions that drained to half their buffer; whether any stays paused.
-    /// librdkafka fetches a resumed partition again from the last record it delivered.
-    fn resume_drained(&self) -> bool {
+    /// Hands on the held records that fell due and resumes the partitions that drained to
+    /// half their buffer and hold nothing; how soon one that stays paused or holds records
+    /// wants looking at.
+    /// librdkafka fetches a resumed partition again from after the last record it delivered.
+    fn release(&self) -> Option<Duration> {
         let low = self.env.setup.config.max_buffered / 2;
+        let slack = match self.env.setup.group.mode {
+            Mode::Retry(tier) => tier.slack(),
+            Mode::Main => Duration::ZERO,
+        };
         let held = self.consumer.context().held.lock().clone();
-        let mut any = false;
+        let now = SystemTime::now();
+        let mut any = None;
         for (p, slot) in self.slots.lock().iter_mut() {
-            if slot.paused && slot.shared.queued.load(Ordering::SeqCst) <= low {
-                if held.contains(p) {
-                    // Its hold keeps it paused: the buffer no longer does.
-                    slot.paused = false;
-                    continue;
-                }
-                match self.consumer.resume(&self.partition(*p)) {
-                    Ok(()) => {
-                        tracing::debug!(partition = p, "partition resumed");
-                        slot.paused = false;
-                    }
-                    Err(e) => tracing::warn!(partition = p, error = %e, "cannot resume partition"),
-                }
+            for delivered in slot.waiting.take_due(now, slack) {
+                self.send(*p, slot, delivered);
             }
-            any |= slot.paused;
+            if slot.full && slot.shared.queued.load(Ordering::SeqCst) <= low {
+                slot.full = false;
+            }
+            self.settle(*p, slot, now, Some(&held));
+            any = sooner(any, slot.watch(now));
         }
         any
     }

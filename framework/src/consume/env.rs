@@ -16,6 +16,7 @@ use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::config::client::Clients;
 use crate::config::ListenerConfig;
+use crate::contract::retry_topic::Tier;
 use crate::contract::topic::TopicName;
 use crate::handler::delivery::Delivery;
 use crate::handler::listener::Listener;
@@ -64,8 +65,8 @@ pub(crate) struct Group {
     pub(crate) listener: String,
     /// Whether the consumer reads the listener's topic or the retry topic.
     pub(crate) mode: Mode,
-    /// The group the consumer joins: the listener's, or `<the listener's>.retry` on the retry
-    /// topic.
+    /// The group the consumer joins: the listener's, or its retry group on a retry topic
+    /// ([`Tier::group`]).
     pub(crate) joined: String,
 }
 
@@ -74,7 +75,7 @@ impl Group {
     pub(crate) fn new(listener: String, mode: Mode) -> Self {
         let joined = match mode {
             Mode::Main => listener.clone(),
-            Mode::Retry => format!("{listener}.retry"),
+            Mode::Retry(tier) => tier.group(&listener),
         };
         Self {
             listener,
@@ -153,9 +154,9 @@ impl Drop for Blocked<'_> {
     }
 }
 
-/// Whether a consumer reads the listener's own topic or the retry topic.
+/// Whether a consumer reads the listener's own topic or a retry topic, and which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Main,
-    Retry,
+    Retry(Tier),
 }

@@ -13,6 +13,7 @@ pub(crate) mod batch;
 pub(crate) mod close;
 pub(crate) mod committer;
 pub(crate) mod consumer;
+pub(crate) mod due;
 pub(crate) mod env;
 pub(crate) mod holds;
 pub(crate) mod lanes;

@@ -1,5 +1,5 @@
-//! Records on the retry topic of a listener that no longer reads it (set to `strict`, or
-//! renamed): the retry topic's designated reader skips those that listener's retry group had
+//! Records on a retry topic of a listener that no longer reads it (set to `strict`, or
+//! renamed): the retry topics' designated reader skips those that listener's retry group had
 //! passed, and dead-letters the others in that listener's name, so that a replay takes them to
 //! its main path.
 
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::env::ListenerEnv;
+use super::env::{ListenerEnv, Mode};
 use super::received::Received;
 use super::worker::Handled;
 use crate::config::client::{Clients, Hooked};
@@ -81,7 +81,11 @@ impl<S: Service> ListenerEnv<S> {
                 return Ok(*o);
             }
         }
-        let group = format!("{}.retry", S::ID.group_id(listener)?);
+        let listener_group = S::ID.group_id(listener)?;
+        let group = match self.setup.group.mode {
+            Mode::Retry(tier) => tier.group(&listener_group),
+            Mode::Main => format!("{listener_group}.retry"),
+        };
         let (clients, topic) = (self.io.clients.clone(), self.setup.topic.to_string());
         let offset = tokio::task::spawn_blocking(move || {
             committed_offset(&clients, &group, &topic, partition)

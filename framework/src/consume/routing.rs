@@ -1,7 +1,7 @@
 //! Which listener handles, skips or dead-letters a record (see `docs/architecture.md#failure-handling-and-dead-letters`: bad input is
 //! dead-lettered, never dropped; facts topics stay open to new facts of their owner).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::contract::retry_topic::RetryState;
 use crate::contract::topic::TopicName;
@@ -22,12 +22,15 @@ pub(crate) struct Inbox {
 pub(crate) struct Routes {
     /// The service's inboxes, by topic.
     pub(crate) inboxes: HashMap<TopicName, Inbox>,
-    /// The listener that reads the retry topic for everyone who does not: it dead-letters
+    /// The listener that reads the retry topics for everyone who does not: it dead-letters
     /// malformed records there, and records of listeners that no longer take their records
-    /// from it. The first listener in `non_blocking` retry mode, or else the first listener.
+    /// from them. The first listener in `non_blocking` retry mode, or else the first listener.
     pub(crate) retry_designated: Option<&'static str>,
-    /// The listeners that take their records from the retry topic (`non_blocking` retries).
+    /// The listeners that take their records from the retry topics (`non_blocking` retries).
     pub(crate) retry_readers: HashSet<&'static str>,
+    /// The retry tiers read (delays, ms): those of the readers' ladders, and those found on
+    /// the broker. Every reader reads each, and so does the designated listener.
+    pub(crate) tiers: BTreeSet<u64>,
 }
 
 /// What to do with a record.

@@ -15,7 +15,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -355,7 +355,7 @@ impl<S: Service> ListenerEnv<S> {
                 incoming.ce_type,
             ),
             // Records on the retry topic carry their retry state.
-            Mode::Retry => route_retry(&setup.routes, name, RetryState::read(msg), |l| {
+            Mode::Retry(_) => route_retry(&setup.routes, name, RetryState::read(msg), |l| {
                 S::ID.group_id(l).map(drop).map_err(|e| e.to_string())
             }),
         }
@@ -381,15 +381,8 @@ impl<S: Service> ListenerEnv<S> {
                     .await
             }
             Route::Handle => self.handle(delivered, incoming, None, cancel, acks).await,
+            // Its time has come: the poll thread held it until then.
             Route::HandleRetry(st) => {
-                // Not before its time.
-                let wait = st
-                    .not_before
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default();
-                if !sleep_unless(cancel, wait).await {
-                    return Handled::Abandoned;
-                }
                 self.handle(delivered, incoming, Some(st), cancel, acks)
                     .await
             }
@@ -543,8 +536,8 @@ impl<S: Service> ListenerEnv<S> {
         }
     }
 
-    /// Sends a failed record to the retry topic for its next `delivery`; a record too large for
-    /// it is dead-lettered.
+    /// Sends a failed record to the retry tier of its next `delivery` (the listener's ladder
+    /// says which); a record too large for it is dead-lettered.
     async fn to_retry_topic(
         &self,
         msg: &Received,
@@ -552,11 +545,12 @@ impl<S: Service> ListenerEnv<S> {
         delivery: u32,
         cancel: &CancellationToken,
     ) -> Handled {
+        let tier = self.setup.config.retry_tier(delivery);
         let st = RetryState {
             listener: self.listener.name().to_owned(),
             attempts: failure.attempts,
             delivery,
-            not_before: SystemTime::now() + self.setup.config.retry_topic_delay(delivery),
+            not_before: SystemTime::now() + Duration::from_millis(tier),
             origin: Origin::of(msg),
         };
         let (kind, error, attempts) = (failure.kind, &failure.error, failure.attempts);
@@ -568,7 +562,7 @@ impl<S: Service> ListenerEnv<S> {
         (metrics.observed).failed(kind.as_str(), error, Then::RetryTopic, at);
         let payload = msg.payload().unwrap_or_default();
         let headers = || st.headers(msg, error);
-        let topic = S::ID.retry();
+        let topic = S::ID.retry_tier(tier);
         match self
             .write(&topic, msg, payload, headers, cancel, true)
             .await

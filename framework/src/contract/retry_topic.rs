@@ -1,4 +1,6 @@
-//! The non-blocking retry topic, `<service>.private.retry` (see [`crate::config::listener`]).
+//! The non-blocking retry topics (see [`crate::config::listener`]): the tiers
+//! `<service>.private.retry-<ms>`, one per delay of a listener's ladder, and the legacy
+//! `<service>.private.retry`, which versions before the tiers wrote and which is still read.
 //!
 //! A record on it is the original record (key, value, headers) plus `atoll_retry_*` headers
 //! that say which listener it is for, when it may be delivered, how many attempts were made,
@@ -9,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::contract::envelope::{record_header, RecordView};
+use crate::contract::topic::{ServiceId, TopicName};
 
 /// `atoll_retry_listener`: the only listener the record is for.
 pub const LISTENER: &str = "atoll_retry_listener";
@@ -28,6 +31,54 @@ pub const ORIGINAL_OFFSET: &str = "atoll_retry_original_offset";
 pub const ERROR: &str = "atoll_retry_error";
 
 const PREFIX: &str = "atoll_retry_";
+
+/// Which retry topic a consumer reads: the legacy `private.retry` (deliveries of any delay,
+/// written by versions before the tiers) or the tier `private.retry-<ms>`, whose records all
+/// wait `ms` milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Tier {
+    Legacy,
+    Ms(u64),
+}
+
+impl Tier {
+    /// The tier's topic of service `id`.
+    pub(crate) fn topic(self, id: ServiceId) -> TopicName {
+        match self {
+            Self::Legacy => id.retry(),
+            Self::Ms(ms) => id.retry_tier(ms),
+        }
+    }
+
+    /// The group that listener group `listener` reads the tier in: `<listener>.retry`, or
+    /// `<listener>.retry-<ms>`.
+    pub(crate) fn group(self, listener: &str) -> String {
+        match self {
+            Self::Legacy => format!("{listener}.retry"),
+            Self::Ms(ms) => format!("{listener}.{}", atoll_naming::retry_tier_name(ms)),
+        }
+    }
+
+    /// How long a partition stays paused after its head was handed on, so that the records
+    /// written just after it are due by the next fetch (a tenth of the delay, at most a
+    /// second; 100 ms on the legacy topic).
+    pub(crate) fn slack(self) -> Duration {
+        match self {
+            Self::Legacy => Duration::from_millis(100),
+            Self::Ms(ms) => Duration::from_millis((ms / 10).min(1_000)),
+        }
+    }
+
+    /// When a record whose state says `not_before` is due, read at `now`: on a tier, no later
+    /// than one delay from now, so that a writer whose clock runs ahead holds a partition up
+    /// for one delay at most.
+    pub(crate) fn due(self, not_before: SystemTime, now: SystemTime) -> SystemTime {
+        match self {
+            Self::Legacy => not_before,
+            Self::Ms(ms) => not_before.min(now + Duration::from_millis(ms)),
+        }
+    }
+}
 
 /// Where a record originally came from, and the retry state it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +235,31 @@ mod tests {
         assert_eq!(h.iter().filter(|x| x.key == ATTEMPTS).count(), 1);
         let stripped = original_headers(&record("t", h), 0);
         assert_eq!(stripped.count(), 1, "only ce_type is original");
+    }
+
+    #[test]
+    fn a_tier_names_its_topic_and_group_and_bounds_a_record_s_wait() {
+        let id = ServiceId::new_unchecked("acme", "shop", "payments");
+        assert_eq!(Tier::Legacy.topic(id).as_str(), "acme.shop.payments.private.retry");
+        assert_eq!(
+            Tier::Ms(500).topic(id).as_str(),
+            "acme.shop.payments.private.retry-500"
+        );
+        assert_eq!(Tier::Legacy.group("g"), "g.retry");
+        assert_eq!(Tier::Ms(500).group("g"), "g.retry-500");
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let hour = now + Duration::from_secs(3_600);
+        // (tier, not_before, now) → due, slack
+        let cases = [
+            (Tier::Legacy, hour, hour, 100),
+            (Tier::Ms(500), now, now, 50),
+            (Tier::Ms(500), hour, now + Duration::from_millis(500), 50),
+            (Tier::Ms(60_000), now + Duration::from_secs(1), now + Duration::from_secs(1), 1_000),
+        ];
+        for (tier, not_before, want, slack) in cases {
+            assert_eq!(tier.due(not_before, now), want, "{tier:?}");
+            assert_eq!(tier.slack(), Duration::from_millis(slack), "{tier:?}");
+        }
     }
 
     #[test]

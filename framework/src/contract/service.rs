@@ -100,6 +100,25 @@ pub fn owned_topics<S: Service>() -> Vec<TopicSpec> {
     topics
 }
 
+/// Adds to `topics` (which hold service `id`'s `private.retry`, see [`owned_topics`]) the
+/// retry tiers of `delays` (ms) not already there: each as the service's `private.retry`,
+/// renamed.
+pub(crate) fn add_retry_tiers(
+    topics: &mut Vec<TopicSpec>,
+    id: ServiceId,
+    delays: impl IntoIterator<Item = u64>,
+) {
+    let Some(legacy) = topics.iter().find(|t| t.name == id.retry()).cloned() else {
+        return;
+    };
+    for ms in delays {
+        let name = id.retry_tier(ms);
+        if !topics.iter().any(|t| t.name == name) {
+            topics.push(TopicSpec { name, ..legacy.clone() });
+        }
+    }
+}
+
 impl TopicSpec {
     /// One of atoll's private topics of service `id`, compacted when that topic is.
     pub fn private(id: ServiceId, which: PrivateTopic, partitions: i32) -> Self {

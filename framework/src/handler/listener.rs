@@ -7,11 +7,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::codec::DecodeError;
-use crate::config::listener::ListenerSettings;
+use crate::config::listener::{ListenerConfig, ListenerSettings, RetryMode};
 use crate::config::DeliveryMode;
 use crate::contract::event::EventKind;
 use crate::contract::service::{
-    owned_topics, Delivery, ListenerDescription, Service, ServiceDescription,
+    add_retry_tiers, owned_topics, Delivery, ListenerDescription, Service, ServiceDescription,
 };
 use crate::contract::topic::{PrivateTopic, TopicKind, TopicName, TopicNameError};
 use crate::error::HandlerError;
@@ -429,9 +429,19 @@ pub fn describe<S: Handlers>() -> Result<ServiceDescription, TopicNameError> {
             })
         })
         .collect::<Result<_, TopicNameError>>()?;
+    // The retry tiers of the ladders written in code (a ladder set only in configuration
+    // has its tiers made at start, with `kafka.create_topics`).
+    let mut topics = owned_topics::<S>();
+    let delays = all_listeners::<S>()
+        .iter()
+        .map(|l| ListenerConfig::default().merged(l.settings()))
+        .filter(|c| c.retry == RetryMode::NonBlocking)
+        .flat_map(|c| c.retry_ladder())
+        .collect::<std::collections::BTreeSet<_>>();
+    add_retry_tiers(&mut topics, S::ID, delays);
     Ok(ServiceDescription {
         service: S::ID.to_string(),
-        topics: owned_topics::<S>(),
+        topics,
         listeners,
     })
 }

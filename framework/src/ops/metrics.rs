@@ -84,6 +84,7 @@ pub(crate) struct Metrics {
     handled: Family<ListenerLabels, Counter>,
     failed: Family<FailureLabels, Counter>,
     retried: Family<ListenerLabels, Counter>,
+    retry_pauses: Family<ListenerLabels, Counter>,
     dead_lettered: Family<ListenerLabels, Counter>,
     deduplicated: Family<ListenerLabels, Counter>,
     handler_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
@@ -113,6 +114,7 @@ impl Default for Metrics {
             handled: Family::default(),
             failed: Family::default(),
             retried: Family::default(),
+            retry_pauses: Family::default(),
             dead_lettered: Family::default(),
             deduplicated: Family::default(),
             handler_duration: Family::new_with_constructor(duration_buckets),
@@ -151,6 +153,11 @@ impl Default for Metrics {
             "atoll_records_retried",
             "Retries: in-place attempts after the first, and records sent to the retry topic",
             m.retried.clone(),
+        );
+        r.register(
+            "atoll_retry_pauses",
+            "Times a retry topic's partition was paused until its head record is due",
+            m.retry_pauses.clone(),
         );
         r.register(
             "atoll_records_dead_lettered",
@@ -332,6 +339,7 @@ impl Metrics {
             consumed: self.consumed.get_or_create_owned(&labels),
             handled: self.handled.get_or_create_owned(&labels),
             retried: self.retried.get_or_create_owned(&labels),
+            retry_pauses: self.retry_pauses.get_or_create_owned(&labels),
             dead_lettered: self.dead_lettered.get_or_create_owned(&labels),
             deduplicated: self.deduplicated.get_or_create_owned(&labels),
             handler_duration: self.handler_duration.get_or_create_owned(&labels),
@@ -424,6 +432,8 @@ pub(crate) struct ListenerMetrics {
     pub(crate) consumed: Counter,
     pub(crate) handled: Counter,
     pub(crate) retried: Counter,
+    /// Times a retry topic's partition was paused until its head record is due.
+    pub(crate) retry_pauses: Counter,
     pub(crate) dead_lettered: Counter,
     /// Records a transactional listener skipped: its inbox showed them handled.
     pub(crate) deduplicated: Counter,
@@ -501,6 +511,7 @@ impl ListenerMetrics {
             listener: self.listener,
             handled: self.handled.get(),
             retries: self.retried.get(),
+            retry_pauses: self.retry_pauses.get(),
             dead_lettered: self.dead_lettered.get(),
         }
     }

@@ -14,6 +14,9 @@ pub struct ListenerStats {
     pub handled: u64,
     /// Retries: in-place attempts after the first, and records sent to the retry topic.
     pub retries: u64,
+    /// Times a retry topic's partition was paused until its head record was due: records
+    /// waited for their delay without holding a handler.
+    pub retry_pauses: u64,
     /// Records written to the DLQ.
     pub dead_lettered: u64,
 }
