@@ -111,8 +111,18 @@ pub(crate) fn derive(manifests: &[Manifest], principals: &Principals) -> Result<
         // The retry tiers, whichever delays configuration chooses (and those of older
         // ladders, which the service still reads): its own, by their common prefix.
         let tiers = format!("{}.private.retry-", service.service);
-        add(ResourceType::Topic, Pattern::Prefixed, &tiers, Operation::Write);
-        add(ResourceType::Topic, Pattern::Prefixed, &tiers, Operation::Read);
+        add(
+            ResourceType::Topic,
+            Pattern::Prefixed,
+            &tiers,
+            Operation::Write,
+        );
+        add(
+            ResourceType::Topic,
+            Pattern::Prefixed,
+            &tiers,
+            Operation::Read,
+        );
         for topic in &service.topics {
             let name = topic.name.as_str();
             if topic.name.retry_tier_ms().is_some() {

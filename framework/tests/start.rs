@@ -1,9 +1,10 @@
 //! A start that fails part-way leaves nothing running: the listeners already started are
-//! stopped, and their poll and commit threads joined, before the error is returned.
+//! stopped, and their poll and commit threads joined, before the error is returned. Settings
+//! that cannot work together across listeners are refused at start.
 
 mod common;
 
-use atoll::config::ListenerSettings;
+use atoll::config::{ListenerSettings, RetryMode};
 use atoll::{event_service, handlers, App, Event, HandlerResult};
 use common::mock_cluster;
 use serde::{Deserialize, Serialize};
@@ -75,4 +76,54 @@ async fn a_failed_start_stops_and_joins_what_it_started() {
         .filter(|n| n.starts_with("atoll-firstl") || n.starts_with("atoll-commit-fi"))
         .collect();
     assert!(left.is_empty(), "threads left running: {left:?}");
+}
+
+#[event_service(company = "acme", namespace = "test", name = "third")]
+struct Third;
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "left", version = 1, service = Third)]
+struct Left {}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(command, name = "right", version = 1, service = Third)]
+struct Right {}
+
+#[handlers]
+impl Third {
+    #[listener(name = "left")]
+    async fn left(&self, _left: Left) -> HandlerResult {
+        Ok(())
+    }
+
+    #[listener(name = "right")]
+    async fn right(&self, _right: Right) -> HandlerResult {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_whose_ladders_together_have_more_than_8_delays_are_refused() {
+    let (_cluster, mut config) = mock_cluster(atoll::contract::owned_topics::<Third>());
+    for (listener, delays) in [
+        ("left", [100, 200, 300, 400, 500]),
+        ("right", [500, 600, 700, 800, 900]),
+    ] {
+        config.listeners.insert(
+            listener.into(),
+            ListenerSettings {
+                retry: Some(RetryMode::NonBlocking),
+                retry_topic_delays_ms: Some(delays.to_vec()),
+                ..Default::default()
+            },
+        );
+    }
+    let Err(e) = App::new(config).service(Third).start().await else {
+        panic!("the start should fail")
+    };
+    let why = e.to_string();
+    assert!(
+        why.contains("use 9 retry delays together") && why.contains("more than 8"),
+        "{why}"
+    );
 }

@@ -16,6 +16,8 @@ struct Retrier {
     attempts: Arc<Mutex<HashMap<String, u32>>>,
     /// Handled ids with when they were handled.
     handled: Arc<Mutex<Vec<(String, Instant)>>>,
+    /// Every attempt: id and when it began.
+    tried: Arc<Mutex<Vec<(String, Instant)>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
@@ -30,6 +32,10 @@ struct Job {
 impl Retrier {
     #[listener(name = "jobs")]
     async fn job(&self, _meta: Meta, job: Job) -> HandlerResult {
+        self.tried
+            .lock()
+            .unwrap()
+            .push((job.id.clone(), Instant::now()));
         let attempt = {
             let mut a = self.attempts.lock().unwrap();
             let n = a.entry(job.id.clone()).or_default();
@@ -55,6 +61,16 @@ impl Retrier {
             .unwrap()
             .iter()
             .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// When each attempt at `id` began.
+    fn tries(&self, id: &str) -> Vec<Instant> {
+        let tried = self.tried.lock().unwrap();
+        tried
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, at)| *at)
             .collect()
     }
 
@@ -369,7 +385,7 @@ async fn retry_topic_records_of_a_listener_now_strict_are_dead_lettered() {
     let retried = tokio::task::spawn_blocking(move || {
         read_topic(
             &b,
-            "acme.test.retrier.private.retry",
+            "acme.test.retrier.private.retry-120000",
             1,
             Duration::from_secs(30),
         )
@@ -379,9 +395,10 @@ async fn retry_topic_records_of_a_listener_now_strict_are_dead_lettered() {
     assert_eq!(
         retried.len(),
         1,
-        "the failed record went to the retry topic"
+        "the failed record went to its delivery's retry tier"
     );
-    // Stopped before its retry is due, then restarted with `strict` retries.
+    // Stopped before its retry is due, then restarted with `strict` retries: no ladder has
+    // the tier any more, and it is read for being on the broker.
     running.shutdown().await;
     let strict = ListenerSettings {
         retry: Some(RetryMode::Strict),
@@ -460,4 +477,200 @@ async fn a_record_too_large_for_the_dlq_is_dead_lettered_as_a_pointer() {
         pointer,
         serde_json::json!({"topic": TOPIC, "partition": partition, "offset": 0})
     );
+}
+
+/// Reads `topic` for up to `n` records, waiting at most `timeout`.
+async fn read(
+    broker: &Tansu,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let (b, topic) = (broker.bootstrap(), topic.to_owned());
+    tokio::task::spawn_blocking(move || read_topic(&b, &topic, n, timeout))
+        .await
+        .unwrap()
+}
+
+/// A record failing twice goes through the tiers of its listener's ladder, one delivery each,
+/// and waits each tier's delay there while its partition pauses (no handler sleeps); the
+/// records behind it on its partition are handled meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_climbs_the_ladder_of_retry_tiers_waiting_each_delay() {
+    let broker = Tansu::start();
+    let svc = Retrier::default();
+    let settings = ListenerSettings {
+        max_attempts: Some(1),
+        retry: Some(RetryMode::NonBlocking),
+        retry_topic_attempts: Some(3),
+        retry_topic_delays_ms: Some(vec![500, 2_000]),
+        ..Default::default()
+    };
+    let running = start(&broker, &svc, settings).await;
+    let behind: Vec<(String, &str)> = (0..50).map(|i| (format!("behind-{i}"), "ok")).collect();
+    let mut jobs: Vec<(&str, &str)> = vec![("climber", "fail_twice")];
+    jobs.extend(behind.iter().map(|(id, b)| (id.as_str(), *b)));
+    send(&running, "same-key", &jobs).await;
+    assert!(
+        wait(Duration::from_secs(60), || svc.handled_ids().len() == 51).await,
+        "handled {:?}",
+        svc.handled_ids().len()
+    );
+    let tiers = [
+        read(
+            &broker,
+            "acme.test.retrier.private.retry-500",
+            2,
+            Duration::from_secs(5),
+        )
+        .await,
+        read(
+            &broker,
+            "acme.test.retrier.private.retry-2000",
+            2,
+            Duration::from_secs(5),
+        )
+        .await,
+        read(
+            &broker,
+            "acme.test.retrier.private.retry",
+            1,
+            Duration::from_secs(2),
+        )
+        .await,
+    ];
+    let stats = running.stats();
+    running.shutdown().await;
+    let tries = svc.tries("climber");
+    assert_eq!(tries.len(), 3, "{tries:?}");
+    let gaps = [tries[1] - tries[0], tries[2] - tries[1]];
+    println!("attempts of the climber {gaps:?} apart");
+    // Not before each delay (less the millisecond the header's whole milliseconds may cut).
+    assert!(gaps[0] >= Duration::from_millis(499), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(1_999), "{gaps:?}");
+    let lens: Vec<usize> = tiers.iter().map(Vec::len).collect();
+    assert_eq!(
+        lens,
+        [1, 1, 0],
+        "one delivery on each tier, none on the legacy topic"
+    );
+    assert_eq!(header(&tiers[0][0], "atoll_retry_delivery"), Some("1"));
+    assert_eq!(header(&tiers[1][0], "atoll_retry_delivery"), Some("2"));
+    assert_eq!(
+        header(&tiers[1][0], "atoll_retry_original_topic"),
+        Some(TOPIC)
+    );
+    // The 50 behind were not held up by the climber's waits.
+    let last_behind = {
+        let handled = svc.handled.lock().unwrap();
+        handled
+            .iter()
+            .filter(|(id, _)| id.starts_with("behind-"))
+            .map(|(_, at)| *at)
+            .max()
+            .unwrap()
+    };
+    assert!(last_behind < tries[2], "the records behind came first");
+    let jobs = stats.iter().find(|s| s.listener == "jobs").unwrap();
+    assert!(
+        jobs.retry_pauses >= 2,
+        "each wait paused its tier's partition: {jobs:?}"
+    );
+    assert_eq!(jobs.dead_lettered, 0);
+}
+
+/// The headers of a retry record for listener `jobs`, due at `not_before`.
+fn retry_headers(
+    delivery: u32,
+    not_before: std::time::SystemTime,
+) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::Header;
+    let (mut headers, _) = atoll::envelope::Outgoing::new(Job::ce_type(), "test").headers();
+    let millis = not_before
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let delivery = delivery.to_string();
+    for (key, value) in [
+        ("atoll_retry_listener", "jobs"),
+        ("atoll_retry_attempts", "1"),
+        ("atoll_retry_delivery", delivery.as_str()),
+        ("atoll_retry_not_before", millis.as_str()),
+        ("atoll_retry_original_topic", TOPIC),
+        ("atoll_retry_original_partition", "0"),
+        ("atoll_retry_original_offset", "0"),
+        ("atoll_retry_error", "written by hand"),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    headers
+}
+
+/// Records left on the legacy retry topic (by versions before the tiers) and on a tier no
+/// ladder has any more (a ladder changed) are still handled, each when it is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_on_the_legacy_topic_and_on_a_tier_left_behind_are_handled_when_due() {
+    let broker = Tansu::start();
+    let svc = Retrier::default();
+    let ladder = |ms: u64| ListenerSettings {
+        max_attempts: Some(1),
+        retry: Some(RetryMode::NonBlocking),
+        retry_topic_delays_ms: Some(vec![ms]),
+        ..Default::default()
+    };
+    // An older ladder made its tier.
+    let running = start(&broker, &svc, ladder(60_000)).await;
+    let client = running.client("test");
+    let written = std::time::SystemTime::now();
+    let at = Instant::now();
+    for (topic, id, wait) in [
+        ("acme.test.retrier.private.retry", "legacy", 2_000),
+        ("acme.test.retrier.private.retry-60000", "stray", 1_500),
+    ] {
+        let job = Job {
+            id: id.into(),
+            behaviour: "ok".into(),
+        };
+        let not_before = written + Duration::from_millis(wait);
+        client
+            .send_raw(
+                topic,
+                Some(b"k"),
+                &serde_json::to_vec(&job).unwrap(),
+                retry_headers(1, not_before),
+            )
+            .await
+            .unwrap();
+    }
+    running.shutdown().await;
+    // The ladder is now [500]: the 60 s tier is only on the broker.
+    let running = start(&broker, &svc, ladder(500)).await;
+    assert!(
+        wait(Duration::from_secs(30), || svc.handled_ids().len() == 2).await,
+        "handled {:?}",
+        svc.handled_ids()
+    );
+    let stats = running.stats();
+    running.shutdown().await;
+    let waited = |id: &str| svc.tries(id)[0] - at;
+    println!(
+        "legacy handled after {:?}, stray after {:?}",
+        waited("legacy"),
+        waited("stray")
+    );
+    assert!(
+        waited("legacy") >= Duration::from_millis(2_000),
+        "not before its time"
+    );
+    assert!(
+        waited("stray") >= Duration::from_millis(1_500),
+        "not before its time"
+    );
+    assert_eq!((svc.attempts("legacy"), svc.attempts("stray")), (1, 1));
+    let jobs = stats.iter().find(|s| s.listener == "jobs").unwrap();
+    assert!(jobs.retry_pauses >= 1, "{jobs:?}");
 }

@@ -180,7 +180,10 @@ fn routes_and_configs<S: Service>(
             ladders.len()
         )));
     }
-    routes.tiers = ladders.into_iter().chain(on_broker.iter().copied()).collect();
+    routes.tiers = ladders
+        .into_iter()
+        .chain(on_broker.iter().copied())
+        .collect();
     // Someone reads the retry topic even when no listener uses it any more: records left
     // there by a listener since set to `strict`, or renamed, are dead-lettered.
     if routes.retry_designated.is_none() {

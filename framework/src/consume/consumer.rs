@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::config::client::connected;
 use crate::config::kafka::set_default;
-use crate::config::{DeliveryMode, StartFrom};
+use crate::config::{DeliveryMode, RetryMode, StartFrom};
 use crate::consume::close;
 use crate::consume::committer;
 use crate::consume::committer::{Batch, CommitQueue, Commits};
@@ -814,9 +814,12 @@ impl<S: Service> PollLoop<S> {
     }
 
     /// When `msg` is due, and the slack of the topic's tier: only a record on a retry topic
-    /// for this listener waits for a time of its own.
+    /// for this listener, while it takes its records from there, waits for a time of its own
+    /// (one it no longer takes is dead-lettered at once, see [`super::orphan`]).
     fn due_of(&self, msg: &Received, now: SystemTime) -> (Option<SystemTime>, Duration) {
-        let Mode::Retry(tier) = self.env.setup.group.mode else {
+        let (Mode::Retry(tier), RetryMode::NonBlocking) =
+            (self.env.setup.group.mode, self.env.setup.config.retry)
+        else {
             return (None, Duration::ZERO);
         };
         let due = RetryState::read(msg)

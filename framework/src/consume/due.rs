@@ -191,7 +191,10 @@ mod tests {
             due.admit(1, Some(at(5_000)), at(0), SLACK),
             Admit::Held { first: true }
         );
-        assert_eq!(due.admit(2, None, at(0), SLACK), Admit::Held { first: false });
+        assert_eq!(
+            due.admit(2, None, at(0), SLACK),
+            Admit::Held { first: false }
+        );
         assert_eq!(due.take_due(at(5_000), SLACK), [1, 2]);
     }
 }

@@ -28,11 +28,11 @@ pub(crate) mod service;
 pub mod status;
 pub(crate) mod topic;
 
+pub use atoll_naming::is_retry_topic;
 pub use compat::Compatibility;
 pub use files::{check, write, Contract};
 pub use manifest::{owner_of, EventSpec, Kind, Manifest, ManifestError, ServiceManifest, FORMAT};
 pub use service::{owned_topics, Delivery, ListenerDescription, ServiceDescription, TopicSpec};
-pub use atoll_naming::is_retry_topic;
 
 /// Why a contract could not be derived, written or read.
 #[derive(Debug, thiserror::Error)]

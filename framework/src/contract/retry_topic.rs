@@ -240,7 +240,10 @@ mod tests {
     #[test]
     fn a_tier_names_its_topic_and_group_and_bounds_a_record_s_wait() {
         let id = ServiceId::new_unchecked("acme", "shop", "payments");
-        assert_eq!(Tier::Legacy.topic(id).as_str(), "acme.shop.payments.private.retry");
+        assert_eq!(
+            Tier::Legacy.topic(id).as_str(),
+            "acme.shop.payments.private.retry"
+        );
         assert_eq!(
             Tier::Ms(500).topic(id).as_str(),
             "acme.shop.payments.private.retry-500"
@@ -254,7 +257,12 @@ mod tests {
             (Tier::Legacy, hour, hour, 100),
             (Tier::Ms(500), now, now, 50),
             (Tier::Ms(500), hour, now + Duration::from_millis(500), 50),
-            (Tier::Ms(60_000), now + Duration::from_secs(1), now + Duration::from_secs(1), 1_000),
+            (
+                Tier::Ms(60_000),
+                now + Duration::from_secs(1),
+                now + Duration::from_secs(1),
+                1_000,
+            ),
         ];
         for (tier, not_before, want, slack) in cases {
             assert_eq!(tier.due(not_before, now), want, "{tier:?}");

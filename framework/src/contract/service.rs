@@ -114,7 +114,10 @@ pub(crate) fn add_retry_tiers(
     for ms in delays {
         let name = id.retry_tier(ms);
         if !topics.iter().any(|t| t.name == name) {
-            topics.push(TopicSpec { name, ..legacy.clone() });
+            topics.push(TopicSpec {
+                name,
+                ..legacy.clone()
+            });
         }
     }
 }

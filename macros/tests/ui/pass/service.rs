@@ -244,5 +244,15 @@ mod with_settings {
         assert_eq!(l.settings().retry_topic_delay_ms, Some(250));
         assert_eq!(l.settings().retry_topic_delays_ms, Some(vec![500, 2000]));
         assert_eq!(l.settings().backoff_ms, None);
+        // The manifest lists the tiers of the ladder written in code.
+        let topics: Vec<String> = atoll::describe::<Billing>()
+            .unwrap()
+            .topics
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        for tier in ["acme.shop.billing.private.retry-500", "acme.shop.billing.private.retry-2000"] {
+            assert!(topics.contains(&tier.to_owned()), "{topics:?}");
+        }
     }
 }
