@@ -210,7 +210,7 @@ pub(crate) fn listener(base: &str, service: &str, l: &ListenerView, csrf: Option
                         } @else if let Some(why) = &p.blocked {
                             td.blocked data-state="blocked" { "blocked: " (why) }
                         } @else if p.paused && atoll::contract::is_retry_topic(&p.topic) {
-                            td.paused data-state="paused" { "paused (waiting until due)" }
+                            td.paused data-state="paused" { "paused (waiting until due, or buffer full)" }
                         } @else if p.paused {
                             td.paused data-state="paused" { "paused (buffer full)" }
                         } @else {

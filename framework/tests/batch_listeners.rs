@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atoll::config::Config;
-use atoll::{event_service, handlers, App, Batch, Event, HandlerError, HandlerResult};
+use atoll::{event_service, handlers, App, Batch, Event, HandlerError, HandlerResult, Running};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset};
 use serde::{Deserialize, Serialize};
@@ -48,8 +48,9 @@ struct Vote {
     /// The test waits this long after sending it (not a field the handler reads).
     #[serde(skip)]
     gap_ms: u64,
-    /// `transient-once`: marked failed in its first call; `permanent`: marked in every call;
-    /// `boom`: fails every call it is in, as a whole.
+    /// `transient-once`: marked failed in its first call; `slow-retry`: the same, and its
+    /// second call takes 3 s; `permanent`: marked in every call; `boom`: fails every call it
+    /// is in, as a whole.
     fail: String,
 }
 
@@ -67,14 +68,19 @@ impl Tally {
         let ids: Vec<String> = batch.events().map(|v| v.id.clone()).collect();
         let first_time: Vec<bool> = ids.iter().map(|id| self.calls_of(id) == 0).collect();
         self.calls.lock().unwrap().push(ids);
+        let slow = batch
+            .events()
+            .zip(&first_time)
+            .any(|(v, first)| v.fail == "slow-retry" && !first);
         let hold = batch.events().map(|v| v.hold_ms).max().unwrap_or(0);
+        let hold = if slow { hold.max(3_000) } else { hold };
         tokio::time::sleep(Duration::from_millis(hold)).await;
         if batch.events().any(|v| v.fail == "boom") {
             return Err(HandlerError::transient("a boom in the batch"));
         }
         for (record, first) in batch.into_iter().zip(first_time) {
             match record.event.fail.as_str() {
-                "transient-once" if first => {
+                "transient-once" | "slow-retry" if first => {
                     record.fail(HandlerError::transient("not this time"));
                     continue;
                 }
@@ -120,6 +126,17 @@ async fn run(
     done: impl Fn(&Tally) -> bool,
     facts: usize,
 ) -> Outcome {
+    let (tally, running) = started(config, votes).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&tally) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    finish(tally, running, votes.len(), facts).await
+}
+
+/// Starts the service with `config` (its broker embedded), waits for its partition, and sends
+/// `votes`.
+async fn started(config: Config, votes: &[Vote]) -> (Tally, Running) {
     let tally = Tally::default();
     let running = App::new(config)
         .service(tally.clone())
@@ -140,12 +157,14 @@ async fn run(
         client.send(v).await.unwrap();
         tokio::time::sleep(Duration::from_millis(v.gap_ms)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done(&tally) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    (tally, running)
+}
+
+/// Waits until all `votes` records are committed, reads at least `facts` facts and the dead
+/// letters, and stops the service.
+async fn finish(tally: Tally, running: Running, votes: usize, facts: usize) -> Outcome {
     let b = running.bootstrap_servers().to_owned();
-    let n = votes.len() as i64;
+    let n = votes as i64;
     let (committed, read, dead) = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(30);
         let committed = loop {
@@ -238,6 +257,41 @@ async fn a_marked_record_alone_is_called_again_and_its_neighbours_are_not() {
     };
     assert_eq!(header("atoll_dlq_error"), "vote v21 is void");
     assert_eq!(header("atoll_dlq_attempts"), "1");
+}
+
+/// While a marked record is called again, the records after it are done, but the committed
+/// offset stays at it: a crash then would hand it over again, not skip it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_offset_stays_at_a_marked_record_while_it_is_called_again() {
+    let mut all = votes(30, &[(13, "slow-retry")]);
+    // The first call is v0's alone (it holds 2 s): committed before the others' call.
+    all[0].gap_ms = 300;
+    let (tally, running) = started(Config::default(), &all).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let retrying = |t: &Tally| t.calls_of("v13") == 2 && t.calls_of("v29") == 1;
+    while !retrying(&tally) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(retrying(&tally), "{:?}", tally.calls());
+    let b = running.bootstrap_servers().to_owned();
+    let seen = tokio::task::spawn_blocking(move || {
+        // Past two commit intervals (500 ms), within the retry's 3 s.
+        std::thread::sleep(Duration::from_millis(1_500));
+        common::committed(&b, GROUP, COMMANDS)
+    })
+    .await
+    .unwrap();
+    assert!(retrying(&tally), "the retry still runs");
+    let Offset::Offset(seen) = seen else {
+        panic!("v0's call was committed: {seen:?}")
+    };
+    assert!(
+        (1..=13).contains(&seen),
+        "committed {seen}: past v0, not past the marked record"
+    );
+    let Outcome { facts, dead, .. } = finish(tally, running, all.len(), 30).await;
+    assert_eq!(facts.len(), 30, "{facts:?}");
+    assert!(dead.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -113,6 +113,7 @@ async fn listeners_whose_ladders_together_have_more_than_8_delays_are_refused() 
             listener.into(),
             ListenerSettings {
                 retry: Some(RetryMode::NonBlocking),
+                retry_topic_attempts: Some(5),
                 retry_topic_delays_ms: Some(delays.to_vec()),
                 ..Default::default()
             },

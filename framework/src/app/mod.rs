@@ -81,6 +81,9 @@ trait ErasedService: Send {
     /// The topics it owns or consumes, with the retry tiers of its listeners' ladders as
     /// `config` resolves them.
     fn topics(&self, config: &Config) -> Vec<TopicSpec>;
+    /// The retry delays its listeners use together, as `config` resolves their settings;
+    /// `Err` when a listener's settings cannot work, or past [`MAX_RETRY_TIERS`].
+    fn retry_delays(&self, config: &Config) -> Result<BTreeSet<u64>>;
     /// Starts the service's listeners, adding their threads to `threads` as they start: on
     /// an error, those already started are there for the caller to stop and join.
     fn start(&self, env: &StartEnv<'_>, threads: &mut Vec<ListenerThread>) -> Result<()>;
@@ -133,7 +136,6 @@ fn routes_and_configs<S: Service>(
     on_broker: &BTreeSet<u64>,
 ) -> Result<(Routes, Vec<ListenerConfig>)> {
     let mut routes = Routes::default();
-    let mut ladders = BTreeSet::new();
     let mut configs = Vec::with_capacity(listeners.len());
     for (i, l) in listeners.iter().enumerate() {
         if listeners[..i].iter().any(|o| o.name() == l.name()) {
@@ -167,29 +169,44 @@ fn routes_and_configs<S: Service>(
         if resolved.retry == RetryMode::NonBlocking {
             routes.retry_designated.get_or_insert(l.name());
             routes.retry_readers.insert(l.name());
-            ladders.extend(resolved.retry_ladder());
         }
         configs.push(resolved);
     }
-    if ladders.len() > MAX_RETRY_TIERS {
-        return Err(Error::Config(format!(
-            "the listeners of `{}` use {} retry delays together ({ladders:?} ms), more than \
-             {MAX_RETRY_TIERS}: each is a topic and a consumer per non_blocking listener; share \
-             delays between listeners (longer delays: ctx.schedule)",
-            S::ID,
-            ladders.len()
-        )));
+    let ladders = retry_delays(S::ID, &configs)?;
+    let strays: Vec<u64> = on_broker.difference(&ladders).copied().collect();
+    if !strays.is_empty() {
+        tracing::info!(
+            service = %S::ID,
+            delays_ms = ?strays,
+            "retry tiers in no listener's ladder are read for the records waiting there; delete them once their lag is 0"
+        );
     }
-    routes.tiers = ladders
-        .into_iter()
-        .chain(on_broker.iter().copied())
-        .collect();
+    routes.tiers = ladders.into_iter().chain(strays).collect();
     // Someone reads the retry topic even when no listener uses it any more: records left
     // there by a listener since set to `strict`, or renamed, are dead-lettered.
     if routes.retry_designated.is_none() {
         routes.retry_designated = listeners.first().map(Listener::name);
     }
     Ok((routes, configs))
+}
+
+/// The retry delays (ms) the `non_blocking` listeners among `configs` use together, one tier
+/// each; `Err` past [`MAX_RETRY_TIERS`].
+fn retry_delays(service: ServiceId, configs: &[ListenerConfig]) -> Result<BTreeSet<u64>> {
+    let delays: BTreeSet<u64> = configs
+        .iter()
+        .filter(|c| c.retry == RetryMode::NonBlocking)
+        .flat_map(ListenerConfig::retry_ladder)
+        .collect();
+    if delays.len() > MAX_RETRY_TIERS {
+        return Err(Error::Config(format!(
+            "the listeners of `{service}` use {} retry delays together ({delays:?} ms), more \
+             than {MAX_RETRY_TIERS}: each is a topic and a consumer per non_blocking listener; \
+             share delays between listeners (longer delays: ctx.schedule)",
+            delays.len()
+        )));
+    }
+    Ok(delays)
 }
 
 /// `Err` naming the property when `kafka.properties` sets one that listener `name`'s group
@@ -340,19 +357,23 @@ impl<S: Handlers> ErasedService for Registered<S> {
 
     fn topics(&self, config: &Config) -> Vec<TopicSpec> {
         let mut topics = owned_topics::<S>();
-        let mut delays = BTreeSet::new();
         for l in all_listeners::<S>() {
             if !topics.iter().any(|t| &t.name == l.topic()) {
                 topics.push(TopicSpec::plain(l.topic().clone(), l.partitions()));
             }
-            // A listener whose settings cannot work is refused at start, saying why.
-            match listener_config(config, l.name(), l.settings()) {
-                Ok(c) if c.retry == RetryMode::NonBlocking => delays.extend(c.retry_ladder()),
-                Ok(_) | Err(_) => {}
-            }
         }
+        // Settings that cannot work are refused at start, before any topic is made.
+        let delays = self.retry_delays(config).unwrap_or_default();
         add_retry_tiers(&mut topics, S::ID, delays);
         topics
+    }
+
+    fn retry_delays(&self, config: &Config) -> Result<BTreeSet<u64>> {
+        let configs = all_listeners::<S>()
+            .iter()
+            .map(|l| listener_config(config, l.name(), l.settings()))
+            .collect::<Result<Vec<_>>>()?;
+        retry_delays(S::ID, &configs)
     }
 
     fn start(&self, env: &StartEnv<'_>, threads: &mut Vec<ListenerThread>) -> Result<()> {
@@ -673,6 +694,9 @@ impl App {
             .flat_map(|s| s.listener_names())
             .collect();
         self.check_layers()?;
+        for s in &self.services {
+            s.retry_delays(&self.config)?;
+        }
         if let Some(key) = self
             .config
             .listeners

@@ -196,8 +196,8 @@ listener_settings! {
     retry_topic_delay_ms: u64 = 1_000,
     /// The delays of the deliveries through the retry topic, in ms, one per delivery: each a
     /// retry tier of its own (`<service>.private.retry-<ms>`), from 100 ms to an hour, at most
-    /// 8; deliveries past the ladder take its last. Empty: `retry_topic_delay_ms` doubling, one
-    /// per `retry_topic_attempts`.
+    /// 8; deliveries past the ladder take its last, delays past `retry_topic_attempts` are not
+    /// used. Empty: `retry_topic_delay_ms` doubling, one per `retry_topic_attempts`.
     retry_topic_delays_ms: Vec<u64> = Vec::new(),
     /// Order within a partition: `partition` (sequential), `key` (concurrent across keys,
     /// sequential per key) or `unordered`.
@@ -256,18 +256,24 @@ impl ListenerConfig {
         Duration::from_millis(self.retry_tier(n))
     }
 
-    /// The retry tiers' delays, in ms, one per delivery through the retry topic:
-    /// `retry_topic_delays_ms`, or else `retry_topic_delay_ms` doubling, one per
-    /// `retry_topic_attempts` (at most `MAX_RETRY_TIERS` (8)), each kept within a tier's range.
+    /// The retry tiers' delays, in ms, one per delivery through the retry topic (at most
+    /// `retry_topic_attempts`, and at most `MAX_RETRY_TIERS` (8)): `retry_topic_delays_ms`, or
+    /// else `retry_topic_delay_ms` doubling, each kept within a tier's range.
     pub fn retry_ladder(&self) -> Vec<u64> {
+        let steps = (self.retry_topic_attempts as usize).clamp(1, MAX_RETRY_TIERS);
         if !self.retry_topic_delays_ms.is_empty() {
-            return self.retry_topic_delays_ms.clone();
+            // Delays past the deliveries made would be tiers nobody writes.
+            return self
+                .retry_topic_delays_ms
+                .iter()
+                .take(steps)
+                .copied()
+                .collect();
         }
         let (low, high) = (
             *atoll_naming::RETRY_TIER_MS.start(),
             *atoll_naming::RETRY_TIER_MS.end(),
         );
-        let steps = (self.retry_topic_attempts as usize).clamp(1, MAX_RETRY_TIERS);
         (0..steps)
             .map(|i| {
                 let ms = self.retry_topic_delay_ms.saturating_mul(1 << i);
@@ -355,7 +361,7 @@ mod tests {
             retry_topic_delays_ms: delays,
             ..ListenerConfig::default()
         };
-        let cases: [(ListenerConfig, &[u64]); 7] = [
+        let cases: [(ListenerConfig, &[u64]); 8] = [
             // Today's delays, from the defaults.
             (ListenerConfig::default(), &[1_000, 2_000, 4_000]),
             (config(3_000, 2, vec![]), &[3_000, 6_000]),
@@ -370,6 +376,8 @@ mod tests {
                 &[2_000_000, 3_600_000, 3_600_000],
             ),
             (config(1_000, 3, vec![500, 60_000]), &[500, 60_000]),
+            // Delays past the deliveries made are no tiers.
+            (config(1_000, 2, vec![500, 2_000, 60_000]), &[500, 2_000]),
         ];
         for (c, ladder) in cases {
             assert_eq!(c.retry_ladder(), ladder, "{c:?}");

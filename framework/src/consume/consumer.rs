@@ -73,16 +73,20 @@ impl Slot {
         if !self.paused && !self.waiting.holds_any() {
             return None;
         }
-        let until = self.waiting.next_change().unwrap_or(now);
-        let wait = until.duration_since(now).unwrap_or_default();
-        Some(wait.clamp(Duration::from_millis(1), IDLE))
+        // Nothing to wait for, yet paused: a pause or resume failed, tried again soon.
+        let wait = match self.waiting.next_change().map(|at| at.duration_since(now)) {
+            Some(Ok(wait)) if !wait.is_zero() => wait,
+            _ => DRAINING,
+        };
+        Some(wait.min(IDLE))
     }
 }
 
 /// The poll timeout while no partition needs looking at.
 const IDLE: Duration = Duration::from_millis(100);
 
-/// The poll timeout while a partition's full buffer drains.
+/// The poll timeout while a partition's full buffer drains (or a failed pause or resume is
+/// tried again).
 const DRAINING: Duration = Duration::from_millis(10);
 
 /// The sooner of two waits, either absent.
@@ -789,7 +793,7 @@ impl<S: Service> PollLoop<S> {
         self.env.counters.metrics.consumed.inc();
         let p = delivered.msg.partition();
         let now = SystemTime::now();
-        let (due, slack) = self.due_of(&delivered.msg, now);
+        let due = self.due_of(&delivered.msg, now);
         let mut slots = self.slots.lock();
         let slot = slots.entry(p).or_insert_with(|| {
             let shared = Arc::new(PartitionShared::new(self.env.io.stop.child_token()));
@@ -806,26 +810,25 @@ impl<S: Service> PollLoop<S> {
             }
         });
         slot.received_ms = delivered.msg.timestamp_ms().or(slot.received_ms);
-        if let Admit::Now(delivered) = slot.waiting.admit(delivered, due, now, slack) {
+        if let Admit::Now(delivered) = slot.waiting.admit(delivered, due, now) {
             self.send(p, slot, delivered);
         }
         self.settle(p, slot, now, None);
         slot.watch(now)
     }
 
-    /// When `msg` is due, and the slack of the topic's tier: only a record on a retry topic
-    /// for this listener, while it takes its records from there, waits for a time of its own
-    /// (one it no longer takes is dead-lettered at once, see [`super::orphan`]).
-    fn due_of(&self, msg: &Received, now: SystemTime) -> (Option<SystemTime>, Duration) {
+    /// When `msg` is due: only a record on a retry topic for this listener, while it takes
+    /// its records from there, waits for a time of its own (one it no longer takes is
+    /// dead-lettered at once, see [`super::orphan`]).
+    fn due_of(&self, msg: &Received, now: SystemTime) -> Option<SystemTime> {
         let (Mode::Retry(tier), RetryMode::NonBlocking) =
             (self.env.setup.group.mode, self.env.setup.config.retry)
         else {
-            return (None, Duration::ZERO);
+            return None;
         };
-        let due = RetryState::read(msg)
+        RetryState::read(msg)
             .filter(|st| st.listener == self.env.listener.name())
-            .map(|st| tier.due(st.not_before, now));
-        (due, tier.slack())
+            .map(|st| tier.due(st.not_before, now))
     }
 
     /// Starts `delivered` in its partition's watermark and hands it to the partition's worker.

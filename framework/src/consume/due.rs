@@ -37,7 +37,8 @@ pub(crate) struct Due<T> {
     /// own (another listener's, or malformed), which goes once it is at the head.
     held: VecDeque<(T, Option<SystemTime>)>,
     /// When the partition may be resumed once nothing is held: one slack after the latest due
-    /// time handed on.
+    /// time of a record it held (a record due when polled moves nothing: pausing for it would
+    /// drop the due records prefetched behind it).
     resume_at: Option<SystemTime>,
 }
 
@@ -53,22 +54,9 @@ impl<T> Default for Due<T> {
 impl<T> Due<T> {
     /// Takes a record polled at `now`, due at `due`: handed on at once when nothing is held
     /// and it is due, else held behind those held.
-    pub(crate) fn admit(
-        &mut self,
-        x: T,
-        due: Option<SystemTime>,
-        now: SystemTime,
-        slack: Duration,
-    ) -> Admit<T> {
-        if self.held.is_empty() {
-            match due {
-                None => return Admit::Now(x),
-                Some(at) if at <= now => {
-                    self.passed(at, slack);
-                    return Admit::Now(x);
-                }
-                Some(_) => {}
-            }
+    pub(crate) fn admit(&mut self, x: T, due: Option<SystemTime>, now: SystemTime) -> Admit<T> {
+        if self.held.is_empty() && due.is_none_or(|at| at <= now) {
+            return Admit::Now(x);
         }
         let first = self.held.is_empty();
         self.held.push_back((x, due));
@@ -140,7 +128,7 @@ mod tests {
             (6, Some(2_000)),
         ]
         .into_iter()
-        .map(|(x, d)| due.admit(x, d.map(at), at(1_000), SLACK))
+        .map(|(x, d)| due.admit(x, d.map(at), at(1_000)))
         .collect();
         assert_eq!(
             admitted,
@@ -172,29 +160,25 @@ mod tests {
     }
 
     #[test]
-    fn a_partition_resumes_one_slack_after_what_was_due_when_polled() {
+    fn records_due_when_polled_never_pause_the_partition() {
         let mut due = Due::default();
         assert!(due.may_resume(at(0)), "nothing seen: nothing to wait for");
         assert_eq!(due.next_change(), None);
-        assert_eq!(due.admit(1, Some(at(900)), at(1_000), SLACK), Admit::Now(1));
-        assert!(!due.may_resume(at(949)));
-        assert!(due.may_resume(at(950)));
-        // A record without a time of its own moves nothing.
-        assert_eq!(due.admit(2, None, at(2_000), SLACK), Admit::Now(2));
-        assert!(due.may_resume(at(2_000)));
+        for (x, d) in [(1, Some(900)), (2, Some(1_000)), (3, None)] {
+            assert_eq!(due.admit(x, d.map(at), at(1_000)), Admit::Now(x));
+            assert!(due.may_resume(at(1_000)), "after {x}");
+        }
+        assert_eq!(due.next_change(), None);
     }
 
     #[test]
     fn a_record_without_a_time_at_the_head_goes_at_once() {
         let mut due = Due::default();
         assert_eq!(
-            due.admit(1, Some(at(5_000)), at(0), SLACK),
+            due.admit(1, Some(at(5_000)), at(0)),
             Admit::Held { first: true }
         );
-        assert_eq!(
-            due.admit(2, None, at(0), SLACK),
-            Admit::Held { first: false }
-        );
+        assert_eq!(due.admit(2, None, at(0)), Admit::Held { first: false });
         assert_eq!(due.take_due(at(5_000), SLACK), [1, 2]);
     }
 }

@@ -120,7 +120,7 @@ type Acked = Vec<(Delivered, crate::error::Result<()>)>;
 /// transactional listener, or a handler that takes a `Batch`), the records already waiting,
 /// up to `batch` (and those that come within `batch_wait_ms`), are handled together: in one
 /// database transaction, or one call (see [`super::batch`]). While a batch gathers, finished
-/// records' acknowledgements wait.
+/// records' acknowledgements wait; while a record or batch runs, they land.
 async fn sequential<S: Service>(
     env: Arc<ListenerEnv<S>>,
     part: Arc<PartitionShared>,
@@ -147,16 +147,40 @@ async fn sequential<S: Service>(
                 take_up(&env, &part);
                 let mut waiting = vec![msg];
                 gather(&env, &part, &mut rx, &mut waiting, batch).await;
-                let unacked = if waiting.len() == 1 {
-                    let msg = waiting.pop().expect("one record");
-                    handle_one(&env, &part, msg, Acks::Background)
-                        .await
-                        .map(|(msg, acking)| (vec![msg], acking))
-                        .into_iter()
-                        .collect()
-                } else {
-                    super::batch::run(&env, &part, waiting).await
+                let work = async {
+                    if waiting.len() == 1 {
+                        let msg = waiting.pop().expect("one record");
+                        handle_one(&env, &part, msg, Acks::Background)
+                            .await
+                            .map(|(msg, acking)| (vec![msg], acking))
+                            .into_iter()
+                            .collect()
+                    } else {
+                        super::batch::run(&env, &part, waiting).await
+                    }
                 };
+                // The records before these finish as their acknowledgements land, while
+                // these run (their retries may take long): their offsets are committed
+                // meanwhile. One whose outputs were not acknowledged is handled again after.
+                let mut again = Vec::new();
+                tokio::pin!(work);
+                let unacked = loop {
+                    tokio::select! {
+                        biased;
+                        unacked = &mut work => break unacked,
+                        Some(acked) = acks.next() => {
+                            awaited -= acked.len();
+                            again.extend(
+                                acked
+                                    .into_iter()
+                                    .filter_map(|(msg, acked)| settled(&env, &part, msg, acked)),
+                            );
+                        }
+                    }
+                };
+                for msg in again {
+                    handle_one(&env, &part, msg, Acks::Wait).await;
+                }
                 for (msgs, acking) in unacked {
                     awaited += msgs.len();
                     acks.push(Box::pin(async move {
