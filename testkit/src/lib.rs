@@ -217,6 +217,28 @@ pub fn tansu_binary() -> Option<PathBuf> {
     })
 }
 
+/// [`tansu_binary`], once an install of tansu in progress has ended: `scripts/install-tansu`
+/// holds `~/.cargo/.atoll-install-tansu.lock` while it builds (`.ci/run` builds tansu while
+/// the tests that need no broker run; those that need it wait here).
+fn tansu_binary_once_installed() -> Option<PathBuf> {
+    tansu_binary().or_else(|| {
+        let lock = Path::new(&std::env::var_os("HOME")?).join(".cargo/.atoll-install-tansu.lock");
+        if !lock.is_file() {
+            return None;
+        }
+        eprintln!("waiting for the install of tansu in progress (it holds {lock:?})…");
+        // `flock` waits until the install lets go of the lock, then runs `true`.
+        let waited = std::process::Command::new("flock")
+            .arg(&lock)
+            .arg("true")
+            .status();
+        if let Err(e) = waited {
+            eprintln!("cannot wait for the install of tansu: {e}");
+        }
+        tansu_binary()
+    })
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -317,8 +339,8 @@ impl Tansu {
                 panic!("noida-db is not installed; run `scripts/install-noida` (or set NOIDA_BIN): this test needs a broker with Kafka transactions")
             })
         } else {
-            tansu_binary().unwrap_or_else(|| {
-                panic!("tansu is not installed; run `scripts/install-tansu` (or set TANSU_BIN): this test needs a real broker")
+            tansu_binary_once_installed().unwrap_or_else(|| {
+                panic!("tansu is not installed (an install that ran here failed: see target/install-tansu.log); run `scripts/install-tansu` (or set TANSU_BIN): this test needs a real broker")
             })
         };
         for _ in 0..3 {
