@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use atoll::{event_service, handlers, Context, Event, HandlerError, HandlerResult, Meta};
+use atoll::{event_service, handlers, Batch, Context, Event, HandlerError, HandlerResult, Meta};
 use serde::{Deserialize, Serialize};
 
 /// The probe service: `acme.test.probe`, 6 partitions.
@@ -174,6 +174,75 @@ impl Pipeline {
             meta.listener, item.key, item.n, meta.partition, meta.offset
         )?;
         out.flush()?;
+        Ok(())
+    }
+}
+
+/// The bulk service: `acme.test.bulk`, 4 partitions, the pipeline's relay as a batch listener:
+/// its `relay` listener takes a `Batch` of items, exactly once, and turns each into two
+/// `relayed` facts naming the item's partition and offset (the pipeline's JSON), all committed
+/// with the batch's offsets in one Kafka transaction. Run by the `probe` binary with
+/// `PROBE_SERVICE=bulk`.
+#[event_service(company = "acme", namespace = "test", name = "bulk", partitions = 4)]
+#[derive(Debug, Default)]
+pub struct Bulk;
+
+/// An input of the bulk service (an [`Item`]'s JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(command, name = "item", version = 1, service = Bulk)]
+pub struct BulkItem {
+    /// The key.
+    #[event(key)]
+    pub key: String,
+    /// Its number within the key.
+    pub n: u32,
+}
+
+/// An output of the bulk service (a [`Relayed`]'s JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(fact, name = "relayed", version = 1, service = Bulk)]
+pub struct BulkRelayed {
+    /// The item's key.
+    #[event(key)]
+    pub key: String,
+    /// The item's number.
+    pub n: u32,
+    /// Which of the item's two outputs (0 or 1).
+    pub part: u8,
+    /// The item's partition.
+    pub partition: i32,
+    /// The item's offset.
+    pub offset: i64,
+}
+
+#[handlers]
+impl Bulk {
+    /// Two outputs per item, a batch at a time, exactly once.
+    #[listener(name = "relay", delivery = "exactly_once", batch_wait_ms = 20)]
+    async fn relay(&self, batch: Batch<Self, BulkItem>) -> HandlerResult {
+        let mut out = String::new();
+        for record in batch {
+            let meta = record.meta().clone();
+            for part in 0..2 {
+                record
+                    .ctx
+                    .emit(BulkRelayed {
+                        key: record.event.key.clone(),
+                        n: record.event.n,
+                        part,
+                        partition: meta.partition,
+                        offset: meta.offset,
+                    })
+                    .await?;
+            }
+            out.push_str(&format!(
+                "handled {} {}/{} {} {}\n",
+                meta.listener, record.event.key, record.event.n, meta.partition, meta.offset
+            ));
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()?;
         Ok(())
     }
 }

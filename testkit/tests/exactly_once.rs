@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use atoll::contract::owned_topics;
 use atoll::{Event, Service};
-use atoll_testkit::probe::{Depot, Item, Journey, Load, Pipeline, PlanTrek, Relayed, Reserve};
+use atoll_testkit::probe::{
+    Bulk, BulkItem, Depot, Item, Journey, Load, Pipeline, PlanTrek, Relayed, Reserve,
+};
 use atoll_testkit::process::{wait_until, Proc};
 use atoll_testkit::{header, read_topic, read_topic_as, Tansu};
 use rand::{Rng, SeedableRng};
@@ -37,8 +39,18 @@ async fn with_pipeline_topics(broker: Tansu) -> Tansu {
 
 /// The environment of pipeline process `name` (a stable name: its `transactional.id`).
 fn env(broker: &Tansu, name: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    env_of("pipeline", broker, name, extra)
+}
+
+/// The environment of a `service` (`pipeline` or `bulk`) process named `name`.
+fn env_of(
+    service: &str,
+    broker: &Tansu,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut env = broker.env();
-    env.push(("PROBE_SERVICE".into(), "pipeline".into()));
+    env.push(("PROBE_SERVICE".into(), service.into()));
     env.push(("ATOLL_SERVICE__PROCESS_NAME".into(), name.into()));
     // noida-db keeps a member that died in its group (its partitions would wait for it
     // forever), but gives a static member's partitions to its restarted instance.
@@ -54,6 +66,17 @@ fn env(broker: &Tansu, name: &str, extra: &[(&str, &str)]) -> Vec<(String, Strin
 /// idempotently, one record per batch (noida-db, like tansu, serves a fetch only from the start
 /// of a batch).
 fn send_items(bootstrap: &str, keys: u32, rounds: std::ops::Range<u32>, pace: Duration) {
+    send_items_to((INPUTS, Item::ce_type()), bootstrap, keys, rounds, pace);
+}
+
+/// [`send_items`] to `topic`, typed `ce_type` (the bulk service takes the same JSON).
+fn send_items_to(
+    (topic, ce_type): (&str, &str),
+    bootstrap: &str,
+    keys: u32,
+    rounds: std::ops::Range<u32>,
+    pace: Duration,
+) {
     use rdkafka::producer::{BaseRecord, Producer};
     let producer = atoll_testkit::raw_producer(bootstrap);
     let first = rounds.start;
@@ -64,13 +87,13 @@ fn send_items(bootstrap: &str, keys: u32, rounds: std::ops::Range<u32>, pace: Du
         }
         for k in 0..keys {
             let key = format!("k{k}");
-            let (headers, _) = atoll::envelope::Outgoing::new(Item::ce_type(), "test").headers();
+            let (headers, _) = atoll::envelope::Outgoing::new(ce_type, "test").headers();
             let payload = serde_json::to_vec(&Item {
                 key: key.clone(),
                 n,
             })
             .unwrap();
-            let record = BaseRecord::to(INPUTS)
+            let record = BaseRecord::to(topic)
                 .key(&key)
                 .payload(&payload)
                 .headers(headers);
@@ -101,12 +124,16 @@ async fn one_item_once_joined(broker: &Tansu, p: &Proc) {
 /// commits later (`noida_limitations.rs`), and a new reader gets a partition's backlog in one
 /// fetch, where the abort's marker and the later commits are seen together.
 fn outputs(bootstrap: &str, n: usize, timeout: Duration) -> Vec<(Relayed, String)> {
+    outputs_of(OUTPUTS, bootstrap, n, timeout)
+}
+
+/// [`outputs`] of `topic` (the bulk service's are the pipeline's JSON).
+fn outputs_of(topic: &str, bootstrap: &str, n: usize, timeout: Duration) -> Vec<(Relayed, String)> {
     let deadline = Instant::now() + timeout;
     let mut longest = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let read =
-            atoll_testkit::read_topic(bootstrap, OUTPUTS, n, left.min(Duration::from_secs(5)));
+        let read = atoll_testkit::read_topic(bootstrap, topic, n, left.min(Duration::from_secs(5)));
         if read.len() > longest.len() {
             longest = read;
         }
@@ -216,6 +243,80 @@ async fn outputs_are_written_once_though_processes_are_killed_ten_times() {
     let handled: usize = procs.iter().map(|p| p.handled().len()).sum();
     eprintln!(
         "{} outputs of {} items; the last processes handled {handled} records",
+        read.len(),
+        KEYS * PER_KEY
+    );
+    assert_exactly_once(&read, KEYS, PER_KEY);
+}
+
+/// The same with a batch listener (the bulk service): each batch's outputs and offsets in one
+/// transaction, whose records' outputs are each written once however the processes die.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_listeners_outputs_are_written_once_though_processes_are_killed() {
+    const KEYS: u32 = 20;
+    const PER_KEY: u32 = 100;
+    const BULK_OUT: &str = "acme.test.bulk.events";
+    let broker = Tansu::builder().transactions(true).start();
+    let driver = atoll::App::new(broker.config())
+        .topics(owned_topics::<Bulk>())
+        .start()
+        .await
+        .expect("the bulk service's topics");
+    driver.shutdown().await;
+    let names = ["b0", "b1"];
+    let env = |name: &str| env_of("bulk", &broker, name, &[]);
+    let mut procs: Vec<Proc> = names
+        .iter()
+        .map(|n| Proc::start(PROBE, &[], &env(n)))
+        .collect();
+    let b = broker.bootstrap();
+    // Paced, so that the kills fall among the batches.
+    let sender = std::thread::spawn(move || {
+        send_items_to(
+            ("acme.test.bulk.commands", BulkItem::ce_type()),
+            &b,
+            KEYS,
+            0..PER_KEY,
+            Duration::from_millis(80),
+        )
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..2_500))).await;
+        let i = rng.random_range(0..procs.len());
+        procs[i].kill();
+        procs[i] = Proc::start(PROBE, &[], &env(names[i]));
+    }
+    sender.join().unwrap();
+    let total = 2 * (KEYS * PER_KEY) as usize;
+    let b = broker.bootstrap();
+    let read = {
+        let b = b.clone();
+        tokio::task::spawn_blocking(move || {
+            outputs_of(BULK_OUT, &b, total, Duration::from_secs(180))
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        read.len(),
+        total,
+        "all outputs within 3 minutes\n{}",
+        procs[0].log()
+    );
+    // Anything written twice would follow: wait a little, then read everything again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = tokio::task::spawn_blocking(move || {
+        outputs_of(BULK_OUT, &b, total + 1, Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    for p in &mut procs {
+        p.terminate();
+    }
+    let batches: usize = procs.iter().map(|p| p.handled().len()).sum();
+    eprintln!(
+        "{} outputs of {} items; the last processes handled {batches} records",
         read.len(),
         KEYS * PER_KEY
     );
