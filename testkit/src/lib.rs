@@ -340,7 +340,7 @@ impl Tansu {
             })
         } else {
             tansu_binary_once_installed().unwrap_or_else(|| {
-                panic!("tansu is not installed (an install that ran here failed: see target/install-tansu.log); run `scripts/install-tansu` (or set TANSU_BIN): this test needs a real broker")
+                panic!("tansu is not installed; run `scripts/install-tansu` (or set TANSU_BIN; `.ci/run` installs it in the background, logging to target/install-tansu.log): this test needs a real broker")
             })
         };
         for _ in 0..3 {

@@ -220,6 +220,7 @@ impl Bulk {
     /// Two outputs per item, a batch at a time, exactly once.
     #[listener(name = "relay", delivery = "exactly_once", batch_wait_ms = 20)]
     async fn relay(&self, batch: Batch<Self, BulkItem>) -> HandlerResult {
+        tracing::info!(records = batch.len(), "bulk batch");
         let mut out = String::new();
         for record in batch {
             let meta = record.meta().clone();

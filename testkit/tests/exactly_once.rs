@@ -315,6 +315,26 @@ async fn a_batch_listeners_outputs_are_written_once_though_processes_are_killed(
         p.terminate();
     }
     let batches: usize = procs.iter().map(|p| p.handled().len()).sum();
+    // Batches of many, not one record per call.
+    let largest = procs
+        .iter()
+        .flat_map(|p| {
+            p.log()
+                .lines()
+                .filter(|l| l.contains("bulk batch"))
+                .filter_map(|l| {
+                    l.split("records=")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(largest > 1, "the largest batch had {largest} records");
     eprintln!(
         "{} outputs of {} items; the last processes handled {batches} records",
         read.len(),

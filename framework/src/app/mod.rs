@@ -363,7 +363,10 @@ impl<S: Handlers> ErasedService for Registered<S> {
             }
         }
         // Settings that cannot work are refused at start, before any topic is made.
-        let delays = self.retry_delays(config).unwrap_or_default();
+        let delays = self.retry_delays(config).unwrap_or_else(|e| {
+            tracing::warn!(service = %S::ID, error = %e, "its retry tiers are left out of its topics");
+            BTreeSet::new()
+        });
         add_retry_tiers(&mut topics, S::ID, delays);
         topics
     }

@@ -844,7 +844,8 @@ impl<S: Service> PollLoop<S> {
     }
 
     /// Pauses partition `p` while its buffer is full or it holds records until due, and
-    /// resumes it once neither is so (unless an operator's hold keeps it paused: `held`).
+    /// resumes it once neither is so, given the partitions an operator's hold keeps paused
+    /// (`held`; without them, it only pauses).
     fn settle(&self, p: i32, slot: &mut Slot, now: SystemTime, held: Option<&BTreeSet<i32>>) {
         let want = slot.full || !slot.waiting.may_resume(now);
         if want && !slot.paused {
@@ -859,7 +860,8 @@ impl<S: Service> PollLoop<S> {
                 Err(e) => tracing::warn!(partition = p, error = %e, "cannot pause partition"),
             }
         } else if !want && slot.paused {
-            if held.is_some_and(|h| h.contains(&p)) {
+            let Some(held) = held else { return };
+            if held.contains(&p) {
                 // Its hold keeps it paused: the consumer no longer does.
                 slot.paused = false;
                 return;

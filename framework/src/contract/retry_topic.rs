@@ -71,12 +71,14 @@ impl Tier {
 
     /// When a record whose state says `not_before` is due, read at `now`: on a tier, no later
     /// than one delay from now, so that a writer whose clock runs ahead holds a partition up
-    /// for one delay at most.
+    /// for one delay at most; on the legacy topic, no later than the longest tier's delay
+    /// (an hour) from now.
     pub(crate) fn due(self, not_before: SystemTime, now: SystemTime) -> SystemTime {
-        match self {
-            Self::Legacy => not_before,
-            Self::Ms(ms) => not_before.min(now + Duration::from_millis(ms)),
-        }
+        let bound = match self {
+            Self::Legacy => *atoll_naming::RETRY_TIER_MS.end(),
+            Self::Ms(ms) => ms,
+        };
+        not_before.min(now + Duration::from_millis(bound))
     }
 }
 
@@ -255,6 +257,7 @@ mod tests {
         // (tier, not_before, now) → due, slack
         let cases = [
             (Tier::Legacy, hour, hour, 100),
+            (Tier::Legacy, hour + Duration::from_secs(1), hour, 100),
             (Tier::Ms(500), now, now, 50),
             (Tier::Ms(500), hour, now + Duration::from_millis(500), 50),
             (
