@@ -119,7 +119,16 @@ async fn listeners_whose_ladders_together_have_more_than_8_delays_are_refused() 
             },
         );
     }
-    let Err(e) = App::new(config).service(Third).start().await else {
+    // Listed without their tiers (the start says why)…
+    let app = App::new(config).service(Third);
+    assert!(
+        !app.declared_topics()
+            .iter()
+            .any(|t| t.name.as_str().contains(".private.retry-")),
+        "no tier of settings that cannot work"
+    );
+    // … and refused at start.
+    let Err(e) = app.start().await else {
         panic!("the start should fail")
     };
     let why = e.to_string();

@@ -28,11 +28,16 @@ async fn broker() -> Tansu {
 
 /// `broker`, once the pipeline's topics are on it.
 async fn with_pipeline_topics(broker: Tansu) -> Tansu {
+    with_topics(broker, owned_topics::<Pipeline>()).await
+}
+
+/// `broker`, once `topics` are on it.
+async fn with_topics(broker: Tansu, topics: Vec<atoll::contract::TopicSpec>) -> Tansu {
     let driver = atoll::App::new(broker.config())
-        .topics(owned_topics::<Pipeline>())
+        .topics(topics)
         .start()
         .await
-        .expect("the pipeline's topics");
+        .expect("the topics");
     driver.shutdown().await;
     broker
 }
@@ -157,6 +162,39 @@ fn decoded(outputs: &[OwnedMessage]) -> Vec<(Relayed, String)> {
         .collect()
 }
 
+/// The outputs of `topic` once all `total` are there (waiting `within`), read again a little
+/// later, so that anything written twice follows; then the processes are stopped.
+async fn all_outputs_then_again(
+    topic: &'static str,
+    bootstrap: String,
+    total: usize,
+    within: Duration,
+    procs: &mut [Proc],
+) -> Vec<(Relayed, String)> {
+    let read = {
+        let b = bootstrap.clone();
+        tokio::task::spawn_blocking(move || outputs_of(topic, &b, total, within))
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        read.len(),
+        total,
+        "all outputs within {within:?}\n{}",
+        procs[0].log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = tokio::task::spawn_blocking(move || {
+        outputs_of(topic, &bootstrap, total + 1, Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    for p in procs.iter_mut() {
+        p.terminate();
+    }
+    read
+}
+
 /// Every item's two outputs are there exactly once, and no `ce_id` repeats.
 fn assert_exactly_once(outputs: &[(Relayed, String)], keys: u32, per_key: u32) {
     let mut by_input: BTreeMap<(i32, i64, u8), usize> = BTreeMap::new();
@@ -220,26 +258,8 @@ async fn outputs_are_written_once_though_processes_are_killed_ten_times() {
     }
     assert_eq!(kills, 10);
     sender.join().unwrap();
-    let read = {
-        let b = b.clone();
-        tokio::task::spawn_blocking(move || outputs(&b, total, Duration::from_secs(240)))
-            .await
-            .unwrap()
-    };
-    assert_eq!(
-        read.len(),
-        total,
-        "all outputs within 4 minutes\n{}",
-        procs[0].log()
-    );
-    // Anything written twice would follow: wait a little, then read everything again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let read = tokio::task::spawn_blocking(move || outputs(&b, total + 1, Duration::from_secs(10)))
-        .await
-        .unwrap();
-    for p in &mut procs {
-        p.terminate();
-    }
+    let within = Duration::from_secs(240);
+    let read = all_outputs_then_again(OUTPUTS, b, total, within, &mut procs).await;
     let handled: usize = procs.iter().map(|p| p.handled().len()).sum();
     eprintln!(
         "{} outputs of {} items; the last processes handled {handled} records",
@@ -256,13 +276,11 @@ async fn a_batch_listeners_outputs_are_written_once_though_processes_are_killed(
     const KEYS: u32 = 20;
     const PER_KEY: u32 = 100;
     const BULK_OUT: &str = "acme.test.bulk.events";
-    let broker = Tansu::builder().transactions(true).start();
-    let driver = atoll::App::new(broker.config())
-        .topics(owned_topics::<Bulk>())
-        .start()
-        .await
-        .expect("the bulk service's topics");
-    driver.shutdown().await;
+    let broker = with_topics(
+        Tansu::builder().transactions(true).start(),
+        owned_topics::<Bulk>(),
+    )
+    .await;
     let names = ["b0", "b1"];
     let env = |name: &str| env_of("bulk", &broker, name, &[]);
     let mut procs: Vec<Proc> = names
@@ -289,32 +307,10 @@ async fn a_batch_listeners_outputs_are_written_once_though_processes_are_killed(
     }
     sender.join().unwrap();
     let total = 2 * (KEYS * PER_KEY) as usize;
-    let b = broker.bootstrap();
-    let read = {
-        let b = b.clone();
-        tokio::task::spawn_blocking(move || {
-            outputs_of(BULK_OUT, &b, total, Duration::from_secs(180))
-        })
-        .await
-        .unwrap()
-    };
-    assert_eq!(
-        read.len(),
-        total,
-        "all outputs within 3 minutes\n{}",
-        procs[0].log()
-    );
-    // Anything written twice would follow: wait a little, then read everything again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let read = tokio::task::spawn_blocking(move || {
-        outputs_of(BULK_OUT, &b, total + 1, Duration::from_secs(10))
-    })
-    .await
-    .unwrap();
-    for p in &mut procs {
-        p.terminate();
-    }
-    let batches: usize = procs.iter().map(|p| p.handled().len()).sum();
+    let within = Duration::from_secs(180);
+    let read =
+        all_outputs_then_again(BULK_OUT, broker.bootstrap(), total, within, &mut procs).await;
+    let handled: usize = procs.iter().map(|p| p.handled().len()).sum();
     // Batches of many, not one record per call.
     let largest = procs
         .iter()
@@ -336,7 +332,7 @@ async fn a_batch_listeners_outputs_are_written_once_though_processes_are_killed(
         .unwrap_or(0);
     assert!(largest > 1, "the largest batch had {largest} records");
     eprintln!(
-        "{} outputs of {} items; the last processes handled {batches} records",
+        "{} outputs of {} items; the last processes handled {handled} records",
         read.len(),
         KEYS * PER_KEY
     );

@@ -307,8 +307,7 @@ impl<S: Handlers> Registered<S> {
         for (mode, topic) in modes {
             let suffix = match mode {
                 Mode::Main => String::new(),
-                Mode::Retry(Tier::Legacy) => " (retry)".to_owned(),
-                Mode::Retry(Tier::Ms(ms)) => format!(" (retry-{ms})"),
+                Mode::Retry(tier) => format!(" ({})", tier.name()),
             };
             let health = env
                 .health

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::env::{ListenerEnv, Mode};
+use super::env::{Group, ListenerEnv};
 use super::received::Received;
 use super::worker::Handled;
 use crate::config::client::{Clients, Hooked};
@@ -81,11 +81,8 @@ impl<S: Service> ListenerEnv<S> {
                 return Ok(*o);
             }
         }
-        let listener_group = S::ID.group_id(listener)?;
-        let group = match self.setup.group.mode {
-            Mode::Retry(tier) => tier.group(&listener_group),
-            Mode::Main => format!("{listener_group}.retry"),
-        };
+        // Its group on the retry topic this consumer reads.
+        let group = Group::new(S::ID.group_id(listener)?, self.setup.group.mode).joined;
         let (clients, topic) = (self.io.clients.clone(), self.setup.topic.to_string());
         let offset = tokio::task::spawn_blocking(move || {
             committed_offset(&clients, &group, &topic, partition)

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::contract::envelope::{record_header, RecordView};
-use crate::contract::topic::{ServiceId, TopicName};
+use crate::contract::topic::{PrivateTopic, ServiceId, TopicName};
 
 /// `atoll_retry_listener`: the only listener the record is for.
 pub const LISTENER: &str = "atoll_retry_listener";
@@ -50,13 +50,18 @@ impl Tier {
         }
     }
 
+    /// Its name after `private.`: `retry`, or `retry-<ms>`.
+    pub(crate) fn name(self) -> String {
+        match self {
+            Self::Legacy => PrivateTopic::Retry.name().to_owned(),
+            Self::Ms(ms) => atoll_naming::retry_tier_name(ms),
+        }
+    }
+
     /// The group that listener group `listener` reads the tier in: `<listener>.retry`, or
     /// `<listener>.retry-<ms>`.
     pub(crate) fn group(self, listener: &str) -> String {
-        match self {
-            Self::Legacy => format!("{listener}.retry"),
-            Self::Ms(ms) => format!("{listener}.{}", atoll_naming::retry_tier_name(ms)),
-        }
+        format!("{listener}.{}", self.name())
     }
 
     /// How long a partition stays paused after its head was handed on, so that the records
